@@ -1,0 +1,317 @@
+//! Request and response bodies.
+//!
+//! A response [`Body`] holds its connection's lease: reading it to the end
+//! returns the connection to the pool; dropping it early closes the
+//! connection (an HTTP/1.1 connection with unread response bytes cannot carry
+//! another request). A body held and never read keeps its lease, and the
+//! pool's leak report names where it was taken.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::error::{BoxError, Error, Kind};
+use crate::pool::Lease;
+
+/// A request body: in memory (replayable, so safe retries can resend it) or
+/// streamed (sent once).
+///
+/// ```
+/// use freshpool::RequestBody;
+/// let body = RequestBody::from("hello");
+/// assert!(body.is_replayable());
+/// let empty = RequestBody::empty();
+/// assert!(empty.is_replayable());
+/// ```
+pub struct RequestBody {
+    inner: ReqInner,
+}
+
+enum ReqInner {
+    Full(Option<Bytes>),
+    Stream(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>),
+    /// Held back until the server says `100 Continue` (or the wait ends).
+    Gated(Gate, Box<RequestBody>),
+}
+
+/// Opens when the server answers 100, or after the configured wait.
+pub(crate) struct Gate {
+    pub open: tokio::sync::oneshot::Receiver<()>,
+    pub timer: Pin<Box<tokio::time::Sleep>>,
+    pub state: std::sync::Arc<GateState>,
+}
+
+/// What the client learns from a gate after the attempt.
+#[derive(Default, Debug)]
+pub(crate) struct GateState {
+    /// The body started to go out.
+    pub released: std::sync::atomic::AtomicBool,
+    /// ...because the server said 100 Continue (not because we gave up waiting).
+    pub by_server: std::sync::atomic::AtomicBool,
+}
+
+impl RequestBody {
+    /// No body.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: ReqInner::Full(None),
+        }
+    }
+
+    /// A streamed body (not replayable: a failed request is not retried
+    /// unless it provably never left).
+    ///
+    /// ```
+    /// use freshpool::RequestBody;
+    /// use http_body_util::Full;
+    /// let body = RequestBody::wrap(Full::new(bytes::Bytes::from_static(b"x")));
+    /// assert!(!body.is_replayable());
+    /// ```
+    pub fn wrap<B>(body: B) -> RequestBody
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        RequestBody {
+            inner: ReqInner::Stream(Box::pin(body.map_err(Into::into))),
+        }
+    }
+
+    /// True when the body is in memory and can be sent again.
+    pub fn is_replayable(&self) -> bool {
+        matches!(self.inner, ReqInner::Full(_))
+    }
+
+    /// A copy for a retry, when the body is in memory.
+    pub(crate) fn try_clone(&self) -> Option<RequestBody> {
+        match &self.inner {
+            ReqInner::Full(b) => Some(RequestBody {
+                inner: ReqInner::Full(b.clone()),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Length when known up front.
+    pub(crate) fn len(&self) -> Option<u64> {
+        self.size_hint().exact()
+    }
+
+    pub(crate) fn gated(self, gate: Gate) -> RequestBody {
+        RequestBody {
+            inner: ReqInner::Gated(gate, Box::new(self)),
+        }
+    }
+}
+
+impl Default for RequestBody {
+    fn default() -> Self {
+        RequestBody::empty()
+    }
+}
+
+impl From<Bytes> for RequestBody {
+    fn from(b: Bytes) -> Self {
+        RequestBody {
+            inner: ReqInner::Full(if b.is_empty() { None } else { Some(b) }),
+        }
+    }
+}
+impl From<Vec<u8>> for RequestBody {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes::from(v).into()
+    }
+}
+impl From<String> for RequestBody {
+    fn from(s: String) -> Self {
+        Bytes::from(s).into()
+    }
+}
+impl From<&'static str> for RequestBody {
+    fn from(s: &'static str) -> Self {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+impl From<&'static [u8]> for RequestBody {
+    fn from(s: &'static [u8]) -> Self {
+        Bytes::from_static(s).into()
+    }
+}
+impl From<()> for RequestBody {
+    fn from(_: ()) -> Self {
+        RequestBody::empty()
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            ReqInner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqInner::Stream(s) => s.as_mut().poll_frame(cx),
+            ReqInner::Gated(gate, inner) => {
+                use std::sync::atomic::Ordering::Release;
+                if !gate.state.released.load(std::sync::atomic::Ordering::Acquire) {
+                    let by_server = matches!(Pin::new(&mut gate.open).poll(cx), Poll::Ready(Ok(())));
+                    let by_timer = !by_server && gate.timer.as_mut().poll(cx).is_ready();
+                    if !(by_server || by_timer) {
+                        return Poll::Pending;
+                    }
+                    gate.state.by_server.store(by_server, Release);
+                    gate.state.released.store(true, Release);
+                }
+                Pin::new(&mut **inner).poll_frame(cx)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            ReqInner::Full(b) => b.is_none(),
+            ReqInner::Stream(s) => s.is_end_stream(),
+            ReqInner::Gated(_, inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            ReqInner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqInner::Stream(s) => s.size_hint(),
+            ReqInner::Gated(_, inner) => inner.size_hint(),
+        }
+    }
+}
+
+use std::future::Future;
+
+/// A response body. Read it to the end (or drop it) to free the connection.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), freshpool::Error> {
+/// let client = freshpool::Client::new();
+/// let response = client.get("http://127.0.0.1:8080/").await?;
+/// let text = response.into_body().text().await?;
+/// # Ok(()) }
+/// ```
+pub struct Body {
+    inner: Option<Incoming>,
+    lease: Option<Lease>,
+    origin: std::sync::Arc<str>,
+}
+
+impl Body {
+    pub(crate) fn new(inner: Incoming, lease: Option<Lease>, origin: std::sync::Arc<str>) -> Body {
+        Body {
+            inner: Some(inner),
+            lease,
+            origin,
+        }
+    }
+
+    /// Reads the whole body.
+    pub async fn bytes(self) -> Result<Bytes, Error> {
+        Ok(self.collect().await?.to_bytes())
+    }
+
+    /// Reads the whole body as UTF-8 text (invalid sequences replaced).
+    pub async fn text(self) -> Result<String, Error> {
+        let bytes = self.bytes().await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Reads and discards the body, returning the connection to the pool.
+    pub async fn drain(self) -> Result<u64, Error> {
+        let mut body = self;
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                total += data.len() as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    fn finish(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                self.inner = None;
+                self.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(e))) => {
+                // The connection broke mid-body: never reuse it.
+                self.inner = None;
+                if let Some(lease) = self.lease.take() {
+                    lease.discard();
+                }
+                let kind = if e.is_incomplete_message() || e.is_parse() {
+                    Kind::Protocol
+                } else {
+                    Kind::Io
+                };
+                let msg = format!("response body from {} failed", self.origin);
+                Poll::Ready(Some(Err(Error::new(kind, msg).with_source(e))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or(SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if self.inner.as_ref().is_none_or(|b| b.is_end_stream()) {
+                lease.release();
+            } else {
+                // Unread bytes remain: the connection cannot carry another
+                // request. Closing it is cheaper and safer than draining an
+                // unknown amount on the caller's drop.
+                lease.discard();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("origin", &self.origin)
+            .field("holds_connection", &self.lease.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,222 @@
+//! [`ClientBuilder`]: every setting of a [`Client`], validated at `build()`.
+
+use std::panic::Location;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::client::{Client, ClientInner};
+use crate::config::{self, ClientIdentity, ConnConfig, HttpVersion, PoolConfig};
+use crate::connect::{Connector, Resolve, SystemResolver};
+use crate::error::Error;
+use crate::health::{Clock, SystemClock};
+use crate::pool::key::{SecurityContext, SecuritySettings};
+use crate::pool::Pool;
+
+/// Configures a [`Client`]. Every setting has a documented default; invalid
+/// combinations are reported by [`ClientBuilder::build`] as
+/// [`crate::Kind::Config`] errors, never panics.
+///
+/// ```
+/// use std::time::Duration;
+/// let client = freshpool::Client::builder()
+///     .max_connections_per_host(16)
+///     .max_connections_total(256)
+///     .pool_timeout(Duration::from_secs(5))
+///     .connect_timeout(Duration::from_secs(3))
+///     .idle_timeout(Some(Duration::from_secs(30)))
+///     .build()
+///     .unwrap();
+/// # drop(client);
+/// ```
+#[must_use]
+pub struct ClientBuilder {
+    pool: PoolConfig,
+    conn: ConnConfig,
+    resolver: Arc<dyn Resolve>,
+    clock: Arc<dyn Clock>,
+    shared_pool: Option<Pool>,
+    proxy: Option<String>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder::new()
+    }
+}
+
+macro_rules! setters {
+    ($( $(#[$doc:meta])* $name:ident : $field:ident . $sub:ident : $ty:ty ),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$field.$sub = value;
+                self
+            }
+        )*
+    };
+}
+
+impl ClientBuilder {
+    /// The defaults (see each setting).
+    pub fn new() -> ClientBuilder {
+        ClientBuilder {
+            pool: PoolConfig::default(),
+            conn: ConnConfig::default(),
+            resolver: Arc::new(SystemResolver),
+            clock: Arc::new(SystemClock),
+            shared_pool: None,
+            proxy: None,
+        }
+    }
+
+    setters! {
+        /// Connections (open or being dialed) to one origin. Default 64.
+        max_connections_per_host: pool.max_connections_per_host: usize,
+        /// Connections across all origins. Default 512.
+        max_connections_total: pool.max_connections_total: usize,
+        /// Idle connections kept per origin. Default 64 (= the per-host
+        /// limit, so steady load does not churn connections).
+        max_idle_per_host: pool.max_idle_per_host: usize,
+        /// Requests that may wait per origin; beyond it requests fail at once
+        /// with [`crate::Kind::PoolFull`]. Default 1024.
+        max_pending: pool.max_pending: usize,
+        /// How long a request may wait for a connection slot. Default 30 s.
+        pool_timeout: pool.pool_timeout: Duration,
+        /// Close connections idle this long. Default 55 s; `None` = never.
+        idle_timeout: pool.idle_timeout: Option<Duration>,
+        /// Close connections this old once idle (lets DNS changes take
+        /// effect). Default `None`.
+        max_lifetime: pool.max_lifetime: Option<Duration>,
+        /// Close a connection after this many requests. Default `None`.
+        max_requests_per_connection: pool.max_requests_per_connection: Option<u64>,
+        /// Expire a connection this long before the server's `Keep-Alive:
+        /// timeout`. Default 500 ms.
+        keep_alive_margin: pool.keep_alive_margin: Duration,
+        /// Check an idle connection's socket before reuse, and guard bodies
+        /// with `Expect: 100-continue`, once it idled this long. Default 2 s.
+        validate_after_idle: pool.validate_after_idle: Duration,
+        /// A stall this long is taken as a process freeze (idle connections
+        /// are then dropped). Default 1 s; `None` = off.
+        freeze_threshold: pool.freeze_threshold: Option<Duration>,
+        /// TCP connect timeout (all addresses). Default 10 s.
+        connect_timeout: conn.connect_timeout: Duration,
+        /// TLS handshake timeout. Default 10 s.
+        tls_handshake_timeout: conn.tls_handshake_timeout: Duration,
+        /// Time from sending a request to its response head. Default `None`.
+        response_header_timeout: conn.response_header_timeout: Option<Duration>,
+        /// The whole request, pool wait included. Default `None`.
+        timeout: conn.timeout: Option<Duration>,
+        /// `TCP_NODELAY`. Default on.
+        tcp_nodelay: conn.tcp_nodelay: bool,
+        /// TCP keepalive idle time. Default 30 s.
+        tcp_keepalive: conn.tcp_keepalive: Option<Duration>,
+        /// HTTP version preference. Default [`HttpVersion::Auto`].
+        http_version: conn.http_version: HttpVersion,
+        /// HTTP/2 PING interval on idle and busy connections. Default `None`.
+        http2_keep_alive_interval: conn.http2_keep_alive_interval: Option<Duration>,
+        /// Retry non-idempotent requests after a stale-connection failure.
+        /// Default off: a POST is never sent twice unless you say so.
+        retry_non_idempotent: conn.retry_non_idempotent: bool,
+        /// Use `Expect: 100-continue` for bodies on long-idle connections.
+        /// Default on.
+        expect_continue: conn.expect_continue: bool,
+        /// How long to hold a body back waiting for `100 Continue`. Default 250 ms.
+        expect_continue_timeout: conn.expect_continue_timeout: Duration,
+    }
+
+    /// Skips certificate verification (tests only!). Default off. Part of
+    /// the pool key: such connections are never shared with verified ones.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.conn.tls.danger_accept_invalid_certs = accept;
+        self
+    }
+
+    /// Trusts this CA certificate (DER) in addition to the webpki roots.
+    ///
+    /// ```
+    /// let der: Vec<u8> = vec![]; // your CA, e.g. from a PEM file
+    /// let builder = freshpool::Client::builder()
+    ///     .add_root_certificate(der.into());
+    /// # drop(builder);
+    /// ```
+    pub fn add_root_certificate(mut self, cert: CertificateDer<'static>) -> Self {
+        self.conn.tls.extra_roots.push(cert);
+        self
+    }
+
+    /// Trusts only the certificates added with
+    /// [`ClientBuilder::add_root_certificate`], not the webpki roots.
+    pub fn only_custom_roots(mut self, only: bool) -> Self {
+        self.conn.tls.only_custom_roots = only;
+        self
+    }
+
+    /// Presents this client certificate chain (mutual TLS).
+    pub fn client_certificate(mut self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        self.conn.tls.client_cert = Some(ClientIdentity {
+            chain,
+            key: Arc::new(key),
+        });
+        self
+    }
+
+    /// Uses this resolver instead of the system's.
+    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// Uses this clock for freeze detection (tests simulate freezes with it).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Shares `other`'s pool (its limits and connections) instead of making
+    /// a new one. Connections are still only reused between requests whose
+    /// TLS and proxy settings are equal. Pool settings of this builder are
+    /// ignored: the pool keeps its own.
+    ///
+    /// ```
+    /// let main = freshpool::Client::new();
+    /// let insecure = freshpool::Client::builder()
+    ///     .danger_accept_invalid_certs(true)
+    ///     .share_pool_with(&main)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(insecure);
+    /// ```
+    pub fn share_pool_with(mut self, other: &Client) -> Self {
+        self.shared_pool = Some(other.pool().clone());
+        self
+    }
+
+    pub(crate) fn proxy_key(mut self, proxy: Option<String>) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Validates the settings and builds the client.
+    #[track_caller]
+    pub fn build(self) -> Result<Client, Error> {
+        let caller = Location::caller();
+        config::validate(&self.pool, &self.conn)?;
+        let security = SecurityContext::intern(SecuritySettings {
+            tls: self.conn.tls.clone(),
+            http_version: self.conn.http_version,
+            proxy: self.proxy.clone(),
+        });
+        let connector = Arc::new(Connector::new(self.conn, self.resolver)?);
+        let pool = match self.shared_pool {
+            Some(pool) => pool,
+            None => Pool::new(self.pool, self.clock, caller),
+        };
+        Ok(Client::from_parts(ClientInner {
+            pool,
+            connector,
+            security,
+        }))
+    }
+}

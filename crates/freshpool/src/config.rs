@@ -1,0 +1,253 @@
+//! Every setting, its default and the reason for the default, and the
+//! validation that turns a bad setting into an [`Error`] at build time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::Error;
+
+/// Which HTTP versions the client may speak.
+///
+/// ```
+/// use freshpool::{Client, HttpVersion};
+/// let client = Client::builder().http_version(HttpVersion::Http1Only).build().unwrap();
+/// # drop(client);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum HttpVersion {
+    /// HTTPS: negotiate h2 or http/1.1 by ALPN. Cleartext: HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only (ALPN offers only http/1.1).
+    Http1Only,
+    /// HTTP/2 only: ALPN offers only h2; cleartext uses prior knowledge (h2c).
+    Http2Only,
+}
+
+/// The limits and freshness rules of a pool. Built by [`crate::ClientBuilder`].
+#[derive(Clone, Debug)]
+pub(crate) struct PoolConfig {
+    pub max_connections_per_host: usize,
+    pub max_connections_total: usize,
+    pub max_idle_per_host: usize,
+    pub max_pending: usize,
+    pub pool_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+    pub max_requests_per_connection: Option<u64>,
+    pub keep_alive_margin: Duration,
+    pub validate_after_idle: Duration,
+    pub freeze_threshold: Option<Duration>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            // 64 per host: far above the starving 2 of old defaults (requests
+            // queue behind two slow ones) yet small enough that one busy
+            // origin cannot use up a process's file descriptors (1024 soft
+            // limit by default on Linux).
+            max_connections_per_host: 64,
+            // 512 in total: a hard stop below the fd soft limit and far below
+            // the ~28k ephemeral ports, so an unbounded fan-out cannot
+            // exhaust outbound ports.
+            max_connections_total: 512,
+            // Keep as many idle as may be open: a pool that may open 64 but
+            // keeps 2 idle closes and reopens connections under steady load.
+            max_idle_per_host: 64,
+            // Waiters beyond this fail at once with PoolFull instead of
+            // piling up memory and timing out later.
+            max_pending: 1024,
+            // Long enough to ride out a burst, short enough that a starved
+            // pool is reported with its numbers before callers give up.
+            pool_timeout: Duration::from_secs(30),
+            // Below the common server idle timeouts (ALB 60 s, nginx 75 s):
+            // we should close first, so we never write into a closing socket.
+            idle_timeout: Some(Duration::from_secs(55)),
+            max_lifetime: None,
+            max_requests_per_connection: None,
+            // Expire a connection this long before a server's Keep-Alive
+            // timeout hint: covers clock skew and the request's own transit.
+            keep_alive_margin: Duration::from_millis(500),
+            // Past this idle time, check the socket before reuse (one
+            // non-blocking peek) and guard bodies with Expect: 100-continue.
+            validate_after_idle: Duration::from_secs(2),
+            // A gap of wall time this much larger than monotonic progress
+            // means the process was frozen: treat idle connections as suspect.
+            freeze_threshold: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// TLS trust and identity settings. Part of the pool key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct TlsSettings {
+    /// Extra roots; with `only_custom_roots` they replace the webpki roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub only_custom_roots: bool,
+    pub client_cert: Option<ClientIdentity>,
+    pub danger_accept_invalid_certs: bool,
+}
+
+/// A client certificate chain and its key, compared by chain (the key is
+/// bound to the chain's leaf).
+#[derive(Debug)]
+pub(crate) struct ClientIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl Clone for ClientIdentity {
+    fn clone(&self) -> Self {
+        ClientIdentity {
+            chain: self.chain.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+impl PartialEq for ClientIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.chain == other.chain
+    }
+}
+impl Eq for ClientIdentity {}
+impl std::hash::Hash for ClientIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.chain.hash(state)
+    }
+}
+
+/// Settings that shape each request and connection (not the pool's limits).
+#[derive(Clone, Debug)]
+pub(crate) struct ConnConfig {
+    pub connect_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub response_header_timeout: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub tcp_nodelay: bool,
+    pub tcp_keepalive: Option<Duration>,
+    pub http_version: HttpVersion,
+    pub tls: TlsSettings,
+    pub http2_keep_alive_interval: Option<Duration>,
+    pub retry_non_idempotent: bool,
+    pub expect_continue_timeout: Duration,
+    pub expect_continue: bool,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            // 10 s: a loopback or LAN connect takes well under 1 s; a WAN one
+            // that takes 10 s is better reported than waited on for 30.
+            connect_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            // None by default: long polls and slow reports are legitimate;
+            // set it when you know your server's worst case.
+            response_header_timeout: None,
+            timeout: None,
+            tcp_nodelay: true,
+            // Lets the kernel notice a dead peer on a long-idle connection.
+            tcp_keepalive: Some(Duration::from_secs(30)),
+            http_version: HttpVersion::Auto,
+            tls: TlsSettings::default(),
+            http2_keep_alive_interval: None,
+            retry_non_idempotent: false,
+            // Short: a server that ignores Expect must not cost much.
+            expect_continue_timeout: Duration::from_millis(250),
+            expect_continue: true,
+        }
+    }
+}
+
+pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error> {
+    let nonzero = [
+        ("max_connections_per_host", pool.max_connections_per_host),
+        ("max_connections_total", pool.max_connections_total),
+    ];
+    for (name, value) in nonzero {
+        if value == 0 {
+            return Err(Error::config(format!(
+                "{name} must be at least 1 (0 would make every request wait forever)"
+            )));
+        }
+    }
+    if pool.max_connections_per_host > pool.max_connections_total {
+        return Err(Error::config(format!(
+            "max_connections_per_host ({}) exceeds max_connections_total ({})",
+            pool.max_connections_per_host, pool.max_connections_total
+        )));
+    }
+    let zero_durations = [
+        ("pool_timeout", Some(pool.pool_timeout)),
+        ("connect_timeout", Some(conn.connect_timeout)),
+        ("tls_handshake_timeout", Some(conn.tls_handshake_timeout)),
+        ("response_header_timeout", conn.response_header_timeout),
+        ("timeout", conn.timeout),
+        ("idle_timeout", pool.idle_timeout),
+        ("max_lifetime", pool.max_lifetime),
+    ];
+    for (name, value) in zero_durations {
+        if value == Some(Duration::ZERO) {
+            return Err(Error::config(format!(
+                "{name} must be greater than zero (use None to switch it off where allowed)"
+            )));
+        }
+    }
+    if pool.max_requests_per_connection == Some(0) {
+        return Err(Error::config(
+            "max_requests_per_connection must be at least 1",
+        ));
+    }
+    if let (Some(total), Some(header)) = (conn.timeout, conn.response_header_timeout) {
+        if header > total {
+            return Err(Error::config(format!(
+                "response_header_timeout ({header:?}) is longer than the whole request timeout ({total:?}): it could never fire"
+            )));
+        }
+    }
+    if let (Some(idle), Some(life)) = (pool.idle_timeout, pool.max_lifetime) {
+        if idle > life {
+            return Err(Error::config(format!(
+                "idle_timeout ({idle:?}) is longer than max_lifetime ({life:?}): it could never fire"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bounded() {
+        let pool = PoolConfig::default();
+        validate(&pool, &ConnConfig::default()).unwrap();
+        assert!(pool.max_connections_per_host > 2);
+        assert!(pool.max_connections_total < 1024);
+    }
+
+    #[test]
+    fn zero_limit_is_a_config_error_naming_the_setting() {
+        let pool = PoolConfig {
+            max_connections_total: 0,
+            ..PoolConfig::default()
+        };
+        let err = validate(&pool, &ConnConfig::default()).unwrap_err();
+        assert!(err.is_config());
+        assert!(err.to_string().contains("max_connections_total"), "{err}");
+    }
+
+    #[test]
+    fn contradictory_timeouts_are_rejected() {
+        let conn = ConnConfig {
+            timeout: Some(Duration::from_secs(1)),
+            response_header_timeout: Some(Duration::from_secs(5)),
+            ..ConnConfig::default()
+        };
+        let err = validate(&PoolConfig::default(), &conn).unwrap_err();
+        assert!(err.to_string().contains("response_header_timeout"), "{err}");
+    }
+}

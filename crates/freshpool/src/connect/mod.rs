@@ -1,0 +1,254 @@
+//! Turning a pool key into a ready HTTP connection: resolve, TCP, TLS, and
+//! the HTTP/1.1 or HTTP/2 handshake; then the driver task whose end is the
+//! connection's end.
+//!
+//! ```text
+//! dial(key) --resolve--> addrs --happy eyeballs--> TcpStream
+//!   --(https) rustls handshake, ALPN--> h2 | http/1.1
+//!   --hyper handshake--> SendRequest + driver task
+//!                           driver ends ==> the slot guard drops: freed
+//! ```
+//! The slot a connection holds in the pool is released by its driver task
+//! when the socket is really closed, so the pool's count of open connections
+//! always equals the sockets that exist, whatever path a connection dies by.
+
+pub(crate) mod preface;
+pub(crate) mod tcp;
+pub(crate) mod tls;
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::RequestBody;
+use crate::config::{ConnConfig, HttpVersion};
+use crate::error::{fmt_duration, Error, Kind};
+use crate::pool::key::{PoolKey, Scheme};
+pub use tcp::{Resolve, ResolveFuture, SystemResolver};
+
+use preface::{Preface, PrefaceIo};
+use tcp::{TcpIo, TcpSettings};
+
+/// The request half of a live connection.
+pub(crate) enum Sender {
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
+}
+
+impl Sender {
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// A freshly made connection, before the pool takes it.
+pub(crate) struct NewConnection {
+    pub sender: Sender,
+    pub socket: Weak<TcpStream>,
+    /// The server's stream limit (HTTP/2 only).
+    pub max_streams: Option<u32>,
+    pub resumed_tls: bool,
+}
+
+/// Dials connections for one client's settings.
+pub(crate) struct Connector {
+    pub config: ConnConfig,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub resolver: Arc<dyn Resolve>,
+}
+
+/// The HTTP/2 stream cap we apply when a server announces none (RFC 9113
+/// says "unlimited"; one connection carrying thousands of streams would make
+/// a single TCP loss stall them all).
+const DEFAULT_MAX_STREAMS: u32 = 256;
+
+impl Connector {
+    pub(crate) fn new(config: ConnConfig, resolver: Arc<dyn Resolve>) -> Result<Connector, Error> {
+        let tls = Some(tls::client_config(&config.tls, config.http_version)?);
+        Ok(Connector { config, tls, resolver })
+    }
+
+    /// Whether connections to this key will multiplex (so concurrent dials
+    /// should coalesce into one), as far as we know before connecting.
+    pub(crate) fn may_multiplex(&self, key: &PoolKey) -> bool {
+        match (key.scheme, self.config.http_version) {
+            (_, HttpVersion::Http1Only) => false,
+            (_, HttpVersion::Http2Only) => true,
+            (Scheme::Https, HttpVersion::Auto) => true,
+            (Scheme::Http, HttpVersion::Auto) => false,
+        }
+    }
+
+    /// Makes one connection. `slot` is the pool's accounting guard: it is
+    /// dropped when the dial fails or, once the connection exists, when its
+    /// driver task ends (the socket is closed). One owner, one release.
+    pub(crate) async fn dial(
+        &self,
+        key: &PoolKey,
+        slot: impl Send + 'static,
+    ) -> Result<NewConnection, Error> {
+        let target = format!("{}:{}", key.host, key.port);
+        let addrs = tokio::time::timeout(
+            self.config.connect_timeout,
+            self.resolver.resolve(&key.host, key.port),
+        )
+        .await
+        .map_err(|_| {
+            Error::new(
+                Kind::ConnectTimeout,
+                format!(
+                    "resolving {} timed out after {}",
+                    key.host,
+                    fmt_duration(self.config.connect_timeout)
+                ),
+            )
+        })?
+        .map_err(|e| Error::new(Kind::Connect, format!("resolving {} failed", key.host)).with_source(e))?;
+        let settings = TcpSettings {
+            nodelay: self.config.tcp_nodelay,
+            keepalive: self.config.tcp_keepalive,
+            connect_timeout: self.config.connect_timeout,
+        };
+        let stream = tcp::connect(&target, addrs, settings).await?;
+        let (io, socket) = TcpIo::new(stream);
+        match key.scheme {
+            Scheme::Http => {
+                let h2 = self.config.http_version == HttpVersion::Http2Only;
+                self.handshake(io, h2, socket, false, &target, slot).await
+            }
+            Scheme::Https => {
+                let (tls, h2, resumed) = self.tls_handshake(io, key).await?;
+                self.handshake(tls, h2, socket, resumed, &target, slot).await
+            }
+        }
+    }
+
+    async fn tls_handshake(
+        &self,
+        io: TcpIo,
+        key: &PoolKey,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpIo>, bool, bool), Error> {
+        let config = self.tls.clone().expect("TLS config is built with the connector");
+        let name = rustls_pki_types::ServerName::try_from(key.host.to_string()).map_err(|e| {
+            Error::new(Kind::Tls, format!("{:?} is not a valid TLS server name", key.host)).with_source(e)
+        })?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let limit = self.config.tls_handshake_timeout;
+        let stream = match tokio::time::timeout(limit, connector.connect(name, io)).await {
+            Err(_) => {
+                return Err(Error::new(
+                    Kind::Tls,
+                    format!(
+                        "TLS handshake with {}:{} timed out after {}",
+                        key.host,
+                        key.port,
+                        fmt_duration(limit)
+                    ),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(Error::new(
+                    Kind::Tls,
+                    format!("TLS handshake with {}:{} failed", key.host, key.port),
+                )
+                .with_source(e))
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        let (_, session) = stream.get_ref();
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        if self.config.http_version == HttpVersion::Http2Only && !h2 {
+            return Err(Error::new(
+                Kind::Protocol,
+                format!("{}:{} did not agree to HTTP/2 (http2 only was requested)", key.host, key.port),
+            ));
+        }
+        Ok((stream, h2, resumed))
+    }
+
+    async fn handshake<T>(
+        &self,
+        io: T,
+        h2: bool,
+        socket: Weak<TcpStream>,
+        resumed_tls: bool,
+        target: &str,
+        slot: impl Send + 'static,
+    ) -> Result<NewConnection, Error>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let hs_err = |e: hyper::Error| {
+            Error::new(Kind::Protocol, format!("HTTP handshake with {target} failed")).with_source(e)
+        };
+        if !h2 {
+            let (sender, conn) = http1::Builder::new()
+                .handshake::<_, RequestBody>(TokioIo::new(io))
+                .await
+                .map_err(hs_err)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(slot);
+            });
+            return Ok(NewConnection {
+                sender: Sender::H1(sender),
+                socket,
+                max_streams: None,
+                resumed_tls,
+            });
+        }
+        let (io, mut preface) = PrefaceIo::new(io);
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        if let Some(interval) = self.config.http2_keep_alive_interval {
+            builder
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(interval.max(Duration::from_secs(1)))
+                .keep_alive_while_idle(true);
+        }
+        let (sender, conn) = builder
+            .handshake::<_, RequestBody>(TokioIo::new(io))
+            .await
+            .map_err(hs_err)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+        // Wait for the server's SETTINGS so the pool knows the stream limit
+        // before it hands the connection out (see preface.rs).
+        let deadline = Instant::now() + self.config.tls_handshake_timeout;
+        let seen = tokio::time::timeout_at(deadline.into(), preface.wait_for(|p| *p != Preface::Pending))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|p| *p);
+        let max_streams = match seen {
+            Some(Preface::Settings(limit)) => limit.unwrap_or(DEFAULT_MAX_STREAMS).min(DEFAULT_MAX_STREAMS),
+            _ => {
+                return Err(Error::new(
+                    Kind::Protocol,
+                    format!("{target} sent no HTTP/2 SETTINGS frame"),
+                ))
+            }
+        };
+        if max_streams == 0 {
+            return Err(Error::new(
+                Kind::Protocol,
+                format!("{target} allows 0 concurrent HTTP/2 streams"),
+            ));
+        }
+        Ok(NewConnection {
+            sender: Sender::H2(sender),
+            socket,
+            max_streams: Some(max_streams),
+            resumed_tls,
+        })
+    }
+}

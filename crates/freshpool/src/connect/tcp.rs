@@ -1,0 +1,336 @@
+//! TCP: name resolution, Happy Eyeballs across addresses, socket options, and
+//! an I/O type that lets the pool peek at an idle socket.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::error::{fmt_duration, Error, Kind};
+
+/// Resolves a host name to socket addresses.
+///
+/// Implement it to plug in your own resolver (a cache, a service registry,
+/// a test double). The default, [`SystemResolver`], runs `getaddrinfo` on
+/// tokio's blocking pool so the async workers never stall on DNS.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use freshpool::{Client, Resolve, ResolveFuture};
+///
+/// struct Fixed(SocketAddr);
+/// impl Resolve for Fixed {
+///     fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+///         let addr = self.0;
+///         Box::pin(async move { Ok(vec![addr]) })
+///     }
+/// }
+/// let client = Client::builder()
+///     .resolver(Fixed("127.0.0.1:8080".parse().unwrap()))
+///     .build()
+///     .unwrap();
+/// # drop(client);
+/// ```
+pub trait Resolve: Send + Sync + 'static {
+    /// Returns the addresses to try, in preference order.
+    fn resolve(&self, host: &str, port: u16) -> ResolveFuture;
+}
+
+/// The future a [`Resolve`] implementation returns.
+pub type ResolveFuture = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
+
+/// The operating system's resolver (`getaddrinfo`), off the async workers.
+///
+/// ```
+/// use freshpool::{Resolve, SystemResolver};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let addrs = SystemResolver.resolve("127.0.0.1", 80).await.unwrap();
+/// assert_eq!(addrs[0].port(), 80);
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Box::pin(async move { Ok(vec![SocketAddr::new(ip, port)]) });
+        }
+        let host = host.to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect();
+            Ok(interleave_families(addrs))
+        })
+    }
+}
+
+/// RFC 8305 section 4: alternate address families so one broken family does
+/// not delay the other by a whole list of timeouts.
+fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let (v6, v4): (Vec<_>, Vec<_>) = addrs.into_iter().partition(SocketAddr::is_ipv6);
+    let first_v6 = v6.first().is_some();
+    let (mut a, mut b) = if first_v6 {
+        (v6.into_iter(), v4.into_iter())
+    } else {
+        (v4.into_iter(), v6.into_iter())
+    };
+    let mut out = Vec::new();
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+}
+
+/// Socket settings applied to every connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TcpSettings {
+    pub nodelay: bool,
+    pub keepalive: Option<Duration>,
+    pub connect_timeout: Duration,
+}
+
+/// How long to wait for one address before also trying the next
+/// (RFC 8305's "Connection Attempt Delay", recommended 250 ms).
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Connects to the first address that answers, racing attempts RFC 8305
+/// style; `connect_timeout` bounds the whole attempt, and the error lists
+/// every address tried.
+pub(crate) async fn connect(
+    target: &str,
+    addrs: Vec<SocketAddr>,
+    settings: TcpSettings,
+) -> Result<TcpStream, Error> {
+    if addrs.is_empty() {
+        return Err(Error::new(
+            Kind::Connect,
+            format!("{target} resolved to no addresses"),
+        ));
+    }
+    let attempt = race(addrs.clone());
+    let stream = match tokio::time::timeout(settings.connect_timeout, attempt).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(failures)) => {
+            let list: Vec<String> = failures
+                .iter()
+                .map(|(addr, e)| format!("{addr} ({e})"))
+                .collect();
+            return Err(Error::new(
+                Kind::Connect,
+                format!("connect to {target} failed; tried {}", list.join(", ")),
+            ));
+        }
+        Err(_) => {
+            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            return Err(Error::new(
+                Kind::ConnectTimeout,
+                format!(
+                    "connect to {target} timed out after {} (addresses: {})",
+                    fmt_duration(settings.connect_timeout),
+                    list.join(", ")
+                ),
+            ));
+        }
+    };
+    stream
+        .set_nodelay(settings.nodelay)
+        .map_err(|e| Error::new(Kind::Connect, "setting TCP_NODELAY failed").with_source(e))?;
+    if let Some(idle) = settings.keepalive {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(idle);
+        socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&ka)
+            .map_err(|e| Error::new(Kind::Connect, "setting SO_KEEPALIVE failed").with_source(e))?;
+    }
+    Ok(stream)
+}
+
+async fn race(addrs: Vec<SocketAddr>) -> Result<TcpStream, Vec<(SocketAddr, io::Error)>> {
+    let mut pending = addrs.into_iter();
+    let mut attempts = JoinSet::new();
+    let mut failures = Vec::new();
+    let start_next = |attempts: &mut JoinSet<_>, pending: &mut std::vec::IntoIter<SocketAddr>| {
+        if let Some(addr) = pending.next() {
+            attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
+            true
+        } else {
+            false
+        }
+    };
+    start_next(&mut attempts, &mut pending);
+    loop {
+        let delay = tokio::time::sleep(ATTEMPT_DELAY);
+        tokio::select! {
+            joined = attempts.join_next() => match joined {
+                Some(Ok((_, Ok(stream)))) => return Ok(stream),
+                Some(Ok((addr, Err(e)))) => {
+                    failures.push((addr, e));
+                    if !start_next(&mut attempts, &mut pending) && attempts.is_empty() {
+                        return Err(failures);
+                    }
+                }
+                Some(Err(join)) => {
+                    failures.push(("0.0.0.0:0".parse().expect("literal"), io::Error::other(join)));
+                }
+                None => return Err(failures),
+            },
+            _ = delay => { start_next(&mut attempts, &mut pending); }
+        }
+    }
+}
+
+/// A TCP stream the pool can peek at while hyper owns it.
+///
+/// hyper and rustls read and write through this handle; the pool keeps a
+/// [`Weak`] to the same socket so it can check an idle connection with one
+/// non-blocking `recv(MSG_PEEK)` before reuse. The `Weak` never keeps a
+/// closed connection's socket alive.
+pub(crate) struct TcpIo(Arc<TcpStream>);
+
+impl TcpIo {
+    pub(crate) fn new(stream: TcpStream) -> (TcpIo, Weak<TcpStream>) {
+        let stream = Arc::new(stream);
+        let weak = Arc::downgrade(&stream);
+        (TcpIo(stream), weak)
+    }
+}
+
+impl AsyncRead for TcpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match self.0.try_read(unfilled) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TcpIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What a non-blocking look at an idle socket found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Peek {
+    /// Nothing to read and no error: as alive as we can tell without a round trip.
+    Quiet,
+    /// The peer closed (FIN), reset, or the socket is gone.
+    Closed,
+    /// Bytes arrived on a connection with no request outstanding.
+    Unexpected,
+}
+
+/// One `recv(MSG_PEEK | MSG_DONTWAIT)`; never blocks, never consumes.
+pub(crate) fn peek(socket: &Weak<TcpStream>) -> Peek {
+    let Some(stream) = socket.upgrade() else {
+        return Peek::Closed;
+    };
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(&*stream).peek(&mut byte) {
+        Ok(0) => Peek::Closed,
+        Ok(_) => Peek::Unexpected,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peek::Quiet,
+        Err(_) => Peek::Closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_alternate() {
+        let v4: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let v6: SocketAddr = "[::1]:1".parse().unwrap();
+        let out = interleave_families(vec![v6, v6, v4, v4]);
+        assert_eq!(out, vec![v6, v4, v6, v4]);
+    }
+
+    #[tokio::test]
+    async fn refused_address_is_listed_in_the_error() {
+        // Bind then drop to find a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let settings = TcpSettings { nodelay: true, keepalive: None, connect_timeout: Duration::from_secs(2) };
+        let err = connect("test", vec![addr], settings).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::Connect);
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn peek_sees_fin() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_io, weak) = TcpIo::new(client);
+        assert_eq!(peek(&weak), Peek::Quiet);
+        drop(server);
+        let mut seen = Peek::Quiet;
+        for _ in 0..100 {
+            seen = peek(&weak);
+            if seen != Peek::Quiet { break; }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(seen, Peek::Closed);
+    }
+}

@@ -1,0 +1,260 @@
+//! One error type for everything the client can fail with.
+//!
+//! Every failure carries a [`Kind`] (what class of thing went wrong, for
+//! programs), a message with the numbers a human needs (which limit, which
+//! host, which timeout, how long), and the underlying cause as its
+//! [`std::error::Error::source`].
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+/// A boxed error, the currency of `source()` chains.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What class of failure an [`Error`] is.
+///
+/// ```
+/// use freshpool::{Client, Kind};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let client = Client::new();
+/// let err = client.get("not a url").await.unwrap_err();
+/// assert_eq!(err.kind(), Kind::InvalidUri);
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Waited longer than `pool_timeout` for a connection slot.
+    PoolTimeout,
+    /// More than `max_pending` requests were already waiting for this origin.
+    PoolFull,
+    /// The TCP connection could not be established.
+    Connect,
+    /// The TCP connection took longer than `connect_timeout`.
+    ConnectTimeout,
+    /// The TLS handshake failed (certificate, protocol) or took longer than
+    /// `tls_handshake_timeout`.
+    Tls,
+    /// An I/O error on an established connection.
+    Io,
+    /// The peer broke the HTTP protocol (garbage, truncated message).
+    Protocol,
+    /// No response head arrived within `response_header_timeout`.
+    ResponseHeaderTimeout,
+    /// The whole request took longer than the request `timeout`.
+    Timeout,
+    /// The request URI cannot be sent (no scheme, no host, unsupported scheme).
+    InvalidUri,
+    /// A builder setting is invalid (zero limit, contradictory timeouts).
+    Config,
+    /// A request without a safe retry died on a connection after it may have
+    /// reached the server: it may or may not have been processed.
+    PossiblyProcessed,
+    /// The request body failed while being produced or sent.
+    Body,
+    /// The client's pool was shut down.
+    Closed,
+}
+
+/// The error returned by every fallible freshpool operation.
+///
+/// ```
+/// use freshpool::Client;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = Client::builder().max_connections_per_host(0).build().unwrap_err();
+/// assert!(err.is_config());
+/// assert!(err.to_string().contains("max_connections_per_host"));
+/// # }
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+    message: String,
+    source: Option<BoxError>,
+    /// Set when the failure happened on a reused (pooled) connection before
+    /// any response byte: the retry layer reads it.
+    reused_connection: bool,
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind, message: impl Into<String>) -> Error {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                source: None,
+                reused_connection: false,
+            }),
+        }
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Error {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Error {
+        Error::new(Kind::Config, message)
+    }
+
+    pub(crate) fn invalid_uri(message: impl Into<String>) -> Error {
+        Error::new(Kind::InvalidUri, message)
+    }
+
+    pub(crate) fn timeout(kind: Kind, what: &str, origin: &str, limit: Duration) -> Error {
+        Error::new(
+            kind,
+            format!("{what} to {origin} timed out after {}", fmt_duration(limit)),
+        )
+    }
+
+    pub(crate) fn mark_reused(mut self, reused: bool) -> Error {
+        self.inner.reused_connection = reused;
+        self
+    }
+
+    pub(crate) fn with_kind(mut self, kind: Kind, message: impl Into<String>) -> Error {
+        self.inner.kind = kind;
+        self.inner.message = message.into();
+        self
+    }
+
+    /// What class of failure this is.
+    pub fn kind(&self) -> Kind {
+        self.inner.kind
+    }
+
+    /// The human message, without the source chain.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// True when the failure happened on a connection taken from the pool
+    /// (as opposed to a fresh one).
+    pub fn is_reused_connection(&self) -> bool {
+        self.inner.reused_connection
+    }
+
+    /// Waited too long for a pool slot ([`Kind::PoolTimeout`]).
+    pub fn is_pool_timeout(&self) -> bool {
+        self.kind() == Kind::PoolTimeout
+    }
+    /// Too many waiters ([`Kind::PoolFull`]).
+    pub fn is_pool_full(&self) -> bool {
+        self.kind() == Kind::PoolFull
+    }
+    /// Connecting failed or timed out.
+    pub fn is_connect(&self) -> bool {
+        matches!(self.kind(), Kind::Connect | Kind::ConnectTimeout)
+    }
+    /// Any of the timeouts fired.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self.kind(),
+            Kind::PoolTimeout | Kind::ConnectTimeout | Kind::ResponseHeaderTimeout | Kind::Timeout
+        ) || (self.kind() == Kind::Tls && self.inner.message.contains("timed out"))
+    }
+    /// TLS failed.
+    pub fn is_tls(&self) -> bool {
+        self.kind() == Kind::Tls
+    }
+    /// A builder setting was invalid.
+    pub fn is_config(&self) -> bool {
+        self.kind() == Kind::Config
+    }
+    /// The peer broke the protocol.
+    pub fn is_protocol(&self) -> bool {
+        self.kind() == Kind::Protocol
+    }
+    /// The request may have been processed by the server although no response
+    /// arrived; freshpool did not retry it because it is not idempotent.
+    pub fn is_possibly_processed(&self) -> bool {
+        self.kind() == Kind::PossiblyProcessed
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("freshpool::Error");
+        d.field("kind", &self.inner.kind);
+        d.field("message", &self.inner.message);
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.inner.message)?;
+        // Show the root cause inline: users read error strings in logs, and
+        // "connect error" alone has cost people days.
+        if let Some(source) = &self.inner.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|e| &**e as &(dyn StdError + 'static))
+    }
+}
+
+/// Formats a duration the way people read them: `250ms`, `1.5s`.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Classifies a hyper error into our kinds.
+pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
+    let kind = if err.is_parse() || err.is_incomplete_message() || err.is_user() {
+        Kind::Protocol
+    } else if err.is_body_write_aborted() {
+        Kind::Body
+    } else {
+        Kind::Io
+    };
+    let what = match kind {
+        Kind::Protocol if err.is_incomplete_message() => "connection closed before the response completed",
+        Kind::Protocol => "invalid HTTP response",
+        Kind::Body => "request body failed",
+        _ => "connection error",
+    };
+    Error::new(kind, format!("{what} from {origin}")).with_source(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_includes_source_and_numbers() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = Error::new(Kind::Connect, "connect to 127.0.0.1:1 failed").with_source(io);
+        assert_eq!(err.to_string(), "connect to 127.0.0.1:1 failed: refused");
+        assert!(err.is_connect());
+        assert!(err.source().is_some());
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

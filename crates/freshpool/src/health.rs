@@ -1,0 +1,157 @@
+//! Freshness rules: the server's Keep-Alive hint, and noticing that the
+//! process was frozen (so every idle connection is suspect).
+//!
+//! A frozen process (SIGSTOP, a serverless runtime between invocations, a
+//! suspended VM) cannot see its peers or NATs drop its idle connections. Two
+//! signals reveal a freeze after the fact:
+//! - the pool's heartbeat (a 250 ms timer) finds a gap between its ticks far
+//!   larger than its period: the process did not run;
+//! - `CLOCK_BOOTTIME` advanced more than `CLOCK_MONOTONIC`: the whole
+//!   machine was suspended (monotonic time stops during suspend on Linux).
+//!
+//! Checkout also compares "now" with the last heartbeat, so the first request
+//! after a resume sees the freeze even if it runs before the heartbeat does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Time sources for freeze detection, behind a trait so tests can simulate
+/// a freeze deterministically.
+///
+/// ```
+/// use std::time::Duration;
+/// use freshpool::{Clock, SystemClock};
+/// let c = SystemClock;
+/// assert!(c.boottime() >= c.monotonic() - Duration::from_secs(1));
+/// ```
+pub trait Clock: Send + Sync + 'static {
+    /// Time that stops while the machine is suspended (`CLOCK_MONOTONIC`).
+    fn monotonic(&self) -> Duration;
+    /// Time that keeps counting through suspend (`CLOCK_BOOTTIME`).
+    fn boottime(&self) -> Duration;
+}
+
+/// The operating system's clocks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+fn clock(id: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer.
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Clock for SystemClock {
+    fn monotonic(&self) -> Duration {
+        clock(libc::CLOCK_MONOTONIC)
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn boottime(&self) -> Duration {
+        clock(libc::CLOCK_BOOTTIME)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn boottime(&self) -> Duration {
+        clock(libc::CLOCK_MONOTONIC)
+    }
+}
+
+/// The heartbeat's period.
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// Compares successive clock readings; reports a freeze when suspend time
+/// (boottime minus monotonic) jumped by more than the threshold.
+pub(crate) struct SuspendWatch {
+    clock: Arc<dyn Clock>,
+    last_gap: Duration,
+}
+
+impl SuspendWatch {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> SuspendWatch {
+        let last_gap = clock.boottime().saturating_sub(clock.monotonic());
+        SuspendWatch { clock, last_gap }
+    }
+
+    /// Returns how long the machine was suspended since the last call, when
+    /// that exceeds `threshold`.
+    pub(crate) fn poll(&mut self, threshold: Duration) -> Option<Duration> {
+        let gap = self.clock.boottime().saturating_sub(self.clock.monotonic());
+        let grew = gap.saturating_sub(self.last_gap);
+        self.last_gap = gap;
+        (grew > threshold).then_some(grew)
+    }
+}
+
+/// Parses `Keep-Alive: timeout=5, max=100` (RFC 2068 section 19.7.1.1) and
+/// returns the timeout. Unknown parameters are ignored; malformed values
+/// yield `None` (we then fall back to our own idle timeout).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(freshpool::parse_keep_alive("timeout=5, max=100"), Some(Duration::from_secs(5)));
+/// assert_eq!(freshpool::parse_keep_alive("max=3"), None);
+/// ```
+pub fn parse_keep_alive(value: &str) -> Option<Duration> {
+    value.split(',').find_map(|param| {
+        let (name, val) = param.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let secs: u64 = val.trim().trim_matches('"').parse().ok()?;
+        Some(Duration::from_secs(secs.min(24 * 3600)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct FakeClock {
+        mono: AtomicU64,
+        boot: AtomicU64,
+    }
+    impl Clock for FakeClock {
+        fn monotonic(&self) -> Duration {
+            Duration::from_millis(self.mono.load(Ordering::SeqCst))
+        }
+        fn boottime(&self) -> Duration {
+            Duration::from_millis(self.boot.load(Ordering::SeqCst))
+        }
+    }
+
+    #[test]
+    fn suspend_is_seen_once_then_forgotten() {
+        let c = Arc::new(FakeClock {
+            mono: AtomicU64::new(1000),
+            boot: AtomicU64::new(1000),
+        });
+        let mut w = SuspendWatch::new(c.clone());
+        assert_eq!(w.poll(Duration::from_secs(1)), None);
+        c.mono.fetch_add(250, Ordering::SeqCst);
+        c.boot.fetch_add(250 + 5000, Ordering::SeqCst);
+        assert_eq!(w.poll(Duration::from_secs(1)), Some(Duration::from_secs(5)));
+        assert_eq!(w.poll(Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn keep_alive_parsing() {
+        assert_eq!(parse_keep_alive("timeout=5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_keep_alive(" Timeout = 7 , max=1"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_keep_alive("timeout=abc"), None);
+        assert_eq!(parse_keep_alive(""), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keep_alive_never_panics(s in ".*") {
+            let _ = parse_keep_alive(&s);
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! # freshpool
+//!
+//! An HTTP client connection pool that is **shared** by default, **bounded**
+//! per host and in total, **fair** under contention, **never hands out a
+//! stale connection**, retries only what is safe to retry, and says exactly
+//! what went wrong.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), freshpool::Error> {
+//! // One client per process; clone it freely (clones share the pool).
+//! let client = freshpool::Client::builder()
+//!     .max_connections_per_host(32)
+//!     .build()?;
+//! let response = client.get("https://example.com/").await?;
+//! println!("{}", response.status());
+//! let body = response.into_body().text().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Modules, one concern each
+//! - [`pool`](crate::Client::stats): per-origin state (idle LIFO, FIFO waiters,
+//!   limits), the request lifecycle, freeze handling.
+//! - `connect`: resolve, Happy Eyeballs, TCP options, rustls, ALPN, hyper
+//!   handshakes (HTTP/1.1 and HTTP/2).
+//! - `health`: Keep-Alive hints, freeze detection.
+//! - [`retry`]: when a failed request may be sent again.
+//! - `stats`: counters and snapshots; [`Error`]: one error type with [`Kind`]s.
+
+#![warn(missing_docs)]
+
+mod body;
+mod builder;
+mod client;
+mod config;
+mod connect;
+mod diagnose;
+mod error;
+mod health;
+mod pool;
+pub mod retry;
+mod stats;
+
+pub use body::{Body, RequestBody};
+pub use builder::ClientBuilder;
+pub use client::Client;
+pub use config::HttpVersion;
+pub use connect::{Resolve, ResolveFuture, SystemResolver};
+pub use diagnose::pool_per_request_warnings;
+pub use error::{BoxError, Error, Kind};
+pub use health::{parse_keep_alive, Clock, SystemClock};
+pub use stats::{CloseReason, LatencySummary, LeaseInfo, OriginStats, PoolStats};

@@ -1,0 +1,254 @@
+//! The pool key: what two requests must share to share a connection.
+//!
+//! A connection is reused only when scheme, host (as sent in SNI and `Host`),
+//! port, and every security-relevant setting are equal. The settings live in a
+//! [`SecurityContext`] that is *interned*: equal settings get the same id, so
+//! the hot path compares a `u64` instead of certificate lists, and different
+//! settings can never collide (ids are assigned by full equality, not hashes).
+//! This is the class of bug behind curl's connection-reuse CVEs
+//! (CVE-2021-22924, CVE-2022-27782, CVE-2023-27535, CVE-2022-22576).
+
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::config::{HttpVersion, TlsSettings};
+use crate::error::Error;
+
+/// `http` or `https`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Every setting that changes who we talk to or how we prove identities.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SecuritySettings {
+    pub tls: TlsSettings,
+    pub http_version: HttpVersion,
+    /// Proxy URL including credentials, when one is used.
+    pub proxy: Option<String>,
+}
+
+/// Interned [`SecuritySettings`]: `id` is equal iff the settings are equal.
+#[derive(Debug)]
+pub(crate) struct SecurityContext {
+    pub id: u64,
+    pub settings: SecuritySettings,
+}
+
+impl SecurityContext {
+    /// Returns the shared context for these settings, creating it once.
+    pub(crate) fn intern(settings: SecuritySettings) -> Arc<SecurityContext> {
+        static TABLE: OnceLock<Mutex<Vec<Arc<SecurityContext>>>> = OnceLock::new();
+        let mut table = TABLE
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(existing) = table.iter().find(|c| c.settings == settings) {
+            return existing.clone();
+        }
+        let ctx = Arc::new(SecurityContext {
+            id: table.len() as u64 + 1,
+            settings,
+        });
+        table.push(ctx.clone());
+        ctx
+    }
+}
+
+/// Identifies one pool partition: connections under one key are interchangeable.
+#[derive(Clone, Debug)]
+pub(crate) struct PoolKey {
+    pub scheme: Scheme,
+    pub host: Arc<str>,
+    pub port: u16,
+    pub security: Arc<SecurityContext>,
+}
+
+impl PoolKey {
+    /// Builds the borrowed form of a key from a request URI without
+    /// allocating: the hot path looks origins up with it.
+    pub(crate) fn view<'a>(uri: &'a http::Uri, security: u64) -> Result<KeyView<'a>, Error> {
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            Some(other) => {
+                return Err(Error::invalid_uri(format!(
+                    "unsupported scheme {other:?} in {uri} (only http and https)"
+                )))
+            }
+            None => {
+                return Err(Error::invalid_uri(format!(
+                    "URI {uri:?} has no scheme; use an absolute URI like http://host/path"
+                )))
+            }
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| Error::invalid_uri(format!("URI {uri} has no host")))?;
+        let port = uri.port_u16().unwrap_or(match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        });
+        // Hosts are case-insensitive; we require the canonical lower-case
+        // form rather than allocate a lowered copy on every request.
+        Ok(KeyView {
+            scheme,
+            host: host.trim_start_matches('[').trim_end_matches(']'),
+            port,
+            security,
+        })
+    }
+
+    /// `scheme://host:port`, for messages and stats.
+    pub(crate) fn origin(&self) -> String {
+        if self.host.contains(':') {
+            format!("{}://[{}]:{}", self.scheme.as_str(), self.host, self.port)
+        } else {
+            format!("{}://{}:{}", self.scheme.as_str(), self.host, self.port)
+        }
+    }
+}
+
+/// A borrowed key, for allocation-free lookups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct KeyView<'a> {
+    pub scheme: Scheme,
+    pub host: &'a str,
+    pub port: u16,
+    pub security: u64,
+}
+
+impl KeyView<'_> {
+    pub(crate) fn to_owned(self, security: Arc<SecurityContext>) -> PoolKey {
+        debug_assert_eq!(security.id, self.security);
+        PoolKey {
+            scheme: self.scheme,
+            host: Arc::from(self.host.to_ascii_lowercase()),
+            port: self.port,
+            security,
+        }
+    }
+}
+
+/// The shape both key forms hash and compare by, so a `HashMap<PoolKey, _>`
+/// can be queried with a [`KeyView`].
+pub(crate) trait KeyParts {
+    fn parts(&self) -> KeyView<'_>;
+}
+
+impl KeyParts for PoolKey {
+    fn parts(&self) -> KeyView<'_> {
+        KeyView {
+            scheme: self.scheme,
+            host: &self.host,
+            port: self.port,
+            security: self.security.id,
+        }
+    }
+}
+
+impl KeyParts for KeyView<'_> {
+    fn parts(&self) -> KeyView<'_> {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn KeyParts + 'a> for PoolKey {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn KeyParts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let p = self.parts();
+        p.scheme.hash(state);
+        // Case-insensitive hash so `Example.com` finds `example.com`.
+        for b in p.host.bytes() {
+            state.write_u8(b.to_ascii_lowercase());
+        }
+        p.port.hash(state);
+        p.security.hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.parts(), other.parts());
+        a.scheme == b.scheme
+            && a.port == b.port
+            && a.security == b.security
+            && a.host.eq_ignore_ascii_case(b.host)
+    }
+}
+impl Eq for dyn KeyParts + '_ {}
+
+impl Hash for PoolKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn KeyParts).hash(state)
+    }
+}
+impl PartialEq for PoolKey {
+    fn eq(&self, other: &Self) -> bool {
+        (self as &dyn KeyParts) == (other as &dyn KeyParts)
+    }
+}
+impl Eq for PoolKey {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn ctx(proxy: Option<&str>) -> Arc<SecurityContext> {
+        SecurityContext::intern(SecuritySettings {
+            tls: TlsSettings::default(),
+            http_version: HttpVersion::Auto,
+            proxy: proxy.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn equal_settings_share_an_id_and_different_ones_do_not() {
+        assert_eq!(ctx(None).id, ctx(None).id);
+        assert_ne!(ctx(Some("http://a@p:1")).id, ctx(Some("http://b@p:1")).id);
+    }
+
+    #[test]
+    fn lookup_by_view_is_case_insensitive_and_port_defaulting() {
+        let c = ctx(None);
+        let uri: http::Uri = "HTTP://Example.COM/x".parse().unwrap();
+        let view = PoolKey::view(&uri, c.id).unwrap();
+        assert_eq!(view.port, 80);
+        let mut map = HashMap::new();
+        map.insert(view.to_owned(c.clone()), 1);
+        let uri2: http::Uri = "http://example.com:80/y".parse().unwrap();
+        let view2 = PoolKey::view(&uri2, c.id).unwrap();
+        assert_eq!(map.get(&view2 as &dyn KeyParts), Some(&1));
+        let other = PoolKey::view(&uri2, c.id + 1000).unwrap();
+        assert_eq!(map.get(&other as &dyn KeyParts), None);
+    }
+
+    #[test]
+    fn relative_and_odd_uris_are_typed_errors() {
+        for bad in ["/path", "ftp://x/", "http:///nohost"] {
+            if let Ok(uri) = bad.parse::<http::Uri>() {
+                let err = PoolKey::view(&uri, 1).unwrap_err();
+                assert_eq!(err.kind(), crate::Kind::InvalidUri, "{bad}");
+            }
+        }
+    }
+}

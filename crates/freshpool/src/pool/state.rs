@@ -1,0 +1,407 @@
+//! The per-origin pool state machine: pure bookkeeping, no I/O, no async.
+//!
+//! Everything here runs under one origin's mutex and returns decisions
+//! ("dial for waiter 7", "this idle connection expired") for the caller to
+//! act on after the lock is released. That keeps lock hold times to a few
+//! pointer moves and lets `tests/pool_model.rs`-style property tests drive
+//! it through arbitrary sequences without sockets.
+//!
+//! # Invariants (checked by [`OriginState::check`] in tests)
+//! 1. `slots <= limit`: slots count connections that exist or are being
+//!    dialed; a slot is freed only when its socket is gone.
+//! 2. Every idle or shared entry is a connection holding a slot:
+//!    `idle.len() + shared.len() + leased_h1 + dialing <= slots`.
+//! 3. FIFO: a returned connection goes to the oldest live waiter.
+//! 4. No starvation: after any operation, if a live waiter exists, a slot is
+//!    free and total capacity allows, a dial is running for some waiter
+//!    (or a connection that will serve it is being dialed).
+//! 5. `live_waiters` equals the number of waiters whose receivers exist.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+
+/// What a waiter is eventually handed.
+pub(crate) enum Handoff<C, S> {
+    /// An HTTP/1 connection, exclusively.
+    Exclusive(Idle<C>),
+    /// A stream on a shared (HTTP/2) connection.
+    Stream { conn_id: u64, sender: S },
+}
+
+/// An HTTP/1 connection at rest, with what we know of its freshness.
+pub(crate) struct Idle<C> {
+    pub id: u64,
+    pub conn: C,
+    pub created: Instant,
+    /// When it was last returned; equals `created` for a new connection.
+    pub idle_since: Instant,
+    /// Past this instant it must not be reused (idle timeout, keep-alive
+    /// hint, lifetime: the earliest of them).
+    pub expires_at: Option<Instant>,
+    /// Requests it has carried.
+    pub requests: u64,
+    /// True for a connection that never carried a request.
+    pub fresh: bool,
+}
+
+/// A multiplexed (HTTP/2) connection and its stream accounting.
+pub(crate) struct Shared<S> {
+    pub id: u64,
+    pub sender: S,
+    pub in_flight: u32,
+    pub created: Instant,
+    /// Set when the connection must take no new streams (GOAWAY, lifetime).
+    pub draining: bool,
+}
+
+/// Whether and how a channel can take more work.
+pub(crate) trait Channel {
+    fn is_closed(&self) -> bool;
+    /// Current stream limit for shared connections.
+    fn max_streams(&self) -> u32;
+}
+
+pub(crate) struct Waiter<C, S> {
+    pub id: u64,
+    pub tx: oneshot::Sender<Result<Handoff<C, S>, Error>>,
+    /// A dial is running on this waiter's behalf (its error goes here).
+    pub dialing: bool,
+    pub caller: &'static std::panic::Location<'static>,
+}
+
+/// What the protocol of this origin turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Not connected yet; may multiplex (HTTPS with ALPN h2 offered).
+    Unknown,
+    Http1,
+    Http2,
+}
+
+/// The outcome of [`OriginState::acquire`].
+pub(crate) enum Acquire<C, S> {
+    Idle(Idle<C>),
+    Stream { conn_id: u64, sender: S },
+    /// Enqueued; `dial` says the caller must start a dial for `waiter_id`.
+    Wait {
+        waiter_id: u64,
+        rx: oneshot::Receiver<Result<Handoff<C, S>, Error>>,
+        dial: bool,
+    },
+    /// `max_pending` waiters already queue here.
+    Full { waiting: usize },
+}
+
+/// Limits that apply to one origin.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub per_host: usize,
+    pub max_idle: usize,
+    pub max_pending: usize,
+}
+
+/// The total-capacity budget shared by all origins.
+pub(crate) trait TotalBudget {
+    /// Reserve one connection of total capacity; false when exhausted.
+    fn try_reserve(&self) -> bool;
+}
+
+pub(crate) struct OriginState<C, S> {
+    pub protocol: Protocol,
+    /// Newest at the back (LIFO reuse keeps the warm ones warm and lets the
+    /// cold ones age out), oldest at the front (evicted first).
+    pub idle: VecDeque<Idle<C>>,
+    pub shared: Vec<Shared<S>>,
+    pub waiters: VecDeque<Waiter<C, S>>,
+    pub live_waiters: usize,
+    /// Connections that exist or are being dialed, each holding one slot.
+    pub slots: usize,
+    /// Dials in progress (a subset of `slots`).
+    pub dialing: usize,
+    /// Waiting on total capacity: registered once in the budget's list.
+    pub starving: bool,
+    next_waiter: u64,
+}
+
+impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
+    pub(crate) fn new(protocol: Protocol) -> Self {
+        OriginState {
+            protocol,
+            idle: VecDeque::new(),
+            shared: Vec::new(),
+            waiters: VecDeque::new(),
+            live_waiters: 0,
+            slots: 0,
+            dialing: 0,
+            starving: false,
+            next_waiter: 0,
+        }
+    }
+
+    /// Takes a connection or a stream, or enqueues the caller.
+    ///
+    /// The idle connection returned may still be stale: the caller validates
+    /// it outside the lock and calls again if it was bad.
+    pub(crate) fn acquire(
+        &mut self,
+        now: Instant,
+        limits: Limits,
+        budget: &impl TotalBudget,
+        caller: &'static std::panic::Location<'static>,
+        expired: &mut Vec<Idle<C>>,
+    ) -> Acquire<C, S> {
+        if let Some((conn_id, sender)) = self.take_stream() {
+            return Acquire::Stream { conn_id, sender };
+        }
+        while let Some(idle) = self.idle.pop_back() {
+            if idle.expires_at.is_some_and(|t| now >= t) || idle.conn.is_closed() {
+                expired.push(idle);
+                continue;
+            }
+            return Acquire::Idle(idle);
+        }
+        // Fairness: if others already wait, a new caller queues behind them
+        // rather than racing them for the next slot.
+        // (O(1): every dial in flight will serve one waiter, so waiters
+        // beyond `dialing` are the ones still without a connection coming.)
+        let dial = self.live_waiters <= self.dialing && self.may_dial(limits, budget);
+        if !dial && self.live_waiters >= limits.max_pending {
+            return Acquire::Full {
+                waiting: self.live_waiters,
+            };
+        }
+        let (waiter_id, rx) = self.enqueue(caller, dial);
+        Acquire::Wait {
+            waiter_id,
+            rx,
+            dial,
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        caller: &'static std::panic::Location<'static>,
+        dialing: bool,
+    ) -> (u64, oneshot::Receiver<Result<Handoff<C, S>, Error>>) {
+        let (tx, rx) = oneshot::channel();
+        self.next_waiter += 1;
+        let id = self.next_waiter;
+        self.waiters.push_back(Waiter {
+            id,
+            tx,
+            dialing,
+            caller,
+        });
+        self.live_waiters += 1;
+        (id, rx)
+    }
+
+    /// Reserve a slot for a dial if the per-host and total limits allow and
+    /// the protocol does not tell us to coalesce onto a pending dial.
+    fn may_dial(&mut self, limits: Limits, budget: &impl TotalBudget) -> bool {
+        if self.slots >= limits.per_host {
+            return false;
+        }
+        if self.should_coalesce() {
+            return false;
+        }
+        if !budget.try_reserve() {
+            self.starving = true;
+            return false;
+        }
+        self.slots += 1;
+        self.dialing += 1;
+        true
+    }
+
+    /// HTTP/2 (or not-yet-known HTTPS): one dial in flight serves many
+    /// waiters, so do not start another until it lands, unless the waiters
+    /// already exceed what the connections we have and expect can carry.
+    fn should_coalesce(&self) -> bool {
+        match self.protocol {
+            Protocol::Http1 => false,
+            Protocol::Unknown => self.dialing > 0,
+            Protocol::Http2 => {
+                let per_conn = self
+                    .shared
+                    .iter()
+                    .map(|s| s.sender.max_streams())
+                    .max()
+                    .unwrap_or(1)
+                    .max(1) as usize;
+                let spare: usize = self
+                    .shared
+                    .iter()
+                    .filter(|s| !s.draining)
+                    .map(|s| (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize))
+                    .sum();
+                spare + self.dialing * per_conn >= self.live_waiters.max(1)
+            }
+        }
+    }
+
+    fn take_stream(&mut self) -> Option<(u64, S)> {
+        let conn = self.shared.iter_mut().find(|s| {
+            !s.draining && s.in_flight < s.sender.max_streams() && !s.sender.is_closed()
+        })?;
+        conn.in_flight += 1;
+        Some((conn.id, conn.sender.clone()))
+    }
+
+    /// Decides which waiters get new dials after capacity changed. Returns
+    /// the waiter ids to dial for; slots are already reserved.
+    pub(crate) fn service(&mut self, limits: Limits, budget: &impl TotalBudget) -> Vec<u64> {
+        let mut dials = Vec::new();
+        self.serve_streams();
+        loop {
+            let Some(pos) = self
+                .waiters
+                .iter()
+                .position(|w| !w.dialing && !w.tx.is_closed())
+            else {
+                break;
+            };
+            if !self.may_dial(limits, budget) {
+                break;
+            }
+            self.waiters[pos].dialing = true;
+            dials.push(self.waiters[pos].id);
+        }
+        if self.live_waiters == 0 {
+            self.starving = false;
+        }
+        dials
+    }
+
+    /// Hands free streams on shared connections to waiters, oldest first.
+    fn serve_streams(&mut self) {
+        while self.live_waiters > 0 {
+            let Some((conn_id, sender)) = self.take_stream() else {
+                return;
+            };
+            if let Err(unused) = self.hand_to_oldest(Handoff::Stream { conn_id, sender }) {
+                if let Handoff::Stream { conn_id, .. } = unused {
+                    self.release_stream(conn_id);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Gives `item` to the oldest live waiter; returns it if none is left.
+    fn hand_to_oldest(&mut self, mut item: Handoff<C, S>) -> Result<(), Handoff<C, S>> {
+        while let Some(waiter) = self.waiters.pop_front() {
+            if waiter.tx.is_closed() {
+                continue; // cancelled; its guard already adjusted live_waiters
+            }
+            match waiter.tx.send(Ok(item)) {
+                Ok(()) => {
+                    self.live_waiters -= 1;
+                    return Ok(());
+                }
+                Err(Ok(back)) => item = back,
+                Err(Err(_)) => unreachable!("we sent Ok"),
+            }
+        }
+        Err(item)
+    }
+
+    /// A new or returned HTTP/1 connection: oldest waiter first, else idle.
+    /// Returns a connection the caller must close (over `max_idle`).
+    pub(crate) fn offer_idle(&mut self, idle: Idle<C>, limits: Limits) -> Option<Idle<C>> {
+        match self.hand_to_oldest(Handoff::Exclusive(idle)) {
+            Ok(()) => None,
+            Err(Handoff::Exclusive(idle)) => {
+                self.idle.push_back(idle);
+                if self.idle.len() > limits.max_idle {
+                    self.idle.pop_front()
+                } else {
+                    None
+                }
+            }
+            Err(Handoff::Stream { .. }) => unreachable!("offered an exclusive connection"),
+        }
+    }
+
+    /// A new shared connection: hand its streams to waiters.
+    pub(crate) fn add_shared(&mut self, shared: Shared<S>) {
+        self.shared.push(shared);
+        self.serve_streams();
+    }
+
+    pub(crate) fn release_stream(&mut self, conn_id: u64) {
+        if let Some(s) = self.shared.iter_mut().find(|s| s.id == conn_id) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// A dial finished (either way): one fewer in flight.
+    pub(crate) fn dial_done(&mut self) {
+        self.dialing -= 1;
+    }
+
+    /// Delivers a dial error to the waiter it was for, if it still waits.
+    pub(crate) fn fail_waiter(&mut self, waiter_id: u64, err: Error) {
+        if let Some(pos) = self.waiters.iter().position(|w| w.id == waiter_id) {
+            let waiter = self.waiters.remove(pos).expect("position is in range");
+            if waiter.tx.send(Err(err)).is_ok() {
+                self.live_waiters -= 1;
+            }
+        }
+    }
+
+    /// A waiter gave up (timeout or its future was dropped). Dead entries
+    /// are skipped lazily; compact when they dominate so a long outage with
+    /// many timeouts cannot grow the queue without bound.
+    pub(crate) fn cancel_waiter(&mut self) {
+        self.live_waiters -= 1;
+        if self.waiters.len() > 2 * self.live_waiters + 16 {
+            self.waiters.retain(|w| !w.tx.is_closed());
+        }
+    }
+
+    /// A connection's socket is gone: forget it and free its slot.
+    /// Returns true when it was idle or shared here (so the peer closed it
+    /// while the pool held it, as opposed to a leased or discarded one).
+    pub(crate) fn slot_freed(&mut self, conn_id: u64) -> bool {
+        self.slots -= 1;
+        if let Some(pos) = self.idle.iter().position(|i| i.id == conn_id) {
+            self.idle.remove(pos);
+            return true;
+        }
+        if let Some(pos) = self.shared.iter().position(|s| s.id == conn_id) {
+            self.shared.swap_remove(pos);
+            return true;
+        }
+        false
+    }
+
+    /// Checks the invariants; used by tests after every step.
+    #[cfg(test)]
+    pub(crate) fn check(&self, limits: Limits) -> Result<(), String> {
+        if self.slots > limits.per_host {
+            return Err(format!("slots {} > limit {}", self.slots, limits.per_host));
+        }
+        if self.idle.len() + self.shared.len() + self.dialing > self.slots {
+            return Err(format!(
+                "idle {} + shared {} + dialing {} > slots {}",
+                self.idle.len(),
+                self.shared.len(),
+                self.dialing,
+                self.slots
+            ));
+        }
+        if self.idle.len() > limits.max_idle {
+            return Err("idle above max_idle".into());
+        }
+        let live = self.waiters.iter().filter(|w| !w.tx.is_closed()).count();
+        if live != self.live_waiters {
+            return Err(format!("live waiters {live} != counter {}", self.live_waiters));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! Counters the pool keeps per origin, and the snapshot users read.
+//!
+//! Counters are relaxed atomics bumped on paths that already do work (a
+//! connect, a close); the hot path (checkout and return of a warm
+//! connection) bumps exactly one (`reused`). A snapshot takes each origin's
+//! lock once, briefly, so calling [`crate::Client::stats`] every second is
+//! cheap.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Why a connection was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Idle longer than `idle_timeout`.
+    IdleTimeout,
+    /// Reached the server's `Keep-Alive: timeout` hint (minus the margin).
+    KeepAliveHint,
+    /// Older than `max_lifetime`.
+    Lifetime,
+    /// Carried `max_requests_per_connection` requests.
+    MaxRequests,
+    /// The server closed it while it sat in the pool.
+    ServerClose,
+    /// Found dead (FIN, reset, stray bytes) by the check before reuse.
+    StaleDetected,
+    /// Dropped after the process was found to have been frozen.
+    FreezeEviction,
+    /// Failed during a request, or its response was not read to the end.
+    Error,
+    /// More idle connections than `max_idle_per_host`, or closed to make
+    /// room for another origin under `max_connections_total`.
+    Surplus,
+}
+
+impl CloseReason {
+    pub(crate) const ALL: [CloseReason; 9] = [
+        CloseReason::IdleTimeout,
+        CloseReason::KeepAliveHint,
+        CloseReason::Lifetime,
+        CloseReason::MaxRequests,
+        CloseReason::ServerClose,
+        CloseReason::StaleDetected,
+        CloseReason::FreezeEviction,
+        CloseReason::Error,
+        CloseReason::Surplus,
+    ];
+
+    /// A stable snake_case name (used as a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::KeepAliveHint => "keep_alive_hint",
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::MaxRequests => "max_requests",
+            CloseReason::ServerClose => "server_close",
+            CloseReason::StaleDetected => "stale_detected",
+            CloseReason::FreezeEviction => "freeze_eviction",
+            CloseReason::Error => "error",
+            CloseReason::Surplus => "surplus",
+        }
+    }
+}
+
+/// A log-bucketed latency histogram (powers of two of microseconds).
+#[derive(Debug)]
+pub(crate) struct Histogram {
+    buckets: [AtomicU64; 32],
+    count: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        let bucket = (64 - us.leading_zeros()).min(31) as usize;
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.max_us.fetch_max(us, Relaxed);
+    }
+
+    pub(crate) fn summary(&self) -> LatencySummary {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let count: u64 = counts.iter().sum();
+        let quantile = |q: f64| -> Duration {
+            if count == 0 {
+                return Duration::ZERO;
+            }
+            let target = ((count as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= target {
+                    // Upper bound of bucket i: values < 2^i microseconds.
+                    return Duration::from_micros(if i == 0 { 0 } else { 1u64 << i });
+                }
+            }
+            Duration::from_micros(self.max_us.load(Relaxed))
+        };
+        LatencySummary {
+            count,
+            p50: quantile(0.50),
+            p99: quantile(0.99),
+            max: Duration::from_micros(self.max_us.load(Relaxed)),
+        }
+    }
+}
+
+/// Count and quantiles of a latency. Quantiles are bucket upper bounds
+/// (powers of two of microseconds): within 2x, never under-reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    /// How many were recorded.
+    pub count: u64,
+    /// Median (bucket upper bound).
+    pub p50: Duration,
+    /// 99th percentile (bucket upper bound).
+    pub p99: Duration,
+    /// Largest seen (exact).
+    pub max: Duration,
+}
+
+/// Per-origin counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub created: AtomicU64,
+    pub reused: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub retries: AtomicU64,
+    pub pool_timeouts: AtomicU64,
+    pub closed: [AtomicU64; 9],
+    pub pool_wait: Histogram,
+    pub connect_time: Histogram,
+}
+
+impl Counters {
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        let i = CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("every reason is listed");
+        self.closed[i].fetch_add(1, Relaxed);
+    }
+}
+
+/// A lease (a connection or stream handed to a caller) as seen in stats.
+#[derive(Clone, Debug)]
+pub struct LeaseInfo {
+    /// How long it has been held.
+    pub age: Duration,
+    /// Where the request that holds it was made (`file:line:col`).
+    pub caller: String,
+}
+
+/// One origin's state and history.
+#[derive(Clone, Debug)]
+pub struct OriginStats {
+    /// `scheme://host:port`.
+    pub origin: String,
+    /// HTTP version in use (`"HTTP/1.1"`, `"HTTP/2"`, or `"unknown"`).
+    pub protocol: &'static str,
+    /// Connections open and resting in the pool.
+    pub idle: usize,
+    /// Connections open and carrying requests (HTTP/2: open shared ones).
+    pub active: usize,
+    /// Connections being dialed.
+    pub connecting: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+    /// `max_connections_per_host`.
+    pub limit: usize,
+    /// Connections ever opened.
+    pub created: u64,
+    /// Requests served by a pooled connection (not a new one).
+    pub reused: u64,
+    /// Dials that failed.
+    pub connect_errors: u64,
+    /// Requests retried automatically.
+    pub retries: u64,
+    /// Requests that failed with PoolTimeout.
+    pub pool_timeouts: u64,
+    /// Closed connections by reason.
+    pub closed: Vec<(CloseReason, u64)>,
+    /// Time requests waited for a connection (only those that waited).
+    pub pool_wait: LatencySummary,
+    /// Time to establish a connection (TCP + TLS + HTTP handshake).
+    pub connect_time: LatencySummary,
+    /// Leases held right now, oldest first (at most 5).
+    pub oldest_leases: Vec<LeaseInfo>,
+}
+
+impl OriginStats {
+    /// How many connections closed for `reason`.
+    pub fn closed_for(&self, reason: CloseReason) -> u64 {
+        self.closed
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// A snapshot of the whole pool.
+///
+/// ```
+/// let client = freshpool::Client::new();
+/// let stats = client.stats();
+/// assert_eq!(stats.open_connections, 0);
+/// assert!(stats.origins.is_empty());
+/// ```
+#[derive(Clone, Debug)]
+pub struct PoolStats {
+    /// One entry per origin the pool has seen.
+    pub origins: Vec<OriginStats>,
+    /// Connections open or being dialed, all origins.
+    pub open_connections: usize,
+    /// `max_connections_total`.
+    pub total_limit: usize,
+    /// Freezes (process suspensions) detected.
+    pub freezes_detected: u64,
+}
+
+impl PoolStats {
+    /// The entry for an origin (`scheme://host:port`).
+    pub fn origin(&self, origin: &str) -> Option<&OriginStats> {
+        self.origins.iter().find(|o| o.origin == origin)
+    }
+    /// Connections created, summed over origins.
+    pub fn created(&self) -> u64 {
+        self.origins.iter().map(|o| o.created).sum()
+    }
+    /// Reuses, summed over origins.
+    pub fn reused(&self) -> u64 {
+        self.origins.iter().map(|o| o.reused).sum()
+    }
+    /// Idle connections, summed over origins.
+    pub fn idle(&self) -> usize {
+        self.origins.iter().map(|o| o.idle).sum()
+    }
+    /// Active connections, summed over origins.
+    pub fn active(&self) -> usize {
+        self.origins.iter().map(|o| o.active).sum()
+    }
+    /// Closed connections for `reason`, summed over origins.
+    pub fn closed_for(&self, reason: CloseReason) -> u64 {
+        self.origins.iter().map(|o| o.closed_for(reason)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_upper_bounds() {
+        let h = Histogram::default();
+        for ms in [1u64, 2, 3, 100] {
+            h.record(Duration::from_millis(ms));
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 4);
+        assert!(s.p50 >= Duration::from_millis(2) && s.p50 <= Duration::from_millis(5), "{s:?}");
+        assert!(s.p99 >= Duration::from_millis(100), "{s:?}");
+        assert_eq!(s.max, Duration::from_millis(100));
+    }
+}
