@@ -160,8 +160,13 @@ impl http_body::Body for RequestBody {
             ReqInner::Stream(s) => s.as_mut().poll_frame(cx),
             ReqInner::Gated(gate, inner) => {
                 use std::sync::atomic::Ordering::Release;
-                if !gate.state.released.load(std::sync::atomic::Ordering::Acquire) {
-                    let by_server = matches!(Pin::new(&mut gate.open).poll(cx), Poll::Ready(Ok(())));
+                if !gate
+                    .state
+                    .released
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    let by_server =
+                        matches!(Pin::new(&mut gate.open).poll(cx), Poll::Ready(Ok(())));
                     let by_timer = !by_server && gate.timer.as_mut().poll(cx).is_ready();
                     if !(by_server || by_timer) {
                         return Poll::Pending;
@@ -288,7 +293,9 @@ impl http_body::Body for Body {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or(SizeHint::with_exact(0), |b| b.size_hint())
+        self.inner
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

@@ -154,7 +154,11 @@ impl ClientBuilder {
     }
 
     /// Presents this client certificate chain (mutual TLS).
-    pub fn client_certificate(mut self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+    pub fn client_certificate(
+        mut self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Self {
         self.conn.tls.client_cert = Some(ClientIdentity {
             chain,
             key: Arc::new(key),

@@ -134,7 +134,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     #[track_caller]
-    pub fn get(&self, uri: &str) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
+    pub fn get(
+        &self,
+        uri: &str,
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
         let caller = Location::caller();
         let client = self.clone();
         let request = build_request(http::Method::GET, uri, RequestBody::empty());
@@ -191,19 +194,33 @@ impl Client {
         self.inner.pool.evict_all(Instant::now(), None);
     }
 
-    async fn execute(&self, request: Request<RequestBody>, caller: &'static Location<'static>) -> Result<Response<Body>, Error> {
+    async fn execute(
+        &self,
+        request: Request<RequestBody>,
+        caller: &'static Location<'static>,
+    ) -> Result<Response<Body>, Error> {
         match self.inner.connector.config.timeout {
             None => self.send(request, caller).await,
             Some(limit) => {
-                let origin = request.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+                let origin = request
+                    .uri()
+                    .authority()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
                 tokio::time::timeout(limit, self.send(request, caller))
                     .await
-                    .unwrap_or_else(|_| Err(Error::timeout(Kind::Timeout, "request", &origin, limit)))
+                    .unwrap_or_else(|_| {
+                        Err(Error::timeout(Kind::Timeout, "request", &origin, limit))
+                    })
             }
         }
     }
 
-    async fn send(&self, request: Request<RequestBody>, caller: &'static Location<'static>) -> Result<Response<Body>, Error> {
+    async fn send(
+        &self,
+        request: Request<RequestBody>,
+        caller: &'static Location<'static>,
+    ) -> Result<Response<Body>, Error> {
         let inner = &self.inner;
         let cfg = &inner.connector.config;
         let uri = request.uri().clone();
@@ -222,7 +239,11 @@ impl Client {
             let reused = lease.reused;
             // Keep a copy only where a retry is possible (reused connection
             // or HTTP/2, where a refused stream is retried).
-            let spare = if reused || lease.is_h2() { clone_request(&request) } else { None };
+            let spare = if reused || lease.is_h2() {
+                clone_request(&request)
+            } else {
+                None
+            };
             let (request, gate) = self.prepare(request, &mut lease);
             let method = request.method().clone();
             match self.dispatch(&mut lease, request).await {
@@ -245,7 +266,9 @@ impl Client {
                         return Err(err);
                     }
                     let withheld = not_processed
-                        || gate.as_ref().is_some_and(|g| !g.released.load(Ordering::Acquire));
+                        || gate
+                            .as_ref()
+                            .is_some_and(|g| !g.released.load(Ordering::Acquire));
                     let attempt = Attempt {
                         method: &method,
                         has_idempotency_key: has_key,
@@ -287,7 +310,11 @@ impl Client {
 
     /// Sets what HTTP/1 needs (Host, origin-form target) and, for a body
     /// about to go over a connection that idled long, `Expect: 100-continue`.
-    fn prepare(&self, mut request: Request<RequestBody>, lease: &mut Lease) -> (Request<RequestBody>, Option<Arc<GateState>>) {
+    fn prepare(
+        &self,
+        mut request: Request<RequestBody>,
+        lease: &mut Lease,
+    ) -> (Request<RequestBody>, Option<Arc<GateState>>) {
         let cfg = &self.inner.connector.config;
         if lease.is_h2() {
             return (request, None);
@@ -339,12 +366,28 @@ impl Client {
         (request, None)
     }
 
-    async fn dispatch(&self, lease: &mut Lease, request: Request<RequestBody>) -> Result<Response<hyper::body::Incoming>, Failure> {
+    async fn dispatch(
+        &self,
+        lease: &mut Lease,
+        request: Request<RequestBody>,
+    ) -> Result<Response<hyper::body::Incoming>, Failure> {
         let cfg = &self.inner.connector.config;
         let origin = lease.origin_label().clone();
         let sent = match lease.kind_mut() {
-            LeaseKind::H1(idle) => Either::H1 { f: idle.conn.sender.try_send_request(request) },
-            LeaseKind::H2 { sender, .. } => Either::H2 { f: sender.try_send_request(request) },
+            LeaseKind::H1(idle) => {
+                // hyper's HTTP/1 dispatcher says it is ready for the next
+                // request a moment after the previous response ends; wait
+                // for that rather than mistake "not yet" for "closed".
+                if let Err(e) = idle.conn.sender.ready().await {
+                    return Err(Failure::Unsent(request, error::from_hyper(e, &origin)));
+                }
+                Either::H1 {
+                    f: idle.conn.sender.try_send_request(request),
+                }
+            }
+            LeaseKind::H2 { sender, .. } => Either::H2 {
+                f: sender.try_send_request(request),
+            },
         };
         let result = match cfg.response_header_timeout {
             None => sent.await,
@@ -375,7 +418,12 @@ impl Client {
         })
     }
 
-    fn finish(&self, response: Response<hyper::body::Incoming>, mut lease: Lease, gate: Option<Arc<GateState>>) -> Response<Body> {
+    fn finish(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        mut lease: Lease,
+        gate: Option<Arc<GateState>>,
+    ) -> Response<Body> {
         let origin = lease.origin_label().clone();
         if let Some(state) = &gate {
             let by_server = state.by_server.load(Ordering::Acquire);
@@ -480,7 +528,11 @@ fn clone_request(request: &Request<RequestBody>) -> Option<Request<RequestBody>>
     Some(copy)
 }
 
-fn build_request(method: http::Method, uri: &str, body: RequestBody) -> Result<Request<RequestBody>, Error> {
+fn build_request(
+    method: http::Method,
+    uri: &str,
+    body: RequestBody,
+) -> Result<Request<RequestBody>, Error> {
     let uri: Uri = uri
         .parse()
         .map_err(|e| Error::invalid_uri(format!("invalid URI {uri:?}")).with_source(e))?;

@@ -231,7 +231,9 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
         Kind::Io
     };
     let what = match kind {
-        Kind::Protocol if err.is_incomplete_message() => "connection closed before the response completed",
+        Kind::Protocol if err.is_incomplete_message() => {
+            "connection closed before the response completed"
+        }
         Kind::Protocol => "invalid HTTP response",
         Kind::Body => "request body failed",
         _ => "connection error",

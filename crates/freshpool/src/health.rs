@@ -143,7 +143,10 @@ mod tests {
     #[test]
     fn keep_alive_parsing() {
         assert_eq!(parse_keep_alive("timeout=5"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_keep_alive(" Timeout = 7 , max=1"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_keep_alive(" Timeout = 7 , max=1"),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(parse_keep_alive("timeout=abc"), None);
         assert_eq!(parse_keep_alive(""), None);
     }

@@ -269,7 +269,10 @@ mod tests {
         }
         let s = h.summary();
         assert_eq!(s.count, 4);
-        assert!(s.p50 >= Duration::from_millis(2) && s.p50 <= Duration::from_millis(5), "{s:?}");
+        assert!(
+            s.p50 >= Duration::from_millis(2) && s.p50 <= Duration::from_millis(5),
+            "{s:?}"
+        );
         assert!(s.p99 >= Duration::from_millis(100), "{s:?}");
         assert_eq!(s.max, Duration::from_millis(100));
     }

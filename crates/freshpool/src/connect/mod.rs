@@ -71,7 +71,11 @@ const DEFAULT_MAX_STREAMS: u32 = 256;
 impl Connector {
     pub(crate) fn new(config: ConnConfig, resolver: Arc<dyn Resolve>) -> Result<Connector, Error> {
         let tls = Some(tls::client_config(&config.tls, config.http_version)?);
-        Ok(Connector { config, tls, resolver })
+        Ok(Connector {
+            config,
+            tls,
+            resolver,
+        })
     }
 
     /// Whether connections to this key will multiplex (so concurrent dials
@@ -109,7 +113,9 @@ impl Connector {
                 ),
             )
         })?
-        .map_err(|e| Error::new(Kind::Connect, format!("resolving {} failed", key.host)).with_source(e))?;
+        .map_err(|e| {
+            Error::new(Kind::Connect, format!("resolving {} failed", key.host)).with_source(e)
+        })?;
         let settings = TcpSettings {
             nodelay: self.config.tcp_nodelay,
             keepalive: self.config.tcp_keepalive,
@@ -124,7 +130,8 @@ impl Connector {
             }
             Scheme::Https => {
                 let (tls, h2, resumed) = self.tls_handshake(io, key).await?;
-                self.handshake(tls, h2, socket, resumed, &target, slot).await
+                self.handshake(tls, h2, socket, resumed, &target, slot)
+                    .await
             }
         }
     }
@@ -134,9 +141,16 @@ impl Connector {
         io: TcpIo,
         key: &PoolKey,
     ) -> Result<(tokio_rustls::client::TlsStream<TcpIo>, bool, bool), Error> {
-        let config = self.tls.clone().expect("TLS config is built with the connector");
+        let config = self
+            .tls
+            .clone()
+            .expect("TLS config is built with the connector");
         let name = rustls_pki_types::ServerName::try_from(key.host.to_string()).map_err(|e| {
-            Error::new(Kind::Tls, format!("{:?} is not a valid TLS server name", key.host)).with_source(e)
+            Error::new(
+                Kind::Tls,
+                format!("{:?} is not a valid TLS server name", key.host),
+            )
+            .with_source(e)
         })?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let limit = self.config.tls_handshake_timeout;
@@ -167,7 +181,10 @@ impl Connector {
         if self.config.http_version == HttpVersion::Http2Only && !h2 {
             return Err(Error::new(
                 Kind::Protocol,
-                format!("{}:{} did not agree to HTTP/2 (http2 only was requested)", key.host, key.port),
+                format!(
+                    "{}:{} did not agree to HTTP/2 (http2 only was requested)",
+                    key.host, key.port
+                ),
             ));
         }
         Ok((stream, h2, resumed))
@@ -186,7 +203,11 @@ impl Connector {
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let hs_err = |e: hyper::Error| {
-            Error::new(Kind::Protocol, format!("HTTP handshake with {target} failed")).with_source(e)
+            Error::new(
+                Kind::Protocol,
+                format!("HTTP handshake with {target} failed"),
+            )
+            .with_source(e)
         };
         if !h2 {
             let (sender, conn) = http1::Builder::new()
@@ -224,13 +245,18 @@ impl Connector {
         // Wait for the server's SETTINGS so the pool knows the stream limit
         // before it hands the connection out (see preface.rs).
         let deadline = Instant::now() + self.config.tls_handshake_timeout;
-        let seen = tokio::time::timeout_at(deadline.into(), preface.wait_for(|p| *p != Preface::Pending))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|p| *p);
+        let seen = tokio::time::timeout_at(
+            deadline.into(),
+            preface.wait_for(|p| *p != Preface::Pending),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|p| *p);
         let max_streams = match seen {
-            Some(Preface::Settings(limit)) => limit.unwrap_or(DEFAULT_MAX_STREAMS).min(DEFAULT_MAX_STREAMS),
+            Some(Preface::Settings(limit)) => limit
+                .unwrap_or(DEFAULT_MAX_STREAMS)
+                .min(DEFAULT_MAX_STREAMS),
             _ => {
                 return Err(Error::new(
                     Kind::Protocol,

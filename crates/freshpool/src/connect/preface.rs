@@ -125,7 +125,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefaceIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for PrefaceIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -152,7 +156,17 @@ mod tests {
 
     fn settings_frame(entries: &[(u16, u32)]) -> Vec<u8> {
         let len = entries.len() * 6;
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, TYPE_SETTINGS, 0, 0, 0, 0, 0];
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            TYPE_SETTINGS,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         for (id, v) in entries {
             f.extend_from_slice(&id.to_be_bytes());
             f.extend_from_slice(&v.to_be_bytes());

@@ -230,7 +230,11 @@ impl AsyncRead for TcpIo {
 }
 
 impl AsyncWrite for TcpIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             std::task::ready!(self.0.poll_write_ready(cx))?;
             match self.0.try_write(buf) {
@@ -308,9 +312,17 @@ mod tests {
     #[tokio::test]
     async fn refused_address_is_listed_in_the_error() {
         // Bind then drop to find a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let settings = TcpSettings { nodelay: true, keepalive: None, connect_timeout: Duration::from_secs(2) };
+        let settings = TcpSettings {
+            nodelay: true,
+            keepalive: None,
+            connect_timeout: Duration::from_secs(2),
+        };
         let err = connect("test", vec![addr], settings).await.unwrap_err();
         assert_eq!(err.kind(), Kind::Connect);
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
@@ -328,7 +340,9 @@ mod tests {
         let mut seen = Peek::Quiet;
         for _ in 0..100 {
             seen = peek(&weak);
-            if seen != Peek::Quiet { break; }
+            if seen != Peek::Quiet {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(seen, Peek::Closed);

@@ -190,8 +190,10 @@ impl Origin {
                 g.state.dial_done();
                 g.state.slots -= 1;
                 self.budget.open.fetch_sub(1, Ordering::AcqRel);
-                g.state
-                    .fail_waiter(id, Error::new(Kind::Closed, "the async runtime is shutting down"));
+                g.state.fail_waiter(
+                    id,
+                    Error::new(Kind::Closed, "the async runtime is shutting down"),
+                );
             }
             return;
         };
@@ -291,10 +293,7 @@ impl Origin {
         let cfg = &self.config;
         if cfg.max_lifetime.is_some_and(|l| now >= idle.created + l) {
             CloseReason::Lifetime
-        } else if cfg
-            .idle_timeout
-            .is_some_and(|t| now >= idle.idle_since + t)
-        {
+        } else if cfg.idle_timeout.is_some_and(|t| now >= idle.idle_since + t) {
             CloseReason::IdleTimeout
         } else if idle.conn.is_closed() {
             CloseReason::ServerClose
@@ -412,7 +411,7 @@ impl Origin {
             })
             .unwrap_or_default();
         format!(
-            "timed out after {} waiting for a connection to {} (limit {}, in use {}, idle {}, connecting {}, waiting {}{}); \
+            "timed out after {} (pool_timeout) waiting for a connection to {} (limit {}, in use {}, idle {}, connecting {}, waiting {}{}); \
              raise max_connections_per_host, read or drop response bodies sooner, or raise pool_timeout",
             fmt_duration(waited),
             self.label,
@@ -434,7 +433,9 @@ fn wake_starving(budget: &Budget) {
         }
         let next = lock(&budget.starving).pop_front();
         let Some(weak) = next else { return };
-        let Some(origin) = weak.upgrade() else { continue };
+        let Some(origin) = weak.upgrade() else {
+            continue;
+        };
         let dials = {
             let mut g = origin.lock();
             g.state.starving = false;
@@ -514,7 +515,9 @@ impl Lease {
     /// The connection's idle time before this lease (zero if fresh or h2).
     pub(crate) fn idle_for(&self, now: Instant) -> Duration {
         match &self.kind {
-            Some(LeaseKind::H1(idle)) if !idle.fresh => now.saturating_duration_since(idle.idle_since),
+            Some(LeaseKind::H1(idle)) if !idle.fresh => {
+                now.saturating_duration_since(idle.idle_since)
+            }
             _ => Duration::ZERO,
         }
     }
@@ -535,7 +538,9 @@ impl Lease {
                 idle.idle_since = now;
                 idle.expires_at = origin.expiry(now, idle.created, self.keep_alive_hint);
                 let cfg = &origin.config;
-                let spent = cfg.max_requests_per_connection.is_some_and(|m| idle.requests >= m);
+                let spent = cfg
+                    .max_requests_per_connection
+                    .is_some_and(|m| idle.requests >= m);
                 let expired = idle.expires_at.is_some_and(|t| t <= now);
                 if spent || expired || idle.conn.is_closed() {
                     let reason = if spent {
@@ -597,8 +602,11 @@ impl Origin {
     pub(crate) fn evict_idle_since(&self, since: Instant) {
         let stale: Vec<_> = {
             let mut g = self.lock();
-            let (old, keep): (Vec<_>, Vec<_>) =
-                g.state.idle.drain(..).partition(|i| !i.fresh && i.idle_since <= since);
+            let (old, keep): (Vec<_>, Vec<_>) = g
+                .state
+                .idle
+                .drain(..)
+                .partition(|i| !i.fresh && i.idle_since <= since);
             g.state.idle = keep.into();
             old
         };
@@ -620,7 +628,8 @@ impl Origin {
     /// Records whether the server answered 100 to our last Expect, so a
     /// server that ignores it costs the short wait once, not every time.
     pub(crate) fn learn_expect_continue(&self, answered: bool) {
-        self.expect_100.store(if answered { 1 } else { 2 }, Ordering::Relaxed);
+        self.expect_100
+            .store(if answered { 1 } else { 2 }, Ordering::Relaxed);
     }
 }
 
@@ -655,7 +664,11 @@ impl Drop for WaiterGuard {
         match rx.try_recv() {
             Ok(Ok(Handoff::Exclusive(idle))) => {
                 // Served just as we gave up: the connection goes to the next.
-                let surplus = self.origin.lock().state.offer_idle(idle, self.origin.limits);
+                let surplus = self
+                    .origin
+                    .lock()
+                    .state
+                    .offer_idle(idle, self.origin.limits);
                 drop(surplus);
             }
             Ok(Ok(Handoff::Stream { conn_id, .. })) => {
@@ -676,7 +689,11 @@ impl Drop for WaiterGuard {
 }
 
 impl Pool {
-    pub(crate) fn new(config: PoolConfig, clock: Arc<dyn Clock>, built_at: &'static Location<'static>) -> Pool {
+    pub(crate) fn new(
+        config: PoolConfig,
+        clock: Arc<dyn Clock>,
+        built_at: &'static Location<'static>,
+    ) -> Pool {
         let budget = Arc::new(Budget {
             open: AtomicUsize::new(0),
             limit: config.max_connections_total,
@@ -718,7 +735,11 @@ impl Pool {
         {
             return o.clone();
         }
-        let mut map = self.inner.origins.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .inner
+            .origins
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(o) = map.get(&view as &dyn KeyParts) {
             return o.clone();
         }
@@ -774,7 +795,9 @@ impl Pool {
             let mut expired = Vec::new();
             let acquired = {
                 let mut g = origin.lock();
-                let acquired = g.state.acquire(now, origin.limits, &*origin.budget, caller, &mut expired);
+                let acquired =
+                    g.state
+                        .acquire(now, origin.limits, &*origin.budget, caller, &mut expired);
                 match acquired {
                     Acquire::Idle(idle) => {
                         let lease_id = origin.register_lease(&mut g, caller);
@@ -782,7 +805,13 @@ impl Pool {
                     }
                     Acquire::Stream { conn_id, sender } => {
                         let lease_id = origin.register_lease(&mut g, caller);
-                        Ok((LeaseKind::H2 { conn_id, sender: sender.sender }, lease_id))
+                        Ok((
+                            LeaseKind::H2 {
+                                conn_id,
+                                sender: sender.sender,
+                            },
+                            lease_id,
+                        ))
                     }
                     other => Err(other),
                 }
@@ -872,10 +901,11 @@ impl Pool {
                             continue;
                         }
                         Err(_) => {
-                            drop(guard);
+                            // Report before leaving the queue: "waiting"
+                            // counts this request too.
                             origin.counters.pool_timeouts.fetch_add(1, Ordering::Relaxed);
-                            let waited = started.elapsed();
-                            let report = origin.starvation_report(waited);
+                            let report = origin.starvation_report(cfg.pool_timeout);
+                            drop(guard);
                             warn_starvation(&origin.label, &report);
                             return Err(Error::new(Kind::PoolTimeout, report));
                         }
@@ -936,9 +966,13 @@ impl Pool {
         }
         let weak = Arc::downgrade(&self.inner);
         let clock = self.inner.clock.clone();
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let budget = &self.inner.budget;
-        budget.last_beat.store(budget.nanos(Instant::now()), Ordering::Release);
+        budget
+            .last_beat
+            .store(budget.nanos(Instant::now()), Ordering::Release);
         handle.spawn(async move {
             let mut suspend = SuspendWatch::new(clock);
             let mut ticker = tokio::time::interval(HEARTBEAT);
@@ -968,7 +1002,9 @@ impl Pool {
     /// Reads the heartbeat: a gap far beyond its period means the process
     /// did not run (SIGSTOP, cgroup freeze, a paused serverless sandbox).
     fn check_freeze(&self, now: Instant) {
-        let Some(threshold) = self.inner.config.freeze_threshold else { return };
+        let Some(threshold) = self.inner.config.freeze_threshold else {
+            return;
+        };
         let budget = &self.inner.budget;
         let now_n = budget.nanos(now);
         let last = budget.last_beat.swap(now_n, Ordering::AcqRel);

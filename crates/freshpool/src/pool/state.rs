@@ -85,7 +85,10 @@ pub(crate) enum Protocol {
 /// The outcome of [`OriginState::acquire`].
 pub(crate) enum Acquire<C, S> {
     Idle(Idle<C>),
-    Stream { conn_id: u64, sender: S },
+    Stream {
+        conn_id: u64,
+        sender: S,
+    },
     /// Enqueued; `dial` says the caller must start a dial for `waiter_id`.
     Wait {
         waiter_id: u64,
@@ -93,7 +96,9 @@ pub(crate) enum Acquire<C, S> {
         dial: bool,
     },
     /// `max_pending` waiters already queue here.
-    Full { waiting: usize },
+    Full {
+        waiting: usize,
+    },
 }
 
 /// Limits that apply to one origin.
@@ -169,10 +174,12 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // (O(1): every dial in flight will serve one waiter, so waiters
         // beyond `dialing` are the ones still without a connection coming.)
         let dial = self.live_waiters <= self.dialing && self.may_dial(limits, budget);
-        if !dial && self.live_waiters >= limits.max_pending {
-            return Acquire::Full {
-                waiting: self.live_waiters,
-            };
+        // max_pending bounds the queue of requests with no connection on
+        // the way; those whose own dial is in flight are not queued behind
+        // anyone.
+        let queued = self.live_waiters.saturating_sub(self.dialing);
+        if !dial && queued >= limits.max_pending {
+            return Acquire::Full { waiting: queued };
         }
         let (waiter_id, rx) = self.enqueue(caller, dial);
         Acquire::Wait {
@@ -400,7 +407,10 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
         let live = self.waiters.iter().filter(|w| !w.tx.is_closed()).count();
         if live != self.live_waiters {
-            return Err(format!("live waiters {live} != counter {}", self.live_waiters));
+            return Err(format!(
+                "live waiters {live} != counter {}",
+                self.live_waiters
+            ));
         }
         Ok(())
     }

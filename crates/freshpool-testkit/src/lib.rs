@@ -1,0 +1,65 @@
+//! Test support for `freshpool`: real loopback servers and a fault-injecting
+//! TCP proxy, so connection-pool behaviour can be tested against actual
+//! sockets instead of mocks.
+//!
+//! Everything binds to `127.0.0.1` on an ephemeral port, and every background
+//! task belongs to a handle ([`TestServer`], [`ChaosProxy`]) whose drop stops
+//! it, so tests never leak tasks or sockets. Server tasks never panic on I/O
+//! errors; a failing connection is simply closed (and counted).
+//!
+//! # Pieces
+//!
+//! * [`tls`] — [`TestCa`], a throw-away certificate authority issuing server
+//!   and client (mTLS) certificates, and [`self_signed`] for an untrusted
+//!   leaf. Uses the *ring* provider explicitly.
+//! * [`server`] — [`TestServer`], a hyper server (HTTP/1.1, HTTP/2 or both;
+//!   cleartext or TLS with ALPN, session tickets and a session cache) with
+//!   knobs for server-side idle timeout, `Keep-Alive` hints,
+//!   `Connection: close` after N requests, ignoring `Expect: 100-continue`,
+//!   GOAWAY and abrupt close of all connections. [`ServerStats`] counts
+//!   connections, TLS handshakes/resumptions, processed requests (with
+//!   `x-request-id` duplicate detection) and peak concurrency.
+//! * [`chaos`] — [`ChaosProxy`], a TCP proxy placed between client and
+//!   server that injects faults: idle close, silent connection death (RST on
+//!   next write, like a NAT that forgot the flow), blackholing, truncated or
+//!   garbage responses, accept delays and half-closes.
+//!
+//! # Server routes
+//!
+//! Any method. Every response carries `x-conn-id: N` (server-side connection
+//! sequence number starting at 1) and `x-request-count: K` (K-th request on
+//! that connection).
+//!
+//! | path | response |
+//! |---|---|
+//! | `/` | 200 `ok` |
+//! | `/delay/{ms}` | sleeps `ms`, then 200 `ok` |
+//! | `/bytes/{n}` | 200 with `n` bytes (`Content-Length` set) |
+//! | `/stream/{n}` | 200 with `n` bytes streamed in 1 KiB frames (chunked on HTTP/1) |
+//! | `/echo` | 200 echoing the request body |
+//! | `/status/{code}` | that status, empty body |
+//! | anything else | 404 |
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use freshpool_testkit::{ChaosProxy, TestServer};
+//! let server = TestServer::http1().await;
+//! let proxy = ChaosProxy::start(server.addr()).await;
+//! // point the client at proxy.url("/"), then e.g.
+//! proxy.kill_all_silently();
+//! assert_eq!(server.stats().duplicated_request_ids(), Vec::<String>::new());
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod chaos;
+mod io;
+pub mod server;
+pub mod tls;
+
+pub use chaos::{ChaosProxy, ProxyStats};
+pub use server::{Protocol, ServerConfig, ServerStats, TestServer};
+pub use tls::{self_signed, TestCa};

@@ -1,0 +1,461 @@
+//! Issue 2: one shared, bounded, fair pool, tested against real hyper
+//! servers on 127.0.0.1.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use freshpool::{Client, CloseReason, Kind};
+use freshpool_testkit::{ServerConfig, TestServer};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Waits (bounded) until `cond` holds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_requests_respect_the_per_host_limit() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(8)
+        .build()
+        .unwrap();
+    let url = server.url("/delay/5");
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let client = client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client.get(&url).await?;
+            assert_eq!(resp.status(), 200);
+            resp.into_body().text().await
+        }));
+    }
+    for t in tasks {
+        let body = timeout(LIMIT, t).await.unwrap().unwrap().unwrap();
+        assert_eq!(body, "ok");
+    }
+    assert!(
+        server.stats().peak_open_connections() <= 8,
+        "peak {}",
+        server.stats().peak_open_connections()
+    );
+    assert_eq!(server.stats().requests(), 100);
+    let stats = client.stats();
+    assert_eq!(stats.created(), server.stats().connections_accepted());
+    assert_eq!(stats.created() + stats.reused(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_served_in_fifo_order() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .build()
+        .unwrap();
+    // Warm the single connection so every later request queues for it.
+    client
+        .get(&server.url("/"))
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    // Hold the connection with a slow request.
+    let holder = {
+        let c = client.clone();
+        let url = server.url("/delay/200");
+        tokio::spawn(async move {
+            c.get(&url)
+                .await
+                .unwrap()
+                .into_body()
+                .bytes()
+                .await
+                .unwrap()
+        })
+    };
+    let origin = format!("http://127.0.0.1:{}", server.addr().port());
+    eventually("holder leased", || {
+        client
+            .stats()
+            .origin(&origin)
+            .is_some_and(|o| o.active == 1)
+    })
+    .await;
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..10usize {
+        let c = client.clone();
+        let url = server.url("/");
+        let order = order.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = c.get(&url).await.unwrap();
+            order.lock().unwrap().push(i);
+            resp.into_body().bytes().await.unwrap();
+        }));
+        // Enqueue strictly one after another.
+        eventually("waiter enqueued", || {
+            client
+                .stats()
+                .origin(&origin)
+                .is_some_and(|o| o.waiting == i + 1)
+        })
+        .await;
+    }
+    holder.await.unwrap();
+    for t in tasks {
+        timeout(LIMIT, t).await.unwrap().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..10).collect::<Vec<_>>());
+    assert_eq!(server.stats().connections_accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_burst_of_nine_opens_nine_and_later_waves_reuse_them() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(16)
+        .build()
+        .unwrap();
+    let wave = |path: &'static str| {
+        let futs: Vec<_> = (0..9)
+            .map(|_| {
+                let c = client.clone();
+                let url = server.url(path);
+                tokio::spawn(async move {
+                    c.get(&url)
+                        .await
+                        .unwrap()
+                        .into_body()
+                        .bytes()
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        async move {
+            for f in futs {
+                timeout(LIMIT, f).await.unwrap().unwrap();
+            }
+        }
+    };
+    // The server holds each response briefly so the burst really overlaps.
+    wave("/delay/50").await;
+    assert_eq!(server.stats().connections_accepted(), 9);
+    for _ in 0..100 {
+        wave("/").await;
+    }
+    assert_eq!(
+        server.stats().connections_accepted(),
+        9,
+        "later waves must reuse"
+    );
+    let stats = client.stats();
+    assert_eq!(stats.created(), 9);
+    assert_eq!(stats.reused(), 900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pending_fails_fast_with_the_numbers() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .max_pending(2)
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let c = client.clone();
+        let url = server.url("/delay/500");
+        held.push(tokio::spawn(async move { c.get(&url).await.map(|_| ()) }));
+    }
+    let origin = format!("http://127.0.0.1:{}", server.addr().port());
+    eventually("two waiting", || {
+        client
+            .stats()
+            .origin(&origin)
+            .is_some_and(|o| o.waiting == 2)
+    })
+    .await;
+    let err = client.get(&server.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::PoolFull);
+    let msg = err.to_string();
+    assert!(msg.contains("2 requests already wait"), "{msg}");
+    assert!(
+        msg.contains("max_pending 2") && msg.contains("limit 1") && msg.contains(&origin),
+        "{msg}"
+    );
+    for h in held {
+        timeout(LIMIT, h).await.unwrap().unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_timeout_reports_limit_use_waiters_and_the_holder() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    // A response whose body is never read holds the only connection.
+    let held = client.get(&server.url("/stream/100000")).await.unwrap();
+    let err = client.get(&server.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::PoolTimeout);
+    assert!(err.is_timeout());
+    let msg = err.to_string();
+    for needle in [
+        "timed out after 200ms (pool_timeout)",
+        "limit 1",
+        "in use 1",
+        "waiting 1",
+        "core.rs:",
+    ] {
+        assert!(msg.contains(needle), "missing {needle:?} in {msg}");
+    }
+    assert!(
+        msg.contains("max_connections_per_host"),
+        "suggests the setting: {msg}"
+    );
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_body_closes_and_read_body_returns_the_connection() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    let resp = client.get(&server.url("/stream/200000")).await.unwrap();
+    drop(resp); // unread bytes: the connection cannot be reused
+    eventually("server saw the close", || {
+        server.stats().open_connections() == 0
+    })
+    .await;
+    let resp = client.get(&server.url("/bytes/1000")).await.unwrap();
+    assert_eq!(resp.into_body().bytes().await.unwrap().len(), 1000);
+    client
+        .get(&server.url("/"))
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(server.stats().connections_accepted(), 2);
+    let stats = client.stats();
+    assert_eq!(stats.closed_for(CloseReason::Error), 1);
+    assert_eq!(stats.reused(), 1);
+    eventually("idle 1, active 0", || {
+        let s = client.stats();
+        s.idle() == 1 && s.active() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_lifetime_and_max_requests_evict() {
+    let server = TestServer::http1().await;
+    // Idle timeout.
+    let client = Client::builder()
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    client
+        .get(&server.url("/"))
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    eventually("idle timeout sweep", || {
+        client.stats().closed_for(CloseReason::IdleTimeout) == 1
+    })
+    .await;
+    eventually("server saw close", || {
+        server.stats().open_connections() == 0
+    })
+    .await;
+    // Max requests per connection.
+    let client = Client::builder()
+        .max_requests_per_connection(Some(3))
+        .build()
+        .unwrap();
+    for _ in 0..7 {
+        client
+            .get(&server.url("/"))
+            .await
+            .unwrap()
+            .into_body()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let s = client.stats();
+    assert_eq!(s.created(), 3, "7 requests at 3 per connection");
+    assert_eq!(s.closed_for(CloseReason::MaxRequests), 2);
+    // Lifetime.
+    let client = Client::builder()
+        .idle_timeout(None)
+        .max_lifetime(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    client
+        .get(&server.url("/"))
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client
+        .get(&server.url("/"))
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    let s = client.stats();
+    assert_eq!(s.created(), 2);
+    assert_eq!(s.closed_for(CloseReason::Lifetime), 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_typed_errors() {
+    let client = Client::new();
+    for bad in ["not a url", "/relative", "ftp://127.0.0.1/x"] {
+        let err = client.get(bad).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::InvalidUri, "{bad}: {err}");
+    }
+    let err = Client::builder()
+        .max_connections_per_host(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Config);
+    let err = Client::builder()
+        .max_connections_per_host(100)
+        .max_connections_total(10)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("exceeds max_connections_total"),
+        "{err}"
+    );
+    let err = Client::builder()
+        .pool_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("pool_timeout"), "{err}");
+}
+
+#[tokio::test]
+async fn connect_errors_name_the_address_and_timeouts_their_duration() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::new();
+    let err = client
+        .get(&format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Connect);
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    // A server that accepts but never answers: the header timeout fires.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _keep = tokio::spawn(async move {
+        let mut socks = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            socks.push(s);
+        }
+    });
+    let client = Client::builder()
+        .response_header_timeout(Some(Duration::from_millis(150)))
+        .build()
+        .unwrap();
+    let err = client.get(&format!("http://{addr}/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::ResponseHeaderTimeout);
+    assert!(err.to_string().contains("150ms"), "{err}");
+    let client = Client::builder()
+        .timeout(Some(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    let err = client.get(&format!("http://{addr}/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Timeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_hint_expires_connections_before_the_server_does() {
+    let server = TestServer::start(ServerConfig {
+        keep_alive_hint: Some(1),
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = Client::builder()
+        .keep_alive_margin(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        client
+            .get(&server.url("/"))
+            .await
+            .unwrap()
+            .into_body()
+            .bytes()
+            .await
+            .unwrap();
+        // Straddle the server's timeout: 0.8 s > 1 s - margin.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    // Every request after a gap used a new connection (the hinted one had
+    // expired), and none failed.
+    assert_eq!(server.stats().connections_accepted(), 5);
+    assert!(client.stats().closed_for(CloseReason::KeepAliveHint) >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_share_one_pool_and_tower_service_works() {
+    use tower_service::Service;
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    let mut svc = client.clone();
+    std::future::poll_fn(|cx| Service::<http::Request<()>>::poll_ready(&mut svc, cx))
+        .await
+        .unwrap();
+    let req = http::Request::get(server.url("/")).body(()).unwrap();
+    svc.call(req)
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    client
+        .get(&server.url("/"))
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(server.stats().connections_accepted(), 1);
+    assert_eq!(client.stats().reused(), 1);
+}
