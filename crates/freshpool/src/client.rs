@@ -194,6 +194,26 @@ impl Client {
         self.inner.pool.evict_all(Instant::now(), None);
     }
 
+    /// Benchmark hook: one checkout and release of a connection to `uri`,
+    /// without sending anything. Not a stable API.
+    #[doc(hidden)]
+    #[track_caller]
+    pub fn __checkout_release(&self, uri: &Uri) -> impl Future<Output = Result<bool, Error>> + Send + 'static {
+        let caller = Location::caller();
+        let client = self.clone();
+        let uri = uri.clone();
+        async move {
+            let inner = &client.inner;
+            let lease = inner
+                .pool
+                .checkout(&uri, &inner.security, &inner.connector, caller)
+                .await?;
+            let reused = lease.reused;
+            lease.release();
+            Ok(reused)
+        }
+    }
+
     async fn execute(
         &self,
         request: Request<RequestBody>,
