@@ -378,9 +378,13 @@ async fn proxy_connection(
             drop(upstream);
             close_gracefully(client).await;
         }
-        Outcome::Killed => {
+        Outcome::Killed { in_flight } => {
             drop(upstream);
-            reset_on_next_bytes(client, &shared).await;
+            if in_flight {
+                reset_now(client, &shared);
+            } else {
+                reset_on_next_bytes(client, &shared).await;
+            }
         }
         Outcome::IdleClose => {
             let _ = upstream.shutdown().await;
@@ -427,6 +431,11 @@ async fn close_gracefully(mut client: TcpStream) {
 async fn reset_on_next_bytes(mut client: TcpStream, shared: &Shared) {
     let mut buf = [0u8; 1024];
     let _ = client.read(&mut buf).await;
+    reset_now(client, shared);
+}
+
+/// Close with a TCP RST (`SO_LINGER` 0).
+fn reset_now(client: TcpStream, shared: &Shared) {
     let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
     drop(client);
     shared.counters.resets.fetch_add(1, Ordering::SeqCst);

@@ -276,11 +276,7 @@ impl http_body::Body for Body {
                 if let Some(lease) = self.lease.take() {
                     lease.discard();
                 }
-                let kind = if e.is_incomplete_message() || e.is_parse() {
-                    Kind::Protocol
-                } else {
-                    Kind::Io
-                };
+                let kind = crate::error::classify(&e);
                 let msg = format!("response body from {} failed", self.origin);
                 Poll::Ready(Some(Err(Error::new(kind, msg).with_source(e))))
             }

@@ -198,7 +198,10 @@ impl Client {
     /// without sending anything. Not a stable API.
     #[doc(hidden)]
     #[track_caller]
-    pub fn __checkout_release(&self, uri: &Uri) -> impl Future<Output = Result<bool, Error>> + Send + 'static {
+    pub fn __checkout_release(
+        &self,
+        uri: &Uri,
+    ) -> impl Future<Output = Result<bool, Error>> + Send + 'static {
         let caller = Location::caller();
         let client = self.clone();
         let uri = uri.clone();
@@ -250,12 +253,20 @@ impl Client {
         let mut retries = 0u32;
         let mut unsent_retries = 0u32;
         let mut pending = Some(request);
+        let mut dedicated = false;
         loop {
             let request = pending.take().expect("a request for every attempt");
-            let mut lease = inner
-                .pool
-                .checkout(&uri, &inner.security, &inner.connector, caller)
-                .await?;
+            let mut lease = if dedicated {
+                inner
+                    .pool
+                    .checkout_dedicated(&uri, &inner.security, &inner.connector, caller)
+                    .await?
+            } else {
+                inner
+                    .pool
+                    .checkout(&uri, &inner.security, &inner.connector, caller)
+                    .await?
+            };
             let reused = lease.reused;
             // Keep a copy only where a retry is possible (reused connection
             // or HTTP/2, where a refused stream is retried).
@@ -310,6 +321,7 @@ impl Client {
                                 origin.evict_idle_since(since);
                             }
                             pending = Some(spare);
+                            dedicated = true;
                         }
                         (RetryDecision::NotIdempotent, _) => {
                             return Err(err.with_kind(

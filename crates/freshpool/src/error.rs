@@ -221,20 +221,37 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// Classifies a hyper error into our kinds.
-pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
-    let kind = if err.is_parse() || err.is_incomplete_message() || err.is_user() {
-        Kind::Protocol
-    } else if err.is_body_write_aborted() {
+/// Classifies a hyper error into our kinds. A message cut short (EOF
+/// before the announced length) or unparsable is the peer breaking the
+/// protocol; other failures are I/O.
+pub(crate) fn classify(err: &hyper::Error) -> Kind {
+    if err.is_parse() || err.is_incomplete_message() || err.is_user() {
+        return Kind::Protocol;
+    }
+    let mut source = StdError::source(err);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return Kind::Protocol;
+            }
+        }
+        source = s.source();
+    }
+    if err.is_body_write_aborted() {
         Kind::Body
     } else {
         Kind::Io
-    };
+    }
+}
+
+/// Wraps a hyper error with our kind and the origin.
+pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
+    let kind = classify(&err);
     let what = match kind {
         Kind::Protocol if err.is_incomplete_message() => {
             "connection closed before the response completed"
         }
-        Kind::Protocol => "invalid HTTP response",
+        Kind::Protocol => "invalid or truncated HTTP message",
         Kind::Body => "request body failed",
         _ => "connection error",
     };

@@ -15,8 +15,10 @@ pub(super) enum Outcome {
     Done,
     /// An I/O error or a truncation: close both sides.
     Close,
-    /// Killed by `kill_all_silently`.
-    Killed,
+    /// Killed by `kill_all_silently`; `in_flight`: a request had been
+    /// forwarded whose response had not started (a real NAT would reset the
+    /// flow at the client's next retransmit or ACK, so reset at once).
+    Killed { in_flight: bool },
     /// Idle for too long.
     IdleClose,
     /// Answer the client with these bytes, then close.
@@ -56,7 +58,10 @@ pub(super) async fn forward(
                 Pump::Eof => u_done = true,
                 Pump::End(o) => return o,
             },
-            _ = ctl.kill.notified() => return Outcome::Killed,
+            _ = ctl.kill.notified() => {
+                let in_flight = !pending.lock().expect("lock").is_empty();
+                return Outcome::Killed { in_flight };
+            }
             Ok(()) = settings.changed() => {}
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 if is_idle(shared, ctl) {

@@ -234,6 +234,62 @@ impl Origin {
         }
     }
 
+    /// Dials a connection for one requester only (see
+    /// [`Pool::checkout_dedicated`]). If the requester is gone when it
+    /// lands, it joins the pool like any other.
+    async fn dial_dedicated(
+        self: Arc<Self>,
+        tx: tokio::sync::oneshot::Sender<Result<Handoff<H1Conn, H2Conn>, Error>>,
+    ) {
+        let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = SlotGuard {
+            origin: self.clone(),
+            conn_id,
+        };
+        let started = Instant::now();
+        match self.connector.dial(&self.key, slot).await {
+            Ok(NewConnection {
+                sender: Sender::H1(sender),
+                socket,
+                ..
+            }) => {
+                self.counters.created.fetch_add(1, Ordering::Relaxed);
+                self.counters.connect_time.record(started.elapsed());
+                let now = Instant::now();
+                let idle = Idle {
+                    id: conn_id,
+                    conn: H1Conn { sender, socket },
+                    created: now,
+                    idle_since: now,
+                    expires_at: self.expiry(now, now, None),
+                    requests: 0,
+                    fresh: true,
+                };
+                self.lock().state.dial_done();
+                if let Err(Ok(Handoff::Exclusive(idle))) = tx.send(Ok(Handoff::Exclusive(idle))) {
+                    let surplus = self.lock().state.offer_idle(idle, self.limits);
+                    drop(surplus);
+                }
+            }
+            Ok(other) => {
+                // The origin moved to HTTP/2: share it like any new connection.
+                self.counters.created.fetch_add(1, Ordering::Relaxed);
+                self.add_connection(conn_id, other);
+                drop(tx); // the requester falls back to a normal checkout
+            }
+            Err(err) => {
+                self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+                let dials = {
+                    let mut g = self.lock();
+                    g.state.dial_done();
+                    g.state.service(self.limits, &*self.budget)
+                };
+                self.spawn_dials(dials);
+                let _ = tx.send(Err(err));
+            }
+        }
+    }
+
     fn add_connection(self: &Arc<Self>, conn_id: u64, conn: NewConnection) {
         let now = Instant::now();
         let mut surplus = None;
@@ -912,6 +968,50 @@ impl Pool {
                     }
                 }
                 Err(Acquire::Idle(_) | Acquire::Stream { .. }) => unreachable!("handled above"),
+            }
+        }
+    }
+
+    /// Like [`Pool::checkout`], but for a retry after a stale connection
+    /// failed: the request gets a newly dialed HTTP/1 connection, never
+    /// another idle one that may have died the same way. Falls back to a
+    /// normal checkout when no slot is free (or the origin multiplexes).
+    pub(crate) async fn checkout_dedicated(
+        &self,
+        uri: &http::Uri,
+        security: &Arc<SecurityContext>,
+        connector: &Arc<Connector>,
+        caller: &'static Location<'static>,
+    ) -> Result<Lease, Error> {
+        let view = PoolKey::view(uri, security.id)?;
+        let origin = self.origin(view, security, connector);
+        let reserved = origin
+            .lock()
+            .state
+            .reserve_dedicated(origin.limits, &*origin.budget);
+        if !reserved {
+            return self.checkout(uri, security, connector, caller).await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn(origin.clone().dial_dedicated(tx))),
+            Err(_) => return Err(Error::new(Kind::Closed, "no async runtime")),
+        }
+        match rx.await {
+            Ok(Ok(Handoff::Exclusive(idle))) => {
+                let lease_id = origin.register_lease(&mut origin.lock(), caller);
+                Ok(Lease {
+                    origin: origin.clone(),
+                    kind: Some(LeaseKind::H1(idle)),
+                    lease_id,
+                    reused: false,
+                    keep_alive_hint: None,
+                    reusable: true,
+                })
+            }
+            Ok(Err(err)) => Err(err),
+            Ok(Ok(Handoff::Stream { .. })) | Err(_) => {
+                self.checkout(uri, security, connector, caller).await
             }
         }
     }

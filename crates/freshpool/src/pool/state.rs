@@ -225,6 +225,21 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         true
     }
 
+    /// Reserves a slot for a dedicated dial (a retry that must not meet
+    /// another stale connection). Ignores queue fairness: the request had
+    /// its turn already.
+    pub(crate) fn reserve_dedicated(&mut self, limits: Limits, budget: &impl TotalBudget) -> bool {
+        if self.protocol != Protocol::Http1
+            || self.slots >= limits.per_host
+            || !budget.try_reserve()
+        {
+            return false;
+        }
+        self.slots += 1;
+        self.dialing += 1;
+        true
+    }
+
     /// HTTP/2 (or not-yet-known HTTPS): one dial in flight serves many
     /// waiters, so do not start another until it lands, unless the waiters
     /// already exceed what the connections we have and expect can carry.

@@ -1,0 +1,292 @@
+//! Issue 9: never hand out a stale connection. Every test runs against the
+//! chaos proxy (freshpool-testkit) on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use freshpool::{Client, Kind};
+use freshpool_testkit::{ChaosProxy, ServerConfig, TestServer};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn get_ok(client: &Client, url: &str) -> Result<String, freshpool::Error> {
+    let resp = client.get(url).await?;
+    resp.into_body().text().await
+}
+
+async fn post(client: &Client, url: &str, id: String) -> Result<String, freshpool::Error> {
+    let req = http::Request::post(url)
+        .header("x-request-id", id)
+        .body(format!("payload-{}", url.len()))
+        .unwrap();
+    client.request(req).await?.into_body().text().await
+}
+
+/// Runs `n` GETs and `m` POSTs concurrently; returns errors by kind.
+async fn wave(
+    client: &Client,
+    url: &str,
+    gets: usize,
+    posts: usize,
+    tag: &str,
+) -> HashMap<String, usize> {
+    let mut tasks = Vec::new();
+    for _ in 0..gets {
+        let (c, u) = (client.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move { ("GET", get_ok(&c, &u).await) }));
+    }
+    for i in 0..posts {
+        let (c, u) = (client.clone(), url.replace("/delay/0", "/echo"));
+        let id = format!("{tag}-{i}");
+        tasks.push(tokio::spawn(
+            async move { ("POST", post(&c, &u, id).await) },
+        ));
+    }
+    let mut errors = HashMap::new();
+    for t in tasks {
+        let (method, result) = timeout(LIMIT, t).await.expect("wave bounded").unwrap();
+        if let Err(e) = result {
+            *errors
+                .entry(format!("{method} {:?}", e.kind()))
+                .or_default() += 1;
+        }
+    }
+    errors
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_fin_waves_straddling_the_server_idle_timeout_never_fail() {
+    let server = TestServer::start(ServerConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..ServerConfig::default()
+    })
+    .await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = Client::new();
+    let url = proxy.url("/delay/0");
+    let mut all_errors = HashMap::new();
+    for i in 0..40u64 {
+        for (k, v) in wave(&client, &url, 8, 0, "fin").await {
+            *all_errors.entry(k).or_insert(0) += v;
+        }
+        // 280-320 ms: straddles the server's 300 ms idle close.
+        tokio::time::sleep(Duration::from_millis(280 + (i * 7) % 41)).await;
+    }
+    assert!(all_errors.is_empty(), "errors: {all_errors:?}");
+    assert!(server.stats().requests() >= 320);
+    let stats = client.stats();
+    assert!(
+        stats.reused() > 0,
+        "connections still valid must be reused: {stats:?}"
+    );
+    assert!(
+        stats.created() < 320,
+        "not one connection per request: {stats:?}"
+    );
+}
+
+async fn freeze_rounds(
+    server: &TestServer,
+    proxy: &ChaosProxy,
+    client: &Client,
+    rounds: usize,
+) -> (HashMap<String, usize>, Vec<u64>) {
+    let url = proxy.url("/delay/0");
+    // Warm up: 16 connections' worth.
+    let warm = wave(client, &url, 8, 8, "warm").await;
+    assert!(warm.is_empty(), "warm-up errors: {warm:?}");
+    let mut errors = HashMap::new();
+    let mut new_per_freeze = Vec::new();
+    for round in 0..rounds {
+        // Idle past validate_after_idle, then the "NAT" forgets every flow.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.kill_all_silently();
+        let before = server.stats().connections_accepted();
+        for (k, v) in wave(client, &url, 8, 8, &format!("r{round}")).await {
+            *errors.entry(k).or_insert(0) += v;
+        }
+        new_per_freeze.push(server.stats().connections_accepted() - before);
+    }
+    (errors, new_per_freeze)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze_rst_gets_and_posts_succeed_when_the_server_answers_100_continue() {
+    let server = TestServer::http1().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let (errors, new_conns) = freeze_rounds(&server, &proxy, &client, 20).await;
+    assert!(errors.is_empty(), "errors: {errors:?}");
+    assert!(
+        server.stats().duplicated_request_ids().is_empty(),
+        "POST processed twice"
+    );
+    for (round, n) in new_conns.iter().enumerate() {
+        assert!(
+            *n <= 16,
+            "round {round}: {n} new connections for 16 concurrent requests"
+        );
+    }
+    assert!(
+        client.stats().origins[0].retries > 0,
+        "the dead connections were retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze_rst_against_a_server_ignoring_expect_never_duplicates_a_post() {
+    let server = TestServer::start(ServerConfig {
+        expect_continue: false,
+        ..ServerConfig::default()
+    })
+    .await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let (errors, _) = freeze_rounds(&server, &proxy, &client, 6).await;
+    assert!(
+        server.stats().duplicated_request_ids().is_empty(),
+        "POST processed twice"
+    );
+    for (kind, n) in &errors {
+        assert!(kind.starts_with("POST"), "GET failed: {kind} x{n}");
+        assert_eq!(
+            kind, "POST PossiblyProcessed",
+            "POST failures must say possibly processed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_possibly_processed_error_says_so() {
+    let server = TestServer::start(ServerConfig {
+        expect_continue: false,
+        ..ServerConfig::default()
+    })
+    .await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    // No validation, no Expect: a POST on a dead reused connection.
+    let client = Client::builder().expect_continue(false).build().unwrap();
+    post(&client, &proxy.url("/echo"), "a".into())
+        .await
+        .unwrap();
+    proxy.kill_all_silently();
+    let err = post(&client, &proxy.url("/echo"), "b".into())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::PossiblyProcessed, "{err}");
+    assert!(err.is_possibly_processed());
+    assert!(
+        err.to_string().contains("may or may not have processed"),
+        "{err}"
+    );
+    // With an Idempotency-Key the same failure is retried and succeeds.
+    proxy.kill_all_silently();
+    let req = http::Request::post(proxy.url("/echo"))
+        .header("idempotency-key", "k1")
+        .header("x-request-id", "c")
+        .body("x")
+        .unwrap();
+    client
+        .request(req)
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackhole_fails_with_response_header_timeout_and_the_pool_recovers() {
+    let server = TestServer::http1().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = Client::builder()
+        .response_header_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    get_ok(&client, &proxy.url("/")).await.unwrap();
+    proxy.set_blackhole(true);
+    let started = std::time::Instant::now();
+    let err = get_ok(&client, &proxy.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::ResponseHeaderTimeout, "{err}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    proxy.set_blackhole(false);
+    assert_eq!(get_ok(&client, &proxy.url("/")).await.unwrap(), "ok");
+    let stats = client.stats();
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Error),
+        1,
+        "the blackholed connection was discarded"
+    );
+    assert_eq!(stats.created(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_body_and_garbage_are_protocol_errors_and_never_reused() {
+    let server = TestServer::http1().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = Client::new();
+    get_ok(&client, &proxy.url("/")).await.unwrap();
+    proxy.truncate_next_response(120);
+    let resp = client.get(&proxy.url("/bytes/5000")).await;
+    let err = match resp {
+        Ok(r) => r.into_body().bytes().await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), Kind::Protocol, "{err}");
+    proxy.garbage_next_response(b"garbage\r\n\r\n".to_vec());
+    // A fresh connection (the truncated one is gone); garbage is not retried
+    // blindly as a stale connection: it is the server's answer.
+    let err = get_ok(&client, &proxy.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Protocol, "{err}");
+    assert_eq!(get_ok(&client, &proxy.url("/")).await.unwrap(), "ok");
+    let accepted = proxy.stats().connections_accepted;
+    assert!(
+        accepted >= 3,
+        "each broken connection was replaced: {accepted}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connection_closed_by_peer_is_detected_before_reuse() {
+    let server = TestServer::http1().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    get_ok(&client, &proxy.url("/")).await.unwrap();
+    proxy.set_idle_close(Some(Duration::from_millis(100)));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.set_idle_close(None);
+    assert_eq!(get_ok(&client, &proxy.url("/")).await.unwrap(), "ok");
+    let stats = client.stats();
+    assert_eq!(
+        stats.origins[0].retries, 0,
+        "no request was sent on the dead connection"
+    );
+    assert_eq!(stats.created(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_resume_drops_idle_connections() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    get_ok(&client, &server.url("/")).await.unwrap();
+    client.on_resume();
+    get_ok(&client, &server.url("/")).await.unwrap();
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2);
+    assert_eq!(stats.closed_for(freshpool::CloseReason::FreezeEviction), 1);
+}
