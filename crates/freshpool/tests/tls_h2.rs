@@ -1,0 +1,350 @@
+//! Issue 3: TLS (rustls) and HTTP/2 against real TLS servers on 127.0.0.1,
+//! certificates made with rcgen (freshpool-testkit's TestCa).
+
+use std::time::Duration;
+
+use freshpool::{Client, HttpVersion, Kind};
+use freshpool_testkit::{Protocol, ServerConfig, TestCa, TestServer};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn tls_server(ca: &TestCa, protocol: Protocol, alpn: &[&[u8]]) -> TestServer {
+    TestServer::start(ServerConfig {
+        protocol,
+        tls: Some(ServerConfig::tls_config(ca, alpn)),
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+fn client_for(ca: &TestCa) -> freshpool::ClientBuilder {
+    Client::builder().add_root_certificate(ca.ca_cert_der())
+}
+
+async fn body(client: &Client, url: &str) -> Result<String, freshpool::Error> {
+    client.get(url).await?.into_body().text().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_get_and_post_over_http1_and_http2() {
+    let ca = TestCa::new();
+    for (protocol, alpn, expect) in [
+        (Protocol::Http1, &[&b"http/1.1"[..]][..], "HTTP/1.1"),
+        (Protocol::Http2, &[&b"h2"[..]][..], "HTTP/2"),
+        (
+            Protocol::Auto,
+            &[&b"h2"[..], &b"http/1.1"[..]][..],
+            "HTTP/2",
+        ),
+    ] {
+        let server = tls_server(&ca, protocol.clone(), alpn).await;
+        let client = client_for(&ca).build().unwrap();
+        assert_eq!(body(&client, &server.url("/")).await.unwrap(), "ok");
+        let resp = client
+            .post(&server.url("/echo"), "hello tls")
+            .await
+            .unwrap();
+        assert_eq!(resp.into_body().text().await.unwrap(), "hello tls");
+        let stats = client.stats();
+        assert_eq!(stats.origins[0].protocol, expect, "{protocol:?}");
+        assert_eq!(
+            server.stats().connections_accepted(),
+            1,
+            "{protocol:?}: reused"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_errors_are_tls_errors_naming_the_host() {
+    let ca = TestCa::new();
+    // Self-signed: not signed by any trusted CA.
+    let (chain, key) = freshpool_testkit::self_signed(&["localhost"]);
+    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let server = TestServer::start(ServerConfig {
+        tls: Some(std::sync::Arc::new(cfg)),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = client_for(&ca).build().unwrap();
+    let err = body(&client, &server.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Tls, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("localhost") && msg.contains("UnknownIssuer"),
+        "{msg}"
+    );
+
+    // Right CA, wrong name: the server's certificate is for localhost and
+    // 127.0.0.1 only; ask for it under another name that resolves there.
+    let good = tls_server(&ca, Protocol::Http1, &[b"http/1.1"]).await;
+    let port = good.addr().port();
+    let client = client_for(&ca)
+        .resolver(Fixed(good.addr()))
+        .build()
+        .unwrap();
+    let err = body(&client, &format!("https://wrong.test:{port}/"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Tls);
+    assert!(err.to_string().contains("wrong.test"), "{err}");
+    assert!(err.to_string().contains("not valid for name"), "{err}");
+}
+
+/// Resolves every name to one address.
+struct Fixed(std::net::SocketAddr);
+impl freshpool::Resolve for Fixed {
+    fn resolve(&self, _host: &str, _port: u16) -> freshpool::ResolveFuture {
+        let a = self.0;
+        Box::pin(async move { Ok(vec![a]) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_resume_the_tls_session() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca, Protocol::Http1, &[b"http/1.1"]).await;
+    // No idle connections: every request opens a new one.
+    let client = client_for(&ca).max_idle_per_host(0).build().unwrap();
+    for _ in 0..3 {
+        assert_eq!(body(&client, &server.url("/")).await.unwrap(), "ok");
+    }
+    let s = server.stats();
+    assert_eq!(s.tls_handshakes(), 3);
+    assert!(s.tls_resumed() >= 2, "resumed {} of 3", s.tls_resumed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_on_h2_with_50_streams_use_exactly_4_connections() {
+    let ca = TestCa::new();
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        tls: Some(ServerConfig::tls_config(&ca, &[b"h2"])),
+        max_concurrent_streams: Some(50),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = client_for(&ca).build().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let c = client.clone();
+        let url = server.url("/delay/300");
+        tasks.push(tokio::spawn(async move { body(&c, &url).await }));
+    }
+    for t in tasks {
+        assert_eq!(timeout(LIMIT, t).await.unwrap().unwrap().unwrap(), "ok");
+    }
+    assert_eq!(server.stats().connections_accepted(), 4);
+    // None waited for a stream: all 200 were in flight at once.
+    assert_eq!(server.stats().max_in_flight(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_burst_of_nine_to_h2_opens_one_connection() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca, Protocol::Auto, &[b"h2", b"http/1.1"]).await;
+    let client = client_for(&ca).build().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..9 {
+        let c = client.clone();
+        let url = server.url("/delay/50");
+        tasks.push(tokio::spawn(async move { body(&c, &url).await }));
+    }
+    for t in tasks {
+        timeout(LIMIT, t).await.unwrap().unwrap().unwrap();
+    }
+    assert_eq!(server.stats().connections_accepted(), 1);
+    assert_eq!(client.stats().created(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_mid_load_fails_nothing_the_server_did_not_process() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca, Protocol::Http2, &[b"h2"]).await;
+    let client = client_for(&ca).build().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..300u64 {
+        let c = client.clone();
+        let url = server.url("/delay/40");
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i % 100)).await;
+            body(&c, &url).await
+        }));
+        if i == 150 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            server.goaway_all();
+        }
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        if let Err(e) = timeout(LIMIT, t).await.unwrap().unwrap() {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(
+        server.stats().connections_accepted() >= 2,
+        "a new connection after GOAWAY"
+    );
+}
+
+// ---- Pool key isolation: one test per curl connection-reuse CVE class. ----
+// Each shares ONE pool between two differently configured clients and
+// asserts the second request gets its own connection.
+
+async fn isolation(a: Client, b: Client, url_a: &str, url_b: &str, server: &TestServer) {
+    assert_eq!(body(&a, url_a).await.unwrap(), "ok");
+    let before = server.stats().connections_accepted();
+    let _ = body(&b, url_b).await;
+    assert_eq!(
+        server.stats().connections_accepted(),
+        before + 1,
+        "the second client must not reuse the first one's connection"
+    );
+}
+
+/// CVE-2021-22924 class: a different CA set (trust configuration) must not
+/// reuse a connection verified against another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cve_2021_22924_class_different_ca_set() {
+    let (ca, other_ca) = (TestCa::new(), TestCa::new());
+    let server = tls_server(&ca, Protocol::Http1, &[b"http/1.1"]).await;
+    let a = client_for(&ca).build().unwrap();
+    let b = client_for(&ca)
+        .add_root_certificate(other_ca.ca_cert_der())
+        .share_pool_with(&a)
+        .build()
+        .unwrap();
+    isolation(a, b, &server.url("/"), &server.url("/"), &server).await;
+}
+
+/// CVE-2022-27782 class: TLS options changed (verification off vs on).
+/// The dangerous direction: a verifying client must never get a connection
+/// made without verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cve_2022_27782_class_verification_setting() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca, Protocol::Http1, &[b"http/1.1"]).await;
+    let insecure = Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let secure = client_for(&ca).share_pool_with(&insecure).build().unwrap();
+    isolation(
+        insecure,
+        secure,
+        &server.url("/"),
+        &server.url("/"),
+        &server,
+    )
+    .await;
+}
+
+/// CVE-2022-22576 / CVE-2023-27535 class: credentials/identity that
+/// authenticate the connection (here a TLS client certificate) differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cve_2022_22576_class_client_certificate_identity() {
+    let ca = TestCa::new();
+    let server = TestServer::start(ServerConfig {
+        tls: Some(ServerConfig::tls_config_with_client_auth(
+            &ca,
+            &[b"http/1.1"],
+        )),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (alice_chain, alice_key) = ca.client_cert("alice");
+    let (bob_chain, bob_key) = ca.client_cert("bob");
+    let alice = client_for(&ca)
+        .client_certificate(alice_chain, alice_key)
+        .build()
+        .unwrap();
+    let bob = client_for(&ca)
+        .client_certificate(bob_chain, bob_key)
+        .share_pool_with(&alice)
+        .build()
+        .unwrap();
+    isolation(
+        alice.clone(),
+        bob,
+        &server.url("/"),
+        &server.url("/"),
+        &server,
+    )
+    .await;
+    // And no certificate at all is not served by alice's connection either.
+    let anonymous = client_for(&ca).share_pool_with(&alice).build().unwrap();
+    let err = body(&anonymous, &server.url("/")).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), Kind::Tls | Kind::Io | Kind::Protocol),
+        "{err}"
+    );
+}
+
+/// Host confusion (SNI/Host): two names for one address are two origins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_host_names_for_one_address_do_not_share() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca, Protocol::Http1, &[b"http/1.1"]).await;
+    let client = client_for(&ca).build().unwrap();
+    let port = server.addr().port();
+    isolation(
+        client.clone(),
+        client,
+        &format!("https://localhost:{port}/"),
+        &format!("https://127.0.0.1:{port}/"),
+        &server,
+    )
+    .await;
+}
+
+/// ALPN / version preference is part of the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_version_preference_does_not_share() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca, Protocol::Auto, &[b"h2", b"http/1.1"]).await;
+    let auto = client_for(&ca).build().unwrap();
+    let h1 = client_for(&ca)
+        .http_version(HttpVersion::Http1Only)
+        .share_pool_with(&auto)
+        .build()
+        .unwrap();
+    isolation(auto, h1, &server.url("/"), &server.url("/"), &server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_multiplexes_cleartext() {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let c = client.clone();
+        let url = server.url("/delay/50");
+        tasks.push(tokio::spawn(async move { body(&c, &url).await }));
+    }
+    for t in tasks {
+        timeout(LIMIT, t).await.unwrap().unwrap().unwrap();
+    }
+    assert_eq!(server.stats().connections_accepted(), 1);
+    assert_eq!(client.stats().origins[0].protocol, "HTTP/2");
+}
