@@ -14,7 +14,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::error::{BoxError, Error, Kind};
+use crate::error::{BoxError, Error};
 use crate::pool::Lease;
 
 /// A request body: in memory (replayable, so safe retries can resend it) or

@@ -100,6 +100,9 @@ impl ClientBuilder {
         /// A stall this long is taken as a process freeze (idle connections
         /// are then dropped). Default 1 s; `None` = off.
         freeze_threshold: pool.freeze_threshold: Option<Duration>,
+        /// Report (once, with its call site) a lease held longer than this:
+        /// a response body neither read nor dropped. Default 60 s.
+        lease_warn_after: pool.lease_warn_after: Option<Duration>,
         /// TCP connect timeout (all addresses). Default 10 s.
         connect_timeout: conn.connect_timeout: Duration,
         /// TLS handshake timeout. Default 10 s.

@@ -222,6 +222,24 @@ impl Client {
         request: Request<RequestBody>,
         caller: &'static Location<'static>,
     ) -> Result<Response<Body>, Error> {
+        use tracing::Instrument;
+        // Quiet by default (DEBUG); a disabled span costs a static check.
+        let span = tracing::debug_span!(
+            "freshpool.request",
+            method = %request.method(),
+            uri = %request.uri(),
+            reused = tracing::field::Empty,
+            retries = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        self.execute_timed(request, caller).instrument(span).await
+    }
+
+    async fn execute_timed(
+        &self,
+        request: Request<RequestBody>,
+        caller: &'static Location<'static>,
+    ) -> Result<Response<Body>, Error> {
         match self.inner.connector.config.timeout {
             None => self.send(request, caller).await,
             Some(limit) => {
@@ -277,8 +295,16 @@ impl Client {
             };
             let (request, gate) = self.prepare(request, &mut lease);
             let method = request.method().clone();
+            let sent_at = Instant::now();
             match self.dispatch(&mut lease, request).await {
-                Ok(response) => return Ok(self.finish(response, lease, gate)),
+                Ok(response) => {
+                    lease.origin().counters.metrics.request(sent_at.elapsed());
+                    let span = tracing::Span::current();
+                    span.record("reused", reused);
+                    span.record("retries", retries);
+                    span.record("status", response.status().as_u16());
+                    return Ok(self.finish(response, lease, gate));
+                }
                 Err(Failure::Unsent(request, err)) => {
                     // The connection closed before the request was written:
                     // it never reached the server, so any method may go again.
@@ -315,7 +341,7 @@ impl Client {
                     match (decision, spare) {
                         (RetryDecision::Retry, Some(spare)) => {
                             retries += 1;
-                            origin.counters.retries.fetch_add(1, Ordering::Relaxed);
+                            origin.counters.retried();
                             // Its siblings idled as long: likely dead too.
                             if let Some(since) = idle_since {
                                 origin.evict_idle_since(since);

@@ -40,6 +40,7 @@ pub(crate) struct PoolConfig {
     pub keep_alive_margin: Duration,
     pub validate_after_idle: Duration,
     pub freeze_threshold: Option<Duration>,
+    pub lease_warn_after: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -77,6 +78,9 @@ impl Default for PoolConfig {
             // A gap of wall time this much larger than monotonic progress
             // means the process was frozen: treat idle connections as suspect.
             freeze_threshold: Some(Duration::from_secs(1)),
+            // A response body neither read nor dropped for a minute is
+            // almost always a leak (the classic "undisposed response").
+            lease_warn_after: Some(Duration::from_secs(60)),
         }
     }
 }

@@ -36,6 +36,7 @@ mod connect;
 mod diagnose;
 mod error;
 mod health;
+mod metrics;
 mod pool;
 pub mod retry;
 mod stats;

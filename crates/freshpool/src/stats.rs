@@ -131,8 +131,7 @@ pub struct LatencySummary {
     pub max: Duration,
 }
 
-/// Per-origin counters.
-#[derive(Debug, Default)]
+/// Per-origin counters, mirrored to the metrics facade (see metrics.rs).
 pub(crate) struct Counters {
     pub created: AtomicU64,
     pub reused: AtomicU64,
@@ -142,15 +141,57 @@ pub(crate) struct Counters {
     pub closed: [AtomicU64; 9],
     pub pool_wait: Histogram,
     pub connect_time: Histogram,
+    pub leaks_reported: AtomicU64,
+    pub tls_resumed: AtomicU64,
+    pub metrics: crate::metrics::OriginMetrics,
 }
 
 impl Counters {
+    pub(crate) fn new(host: &str, port: u16, scheme: &'static str) -> Counters {
+        Counters {
+            created: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            pool_timeouts: AtomicU64::new(0),
+            closed: Default::default(),
+            pool_wait: Histogram::default(),
+            connect_time: Histogram::default(),
+            leaks_reported: AtomicU64::new(0),
+            tls_resumed: AtomicU64::new(0),
+            metrics: crate::metrics::OriginMetrics::new(host, port, scheme),
+        }
+    }
+
     pub(crate) fn closed(&self, reason: CloseReason) {
         let i = CloseReason::ALL
             .iter()
             .position(|r| *r == reason)
             .expect("every reason is listed");
         self.closed[i].fetch_add(1, Relaxed);
+        self.metrics.closed(i);
+        tracing::debug!(reason = reason.as_str(), "connection closed");
+    }
+
+    pub(crate) fn created(&self, connect: Duration) {
+        self.created.fetch_add(1, Relaxed);
+        self.connect_time.record(connect);
+        self.metrics.created(connect);
+    }
+
+    pub(crate) fn retried(&self) {
+        self.retries.fetch_add(1, Relaxed);
+        self.metrics.retried();
+    }
+
+    pub(crate) fn pool_timeout(&self) {
+        self.pool_timeouts.fetch_add(1, Relaxed);
+        self.metrics.pool_timeout();
+    }
+
+    pub(crate) fn waited(&self, d: Duration) {
+        self.pool_wait.record(d);
+        self.metrics.waited(d);
     }
 }
 
@@ -198,6 +239,10 @@ pub struct OriginStats {
     pub connect_time: LatencySummary,
     /// Leases held right now, oldest first (at most 5).
     pub oldest_leases: Vec<LeaseInfo>,
+    /// Leases reported as possible leaks (held past `lease_warn_after`).
+    pub leaks_reported: u64,
+    /// New connections whose TLS handshake resumed a session.
+    pub tls_resumed: u64,
 }
 
 impl OriginStats {
@@ -275,5 +320,60 @@ mod tests {
         );
         assert!(s.p99 >= Duration::from_millis(100), "{s:?}");
         assert_eq!(s.max, Duration::from_millis(100));
+    }
+}
+
+impl std::fmt::Display for PoolStats {
+    /// A compact table, one block per origin.
+    ///
+    /// ```
+    /// let text = freshpool::Client::new().stats().to_string();
+    /// assert!(text.starts_with("pool: 0 open"));
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "pool: {} open / {} limit, {} freezes detected",
+            self.open_connections, self.total_limit, self.freezes_detected
+        )?;
+        for o in &self.origins {
+            writeln!(f, "{} ({})", o.origin, o.protocol)?;
+            writeln!(
+                f,
+                "  connections: idle {} active {} connecting {} (limit {}); waiting {}",
+                o.idle, o.active, o.connecting, o.limit, o.waiting
+            )?;
+            writeln!(
+                f,
+                "  created {} reused {} connect_errors {} retries {} pool_timeouts {} tls_resumed {} leaks_reported {}",
+                o.created, o.reused, o.connect_errors, o.retries, o.pool_timeouts, o.tls_resumed, o.leaks_reported
+            )?;
+            let closed: Vec<String> = o
+                .closed
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| format!("{} {n}", r.as_str()))
+                .collect();
+            writeln!(
+                f,
+                "  closed: {}",
+                if closed.is_empty() {
+                    "none".to_string()
+                } else {
+                    closed.join(", ")
+                }
+            )?;
+            for (name, l) in [("pool wait", o.pool_wait), ("connect", o.connect_time)] {
+                writeln!(
+                    f,
+                    "  {name}: n={} p50<={:?} p99<={:?} max={:?}",
+                    l.count, l.p50, l.p99, l.max
+                )?;
+            }
+            for lease in &o.oldest_leases {
+                writeln!(f, "  lease held {:?} by {}", lease.age, lease.caller)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -38,15 +38,6 @@ pub(crate) enum Sender {
     H2(http2::SendRequest<RequestBody>),
 }
 
-impl Sender {
-    pub(crate) fn is_closed(&self) -> bool {
-        match self {
-            Sender::H1(s) => s.is_closed(),
-            Sender::H2(s) => s.is_closed(),
-        }
-    }
-}
-
 /// A freshly made connection, before the pool takes it.
 pub(crate) struct NewConnection {
     pub sender: Sender,

@@ -90,7 +90,15 @@ type State = OriginState<H1Conn, H2Conn>;
 
 struct Guarded {
     state: State,
-    leases: HashMap<u64, (Instant, &'static Location<'static>)>,
+    leases: HashMap<u64, LeaseRecord>,
+}
+
+/// Who holds a connection, since when; `reported` once flagged as a leak.
+#[derive(Clone, Copy)]
+struct LeaseRecord {
+    since: Instant,
+    caller: &'static Location<'static>,
+    reported: bool,
 }
 
 /// Total capacity shared by all origins of a pool.
@@ -149,10 +157,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct SlotGuard {
     origin: Arc<Origin>,
     conn_id: u64,
+    since: Instant,
+}
+
+impl SlotGuard {
+    fn new(origin: &Arc<Origin>, conn_id: u64) -> SlotGuard {
+        SlotGuard {
+            origin: origin.clone(),
+            conn_id,
+            since: Instant::now(),
+        }
+    }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
+        self.origin
+            .counters
+            .metrics
+            .connection_lived(self.since.elapsed());
         self.origin.slot_freed(self.conn_id);
     }
 }
@@ -168,6 +191,7 @@ impl Origin {
             let mut g = self.lock();
             let was_pooled = g.state.slot_freed(conn_id);
             let dials = g.state.service(self.limits, &*self.budget);
+            self.publish(&g.state);
             (was_pooled, dials)
         };
         if was_pooled {
@@ -205,16 +229,12 @@ impl Origin {
 
     async fn dial_for(self: Arc<Self>, waiter_id: u64) {
         let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = SlotGuard {
-            origin: self.clone(),
-            conn_id,
-        };
+        let slot = SlotGuard::new(&self, conn_id);
         let started = Instant::now();
         let result = self.connector.dial(&self.key, slot).await;
         match result {
             Ok(conn) => {
-                self.counters.created.fetch_add(1, Ordering::Relaxed);
-                self.counters.connect_time.record(started.elapsed());
+                self.counters.created(started.elapsed());
                 tracing::debug!(origin = %self.label, conn_id, elapsed = ?started.elapsed(), "connection opened");
                 self.add_connection(conn_id, conn);
             }
@@ -242,19 +262,19 @@ impl Origin {
         tx: tokio::sync::oneshot::Sender<Result<Handoff<H1Conn, H2Conn>, Error>>,
     ) {
         let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = SlotGuard {
-            origin: self.clone(),
-            conn_id,
-        };
+        let slot = SlotGuard::new(&self, conn_id);
         let started = Instant::now();
         match self.connector.dial(&self.key, slot).await {
             Ok(NewConnection {
                 sender: Sender::H1(sender),
                 socket,
+                resumed_tls,
                 ..
             }) => {
-                self.counters.created.fetch_add(1, Ordering::Relaxed);
-                self.counters.connect_time.record(started.elapsed());
+                if resumed_tls {
+                    self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                self.counters.created(started.elapsed());
                 let now = Instant::now();
                 let idle = Idle {
                     id: conn_id,
@@ -273,7 +293,7 @@ impl Origin {
             }
             Ok(other) => {
                 // The origin moved to HTTP/2: share it like any new connection.
-                self.counters.created.fetch_add(1, Ordering::Relaxed);
+                self.counters.created(started.elapsed());
                 self.add_connection(conn_id, other);
                 drop(tx); // the requester falls back to a normal checkout
             }
@@ -291,6 +311,9 @@ impl Origin {
     }
 
     fn add_connection(self: &Arc<Self>, conn_id: u64, conn: NewConnection) {
+        if conn.resumed_tls {
+            self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
+        }
         let now = Instant::now();
         let mut surplus = None;
         let dials = {
@@ -327,7 +350,9 @@ impl Origin {
                     });
                 }
             }
-            g.state.service(self.limits, &*self.budget)
+            let dials = g.state.service(self.limits, &*self.budget);
+            self.publish(&g.state);
+            dials
         };
         if surplus.is_some() {
             self.counters.closed(CloseReason::Surplus);
@@ -403,22 +428,67 @@ impl Origin {
 
     fn register_lease(&self, g: &mut Guarded, caller: &'static Location<'static>) -> u64 {
         let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        g.leases.insert(id, (Instant::now(), caller));
+        g.leases.insert(
+            id,
+            LeaseRecord {
+                since: Instant::now(),
+                caller,
+                reported: false,
+            },
+        );
         id
+    }
+
+    /// Publishes the open-connection gauges (idle / active).
+    fn publish(&self, st: &State) {
+        let idle = st.idle.len() + st.shared.iter().filter(|s| s.in_flight == 0).count();
+        let established = st.slots - st.dialing;
+        self.counters
+            .metrics
+            .open(idle, established.saturating_sub(idle));
+    }
+
+    /// Reports leases held past `lease_warn_after`, once each.
+    fn report_leaks(&self, now: Instant) {
+        let Some(limit) = self.config.lease_warn_after else {
+            return;
+        };
+        let mut found = Vec::new();
+        {
+            let mut g = self.lock();
+            for record in g.leases.values_mut() {
+                if !record.reported && now.saturating_duration_since(record.since) >= limit {
+                    record.reported = true;
+                    found.push(*record);
+                }
+            }
+        }
+        for record in found {
+            self.counters.leaks_reported.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                origin = %self.label,
+                held = ?now.saturating_duration_since(record.since),
+                caller = %record.caller,
+                "a connection has been held for {} by the request made at {}: read its response body to \
+                 the end or drop it, or the pool will run dry",
+                fmt_duration(now.saturating_duration_since(record.since)),
+                record.caller
+            );
+        }
     }
 
     fn snapshot(&self) -> OriginStats {
         let g = self.lock();
         let now = Instant::now();
         let st = &g.state;
-        let mut leases: Vec<_> = g.leases.values().copied().collect();
-        leases.sort_by_key(|(t, _)| *t);
+        let mut leases: Vec<LeaseRecord> = g.leases.values().copied().collect();
+        leases.sort_by_key(|r| r.since);
         let oldest_leases = leases
             .iter()
             .take(5)
-            .map(|(t, loc)| LeaseInfo {
-                age: now.saturating_duration_since(*t),
-                caller: loc.to_string(),
+            .map(|r| LeaseInfo {
+                age: now.saturating_duration_since(r.since),
+                caller: r.caller.to_string(),
             })
             .collect();
         let established = st.slots - st.dialing;
@@ -449,6 +519,8 @@ impl Origin {
             pool_wait: c.pool_wait.summary(),
             connect_time: c.connect_time.summary(),
             oldest_leases,
+            leaks_reported: c.leaks_reported.load(Ordering::Relaxed),
+            tls_resumed: c.tls_resumed.load(Ordering::Relaxed),
         }
     }
 
@@ -611,7 +683,9 @@ impl Lease {
                 let surplus = {
                     let mut g = origin.lock();
                     g.leases.remove(&self.lease_id);
-                    g.state.offer_idle(idle, origin.limits)
+                    let surplus = g.state.offer_idle(idle, origin.limits);
+                    origin.publish(&g.state);
+                    surplus
                 };
                 if surplus.is_some() {
                     origin.counters.closed(CloseReason::Surplus);
@@ -821,7 +895,7 @@ impl Pool {
                 state: OriginState::new(protocol),
                 leases: HashMap::new(),
             }),
-            counters: Counters::default(),
+            counters: Counters::new(&key.host, key.port, key.scheme.as_str()),
             next_lease: AtomicU64::new(1),
             expect_100: std::sync::atomic::AtomicU8::new(0),
         });
@@ -927,7 +1001,7 @@ impl Pool {
                             guard.rx = None;
                             let handoff = result?;
                             let waited = started.elapsed();
-                            origin.counters.pool_wait.record(waited);
+                            origin.counters.waited(waited);
                             let (kind, reused) = match handoff {
                                 Handoff::Exclusive(idle) => {
                                     let reused = !idle.fresh;
@@ -959,7 +1033,7 @@ impl Pool {
                         Err(_) => {
                             // Report before leaving the queue: "waiting"
                             // counts this request too.
-                            origin.counters.pool_timeouts.fetch_add(1, Ordering::Relaxed);
+                            origin.counters.pool_timeout();
                             let report = origin.starvation_report(cfg.pool_timeout);
                             drop(guard);
                             warn_starvation(&origin.label, &report);
@@ -1094,6 +1168,7 @@ impl Pool {
                 // Sweep expired idle connections about once a second.
                 if beats % 4 == 0 {
                     pool.evict_all(now, None);
+                    pool.report_leaks(now);
                 }
             }
         });
@@ -1138,6 +1213,20 @@ impl Pool {
             .collect();
         for origin in origins {
             origin.evict(now, frozen_since);
+        }
+    }
+
+    fn report_leaks(&self, now: Instant) {
+        let origins: Vec<Arc<Origin>> = self
+            .inner
+            .origins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for origin in origins {
+            origin.report_leaks(now);
         }
     }
 

@@ -70,7 +70,6 @@ pub(crate) struct Waiter<C, S> {
     pub tx: oneshot::Sender<Result<Handoff<C, S>, Error>>,
     /// A dial is running on this waiter's behalf (its error goes here).
     pub dialing: bool,
-    pub caller: &'static std::panic::Location<'static>,
 }
 
 /// What the protocol of this origin turned out to be.
@@ -156,7 +155,8 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         now: Instant,
         limits: Limits,
         budget: &impl TotalBudget,
-        caller: &'static std::panic::Location<'static>,
+        // Where the request was made; the pool registers it with the lease.
+        _caller: &'static std::panic::Location<'static>,
         expired: &mut Vec<Idle<C>>,
     ) -> Acquire<C, S> {
         if let Some((conn_id, sender)) = self.take_stream() {
@@ -181,7 +181,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if !dial && queued >= limits.max_pending {
             return Acquire::Full { waiting: queued };
         }
-        let (waiter_id, rx) = self.enqueue(caller, dial);
+        let (waiter_id, rx) = self.enqueue(dial);
         Acquire::Wait {
             waiter_id,
             rx,
@@ -189,20 +189,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
-    fn enqueue(
-        &mut self,
-        caller: &'static std::panic::Location<'static>,
-        dialing: bool,
-    ) -> (u64, oneshot::Receiver<Result<Handoff<C, S>, Error>>) {
+    fn enqueue(&mut self, dialing: bool) -> (u64, oneshot::Receiver<Result<Handoff<C, S>, Error>>) {
         let (tx, rx) = oneshot::channel();
         self.next_waiter += 1;
         let id = self.next_waiter;
-        self.waiters.push_back(Waiter {
-            id,
-            tx,
-            dialing,
-            caller,
-        });
+        self.waiters.push_back(Waiter { id, tx, dialing });
         self.live_waiters += 1;
         (id, rx)
     }

@@ -1,0 +1,126 @@
+//! Metrics through the [`metrics`] facade, named after the OpenTelemetry
+//! HTTP semantic conventions where they exist, so any exporter (Prometheus,
+//! OTLP) works.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `http.client.open_connections` | gauge | `http.connection.state` (`idle`/`active`), `server.address`, `server.port`, `url.scheme` | connections open now |
+//! | `http.client.connection.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | how long connections lived |
+//! | `http.client.request.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | request start to response head |
+//! | `freshpool.pool.wait.duration` | histogram (s) | origin labels | time spent waiting for a connection |
+//! | `freshpool.connect.duration` | histogram (s) | origin labels | TCP + TLS + HTTP handshake |
+//! | `freshpool.connections.created` | counter | origin labels | connections opened |
+//! | `freshpool.connections.closed` | counter | origin labels, `reason` | connections closed, by [`crate::CloseReason`] |
+//! | `freshpool.requests.retried` | counter | origin labels | automatic safe retries |
+//! | `freshpool.pool.timeouts` | counter | origin labels | requests failed with PoolTimeout |
+//!
+//! Handles are registered once per origin, when the pool first sees it, so
+//! the per-request cost is an atomic update in your recorder and no label
+//! allocation. Install your recorder before the first request. Without the
+//! `metrics` cargo feature (on by default) all of this compiles to nothing.
+
+use std::time::Duration;
+
+use crate::stats::CloseReason;
+
+#[cfg(feature = "metrics")]
+mod imp {
+    use super::*;
+    use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+    pub(crate) struct OriginMetrics {
+        idle: Gauge,
+        active: Gauge,
+        created: Counter,
+        closed: [Counter; 9],
+        retried: Counter,
+        pool_timeouts: Counter,
+        request: Histogram,
+        connection: Histogram,
+        wait: Histogram,
+        connect: Histogram,
+    }
+
+    impl OriginMetrics {
+        pub(crate) fn new(host: &str, port: u16, scheme: &'static str) -> OriginMetrics {
+            let base = [
+                ("server.address", host.to_owned()),
+                ("server.port", port.to_string()),
+                ("url.scheme", scheme.to_owned()),
+            ];
+            let with = |k: &'static str, v: &'static str| {
+                let mut l: Vec<(&'static str, String)> = base.to_vec();
+                l.push((k, v.to_owned()));
+                l
+            };
+            OriginMetrics {
+                idle: gauge!(
+                    "http.client.open_connections",
+                    &with("http.connection.state", "idle")
+                ),
+                active: gauge!(
+                    "http.client.open_connections",
+                    &with("http.connection.state", "active")
+                ),
+                created: counter!("freshpool.connections.created", &base),
+                closed: CloseReason::ALL
+                    .map(|r| counter!("freshpool.connections.closed", &with("reason", r.as_str()))),
+                retried: counter!("freshpool.requests.retried", &base),
+                pool_timeouts: counter!("freshpool.pool.timeouts", &base),
+                request: histogram!("http.client.request.duration", &base),
+                connection: histogram!("http.client.connection.duration", &base),
+                wait: histogram!("freshpool.pool.wait.duration", &base),
+                connect: histogram!("freshpool.connect.duration", &base),
+            }
+        }
+        pub(crate) fn open(&self, idle: usize, active: usize) {
+            self.idle.set(idle as f64);
+            self.active.set(active as f64);
+        }
+        pub(crate) fn created(&self, connect: Duration) {
+            self.created.increment(1);
+            self.connect.record(connect.as_secs_f64());
+        }
+        pub(crate) fn closed(&self, index: usize) {
+            self.closed[index].increment(1);
+        }
+        pub(crate) fn retried(&self) {
+            self.retried.increment(1);
+        }
+        pub(crate) fn pool_timeout(&self) {
+            self.pool_timeouts.increment(1);
+        }
+        pub(crate) fn request(&self, d: Duration) {
+            self.request.record(d.as_secs_f64());
+        }
+        pub(crate) fn connection_lived(&self, d: Duration) {
+            self.connection.record(d.as_secs_f64());
+        }
+        pub(crate) fn waited(&self, d: Duration) {
+            self.wait.record(d.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod imp {
+    use super::*;
+
+    pub(crate) struct OriginMetrics;
+
+    impl OriginMetrics {
+        pub(crate) fn new(_host: &str, _port: u16, _scheme: &'static str) -> OriginMetrics {
+            OriginMetrics
+        }
+        pub(crate) fn open(&self, _idle: usize, _active: usize) {}
+        pub(crate) fn created(&self, _connect: Duration) {}
+        pub(crate) fn closed(&self, _index: usize) {}
+        pub(crate) fn retried(&self) {}
+        pub(crate) fn pool_timeout(&self) {}
+        pub(crate) fn request(&self, _d: Duration) {}
+        pub(crate) fn connection_lived(&self, _d: Duration) {}
+        pub(crate) fn waited(&self, _d: Duration) {}
+    }
+}
+
+pub(crate) use imp::OriginMetrics;

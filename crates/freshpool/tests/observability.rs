@@ -1,0 +1,213 @@
+//! Issue 4: stats after scripted workloads, leak reports, the
+//! pool-per-request warning, and metrics seen by a real recorder.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use freshpool::{Client, CloseReason, Kind};
+use freshpool_testkit::TestServer;
+
+/// Everything logged at WARN and above in this test binary.
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || Capture(writer.clone()))
+            .init();
+        buf
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_lines_with(needle: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_after_scripted_workloads() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        client
+            .get(&server.url("/"))
+            .await
+            .unwrap()
+            .into_body()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let origin = format!("http://127.0.0.1:{}", server.addr().port());
+    let s = client.stats();
+    let o = s.origin(&origin).expect("origin listed");
+    assert_eq!((o.created, o.reused), (1, 9));
+    assert_eq!((o.idle, o.active, o.waiting), (1, 0, 0));
+    assert_eq!(o.connect_time.count, 1);
+    assert_eq!(s.open_connections, 1);
+    // A forced idle timeout shows under its reason.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while client.stats().closed_for(CloseReason::IdleTimeout) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle timeout never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = client.stats();
+    assert_eq!(s.origin(&origin).unwrap().idle, 0);
+    assert!(s.to_string().contains("idle_timeout 1"), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_body_is_reported_as_a_leak_and_named_by_the_pool_timeout() {
+    let _ = logs();
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_millis(1500))
+        .lease_warn_after(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let held_line = line!() + 1;
+    let held = client.get(&server.url("/stream/100000")).await.unwrap();
+    let call_site = format!("observability.rs:{held_line}:");
+    let err = client.get(&server.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::PoolTimeout);
+    assert!(
+        err.to_string().contains(&call_site),
+        "PoolTimeout names the holder: {err}"
+    );
+    let origin = format!("127.0.0.1:{}", server.addr().port());
+    let leaks: Vec<String> = log_lines_with(&origin)
+        .into_iter()
+        .filter(|l| l.contains("has been held"))
+        .collect();
+    assert_eq!(leaks.len(), 1, "reported exactly once: {leaks:?}");
+    assert!(leaks[0].contains(&call_site), "{}", leaks[0]);
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].leaks_reported, 1);
+    assert!(stats.origins[0].oldest_leases[0]
+        .caller
+        .contains(&call_site));
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_for_one_origin_warn_exactly_once() {
+    let _ = logs();
+    let server = TestServer::http1().await;
+    let before = freshpool::pool_per_request_warnings();
+    for _ in 0..50 {
+        // The anti-pattern: a new client (and pool) per request.
+        let client = Client::new();
+        client
+            .get(&server.url("/"))
+            .await
+            .unwrap()
+            .into_body()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    assert_eq!(freshpool::pool_per_request_warnings() - before, 1);
+    let origin = format!("127.0.0.1:{}", server.addr().port());
+    let warnings = log_lines_with("separate connection pools");
+    let ours: Vec<_> = warnings.iter().filter(|l| l.contains(&origin)).collect();
+    assert_eq!(ours.len(), 1, "{warnings:?}");
+    assert!(
+        ours[0].contains("observability.rs"),
+        "names the builder's call site: {}",
+        ours[0]
+    );
+    assert_eq!(
+        server.stats().connections_accepted(),
+        50,
+        "the cost the warning is about"
+    );
+}
+
+#[test]
+fn a_metrics_recorder_sees_the_named_series() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let server = TestServer::http1().await;
+            let client = Client::new();
+            for _ in 0..3 {
+                client
+                    .get(&server.url("/"))
+                    .await
+                    .unwrap()
+                    .into_body()
+                    .bytes()
+                    .await
+                    .unwrap();
+            }
+            client.on_resume(); // closes the idle connection: a close reason
+        })
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let find = |name: &str, label: Option<(&str, &str)>| {
+        snapshot.iter().find(|(key, _, _, _)| {
+            key.key().name() == name
+                && label
+                    .is_none_or(|(k, v)| key.key().labels().any(|l| l.key() == k && l.value() == v))
+        })
+    };
+    let (_, _, _, created) = find("freshpool.connections.created", None).expect("created series");
+    assert_eq!(*created, DebugValue::Counter(1));
+    let (_, _, _, requests) =
+        find("http.client.request.duration", None).expect("request duration series");
+    assert!(matches!(requests, DebugValue::Histogram(v) if v.len() == 3));
+    assert!(find(
+        "http.client.open_connections",
+        Some(("http.connection.state", "idle"))
+    )
+    .is_some());
+    assert!(find(
+        "http.client.open_connections",
+        Some(("http.connection.state", "active"))
+    )
+    .is_some());
+    let (_, _, _, freeze) = find(
+        "freshpool.connections.closed",
+        Some(("reason", "freeze_eviction")),
+    )
+    .unwrap();
+    assert_eq!(*freeze, DebugValue::Counter(1));
+    assert!(find("freshpool.connect.duration", None).is_some());
+    assert!(find(
+        "http.client.request.duration",
+        Some(("server.address", "127.0.0.1"))
+    )
+    .is_some());
+}
