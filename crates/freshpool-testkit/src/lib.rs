@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod chaos;
+pub mod proxy;
 mod io;
 pub mod server;
 pub mod tls;

@@ -8,7 +8,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::client::{Client, ClientInner};
 use crate::config::{self, ClientIdentity, ConnConfig, HttpVersion, PoolConfig};
-use crate::connect::{Connector, Resolve, SystemResolver};
+use crate::connect::proxy::{EnvProxies, ProxySettings, Routes};
+use crate::connect::{Connector, Proxy, Resolve, SystemResolver};
 use crate::error::Error;
 use crate::health::{Clock, SystemClock};
 use crate::pool::key::{SecurityContext, SecuritySettings};
@@ -37,7 +38,7 @@ pub struct ClientBuilder {
     resolver: Arc<dyn Resolve>,
     clock: Arc<dyn Clock>,
     shared_pool: Option<Pool>,
-    proxy: Option<String>,
+    proxies: ProxySettings,
 }
 
 impl Default for ClientBuilder {
@@ -67,7 +68,7 @@ impl ClientBuilder {
             resolver: Arc::new(SystemResolver),
             clock: Arc::new(SystemClock),
             shared_pool: None,
-            proxy: None,
+            proxies: ProxySettings::default(),
         }
     }
 
@@ -200,8 +201,62 @@ impl ClientBuilder {
         self
     }
 
-    pub(crate) fn proxy_key(mut self, proxy: Option<String>) -> Self {
-        self.proxy = proxy;
+    /// Sends requests through this proxy: `http://` origins by forwarding
+    /// (absolute-form requests), `https://` origins through a CONNECT tunnel
+    /// with TLS to the origin inside. May be called once per scheme
+    /// ([`Proxy::http`], [`Proxy::https`]) or once for both
+    /// ([`Proxy::all`]). Any explicit proxy replaces the proxy environment
+    /// variables. The proxy and its credentials are part of the pool key:
+    /// connections are never shared across proxies or users.
+    ///
+    /// ```
+    /// use freshpool::{Client, Proxy};
+    /// let client = Client::builder()
+    ///     .proxy(Proxy::http("http://127.0.0.1:3128").unwrap())
+    ///     .proxy(Proxy::https("http://user:pass@127.0.0.1:3129").unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxies.explicit.push(proxy);
+        self
+    }
+
+    /// Hosts that bypass the proxy, in curl's `NO_PROXY` format:
+    /// comma-separated host names and domains (`example.com` and
+    /// `.example.com` both match `example.com` and its subdomains), IP
+    /// addresses and CIDR ranges; `*` matches every host; ports are ignored.
+    /// Replaces the `NO_PROXY` environment variable.
+    ///
+    /// ```
+    /// let client = freshpool::Client::builder()
+    ///     .no_proxy("localhost, 127.0.0.0/8, .svc.cluster.local")
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn no_proxy(mut self, list: impl Into<String>) -> Self {
+        self.proxies.no_proxy = Some(list.into());
+        self
+    }
+
+    /// Whether to read the proxy environment variables at `build()`. Default
+    /// on. The rules are curl's: `http_proxy` (lower case only: upper-case
+    /// `HTTP_PROXY` can be injected through a CGI request, "httpoxy") for
+    /// `http://`, `https_proxy` / `HTTPS_PROXY` for `https://`, `all_proxy`
+    /// / `ALL_PROXY` for both when the specific one is unset, `no_proxy` /
+    /// `NO_PROXY` for exceptions; lower case wins; empty means unset. A
+    /// variable freshpool cannot use (a `socks5://` proxy, a malformed URL)
+    /// is skipped with a warning, so the environment never makes `build()`
+    /// fail. Ignored when [`ClientBuilder::proxy`] was called.
+    ///
+    /// ```
+    /// let direct = freshpool::Client::builder().proxy_from_env(false).build().unwrap();
+    /// # drop(direct);
+    /// ```
+    pub fn proxy_from_env(mut self, enabled: bool) -> Self {
+        self.proxies.from_env = enabled;
         self
     }
 
@@ -210,11 +265,20 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let caller = Location::caller();
         config::validate(&self.pool, &self.conn)?;
-        let security = SecurityContext::intern(SecuritySettings {
-            tls: self.conn.tls.clone(),
-            http_version: self.conn.http_version,
-            proxy: self.proxy.clone(),
-        });
+        let intern = |proxy: Option<String>| {
+            SecurityContext::intern(SecuritySettings {
+                tls: self.conn.tls.clone(),
+                http_version: self.conn.http_version,
+                proxy,
+            })
+        };
+        let security = intern(None);
+        let routes = Routes::build(
+            &self.proxies,
+            EnvProxies::from_env,
+            self.conn.http_version,
+            intern,
+        )?;
         let connector = Arc::new(Connector::new(self.conn, self.resolver)?);
         let pool = match self.shared_pool {
             Some(pool) => pool,
@@ -224,6 +288,7 @@ impl ClientBuilder {
             pool,
             connector,
             security,
+            routes,
         }))
     }
 }

@@ -14,7 +14,7 @@ use http::{Request, Response, Uri};
 
 use crate::body::{Body, Gate, GateState, RequestBody};
 use crate::builder::ClientBuilder;
-use crate::connect::Connector;
+use crate::connect::{proxy, Connector};
 use crate::error::{self, Error, Kind};
 use crate::health::parse_keep_alive;
 use crate::pool::key::SecurityContext;
@@ -46,7 +46,10 @@ pub struct Client {
 pub(crate) struct ClientInner {
     pub pool: Pool,
     pub connector: Arc<Connector>,
+    /// The pool key's settings for requests that go direct.
     pub security: Arc<SecurityContext>,
+    /// Which proxy (and so which security context) each URI uses.
+    pub routes: proxy::Routes,
 }
 
 impl Default for Client {
@@ -207,9 +210,13 @@ impl Client {
         let uri = uri.clone();
         async move {
             let inner = &client.inner;
+            let security = inner
+                .routes
+                .select(&uri)
+                .map_or(&inner.security, |r| &r.security);
             let lease = inner
                 .pool
-                .checkout(&uri, &inner.security, &inner.connector, caller)
+                .checkout(&uri, security, &inner.connector, caller)
                 .await?;
             let reused = lease.reused;
             lease.release();
@@ -267,6 +274,10 @@ impl Client {
         let uri = request.uri().clone();
         // Validate before touching the pool: a bad URI is the caller's error.
         crate::pool::key::PoolKey::view(&uri, inner.security.id)?;
+        // The proxy for this URI (env, NO_PROXY) picks the pool key.
+        let route = inner.routes.select(&uri);
+        let security = route.map_or(&inner.security, |r| &r.security);
+        let forward = route.filter(|r| r.forward);
         let has_key = request.headers().contains_key("idempotency-key");
         let mut retries = 0u32;
         let mut unsent_retries = 0u32;
@@ -277,12 +288,12 @@ impl Client {
             let mut lease = if dedicated {
                 inner
                     .pool
-                    .checkout_dedicated(&uri, &inner.security, &inner.connector, caller)
+                    .checkout_dedicated(&uri, security, &inner.connector, caller)
                     .await?
             } else {
                 inner
                     .pool
-                    .checkout(&uri, &inner.security, &inner.connector, caller)
+                    .checkout(&uri, security, &inner.connector, caller)
                     .await?
             };
             let reused = lease.reused;
@@ -293,11 +304,20 @@ impl Client {
             } else {
                 None
             };
-            let (request, gate) = self.prepare(request, &mut lease);
+            let (mut request, gate) = self.prepare(request, &mut lease);
+            if let Some(route) = forward.filter(|_| !lease.is_h2()) {
+                proxy::to_forward_form(&mut request, &uri, route);
+            }
             let method = request.method().clone();
             let sent_at = Instant::now();
             match self.dispatch(&mut lease, request).await {
                 Ok(response) => {
+                    if let Some(err) =
+                        forward.and_then(|r| proxy::forward_refusal(response.status(), r))
+                    {
+                        lease.discard();
+                        return Err(err);
+                    }
                     lease.origin().counters.metrics.request(sent_at.elapsed());
                     let span = tracing::Span::current();
                     span.record("reused", reused);
@@ -313,7 +333,7 @@ impl Client {
                     if unsent_retries > 3 {
                         return Err(err);
                     }
-                    pending = Some(strip_expect(request));
+                    pending = Some(strip_expect(*request));
                 }
                 Err(Failure::Sent(err, not_processed)) => {
                     let idle_since = lease.idle_since();
@@ -437,7 +457,7 @@ impl Client {
                 // request a moment after the previous response ends; wait
                 // for that rather than mistake "not yet" for "closed".
                 if let Err(e) = idle.conn.sender.ready().await {
-                    return Err(Failure::Unsent(request, error::from_hyper(e, &origin)));
+                    return Err(Failure::Unsent(Box::new(request), error::from_hyper(e, &origin)));
                 }
                 Either::H1 {
                     f: idle.conn.sender.try_send_request(request),
@@ -465,7 +485,7 @@ impl Client {
             },
         };
         result.map_err(|mut e| match e.take_message() {
-            Some(request) => Failure::Unsent(request, error::from_hyper(e.into_error(), &origin)),
+            Some(request) => Failure::Unsent(Box::new(request), error::from_hyper(e.into_error(), &origin)),
             None => {
                 let hyper_err = e.into_error();
                 // HTTP/2 REFUSED_STREAM, or a stream beyond GOAWAY's last
@@ -520,8 +540,9 @@ impl Client {
 }
 
 enum Failure {
-    /// hyper handed the request back: it was never written.
-    Unsent(Request<RequestBody>, Error),
+    /// hyper handed the request back: it was never written. (Boxed: the
+    /// request is large and this is the rare path.)
+    Unsent(Box<Request<RequestBody>>, Error),
     /// It may have been written; `bool`: the protocol proves it was not
     /// processed (HTTP/2 refused stream).
     Sent(Error, bool),

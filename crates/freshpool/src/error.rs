@@ -56,6 +56,14 @@ pub enum Kind {
     Body,
     /// The client's pool was shut down.
     Closed,
+    /// The proxy could not be reached, refused the CONNECT tunnel (a
+    /// non-2xx answer) or broke the protocol. The message names the proxy
+    /// (never its password), not the origin.
+    Proxy,
+    /// The proxy wants credentials or rejected the ones given (407 Proxy
+    /// Authentication Required). The message names the proxy, never the
+    /// password.
+    ProxyAuth,
 }
 
 /// The error returned by every fallible freshpool operation.
@@ -171,6 +179,10 @@ impl Error {
     /// The peer broke the protocol.
     pub fn is_protocol(&self) -> bool {
         self.kind() == Kind::Protocol
+    }
+    /// The proxy failed or refused ([`Kind::Proxy`] or [`Kind::ProxyAuth`]).
+    pub fn is_proxy(&self) -> bool {
+        matches!(self.kind(), Kind::Proxy | Kind::ProxyAuth)
     }
     /// The request may have been processed by the server although no response
     /// arrived; freshpool did not retry it because it is not idempotent.

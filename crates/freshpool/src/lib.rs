@@ -22,6 +22,12 @@
 //!   limits), the request lifecycle, freeze handling.
 //! - `connect`: resolve, Happy Eyeballs, TCP options, rustls, ALPN, hyper
 //!   handshakes (HTTP/1.1 and HTTP/2).
+//! - `connect::proxy`: [`Proxy`], the proxy environment variables (curl's
+//!   rules), forwarding and CONNECT tunnels; the proxy used for a request is
+//!   part of its pool key.
+//! - `resolve`: [`CachingResolver`] (TTL cache that reports DNS changes so
+//!   connections to old addresses are retired); `HickoryResolver` with the
+//!   `hickory` feature.
 //! - `health`: Keep-Alive hints, freeze detection.
 //! - [`retry`]: when a failed request may be sent again.
 //! - `stats`: counters and snapshots; [`Error`]: one error type with [`Kind`]s.
@@ -38,6 +44,7 @@ mod error;
 mod health;
 mod metrics;
 mod pool;
+mod resolve;
 pub mod retry;
 mod stats;
 
@@ -45,8 +52,11 @@ pub use body::{Body, RequestBody};
 pub use builder::ClientBuilder;
 pub use client::Client;
 pub use config::HttpVersion;
-pub use connect::{Resolve, ResolveFuture, SystemResolver};
+pub use connect::{Proxy, Resolve, ResolveFuture, ResolveTtlFuture, SystemResolver};
 pub use diagnose::pool_per_request_warnings;
 pub use error::{BoxError, Error, Kind};
 pub use health::{parse_keep_alive, Clock, SystemClock};
+#[cfg(feature = "hickory")]
+pub use resolve::HickoryResolver;
+pub use resolve::{CachingResolver, Resolved};
 pub use stats::{CloseReason, LatencySummary, LeaseInfo, OriginStats, PoolStats};

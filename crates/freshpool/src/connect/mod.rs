@@ -13,6 +13,7 @@
 //! always equals the sockets that exist, whatever path a connection dies by.
 
 pub(crate) mod preface;
+pub(crate) mod proxy;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 
@@ -27,7 +28,8 @@ use crate::body::RequestBody;
 use crate::config::{ConnConfig, HttpVersion};
 use crate::error::{fmt_duration, Error, Kind};
 use crate::pool::key::{PoolKey, Scheme};
-pub use tcp::{Resolve, ResolveFuture, SystemResolver};
+pub use proxy::Proxy;
+pub use tcp::{Resolve, ResolveFuture, ResolveTtlFuture, SystemResolver};
 
 use preface::{Preface, PrefaceIo};
 use tcp::{TcpIo, TcpSettings};
@@ -45,6 +47,10 @@ pub(crate) struct NewConnection {
     /// The server's stream limit (HTTP/2 only).
     pub max_streams: Option<u32>,
     pub resumed_tls: bool,
+    /// The address connected to (direct connections only; through a proxy
+    /// the origin's address is the proxy's business). The pool retires
+    /// connections whose peer DNS no longer lists.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// Dials connections for one client's settings.
@@ -89,42 +95,75 @@ impl Connector {
         slot: impl Send + 'static,
     ) -> Result<NewConnection, Error> {
         let target = format!("{}:{}", key.host, key.port);
-        let addrs = tokio::time::timeout(
+        let settings = TcpSettings {
+            nodelay: self.config.tcp_nodelay,
+            keepalive: self.config.tcp_keepalive,
+            connect_timeout: self.config.connect_timeout,
+        };
+        // The proxy is part of the key (see proxy.rs), so every connection
+        // under this key goes through the same proxy as the same user.
+        let via = match key.security.settings.proxy.as_deref() {
+            Some(url) => Some(proxy::ProxyUrl::parse(url)?),
+            None => None,
+        };
+        let (stream, peer) = match &via {
+            None => {
+                let addrs = self.resolve(&key.host, key.port).await?;
+                let stream = tcp::connect(&target, addrs, settings).await?;
+                let peer = stream.peer_addr().ok();
+                (stream, peer)
+            }
+            Some(url) => {
+                let reach = async {
+                    let addrs = match proxy::literal_addr(url) {
+                        Some(addr) => vec![addr],
+                        None => self.resolve(url.host(), url.port()).await?,
+                    };
+                    tcp::connect(&url.authority(), addrs, settings).await
+                };
+                let stream = reach.await.map_err(|e| proxy::unreachable(url, e))?;
+                (stream, None)
+            }
+        };
+        let (mut io, socket) = TcpIo::new(stream);
+        if let Some(url) = &via {
+            if !proxy::forwards(key.scheme, self.config.http_version) {
+                let limit = self.config.connect_timeout;
+                proxy::connect_tunnel(&mut io, url, &key.host, key.port, limit).await?;
+            }
+        }
+        let mut conn = match key.scheme {
+            Scheme::Http => {
+                let h2 = self.config.http_version == HttpVersion::Http2Only;
+                self.handshake(io, h2, socket, false, &target, slot).await?
+            }
+            Scheme::Https => {
+                let (tls, h2, resumed) = self.tls_handshake(io, key).await?;
+                self.handshake(tls, h2, socket, resumed, &target, slot)
+                    .await?
+            }
+        };
+        conn.peer = peer;
+        Ok(conn)
+    }
+
+    /// Resolves with the client's resolver, bounded by `connect_timeout`.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, Error> {
+        tokio::time::timeout(
             self.config.connect_timeout,
-            self.resolver.resolve(&key.host, key.port),
+            self.resolver.resolve(host, port),
         )
         .await
         .map_err(|_| {
             Error::new(
                 Kind::ConnectTimeout,
                 format!(
-                    "resolving {} timed out after {}",
-                    key.host,
+                    "resolving {host} timed out after {}",
                     fmt_duration(self.config.connect_timeout)
                 ),
             )
         })?
-        .map_err(|e| {
-            Error::new(Kind::Connect, format!("resolving {} failed", key.host)).with_source(e)
-        })?;
-        let settings = TcpSettings {
-            nodelay: self.config.tcp_nodelay,
-            keepalive: self.config.tcp_keepalive,
-            connect_timeout: self.config.connect_timeout,
-        };
-        let stream = tcp::connect(&target, addrs, settings).await?;
-        let (io, socket) = TcpIo::new(stream);
-        match key.scheme {
-            Scheme::Http => {
-                let h2 = self.config.http_version == HttpVersion::Http2Only;
-                self.handshake(io, h2, socket, false, &target, slot).await
-            }
-            Scheme::Https => {
-                let (tls, h2, resumed) = self.tls_handshake(io, key).await?;
-                self.handshake(tls, h2, socket, resumed, &target, slot)
-                    .await
-            }
-        }
+        .map_err(|e| Error::new(Kind::Connect, format!("resolving {host} failed")).with_source(e))
     }
 
     async fn tls_handshake(
@@ -214,6 +253,7 @@ impl Connector {
                 socket,
                 max_streams: None,
                 resumed_tls,
+                peer: None,
             });
         }
         let (io, mut preface) = PrefaceIo::new(io);
@@ -266,6 +306,7 @@ impl Connector {
             socket,
             max_streams: Some(max_streams),
             resumed_tls,
+            peer: None,
         })
     }
 }

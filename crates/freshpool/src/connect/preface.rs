@@ -49,7 +49,7 @@ impl PrefaceParser {
         }
         let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
         let kind = self.buf[3];
-        if kind != TYPE_SETTINGS || len % 6 != 0 || len > MAX_SETTINGS_PAYLOAD {
+        if kind != TYPE_SETTINGS || !len.is_multiple_of(6) || len > MAX_SETTINGS_PAYLOAD {
             return Some(Preface::Invalid);
         }
         if self.buf.len() < FRAME_HEADER + len {

@@ -41,7 +41,48 @@ use crate::error::{fmt_duration, Error, Kind};
 pub trait Resolve: Send + Sync + 'static {
     /// Returns the addresses to try, in preference order.
     fn resolve(&self, host: &str, port: u16) -> ResolveFuture;
+
+    /// What this resolver currently holds for `host:port`, without a
+    /// lookup (it may start one in the background). The pool calls it at
+    /// checkout and release: when the generation moves, connections to
+    /// addresses no longer listed are retired (idle ones closed, busy ones
+    /// closed when their request is done). The default, `None`, means "no
+    /// opinion": connections then follow DNS only through `max_lifetime`.
+    /// [`crate::CachingResolver`] implements it.
+    ///
+    /// ```
+    /// use freshpool::{Resolve, SystemResolver};
+    /// assert!(SystemResolver.current("localhost", 80).is_none());
+    /// ```
+    fn current(&self, host: &str, port: u16) -> Option<crate::resolve::Resolved> {
+        let _ = (host, port);
+        None
+    }
+
+    /// Like [`Resolve::resolve`], plus how long the answer may be cached
+    /// (the DNS records' TTL) when the resolver knows it.
+    /// [`crate::CachingResolver`] honours it. The default calls `resolve`
+    /// and reports no TTL.
+    ///
+    /// ```
+    /// use freshpool::{Resolve, SystemResolver};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (addrs, ttl) = SystemResolver.resolve_with_ttl("127.0.0.1", 80).await.unwrap();
+    /// assert_eq!(addrs.len(), 1);
+    /// assert_eq!(ttl, None);
+    /// # }
+    /// ```
+    fn resolve_with_ttl(&self, host: &str, port: u16) -> ResolveTtlFuture {
+        let lookup = self.resolve(host, port);
+        Box::pin(async move { lookup.await.map(|addrs| (addrs, None)) })
+    }
 }
+
+/// The future of [`Resolve::resolve_with_ttl`]: addresses and, if known,
+/// how long they may be cached.
+pub type ResolveTtlFuture =
+    Pin<Box<dyn Future<Output = io::Result<(Vec<SocketAddr>, Option<Duration>)>> + Send>>;
 
 /// The future a [`Resolve`] implementation returns.
 pub type ResolveFuture = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
@@ -76,9 +117,9 @@ impl Resolve for SystemResolver {
 
 /// RFC 8305 section 4: alternate address families so one broken family does
 /// not delay the other by a whole list of timeouts.
-fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+pub(crate) fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     let (v6, v4): (Vec<_>, Vec<_>) = addrs.into_iter().partition(SocketAddr::is_ipv6);
-    let first_v6 = v6.first().is_some();
+    let first_v6 = !v6.is_empty();
     let (mut a, mut b) = if first_v6 {
         (v6.into_iter(), v4.into_iter())
     } else {

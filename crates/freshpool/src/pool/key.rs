@@ -96,6 +96,7 @@ impl PoolKey {
         };
         let host = uri
             .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']')) // "http://[]" has no host
             .filter(|h| !h.is_empty())
             .ok_or_else(|| Error::invalid_uri(format!("URI {uri} has no host")))?;
         let port = uri.port_u16().unwrap_or(match scheme {

@@ -33,6 +33,8 @@
 
 pub(crate) mod key;
 pub(crate) mod state;
+#[cfg(test)]
+mod model_tests;
 
 use std::collections::HashMap;
 use std::panic::Location;
@@ -56,6 +58,8 @@ use state::{Acquire, Channel, Handoff, Idle, Limits, OriginState, Protocol, Shar
 pub(crate) struct H1Conn {
     pub sender: http1::SendRequest<RequestBody>,
     pub socket: Weak<TcpStream>,
+    /// The address dialed (direct connections), to follow DNS changes.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Channel for H1Conn {
@@ -72,6 +76,8 @@ impl Channel for H1Conn {
 pub(crate) struct H2Conn {
     pub sender: http2::SendRequest<RequestBody>,
     pub announced: u32,
+    /// The address dialed (direct connections), to follow DNS changes.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Channel for H2Conn {
@@ -142,6 +148,8 @@ pub(crate) struct Origin {
     guarded: Mutex<Guarded>,
     pub counters: Counters,
     next_lease: AtomicU64,
+    /// The resolver generation last checked (see `follow_dns`).
+    dns_seen: AtomicU64,
     /// 0 unknown, 1 answers `100 Continue`, 2 ignores `Expect`.
     expect_100: std::sync::atomic::AtomicU8,
 }
@@ -269,6 +277,7 @@ impl Origin {
                 sender: Sender::H1(sender),
                 socket,
                 resumed_tls,
+                peer,
                 ..
             }) => {
                 if resumed_tls {
@@ -278,7 +287,11 @@ impl Origin {
                 let now = Instant::now();
                 let idle = Idle {
                     id: conn_id,
-                    conn: H1Conn { sender, socket },
+                    conn: H1Conn {
+                        sender,
+                        socket,
+                        peer,
+                    },
                     created: now,
                     idle_since: now,
                     expires_at: self.expiry(now, now, None),
@@ -327,6 +340,7 @@ impl Origin {
                         conn: H1Conn {
                             sender,
                             socket: conn.socket,
+                            peer: conn.peer,
                         },
                         created: now,
                         idle_since: now,
@@ -343,6 +357,7 @@ impl Origin {
                         sender: H2Conn {
                             sender,
                             announced: conn.max_streams.unwrap_or(1),
+                            peer: conn.peer,
                         },
                         in_flight: 0,
                         created: now,
@@ -442,7 +457,7 @@ impl Origin {
     /// Publishes the open-connection gauges (idle / active).
     fn publish(&self, st: &State) {
         let idle = st.idle.len() + st.shared.iter().filter(|s| s.in_flight == 0).count();
-        let established = st.slots - st.dialing;
+        let established = st.slots.saturating_sub(st.dialing);
         self.counters
             .metrics
             .open(idle, established.saturating_sub(idle));
@@ -491,7 +506,7 @@ impl Origin {
                 caller: r.caller.to_string(),
             })
             .collect();
-        let established = st.slots - st.dialing;
+        let established = st.slots.saturating_sub(st.dialing);
         let idle = st.idle.len() + st.shared.iter().filter(|s| s.in_flight == 0).count();
         let c = &self.counters;
         OriginStats {
@@ -670,9 +685,12 @@ impl Lease {
                     .max_requests_per_connection
                     .is_some_and(|m| idle.requests >= m);
                 let expired = idle.expires_at.is_some_and(|t| t <= now);
-                if spent || expired || idle.conn.is_closed() {
+                let moved = origin.moved_away(idle.conn.peer);
+                if spent || expired || moved || idle.conn.is_closed() {
                     let reason = if spent {
                         CloseReason::MaxRequests
+                    } else if moved {
+                        CloseReason::Lifetime
                     } else {
                         origin.close_reason(&idle, now)
                     };
@@ -742,6 +760,54 @@ impl Origin {
         };
         for _ in &stale {
             self.counters.closed(CloseReason::StaleDetected);
+        }
+    }
+
+    /// Whether DNS (as the resolver currently reports it) no longer lists
+    /// the address this connection was dialed to.
+    fn moved_away(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        let Some(peer) = peer else { return false };
+        self.connector
+            .resolver
+            .current(&self.key.host, self.key.port)
+            .is_some_and(|now| !now.addrs.contains(&peer))
+    }
+
+    /// When the resolver's answer for this host changed since we last
+    /// looked: close idle connections to addresses it no longer lists and
+    /// let HTTP/2 ones take no new streams (in-flight requests finish;
+    /// leased HTTP/1 connections are checked when released). Counted as
+    /// [`CloseReason::Lifetime`]: the connection outlived its address.
+    fn follow_dns(&self) {
+        let Some(now) = self
+            .connector
+            .resolver
+            .current(&self.key.host, self.key.port)
+        else {
+            return;
+        };
+        if self.dns_seen.swap(now.generation, Ordering::AcqRel) == now.generation {
+            return;
+        }
+        let gone =
+            |peer: Option<std::net::SocketAddr>| peer.is_some_and(|p| !now.addrs.contains(&p));
+        let retired: Vec<_> = {
+            let mut g = self.lock();
+            let (old, keep): (Vec<_>, Vec<_>) =
+                g.state.idle.drain(..).partition(|i| gone(i.conn.peer));
+            g.state.idle = keep.into();
+            for s in g.state.shared.iter_mut().filter(|s| gone(s.sender.peer)) {
+                s.draining = true;
+            }
+            g.state.shared.retain(|s| !(s.draining && s.in_flight == 0));
+            self.publish(&g.state);
+            old
+        };
+        for _ in &retired {
+            self.counters.closed(CloseReason::Lifetime);
+        }
+        if !retired.is_empty() {
+            tracing::debug!(origin = %self.label, retired = retired.len(), "DNS changed; retired connections to old addresses");
         }
     }
 
@@ -897,6 +963,7 @@ impl Pool {
             }),
             counters: Counters::new(&key.host, key.port, key.scheme.as_str()),
             next_lease: AtomicU64::new(1),
+            dns_seen: AtomicU64::new(0),
             expect_100: std::sync::atomic::AtomicU8::new(0),
         });
         map.insert(key, origin.clone());
@@ -916,6 +983,7 @@ impl Pool {
     ) -> Result<Lease, Error> {
         let view = PoolKey::view(uri, security.id)?;
         let origin = self.origin(view, security, connector);
+        origin.follow_dns();
         self.ensure_heartbeat();
         let started = Instant::now();
         self.check_freeze(started);
@@ -1100,11 +1168,11 @@ impl Pool {
             origin.counters.closed(CloseReason::FreezeEviction);
             return false;
         }
-        if now.saturating_duration_since(idle.idle_since) >= self.inner.config.validate_after_idle {
-            if tcp::peek(&idle.conn.socket) != tcp::Peek::Quiet {
-                origin.counters.closed(CloseReason::StaleDetected);
-                return false;
-            }
+        if now.saturating_duration_since(idle.idle_since) >= self.inner.config.validate_after_idle
+            && tcp::peek(&idle.conn.socket) != tcp::Peek::Quiet
+        {
+            origin.counters.closed(CloseReason::StaleDetected);
+            return false;
         }
         true
     }
@@ -1166,7 +1234,7 @@ impl Pool {
                 pool.check_freeze(now);
                 beats += 1;
                 // Sweep expired idle connections about once a second.
-                if beats % 4 == 0 {
+                if beats.is_multiple_of(4) {
                     pool.evict_all(now, None);
                     pool.report_leaks(now);
                 }

@@ -72,6 +72,9 @@ pub(crate) struct Waiter<C, S> {
     pub dialing: bool,
 }
 
+/// Where a waiter receives its connection, stream, or dial error.
+pub(crate) type HandoffReceiver<C, S> = oneshot::Receiver<Result<Handoff<C, S>, Error>>;
+
 /// What the protocol of this origin turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Protocol {
@@ -91,7 +94,7 @@ pub(crate) enum Acquire<C, S> {
     /// Enqueued; `dial` says the caller must start a dial for `waiter_id`.
     Wait {
         waiter_id: u64,
-        rx: oneshot::Receiver<Result<Handoff<C, S>, Error>>,
+        rx: HandoffReceiver<C, S>,
         dial: bool,
     },
     /// `max_pending` waiters already queue here.
@@ -189,7 +192,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
-    fn enqueue(&mut self, dialing: bool) -> (u64, oneshot::Receiver<Result<Handoff<C, S>, Error>>) {
+    fn enqueue(&mut self, dialing: bool) -> (u64, HandoffReceiver<C, S>) {
         let (tx, rx) = oneshot::channel();
         self.next_waiter += 1;
         let id = self.next_waiter;
@@ -270,14 +273,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     pub(crate) fn service(&mut self, limits: Limits, budget: &impl TotalBudget) -> Vec<u64> {
         let mut dials = Vec::new();
         self.serve_streams();
-        loop {
-            let Some(pos) = self
-                .waiters
-                .iter()
-                .position(|w| !w.dialing && !w.tx.is_closed())
-            else {
-                break;
-            };
+        while let Some(pos) = self
+            .waiters
+            .iter()
+            .position(|w| !w.dialing && !w.tx.is_closed())
+        {
             if !self.may_dial(limits, budget) {
                 break;
             }
@@ -326,6 +326,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// A new or returned HTTP/1 connection: oldest waiter first, else idle.
     /// Returns a connection the caller must close (over `max_idle`).
     pub(crate) fn offer_idle(&mut self, idle: Idle<C>, limits: Limits) -> Option<Idle<C>> {
+        if idle.conn.is_closed() { return Some(idle); } // dead: never pooled or handed out (its slot may be freed already)
         match self.hand_to_oldest(Handoff::Exclusive(idle)) {
             Ok(()) => None,
             Err(Handoff::Exclusive(idle)) => {

@@ -1,0 +1,501 @@
+//! Name resolution with memory: [`CachingResolver`] keeps each host's
+//! addresses for a TTL, refreshes them in the background once they expire,
+//! and tells the pool (through [`Resolve::current`]) when a host's address
+//! set changed, so connections to addresses DNS no longer lists are retired
+//! gracefully: idle ones are closed, busy ones finish their requests and are
+//! closed when returned, HTTP/2 ones take no new streams.
+//!
+//! ```text
+//! dial --resolve()--> cache hit (fresh) | lookup + store (generation += 1 if the set changed)
+//! checkout/release --current()--> cached set + generation
+//!                                 (expired: refresh in the background)
+//!   generation moved --> idle connections to addresses not in the set: closed
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::connect::{Resolve, ResolveFuture, ResolveTtlFuture};
+
+/// A resolver's current answer for one host, as [`Resolve::current`]
+/// reports it to the pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// Changes whenever the address set changes (and only then); the pool
+    /// re-checks its connections to the host when it moves.
+    pub generation: u64,
+    /// The addresses in preference order.
+    pub addrs: Arc<[SocketAddr]>,
+}
+
+/// Caches another resolver's answers for a time to live, and reports
+/// address changes so the pool can follow DNS.
+///
+/// Answers are kept for the TTL the inner resolver reports through
+/// [`Resolve::resolve_with_ttl`] (DNS record TTLs, e.g. with
+/// `HickoryResolver` behind the `hickory` feature), clamped to between 1 s
+/// and the configured [`CachingResolver::ttl`] (default 30 s); resolvers
+/// that report none (such as [`crate::SystemResolver`]) get the configured
+/// TTL. Expired entries are still served to the pool's
+/// [`Resolve::current`] checks while a background lookup refreshes them; a
+/// dial with an expired entry looks up in the foreground. A failed lookup
+/// keeps the last good answer (and is retried at the next dial).
+///
+/// ```
+/// use std::time::Duration;
+/// use freshpool::{CachingResolver, Client, SystemResolver};
+/// let client = Client::builder()
+///     .resolver(CachingResolver::new(SystemResolver).ttl(Duration::from_secs(10)))
+///     .build()
+///     .unwrap();
+/// # drop(client);
+/// ```
+pub struct CachingResolver<R> {
+    shared: Arc<Shared<R>>,
+}
+
+struct Shared<R> {
+    inner: R,
+    ttl: Duration,
+    /// Lower-case host -> (port, entry): looked up without allocating.
+    entries: Mutex<Entries>,
+    next_generation: AtomicU64,
+}
+
+type Entries = HashMap<String, Vec<(u16, Entry)>>;
+
+struct Entry {
+    resolved: Resolved,
+    expires: Instant,
+    refreshing: bool,
+}
+
+impl<R> fmt::Debug for CachingResolver<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachingResolver")
+            .field("ttl", &self.shared.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Resolve> CachingResolver<R> {
+    /// Caches `inner`'s answers for 30 s.
+    ///
+    /// ```
+    /// let cached = freshpool::CachingResolver::new(freshpool::SystemResolver);
+    /// # drop(cached);
+    /// ```
+    pub fn new(inner: R) -> CachingResolver<R> {
+        CachingResolver {
+            shared: Arc::new(Shared {
+                inner,
+                ttl: Duration::from_secs(30),
+                entries: Mutex::default(),
+                next_generation: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// How long an answer is used before it is looked up again: the cap on
+    /// DNS TTLs, and the TTL for resolvers that report none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cached = freshpool::CachingResolver::new(freshpool::SystemResolver)
+    ///     .ttl(Duration::from_secs(5));
+    /// # drop(cached);
+    /// ```
+    ///
+    /// # Panics
+    /// If called after the resolver was cloned into a client (it is a
+    /// construction-time setting).
+    pub fn ttl(mut self, ttl: Duration) -> CachingResolver<R> {
+        Arc::get_mut(&mut self.shared)
+            .expect("set the TTL before sharing the resolver")
+            .ttl = ttl;
+        self
+    }
+}
+
+impl<R: Resolve> Shared<R> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores a fresh answer; bumps the generation only if the set changed.
+    fn store(
+        &self,
+        host: &str,
+        port: u16,
+        addrs: Vec<SocketAddr>,
+        dns_ttl: Option<Duration>,
+    ) -> Resolved {
+        let ttl = dns_ttl.map_or(self.ttl, |t| t.clamp(MIN_TTL.min(self.ttl), self.ttl));
+        let expires = Instant::now() + ttl;
+        let mut entries = self.lock();
+        if let Some(entry) = find(&mut entries, host, port) {
+            entry.expires = expires;
+            entry.refreshing = false;
+            if !same_set(&entry.resolved.addrs, &addrs) {
+                entry.resolved = Resolved {
+                    generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+                    addrs: addrs.into(),
+                };
+            }
+            return entry.resolved.clone();
+        }
+        let resolved = Resolved {
+            generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            addrs: addrs.into(),
+        };
+        entries.entry(host.to_ascii_lowercase()).or_default().push((
+            port,
+            Entry {
+                resolved: resolved.clone(),
+                expires,
+                refreshing: false,
+            },
+        ));
+        resolved
+    }
+
+    fn refresh_failed(&self, host: &str, port: u16) {
+        if let Some(entry) = find(&mut self.lock(), host, port) {
+            entry.refreshing = false;
+        }
+    }
+}
+
+/// The shortest time an answer is kept, whatever DNS says: a TTL of 0
+/// would otherwise mean a lookup per request.
+const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// The entry for `host:port`; allocates only for a host with upper case.
+fn find<'a>(entries: &'a mut Entries, host: &str, port: u16) -> Option<&'a mut Entry> {
+    let ports = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        entries.get_mut(&host.to_ascii_lowercase())
+    } else {
+        entries.get_mut(host)
+    }?;
+    ports.iter_mut().find(|(p, _)| *p == port).map(|(_, e)| e)
+}
+
+fn same_set(a: &[SocketAddr], b: &[SocketAddr]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
+}
+
+impl<R: Resolve> Resolve for CachingResolver<R> {
+    fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
+        let lookup = self.resolve_with_ttl(host, port);
+        Box::pin(async move { lookup.await.map(|(addrs, _)| addrs) })
+    }
+
+    fn resolve_with_ttl(&self, host: &str, port: u16) -> ResolveTtlFuture {
+        if let Some(entry) = find(&mut self.shared.lock(), host, port) {
+            let now = Instant::now();
+            if now < entry.expires {
+                let addrs = entry.resolved.addrs.to_vec();
+                let left = entry.expires - now;
+                return Box::pin(async move { Ok((addrs, Some(left))) });
+            }
+        }
+        let shared = self.shared.clone();
+        let lookup = self.shared.inner.resolve_with_ttl(host, port);
+        let host = host.to_owned();
+        Box::pin(async move {
+            match lookup.await {
+                Ok((addrs, ttl)) => {
+                    let stored = shared.store(&host, port, addrs, ttl);
+                    Ok((stored.addrs.to_vec(), ttl))
+                }
+                Err(e) => {
+                    shared.refresh_failed(&host, port);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn current(&self, host: &str, port: u16) -> Option<Resolved> {
+        let (resolved, refresh) = {
+            let mut entries = self.shared.lock();
+            let entry = find(&mut entries, host, port)?;
+            let refresh = !entry.refreshing && Instant::now() >= entry.expires;
+            if refresh {
+                entry.refreshing = true;
+            }
+            (entry.resolved.clone(), refresh)
+        };
+        if refresh {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    let shared = self.shared.clone();
+                    let lookup = self.shared.inner.resolve_with_ttl(host, port);
+                    let host = host.to_owned();
+                    handle.spawn(async move {
+                        match lookup.await {
+                            Ok((addrs, ttl)) => drop(shared.store(&host, port, addrs, ttl)),
+                            Err(_) => shared.refresh_failed(&host, port),
+                        }
+                    });
+                }
+                Err(_) => self.shared.refresh_failed(host, port),
+            }
+        }
+        Some(resolved)
+    }
+}
+
+#[cfg(feature = "hickory")]
+pub use self::hickory::HickoryResolver;
+
+#[cfg(feature = "hickory")]
+mod hickory {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use hickory_resolver::config::{ResolverConfig, ResolverOpts};
+    use hickory_resolver::name_server::TokioConnectionProvider;
+    use hickory_resolver::TokioResolver;
+
+    use crate::connect::{Resolve, ResolveFuture, ResolveTtlFuture};
+    use crate::error::Error;
+
+    /// DNS with [hickory](https://docs.rs/hickory-resolver) (feature
+    /// `hickory`): asynchronous lookups with no thread per query, hickory's
+    /// own record cache, and the records' TTLs reported through
+    /// [`Resolve::resolve_with_ttl`], so that wrapped in a
+    /// [`crate::CachingResolver`] connections follow DNS changes as fast as
+    /// the zone's TTL allows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use freshpool::{CachingResolver, Client, HickoryResolver};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let _ = || -> Result<(), freshpool::Error> {
+    /// let dns = HickoryResolver::from_system_conf()?;
+    /// let client = Client::builder()
+    ///     .resolver(CachingResolver::new(dns).ttl(Duration::from_secs(60)))
+    ///     .build()?;
+    /// # drop(client); Ok(()) };
+    /// # }
+    /// ```
+    pub struct HickoryResolver {
+        resolver: TokioResolver,
+    }
+
+    impl std::fmt::Debug for HickoryResolver {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("HickoryResolver").finish_non_exhaustive()
+        }
+    }
+
+    impl HickoryResolver {
+        /// Reads the system's configuration (`/etc/resolv.conf`, hosts file).
+        ///
+        /// ```
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// match freshpool::HickoryResolver::from_system_conf() {
+        ///     Ok(dns) => drop(dns),
+        ///     Err(e) => assert!(e.is_config()), // no usable resolv.conf
+        /// }
+        /// # }
+        /// ```
+        pub fn from_system_conf() -> Result<HickoryResolver, Error> {
+            let builder = TokioResolver::builder_tokio().map_err(|e| {
+                Error::config("reading the system DNS configuration failed").with_source(e)
+            })?;
+            Ok(HickoryResolver {
+                resolver: builder.build(),
+            })
+        }
+
+        /// Uses this name-server configuration and these options.
+        ///
+        /// ```
+        /// use hickory_resolver::config::{ResolverConfig, ResolverOpts};
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// // No name servers: only IP literals, the hosts file and localhost.
+        /// let dns = freshpool::HickoryResolver::with_config(ResolverConfig::new(), ResolverOpts::default());
+        /// # drop(dns);
+        /// # }
+        /// ```
+        pub fn with_config(config: ResolverConfig, options: ResolverOpts) -> HickoryResolver {
+            let resolver =
+                TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+                    .with_options(options)
+                    .build();
+            HickoryResolver { resolver }
+        }
+    }
+
+    impl Resolve for HickoryResolver {
+        fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
+            let lookup = self.resolve_with_ttl(host, port);
+            Box::pin(async move { lookup.await.map(|(addrs, _)| addrs) })
+        }
+
+        fn resolve_with_ttl(&self, host: &str, port: u16) -> ResolveTtlFuture {
+            let resolver = self.resolver.clone();
+            let host = host.to_owned();
+            Box::pin(async move {
+                let lookup = resolver
+                    .lookup_ip(host.as_str())
+                    .await
+                    .map_err(io::Error::other)?;
+                let addrs: Vec<SocketAddr> =
+                    lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+                let ttl = lookup
+                    .valid_until()
+                    .saturating_duration_since(Instant::now());
+                Ok((crate::connect::tcp::interleave_families(addrs), Some(ttl)))
+            })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// No name servers are configured, so nothing leaves the machine:
+        /// IP literals and `localhost` resolve locally.
+        #[tokio::test]
+        async fn resolves_literals_and_localhost_without_network() {
+            let dns = HickoryResolver::with_config(ResolverConfig::new(), ResolverOpts::default());
+            let (addrs, ttl) = dns.resolve_with_ttl("127.0.0.1", 8080).await.unwrap();
+            assert_eq!(addrs, vec!["127.0.0.1:8080".parse().unwrap()]);
+            assert!(ttl.is_some());
+            let addrs = dns.resolve("localhost", 80).await.unwrap();
+            assert!(
+                addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80),
+                "{addrs:?}"
+            );
+            assert!(!addrs.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Switch {
+        addrs: Mutex<Vec<SocketAddr>>,
+        lookups: AtomicUsize,
+    }
+
+    impl Resolve for Arc<Switch> {
+        fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            let addrs = self.addrs.lock().unwrap().clone();
+            Box::pin(async move { Ok(addrs) })
+        }
+    }
+
+    /// Reports a DNS TTL, as hickory does.
+    struct WithTtl(Arc<Switch>, Duration);
+
+    impl Resolve for WithTtl {
+        fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
+            self.0.resolve(host, port)
+        }
+        fn resolve_with_ttl(&self, host: &str, port: u16) -> ResolveTtlFuture {
+            let lookup = self.0.resolve(host, port);
+            let ttl = self.1;
+            Box::pin(async move { lookup.await.map(|a| (a, Some(ttl))) })
+        }
+    }
+
+    #[tokio::test]
+    async fn dns_ttls_are_honoured_within_the_configured_cap() {
+        let switch = Arc::new(Switch {
+            addrs: Mutex::new(vec![addr("127.0.0.2:80")]),
+            lookups: AtomicUsize::new(0),
+        });
+        // A 1 s DNS TTL under a 30 s cap: looked up again after 1 s.
+        let short = CachingResolver::new(WithTtl(switch.clone(), Duration::from_secs(1)));
+        short.resolve("h", 80).await.unwrap();
+        let (_, left) = short.resolve_with_ttl("h", 80).await.unwrap();
+        assert!(left.unwrap() <= Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+        short.resolve("h", 80).await.unwrap();
+        assert_eq!(switch.lookups.load(Ordering::SeqCst), 2);
+        // A day-long DNS TTL is capped by the configured TTL.
+        let capped = CachingResolver::new(WithTtl(switch.clone(), Duration::from_secs(86_400)))
+            .ttl(Duration::from_millis(50));
+        capped.resolve("h", 80).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        capped.resolve("h", 80).await.unwrap();
+        assert_eq!(switch.lookups.load(Ordering::SeqCst), 4);
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn caches_for_the_ttl_and_bumps_the_generation_only_on_change() {
+        let switch = Arc::new(Switch {
+            addrs: Mutex::new(vec![addr("127.0.0.2:80")]),
+            lookups: AtomicUsize::new(0),
+        });
+        let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(50));
+        assert_eq!(
+            cached.current("h", 80),
+            None,
+            "nothing known before a lookup"
+        );
+        assert_eq!(
+            cached.resolve("h", 80).await.unwrap(),
+            vec![addr("127.0.0.2:80")]
+        );
+        assert_eq!(
+            cached.resolve("H", 80).await.unwrap(),
+            vec![addr("127.0.0.2:80")]
+        );
+        assert_eq!(
+            switch.lookups.load(Ordering::SeqCst),
+            1,
+            "served from cache"
+        );
+        let first = cached.current("h", 80).unwrap();
+
+        // Expired, same answer: looked up again, same generation.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        cached.resolve("h", 80).await.unwrap();
+        assert_eq!(switch.lookups.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            cached.current("h", 80).unwrap().generation,
+            first.generation
+        );
+
+        // The host moves; after the TTL a current() check refreshes it in
+        // the background and the generation moves.
+        *switch.addrs.lock().unwrap() = vec![addr("127.0.0.3:80")];
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let stale = cached.current("h", 80).unwrap();
+        assert_eq!(
+            stale.generation, first.generation,
+            "served while refreshing"
+        );
+        let mut now = stale;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            now = cached.current("h", 80).unwrap();
+            if now.generation != first.generation {
+                break;
+            }
+        }
+        assert_ne!(now.generation, first.generation);
+        assert_eq!(&now.addrs[..], &[addr("127.0.0.3:80")]);
+    }
+}

@@ -1,0 +1,317 @@
+//! Proxies: HTTP forwarding and CONNECT tunnels through freshpool-testkit's
+//! TestProxy on 127.0.0.1 (which counts connections and tunnels and checks
+//! credentials). Environment variables are tested in `proxy_env.rs`, their
+//! own binary, because the environment is process-global.
+
+use std::time::Duration;
+
+use freshpool::{Client, Kind, Proxy};
+use freshpool_testkit::proxy::TestProxy;
+use freshpool_testkit::{Protocol, ServerConfig, TestCa, TestServer};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn tls_server(ca: &TestCa) -> TestServer {
+    TestServer::start(ServerConfig {
+        protocol: Protocol::Auto,
+        tls: Some(ServerConfig::tls_config(ca, &[b"h2", b"http/1.1"])),
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+fn via(proxy_url: &str) -> freshpool::ClientBuilder {
+    Client::builder().proxy(Proxy::all(proxy_url).unwrap())
+}
+
+async fn body(client: &Client, url: &str) -> Result<String, freshpool::Error> {
+    client.get(url).await?.into_body().text().await
+}
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_goes_through_a_forward_proxy_with_and_without_auth() {
+    timeout(LIMIT, async {
+        let server = TestServer::http1().await;
+        for auth in [false, true] {
+            let (proxy, url) = if auth {
+                let p = TestProxy::with_users(&[("alice", "s3cret")]).await;
+                let url = p.url_with("alice", "s3cret");
+                (p, url)
+            } else {
+                let p = TestProxy::start().await;
+                let url = p.url();
+                (p, url)
+            };
+            let client = via(&url).build().unwrap();
+            for _ in 0..3 {
+                assert_eq!(body(&client, &server.url("/")).await.unwrap(), "ok");
+            }
+            let echoed = client
+                .post(&server.url("/echo"), "through the proxy")
+                .await
+                .unwrap()
+                .into_body()
+                .text()
+                .await
+                .unwrap();
+            assert_eq!(echoed, "through the proxy");
+            let stats = proxy.stats();
+            assert_eq!(stats.forwarded(), 4, "auth {auth}");
+            assert_eq!(stats.tunnels(), 0, "plain http is forwarded, not tunnelled");
+            assert_eq!(stats.connections(), 1, "the proxy connection is reused");
+            assert_eq!(stats.auth_failures(), 0);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_goes_through_a_connect_tunnel_with_and_without_auth() {
+    timeout(LIMIT, async {
+        let ca = TestCa::new();
+        let server = tls_server(&ca).await;
+        for auth in [false, true] {
+            let (proxy, url) = if auth {
+                let p = TestProxy::with_users(&[("bob", "pa ss")]).await;
+                // The space must be percent-encoded in the URL; freshpool
+                // decodes it for the Basic credentials.
+                let url = format!("http://bob:pa%20ss@{}", p.addr());
+                (p, url)
+            } else {
+                let p = TestProxy::start().await;
+                let url = p.url();
+                (p, url)
+            };
+            let client = via(&url)
+                .add_root_certificate(ca.ca_cert_der())
+                .build()
+                .unwrap();
+            for _ in 0..3 {
+                assert_eq!(body(&client, &server.url("/")).await.unwrap(), "ok");
+            }
+            let stats = proxy.stats();
+            assert_eq!(stats.tunnels(), 1, "auth {auth}: one tunnel, reused");
+            assert_eq!(
+                stats.tunnel_targets(),
+                vec![format!("localhost:{}", server.addr().port())],
+                "the proxy is asked for the origin by name"
+            );
+            assert_eq!(stats.forwarded(), 0);
+            assert_eq!(stats.auth_failures(), 0);
+            assert_eq!(
+                client.stats().origins[0].protocol,
+                "HTTP/2",
+                "ALPN inside the tunnel"
+            );
+        }
+        assert_eq!(server.stats().tls_handshakes(), 2);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_a_proxy_auth_error_naming_the_proxy_only() {
+    timeout(LIMIT, async {
+        let ca = TestCa::new();
+        let https = tls_server(&ca).await;
+        let http = TestServer::http1().await;
+        let proxy = TestProxy::with_users(&[("alice", "right")]).await;
+        for creds in [Some("alice:hunter2"), None] {
+            let url = match creds {
+                Some(c) => format!("http://{c}@{}", proxy.addr()),
+                None => proxy.url(),
+            };
+            let client = via(&url)
+                .add_root_certificate(ca.ca_cert_der())
+                .build()
+                .unwrap();
+            for origin in [https.url("/"), http.url("/")] {
+                let err = client.get(&origin).await.unwrap_err();
+                assert_eq!(err.kind(), Kind::ProxyAuth, "{origin}: {err}");
+                assert!(err.is_proxy());
+                let msg = err.to_string();
+                assert!(msg.contains(&proxy.addr().to_string()), "{msg}");
+                assert!(!msg.contains("hunter2"), "password leaked: {msg}");
+                for port in [https.addr().port(), http.addr().port()] {
+                    assert!(!msg.contains(&port.to_string()), "origin named: {msg}");
+                }
+                assert!(msg.contains("407"), "{msg}");
+            }
+        }
+        assert_eq!(proxy.stats().tunnels(), 0);
+        assert_eq!(proxy.stats().forwarded(), 0);
+        assert_eq!(https.stats().connections_accepted(), 0);
+        assert_eq!(http.stats().requests(), 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_proxy_and_refused_connect_are_proxy_errors() {
+    timeout(LIMIT, async {
+        // Nobody listens where the proxy should be.
+        let dead = format!("http://carol:topsecret@127.0.0.1:{}", closed_port());
+        let client = via(&dead).build().unwrap();
+        for origin in ["http://127.0.0.1:9/x", "https://localhost:9/x"] {
+            let err = client.get(origin).await.unwrap_err();
+            assert_eq!(err.kind(), Kind::Proxy, "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("proxy http://carol@127.0.0.1:"), "{msg}");
+            assert!(!msg.contains("topsecret"), "{msg}");
+            assert!(!msg.contains(":9/") && !msg.contains("localhost"), "{msg}");
+        }
+        // The proxy answers CONNECT with 502: the origin is down.
+        let proxy = TestProxy::start().await;
+        let client = via(&proxy.url()).build().unwrap();
+        let origin_port = closed_port();
+        let err = client
+            .get(&format!("https://localhost:{origin_port}/"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::Proxy, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("502"), "{msg}");
+        assert!(msg.contains(&proxy.addr().to_string()), "{msg}");
+        assert!(!msg.contains(&origin_port.to_string()), "{msg}");
+        assert_eq!(proxy.stats().upstream_failures(), 1);
+    })
+    .await
+    .unwrap();
+}
+
+/// Two users' requests must never share a proxy connection or tunnel, also
+/// when their clients share one pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_credentials_never_share_a_connection() {
+    timeout(LIMIT, async {
+        let ca = TestCa::new();
+        let https = tls_server(&ca).await;
+        let http = TestServer::http1().await;
+        for shared in [false, true] {
+            let proxy = TestProxy::with_users(&[("a", "pw-a"), ("b", "pw-b")]).await;
+            let client_a = via(&proxy.url_with("a", "pw-a"))
+                .add_root_certificate(ca.ca_cert_der())
+                .build()
+                .unwrap();
+            let mut b = via(&proxy.url_with("b", "pw-b")).add_root_certificate(ca.ca_cert_der());
+            if shared {
+                b = b.share_pool_with(&client_a);
+            }
+            let client_b = b.build().unwrap();
+            for _ in 0..3 {
+                for client in [&client_a, &client_b] {
+                    assert_eq!(body(client, &https.url("/")).await.unwrap(), "ok");
+                    assert_eq!(body(client, &http.url("/")).await.unwrap(), "ok");
+                }
+            }
+            let stats = proxy.stats();
+            assert_eq!(
+                stats.tunnels(),
+                2,
+                "shared pool {shared}: one tunnel per user"
+            );
+            assert_eq!(
+                stats.connections(),
+                4,
+                "shared pool {shared}: a tunnel and a forwarding connection per user"
+            );
+            let users = stats.users_per_connection();
+            assert_eq!(users.len(), 4);
+            for set in &users {
+                assert_eq!(set.len(), 1, "a connection carried two users: {users:?}");
+            }
+            assert_eq!(stats.auth_failures(), 0);
+            if shared {
+                assert_eq!(
+                    client_a.stats().origins.len(),
+                    4,
+                    "two origins x two proxy users in one pool"
+                );
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_proxy_hosts_go_direct_and_get_their_own_pool_key() {
+    timeout(LIMIT, async {
+        let server = TestServer::http1().await;
+        let proxy = TestProxy::start().await;
+        // Both names reach the same server; only `localhost` is exempt.
+        let client = via(&proxy.url())
+            .no_proxy("localhost:1234, .example.invalid")
+            .build()
+            .unwrap();
+        let port = server.addr().port();
+        let direct = format!("http://localhost:{port}/");
+        let proxied = format!("http://127.0.0.1:{port}/");
+        for _ in 0..2 {
+            assert_eq!(body(&client, &direct).await.unwrap(), "ok");
+            assert_eq!(body(&client, &proxied).await.unwrap(), "ok");
+        }
+        assert_eq!(proxy.stats().forwarded(), 2);
+        assert_eq!(proxy.stats().connections(), 1);
+        // `*` exempts everything.
+        let all_direct = via(&proxy.url()).no_proxy("*").build().unwrap();
+        assert_eq!(body(&all_direct, &proxied).await.unwrap(), "ok");
+        assert_eq!(proxy.stats().forwarded(), 2);
+        // A CIDR range.
+        let cidr = via(&proxy.url()).no_proxy("127.0.0.0/8").build().unwrap();
+        assert_eq!(body(&cidr, &proxied).await.unwrap(), "ok");
+        assert_eq!(proxy.stats().forwarded(), 2);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_only_cleartext_is_tunnelled() {
+    timeout(LIMIT, async {
+        let server = TestServer::start(ServerConfig {
+            protocol: Protocol::Http2,
+            ..ServerConfig::default()
+        })
+        .await;
+        let proxy = TestProxy::start().await;
+        let client = via(&proxy.url())
+            .http_version(freshpool::HttpVersion::Http2Only)
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(body(&client, &server.url("/")).await.unwrap(), "ok");
+        }
+        assert_eq!(proxy.stats().tunnels(), 1);
+        assert_eq!(proxy.stats().forwarded(), 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn invalid_proxy_urls_are_config_errors() {
+    for bad in [
+        "https://127.0.0.1:3128",
+        "socks5://127.0.0.1:1080",
+        "http://:80",
+        "http://h:99999",
+    ] {
+        let err = Proxy::all(bad).unwrap_err();
+        assert_eq!(err.kind(), Kind::Config, "{bad}");
+    }
+    let p = Proxy::all("http://u:very-secret@127.0.0.1:3128").unwrap();
+    assert!(!format!("{p} {p:?}").contains("very-secret"));
+}

@@ -1,0 +1,150 @@
+//! Proxy environment variables, with curl's precedence rules. The
+//! environment is process-global, so this binary holds one test that walks
+//! through every case in order (no other test can race it).
+
+use std::time::Duration;
+
+use freshpool::Client;
+use freshpool_testkit::proxy::TestProxy;
+use freshpool_testkit::{ServerConfig, TestCa, TestServer};
+use tokio::time::timeout;
+
+const VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+fn set_env(vars: &[(&str, &str)]) {
+    for name in VARS {
+        std::env::remove_var(name);
+    }
+    for (name, value) in vars {
+        std::env::set_var(name, value);
+    }
+}
+
+async fn get(client: &Client, url: &str) {
+    let text = client
+        .get(url)
+        .await
+        .unwrap()
+        .into_body()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "ok", "{url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_proxies_follow_curls_rules() {
+    timeout(Duration::from_secs(30), async {
+        let ca = TestCa::new();
+        let http = TestServer::http1().await;
+        let https = TestServer::start(ServerConfig {
+            tls: Some(ServerConfig::tls_config(&ca, &[b"http/1.1"])),
+            ..ServerConfig::default()
+        })
+        .await;
+        let proxy = TestProxy::with_users(&[("env", "pw")]).await;
+        let p = proxy.url_with("env", "pw");
+        let stats = proxy.stats();
+        let client = || {
+            Client::builder()
+                .add_root_certificate(ca.ca_cert_der())
+                .build()
+                .unwrap()
+        };
+        let (http_url, https_url) = (http.url("/"), https.url("/"));
+
+        // Upper-case HTTP_PROXY is ignored (httpoxy), as in curl.
+        set_env(&[("HTTP_PROXY", &p)]);
+        get(&client(), &http_url).await;
+        assert_eq!(stats.connections(), 0, "HTTP_PROXY must be ignored");
+
+        // Lower-case http_proxy is used: forwarded, with credentials.
+        set_env(&[("http_proxy", &p)]);
+        let c = client();
+        get(&c, &http_url).await;
+        get(&c, &https_url).await; // no https proxy set: direct
+        assert_eq!((stats.forwarded(), stats.tunnels()), (1, 0));
+
+        // HTTPS_PROXY (upper case is fine here) tunnels https only.
+        set_env(&[("HTTPS_PROXY", &p)]);
+        let c = client();
+        get(&c, &https_url).await;
+        get(&c, &http_url).await;
+        assert_eq!((stats.forwarded(), stats.tunnels()), (1, 1));
+
+        // Lower case wins over upper case.
+        set_env(&[("https_proxy", &p), ("HTTPS_PROXY", "http://127.0.0.1:1")]);
+        get(&client(), &https_url).await;
+        assert_eq!(stats.tunnels(), 2);
+
+        // ALL_PROXY is the fallback for both schemes.
+        set_env(&[("ALL_PROXY", &p)]);
+        let c = client();
+        get(&c, &http_url).await;
+        get(&c, &https_url).await;
+        assert_eq!((stats.forwarded(), stats.tunnels()), (2, 3));
+
+        // NO_PROXY exceptions go direct: https://localhost is exempt while
+        // http://127.0.0.1 still uses the proxy, from the same client.
+        set_env(&[
+            ("ALL_PROXY", &p),
+            ("NO_PROXY", "example.invalid, localhost"),
+        ]);
+        let c = client();
+        get(&c, &https_url).await;
+        get(&c, &http_url).await;
+        assert_eq!((stats.forwarded(), stats.tunnels()), (3, 3));
+        // no_proxy (lower case) wins over NO_PROXY.
+        set_env(&[
+            ("ALL_PROXY", &p),
+            ("no_proxy", "127.0.0.1"),
+            ("NO_PROXY", "localhost"),
+        ]);
+        let c = client();
+        get(&c, &https_url).await;
+        get(&c, &http_url).await;
+        assert_eq!((stats.forwarded(), stats.tunnels()), (3, 4));
+
+        // The builder overrides the environment.
+        set_env(&[("ALL_PROXY", &p)]);
+        let direct = Client::builder()
+            .add_root_certificate(ca.ca_cert_der())
+            .proxy_from_env(false)
+            .build()
+            .unwrap();
+        get(&direct, &http_url).await;
+        get(&direct, &https_url).await;
+        let exempt = Client::builder()
+            .add_root_certificate(ca.ca_cert_der())
+            .no_proxy("*")
+            .build()
+            .unwrap();
+        get(&exempt, &http_url).await;
+        get(&exempt, &https_url).await;
+        assert_eq!((stats.forwarded(), stats.tunnels()), (3, 4));
+
+        // An unusable variable (socks) is skipped, not fatal: the client
+        // builds and that scheme goes direct; the usable one still applies.
+        set_env(&[("https_proxy", "socks5://127.0.0.1:1"), ("http_proxy", &p)]);
+        let c = Client::builder()
+            .add_root_certificate(ca.ca_cert_der())
+            .build()
+            .unwrap();
+        get(&c, &https_url).await;
+        get(&c, &http_url).await;
+        assert_eq!((stats.forwarded(), stats.tunnels()), (4, 4));
+        assert_eq!(stats.auth_failures(), 0);
+        set_env(&[]);
+    })
+    .await
+    .unwrap();
+}

@@ -1,0 +1,323 @@
+//! Name resolution: Happy Eyeballs across a host's addresses, the connect
+//! timeout over the whole attempt, errors listing every address tried, and
+//! connections following DNS when a host moves from 127.0.0.2 to 127.0.0.3
+//! (through `max_lifetime`, or because a `CachingResolver` reports the
+//! change) without a single request failing.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use freshpool::{CachingResolver, Client, CloseReason, Kind, Resolve, ResolveFuture};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// Answers every name with the current list (switchable).
+#[derive(Clone)]
+struct Switch(Arc<Mutex<Vec<SocketAddr>>>);
+
+impl Switch {
+    fn new(addrs: Vec<SocketAddr>) -> Switch {
+        Switch(Arc::new(Mutex::new(addrs)))
+    }
+    fn set(&self, addrs: Vec<SocketAddr>) {
+        *self.0.lock().unwrap() = addrs;
+    }
+}
+
+impl Resolve for Switch {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let addrs = self.0.lock().unwrap().clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+/// A tiny HTTP/1.1 + HTTP/2 server on a given loopback IP whose responses
+/// name the address that served them.
+struct IpServer {
+    addr: SocketAddr,
+    connections: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for IpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl IpServer {
+    async fn start(ip: &str) -> IpServer {
+        let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0))
+            .await
+            .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicU64::new(0));
+        let count = connections.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                conns.spawn(async move {
+                    let svc = service_fn(move |_req| async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                            addr.ip().to_string(),
+                        ))))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        IpServer {
+            addr,
+            connections,
+            task,
+        }
+    }
+}
+
+fn closed_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A loopback address that never answers a SYN: a listener with a full
+/// accept queue (Linux drops further SYNs instead of refusing them). The
+/// returned streams keep the queue full.
+async fn blackhole() -> Option<(SocketAddr, Vec<TcpStream>, socket2::Socket)> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .ok()?;
+    socket.listen(0).ok()?;
+    let addr = socket.local_addr().ok()?.as_socket()?;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(_)) => return None, // refused: no blackhole on this kernel
+            Err(_) => return Some((addr, held, socket)),
+        }
+    }
+    None
+}
+
+async fn text(client: &Client, url: &str) -> Result<String, freshpool::Error> {
+    client.get(url).await?.into_body().text().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_eyeballs_skips_a_refusing_address() {
+    let server = IpServer::start("127.0.0.1").await;
+    let client = Client::builder()
+        .resolver(Switch::new(vec![closed_addr(), server.addr]))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let body = text(&client, "http://multi.test/").await.unwrap();
+    assert_eq!(body, "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_eyeballs_races_past_a_blackholed_address_within_the_timeout() {
+    let Some((hole, _held, _socket)) = blackhole().await else {
+        eprintln!("skipped: this kernel refuses instead of dropping SYNs");
+        return;
+    };
+    let server = IpServer::start("127.0.0.1").await;
+    let client = Client::builder()
+        .resolver(Switch::new(vec![hole, server.addr]))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let body = text(&client, "http://multi.test/").await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(body, "127.0.0.1");
+    // RFC 8305: the second address is tried after the attempt delay
+    // (250 ms), not after the first one times out.
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // Only blackholes: the connect timeout bounds the whole attempt and the
+    // error lists every address.
+    let Some((hole2, _held2, _socket2)) = blackhole().await else {
+        return;
+    };
+    let client = Client::builder()
+        .resolver(Switch::new(vec![hole, hole2]))
+        .connect_timeout(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = text(&client, "http://multi.test/").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    let msg = err.to_string();
+    for addr in [hole, hole2] {
+        assert!(msg.contains(&addr.to_string()), "{msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_address_fails_the_error_lists_each() {
+    let addrs = vec![closed_addr(), closed_addr(), closed_addr()];
+    let client = Client::builder()
+        .resolver(Switch::new(addrs.clone()))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = text(&client, "http://multi.test/").await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Connect, "{err}");
+    let msg = err.to_string();
+    for addr in &addrs {
+        assert!(msg.contains(&addr.to_string()), "{addr} missing: {msg}");
+    }
+}
+
+/// Runs `workers` request loops against `url` until `stop`, recording when
+/// each request started and which address answered it; any failed request
+/// fails the test.
+fn load(
+    client: &Client,
+    url: &'static str,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<JoinHandle<Vec<(Instant, String)>>> {
+    (0..workers)
+        .map(|_| {
+            let client = client.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let body = text(&client, url)
+                        .await
+                        .unwrap_or_else(|e| panic!("a request failed during the switch: {e}"));
+                    seen.push((started, body));
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+async fn switch_under_load(client: &Client, switch: &Switch, new: SocketAddr, settle: Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = load(client, "http://app.test/", 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    switch.set(vec![new]);
+    let switched = Instant::now();
+    tokio::time::sleep(settle + Duration::from_millis(600)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut before = 0;
+    let mut late_old = Vec::new();
+    let mut late_new = 0;
+    for w in workers {
+        for (at, who) in w.await.expect("no request failed") {
+            if at + Duration::from_millis(50) < switched {
+                assert_eq!(who, "127.0.0.2");
+                before += 1;
+            } else if at > switched + settle {
+                if who == "127.0.0.3" {
+                    late_new += 1;
+                } else {
+                    late_old.push(at - switched);
+                }
+            }
+        }
+    }
+    assert!(before > 0, "load ran before the switch");
+    assert!(late_new > 0, "requests moved to the new address");
+    assert!(
+        late_old.is_empty(),
+        "requests still went to the old address {late_old:?} after the switch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_lifetime_moves_connections_to_the_new_address() {
+    timeout(Duration::from_secs(20), async {
+        let old = IpServer::start("127.0.0.2").await;
+        let new = IpServer::start("127.0.0.3").await;
+        let switch = Switch::new(vec![old.addr]);
+        let life = Duration::from_millis(300);
+        let client = Client::builder()
+            .resolver(switch.clone())
+            .max_lifetime(Some(life))
+            .idle_timeout(Some(life))
+            .build()
+            .unwrap();
+        // Connections to the old address live at most `life` (plus a dial
+        // that resolved just before the switch).
+        switch_under_load(
+            &client,
+            &switch,
+            new.addr,
+            life + Duration::from_millis(200),
+        )
+        .await;
+        assert!(new.connections.load(Ordering::SeqCst) > 0);
+        let closed = &client.stats().origins[0].closed;
+        let lifetime = closed
+            .iter()
+            .find(|(r, _)| *r == CloseReason::Lifetime)
+            .map_or(0, |(_, n)| *n);
+        assert!(lifetime > 0, "{closed:?}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_change_reported_by_the_caching_resolver_retires_old_connections() {
+    for http2 in [false, true] {
+        timeout(Duration::from_secs(20), async {
+            let old = IpServer::start("127.0.0.2").await;
+            let new = IpServer::start("127.0.0.3").await;
+            let switch = Switch::new(vec![old.addr]);
+            let ttl = Duration::from_millis(200);
+            let mut builder = Client::builder()
+                .resolver(CachingResolver::new(switch.clone()).ttl(ttl))
+                // No lifetime: only the DNS change can move the connections.
+                .max_lifetime(None)
+                .idle_timeout(None);
+            if http2 {
+                builder = builder.http_version(freshpool::HttpVersion::Http2Only);
+            }
+            let client = builder.build().unwrap();
+            // The change is seen within a TTL plus one background lookup.
+            switch_under_load(&client, &switch, new.addr, ttl + Duration::from_millis(200)).await;
+            let stats = client.stats();
+            assert_eq!(stats.origins.len(), 1);
+            if !http2 {
+                let closed = &stats.origins[0].closed;
+                let lifetime = closed
+                    .iter()
+                    .find(|(r, _)| *r == CloseReason::Lifetime)
+                    .map_or(0, |(_, n)| *n);
+                assert!(lifetime > 0, "{closed:?}");
+            }
+            assert!(old.connections.load(Ordering::SeqCst) > 0);
+        })
+        .await
+        .unwrap();
+    }
+}
