@@ -326,7 +326,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// A new or returned HTTP/1 connection: oldest waiter first, else idle.
     /// Returns a connection the caller must close (over `max_idle`).
     pub(crate) fn offer_idle(&mut self, idle: Idle<C>, limits: Limits) -> Option<Idle<C>> {
-        if idle.conn.is_closed() { return Some(idle); } // dead: never pooled or handed out (its slot may be freed already)
+        if idle.conn.is_closed() {
+            return Some(idle);
+        } // dead: never pooled or handed out (its slot may be freed already)
         match self.hand_to_oldest(Handoff::Exclusive(idle)) {
             Ok(()) => None,
             Err(Handoff::Exclusive(idle)) => {

@@ -1,0 +1,181 @@
+//! What a request holds while it uses a connection, and the guard that
+//! cleans up a waiter that gave up.
+
+use super::*;
+
+/// A connection (HTTP/1) or a stream (HTTP/2) lent to one request.
+pub(crate) struct Lease {
+    pub(super) origin: Arc<Origin>,
+    pub(super) kind: Option<LeaseKind>,
+    pub(super) lease_id: u64,
+    /// Taken from the pool, not freshly dialed.
+    pub reused: bool,
+    /// The server's `Keep-Alive: timeout` hint, read from the response.
+    pub keep_alive_hint: Option<Duration>,
+    /// The response said `Connection: close` (or the request failed).
+    pub reusable: bool,
+}
+
+pub(crate) enum LeaseKind {
+    H1(Idle<H1Conn>),
+    H2 {
+        conn_id: u64,
+        sender: http2::SendRequest<RequestBody>,
+    },
+}
+
+impl Lease {
+    pub(crate) fn kind_mut(&mut self) -> &mut LeaseKind {
+        self.kind.as_mut().expect("a live lease has its connection")
+    }
+
+    pub(crate) fn origin_label(&self) -> &Arc<str> {
+        &self.origin.label
+    }
+
+    pub(crate) fn origin(&self) -> &Arc<Origin> {
+        &self.origin
+    }
+
+    /// When the HTTP/1 connection was last returned (None if fresh or h2).
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        match &self.kind {
+            Some(LeaseKind::H1(idle)) if !idle.fresh => Some(idle.idle_since),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_h2(&self) -> bool {
+        matches!(self.kind, Some(LeaseKind::H2 { .. }))
+    }
+
+    /// The connection's idle time before this lease (zero if fresh or h2).
+    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
+        match &self.kind {
+            Some(LeaseKind::H1(idle)) if !idle.fresh => {
+                now.saturating_duration_since(idle.idle_since)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The request is done and the connection is healthy: back to the pool.
+    pub(crate) fn release(mut self) {
+        let Some(kind) = self.kind.take() else { return };
+        if !self.reusable {
+            self.kind = Some(kind);
+            return self.discard();
+        }
+        let origin = self.origin.clone();
+        match kind {
+            LeaseKind::H1(mut idle) => {
+                let now = Instant::now();
+                idle.requests += 1;
+                idle.fresh = false;
+                idle.idle_since = now;
+                idle.expires_at = origin.expiry(now, idle.created, self.keep_alive_hint);
+                let cfg = &origin.config;
+                let spent = cfg
+                    .max_requests_per_connection
+                    .is_some_and(|m| idle.requests >= m);
+                let expired = idle.expires_at.is_some_and(|t| t <= now);
+                let moved = origin.moved_away(idle.conn.peer);
+                if spent || expired || moved || idle.conn.is_closed() {
+                    let reason = if spent {
+                        CloseReason::MaxRequests
+                    } else if moved {
+                        CloseReason::Lifetime
+                    } else {
+                        origin.close_reason(&idle, now)
+                    };
+                    origin.counters.closed(reason);
+                    lock(&origin.guarded).leases.remove(&self.lease_id);
+                    return;
+                }
+                let surplus = {
+                    let mut g = origin.lock();
+                    g.leases.remove(&self.lease_id);
+                    let surplus = g.state.offer_idle(idle, origin.limits);
+                    origin.publish(&g.state);
+                    surplus
+                };
+                if surplus.is_some() {
+                    origin.counters.closed(CloseReason::Surplus);
+                }
+            }
+            LeaseKind::H2 { conn_id, .. } => origin.release_stream(conn_id, self.lease_id),
+        }
+    }
+
+    /// The connection cannot be reused (error, unread body): close it.
+    pub(crate) fn discard(mut self) {
+        let Some(kind) = self.kind.take() else { return };
+        match kind {
+            LeaseKind::H1(idle) => {
+                self.origin.counters.closed(CloseReason::Error);
+                lock(&self.origin.guarded).leases.remove(&self.lease_id);
+                // Dropping the sender makes hyper close the socket; the
+                // driver task then frees the slot.
+                drop(idle);
+            }
+            // An h2 stream failing does not doom its connection; hyper
+            // resets the stream.
+            LeaseKind::H2 { conn_id, .. } => self.origin.release_stream(conn_id, self.lease_id),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.kind.is_some() {
+            let kind = self.kind.take();
+            let me = Lease {
+                origin: self.origin.clone(),
+                kind,
+                lease_id: self.lease_id,
+                reused: self.reused,
+                keep_alive_hint: None,
+                reusable: false,
+            };
+            me.discard();
+        }
+    }
+}
+
+/// Cancels a waiter when its request future is dropped or times out, and
+/// puts back anything that was handed to it in the meantime.
+pub(super) struct WaiterGuard {
+    pub(super) origin: Arc<Origin>,
+    pub(super) rx: Option<tokio::sync::oneshot::Receiver<Result<Handoff<H1Conn, H2Conn>, Error>>>,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        rx.close();
+        match rx.try_recv() {
+            Ok(Ok(Handoff::Exclusive(idle))) => {
+                // Served just as we gave up: the connection goes to the next.
+                let surplus = self
+                    .origin
+                    .lock()
+                    .state
+                    .offer_idle(idle, self.origin.limits);
+                drop(surplus);
+            }
+            Ok(Ok(Handoff::Stream { conn_id, .. })) => {
+                let dials = {
+                    let mut g = self.origin.lock();
+                    g.state.release_stream(conn_id);
+                    g.state.service(self.origin.limits, &*self.origin.budget)
+                };
+                self.origin.spawn_dials(dials);
+            }
+            Ok(Err(_)) => {}
+            Err(_) => {
+                let mut g = self.origin.lock();
+                g.state.cancel_waiter();
+            }
+        }
+    }
+}

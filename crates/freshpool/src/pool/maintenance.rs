@@ -1,0 +1,98 @@
+//! The heartbeat: expiry sweeps, leak reports, and freeze detection.
+
+use super::*;
+
+impl Pool {
+    pub(super) fn ensure_heartbeat(&self) {
+        if self.inner.heartbeat_started.load(Ordering::Relaxed)
+            || self.inner.heartbeat_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let clock = self.inner.clock.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let budget = &self.inner.budget;
+        budget
+            .last_beat
+            .store(budget.nanos(Instant::now()), Ordering::Release);
+        handle.spawn(async move {
+            let mut suspend = SuspendWatch::new(clock);
+            let mut ticker = tokio::time::interval(HEARTBEAT);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut beats = 0u64;
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let pool = Pool { inner };
+                let now = Instant::now();
+                let threshold = pool.inner.config.freeze_threshold;
+                if let Some(threshold) = threshold {
+                    if let Some(gap) = suspend.poll(threshold) {
+                        pool.freeze_detected(now, gap, "machine suspend");
+                    }
+                }
+                pool.check_freeze(now);
+                beats += 1;
+                // Sweep expired idle connections about once a second.
+                if beats.is_multiple_of(4) {
+                    pool.evict_all(now, None);
+                    pool.report_leaks(now);
+                }
+            }
+        });
+    }
+
+    /// Reads the heartbeat: a gap far beyond its period means the process
+    /// did not run (SIGSTOP, cgroup freeze, a paused serverless sandbox).
+    pub(super) fn check_freeze(&self, now: Instant) {
+        let Some(threshold) = self.inner.config.freeze_threshold else {
+            return;
+        };
+        let budget = &self.inner.budget;
+        let now_n = budget.nanos(now);
+        let last = budget.last_beat.swap(now_n, Ordering::AcqRel);
+        if last == 0 || now_n <= last {
+            return;
+        }
+        let gap = Duration::from_nanos(now_n - last);
+        if gap > threshold + HEARTBEAT {
+            self.freeze_detected(now, gap, "heartbeat gap");
+        }
+    }
+
+    pub(super) fn freeze_detected(&self, now: Instant, gap: Duration, how: &str) {
+        let budget = &self.inner.budget;
+        budget.freeze_at.store(budget.nanos(now), Ordering::Release);
+        budget.freezes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(gap = ?gap, how, "process freeze detected; idle connections are suspect");
+        self.evict_all(now, Some(now));
+    }
+
+    /// Closes idle connections that expired, or (with `frozen_since`) all
+    /// that sat idle before that instant.
+    pub(crate) fn evict_all(&self, now: Instant, frozen_since: Option<Instant>) {
+        let origins = self.origins();
+        for origin in origins {
+            origin.evict(now, frozen_since);
+        }
+    }
+
+    pub(super) fn report_leaks(&self, now: Instant) {
+        let origins = self.origins();
+        for origin in origins {
+            origin.report_leaks(now);
+        }
+    }
+
+    /// Treat every idle connection as suspect now (the user says the process
+    /// just resumed).
+    pub(crate) fn on_resume(&self) {
+        let now = Instant::now();
+        let budget = &self.inner.budget;
+        budget.freeze_at.store(budget.nanos(now), Ordering::Release);
+        self.evict_all(now, Some(now));
+    }
+}

@@ -1,0 +1,490 @@
+//! One origin's partition: dials, hand-offs, eviction, diagnosis.
+
+use super::*;
+
+impl Origin {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Guarded> {
+        lock(&self.guarded)
+    }
+
+    pub(super) fn slot_freed(self: &Arc<Self>, conn_id: u64) {
+        self.budget.open.fetch_sub(1, Ordering::AcqRel);
+        let (was_pooled, dials) = {
+            let mut g = self.lock();
+            let was_pooled = g.state.slot_freed(conn_id);
+            let dials = g.state.service(self.limits, &*self.budget);
+            self.publish(&g.state);
+            (was_pooled, dials)
+        };
+        if was_pooled {
+            self.counters.closed(CloseReason::ServerClose);
+        }
+        self.spawn_dials(dials);
+        // The freed total slot may be what another origin is waiting for.
+        wake_starving(&self.budget);
+    }
+
+    pub(super) fn spawn_dials(self: &Arc<Self>, waiter_ids: Vec<u64>) {
+        if waiter_ids.is_empty() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            // No runtime (shutting down): fail those waiters rather than
+            // leave them without a dial.
+            let mut g = self.lock();
+            for id in waiter_ids {
+                g.state.dial_done();
+                g.state.slots -= 1;
+                self.budget.open.fetch_sub(1, Ordering::AcqRel);
+                g.state.fail_waiter(
+                    id,
+                    Error::new(Kind::Closed, "the async runtime is shutting down"),
+                );
+            }
+            return;
+        };
+        for waiter_id in waiter_ids {
+            let origin = self.clone();
+            handle.spawn(async move { origin.dial_for(waiter_id).await });
+        }
+    }
+
+    pub(super) async fn dial_for(self: Arc<Self>, waiter_id: u64) {
+        let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = SlotGuard::new(&self, conn_id);
+        let started = Instant::now();
+        let result = self.connector.dial(&self.key, slot).await;
+        match result {
+            Ok(conn) => {
+                self.counters.created(started.elapsed());
+                tracing::debug!(origin = %self.label, conn_id, elapsed = ?started.elapsed(), "connection opened");
+                self.add_connection(conn_id, conn);
+            }
+            Err(err) => {
+                self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(origin = %self.label, error = %err, "connect failed");
+                let dials = {
+                    let mut g = self.lock();
+                    g.state.dial_done();
+                    g.state.fail_waiter(waiter_id, err);
+                    // A waiter whose dial failed is answered; others that had
+                    // counted on this dial (coalesced HTTP/2) need their own.
+                    g.state.service(self.limits, &*self.budget)
+                };
+                self.spawn_dials(dials);
+            }
+        }
+    }
+
+    /// Dials a connection for one requester only (see
+    /// [`Pool::checkout_dedicated`]). If the requester is gone when it
+    /// lands, it joins the pool like any other.
+    pub(super) async fn dial_dedicated(
+        self: Arc<Self>,
+        tx: tokio::sync::oneshot::Sender<Result<Handoff<H1Conn, H2Conn>, Error>>,
+    ) {
+        let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = SlotGuard::new(&self, conn_id);
+        let started = Instant::now();
+        match self.connector.dial(&self.key, slot).await {
+            Ok(NewConnection {
+                sender: Sender::H1(sender),
+                socket,
+                resumed_tls,
+                peer,
+                ..
+            }) => {
+                if resumed_tls {
+                    self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                self.counters.created(started.elapsed());
+                let now = Instant::now();
+                let idle = Idle {
+                    id: conn_id,
+                    conn: H1Conn {
+                        sender,
+                        socket,
+                        peer,
+                    },
+                    created: now,
+                    idle_since: now,
+                    expires_at: self.expiry(now, now, None),
+                    requests: 0,
+                    fresh: true,
+                };
+                self.lock().state.dial_done();
+                if let Err(Ok(Handoff::Exclusive(idle))) = tx.send(Ok(Handoff::Exclusive(idle))) {
+                    let surplus = self.lock().state.offer_idle(idle, self.limits);
+                    drop(surplus);
+                }
+            }
+            Ok(other) => {
+                // The origin moved to HTTP/2: share it like any new connection.
+                self.counters.created(started.elapsed());
+                self.add_connection(conn_id, other);
+                drop(tx); // the requester falls back to a normal checkout
+            }
+            Err(err) => {
+                self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+                let dials = {
+                    let mut g = self.lock();
+                    g.state.dial_done();
+                    g.state.service(self.limits, &*self.budget)
+                };
+                self.spawn_dials(dials);
+                let _ = tx.send(Err(err));
+            }
+        }
+    }
+
+    pub(super) fn add_connection(self: &Arc<Self>, conn_id: u64, conn: NewConnection) {
+        if conn.resumed_tls {
+            self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        let mut surplus = None;
+        let dials = {
+            let mut g = self.lock();
+            g.state.dial_done();
+            match conn.sender {
+                Sender::H1(sender) => {
+                    g.state.protocol = Protocol::Http1;
+                    let idle = Idle {
+                        id: conn_id,
+                        conn: H1Conn {
+                            sender,
+                            socket: conn.socket,
+                            peer: conn.peer,
+                        },
+                        created: now,
+                        idle_since: now,
+                        expires_at: self.expiry(now, now, None),
+                        requests: 0,
+                        fresh: true,
+                    };
+                    surplus = g.state.offer_idle(idle, self.limits);
+                }
+                Sender::H2(sender) => {
+                    g.state.protocol = Protocol::Http2;
+                    g.state.add_shared(Shared {
+                        id: conn_id,
+                        sender: H2Conn {
+                            sender,
+                            announced: conn.max_streams.unwrap_or(1),
+                            peer: conn.peer,
+                        },
+                        in_flight: 0,
+                        created: now,
+                        draining: false,
+                    });
+                }
+            }
+            let dials = g.state.service(self.limits, &*self.budget);
+            self.publish(&g.state);
+            dials
+        };
+        if surplus.is_some() {
+            self.counters.closed(CloseReason::Surplus);
+        }
+        drop(surplus);
+        self.spawn_dials(dials);
+    }
+
+    /// The earliest of idle timeout, keep-alive hint and lifetime.
+    pub(super) fn expiry(
+        &self,
+        now: Instant,
+        created: Instant,
+        hint: Option<Duration>,
+    ) -> Option<Instant> {
+        let cfg = &self.config;
+        let idle = cfg.idle_timeout.map(|t| now + t);
+        let hinted = hint.map(|h| now + h.saturating_sub(cfg.keep_alive_margin));
+        let life = cfg.max_lifetime.map(|l| created + l);
+        [idle, hinted, life].into_iter().flatten().min()
+    }
+
+    pub(super) fn close_reason(&self, idle: &Idle<H1Conn>, now: Instant) -> CloseReason {
+        let cfg = &self.config;
+        if cfg.max_lifetime.is_some_and(|l| now >= idle.created + l) {
+            CloseReason::Lifetime
+        } else if cfg.idle_timeout.is_some_and(|t| now >= idle.idle_since + t) {
+            CloseReason::IdleTimeout
+        } else if idle.conn.is_closed() {
+            CloseReason::ServerClose
+        } else {
+            CloseReason::KeepAliveHint
+        }
+    }
+
+    /// Evicts idle connections that expired or (after a freeze) are suspect.
+    pub(super) fn evict(&self, now: Instant, frozen_since: Option<Instant>) {
+        let mut dropped = Vec::new();
+        {
+            let mut g = self.lock();
+            let mut keep = std::collections::VecDeque::with_capacity(g.state.idle.len());
+            while let Some(idle) = g.state.idle.pop_front() {
+                let reason = if frozen_since.is_some_and(|f| idle.idle_since <= f) {
+                    Some(CloseReason::FreezeEviction)
+                } else if idle.expires_at.is_some_and(|t| now >= t) || idle.conn.is_closed() {
+                    Some(self.close_reason(&idle, now))
+                } else {
+                    None
+                };
+                match reason {
+                    Some(r) => dropped.push((r, idle)),
+                    None => keep.push_back(idle),
+                }
+            }
+            g.state.idle = keep;
+            if frozen_since.is_some() {
+                // HTTP/2 connections with no streams: stop using them; a
+                // dead one would otherwise take the next burst down with it.
+                for s in g.state.shared.iter_mut().filter(|s| s.in_flight == 0) {
+                    s.draining = true;
+                }
+                g.state.shared.retain(|s| !s.draining || s.in_flight > 0);
+            }
+            if let Some(life) = self.config.max_lifetime {
+                for s in g.state.shared.iter_mut() {
+                    if now >= s.created + life {
+                        s.draining = true;
+                    }
+                }
+                g.state.shared.retain(|s| !(s.draining && s.in_flight == 0));
+            }
+        }
+        for (reason, idle) in dropped {
+            self.counters.closed(reason);
+            drop(idle);
+        }
+    }
+
+    pub(super) fn register_lease(
+        &self,
+        g: &mut Guarded,
+        caller: &'static Location<'static>,
+    ) -> u64 {
+        let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        g.leases.insert(
+            id,
+            LeaseRecord {
+                since: Instant::now(),
+                caller,
+                reported: false,
+            },
+        );
+        id
+    }
+
+    /// Publishes the open-connection gauges (idle / active).
+    pub(super) fn publish(&self, st: &State) {
+        let idle = st.idle.len() + st.shared.iter().filter(|s| s.in_flight == 0).count();
+        let established = st.slots.saturating_sub(st.dialing);
+        self.counters
+            .metrics
+            .open(idle, established.saturating_sub(idle));
+    }
+
+    /// Reports leases held past `lease_warn_after`, once each.
+    pub(super) fn report_leaks(&self, now: Instant) {
+        let Some(limit) = self.config.lease_warn_after else {
+            return;
+        };
+        let mut found = Vec::new();
+        {
+            let mut g = self.lock();
+            for record in g.leases.values_mut() {
+                if !record.reported && now.saturating_duration_since(record.since) >= limit {
+                    record.reported = true;
+                    found.push(*record);
+                }
+            }
+        }
+        for record in found {
+            self.counters.leaks_reported.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                origin = %self.label,
+                held = ?now.saturating_duration_since(record.since),
+                caller = %record.caller,
+                "a connection has been held for {} by the request made at {}: read its response body to \
+                 the end or drop it, or the pool will run dry",
+                fmt_duration(now.saturating_duration_since(record.since)),
+                record.caller
+            );
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> OriginStats {
+        let g = self.lock();
+        let now = Instant::now();
+        let st = &g.state;
+        let mut leases: Vec<LeaseRecord> = g.leases.values().copied().collect();
+        leases.sort_by_key(|r| r.since);
+        let oldest_leases = leases
+            .iter()
+            .take(5)
+            .map(|r| LeaseInfo {
+                age: now.saturating_duration_since(r.since),
+                caller: r.caller.to_string(),
+            })
+            .collect();
+        let established = st.slots.saturating_sub(st.dialing);
+        let idle = st.idle.len() + st.shared.iter().filter(|s| s.in_flight == 0).count();
+        let c = &self.counters;
+        OriginStats {
+            origin: self.label.to_string(),
+            protocol: match st.protocol {
+                Protocol::Http1 => "HTTP/1.1",
+                Protocol::Http2 => "HTTP/2",
+                Protocol::Unknown => "unknown",
+            },
+            idle,
+            active: established.saturating_sub(idle),
+            connecting: st.dialing,
+            waiting: st.live_waiters,
+            limit: self.limits.per_host,
+            created: c.created.load(Ordering::Relaxed),
+            reused: c.reused.load(Ordering::Relaxed),
+            connect_errors: c.connect_errors.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            pool_timeouts: c.pool_timeouts.load(Ordering::Relaxed),
+            closed: CloseReason::ALL
+                .iter()
+                .zip(c.closed.iter())
+                .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+                .collect(),
+            pool_wait: c.pool_wait.summary(),
+            connect_time: c.connect_time.summary(),
+            oldest_leases,
+            leaks_reported: c.leaks_reported.load(Ordering::Relaxed),
+            tls_resumed: c.tls_resumed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The message of a PoolTimeout: every number needed to fix it.
+    pub(super) fn starvation_report(&self, waited: Duration) -> String {
+        let s = self.snapshot();
+        let holder = s
+            .oldest_leases
+            .first()
+            .map(|l| {
+                format!(
+                    "; longest lease held {} by the request made at {}",
+                    fmt_duration(l.age),
+                    l.caller
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "timed out after {} (pool_timeout) waiting for a connection to {} (limit {}, in use {}, idle {}, connecting {}, waiting {}{}); \
+             raise max_connections_per_host, read or drop response bodies sooner, or raise pool_timeout",
+            fmt_duration(waited),
+            self.label,
+            s.limit,
+            s.active,
+            s.idle,
+            s.connecting,
+            s.waiting,
+            holder
+        )
+    }
+}
+
+impl Origin {
+    pub(super) fn release_stream(self: &Arc<Self>, conn_id: u64, lease_id: u64) {
+        let dials = {
+            let mut g = self.lock();
+            g.leases.remove(&lease_id);
+            g.state.release_stream(conn_id);
+            // Drop draining connections once their last stream is done.
+            g.state.shared.retain(|s| !(s.draining && s.in_flight == 0));
+            g.state.service(self.limits, &*self.budget)
+        };
+        self.spawn_dials(dials);
+    }
+
+    /// A reused connection died silently: close its idle siblings that
+    /// have been resting at least as long (a NAT or peer that dropped one
+    /// dropped them all), so the retry does not meet another dead one.
+    pub(crate) fn evict_idle_since(&self, since: Instant) {
+        let stale: Vec<_> = {
+            let mut g = self.lock();
+            let (old, keep): (Vec<_>, Vec<_>) = g
+                .state
+                .idle
+                .drain(..)
+                .partition(|i| !i.fresh && i.idle_since <= since);
+            g.state.idle = keep.into();
+            old
+        };
+        for _ in &stale {
+            self.counters.closed(CloseReason::StaleDetected);
+        }
+    }
+
+    /// Whether DNS (as the resolver currently reports it) no longer lists
+    /// the address this connection was dialed to.
+    pub(super) fn moved_away(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        let Some(peer) = peer else { return false };
+        self.connector
+            .resolver
+            .current(&self.key.host, self.key.port)
+            .is_some_and(|now| !now.addrs.contains(&peer))
+    }
+
+    /// When the resolver's answer for this host changed since we last
+    /// looked: close idle connections to addresses it no longer lists and
+    /// let HTTP/2 ones take no new streams (in-flight requests finish;
+    /// leased HTTP/1 connections are checked when released). Counted as
+    /// [`CloseReason::Lifetime`]: the connection outlived its address.
+    pub(super) fn follow_dns(&self) {
+        let Some(now) = self
+            .connector
+            .resolver
+            .current(&self.key.host, self.key.port)
+        else {
+            return;
+        };
+        if self.dns_seen.swap(now.generation, Ordering::AcqRel) == now.generation {
+            return;
+        }
+        let gone =
+            |peer: Option<std::net::SocketAddr>| peer.is_some_and(|p| !now.addrs.contains(&p));
+        let retired: Vec<_> = {
+            let mut g = self.lock();
+            let (old, keep): (Vec<_>, Vec<_>) =
+                g.state.idle.drain(..).partition(|i| gone(i.conn.peer));
+            g.state.idle = keep.into();
+            for s in g.state.shared.iter_mut().filter(|s| gone(s.sender.peer)) {
+                s.draining = true;
+            }
+            g.state.shared.retain(|s| !(s.draining && s.in_flight == 0));
+            self.publish(&g.state);
+            old
+        };
+        for _ in &retired {
+            self.counters.closed(CloseReason::Lifetime);
+        }
+        if !retired.is_empty() {
+            tracing::debug!(origin = %self.label, retired = retired.len(), "DNS changed; retired connections to old addresses");
+        }
+    }
+
+    /// What we learned about this server and `Expect: 100-continue`:
+    /// `Some(true)` it answers 100, `Some(false)` it ignored it.
+    pub(crate) fn expect_continue_supported(&self) -> Option<bool> {
+        match self.expect_100.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Records whether the server answered 100 to our last Expect, so a
+    /// server that ignores it costs the short wait once, not every time.
+    pub(crate) fn learn_expect_continue(&self, answered: bool) {
+        self.expect_100
+            .store(if answered { 1 } else { 2 }, Ordering::Relaxed);
+    }
+}
