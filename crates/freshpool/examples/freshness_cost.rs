@@ -30,7 +30,10 @@ async fn main() -> Result<(), freshpool::Error> {
         .max_idle_per_host(0)
         .build()?;
     println!("{ROUNDS} rounds x {PER_ROUND} sequential HTTPS GETs; before each round the proxy drops every connection silently");
-    println!("{:<22} {:>9} {:>9} {:>9} {:>7} {:>12}", "strategy", "mean", "p50", "p99", "errors", "handshakes");
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>7} {:>12}",
+        "strategy", "mean", "p50", "p99", "errors", "handshakes"
+    );
     for (name, client) in [("freshpool (pooled)", &pooled), ("pooling off", &unpooled)] {
         let handshakes_before = server.stats().tls_handshakes();
         let mut lat = Vec::new();

@@ -34,6 +34,9 @@ async fn main() -> Result<(), freshpool::Error> {
     assert_eq!(err.kind(), Kind::InvalidUri);
 
     println!("{}", client.stats());
-    println!("server saw {} connections", server.stats().connections_accepted());
+    println!(
+        "server saw {} connections",
+        server.stats().connections_accepted()
+    );
     Ok(())
 }

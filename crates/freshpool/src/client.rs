@@ -457,7 +457,10 @@ impl Client {
                 // request a moment after the previous response ends; wait
                 // for that rather than mistake "not yet" for "closed".
                 if let Err(e) = idle.conn.sender.ready().await {
-                    return Err(Failure::Unsent(Box::new(request), error::from_hyper(e, &origin)));
+                    return Err(Failure::Unsent(
+                        Box::new(request),
+                        error::from_hyper(e, &origin),
+                    ));
                 }
                 Either::H1 {
                     f: idle.conn.sender.try_send_request(request),
@@ -485,7 +488,10 @@ impl Client {
             },
         };
         result.map_err(|mut e| match e.take_message() {
-            Some(request) => Failure::Unsent(Box::new(request), error::from_hyper(e.into_error(), &origin)),
+            Some(request) => Failure::Unsent(
+                Box::new(request),
+                error::from_hyper(e.into_error(), &origin),
+            ),
             None => {
                 let hyper_err = e.into_error();
                 // HTTP/2 REFUSED_STREAM, or a stream beyond GOAWAY's last
@@ -575,7 +581,11 @@ fn refused_stream(err: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away();
+            // Only the peer can prove it: a GOAWAY or connection error
+            // raised by our side (e.g. garbage received) fails streams
+            // the server may already have processed.
+            return h2.is_remote()
+                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away());
         }
         source = s.source();
     }

@@ -108,11 +108,13 @@ impl Histogram {
             }
             Duration::from_micros(self.max_us.load(Relaxed))
         };
+        let max = Duration::from_micros(self.max_us.load(Relaxed));
         LatencySummary {
             count,
-            p50: quantile(0.50),
-            p99: quantile(0.99),
-            max: Duration::from_micros(self.max_us.load(Relaxed)),
+            // A bucket's upper bound can exceed the largest value seen.
+            p50: quantile(0.50).min(max),
+            p99: quantile(0.99).min(max),
+            max,
         }
     }
 }
@@ -302,27 +304,6 @@ impl PoolStats {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_quantiles_are_upper_bounds() {
-        let h = Histogram::default();
-        for ms in [1u64, 2, 3, 100] {
-            h.record(Duration::from_millis(ms));
-        }
-        let s = h.summary();
-        assert_eq!(s.count, 4);
-        assert!(
-            s.p50 >= Duration::from_millis(2) && s.p50 <= Duration::from_millis(5),
-            "{s:?}"
-        );
-        assert!(s.p99 >= Duration::from_millis(100), "{s:?}");
-        assert_eq!(s.max, Duration::from_millis(100));
-    }
-}
-
 impl std::fmt::Display for PoolStats {
     /// A compact table, one block per origin.
     ///
@@ -375,5 +356,26 @@ impl std::fmt::Display for PoolStats {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_upper_bounds() {
+        let h = Histogram::default();
+        for ms in [1u64, 2, 3, 100] {
+            h.record(Duration::from_millis(ms));
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 4);
+        assert!(
+            s.p50 >= Duration::from_millis(2) && s.p50 <= Duration::from_millis(5),
+            "{s:?}"
+        );
+        assert!(s.p99 >= Duration::from_millis(100), "{s:?}");
+        assert_eq!(s.max, Duration::from_millis(100));
     }
 }

@@ -459,3 +459,55 @@ async fn clones_share_one_pool_and_tower_service_works() {
     assert_eq!(server.stats().connections_accepted(), 1);
     assert_eq!(client.stats().reused(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_client_closes_its_idle_connections() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    let also = client.clone();
+    client
+        .get(&server.url("/"))
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        server.stats().open_connections(),
+        1,
+        "a clone still holds the pool"
+    );
+    drop(also);
+    eventually("idle connection closed", || {
+        server.stats().open_connections() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooling_off_keeps_no_idle_http2_connection() {
+    let server = TestServer::start(ServerConfig {
+        protocol: freshpool_testkit::Protocol::Http2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = Client::builder()
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        client
+            .get(&server.url("/"))
+            .await
+            .unwrap()
+            .into_body()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    assert_eq!(server.stats().connections_accepted(), 3);
+}

@@ -59,16 +59,20 @@ impl Pool {
                         keep_alive_hint: None,
                         reusable: true,
                     };
+                    // Anything taken from the idle list may have died while
+                    // it rested (even one never used: it was dialed for a
+                    // waiter that another connection served), so it counts as
+                    // reused for the retry rule; stats count only real reuse.
+                    let mut never_used = false;
                     if let Some(LeaseKind::H1(idle)) = &lease.kind {
-                        let fresh_enough = self.still_fresh(&origin, idle, now);
-                        lease.reused = !idle.fresh;
-                        if !fresh_enough {
+                        never_used = idle.fresh;
+                        if !self.still_fresh(&origin, idle, now) {
                             lease.reusable = false;
                             lease.discard();
                             continue;
                         }
                     }
-                    if lease.reused {
+                    if !never_used {
                         origin.counters.reused.fetch_add(1, Ordering::Relaxed);
                     }
                     return Ok(lease);
@@ -196,7 +200,7 @@ impl Pool {
     pub(super) fn still_fresh(&self, origin: &Origin, idle: &Idle<H1Conn>, now: Instant) -> bool {
         let budget = &self.inner.budget;
         let freeze_at = budget.freeze_at.load(Ordering::Acquire);
-        if freeze_at != 0 && budget.nanos(idle.idle_since) <= freeze_at && !idle.fresh {
+        if freeze_at != 0 && budget.nanos(idle.idle_since) <= freeze_at {
             origin.counters.closed(CloseReason::FreezeEviction);
             return false;
         }

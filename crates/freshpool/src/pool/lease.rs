@@ -37,10 +37,10 @@ impl Lease {
         &self.origin
     }
 
-    /// When the HTTP/1 connection was last returned (None if fresh or h2).
+    /// When the HTTP/1 connection last started resting (None for h2).
     pub(crate) fn idle_since(&self) -> Option<Instant> {
         match &self.kind {
-            Some(LeaseKind::H1(idle)) if !idle.fresh => Some(idle.idle_since),
+            Some(LeaseKind::H1(idle)) => Some(idle.idle_since),
             _ => None,
         }
     }
@@ -49,12 +49,10 @@ impl Lease {
         matches!(self.kind, Some(LeaseKind::H2 { .. }))
     }
 
-    /// The connection's idle time before this lease (zero if fresh or h2).
+    /// The connection's idle time before this lease (zero for h2).
     pub(crate) fn idle_for(&self, now: Instant) -> Duration {
         match &self.kind {
-            Some(LeaseKind::H1(idle)) if !idle.fresh => {
-                now.saturating_duration_since(idle.idle_since)
-            }
+            Some(LeaseKind::H1(idle)) => now.saturating_duration_since(idle.idle_since),
             _ => Duration::ZERO,
         }
     }

@@ -235,6 +235,26 @@ struct PoolInner {
     built_at: &'static Location<'static>,
 }
 
+impl Drop for PoolInner {
+    /// The last client is gone: close its resting connections now. (Busy
+    /// ones finish their request: the response body holds its lease.)
+    /// Without this, each connection's driver task, which holds its origin,
+    /// would keep the idle connections open forever.
+    fn drop(&mut self) {
+        let origins = self.origins.get_mut().unwrap_or_else(|p| p.into_inner());
+        for origin in origins.values() {
+            let (idle, shared) = {
+                let mut g = origin.lock();
+                (
+                    std::mem::take(&mut g.state.idle),
+                    std::mem::take(&mut g.state.shared),
+                )
+            };
+            drop((idle, shared));
+        }
+    }
+}
+
 impl Pool {
     pub(crate) fn new(
         config: PoolConfig,

@@ -397,8 +397,12 @@ impl Origin {
             let mut g = self.lock();
             g.leases.remove(&lease_id);
             g.state.release_stream(conn_id);
-            // Drop draining connections once their last stream is done.
-            g.state.shared.retain(|s| !(s.draining && s.in_flight == 0));
+            // Drop draining connections once their last stream is done, and
+            // with max_idle_per_host(0) (pooling off) every idle one.
+            let keep_idle = self.limits.max_idle > 0 || g.state.live_waiters > 0;
+            g.state
+                .shared
+                .retain(|s| !((s.draining || !keep_idle) && s.in_flight == 0));
             g.state.service(self.limits, &*self.budget)
         };
         self.spawn_dials(dials);
@@ -410,11 +414,8 @@ impl Origin {
     pub(crate) fn evict_idle_since(&self, since: Instant) {
         let stale: Vec<_> = {
             let mut g = self.lock();
-            let (old, keep): (Vec<_>, Vec<_>) = g
-                .state
-                .idle
-                .drain(..)
-                .partition(|i| !i.fresh && i.idle_since <= since);
+            let (old, keep): (Vec<_>, Vec<_>) =
+                g.state.idle.drain(..).partition(|i| i.idle_since <= since);
             g.state.idle = keep.into();
             old
         };

@@ -326,12 +326,12 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// A new or returned HTTP/1 connection: oldest waiter first, else idle.
     /// Returns a connection the caller must close (over `max_idle`).
     pub(crate) fn offer_idle(&mut self, idle: Idle<C>, limits: Limits) -> Option<Idle<C>> {
-        if idle.conn.is_closed() {
-            return Some(idle);
-        } // dead: never pooled or handed out (its slot may be freed already)
         match self.hand_to_oldest(Handoff::Exclusive(idle)) {
             Ok(()) => None,
             Err(Handoff::Exclusive(idle)) => {
+                if idle.conn.is_closed() {
+                    return Some(idle);
+                } // dead: never pooled (its slot may be freed already)
                 self.idle.push_back(idle);
                 if self.idle.len() > limits.max_idle {
                     self.idle.pop_front()
@@ -345,6 +345,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
 
     /// A new shared connection: hand its streams to waiters.
     pub(crate) fn add_shared(&mut self, shared: Shared<S>) {
+        if shared.sender.is_closed() {
+            return;
+        } // died before it landed: never counted as spare streams
         self.shared.push(shared);
         self.serve_streams();
     }

@@ -1,0 +1,252 @@
+//! Going through a proxy: reaching it, CONNECT tunnels, forward-proxy
+//! request rewriting, and the errors that name the proxy.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use http::{Request, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::body::RequestBody;
+use crate::connect::tcp::TcpIo;
+use crate::error::{fmt_duration, Error, Kind};
+
+use super::url::{authority, ProxyUrl};
+use super::Route;
+
+/// Turns an HTTP/1 request prepared for an origin into one for a forward
+/// proxy: absolute-form target (without userinfo) and `Proxy-Authorization`.
+pub(crate) fn to_forward_form(request: &mut Request<RequestBody>, uri: &Uri, route: &Route) {
+    let mut parts = uri.clone().into_parts();
+    if let Some(authority) = &parts.authority {
+        if let Some((_, host)) = authority.as_str().rsplit_once('@') {
+            parts.authority = host.parse().ok();
+        }
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(absolute) = Uri::from_parts(parts) {
+        *request.uri_mut() = absolute;
+    }
+    if let Some(auth) = route.url.authorization() {
+        request
+            .headers_mut()
+            .insert(http::header::PROXY_AUTHORIZATION, auth);
+    }
+}
+
+/// A forward proxy's own refusal (407), as an error naming the proxy.
+pub(crate) fn forward_refusal(status: http::StatusCode, route: &Route) -> Option<Error> {
+    (status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED).then(|| auth_error(&route.url))
+}
+
+fn auth_error(url: &ProxyUrl) -> Error {
+    let what = if url.user.is_some() {
+        "rejected the credentials"
+    } else {
+        "requires credentials (none were given)"
+    };
+    Error::new(
+        Kind::ProxyAuth,
+        format!("proxy {url} {what} (407 Proxy Authentication Required)"),
+    )
+}
+
+/// The proxy itself could not be reached.
+pub(crate) fn unreachable(url: &ProxyUrl, err: Error) -> Error {
+    let timed_out = err.kind() == Kind::ConnectTimeout;
+    let what = if timed_out {
+        "timed out connecting to proxy"
+    } else {
+        "cannot connect to proxy"
+    };
+    Error::new(Kind::Proxy, format!("{what} {url}")).with_source(err)
+}
+
+/// The longest CONNECT response head we accept.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Asks the proxy for a tunnel to `host:port` and reads its answer. On
+/// success the stream is a byte pipe to the origin.
+pub(crate) async fn connect_tunnel(
+    io: &mut TcpIo,
+    url: &ProxyUrl,
+    host: &str,
+    port: u16,
+    limit: Duration,
+) -> Result<(), Error> {
+    let target = authority(host, port);
+    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(auth) = url.authorization() {
+        head.push_str("Proxy-Authorization: ");
+        head.push_str(auth.to_str().unwrap_or_default());
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let io_err = |e: std::io::Error| {
+        Error::new(Kind::Proxy, format!("proxy {url} failed during CONNECT")).with_source(e)
+    };
+    let exchange = async {
+        io.write_all(head.as_bytes()).await.map_err(io_err)?;
+        // Read the head without reading past it: the origin may speak first
+        // (an HTTP/2 server sends SETTINGS at once), and those bytes belong
+        // to the connection, not to the CONNECT answer. Asking for at most
+        // the bytes still missing from "\r\n\r\n" never overshoots it.
+        let mut buf = Vec::with_capacity(256);
+        loop {
+            let matched = (1..=3)
+                .rev()
+                .find(|&k| buf.ends_with(&b"\r\n\r\n"[..k]))
+                .unwrap_or(0);
+            let mut chunk = [0u8; 4];
+            let n = io.read(&mut chunk[..4 - matched]).await.map_err(io_err)?;
+            if n == 0 {
+                return Err(Error::new(
+                    Kind::Proxy,
+                    format!("proxy {url} closed the connection before answering CONNECT"),
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.ends_with(b"\r\n\r\n") {
+                let end = buf.len();
+                return Ok((buf, end));
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(Error::new(
+                    Kind::Proxy,
+                    format!("proxy {url} sent a CONNECT response head over {MAX_HEAD} bytes"),
+                ));
+            }
+        }
+    };
+    let (buf, end) = tokio::time::timeout(limit, exchange).await.map_err(|_| {
+        Error::new(
+            Kind::Proxy,
+            format!(
+                "proxy {url} did not answer CONNECT within {} (connect_timeout)",
+                fmt_duration(limit)
+            ),
+        )
+    })??;
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let status_line = head.lines().next().unwrap_or("");
+    let mut words = status_line.splitn(3, ' ');
+    let version = words.next().unwrap_or("");
+    let code = words.next().and_then(|c| c.parse::<u16>().ok());
+    let reason = words.next().unwrap_or("").trim();
+    let code = match code {
+        Some(code) if version.starts_with("HTTP/1.") => code,
+        _ => {
+            return Err(Error::new(
+                Kind::Proxy,
+                format!("proxy {url} sent an invalid CONNECT response ({status_line:?})"),
+            ))
+        }
+    };
+    if code == 407 {
+        return Err(auth_error(url));
+    }
+    if !(200..300).contains(&code) {
+        return Err(Error::new(
+            Kind::Proxy,
+            format!("proxy {url} refused the CONNECT tunnel: {code} {reason}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves the proxy's host: an IP literal directly, a name with the
+/// client's resolver.
+pub(crate) fn literal_addr(url: &ProxyUrl) -> Option<SocketAddr> {
+    url.host
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, url.port))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::url::base64;
+    use super::*;
+    use crate::config::HttpVersion;
+    use crate::pool::key::SecurityContext;
+
+    /// A fake proxy that answers the CONNECT with `answer` in one write.
+    async fn fake_connect(answer: &'static [u8]) -> (Result<(), Error>, TcpIo, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer).await.unwrap();
+            // Keep the socket open until the client is done.
+            let _ = s.read(&mut buf).await;
+            String::from_utf8(seen).unwrap()
+        });
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut io, _weak) = TcpIo::new(stream);
+        let url = ProxyUrl::parse(&format!("http://u:p@{addr}")).unwrap();
+        let result = connect_tunnel(&mut io, &url, "::1", 443, Duration::from_secs(5)).await;
+        io.shutdown().await.unwrap();
+        (result, io, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn connect_keeps_bytes_the_origin_sent_right_after_the_answer() {
+        let (result, mut io, request) =
+            fake_connect(b"HTTP/1.1 200 Connection established\r\nVia: x\r\n\r\nSETTINGS").await;
+        result.unwrap();
+        assert!(request.starts_with("CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n"));
+        assert!(request.contains(&format!(
+            "Proxy-Authorization: Basic {}\r\n",
+            base64(b"u:p")
+        )));
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"SETTINGS", "nothing after the head was swallowed");
+    }
+
+    #[tokio::test]
+    async fn connect_refusals_are_typed() {
+        let (result, _, _) =
+            fake_connect(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
+        assert_eq!(result.unwrap_err().kind(), Kind::ProxyAuth);
+        let (result, _, _) =
+            fake_connect(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").await;
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), Kind::Proxy);
+        assert!(err.to_string().contains("403 Forbidden"), "{err}");
+        assert!(!err.to_string().contains("::1"), "names the origin: {err}");
+        let (result, _, _) = fake_connect(b"SSH-2.0-OpenSSH\r\n\r\n").await;
+        assert_eq!(result.unwrap_err().kind(), Kind::Proxy);
+    }
+
+    #[test]
+    fn forward_form_is_absolute_without_userinfo() {
+        let route = Route {
+            url: Arc::new(ProxyUrl::parse("http://u:p@proxy:1").unwrap()),
+            security: SecurityContext::intern(crate::pool::key::SecuritySettings {
+                tls: Default::default(),
+                http_version: HttpVersion::Auto,
+                proxy: None,
+            }),
+            forward: true,
+        };
+        let uri: Uri = "http://me:pw@origin.test:8080/a?b=1".parse().unwrap();
+        let mut req = Request::new(RequestBody::empty());
+        to_forward_form(&mut req, &uri, &route);
+        assert_eq!(req.uri().to_string(), "http://origin.test:8080/a?b=1");
+        assert_eq!(
+            req.headers()["proxy-authorization"],
+            format!("Basic {}", base64(b"u:p"))
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! Proxy URLs: parsing (curl's `[http://][user[:password]@]host[:port]`),
+//! the pool-key and display forms, and `Proxy-Authorization: Basic`.
+
+use std::fmt;
+
+use http::header::HeaderValue;
+
+use crate::error::Error;
+
+/// A parsed proxy URL (always `http://`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ProxyUrl {
+    /// Lower-case, IPv6 without brackets.
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) user: Option<String>,
+    password: Option<String>,
+}
+
+/// curl's default proxy port.
+const DEFAULT_PORT: u16 = 1080;
+
+impl ProxyUrl {
+    pub(crate) fn parse(url: &str) -> Result<ProxyUrl, Error> {
+        let bad = |why: &str| Error::config(format!("invalid proxy URL {}: {why}", redact(url)));
+        let url = url.trim();
+        let rest = match url.split_once("://") {
+            Some((scheme, rest)) => {
+                if scheme.eq_ignore_ascii_case("http") {
+                    rest
+                } else if scheme.eq_ignore_ascii_case("https") {
+                    return Err(bad("https:// proxies (TLS to the proxy) are not supported"));
+                } else {
+                    return Err(bad(&format!("unsupported proxy scheme {scheme:?}")));
+                }
+            }
+            None => url,
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, pass) = match u.split_once(':') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (u, None),
+                };
+                let user = percent_decode(user).ok_or_else(|| bad("bad percent-encoding"))?;
+                let pass = pass
+                    .map(|p| percent_decode(p).ok_or_else(|| bad("bad percent-encoding")))
+                    .transpose()?;
+                (Some(user), pass)
+            }
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("bad IPv6 address"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None if after.is_empty() => (host, None),
+                None => return Err(bad("junk after ']'")),
+            }
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        let port = match port {
+            None | Some("") => DEFAULT_PORT,
+            Some(p) => p.parse::<u16>().map_err(|_| bad("bad port"))?,
+        };
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
+            return Err(bad("no host"));
+        }
+        Ok(ProxyUrl {
+            host: host.to_ascii_lowercase(),
+            port,
+            user,
+            password,
+        })
+    }
+
+    /// The pool-key form: canonical, credentials included (percent-encoded
+    /// so [`ProxyUrl::parse`] gives back exactly this proxy).
+    pub(crate) fn key(&self) -> String {
+        let mut out = String::from("http://");
+        if let Some(user) = &self.user {
+            out.push_str(&percent_encode(user));
+            if let Some(pass) = &self.password {
+                out.push(':');
+                out.push_str(&percent_encode(pass));
+            }
+            out.push('@');
+        }
+        out.push_str(&self.authority());
+        out
+    }
+
+    /// `host:port` (IPv6 in brackets).
+    pub(crate) fn authority(&self) -> String {
+        authority(&self.host, self.port)
+    }
+
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `Basic base64(user:password)`, when the URL has a user.
+    pub(crate) fn authorization(&self) -> Option<HeaderValue> {
+        let user = self.user.as_ref()?;
+        let pair = format!("{user}:{}", self.password.as_deref().unwrap_or(""));
+        let mut value =
+            HeaderValue::from_str(&format!("Basic {}", base64(pair.as_bytes()))).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+/// The proxy as messages show it: `http://user@host:port`, never the password.
+impl fmt::Display for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("http://")?;
+        if let Some(user) = &self.user {
+            write!(f, "{}@", percent_encode(user))?;
+        }
+        f.write_str(&self.authority())
+    }
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProxyUrl({self})")
+    }
+}
+
+pub(super) fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A URL for an error message: the password (if any) replaced.
+fn redact(url: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &url[scheme_end..scheme_end + at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!(
+                "{}{user}:***{}",
+                &url[..scheme_end],
+                &url[scheme_end + at..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(super) fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> shift) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_credentials_ports_and_ipv6() {
+        let p = ProxyUrl::parse("http://al%40ice:p%3Ass@Proxy.Example:3128/").unwrap();
+        assert_eq!(p.user.as_deref(), Some("al@ice"));
+        assert_eq!(p.password.as_deref(), Some("p:ss"));
+        assert_eq!(p.authority(), "proxy.example:3128");
+        assert_eq!(p.to_string(), "http://al%40ice@proxy.example:3128");
+        assert_eq!(ProxyUrl::parse(&p.key()).unwrap(), p);
+        let p = ProxyUrl::parse("[::1]").unwrap();
+        assert_eq!(p.authority(), "[::1]:1080");
+        let p = ProxyUrl::parse("user@127.0.0.1:8080").unwrap();
+        assert_eq!(p.password, None);
+        // "user:" is an empty password, as in curl.
+        assert_eq!(
+            p.authorization().unwrap().to_str().unwrap(),
+            format!("Basic {}", base64(b"user:"))
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_without_the_password() {
+        for bad in [
+            "https://u:hunter2@p:1",
+            "socks5://u:hunter2@p:1",
+            "http://u:hunter2@p:notaport",
+            "http://u:hunter2@",
+        ] {
+            let err = ProxyUrl::parse(bad).unwrap_err();
+            assert!(err.is_config(), "{bad}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, out) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), out);
+        }
+    }
+}
