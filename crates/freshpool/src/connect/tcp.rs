@@ -257,11 +257,24 @@ impl AsyncRead for TcpIo {
     ) -> Poll<io::Result<()>> {
         loop {
             std::task::ready!(self.0.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match self.0.try_read(unfilled) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
+            let want = buf.remaining();
+            let mut read = 0;
+            // try_read_buf writes into the uninitialized tail (no memset of
+            // hyper's whole read buffer); a short read clears readiness like
+            // tokio's own TcpStream::poll_read, saving a recv() == EAGAIN.
+            let stream = &self.0;
+            let result = stream.try_io(tokio::io::Interest::READABLE, || {
+                read = stream.try_read_buf(buf)?;
+                if read > 0 && read < want {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match result {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => {
+                    return Poll::Ready(Ok(()))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),

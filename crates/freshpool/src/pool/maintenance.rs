@@ -53,6 +53,12 @@ impl Pool {
         };
         let budget = &self.inner.budget;
         let now_n = budget.nanos(now);
+        // A beat less than 1 ms old: nothing to learn, and no write to a
+        // cache line every thread shares.
+        let seen = budget.last_beat.load(Ordering::Acquire);
+        if seen != 0 && now_n.saturating_sub(seen) < 1_000_000 {
+            return;
+        }
         let last = budget.last_beat.swap(now_n, Ordering::AcqRel);
         if last == 0 || now_n <= last {
             return;

@@ -102,7 +102,26 @@ type State = OriginState<H1Conn, H2Conn>;
 
 struct Guarded {
     state: State,
-    leases: HashMap<u64, LeaseRecord>,
+    leases: HashMap<u64, LeaseRecord, IdHash>,
+}
+
+/// Lease ids are sequential and internal (not attacker-chosen): a
+/// multiplicative hash is enough and ~10x cheaper than SipHash.
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+#[derive(Default)]
+struct IdHasher(u64);
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// Who holds a connection, since when; `reported` once flagged as a leak.
@@ -330,7 +349,7 @@ impl Pool {
             budget: self.inner.budget.clone(),
             guarded: Mutex::new(Guarded {
                 state: OriginState::new(protocol),
-                leases: HashMap::new(),
+                leases: HashMap::default(),
             }),
             counters: Counters::new(&key.host, key.port, key.scheme.as_str()),
             next_lease: AtomicU64::new(1),
