@@ -1,0 +1,3 @@
+module freshpool-peers/go
+
+go 1.19

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Runs every client against the same loopback server in one go and prints
+# one line per client plus a table of ratios:
+#   freshpool load (the CLI), the freshpool library, hand-held hyper
+#   connections ("the limit"), reqwest, Go net/http, Python aiohttp.
+#
+# Usage: bench/peers/run.sh [URL]
+#   URL  an http:// URL to test (default: start `freshpool bench --serve`,
+#        or, if that subcommand is not available, the testkit server built
+#        into the `scaling` bench binary).
+# Env:   N (requests per client, default 100000), C (concurrency, default 64),
+#        SKIP_INSTALL=1 (do not apt-get/pip install Go or aiohttp),
+#        CLIENTS (default "freshpool-load rust go python").
+#
+# Installs golang-go (Debian) and aiohttp (pip) if missing: run it on a dev
+# machine, never in CI.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+N=${N:-100000}
+C=${C:-64}
+CLIENTS=${CLIENTS:-"freshpool-load rust go python"}
+OUT=$ROOT/target/peers
+mkdir -p "$OUT"
+RESULTS=$OUT/results.txt
+: > "$RESULTS"
+NOTES=()
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; fi
+    if [ -n "${HOLD_PID:-}" ]; then kill "$HOLD_PID" 2>/dev/null; fi
+}
+trap cleanup EXIT
+
+echo "# machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'), $(date -u +%FT%TZ)"
+
+# --- installs (dev machines only) -------------------------------------------
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+    if ! command -v go >/dev/null 2>&1; then
+        echo "# installing golang-go (apt-get)"
+        if ! (apt-get install -y golang-go >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y golang-go >/dev/null 2>&1)); then
+            NOTES+=("Go: apt-get install golang-go failed; Go peer skipped")
+        fi
+    fi
+    if ! python3 -c 'import aiohttp' >/dev/null 2>&1; then
+        echo "# installing aiohttp (pip)"
+        pip install -q aiohttp >/dev/null 2>&1 || NOTES+=("Python: pip install aiohttp failed; aiohttp peer skipped")
+    fi
+fi
+
+# --- builds ------------------------------------------------------------------
+echo "# building (release)"
+cargo build --release -q -p freshpool-cli || NOTES+=("freshpool-cli failed to build")
+bench_exe() { # the executable of a bench target
+    cargo bench -q -p freshpool --bench "$1" --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    try: m = json.loads(l)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$1" | tail -1
+}
+REQUEST_EXE=$(bench_exe request)
+SCALING_EXE=$(bench_exe scaling)
+FRESHPOOL=$ROOT/target/release/freshpool
+
+# --- the server ----------------------------------------------------------------
+URL=${1:-}
+if [ -z "$URL" ] && [ -x "$FRESHPOOL" ]; then
+    "$FRESHPOOL" bench --serve --serve-for 300s > "$OUT/serve.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        URL=$(awk '$1 == "http1" { print $2; exit }' "$OUT/serve.log")
+        [ -n "$URL" ] && break
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    if [ -n "$URL" ]; then
+        echo "# server: freshpool bench --serve ($URL)"
+    else
+        kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; SERVER_PID=""
+        NOTES+=("freshpool bench --serve not available ($(head -c 200 "$OUT/serve.log" | tr '\n' ' ')); used the testkit server of the scaling bench binary")
+    fi
+fi
+if [ -z "$URL" ]; then
+    # The scaling bench binary serves the testkit HTTP/1.1 server (1 worker
+    # thread) until its stdin closes; it prints its address first.
+    rm -f "$OUT/hold"; mkfifo "$OUT/hold"
+    sleep 100000 > "$OUT/hold" & HOLD_PID=$!
+    FRESHPOOL_BENCH_ROLE=server "$SCALING_EXE" < "$OUT/hold" > "$OUT/serve.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 50); do
+        ADDR=$(head -1 "$OUT/serve.log" 2>/dev/null)
+        [ -n "$ADDR" ] && break
+        sleep 0.1
+    done
+    URL="http://$ADDR/"
+    echo "# server: freshpool-testkit (scaling bench binary) at $URL"
+fi
+
+# --- the clients ---------------------------------------------------------------
+run() { # name, command...
+    local name=$1; shift
+    echo "# running $name"
+    local line
+    if line=$("$@" 2>"$OUT/$name.err"); then
+        printf '%s\n' "$line" | tee -a "$RESULTS"
+    else
+        NOTES+=("$name failed: $(tail -c 300 "$OUT/$name.err" | tr '\n' ' ')")
+    fi
+}
+for client in $CLIENTS; do
+    case $client in
+    freshpool-load)
+        if [ -x "$FRESHPOOL" ]; then
+            echo "# running freshpool load"
+            if "$FRESHPOOL" load "$URL" -c "$C" -n "$N" > "$OUT/load.out" 2>&1; then
+                cat "$OUT/load.out"
+                # Accept `rps=X`, `Requests/s: X` or `X req/s`; pN as `pN_us=X` or `pN  X ms`.
+                RPS=$(grep -oE 'rps=[0-9.]+' "$OUT/load.out" | head -1 | cut -d= -f2)
+                [ -z "$RPS" ] && RPS=$(grep -oiE 'requests/s:? *[0-9][0-9.,]*' "$OUT/load.out" | head -1 | grep -oE '[0-9][0-9.,]*$' | tr -d ,)
+                [ -z "$RPS" ] && RPS=$(grep -oiE '[0-9][0-9.,]* *(req/s|requests/s|rps)' "$OUT/load.out" | head -1 | grep -oE '^[0-9][0-9.,]*' | tr -d ,)
+                pct_us() { # p50 -> microseconds
+                    awk -v k="$1" '$1 == k && NF >= 3 { v = $2; u = $3; if (u == "ms") v *= 1000; else if (u == "s") v *= 1000000; printf "%.0f", v; exit }
+                                   $0 ~ k"_us=" { match($0, k"_us=[0-9.]+"); print substr($0, RSTART + length(k) + 4, RLENGTH - length(k) - 4); exit }' "$OUT/load.out"
+                }
+                P50=$(pct_us p50); P99=$(pct_us p99)
+                echo "peer=freshpool-load concurrency=$C requests=$N rps=${RPS:-?} p50_us=${P50:-?} p99_us=${P99:-?}" | tee -a "$RESULTS"
+            else
+                NOTES+=("freshpool load failed: $(tail -c 300 "$OUT/load.out" | tr '\n' ' ')")
+            fi
+        fi
+        ;;
+    rust)
+        echo "# running Rust peers (freshpool library, hand-held hyper, reqwest)"
+        FRESHPOOL_PEER_URL=$URL C=$C N=$N "$REQUEST_EXE" 2>"$OUT/rust.err" | tee -a "$RESULTS" ||
+            NOTES+=("rust peers failed: $(tail -c 300 "$OUT/rust.err")")
+        ;;
+    go)
+        if command -v go >/dev/null 2>&1; then
+            (cd bench/peers/go && GOFLAGS=-mod=mod go build -o "$OUT/go-peer" . 2>"$OUT/go-build.err") ||
+                NOTES+=("Go peer failed to build: $(tail -c 300 "$OUT/go-build.err")")
+            [ -x "$OUT/go-peer" ] && run go "$OUT/go-peer" -url "$URL" -c "$C" -n "$N"
+        else
+            NOTES+=("Go not installed: Go peer skipped")
+        fi
+        ;;
+    python)
+        if python3 -c 'import aiohttp' >/dev/null 2>&1; then
+            run python python3 bench/peers/aiohttp_peer.py "$URL" -c "$C" -n "$N"
+        else
+            NOTES+=("aiohttp not installed: Python peer skipped")
+        fi
+        ;;
+    esac
+done
+
+# --- summary -------------------------------------------------------------------
+echo
+echo "## $C concurrent keep-alive GETs x $N against $URL"
+python3 - "$RESULTS" <<'PY'
+import re, sys
+rows = []
+for line in open(sys.argv[1]):
+    kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line))
+    if "peer" in kv:
+        rows.append(kv)
+def num(v):
+    try: return float(v)
+    except (TypeError, ValueError): return None
+ref = {r["peer"]: num(r.get("rps")) for r in rows}
+base = ref.get("rust-freshpool")
+limit = ref.get("rust-hyper")
+print(f'{"client":<22}{"req/s":>10}{"p50 us":>10}{"p99 us":>10}{"freshpool/x":>13}{"x/limit":>10}')
+for r in rows:
+    rps = num(r.get("rps"))
+    fp = f"{base / rps:.2f}" if base and rps else "-"
+    lim = f"{rps / limit:.2f}" if limit and rps else "-"
+    print(f'{r["peer"]:<22}{(f"{rps:.0f}" if rps else "?"):>10}{r.get("p50_us", r.get("p50", "-")):>10}{r.get("p99_us", r.get("p99", "-")):>10}{fp:>13}{lim:>10}')
+PY
+for note in "${NOTES[@]}"; do echo "NOTE: $note"; done
