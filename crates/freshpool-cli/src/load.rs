@@ -1,10 +1,416 @@
-//! `freshpool load` (not implemented yet).
+//! `freshpool load`: a load generator (like oha or hey) that shows the pool
+//! at work: latency percentiles and histogram, status codes, errors by kind,
+//! and the pool's own counters.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 /// Arguments of `freshpool load`.
 #[derive(clap::Args, Debug)]
-pub struct LoadArgs {}
+pub struct LoadArgs {
+    /// Target URL (http:// or https://).
+    pub url: String,
+    /// Requests in flight at once.
+    #[arg(short = 'c', long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub concurrency: u64,
+    /// Number of requests (default 200 unless -d is given).
+    #[arg(short = 'n', long, conflicts_with = "duration")]
+    pub requests: Option<u64>,
+    /// Run for this long instead of a request count (e.g. 10s, 1m).
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// HTTP method.
+    #[arg(short = 'm', long, default_value = "GET")]
+    pub method: String,
+    /// Extra header, 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    pub cacert: Option<PathBuf>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Parses `500ms`, `1.5s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}' (e.g. 500ms, 10s, 2m)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration unit '{other}' in '{s}' (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("invalid duration '{s}'"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Checks that `url` is an absolute http(s) URL with a host.
+pub fn parse_url(url: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL '{url}': {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(format!(
+                "invalid URL '{url}': the scheme must be http or https"
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("invalid URL '{url}': no host"));
+    }
+    Ok(uri)
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    statuses: BTreeMap<u16, u64>,
+    errors: BTreeMap<String, (u64, String)>,
+}
+
+struct Job {
+    client: freshpool::Client,
+    method: http::Method,
+    url: String,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    body: Bytes,
+    tally: Mutex<Tally>,
+}
+
+impl Job {
+    async fn one(&self) -> Result<(), freshpool::Error> {
+        let mut req = http::Request::builder()
+            .method(self.method.clone())
+            .uri(&self.url);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(self.body.clone())
+            .expect("method, URL and headers were validated");
+        let started = Instant::now();
+        let result = async {
+            let resp = self.client.request(req).await?;
+            let status = resp.status().as_u16();
+            resp.into_body().drain().await?;
+            Ok::<u16, freshpool::Error>(status)
+        }
+        .await;
+        let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(status) => {
+                t.latencies.push(started.elapsed());
+                *t.statuses.entry(status).or_default() += 1;
+                Ok(())
+            }
+            Err(e) => {
+                let entry = t
+                    .errors
+                    .entry(format!("{:?}", e.kind()))
+                    .or_insert((0, e.to_string()));
+                entry.0 += 1;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn build_job(args: &LoadArgs) -> Result<Job, String> {
+    parse_url(&args.url)?;
+    let method = http::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("invalid method '{}'", args.method))?;
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("invalid header '{h}': expected 'Name: value'"))?;
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("invalid header name in '{h}'"))?;
+        let value = http::HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("invalid header value in '{h}'"))?;
+        headers.push((name, value));
+    }
+    let limit = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
+    let mut builder = freshpool::Client::builder()
+        .max_connections_per_host(limit)
+        .max_idle_per_host(limit)
+        .max_connections_total(limit.max(512))
+        .max_pending(limit.max(1024))
+        .timeout(Some(args.timeout))
+        .danger_accept_invalid_certs(args.insecure);
+    if let Some(path) = &args.cacert {
+        for cert in load_pem_certs(path)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
+    Ok(Job {
+        client,
+        method,
+        url: args.url.clone(),
+        headers,
+        body: Bytes::from(args.body.clone().unwrap_or_default()),
+        tally: Mutex::new(Tally::default()),
+    })
+}
 
 /// Runs `freshpool load`.
-pub async fn run(_args: LoadArgs) -> Result<(), String> {
-    Err("load is not implemented yet".into())
+pub async fn run(args: LoadArgs) -> Result<(), String> {
+    let job = Arc::new(build_job(&args)?);
+    let total = match (args.requests, args.duration) {
+        (Some(n), _) => n,
+        (None, Some(_)) => u64::MAX,
+        (None, None) => 200,
+    };
+    let deadline = args.duration.map(|d| Instant::now() + d);
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(
+            if total == u64::MAX { None } else { Some(total) },
+            ProgressDrawTarget::stderr(),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    let template = if total == u64::MAX {
+        "{spinner} [{elapsed_precise}] {pos} requests ({per_sec})"
+    } else {
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} ({per_sec}, eta {eta})"
+    };
+    bar.set_style(ProgressStyle::with_template(template).map_err(|e| e.to_string())?);
+    let started = Instant::now();
+    if total == 0 {
+        return Err("-n must be at least 1".into());
+    }
+    // The first request goes alone: an unreachable or misconfigured target
+    // is reported as one line instead of N identical errors.
+    if let Err(e) = job.one().await {
+        use freshpool::Kind;
+        if matches!(
+            e.kind(),
+            Kind::Connect | Kind::ConnectTimeout | Kind::Tls | Kind::InvalidUri
+        ) {
+            bar.finish_and_clear();
+            return Err(format!("cannot reach {}: {e}", args.url));
+        }
+    }
+    bar.inc(1);
+    let sent = Arc::new(AtomicU64::new(1));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency.min(total.saturating_sub(1)) {
+        let (job, sent, bar) = (job.clone(), sent.clone(), bar.clone());
+        set.spawn(async move {
+            while sent.fetch_add(1, Ordering::Relaxed) < total
+                && deadline.is_none_or(|d| Instant::now() < d)
+            {
+                let _ = job.one().await;
+                bar.inc(1);
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    print!("{}", summary(&args, &job, elapsed));
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
+    let mut t = job.tally.lock().unwrap_or_else(|p| p.into_inner());
+    t.latencies.sort();
+    let ok = t.latencies.len() as u64;
+    let errors: u64 = t.errors.values().map(|(n, _)| n).sum();
+    let mut o = String::new();
+    let _ = writeln!(o, "Summary:");
+    let _ = writeln!(o, "  URL:          {} {}", job.method, args.url);
+    let _ = writeln!(
+        o,
+        "  Requests:     {} (ok {ok}, errors {errors})",
+        ok + errors
+    );
+    let _ = writeln!(o, "  Concurrency:  {}", args.concurrency);
+    let _ = writeln!(o, "  Elapsed:      {:.3} s", elapsed.as_secs_f64());
+    let _ = writeln!(
+        o,
+        "  Requests/s:   {:.1}",
+        (ok + errors) as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    latency_section(&mut o, &t.latencies);
+    let _ = writeln!(o, "Status codes:");
+    for (code, n) in &t.statuses {
+        let _ = writeln!(o, "  {code}: {n}");
+    }
+    let _ = writeln!(o, "Errors:");
+    if t.errors.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for (kind, (n, first)) in &t.errors {
+        let _ = writeln!(o, "  {kind}: {n}  (first: {first})");
+    }
+    pool_section(&mut o, &job.client.stats());
+    o
+}
+
+fn latency_section(o: &mut String, lat: &[Duration]) {
+    let _ = writeln!(o, "Latency (successful requests):");
+    let (Some(min), Some(max)) = (lat.first(), lat.last()) else {
+        let _ = writeln!(o, "  no successful request");
+        return;
+    };
+    let q = |q: f64| lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1];
+    let mean = lat.iter().sum::<Duration>() / lat.len() as u32;
+    let _ = writeln!(
+        o,
+        "  min {:.2} ms, mean {:.2} ms, max {:.2} ms",
+        ms(*min),
+        ms(mean),
+        ms(*max)
+    );
+    for (name, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
+        let _ = writeln!(o, "  {name:<6} {:.2} ms", ms(q(p)));
+    }
+    let _ = writeln!(o, "Histogram:");
+    let buckets = 10usize;
+    let (lo, hi) = (ms(*min), ms(*max));
+    let width = ((hi - lo) / buckets as f64).max(1e-6);
+    let mut counts = vec![0u64; buckets];
+    for d in lat {
+        counts[(((ms(*d) - lo) / width) as usize).min(buckets - 1)] += 1;
+    }
+    let most = counts.iter().copied().max().unwrap_or(1).max(1);
+    for (i, n) in counts.iter().enumerate() {
+        let bar = "■".repeat(((n * 40).div_ceil(most)) as usize);
+        let _ = writeln!(
+            o,
+            "  {:>9.2} ms [{n:>7}] {bar}",
+            lo + width * (i + 1) as f64
+        );
+    }
+}
+
+fn pool_section(o: &mut String, stats: &freshpool::PoolStats) {
+    let _ = writeln!(o, "Pool:");
+    let _ = writeln!(
+        o,
+        "  connections created {}, reused {}",
+        stats.created(),
+        stats.reused()
+    );
+    for origin in &stats.origins {
+        let _ = writeln!(
+            o,
+            "  {} ({}): created {}, reused {}, retries {}, connect errors {}, pool timeouts {}, TLS resumed {}",
+            origin.origin,
+            origin.protocol,
+            origin.created,
+            origin.reused,
+            origin.retries,
+            origin.connect_errors,
+            origin.pool_timeouts,
+            origin.tls_resumed
+        );
+        let closed: Vec<String> = origin
+            .closed
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{} {n}", r.as_str()))
+            .collect();
+        let closed = if closed.is_empty() {
+            "none".to_string()
+        } else {
+            closed.join(", ")
+        };
+        let _ = writeln!(o, "    closed by reason: {closed}");
+        let w = origin.pool_wait;
+        let _ = writeln!(
+            o,
+            "    pool wait: {} waits, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            w.count,
+            ms(w.p50),
+            ms(w.p99),
+            ms(w.max)
+        );
+        let c = origin.connect_time;
+        let _ = writeln!(
+            o,
+            "    connect time: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(c.p50),
+            ms(c.p99),
+            ms(c.max)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  open connections now {}, freezes detected {}",
+        stats.open_connections, stats.freezes_detected
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_urls_parse_or_explain() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_url("http://127.0.0.1:8080/x").is_ok());
+        assert!(parse_url("ftp://example.com/")
+            .unwrap_err()
+            .contains("scheme"));
+        assert!(parse_url("/relative").is_err());
+    }
 }

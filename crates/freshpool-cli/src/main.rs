@@ -8,12 +8,17 @@
 mod bench;
 mod load;
 mod probe;
+mod report;
 mod soak;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "freshpool", version, about = "HTTP connection pool bench, load generator and server probe")]
+#[command(
+    name = "freshpool",
+    version,
+    about = "HTTP connection pool bench, load generator and server probe"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,7 +38,10 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("freshpool: cannot start the async runtime: {e}");

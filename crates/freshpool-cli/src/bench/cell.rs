@@ -1,0 +1,124 @@
+//! What one (scenario, strategy) cell measured.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::driver::{Driver, Failure, Req};
+
+/// The result of one scenario run with one strategy.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Cell {
+    /// Scenario name.
+    pub scenario: String,
+    /// Strategy name.
+    pub strategy: String,
+    /// Requests sent (ok + errors).
+    pub requests: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// Failures by kind (freshpool `Kind` Debug names; reqwest classes).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// The first failure's message.
+    pub first_error: Option<String>,
+    /// Wall time of the cell, seconds.
+    pub elapsed_s: f64,
+    /// Requests per second over the cell's busy time.
+    pub rps: f64,
+    /// Median latency of successful requests, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency of successful requests, ms.
+    pub p99_ms: f64,
+    /// Largest latency of a successful request, ms.
+    pub max_ms: f64,
+    /// TCP connections the server accepted.
+    pub connections_opened: u64,
+    /// Most TCP connections open at once at the server.
+    pub peak_open_connections: u64,
+    /// POST request ids the server processed more than once.
+    pub duplicated_posts: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+    first_error: Option<String>,
+    busy: Duration,
+}
+
+/// Collects latencies and failures from concurrent tasks.
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<Mutex<Inner>>);
+
+impl Recorder {
+    /// Records one outcome.
+    pub fn record(&self, took: Duration, result: Result<(), Failure>) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => inner.latencies.push(took),
+            Err(f) => {
+                *inner.errors.entry(f.kind.clone()).or_default() += 1;
+                if inner.first_error.is_none() {
+                    inner.first_error = Some(format!("{}: {}", f.kind, f.message));
+                }
+            }
+        }
+    }
+
+    /// Adds time during which requests were in flight (for requests/s).
+    pub fn add_busy(&self, d: Duration) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).busy += d;
+    }
+
+    /// Sends `reqs` concurrently and waits for all of them.
+    pub async fn wave(&self, driver: &Driver, reqs: Vec<Req>) {
+        let started = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for req in reqs {
+            let (driver, rec) = (driver.clone(), self.clone());
+            set.spawn(async move { rec.timed(&driver, req).await });
+        }
+        while set.join_next().await.is_some() {}
+        self.add_busy(started.elapsed());
+    }
+
+    /// Sends one request and records it.
+    pub async fn timed(&self, driver: &Driver, req: Req) {
+        let t = Instant::now();
+        let result = driver.send(req).await;
+        self.record(t.elapsed(), result);
+    }
+
+    /// Fills the request/latency fields of `cell`.
+    pub fn fill(&self, cell: &mut Cell) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        inner.latencies.sort();
+        let ok = inner.latencies.len() as u64;
+        cell.errors = inner.errors.values().sum();
+        cell.requests = ok + cell.errors;
+        cell.errors_by_kind = inner.errors.clone();
+        cell.first_error = inner.first_error.clone();
+        let q = |q: f64| -> f64 {
+            if inner.latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((inner.latencies.len() as f64 * q).ceil() as usize)
+                .clamp(1, inner.latencies.len());
+            ms(inner.latencies[i - 1])
+        };
+        cell.p50_ms = q(0.50);
+        cell.p99_ms = q(0.99);
+        cell.max_ms = inner.latencies.last().map_or(0.0, |d| ms(*d));
+        let busy = inner.busy.as_secs_f64();
+        cell.rps = if busy > 0.0 {
+            cell.requests as f64 / busy
+        } else {
+            0.0
+        };
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

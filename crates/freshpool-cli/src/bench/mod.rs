@@ -1,0 +1,129 @@
+//! `freshpool bench`: the failure modes from the field, side by side per
+//! client strategy, against in-process loopback servers (no setup needed).
+//!
+//! Also `freshpool bench --serve`: the same servers standalone, for peer
+//! clients in other languages.
+
+mod cell;
+mod driver;
+mod scenarios;
+mod serve;
+mod table;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use freshpool_testkit::TestCa;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub use cell::Cell;
+pub use driver::Strategy;
+pub use scenarios::Scenario;
+
+/// Arguments of `freshpool bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Scenarios to run (default: all). Repeat the flag or separate with commas.
+    #[arg(long = "scenario", value_enum, value_delimiter = ',', num_args = 1..)]
+    pub scenarios: Vec<Scenario>,
+    /// Write every cell as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write SVG charts and an index.html to this directory.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Fewer requests and waves (finishes in under a minute).
+    #[arg(long)]
+    pub quick: bool,
+    /// Start the scenario servers standalone and serve until killed.
+    #[arg(long, conflicts_with_all = ["scenarios", "json", "report", "quick"])]
+    pub serve: bool,
+    /// With --serve: stop after this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", requires = "serve", value_parser = crate::load::parse_duration)]
+    pub serve_for: Option<Duration>,
+}
+
+/// The JSON document written by `--json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct BenchReport {
+    /// `--quick` was given.
+    pub quick: bool,
+    /// Wall time of the whole run, seconds.
+    pub elapsed_s: f64,
+    /// One entry per (scenario, strategy).
+    pub cells: Vec<Cell>,
+}
+
+/// Runs `freshpool bench`.
+pub async fn run(args: BenchArgs) -> Result<(), String> {
+    if let Ok(filter) = std::env::var("FRESHPOOL_LOG") {
+        // e.g. FRESHPOOL_LOG=freshpool=debug: the library's tracing on stderr.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    if args.serve {
+        return serve::serve(args.serve_for).await;
+    }
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        let mut s = args.scenarios.clone();
+        s.dedup();
+        s
+    };
+    let started = Instant::now();
+    let ctx = scenarios::Ctx {
+        quick: args.quick,
+        ca: Arc::new(TestCa::new()),
+    };
+    let total = (scenarios.len() * Strategy::ALL.len()) as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .map_err(|e| e.to_string())?,
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut cells = Vec::new();
+    for scenario in &scenarios {
+        for strategy in Strategy::ALL {
+            bar.set_message(format!("{} / {}", scenario.name(), strategy.name()));
+            let cell = scenarios::run_cell(*scenario, strategy, &ctx).await;
+            bar.inc(1);
+            match cell {
+                Ok(cell) => cells.push(cell),
+                Err(e) => {
+                    bar.finish_and_clear();
+                    return Err(e);
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    println!("{}", table::render(&cells));
+    println!("{}", table::findings(&cells));
+    println!("finished in {:.1} s", elapsed.as_secs_f64());
+    let doc = BenchReport {
+        quick: args.quick,
+        elapsed_s: elapsed.as_secs_f64(),
+        cells,
+    };
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("JSON: {}", path.display());
+    }
+    if let Some(dir) = &args.report {
+        let index = crate::report::write(dir, &doc.cells, &table::render(&doc.cells))?;
+        println!("report: {}", index.display());
+    }
+    Ok(())
+}

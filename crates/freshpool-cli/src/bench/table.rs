@@ -1,0 +1,145 @@
+//! The bench table and the findings printed under it.
+
+use std::fmt::Write;
+
+use super::cell::Cell;
+
+fn errors_text(c: &Cell) -> String {
+    if c.errors == 0 {
+        return "0".into();
+    }
+    let kinds: Vec<String> = c
+        .errors_by_kind
+        .iter()
+        .map(|(k, n)| format!("{k}:{n}"))
+        .collect();
+    format!("{} ({})", c.errors, kinds.join(","))
+}
+
+/// The table: one row per cell.
+pub fn render(cells: &[Cell]) -> String {
+    let header = [
+        "scenario", "strategy", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "conns", "peak",
+        "dup POST", "errors",
+    ];
+    let rows: Vec<[String; 11]> = cells
+        .iter()
+        .map(|c| {
+            [
+                c.scenario.clone(),
+                c.strategy.clone(),
+                c.requests.to_string(),
+                format!("{:.0}", c.rps),
+                format!("{:.1}", c.p50_ms),
+                format!("{:.1}", c.p99_ms),
+                format!("{:.1}", c.max_ms),
+                c.connections_opened.to_string(),
+                c.peak_open_connections.to_string(),
+                c.duplicated_posts.to_string(),
+                errors_text(c),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, v) in widths.iter_mut().zip(row) {
+            *w = (*w).max(v.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, vals: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (v, w)) in vals.iter().zip(&widths).enumerate() {
+            // Text columns left-aligned, numbers right-aligned.
+            if i < 2 || i == 10 {
+                let _ = write!(s, "{v:<w$}  ");
+            } else {
+                let _ = write!(s, "{v:>w$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+    };
+    line(&mut out, header.to_vec());
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(&mut out, rule.iter().map(String::as_str).collect());
+    let mut last = "";
+    for (row, cell) in rows.iter().zip(cells) {
+        if !last.is_empty() && last != cell.scenario {
+            out.push('\n');
+        }
+        last = &cell.scenario;
+        line(&mut out, row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn find<'a>(cells: &'a [Cell], scenario: &str, strategy: &str) -> Option<&'a Cell> {
+    cells
+        .iter()
+        .find(|c| c.scenario == scenario && c.strategy == strategy)
+}
+
+/// What the table shows, in sentences: the cost of not pooling, who
+/// failed where, and the first error message of every failing cell.
+pub fn findings(cells: &[Cell]) -> String {
+    let mut out = String::from("findings:\n");
+    for scenario in ["burst", "throughput"] {
+        let Some(fp) = find(cells, scenario, "freshpool") else {
+            continue;
+        };
+        for other in ["per-request", "no-pool"] {
+            if let Some(o) = find(cells, scenario, other) {
+                let _ = writeln!(
+                    out,
+                    "  {scenario}: {other} opened {} connections for {} requests (freshpool: {}); \
+                     {:.0} req/s vs {:.0}, p99 {:.1} ms vs {:.1} ms",
+                    o.connections_opened,
+                    o.requests,
+                    fp.connections_opened,
+                    o.rps,
+                    fp.rps,
+                    o.p99_ms,
+                    fp.p99_ms
+                );
+            }
+        }
+    }
+    if let Some(u) = cells
+        .iter()
+        .filter(|c| c.scenario == "unbounded")
+        .max_by_key(|c| c.peak_open_connections)
+    {
+        let fp = find(cells, "unbounded", "freshpool").map_or(0, |c| c.peak_open_connections);
+        let _ = writeln!(
+            out,
+            "  unbounded: {} peaked at {} open connections (freshpool: {fp}, bounded per host)",
+            u.strategy, u.peak_open_connections
+        );
+    }
+    for c in cells.iter().filter(|c| c.duplicated_posts > 0) {
+        let _ = writeln!(
+            out,
+            "  {}/{}: {} POSTs processed twice",
+            c.scenario, c.strategy, c.duplicated_posts
+        );
+    }
+    for c in cells.iter().filter(|c| c.errors > 0) {
+        let msg = c.first_error.as_deref().unwrap_or("");
+        let _ = writeln!(out, "  {}/{} first error: {msg}", c.scenario, c.strategy);
+    }
+    for scenario in ["stale-fin", "freeze"] {
+        if let Some(fp) = find(cells, scenario, "freshpool") {
+            let verdict = if fp.errors == 0 && fp.duplicated_posts == 0 {
+                "OK"
+            } else {
+                "FAILED"
+            };
+            let _ = writeln!(
+                out,
+                "  {scenario}: freshpool {} errors, {} duplicated POSTs: {verdict}",
+                fp.errors, fp.duplicated_posts
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,152 @@
+//! `freshpool bench --quick --json FILE --report DIR`: every cell, the
+//! verdicts that matter, and a report whose charts hold data.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const STRATEGIES: [&str; 4] = ["per-request", "no-pool", "reqwest", "freshpool"];
+const SCENARIOS: [&str; 6] = [
+    "burst",
+    "throughput",
+    "stale-fin",
+    "freeze",
+    "starvation",
+    "unbounded",
+];
+
+fn cell<'a>(
+    cells: &'a [serde_json::Value],
+    scenario: &str,
+    strategy: &str,
+) -> &'a serde_json::Value {
+    cells
+        .iter()
+        .find(|c| c["scenario"] == scenario && c["strategy"] == strategy)
+        .unwrap_or_else(|| panic!("no cell {scenario}/{strategy}"))
+}
+
+/// Rectangles with an area that are not the canvas background: bars and
+/// legend swatches.
+fn data_rects(svg: &Path) -> usize {
+    let text = std::fs::read_to_string(svg).unwrap();
+    let doc = roxmltree::Document::parse(&text)
+        .unwrap_or_else(|e| panic!("{}: not XML: {e}", svg.display()));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    let canvas: f64 = root
+        .attribute("width")
+        .and_then(|w| w.parse().ok())
+        .unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("rect"))
+        .filter(|n| {
+            let num = |a: &str| {
+                n.attribute(a)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            num("width") > 0.0 && num("height") > 0.0 && num("width") < canvas
+        })
+        .count()
+}
+
+#[test]
+fn quick_bench_produces_every_cell_and_a_report() {
+    let dir = std::env::temp_dir().join(format!("freshpool-cli-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    let report = dir.join("report");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_freshpool"))
+        .args(["bench", "--quick", "--json"])
+        .arg(&json)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Unoptimised test builds are slower than the release binary's < 60 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(240),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cells = doc["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 24, "4 strategies x 6 scenarios");
+    for scenario in SCENARIOS {
+        for strategy in STRATEGIES {
+            let c = cell(cells, scenario, strategy);
+            assert!(
+                c["requests"].as_u64().unwrap() > 0,
+                "{scenario}/{strategy}: {c}"
+            );
+            for field in [
+                "rps",
+                "p50_ms",
+                "p99_ms",
+                "max_ms",
+                "connections_opened",
+                "peak_open_connections",
+            ] {
+                assert!(c[field].is_number(), "{scenario}/{strategy}: {field}");
+            }
+        }
+    }
+    // The verdicts: freshpool survives stale FINs and freezes, duplicates nothing.
+    for scenario in ["stale-fin", "freeze"] {
+        let c = cell(cells, scenario, "freshpool");
+        assert_eq!(c["errors"], 0, "freshpool failed in {scenario}: {c}");
+        assert_eq!(c["duplicated_posts"], 0, "{scenario}: {c}");
+    }
+    // The cost of not pooling is visible: one connection per request.
+    let per_request = cell(cells, "throughput", "per-request");
+    let fp = cell(cells, "throughput", "freshpool");
+    let opened = |c: &serde_json::Value| c["connections_opened"].as_u64().unwrap();
+    assert!(
+        opened(per_request) > 10 * opened(fp),
+        "{per_request} vs {fp}"
+    );
+    assert!(opened(fp) <= 64, "{fp}");
+    assert!(
+        cell(cells, "burst", "no-pool")["connections_opened"].as_u64()
+            > cell(cells, "burst", "freshpool")["connections_opened"].as_u64()
+    );
+    assert!(
+        cell(cells, "unbounded", "freshpool")["peak_open_connections"]
+            .as_u64()
+            .unwrap()
+            <= 64
+    );
+    assert!(stdout.contains("findings:"), "{stdout}");
+
+    // The report: index.html shows SVG charts that exist and hold data.
+    let index = std::fs::read_to_string(report.join("index.html")).unwrap();
+    let svgs: BTreeSet<&str> = index
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .filter(|s| s.ends_with(".svg"))
+        .collect();
+    assert!(svgs.len() >= 4, "charts: {svgs:?}");
+    for svg in svgs {
+        let path = report.join(svg);
+        assert!(path.exists(), "{svg} referenced but missing");
+        // 4 legend swatches + the legend box, and at least one bar.
+        let rects = data_rects(&path);
+        assert!(rects > 5, "{svg}: only {rects} data rectangles");
+    }
+    for strategy in STRATEGIES {
+        assert!(index.contains(strategy), "{strategy} in the table");
+    }
+}

@@ -1,0 +1,234 @@
+//! End-to-end tests of the `freshpool` binary against loopback servers.
+
+use std::process::Output;
+use std::time::Duration;
+
+use freshpool_testkit::{Protocol, ServerConfig, TestCa, TestServer};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_freshpool");
+
+/// Runs the binary with `args`, bounded by `limit`.
+async fn freshpool(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(BIN).args(args).kill_on_drop(true).output();
+    tokio::time::timeout(limit, child)
+        .await
+        .unwrap_or_else(|_| panic!("freshpool {args:?} took longer than {limit:?}"))
+        .expect("run the freshpool binary")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The first number on the line that starts with `label` (after trimming).
+fn number_after(text: &str, label: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no '{label}' line in:\n{text}"));
+    line.trim_start()[label.len()..]
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no number in '{line}'"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_finds_a_two_second_idle_timeout() {
+    let server = TestServer::start(ServerConfig {
+        idle_timeout: Some(Duration::from_secs(2)),
+        ..ServerConfig::default()
+    })
+    .await;
+    let out = freshpool(
+        &["probe", &server.url("/"), "--max-wait", "8s"],
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let idle = number_after(&text, "idle timeout");
+    assert!(
+        (1.6..=2.4).contains(&idle),
+        "idle timeout {idle} s, want 2 s ±20%:\n{text}"
+    );
+    assert!(text.contains("HTTP/1.1"), "{text}");
+    assert!(
+        text.contains(".idle_timeout(Some("),
+        "a recommendation: {text}"
+    );
+    for step in ["dns", "connect", "first byte"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(step)),
+            "no {step} time:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_over_tls_reports_http2_and_its_stream_limit() {
+    let ca = TestCa::new();
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Auto,
+        tls: Some(ServerConfig::tls_config(&ca, &[b"h2", b"http/1.1"])),
+        max_concurrent_streams: Some(37),
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..ServerConfig::default()
+    })
+    .await;
+    let dir = tempdir("probe-tls");
+    let pem = dir.join("ca.pem");
+    std::fs::write(&pem, ca.ca_cert_pem()).unwrap();
+    let out = freshpool(
+        &[
+            "probe",
+            &server.url("/"),
+            "--max-wait",
+            "3s",
+            "--cacert",
+            pem.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("ALPN h2") && text.contains("HTTP/2"),
+        "{text}"
+    );
+    assert_eq!(
+        number_after(&text, "h2 max concurrent streams"),
+        37.0,
+        "{text}"
+    );
+    let idle = number_after(&text, "idle timeout");
+    assert!(
+        (0.8..=1.2).contains(&idle),
+        "idle timeout {idle} s, want 1 s:\n{text}"
+    );
+    // Without the CA the certificate is rejected, in one line.
+    let out = freshpool(&["probe", &server.url("/")], Duration::from_secs(30)).await;
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_reports_the_request_count_statuses_and_pool_stats() {
+    let server = TestServer::http1().await;
+    let url = server.url("/");
+    let out = freshpool(
+        &["load", &url, "-n", "300", "-c", "8"],
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert_eq!(number_after(&text, "Requests:"), 300.0, "{text}");
+    assert!(text.contains("ok 300, errors 0"), "{text}");
+    assert!(text.contains("200: 300"), "status codes: {text}");
+    assert!(text.contains("p99"), "{text}");
+    assert_eq!(server.stats().requests(), 300);
+    let created = number_after(&text, "connections created");
+    assert!(
+        (1.0..=8.0).contains(&created),
+        "at most -c connections: {text}"
+    );
+    // POST with headers and a body, bounded by duration.
+    let echo = server.url("/echo");
+    let out = freshpool(
+        &[
+            "load",
+            &echo,
+            "-d",
+            "1s",
+            "-c",
+            "2",
+            "-m",
+            "post",
+            "-H",
+            "x-test: 1",
+            "--body",
+            "hello",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(number_after(&stdout(&out), "Requests:") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_one_line_and_a_nonzero_exit() {
+    let cases: [&[&str]; 5] = [
+        &["probe", "not a url"],
+        &["load", "ftp://example.com/"],
+        &["load", "http://127.0.0.1:1/", "-n", "5"],
+        &["probe", "http://127.0.0.1:1/"],
+        &["load", "http://127.0.0.1:1/", "-d", "soon"],
+    ];
+    for args in cases {
+        let out = freshpool(args, Duration::from_secs(30)).await;
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(!err.trim().is_empty(), "{args:?}: no message");
+        if args[0] != "load" || args.len() < 4 || args[3] != "soon" {
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+    let out = freshpool(&["bench", "--scenario", "nope"], Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(2), "clap rejects it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_serve_prints_its_servers_and_serves() {
+    let mut child = Command::new(BIN)
+        .args(["bench", "--serve", "--serve-for", "20s"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut found = std::collections::HashMap::new();
+    while found.len() < 5 {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("serve prints its servers")
+            .unwrap()
+            .expect("a line");
+        let (name, value) = line.split_once(' ').expect("NAME VALUE");
+        found.insert(name.to_string(), value.to_string());
+    }
+    let pem = std::fs::read(&found["ca"]).expect("the CA PEM exists");
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+    let client = freshpool::Client::builder()
+        .add_root_certificate(der)
+        .build()
+        .unwrap();
+    for name in ["http1", "https", "chaos", "stale"] {
+        let url = format!("{}/", found[name]);
+        let resp = client
+            .get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{name} {url}: {e}"));
+        assert_eq!(resp.status(), 200, "{name}");
+        assert_eq!(resp.into_body().text().await.unwrap(), "ok");
+    }
+    assert!(found["https"].starts_with("https://localhost:"));
+    child.kill().await.unwrap();
+}
+
+/// A fresh directory under the target dir.
+pub fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("freshpool-cli-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
