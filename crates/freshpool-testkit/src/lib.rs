@@ -56,8 +56,8 @@
 #![warn(missing_docs)]
 
 pub mod chaos;
-pub mod proxy;
 mod io;
+pub mod proxy;
 pub mod server;
 pub mod tls;
 
