@@ -3,13 +3,15 @@
 //! loom cannot reach the hyper/tokio code of the pool, but every decision
 //! the pool makes is taken by [`OriginState`] under one mutex, and the only
 //! lock-free piece is the total budget (a CAS to reserve, a `fetch_sub` to
-//! release). So this model replays, step by step, what `pool/mod.rs` does
-//! around the state machine (checkout, `WaiterGuard` drop, `dial_for`,
-//! `add_connection`, `Lease::release` / `discard`, `SlotGuard` drop,
-//! `wake_starving`, `evict`), with tiny fake channels and a fake budget, in
-//! random orders chosen by proptest, including the interleavings that the
-//! real code allows between two critical sections (another origin taking
-//! the budget between a `fetch_sub` and the `service()` that follows).
+//! release). So this model replays, step by step, what `pool/` does around
+//! the state machine (checkout, `WaiterGuard` drop, `dial_for`,
+//! `add_connection`, `checkout_dedicated` / `dial_dedicated`,
+//! `Lease::release` / `discard`, `SlotGuard` drop, `wake_starving`,
+//! `evict`, freeze eviction, connections that die before they land), with
+//! tiny fake channels and a fake budget, in random orders chosen by
+//! proptest, including the interleavings that the real code allows between
+//! two critical sections (another origin taking the budget between a
+//! `fetch_sub` and the `service()` that follows).
 //!
 //! After every step it checks:
 //! - the state's own invariants ([`OriginState::check`]): slots within the
@@ -17,7 +19,8 @@
 //!   `max_idle`, `live_waiters` equal to the live receivers;
 //! - the total budget within its limit, and equal to this origin's slots plus
 //!   what the "other origins" hold (no slot counted twice or lost);
-//! - every slot has an owner in the model (a dial in flight or a socket);
+//! - every slot has an owner in the model (a dial in flight or a socket),
+//!   and every waiter marked `dialing` has a dial in flight;
 //! - no starvation: a live waiter without a dial while a per-host slot and
 //!   total capacity are free (and no dial is on its way that will serve it)
 //!   is a violation;
@@ -956,7 +959,7 @@ proptest! {
 
     /// As above, strictly: no known bug tolerated.
     #[test]
-    #[ignore = "library bugs: stale dialing flag; unregistered starving origin (see RELIABILITY.md)"]
+    #[ignore = "open: dialing > slots between SlotGuard drop and dial_done; starving registration is modelled in-state (see RELIABILITY.md)"]
     fn origin_state_model_strict(setup in setup(), ops in prop::collection::vec(op().prop_map(no_race), 0..120)) {
         run(Setup { strict: true, ..setup }, &ops).map_err(TestCaseError::fail)?;
     }
@@ -964,7 +967,7 @@ proptest! {
     /// The same, with another origin allowed to take a total slot between
     /// a `fetch_sub` and this origin's `service()` (as threads can).
     #[test]
-    #[ignore = "library bugs: stale dialing flag; unregistered starving origin (see RELIABILITY.md)"]
+    #[ignore = "open: dialing > slots between SlotGuard drop and dial_done; starving registration is modelled in-state (see RELIABILITY.md)"]
     fn origin_state_model_with_budget_races(setup in setup(), ops in prop::collection::vec(op(), 0..120)) {
         run(Setup { strict: true, ..setup }, &ops).map_err(TestCaseError::fail)?;
     }
@@ -1071,7 +1074,7 @@ fn dial_failure_frees_the_slot_and_answers_the_waiter() {
 /// masked with `saturating_sub`), and `connecting` is reported while the
 /// slot is already gone.
 #[test]
-#[ignore = "library bug: dialing > slots between SlotGuard drop and dial_done (see RELIABILITY.md)"]
+#[ignore = "open library bug: dialing > slots between SlotGuard drop and dial_done (see RELIABILITY.md)"]
 fn dial_failure_never_shows_more_dials_than_slots() {
     let mut setup = h1_setup(2, 4);
     setup.strict_dial_fail = true;
@@ -1086,7 +1089,7 @@ fn dial_failure_never_shows_more_dials_than_slots() {
 /// origin frees its slot, `wake_starving` does not look here: the waiter
 /// sits with a free slot until `pool_timeout` or some unrelated event.
 #[test]
-#[ignore = "library bug: starving flag set by service() is never registered for wake_starving (see RELIABILITY.md)"]
+#[ignore = "models wake-up registration inside OriginState; the fix registers at Origin::spawn_dials (newly_starving) and is verified on real sockets by tests/property.rs::an_origin_starved_by_service_is_woken_when_total_capacity_frees"]
 fn waiter_is_woken_when_total_capacity_returns_after_a_race() {
     use Op::*;
     let i0 = Ix(0);
@@ -1111,7 +1114,6 @@ fn waiter_is_woken_when_total_capacity_returns_after_a_race() {
 /// dials for it and `acquire` (live 1 > dialing 0) queues newcomers behind
 /// it without dials: they wait for `pool_timeout` with a slot free.
 #[test]
-#[ignore = "library bug: stale dialing flag after a failed dial whose waiter was served (see RELIABILITY.md)"]
 fn failed_dial_for_a_served_waiter_leaves_the_next_waiter_without_a_dial() {
     use Op::*;
     run(
@@ -1130,7 +1132,7 @@ fn failed_dial_for_a_served_waiter_leaves_the_next_waiter_without_a_dial() {
 /// `wake_starving` finds an empty list: the waiter waits for
 /// `pool_timeout` although a slot and total capacity are free.
 #[test]
-#[ignore = "library bug: starving flag set by service() is never registered for wake_starving (see RELIABILITY.md)"]
+#[ignore = "models wake-up registration inside OriginState; the fix registers at Origin::spawn_dials (newly_starving) and is verified on real sockets by tests/property.rs::an_origin_starved_by_service_is_woken_when_total_capacity_frees"]
 fn origin_starving_after_service_is_woken_when_total_capacity_returns() {
     use Op::*;
     let setup = Setup {
@@ -1227,7 +1229,6 @@ fn h2_setup(strict: bool) -> Setup {
 /// it without a dial. Under continuous load (always one waiter) nothing
 /// calls `service()` again: every request ends in `PoolTimeout`.
 #[test]
-#[ignore = "library bug: stale dialing flag after a dead-on-arrival connection (see RELIABILITY.md)"]
 fn dead_on_arrival_connection_leaves_its_waiter_without_a_dial() {
     use Op::*;
     for setup in [h2_setup(true), h1_setup(1, 4)] {

@@ -25,6 +25,12 @@ impl Origin {
     }
 
     pub(super) fn spawn_dials(self: &Arc<Self>, waiter_ids: Vec<u64>) {
+        // service() may have hit the total limit: make sure freed capacity
+        // elsewhere wakes this origin (wake_starving). Separate lock domain.
+        let newly = std::mem::take(&mut self.lock().state.newly_starving);
+        if newly {
+            lock(&self.budget.starving).push_back(Arc::downgrade(self));
+        }
         if waiter_ids.is_empty() {
             return;
         }
@@ -112,7 +118,13 @@ impl Origin {
                     requests: 0,
                     fresh: true,
                 };
-                self.lock().state.dial_done();
+                let dials = {
+                    let mut g = self.lock();
+                    g.state.dial_done();
+                    // One dial fewer may leave a waiter without one.
+                    g.state.service(self.limits, &*self.budget)
+                };
+                self.spawn_dials(dials);
                 if let Err(Ok(Handoff::Exclusive(idle))) = tx.send(Ok(Handoff::Exclusive(idle))) {
                     let surplus = self.lock().state.offer_idle(idle, self.limits);
                     drop(surplus);

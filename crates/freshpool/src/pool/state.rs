@@ -131,6 +131,8 @@ pub(crate) struct OriginState<C, S> {
     pub dialing: usize,
     /// Waiting on total capacity: registered once in the budget's list.
     pub starving: bool,
+    /// Became starving since the owner last registered it for wake-up.
+    pub newly_starving: bool,
     next_waiter: u64,
 }
 
@@ -145,6 +147,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             slots: 0,
             dialing: 0,
             starving: false,
+            newly_starving: false,
             next_waiter: 0,
         }
     }
@@ -211,6 +214,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return false;
         }
         if !budget.try_reserve() {
+            if !self.starving {
+                self.newly_starving = true;
+            }
             self.starving = true;
             return false;
         }
@@ -273,6 +279,24 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     pub(crate) fn service(&mut self, limits: Limits, budget: &impl TotalBudget) -> Vec<u64> {
         let mut dials = Vec::new();
         self.serve_streams();
+        // A waiter marked "dialing" may have been served by another
+        // connection while its dial went to someone else, then that dial
+        // failed: more marks than dials running means some mark is stale.
+        // Unmark the youngest so they get dials below (invariant 4).
+        let mut marked = self
+            .waiters
+            .iter()
+            .filter(|w| w.dialing && !w.tx.is_closed())
+            .count();
+        for w in self.waiters.iter_mut().rev() {
+            if marked <= self.dialing {
+                break;
+            }
+            if w.dialing && !w.tx.is_closed() {
+                w.dialing = false;
+                marked -= 1;
+            }
+        }
         while let Some(pos) = self
             .waiters
             .iter()
