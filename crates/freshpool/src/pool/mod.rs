@@ -187,19 +187,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Holds one slot (per-host and total) until the connection's socket is
 /// gone: owned by the dial, then by the connection's driver task.
+///
+/// It also owns the "dial in flight" count until the connection is
+/// established: `dialing` is claimed (swapped to false) by whichever comes
+/// first, the dial task handing the connection to the pool or this guard
+/// dropping because the dial failed. A failed dial thus releases its slot
+/// and its dial count in one locked step, so `dialing <= slots` always
+/// holds under the lock.
 pub(crate) struct SlotGuard {
     origin: Arc<Origin>,
     conn_id: u64,
     since: Instant,
+    dialing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SlotGuard {
-    fn new(origin: &Arc<Origin>, conn_id: u64) -> SlotGuard {
-        SlotGuard {
+    /// The guard, and the dial flag the dial task keeps to claim the
+    /// dial count on success.
+    fn new(origin: &Arc<Origin>, conn_id: u64) -> (SlotGuard, Arc<AtomicBool>) {
+        let dialing = Arc::new(AtomicBool::new(true));
+        let guard = SlotGuard {
             origin: origin.clone(),
             conn_id,
             since: Instant::now(),
-        }
+            dialing: dialing.clone(),
+        };
+        (guard, dialing)
     }
 }
 
@@ -209,7 +222,8 @@ impl Drop for SlotGuard {
             .counters
             .metrics
             .connection_lived(self.since.elapsed());
-        self.origin.slot_freed(self.conn_id);
+        let was_dialing = self.dialing.swap(false, Ordering::AcqRel);
+        self.origin.slot_freed(self.conn_id, was_dialing);
     }
 }
 

@@ -7,10 +7,13 @@ impl Origin {
         lock(&self.guarded)
     }
 
-    pub(super) fn slot_freed(self: &Arc<Self>, conn_id: u64) {
+    pub(super) fn slot_freed(self: &Arc<Self>, conn_id: u64, was_dialing: bool) {
         self.budget.open.fetch_sub(1, Ordering::AcqRel);
         let (was_pooled, dials) = {
             let mut g = self.lock();
+            if was_dialing {
+                g.state.dial_done();
+            }
             let was_pooled = g.state.slot_freed(conn_id);
             let dials = g.state.service(self.limits, &*self.budget);
             self.publish(&g.state);
@@ -57,21 +60,25 @@ impl Origin {
 
     pub(super) async fn dial_for(self: Arc<Self>, waiter_id: u64) {
         let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = SlotGuard::new(&self, conn_id);
+        let (slot, dialing) = SlotGuard::new(&self, conn_id);
         let started = Instant::now();
         let result = self.connector.dial(&self.key, slot).await;
         match result {
             Ok(conn) => {
                 self.counters.created(started.elapsed());
                 tracing::debug!(origin = %self.label, conn_id, elapsed = ?started.elapsed(), "connection opened");
-                self.add_connection(conn_id, conn);
+                self.add_connection(conn_id, conn, &dialing);
             }
             Err(err) => {
                 self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(origin = %self.label, error = %err, "connect failed");
                 let dials = {
                     let mut g = self.lock();
-                    g.state.dial_done();
+                    // Usually the slot guard already counted the dial done
+                    // when it dropped inside the failed dial.
+                    if dialing.swap(false, Ordering::AcqRel) {
+                        g.state.dial_done();
+                    }
                     g.state.fail_waiter(waiter_id, err);
                     // A waiter whose dial failed is answered; others that had
                     // counted on this dial (coalesced HTTP/2) need their own.
@@ -90,7 +97,7 @@ impl Origin {
         tx: tokio::sync::oneshot::Sender<Result<Handoff<H1Conn, H2Conn>, Error>>,
     ) {
         let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = SlotGuard::new(&self, conn_id);
+        let (slot, dialing) = SlotGuard::new(&self, conn_id);
         let started = Instant::now();
         match self.connector.dial(&self.key, slot).await {
             Ok(NewConnection {
@@ -120,7 +127,9 @@ impl Origin {
                 };
                 let dials = {
                     let mut g = self.lock();
-                    g.state.dial_done();
+                    if dialing.swap(false, Ordering::AcqRel) {
+                        g.state.dial_done();
+                    }
                     // One dial fewer may leave a waiter without one.
                     g.state.service(self.limits, &*self.budget)
                 };
@@ -133,14 +142,16 @@ impl Origin {
             Ok(other) => {
                 // The origin moved to HTTP/2: share it like any new connection.
                 self.counters.created(started.elapsed());
-                self.add_connection(conn_id, other);
+                self.add_connection(conn_id, other, &dialing);
                 drop(tx); // the requester falls back to a normal checkout
             }
             Err(err) => {
                 self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
                 let dials = {
                     let mut g = self.lock();
-                    g.state.dial_done();
+                    if dialing.swap(false, Ordering::AcqRel) {
+                        g.state.dial_done();
+                    }
                     g.state.service(self.limits, &*self.budget)
                 };
                 self.spawn_dials(dials);
@@ -149,7 +160,12 @@ impl Origin {
         }
     }
 
-    pub(super) fn add_connection(self: &Arc<Self>, conn_id: u64, conn: NewConnection) {
+    pub(super) fn add_connection(
+        self: &Arc<Self>,
+        conn_id: u64,
+        conn: NewConnection,
+        dialing: &std::sync::atomic::AtomicBool,
+    ) {
         if conn.resumed_tls {
             self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
         }
@@ -157,7 +173,9 @@ impl Origin {
         let mut surplus = None;
         let dials = {
             let mut g = self.lock();
-            g.state.dial_done();
+            if dialing.swap(false, Ordering::AcqRel) {
+                g.state.dial_done();
+            }
             match conn.sender {
                 Sender::H1(sender) => {
                     g.state.protocol = Protocol::Http1;
@@ -292,7 +310,7 @@ impl Origin {
     /// Publishes the open-connection gauges (idle / active).
     pub(super) fn publish(&self, st: &State) {
         let idle = st.idle.len() + st.shared.iter().filter(|s| s.in_flight == 0).count();
-        let established = st.slots.saturating_sub(st.dialing);
+        let established = st.slots - st.dialing;
         self.counters
             .metrics
             .open(idle, established.saturating_sub(idle));
@@ -341,7 +359,7 @@ impl Origin {
                 caller: r.caller.to_string(),
             })
             .collect();
-        let established = st.slots.saturating_sub(st.dialing);
+        let established = st.slots - st.dialing;
         let idle = st.idle.len() + st.shared.iter().filter(|s| s.in_flight == 0).count();
         let c = &self.counters;
         OriginStats {
