@@ -64,3 +64,24 @@ pub mod tls;
 pub use chaos::{ChaosProxy, ProxyStats};
 pub use server::{Protocol, ServerConfig, ServerStats, TestServer};
 pub use tls::{self_signed, TestCa};
+
+/// Polls `cond` every 5 ms until it holds; panics naming `what` after 5 s.
+/// Tests use it to wait for an effect that happens on another task (a
+/// socket close, a sweep) without sleeping for a guessed time.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// freshpool_testkit::eventually("a true condition", || true).await;
+/// # }
+/// ```
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -5,21 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use freshpool::{Client, CloseReason, Kind};
-use freshpool_testkit::{ServerConfig, TestServer};
+use freshpool_testkit::{eventually, ServerConfig, TestServer};
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Waits (bounded) until `cond` holds.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// GETs `url` and reads the body to the end (returning the connection).
+async fn fetch(client: &Client, url: &str) -> bytes::Bytes {
+    client
+        .get(url)
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,14 +63,7 @@ async fn waiters_are_served_in_fifo_order() {
         .build()
         .unwrap();
     // Warm the single connection so every later request queues for it.
-    client
-        .get(&server.url("/"))
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&client, &server.url("/")).await;
     // Hold the connection with a slow request.
     let holder = {
         let c = client.clone();
@@ -243,14 +236,7 @@ async fn dropped_body_closes_and_read_body_returns_the_connection() {
     .await;
     let resp = client.get(&server.url("/bytes/1000")).await.unwrap();
     assert_eq!(resp.into_body().bytes().await.unwrap().len(), 1000);
-    client
-        .get(&server.url("/"))
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&client, &server.url("/")).await;
     assert_eq!(server.stats().connections_accepted(), 2);
     let stats = client.stats();
     assert_eq!(stats.closed_for(CloseReason::Error), 1);
@@ -270,14 +256,7 @@ async fn idle_timeout_lifetime_and_max_requests_evict() {
         .idle_timeout(Some(Duration::from_millis(300)))
         .build()
         .unwrap();
-    client
-        .get(&server.url("/"))
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&client, &server.url("/")).await;
     eventually("idle timeout sweep", || {
         client.stats().closed_for(CloseReason::IdleTimeout) == 1
     })
@@ -292,14 +271,7 @@ async fn idle_timeout_lifetime_and_max_requests_evict() {
         .build()
         .unwrap();
     for _ in 0..7 {
-        client
-            .get(&server.url("/"))
-            .await
-            .unwrap()
-            .into_body()
-            .bytes()
-            .await
-            .unwrap();
+        fetch(&client, &server.url("/")).await;
     }
     let s = client.stats();
     assert_eq!(s.created(), 3, "7 requests at 3 per connection");
@@ -310,23 +282,9 @@ async fn idle_timeout_lifetime_and_max_requests_evict() {
         .max_lifetime(Some(Duration::from_millis(300)))
         .build()
         .unwrap();
-    client
-        .get(&server.url("/"))
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&client, &server.url("/")).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    client
-        .get(&server.url("/"))
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&client, &server.url("/")).await;
     let s = client.stats();
     assert_eq!(s.created(), 2);
     assert_eq!(s.closed_for(CloseReason::Lifetime), 1);
@@ -414,14 +372,7 @@ async fn keep_alive_hint_expires_connections_before_the_server_does() {
         .build()
         .unwrap();
     for _ in 0..5 {
-        client
-            .get(&server.url("/"))
-            .await
-            .unwrap()
-            .into_body()
-            .bytes()
-            .await
-            .unwrap();
+        fetch(&client, &server.url("/")).await;
         // Straddle the server's timeout: 0.8 s > 1 s - margin.
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
@@ -448,14 +399,7 @@ async fn clones_share_one_pool_and_tower_service_works() {
         .bytes()
         .await
         .unwrap();
-    client
-        .get(&server.url("/"))
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&client, &server.url("/")).await;
     assert_eq!(server.stats().connections_accepted(), 1);
     assert_eq!(client.stats().reused(), 1);
 }
@@ -465,14 +409,7 @@ async fn dropping_the_last_client_closes_its_idle_connections() {
     let server = TestServer::http1().await;
     let client = Client::new();
     let also = client.clone();
-    client
-        .get(&server.url("/"))
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&client, &server.url("/")).await;
     drop(client);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
@@ -500,14 +437,7 @@ async fn pooling_off_keeps_no_idle_http2_connection() {
         .build()
         .unwrap();
     for _ in 0..3 {
-        client
-            .get(&server.url("/"))
-            .await
-            .unwrap()
-            .into_body()
-            .bytes()
-            .await
-            .unwrap();
+        fetch(&client, &server.url("/")).await;
     }
     assert_eq!(server.stats().connections_accepted(), 3);
 }

@@ -68,14 +68,10 @@ async fn stats_after_scripted_workloads() {
     assert_eq!(o.connect_time.count, 1);
     assert_eq!(s.open_connections, 1);
     // A forced idle timeout shows under its reason.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while client.stats().closed_for(CloseReason::IdleTimeout) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "idle timeout never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    freshpool_testkit::eventually("the idle timeout recorded", || {
+        client.stats().closed_for(CloseReason::IdleTimeout) == 1
+    })
+    .await;
     let s = client.stats();
     assert_eq!(s.origin(&origin).unwrap().idle, 0);
     assert!(s.to_string().contains("idle_timeout 1"), "{s}");

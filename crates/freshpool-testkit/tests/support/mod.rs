@@ -134,14 +134,4 @@ pub async fn raw_get(stream: &mut TcpStream, path: &str) {
     stream.write_all(req.as_bytes()).await.expect("write");
 }
 
-/// Polls `cond` every 10 ms until it holds or `WAIT` passes.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+pub use freshpool_testkit::eventually;
