@@ -265,26 +265,70 @@ enum Reuse {
     ClosedAt(Duration),
     /// The reuse failed without a close being seen first.
     Failed,
+    /// The connection ended right as the previous exchange finished (an h2
+    /// GOAWAY racing the last request): this pause measured nothing.
+    Gone,
 }
+
+/// A close seen this soon after the idle period began belongs to the
+/// previous exchange, not to the idle timer being measured.
+const CLOSE_BELONGS_TO_LAST_EXCHANGE: Duration = Duration::from_millis(20);
 
 async fn idle_then_reuse(live: &mut Live, target: &Target, pause: Duration) -> Reuse {
     let since = live.idle_since;
     tokio::select! {
         biased;
         closed = &mut live.closed => {
-            return Reuse::ClosedAt(closed.map_or(since.elapsed(), |t| t.saturating_duration_since(since)));
+            let after = closed.map_or(since.elapsed(), |t| t.saturating_duration_since(since));
+            return if after < CLOSE_BELONGS_TO_LAST_EXCHANGE {
+                Reuse::Gone
+            } else {
+                Reuse::ClosedAt(after)
+            };
         }
         _ = tokio::time::sleep_until((since + pause).into()) => {}
     }
     match live.request(target).await {
         Ok(_) => Reuse::Alive,
-        Err(_) => match live.closed.try_recv() {
-            Ok(t) if t.saturating_duration_since(since) <= pause => {
-                Reuse::ClosedAt(t.saturating_duration_since(since))
-            }
+        Err(_) => match live
+            .closed
+            .try_recv()
+            .map(|t| t.saturating_duration_since(since))
+        {
+            Ok(after) if after < CLOSE_BELONGS_TO_LAST_EXCHANGE => Reuse::Gone,
+            Ok(after) if after <= pause => Reuse::ClosedAt(after),
             _ => Reuse::Failed,
         },
     }
+}
+
+/// Idles `live` for `pause` and reuses it, opening a fresh connection first
+/// when the last one is dead, and again (a bounded number of times) when the
+/// connection turns out to have ended with the previous exchange.
+async fn measure(
+    live: &mut Live,
+    dead: &mut bool,
+    target: &Target,
+    pause: Duration,
+) -> Result<Reuse, String> {
+    for _ in 0..3 {
+        if *dead {
+            *live = open(target).await?.0;
+            live.request(target).await?;
+            *dead = false;
+        }
+        match idle_then_reuse(live, target, pause).await {
+            Reuse::Gone => *dead = true,
+            Reuse::Failed => {
+                *dead = true;
+                return Ok(Reuse::Failed);
+            }
+            other => return Ok(other),
+        }
+    }
+    Err(format!(
+        "the server closed the connection right after each of 3 requests; no idle timeout to measure at {pause:?}"
+    ))
 }
 
 /// What the idle search found.
@@ -315,16 +359,11 @@ async fn find_idle_timeout(
     let mut hi = None;
     let mut dead = false;
     for pause in pauses {
-        if dead {
-            live = open(target).await?.0;
-            live.request(target).await?;
-        }
-        match idle_then_reuse(&mut live, target, pause).await {
+        match measure(&mut live, &mut dead, target, pause).await? {
             Reuse::Alive => lo = pause,
             Reuse::ClosedAt(t) => return Ok(Idle::Observed(t)),
-            Reuse::Failed => {
+            Reuse::Failed | Reuse::Gone => {
                 hi = Some(pause);
-                dead = true;
                 break;
             }
         }
@@ -337,21 +376,11 @@ async fn find_idle_timeout(
         if (hi - lo).as_secs_f64() <= 0.1 * hi.as_secs_f64() {
             break;
         }
-        if dead {
-            live = open(target).await?.0;
-            live.request(target).await?;
-        }
         let mid = (lo + hi) / 2;
-        match idle_then_reuse(&mut live, target, mid).await {
-            Reuse::Alive => {
-                lo = mid;
-                dead = false;
-            }
+        match measure(&mut live, &mut dead, target, mid).await? {
+            Reuse::Alive => lo = mid,
             Reuse::ClosedAt(t) => return Ok(Idle::Observed(t)),
-            Reuse::Failed => {
-                hi = mid;
-                dead = true;
-            }
+            Reuse::Failed | Reuse::Gone => hi = mid,
         }
     }
     Ok(Idle::Between(lo, hi))
