@@ -39,6 +39,7 @@ mod builder;
 mod client;
 mod config;
 mod connect;
+mod deadline;
 mod diagnose;
 mod error;
 mod health;

@@ -82,6 +82,11 @@ async fn certificate_errors_are_tls_errors_naming_the_host() {
         msg.contains("localhost") && msg.contains("UnknownIssuer"),
         "{msg}"
     );
+    // One request, one dial: a failed dial answers its waiter and is not
+    // started again behind its back (a failing backend sees no double load).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.stats().connections_accepted(), 1);
+    assert_eq!(client.stats().origins[0].connect_errors, 1);
 
     // Right CA, wrong name: the server's certificate is for localhost and
     // 127.0.0.1 only; ask for it under another name that resolves there.

@@ -86,13 +86,15 @@ impl Connector {
         }
     }
 
-    /// Makes one connection. `slot` is the pool's accounting guard: it is
-    /// dropped when the dial fails or, once the connection exists, when its
-    /// driver task ends (the socket is closed). One owner, one release.
-    pub(crate) async fn dial(
+    /// Makes one connection. `slot` is the pool's accounting guard: the
+    /// connection's driver task takes it and drops it when the socket is
+    /// closed. A dial that fails before that leaves it with the caller, so
+    /// the pool can answer the dial's waiter and free the slot in that
+    /// order (freeing first would start a second dial for the same waiter).
+    pub(crate) async fn dial<S: Send + 'static>(
         &self,
         key: &PoolKey,
-        slot: impl Send + 'static,
+        slot: &mut Option<S>,
     ) -> Result<NewConnection, Error> {
         let target = format!("{}:{}", key.host, key.port);
         let settings = TcpSettings {
@@ -227,7 +229,7 @@ impl Connector {
         socket: Weak<TcpStream>,
         resumed_tls: bool,
         target: &str,
-        slot: impl Send + 'static,
+        slot: &mut Option<impl Send + 'static>,
     ) -> Result<NewConnection, Error>
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -244,6 +246,7 @@ impl Connector {
                 .handshake::<_, RequestBody>(TokioIo::new(io))
                 .await
                 .map_err(hs_err)?;
+            let slot = slot.take();
             tokio::spawn(async move {
                 let _ = conn.await;
                 drop(slot);
@@ -269,6 +272,7 @@ impl Connector {
             .handshake::<_, RequestBody>(TokioIo::new(io))
             .await
             .map_err(hs_err)?;
+        let slot = slot.take();
         tokio::spawn(async move {
             let _ = conn.await;
             drop(slot);

@@ -177,6 +177,9 @@ pub(crate) struct Origin {
     dns_seen: AtomicU64,
     /// 0 unknown, 1 answers `100 Continue`, 2 ignores `Expect`.
     expect_100: std::sync::atomic::AtomicU8,
+    /// The `Host` value most requests to this origin carry, built once so
+    /// HTTP/1 requests clone a shared value instead of allocating one.
+    host_header: std::sync::OnceLock<http::HeaderValue>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -369,6 +372,7 @@ impl Pool {
             next_lease: AtomicU64::new(1),
             dns_seen: AtomicU64::new(0),
             expect_100: std::sync::atomic::AtomicU8::new(0),
+            host_header: std::sync::OnceLock::new(),
         });
         map.insert(key, origin.clone());
         drop(map);

@@ -61,8 +61,9 @@ impl Origin {
     pub(super) async fn dial_for(self: Arc<Self>, waiter_id: u64) {
         let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
         let (slot, dialing) = SlotGuard::new(&self, conn_id);
+        let mut slot = Some(slot);
         let started = Instant::now();
-        let result = self.connector.dial(&self.key, slot).await;
+        let result = self.connector.dial(&self.key, &mut slot).await;
         match result {
             Ok(conn) => {
                 self.counters.created(started.elapsed());
@@ -85,6 +86,9 @@ impl Origin {
                     g.state.service(self.limits, &*self.budget)
                 };
                 self.spawn_dials(dials);
+                // Only now free the slot: had it gone first, the pool would
+                // have seen this waiter without a dial and dialed again.
+                drop(slot);
             }
         }
     }
@@ -98,8 +102,9 @@ impl Origin {
     ) {
         let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
         let (slot, dialing) = SlotGuard::new(&self, conn_id);
+        let mut slot = Some(slot);
         let started = Instant::now();
-        match self.connector.dial(&self.key, slot).await {
+        match self.connector.dial(&self.key, &mut slot).await {
             Ok(NewConnection {
                 sender: Sender::H1(sender),
                 socket,
@@ -156,6 +161,7 @@ impl Origin {
                 };
                 self.spawn_dials(dials);
                 let _ = tx.send(Err(err));
+                drop(slot);
             }
         }
     }
@@ -517,5 +523,21 @@ impl Origin {
     pub(crate) fn learn_expect_continue(&self, answered: bool) {
         self.expect_100
             .store(if answered { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    /// A `Host` header value for `host` (what the request URI says, default
+    /// port stripped): the cached one when it matches, which it does for
+    /// every request but those spelling the host differently.
+    pub(crate) fn host_header(&self, host: &str) -> Option<http::HeaderValue> {
+        if let Some(cached) = self.host_header.get() {
+            if cached.as_bytes() == host.as_bytes() {
+                return Some(cached.clone());
+            }
+            return http::HeaderValue::from_str(host).ok();
+        }
+        let value =
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(host.as_bytes()))
+                .ok()?;
+        Some(self.host_header.get_or_init(|| value).clone())
     }
 }

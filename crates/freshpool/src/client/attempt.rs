@@ -1,0 +1,418 @@
+//! One request's way through the pool: checkout, HTTP/1 preparation, send
+//! under the response-head timeout, and the safe-retry loop around them.
+//!
+//! The loop's rule, written where it is enforced (`send`): a request that
+//! was never written goes again on any method; one that may have been
+//! written goes again only when [`decide`](crate::retry::decide) says so
+//! (idempotent, or an `Idempotency-Key`, or opted in) and only on a newly
+//! dialed connection.
+
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderValue, CONNECTION, EXPECT, HOST};
+use http::{Request, Response, Uri};
+
+use super::Client;
+use crate::body::{Body, Gate, GateState, RequestBody};
+use crate::connect::proxy;
+use crate::deadline::{Elapsed, MaybeTimeout};
+use crate::error::{self, Error, Kind};
+use crate::health::parse_keep_alive;
+use crate::pool::{Lease, LeaseKind};
+use crate::retry::{decide, Attempt, RetryDecision};
+
+impl Client {
+    /// The request loop: checkout, send, and on failure the retry rule.
+    ///
+    /// Why a `fn` returning an `async move` block rather than an `async fn`,
+    /// here and in `dispatch`: an async fn stores each argument twice (the
+    /// captured argument and its rebinding as a local) for its whole life,
+    /// and the request is 264 bytes that the executor moves with the
+    /// future. The block uses its captures in place. Likewise the attempt's
+    /// temporaries live in inner blocks that end before the `.await`, so
+    /// they hold no slot while the request is in flight.
+    pub(super) fn send(
+        self,
+        request: Request<RequestBody>,
+        caller: &'static Location<'static>,
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
+        let mut pending = Some(request);
+        async move { self.send_loop(&mut pending, caller).await }
+    }
+
+    async fn send_loop(
+        &self,
+        pending: &mut Option<Request<RequestBody>>,
+        caller: &'static Location<'static>,
+    ) -> Result<Response<Body>, Error> {
+        let inner = &self.inner;
+        let cfg = &inner.connector.config;
+        let first = pending.as_ref().expect("a request to send");
+        let uri = first.uri().clone();
+        let has_key = first.headers().contains_key("idempotency-key");
+        // Validate before touching the pool: a bad URI is the caller's error.
+        crate::pool::key::PoolKey::view(&uri, inner.security.id)?;
+        // The proxy for this URI (env, NO_PROXY) picks the pool key.
+        let route = inner.routes.select(&uri);
+        let security = route.map_or(&inner.security, |r| &r.security);
+        let forward = route.filter(|r| r.forward);
+        let mut retries = 0u32;
+        let mut unsent_retries = 0u32;
+        let mut dedicated = false;
+        loop {
+            let mut lease = if dedicated {
+                inner
+                    .pool
+                    .checkout_dedicated(&uri, security, &inner.connector, caller)
+                    .await?
+            } else {
+                inner
+                    .pool
+                    .checkout(&uri, security, &inner.connector, caller)
+                    .await?
+            };
+            let reused = lease.reused;
+            let spare;
+            let gate;
+            let method;
+            let sent_at = Instant::now();
+            let sent = {
+                let request = pending.take().expect("a request for every attempt");
+                // Keep a copy only where a retry is possible (reused
+                // connection, or HTTP/2 where a refused stream is retried).
+                spare = if reused || lease.is_h2() {
+                    clone_request(&request)
+                } else {
+                    None
+                };
+                let (mut request, g) = self.prepare(request, &mut lease);
+                gate = g;
+                if let Some(route) = forward.filter(|_| !lease.is_h2()) {
+                    proxy::to_forward_form(&mut request, &uri, route);
+                }
+                method = request.method().clone();
+                self.dispatch(&mut lease, request)
+            }
+            .await;
+            match sent {
+                Ok(response) => {
+                    if let Some(err) =
+                        forward.and_then(|r| proxy::forward_refusal(response.status(), r))
+                    {
+                        lease.discard();
+                        return Err(err);
+                    }
+                    lease.origin().counters.metrics.request(sent_at.elapsed());
+                    let span = tracing::Span::current();
+                    span.record("reused", reused);
+                    span.record("retries", retries);
+                    span.record("status", response.status().as_u16());
+                    return Ok(self.finish(response, lease, gate));
+                }
+                Err(Failure::Unsent(request, err)) => {
+                    // The connection closed before the request was written:
+                    // it never reached the server, so any method may go again.
+                    lease.discard();
+                    unsent_retries += 1;
+                    if unsent_retries > 3 {
+                        return Err(err);
+                    }
+                    *pending = Some(strip_expect(*request));
+                }
+                Err(Failure::Sent(err, not_processed)) => {
+                    let idle_since = lease.idle_since();
+                    let origin = lease.origin().clone();
+                    lease.discard();
+                    if err.kind() == Kind::ResponseHeaderTimeout {
+                        return Err(err);
+                    }
+                    let withheld = not_processed
+                        || gate
+                            .as_ref()
+                            .is_some_and(|g| !g.released.load(Ordering::Acquire));
+                    let attempt = Attempt {
+                        method: &method,
+                        has_idempotency_key: has_key,
+                        reused_connection: reused || not_processed,
+                        response_started: false,
+                        body_replayable: spare.is_some(),
+                        body_withheld: withheld,
+                        retry_non_idempotent: cfg.retry_non_idempotent,
+                        retries,
+                    };
+                    let decision = decide(&attempt);
+                    tracing::debug!(origin = %origin.label, ?decision, error = %err, "request failed");
+                    match (decision, spare) {
+                        (RetryDecision::Retry, Some(spare)) => {
+                            retries += 1;
+                            origin.counters.retried();
+                            // Its siblings idled as long: likely dead too.
+                            if let Some(since) = idle_since {
+                                origin.evict_idle_since(since);
+                            }
+                            *pending = Some(spare);
+                            dedicated = true;
+                        }
+                        (RetryDecision::NotIdempotent, _) => {
+                            return Err(err.with_kind(
+                                Kind::PossiblyProcessed,
+                                format!(
+                                    "{method} {uri} failed on a reused connection after it was sent; \
+                                     the server may or may not have processed it, so it was not retried \
+                                     (add an Idempotency-Key header or enable retry_non_idempotent to allow a retry)"
+                                ),
+                            ));
+                        }
+                        _ => return Err(err.mark_reused(reused)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets what HTTP/1 needs (Host, origin-form target) and, for a body
+    /// about to go over a connection that idled long, `Expect: 100-continue`.
+    fn prepare(
+        &self,
+        mut request: Request<RequestBody>,
+        lease: &mut Lease,
+    ) -> (Request<RequestBody>, Option<Arc<GateState>>) {
+        let cfg = &self.inner.connector.config;
+        if lease.is_h2() {
+            return (request, None);
+        }
+        if !request.headers().contains_key(HOST) {
+            if let Some(host) = host_of(request.uri()).and_then(|h| lease.origin().host_header(h)) {
+                request.headers_mut().insert(HOST, host);
+            }
+        }
+        *request.uri_mut() = origin_form(std::mem::take(request.uri_mut()));
+        let has_body = request.body().len() != Some(0);
+        let idled = lease.idle_for(Instant::now());
+        let learned = lease.origin().expect_continue_supported();
+        if cfg.expect_continue
+            && has_body
+            && lease.reused
+            && idled >= self.inner.pool.config().validate_after_idle
+            && learned != Some(false)
+            && !request.headers().contains_key(EXPECT)
+        {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let tx = Mutex::new(Some(tx));
+            let state = Arc::new(GateState::default());
+            hyper::ext::on_informational(&mut request, move |res| {
+                if res.status() == http::StatusCode::CONTINUE {
+                    if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            request
+                .headers_mut()
+                .insert(EXPECT, HeaderValue::from_static("100-continue"));
+            let gate = Gate {
+                open: rx,
+                timer: Box::pin(tokio::time::sleep(cfg.expect_continue_timeout)),
+                state: state.clone(),
+            };
+            let request = request.map(|b| b.gated(gate));
+            return (request, Some(state));
+        }
+        (request, None)
+    }
+
+    /// Sends on the leased connection under `response_header_timeout`.
+    /// (A `fn` around an `async move` block: see `send`.)
+    #[allow(clippy::manual_async_fn)] // deliberate: one slot for `request`
+    fn dispatch<'a>(
+        &'a self,
+        lease: &'a mut Lease,
+        request: Request<RequestBody>,
+    ) -> impl Future<Output = Result<Response<hyper::body::Incoming>, Failure>> + Send + 'a {
+        async move {
+            let cfg = &self.inner.connector.config;
+            let origin = lease.origin_label().clone();
+            let sent = match lease.kind_mut() {
+                LeaseKind::H1(idle) => {
+                    // hyper's HTTP/1 dispatcher says it is ready for the next
+                    // request a moment after the previous response ends; wait
+                    // for that rather than mistake "not yet" for "closed".
+                    if let Err(e) = idle.conn.sender.ready().await {
+                        return Err(Failure::Unsent(
+                            Box::new(request),
+                            error::from_hyper(e, &origin),
+                        ));
+                    }
+                    Either::H1 {
+                        f: idle.conn.sender.try_send_request(request),
+                    }
+                }
+                LeaseKind::H2 { sender, .. } => Either::H2 {
+                    f: sender.try_send_request(request),
+                },
+            };
+            let limit = cfg.response_header_timeout;
+            let result = match MaybeTimeout::new(sent, limit).await {
+                Ok(r) => r,
+                Err(Elapsed) => {
+                    return Err(Failure::Sent(
+                        Error::timeout(
+                            Kind::ResponseHeaderTimeout,
+                            "waiting for the response head",
+                            &origin,
+                            limit.unwrap_or_default(),
+                        ),
+                        false,
+                    ))
+                }
+            };
+            result.map_err(|mut e| match e.take_message() {
+                Some(request) => Failure::Unsent(
+                    Box::new(request),
+                    error::from_hyper(e.into_error(), &origin),
+                ),
+                None => {
+                    let hyper_err = e.into_error();
+                    // HTTP/2 REFUSED_STREAM, or a stream beyond GOAWAY's last
+                    // stream id: RFC 9113 section 8.7 says it was not processed.
+                    let not_processed = refused_stream(&hyper_err);
+                    Failure::Sent(error::from_hyper(hyper_err, &origin), not_processed)
+                }
+            })
+        }
+    }
+
+    fn finish(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        mut lease: Lease,
+        gate: Option<Arc<GateState>>,
+    ) -> Response<Body> {
+        let origin = lease.origin_label().clone();
+        if let Some(state) = &gate {
+            let by_server = state.by_server.load(Ordering::Acquire);
+            let released = state.released.load(Ordering::Acquire);
+            lease.origin().learn_expect_continue(by_server);
+            if !released {
+                // A final answer before we sent the body: the connection
+                // still owes the body; do not reuse it.
+                lease.reusable = false;
+            }
+        }
+        let headers = response.headers();
+        if !lease.is_h2() {
+            if headers
+                .get(CONNECTION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            {
+                lease.reusable = false;
+            }
+            lease.keep_alive_hint = headers
+                .get("keep-alive")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_keep_alive);
+            if lease.keep_alive_hint == Some(Duration::ZERO) {
+                lease.reusable = false;
+            }
+        }
+        let (parts, incoming) = response.into_parts();
+        if hyper::body::Body::is_end_stream(&incoming) {
+            lease.release();
+            return Response::from_parts(parts, Body::new(incoming, None, origin));
+        }
+        Response::from_parts(parts, Body::new(incoming, Some(lease), origin))
+    }
+}
+
+enum Failure {
+    /// hyper handed the request back: it was never written. (Boxed: the
+    /// request is large and this is the rare path.)
+    Unsent(Box<Request<RequestBody>>, Error),
+    /// It may have been written; `bool`: the protocol proves it was not
+    /// processed (HTTP/2 refused stream).
+    Sent(Error, bool),
+}
+
+pin_project_lite::pin_project! {
+    /// The two senders' futures as one type, without boxing.
+    #[project = EitherProj]
+    enum Either<A, B> {
+        H1 { #[pin] f: A },
+        H2 { #[pin] f: B },
+    }
+}
+
+impl<A, B, T> Future for Either<A, B>
+where
+    A: Future<Output = T>,
+    B: Future<Output = T>,
+{
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            EitherProj::H1 { f } => f.poll(cx),
+            EitherProj::H2 { f } => f.poll(cx),
+        }
+    }
+}
+
+fn refused_stream(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            // Only the peer can prove it: a GOAWAY or connection error
+            // raised by our side (e.g. garbage received) fails streams
+            // the server may already have processed.
+            return h2.is_remote()
+                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away());
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn strip_expect(mut request: Request<RequestBody>) -> Request<RequestBody> {
+    request.headers_mut().remove(EXPECT);
+    request
+}
+
+/// What the `Host` header says for `uri`: its authority without userinfo
+/// and without the scheme's default port.
+fn host_of(uri: &Uri) -> Option<&str> {
+    let authority = uri.authority()?;
+    let host = authority.as_str().rsplit('@').next()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => ":443",
+        _ => ":80",
+    };
+    Some(host.strip_suffix(default_port).unwrap_or(host))
+}
+
+/// The origin-form target (`/path?query`) HTTP/1 sends to an origin server,
+/// made by moving the parts, so no byte is copied or allocated.
+fn origin_form(uri: Uri) -> Uri {
+    let mut parts = uri.into_parts();
+    parts.scheme = None;
+    parts.authority = None;
+    if parts.path_and_query.is_none() {
+        return Uri::from_static("/");
+    }
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn clone_request(request: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    let body = request.body().try_clone()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}

@@ -1,0 +1,329 @@
+//! The [`Client`]: a cheap handle to one shared pool, and the request path
+//! (checkout, send, timeouts, safe retry).
+
+mod attempt;
+
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, Uri};
+
+use crate::body::{Body, RequestBody};
+use crate::builder::ClientBuilder;
+use crate::connect::{proxy, Connector};
+use crate::deadline::{Elapsed, MaybeTimeout};
+use crate::error::{Error, Kind};
+use crate::pool::key::SecurityContext;
+use crate::pool::Pool;
+use crate::stats::PoolStats;
+
+/// An HTTP client over one shared, bounded connection pool.
+///
+/// Build one per process (or per distinct configuration) and clone it
+/// freely: clones are an `Arc` bump and share the pool, so every caller
+/// reuses the same warm connections.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), freshpool::Error> {
+/// let client = freshpool::Client::builder()
+///     .max_connections_per_host(32)
+///     .build()?;
+/// let response = client.get("http://127.0.0.1:8080/").await?;
+/// assert!(response.status().is_success());
+/// let body = response.into_body().bytes().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub pool: Pool,
+    pub connector: Arc<Connector>,
+    /// The pool key's settings for requests that go direct.
+    pub security: Arc<SecurityContext>,
+    /// Which proxy (and so which security context) each URI uses.
+    pub routes: proxy::Routes,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("pool", self.inner.pool.config())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client with the default settings (see [`ClientBuilder`]).
+    ///
+    /// ```
+    /// let client = freshpool::Client::new();
+    /// let same_pool = client.clone();
+    /// # drop(same_pool);
+    /// ```
+    #[track_caller]
+    pub fn new() -> Client {
+        ClientBuilder::new()
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// Starts configuring a client.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = freshpool::Client::builder()
+    ///     .pool_timeout(Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    pub(crate) fn from_parts(inner: ClientInner) -> Client {
+        Client {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Sends a request and returns the response head with a streaming body.
+    /// The request URI must be absolute (`http://host/path`).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// let client = freshpool::Client::new();
+    /// let request = http::Request::post("http://127.0.0.1:8080/echo")
+    ///     .header("idempotency-key", "order-42")
+    ///     .body("payload")
+    ///     .unwrap();
+    /// let response = client.request(request).await?;
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
+    pub fn request<B: Into<RequestBody>>(
+        &self,
+        request: Request<B>,
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
+        self.start(Ok(request.map(Into::into)), Location::caller())
+    }
+
+    /// `GET uri`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// let text = freshpool::Client::new().get("http://127.0.0.1:8080/").await?.into_body().text().await?;
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
+    pub fn get(
+        &self,
+        uri: &str,
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
+        let request = build_request(http::Method::GET, uri, RequestBody::empty());
+        self.start(request, Location::caller())
+    }
+
+    /// `POST uri` with a body.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// let response = freshpool::Client::new().post("http://127.0.0.1:8080/echo", "hi").await?;
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
+    pub fn post(
+        &self,
+        uri: &str,
+        body: impl Into<RequestBody>,
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
+        let request = build_request(http::Method::POST, uri, body.into());
+        self.start(request, Location::caller())
+    }
+
+    /// The future of one request: the send loop under the overall
+    /// `timeout`, in the request's span. Built without an `async` wrapper
+    /// per layer, so the request lives in one slot of one state machine
+    /// instead of being copied into each layer (see `ResponseFuture`).
+    fn start(
+        &self,
+        request: Result<Request<RequestBody>, Error>,
+        caller: &'static Location<'static>,
+    ) -> ResponseFuture<impl Future<Output = Result<Response<Body>, Error>> + Send + 'static> {
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => return ResponseFuture::Failed { error: Some(error) },
+        };
+        // Quiet by default (DEBUG); a disabled span costs a static check.
+        let span = tracing::debug_span!(
+            "freshpool.request",
+            method = %request.method(),
+            uri = %request.uri(),
+            reused = tracing::field::Empty,
+            retries = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        let limit = self.inner.connector.config.timeout;
+        // Kept for the error message, and only when a limit is set.
+        let authority = limit.and(request.uri().authority().cloned());
+        let send = self.clone().send(request, caller);
+        ResponseFuture::Running {
+            send: tracing::Instrument::instrument(MaybeTimeout::new(send, limit), span),
+            authority,
+            limit,
+        }
+    }
+
+    /// A snapshot of the pool: per origin and in total.
+    ///
+    /// ```
+    /// let stats = freshpool::Client::new().stats();
+    /// assert_eq!(stats.open_connections, 0);
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Closes every idle connection now: call it when your runtime tells you
+    /// the process just resumed (e.g. a serverless INVOKE after a freeze).
+    /// In-flight requests are not affected.
+    ///
+    /// ```
+    /// freshpool::Client::new().on_resume();
+    /// ```
+    pub fn on_resume(&self) {
+        self.inner.pool.on_resume();
+    }
+
+    /// Closes idle connections that have expired, now rather than at the
+    /// next sweep. (Also see [`Client::on_resume`].)
+    ///
+    /// ```
+    /// freshpool::Client::new().evict_idle();
+    /// ```
+    pub fn evict_idle(&self) {
+        self.inner.pool.evict_all(Instant::now(), None);
+    }
+
+    /// Benchmark hook: one checkout and release of a connection to `uri`,
+    /// without sending anything. Not a stable API.
+    #[doc(hidden)]
+    #[track_caller]
+    pub fn __checkout_release(
+        &self,
+        uri: &Uri,
+    ) -> impl Future<Output = Result<bool, Error>> + Send + 'static {
+        let caller = Location::caller();
+        let client = self.clone();
+        let uri = uri.clone();
+        async move {
+            let inner = &client.inner;
+            let security = inner
+                .routes
+                .select(&uri)
+                .map_or(&inner.security, |r| &r.security);
+            let lease = inner
+                .pool
+                .checkout(&uri, security, &inner.connector, caller)
+                .await?;
+            let reused = lease.reused;
+            lease.release();
+            Ok(reused)
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What `Client::request` returns: the send loop, or the error that
+    /// stopped the request before it started (an invalid URI).
+    #[project = ResponseFutureProj]
+    enum ResponseFuture<F> {
+        Failed { error: Option<Error> },
+        Running {
+            #[pin]
+            send: tracing::instrument::Instrumented<MaybeTimeout<F>>,
+            authority: Option<http::uri::Authority>,
+            limit: Option<Duration>,
+        },
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Error>>,
+{
+    type Output = Result<Response<Body>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Failed { error } => {
+                Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                    Error::new(Kind::Closed, "request future polled after it finished")
+                })))
+            }
+            ResponseFutureProj::Running {
+                send,
+                authority,
+                limit,
+            } => match std::task::ready!(send.poll(cx)) {
+                Ok(result) => Poll::Ready(result),
+                Err(Elapsed) => Poll::Ready(Err(Error::timeout(
+                    Kind::Timeout,
+                    "request",
+                    authority.as_ref().map_or("", |a| a.as_str()),
+                    limit.unwrap_or_default(),
+                ))),
+            },
+        }
+    }
+}
+
+fn build_request(
+    method: http::Method,
+    uri: &str,
+    body: RequestBody,
+) -> Result<Request<RequestBody>, Error> {
+    let uri: Uri = uri
+        .parse()
+        .map_err(|e| Error::invalid_uri(format!("invalid URI {uri:?}")).with_source(e))?;
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    Ok(request)
+}
+
+impl<B> tower_service::Service<Request<B>> for Client
+where
+    B: Into<RequestBody>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // Back-pressure lives in the pool (limits, max_pending, pool_timeout)
+        // where it can say which origin is full.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        Box::pin(self.request(request))
+    }
+}

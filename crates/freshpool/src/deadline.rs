@@ -1,0 +1,72 @@
+//! An optional deadline around a future, as one type.
+//!
+//! `match limit { None => f.await, Some(d) => timeout(d, f).await }` gives
+//! the caller's state machine two slots, one per arm, each as large as `f`;
+//! on the request path that doubled a multi-kilobyte future that is then
+//! moved on every poll. [`MaybeTimeout`] keeps one slot either way.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Sleep;
+
+pin_project_lite::pin_project! {
+    /// `fut`, failed with `Err(Elapsed)` when `limit` (if any) passes first.
+    pub(crate) struct MaybeTimeout<F> {
+        #[pin]
+        fut: F,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+/// The deadline passed before the future finished.
+#[derive(Debug)]
+pub(crate) struct Elapsed;
+
+impl<F: Future> MaybeTimeout<F> {
+    pub(crate) fn new(fut: F, limit: Option<Duration>) -> Self {
+        MaybeTimeout {
+            fut,
+            sleep: limit.map(tokio::time::sleep),
+        }
+    }
+}
+
+impl<F: Future> Future for MaybeTimeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The future first: an answer that is ready wins over the deadline.
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| Err(Elapsed)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_limit_fails_a_slow_future_and_none_waits() {
+        let slow = tokio::time::sleep(Duration::from_secs(30));
+        let r = MaybeTimeout::new(slow, Some(Duration::from_millis(20))).await;
+        assert!(r.is_err());
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            7
+        };
+        assert_eq!(MaybeTimeout::new(later, None).await.unwrap(), 7);
+        let quick = async { 3 };
+        let r = MaybeTimeout::new(quick, Some(Duration::ZERO)).await;
+        assert_eq!(r.unwrap(), 3, "a ready answer beats an elapsed deadline");
+    }
+}
