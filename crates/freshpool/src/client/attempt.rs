@@ -56,8 +56,7 @@ impl Client {
         let first = pending.as_ref().expect("a request to send");
         let uri = first.uri().clone();
         let has_key = first.headers().contains_key("idempotency-key");
-        // Validate before touching the pool: a bad URI is the caller's error.
-        crate::pool::key::PoolKey::view(&uri, inner.security.id)?;
+        // (A bad URI fails in checkout, before anything is sent.)
         // The proxy for this URI (env, NO_PROXY) picks the pool key.
         let route = inner.routes.select(&uri);
         let security = route.map_or(&inner.security, |r| &r.security);
@@ -387,7 +386,11 @@ fn strip_expect(mut request: Request<RequestBody>) -> Request<RequestBody> {
 /// and without the scheme's default port.
 fn host_of(uri: &Uri) -> Option<&str> {
     let authority = uri.authority()?;
-    let host = authority.as_str().rsplit('@').next()?;
+    let authority = authority.as_str();
+    let host = match authority.bytes().rposition(|b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
     let default_port = match uri.scheme_str() {
         Some("https") => ":443",
         _ => ":80",

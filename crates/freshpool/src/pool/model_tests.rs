@@ -591,20 +591,14 @@ impl Model {
             Op::Advance(ms) => self.now += Duration::from_millis(u64::from(ms)),
             Op::Evict => {
                 let now = self.now;
-                let mut keep = std::collections::VecDeque::new();
-                while let Some(idle) = self.st.idle.pop_front() {
-                    if idle.expires_at.is_some_and(|t| now >= t) || idle.conn.is_closed() {
-                        drop(idle);
-                    } else {
-                        keep.push_back(idle);
-                    }
-                }
-                self.st.idle = keep;
+                drop(self.st.idle.take_where(|idle| {
+                    idle.expires_at.is_some_and(|t| now >= t) || idle.conn.is_closed()
+                }));
             }
             Op::Freeze => {
                 // Origin::evict(now, Some(now)): every idle connection and
                 // every HTTP/2 connection without streams is dropped.
-                self.st.idle.clear();
+                drop(self.st.idle.take_all());
                 for sh in self.st.shared.iter_mut().filter(|sh| sh.in_flight == 0) {
                     sh.draining = true;
                 }

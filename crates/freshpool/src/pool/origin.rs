@@ -258,21 +258,27 @@ impl Origin {
         let mut dropped = Vec::new();
         {
             let mut g = self.lock();
-            let mut keep = std::collections::VecDeque::with_capacity(g.state.idle.len());
-            while let Some(idle) = g.state.idle.pop_front() {
+            // Closed sockets leave the list when their slot is freed, so
+            // only expiry (or a freeze) makes the scan worth it; most
+            // sweeps skip it. The scan takes only what goes.
+            let scan = frozen_since.is_some() || g.state.idle.may_have_expired(now);
+            let gone = if !scan {
+                Vec::new()
+            } else {
+                g.state.idle.take_where(|idle| {
+                    frozen_since.is_some_and(|f| idle.idle_since <= f)
+                        || idle.expires_at.is_some_and(|t| now >= t)
+                        || idle.conn.is_closed()
+                })
+            };
+            for idle in gone {
                 let reason = if frozen_since.is_some_and(|f| idle.idle_since <= f) {
-                    Some(CloseReason::FreezeEviction)
-                } else if idle.expires_at.is_some_and(|t| now >= t) || idle.conn.is_closed() {
-                    Some(self.close_reason(&idle, now))
+                    CloseReason::FreezeEviction
                 } else {
-                    None
+                    self.close_reason(&idle, now)
                 };
-                match reason {
-                    Some(r) => dropped.push((r, idle)),
-                    None => keep.push_back(idle),
-                }
+                dropped.push((reason, idle));
             }
-            g.state.idle = keep;
             if frozen_since.is_some() {
                 // HTTP/2 connections with no streams: stop using them; a
                 // dead one would otherwise take the next burst down with it.
@@ -450,10 +456,7 @@ impl Origin {
     pub(crate) fn evict_idle_since(&self, since: Instant) {
         let stale: Vec<_> = {
             let mut g = self.lock();
-            let (old, keep): (Vec<_>, Vec<_>) =
-                g.state.idle.drain(..).partition(|i| i.idle_since <= since);
-            g.state.idle = keep.into();
-            old
+            g.state.idle.take_where(|i| i.idle_since <= since)
         };
         for _ in &stale {
             self.counters.closed(CloseReason::StaleDetected);
@@ -490,9 +493,7 @@ impl Origin {
             |peer: Option<std::net::SocketAddr>| peer.is_some_and(|p| !now.addrs.contains(&p));
         let retired: Vec<_> = {
             let mut g = self.lock();
-            let (old, keep): (Vec<_>, Vec<_>) =
-                g.state.idle.drain(..).partition(|i| gone(i.conn.peer));
-            g.state.idle = keep.into();
+            let old = g.state.idle.take_where(|i| gone(i.conn.peer));
             for s in g.state.shared.iter_mut().filter(|s| gone(s.sender.peer)) {
                 s.draining = true;
             }

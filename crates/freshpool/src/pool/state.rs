@@ -18,6 +18,8 @@
 //! 5. `live_waiters` equals the number of waiters whose receivers exist.
 
 use std::collections::VecDeque;
+
+use super::idle::IdleList;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -121,7 +123,7 @@ pub(crate) struct OriginState<C, S> {
     pub protocol: Protocol,
     /// Newest at the back (LIFO reuse keeps the warm ones warm and lets the
     /// cold ones age out), oldest at the front (evicted first).
-    pub idle: VecDeque<Idle<C>>,
+    pub idle: IdleList<C>,
     pub shared: Vec<Shared<S>>,
     pub waiters: VecDeque<Waiter<C, S>>,
     pub live_waiters: usize,
@@ -140,7 +142,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     pub(crate) fn new(protocol: Protocol) -> Self {
         OriginState {
             protocol,
-            idle: VecDeque::new(),
+            idle: IdleList::default(),
             shared: Vec::new(),
             waiters: VecDeque::new(),
             live_waiters: 0,
@@ -412,8 +414,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// while the pool held it, as opposed to a leased or discarded one).
     pub(crate) fn slot_freed(&mut self, conn_id: u64) -> bool {
         self.slots -= 1;
-        if let Some(pos) = self.idle.iter().position(|i| i.id == conn_id) {
-            self.idle.remove(pos);
+        if self.idle.remove(conn_id).is_some() {
             return true;
         }
         if let Some(pos) = self.shared.iter().position(|s| s.id == conn_id) {
@@ -441,6 +442,8 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if self.idle.len() > limits.max_idle {
             return Err("idle above max_idle".into());
         }
+        #[cfg(test)]
+        self.idle.check()?;
         let live = self.waiters.iter().filter(|w| !w.tx.is_closed()).count();
         if live != self.live_waiters {
             return Err(format!(
