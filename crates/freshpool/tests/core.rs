@@ -64,28 +64,16 @@ async fn waiters_are_served_in_fifo_order() {
         .unwrap();
     // Warm the single connection so every later request queues for it.
     fetch(&client, &server.url("/")).await;
-    // Hold the connection with a slow request.
-    let holder = {
-        let c = client.clone();
-        let url = server.url("/delay/200");
-        tokio::spawn(async move {
-            c.get(&url)
-                .await
-                .unwrap()
-                .into_body()
-                .bytes()
-                .await
-                .unwrap()
-        })
-    };
+    // Hold the connection: a response whose body is not read yet keeps its
+    // lease until the test reads it, however long enqueueing takes (a
+    // timed hold, e.g. `/delay/200`, could run out first on a loaded
+    // machine and serve waiter 0 before waiter 9 was queued).
+    let holder = client.get(&server.url("/stream/100000")).await.unwrap();
     let origin = format!("http://127.0.0.1:{}", server.addr().port());
-    eventually("holder leased", || {
-        client
-            .stats()
-            .origin(&origin)
-            .is_some_and(|o| o.active == 1)
-    })
-    .await;
+    assert!(client
+        .stats()
+        .origin(&origin)
+        .is_some_and(|o| o.active == 1));
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..10usize {
@@ -106,7 +94,8 @@ async fn waiters_are_served_in_fifo_order() {
         })
         .await;
     }
-    holder.await.unwrap();
+    // Reading the body to the end returns the connection: to waiter 0.
+    assert_eq!(holder.into_body().bytes().await.unwrap().len(), 100_000);
     for t in tasks {
         timeout(LIMIT, t).await.unwrap().unwrap();
     }
@@ -167,11 +156,17 @@ async fn max_pending_fails_fast_with_the_numbers() {
         .max_pending(2)
         .build()
         .unwrap();
-    let mut held = Vec::new();
-    for _ in 0..3 {
+    // The only connection is held by a response whose body is not read
+    // (not by a timed `/delay`, which could end before the queue is full
+    // on a loaded machine); two requests queue behind it.
+    let held = client.get(&server.url("/stream/100000")).await.unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
         let c = client.clone();
-        let url = server.url("/delay/500");
-        held.push(tokio::spawn(async move { c.get(&url).await.map(|_| ()) }));
+        let url = server.url("/");
+        waiters.push(tokio::spawn(async move {
+            c.get(&url).await?.into_body().bytes().await
+        }));
     }
     let origin = format!("http://127.0.0.1:{}", server.addr().port());
     eventually("two waiting", || {
@@ -189,7 +184,10 @@ async fn max_pending_fails_fast_with_the_numbers() {
         msg.contains("max_pending 2") && msg.contains("limit 1") && msg.contains(&origin),
         "{msg}"
     );
-    for h in held {
+    // Dropping the unread body closes the connection; both waiters are
+    // then served.
+    drop(held);
+    for h in waiters {
         timeout(LIMIT, h).await.unwrap().unwrap().unwrap();
     }
 }

@@ -96,7 +96,17 @@ async fn held_body_is_reported_as_a_leak_and_named_by_the_pool_timeout() {
         err.to_string().contains(&call_site),
         "PoolTimeout names the holder: {err}"
     );
+    // The heartbeat's leak sweep runs about once a second: the first one
+    // after the lease turned 300 ms old reports it. Wait for it rather
+    // than count on it having run within the 1.5 s pool_timeout (a loaded
+    // machine can delay the heartbeat task).
     let origin = format!("127.0.0.1:{}", server.addr().port());
+    freshpool_testkit::eventually("the leak reported", || {
+        log_lines_with(&origin)
+            .iter()
+            .any(|l| l.contains("has been held"))
+    })
+    .await;
     let leaks: Vec<String> = log_lines_with(&origin)
         .into_iter()
         .filter(|l| l.contains("has been held"))

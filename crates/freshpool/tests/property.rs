@@ -398,7 +398,7 @@ proptest! {
 /// fails after `delay`.
 struct FlakyResolver {
     addr: std::net::SocketAddr,
-    calls: std::sync::atomic::AtomicUsize,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     slow_fail: usize,
     delay: Duration,
 }
@@ -433,12 +433,13 @@ fn a_failed_dial_does_not_strand_the_next_waiter() {
         .expect("runtime");
     rt.block_on(async {
         let server = TestServer::http1().await;
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let client = Client::builder()
             .max_connections_per_host(2)
             .pool_timeout(Duration::from_secs(2))
             .resolver(FlakyResolver {
                 addr: server.addr(),
-                calls: Default::default(),
+                calls: calls.clone(),
                 slow_fail: 0,
                 delay: Duration::from_millis(200),
             })
@@ -450,7 +451,13 @@ fn a_failed_dial_does_not_strand_the_next_waiter() {
             let (c, u) = (client.clone(), url("/delay/3000"));
             tokio::spawn(async move { c.get(&u).await?.into_body().bytes().await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A's dial must be the one that fails: wait until it has asked the
+        // resolver (a fixed sleep could end first on a loaded machine, and
+        // B's dial would then take the failing lookup).
+        freshpool_testkit::eventually("A's dial resolving", || {
+            calls.load(std::sync::atomic::Ordering::SeqCst) == 1
+        })
+        .await;
         // B: its dial lands first (and serves A); A's dial then fails.
         let started = std::time::Instant::now();
         let b = client.get(&url("/")).await;

@@ -1213,6 +1213,43 @@ fn http2_connection_dead_on_arrival_is_not_shared() {
     m.wind_down().unwrap();
 }
 
+/// Regression (found by `freshpool soak --http2` under CPU load: open
+/// descriptors grew from 19 to 45 after a fault): once every HTTP/2
+/// connection of an origin was gone (all reset at once), `should_coalesce`
+/// assumed one stream per connection and dialed once per waiter, 32
+/// connections where the server's 8-stream limit needed 4. The limit the
+/// last connection announced now stands in until a new one lands.
+#[test]
+fn http2_reconnect_after_every_connection_died_dials_by_the_stream_limit() {
+    use Op::*;
+    let mut m = Model::new(Setup {
+        limits: Limits {
+            per_host: 8,
+            max_idle: 8,
+            max_pending: 16,
+        },
+        total: 8,
+        ..h2_setup(true)
+    });
+    m.step(Acquire).unwrap();
+    m.step(DialOk(Ix(0))).unwrap(); // HTTP/2, 4 streams per connection
+    m.step(Wake(Ix(0))).unwrap();
+    m.step(ReleaseStream(Ix(0))).unwrap();
+    m.step(PeerClose(Ix(0))).unwrap();
+    m.step(DriverEnd(Ix(0), false)).unwrap();
+    assert!(m.st.shared.is_empty() && m.dials.is_empty());
+    for _ in 0..8 {
+        m.step(Acquire).unwrap();
+    }
+    // Any capacity change (a stream released, a slot freed) runs service().
+    m.step(Service).unwrap();
+    assert_eq!(m.dials.len(), 2, "8 waiters at 4 streams per connection");
+    m.step(DialOk(Ix(0))).unwrap();
+    m.step(DialOk(Ix(0))).unwrap();
+    assert_eq!(m.answered.len(), 8, "the two connections serve all 8");
+    m.wind_down().unwrap();
+}
+
 fn h2_setup(strict: bool) -> Setup {
     Setup {
         limits: Limits {

@@ -135,6 +135,11 @@ pub(crate) struct OriginState<C, S> {
     pub starving: bool,
     /// Became starving since the owner last registered it for wake-up.
     pub newly_starving: bool,
+    /// The stream limit the newest shared (HTTP/2) connection announced.
+    /// When every shared connection is gone (a GOAWAY, a reset of all
+    /// flows), this is what a dial in flight will carry once it lands, so
+    /// a queue of waiters gets enough dials for itself, not one each.
+    pub streams_per_conn: u32,
     next_waiter: u64,
 }
 
@@ -150,6 +155,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             dialing: 0,
             starving: false,
             newly_starving: false,
+            streams_per_conn: 1,
             next_waiter: 0,
         }
     }
@@ -250,12 +256,14 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             Protocol::Http1 => false,
             Protocol::Unknown => self.dialing > 0,
             Protocol::Http2 => {
+                // Without a live connection to ask, the last one's limit:
+                // falling back to 1 would dial once per waiter.
                 let per_conn = self
                     .shared
                     .iter()
                     .map(|s| s.sender.max_streams())
                     .max()
-                    .unwrap_or(1)
+                    .unwrap_or(self.streams_per_conn)
                     .max(1) as usize;
                 let spare: usize = self
                     .shared
@@ -371,6 +379,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
 
     /// A new shared connection: hand its streams to waiters.
     pub(crate) fn add_shared(&mut self, shared: Shared<S>) {
+        self.streams_per_conn = shared.sender.max_streams().max(1);
         if shared.sender.is_closed() {
             return;
         } // died before it landed: never counted as spare streams
