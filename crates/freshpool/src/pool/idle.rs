@@ -161,12 +161,13 @@ impl<C> IdleList<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::state::IdleRecord;
     use proptest::prelude::*;
     use std::collections::VecDeque;
 
     fn idle(id: u64) -> Idle<()> {
         let now = Instant::now();
-        Idle {
+        Idle::new(IdleRecord {
             id,
             conn: (),
             created: now,
@@ -174,7 +175,7 @@ mod tests {
             expires_at: None,
             requests: 0,
             fresh: true,
-        }
+        })
     }
 
     #[test]

@@ -60,7 +60,9 @@ use idle::IdHash;
 use key::{KeyParts, KeyView, PoolKey, SecurityContext};
 use lease::WaiterGuard;
 pub(crate) use lease::{Lease, LeaseKind};
-use state::{Acquire, Channel, Handoff, Idle, Limits, OriginState, Protocol, Shared, TotalBudget};
+use state::{
+    Acquire, Channel, Handoff, Idle, IdleRecord, Limits, OriginState, Protocol, Shared, TotalBudget,
+};
 
 /// An HTTP/1 connection as the pool holds it.
 pub(crate) struct H1Conn {

@@ -39,7 +39,7 @@ use proptest::prelude::*;
 use tokio::sync::oneshot;
 
 use super::state::{
-    Acquire, Channel, Handoff, Idle, Limits, OriginState, Protocol, Shared, TotalBudget,
+    Acquire, Channel, Handoff, Idle, IdleRecord, Limits, OriginState, Protocol, Shared, TotalBudget,
 };
 use crate::error::{Error, Kind};
 
@@ -696,7 +696,7 @@ impl Model {
         let closed = Arc::new(AtomicBool::new(false));
         self.sockets.insert(conn_id, closed.clone());
         let now = self.now;
-        let idle = Idle {
+        let idle = Idle::new(IdleRecord {
             id: conn_id,
             conn: FakeH1 { closed },
             created: now,
@@ -704,7 +704,7 @@ impl Model {
             expires_at: self.expiry(now),
             requests: 0,
             fresh: true,
-        };
+        });
         self.st.dial_done();
         // One dial fewer may leave a waiter without one (as the real code).
         self.service();
@@ -748,7 +748,7 @@ impl Model {
             });
         } else {
             self.st.protocol = Protocol::Http1;
-            let idle = Idle {
+            let idle = Idle::new(IdleRecord {
                 id: conn_id,
                 conn: FakeH1 { closed },
                 created: now,
@@ -756,7 +756,7 @@ impl Model {
                 expires_at: self.expiry(now),
                 requests: 0,
                 fresh: true,
-            };
+            });
             let surplus = self.st.offer_idle(idle, self.limits());
             drop(surplus);
         }

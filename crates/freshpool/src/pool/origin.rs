@@ -117,7 +117,7 @@ impl Origin {
                 }
                 self.counters.created(started.elapsed());
                 let now = Instant::now();
-                let idle = Idle {
+                let idle = Idle::new(IdleRecord {
                     id: conn_id,
                     conn: H1Conn {
                         sender,
@@ -129,7 +129,7 @@ impl Origin {
                     expires_at: self.expiry(now, now, None),
                     requests: 0,
                     fresh: true,
-                };
+                });
                 let dials = {
                     let mut g = self.lock();
                     if dialing.swap(false, Ordering::AcqRel) {
@@ -185,7 +185,7 @@ impl Origin {
             match conn.sender {
                 Sender::H1(sender) => {
                     g.state.protocol = Protocol::Http1;
-                    let idle = Idle {
+                    let idle = Idle::new(IdleRecord {
                         id: conn_id,
                         conn: H1Conn {
                             sender,
@@ -197,7 +197,7 @@ impl Origin {
                         expires_at: self.expiry(now, now, None),
                         requests: 0,
                         fresh: true,
-                    };
+                    });
                     surplus = g.state.offer_idle(idle, self.limits);
                 }
                 Sender::H2(sender) => {

@@ -35,7 +35,34 @@ pub(crate) enum Handoff<C, S> {
 }
 
 /// An HTTP/1 connection at rest, with what we know of its freshness.
-pub(crate) struct Idle<C> {
+///
+/// Boxed once when the connection is made: between checkouts the record
+/// moves (idle list → `Acquire` → lease → back) as a pointer instead of
+/// ~140 bytes each time; profiles showed ~20 such copies per
+/// checkout+return.
+pub(crate) struct Idle<C>(Box<IdleRecord<C>>);
+
+impl<C> Idle<C> {
+    pub(crate) fn new(record: IdleRecord<C>) -> Idle<C> {
+        Idle(Box::new(record))
+    }
+}
+
+impl<C> std::ops::Deref for Idle<C> {
+    type Target = IdleRecord<C>;
+    fn deref(&self) -> &IdleRecord<C> {
+        &self.0
+    }
+}
+
+impl<C> std::ops::DerefMut for Idle<C> {
+    fn deref_mut(&mut self) -> &mut IdleRecord<C> {
+        &mut self.0
+    }
+}
+
+/// The fields of an [`Idle`] connection.
+pub(crate) struct IdleRecord<C> {
     pub id: u64,
     pub conn: C,
     pub created: Instant,
