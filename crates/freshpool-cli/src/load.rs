@@ -49,7 +49,8 @@ pub struct LoadArgs {
     pub timeout: Duration,
 }
 
-/// Parses `500ms`, `1.5s`, `2m`, `1h` or a bare number of seconds.
+/// Parses `500ms`, `1.5s`, `2m` (or `2min`), `1h` or a bare number of
+/// seconds: the one duration syntax of every subcommand.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -62,7 +63,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "" | "s" => n,
-        "m" => n * 60.0,
+        "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         other => {
             return Err(format!(
@@ -405,6 +406,10 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("10min"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5y").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_url("http://127.0.0.1:8080/x").is_ok());

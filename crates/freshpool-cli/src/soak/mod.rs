@@ -1,0 +1,226 @@
+//! `freshpool soak`: a chaos soak that counts every request.
+//!
+//! An HTTP/1.1 (or, with `--http2`, HTTP/2) test server sits behind the
+//! fault-injecting [`ChaosProxy`], both in a child process (this same
+//! binary, `soak --serve`), so that the file descriptors and RSS sampled
+//! here are the client's alone (the test server remembers every request id
+//! it saw, which grows by design). `--concurrency` workers send a mix of
+//! GET, PUT, POST with an `Idempotency-Key` and POST without one (each with
+//! a unique `x-request-id`), some of them dropping the response unread,
+//! while the child injects, about once per `--fault-every`, one of: silent
+//! death of every connection (a NAT forgetting its flows), a proxy idle
+//! close, a truncated response, a garbage response, a short blackhole, or
+//! an abrupt close of every server connection. Every second the soak
+//! samples its open file descriptors (`/proc/self/fd`) and RSS (`VmRSS`).
+//!
+//! Pass criteria (exit status 1 otherwise):
+//! - nothing lost: every request was answered or failed with a typed
+//!   [`freshpool::Error`] (sent == answered + failed), none hung;
+//! - no POST without `Idempotency-Key` was processed twice by the server
+//!   (GET, PUT and keyed POST may legitimately be, after a safe retry:
+//!   they are reported separately);
+//! - after warm-up, fds and RSS are flat: the median of the last quarter of
+//!   the samples is within `--fd-tolerance` descriptors and
+//!   `--rss-tolerance` percent of the median of the first quarter, and once
+//!   the load stops and the client is dropped, the descriptor count comes
+//!   back within `--fd-leak-tolerance` (2) of what it was before the client
+//!   existed (the soak's server closes idle connections after 4 s);
+//! - once the load stops the pool settles: no active lease, no waiter.
+//!
+//! Modules: [`mix`] (the request loops and their tally), [`child`] (the
+//! server process and its faults), [`summary`] (samples, drift, verdict).
+
+mod child;
+mod mix;
+mod summary;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use freshpool::Client;
+
+use child::Child;
+use mix::Tally;
+use summary::{open_fds, Sampler, ServerReport, Settled, Summary};
+
+/// Arguments of `freshpool soak`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SoakArgs {
+    /// How long to run the load (e.g. `20s`, `10m`, `1h`).
+    #[arg(long, default_value = "60s", value_parser = crate::load::parse_duration)]
+    pub duration: Duration,
+    /// Concurrent request loops.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Mean time between two injected faults.
+    #[arg(long, default_value = "1s", value_parser = crate::load::parse_duration)]
+    pub fault_every: Duration,
+    /// Samples before this are not used for drift (default: a tenth of the
+    /// duration, at least 5 s).
+    #[arg(long, value_parser = crate::load::parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Allowed growth of open file descriptors after warm-up.
+    #[arg(long, default_value_t = 16)]
+    pub fd_tolerance: i64,
+    /// Descriptors that may stay open once the client is dropped (compared
+    /// with before it existed).
+    #[arg(long, default_value_t = 2)]
+    pub fd_leak_tolerance: i64,
+    /// Allowed growth of RSS after warm-up, in percent.
+    #[arg(long, default_value_t = 20.0)]
+    pub rss_tolerance: f64,
+    /// The pool's per-host limit (below `--concurrency`, so requests queue).
+    #[arg(long, default_value_t = 32)]
+    pub max_connections_per_host: usize,
+    /// Random seed for the request mix and the faults (default: the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Speak HTTP/2 (prior knowledge, cleartext) instead of HTTP/1.1.
+    #[arg(long)]
+    pub http2: bool,
+    /// Internal: run the server, the proxy and the fault injector, driven
+    /// by the parent soak over stdin/stdout.
+    #[arg(long, hide = true)]
+    pub serve: bool,
+}
+
+/// Runs `freshpool soak`.
+pub async fn run(args: SoakArgs) -> Result<(), String> {
+    if args.serve {
+        return child::serve(args).await;
+    }
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let warmup = args
+        .warmup
+        .unwrap_or_else(|| (args.duration / 10).max(Duration::from_secs(5)))
+        .min(args.duration / 2);
+    println!(
+        "freshpool soak: {} over {} with {} concurrent loops, a fault every ~{}, seed {seed}",
+        fmt_secs(args.duration),
+        if args.http2 { "HTTP/2" } else { "HTTP/1.1" },
+        args.concurrency,
+        fmt_secs(args.fault_every)
+    );
+
+    let mut child = Child::spawn(seed, args.fault_every, args.http2).await?;
+    let fds_before_client = open_fds();
+    let client = soak_client(&args)?;
+
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let sampler = Sampler::spawn(started, tally.clone());
+    child.send("FAULTS ON").await?;
+    let loops = mix::spawn_loops(
+        &client,
+        &tally,
+        seed,
+        args.concurrency,
+        child.port,
+        started + args.duration,
+    );
+    let mut panicked = 0;
+    for l in loops {
+        if l.await.is_err() {
+            panicked += 1;
+        }
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    child.send("FAULTS OFF").await?;
+    let samples = sampler.finish().await;
+
+    let settled = settle(&client, &mut child).await?;
+    drop(client);
+    let fds_after_client = fds_after_drop(fds_before_client, args.fd_leak_tolerance).await;
+    let server = ServerReport::from_json(&child.report().await?);
+
+    Summary {
+        args: &args,
+        seed,
+        load_secs,
+        panicked,
+        tally: &tally,
+        settled,
+        server,
+        samples,
+        warmup,
+        fds_before_client,
+        fds_after_client,
+    }
+    .report()
+}
+
+fn soak_client(args: &SoakArgs) -> Result<Client, String> {
+    Client::builder()
+        .max_connections_per_host(args.max_connections_per_host)
+        .http_version(if args.http2 {
+            freshpool::HttpVersion::Http2Only
+        } else {
+            freshpool::HttpVersion::Auto
+        })
+        .pool_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
+        .response_header_timeout(Some(Duration::from_secs(2)))
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| format!("cannot build the client: {e}"))
+}
+
+/// Waits (up to 10 s) until the pool's books balance against the sockets:
+/// no lease, no waiter, and the proxy holds exactly the idle connections.
+async fn settle(client: &Client, child: &mut Child) -> Result<Settled, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = client.stats();
+        let remote = child.stats().await?;
+        let settled = Settled {
+            active: st.active(),
+            waiting: st.origins.iter().map(|o| o.waiting).sum(),
+            idle: st.idle(),
+            proxy_open: remote["proxy_open"].as_u64().unwrap_or(u64::MAX),
+            server_open: remote["server_open"].as_u64().unwrap_or(0),
+            created: st.created(),
+            reused: st.reused(),
+            retries: st.origins.iter().map(|o| o.retries).sum(),
+            pool_timeouts: st.origins.iter().map(|o| o.pool_timeouts).sum(),
+        };
+        let balanced = settled.active == 0
+            && settled.waiting == 0
+            && settled.proxy_open == settled.idle as u64;
+        if balanced || Instant::now() > deadline {
+            return Ok(settled);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The open descriptors once the dropped client's connection tasks have
+/// closed their sockets (waits up to 10 s for the count to come back).
+async fn fds_after_drop(before: i64, tolerance: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now_open = open_fds();
+    while now_open - before > tolerance && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now_open = open_fds();
+    }
+    now_open
+}
+
+fn fmt_secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 120.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{s:.1} s")
+    }
+}
