@@ -261,11 +261,11 @@ async fn idle_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) {
         // (only TCP keepalive finds them, 30 s later). Each request lasts
         // long enough for the last wave to start while the first still runs.
         const WAVE: usize = 256;
-        let waves = n.div_ceil(WAVE) as u64;
+        let waves = n.div_ceil(WAVE);
         let url = format!("http://{}/delay/{}", server.addr, 1000 + 100 * waves);
         let warm = Instant::now();
         let mut handles = Vec::new();
-        for wave in 0..n.div_ceil(WAVE) {
+        for wave in 0..waves {
             if wave > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

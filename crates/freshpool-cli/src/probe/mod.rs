@@ -304,7 +304,9 @@ async fn idle_then_reuse(live: &mut Live, target: &Target, pause: Duration) -> R
 
 /// Idles `live` for `pause` and reuses it, opening a fresh connection first
 /// when the last one is dead, and again (a bounded number of times) when the
-/// connection turns out to have ended with the previous exchange.
+/// connection turns out to have ended with the previous exchange (so it
+/// answers `Alive`, `ClosedAt` or `Failed`; callers treat a `Gone` like
+/// `Failed` only to keep their matches total).
 async fn measure(
     live: &mut Live,
     dead: &mut bool,

@@ -24,6 +24,7 @@ use crate::connect::proxy;
 use crate::deadline::{Elapsed, MaybeTimeout};
 use crate::error::{self, Error, Kind};
 use crate::health::parse_keep_alive;
+use crate::pool::key::without_userinfo;
 use crate::pool::{Lease, LeaseKind};
 use crate::retry::{decide, Attempt, RetryDecision};
 
@@ -385,12 +386,7 @@ fn strip_expect(mut request: Request<RequestBody>) -> Request<RequestBody> {
 /// What the `Host` header says for `uri`: its authority without userinfo
 /// and without the scheme's default port.
 fn host_of(uri: &Uri) -> Option<&str> {
-    let authority = uri.authority()?;
-    let authority = authority.as_str();
-    let host = match authority.bytes().rposition(|b| b == b'@') {
-        Some(at) => &authority[at + 1..],
-        None => authority,
-    };
+    let host = without_userinfo(uri.authority()?.as_str());
     let default_port = match uri.scheme_str() {
         Some("https") => ":443",
         _ => ":80",

@@ -6,37 +6,16 @@
 //! Why not a `VecDeque`: a closing socket must leave the list, and finding
 //! it in a deque is a linear scan plus a shift of the records behind it.
 //! When a server restart or NAT flush closes all n idle connections at
-//! once, that is O(n²) under the origin's lock (measured: 30 s for 10,000).
-//! Here every operation is O(log n): a `BTreeMap` orders connection ids by
-//! a push sequence number, and a `HashMap` holds the records by id (so the
-//! tree's nodes stay small: 16-byte entries, not whole records).
+//! once, that is O(n²) under the origin's lock. Here every operation is
+//! O(log n): a `BTreeMap` orders connection ids by a push sequence number,
+//! and a `HashMap` holds the records by id (so the tree's nodes stay small:
+//! 16-byte entries).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use super::state::Idle;
-
-/// Connection and lease ids are sequential and internal (not
-/// attacker-chosen): a multiplicative hash is enough and ~10x cheaper than
-/// SipHash.
-pub(crate) type IdHash = std::hash::BuildHasherDefault<IdHasher>;
-
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+use super::IdHash;
 
 /// Idle connections in the order they were returned.
 ///

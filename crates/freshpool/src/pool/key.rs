@@ -96,18 +96,14 @@ impl PoolKey {
         };
         // One pass over the authority (uri.host() and uri.port_u16() each
         // re-scan it).
-        let authority = uri.authority().map_or("", |a| a.as_str());
-        // Byte scans: `str::rfind(char)` goes through the generic char
-        // searcher, several times slower on these short strings.
-        let hostport = match authority.bytes().rposition(|b| b == b'@') {
-            Some(i) => &authority[i + 1..],
-            None => authority,
-        };
+        let hostport = without_userinfo(uri.authority().map_or("", |a| a.as_str()));
         let (host, port) = match hostport.strip_prefix('[') {
             Some(rest) => match rest.find(']') {
                 Some(end) => (&rest[..end], rest[end + 1..].strip_prefix(':')),
                 None => (rest, None),
             },
+            // A byte scan: `str::rfind(char)` goes through the generic char
+            // searcher, several times slower on these short strings.
             None => match hostport.bytes().rposition(|b| b == b':') {
                 Some(i) => (&hostport[..i], Some(&hostport[i + 1..])),
                 None => (hostport, None),
@@ -142,6 +138,14 @@ impl PoolKey {
 }
 
 /// A borrowed key, for allocation-free lookups.
+/// `host:port` of an authority, without any `user:password@` before it.
+pub(crate) fn without_userinfo(authority: &str) -> &str {
+    match authority.bytes().rposition(|b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct KeyView<'a> {
     pub scheme: Scheme,

@@ -262,17 +262,18 @@ impl Origin {
             // only expiry (or a freeze) makes the scan worth it; most
             // sweeps skip it. The scan takes only what goes.
             let scan = frozen_since.is_some() || g.state.idle.may_have_expired(now);
+            let suspect = |idle: &Idle<H1Conn>| frozen_since.is_some_and(|f| idle.idle_since <= f);
             let gone = if !scan {
                 Vec::new()
             } else {
                 g.state.idle.take_where(|idle| {
-                    frozen_since.is_some_and(|f| idle.idle_since <= f)
+                    suspect(idle)
                         || idle.expires_at.is_some_and(|t| now >= t)
                         || idle.conn.is_closed()
                 })
             };
             for idle in gone {
-                let reason = if frozen_since.is_some_and(|f| idle.idle_since <= f) {
+                let reason = if suspect(&idle) {
                     CloseReason::FreezeEviction
                 } else {
                     self.close_reason(&idle, now)

@@ -18,12 +18,11 @@
 //! 5. `live_waiters` equals the number of waiters whose receivers exist.
 
 use std::collections::VecDeque;
-
-use super::idle::IdleList;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::idle::IdleList;
 use crate::error::Error;
 
 /// What a waiter is eventually handed.
@@ -478,7 +477,6 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if self.idle.len() > limits.max_idle {
             return Err("idle above max_idle".into());
         }
-        #[cfg(test)]
         self.idle.check()?;
         let live = self.waiters.iter().filter(|w| !w.tx.is_closed()).count();
         if live != self.live_waiters {
