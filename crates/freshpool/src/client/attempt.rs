@@ -25,7 +25,7 @@ use crate::deadline::{Elapsed, MaybeTimeout};
 use crate::error::{self, Error, Kind};
 use crate::health::parse_keep_alive;
 use crate::pool::key::without_userinfo;
-use crate::pool::{Lease, LeaseKind};
+use crate::pool::{Checkout, Lease, LeaseKind};
 use crate::retry::{decide, Attempt, RetryDecision};
 
 impl Client {
@@ -72,10 +72,14 @@ impl Client {
                     .checkout_dedicated(&uri, security, &inner.connector, caller)
                     .await?
             } else {
-                inner
+                // Only a request that must queue builds the waiting future.
+                match inner
                     .pool
-                    .checkout(&uri, security, &inner.connector, caller)
-                    .await?
+                    .checkout(&uri, security, &inner.connector, caller)?
+                {
+                    Checkout::Ready(lease) => lease,
+                    Checkout::Queued(queued) => Box::pin(queued.wait(&inner.pool, caller)).await?,
+                }
             };
             let reused = lease.reused;
             let spare;

@@ -104,6 +104,11 @@ impl Client {
         &self.inner.pool
     }
 
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &ClientInner {
+        &self.inner
+    }
+
     /// Sends a request and returns the response head with a streaming body.
     /// The request URI must be absolute (`http://host/path`).
     ///
@@ -223,26 +228,30 @@ impl Client {
     }
 
     /// Benchmark hook: one checkout and release of a connection to `uri`,
-    /// without sending anything. Not a stable API.
+    /// without sending anything, the way a request takes it. Not a stable
+    /// API.
     #[doc(hidden)]
     #[track_caller]
-    pub fn __checkout_release(
-        &self,
-        uri: &Uri,
-    ) -> impl Future<Output = Result<bool, Error>> + Send + 'static {
+    pub fn __checkout_release<'a>(
+        &'a self,
+        uri: &'a Uri,
+    ) -> impl Future<Output = Result<bool, Error>> + Send + 'a {
         let caller = Location::caller();
-        let client = self.clone();
-        let uri = uri.clone();
         async move {
-            let inner = &client.inner;
+            let inner = &self.inner;
             let security = inner
                 .routes
-                .select(&uri)
+                .select(uri)
                 .map_or(&inner.security, |r| &r.security);
-            let lease = inner
+            let lease = match inner
                 .pool
-                .checkout(&uri, security, &inner.connector, caller)
-                .await?;
+                .checkout(uri, security, &inner.connector, caller)?
+            {
+                crate::pool::Checkout::Ready(lease) => lease,
+                crate::pool::Checkout::Queued(queued) => {
+                    Box::pin(queued.wait(&inner.pool, caller)).await?
+                }
+            };
             let reused = lease.reused;
             lease.release();
             Ok(reused)

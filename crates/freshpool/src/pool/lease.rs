@@ -7,7 +7,7 @@ use super::*;
 pub(crate) struct Lease {
     pub(super) origin: Arc<Origin>,
     pub(super) kind: Option<LeaseKind>,
-    pub(super) lease_id: u64,
+    pub(super) lease_id: usize,
     /// Taken from the pool, not freshly dialed.
     pub reused: bool,
     /// The server's `Keep-Alive: timeout` hint, read from the response.
@@ -87,12 +87,12 @@ impl Lease {
                         origin.close_reason(&idle, now)
                     };
                     origin.counters.closed(reason);
-                    lock(&origin.guarded).leases.remove(&self.lease_id);
+                    lock(&origin.guarded).leases.try_remove(self.lease_id);
                     return;
                 }
                 let surplus = {
                     let mut g = origin.lock();
-                    g.leases.remove(&self.lease_id);
+                    g.leases.try_remove(self.lease_id);
                     let surplus = g.state.offer_idle(idle, origin.limits);
                     origin.publish(&g.state);
                     surplus
@@ -111,7 +111,7 @@ impl Lease {
         match kind {
             LeaseKind::H1(idle) => {
                 self.origin.counters.closed(CloseReason::Error);
-                lock(&self.origin.guarded).leases.remove(&self.lease_id);
+                lock(&self.origin.guarded).leases.try_remove(self.lease_id);
                 // Dropping the sender makes hyper close the socket; the
                 // driver task then frees the slot.
                 drop(idle);

@@ -5,7 +5,7 @@
 //! ```text
 //! Pool
 //! `-- PoolInner
-//!     |-- origins: RwLock<HashMap<PoolKey, Arc<Origin>>>   (read on every request)
+//!     |-- origins: RwLock<OriginMap>   by key and by spelling (read per request)
 //!     `-- Budget (Arc, shared by origins)                 lock domain B
 //!         |-- open: AtomicUsize            total slots, <= max_connections_total
 //!         |-- starving: Mutex<VecDeque<Weak<Origin>>>  origins waiting on total
@@ -13,9 +13,10 @@
 //! Origin (Arc)                                            lock domain O (one per origin)
 //! `-- Mutex<Guarded>
 //!     |-- OriginState (state.rs): idle LIFO, shared h2 conns, FIFO waiters, slots
-//!     `-- leases: who holds connections now (for diagnosis)
+//!     `-- leases: Slab, who holds connections now (for diagnosis)
 //! ```
-//! An origin lock and the budget's starving lock are never held together:
+//! An origin lock and the budget's starving lock are never held together,
+//! nor an origin lock and the `origins` map lock:
 //! code that changes total capacity releases the origin lock first.
 //!
 //! # Request lifecycle
@@ -25,6 +26,7 @@
 //!          --(slot free) reserve slot, enqueue, spawn dial --+
 //!          --(no slot) enqueue (FIFO) -----------------------+--> wait <= pool_timeout
 //!                 dial done: oldest waiter | idle <----------+
+//! (`checkout` is a plain function: only the "wait" arm builds a future.)
 //! Lease --body read to end--> release: oldest waiter | idle (LIFO)
 //!       --dropped early / error--> discard: connection closes
 //! socket closed (driver task ends) --> SlotGuard drop: slot freed,
@@ -39,9 +41,9 @@ mod maintenance;
 #[cfg(test)]
 mod model_tests;
 mod origin;
+mod origin_map;
 pub(crate) mod state;
 
-use std::collections::HashMap;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -56,9 +58,11 @@ use crate::connect::{tcp, Connector, NewConnection, Sender};
 use crate::error::{fmt_duration, Error, Kind};
 use crate::health::{Clock, SuspendWatch, HEARTBEAT};
 use crate::stats::{CloseReason, Counters, LeaseInfo, OriginStats, PoolStats};
-use key::{KeyParts, KeyView, PoolKey, SecurityContext};
+pub(crate) use checkout::Checkout;
+use key::{KeyParts, KeyView, PoolKey, Scheme, SecurityContext};
 use lease::WaiterGuard;
 pub(crate) use lease::{Lease, LeaseKind};
+use origin_map::OriginMap;
 use state::{
     Acquire, Channel, Handoff, Idle, IdleRecord, Limits, OriginState, Protocol, Shared, TotalBudget,
 };
@@ -105,10 +109,12 @@ type State = OriginState<H1Conn, H2Conn>;
 
 struct Guarded {
     state: State,
-    leases: HashMap<u64, LeaseRecord, IdHash>,
+    /// Slab: a lease's id is its index, so taking and returning a
+    /// connection register and forget it without hashing.
+    leases: slab::Slab<LeaseRecord>,
 }
 
-/// Connection and lease ids are sequential and internal (not
+/// Connection ids are sequential and internal (not
 /// attacker-chosen): a multiplicative hash is enough and ~10x cheaper than
 /// SipHash.
 type IdHash = std::hash::BuildHasherDefault<IdHasher>;
@@ -178,7 +184,6 @@ pub(crate) struct Origin {
     budget: Arc<Budget>,
     guarded: Mutex<Guarded>,
     pub counters: Counters,
-    next_lease: AtomicU64,
     /// The resolver generation last checked (see `follow_dns`).
     dns_seen: AtomicU64,
     /// 0 unknown, 1 answers `100 Continue`, 2 ignores `Expect`.
@@ -269,7 +274,7 @@ pub(crate) struct Pool {
 struct PoolInner {
     config: Arc<PoolConfig>,
     budget: Arc<Budget>,
-    origins: RwLock<HashMap<PoolKey, Arc<Origin>>>,
+    origins: RwLock<OriginMap>,
     heartbeat_started: AtomicBool,
     clock: Arc<dyn Clock>,
     /// Where the client that made this pool was built (for the
@@ -329,29 +334,66 @@ impl Pool {
         &self.inner.config
     }
 
-    fn origin(
+    fn read_origins(&self) -> std::sync::RwLockReadGuard<'_, OriginMap> {
+        self.inner.origins.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_origins(&self) -> std::sync::RwLockWriteGuard<'_, OriginMap> {
+        self.inner
+            .origins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The origin `uri` goes to: by its spelling when seen before (the hot
+    /// path, see `origin_map`), else by its canonical key, created on first
+    /// use.
+    fn origin_for(
+        &self,
+        uri: &http::Uri,
+        security: &Arc<SecurityContext>,
+        connector: &Arc<Connector>,
+    ) -> Result<Arc<Origin>, Error> {
+        let scheme = match uri.scheme_str() {
+            Some("http") => Some(Scheme::Http),
+            Some("https") => Some(Scheme::Https),
+            _ => None,
+        };
+        let spelled = scheme.zip(uri.authority().map(|a| a.as_str()));
+        if let Some((scheme, authority)) = spelled {
+            if let Some(o) = self
+                .read_origins()
+                .by_spelling(scheme, security.id, authority)
+            {
+                return Ok(o.clone());
+            }
+        }
+        let view = PoolKey::view(uri, security.id)?;
+        let mut map = self.write_origins();
+        let (origin, created) = match map.by_key(&view as &dyn KeyParts) {
+            Some(o) => (o.clone(), false),
+            None => {
+                let origin = self.new_origin(view, security, connector);
+                map.insert(origin.clone());
+                (origin, true)
+            }
+        };
+        if let Some((scheme, authority)) = spelled {
+            map.learn_spelling(scheme, security.id, authority, &origin);
+        }
+        drop(map);
+        if created {
+            crate::diagnose::pool_met_origin(&origin.label, self.inner.built_at);
+        }
+        Ok(origin)
+    }
+
+    fn new_origin(
         &self,
         view: KeyView<'_>,
         security: &Arc<SecurityContext>,
         connector: &Arc<Connector>,
     ) -> Arc<Origin> {
-        if let Some(o) = self
-            .inner
-            .origins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&view as &dyn KeyParts)
-        {
-            return o.clone();
-        }
-        let mut map = self
-            .inner
-            .origins
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(o) = map.get(&view as &dyn KeyParts) {
-            return o.clone();
-        }
         let key = view.to_owned(security.clone());
         let cfg = &self.inner.config;
         let protocol = if connector.may_multiplex(&key) {
@@ -359,9 +401,8 @@ impl Pool {
         } else {
             Protocol::Http1
         };
-        let origin = Arc::new(Origin {
+        Arc::new(Origin {
             label: Arc::from(key.origin()),
-            key: key.clone(),
             config: cfg.clone(),
             limits: Limits {
                 per_host: cfg.max_connections_per_host,
@@ -372,29 +413,19 @@ impl Pool {
             budget: self.inner.budget.clone(),
             guarded: Mutex::new(Guarded {
                 state: OriginState::new(protocol),
-                leases: HashMap::default(),
+                leases: slab::Slab::new(),
             }),
             counters: Counters::new(&key.host, key.port, key.scheme.as_str()),
-            next_lease: AtomicU64::new(1),
             dns_seen: AtomicU64::new(0),
             expect_100: std::sync::atomic::AtomicU8::new(0),
             host_header: std::sync::OnceLock::new(),
-        });
-        map.insert(key, origin.clone());
-        drop(map);
-        crate::diagnose::pool_met_origin(&origin.label, self.inner.built_at);
-        origin
+            key,
+        })
     }
 
     /// The origins known now (a snapshot: the map lock is not held after).
     fn origins(&self) -> Vec<Arc<Origin>> {
-        self.inner
-            .origins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.read_origins().values().cloned().collect()
     }
 
     pub(crate) fn stats(&self) -> PoolStats {

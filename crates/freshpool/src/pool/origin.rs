@@ -306,18 +306,14 @@ impl Origin {
     pub(super) fn register_lease(
         &self,
         g: &mut Guarded,
+        now: Instant,
         caller: &'static Location<'static>,
-    ) -> u64 {
-        let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        g.leases.insert(
-            id,
-            LeaseRecord {
-                since: Instant::now(),
-                caller,
-                reported: false,
-            },
-        );
-        id
+    ) -> usize {
+        g.leases.insert(LeaseRecord {
+            since: now,
+            caller,
+            reported: false,
+        })
     }
 
     /// Publishes the open-connection gauges (idle / active).
@@ -337,7 +333,7 @@ impl Origin {
         let mut found = Vec::new();
         {
             let mut g = self.lock();
-            for record in g.leases.values_mut() {
+            for (_, record) in g.leases.iter_mut() {
                 if !record.reported && now.saturating_duration_since(record.since) >= limit {
                     record.reported = true;
                     found.push(*record);
@@ -362,7 +358,7 @@ impl Origin {
         let g = self.lock();
         let now = Instant::now();
         let st = &g.state;
-        let mut leases: Vec<LeaseRecord> = g.leases.values().copied().collect();
+        let mut leases: Vec<LeaseRecord> = g.leases.iter().map(|(_, r)| *r).collect();
         leases.sort_by_key(|r| r.since);
         let oldest_leases = leases
             .iter()
@@ -435,10 +431,10 @@ impl Origin {
 }
 
 impl Origin {
-    pub(super) fn release_stream(self: &Arc<Self>, conn_id: u64, lease_id: u64) {
+    pub(super) fn release_stream(self: &Arc<Self>, conn_id: u64, lease_id: usize) {
         let dials = {
             let mut g = self.lock();
-            g.leases.remove(&lease_id);
+            g.leases.try_remove(lease_id);
             g.state.release_stream(conn_id);
             // Drop draining connections once their last stream is done, and
             // with max_idle_per_host(0) (pooling off) every idle one.

@@ -1,0 +1,221 @@
+//! The pool's origins, found by key and by the spelling requests use.
+//!
+//! Every request must find its origin, and the pool key is canonical:
+//! `http://Example.com/` and `http://example.com:80/` share connections.
+//! Building that key means parsing the authority, folding case and hashing
+//! with SipHash (the host is caller-controlled): ~900 instructions, a third
+//! of a whole checkout+return. But a service sends its requests to a few
+//! origins, spelled the same way each time. So a second map remembers each
+//! spelling (`scheme`, security context, the authority's bytes as written)
+//! and the hot path hashes those bytes as they are. A miss (a new spelling)
+//! takes the canonical way and teaches the spelling map.
+//!
+//! The spelling map's hasher is foldhash with a per-process random seed:
+//! several times cheaper than SipHash on short strings, still keyed so a
+//! caller choosing hosts cannot aim at one bucket.
+//!
+//! Invariant: every origin in `by_spelling` is the one `by_key` holds for
+//! that spelling's key (origins are never removed, and a spelling is only
+//! inserted after its canonical lookup). So both ways find the same
+//! `Origin`, and per-origin limits hold whichever way a request came.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use super::key::{KeyParts, PoolKey, Scheme};
+use super::Origin;
+
+/// The spelling map is cleared when it grows past this many entries per
+/// origin (plus a constant): spellings that embed changing credentials
+/// (`user:token@host`) must not grow it without bound.
+const SPELLINGS_PER_ORIGIN: usize = 4;
+const SPELLINGS_SLACK: usize = 256;
+
+#[derive(Default)]
+pub(super) struct OriginMap {
+    /// The partition of record.
+    by_key: HashMap<PoolKey, Arc<Origin>>,
+    /// Spellings seen, each pointing at its origin in `by_key`.
+    by_spelling: HashMap<Spelling, Arc<Origin>, foldhash::fast::RandomState>,
+}
+
+impl OriginMap {
+    /// The origin a request URI spelled this way goes to, if seen before.
+    pub(super) fn by_spelling(
+        &self,
+        scheme: Scheme,
+        security: u64,
+        authority: &str,
+    ) -> Option<&Arc<Origin>> {
+        let view = SpellingView {
+            tag: tag(scheme, security),
+            authority,
+        };
+        self.by_spelling.get(&view as &dyn SpellingParts)
+    }
+
+    pub(super) fn by_key(&self, key: &dyn KeyParts) -> Option<&Arc<Origin>> {
+        self.by_key.get(key)
+    }
+
+    pub(super) fn insert(&mut self, origin: Arc<Origin>) {
+        self.by_key.insert(origin.key.clone(), origin);
+    }
+
+    /// Remembers that `authority` (with this scheme and security context)
+    /// is spelled for `origin`, which `by_key` already holds.
+    pub(super) fn learn_spelling(
+        &mut self,
+        scheme: Scheme,
+        security: u64,
+        authority: &str,
+        origin: &Arc<Origin>,
+    ) {
+        debug_assert!(self
+            .by_key
+            .get(&origin.key as &dyn KeyParts)
+            .is_some_and(|o| Arc::ptr_eq(o, origin)));
+        if self.by_spelling.len() >= SPELLINGS_PER_ORIGIN * self.by_key.len() + SPELLINGS_SLACK {
+            self.by_spelling.clear();
+        }
+        let spelling = Spelling {
+            tag: tag(scheme, security),
+            authority: authority.into(),
+        };
+        self.by_spelling.insert(spelling, origin.clone());
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Arc<Origin>> {
+        self.by_key.values()
+    }
+
+    #[cfg(test)]
+    pub(super) fn spellings(&self) -> usize {
+        self.by_spelling.len()
+    }
+}
+
+/// Scheme and security context in one word.
+fn tag(scheme: Scheme, security: u64) -> u64 {
+    security << 1 | u64::from(scheme == Scheme::Https)
+}
+
+/// An authority as a request wrote it, with its scheme and security context.
+struct Spelling {
+    tag: u64,
+    authority: Box<str>,
+}
+
+#[derive(Clone, Copy)]
+struct SpellingView<'a> {
+    tag: u64,
+    authority: &'a str,
+}
+
+/// Lets the map be queried with a borrowed [`SpellingView`] (no
+/// allocation), the same way [`KeyParts`] does for keys.
+trait SpellingParts {
+    fn parts(&self) -> SpellingView<'_>;
+}
+
+impl SpellingParts for Spelling {
+    fn parts(&self) -> SpellingView<'_> {
+        SpellingView {
+            tag: self.tag,
+            authority: &self.authority,
+        }
+    }
+}
+
+impl SpellingParts for SpellingView<'_> {
+    fn parts(&self) -> SpellingView<'_> {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn SpellingParts + 'a> for Spelling {
+    fn borrow(&self) -> &(dyn SpellingParts + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn SpellingParts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let p = self.parts();
+        state.write_u64(p.tag);
+        state.write(p.authority.as_bytes());
+    }
+}
+
+impl PartialEq for dyn SpellingParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.parts(), other.parts());
+        a.tag == b.tag && a.authority == b.authority
+    }
+}
+impl Eq for dyn SpellingParts + '_ {}
+
+impl Hash for Spelling {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn SpellingParts).hash(state)
+    }
+}
+impl PartialEq for Spelling {
+    fn eq(&self, other: &Self) -> bool {
+        (self as &dyn SpellingParts) == (other as &dyn SpellingParts)
+    }
+}
+impl Eq for Spelling {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin_of(client: &crate::Client, url: &str) -> Arc<Origin> {
+        let inner = client.inner();
+        let uri: http::Uri = url.parse().unwrap();
+        inner
+            .pool
+            .origin_for(&uri, &inner.security, &inner.connector)
+            .unwrap()
+    }
+
+    #[test]
+    fn every_spelling_finds_the_one_origin_of_its_key() {
+        let client = crate::Client::new();
+        let first = origin_of(&client, "http://example.test/");
+        for url in [
+            "http://example.test/again",
+            "http://EXAMPLE.test/",
+            "http://example.test:80/",
+            "http://user:secret@Example.Test:80/x",
+            "http://example.test/",
+        ] {
+            assert!(Arc::ptr_eq(&first, &origin_of(&client, url)), "{url}");
+        }
+        for other in ["https://example.test/", "http://example.test:8080/"] {
+            assert!(!Arc::ptr_eq(&first, &origin_of(&client, other)), "{other}");
+        }
+        let map = client.pool().read_origins();
+        assert_eq!(map.values().count(), 3);
+        // Five spellings of the first origin (the repeat is not new), one
+        // of each other.
+        assert_eq!(map.spellings(), 6);
+    }
+
+    #[test]
+    fn spellings_that_embed_changing_credentials_stay_bounded() {
+        let client = crate::Client::new();
+        let first = origin_of(&client, "http://example.test/");
+        let bound = SPELLINGS_PER_ORIGIN + SPELLINGS_SLACK;
+        for i in 0..3 * bound {
+            let origin = origin_of(&client, &format!("http://user:token{i}@example.test/"));
+            assert!(Arc::ptr_eq(&first, &origin));
+            let spellings = client.pool().read_origins().spellings();
+            assert!(spellings <= bound, "{spellings} spellings after {i}");
+        }
+        assert_eq!(client.pool().read_origins().values().count(), 1);
+    }
+}
