@@ -3,7 +3,10 @@
 //! `match limit { None => f.await, Some(d) => timeout(d, f).await }` gives
 //! the caller's state machine two slots, one per arm, each as large as `f`;
 //! on the request path that doubled a multi-kilobyte future that is then
-//! moved on every poll. [`MaybeTimeout`] keeps one slot either way.
+//! moved on every poll. [`MaybeTimeout`] keeps one slot either way, and
+//! boxes the timer: a `Sleep` is ~100 bytes that every request future would
+//! carry (and copy) even with no limit set, the default; with a limit the
+//! box is one allocation beside the timer registration.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,8 +20,7 @@ pin_project_lite::pin_project! {
     pub(crate) struct MaybeTimeout<F> {
         #[pin]
         fut: F,
-        #[pin]
-        sleep: Option<Sleep>,
+        sleep: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -27,10 +29,12 @@ pin_project_lite::pin_project! {
 pub(crate) struct Elapsed;
 
 impl<F: Future> MaybeTimeout<F> {
+    // Inlined so a large `fut` is built in place, not copied in and out.
+    #[inline(always)]
     pub(crate) fn new(fut: F, limit: Option<Duration>) -> Self {
         MaybeTimeout {
             fut,
-            sleep: limit.map(tokio::time::sleep),
+            sleep: limit.map(|d| Box::pin(tokio::time::sleep(d))),
         }
     }
 }
@@ -44,8 +48,8 @@ impl<F: Future> Future for MaybeTimeout<F> {
         if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        match this.sleep.as_pin_mut() {
-            Some(sleep) => sleep.poll(cx).map(|()| Err(Elapsed)),
+        match this.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx).map(|()| Err(Elapsed)),
             None => Poll::Pending,
         }
     }

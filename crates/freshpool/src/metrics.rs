@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `http.client.open_connections` | gauge | `http.connection.state` (`idle`/`active`), `server.address`, `server.port`, `url.scheme` | connections open now |
 //! | `http.client.connection.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | how long connections lived |
-//! | `http.client.request.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | request start to response head |
+//! | `http.client.request.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | connection handed to the request to response head (per attempt; pool wait is separate) |
 //! | `freshpool.pool.wait.duration` | histogram (s) | origin labels | time spent waiting for a connection |
 //! | `freshpool.connect.duration` | histogram (s) | origin labels | TCP + TLS + HTTP handshake |
 //! | `freshpool.connections.created` | counter | origin labels | connections opened |

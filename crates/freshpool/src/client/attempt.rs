@@ -13,9 +13,9 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::header::{HeaderValue, CONNECTION, EXPECT, HOST};
+use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST};
 use http::{Request, Response, Uri};
 
 use super::Client;
@@ -27,6 +27,10 @@ use crate::health::parse_keep_alive;
 use crate::pool::key::without_userinfo;
 use crate::pool::{Checkout, Lease, LeaseKind};
 use crate::retry::{decide, Attempt, RetryDecision};
+
+/// Header names as constants: a `&str` name is parsed on every lookup.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 impl Client {
     /// The request loop: checkout, send, and on failure the retry rule.
@@ -56,7 +60,7 @@ impl Client {
         let cfg = &inner.connector.config;
         let first = pending.as_ref().expect("a request to send");
         let uri = first.uri().clone();
-        let has_key = first.headers().contains_key("idempotency-key");
+        let has_key = first.headers().contains_key(IDEMPOTENCY_KEY);
         // (A bad URI fails in checkout, before anything is sent.)
         // The proxy for this URI (env, NO_PROXY) picks the pool key.
         let route = inner.routes.select(&uri);
@@ -82,28 +86,47 @@ impl Client {
                 }
             };
             let reused = lease.reused;
+            // hyper's HTTP/1 dispatcher says it is ready for the next
+            // request a moment after the previous response ends; wait for
+            // that rather than mistake "not yet" for "closed". (Before the
+            // request is touched: it stays in `pending`, unprepared.)
+            if let LeaseKind::H1(idle) = lease.kind_mut() {
+                if let Err(e) = idle.conn.sender.ready().await {
+                    let err = error::from_hyper(e, lease.origin_label());
+                    lease.discard();
+                    unsent_retries += 1;
+                    if unsent_retries > 3 {
+                        return Err(err);
+                    }
+                    continue;
+                }
+            }
             let spare;
             let gate;
             let method;
-            let sent_at = Instant::now();
             let sent = {
-                let request = pending.take().expect("a request for every attempt");
+                // Prepared where it lies, then moved once, into hyper: each
+                // move of the 264-byte request is a copy, and a request held
+                // by an `async` helper would take a slot of its own in every
+                // request's future.
+                let request = pending.as_mut().expect("a request for every attempt");
                 // Keep a copy only where a retry is possible (reused
                 // connection, or HTTP/2 where a refused stream is retried).
                 spare = if reused || lease.is_h2() {
-                    clone_request(&request)
+                    clone_request(request)
                 } else {
                     None
                 };
-                let (mut request, g) = self.prepare(request, &mut lease);
-                gate = g;
+                gate = self.prepare(request, &mut lease);
                 if let Some(route) = forward.filter(|_| !lease.is_h2()) {
-                    proxy::to_forward_form(&mut request, &uri, route);
+                    proxy::to_forward_form(request, &uri, route);
                 }
                 method = request.method().clone();
+                let request = pending.take().expect("a request for every attempt");
                 self.dispatch(&mut lease, request)
             }
             .await;
+            let sent = self.sent(sent, lease.origin_label());
             match sent {
                 Ok(response) => {
                     if let Some(err) =
@@ -112,11 +135,19 @@ impl Client {
                         lease.discard();
                         return Err(err);
                     }
-                    lease.origin().counters.metrics.request(sent_at.elapsed());
-                    let span = tracing::Span::current();
-                    span.record("reused", reused);
-                    span.record("retries", retries);
-                    span.record("status", response.status().as_u16());
+                    lease
+                        .origin()
+                        .counters
+                        .metrics
+                        .request(lease.taken_at.elapsed());
+                    // (Finding the current span costs a dispatcher lookup:
+                    // only when a subscriber may want the fields.)
+                    if tracing::level_enabled!(tracing::Level::DEBUG) {
+                        let span = tracing::Span::current();
+                        span.record("reused", reused);
+                        span.record("retries", retries);
+                        span.record("status", response.status().as_u16());
+                    }
                     return Ok(self.finish(response, lease, gate));
                 }
                 Err(Failure::Unsent(request, err)) => {
@@ -184,12 +215,12 @@ impl Client {
     /// about to go over a connection that idled long, `Expect: 100-continue`.
     fn prepare(
         &self,
-        mut request: Request<RequestBody>,
+        request: &mut Request<RequestBody>,
         lease: &mut Lease,
-    ) -> (Request<RequestBody>, Option<Arc<GateState>>) {
+    ) -> Option<Arc<GateState>> {
         let cfg = &self.inner.connector.config;
         if lease.is_h2() {
-            return (request, None);
+            return None;
         }
         if !request.headers().contains_key(HOST) {
             if let Some(host) = host_of(request.uri()).and_then(|h| lease.origin().host_header(h)) {
@@ -198,7 +229,7 @@ impl Client {
         }
         *request.uri_mut() = origin_form(std::mem::take(request.uri_mut()));
         let has_body = request.body().len() != Some(0);
-        let idled = lease.idle_for(Instant::now());
+        let idled = lease.idled();
         let learned = lease.origin().expect_continue_supported();
         if cfg.expect_continue
             && has_body
@@ -210,7 +241,7 @@ impl Client {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let tx = Mutex::new(Some(tx));
             let state = Arc::new(GateState::default());
-            hyper::ext::on_informational(&mut request, move |res| {
+            hyper::ext::on_informational(request, move |res| {
                 if res.status() == http::StatusCode::CONTINUE {
                     if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
                         let _ = tx.send(());
@@ -225,71 +256,71 @@ impl Client {
                 timer: Box::pin(tokio::time::sleep(cfg.expect_continue_timeout)),
                 state: state.clone(),
             };
-            let request = request.map(|b| b.gated(gate));
-            return (request, Some(state));
+            let body = std::mem::take(request.body_mut());
+            *request.body_mut() = body.gated(gate);
+            return Some(state);
         }
-        (request, None)
+        None
     }
 
-    /// Sends on the leased connection under `response_header_timeout`.
-    /// (A `fn` around an `async move` block: see `send`.)
-    #[allow(clippy::manual_async_fn)] // deliberate: one slot for `request`
+    /// Hands the request to the leased connection (whose HTTP/1 side
+    /// said it is ready), under `response_header_timeout`. Not `async`: the
+    /// request moves straight into hyper's future instead of being held by
+    /// one of ours as well.
     fn dispatch<'a>(
-        &'a self,
+        &self,
         lease: &'a mut Lease,
         request: Request<RequestBody>,
-    ) -> impl Future<Output = Result<Response<hyper::body::Incoming>, Failure>> + Send + 'a {
-        async move {
-            let cfg = &self.inner.connector.config;
-            let origin = lease.origin_label().clone();
-            let sent = match lease.kind_mut() {
-                LeaseKind::H1(idle) => {
-                    // hyper's HTTP/1 dispatcher says it is ready for the next
-                    // request a moment after the previous response ends; wait
-                    // for that rather than mistake "not yet" for "closed".
-                    if let Err(e) = idle.conn.sender.ready().await {
-                        return Err(Failure::Unsent(
-                            Box::new(request),
-                            error::from_hyper(e, &origin),
-                        ));
-                    }
-                    Either::H1 {
-                        f: idle.conn.sender.try_send_request(request),
-                    }
-                }
-                LeaseKind::H2 { sender, .. } => Either::H2 {
-                    f: sender.try_send_request(request),
-                },
-            };
-            let limit = cfg.response_header_timeout;
-            let result = match MaybeTimeout::new(sent, limit).await {
-                Ok(r) => r,
-                Err(Elapsed) => {
-                    return Err(Failure::Sent(
-                        Error::timeout(
-                            Kind::ResponseHeaderTimeout,
-                            "waiting for the response head",
-                            &origin,
-                            limit.unwrap_or_default(),
-                        ),
-                        false,
-                    ))
-                }
-            };
-            result.map_err(|mut e| match e.take_message() {
-                Some(request) => Failure::Unsent(
-                    Box::new(request),
-                    error::from_hyper(e.into_error(), &origin),
-                ),
-                None => {
-                    let hyper_err = e.into_error();
-                    // HTTP/2 REFUSED_STREAM, or a stream beyond GOAWAY's last
-                    // stream id: RFC 9113 section 8.7 says it was not processed.
-                    let not_processed = refused_stream(&hyper_err);
-                    Failure::Sent(error::from_hyper(hyper_err, &origin), not_processed)
-                }
-            })
-        }
+    ) -> MaybeTimeout<
+        Either<impl Future<Output = Sent> + Send + 'a, impl Future<Output = Sent> + Send + 'a>,
+    > {
+        let sending = match lease.kind_mut() {
+            LeaseKind::H1(idle) => Either::H1 {
+                f: idle.conn.sender.try_send_request(request),
+            },
+            LeaseKind::H2 { sender, .. } => Either::H2 {
+                f: sender.try_send_request(request),
+            },
+        };
+        MaybeTimeout::new(sending, self.inner.connector.config.response_header_timeout)
+    }
+
+    /// What became of a dispatched request, in the retry rule's terms.
+    fn sent(
+        &self,
+        result: Result<Sent, Elapsed>,
+        origin: &str,
+    ) -> Result<Response<hyper::body::Incoming>, Failure> {
+        let result = match result {
+            Ok(r) => r,
+            Err(Elapsed) => {
+                return Err(Failure::Sent(
+                    Error::timeout(
+                        Kind::ResponseHeaderTimeout,
+                        "waiting for the response head",
+                        origin,
+                        self.inner
+                            .connector
+                            .config
+                            .response_header_timeout
+                            .unwrap_or_default(),
+                    ),
+                    false,
+                ))
+            }
+        };
+        result.map_err(|mut e| match e.take_message() {
+            Some(request) => {
+                Failure::Unsent(Box::new(request), error::from_hyper(e.into_error(), origin))
+            }
+            None => {
+                let hyper_err = e.into_error();
+                // HTTP/2 REFUSED_STREAM, or a stream beyond GOAWAY's last
+                // stream id: RFC 9113 section 8.7 says it was not processed.
+                let not_processed = refused_stream(&hyper_err);
+                Failure::Sent(error::from_hyper(hyper_err, origin), not_processed)
+            }
+        })
     }
 
     fn finish(
@@ -319,7 +350,7 @@ impl Client {
                 lease.reusable = false;
             }
             lease.keep_alive_hint = headers
-                .get("keep-alive")
+                .get(KEEP_ALIVE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_keep_alive);
             if lease.keep_alive_hint == Some(Duration::ZERO) {
@@ -334,6 +365,12 @@ impl Client {
         Response::from_parts(parts, Body::new(incoming, Some(lease), origin))
     }
 }
+
+/// What hyper's `try_send_request` resolves to.
+type Sent = Result<
+    Response<hyper::body::Incoming>,
+    hyper::client::conn::TrySendError<Request<RequestBody>>,
+>;
 
 enum Failure {
     /// hyper handed the request back: it was never written. (Boxed: the

@@ -105,6 +105,7 @@ impl Pool {
                         reused: true,
                         keep_alive_hint: None,
                         reusable: true,
+                        taken_at: now,
                     };
                     // Anything taken from the idle list may have died while
                     // it rested (even one never used: it was dialed for a
@@ -205,6 +206,7 @@ impl Queued {
                         reused,
                         keep_alive_hint: None,
                         reusable: true,
+                        taken_at: now,
                     });
                 }
                 Ok(Err(_)) => {
@@ -260,7 +262,8 @@ impl Pool {
         }
         match rx.await {
             Ok(Ok(Handoff::Exclusive(idle))) => {
-                let lease_id = origin.register_lease(&mut origin.lock(), Instant::now(), caller);
+                let now = Instant::now();
+                let lease_id = origin.register_lease(&mut origin.lock(), now, caller);
                 Ok(Lease {
                     origin: origin.clone(),
                     kind: Some(LeaseKind::H1(idle)),
@@ -268,6 +271,7 @@ impl Pool {
                     reused: false,
                     keep_alive_hint: None,
                     reusable: true,
+                    taken_at: now,
                 })
             }
             Ok(Err(err)) => Err(err),
@@ -289,7 +293,12 @@ impl Pool {
             origin.counters.closed(CloseReason::FreezeEviction);
             return false;
         }
-        if now.saturating_duration_since(idle.idle_since) >= self.inner.config.validate_after_idle
+        let validate_after = self.inner.config.validate_after_idle;
+        // (An addition and a compare: cheaper than measuring the idle time.)
+        if idle
+            .idle_since
+            .checked_add(validate_after)
+            .is_some_and(|due| now >= due)
             && tcp::peek(&idle.conn.socket) != tcp::Peek::Quiet
         {
             origin.counters.closed(CloseReason::StaleDetected);

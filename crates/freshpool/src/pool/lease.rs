@@ -14,6 +14,9 @@ pub(crate) struct Lease {
     pub keep_alive_hint: Option<Duration>,
     /// The response said `Connection: close` (or the request failed).
     pub reusable: bool,
+    /// When the pool handed it over: the request's clock starts here (one
+    /// clock read serves the checkout, the idle age and the latency metric).
+    pub taken_at: Instant,
 }
 
 pub(crate) enum LeaseKind {
@@ -49,10 +52,10 @@ impl Lease {
         matches!(self.kind, Some(LeaseKind::H2 { .. }))
     }
 
-    /// The connection's idle time before this lease (zero for h2).
-    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
+    /// How long the connection rested before this lease (zero for h2).
+    pub(crate) fn idled(&self) -> Duration {
         match &self.kind {
-            Some(LeaseKind::H1(idle)) => now.saturating_duration_since(idle.idle_since),
+            Some(LeaseKind::H1(idle)) => self.taken_at.saturating_duration_since(idle.idle_since),
             _ => Duration::ZERO,
         }
     }
@@ -134,6 +137,7 @@ impl Drop for Lease {
                 reused: self.reused,
                 keep_alive_hint: None,
                 reusable: false,
+                taken_at: self.taken_at,
             };
             me.discard();
         }

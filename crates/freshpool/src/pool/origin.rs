@@ -234,10 +234,21 @@ impl Origin {
         hint: Option<Duration>,
     ) -> Option<Instant> {
         let cfg = &self.config;
-        let idle = cfg.idle_timeout.map(|t| now + t);
-        let hinted = hint.map(|h| now + h.saturating_sub(cfg.keep_alive_margin));
-        let life = cfg.max_lifetime.map(|l| created + l);
-        [idle, hinted, life].into_iter().flatten().min()
+        // Written out rather than as an iterator over the three: this runs
+        // on every return of a connection. (`checked_add`: a limit too large
+        // to add never expires.)
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut at = cfg.idle_timeout.and_then(|t| now.checked_add(t));
+        if let Some(h) = hint {
+            at = earliest(at, now.checked_add(h.saturating_sub(cfg.keep_alive_margin)));
+        }
+        if let Some(l) = cfg.max_lifetime {
+            at = earliest(at, created.checked_add(l));
+        }
+        at
     }
 
     pub(super) fn close_reason(&self, idle: &Idle<H1Conn>, now: Instant) -> CloseReason {
