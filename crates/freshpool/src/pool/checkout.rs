@@ -308,9 +308,22 @@ impl Pool {
     }
 
     /// Total capacity is exhausted while this origin waits: close one idle
-    /// connection of another origin so the budget can move here.
+    /// connection of another origin so the budget can move here. (Later
+    /// returns help too: see `Lease::release`.)
+    ///
+    /// The scan is O(origins). Under sustained overload with nothing idle
+    /// anywhere, every queued request would repeat it for nothing, so after
+    /// a fruitless scan the next one waits `RELIEF_RESCAN`: at most 100 full
+    /// scans a second, however many requests starve.
     pub(super) fn relieve_total(&self, starving: &Arc<Origin>) {
-        lock(&self.inner.budget.starving).push_back(Arc::downgrade(starving));
+        const RELIEF_RESCAN: Duration = Duration::from_millis(10);
+        let budget = &self.inner.budget;
+        budget.starving.push(starving);
+        let now = budget.nanos(Instant::now());
+        let fruitless_at = budget.fruitless_relief_at.load(Ordering::Acquire);
+        if fruitless_at != 0 && now.saturating_sub(fruitless_at) < RELIEF_RESCAN.as_nanos() as u64 {
+            return;
+        }
         for other in self.origins().iter().filter(|o| !Arc::ptr_eq(o, starving)) {
             let victim = other.lock().state.idle.pop_front();
             if let Some(victim) = victim {
@@ -319,6 +332,9 @@ impl Pool {
                 return;
             }
         }
+        budget
+            .fruitless_relief_at
+            .store(now.max(1), Ordering::Release);
     }
 }
 

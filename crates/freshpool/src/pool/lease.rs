@@ -93,10 +93,17 @@ impl Lease {
                     lock(&origin.guarded).leases.try_remove(self.lease_id);
                     return;
                 }
+                // Another origin waits for total capacity: unless a request
+                // here wants this connection, close it so the slot moves.
+                let others_starve = origin.budget.starving.any();
                 let surplus = {
                     let mut g = origin.lock();
                     g.leases.try_remove(self.lease_id);
-                    let surplus = g.state.offer_idle(idle, origin.limits);
+                    let surplus = if others_starve {
+                        g.state.offer_idle_or_yield(idle, origin.limits)
+                    } else {
+                        g.state.offer_idle(idle, origin.limits)
+                    };
                     origin.publish(&g.state);
                     surplus
                 };

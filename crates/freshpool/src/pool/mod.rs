@@ -148,7 +148,10 @@ struct LeaseRecord {
 pub(crate) struct Budget {
     open: AtomicUsize,
     limit: usize,
-    starving: Mutex<std::collections::VecDeque<Weak<Origin>>>,
+    starving: StarvingList,
+    /// When (nanoseconds since `epoch`) `relieve_total` last scanned every
+    /// origin and found nothing idle to close (0: never).
+    fruitless_relief_at: AtomicU64,
     next_id: AtomicU64,
     /// Monotonic nanoseconds (since `epoch`) of the last heartbeat.
     last_beat: AtomicU64,
@@ -241,13 +244,43 @@ impl Drop for SlotGuard {
     }
 }
 
+/// Origins waiting for total capacity, oldest first (entries may be stale:
+/// gone, or no longer waiting; `wake_starving` skips those).
+#[derive(Default)]
+struct StarvingList {
+    queue: Mutex<std::collections::VecDeque<Weak<Origin>>>,
+    /// The queue's length, for code that returns a connection: it reads
+    /// this instead of taking the lock on every return.
+    len: AtomicUsize,
+}
+
+impl StarvingList {
+    fn push(&self, origin: &Arc<Origin>) {
+        let mut q = lock(&self.queue);
+        q.push_back(Arc::downgrade(origin));
+        self.len.store(q.len(), Ordering::Release);
+    }
+
+    fn pop(&self) -> Option<Weak<Origin>> {
+        let mut q = lock(&self.queue);
+        let next = q.pop_front();
+        self.len.store(q.len(), Ordering::Release);
+        next
+    }
+
+    /// Some origin may be waiting for total capacity.
+    fn any(&self) -> bool {
+        self.len.load(Ordering::Acquire) > 0
+    }
+}
+
 /// Gives freed total capacity to origins that were waiting for it.
 fn wake_starving(budget: &Budget) {
     loop {
         if budget.open.load(Ordering::Acquire) >= budget.limit {
             return;
         }
-        let next = lock(&budget.starving).pop_front();
+        let next = budget.starving.pop();
         let Some(weak) = next else { return };
         let Some(origin) = weak.upgrade() else {
             continue;
@@ -311,7 +344,8 @@ impl Pool {
         let budget = Arc::new(Budget {
             open: AtomicUsize::new(0),
             limit: config.max_connections_total,
-            starving: Mutex::default(),
+            starving: StarvingList::default(),
+            fruitless_relief_at: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             last_beat: AtomicU64::new(0),
             freeze_at: AtomicU64::new(0),

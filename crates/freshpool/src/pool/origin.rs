@@ -32,7 +32,7 @@ impl Origin {
         // elsewhere wakes this origin (wake_starving). Separate lock domain.
         let newly = std::mem::take(&mut self.lock().state.newly_starving);
         if newly {
-            lock(&self.budget.starving).push_back(Arc::downgrade(self));
+            self.budget.starving.push(self);
         }
         if waiter_ids.is_empty() {
             return;
@@ -426,9 +426,26 @@ impl Origin {
                 )
             })
             .unwrap_or_default();
+        // Below its own limit yet waiting: the pool-wide limit is the one
+        // reached, by connections of other origins. Say so, or the numbers
+        // above read as a pool that should have dialed.
+        let open = self.budget.open.load(Ordering::Acquire);
+        let own = s.active + s.idle + s.connecting;
+        let (total, advice) = if own < s.limit && open >= self.budget.limit {
+            (
+                format!(
+                    "; max_connections_total {} reached, {} of them to other origins",
+                    self.budget.limit,
+                    open.saturating_sub(own)
+                ),
+                "raise max_connections_total",
+            )
+        } else {
+            (String::new(), "raise max_connections_per_host")
+        };
         format!(
-            "timed out after {} (pool_timeout) waiting for a connection to {} (limit {}, in use {}, idle {}, connecting {}, waiting {}{}); \
-             raise max_connections_per_host, read or drop response bodies sooner, or raise pool_timeout",
+            "timed out after {} (pool_timeout) waiting for a connection to {} (limit {}, in use {}, idle {}, connecting {}, waiting {}{}{}); \
+             {advice}, read or drop response bodies sooner, or raise pool_timeout",
             fmt_duration(waited),
             self.label,
             s.limit,
@@ -436,6 +453,7 @@ impl Origin {
             s.idle,
             s.connecting,
             s.waiting,
+            total,
             holder
         )
     }

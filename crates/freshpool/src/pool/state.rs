@@ -403,6 +403,17 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
+    /// Like [`offer_idle`](Self::offer_idle) while another origin waits for
+    /// total capacity: a waiter here still gets the connection, but rather
+    /// than rest idle it is returned to be closed, so its total slot frees
+    /// for the starving origin (unless this origin is the starving one).
+    pub(crate) fn offer_idle_or_yield(&mut self, idle: Idle<C>, limits: Limits) -> Option<Idle<C>> {
+        if self.live_waiters == 0 && !self.starving {
+            return Some(idle);
+        }
+        self.offer_idle(idle, limits)
+    }
+
     /// A new shared connection: hand its streams to waiters.
     pub(crate) fn add_shared(&mut self, shared: Shared<S>) {
         self.streams_per_conn = shared.sender.max_streams().max(1);
