@@ -71,10 +71,15 @@ impl Client {
         let mut dedicated = false;
         loop {
             let mut lease = if dedicated {
-                inner
-                    .pool
-                    .checkout_dedicated(&uri, security, &inner.connector, caller)
-                    .await?
+                // Boxed: a retry is rare, and its 700-byte future would
+                // otherwise be the largest part of every request's future
+                // (`-Zprint-type-sizes`), which is moved with it.
+                Box::pin(
+                    inner
+                        .pool
+                        .checkout_dedicated(&uri, security, &inner.connector, caller),
+                )
+                .await?
             } else {
                 // Only a request that must queue builds the waiting future.
                 match inner
@@ -101,28 +106,30 @@ impl Client {
                     continue;
                 }
             }
-            let spare;
             let gate;
             let method;
             let sent = {
-                // Prepared where it lies, then moved once, into hyper: each
-                // move of the 264-byte request is a copy, and a request held
-                // by an `async` helper would take a slot of its own in every
-                // request's future.
-                let request = pending.as_mut().expect("a request for every attempt");
-                // Keep a copy only where a retry is possible (reused
-                // connection, or HTTP/2 where a refused stream is retried).
-                spare = if reused || lease.is_h2() {
-                    clone_request(request)
+                // Where a retry is possible (reused connection, or HTTP/2
+                // where a refused stream is retried) a copy goes out and the
+                // original stays in `pending`, unprepared, for the retry;
+                // otherwise the original goes. The request to send is a
+                // local that moves straight into hyper: it takes no slot in
+                // the request's future (a kept copy of 264 bytes would, in
+                // every request's future, moved with it).
+                let copy = if reused || lease.is_h2() {
+                    pending.as_ref().and_then(clone_request)
                 } else {
                     None
                 };
-                gate = self.prepare(request, &mut lease);
+                let mut request = match copy {
+                    Some(copy) => copy,
+                    None => pending.take().expect("a request for every attempt"),
+                };
+                gate = self.prepare(&mut request, &mut lease);
                 if let Some(route) = forward.filter(|_| !lease.is_h2()) {
-                    proxy::to_forward_form(request, &uri, route);
+                    proxy::to_forward_form(&mut request, &uri, route);
                 }
                 method = request.method().clone();
-                let request = pending.take().expect("a request for every attempt");
                 self.dispatch(&mut lease, request)
             }
             .await;
@@ -158,7 +165,11 @@ impl Client {
                     if unsent_retries > 3 {
                         return Err(err);
                     }
-                    *pending = Some(strip_expect(*request));
+                    // hyper hands back what it was given; the original, if
+                    // kept, is the unprepared one.
+                    if pending.is_none() {
+                        *pending = Some(strip_expect(*request));
+                    }
                 }
                 Err(Failure::Sent(err, not_processed)) => {
                     let idle_since = lease.idle_since();
@@ -176,22 +187,21 @@ impl Client {
                         has_idempotency_key: has_key,
                         reused_connection: reused || not_processed,
                         response_started: false,
-                        body_replayable: spare.is_some(),
+                        body_replayable: pending.is_some(),
                         body_withheld: withheld,
                         retry_non_idempotent: cfg.retry_non_idempotent,
                         retries,
                     };
                     let decision = decide(&attempt);
                     tracing::debug!(origin = %origin.label, ?decision, error = %err, "request failed");
-                    match (decision, spare) {
-                        (RetryDecision::Retry, Some(spare)) => {
+                    match (decision, pending.is_some()) {
+                        (RetryDecision::Retry, true) => {
                             retries += 1;
                             origin.counters.retried();
                             // Its siblings idled as long: likely dead too.
                             if let Some(since) = idle_since {
                                 origin.evict_idle_since(since);
                             }
-                            *pending = Some(spare);
                             dedicated = true;
                         }
                         (RetryDecision::NotIdempotent, _) => {
