@@ -647,90 +647,76 @@ fn http2_connection_error_does_not_resend_processed_posts() {
     });
 }
 
+/// Two origins and one connection for both (per host and in total).
+async fn two_origins_one_slot(pool_timeout: Duration) -> (TestServer, TestServer, Client) {
+    let a = TestServer::http1().await;
+    let b = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .max_connections_total(1)
+        .pool_timeout(pool_timeout)
+        .build()
+        .unwrap();
+    (a, b, client)
+}
+
 /// Library bug (found reading `relieve_total`): an origin waiting for total
 /// capacity was helped only when its request queued (by closing an idle
 /// connection elsewhere then). A connection another origin returned later
 /// went idle and kept the capacity: the waiter sat until `pool_timeout`.
 /// Now a connection returned while another origin starves and no waiter
 /// here wants it is closed, and its slot goes to the starving origin.
-#[test]
-fn a_connection_returned_while_another_origin_starves_gives_it_the_capacity() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let a = TestServer::http1().await;
-        let b = TestServer::http1().await;
-        let client = Client::builder()
-            .max_connections_per_host(1)
-            .max_connections_total(1)
-            .pool_timeout(Duration::from_secs(4))
-            .build()
-            .unwrap();
-        // A holds the only slot: a response whose body is still unread.
-        let held = client.get(&a.url("/stream/200000")).await.unwrap();
-        let waiting = {
-            let (c, u) = (client.clone(), b.url("/"));
-            tokio::spawn(async move {
-                let r = c.get(&u).await?.into_body().bytes().await;
-                r.map(|_| std::time::Instant::now())
-            })
-        };
-        // B queues (starving: the total limit, not its own, holds it).
-        freshpool_testkit::eventually("B to queue", || {
-            client
-                .stats()
-                .origins
-                .iter()
-                .any(|o| o.origin.contains(&b.addr().port().to_string()) && o.waiting == 1)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_returned_while_another_origin_starves_gives_it_the_capacity() {
+    let (a, b, client) = two_origins_one_slot(Duration::from_secs(4)).await;
+    // A holds the only slot: a response whose body is still unread.
+    let held = client.get(&a.url("/stream/200000")).await.unwrap();
+    let waiting = {
+        let (c, u) = (client.clone(), b.url("/"));
+        tokio::spawn(async move {
+            let r = c.get(&u).await?.into_body().bytes().await;
+            r.map(|_| std::time::Instant::now())
         })
-        .await;
-        // A reads to the end: its connection comes back with nobody at A
-        // waiting for it.
-        held.into_body().bytes().await.unwrap();
-        let returned = std::time::Instant::now();
-        let served = waiting.await.unwrap();
-        let served = served.unwrap_or_else(|e| panic!("B was not served: {e}\n{}", client.stats()));
-        let waited = served.saturating_duration_since(returned);
-        assert!(
-            waited < Duration::from_secs(2),
-            "B waited {waited:?} after A's connection came back\n{}",
-            client.stats()
-        );
-        assert_eq!(a.stats().connections_accepted(), 1);
-        assert_eq!(b.stats().connections_accepted(), 1);
-    });
+    };
+    // B queues (starving: the total limit, not its own, holds it).
+    let b_port = b.addr().port().to_string();
+    freshpool_testkit::eventually("B to queue", || {
+        client
+            .stats()
+            .origins
+            .iter()
+            .any(|o| o.origin.contains(&b_port) && o.waiting == 1)
+    })
+    .await;
+    // A reads to the end: its connection comes back with nobody at A
+    // waiting for it.
+    held.into_body().bytes().await.unwrap();
+    let returned = std::time::Instant::now();
+    let served = waiting.await.unwrap();
+    let served = served.unwrap_or_else(|e| panic!("B was not served: {e}\n{}", client.stats()));
+    let waited = served.saturating_duration_since(returned);
+    assert!(
+        waited < Duration::from_secs(2),
+        "B waited {waited:?} after A's connection came back\n{}",
+        client.stats()
+    );
+    assert_eq!(a.stats().connections_accepted(), 1);
+    assert_eq!(b.stats().connections_accepted(), 1);
 }
 
 /// The pool-timeout report names the pool-wide limit when that is the one
 /// reached (the origin's own numbers would read as "should have dialed").
-#[test]
-fn a_timeout_caused_by_the_total_limit_says_so() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let a = TestServer::http1().await;
-        let b = TestServer::http1().await;
-        let client = Client::builder()
-            .max_connections_per_host(1)
-            .max_connections_total(1)
-            .pool_timeout(Duration::from_millis(300))
-            .build()
-            .unwrap();
-        let held = client.get(&a.url("/stream/200000")).await.unwrap();
-        let err = client.get(&b.url("/")).await.unwrap_err();
-        assert_eq!(err.kind(), freshpool::Kind::PoolTimeout);
-        let msg = err.to_string();
-        assert!(
-            msg.contains("max_connections_total 1 reached, 1 of them to other origins")
-                && msg.contains("raise max_connections_total"),
-            "{msg}"
-        );
-        drop(held);
-    });
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_caused_by_the_total_limit_says_so() {
+    let (a, b, client) = two_origins_one_slot(Duration::from_millis(300)).await;
+    let held = client.get(&a.url("/stream/200000")).await.unwrap();
+    let err = client.get(&b.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::PoolTimeout);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("max_connections_total 1 reached, 1 of them to other origins")
+            && msg.contains("raise max_connections_total"),
+        "{msg}"
+    );
+    drop(held);
 }
