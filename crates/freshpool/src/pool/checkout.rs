@@ -289,7 +289,10 @@ impl Pool {
     pub(super) fn still_fresh(&self, origin: &Origin, idle: &Idle<H1Conn>, now: Instant) -> bool {
         let budget = &self.inner.budget;
         let freeze_at = budget.freeze_at.load(Ordering::Acquire);
-        if freeze_at != 0 && budget.nanos(idle.idle_since) <= freeze_at {
+        // Strictly before: a connection returned at the freeze's instant
+        // (the coarse clock reads the beat that detected it) came back
+        // after the process resumed.
+        if freeze_at != 0 && budget.nanos(idle.idle_since) < freeze_at {
             origin.counters.closed(CloseReason::FreezeEviction);
             return false;
         }

@@ -70,7 +70,8 @@ impl Lease {
         let origin = self.origin.clone();
         match kind {
             LeaseKind::H1(mut idle) => {
-                let now = Instant::now();
+                // Coarse (see `Budget::coarse_now`): errs toward "older".
+                let now = origin.budget.coarse_now();
                 idle.requests += 1;
                 idle.fresh = false;
                 idle.idle_since = now;

@@ -45,12 +45,12 @@ impl Pool {
         });
     }
 
-    /// Reads the heartbeat: a gap far beyond its period means the process
-    /// did not run (SIGSTOP, cgroup freeze, a paused serverless sandbox).
+    /// Beats (checkouts beat too) and reads the gap since the last beat:
+    /// one far beyond the heartbeat's period means the process did not run
+    /// (SIGSTOP, cgroup freeze, a paused serverless sandbox). The last beat
+    /// is also the pool's coarse clock (`Budget::coarse_now`), so it is kept
+    /// even when freeze detection is off.
     pub(super) fn check_freeze(&self, now: Instant) {
-        let Some(threshold) = self.inner.config.freeze_threshold else {
-            return;
-        };
         let budget = &self.inner.budget;
         let now_n = budget.nanos(now);
         // A beat less than 1 ms old: nothing to learn, and no write to a
@@ -60,6 +60,9 @@ impl Pool {
             return;
         }
         let last = budget.last_beat.swap(now_n, Ordering::AcqRel);
+        let Some(threshold) = self.inner.config.freeze_threshold else {
+            return;
+        };
         if last == 0 || now_n <= last {
             return;
         }
@@ -71,6 +74,10 @@ impl Pool {
 
     pub(super) fn freeze_detected(&self, now: Instant, gap: Duration, how: &str) {
         let budget = &self.inner.budget;
+        // The detection is a beat too (see `on_resume`).
+        budget
+            .last_beat
+            .fetch_max(budget.nanos(now), Ordering::AcqRel);
         budget.freeze_at.store(budget.nanos(now), Ordering::Release);
         budget.freezes.fetch_add(1, Ordering::Relaxed);
         tracing::info!(gap = ?gap, how, "process freeze detected; idle connections are suspect");
@@ -98,7 +105,45 @@ impl Pool {
     pub(crate) fn on_resume(&self) {
         let now = Instant::now();
         let budget = &self.inner.budget;
+        // Also a beat, so connections returned from now on (coarse clock)
+        // are not taken for ones that idled across the freeze.
+        budget
+            .last_beat
+            .fetch_max(budget.nanos(now), Ordering::AcqRel);
         budget.freeze_at.store(budget.nanos(now), Ordering::Release);
         self.evict_all(now, Some(now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::SystemClock;
+
+    #[test]
+    fn the_coarse_clock_follows_the_beats_and_is_never_ahead() {
+        let pool = Pool::new(
+            PoolConfig::default(),
+            Arc::new(SystemClock),
+            Location::caller(),
+        );
+        let budget = &pool.inner.budget;
+        // No beat yet: the real clock.
+        let before = Instant::now();
+        let read = budget.coarse_now();
+        assert!(read >= before && read <= Instant::now());
+        // A checkout's beat: the coarse clock reads it, not later.
+        let beat = Instant::now();
+        pool.check_freeze(beat);
+        let read = budget.coarse_now();
+        assert!(read <= beat && beat - read < Duration::from_micros(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(budget.coarse_now(), read, "no beat, no change");
+        assert!(budget.coarse_now() < Instant::now());
+        // A resume is a beat too (returns after it are not suspects).
+        pool.on_resume();
+        let read = budget.coarse_now();
+        assert!(read > beat && read <= Instant::now());
+        assert_eq!(budget.nanos(read), budget.freeze_at.load(Ordering::Acquire));
     }
 }

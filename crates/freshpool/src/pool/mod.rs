@@ -175,6 +175,22 @@ impl Budget {
     fn nanos(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_nanos() as u64
     }
+
+    /// The last beat (a checkout within the last millisecond while requests
+    /// flow, else the heartbeat's last tick, at most 250 ms ago): a clock
+    /// read without a syscall, for the moment a connection is returned.
+    ///
+    /// It is never ahead of the real time, so what is computed from it errs
+    /// one way only: an idle connection looks idle a little longer (checked
+    /// or expired a little sooner), never fresher than it is. Reading the
+    /// clock was a fifth of an uncontended checkout+return on this VM
+    /// (`perf`: `__vdso_clock_gettime` 20 %, two reads per cycle).
+    fn coarse_now(&self) -> Instant {
+        match self.last_beat.load(Ordering::Acquire) {
+            0 => Instant::now(),
+            n => self.epoch + Duration::from_nanos(n),
+        }
+    }
 }
 
 /// One origin's pool partition.
