@@ -512,7 +512,11 @@ impl Origin {
         else {
             return;
         };
-        if self.dns_seen.swap(now.generation, Ordering::AcqRel) == now.generation {
+        // A load first: the generation rarely changes, and a swap on every
+        // checkout would write a line every thread's checkouts share.
+        if self.dns_seen.load(Ordering::Acquire) == now.generation
+            || self.dns_seen.swap(now.generation, Ordering::AcqRel) == now.generation
+        {
             return;
         }
         let gone =
