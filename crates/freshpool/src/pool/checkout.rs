@@ -19,7 +19,10 @@ pub(crate) enum Checkout {
 }
 
 impl Checkout {
-    /// The lease, waiting for it if need be (for paths off the hot one).
+    /// The lease, waiting for it if need be: for paths off the hot one. The
+    /// request path matches on the two arms itself and boxes the wait:
+    /// awaiting this `async fn` there cost ~120 instructions per request
+    /// (callgrind), the future built and polled even when a lease is ready.
     pub(crate) async fn lease(
         self,
         pool: &Pool,
