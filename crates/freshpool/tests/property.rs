@@ -660,6 +660,40 @@ async fn two_origins_one_slot(pool_timeout: Duration) -> (TestServer, TestServer
     (a, b, client)
 }
 
+/// With `held` (a response whose body is unread) keeping the only slot,
+/// starts a GET of `waiter` (another origin), waits until it queues, reads
+/// `held` to the end, and returns how long after that the GET was served.
+async fn served_after_release(
+    client: &Client,
+    held: http::Response<freshpool::Body>,
+    waiter: &TestServer,
+) -> Duration {
+    let waiting = {
+        let (c, u) = (client.clone(), waiter.url("/"));
+        tokio::spawn(async move {
+            let r = c.get(&u).await?.into_body().bytes().await;
+            r.map(|_| std::time::Instant::now())
+        })
+    };
+    // It queues (starving: the total limit, not its own, holds it).
+    let port = waiter.addr().port().to_string();
+    freshpool_testkit::eventually("the waiter to queue", || {
+        client
+            .stats()
+            .origins
+            .iter()
+            .any(|o| o.origin.contains(&port) && o.waiting == 1)
+    })
+    .await;
+    // The holder reads to the end: its connection comes back with nobody
+    // at its own origin waiting for it.
+    held.into_body().bytes().await.unwrap();
+    let returned = std::time::Instant::now();
+    let served = waiting.await.unwrap();
+    let served = served.unwrap_or_else(|e| panic!("not served: {e}\n{}", client.stats()));
+    served.saturating_duration_since(returned)
+}
+
 /// Library bug (found reading `relieve_total`): an origin waiting for total
 /// capacity was helped only when its request queued (by closing an idle
 /// connection elsewhere then). A connection another origin returned later
@@ -671,30 +705,7 @@ async fn a_connection_returned_while_another_origin_starves_gives_it_the_capacit
     let (a, b, client) = two_origins_one_slot(Duration::from_secs(4)).await;
     // A holds the only slot: a response whose body is still unread.
     let held = client.get(&a.url("/stream/200000")).await.unwrap();
-    let waiting = {
-        let (c, u) = (client.clone(), b.url("/"));
-        tokio::spawn(async move {
-            let r = c.get(&u).await?.into_body().bytes().await;
-            r.map(|_| std::time::Instant::now())
-        })
-    };
-    // B queues (starving: the total limit, not its own, holds it).
-    let b_port = b.addr().port().to_string();
-    freshpool_testkit::eventually("B to queue", || {
-        client
-            .stats()
-            .origins
-            .iter()
-            .any(|o| o.origin.contains(&b_port) && o.waiting == 1)
-    })
-    .await;
-    // A reads to the end: its connection comes back with nobody at A
-    // waiting for it.
-    held.into_body().bytes().await.unwrap();
-    let returned = std::time::Instant::now();
-    let served = waiting.await.unwrap();
-    let served = served.unwrap_or_else(|e| panic!("B was not served: {e}\n{}", client.stats()));
-    let waited = served.saturating_duration_since(returned);
+    let waited = served_after_release(&client, held, &b).await;
     assert!(
         waited < Duration::from_secs(2),
         "B waited {waited:?} after A's connection came back\n{}",
@@ -719,4 +730,61 @@ async fn a_timeout_caused_by_the_total_limit_says_so() {
         "{msg}"
     );
     drop(held);
+}
+
+/// An HTTP/2 (TLS) origin and an HTTP/1 one, one connection for both.
+async fn h2_and_h1_one_slot(pool_timeout: Duration) -> (TestServer, TestServer, Client) {
+    let ca = freshpool_testkit::TestCa::new();
+    let h2 = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        tls: Some(ServerConfig::tls_config(&ca, &[b"h2"])),
+        ..ServerConfig::default()
+    })
+    .await;
+    let h1 = TestServer::http1().await;
+    let client = Client::builder()
+        .add_root_certificate(ca.ca_cert_der())
+        .max_connections_per_host(1)
+        .max_connections_total(1)
+        .pool_timeout(pool_timeout)
+        .build()
+        .unwrap();
+    (h2, h1, client)
+}
+
+/// Library bug (noticed while fixing the one above): relief under the total
+/// limit only ever closed idle HTTP/1 connections. An HTTP/2 connection
+/// with no stream in flight kept its slot while another origin timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_gives_its_slot_to_a_starving_origin() {
+    let (h2, h1, client) = h2_and_h1_one_slot(Duration::from_secs(3)).await;
+    // X: one HTTP/2 connection, now without streams, holds the only slot.
+    let body = client.get(&h2.url("/")).await.unwrap().into_body().bytes();
+    body.await.unwrap();
+    assert_eq!(client.stats().open_connections, 1);
+    // Y must get it.
+    let started = std::time::Instant::now();
+    let r = client.get(&h1.url("/")).await;
+    let waited = started.elapsed();
+    assert!(
+        r.is_ok() && waited < Duration::from_secs(2),
+        "Y waited {waited:?}: {:?}\n{}",
+        r.err(),
+        client.stats()
+    );
+}
+
+/// The same when the HTTP/2 connection's last stream ends while the other
+/// origin already waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_whose_last_stream_ends_gives_its_slot_to_a_starving_origin() {
+    let (h2, h1, client) = h2_and_h1_one_slot(Duration::from_secs(4)).await;
+    // X's only stream is still open (body unread) when Y queues.
+    let held = client.get(&h2.url("/stream/200000")).await.unwrap();
+    let waited = served_after_release(&client, held, &h1).await;
+    assert!(
+        waited < Duration::from_secs(2),
+        "Y waited {waited:?} after X's stream ended\n{}",
+        client.stats()
+    );
 }

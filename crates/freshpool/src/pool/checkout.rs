@@ -331,7 +331,9 @@ impl Pool {
             return;
         }
         for other in self.origins().iter().filter(|o| !Arc::ptr_eq(o, starving)) {
-            let victim = other.lock().state.idle.pop_front();
+            // An HTTP/2 connection without streams rests too: dropping the
+            // pool's sender closes it.
+            let victim = other.lock().state.take_resting();
             if let Some(victim) = victim {
                 other.counters.closed(CloseReason::Surplus);
                 drop(victim);

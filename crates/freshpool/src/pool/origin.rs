@@ -466,8 +466,12 @@ impl Origin {
             g.leases.try_remove(lease_id);
             g.state.release_stream(conn_id);
             // Drop draining connections once their last stream is done, and
-            // with max_idle_per_host(0) (pooling off) every idle one.
-            let keep_idle = self.limits.max_idle > 0 || g.state.live_waiters > 0;
+            // with max_idle_per_host(0) (pooling off) every idle one, and
+            // while another origin waits for total capacity (as HTTP/1
+            // returns do, see `Lease::release`) unless a request here waits.
+            let others_starve = self.budget.starving.any() && !g.state.starving;
+            let keep_idle =
+                (self.limits.max_idle > 0 && !others_starve) || g.state.live_waiters > 0;
             g.state
                 .shared
                 .retain(|s| !((s.draining || !keep_idle) && s.in_flight == 0));

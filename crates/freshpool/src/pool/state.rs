@@ -25,6 +25,14 @@ use tokio::sync::oneshot;
 use super::idle::IdleList;
 use crate::error::Error;
 
+/// A connection taken while it rested (see `take_resting`): held only to
+/// be dropped, which closes it, after the origin's lock is released.
+#[allow(dead_code)]
+pub(crate) enum Resting<C, S> {
+    Exclusive(Idle<C>),
+    Shared(Shared<S>),
+}
+
 /// What a waiter is eventually handed.
 pub(crate) enum Handoff<C, S> {
     /// An HTTP/1 connection, exclusively.
@@ -412,6 +420,17 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return Some(idle);
         }
         self.offer_idle(idle, limits)
+    }
+
+    /// Takes a connection that rests: the oldest idle HTTP/1 one, else a
+    /// shared (HTTP/2) one with no stream in flight. For closing, to free
+    /// its total slot for another origin.
+    pub(crate) fn take_resting(&mut self) -> Option<Resting<C, S>> {
+        if let Some(idle) = self.idle.pop_front() {
+            return Some(Resting::Exclusive(idle));
+        }
+        let i = self.shared.iter().position(|s| s.in_flight == 0)?;
+        Some(Resting::Shared(self.shared.swap_remove(i)))
     }
 
     /// A new shared connection: hand its streams to waiters.
