@@ -99,7 +99,19 @@ impl PoolKey {
         let hostport = without_userinfo(uri.authority().map_or("", |a| a.as_str()));
         let (host, port) = match hostport.strip_prefix('[') {
             Some(rest) => match rest.find(']') {
-                Some(end) => (&rest[..end], rest[end + 1..].strip_prefix(':')),
+                // After an IP literal only `:port` may follow (`http`
+                // accepts `[0]-:0`, whose port it reads as 0).
+                Some(end) => match &rest[end + 1..] {
+                    "" => (&rest[..end], None),
+                    after => match after.strip_prefix(':') {
+                        Some(port) => (&rest[..end], Some(port)),
+                        None => {
+                            return Err(Error::invalid_uri(format!(
+                                "URI {uri} has {after:?} after its IP literal host"
+                            )))
+                        }
+                    },
+                },
                 None => (rest, None),
             },
             // A byte scan: `str::rfind(char)` goes through the generic char

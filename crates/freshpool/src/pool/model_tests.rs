@@ -1347,9 +1347,11 @@ mod parsers {
     /// one-line change in `PoolKey::view`): `http://[]` parses, its host
     /// `[]` passed the emptiness check before the brackets were trimmed,
     /// and the key got an empty host.
+    /// And (found by the same property test): `http` parses `[0]-:0` with
+    /// port 0 while the key read port 80; junk after `]` is now an error.
     #[test]
     fn empty_bracketed_host_is_an_invalid_uri() {
-        for s in ["http://[]", "https://[]:443/x"] {
+        for s in ["http://[]", "https://[]:443/x", "HTTP://[0]-:0"] {
             let uri: http::Uri = s.parse().unwrap();
             let err = PoolKey::view(&uri, 1).unwrap_err();
             assert_eq!(err.kind(), crate::Kind::InvalidUri, "{s}");
