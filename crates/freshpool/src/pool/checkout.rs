@@ -101,15 +101,7 @@ impl Pool {
             }
             match acquired {
                 Ok((kind, lease_id)) => {
-                    let mut lease = Lease {
-                        origin,
-                        kind: Some(kind),
-                        lease_id,
-                        reused: true,
-                        keep_alive_hint: None,
-                        reusable: true,
-                        taken_at: now,
-                    };
+                    let mut lease = Lease::new(origin, kind, lease_id, true, now);
                     // Anything taken from the idle list may have died while
                     // it rested (even one never used: it was dialed for a
                     // waiter that another connection served), so it counts as
@@ -202,15 +194,7 @@ impl Queued {
                     if reused {
                         origin.counters.reused.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Ok(Lease {
-                        origin,
-                        kind: Some(kind),
-                        lease_id,
-                        reused,
-                        keep_alive_hint: None,
-                        reusable: true,
-                        taken_at: now,
-                    });
+                    return Ok(Lease::new(origin, kind, lease_id, reused, now));
                 }
                 Ok(Err(_)) => {
                     // Sender dropped without an answer: ask again.
@@ -267,15 +251,13 @@ impl Pool {
             Ok(Ok(Handoff::Exclusive(idle))) => {
                 let now = Instant::now();
                 let lease_id = origin.register_lease(&mut origin.lock(), now, caller);
-                Ok(Lease {
-                    origin: origin.clone(),
-                    kind: Some(LeaseKind::H1(idle)),
+                Ok(Lease::new(
+                    origin.clone(),
+                    LeaseKind::H1(idle),
                     lease_id,
-                    reused: false,
-                    keep_alive_hint: None,
-                    reusable: true,
-                    taken_at: now,
-                })
+                    false,
+                    now,
+                ))
             }
             Ok(Err(err)) => Err(err),
             Ok(Ok(Handoff::Stream { .. })) | Err(_) => {

@@ -28,6 +28,25 @@ pub(crate) enum LeaseKind {
 }
 
 impl Lease {
+    /// A lease registered as `lease_id`, handed over at `taken_at`.
+    pub(super) fn new(
+        origin: Arc<Origin>,
+        kind: LeaseKind,
+        lease_id: usize,
+        reused: bool,
+        taken_at: Instant,
+    ) -> Lease {
+        Lease {
+            origin,
+            kind: Some(kind),
+            lease_id,
+            reused,
+            keep_alive_hint: None,
+            reusable: true,
+            taken_at,
+        }
+    }
+
     pub(crate) fn kind_mut(&mut self) -> &mut LeaseKind {
         self.kind.as_mut().expect("a live lease has its connection")
     }
@@ -67,7 +86,9 @@ impl Lease {
             self.kind = Some(kind);
             return self.discard();
         }
-        let origin = self.origin.clone();
+        // Borrowed, not cloned: an `Arc` clone here was two atomic updates
+        // per returned connection for nothing.
+        let origin = &self.origin;
         match kind {
             LeaseKind::H1(mut idle) => {
                 // Coarse (see `Budget::coarse_now`): errs toward "older".
