@@ -21,11 +21,10 @@
 
 use std::time::Duration;
 
-use crate::stats::CloseReason;
-
 #[cfg(feature = "metrics")]
 mod imp {
     use super::*;
+    use crate::stats::CloseReason;
     use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
     pub(crate) struct OriginMetrics {
@@ -124,3 +123,31 @@ mod imp {
 }
 
 pub(crate) use imp::OriginMetrics;
+
+/// Times one attempt for `http.client.request.duration`: the precise clock
+/// with the `metrics` feature, nothing (no clock read) without it. (The
+/// pool's own clock is coarse, see `pool/coarse_clock.rs`: not for
+/// durations users see.)
+#[derive(Clone, Copy)]
+pub(crate) struct Stopwatch {
+    #[cfg(feature = "metrics")]
+    started: std::time::Instant,
+}
+
+impl Stopwatch {
+    #[inline]
+    pub(crate) fn start() -> Stopwatch {
+        Stopwatch {
+            #[cfg(feature = "metrics")]
+            started: std::time::Instant::now(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn elapsed(&self) -> Duration {
+        #[cfg(feature = "metrics")]
+        return self.started.elapsed();
+        #[cfg(not(feature = "metrics"))]
+        Duration::ZERO
+    }
+}

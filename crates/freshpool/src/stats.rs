@@ -2,7 +2,8 @@
 //!
 //! Counters are relaxed atomics bumped on paths that already do work (a
 //! connect, a close); the hot path (checkout and return of a warm
-//! connection) bumps exactly one (`reused`). A snapshot takes each origin's
+//! connection) bumps none: its `reused` count is kept under the origin's
+//! lock, which that path holds anyway. A snapshot takes each origin's
 //! lock once, briefly, so calling [`crate::Client::stats`] every second is
 //! cheap.
 
@@ -136,7 +137,6 @@ pub struct LatencySummary {
 /// Per-origin counters, mirrored to the metrics facade (see metrics.rs).
 pub(crate) struct Counters {
     pub created: AtomicU64,
-    pub reused: AtomicU64,
     pub connect_errors: AtomicU64,
     pub retries: AtomicU64,
     pub pool_timeouts: AtomicU64,
@@ -152,7 +152,6 @@ impl Counters {
     pub(crate) fn new(host: &str, port: u16, scheme: &'static str) -> Counters {
         Counters {
             created: AtomicU64::new(0),
-            reused: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             pool_timeouts: AtomicU64::new(0),

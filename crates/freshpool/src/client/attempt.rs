@@ -24,6 +24,7 @@ use crate::connect::proxy;
 use crate::deadline::{Elapsed, MaybeTimeout};
 use crate::error::{self, Error, Kind};
 use crate::health::parse_keep_alive;
+use crate::metrics::Stopwatch;
 use crate::pool::key::without_userinfo;
 use crate::pool::{Checkout, Lease, LeaseKind};
 use crate::retry::{decide, Attempt, RetryDecision};
@@ -91,6 +92,7 @@ impl Client {
                 }
             };
             let reused = lease.reused;
+            let stopwatch = Stopwatch::start();
             // hyper's HTTP/1 dispatcher says it is ready for the next
             // request a moment after the previous response ends; wait for
             // that rather than mistake "not yet" for "closed". (Before the
@@ -137,11 +139,7 @@ impl Client {
                         lease.discard();
                         return Err(err);
                     }
-                    lease
-                        .origin()
-                        .counters
-                        .metrics
-                        .request(lease.taken_at.elapsed());
+                    lease.origin().counters.metrics.request(stopwatch.elapsed());
                     // (Finding the current span costs a dispatcher lookup:
                     // only when a subscriber may want the fields.)
                     if tracing::level_enabled!(tracing::Level::DEBUG) {

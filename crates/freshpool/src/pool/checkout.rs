@@ -56,17 +56,21 @@ impl Pool {
         let origin = self.origin_for(uri, security, connector)?;
         origin.follow_dns();
         self.ensure_heartbeat();
-        let now = Instant::now();
-        self.check_freeze(now);
-        self.take(origin, now, now, caller)
+        // Coarse (see `coarse_clock`): the beat takes the bound that is
+        // never ahead of real time, deadlines the one never behind it.
+        let now = self.inner.budget.clock.now();
+        self.check_freeze(now.lower_ns);
+        self.take(origin, None, now.upper, caller)
     }
 
     /// One pass under the origin's lock: a lease, a place in the queue, or
-    /// `PoolFull`. Loops only past idle connections found stale.
+    /// `PoolFull`. Loops only past idle connections found stale. `started`
+    /// is when an earlier pass queued (None: now, read precisely, since the
+    /// wait is reported to users).
     fn take(
         &self,
         mut origin: Arc<Origin>,
-        started: Instant,
+        started: Option<Instant>,
         mut now: Instant,
         caller: &'static Location<'static>,
     ) -> Result<Checkout, Error> {
@@ -80,10 +84,13 @@ impl Pool {
                         .acquire(now, origin.limits, &*origin.budget, caller, &mut expired);
                 match acquired {
                     Acquire::Idle(idle) => {
+                        // (Taken back below if the connection is stale.)
+                        g.reused += u64::from(!idle.fresh);
                         let lease_id = origin.register_lease(&mut g, now, caller);
                         Ok((LeaseKind::H1(idle), lease_id))
                     }
                     Acquire::Stream { conn_id, sender } => {
+                        g.reused += 1;
                         let lease_id = origin.register_lease(&mut g, now, caller);
                         Ok((
                             LeaseKind::H2 {
@@ -106,19 +113,17 @@ impl Pool {
                     // it rested (even one never used: it was dialed for a
                     // waiter that another connection served), so it counts as
                     // reused for the retry rule; stats count only real reuse.
-                    let mut never_used = false;
                     if let Some(LeaseKind::H1(idle)) = &lease.kind {
-                        never_used = idle.fresh;
                         if !self.still_fresh(&lease.origin, idle, now) {
+                            if !idle.fresh {
+                                lease.origin.lock().reused -= 1;
+                            }
                             lease.reusable = false;
                             origin = lease.origin.clone();
                             lease.discard();
-                            now = Instant::now();
+                            now = self.inner.budget.clock.now().upper;
                             continue;
                         }
-                    }
-                    if !never_used {
-                        lease.origin.counters.reused.fetch_add(1, Ordering::Relaxed);
                     }
                     return Ok(Checkout::Ready(lease));
                 }
@@ -143,7 +148,7 @@ impl Pool {
                             origin,
                             rx: Some(rx),
                         },
-                        started,
+                        started: started.unwrap_or_else(Instant::now),
                     }));
                 }
                 Err(Acquire::Idle(_) | Acquire::Stream { .. }) => unreachable!("handled above"),
@@ -190,17 +195,18 @@ impl Queued {
                             true,
                         ),
                     };
-                    let lease_id = origin.register_lease(&mut origin.lock(), now, caller);
-                    if reused {
-                        origin.counters.reused.fetch_add(1, Ordering::Relaxed);
-                    }
+                    let lease_id = {
+                        let mut g = origin.lock();
+                        g.reused += u64::from(reused);
+                        origin.register_lease(&mut g, now, caller)
+                    };
                     return Ok(Lease::new(origin, kind, lease_id, reused, now));
                 }
                 Ok(Err(_)) => {
                     // Sender dropped without an answer: ask again.
                     self.guard.rx = None;
                     origin.lock().state.cancel_waiter();
-                    match pool.take(origin, self.started, Instant::now(), caller)? {
+                    match pool.take(origin, Some(self.started), Instant::now(), caller)? {
                         Checkout::Ready(lease) => return Ok(lease),
                         Checkout::Queued(again) => self = again,
                     }

@@ -14,8 +14,9 @@ pub(crate) struct Lease {
     pub keep_alive_hint: Option<Duration>,
     /// The response said `Connection: close` (or the request failed).
     pub reusable: bool,
-    /// When the pool handed it over: the request's clock starts here (one
-    /// clock read serves the checkout, the idle age and the latency metric).
+    /// When the pool handed it over, by the checkout's coarse clock (never
+    /// before the real time: see `coarse_clock`), so idle ages computed
+    /// from it err toward older. Not for latencies (`metrics::Stopwatch`).
     pub taken_at: Instant,
 }
 

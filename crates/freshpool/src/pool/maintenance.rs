@@ -34,7 +34,7 @@ impl Pool {
                         pool.freeze_detected(now, gap, "machine suspend");
                     }
                 }
-                pool.check_freeze(now);
+                pool.check_freeze(pool.inner.budget.nanos(now));
                 beats += 1;
                 // Sweep expired idle connections about once a second.
                 if beats.is_multiple_of(4) {
@@ -50,9 +50,9 @@ impl Pool {
     /// (SIGSTOP, cgroup freeze, a paused serverless sandbox). The last beat
     /// is also the pool's coarse clock (`Budget::coarse_now`), so it is kept
     /// even when freeze detection is off.
-    pub(super) fn check_freeze(&self, now: Instant) {
+    /// (`now_n`: nanoseconds since the budget's epoch.)
+    pub(super) fn check_freeze(&self, now_n: u64) {
         let budget = &self.inner.budget;
-        let now_n = budget.nanos(now);
         // A beat less than 1 ms old: nothing to learn, and no write to a
         // cache line every thread shares.
         let seen = budget.last_beat.load(Ordering::Acquire);
@@ -68,6 +68,7 @@ impl Pool {
         }
         let gap = Duration::from_nanos(now_n - last);
         if gap > threshold + HEARTBEAT {
+            let now = budget.epoch + Duration::from_nanos(now_n);
             self.freeze_detected(now, gap, "heartbeat gap");
         }
     }
@@ -134,7 +135,7 @@ mod tests {
         assert!(read >= before && read <= Instant::now());
         // A checkout's beat: the coarse clock reads it, not later.
         let beat = Instant::now();
-        pool.check_freeze(beat);
+        pool.check_freeze(budget.nanos(beat));
         let read = budget.coarse_now();
         assert!(read <= beat && beat - read < Duration::from_micros(1));
         std::thread::sleep(Duration::from_millis(5));

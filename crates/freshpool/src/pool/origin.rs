@@ -395,7 +395,7 @@ impl Origin {
             waiting: st.live_waiters,
             limit: self.limits.per_host,
             created: c.created.load(Ordering::Relaxed),
-            reused: c.reused.load(Ordering::Relaxed),
+            reused: g.reused,
             connect_errors: c.connect_errors.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             pool_timeouts: c.pool_timeouts.load(Ordering::Relaxed),

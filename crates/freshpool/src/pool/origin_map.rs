@@ -98,7 +98,7 @@ impl OriginMap {
 }
 
 /// Scheme and security context in one word.
-fn tag(scheme: Scheme, security: u64) -> u64 {
+pub(super) fn tag(scheme: Scheme, security: u64) -> u64 {
     security << 1 | u64::from(scheme == Scheme::Https)
 }
 

@@ -394,20 +394,25 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// A new or returned HTTP/1 connection: oldest waiter first, else idle.
     /// Returns a connection the caller must close (over `max_idle`).
     pub(crate) fn offer_idle(&mut self, idle: Idle<C>, limits: Limits) -> Option<Idle<C>> {
-        match self.hand_to_oldest(Handoff::Exclusive(idle)) {
-            Ok(()) => None,
-            Err(Handoff::Exclusive(idle)) => {
-                if idle.conn.is_closed() {
-                    return Some(idle);
-                } // dead: never pooled (its slot may be freed already)
-                self.idle.push_back(idle);
-                if self.idle.len() > limits.max_idle {
-                    self.idle.pop_front()
-                } else {
-                    None
-                }
+        // (Nobody queued, the usual case: straight to the idle list, not
+        // wrapped into a handoff and back.)
+        let idle = if self.waiters.is_empty() {
+            idle
+        } else {
+            match self.hand_to_oldest(Handoff::Exclusive(idle)) {
+                Ok(()) => return None,
+                Err(Handoff::Exclusive(idle)) => idle,
+                Err(Handoff::Stream { .. }) => unreachable!("offered an exclusive connection"),
             }
-            Err(Handoff::Stream { .. }) => unreachable!("offered an exclusive connection"),
+        };
+        if idle.conn.is_closed() {
+            return Some(idle);
+        } // dead: never pooled (its slot may be freed already)
+        self.idle.push_back(idle);
+        if self.idle.len() > limits.max_idle {
+            self.idle.pop_front()
+        } else {
+            None
         }
     }
 
