@@ -517,3 +517,15 @@ impl Pool {
         }
     }
 }
+
+/// Test helper: the origin `url` goes to in `client`'s pool (as a request
+/// would find it).
+#[cfg(test)]
+pub(crate) fn origin_of(client: &crate::Client, url: &str) -> Arc<Origin> {
+    let inner = client.inner();
+    let uri: http::Uri = url.parse().unwrap();
+    inner
+        .pool
+        .origin_for(&uri, &inner.security, &inner.connector)
+        .unwrap()
+}

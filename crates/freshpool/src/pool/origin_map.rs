@@ -172,15 +172,7 @@ impl Eq for Spelling {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn origin_of(client: &crate::Client, url: &str) -> Arc<Origin> {
-        let inner = client.inner();
-        let uri: http::Uri = url.parse().unwrap();
-        inner
-            .pool
-            .origin_for(&uri, &inner.security, &inner.connector)
-            .unwrap()
-    }
+    use crate::pool::origin_of;
 
     #[test]
     fn every_spelling_finds_the_one_origin_of_its_key() {

@@ -83,15 +83,7 @@ pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: &Arc<Origin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn origin_of(client: &crate::Client, url: &str) -> Arc<Origin> {
-        let inner = client.inner();
-        let uri: http::Uri = url.parse().unwrap();
-        inner
-            .pool
-            .origin_for(&uri, &inner.security, &inner.connector)
-            .unwrap()
-    }
+    use crate::pool::origin_of;
 
     fn memo_points_at(origin: &Arc<Origin>) -> bool {
         LAST.with(|m| m.borrow().origin.as_ptr() == Arc::as_ptr(origin))
