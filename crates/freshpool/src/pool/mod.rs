@@ -5,7 +5,8 @@
 //! ```text
 //! Pool
 //! `-- PoolInner
-//!     |-- origins: RwLock<OriginMap>   by key and by spelling (read per request)
+//!     |-- origins: RwLock<OriginMap>   by key and by spelling (read on a memo miss;
+//!     |                                each thread remembers its last origin: origin_memo)
 //!     `-- Budget (Arc, shared by origins)                 lock domain B
 //!         |-- open: AtomicUsize            total slots, <= max_connections_total
 //!         |-- starving: Mutex<VecDeque<Weak<Origin>>>  origins waiting on total
@@ -13,7 +14,8 @@
 //! Origin (Arc)                                            lock domain O (one per origin)
 //! `-- Mutex<Guarded>
 //!     |-- OriginState (state.rs): idle LIFO, shared h2 conns, FIFO waiters, slots
-//!     `-- leases: Slab, who holds connections now (for diagnosis)
+//!     |-- leases: Slab, who holds connections now (for diagnosis)
+//!     `-- reused: u64, the one counter the hot path bumps (under this lock)
 //! ```
 //! An origin lock and the budget's starving lock are never held together,
 //! nor an origin lock and the `origins` map lock:
