@@ -715,6 +715,53 @@ async fn a_connection_returned_while_another_origin_starves_gives_it_the_capacit
     assert_eq!(b.stats().connections_accepted(), 1);
 }
 
+/// An origin that starved with several requests queued is registered for
+/// the freed capacity once, not once per request: a stale registration
+/// would make later returns (even its own) close their connection, as if
+/// some origin still waited for capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starving_origin_with_many_waiters_leaves_no_stale_claim() {
+    let (a, b, client) = two_origins_one_slot(Duration::from_secs(4)).await;
+    let held = client.get(&a.url("/stream/200000")).await.unwrap();
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let (c, u) = (client.clone(), b.url("/"));
+            tokio::spawn(async move { c.get(&u).await?.into_body().bytes().await })
+        })
+        .collect();
+    let port = b.addr().port().to_string();
+    freshpool_testkit::eventually("five requests to queue", || {
+        client
+            .stats()
+            .origins
+            .iter()
+            .any(|o| o.origin.contains(&port) && o.waiting == 5)
+    })
+    .await;
+    held.into_body().bytes().await.unwrap();
+    for w in waiters {
+        w.await.unwrap().unwrap();
+    }
+    // Nobody waits any more: B's connection rests and is reused.
+    for _ in 0..3 {
+        client
+            .get(&b.url("/"))
+            .await
+            .unwrap()
+            .into_body()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let stats = client.stats();
+    assert_eq!(b.stats().connections_accepted(), 1, "{stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Surplus),
+        1,
+        "{stats}"
+    );
+}
+
 /// The pool-timeout report names the pool-wide limit when that is the one
 /// reached (the origin's own numbers would read as "should have dialed").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -312,7 +312,13 @@ impl Pool {
     pub(super) fn relieve_total(&self, starving: &Arc<Origin>) {
         const RELIEF_RESCAN: Duration = Duration::from_millis(10);
         let budget = &self.inner.budget;
-        budget.starving.push(starving);
+        // Registered once per starving spell (`newly_starving`), not once
+        // per queued request: every stale entry kept `starving.any()` true
+        // after the origin was served, so returns anywhere (its own too)
+        // closed their connection for a claim nobody had.
+        if std::mem::take(&mut starving.lock().state.newly_starving) {
+            budget.starving.push(starving);
+        }
         let now = budget.nanos(Instant::now());
         let fruitless_at = budget.fruitless_relief_at.load(Ordering::Acquire);
         if fruitless_at != 0 && now.saturating_sub(fruitless_at) < RELIEF_RESCAN.as_nanos() as u64 {
