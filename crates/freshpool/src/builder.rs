@@ -86,6 +86,9 @@ impl ClientBuilder {
         /// How long a request may wait for a connection slot. Default 30 s.
         pool_timeout: pool.pool_timeout: Duration,
         /// Close connections idle this long. Default 55 s; `None` = never.
+        /// (Idle deadlines are checked with the kernel's coarse clock, on
+        /// the early side: up to two ticks, 8 ms at HZ=250, before the
+        /// exact time.)
         idle_timeout: pool.idle_timeout: Option<Duration>,
         /// Close connections this old once idle (lets DNS changes take
         /// effect). Default `None`.
