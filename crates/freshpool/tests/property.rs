@@ -660,6 +660,19 @@ async fn two_origins_one_slot(pool_timeout: Duration) -> (TestServer, TestServer
     (a, b, client)
 }
 
+/// Waits until `n` requests to `server` queue in `client`'s pool.
+async fn until_waiting(client: &Client, server: &TestServer, n: usize) {
+    let port = server.addr().port().to_string();
+    freshpool_testkit::eventually("requests to queue", || {
+        client
+            .stats()
+            .origins
+            .iter()
+            .any(|o| o.origin.contains(&port) && o.waiting == n)
+    })
+    .await;
+}
+
 /// With `held` (a response whose body is unread) keeping the only slot,
 /// starts a GET of `waiter` (another origin), waits until it queues, reads
 /// `held` to the end, and returns how long after that the GET was served.
@@ -676,15 +689,7 @@ async fn served_after_release(
         })
     };
     // It queues (starving: the total limit, not its own, holds it).
-    let port = waiter.addr().port().to_string();
-    freshpool_testkit::eventually("the waiter to queue", || {
-        client
-            .stats()
-            .origins
-            .iter()
-            .any(|o| o.origin.contains(&port) && o.waiting == 1)
-    })
-    .await;
+    until_waiting(client, waiter, 1).await;
     // The holder reads to the end: its connection comes back with nobody
     // at its own origin waiting for it.
     held.into_body().bytes().await.unwrap();
@@ -729,29 +734,15 @@ async fn a_starving_origin_with_many_waiters_leaves_no_stale_claim() {
             tokio::spawn(async move { c.get(&u).await?.into_body().bytes().await })
         })
         .collect();
-    let port = b.addr().port().to_string();
-    freshpool_testkit::eventually("five requests to queue", || {
-        client
-            .stats()
-            .origins
-            .iter()
-            .any(|o| o.origin.contains(&port) && o.waiting == 5)
-    })
-    .await;
+    until_waiting(&client, &b, 5).await;
     held.into_body().bytes().await.unwrap();
     for w in waiters {
         w.await.unwrap().unwrap();
     }
     // Nobody waits any more: B's connection rests and is reused.
     for _ in 0..3 {
-        client
-            .get(&b.url("/"))
-            .await
-            .unwrap()
-            .into_body()
-            .bytes()
-            .await
-            .unwrap();
+        let response = client.get(&b.url("/")).await.unwrap();
+        response.into_body().bytes().await.unwrap();
     }
     let stats = client.stats();
     assert_eq!(b.stats().connections_accepted(), 1, "{stats}");
