@@ -140,6 +140,12 @@ impl Lease {
 
     /// The connection cannot be reused (error, unread body): close it.
     pub(crate) fn discard(mut self) {
+        self.close();
+    }
+
+    /// `discard`, for `Drop` too (a lease dropped unreleased: an unread
+    /// body, a cancelled request).
+    fn close(&mut self) {
         let Some(kind) = self.kind.take() else { return };
         match kind {
             LeaseKind::H1(idle) => {
@@ -158,19 +164,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.kind.is_some() {
-            let kind = self.kind.take();
-            let me = Lease {
-                origin: self.origin.clone(),
-                kind,
-                lease_id: self.lease_id,
-                reused: self.reused,
-                keep_alive_hint: None,
-                reusable: false,
-                taken_at: self.taken_at,
-            };
-            me.discard();
-        }
+        self.close();
     }
 }
 
