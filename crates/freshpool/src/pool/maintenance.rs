@@ -68,7 +68,7 @@ impl Pool {
         }
         let gap = Duration::from_nanos(now_n - last);
         if gap > threshold + HEARTBEAT {
-            let now = budget.epoch + Duration::from_nanos(now_n);
+            let now = budget.epoch() + Duration::from_nanos(now_n);
             self.freeze_detected(now, gap, "heartbeat gap");
         }
     }

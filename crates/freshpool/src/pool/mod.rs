@@ -166,10 +166,8 @@ pub(crate) struct Budget {
     /// Instant of the last detected freeze, as nanoseconds since `epoch`.
     freeze_at: AtomicU64,
     freezes: AtomicU64,
-    /// What `nanos` counts from: the coarse clock's epoch, so its readings
-    /// need no conversion.
-    epoch: Instant,
-    /// What a checkout reads for "now" (see `coarse_clock`).
+    /// What a checkout reads for "now" (see `coarse_clock`). Its epoch is
+    /// what `nanos` counts from, so its readings need no conversion.
     clock: coarse_clock::CoarseClock,
 }
 
@@ -184,8 +182,13 @@ impl TotalBudget for Budget {
 }
 
 impl Budget {
+    /// The instant beats and freezes are counted from (nanoseconds).
+    fn epoch(&self) -> Instant {
+        self.clock.epoch()
+    }
+
     fn nanos(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_nanos() as u64
+        at.saturating_duration_since(self.epoch()).as_nanos() as u64
     }
 
     /// The last beat (a checkout within the last millisecond while requests
@@ -200,7 +203,7 @@ impl Budget {
     fn coarse_now(&self) -> Instant {
         match self.last_beat.load(Ordering::Acquire) {
             0 => Instant::now(),
-            n => self.epoch + Duration::from_nanos(n),
+            n => self.epoch() + Duration::from_nanos(n),
         }
     }
 }
@@ -371,7 +374,6 @@ impl Pool {
         clock: Arc<dyn Clock>,
         built_at: &'static Location<'static>,
     ) -> Pool {
-        let coarse = coarse_clock::CoarseClock::new();
         let budget = Arc::new(Budget {
             open: AtomicUsize::new(0),
             limit: config.max_connections_total,
@@ -381,8 +383,7 @@ impl Pool {
             last_beat: AtomicU64::new(0),
             freeze_at: AtomicU64::new(0),
             freezes: AtomicU64::new(0),
-            epoch: coarse.epoch(),
-            clock: coarse,
+            clock: coarse_clock::CoarseClock::new(),
         });
         Pool {
             inner: Arc::new(PoolInner {
