@@ -11,8 +11,9 @@
 //!    for `100 Continue`), or the user opted in; and
 //! 3. its body can be replayed (it is in memory).
 //!
-//! A request that hyper hands back unsent (the connection closed before it
-//! was written) is always retried: it never reached the server.
+//! A request that hyper reports unsent (the connection closed before it
+//! was written: see `client/sending.rs`) is always retried: it never
+//! reached the server.
 
 use http::Method;
 

@@ -9,15 +9,15 @@
 
 use std::future::Future;
 use std::panic::Location;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST};
 use http::{Request, Response, Uri};
+use hyper::body::Incoming;
 
+use super::sending::{Plain, Returning, Sending, Sent};
 use super::Client;
 use crate::body::{Body, Gate, GateState, RequestBody};
 use crate::connect::proxy;
@@ -127,7 +127,8 @@ impl Client {
                     proxy::to_forward_form(&mut request, &uri, route);
                 }
                 method = request.method().clone();
-                self.dispatch(&mut lease, request)
+                let copy_kept = pending.is_some();
+                self.dispatch(&mut lease, request, copy_kept)
             }
             .await;
             let sent = self.sent(sent, lease.origin_label());
@@ -160,7 +161,7 @@ impl Client {
                     }
                     // hyper hands back what it was given (prepared); the
                     // copy, if kept, is the unprepared one.
-                    if pending.is_none() {
+                    if let (None, Some(request)) = (&pending, request) {
                         *pending = Some(strip_expect(*request));
                     }
                 }
@@ -269,19 +270,33 @@ impl Client {
     /// Hands the request to the leased connection (whose HTTP/1 side
     /// said it is ready), under `response_header_timeout`. Not `async`: the
     /// request moves straight into hyper's future instead of being held by
-    /// one of ours as well.
+    /// one of ours as well. `copy_kept`: the send loop holds its own copy
+    /// for a retry, so hyper need not hand the request back (see
+    /// `sending`).
     fn dispatch<'a>(
         &self,
         lease: &'a mut Lease,
         request: Request<RequestBody>,
+        copy_kept: bool,
     ) -> MaybeTimeout<
-        Either<impl Future<Output = Sent> + Send + 'a, impl Future<Output = Sent> + Send + 'a>,
+        Sending<
+            impl Future<Output = Plain> + Send + 'a,
+            impl Future<Output = Returning> + Send + 'a,
+            impl Future<Output = Plain> + Send + 'a,
+            impl Future<Output = Returning> + Send + 'a,
+        >,
     > {
-        let sending = match lease.kind_mut() {
-            LeaseKind::H1(idle) => Either::H1 {
+        let sending = match (lease.kind_mut(), copy_kept) {
+            (LeaseKind::H1(idle), true) => Sending::H1 {
+                f: idle.conn.sender.send_request(request),
+            },
+            (LeaseKind::H1(idle), false) => Sending::H1Try {
                 f: idle.conn.sender.try_send_request(request),
             },
-            LeaseKind::H2 { sender, .. } => Either::H2 {
+            (LeaseKind::H2 { sender, .. }, true) => Sending::H2 {
+                f: sender.send_request(request),
+            },
+            (LeaseKind::H2 { sender, .. }, false) => Sending::H2Try {
                 f: sender.try_send_request(request),
             },
         };
@@ -293,7 +308,7 @@ impl Client {
         &self,
         result: Result<Sent, Elapsed>,
         origin: &str,
-    ) -> Result<Response<hyper::body::Incoming>, Failure> {
+    ) -> Result<Response<Incoming>, Failure> {
         let result = match result {
             Ok(r) => r,
             Err(Elapsed) => {
@@ -312,23 +327,20 @@ impl Client {
                 ))
             }
         };
-        result.map_err(|mut e| match e.take_message() {
-            Some(request) => {
-                Failure::Unsent(Box::new(request), error::from_hyper(e.into_error(), origin))
+        result.map_err(|e| {
+            if e.unsent {
+                return Failure::Unsent(e.returned, error::from_hyper(e.error, origin));
             }
-            None => {
-                let hyper_err = e.into_error();
-                // HTTP/2 REFUSED_STREAM, or a stream beyond GOAWAY's last
-                // stream id: RFC 9113 section 8.7 says it was not processed.
-                let not_processed = refused_stream(&hyper_err);
-                Failure::Sent(error::from_hyper(hyper_err, origin), not_processed)
-            }
+            // HTTP/2 REFUSED_STREAM, or a stream beyond GOAWAY's last
+            // stream id: RFC 9113 section 8.7 says it was not processed.
+            let not_processed = refused_stream(&e.error);
+            Failure::Sent(error::from_hyper(e.error, origin), not_processed)
         })
     }
 
     fn finish(
         &self,
-        response: Response<hyper::body::Incoming>,
+        response: Response<Incoming>,
         mut lease: Lease,
         gate: Option<Arc<GateState>>,
     ) -> Response<Body> {
@@ -369,42 +381,14 @@ impl Client {
     }
 }
 
-/// What hyper's `try_send_request` resolves to.
-type Sent = Result<
-    Response<hyper::body::Incoming>,
-    hyper::client::conn::TrySendError<Request<RequestBody>>,
->;
-
 enum Failure {
-    /// hyper handed the request back: it was never written. (Boxed: the
-    /// request is large and this is the rare path.)
-    Unsent(Box<Request<RequestBody>>, Error),
+    /// It was never written; hyper hands the request back where the send
+    /// loop kept no copy. (Boxed: the request is large and this is the rare
+    /// path.)
+    Unsent(Option<Box<Request<RequestBody>>>, Error),
     /// It may have been written; `bool`: the protocol proves it was not
     /// processed (HTTP/2 refused stream).
     Sent(Error, bool),
-}
-
-pin_project_lite::pin_project! {
-    /// The two senders' futures as one type, without boxing.
-    #[project = EitherProj]
-    enum Either<A, B> {
-        H1 { #[pin] f: A },
-        H2 { #[pin] f: B },
-    }
-}
-
-impl<A, B, T> Future for Either<A, B>
-where
-    A: Future<Output = T>,
-    B: Future<Output = T>,
-{
-    type Output = T;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.project() {
-            EitherProj::H1 { f } => f.poll(cx),
-            EitherProj::H2 { f } => f.poll(cx),
-        }
-    }
 }
 
 fn refused_stream(err: &hyper::Error) -> bool {

@@ -2,6 +2,7 @@
 //! (checkout, send, timeouts, safe retry).
 
 mod attempt;
+mod sending;
 
 use std::future::Future;
 use std::panic::Location;
