@@ -3,6 +3,7 @@
 
 mod attempt;
 mod sending;
+mod uri_memo;
 
 use std::future::Future;
 use std::panic::Location;
@@ -310,8 +311,7 @@ fn build_request(
     uri: &str,
     body: RequestBody,
 ) -> Result<Request<RequestBody>, Error> {
-    let uri: Uri = uri
-        .parse()
+    let uri = uri_memo::parse(uri)
         .map_err(|e| Error::invalid_uri(format!("invalid URI {uri:?}")).with_source(e))?;
     let mut request = Request::new(body);
     *request.method_mut() = method;
