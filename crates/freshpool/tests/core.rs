@@ -355,6 +355,11 @@ async fn connect_errors_name_the_address_and_timeouts_their_duration() {
         .unwrap();
     let err = client.get(&format!("http://{addr}/")).await.unwrap_err();
     assert_eq!(err.kind(), Kind::Timeout);
+    let text = err.to_string();
+    assert!(
+        text.contains("100ms") && text.contains(&addr.to_string()),
+        "the overall timeout names its limit and the origin: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

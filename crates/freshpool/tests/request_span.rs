@@ -1,0 +1,94 @@
+//! Each request runs in a `freshpool.request` span (DEBUG) that says what
+//! was sent and what came of it. A recording layer on a real
+//! `tracing-subscriber` registry reads the span's fields as they close.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use freshpool::Client;
+use freshpool_testkit::TestServer;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::Subscriber;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+#[derive(Default)]
+struct Fields(HashMap<&'static str, String>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name(), format!("{value:?}"));
+    }
+}
+
+/// Collects the fields of every closed `freshpool.request` span, in order.
+struct RequestSpans(Arc<Mutex<Vec<HashMap<&'static str, String>>>>);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for RequestSpans {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != "freshpool.request" {
+            return;
+        }
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        ctx.span(id)
+            .expect("new span")
+            .extensions_mut()
+            .insert(fields);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(fields) = span.extensions_mut().get_mut::<Fields>() {
+                values.record(fields);
+            }
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(&id) {
+            if let Some(fields) = span.extensions_mut().remove::<Fields>() {
+                self.0.lock().unwrap().push(fields.0);
+            }
+        }
+    }
+}
+
+// A current-thread runtime: the subscriber set below is this thread's, and
+// every poll of the requests happens here.
+#[tokio::test]
+async fn the_request_span_records_the_request_the_reuse_and_the_status() {
+    let server = TestServer::http1().await;
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(RequestSpans(spans.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let client = Client::new();
+    let url = server.url("/");
+    for _ in 0..2 {
+        let response = client.get(&url).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+    }
+    let missing = client.get(&format!("{url}missing")).await.unwrap();
+    let missing_status = missing.status().as_u16();
+    drop(missing);
+
+    let spans = spans.lock().unwrap();
+    assert_eq!(spans.len(), 3, "one span per request: {spans:?}");
+    for span in spans.iter() {
+        assert_eq!(span["method"], "GET", "{span:?}");
+        assert!(
+            span["uri"].starts_with(&url),
+            "the span names the URI: {span:?}"
+        );
+        assert_eq!(span["retries"], "0", "{span:?}");
+    }
+    assert_eq!(spans[0]["reused"], "false", "the first request dials");
+    assert_eq!(
+        spans[1]["reused"], "true",
+        "the second reuses its connection"
+    );
+    assert_eq!(spans[0]["status"], "200");
+    assert_eq!(spans[2]["status"], missing_status.to_string());
+}
