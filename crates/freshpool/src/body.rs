@@ -209,16 +209,18 @@ use std::future::Future;
 /// ```
 pub struct Body {
     inner: Option<Incoming>,
+    /// Held until the body ends; it also names the origin in errors. (Not
+    /// a copy of the origin's label: that was a shared reference count
+    /// every response touched twice.) Without one, the body had already
+    /// ended and cannot fail.
     lease: Option<Lease>,
-    origin: std::sync::Arc<str>,
 }
 
 impl Body {
-    pub(crate) fn new(inner: Incoming, lease: Option<Lease>, origin: std::sync::Arc<str>) -> Body {
+    pub(crate) fn new(inner: Incoming, lease: Option<Lease>) -> Body {
         Body {
             inner: Some(inner),
             lease,
-            origin,
         }
     }
 
@@ -273,11 +275,15 @@ impl http_body::Body for Body {
             Poll::Ready(Some(Err(e))) => {
                 // The connection broke mid-body: never reuse it.
                 self.inner = None;
-                if let Some(lease) = self.lease.take() {
-                    lease.discard();
-                }
+                let msg = match self.lease.take() {
+                    Some(lease) => {
+                        let msg = format!("response body from {} failed", lease.origin_label());
+                        lease.discard();
+                        msg
+                    }
+                    None => "response body failed".to_owned(),
+                };
                 let kind = crate::error::classify(&e);
-                let msg = format!("response body from {} failed", self.origin);
                 Poll::Ready(Some(Err(Error::new(kind, msg).with_source(e))))
             }
             Poll::Pending => Poll::Pending,
@@ -313,7 +319,7 @@ impl Drop for Body {
 impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Body")
-            .field("origin", &self.origin)
+            .field("origin", &self.lease.as_ref().map(|l| l.origin_label()))
             .field("holds_connection", &self.lease.is_some())
             .finish()
     }

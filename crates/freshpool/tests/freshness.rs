@@ -245,7 +245,15 @@ async fn truncated_body_and_garbage_are_protocol_errors_and_never_reused() {
     proxy.truncate_next_response(120);
     let resp = client.get(&proxy.url("/bytes/5000")).await;
     let err = match resp {
-        Ok(r) => r.into_body().bytes().await.unwrap_err(),
+        Ok(r) => {
+            let err = r.into_body().bytes().await.unwrap_err();
+            let origin = proxy.addr().to_string();
+            assert!(
+                err.to_string().contains(&origin),
+                "a body error names the origin: {err}"
+            );
+            err
+        }
         Err(e) => e,
     };
     assert_eq!(err.kind(), Kind::Protocol, "{err}");

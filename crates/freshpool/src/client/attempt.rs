@@ -344,7 +344,6 @@ impl Client {
         mut lease: Lease,
         gate: Option<Arc<GateState>>,
     ) -> Response<Body> {
-        let origin = lease.origin_label().clone();
         if let Some(state) = &gate {
             let by_server = state.by_server.load(Ordering::Acquire);
             let released = state.released.load(Ordering::Acquire);
@@ -375,9 +374,9 @@ impl Client {
         let (parts, incoming) = response.into_parts();
         if hyper::body::Body::is_end_stream(&incoming) {
             lease.release();
-            return Response::from_parts(parts, Body::new(incoming, None, origin));
+            return Response::from_parts(parts, Body::new(incoming, None));
         }
-        Response::from_parts(parts, Body::new(incoming, Some(lease), origin))
+        Response::from_parts(parts, Body::new(incoming, Some(lease)))
     }
 }
 
