@@ -196,7 +196,7 @@ impl Client {
             })
         });
         ResponseFuture::Running {
-            send: self.clone().send(request, caller),
+            send: Box::pin(self.clone().send(request, caller)),
             span,
             deadline,
         }
@@ -277,8 +277,7 @@ pin_project_lite::pin_project! {
     enum ResponseFuture<F> {
         Failed { error: Option<Error> },
         Running {
-            #[pin]
-            send: F,
+            send: Pin<Box<F>>,
             span: tracing::Span,
             // Boxed: only with a `timeout` set, and a `Sleep` is ~100 bytes
             // every request future would otherwise carry and copy.
@@ -317,7 +316,7 @@ where
             } => {
                 let _entered = span.enter();
                 // The answer first: one that is ready wins over the deadline.
-                if let Poll::Ready(result) = send.poll(cx) {
+                if let Poll::Ready(result) = send.as_mut().poll(cx) {
                     return Poll::Ready(result);
                 }
                 let Some(deadline) = deadline else {
