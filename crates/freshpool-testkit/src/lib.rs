@@ -37,6 +37,7 @@
 //! | `/bytes/{n}` | 200 with `n` bytes (`Content-Length` set) |
 //! | `/stream/{n}` | 200 with `n` bytes streamed in 1 KiB frames (chunked on HTTP/1) |
 //! | `/echo` | 200 echoing the request body |
+//! | `/host` | 200 with the `Host` header (HTTP/2: `:authority`) it received |
 //! | `/status/{code}` | that status, empty body |
 //! | anything else | 404 |
 //!

@@ -473,4 +473,17 @@ async fn every_spelling_of_an_origin_shares_its_connections() {
     assert_eq!(client.stats().origins.len(), 2);
     assert_eq!(server.stats().connections_accepted(), 1);
     assert_eq!(other.stats().connections_accepted(), 1);
+    // Each spelling gets its own Host header, never the cached one of
+    // another spelling (localhost is another origin), and never the userinfo.
+    for (authority, host) in [
+        (format!("127.0.0.1:{port}"), format!("127.0.0.1:{port}")),
+        (format!("u:p@127.0.0.1:{port}"), format!("127.0.0.1:{port}")),
+        (format!("127.0.0.1:{port}"), format!("127.0.0.1:{port}")),
+        (format!("LOCALHOST:{port}"), format!("LOCALHOST:{port}")),
+        (format!("localhost:{port}"), format!("localhost:{port}")),
+        (format!("u@localhost:{port}"), format!("localhost:{port}")),
+    ] {
+        let url = format!("http://{authority}/host");
+        assert_eq!(fetch(&client, &url).await, host.as_str(), "{url}");
+    }
 }

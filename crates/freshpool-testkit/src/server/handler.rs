@@ -116,6 +116,19 @@ async fn route(req: Request<Incoming>, ctx: &ConnCtx) -> Response<RespBody> {
             record();
             simple(StatusCode::OK, "ok")
         }
+        ("host", None) => {
+            // What the client named as the host: `Host` (HTTP/1.1) or the
+            // `:authority` pseudo-header (HTTP/2).
+            record();
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                .unwrap_or_default();
+            Response::new(full(host))
+        }
         ("delay", Some(ms)) => match parse_arg::<u64>(Some(ms)) {
             Some(ms) => {
                 record();

@@ -25,7 +25,6 @@ use crate::deadline::{Elapsed, MaybeTimeout};
 use crate::error::{self, Error, Kind};
 use crate::health::parse_keep_alive;
 use crate::metrics::Stopwatch;
-use crate::pool::key::without_userinfo;
 use crate::pool::{Checkout, Lease, LeaseKind};
 use crate::retry::{decide, Attempt, RetryDecision};
 
@@ -227,7 +226,7 @@ impl Client {
             return None;
         }
         if !request.headers().contains_key(HOST) {
-            if let Some(host) = host_of(request.uri()).and_then(|h| lease.origin().host_header(h)) {
+            if let Some(host) = lease.origin().host_header(request.uri()) {
                 request.headers_mut().insert(HOST, host);
             }
         }
@@ -408,17 +407,6 @@ fn refused_stream(err: &hyper::Error) -> bool {
 fn strip_expect(mut request: Request<RequestBody>) -> Request<RequestBody> {
     request.headers_mut().remove(EXPECT);
     request
-}
-
-/// What the `Host` header says for `uri`: its authority without userinfo
-/// and without the scheme's default port.
-fn host_of(uri: &Uri) -> Option<&str> {
-    let host = without_userinfo(uri.authority()?.as_str());
-    let default_port = match uri.scheme_str() {
-        Some("https") => ":443",
-        _ => ":80",
-    };
-    Some(host.strip_suffix(default_port).unwrap_or(host))
 }
 
 /// The origin-form target (`/path?query`) HTTP/1 sends to an origin server,

@@ -150,6 +150,17 @@ impl PoolKey {
 }
 
 /// A borrowed key, for allocation-free lookups.
+/// What the `Host` header says for `uri`: its authority without userinfo
+/// and without the scheme's default port.
+pub(crate) fn host_of(uri: &http::Uri) -> Option<&str> {
+    let host = without_userinfo(uri.authority()?.as_str());
+    let default_port = match uri.scheme_str() {
+        Some("https") => ":443",
+        _ => ":80",
+    };
+    Some(host.strip_suffix(default_port).unwrap_or(host))
+}
+
 /// `host:port` of an authority, without any `user:password@` before it.
 pub(crate) fn without_userinfo(authority: &str) -> &str {
     match authority.bytes().rposition(|b| b == b'@') {
@@ -253,6 +264,18 @@ impl Eq for PoolKey {}
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn host_of_drops_userinfo_and_only_the_schemes_default_port() {
+        let host = |u: &str| host_of(&u.parse::<http::Uri>().unwrap()).map(str::to_owned);
+        assert_eq!(host("http://a:80/").as_deref(), Some("a"));
+        assert_eq!(host("http://a:443/").as_deref(), Some("a:443"));
+        assert_eq!(host("https://a:443/").as_deref(), Some("a"));
+        assert_eq!(host("https://a:80/").as_deref(), Some("a:80"));
+        assert_eq!(host("http://u:p@a:8080/x").as_deref(), Some("a:8080"));
+        assert_eq!(host("http://[::1]:80/").as_deref(), Some("[::1]"));
+        assert_eq!(host("/relative"), None);
+    }
 
     fn ctx(proxy: Option<&str>) -> Arc<SecurityContext> {
         SecurityContext::intern(SecuritySettings {

@@ -224,7 +224,15 @@ pub(crate) struct Origin {
     expect_100: std::sync::atomic::AtomicU8,
     /// The `Host` value most requests to this origin carry, built once so
     /// HTTP/1 requests clone a shared value instead of allocating one.
-    host_header: std::sync::OnceLock<http::HeaderValue>,
+    host_header: std::sync::OnceLock<HostHeader>,
+}
+
+/// A `Host` value and the URI spelling (scheme, authority) it was derived
+/// from: see `Origin::host_header`.
+struct HostHeader {
+    https: bool,
+    authority: Box<str>,
+    value: http::HeaderValue,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

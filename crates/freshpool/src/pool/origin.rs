@@ -560,19 +560,33 @@ impl Origin {
             .store(if answered { 1 } else { 2 }, Ordering::Relaxed);
     }
 
-    /// A `Host` header value for `host` (what the request URI says, default
-    /// port stripped): the cached one when it matches, which it does for
-    /// every request but those spelling the host differently.
-    pub(crate) fn host_header(&self, host: &str) -> Option<http::HeaderValue> {
-        if let Some(cached) = self.host_header.get() {
-            if cached.as_bytes() == host.as_bytes() {
-                return Some(cached.clone());
-            }
-            return http::HeaderValue::from_str(host).ok();
-        }
-        let value =
-            http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(host.as_bytes()))
+    /// The `Host` header value for a request to `uri` (its authority
+    /// without userinfo and the scheme's default port): a clone of the
+    /// cached one when `uri` spells scheme and authority as the first
+    /// request did, which all but a few requests do; computed otherwise.
+    /// (Keyed by the spelling, not the computed host: comparing bytes is
+    /// cheaper than deriving the host on every request.)
+    pub(crate) fn host_header(&self, uri: &http::Uri) -> Option<http::HeaderValue> {
+        let https = uri.scheme_str() == Some("https");
+        let authority = uri.authority()?.as_str();
+        let cached = match self.host_header.get() {
+            Some(cached) => cached,
+            None => {
+                let host = key::host_of(uri)?;
+                let value = http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(
+                    host.as_bytes(),
+                ))
                 .ok()?;
-        Some(self.host_header.get_or_init(|| value).clone())
+                self.host_header.get_or_init(|| HostHeader {
+                    https,
+                    authority: authority.into(),
+                    value,
+                })
+            }
+        };
+        if cached.https == https && *cached.authority == *authority {
+            return Some(cached.value.clone());
+        }
+        http::HeaderValue::from_str(key::host_of(uri)?).ok()
     }
 }
