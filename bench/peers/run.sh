@@ -10,7 +10,12 @@
 #        into the `scaling` bench binary).
 # Env:   N (requests per client, default 100000), C (concurrency, default 64),
 #        SKIP_INSTALL=1 (do not apt-get/pip install Go or aiohttp),
-#        CLIENTS (default "freshpool-load rust go python").
+#        CLIENTS (default "freshpool-load rust go python"),
+#        ROUNDS (default 1): run the three Rust clients this many times, the
+#        order rotating each round; the summary then gives each client's
+#        median req/s and the median of the per-round ratios (this host's
+#        throughput drifts within minutes: a ratio of two runs seconds
+#        apart is steadier than one of two medians).
 #
 # Installs golang-go (Debian) and aiohttp (pip) if missing: run it on a dev
 # machine, never in CI.
@@ -20,6 +25,7 @@ ROOT=$PWD
 N=${N:-100000}
 C=${C:-64}
 CLIENTS=${CLIENTS:-"freshpool-load rust go python"}
+ROUNDS=${ROUNDS:-1}
 OUT=$ROOT/target/peers
 mkdir -p "$OUT"
 RESULTS=$OUT/results.txt
@@ -132,9 +138,14 @@ for client in $CLIENTS; do
         fi
         ;;
     rust)
-        echo "# running Rust peers (freshpool library, hand-held hyper, reqwest)"
-        FRESHPOOL_PEER_URL=$URL C=$C N=$N "$REQUEST_EXE" 2>"$OUT/rust.err" | tee -a "$RESULTS" ||
-            NOTES+=("rust peers failed: $(tail -c 300 "$OUT/rust.err")")
+        orders=("freshpool,hyper,reqwest" "hyper,reqwest,freshpool" "reqwest,freshpool,hyper")
+        for round in $(seq 1 "$ROUNDS"); do
+            order=${orders[$(((round - 1) % 3))]}
+            echo "# running Rust peers (freshpool library, hand-held hyper, reqwest), round $round/$ROUNDS: $order"
+            FRESHPOOL_PEER_URL=$URL FRESHPOOL_PEER_CLIENTS=$order C=$C N=$N "$REQUEST_EXE" 2>"$OUT/rust.err" |
+                sed "s/\$/ round=$round/" | tee -a "$RESULTS" ||
+                NOTES+=("rust peers failed: $(tail -c 300 "$OUT/rust.err")")
+        done
         ;;
     go)
         if command -v go >/dev/null 2>&1; then
@@ -159,7 +170,7 @@ done
 echo
 echo "## $C concurrent keep-alive GETs x $N against $URL"
 python3 - "$RESULTS" <<'PY'
-import re, sys
+import re, statistics, sys
 rows = []
 for line in open(sys.argv[1]):
     kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line))
@@ -168,14 +179,38 @@ for line in open(sys.argv[1]):
 def num(v):
     try: return float(v)
     except (TypeError, ValueError): return None
-ref = {r["peer"]: num(r.get("rps")) for r in rows}
+# One row per client: the median over rounds where a client ran repeatedly.
+by_peer = {}
+for r in rows:
+    by_peer.setdefault(r["peer"], []).append(r)
+def med(rs, key):
+    vals = [v for v in (num(r.get(key)) for r in rs) if v is not None]
+    return statistics.median(vals) if vals else None
+ref = {p: med(rs, "rps") for p, rs in by_peer.items()}
 base = ref.get("rust-freshpool")
 limit = ref.get("rust-hyper")
+rounds = max((len(rs) for rs in by_peer.values()), default=1)
+if rounds > 1:
+    print(f"(median of {rounds} rounds for the Rust clients)")
 print(f'{"client":<22}{"req/s":>10}{"p50 us":>10}{"p99 us":>10}{"freshpool/x":>13}{"x/limit":>10}')
-for r in rows:
-    rps = num(r.get("rps"))
+for p, rs in by_peer.items():
+    rps = ref[p]
     fp = f"{base / rps:.2f}" if base and rps else "-"
     lim = f"{rps / limit:.2f}" if limit and rps else "-"
-    print(f'{r["peer"]:<22}{(f"{rps:.0f}" if rps else "?"):>10}{r.get("p50_us", r.get("p50", "-")):>10}{r.get("p99_us", r.get("p99", "-")):>10}{fp:>13}{lim:>10}')
+    p50, p99 = med(rs, "p50_us"), med(rs, "p99_us")
+    show = lambda v: f"{v:.0f}" if v is not None else "-"
+    print(f'{p:<22}{(f"{rps:.0f}" if rps else "?"):>10}{show(p50):>10}{show(p99):>10}{fp:>13}{lim:>10}')
+if rounds > 1:
+    per_round = {}
+    for r in rows:
+        if "round" in r and num(r.get("rps")):
+            per_round.setdefault(r["round"], {})[r["peer"]] = num(r["rps"])
+    for other in ("rust-hyper", "rust-reqwest"):
+        ratios = sorted(v["rust-freshpool"] / v[other] for v in per_round.values()
+                        if "rust-freshpool" in v and other in v)
+        if ratios:
+            print(f"freshpool / {other[5:]:<8} per round: median {statistics.median(ratios):.3f} "
+                  f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f}, {len(ratios)} rounds): "
+                  + " ".join(f"{x:.2f}" for x in ratios))
 PY
 for note in "${NOTES[@]}"; do echo "NOTE: $note"; done
