@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST};
+use http::header::{HeaderName, HeaderValue, EXPECT, HOST};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 
@@ -23,14 +23,13 @@ use crate::body::{Body, Gate, GateState, RequestBody};
 use crate::connect::proxy;
 use crate::deadline::{Elapsed, MaybeTimeout};
 use crate::error::{self, Error, Kind};
-use crate::health::parse_keep_alive;
+use crate::health::reuse_hints;
 use crate::metrics::Stopwatch;
 use crate::pool::{Checkout, Lease, LeaseKind};
 use crate::retry::{decide, Attempt, RetryDecision};
 
 /// Header names as constants: a `&str` name is parsed on every lookup.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 impl Client {
     /// The request loop: checkout, send, and on failure the retry rule.
@@ -353,20 +352,10 @@ impl Client {
                 lease.reusable = false;
             }
         }
-        let headers = response.headers();
         if !lease.is_h2() {
-            if headers
-                .get(CONNECTION)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-            {
-                lease.reusable = false;
-            }
-            lease.keep_alive_hint = headers
-                .get(KEEP_ALIVE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_keep_alive);
-            if lease.keep_alive_hint == Some(Duration::ZERO) {
+            let hints = reuse_hints(response.headers());
+            lease.keep_alive_hint = hints.keep_alive;
+            if hints.close || hints.keep_alive == Some(Duration::ZERO) {
                 lease.reusable = false;
             }
         }
