@@ -230,14 +230,13 @@ impl Client {
             }
         }
         *request.uri_mut() = origin_form(std::mem::take(request.uri_mut()));
+        // Cheapest tests first: most requests have no body.
         let has_body = request.body().len() != Some(0);
-        let idled = lease.idled();
-        let learned = lease.origin().expect_continue_supported();
         if cfg.expect_continue
             && has_body
             && lease.reused
-            && idled >= self.inner.pool.config().validate_after_idle
-            && learned != Some(false)
+            && lease.idled() >= self.inner.pool.config().validate_after_idle
+            && lease.origin().expect_continue_supported() != Some(false)
             && !request.headers().contains_key(EXPECT)
         {
             let (tx, rx) = tokio::sync::oneshot::channel();
