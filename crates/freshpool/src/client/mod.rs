@@ -164,11 +164,12 @@ impl Client {
         self.start(request, Location::caller())
     }
 
-    /// The future of one request: the send loop under the overall
-    /// `timeout`, in the request's span. One layer does all three, built
-    /// without an `async` wrapper: the request lives in one slot of one
-    /// state machine, and the ~900-byte send loop is moved into place once
-    /// (separate timeout and span wrappers each moved it again: callgrind).
+    /// The future of one request: the send loop, polled in the request's
+    /// span under the overall `timeout` by one layer, [`ResponseFuture`]
+    /// (a wrapper per concern moved the send loop once more each). The
+    /// send loop is boxed: callers embed the future they await and move it
+    /// into place, twice per level of their async stack (callgrind), so it
+    /// is 56 bytes instead of ~1,000.
     fn start(
         &self,
         request: Result<Request<RequestBody>, Error>,
