@@ -149,7 +149,7 @@ impl Client {
                     }
                     return Ok(self.finish(response, lease, gate));
                 }
-                Err(Failure::Unsent(request, err)) => {
+                Err(Failure::Unsent(returned, err)) => {
                     // The connection closed before the request was written:
                     // it never reached the server, so any method may go again.
                     lease.discard();
@@ -157,10 +157,15 @@ impl Client {
                     if unsent_retries > 3 {
                         return Err(err);
                     }
-                    // hyper hands back what it was given (prepared); the
-                    // copy, if kept, is the unprepared one.
-                    if let (None, Some(request)) = (&pending, request) {
-                        *pending = Some(strip_expect(*request));
+                    // The copy, if kept, is the unprepared one; without one,
+                    // hyper hands back what it was given (prepared).
+                    if pending.is_none() {
+                        match returned {
+                            Some(request) => *pending = Some(strip_expect(*request)),
+                            // (Not expected: without a kept copy the request
+                            // went by `try_send_request`, which returns it.)
+                            None => return Err(err),
+                        }
                     }
                 }
                 Err(Failure::Sent(err, not_processed)) => {
