@@ -19,6 +19,10 @@ use std::cell::RefCell;
 
 use http::Uri;
 
+/// Longer texts are parsed but not remembered: the memo's buffer keeps
+/// its largest size for the thread's life.
+const MAX_TEXT: usize = 2048;
+
 struct Memo {
     /// Reused across misses (cleared and refilled, not reallocated).
     text: String,
@@ -48,6 +52,9 @@ pub(super) fn parse(text: &str) -> Result<Uri, http::uri::InvalidUri> {
         return Ok(uri);
     }
     let uri: Uri = text.parse()?;
+    if text.len() > MAX_TEXT {
+        return Ok(uri);
+    }
     let _ = LAST.try_with(|memo| {
         if let Ok(mut memo) = memo.try_borrow_mut() {
             memo.text.clear();
@@ -87,6 +94,10 @@ mod tests {
         assert!(parse("http://[::1").is_err());
         // A failed parse leaves the memo as it was.
         assert_eq!(parse("http://127.0.0.1:8080/b").unwrap().path(), "/b");
+        // A very long text is parsed, not remembered.
+        let long = format!("http://127.0.0.1:8080/{}", "x".repeat(MAX_TEXT));
+        assert_eq!(parse(&long).unwrap().path().len(), MAX_TEXT + 1);
+        LAST.with(|m| assert_eq!(m.borrow().text, "http://127.0.0.1:8080/b"));
     }
 
     fn spelling() -> impl Strategy<Value = String> {
