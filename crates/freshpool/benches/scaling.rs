@@ -238,8 +238,70 @@ async fn origins_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) 
         );
         server.close_all();
         drop(client);
+        let floor = hand_held_floor(server.addr, &uris, ops).await;
+        println!("origins {n:>6}  rotating, hand-held floor: {floor}");
+        server.close_all();
     }
     println!();
+}
+
+/// The least any pool does to hand out an idle connection of one of n
+/// origins, measured on the same n real hyper connections: find the
+/// origin's list in a map keyed by the URI's authority (foldhash, as the
+/// spelling map), take its connection, ask hyper whether it is closed, put
+/// it back. No lock, no lease, no expiry or limits. Rotating over all n, its
+/// growth from n = 1 is the cache misses of touching n origins' entries and
+/// n connections' state, which no pool avoids; freshpool's growth above it
+/// is the pool's own.
+async fn hand_held_floor(addr: SocketAddr, uris: &[Uri], ops: usize) -> Timing {
+    type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+    let mut by_authority: std::collections::HashMap<
+        String,
+        Vec<Sender>,
+        foldhash::fast::RandomState,
+    > = Default::default();
+    for chunk in uris.chunks(256) {
+        let mut handles = Vec::new();
+        for uri in chunk {
+            let authority = uri.authority().expect("absolute URI").to_string();
+            handles.push(tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                        .await
+                        .expect("handshake");
+                tokio::spawn(conn);
+                (authority, sender)
+            }));
+        }
+        for h in handles {
+            let (authority, sender) = h.await.unwrap();
+            by_authority.entry(authority).or_default().push(sender);
+        }
+    }
+    let mut take_and_return = |uri: &Uri| {
+        let list = by_authority
+            .get_mut(uri.authority().expect("absolute URI").as_str())
+            .expect("an origin opened above");
+        let sender = list.pop().expect("its connection");
+        assert!(!sender.is_closed(), "a connection closed under the bench");
+        list.push(std::hint::black_box(sender));
+    };
+    let mut batches = Vec::with_capacity(ops / BATCH);
+    let mut i = 0usize;
+    for _ in 0..BATCH {
+        take_and_return(&uris[i % uris.len()]);
+        i += 1;
+    }
+    for _ in 0..ops / BATCH {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            take_and_return(&uris[i % uris.len()]);
+            i += 1;
+        }
+        batches.push(start.elapsed().as_nanos() as f64 / BATCH as f64);
+    }
+    summarize(batches)
 }
 
 async fn idle_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) {

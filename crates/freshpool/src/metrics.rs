@@ -27,6 +27,8 @@ mod imp {
     use crate::stats::CloseReason;
     use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
+    /// (`repr(C)`: the gauges, set on every return, first.)
+    #[repr(C)]
     pub(crate) struct OriginMetrics {
         idle: Gauge,
         active: Gauge,

@@ -135,7 +135,11 @@ pub struct LatencySummary {
 }
 
 /// Per-origin counters, mirrored to the metrics facade (see metrics.rs).
+/// (`repr(C)`: the metric handles, whose gauges are set on every return,
+/// first; see `Origin` in pool/mod.rs.)
+#[repr(C)]
 pub(crate) struct Counters {
+    pub metrics: crate::metrics::OriginMetrics,
     pub created: AtomicU64,
     pub connect_errors: AtomicU64,
     pub retries: AtomicU64,
@@ -145,7 +149,6 @@ pub(crate) struct Counters {
     pub connect_time: Histogram,
     pub leaks_reported: AtomicU64,
     pub tls_resumed: AtomicU64,
-    pub metrics: crate::metrics::OriginMetrics,
 }
 
 impl Counters {

@@ -34,18 +34,21 @@ use super::IdHash;
 /// has no record, or a record with another sequence number). Sequence
 /// numbers grow from front to back, and `newest`'s is above them all; its
 /// connection has no record.
+/// (`repr(C)`: the fields a take-and-return of the newest touches first.)
+#[repr(C)]
 pub(crate) struct IdleList<C> {
     /// The last entry pushed and still here (with its sequence number).
     newest: Option<(u64, Idle<C>)>,
-    /// (push sequence number, connection id); back = newest.
-    order: VecDeque<(u64, u64)>,
-    /// Connection id -> (its sequence number, the record).
-    records: HashMap<u64, (u64, Idle<C>), IdHash>,
     next_seq: u64,
     /// No entry expires before this (a lower bound: lowered on push,
     /// recomputed by `take_where`), so the periodic sweep can skip an
     /// origin without looking at its connections.
     earliest_expiry: Option<Instant>,
+    /// Connection id -> (its sequence number, the record). (Its length is
+    /// read on every return.)
+    records: HashMap<u64, (u64, Idle<C>), IdHash>,
+    /// (push sequence number, connection id); back = newest.
+    order: VecDeque<(u64, u64)>,
 }
 
 impl<C> Default for IdleList<C> {
