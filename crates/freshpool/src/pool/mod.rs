@@ -46,6 +46,7 @@ mod model_tests;
 mod origin;
 mod origin_map;
 mod origin_memo;
+mod prefetch;
 pub(crate) mod state;
 
 use std::panic::Location;
@@ -462,7 +463,10 @@ impl Pool {
             let found = self
                 .read_origins()
                 .by_spelling(scheme, security.id, authority)
-                .cloned();
+                .map(|o| {
+                    prefetch::origin(o);
+                    o.clone()
+                });
             if let Some(o) = found {
                 origin_memo::remember(pool_id, tag, authority, &o);
                 return Ok(o);
