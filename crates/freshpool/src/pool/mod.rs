@@ -6,12 +6,13 @@
 //! Pool
 //! `-- PoolInner
 //!     |-- origins: RwLock<OriginMap>   by key and by spelling (read on a memo miss;
-//!     |                                each thread remembers its last origin: origin_memo)
+//!     |                                each thread remembers its last origin: origin_memo;
+//!     |                                an origin found here is prefetched: prefetch)
 //!     `-- Budget (Arc, shared by origins)                 lock domain B
 //!         |-- open: AtomicUsize            total slots, <= max_connections_total
 //!         |-- starving: Mutex<VecDeque<Weak<Origin>>>  origins waiting on total
 //!         `-- heartbeat / freeze state
-//! Origin (Arc)                                            lock domain O (one per origin)
+//! Origin (Arc, repr(C): what a checkout reads first)      lock domain O (one per origin)
 //! `-- Mutex<Guarded>
 //!     |-- OriginState (state.rs): idle LIFO, shared h2 conns, FIFO waiters, slots
 //!     |-- leases: Slab, who holds connections now (for diagnosis)
