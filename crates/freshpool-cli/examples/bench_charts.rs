@@ -1,0 +1,382 @@
+//! Draws BENCHMARKS.md's charts from saved benchmark output.
+//!
+//! ```sh
+//! cargo run -p freshpool-cli --example bench_charts -- \
+//!     --peers docs/bench/peers.txt --scaling docs/bench/scaling.txt --out docs/bench
+//! ```
+//!
+//! `--peers` takes the summary `bench/peers/run.sh` prints (the table of
+//! clients with `req/s` and `x/limit`); `--scaling` the output of `cargo
+//! bench -p freshpool --bench scaling`. Writes `peers.svg` (throughput of
+//! every client, each bar labelled with its ratio to the hand-held limit)
+//! and `scaling.svg` (the three scaling curves, log-log). The numbers are
+//! the files' own: the charts are only a view of a measured run, and the
+//! text files, with their command, machine and date, are kept beside them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+/// One client's row of the peers table.
+#[derive(Debug, PartialEq)]
+struct PeerRow {
+    client: String,
+    rps: f64,
+    vs_limit: f64,
+}
+
+/// `client req/s p50 p99 freshpool/x x/limit [<- the limit]` rows; every
+/// other line (headings, per-round ratios) is skipped.
+fn parse_peers(text: &str) -> Vec<PeerRow> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 6 {
+                return None;
+            }
+            let numbers: Vec<f64> = fields[1..6]
+                .iter()
+                .map(|f| f.parse::<f64>())
+                .collect::<Result<_, _>>()
+                .ok()?;
+            Some(PeerRow {
+                client: fields[0].to_owned(),
+                rps: numbers[0],
+                vs_limit: numbers[4],
+            })
+        })
+        .collect()
+}
+
+/// Curve name (`origins`, `idle`, `waiters`) -> series label -> (n, median ns).
+type Curves = BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>>;
+
+/// Lines `CURVE N LABEL median X ns ...`; lines without a median (sweeps,
+/// mass closes, headings) are skipped.
+fn parse_scaling(text: &str) -> Curves {
+    let mut curves = Curves::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(curve), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if !["origins", "idle", "waiters"].contains(&curve) {
+            continue;
+        }
+        let (Ok(n), Some(at)) = (n.parse::<f64>(), line.find(" median ")) else {
+            continue;
+        };
+        let Some(value) = line[at + " median ".len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        // The label is what stands between n and "median".
+        let after_n = line
+            .split_once(curve)
+            .map_or("", |(_, rest)| rest)
+            .trim_start();
+        let label = after_n
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .split(" median ")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches(':');
+        let label = if label.starts_with("(still idle") {
+            "checkout+return".to_owned()
+        } else {
+            label.to_owned()
+        };
+        curves
+            .entry(curve.to_owned())
+            .or_default()
+            .entry(label)
+            .or_default()
+            .push((n, value));
+    }
+    curves
+}
+
+const COLORS: [RGBColor; 4] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0x2c, 0xa0, 0x2c),
+];
+
+fn draw_peers(path: &Path, rows: &[PeerRow]) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max = rows.iter().map(|r| r.rps).fold(0.0, f64::max).max(1.0);
+    let mut ctx = ChartBuilder::on(&root)
+        .caption(
+            "requests/s, 64 concurrent keep-alive GETs (label: ratio to hand-held hyper)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..rows.len() as f64, 0f64..max * 1.2)?;
+    ctx.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    for (i, row) in rows.iter().enumerate() {
+        let color = if row.client.contains("freshpool") {
+            COLORS[0]
+        } else if row.client == "rust-hyper" {
+            COLORS[2]
+        } else {
+            COLORS[1]
+        };
+        let x = i as f64;
+        ctx.draw_series(std::iter::once(Rectangle::new(
+            [(x + 0.15, 0.0), (x + 0.85, row.rps)],
+            color.filled(),
+        )))?;
+        ctx.draw_series(std::iter::once(Text::new(
+            format!("{:.2}×", row.vs_limit),
+            (x + 0.3, row.rps + max * 0.04),
+            ("sans-serif", 15),
+        )))?;
+        let (px, py) = ctx.backend_coord(&(x + 0.5, 0.0));
+        let width = 7 * row.client.len() as i32;
+        root.draw(&Text::new(
+            row.client.as_str(),
+            (px - width / 2, py + 10),
+            ("sans-serif", 14),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn draw_scaling(path: &Path, curves: &Curves) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1200, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let titles = [
+        ("origins", "checkout+return vs origins (ns)"),
+        ("idle", "checkout+return vs idle connections (ns)"),
+        ("waiters", "wake-up per waiter vs waiters (ns)"),
+    ];
+    let panels = root.split_evenly((1, titles.len()));
+    for ((curve, title), panel) in titles.iter().zip(panels.iter()) {
+        let Some(series) = curves.get(*curve) else {
+            continue;
+        };
+        let points = series.values().flatten();
+        let x_max = points.clone().map(|p| p.0).fold(1.0, f64::max) * 2.0;
+        let y_max = points.clone().map(|p| p.1).fold(1.0, f64::max) * 3.0;
+        let y_min = points.map(|p| p.1).fold(f64::MAX, f64::min).max(1.0) / 2.0;
+        let mut ctx = ChartBuilder::on(panel)
+            .caption(*title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d((0.5f64..x_max).log_scale(), (y_min..y_max).log_scale())?;
+        ctx.configure_mesh()
+            .x_desc("n")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()?;
+        for (k, (label, values)) in series.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            ctx.draw_series(LineSeries::new(
+                values.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+            });
+            ctx.draw_series(values.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
+        ctx.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<Vec<PathBuf>, String> {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+    };
+    let out = value("--out").ok_or("--out DIR is required")?;
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut written = Vec::new();
+    if let Some(path) = value("--peers") {
+        let rows = parse_peers(&read(&path)?);
+        if rows.is_empty() {
+            return Err(format!("{}: no client rows found", path.display()));
+        }
+        let svg = out.join("peers.svg");
+        draw_peers(&svg, &rows).map_err(|e| format!("cannot draw {}: {e}", svg.display()))?;
+        written.push(svg);
+    }
+    if let Some(path) = value("--scaling") {
+        let curves = parse_scaling(&read(&path)?);
+        if curves.is_empty() {
+            return Err(format!("{}: no scaling lines found", path.display()));
+        }
+        let svg = out.join("scaling.svg");
+        draw_scaling(&svg, &curves).map_err(|e| format!("cannot draw {}: {e}", svg.display()))?;
+        written.push(svg);
+    }
+    if written.is_empty() {
+        return Err("nothing to draw: give --peers FILE and/or --scaling FILE".into());
+    }
+    Ok(written)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+        }
+        Err(e) => {
+            eprintln!("bench_charts: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEERS: &str = "\
+## 64 concurrent keep-alive GETs x 100000 against http://127.0.0.1:43033
+client                     req/s    p50 us    p99 us  freshpool/x   x/limit
+freshpool-load             85590       670      2070         1.12      0.81
+rust-freshpool             95442       600      1559         1.00      0.91
+rust-hyper                105038       535      1185         0.91      1.00   <- the limit
+go-net/http                47933      1118      5491         1.99      0.46
+freshpool / hyper    per round: median 0.890 (min 0.812, max 0.910, 3 rounds)
+";
+
+    const SCALING: &str = "\
+## checkout+return vs number of origins (one idle connection each)
+origins      1  hot:      median       93 ns  mean       97 ns  worst batch      147 ns   (setup 336.3µs)
+origins      1  rotating: median      131 ns  mean      127 ns  worst batch      211 ns
+origins      1  idle sweep (evict_idle, nothing expired): 110.0ns
+origins      1  rotating, hand-held floor: median       17 ns  mean       18 ns  worst batch      103 ns
+origins  10000  rotating: median      778 ns  mean      820 ns  worst batch     1750 ns
+idle    100 (still idle after:    100)  median      126 ns  mean      127 ns  worst batch      341 ns   (setup 1.1s)
+idle    100  server closed all: pool emptied in 6.4ms, 64.3 us per close (left 0)
+waiters  10000  per waiter: median     1286 ns  mean     1395 ns  worst batch     2232 ns   all served: median 12.9ms  marginal: 1284 ns/waiter
+";
+
+    #[test]
+    fn peers_rows_are_read_and_other_lines_skipped() {
+        let rows = parse_peers(PEERS);
+        let clients: Vec<&str> = rows.iter().map(|r| r.client.as_str()).collect();
+        assert_eq!(
+            clients,
+            [
+                "freshpool-load",
+                "rust-freshpool",
+                "rust-hyper",
+                "go-net/http"
+            ]
+        );
+        assert_eq!(rows[1].rps, 95442.0);
+        assert_eq!(rows[1].vs_limit, 0.91);
+        assert_eq!(rows[3].vs_limit, 0.46);
+    }
+
+    #[test]
+    fn scaling_medians_are_read_by_curve_and_series() {
+        let curves = parse_scaling(SCALING);
+        let origins = &curves["origins"];
+        assert_eq!(origins["hot"], [(1.0, 93.0)]);
+        assert_eq!(origins["rotating"], [(1.0, 131.0), (10000.0, 778.0)]);
+        assert_eq!(origins["rotating, hand-held floor"], [(1.0, 17.0)]);
+        assert_eq!(origins.len(), 3, "the sweep line is not a series");
+        assert_eq!(curves["idle"]["checkout+return"], [(100.0, 126.0)]);
+        assert_eq!(
+            curves["idle"].len(),
+            1,
+            "the mass-close line is not a series"
+        );
+        assert_eq!(curves["waiters"]["per waiter"], [(10000.0, 1286.0)]);
+    }
+
+    #[test]
+    fn charts_are_svg_with_every_client_and_series() {
+        let dir = std::env::temp_dir().join(format!("bench-charts-{}", std::process::id()));
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let args: Vec<String> = [
+            "--peers",
+            &write("peers.txt", PEERS),
+            "--scaling",
+            &write("scaling.txt", SCALING),
+            "--out",
+            &dir.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let files = run(&args).expect("charts drawn");
+        assert_eq!(files.len(), 2);
+        let peers = std::fs::read_to_string(dir.join("peers.svg")).unwrap();
+        roxmltree::Document::parse(&peers).expect("well-formed SVG");
+        for label in [
+            "rust-freshpool",
+            "rust-hyper",
+            "go-net/http",
+            "0.91×",
+            "0.46×",
+        ] {
+            assert!(peers.contains(label), "peers.svg lacks {label}");
+        }
+        let scaling = std::fs::read_to_string(dir.join("scaling.svg")).unwrap();
+        roxmltree::Document::parse(&scaling).expect("well-formed SVG");
+        for label in ["rotating, hand-held floor", "checkout+return", "per waiter"] {
+            assert!(scaling.contains(label), "scaling.svg lacks {label}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn input_without_rows_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("bench-charts-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.txt");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        let args: Vec<String> = [
+            "--peers",
+            &empty.to_string_lossy(),
+            "--out",
+            &dir.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let err = run(&args).unwrap_err();
+        assert!(err.contains("no client rows"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
