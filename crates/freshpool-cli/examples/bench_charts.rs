@@ -26,25 +26,37 @@ struct PeerRow {
     vs_limit: f64,
 }
 
-/// `client req/s p50 p99 freshpool/x x/limit [<- the limit]` rows; every
-/// other line (headings, per-round ratios) is skipped.
+/// A measured value: finite and above zero (the charts' axes start at or
+/// above zero, and the scaling ones are logarithmic).
+fn positive(text: &str) -> Option<f64> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+}
+
+/// `client req/s p50 p99 freshpool/x x/limit` rows (run.sh prints `-` for
+/// a latency or ratio it lacks; only req/s and x/limit are needed). Other
+/// lines (headings, per-round ratios) are skipped; a client row without
+/// both values is skipped with a warning.
 fn parse_peers(text: &str) -> Vec<PeerRow> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 6 {
+            if fields.len() < 6 || fields[0] == "client" || fields[0].starts_with('#') {
                 return None;
             }
-            let numbers: Vec<f64> = fields[1..6]
-                .iter()
-                .map(|f| f.parse::<f64>())
-                .collect::<Result<_, _>>()
-                .ok()?;
-            Some(PeerRow {
-                client: fields[0].to_owned(),
-                rps: numbers[0],
-                vs_limit: numbers[4],
-            })
+            match (positive(fields[1]), positive(fields[5])) {
+                (Some(rps), Some(vs_limit)) => Some(PeerRow {
+                    client: fields[0].to_owned(),
+                    rps,
+                    vs_limit,
+                }),
+                (Some(_), None) => {
+                    eprintln!("bench_charts: skipped (no x/limit): {line}");
+                    None
+                }
+                _ => None,
+            }
         })
         .collect()
 }
@@ -64,13 +76,13 @@ fn parse_scaling(text: &str) -> Curves {
         if !["origins", "idle", "waiters"].contains(&curve) {
             continue;
         }
-        let (Ok(n), Some(at)) = (n.parse::<f64>(), line.find(" median ")) else {
+        let (Some(n), Some(at)) = (positive(n), line.find(" median ")) else {
             continue;
         };
         let Some(value) = line[at + " median ".len()..]
             .split_whitespace()
             .next()
-            .and_then(|v| v.parse::<f64>().ok())
+            .and_then(positive)
         else {
             continue;
         };
@@ -97,6 +109,9 @@ fn parse_scaling(text: &str) -> Curves {
             .entry(label)
             .or_default()
             .push((n, value));
+    }
+    for series in curves.values_mut().flat_map(|c| c.values_mut()) {
+        series.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     curves
 }
@@ -207,19 +222,27 @@ fn draw_scaling(path: &Path, curves: &Curves) -> Result<(), Box<dyn std::error::
 }
 
 fn run(args: &[String]) -> Result<Vec<PathBuf>, String> {
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map(PathBuf::from)
+    for arg in args {
+        if arg.starts_with("--") && !["--peers", "--scaling", "--out"].contains(&arg.as_str()) {
+            return Err(format!("unknown flag {arg}"));
+        }
+    }
+    let value = |flag: &str| -> Result<Option<PathBuf>, String> {
+        match args.iter().position(|a| a == flag) {
+            None => Ok(None),
+            Some(i) => match args.get(i + 1) {
+                Some(v) if !v.starts_with("--") => Ok(Some(PathBuf::from(v))),
+                _ => Err(format!("{flag} needs a path")),
+            },
+        }
     };
-    let out = value("--out").ok_or("--out DIR is required")?;
+    let out = value("--out")?.ok_or("--out DIR is required")?;
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     let mut written = Vec::new();
-    if let Some(path) = value("--peers") {
+    if let Some(path) = value("--peers")? {
         let rows = parse_peers(&read(&path)?);
         if rows.is_empty() {
             return Err(format!("{}: no client rows found", path.display()));
@@ -228,7 +251,7 @@ fn run(args: &[String]) -> Result<Vec<PathBuf>, String> {
         draw_peers(&svg, &rows).map_err(|e| format!("cannot draw {}: {e}", svg.display()))?;
         written.push(svg);
     }
-    if let Some(path) = value("--scaling") {
+    if let Some(path) = value("--scaling")? {
         let curves = parse_scaling(&read(&path)?);
         if curves.is_empty() {
             return Err(format!("{}: no scaling lines found", path.display()));
@@ -341,8 +364,7 @@ waiters  10000  per waiter: median     1286 ns  mean     1395 ns  worst batch   
         .collect();
         let files = run(&args).expect("charts drawn");
         assert_eq!(files.len(), 2);
-        let peers = std::fs::read_to_string(dir.join("peers.svg")).unwrap();
-        roxmltree::Document::parse(&peers).expect("well-formed SVG");
+        let peers = texts(&dir.join("peers.svg"));
         for label in [
             "rust-freshpool",
             "rust-hyper",
@@ -350,14 +372,95 @@ waiters  10000  per waiter: median     1286 ns  mean     1395 ns  worst batch   
             "0.91×",
             "0.46×",
         ] {
-            assert!(peers.contains(label), "peers.svg lacks {label}");
+            assert!(
+                peers.iter().any(|t| t == label),
+                "peers.svg lacks {label}: {peers:?}"
+            );
         }
-        let scaling = std::fs::read_to_string(dir.join("scaling.svg")).unwrap();
-        roxmltree::Document::parse(&scaling).expect("well-formed SVG");
-        for label in ["rotating, hand-held floor", "checkout+return", "per waiter"] {
-            assert!(scaling.contains(label), "scaling.svg lacks {label}");
+        // Each series is its own text node (the legend), apart from the
+        // panel titles that share words with it.
+        let scaling = texts(&dir.join("scaling.svg"));
+        for label in [
+            "hot",
+            "rotating",
+            "rotating, hand-held floor",
+            "checkout+return",
+            "per waiter",
+        ] {
+            assert!(
+                scaling.iter().any(|t| t == label),
+                "scaling.svg lacks {label}: {scaling:?}"
+            );
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The text nodes of a well-formed SVG file, trimmed.
+    fn texts(path: &Path) -> Vec<String> {
+        let svg = std::fs::read_to_string(path).unwrap();
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+        doc.descendants()
+            .filter_map(|n| n.text())
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_saved_runs_beside_the_charts_parse_whole() {
+        let peers = parse_peers(include_str!("../../../docs/bench/peers.txt"));
+        let clients: Vec<&str> = peers.iter().map(|r| r.client.as_str()).collect();
+        assert_eq!(
+            clients,
+            [
+                "freshpool-load",
+                "rust-freshpool",
+                "rust-hyper",
+                "rust-reqwest",
+                "go-net/http",
+                "python-aiohttp"
+            ]
+        );
+        assert_eq!(peers[2].vs_limit, 1.0, "rust-hyper is the limit");
+        let curves = parse_scaling(include_str!("../../../docs/bench/scaling.txt"));
+        let sizes = [1.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0];
+        for (curve, series) in &curves {
+            for (label, points) in series {
+                let ns: Vec<f64> = points.iter().map(|p| p.0).collect();
+                assert_eq!(ns, sizes, "{curve} / {label}");
+            }
+        }
+        assert_eq!(curves["origins"].len(), 3);
+    }
+
+    #[test]
+    fn values_that_are_not_measurements_are_skipped() {
+        let rows =
+            parse_peers("a 100 1 2 1.0 inf\nb NaN 1 2 1.0 0.5\nc 100 - - - -\nd 100 - - 1.0 0.5\n");
+        let clients: Vec<&str> = rows.iter().map(|r| r.client.as_str()).collect();
+        assert_eq!(clients, ["d"]);
+        let curves = parse_scaling(
+            "origins 100 hot: median inf ns\norigins 0 hot: median 5 ns\norigins 10 hot: median 7 ns\norigins 1 hot: median 9 ns\n",
+        );
+        assert_eq!(
+            curves["origins"]["hot"],
+            [(1.0, 9.0), (10.0, 7.0)],
+            "sorted by n"
+        );
+    }
+
+    #[test]
+    fn a_flag_without_its_path_is_an_error() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(run(&args(&["--peers", "--out", "d"]))
+            .unwrap_err()
+            .contains("--peers needs a path"));
+        assert!(run(&args(&["--out"]))
+            .unwrap_err()
+            .contains("--out needs a path"));
+        assert!(run(&args(&["--out", "d", "--chart", "x"]))
+            .unwrap_err()
+            .contains("unknown flag"));
     }
 
     #[test]

@@ -238,9 +238,8 @@ async fn origins_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) 
         );
         server.close_all();
         drop(client);
-        let floor = hand_held_floor(server.addr, &uris, ops).await;
+        let floor = hand_held_floor(server, &uris, ops).await;
         println!("origins {n:>6}  rotating, hand-held floor: {floor}");
-        server.close_all();
     }
     println!();
 }
@@ -253,13 +252,20 @@ async fn origins_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) 
 /// growth from n = 1 is the cache misses of touching n origins' entries and
 /// n connections' state, which no pool avoids; freshpool's growth above it
 /// is the pool's own.
-async fn hand_held_floor(addr: SocketAddr, uris: &[Uri], ops: usize) -> Timing {
+///
+/// Its connections are closed (server side) and their tasks awaited before
+/// it returns, and it dials only once the pool's sockets are gone, so the
+/// two sets never add up against the fd limit.
+async fn hand_held_floor(server: &mut ServerProcess, uris: &[Uri], ops: usize) -> Timing {
     type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+    wait_for_open_fds_at_most(256).await;
+    let addr = server.addr;
     let mut by_authority: std::collections::HashMap<
         String,
         Vec<Sender>,
         foldhash::fast::RandomState,
     > = Default::default();
+    let mut drivers = Vec::with_capacity(uris.len());
     for chunk in uris.chunks(256) {
         let mut handles = Vec::new();
         for uri in chunk {
@@ -270,13 +276,13 @@ async fn hand_held_floor(addr: SocketAddr, uris: &[Uri], ops: usize) -> Timing {
                     hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
                         .await
                         .expect("handshake");
-                tokio::spawn(conn);
-                (authority, sender)
+                (authority, sender, tokio::spawn(conn))
             }));
         }
         for h in handles {
-            let (authority, sender) = h.await.unwrap();
+            let (authority, sender, driver) = h.await.unwrap();
             by_authority.entry(authority).or_default().push(sender);
+            drivers.push(driver);
         }
     }
     let mut take_and_return = |uri: &Uri| {
@@ -301,7 +307,26 @@ async fn hand_held_floor(addr: SocketAddr, uris: &[Uri], ops: usize) -> Timing {
         }
         batches.push(start.elapsed().as_nanos() as f64 / BATCH as f64);
     }
+    drop(by_authority);
+    server.close_all();
+    for driver in drivers {
+        let _ = driver.await;
+    }
     summarize(batches)
+}
+
+/// Waits (up to 30 s) until this process has at most `limit` open file
+/// descriptors: closed connections' sockets are released by their tasks
+/// a moment after the close.
+async fn wait_for_open_fds_at_most(limit: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+        if open <= limit || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn idle_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) {

@@ -101,6 +101,16 @@ mod imp {
             self.wait.record(d.as_secs_f64());
         }
     }
+
+    #[cfg(test)]
+    #[test]
+    fn the_gauges_set_on_every_return_come_first() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(offset_of!(OriginMetrics, idle), 0);
+        assert_eq!(offset_of!(OriginMetrics, active), size_of::<Gauge>());
+        // (pool/mod.rs's layout test counts them as two 16-byte handles.)
+        assert_eq!(size_of::<Gauge>(), 16);
+    }
 }
 
 #[cfg(not(feature = "metrics"))]

@@ -241,6 +241,23 @@ mod tests {
         })
     }
 
+    /// The order `repr(C)` promises: what taking and returning the newest
+    /// touches, then the deque only older entries use.
+    #[test]
+    fn the_newest_slot_and_counts_come_before_the_order() {
+        use std::mem::offset_of;
+        type List = IdleList<crate::pool::H1Conn>;
+        let order = offset_of!(List, order);
+        assert_eq!(offset_of!(List, newest), 0);
+        for at in [
+            offset_of!(List, next_seq),
+            offset_of!(List, earliest_expiry),
+            offset_of!(List, records),
+        ] {
+            assert!(at < order);
+        }
+    }
+
     #[test]
     fn the_sweep_hint_never_hides_an_expired_entry() {
         let t0 = Instant::now();
