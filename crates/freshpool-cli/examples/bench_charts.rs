@@ -364,46 +364,47 @@ waiters  10000  per waiter: median     1286 ns  mean     1395 ns  worst batch   
         .collect();
         let files = run(&args).expect("charts drawn");
         assert_eq!(files.len(), 2);
-        let peers = texts(&dir.join("peers.svg"));
-        for label in [
-            "rust-freshpool",
-            "rust-hyper",
-            "go-net/http",
-            "0.91×",
-            "0.46×",
-        ] {
-            assert!(
-                peers.iter().any(|t| t == label),
-                "peers.svg lacks {label}: {peers:?}"
-            );
-        }
+        assert_texts(
+            &dir.join("peers.svg"),
+            &[
+                "rust-freshpool",
+                "rust-hyper",
+                "go-net/http",
+                "0.91×",
+                "0.46×",
+            ],
+        );
         // Each series is its own text node (the legend), apart from the
         // panel titles that share words with it.
-        let scaling = texts(&dir.join("scaling.svg"));
-        for label in [
-            "hot",
-            "rotating",
-            "rotating, hand-held floor",
-            "checkout+return",
-            "per waiter",
-        ] {
-            assert!(
-                scaling.iter().any(|t| t == label),
-                "scaling.svg lacks {label}: {scaling:?}"
-            );
-        }
+        assert_texts(
+            &dir.join("scaling.svg"),
+            &[
+                "hot",
+                "rotating",
+                "rotating, hand-held floor",
+                "checkout+return",
+                "per waiter",
+            ],
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// The text nodes of a well-formed SVG file, trimmed.
-    fn texts(path: &Path) -> Vec<String> {
+    /// The SVG file is well-formed and has each label as a whole text node.
+    fn assert_texts(path: &Path, labels: &[&str]) {
         let svg = std::fs::read_to_string(path).unwrap();
         let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
-        doc.descendants()
+        let texts: Vec<&str> = doc
+            .descendants()
             .filter_map(|n| n.text())
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect()
+            .map(str::trim)
+            .collect();
+        for label in labels {
+            assert!(
+                texts.contains(label),
+                "{} lacks {label}: {texts:?}",
+                path.display()
+            );
+        }
     }
 
     #[test]
