@@ -238,8 +238,9 @@ async fn origins_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) 
         );
         server.close_all();
         drop(client);
-        let floor = hand_held_floor(server, &uris, ops).await;
+        let (floor, chained) = hand_held_floor(server, &uris, ops).await;
         println!("origins {n:>6}  rotating, hand-held floor: {floor}");
+        println!("origins {n:>6}  rotating, hand-held floor, chained: {chained}");
     }
     println!();
 }
@@ -253,10 +254,20 @@ async fn origins_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) 
 /// n connections' state, which no pool avoids; freshpool's growth above it
 /// is the pool's own.
 ///
+/// Timed twice on the same connections. Free-running, one iteration's
+/// cache misses overlap the next ones' (its loop is ~50 instructions, well
+/// inside what the CPU runs ahead). *Chained*, the next URI's index depends
+/// on the value the previous iteration read from hyper's connection state,
+/// so no lookup starts before the one before it has finished, as in a pool,
+/// where a request's worth of work separates two checkouts. The chained
+/// floor is what cold memory costs a lookup that cannot overlap: the right
+/// floor for the pool's rotating curve, whose own iterations are ~1,100
+/// instructions and overlap little.
+///
 /// Its connections are closed (server side) and their tasks awaited before
 /// it returns, and it dials only once the pool's sockets are gone, so the
 /// two sets never add up against the fd limit.
-async fn hand_held_floor(server: &mut ServerProcess, uris: &[Uri], ops: usize) -> Timing {
+async fn hand_held_floor(server: &mut ServerProcess, uris: &[Uri], ops: usize) -> (Timing, Timing) {
     type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
     wait_for_open_fds_at_most(256).await;
     let addr = server.addr;
@@ -285,34 +296,49 @@ async fn hand_held_floor(server: &mut ServerProcess, uris: &[Uri], ops: usize) -
             drivers.push(driver);
         }
     }
-    let mut take_and_return = |uri: &Uri| {
+    // Returns whether the connection was closed (asserted false after each
+    // batch, not here: the compiler would then know it and could drop the
+    // chained loop's dependency on it).
+    let mut take_and_return = |uri: &Uri| -> bool {
         let list = by_authority
             .get_mut(uri.authority().expect("absolute URI").as_str())
             .expect("an origin opened above");
         let sender = list.pop().expect("its connection");
-        assert!(!sender.is_closed(), "a connection closed under the bench");
+        let closed = sender.is_closed();
         list.push(std::hint::black_box(sender));
+        closed
     };
-    let mut batches = Vec::with_capacity(ops / BATCH);
-    let mut i = 0usize;
-    for _ in 0..BATCH {
-        take_and_return(&uris[i % uris.len()]);
-        i += 1;
-    }
-    for _ in 0..ops / BATCH {
-        let start = Instant::now();
-        for _ in 0..BATCH {
-            take_and_return(&uris[i % uris.len()]);
-            i += 1;
+    let mut time = |chained: bool| {
+        let mut batches = Vec::with_capacity(ops / BATCH);
+        let mut i = 0usize;
+        // `opaque` is 0, but the compiler cannot know it, so `step` is a
+        // real data dependency on the value `take_and_return` loaded.
+        let opaque = std::hint::black_box(0usize);
+        for batch in 0..=ops / BATCH {
+            let start = Instant::now();
+            let mut any_closed = false;
+            for _ in 0..BATCH {
+                let closed = take_and_return(&uris[i % uris.len()]);
+                any_closed |= closed;
+                let step = if chained { closed as usize & opaque } else { 0 };
+                i += 1 + step;
+            }
+            assert!(!any_closed, "a connection closed under the bench");
+            // (Batch 0 warms up.)
+            if batch > 0 {
+                batches.push(start.elapsed().as_nanos() as f64 / BATCH as f64);
+            }
         }
-        batches.push(start.elapsed().as_nanos() as f64 / BATCH as f64);
-    }
+        summarize(batches)
+    };
+    let free = time(false);
+    let chained = time(true);
     drop(by_authority);
     server.close_all();
     for driver in drivers {
         let _ = driver.await;
     }
-    summarize(batches)
+    (free, chained)
 }
 
 /// Waits (up to 30 s) until this process has at most `limit` open file
