@@ -16,17 +16,19 @@
 //!   (only the yields), to show how much of the contended number is the
 //!   scheduler rather than the pool.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use freshpool::Client;
+use freshpool::{CachingResolver, Client, Resolve, ResolveFuture};
 use freshpool_testkit::TestServer;
 use http::Uri;
+use tokio::runtime::Runtime;
 
 const YIELD_EVERY: u64 = 16;
 
-fn runtime(workers: usize) -> tokio::runtime::Runtime {
+fn runtime(workers: usize) -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -37,7 +39,12 @@ fn runtime(workers: usize) -> tokio::runtime::Runtime {
 /// Opens `n` connections at once (each request holds its connection for
 /// 100 ms, so all `n` overlap), then lets them go idle.
 async fn warm(client: &Client, server: &TestServer, n: usize) {
-    let url = server.url("/delay/100");
+    warm_uri(client, &server.url("/").parse().expect("uri"), n).await
+}
+
+/// `warm` for any URI of the test server's.
+async fn warm_uri(client: &Client, uri: &Uri, n: usize) {
+    let url = format!("{uri}delay/100");
     let mut tasks = Vec::new();
     for _ in 0..n {
         let client = client.clone();
@@ -52,6 +59,72 @@ async fn warm(client: &Client, server: &TestServer, n: usize) {
     }
     let open = client.stats().open_connections;
     assert!(open >= n.min(64), "warmed {open} connections, wanted {n}");
+}
+
+/// Every host name is the test server.
+struct Fixed(SocketAddr);
+impl Resolve for Fixed {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let addr = self.0;
+        Box::pin(async move { Ok(vec![addr]) })
+    }
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// One task, checkout+release in a loop.
+fn uncontended(group: &mut Group<'_>, name: &str, rt: &Runtime, client: &Client, uri: &Uri) {
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter(|| {
+            let f = client.__checkout_release(uri);
+            async move {
+                let reused = f.await.expect("checkout");
+                debug_assert!(reused);
+                reused
+            }
+        })
+    });
+}
+
+/// `tasks` tasks on the 2-worker runtime, each looping checkout+release
+/// and yielding every YIELD_EVERY operations.
+fn contended(
+    group: &mut Group<'_>,
+    name: &str,
+    tasks: u64,
+    rt: &Runtime,
+    client: &Client,
+    uri: &Uri,
+) {
+    group.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
+        let uri = Arc::new(uri.clone());
+        b.to_async(rt).iter_custom(|iters| {
+            let client = client.clone();
+            let uri = uri.clone();
+            async move {
+                let start = Instant::now();
+                let mut handles = Vec::with_capacity(tasks as usize);
+                for k in 0..tasks {
+                    let client = client.clone();
+                    let uri = uri.clone();
+                    let n = split(iters, tasks, k);
+                    handles.push(tokio::spawn(async move {
+                        for i in 0..n {
+                            let reused = client.__checkout_release(&uri).await.expect("checkout");
+                            assert!(reused, "a checkout dialed: pool not warm");
+                            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }));
+                }
+                for h in handles {
+                    h.await.expect("task");
+                }
+                start.elapsed()
+            }
+        })
+    });
 }
 
 fn split(iters: u64, tasks: u64, k: u64) -> u64 {
@@ -77,48 +150,9 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Elements(1));
 
-    group.bench_function("uncontended", |b| {
-        b.to_async(&rt).iter(|| {
-            let f = client.__checkout_release(&uri);
-            async move {
-                let reused = f.await.expect("checkout");
-                debug_assert!(reused);
-                reused
-            }
-        })
-    });
-
+    uncontended(&mut group, "uncontended", &rt, &client, &uri);
     for tasks in [2u64, 8, 64] {
-        group.bench_with_input(BenchmarkId::new("contended", tasks), &tasks, |b, &tasks| {
-            let uri = Arc::new(uri.clone());
-            b.to_async(&rt).iter_custom(|iters| {
-                let client = client.clone();
-                let uri = uri.clone();
-                async move {
-                    let start = Instant::now();
-                    let mut handles = Vec::with_capacity(tasks as usize);
-                    for k in 0..tasks {
-                        let client = client.clone();
-                        let uri = uri.clone();
-                        let n = split(iters, tasks, k);
-                        handles.push(tokio::spawn(async move {
-                            for i in 0..n {
-                                let reused =
-                                    client.__checkout_release(&uri).await.expect("checkout");
-                                assert!(reused, "a checkout dialed: pool not warm");
-                                if i % YIELD_EVERY == YIELD_EVERY - 1 {
-                                    tokio::task::yield_now().await;
-                                }
-                            }
-                        }));
-                    }
-                    for h in handles {
-                        h.await.expect("task");
-                    }
-                    start.elapsed()
-                }
-            })
-        });
+        contended(&mut group, "contended", tasks, &rt, &client, &uri);
         group.bench_with_input(
             BenchmarkId::new("yield_baseline", tasks),
             &tasks,
@@ -145,6 +179,31 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
+    // The same through a `CachingResolver` (a host name, so the pool asks
+    // the resolver whether DNS moved: `Origin::follow_dns`).
+    let cached = Client::builder()
+        .resolver(CachingResolver::new(Fixed(server.addr())))
+        .build()
+        .expect("client");
+    let named: Uri = format!("http://app.test:{}/", server.addr().port())
+        .parse()
+        .expect("uri");
+    rt.block_on(warm_uri(&cached, &named, 64));
+    uncontended(
+        &mut group,
+        "caching_resolver/uncontended",
+        &rt,
+        &cached,
+        &named,
+    );
+    contended(
+        &mut group,
+        "caching_resolver/contended",
+        64,
+        &rt,
+        &cached,
+        &named,
+    );
     group.finish();
     let stats = client.stats();
     eprintln!(

@@ -7,9 +7,10 @@
 //!
 //! ```text
 //! dial --resolve()--> cache hit (fresh) | lookup + store (generation += 1 if the set changed)
-//! checkout/release --current()--> cached set + generation
+//! checkout (each origin at most every 50 ms) --current()--> cached set + generation
 //!                                 (expired: refresh in the background)
-//!   generation moved --> idle connections to addresses not in the set: closed
+//!   generation moved --> idle connections to addresses not in the set: closed;
+//!                        the set is kept by the origin: busy ones close on return
 //! ```
 
 use std::collections::HashMap;

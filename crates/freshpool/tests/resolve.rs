@@ -321,3 +321,93 @@ async fn a_dns_change_reported_by_the_caching_resolver_retires_old_connections()
         .unwrap();
     }
 }
+
+/// Reports a fixed answer through `Resolve::current` (generation 1) and
+/// counts how often the pool asks.
+#[derive(Clone)]
+struct Reporting {
+    addrs: Arc<Mutex<Vec<SocketAddr>>>,
+    generation: Arc<AtomicU64>,
+    asked: Arc<AtomicU64>,
+}
+
+impl Resolve for Reporting {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let addrs = self.addrs.lock().unwrap().clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+    fn current(&self, _host: &str, _port: u16) -> Option<freshpool::Resolved> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Some(freshpool::Resolved {
+            generation: self.generation.load(Ordering::SeqCst),
+            addrs: self.addrs.lock().unwrap().clone().into(),
+        })
+    }
+}
+
+/// The pool asks the resolver whether DNS moved at most every 50 ms per
+/// origin, not on every checkout and return (a `CachingResolver` answers
+/// under one process-wide lock); a connection returned after the pool saw
+/// its address leave DNS still closes instead of going back to the idle
+/// list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_is_checked_at_most_every_50ms_and_a_moved_connection_closes_on_return() {
+    timeout(Duration::from_secs(20), async {
+        let old = IpServer::start("127.0.0.2").await;
+        let new = IpServer::start("127.0.0.3").await;
+        let resolver = Reporting {
+            addrs: Arc::new(Mutex::new(vec![old.addr])),
+            generation: Arc::new(AtomicU64::new(1)),
+            asked: Arc::new(AtomicU64::new(0)),
+        };
+        let client = Client::builder()
+            .resolver(resolver.clone())
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .build()
+            .unwrap();
+        let url = "http://app.test/";
+        // Sequential requests for at least 150 ms (each takes >= 5 ms).
+        let started = Instant::now();
+        let mut requests = 0u64;
+        while requests < 20 || started.elapsed() < Duration::from_millis(150) {
+            assert_eq!(text(&client, url).await.unwrap(), "127.0.0.2");
+            requests += 1;
+        }
+        let elapsed = started.elapsed();
+        let asked = resolver.asked.load(Ordering::SeqCst);
+        // (45, and one spare: the pool measures on a coarse clock whose
+        // ticks are a few milliseconds.)
+        let allowed = elapsed.as_millis() as u64 / 45 + 2;
+        assert!(asked >= 1, "the pool never asked the resolver");
+        assert!(
+            asked <= allowed,
+            "{asked} resolver checks for {requests} requests in {elapsed:?} (at most {allowed})"
+        );
+
+        // Hold the connection (a request in flight) while DNS moves and the
+        // pool notices at a checkout of a second connection; the first is
+        // closed when it comes back, not kept idle.
+        let held = client.get(url).await.unwrap();
+        *resolver.addrs.lock().unwrap() = vec![new.addr];
+        resolver.generation.store(2, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(text(&client, url).await.unwrap(), "127.0.0.3");
+        assert_eq!(held.into_body().text().await.unwrap(), "127.0.0.2");
+        let stats = client.stats();
+        let lifetime = stats.origins[0]
+            .closed
+            .iter()
+            .find(|(r, _)| *r == CloseReason::Lifetime)
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(lifetime, 1, "{:?}", stats.origins[0].closed);
+        assert_eq!(stats.origins[0].idle, 1, "only the new connection rests");
+        // Every later request goes to the new address.
+        for _ in 0..5 {
+            assert_eq!(text(&client, url).await.unwrap(), "127.0.0.3");
+        }
+        assert_eq!(old.connections.load(Ordering::SeqCst), 1);
+    })
+    .await
+    .unwrap();
+}

@@ -44,7 +44,8 @@ pub trait Resolve: Send + Sync + 'static {
 
     /// What this resolver currently holds for `host:port`, without a
     /// lookup (it may start one in the background). The pool calls it at
-    /// checkout and release: when the generation moves, connections to
+    /// a checkout, at most every 50 ms per origin (it should be cheap, but
+    /// need not be lock-free): when the generation moves, connections to
     /// addresses no longer listed are retired (idle ones closed, busy ones
     /// closed when their request is done). The default, `None`, means "no
     /// opinion": connections then follow DNS only through `max_lifetime`.

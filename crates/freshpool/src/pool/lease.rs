@@ -103,12 +103,9 @@ impl Lease {
                     .max_requests_per_connection
                     .is_some_and(|m| idle.requests >= m);
                 let expired = idle.expires_at.is_some_and(|t| t <= now);
-                let moved = origin.moved_away(idle.conn.peer);
-                if spent || expired || moved || idle.conn.is_closed() {
+                if spent || expired || idle.conn.is_closed() {
                     let reason = if spent {
                         CloseReason::MaxRequests
-                    } else if moved {
-                        CloseReason::Lifetime
                     } else {
                         origin.close_reason(&idle, now)
                     };
@@ -119,17 +116,26 @@ impl Lease {
                 // Another origin waits for total capacity: unless a request
                 // here wants this connection, close it so the slot moves.
                 let others_starve = origin.budget.starving.any();
-                let surplus = {
+                // (Closed outside the lock, as the surplus is.)
+                let (surplus, moved) = {
                     let mut g = origin.lock();
                     g.leases.try_remove(self.lease_id);
-                    let surplus = if others_starve {
-                        g.state.offer_idle_or_yield(idle, origin.limits)
+                    if g.moved_away(idle.conn.peer) {
+                        (None, Some(idle))
                     } else {
-                        g.state.offer_idle(idle, origin.limits)
-                    };
-                    origin.publish(&g.state);
-                    surplus
+                        let surplus = if others_starve {
+                            g.state.offer_idle_or_yield(idle, origin.limits)
+                        } else {
+                            g.state.offer_idle(idle, origin.limits)
+                        };
+                        origin.publish(&g.state);
+                        (surplus, None)
+                    }
                 };
+                if moved.is_some() {
+                    // DNS no longer lists its address.
+                    origin.counters.closed(CloseReason::Lifetime);
+                }
                 if surplus.is_some() {
                     origin.counters.closed(CloseReason::Surplus);
                 }

@@ -126,6 +126,10 @@ struct Guarded {
     /// connection register and forget it without hashing.
     leases: slab::Slab<LeaseRecord>,
     state: State,
+    /// The addresses DNS listed when `follow_dns` last saw the resolver's
+    /// answer change (None: never, or a resolver that does not report):
+    /// a connection returned to an address not in it closes.
+    dns_addrs: Option<Arc<[std::net::SocketAddr]>>,
 }
 
 /// Connection ids are sequential and internal (not
@@ -235,6 +239,9 @@ pub(crate) struct Origin {
     config: Arc<PoolConfig>,
     /// The resolver generation last checked (see `follow_dns`).
     dns_seen: AtomicU64,
+    /// When `follow_dns` last asked the resolver (coarse clock, ns since the
+    /// budget's epoch; 0 never): it asks at most every `DNS_CHECK_EVERY`.
+    dns_checked_ns: AtomicU64,
     pub key: PoolKey,
     guarded: Mutex<Guarded>,
     /// (Its first fields, the open-connection gauges, are published on
@@ -526,9 +533,11 @@ impl Pool {
                 state: OriginState::new(protocol),
                 leases: slab::Slab::new(),
                 reused: 0,
+                dns_addrs: None,
             }),
             counters: Counters::new(&key.host, key.port, key.scheme.as_str()),
             dns_seen: AtomicU64::new(0),
+            dns_checked_ns: AtomicU64::new(0),
             expect_100: std::sync::atomic::AtomicU8::new(0),
             host_header: std::sync::OnceLock::new(),
             key,
@@ -597,6 +606,7 @@ mod layout_tests {
             ("connector", offset_of!(Origin, connector)),
             ("config", offset_of!(Origin, config)),
             ("dns_seen", offset_of!(Origin, dns_seen)),
+            ("dns_checked_ns", offset_of!(Origin, dns_checked_ns)),
             ("key", offset_of!(Origin, key)),
         ] {
             assert!(at < guarded, "Origin.{name} at {at}, after the lock");

@@ -493,22 +493,29 @@ impl Origin {
         }
     }
 
-    /// Whether DNS (as the resolver currently reports it) no longer lists
-    /// the address this connection was dialed to.
-    pub(super) fn moved_away(&self, peer: Option<std::net::SocketAddr>) -> bool {
-        let Some(peer) = peer else { return false };
-        self.connector
-            .resolver
-            .current(&self.key.host, self.key.port)
-            .is_some_and(|now| !now.addrs.contains(&peer))
-    }
-
     /// When the resolver's answer for this host changed since we last
     /// looked: close idle connections to addresses it no longer lists and
     /// let HTTP/2 ones take no new streams (in-flight requests finish;
-    /// leased HTTP/1 connections are checked when released). Counted as
-    /// [`CloseReason::Lifetime`]: the connection outlived its address.
-    pub(super) fn follow_dns(&self) {
+    /// leased HTTP/1 connections are checked when released, against the
+    /// set kept here). Counted as [`CloseReason::Lifetime`]: the connection
+    /// outlived its address.
+    ///
+    /// Asks the resolver at most every `DNS_CHECK_EVERY` per origin, not
+    /// on every checkout: `CachingResolver::current` takes one process-wide
+    /// lock, hashes the host and reads the clock, and two calls per request
+    /// (here and on return) cost more than the rest of a checkout+return
+    /// (`--bench checkout`, `caching_resolver`). `now_ns`: the coarse clock
+    /// (ns since the budget's epoch).
+    ///
+    /// Two checks that race may leave `dns_seen` (and the kept set) at the
+    /// older of two answers; the next check, within `DNS_CHECK_EVERY`, sees
+    /// the generation differ and follows again.
+    pub(super) fn follow_dns(&self, now_ns: u64) {
+        let last = self.dns_checked_ns.load(Ordering::Relaxed);
+        if last != 0 && now_ns.saturating_sub(last) < DNS_CHECK_EVERY.as_nanos() as u64 {
+            return;
+        }
+        self.dns_checked_ns.store(now_ns.max(1), Ordering::Relaxed);
         let Some(now) = self
             .connector
             .resolver
@@ -517,7 +524,7 @@ impl Origin {
             return;
         };
         // A load first: the generation rarely changes, and a swap on every
-        // checkout would write a line every thread's checkouts share.
+        // check would write a line every thread's checkouts share.
         if self.dns_seen.load(Ordering::Acquire) == now.generation
             || self.dns_seen.swap(now.generation, Ordering::AcqRel) == now.generation
         {
@@ -532,6 +539,7 @@ impl Origin {
                 s.draining = true;
             }
             g.state.shared.retain(|s| !(s.draining && s.in_flight == 0));
+            g.dns_addrs = Some(now.addrs.clone());
             self.publish(&g.state);
             old
         };
@@ -588,5 +596,21 @@ impl Origin {
             return Some(cached.value.clone());
         }
         http::HeaderValue::from_str(key::host_of(uri)?).ok()
+    }
+}
+
+/// How often each origin asks the resolver whether DNS moved (see
+/// `Origin::follow_dns`). Far below any TTL a cache keeps (at least 1 s,
+/// `resolve::MIN_TTL`), so a change is followed within a TTL plus this.
+const DNS_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+impl Guarded {
+    /// Whether DNS, as `follow_dns` last saw it change, no longer lists the
+    /// address this connection was dialed to.
+    pub(super) fn moved_away(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        match (&self.dns_addrs, peer) {
+            (Some(addrs), Some(peer)) => !addrs.contains(&peer),
+            _ => false,
+        }
     }
 }
