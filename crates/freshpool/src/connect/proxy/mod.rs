@@ -235,6 +235,11 @@ impl Routes {
     /// The route for this request, `None` to go direct. (Invalid URIs go
     /// direct here and fail at the key check.)
     pub(crate) fn select(&self, uri: &Uri) -> Option<&Route> {
+        // Most clients have no proxy: skip reading the URI's scheme (two
+        // string compares on every request and checkout).
+        if self.http.is_none() && self.https.is_none() {
+            return None;
+        }
         let route = match uri.scheme_str() {
             Some("http") => self.http.as_ref(),
             Some("https") => self.https.as_ref(),
