@@ -61,6 +61,26 @@ fn parse_peers(text: &str) -> Vec<PeerRow> {
         .collect()
 }
 
+/// run.sh's per-round ratio lines (`freshpool / hyper    per round: median
+/// 0.886 (min 0.749, max 1.066, 5 rounds): ...`), without the list of
+/// rounds: with ROUNDS > 1 the bars are each client's median req/s, and the
+/// median of the per-round ratios (steadier on a noisy host) can differ
+/// from the ratio of the medians the bars are labelled with.
+fn parse_per_round(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| line.starts_with("freshpool / ") && line.contains(" per round: "))
+        .map(|line| {
+            let line = line.split("): ").next().unwrap_or(line);
+            let line = if line.ends_with("rounds") {
+                format!("{line})")
+            } else {
+                line.to_owned()
+            };
+            line.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+        .collect()
+}
+
 /// Curve name (`origins`, `idle`, `waiters`) -> series label -> (n, median ns).
 type Curves = BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>>;
 
@@ -123,7 +143,11 @@ const COLORS: [RGBColor; 4] = [
     RGBColor(0x2c, 0xa0, 0x2c),
 ];
 
-fn draw_peers(path: &Path, rows: &[PeerRow]) -> Result<(), Box<dyn std::error::Error>> {
+fn draw_peers(
+    path: &Path,
+    rows: &[PeerRow],
+    per_round: &[String],
+) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let max = rows.iter().map(|r| r.rps).fold(0.0, f64::max).max(1.0);
@@ -165,6 +189,13 @@ fn draw_peers(path: &Path, rows: &[PeerRow]) -> Result<(), Box<dyn std::error::E
             row.client.as_str(),
             (px - width / 2, py + 10),
             ("sans-serif", 14),
+        ))?;
+    }
+    for (i, note) in per_round.iter().enumerate() {
+        root.draw(&Text::new(
+            note.as_str(),
+            (380, 48 + 18 * i as i32),
+            ("sans-serif", 13),
         ))?;
     }
     root.present()?;
@@ -243,12 +274,14 @@ fn run(args: &[String]) -> Result<Vec<PathBuf>, String> {
     };
     let mut written = Vec::new();
     if let Some(path) = value("--peers")? {
-        let rows = parse_peers(&read(&path)?);
+        let text = read(&path)?;
+        let rows = parse_peers(&text);
         if rows.is_empty() {
             return Err(format!("{}: no client rows found", path.display()));
         }
         let svg = out.join("peers.svg");
-        draw_peers(&svg, &rows).map_err(|e| format!("cannot draw {}: {e}", svg.display()))?;
+        draw_peers(&svg, &rows, &parse_per_round(&text))
+            .map_err(|e| format!("cannot draw {}: {e}", svg.display()))?;
         written.push(svg);
     }
     if let Some(path) = value("--scaling")? {
@@ -372,6 +405,7 @@ waiters  10000  per waiter: median     1286 ns  mean     1395 ns  worst batch   
                 "go-net/http",
                 "0.91×",
                 "0.46×",
+                "freshpool / hyper per round: median 0.890 (min 0.812, max 0.910, 3 rounds)",
             ],
         );
         // Each series is its own text node (the legend), apart from the
@@ -423,6 +457,9 @@ waiters  10000  per waiter: median     1286 ns  mean     1395 ns  worst batch   
             ]
         );
         assert_eq!(peers[2].vs_limit, 1.0, "rust-hyper is the limit");
+        let notes = parse_per_round(include_str!("../../../docs/bench/peers.txt"));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("freshpool / hyper per round: median "));
         let curves = parse_scaling(include_str!("../../../docs/bench/scaling.txt"));
         let sizes = [1.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0];
         for (curve, series) in &curves {
@@ -431,7 +468,13 @@ waiters  10000  per waiter: median     1286 ns  mean     1395 ns  worst batch   
                 assert_eq!(ns, sizes, "{curve} / {label}");
             }
         }
-        assert_eq!(curves["origins"].len(), 3);
+        let labels: Vec<&str> = curves["origins"].keys().map(String::as_str).collect();
+        assert_eq!(
+            labels.len(),
+            4,
+            "hot, rotating and the two floors: {labels:?}"
+        );
+        assert!(labels.contains(&"rotating, hand-held floor, chained"));
     }
 
     #[test]
