@@ -16,7 +16,9 @@
 //! `-- Mutex<Guarded>
 //!     |-- OriginState (state.rs): idle LIFO, shared h2 conns, FIFO waiters, slots
 //!     |-- leases: Slab, who holds connections now (for diagnosis)
-//!     `-- reused: u64, the one counter the hot path bumps (under this lock)
+//!     |-- reused: u64, the one counter the hot path bumps (under this lock)
+//!     `-- dns_addrs: the host's addresses when DNS last moved (follow_dns,
+//!                    at most every 50 ms; a return to an address not in it closes)
 //! ```
 //! An origin lock and the budget's starving lock are never held together,
 //! nor an origin lock and the `origins` map lock:
