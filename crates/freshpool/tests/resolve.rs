@@ -391,7 +391,8 @@ async fn dns_is_checked_at_most_every_50ms_and_a_moved_connection_closes_on_retu
         let held = client.get(url).await.unwrap();
         *resolver.addrs.lock().unwrap() = vec![new.addr];
         resolver.generation.store(2, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // (Twice the check interval: the pool reads a coarse clock.)
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(text(&client, url).await.unwrap(), "127.0.0.3");
         assert_eq!(held.into_body().text().await.unwrap(), "127.0.0.2");
         let stats = client.stats();
