@@ -212,5 +212,22 @@ if rounds > 1:
             print(f"freshpool / {other[5:]:<8} per round: median {statistics.median(ratios):.3f} "
                   f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f}, {len(ratios)} rounds): "
                   + " ".join(f"{x:.2f}" for x in ratios))
+# The client's own CPU per request (Rust clients: user + system time of the
+# client process over the timed requests). Unlike req/s it does not move
+# with the pacing of a server that shares the machine.
+cpu = {p: med(rs, "cpu_us") for p, rs in by_peer.items()}
+if any(v for v in cpu.values()):
+    print("client CPU per request (median over rounds): "
+          + ", ".join(f"{p} {v:.2f} us" for p, v in cpu.items() if v))
+    cpu_rounds = {}
+    for r in rows:
+        if "round" in r and num(r.get("cpu_us")):
+            cpu_rounds.setdefault(r["round"], {})[r["peer"]] = num(r["cpu_us"])
+    ratios = sorted(v["rust-hyper"] / v["rust-freshpool"] for v in cpu_rounds.values()
+                    if "rust-freshpool" in v and "rust-hyper" in v)
+    if ratios:
+        print(f"hand-held hyper CPU / freshpool CPU per request, per round: median "
+              f"{statistics.median(ratios):.3f} (min {ratios[0]:.3f}, max {ratios[-1]:.3f}, "
+              f"{len(ratios)} rounds): " + " ".join(f"{x:.2f}" for x in ratios))
 PY
 for note in "${NOTES[@]}"; do echo "NOTE: $note"; done

@@ -236,27 +236,43 @@ fn peer_main(url: String) {
     let rt = runtime(env_usize("FRESHPOOL_BENCH_CLIENT_THREADS", 2));
     let uri: http::Uri = url.parse().expect("FRESHPOOL_PEER_URL");
     for name in clients.split(',') {
-        let (elapsed, mut lat) = rt.block_on(peer_run(name, &url, &uri, c, n));
+        let (elapsed, cpu, mut lat) = rt.block_on(peer_run(name, &url, &uri, c, n));
         lat.sort_unstable();
         let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e3;
         println!(
-            "peer=rust-{name} concurrency={c} requests={n} seconds={:.3} rps={:.0} p50_us={:.0} p99_us={:.0} errors=0",
+            "peer=rust-{name} concurrency={c} requests={n} seconds={:.3} rps={:.0} p50_us={:.0} p99_us={:.0} cpu_us={:.2} errors=0",
             elapsed.as_secs_f64(),
             n as f64 / elapsed.as_secs_f64(),
             pct(0.50),
-            pct(0.99)
+            pct(0.99),
+            cpu.as_secs_f64() * 1e6 / n as f64
         );
     }
 }
 
-/// Returns the wall time and every request's latency in nanoseconds.
+/// This process' CPU time so far (user + system, all threads): the
+/// client's own cost per request, which unlike throughput does not depend
+/// on how the server, sharing the machine, is paced.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// Returns the wall time, the process' CPU time over the same span, and
+/// every request's latency in nanoseconds.
 async fn peer_run(
     name: &str,
     url: &str,
     uri: &http::Uri,
     c: usize,
     n: usize,
-) -> (Duration, Vec<u64>) {
+) -> (Duration, Duration, Vec<u64>) {
     enum Peer {
         Fresh(Client),
         Req(reqwest::Client),
@@ -307,6 +323,7 @@ async fn peer_run(
         w.await.expect("warm-up");
     }
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let mut handles = Vec::with_capacity(c);
     for k in 0..c {
         let count = n / c + usize::from(k < n % c);
@@ -343,7 +360,7 @@ async fn peer_run(
     for h in handles {
         all.extend(h.await.expect("peer task"));
     }
-    (start.elapsed(), all)
+    (start.elapsed(), process_cpu() - cpu_start, all)
 }
 
 criterion_group! {
