@@ -309,3 +309,51 @@ async fn on_resume_drops_idle_connections() {
     assert_eq!(stats.reused(), 3);
     assert_eq!(stats.closed_for(freshpool::CloseReason::FreezeEviction), 1);
 }
+
+/// A GET sent on a reused connection that turns out dead (the peer resets
+/// it once the request is written) is retried on a new connection exactly
+/// as it was asked for: same path and query, same `Host`. Once for a
+/// request without headers or body (whose retry copy is rebuilt from its
+/// method, URI and version) and once for one with a header (copied up
+/// front).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_get_reaches_the_server_unchanged() {
+    let server = TestServer::http1().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = Client::builder()
+        // Long: the dead connection must be reused, not caught by a peek.
+        .validate_after_idle(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = proxy.url("/host?q=1");
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/host?q=1")
+        .to_owned();
+    // Both without a body; the second with a header.
+    let request = |headers: bool| {
+        let mut request = http::Request::get(&url);
+        if headers {
+            request = request.header("x-trace", "t1");
+        }
+        request.body(freshpool::RequestBody::empty()).unwrap()
+    };
+    let first = client.get(&url).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.into_body().text().await.unwrap(), host);
+    for (retries, headers) in [(1, false), (2, true)] {
+        // The "NAT" forgets the flow; the pool's connection looks fine.
+        assert_eq!(proxy.kill_all_silently(), 1);
+        let response = timeout(LIMIT, client.request(request(headers)))
+            .await
+            .expect("bounded")
+            .unwrap();
+        assert_eq!(response.status(), 200, "headers: {headers}");
+        assert_eq!(response.into_body().text().await.unwrap(), host);
+        assert_eq!(
+            client.stats().origins[0].retries,
+            retries,
+            "headers: {headers}: the request went through the retry"
+        );
+    }
+}
