@@ -96,6 +96,12 @@ impl RequestBody {
         }
     }
 
+    /// No body at all (`RequestBody::empty`, or an empty buffer, which
+    /// `From` turns into it).
+    pub(crate) fn is_empty_in_memory(&self) -> bool {
+        matches!(self.inner, ReqInner::Full(None))
+    }
+
     /// Length when known up front.
     pub(crate) fn len(&self) -> Option<u64> {
         self.size_hint().exact()
