@@ -15,6 +15,9 @@
 //! * `checkout_release/yield_baseline/N`: the same loop without the pool
 //!   (only the yields), to show how much of the contended number is the
 //!   scheduler rather than the pool.
+//! * `checkout_release/caching_resolver/{uncontended,contended/64}`: the
+//!   same through a `CachingResolver` and a host name, so the pool's DNS
+//!   check (`Origin::follow_dns`) runs as it does for such clients.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

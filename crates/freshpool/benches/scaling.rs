@@ -255,14 +255,13 @@ async fn origins_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) 
 /// is the pool's own.
 ///
 /// Timed twice on the same connections. Free-running, one iteration's
-/// cache misses overlap the next ones' (its loop is ~50 instructions, well
-/// inside what the CPU runs ahead). *Chained*, the next URI's index depends
-/// on the value the previous iteration read from hyper's connection state,
-/// so no lookup starts before the one before it has finished, as in a pool,
-/// where a request's worth of work separates two checkouts. The chained
-/// floor is what cold memory costs a lookup that cannot overlap: the right
-/// floor for the pool's rotating curve, whose own iterations are ~1,100
-/// instructions and overlap little.
+/// cache misses may overlap the next ones' (its loop is short enough for
+/// the CPU to run ahead). *Chained*, the next URI's index depends on the
+/// value the previous iteration read from hyper's connection state, so no
+/// lookup starts before the one before it has finished, as in a pool, where
+/// a request's worth of work separates two checkouts: the like-for-like
+/// floor for the pool's rotating curve. (Measured 2026-12-02, the two read
+/// the same: the floor is low because it touches few lines, BENCHMARKS.md.)
 ///
 /// Its connections are closed (server side) and their tasks awaited before
 /// it returns, and it dials only once the pool's sockets are gone, so the

@@ -445,25 +445,42 @@ impl BareRequest {
 
     /// The unprepared request again: what `clone_request` would have kept.
     fn rebuild(&self, uri: &Uri) -> Request<RequestBody> {
-        let mut request = Request::new(RequestBody::empty());
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = uri.clone();
-        *request.version_mut() = self.version;
-        request
+        unprepared(
+            self.method.clone(),
+            uri.clone(),
+            self.version,
+            RequestBody::empty(),
+        )
     }
+}
+
+/// A request with these parts and no headers: how both retry copies start.
+fn unprepared(
+    method: http::Method,
+    uri: Uri,
+    version: http::Version,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    request
 }
 
 /// The retry copy of an unprepared request: method, URI, version, headers
 /// and a replayable body (None if the body cannot be replayed).
 fn clone_request(request: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     let body = request.body().try_clone()?;
-    let mut copy = Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    // A `get(url)` has no headers yet (Host comes in `prepare`): keep the
-    // new request's empty map rather than clone an empty one over it and
-    // drop it (~120 instructions per request).
+    let mut copy = unprepared(
+        request.method().clone(),
+        request.uri().clone(),
+        request.version(),
+        body,
+    );
+    // A `post(url, body)` has no headers yet (Host comes in `prepare`):
+    // keep the new request's empty map rather than clone an empty one over
+    // it and drop it (~120 instructions per request).
     if !request.headers().is_empty() {
         *copy.headers_mut() = request.headers().clone();
     }
