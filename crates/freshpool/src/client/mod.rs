@@ -10,7 +10,7 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response, Uri};
 
@@ -237,7 +237,7 @@ impl Client {
     /// freshpool::Client::new().evict_idle();
     /// ```
     pub fn evict_idle(&self) {
-        self.inner.pool.evict_all(Instant::now(), None);
+        self.inner.pool.evict_expired();
     }
 
     /// Benchmark hook: one checkout and release of a connection to `uri`,

@@ -71,7 +71,7 @@ impl Pool {
         &self,
         mut origin: Arc<Origin>,
         started: Option<Instant>,
-        mut now: Instant,
+        mut now: Stamp,
         caller: &'static Location<'static>,
     ) -> Result<Checkout, Error> {
         let cfg = &self.inner.config;
@@ -186,6 +186,7 @@ impl Queued {
                     origin
                         .counters
                         .waited(now.saturating_duration_since(self.started));
+                    let now = pool.inner.budget.stamp(now);
                     let (kind, reused) = match handoff {
                         Handoff::Exclusive(idle) => {
                             let reused = !idle.fresh;
@@ -210,7 +211,8 @@ impl Queued {
                     // Sender dropped without an answer: ask again.
                     self.guard.rx = None;
                     origin.lock().state.cancel_waiter();
-                    match pool.take(origin, Some(self.started), Instant::now(), caller)? {
+                    let now = pool.inner.budget.stamp(Instant::now());
+                    match pool.take(origin, Some(self.started), now, caller)? {
                         Checkout::Ready(lease) => return Ok(lease),
                         Checkout::Queued(again) => self = again,
                     }
@@ -259,7 +261,7 @@ impl Pool {
         }
         match rx.await {
             Ok(Ok(Handoff::Exclusive(idle))) => {
-                let now = Instant::now();
+                let now = self.inner.budget.stamp(Instant::now());
                 let lease_id = origin.register_lease(&mut origin.lock(), now, caller);
                 Ok(Lease::new(
                     origin.clone(),
@@ -281,22 +283,18 @@ impl Pool {
     /// Whether an idle HTTP/1 connection may carry a request: not idle
     /// across a freeze, and (past `validate_after_idle`) its socket is
     /// quiet: no FIN, no reset, no stray bytes.
-    pub(super) fn still_fresh(&self, origin: &Origin, idle: &Idle<H1Conn>, now: Instant) -> bool {
+    pub(super) fn still_fresh(&self, origin: &Origin, idle: &Idle<H1Conn>, now: Stamp) -> bool {
         let budget = &self.inner.budget;
         let freeze_at = budget.freeze_at.load(Ordering::Acquire);
         // Strictly before: a connection returned at the freeze's instant
         // (the coarse clock reads the beat that detected it) came back
         // after the process resumed.
-        if freeze_at != 0 && budget.nanos(idle.idle_since) < freeze_at {
+        if freeze_at != 0 && idle.idle_since.nanos() < freeze_at {
             origin.counters.closed(CloseReason::FreezeEviction);
             return false;
         }
         let validate_after = self.inner.config.validate_after_idle;
-        // (An addition and a compare: cheaper than measuring the idle time.)
-        if idle
-            .idle_since
-            .checked_add(validate_after)
-            .is_some_and(|due| now >= due)
+        if now >= idle.idle_since.after(validate_after)
             && tcp::peek(&idle.conn.socket) != tcp::Peek::Quiet
         {
             origin.counters.closed(CloseReason::StaleDetected);

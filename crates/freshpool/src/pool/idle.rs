@@ -20,12 +20,10 @@
 //! (~180 instructions, and three cache lines per checkout of an origin that
 //! is not in cache: see BENCHMARKS.md, scaling curves).
 
+use super::state::Idle;
+use super::{IdHash, Stamp};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
-
-use super::state::Idle;
-use super::IdHash;
 
 /// Idle connections in the order they were returned.
 ///
@@ -43,7 +41,7 @@ pub(crate) struct IdleList<C> {
     /// No entry expires before this (a lower bound: lowered on push,
     /// recomputed by `take_where`), so the periodic sweep can skip an
     /// origin without looking at its connections.
-    earliest_expiry: Option<Instant>,
+    earliest_expiry: Stamp,
     /// Connection id -> (its sequence number, the record). (Its length is
     /// read on every return.)
     records: HashMap<u64, (u64, Idle<C>), IdHash>,
@@ -58,7 +56,7 @@ impl<C> Default for IdleList<C> {
             order: VecDeque::new(),
             records: HashMap::default(),
             next_seq: 0,
-            earliest_expiry: None,
+            earliest_expiry: Stamp::NEVER,
         }
     }
 }
@@ -77,9 +75,7 @@ impl<C> IdleList<C> {
     pub(crate) fn push_back(&mut self, idle: Idle<C>) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        if let Some(t) = idle.expires_at {
-            self.earliest_expiry = Some(self.earliest_expiry.map_or(t, |e| e.min(t)));
-        }
+        self.earliest_expiry = self.earliest_expiry.min(idle.expires_at);
         if let Some((older_seq, older)) = self.newest.replace((seq, idle)) {
             self.order.push_back((older_seq, older.id));
             self.records.insert(older.id, (older_seq, older));
@@ -163,13 +159,17 @@ impl<C> IdleList<C> {
             .into_iter()
             .filter_map(|id| self.remove(id))
             .collect();
-        self.earliest_expiry = self.iter().filter_map(|idle| idle.expires_at).min();
+        self.earliest_expiry = self
+            .iter()
+            .map(|idle| idle.expires_at)
+            .min()
+            .unwrap_or(Stamp::NEVER);
         taken
     }
 
     /// Whether some entry may have expired by `now` (false: none has).
-    pub(crate) fn may_have_expired(&self, now: Instant) -> bool {
-        self.earliest_expiry.is_some_and(|t| now >= t)
+    pub(crate) fn may_have_expired(&self, now: Stamp) -> bool {
+        now >= self.earliest_expiry
     }
 
     /// Takes everything, oldest first.
@@ -229,13 +229,13 @@ mod tests {
     use std::collections::VecDeque;
 
     fn idle(id: u64) -> Idle<()> {
-        let now = Instant::now();
+        let now = Stamp::from_nanos(1);
         Idle::new(IdleRecord {
             id,
             conn: (),
             created: now,
             idle_since: now,
-            expires_at: None,
+            expires_at: Stamp::NEVER,
             requests: 0,
             fresh: true,
         })
@@ -260,8 +260,8 @@ mod tests {
 
     #[test]
     fn the_sweep_hint_never_hides_an_expired_entry() {
-        let t0 = Instant::now();
-        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        let t0 = Stamp::from_nanos(1);
+        let at = |ms| t0.after(std::time::Duration::from_millis(ms));
         let mut list = IdleList::default();
         assert!(
             !list.may_have_expired(at(1_000_000)),
@@ -269,12 +269,12 @@ mod tests {
         );
         for (id, expiry) in [(1, Some(300)), (2, None), (3, Some(100)), (4, Some(200))] {
             let mut i = idle(id);
-            i.expires_at = expiry.map(at);
+            i.expires_at = expiry.map_or(Stamp::NEVER, at);
             list.push_back(i);
         }
         assert!(!list.may_have_expired(at(99)));
         assert!(list.may_have_expired(at(100)));
-        let gone = list.take_where(|i| i.expires_at.is_some_and(|t| at(150) >= t));
+        let gone = list.take_where(|i| at(150) >= i.expires_at);
         assert_eq!(gone.iter().map(|i| i.id).collect::<Vec<_>>(), [3]);
         // Recomputed from what is left: the next expiry is 200.
         assert!(!list.may_have_expired(at(199)));
@@ -283,9 +283,7 @@ mod tests {
         // wasted scan at worst, never a missed expiry.
         assert_eq!(list.remove(4).map(|i| i.id), Some(4));
         assert!(list.may_have_expired(at(250)));
-        assert!(list
-            .take_where(|i| i.expires_at.is_some_and(|t| at(250) >= t))
-            .is_empty());
+        assert!(list.take_where(|i| at(250) >= i.expires_at).is_empty());
         assert!(!list.may_have_expired(at(299)));
         assert!(list.may_have_expired(at(300)));
     }

@@ -17,7 +17,7 @@ pub(crate) struct Lease {
     /// When the pool handed it over, by the checkout's coarse clock (never
     /// before the real time: see `coarse_clock`), so idle ages computed
     /// from it err toward older. Not for latencies (`metrics::Stopwatch`).
-    pub taken_at: Instant,
+    pub taken_at: Stamp,
 }
 
 pub(crate) enum LeaseKind {
@@ -35,7 +35,7 @@ impl Lease {
         kind: LeaseKind,
         lease_id: usize,
         reused: bool,
-        taken_at: Instant,
+        taken_at: Stamp,
     ) -> Lease {
         Lease {
             origin,
@@ -61,7 +61,7 @@ impl Lease {
     }
 
     /// When the HTTP/1 connection last started resting (None for h2).
-    pub(crate) fn idle_since(&self) -> Option<Instant> {
+    pub(crate) fn idle_since(&self) -> Option<Stamp> {
         match &self.kind {
             Some(LeaseKind::H1(idle)) => Some(idle.idle_since),
             _ => None,
@@ -75,7 +75,7 @@ impl Lease {
     /// How long the connection rested before this lease (zero for h2).
     pub(crate) fn idled(&self) -> Duration {
         match &self.kind {
-            Some(LeaseKind::H1(idle)) => self.taken_at.saturating_duration_since(idle.idle_since),
+            Some(LeaseKind::H1(idle)) => self.taken_at.since(idle.idle_since),
             _ => Duration::ZERO,
         }
     }
@@ -102,7 +102,7 @@ impl Lease {
                 let spent = cfg
                     .max_requests_per_connection
                     .is_some_and(|m| idle.requests >= m);
-                let expired = idle.expires_at.is_some_and(|t| t <= now);
+                let expired = idle.expires_at <= now;
                 if spent || expired || idle.conn.is_closed() {
                     let reason = if spent {
                         CloseReason::MaxRequests

@@ -27,14 +27,14 @@ impl Pool {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let pool = Pool { inner };
-                let now = Instant::now();
+                let now = pool.inner.budget.stamp(Instant::now());
                 let threshold = pool.inner.config.freeze_threshold;
                 if let Some(threshold) = threshold {
                     if let Some(gap) = suspend.poll(threshold) {
                         pool.freeze_detected(now, gap, "machine suspend");
                     }
                 }
-                pool.check_freeze(pool.inner.budget.nanos(now));
+                pool.check_freeze(now.nanos());
                 beats += 1;
                 // Sweep expired idle connections about once a second.
                 if beats.is_multiple_of(4) {
@@ -68,33 +68,35 @@ impl Pool {
         }
         let gap = Duration::from_nanos(now_n - last);
         if gap > threshold + HEARTBEAT {
-            let now = budget.epoch() + Duration::from_nanos(now_n);
-            self.freeze_detected(now, gap, "heartbeat gap");
+            self.freeze_detected(Stamp::from_nanos(now_n), gap, "heartbeat gap");
         }
     }
 
-    pub(super) fn freeze_detected(&self, now: Instant, gap: Duration, how: &str) {
+    pub(super) fn freeze_detected(&self, now: Stamp, gap: Duration, how: &str) {
         let budget = &self.inner.budget;
         // The detection is a beat too (see `on_resume`).
-        budget
-            .last_beat
-            .fetch_max(budget.nanos(now), Ordering::AcqRel);
-        budget.freeze_at.store(budget.nanos(now), Ordering::Release);
+        budget.last_beat.fetch_max(now.nanos(), Ordering::AcqRel);
+        budget.freeze_at.store(now.nanos(), Ordering::Release);
         budget.freezes.fetch_add(1, Ordering::Relaxed);
         tracing::info!(gap = ?gap, how, "process freeze detected; idle connections are suspect");
         self.evict_all(now, Some(now));
     }
 
+    /// Closes idle connections that have expired by now.
+    pub(crate) fn evict_expired(&self) {
+        self.evict_all(self.inner.budget.stamp(Instant::now()), None);
+    }
+
     /// Closes idle connections that expired, or (with `frozen_since`) all
     /// that sat idle before that instant.
-    pub(crate) fn evict_all(&self, now: Instant, frozen_since: Option<Instant>) {
+    pub(super) fn evict_all(&self, now: Stamp, frozen_since: Option<Stamp>) {
         let origins = self.origins();
         for origin in origins {
             origin.evict(now, frozen_since);
         }
     }
 
-    pub(super) fn report_leaks(&self, now: Instant) {
+    pub(super) fn report_leaks(&self, now: Stamp) {
         let origins = self.origins();
         for origin in origins {
             origin.report_leaks(now);
@@ -104,14 +106,12 @@ impl Pool {
     /// Treat every idle connection as suspect now (the user says the process
     /// just resumed).
     pub(crate) fn on_resume(&self) {
-        let now = Instant::now();
         let budget = &self.inner.budget;
+        let now = budget.stamp(Instant::now());
         // Also a beat, so connections returned from now on (coarse clock)
         // are not taken for ones that idled across the freeze.
-        budget
-            .last_beat
-            .fetch_max(budget.nanos(now), Ordering::AcqRel);
-        budget.freeze_at.store(budget.nanos(now), Ordering::Release);
+        budget.last_beat.fetch_max(now.nanos(), Ordering::AcqRel);
+        budget.freeze_at.store(now.nanos(), Ordering::Release);
         self.evict_all(now, Some(now));
     }
 }
@@ -129,22 +129,23 @@ mod tests {
             Location::caller(),
         );
         let budget = &pool.inner.budget;
+        let real = || budget.stamp(Instant::now());
         // No beat yet: the real clock.
-        let before = Instant::now();
+        let before = real();
         let read = budget.coarse_now();
-        assert!(read >= before && read <= Instant::now());
+        assert!(read >= before && read <= real());
         // A checkout's beat: the coarse clock reads it, not later.
-        let beat = Instant::now();
-        pool.check_freeze(budget.nanos(beat));
+        let beat = real();
+        pool.check_freeze(beat.nanos());
         let read = budget.coarse_now();
-        assert!(read <= beat && beat - read < Duration::from_micros(1));
+        assert!(read <= beat && beat.since(read) < Duration::from_micros(1));
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(budget.coarse_now(), read, "no beat, no change");
-        assert!(budget.coarse_now() < Instant::now());
+        assert!(budget.coarse_now() < real());
         // A resume is a beat too (returns after it are not suspects).
         pool.on_resume();
         let read = budget.coarse_now();
-        assert!(read > beat && read <= Instant::now());
-        assert_eq!(budget.nanos(read), budget.freeze_at.load(Ordering::Acquire));
+        assert!(read > beat && read <= real());
+        assert_eq!(read.nanos(), budget.freeze_at.load(Ordering::Acquire));
     }
 }

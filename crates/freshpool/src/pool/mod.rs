@@ -67,6 +67,7 @@ use crate::error::{fmt_duration, Error, Kind};
 use crate::health::{Clock, SuspendWatch, HEARTBEAT};
 use crate::stats::{CloseReason, Counters, LeaseInfo, OriginStats, PoolStats};
 pub(crate) use checkout::Checkout;
+pub(crate) use coarse_clock::Stamp;
 use key::{KeyParts, KeyView, PoolKey, Scheme, SecurityContext};
 use lease::WaiterGuard;
 pub(crate) use lease::{Lease, LeaseKind};
@@ -159,7 +160,7 @@ impl std::hash::Hasher for IdHasher {
 /// Who holds a connection, since when; `reported` once flagged as a leak.
 #[derive(Clone, Copy)]
 struct LeaseRecord {
-    since: Instant,
+    since: Stamp,
     caller: &'static Location<'static>,
     reported: bool,
 }
@@ -194,13 +195,13 @@ impl TotalBudget for Budget {
 }
 
 impl Budget {
-    /// The instant beats and freezes are counted from (nanoseconds).
-    fn epoch(&self) -> Instant {
-        self.clock.epoch()
+    fn nanos(&self, at: Instant) -> u64 {
+        self.stamp(at).nanos()
     }
 
-    fn nanos(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch()).as_nanos() as u64
+    /// `at` on the pool's timeline (see [`Stamp`]).
+    fn stamp(&self, at: Instant) -> Stamp {
+        self.clock.stamp(at)
     }
 
     /// The last beat (a checkout within the last millisecond while requests
@@ -212,10 +213,10 @@ impl Budget {
     /// or expired a little sooner), never fresher than it is. Reading the
     /// clock was a fifth of an uncontended checkout+return on this VM
     /// (`perf`: `__vdso_clock_gettime` 20 %, two reads per cycle).
-    fn coarse_now(&self) -> Instant {
+    fn coarse_now(&self) -> Stamp {
         match self.last_beat.load(Ordering::Acquire) {
-            0 => Instant::now(),
-            n => self.epoch() + Duration::from_nanos(n),
+            0 => self.stamp(Instant::now()),
+            n => Stamp::from_nanos(n),
         }
     }
 }
@@ -588,12 +589,14 @@ mod layout_tests {
     fn checkout_fields_share_few_cache_lines() {
         type Record = IdleRecord<H1Conn>;
         assert_eq!(align_of::<Record>(), 64);
+        // Two lines in all (its times are 8-byte `Stamp`s).
+        assert_eq!(size_of::<Record>(), 128);
         assert_eq!(offset_of!(H1Conn, sender), 0);
         // Everything a checkout and its return touch: lines 0 and 1.
         for (name, end) in [
-            ("expires_at", offset_of!(Record, expires_at) + 16),
-            ("idle_since", offset_of!(Record, idle_since) + 16),
-            ("created", offset_of!(Record, created) + 16),
+            ("expires_at", offset_of!(Record, expires_at) + 8),
+            ("idle_since", offset_of!(Record, idle_since) + 8),
+            ("created", offset_of!(Record, created) + 8),
             ("requests", offset_of!(Record, requests) + 8),
             ("fresh", offset_of!(Record, fresh) + 1),
         ] {

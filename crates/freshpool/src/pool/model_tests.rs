@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio::sync::oneshot;
@@ -41,6 +41,7 @@ use tokio::sync::oneshot;
 use super::state::{
     Acquire, Channel, Handoff, Idle, IdleRecord, Limits, OriginState, Protocol, Shared, TotalBudget,
 };
+use super::Stamp;
 use crate::error::{Error, Kind};
 
 /// An HTTP/1 connection: closed when the peer closes it or when the pool
@@ -267,8 +268,8 @@ struct Model {
     setup: Setup,
     st: St,
     budget: FakeBudget,
-    start: Instant,
-    now: Instant,
+    start: Stamp,
+    now: Stamp,
     next_conn: u64,
     waiting: Vec<Req>,
     answered: Vec<Answered>,
@@ -291,7 +292,7 @@ struct Model {
 
 impl Model {
     fn new(setup: Setup) -> Model {
-        let now = Instant::now();
+        let now = Stamp::from_nanos(1);
         Model {
             setup,
             st: OriginState::new(if setup.h2 {
@@ -323,8 +324,8 @@ impl Model {
         self.setup.limits
     }
 
-    fn expiry(&self, now: Instant) -> Option<Instant> {
-        Some(now + Duration::from_millis(self.setup.idle_ms))
+    fn expiry(&self, now: Stamp) -> Stamp {
+        now.after(Duration::from_millis(self.setup.idle_ms))
     }
 
     /// `Origin::spawn_dials`: slots are already reserved.
@@ -476,7 +477,7 @@ impl Model {
                     idle.fresh = false;
                     idle.idle_since = now;
                     idle.expires_at = self.expiry(now);
-                    let expired = idle.expires_at.is_some_and(|t| t <= now);
+                    let expired = idle.expires_at <= now;
                     if expired || idle.conn.is_closed() {
                         drop(idle);
                     } else {
@@ -588,12 +589,14 @@ impl Model {
                 }
             }
             Op::Service => self.service(),
-            Op::Advance(ms) => self.now += Duration::from_millis(u64::from(ms)),
+            Op::Advance(ms) => self.now = self.now.after(Duration::from_millis(u64::from(ms))),
             Op::Evict => {
                 let now = self.now;
-                drop(self.st.idle.take_where(|idle| {
-                    idle.expires_at.is_some_and(|t| now >= t) || idle.conn.is_closed()
-                }));
+                drop(
+                    self.st
+                        .idle
+                        .take_where(|idle| now >= idle.expires_at || idle.conn.is_closed()),
+                );
             }
             Op::Freeze => {
                 // Origin::evict(now, Some(now)): every idle connection and

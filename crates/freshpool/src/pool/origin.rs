@@ -116,7 +116,7 @@ impl Origin {
                     self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
                 }
                 self.counters.created(started.elapsed());
-                let now = Instant::now();
+                let now = self.budget.stamp(Instant::now());
                 let idle = Idle::new(IdleRecord {
                     id: conn_id,
                     conn: H1Conn {
@@ -175,7 +175,7 @@ impl Origin {
         if conn.resumed_tls {
             self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
         }
-        let now = Instant::now();
+        let now = self.budget.stamp(Instant::now());
         let mut surplus = None;
         let dials = {
             let mut g = self.lock();
@@ -226,36 +226,33 @@ impl Origin {
         self.spawn_dials(dials);
     }
 
-    /// The earliest of idle timeout, keep-alive hint and lifetime.
-    pub(super) fn expiry(
-        &self,
-        now: Instant,
-        created: Instant,
-        hint: Option<Duration>,
-    ) -> Option<Instant> {
+    /// The earliest of idle timeout, keep-alive hint and lifetime
+    /// (`Stamp::NEVER` if none applies).
+    pub(super) fn expiry(&self, now: Stamp, created: Stamp, hint: Option<Duration>) -> Stamp {
         let cfg = &self.config;
         // Written out rather than as an iterator over the three: this runs
-        // on every return of a connection. (`checked_add`: a limit too large
-        // to add never expires.)
-        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let mut at = cfg.idle_timeout.and_then(|t| now.checked_add(t));
+        // on every return of a connection.
+        let mut at = cfg.idle_timeout.map_or(Stamp::NEVER, |t| now.after(t));
         if let Some(h) = hint {
-            at = earliest(at, now.checked_add(h.saturating_sub(cfg.keep_alive_margin)));
+            at = at.min(now.after(h.saturating_sub(cfg.keep_alive_margin)));
         }
         if let Some(l) = cfg.max_lifetime {
-            at = earliest(at, created.checked_add(l));
+            at = at.min(created.after(l));
         }
         at
     }
 
-    pub(super) fn close_reason(&self, idle: &Idle<H1Conn>, now: Instant) -> CloseReason {
+    pub(super) fn close_reason(&self, idle: &Idle<H1Conn>, now: Stamp) -> CloseReason {
         let cfg = &self.config;
-        if cfg.max_lifetime.is_some_and(|l| now >= idle.created + l) {
+        if cfg
+            .max_lifetime
+            .is_some_and(|l| now >= idle.created.after(l))
+        {
             CloseReason::Lifetime
-        } else if cfg.idle_timeout.is_some_and(|t| now >= idle.idle_since + t) {
+        } else if cfg
+            .idle_timeout
+            .is_some_and(|t| now >= idle.idle_since.after(t))
+        {
             CloseReason::IdleTimeout
         } else if idle.conn.is_closed() {
             CloseReason::ServerClose
@@ -265,7 +262,7 @@ impl Origin {
     }
 
     /// Evicts idle connections that expired or (after a freeze) are suspect.
-    pub(super) fn evict(&self, now: Instant, frozen_since: Option<Instant>) {
+    pub(super) fn evict(&self, now: Stamp, frozen_since: Option<Stamp>) {
         let mut dropped = Vec::new();
         {
             let mut g = self.lock();
@@ -278,9 +275,7 @@ impl Origin {
                 Vec::new()
             } else {
                 g.state.idle.take_where(|idle| {
-                    suspect(idle)
-                        || idle.expires_at.is_some_and(|t| now >= t)
-                        || idle.conn.is_closed()
+                    suspect(idle) || now >= idle.expires_at || idle.conn.is_closed()
                 })
             };
             for idle in gone {
@@ -301,7 +296,7 @@ impl Origin {
             }
             if let Some(life) = self.config.max_lifetime {
                 for s in g.state.shared.iter_mut() {
-                    if now >= s.created + life {
+                    if now >= s.created.after(life) {
                         s.draining = true;
                     }
                 }
@@ -317,7 +312,7 @@ impl Origin {
     pub(super) fn register_lease(
         &self,
         g: &mut Guarded,
-        now: Instant,
+        now: Stamp,
         caller: &'static Location<'static>,
     ) -> usize {
         g.leases.insert(LeaseRecord {
@@ -337,7 +332,7 @@ impl Origin {
     }
 
     /// Reports leases held past `lease_warn_after`, once each.
-    pub(super) fn report_leaks(&self, now: Instant) {
+    pub(super) fn report_leaks(&self, now: Stamp) {
         let Some(limit) = self.config.lease_warn_after else {
             return;
         };
@@ -345,7 +340,7 @@ impl Origin {
         {
             let mut g = self.lock();
             for (_, record) in g.leases.iter_mut() {
-                if !record.reported && now.saturating_duration_since(record.since) >= limit {
+                if !record.reported && now.since(record.since) >= limit {
                     record.reported = true;
                     found.push(*record);
                 }
@@ -355,11 +350,11 @@ impl Origin {
             self.counters.leaks_reported.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 origin = %self.label,
-                held = ?now.saturating_duration_since(record.since),
+                held = ?now.since(record.since),
                 caller = %record.caller,
                 "a connection has been held for {} by the request made at {}: read its response body to \
                  the end or drop it, or the pool will run dry",
-                fmt_duration(now.saturating_duration_since(record.since)),
+                fmt_duration(now.since(record.since)),
                 record.caller
             );
         }
@@ -367,7 +362,7 @@ impl Origin {
 
     pub(super) fn snapshot(&self) -> OriginStats {
         let g = self.lock();
-        let now = Instant::now();
+        let now = self.budget.stamp(Instant::now());
         let st = &g.state;
         let mut leases: Vec<LeaseRecord> = g.leases.iter().map(|(_, r)| *r).collect();
         leases.sort_by_key(|r| r.since);
@@ -375,7 +370,7 @@ impl Origin {
             .iter()
             .take(5)
             .map(|r| LeaseInfo {
-                age: now.saturating_duration_since(r.since),
+                age: now.since(r.since),
                 caller: r.caller.to_string(),
             })
             .collect();
@@ -483,7 +478,7 @@ impl Origin {
     /// A reused connection died silently: close its idle siblings that
     /// have been resting at least as long (a NAT or peer that dropped one
     /// dropped them all), so the retry does not meet another dead one.
-    pub(crate) fn evict_idle_since(&self, since: Instant) {
+    pub(crate) fn evict_idle_since(&self, since: Stamp) {
         let stale: Vec<_> = {
             let mut g = self.lock();
             g.state.idle.take_where(|i| i.idle_since <= since)

@@ -18,11 +18,11 @@
 //! 5. `live_waiters` equals the number of waiters whose receivers exist.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use super::idle::IdleList;
+use super::Stamp;
 use crate::error::Error;
 
 /// A connection taken while it rested (see `take_resting`): held only to
@@ -73,17 +73,19 @@ impl<C> std::ops::DerefMut for Idle<C> {
 /// Layout (`repr(C)`, 64-byte aligned): the record is boxed once per
 /// connection; a checkout and its return read the sender (in `conn`), the
 /// expiry, the idle time, the creation time (for the lifetime) and the
-/// counts. In this order they take the record's first two cache lines and
-/// nothing else (unaligned, the 136 bytes spanned three).
+/// counts. In this order they take the record's two cache lines (128
+/// bytes, since the times are 8-byte [`Stamp`]s; with `Instant`s it was
+/// 136 bytes, and unaligned they spanned three).
 #[repr(C, align(64))]
 pub(crate) struct IdleRecord<C> {
     pub conn: C,
-    /// Past this instant it must not be reused (idle timeout, keep-alive
-    /// hint, lifetime: the earliest of them).
-    pub expires_at: Option<Instant>,
+    /// From this instant on it must not be reused (idle timeout,
+    /// keep-alive hint, lifetime: the earliest of them; `Stamp::NEVER`:
+    /// none applies).
+    pub expires_at: Stamp,
     /// When it was last returned; equals `created` for a new connection.
-    pub idle_since: Instant,
-    pub created: Instant,
+    pub idle_since: Stamp,
+    pub created: Stamp,
     /// Requests it has carried.
     pub requests: u64,
     /// True for a connection that never carried a request.
@@ -96,7 +98,7 @@ pub(crate) struct Shared<S> {
     pub id: u64,
     pub sender: S,
     pub in_flight: u32,
-    pub created: Instant,
+    pub created: Stamp,
     /// Set when the connection must take no new streams (GOAWAY, lifetime).
     pub draining: bool,
 }
@@ -210,7 +212,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// it outside the lock and calls again if it was bad.
     pub(crate) fn acquire(
         &mut self,
-        now: Instant,
+        now: Stamp,
         limits: Limits,
         budget: &impl TotalBudget,
         // Where the request was made; the pool registers it with the lease.
@@ -221,7 +223,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return Acquire::Stream { conn_id, sender };
         }
         while let Some(idle) = self.idle.pop_back() {
-            if idle.expires_at.is_some_and(|t| now >= t) || idle.conn.is_closed() {
+            if now >= idle.expires_at || idle.conn.is_closed() {
                 expired.push(idle);
                 continue;
             }
