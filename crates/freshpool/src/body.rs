@@ -31,12 +31,26 @@ pub struct RequestBody {
     inner: ReqInner,
 }
 
+/// Every kind with a payload is boxed, so a `RequestBody` is 16 bytes.
+///
+/// Why: the request moves by value from the caller through the send loop
+/// into hyper's dispatch channel, whose envelope (request and callback)
+/// is copied at every hop, ~15 times per request. With a 40-byte body (an
+/// inline `Bytes` and an enum tag) the envelope was 280 bytes, past the
+/// 256 up to which glibc's `memcpy` copies in one straight run of vector
+/// moves: each copy took 52 instructions instead of 29 (callgrind, a GET).
+/// A body-less request, the common case, allocates nothing; a body in
+/// memory costs one 32-byte box.
 enum ReqInner {
-    Full(Option<Bytes>),
-    Stream(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>),
+    /// No body, an empty buffer, or one already sent.
+    Empty,
+    Full(Box<Bytes>),
+    Stream(Box<StreamBody>),
     /// Held back until the server says `100 Continue` (or the wait ends).
-    Gated(Gate, Box<RequestBody>),
+    Gated(Box<(Gate, RequestBody)>),
 }
+
+type StreamBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>;
 
 /// Opens when the server answers 100, or after the configured wait.
 pub(crate) struct Gate {
@@ -58,7 +72,7 @@ impl RequestBody {
     /// No body.
     pub fn empty() -> RequestBody {
         RequestBody {
-            inner: ReqInner::Full(None),
+            inner: ReqInner::Empty,
         }
     }
 
@@ -77,29 +91,29 @@ impl RequestBody {
         B::Error: Into<BoxError>,
     {
         RequestBody {
-            inner: ReqInner::Stream(Box::pin(body.map_err(Into::into))),
+            inner: ReqInner::Stream(Box::new(Box::pin(body.map_err(Into::into)))),
         }
     }
 
     /// True when the body is in memory and can be sent again.
     pub fn is_replayable(&self) -> bool {
-        matches!(self.inner, ReqInner::Full(_))
+        matches!(self.inner, ReqInner::Empty | ReqInner::Full(_))
     }
 
     /// A copy for a retry, when the body is in memory.
     pub(crate) fn try_clone(&self) -> Option<RequestBody> {
-        match &self.inner {
-            ReqInner::Full(b) => Some(RequestBody {
-                inner: ReqInner::Full(b.clone()),
-            }),
-            _ => None,
-        }
+        let inner = match &self.inner {
+            ReqInner::Empty => ReqInner::Empty,
+            ReqInner::Full(b) => ReqInner::Full(b.clone()),
+            _ => return None,
+        };
+        Some(RequestBody { inner })
     }
 
     /// No body at all (`RequestBody::empty`, or an empty buffer, which
     /// `From` turns into it).
     pub(crate) fn is_empty_in_memory(&self) -> bool {
-        matches!(self.inner, ReqInner::Full(None))
+        matches!(self.inner, ReqInner::Empty)
     }
 
     /// Length when known up front.
@@ -109,7 +123,7 @@ impl RequestBody {
 
     pub(crate) fn gated(self, gate: Gate) -> RequestBody {
         RequestBody {
-            inner: ReqInner::Gated(gate, Box::new(self)),
+            inner: ReqInner::Gated(Box::new((gate, self))),
         }
     }
 }
@@ -123,7 +137,11 @@ impl Default for RequestBody {
 impl From<Bytes> for RequestBody {
     fn from(b: Bytes) -> Self {
         RequestBody {
-            inner: ReqInner::Full(if b.is_empty() { None } else { Some(b) }),
+            inner: if b.is_empty() {
+                ReqInner::Empty
+            } else {
+                ReqInner::Full(Box::new(b))
+            },
         }
     }
 }
@@ -162,9 +180,14 @@ impl http_body::Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.inner {
-            ReqInner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ReqInner::Stream(s) => s.as_mut().poll_frame(cx),
-            ReqInner::Gated(gate, inner) => {
+            ReqInner::Empty => Poll::Ready(None),
+            ReqInner::Full(_) => match std::mem::replace(&mut self.inner, ReqInner::Empty) {
+                ReqInner::Full(b) => Poll::Ready(Some(Ok(Frame::data(*b)))),
+                _ => unreachable!("matched Full above"),
+            },
+            ReqInner::Stream(s) => s.as_mut().as_mut().poll_frame(cx),
+            ReqInner::Gated(gated) => {
+                let (gate, inner) = &mut **gated;
                 use std::sync::atomic::Ordering::Release;
                 if !gate
                     .state
@@ -180,24 +203,26 @@ impl http_body::Body for RequestBody {
                     gate.state.by_server.store(by_server, Release);
                     gate.state.released.store(true, Release);
                 }
-                Pin::new(&mut **inner).poll_frame(cx)
+                Pin::new(inner).poll_frame(cx)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            ReqInner::Full(b) => b.is_none(),
+            ReqInner::Empty => true,
+            ReqInner::Full(_) => false,
             ReqInner::Stream(s) => s.is_end_stream(),
-            ReqInner::Gated(_, inner) => inner.is_end_stream(),
+            ReqInner::Gated(gated) => gated.1.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            ReqInner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqInner::Empty => SizeHint::with_exact(0),
+            ReqInner::Full(b) => SizeHint::with_exact(b.len() as u64),
             ReqInner::Stream(s) => s.size_hint(),
-            ReqInner::Gated(_, inner) => inner.size_hint(),
+            ReqInner::Gated(gated) => gated.1.size_hint(),
         }
     }
 }
@@ -328,5 +353,42 @@ impl std::fmt::Debug for Body {
             .field("origin", &self.lease.as_ref().map(|l| l.origin_label()))
             .field("holds_connection", &self.lease.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes `ReqInner`'s note relies on: the request with hyper's
+    /// callback beside it (16 bytes) stays within 256.
+    #[test]
+    fn a_request_stays_within_one_vector_copy() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<RequestBody>(), 16);
+        let request = size_of::<http::Request<RequestBody>>();
+        assert!(request + 16 <= 256, "a request is {request} bytes");
+    }
+
+    /// Each kind reports its length, end and replayability; a body in
+    /// memory yields its bytes once, then ends.
+    #[tokio::test]
+    async fn every_kind_reads_back_what_it_holds() {
+        let empty = RequestBody::empty();
+        assert!(empty.is_end_stream() && empty.is_replayable() && empty.is_empty_in_memory());
+        assert_eq!(empty.len(), Some(0));
+        assert!(RequestBody::from("").is_empty_in_memory());
+
+        let full = RequestBody::from("hello");
+        assert!(!full.is_end_stream() && full.is_replayable() && !full.is_empty_in_memory());
+        assert_eq!(full.len(), Some(5));
+        let copy = full.try_clone().expect("in memory");
+        assert_eq!(full.collect().await.unwrap().to_bytes(), "hello");
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), "hello");
+
+        let stream = RequestBody::wrap(http_body_util::Full::new(Bytes::from_static(b"abc")));
+        assert!(!stream.is_replayable() && stream.try_clone().is_none());
+        assert_eq!(stream.len(), Some(3));
+        assert_eq!(stream.collect().await.unwrap().to_bytes(), "abc");
     }
 }
