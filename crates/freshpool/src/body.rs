@@ -28,29 +28,29 @@ use crate::pool::Lease;
 /// assert!(empty.is_replayable());
 /// ```
 pub struct RequestBody {
-    inner: ReqInner,
+    /// `None`: no body, an empty buffer, or one already sent.
+    payload: Option<Box<Payload>>,
 }
 
-/// Every kind with a payload is boxed, so a `RequestBody` is 16 bytes.
+/// What a non-empty body holds, behind one pointer, so a `RequestBody` is
+/// 8 bytes.
 ///
 /// Why: the request moves by value from the caller through the send loop
-/// into hyper's dispatch channel, whose envelope (request and callback)
-/// is copied at every hop, ~15 times per request. With a 40-byte body (an
-/// inline `Bytes` and an enum tag) the envelope was 280 bytes, past the
-/// 256 up to which glibc's `memcpy` copies in one straight run of vector
-/// moves: each copy took 52 instructions instead of 29 (callgrind, a GET).
-/// A body-less request, the common case, allocates nothing; a body in
-/// memory costs one 32-byte box.
-enum ReqInner {
-    /// No body, an empty buffer, or one already sent.
-    Empty,
-    Full(Box<Bytes>),
-    Stream(Box<StreamBody>),
+/// into hyper's dispatch channel, whose envelope (request and callback, in
+/// an `Option`, then in the channel's `Poll<Option<..>>`) is copied at
+/// every hop, ~15 times per request. With a 40-byte body (an inline
+/// `Bytes` and a tag) those copies were 280-296 bytes, past the 256 up to
+/// which glibc's `memcpy` copies in one straight run of vector moves: each
+/// took 52 instructions instead of 29 (callgrind, a GET). A body-less
+/// request, the common case, allocates nothing; a body in memory costs
+/// one 40-byte box.
+enum Payload {
+    /// In memory: replayable.
+    Full(Bytes),
+    Stream(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>),
     /// Held back until the server says `100 Continue` (or the wait ends).
-    Gated(Box<(Gate, RequestBody)>),
+    Gated(Gate, RequestBody),
 }
-
-type StreamBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>;
 
 /// Opens when the server answers 100, or after the configured wait.
 pub(crate) struct Gate {
@@ -71,8 +71,12 @@ pub(crate) struct GateState {
 impl RequestBody {
     /// No body.
     pub fn empty() -> RequestBody {
+        RequestBody { payload: None }
+    }
+
+    fn of(payload: Payload) -> RequestBody {
         RequestBody {
-            inner: ReqInner::Empty,
+            payload: Some(Box::new(payload)),
         }
     }
 
@@ -90,30 +94,27 @@ impl RequestBody {
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        RequestBody {
-            inner: ReqInner::Stream(Box::new(Box::pin(body.map_err(Into::into)))),
-        }
+        RequestBody::of(Payload::Stream(Box::pin(body.map_err(Into::into))))
     }
 
     /// True when the body is in memory and can be sent again.
     pub fn is_replayable(&self) -> bool {
-        matches!(self.inner, ReqInner::Empty | ReqInner::Full(_))
+        matches!(self.payload.as_deref(), None | Some(Payload::Full(_)))
     }
 
     /// A copy for a retry, when the body is in memory.
     pub(crate) fn try_clone(&self) -> Option<RequestBody> {
-        let inner = match &self.inner {
-            ReqInner::Empty => ReqInner::Empty,
-            ReqInner::Full(b) => ReqInner::Full(b.clone()),
-            _ => return None,
-        };
-        Some(RequestBody { inner })
+        match self.payload.as_deref() {
+            None => Some(RequestBody::empty()),
+            Some(Payload::Full(b)) => Some(RequestBody::of(Payload::Full(b.clone()))),
+            Some(_) => None,
+        }
     }
 
     /// No body at all (`RequestBody::empty`, or an empty buffer, which
     /// `From` turns into it).
     pub(crate) fn is_empty_in_memory(&self) -> bool {
-        matches!(self.inner, ReqInner::Empty)
+        self.payload.is_none()
     }
 
     /// Length when known up front.
@@ -122,9 +123,7 @@ impl RequestBody {
     }
 
     pub(crate) fn gated(self, gate: Gate) -> RequestBody {
-        RequestBody {
-            inner: ReqInner::Gated(Box::new((gate, self))),
-        }
+        RequestBody::of(Payload::Gated(gate, self))
     }
 }
 
@@ -136,12 +135,10 @@ impl Default for RequestBody {
 
 impl From<Bytes> for RequestBody {
     fn from(b: Bytes) -> Self {
-        RequestBody {
-            inner: if b.is_empty() {
-                ReqInner::Empty
-            } else {
-                ReqInner::Full(Box::new(b))
-            },
+        if b.is_empty() {
+            RequestBody::empty()
+        } else {
+            RequestBody::of(Payload::Full(b))
         }
     }
 }
@@ -179,15 +176,14 @@ impl http_body::Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.inner {
-            ReqInner::Empty => Poll::Ready(None),
-            ReqInner::Full(_) => match std::mem::replace(&mut self.inner, ReqInner::Empty) {
-                ReqInner::Full(b) => Poll::Ready(Some(Ok(Frame::data(*b)))),
+        match self.payload.as_deref_mut() {
+            None => Poll::Ready(None),
+            Some(Payload::Full(_)) => match self.payload.take().map(|p| *p) {
+                Some(Payload::Full(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
                 _ => unreachable!("matched Full above"),
             },
-            ReqInner::Stream(s) => s.as_mut().as_mut().poll_frame(cx),
-            ReqInner::Gated(gated) => {
-                let (gate, inner) = &mut **gated;
+            Some(Payload::Stream(s)) => s.as_mut().poll_frame(cx),
+            Some(Payload::Gated(gate, inner)) => {
                 use std::sync::atomic::Ordering::Release;
                 if !gate
                     .state
@@ -209,20 +205,20 @@ impl http_body::Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            ReqInner::Empty => true,
-            ReqInner::Full(_) => false,
-            ReqInner::Stream(s) => s.is_end_stream(),
-            ReqInner::Gated(gated) => gated.1.is_end_stream(),
+        match self.payload.as_deref() {
+            None => true,
+            Some(Payload::Full(_)) => false,
+            Some(Payload::Stream(s)) => s.is_end_stream(),
+            Some(Payload::Gated(_, inner)) => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            ReqInner::Empty => SizeHint::with_exact(0),
-            ReqInner::Full(b) => SizeHint::with_exact(b.len() as u64),
-            ReqInner::Stream(s) => s.size_hint(),
-            ReqInner::Gated(gated) => gated.1.size_hint(),
+        match self.payload.as_deref() {
+            None => SizeHint::with_exact(0),
+            Some(Payload::Full(b)) => SizeHint::with_exact(b.len() as u64),
+            Some(Payload::Stream(s)) => s.size_hint(),
+            Some(Payload::Gated(_, inner)) => inner.size_hint(),
         }
     }
 }
@@ -360,14 +356,14 @@ impl std::fmt::Debug for Body {
 mod tests {
     use super::*;
 
-    /// The sizes `ReqInner`'s note relies on: the request with hyper's
-    /// callback beside it (16 bytes) stays within 256.
+    /// The sizes `Payload`'s note relies on: the request with hyper's
+    /// callback beside it (16 bytes) and a tag stays within 256.
     #[test]
     fn a_request_stays_within_one_vector_copy() {
         use std::mem::size_of;
-        assert_eq!(size_of::<RequestBody>(), 16);
+        assert_eq!(size_of::<RequestBody>(), 8);
         let request = size_of::<http::Request<RequestBody>>();
-        assert!(request + 16 <= 256, "a request is {request} bytes");
+        assert!(request + 16 + 8 <= 256, "a request is {request} bytes");
     }
 
     /// Each kind reports its length, end and replayability; a body in

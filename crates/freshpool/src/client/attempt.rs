@@ -37,7 +37,7 @@ impl Client {
     /// Why a `fn` returning an `async move` block rather than an `async fn`,
     /// here and in `dispatch`: an async fn stores each argument twice (the
     /// captured argument and its rebinding as a local) for its whole life,
-    /// and the request is 240 bytes that the executor moves with the
+    /// and the request is 232 bytes that the executor moves with the
     /// future. The block uses its captures in place. Likewise the attempt's
     /// temporaries live in inner blocks that end before the `.await`, so
     /// they hold no slot while the request is in flight.
@@ -123,7 +123,7 @@ impl Client {
                 // `pending`, unprepared, for the retry. The original goes to
                 // hyper (which recycles its header map for the response's),
                 // as a block-local that moves straight in: it takes no slot
-                // in the request's future (a kept spare of 240 bytes did, in
+                // in the request's future (a kept spare of 232 bytes did, in
                 // every request's future, moved with it).
                 let mut request = match (pending.take(), &bare) {
                     (Some(request), _) => request,

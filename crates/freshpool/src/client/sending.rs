@@ -6,7 +6,7 @@
 //! [`hyper::Error::is_canceled`]. Where the send loop keeps its own copy for
 //! a retry it has no use for the request coming back, and the lighter call
 //! is cheaper on the hot path: its reply, `Result<Response, hyper::Error>`,
-//! is about half the size of one that can carry a 240-byte request, and
+//! is about half the size of one that can carry a 232-byte request, and
 //! every hop of the reply (hyper's dispatcher, its oneshot, each future
 //! layer up to the send loop) copies it. Where no copy is kept (a request
 //! on a new HTTP/1 connection, or a body that cannot be replayed) the
