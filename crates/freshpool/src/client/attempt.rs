@@ -41,6 +41,12 @@ impl Client {
     /// future. The block uses its captures in place. Likewise the attempt's
     /// temporaries live in inner blocks that end before the `.await`, so
     /// they hold no slot while the request is in flight.
+    ///
+    /// Its steps (`prepare`, `dispatch`, `sent`, `finish`) are
+    /// `#[inline(always)]`: each runs once per attempt, and out of line
+    /// each passed the request, hyper's future or the response (150-232
+    /// bytes) through memory across the call (callgrind, a GET: 21,382 ->
+    /// 21,060 instructions, of which `memcpy` 1,514 -> 1,294).
     pub(super) fn send(
         self,
         request: Request<RequestBody>,
@@ -235,6 +241,7 @@ impl Client {
 
     /// Sets what HTTP/1 needs (Host, origin-form target) and, for a body
     /// about to go over a connection that idled long, `Expect: 100-continue`.
+    #[inline(always)]
     fn prepare(
         &self,
         request: &mut Request<RequestBody>,
@@ -290,6 +297,7 @@ impl Client {
     /// one of ours as well. `copy_kept`: the send loop holds its own copy
     /// for a retry, so hyper need not hand the request back (see
     /// `sending`).
+    #[inline(always)]
     fn dispatch<'a>(
         &self,
         lease: &'a mut Lease,
@@ -321,6 +329,7 @@ impl Client {
     }
 
     /// What became of a dispatched request, in the retry rule's terms.
+    #[inline(always)]
     fn sent(
         &self,
         result: Result<Sent, Elapsed>,
@@ -355,6 +364,7 @@ impl Client {
         })
     }
 
+    #[inline(always)]
     fn finish(
         &self,
         response: Response<Incoming>,
