@@ -169,8 +169,14 @@ impl Lease {
 }
 
 impl Drop for Lease {
+    #[inline]
     fn drop(&mut self) {
-        self.close();
+        // Most leases end released (`kind` taken): test that here, inline,
+        // before calling out (the call and its frame were ~15 instructions
+        // of every request).
+        if self.kind.is_some() {
+            self.close();
+        }
     }
 }
 
