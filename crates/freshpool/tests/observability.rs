@@ -217,3 +217,59 @@ fn a_metrics_recorder_sees_the_named_series() {
     )
     .is_some());
 }
+
+/// The open-connection gauges follow a lease within the once-a-second
+/// sample: a response held unread shows its connection active (not idle,
+/// as a gauge set only on returns left it), and reading it shows the
+/// connection idle again.
+#[test]
+fn the_open_connection_gauges_show_a_held_lease_as_active() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let gauge = |snapshotter: &Snapshotter, state: &str| -> f64 {
+        let snapshot = snapshotter.snapshot().into_vec();
+        let (_, _, _, value) = snapshot
+            .iter()
+            .find(|(key, _, _, _)| {
+                key.key().name() == "http.client.open_connections"
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "http.connection.state" && l.value() == state)
+            })
+            .expect("the gauge is registered");
+        match value {
+            DebugValue::Gauge(v) => v.0,
+            other => panic!("not a gauge: {other:?}"),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let server = TestServer::http1().await;
+            let client = Client::new();
+            // Once returned, the connection is idle; then leased again.
+            let first = client.get(&server.url("/")).await.unwrap();
+            first.into_body().bytes().await.unwrap();
+            let held = client.get(&server.url("/")).await.unwrap();
+            // Sweeps run once a second; 1.5 s sees at least one.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(
+                (gauge(&snapshotter, "active"), gauge(&snapshotter, "idle")),
+                (1.0, 0.0),
+                "a leased connection is active"
+            );
+            held.into_body().bytes().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(
+                (gauge(&snapshotter, "active"), gauge(&snapshotter, "idle")),
+                (0.0, 1.0),
+                "returned, it is idle"
+            );
+        })
+    });
+}

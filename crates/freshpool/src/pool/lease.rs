@@ -128,7 +128,6 @@ impl Lease {
                         } else {
                             g.state.offer_idle(idle, origin.limits)
                         };
-                        origin.publish(&g.state);
                         (surplus, None)
                     }
                 };

@@ -225,7 +225,7 @@ impl Budget {
 ///
 /// Field order is layout (`repr(C)`): what every checkout and return reads
 /// comes first, then the lock and the hot part of its state (see
-/// `Guarded`), then the gauges set on every return; the other statistics
+/// `Guarded`), then the metric handle every request records to; the other statistics
 /// and metric handles, touched on rarer events, come last. So a checkout
 /// of an origin that is not in cache reads the first 392 bytes of its
 /// 1,408-byte `Arc` allocation (seven or eight cache lines), not lines
@@ -247,8 +247,8 @@ pub(crate) struct Origin {
     dns_checked_ns: AtomicU64,
     pub key: PoolKey,
     guarded: Mutex<Guarded>,
-    /// (Its first fields, the open-connection gauges, are published on
-    /// every return.)
+    /// (Its first fields are the open-connection gauges, published on
+    /// connection events and once a second: see `Origin::publish`.)
     pub counters: Counters,
     pub label: Arc<str>,
     /// 0 unknown, 1 answers `100 Continue`, 2 ignores `Expect`.
@@ -603,7 +603,7 @@ mod layout_tests {
             assert!(end <= 128, "IdleRecord.{name} ends at byte {end}");
         }
         // The origin's hot fields come before its lock's state; the
-        // statistics after it, gauges first.
+        // statistics after it, the request-duration handle first.
         let guarded = offset_of!(Origin, guarded);
         for (name, at) in [
             ("limits", offset_of!(Origin, limits)),
@@ -637,8 +637,8 @@ mod layout_tests {
             assert!(at < idle, "OriginState.{name} at {at}, after the idle list");
         }
         // What `prefetch` starts, the allocation's first bytes up to the
-        // gauges (two 16-byte handles), stays within seven lines.
-        let hot = 2 * size_of::<usize>() + offset_of!(Origin, counters) + 32;
+        // request-duration handle (16 bytes), stays within seven lines.
+        let hot = 2 * size_of::<usize>() + offset_of!(Origin, counters) + 16;
         assert!(hot <= 7 * 64, "the hot part of an origin is {hot} bytes");
     }
 }

@@ -22,9 +22,9 @@ use std::sync::Arc;
 
 use super::Origin;
 
-/// Bytes of an `Origin`'s allocation that a checkout and its return read:
-/// the `Arc` counts, everything before the statistics, and the gauges at
-/// their start (a line's worth covers them).
+/// Bytes of an `Origin`'s allocation that a request reads: the `Arc`
+/// counts, everything before the statistics (checkout and return), and the
+/// request-duration handle at their start (a line's worth covers it).
 const HOT_BYTES: usize = ARC_COUNTS + std::mem::offset_of!(Origin, counters) + LINE;
 
 /// `Arc`'s two counts, before the data. (std does not promise this layout;
