@@ -160,26 +160,20 @@ fn a_metrics_recorder_sees_the_named_series() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
-            let server = TestServer::http1().await;
-            let client = Client::new();
-            for _ in 0..3 {
-                client
-                    .get(&server.url("/"))
-                    .await
-                    .unwrap()
-                    .into_body()
-                    .bytes()
-                    .await
-                    .unwrap();
-            }
-            client.on_resume(); // closes the idle connection: a close reason
-        })
+    run_recorded(&recorder, async {
+        let server = TestServer::http1().await;
+        let client = Client::new();
+        for _ in 0..3 {
+            client
+                .get(&server.url("/"))
+                .await
+                .unwrap()
+                .into_body()
+                .bytes()
+                .await
+                .unwrap();
+        }
+        client.on_resume(); // closes the idle connection: a close reason
     });
     let snapshot = snapshotter.snapshot().into_vec();
     let find = |name: &str, label: Option<(&str, &str)>| {
@@ -244,32 +238,39 @@ fn the_open_connection_gauges_show_a_held_lease_as_active() {
             other => panic!("not a gauge: {other:?}"),
         }
     };
+    run_recorded(&recorder, async {
+        let server = TestServer::http1().await;
+        let client = Client::new();
+        // Once returned, the connection is idle; then leased again.
+        let first = client.get(&server.url("/")).await.unwrap();
+        first.into_body().bytes().await.unwrap();
+        let held = client.get(&server.url("/")).await.unwrap();
+        // Sweeps run once a second; 1.5 s sees at least one.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            (gauge(&snapshotter, "active"), gauge(&snapshotter, "idle")),
+            (1.0, 0.0),
+            "a leased connection is active"
+        );
+        held.into_body().bytes().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            (gauge(&snapshotter, "active"), gauge(&snapshotter, "idle")),
+            (0.0, 1.0),
+            "returned, it is idle"
+        );
+    });
+}
+
+/// Runs `work` on a current-thread runtime with `recorder` installed while
+/// it runs (metric handles register with the recorder of the moment).
+fn run_recorded(
+    recorder: &metrics_util::debugging::DebuggingRecorder,
+    work: impl std::future::Future<Output = ()>,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
-            let server = TestServer::http1().await;
-            let client = Client::new();
-            // Once returned, the connection is idle; then leased again.
-            let first = client.get(&server.url("/")).await.unwrap();
-            first.into_body().bytes().await.unwrap();
-            let held = client.get(&server.url("/")).await.unwrap();
-            // Sweeps run once a second; 1.5 s sees at least one.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            assert_eq!(
-                (gauge(&snapshotter, "active"), gauge(&snapshotter, "idle")),
-                (1.0, 0.0),
-                "a leased connection is active"
-            );
-            held.into_body().bytes().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            assert_eq!(
-                (gauge(&snapshotter, "active"), gauge(&snapshotter, "idle")),
-                (0.0, 1.0),
-                "returned, it is idle"
-            );
-        })
-    });
+    metrics::with_local_recorder(recorder, || rt.block_on(work));
 }
