@@ -8,19 +8,10 @@ use freshpool::{Client, CloseReason, Kind};
 use freshpool_testkit::{eventually, ServerConfig, TestServer};
 use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(20);
+mod common;
+use common::fetch;
 
-/// GETs `url` and reads the body to the end (returning the connection).
-async fn fetch(client: &Client, url: &str) -> bytes::Bytes {
-    client
-        .get(url)
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap()
-}
+const LIMIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_requests_respect_the_per_host_limit() {
@@ -115,15 +106,7 @@ async fn cold_burst_of_nine_opens_nine_and_later_waves_reuse_them() {
             .map(|_| {
                 let c = client.clone();
                 let url = server.url(path);
-                tokio::spawn(async move {
-                    c.get(&url)
-                        .await
-                        .unwrap()
-                        .into_body()
-                        .bytes()
-                        .await
-                        .unwrap()
-                })
+                tokio::spawn(async move { fetch(&c, &url).await })
             })
             .collect();
         async move {

@@ -8,6 +8,9 @@ use std::time::Duration;
 use freshpool::{Client, CloseReason, Kind};
 use freshpool_testkit::TestServer;
 
+mod common;
+use common::fetch;
+
 /// Everything logged at WARN and above in this test binary.
 fn logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
@@ -51,14 +54,7 @@ async fn stats_after_scripted_workloads() {
         .build()
         .unwrap();
     for _ in 0..10 {
-        client
-            .get(&server.url("/"))
-            .await
-            .unwrap()
-            .into_body()
-            .bytes()
-            .await
-            .unwrap();
+        fetch(&client, &server.url("/")).await;
     }
     let origin = format!("http://127.0.0.1:{}", server.addr().port());
     let s = client.stats();
@@ -129,14 +125,7 @@ async fn fifty_clients_for_one_origin_warn_exactly_once() {
     for _ in 0..50 {
         // The anti-pattern: a new client (and pool) per request.
         let client = Client::new();
-        client
-            .get(&server.url("/"))
-            .await
-            .unwrap()
-            .into_body()
-            .bytes()
-            .await
-            .unwrap();
+        fetch(&client, &server.url("/")).await;
     }
     assert_eq!(freshpool::pool_per_request_warnings() - before, 1);
     let origin = format!("127.0.0.1:{}", server.addr().port());
@@ -164,14 +153,7 @@ fn a_metrics_recorder_sees_the_named_series() {
         let server = TestServer::http1().await;
         let client = Client::new();
         for _ in 0..3 {
-            client
-                .get(&server.url("/"))
-                .await
-                .unwrap()
-                .into_body()
-                .bytes()
-                .await
-                .unwrap();
+            fetch(&client, &server.url("/")).await;
         }
         client.on_resume(); // closes the idle connection: a close reason
     });
@@ -242,8 +224,7 @@ fn the_open_connection_gauges_show_a_held_lease_as_active() {
         let server = TestServer::http1().await;
         let client = Client::new();
         // Once returned, the connection is idle; then leased again.
-        let first = client.get(&server.url("/")).await.unwrap();
-        first.into_body().bytes().await.unwrap();
+        fetch(&client, &server.url("/")).await;
         let held = client.get(&server.url("/")).await.unwrap();
         // Sweeps run once a second; 1.5 s sees at least one.
         tokio::time::sleep(Duration::from_millis(1500)).await;

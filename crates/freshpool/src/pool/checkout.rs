@@ -321,7 +321,7 @@ impl Pool {
         if std::mem::take(&mut starving.lock().state.newly_starving) {
             budget.starving.push(starving);
         }
-        let now = budget.nanos(Instant::now());
+        let now = budget.stamp(Instant::now()).nanos();
         let fruitless_at = budget.fruitless_relief_at.load(Ordering::Acquire);
         if fruitless_at != 0 && now.saturating_sub(fruitless_at) < RELIEF_RESCAN.as_nanos() as u64 {
             return;

@@ -17,7 +17,7 @@ impl Pool {
         let budget = &self.inner.budget;
         budget
             .last_beat
-            .store(budget.nanos(Instant::now()), Ordering::Release);
+            .store(budget.stamp(Instant::now()).nanos(), Ordering::Release);
         handle.spawn(async move {
             let mut suspend = SuspendWatch::new(clock);
             let mut ticker = tokio::time::interval(HEARTBEAT);

@@ -195,10 +195,6 @@ impl TotalBudget for Budget {
 }
 
 impl Budget {
-    fn nanos(&self, at: Instant) -> u64 {
-        self.stamp(at).nanos()
-    }
-
     /// `at` on the pool's timeline (see [`Stamp`]).
     fn stamp(&self, at: Instant) -> Stamp {
         self.clock.stamp(at)
@@ -247,8 +243,8 @@ pub(crate) struct Origin {
     dns_checked_ns: AtomicU64,
     pub key: PoolKey,
     guarded: Mutex<Guarded>,
-    /// (Its first fields are the open-connection gauges, published on
-    /// connection events and once a second: see `Origin::publish`.)
+    /// (Its first field, the request-duration handle, is recorded to on
+    /// every request: see `metrics::OriginMetrics`.)
     pub counters: Counters,
     pub label: Arc<str>,
     /// 0 unknown, 1 answers `100 Continue`, 2 ignores `Expect`.
