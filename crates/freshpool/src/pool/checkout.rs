@@ -85,7 +85,7 @@ impl Pool {
                 match acquired {
                     Acquire::Idle(idle) => {
                         // (Taken back below if the connection is stale.)
-                        g.reused += u64::from(!idle.fresh);
+                        g.reused += u64::from(!idle.fresh());
                         let lease_id = origin.register_lease(&mut g, now, caller);
                         Ok((LeaseKind::H1(idle), lease_id))
                     }
@@ -119,7 +119,7 @@ impl Pool {
                     // reused for the retry rule; stats count only real reuse.
                     if let Some(LeaseKind::H1(idle)) = &lease.kind {
                         if !self.still_fresh(&lease.origin, idle, now) {
-                            if !idle.fresh {
+                            if !idle.fresh() {
                                 lease.origin.lock().reused -= 1;
                             }
                             lease.reusable = false;
@@ -189,7 +189,7 @@ impl Queued {
                     let now = pool.inner.budget.stamp(now);
                     let (kind, reused) = match handoff {
                         Handoff::Exclusive(idle) => {
-                            let reused = !idle.fresh;
+                            let reused = !idle.fresh();
                             (LeaseKind::H1(idle), reused)
                         }
                         Handoff::Stream { conn_id, sender } => (

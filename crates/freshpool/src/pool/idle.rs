@@ -237,7 +237,6 @@ mod tests {
             idle_since: now,
             expires_at: Stamp::NEVER,
             requests: 0,
-            fresh: true,
         })
     }
 

@@ -95,7 +95,6 @@ impl Lease {
                 // Coarse (see `Budget::coarse_now`): errs toward "older".
                 let now = origin.budget.coarse_now();
                 idle.requests += 1;
-                idle.fresh = false;
                 idle.idle_since = now;
                 idle.expires_at = origin.expiry(now, idle.created, self.keep_alive_hint);
                 let cfg = &origin.config;
@@ -120,7 +119,7 @@ impl Lease {
                 let (surplus, moved) = {
                     let mut g = origin.lock();
                     g.leases.try_remove(self.lease_id);
-                    if g.moved_away(idle.conn.peer) {
+                    if g.moved_away(&idle.conn.peer) {
                         (None, Some(idle))
                     } else {
                         let surplus = if others_starve {

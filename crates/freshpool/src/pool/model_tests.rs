@@ -474,7 +474,6 @@ impl Model {
                     let mut idle = self.leases_h1.remove(i.index(self.leases_h1.len()));
                     let now = self.now;
                     idle.requests += 1;
-                    idle.fresh = false;
                     idle.idle_since = now;
                     idle.expires_at = self.expiry(now);
                     let expired = idle.expires_at <= now;
@@ -706,7 +705,6 @@ impl Model {
             idle_since: now,
             expires_at: self.expiry(now),
             requests: 0,
-            fresh: true,
         });
         self.st.dial_done();
         // One dial fewer may leave a waiter without one (as the real code).
@@ -758,7 +756,6 @@ impl Model {
                 idle_since: now,
                 expires_at: self.expiry(now),
                 requests: 0,
-                fresh: true,
             });
             let surplus = self.st.offer_idle(idle, self.limits());
             drop(surplus);
