@@ -344,7 +344,7 @@ impl Origin {
         let mut found = Vec::new();
         {
             let mut g = self.lock();
-            for (_, record) in g.leases.iter_mut() {
+            for record in g.leases.iter_mut() {
                 if !record.reported && now.since(record.since) >= limit {
                     record.reported = true;
                     found.push(*record);
@@ -369,7 +369,7 @@ impl Origin {
         let g = self.lock();
         let now = self.budget.stamp(Instant::now());
         let st = &g.state;
-        let mut leases: Vec<LeaseRecord> = g.leases.iter().map(|(_, r)| *r).collect();
+        let mut leases: Vec<LeaseRecord> = g.leases.iter().copied().collect();
         leases.sort_by_key(|r| r.since);
         let oldest_leases = leases
             .iter()
