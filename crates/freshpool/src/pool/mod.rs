@@ -14,11 +14,12 @@
 //!         `-- heartbeat / freeze state
 //! Origin (Arc, repr(C): what a checkout reads first)      lock domain O (one per origin)
 //! `-- Mutex<Guarded>
-//!     |-- OriginState (state.rs): idle LIFO, shared h2 conns, FIFO waiters, slots
-//!     |-- leases: Slab, who holds connections now (for diagnosis)
 //!     |-- reused: u64, the one counter the hot path bumps (under this lock)
-//!     `-- dns_addrs: the host's addresses when DNS last moved (follow_dns,
-//!                    at most every 50 ms; a return to an address not in it closes)
+//!     |-- OriginState (state.rs): idle LIFO, shared h2 conns, FIFO waiters, slots
+//!     |-- dns_addrs: the host's addresses when DNS last moved (follow_dns,
+//!     |              at most every 50 ms; a return to an address not in it closes)
+//!     `-- leases: LeaseTable, who holds connections now (for diagnosis):
+//!                 one inline, more in a slab (lease_table)
 //! ```
 //! An origin lock and the budget's starving lock are never held together,
 //! nor an origin lock and the `origins` map lock:
@@ -78,7 +79,8 @@ use state::{
 };
 
 /// An HTTP/1 connection as the pool holds it. (`repr(C)`: the sender,
-/// read on every checkout, first; see `IdleRecord`.)
+/// read on every checkout and return, first, so it lies in the idle
+/// record's first cache line; see `IdleRecord`.)
 #[repr(C)]
 pub(crate) struct H1Conn {
     pub sender: http1::SendRequest<RequestBody>,
