@@ -611,7 +611,6 @@ impl Guarded {
     /// changed; copied in by value, it cost every return a cache miss on an
     /// origin not in cache.)
     pub(super) fn moved_away(&self, peer: &Option<std::net::SocketAddr>) -> bool {
-        // (The address only once DNS changed: see above.)
         let Some(addrs) = &self.dns_addrs else {
             return false;
         };
