@@ -410,6 +410,52 @@ async fn dropping_the_last_client_closes_its_idle_connections() {
     .await;
 }
 
+/// A response body still being read when the last client goes: its
+/// connection must not come to rest in a pool nobody can reach any more
+/// (it would stay open, held by its own driver, for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_after_the_last_client_dropped_closes_its_connection() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    fetch(&client, &server.url("/")).await;
+    // A second request on the same connection; its body is read only
+    // after the client is gone.
+    let response = client.get(&server.url("/stream/65536")).await.unwrap();
+    assert_eq!(server.stats().connections_accepted(), 1);
+    drop(client);
+    let body = response.into_body().bytes().await.unwrap();
+    assert_eq!(body.len(), 65536);
+    eventually("the connection closed once its body was read", || {
+        server.stats().open_connections() == 0
+    })
+    .await;
+}
+
+/// The same over HTTP/2: the stream's connection closes with the last
+/// stream once the pool is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_read_after_the_last_client_dropped_closes_its_connection() {
+    let server = TestServer::start(ServerConfig {
+        protocol: freshpool_testkit::Protocol::Http2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = Client::builder()
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    fetch(&client, &server.url("/")).await;
+    let response = client.get(&server.url("/stream/65536")).await.unwrap();
+    drop(client);
+    let body = response.into_body().bytes().await.unwrap();
+    assert_eq!(body.len(), 65536);
+    assert_eq!(server.stats().connections_accepted(), 1);
+    eventually("the connection closed once its body was read", || {
+        server.stats().open_connections() == 0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooling_off_keeps_no_idle_http2_connection() {
     let server = TestServer::start(ServerConfig {

@@ -391,15 +391,19 @@ struct PoolInner {
 }
 
 impl Drop for PoolInner {
-    /// The last client is gone: close its resting connections now. (Busy
-    /// ones finish their request: the response body holds its lease.)
-    /// Without this, each connection's driver task, which holds its origin,
-    /// would keep the idle connections open forever.
+    /// The last client is gone: close its resting connections now, and
+    /// retire every origin so that busy ones (a response body still being
+    /// read holds its lease) close when their request ends instead of
+    /// coming to rest. Without this, each connection's driver task, which
+    /// holds its origin, would keep those connections open forever.
     fn drop(&mut self) {
         let origins = self.origins.get_mut().unwrap_or_else(|p| p.into_inner());
         for origin in origins.values() {
             let (idle, shared) = {
                 let mut g = origin.lock();
+                // In the same locked step: a connection returned later (a
+                // body still being read) is closed, not left to rest.
+                g.state.retired = true;
                 (
                     std::mem::take(&mut g.state.idle),
                     std::mem::take(&mut g.state.shared),

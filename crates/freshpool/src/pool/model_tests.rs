@@ -1197,6 +1197,30 @@ fn dead_connection_returned_by_a_cancelled_waiter_is_not_pooled() {
     m.wind_down().unwrap();
 }
 
+/// Regression (found by `tests/core.rs`,
+/// `a_body_read_after_the_last_client_dropped_closes_its_connection`): a
+/// connection returned after its pool was dropped came to rest in the
+/// origin's idle list, where nothing would ever close it (its driver task
+/// holds the origin). `Drop for PoolInner` now retires every origin, and a
+/// retired origin hands back whatever is offered, to be closed.
+#[test]
+fn a_connection_returned_to_a_retired_origin_is_not_pooled() {
+    use Op::*;
+    let mut m = Model::new(h1_setup(2, 4));
+    m.step(Acquire).unwrap();
+    m.step(DialOk(Ix(0))).unwrap();
+    m.step(Wake(Ix(0))).unwrap();
+    assert_eq!(m.leases_h1.len(), 1);
+    m.st.retired = true;
+    m.step(Release(Ix(0))).unwrap();
+    assert_eq!(
+        m.st.idle.len(),
+        0,
+        "a connection came to rest in a retired origin"
+    );
+    m.wind_down().unwrap();
+}
+
 /// Regression (found by `tests/property.rs` over HTTP/2 and reproduced
 /// here; fixed with a one-line guard in `OriginState::add_shared`): an
 /// HTTP/2 connection that dies before `add_connection` takes the lock (its

@@ -195,6 +195,11 @@ pub(crate) struct OriginState<C, S> {
     /// flows), this is what a dial in flight will carry once it lands, so
     /// a queue of waiters gets enough dials for itself, not one each.
     pub streams_per_conn: u32,
+    /// The pool is gone (its last client dropped): nothing may come to
+    /// rest here any more. A connection returned or dialed after that is
+    /// handed back to be closed: at rest it would stay open for good, since
+    /// its driver task holds this origin (see `Pool`'s `Drop`).
+    pub retired: bool,
     next_waiter: u64,
 }
 
@@ -211,6 +216,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             starving: false,
             newly_starving: false,
             streams_per_conn: 1,
+            retired: false,
             next_waiter: 0,
         }
     }
@@ -426,9 +432,10 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                 Err(Handoff::Stream { .. }) => unreachable!("offered an exclusive connection"),
             }
         };
-        if idle.conn.is_closed() {
+        // Dead (its slot may be freed already), or no pool to rest in.
+        if idle.conn.is_closed() || self.retired {
             return Some(idle);
-        } // dead: never pooled (its slot may be freed already)
+        }
         self.idle.push_back(idle);
         if self.idle.len() > limits.max_idle {
             self.idle.pop_front()
@@ -462,9 +469,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// A new shared connection: hand its streams to waiters.
     pub(crate) fn add_shared(&mut self, shared: Shared<S>) {
         self.streams_per_conn = shared.sender.max_streams().max(1);
-        if shared.sender.is_closed() {
+        // Died before it landed (never counted as spare streams), or the
+        // pool is gone: dropped here, it closes.
+        if shared.sender.is_closed() || self.retired {
             return;
-        } // died before it landed: never counted as spare streams
+        }
         self.shared.push(shared);
         self.serve_streams();
     }
