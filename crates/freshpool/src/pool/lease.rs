@@ -4,8 +4,12 @@
 use super::*;
 
 /// A connection (HTTP/1) or a stream (HTTP/2) lent to one request.
+///
+/// It holds its origin through what it was lent: an HTTP/1 connection's
+/// record holds it (`H1Conn::origin`), an HTTP/2 stream's lease holds a
+/// reference of its own. So taking and returning a connection counts no
+/// reference (see "Who keeps an origin alive" in the module doc).
 pub(crate) struct Lease {
-    pub(super) origin: Arc<Origin>,
     pub(super) kind: Option<LeaseKind>,
     pub(super) lease_id: usize,
     /// Taken from the pool, not freshly dialed.
@@ -23,6 +27,7 @@ pub(crate) struct Lease {
 pub(crate) enum LeaseKind {
     H1(Idle<H1Conn>),
     H2 {
+        origin: Arc<Origin>,
         conn_id: u64,
         sender: http2::SendRequest<RequestBody>,
     },
@@ -30,15 +35,8 @@ pub(crate) enum LeaseKind {
 
 impl Lease {
     /// A lease registered as `lease_id`, handed over at `taken_at`.
-    pub(super) fn new(
-        origin: Arc<Origin>,
-        kind: LeaseKind,
-        lease_id: usize,
-        reused: bool,
-        taken_at: Stamp,
-    ) -> Lease {
+    pub(super) fn new(kind: LeaseKind, lease_id: usize, reused: bool, taken_at: Stamp) -> Lease {
         Lease {
-            origin,
             kind: Some(kind),
             lease_id,
             reused,
@@ -53,11 +51,15 @@ impl Lease {
     }
 
     pub(crate) fn origin_label(&self) -> &Arc<str> {
-        &self.origin.label
+        &self.origin().label
     }
 
+    /// (Of a live lease: not after `release` or `discard`.)
     pub(crate) fn origin(&self) -> &Arc<Origin> {
-        &self.origin
+        match self.kind.as_ref().expect("a live lease has its connection") {
+            LeaseKind::H1(idle) => &idle.conn.origin,
+            LeaseKind::H2 { origin, .. } => origin,
+        }
     }
 
     /// When the HTTP/1 connection last started resting (None for h2).
@@ -87,11 +89,22 @@ impl Lease {
             self.kind = Some(kind);
             return self.discard();
         }
-        // Borrowed, not cloned: an `Arc` clone here was two atomic updates
-        // per returned connection for nothing.
-        let origin = &self.origin;
         match kind {
             LeaseKind::H1(mut idle) => {
+                // The record holds the origin's reference, and goes back
+                // into that origin's list under its lock below: a borrow
+                // that outlives the record's move. Used only until the lock
+                // is released: afterwards the record (and its reference)
+                // may be in another request's hands, or closed.
+                // SAFETY: the origin outlives that span. Until the record
+                // is offered, the record keeps it. Once offered, under the
+                // lock: the record rests in the origin's own list (only a
+                // lock holder takes it out), or comes back to us (surplus,
+                // DNS moved, or the origin is retired: its pool is gone),
+                // or goes to a queued request; a queued request holds a
+                // client, so the pool, whose map holds the origin, is alive,
+                // and the pool cannot drop it before taking this lock.
+                let origin: &Origin = unsafe { &*Arc::as_ptr(&idle.conn.origin) };
                 // Coarse (see `Budget::coarse_now`): errs toward "older".
                 let now = origin.budget.coarse_now();
                 idle.requests += 1;
@@ -130,15 +143,18 @@ impl Lease {
                         (surplus, None)
                     }
                 };
-                if moved.is_some() {
+                // (Through the records now: `origin` may be gone.)
+                if let Some(moved) = moved {
                     // DNS no longer lists its address.
-                    origin.counters.closed(CloseReason::Lifetime);
+                    moved.conn.origin.counters.closed(CloseReason::Lifetime);
                 }
-                if surplus.is_some() {
-                    origin.counters.closed(CloseReason::Surplus);
+                if let Some(surplus) = surplus {
+                    surplus.conn.origin.counters.closed(CloseReason::Surplus);
                 }
             }
-            LeaseKind::H2 { conn_id, .. } => origin.release_stream(conn_id, self.lease_id),
+            LeaseKind::H2 {
+                origin, conn_id, ..
+            } => origin.release_stream(conn_id, self.lease_id),
         }
     }
 
@@ -153,15 +169,18 @@ impl Lease {
         let Some(kind) = self.kind.take() else { return };
         match kind {
             LeaseKind::H1(idle) => {
-                self.origin.counters.closed(CloseReason::Error);
-                lock(&self.origin.guarded).leases.try_remove(self.lease_id);
+                let origin = &idle.conn.origin;
+                origin.counters.closed(CloseReason::Error);
+                lock(&origin.guarded).leases.try_remove(self.lease_id);
                 // Dropping the sender makes hyper close the socket; the
                 // driver task then frees the slot.
                 drop(idle);
             }
             // An h2 stream failing does not doom its connection; hyper
             // resets the stream.
-            LeaseKind::H2 { conn_id, .. } => self.origin.release_stream(conn_id, self.lease_id),
+            LeaseKind::H2 {
+                origin, conn_id, ..
+            } => origin.release_stream(conn_id, self.lease_id),
         }
     }
 }
@@ -213,5 +232,38 @@ impl Drop for WaiterGuard {
                 g.state.cancel_waiter();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pool::origin_of;
+    use freshpool_testkit::{eventually, TestServer};
+    use std::sync::Arc;
+
+    /// An HTTP/1 connection's record holds the origin's reference its
+    /// lease uses, so a resting connection and its origin hold each other
+    /// (origin -> idle list -> record -> origin). The cycle must not
+    /// outlive the pool: `Drop for PoolInner` empties the lists, the
+    /// connections close, and the origin goes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_origin_goes_with_its_pool_and_connections() {
+        let server = TestServer::http1().await;
+        let client = crate::Client::new();
+        let url = server.url("/");
+        let response = client.get(&url).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+        let origin = origin_of(&client, &url);
+        // This test's, the map's two (by key, by spelling), the resting
+        // record's and the connection driver's.
+        assert_eq!(Arc::strong_count(&origin), 5);
+        let weak = Arc::downgrade(&origin);
+        drop(origin);
+        drop(client);
+        eventually("the connection closed", || {
+            server.stats().open_connections() == 0
+        })
+        .await;
+        eventually("the origin freed", || weak.upgrade().is_none()).await;
     }
 }

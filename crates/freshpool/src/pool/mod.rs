@@ -25,6 +25,18 @@
 //! nor an origin lock and the `origins` map lock:
 //! code that changes total capacity releases the origin lock first.
 //!
+//! # Who keeps an origin alive
+//! The map holds every origin the pool created until the pool drops: no
+//! origin is ever removed. So a checkout borrows its origin from the pool
+//! (`Pool::borrow_origin`) and counts no reference. Each HTTP/1
+//! connection's record holds one (`H1Conn::origin`), and so does each
+//! HTTP/2 stream's lease, the connection's driver task (`SlotGuard`) and a
+//! queued request: what outlives a borrow of the pool (a response body
+//! still being read after the last client dropped) keeps its origin. A
+//! checkout and its return thus move a reference, never count one: those
+//! were two atomic updates, on a cache line every thread using the origin
+//! writes, per request.
+//!
 //! # Request lifecycle
 //! ```text
 //! checkout --(idle, validated)------------------------------> Lease
@@ -84,6 +96,10 @@ use state::{
 #[repr(C)]
 pub(crate) struct H1Conn {
     pub sender: http1::SendRequest<RequestBody>,
+    /// The origin it belongs to: the reference its lease holds while it
+    /// is lent (see "Who keeps an origin alive" above). Beside the sender,
+    /// in the record's first line: a checkout and its return read both.
+    pub origin: Arc<Origin>,
     pub socket: Weak<TcpStream>,
     /// The address dialed (direct connections), to follow DNS changes.
     pub peer: Option<std::net::SocketAddr>,
@@ -259,6 +275,9 @@ pub(crate) struct Origin {
     /// The `Host` value most requests to this origin carry, built once so
     /// HTTP/1 requests clone a shared value instead of allocating one.
     host_header: std::sync::OnceLock<HostHeader>,
+    /// Itself, for the rare paths that need a counted reference from a
+    /// borrowed origin (an HTTP/2 stream's lease, a queued request, a dial).
+    this: Weak<Origin>,
 }
 
 /// A `Host` value and the URI spelling (scheme, authority) it was derived
@@ -461,13 +480,14 @@ impl Pool {
 
     /// The origin `uri` goes to: by its spelling when seen before (the hot
     /// path: this thread's memo, else `origin_map`), else by its canonical
-    /// key, created on first use.
+    /// key, created on first use. Borrowed from the pool: see "Who keeps an
+    /// origin alive" above.
     fn origin_for(
         &self,
         uri: &http::Uri,
         security: &Arc<SecurityContext>,
         connector: &Arc<Connector>,
-    ) -> Result<Arc<Origin>, Error> {
+    ) -> Result<&Origin, Error> {
         let scheme = match uri.scheme_str() {
             Some("http") => Some(Scheme::Http),
             Some("https") => Some(Scheme::Https),
@@ -478,18 +498,21 @@ impl Pool {
         if let Some((scheme, authority)) = spelled {
             let tag = origin_map::tag(scheme, security.id);
             if let Some(o) = origin_memo::recall(pool_id, tag, authority) {
-                return Ok(o);
+                // SAFETY: the memo gives back only what `remember` was given
+                // for this pool id (ids are never reused): this pool's.
+                return Ok(unsafe { self.borrow_origin(o) });
             }
             let found = self
                 .read_origins()
                 .by_spelling(scheme, security.id, authority)
                 .map(|o| {
                     prefetch::origin(o);
-                    o.clone()
+                    Arc::as_ptr(o)
                 });
             if let Some(o) = found {
-                origin_memo::remember(pool_id, tag, authority, &o);
-                return Ok(o);
+                origin_memo::remember(pool_id, tag, authority, o);
+                // SAFETY: found in this pool's map.
+                return Ok(unsafe { self.borrow_origin(o) });
             }
         }
         let view = PoolKey::view(uri, security.id)?;
@@ -506,14 +529,30 @@ impl Pool {
             map.learn_spelling(scheme, security.id, authority, &origin);
         }
         drop(map);
+        let origin = Arc::as_ptr(&origin);
         if let Some((scheme, authority)) = spelled {
             let tag = origin_map::tag(scheme, security.id);
-            origin_memo::remember(pool_id, tag, authority, &origin);
+            origin_memo::remember(pool_id, tag, authority, origin);
         }
+        // SAFETY: found in, or just put into, this pool's map.
+        let origin = unsafe { self.borrow_origin(origin) };
         if created {
             crate::diagnose::pool_met_origin(&origin.label, self.inner.built_at);
         }
         Ok(origin)
+    }
+
+    /// `origin`, borrowed for as long as the pool is, without counting a
+    /// reference.
+    ///
+    /// # Safety
+    /// `origin` must point at an origin of this pool's map. That makes the
+    /// borrow sound: the map keeps every origin it is given until the pool
+    /// drops (it never removes or replaces one: `origin_map`), and the
+    /// borrow of `self` keeps the pool from dropping.
+    unsafe fn borrow_origin(&self, origin: *const Origin) -> &Origin {
+        // SAFETY: the caller's promise, as above.
+        unsafe { &*origin }
     }
 
     fn new_origin(
@@ -529,7 +568,8 @@ impl Pool {
         } else {
             Protocol::Http1
         };
-        Arc::new(Origin {
+        Arc::new_cyclic(|this| Origin {
+            this: this.clone(),
             label: Arc::from(key.origin()),
             config: cfg.clone(),
             limits: Limits {
@@ -582,6 +622,7 @@ pub(crate) fn origin_of(client: &crate::Client, url: &str) -> Arc<Origin> {
         .pool
         .origin_for(&uri, &inner.security, &inner.connector)
         .unwrap()
+        .arc()
 }
 
 #[cfg(test)]
@@ -603,12 +644,14 @@ mod layout_tests {
         // sender as a whole, so the pointer `is_closed` follows, wherever
         // hyper keeps it inside).
         let sender_end = offset_of!(Record, conn) + size_of::<http1::SendRequest<RequestBody>>();
+        let origin_end = offset_of!(Record, conn) + offset_of!(H1Conn, origin) + 8;
         for (name, end) in [
             ("expires_at", offset_of!(Record, expires_at) + 8),
             ("idle_since", offset_of!(Record, idle_since) + 8),
             ("created", offset_of!(Record, created) + 8),
             ("requests", offset_of!(Record, requests) + 8),
             ("conn.sender", sender_end),
+            ("conn.origin", origin_end),
         ] {
             assert!(end <= 64, "IdleRecord.{name} ends at byte {end}");
         }

@@ -7,6 +7,14 @@ impl Origin {
         lock(&self.guarded)
     }
 
+    /// A counted reference to this origin, for what outlives a borrow of
+    /// its pool (see "Who keeps an origin alive" in the module doc).
+    pub(super) fn arc(&self) -> Arc<Origin> {
+        self.this
+            .upgrade()
+            .expect("an origin in use is alive: its pool or a connection holds it")
+    }
+
     pub(super) fn slot_freed(self: &Arc<Self>, conn_id: u64, was_dialing: bool) {
         self.budget.open.fetch_sub(1, Ordering::AcqRel);
         let (was_pooled, dials) = {
@@ -121,6 +129,7 @@ impl Origin {
                     id: conn_id,
                     conn: H1Conn {
                         sender,
+                        origin: self.clone(),
                         socket,
                         peer,
                     },
@@ -188,6 +197,7 @@ impl Origin {
                         id: conn_id,
                         conn: H1Conn {
                             sender,
+                            origin: self.clone(),
                             socket: conn.socket,
                             peer: conn.peer,
                         },

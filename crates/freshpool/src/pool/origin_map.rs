@@ -60,8 +60,12 @@ impl OriginMap {
         self.by_key.get(key)
     }
 
+    /// Adds an origin this map does not hold yet. It stays until the map
+    /// drops: the pool lends origins out on that promise
+    /// (`Pool::borrow_origin`).
     pub(super) fn insert(&mut self, origin: Arc<Origin>) {
-        self.by_key.insert(origin.key.clone(), origin);
+        let replaced = self.by_key.insert(origin.key.clone(), origin);
+        debug_assert!(replaced.is_none(), "an origin was replaced");
     }
 
     /// Remembers that `authority` (with this scheme and security context)

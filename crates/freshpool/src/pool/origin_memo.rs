@@ -13,13 +13,15 @@
 //! resolves a spelling through its canonical key, which depends on nothing
 //! else (see `origin_map`). The memo is keyed by the pool's id (unique in
 //! the process, never reused), so it cannot serve one pool's origin to
-//! another. It holds a `Weak`: it never keeps an origin (or its
-//! connections) alive; only the origin's allocation until the thread's
-//! next miss or its exit.
+//! another. It holds the origin's address, no reference: the pool keeps
+//! its origins alive, and lends a recalled one out only while it is
+//! itself borrowed (`Pool::borrow_origin`). So a memo never keeps an origin
+//! alive, and neither a hit nor a miss counts a reference (a `Weak` here
+//! cost an atomic update per hit, to upgrade it, and two per miss).
 
 use std::cell::RefCell;
+use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 
 use super::Origin;
 
@@ -34,7 +36,8 @@ struct Memo {
     tag: u64,
     /// Reused across misses (cleared and refilled, not reallocated).
     authority: String,
-    origin: Weak<Origin>,
+    /// Not dereferenced here: see the module doc.
+    origin: *const Origin,
 }
 
 thread_local! {
@@ -43,28 +46,24 @@ thread_local! {
             pool: 0,
             tag: 0,
             authority: String::new(),
-            origin: Weak::new(),
+            origin: ptr::null(),
         })
     };
 }
 
 /// The origin this thread last found for this spelling in this pool.
 #[inline]
-pub(super) fn recall(pool: u64, tag: u64, authority: &str) -> Option<Arc<Origin>> {
+pub(super) fn recall(pool: u64, tag: u64, authority: &str) -> Option<*const Origin> {
     LAST.try_with(|memo| {
         let memo = memo.try_borrow().ok()?;
-        if memo.pool == pool && memo.tag == tag && memo.authority == authority {
-            memo.origin.upgrade()
-        } else {
-            None
-        }
+        (memo.pool == pool && memo.tag == tag && memo.authority == authority).then_some(memo.origin)
     })
     .ok()
     .flatten()
 }
 
 /// Remembers `origin` as the one this spelling goes to in this pool.
-pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: &Arc<Origin>) {
+pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: *const Origin) {
     // (An authority this long is not worth keeping a buffer for.)
     if authority.len() > 255 {
         return;
@@ -75,7 +74,7 @@ pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: &Arc<Origin
             memo.tag = tag;
             memo.authority.clear();
             memo.authority.push_str(authority);
-            memo.origin = Arc::downgrade(origin);
+            memo.origin = origin;
         }
     });
 }
@@ -84,9 +83,10 @@ pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: &Arc<Origin
 mod tests {
     use super::*;
     use crate::pool::origin_of;
+    use std::sync::Arc;
 
     fn memo_points_at(origin: &Arc<Origin>) -> bool {
-        LAST.with(|m| m.borrow().origin.as_ptr() == Arc::as_ptr(origin))
+        LAST.with(|m| m.borrow().origin == Arc::as_ptr(origin))
     }
 
     #[test]
@@ -122,11 +122,11 @@ mod tests {
     fn the_memo_does_not_keep_an_origin_alive() {
         let client = crate::Client::new();
         let origin = origin_of(&client, "http://memo.test/");
+        assert!(memo_points_at(&origin));
         let weak = Arc::downgrade(&origin);
         drop(origin);
         drop(client);
         assert!(weak.upgrade().is_none(), "origin outlived its pool");
-        assert!(LAST.with(|m| m.borrow().origin.upgrade().is_none()));
     }
 
     #[test]

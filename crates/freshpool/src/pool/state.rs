@@ -73,7 +73,8 @@ impl<C> std::ops::DerefMut for Idle<C> {
 /// Layout (`repr(C)`, 64-byte aligned): the record is boxed once per
 /// connection, and everything a checkout and its return read or write
 /// lies in its first cache line: the times and the count, then the
-/// sender at the start of `conn` (`H1Conn`: 24 bytes at offset 32). Only
+/// sender and the origin's reference at the start of `conn` (`H1Conn`:
+/// 24 + 8 bytes at offset 32). Only
 /// the freshness peek (`conn.socket`, after `validate_after_idle`), a
 /// resolver change (`conn.peer`) and the id (eviction, removal) reach the
 /// second line. With the connection first, the expiry and the times
