@@ -155,7 +155,7 @@ impl Client {
                 self.dispatch(&mut lease, request, kept)
             }
             .await;
-            let sent = self.sent(sent, lease.origin_label());
+            let sent = self.sent(sent, &lease);
             match sent {
                 Ok(response) => {
                     if let Some(err) =
@@ -338,15 +338,18 @@ impl Client {
     }
 
     /// What became of a dispatched request, in the retry rule's terms.
+    /// (The lease, not its origin's name: the name is looked up only for an
+    /// error, off the path of a response.)
     #[inline(always)]
     fn sent(
         &self,
         result: Result<Sent, Elapsed>,
-        origin: &str,
+        lease: &Lease,
     ) -> Result<Response<Incoming>, Failure> {
         let result = match result {
             Ok(r) => r,
             Err(Elapsed) => {
+                let origin = lease.origin_label();
                 return Err(Failure::Sent(
                     Error::timeout(
                         Kind::ResponseHeaderTimeout,
@@ -359,10 +362,11 @@ impl Client {
                             .unwrap_or_default(),
                     ),
                     false,
-                ))
+                ));
             }
         };
         result.map_err(|e| {
+            let origin = lease.origin_label();
             if e.unsent {
                 return Failure::Unsent(e.returned, error::from_hyper(e.error, origin));
             }
