@@ -9,7 +9,7 @@ use freshpool_testkit::{eventually, ServerConfig, TestServer};
 use tokio::time::timeout;
 
 mod common;
-use common::fetch;
+use common::{fetch, http2_server_and_client};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -416,34 +416,20 @@ async fn dropping_the_last_client_closes_its_idle_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_read_after_the_last_client_dropped_closes_its_connection() {
     let server = TestServer::http1().await;
-    let client = Client::new();
-    fetch(&client, &server.url("/")).await;
-    // A second request on the same connection; its body is read only
-    // after the client is gone.
-    let response = client.get(&server.url("/stream/65536")).await.unwrap();
-    assert_eq!(server.stats().connections_accepted(), 1);
-    drop(client);
-    let body = response.into_body().bytes().await.unwrap();
-    assert_eq!(body.len(), 65536);
-    eventually("the connection closed once its body was read", || {
-        server.stats().open_connections() == 0
-    })
-    .await;
+    body_read_after_the_last_client_dropped(&server, Client::new()).await;
 }
 
 /// The same over HTTP/2: the stream's connection closes with the last
 /// stream once the pool is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_body_read_after_the_last_client_dropped_closes_its_connection() {
-    let server = TestServer::start(ServerConfig {
-        protocol: freshpool_testkit::Protocol::Http2,
-        ..ServerConfig::default()
-    })
-    .await;
-    let client = Client::builder()
-        .http_version(freshpool::HttpVersion::Http2Only)
-        .build()
-        .unwrap();
+    let (server, client) = http2_server_and_client(Client::builder()).await;
+    body_read_after_the_last_client_dropped(&server, client).await;
+}
+
+/// A second request on the connection a first one opened; its body is read
+/// only after `client`, the last, is dropped. Then the connection closes.
+async fn body_read_after_the_last_client_dropped(server: &TestServer, client: Client) {
     fetch(&client, &server.url("/")).await;
     let response = client.get(&server.url("/stream/65536")).await.unwrap();
     drop(client);
@@ -458,16 +444,7 @@ async fn an_http2_body_read_after_the_last_client_dropped_closes_its_connection(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooling_off_keeps_no_idle_http2_connection() {
-    let server = TestServer::start(ServerConfig {
-        protocol: freshpool_testkit::Protocol::Http2,
-        ..ServerConfig::default()
-    })
-    .await;
-    let client = Client::builder()
-        .http_version(freshpool::HttpVersion::Http2Only)
-        .max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let (server, client) = http2_server_and_client(Client::builder().max_idle_per_host(0)).await;
     for _ in 0..3 {
         fetch(&client, &server.url("/")).await;
     }
