@@ -10,6 +10,8 @@
 #        into the `scaling` bench binary).
 # Env:   N (requests per client, default 100000), C (concurrency, default 64),
 #        SKIP_INSTALL=1 (do not apt-get/pip install Go or aiohttp),
+#        REQUEST_EXE / SCALING_EXE (bench binaries to run instead of this
+#        tree's: to compare two builds side by side),
 #        CLIENTS (default "freshpool-load rust go python"),
 #        ROUNDS (default 1): run the three Rust clients this many times, the
 #        order rotating each round; the summary then gives each client's
@@ -57,17 +59,10 @@ fi
 # --- builds ------------------------------------------------------------------
 echo "# building (release)"
 cargo build --release -q -p freshpool-cli || NOTES+=("freshpool-cli failed to build")
-bench_exe() { # the executable of a bench target
-    cargo bench -q -p freshpool --bench "$1" --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
-for l in sys.stdin:
-    try: m = json.loads(l)
-    except ValueError: continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
-        print(m["executable"])' "$1" | tail -1
-}
-REQUEST_EXE=$(bench_exe request)
-SCALING_EXE=$(bench_exe scaling)
+. bench/bench_exe.sh # bench_exe NAME: a bench target's executable
+# (Given in the environment: to compare two builds of the Rust clients.)
+REQUEST_EXE=${REQUEST_EXE:-$(bench_exe request)}
+SCALING_EXE=${SCALING_EXE:-$(bench_exe scaling)}
 FRESHPOOL=$ROOT/target/release/freshpool
 
 # --- the server ----------------------------------------------------------------
