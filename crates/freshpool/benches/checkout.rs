@@ -15,6 +15,9 @@
 //! * `checkout_release/yield_baseline/N`: the same loop without the pool
 //!   (only the yields), to show how much of the contended number is the
 //!   scheduler rather than the pool.
+//! * `checkout_release/harness_baseline`: the uncontended loop with a
+//!   future that does no pool work: what criterion's async iteration adds
+//!   to the uncontended number.
 //! * `checkout_release/caching_resolver/{uncontended,contended/64}`: the
 //!   same through a `CachingResolver` and a host name, so the pool's DNS
 //!   check (`Origin::follow_dns`) runs as it does for such clients.
@@ -154,6 +157,13 @@ fn bench(c: &mut Criterion) {
         .throughput(Throughput::Elements(1));
 
     uncontended(&mut group, "uncontended", &rt, &client, &uri);
+    // The uncontended loop without the pool: criterion's async iteration
+    // (one future made, polled to completion and dropped per iteration),
+    // which the uncontended number includes.
+    group.bench_function("harness_baseline", |b| {
+        b.to_async(&rt)
+            .iter(|| async { std::hint::black_box(true) })
+    });
     for tasks in [2u64, 8, 64] {
         contended(&mut group, "contended", tasks, &rt, &client, &uri);
         group.bench_with_input(

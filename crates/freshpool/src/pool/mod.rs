@@ -247,7 +247,7 @@ impl Budget {
 /// `Guarded`), then the metric handle every request records to; the other statistics
 /// and metric handles, touched on rarer events, come last. So a checkout
 /// of an origin that is not in cache reads the first 392 bytes of its
-/// 1,408-byte `Arc` allocation (seven or eight cache lines), not lines
+/// 1,464-byte `Arc` allocation (seven or eight cache lines), not lines
 /// scattered over it, and `prefetch` can start them all at once. (Cachegrind, rotating over 3,000 origins,
 /// with `IdleRecord`'s layout: 17.6 → 15.7 L1 misses per checkout+return;
 /// on its own the wall clock did not measurably move, with `prefetch`
