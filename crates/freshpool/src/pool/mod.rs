@@ -478,16 +478,32 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The origin `uri` goes to: by its spelling when seen before (the hot
-    /// path: this thread's memo, else `origin_map`), else by its canonical
-    /// key, created on first use. Borrowed from the pool: see "Who keeps an
+    /// The origin `uri` goes to, borrowed from the pool: see "Who keeps an
     /// origin alive" above.
+    #[inline]
     fn origin_for(
         &self,
         uri: &http::Uri,
         security: &Arc<SecurityContext>,
         connector: &Arc<Connector>,
     ) -> Result<&Origin, Error> {
+        let origin = self.find_origin(uri, security, connector)?;
+        // SAFETY: `find_origin` gives only origins of this pool's map.
+        Ok(unsafe { self.borrow_origin(origin) })
+    }
+
+    /// The address of the origin `uri` goes to, one of this pool's map: by
+    /// its spelling when seen before (the hot path: this thread's memo,
+    /// which gives back only what it was given for this pool's id, never
+    /// reused; else `origin_map`), else by its canonical key, created on
+    /// first use.
+    #[inline]
+    fn find_origin(
+        &self,
+        uri: &http::Uri,
+        security: &Arc<SecurityContext>,
+        connector: &Arc<Connector>,
+    ) -> Result<*const Origin, Error> {
         let scheme = match uri.scheme_str() {
             Some("http") => Some(Scheme::Http),
             Some("https") => Some(Scheme::Https),
@@ -498,9 +514,7 @@ impl Pool {
         if let Some((scheme, authority)) = spelled {
             let tag = origin_map::tag(scheme, security.id);
             if let Some(o) = origin_memo::recall(pool_id, tag, authority) {
-                // SAFETY: the memo gives back only what `remember` was given
-                // for this pool id (ids are never reused): this pool's.
-                return Ok(unsafe { self.borrow_origin(o) });
+                return Ok(o);
             }
             let found = self
                 .read_origins()
@@ -511,8 +525,7 @@ impl Pool {
                 });
             if let Some(o) = found {
                 origin_memo::remember(pool_id, tag, authority, o);
-                // SAFETY: found in this pool's map.
-                return Ok(unsafe { self.borrow_origin(o) });
+                return Ok(o);
             }
         }
         let view = PoolKey::view(uri, security.id)?;
@@ -529,17 +542,15 @@ impl Pool {
             map.learn_spelling(scheme, security.id, authority, &origin);
         }
         drop(map);
-        let origin = Arc::as_ptr(&origin);
         if let Some((scheme, authority)) = spelled {
             let tag = origin_map::tag(scheme, security.id);
-            origin_memo::remember(pool_id, tag, authority, origin);
+            origin_memo::remember(pool_id, tag, authority, Arc::as_ptr(&origin));
         }
-        // SAFETY: found in, or just put into, this pool's map.
-        let origin = unsafe { self.borrow_origin(origin) };
         if created {
             crate::diagnose::pool_met_origin(&origin.label, self.inner.built_at);
         }
-        Ok(origin)
+        // (The map holds it: this `Arc` may go.)
+        Ok(Arc::as_ptr(&origin))
     }
 
     /// `origin`, borrowed for as long as the pool is, without counting a

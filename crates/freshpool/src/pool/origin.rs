@@ -125,19 +125,7 @@ impl Origin {
                 }
                 self.counters.created(started.elapsed());
                 let now = self.budget.stamp(Instant::now());
-                let idle = Idle::new(IdleRecord {
-                    id: conn_id,
-                    conn: H1Conn {
-                        sender,
-                        origin: self.clone(),
-                        socket,
-                        peer,
-                    },
-                    created: now,
-                    idle_since: now,
-                    expires_at: self.expiry(now, now, None),
-                    requests: 0,
-                });
+                let idle = self.new_record(conn_id, sender, socket, peer, now);
                 let dials = {
                     let mut g = self.lock();
                     if dialing.swap(false, Ordering::AcqRel) {
@@ -174,6 +162,31 @@ impl Origin {
         }
     }
 
+    /// The record of a newly made HTTP/1 connection (never used, resting
+    /// since `now`), holding its reference to this origin.
+    fn new_record(
+        self: &Arc<Self>,
+        conn_id: u64,
+        sender: http1::SendRequest<RequestBody>,
+        socket: Weak<TcpStream>,
+        peer: Option<std::net::SocketAddr>,
+        now: Stamp,
+    ) -> Idle<H1Conn> {
+        Idle::new(IdleRecord {
+            id: conn_id,
+            conn: H1Conn {
+                sender,
+                origin: self.clone(),
+                socket,
+                peer,
+            },
+            created: now,
+            idle_since: now,
+            expires_at: self.expiry(now, now, None),
+            requests: 0,
+        })
+    }
+
     pub(super) fn add_connection(
         self: &Arc<Self>,
         conn_id: u64,
@@ -193,19 +206,7 @@ impl Origin {
             match conn.sender {
                 Sender::H1(sender) => {
                     g.state.protocol = Protocol::Http1;
-                    let idle = Idle::new(IdleRecord {
-                        id: conn_id,
-                        conn: H1Conn {
-                            sender,
-                            origin: self.clone(),
-                            socket: conn.socket,
-                            peer: conn.peer,
-                        },
-                        created: now,
-                        idle_since: now,
-                        expires_at: self.expiry(now, now, None),
-                        requests: 0,
-                    });
+                    let idle = self.new_record(conn_id, sender, conn.socket, conn.peer, now);
                     surplus = g.state.offer_idle(idle, self.limits);
                 }
                 Sender::H2(sender) => {
