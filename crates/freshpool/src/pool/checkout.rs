@@ -183,6 +183,15 @@ impl Queued {
                 Ok(Ok(result)) => {
                     self.guard.rx = None;
                     let handoff = result?;
+                    if let Handoff::AskAgain = handoff {
+                        // Counted out of the queue by the sender already.
+                        let now = pool.inner.budget.stamp(Instant::now());
+                        match pool.take(&origin, Some(self.started), now, caller)? {
+                            Checkout::Ready(lease) => return Ok(lease),
+                            Checkout::Queued(again) => self = again,
+                        }
+                        continue;
+                    }
                     let now = Instant::now();
                     origin
                         .counters
@@ -201,6 +210,7 @@ impl Queued {
                             },
                             true,
                         ),
+                        Handoff::AskAgain => unreachable!("handled above"),
                     };
                     let lease_id = {
                         let mut g = origin.lock();
@@ -257,8 +267,13 @@ impl Pool {
                 .await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // The guard owns the slot from here: dropped unspawned (no
+        // runtime) or unpolled (its runtime shutting down), it gives the
+        // slot back, and a dropped `tx` sends this request to a normal
+        // checkout below.
+        let (slot, dialing) = SlotGuard::new(&origin.arc(), None);
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn(origin.arc().dial_dedicated(tx))),
+            Ok(handle) => drop(handle.spawn(origin.arc().dial_dedicated(tx, slot, dialing))),
             Err(_) => return Err(Error::new(Kind::Closed, "no async runtime")),
         }
         match rx.await {
@@ -268,7 +283,7 @@ impl Pool {
                 Ok(Lease::new(LeaseKind::H1(idle), lease_id, false, now))
             }
             Ok(Err(err)) => Err(err),
-            Ok(Ok(Handoff::Stream { .. })) | Err(_) => {
+            Ok(Ok(Handoff::Stream { .. } | Handoff::AskAgain)) | Err(_) => {
                 self.checkout(uri, security, connector, caller)?
                     .lease(self, caller)
                     .await

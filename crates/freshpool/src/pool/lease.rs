@@ -226,7 +226,7 @@ impl Drop for WaiterGuard {
                 };
                 self.origin.spawn_dials(dials);
             }
-            Ok(Err(_)) => {}
+            Ok(Err(_) | Ok(Handoff::AskAgain)) => {}
             Err(_) => {
                 let mut g = self.origin.lock();
                 g.state.cancel_waiter();

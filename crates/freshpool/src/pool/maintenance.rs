@@ -3,22 +3,30 @@
 use super::*;
 
 impl Pool {
+    /// Starts the heartbeat on the caller's runtime unless it runs. It
+    /// runs until the pool drops, or until its runtime does: a client that
+    /// outlives the runtime it was first used on (shared by several) gets
+    /// a new heartbeat at the next checkout (`HeartbeatRunning`). Outside
+    /// any runtime it does not start, and the next checkout tries again.
     pub(super) fn ensure_heartbeat(&self) {
-        if self.inner.heartbeat_started.load(Ordering::Relaxed)
-            || self.inner.heartbeat_started.swap(true, Ordering::AcqRel)
-        {
+        if self.inner.heartbeat_started.load(Ordering::Relaxed) {
             return;
         }
-        let weak = Arc::downgrade(&self.inner);
-        let clock = self.inner.clock.clone();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if self.inner.heartbeat_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let running = HeartbeatRunning(weak.clone());
+        let clock = self.inner.clock.clone();
         let budget = &self.inner.budget;
         budget
             .last_beat
             .store(budget.stamp(Instant::now()).nanos(), Ordering::Release);
         handle.spawn(async move {
+            let _running = running;
             let mut suspend = SuspendWatch::new(clock);
             let mut ticker = tokio::time::interval(HEARTBEAT);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -44,7 +52,21 @@ impl Pool {
             }
         });
     }
+}
 
+/// Owned by the heartbeat task: when the task goes (its runtime shut
+/// down, or the pool dropped), the next checkout may start a new one.
+struct HeartbeatRunning(Weak<PoolInner>);
+
+impl Drop for HeartbeatRunning {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.heartbeat_started.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Pool {
     /// Beats (checkouts beat too) and reads the gap since the last beat:
     /// one far beyond the heartbeat's period means the process did not run
     /// (SIGSTOP, cgroup freeze, a paused serverless sandbox). The last beat

@@ -49,6 +49,9 @@
 //!       --dropped early / error--> discard: connection closes
 //! socket closed (driver task ends) --> SlotGuard drop: slot freed,
 //!       waiters without a dial get one (no waiter starves while a slot is free)
+//! dial task dropped unrun (spawned on a runtime shutting down) --> SlotGuard
+//!       drop: slot freed; its waiter, and any the slot would now dial for,
+//!       get `AskAgain` and check out again from their own runtime
 //! ```
 
 mod checkout;
@@ -215,6 +218,9 @@ impl TotalBudget for Budget {
             })
             .is_ok()
     }
+    fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Budget {
@@ -303,23 +309,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// dropping because the dial failed. A failed dial thus releases its slot
 /// and its dial count in one locked step, so `dialing <= slots` always
 /// holds under the lock.
+///
+/// It is made when the slot is reserved, before the dial task is spawned,
+/// and moves into the task: a task dropped before it ever ran (spawned on
+/// a runtime that is shutting down) still gives its slot back. Until the
+/// task starts (`started`), the waiter the dial was for is sent back to
+/// ask again from its own runtime instead (`Origin::dial_never_ran`).
 pub(crate) struct SlotGuard {
     origin: Arc<Origin>,
     conn_id: u64,
     since: Instant,
     dialing: Arc<std::sync::atomic::AtomicBool>,
+    /// The dial task ran (false: reserved, spawned, never polled).
+    started: bool,
+    /// The waiter the dial is for (None: a dedicated dial).
+    waiter: Option<u64>,
 }
 
 impl SlotGuard {
-    /// The guard, and the dial flag the dial task keeps to claim the
-    /// dial count on success.
-    fn new(origin: &Arc<Origin>, conn_id: u64) -> (SlotGuard, Arc<AtomicBool>) {
+    /// The guard for a slot just reserved, and the dial flag the dial
+    /// task keeps to claim the dial count on success.
+    fn new(origin: &Arc<Origin>, waiter: Option<u64>) -> (SlotGuard, Arc<AtomicBool>) {
         let dialing = Arc::new(AtomicBool::new(true));
         let guard = SlotGuard {
             origin: origin.clone(),
-            conn_id,
+            conn_id: origin.budget.next_id.fetch_add(1, Ordering::Relaxed),
             since: Instant::now(),
             dialing: dialing.clone(),
+            started: false,
+            waiter,
         };
         (guard, dialing)
     }
@@ -327,11 +345,15 @@ impl SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
+        let was_dialing = self.dialing.swap(false, Ordering::AcqRel);
+        if !self.started {
+            self.origin.dial_never_ran(self.waiter, was_dialing);
+            return;
+        }
         self.origin
             .counters
             .metrics
             .connection_lived(self.since.elapsed());
-        let was_dialing = self.dialing.swap(false, Ordering::AcqRel);
         self.origin.slot_freed(self.conn_id, was_dialing);
     }
 }

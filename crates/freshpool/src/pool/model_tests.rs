@@ -95,9 +95,6 @@ impl TotalBudget for FakeBudget {
             })
             .is_ok()
     }
-}
-
-impl FakeBudget {
     fn release(&self) {
         let before = self.open.fetch_sub(1, Ordering::AcqRel);
         assert!(before > 0, "budget released below zero");
@@ -170,6 +167,11 @@ enum Op {
     /// `dial_for` fails: the `SlotGuard` is dropped inside the dial, then
     /// the error goes to the waiter.
     DialFail(Ix),
+    /// A dial task is dropped before it ever ran (spawned on a runtime
+    /// that is shutting down): `SlotGuard::drop` -> `Origin::dial_never_ran`.
+    /// A dedicated dial's requester sees its channel closed and checks out
+    /// normally.
+    DialNeverRan(Ix),
     /// The peer closes a connection (FIN/RST seen by hyper).
     PeerClose(Ix),
     /// A closed connection's driver task ends: `SlotGuard::drop`.
@@ -201,6 +203,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Ix).prop_map(Op::ReleaseStream),
         3 => any::<usize>().prop_map(Ix).prop_map(Op::DialOk),
         2 => any::<usize>().prop_map(Ix).prop_map(Op::DialFail),
+        1 => any::<usize>().prop_map(Ix).prop_map(Op::DialNeverRan),
         1 => Just(Op::Dedicated),
         1 => any::<usize>().prop_map(Ix).prop_map(Op::DialOkDead),
         1 => any::<usize>().prop_map(Ix).prop_map(Op::DropDedicated),
@@ -415,7 +418,8 @@ impl Model {
         // request still waiting.
         if let Some(oldest_waiting) = still.iter().map(|r| r.waiter_id).min() {
             for a in &newly {
-                if a.result.is_ok() && a.waiter_id > oldest_waiting {
+                let served = matches!(a.result, Ok(Handoff::Exclusive(_) | Handoff::Stream { .. }));
+                if served && a.waiter_id > oldest_waiting {
                     return Err(format!(
                         "FIFO: waiter {} was served while older waiter {} still waits",
                         a.waiter_id, oldest_waiting
@@ -454,7 +458,7 @@ impl Model {
                             self.st.release_stream(conn_id);
                             self.service();
                         }
-                        Err(_) => {}
+                        Ok(Handoff::AskAgain) | Err(_) => {}
                     }
                 }
             }
@@ -464,6 +468,7 @@ impl Model {
                     match a.result {
                         Ok(Handoff::Exclusive(idle)) => self.leases_h1.push(idle),
                         Ok(Handoff::Stream { conn_id, .. }) => self.leases_h2.push(conn_id),
+                        Ok(Handoff::AskAgain) => self.acquire(),
                         Err(e) if e.kind() == Kind::Closed => self.acquire(),
                         Err(_) => {}
                     }
@@ -565,6 +570,20 @@ impl Model {
                     self.st
                         .fail_waiter(dial.waiter_id, Error::new(Kind::Connect, "refused"));
                     self.service();
+                }
+            }
+            Op::DialNeverRan(i) => {
+                if !self.dials.is_empty() {
+                    let dial = self.dials.remove(i.index(self.dials.len()));
+                    self.budget.release();
+                    let waiter = dial.dedicated.is_none().then_some(dial.waiter_id);
+                    self.st
+                        .dial_never_ran(waiter, true, self.setup.limits, &self.budget);
+                    self.spawn_dials(Vec::new());
+                    self.wake_starving();
+                    if dial.dedicated == Some(false) {
+                        self.acquire();
+                    }
                 }
             }
             Op::PeerClose(i) => {
@@ -687,7 +706,7 @@ impl Model {
                 self.st.release_stream(conn_id);
                 self.service();
             }
-            Ok(Err(_)) => {}
+            Ok(Err(_) | Ok(Handoff::AskAgain)) => {}
             Err(_) => self.st.cancel_waiter(),
         }
     }
@@ -881,7 +900,7 @@ impl Model {
                 match a.result {
                     Ok(Handoff::Exclusive(idle)) => drop(idle),
                     Ok(Handoff::Stream { conn_id, .. }) => self.leases_h2.push(conn_id),
-                    Err(_) => {}
+                    Ok(Handoff::AskAgain) | Err(_) => {}
                 }
             }
             self.leases_h1.clear();

@@ -61,14 +61,41 @@ impl Origin {
             return;
         };
         for waiter_id in waiter_ids {
-            let origin = self.clone();
-            handle.spawn(async move { origin.dial_for(waiter_id).await });
+            // The guard first: it owns the slot even if the task never runs.
+            let (slot, dialing) = SlotGuard::new(self, Some(waiter_id));
+            handle.spawn(self.clone().dial_for(waiter_id, slot, dialing));
         }
     }
 
-    pub(super) async fn dial_for(self: Arc<Self>, waiter_id: u64) {
-        let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
-        let (slot, dialing) = SlotGuard::new(&self, conn_id);
+    /// A dial task was dropped before it ever ran: its runtime is shutting
+    /// down (a client shared by several runtimes, one of them dropped).
+    /// Gives the slot and the dial count back, and sends the waiters that
+    /// would dial now back to ask again (`OriginState::dial_never_ran`):
+    /// each retry runs on its own runtime, where a dial can run. Nothing
+    /// is spawned on this origin's behalf here: a spawn on the dying
+    /// runtime would be dropped at once again.
+    pub(super) fn dial_never_ran(self: &Arc<Self>, waiter: Option<u64>, was_dialing: bool) {
+        self.budget.release();
+        {
+            let mut g = self.lock();
+            g.state
+                .dial_never_ran(waiter, was_dialing, self.limits, &*self.budget);
+            self.publish(&g.state);
+        }
+        // Registers the origin for total capacity if `service` ran out.
+        self.spawn_dials(Vec::new());
+        // The freed total slot may be what another origin is waiting for.
+        wake_starving(&self.budget);
+    }
+
+    pub(super) async fn dial_for(
+        self: Arc<Self>,
+        waiter_id: u64,
+        mut slot: SlotGuard,
+        dialing: Arc<AtomicBool>,
+    ) {
+        slot.started = true;
+        let conn_id = slot.conn_id;
         let mut slot = Some(slot);
         let started = Instant::now();
         let result = self.connector.dial(&self.key, &mut slot).await;
@@ -107,9 +134,11 @@ impl Origin {
     pub(super) async fn dial_dedicated(
         self: Arc<Self>,
         tx: tokio::sync::oneshot::Sender<Result<Handoff<H1Conn, H2Conn>, Error>>,
+        mut slot: SlotGuard,
+        dialing: Arc<AtomicBool>,
     ) {
-        let conn_id = self.budget.next_id.fetch_add(1, Ordering::Relaxed);
-        let (slot, dialing) = SlotGuard::new(&self, conn_id);
+        slot.started = true;
+        let conn_id = slot.conn_id;
         let mut slot = Some(slot);
         let started = Instant::now();
         match self.connector.dial(&self.key, &mut slot).await {

@@ -39,6 +39,11 @@ pub(crate) enum Handoff<C, S> {
     Exclusive(Idle<C>),
     /// A stream on a shared (HTTP/2) connection.
     Stream { conn_id: u64, sender: S },
+    /// Nothing: check out again (the dial this waiter counted on was
+    /// dropped unrun with its runtime; see `dial_never_ran`). Sent, not
+    /// signalled by dropping the sender, so that the sender counts the
+    /// waiter out of `live_waiters` as for any answer (invariant 5).
+    AskAgain,
 }
 
 /// An HTTP/1 connection at rest, with what we know of its freshness.
@@ -170,6 +175,8 @@ pub(crate) struct Limits {
 pub(crate) trait TotalBudget {
     /// Reserve one connection of total capacity; false when exhausted.
     fn try_reserve(&self) -> bool;
+    /// Give one back.
+    fn release(&self);
 }
 
 /// (`repr(C)`: the fields a checkout and a return read, in the order they
@@ -430,7 +437,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             match self.hand_to_oldest(Handoff::Exclusive(idle)) {
                 Ok(()) => return None,
                 Err(Handoff::Exclusive(idle)) => idle,
-                Err(Handoff::Stream { .. }) => unreachable!("offered an exclusive connection"),
+                Err(Handoff::Stream { .. } | Handoff::AskAgain) => {
+                    unreachable!("offered an exclusive connection")
+                }
             }
         };
         // Dead (its slot may be freed already), or no pool to rest in.
@@ -495,6 +504,53 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if let Some(pos) = self.waiters.iter().position(|w| w.id == waiter_id) {
             let waiter = self.waiters.remove(pos).expect("position is in range");
             if waiter.tx.send(Err(err)).is_ok() {
+                self.live_waiters -= 1;
+            }
+        }
+    }
+
+    /// A dial that never ran: its task was dropped unpolled, with the
+    /// runtime it was spawned on. Gives back its slot and dial count (the
+    /// budget's share is the caller's to give back, as for `slot_freed`)
+    /// and sends the waiter it was for back to ask again, and with it every
+    /// waiter the freed capacity would now get a dial for: their dials
+    /// would go to the same dying runtime, while each one asking again
+    /// dials on its own. So nothing is left to spawn, and no waiter is left
+    /// without a dial while a slot is free.
+    pub(crate) fn dial_never_ran(
+        &mut self,
+        waiter: Option<u64>,
+        was_dialing: bool,
+        limits: Limits,
+        budget: &impl TotalBudget,
+    ) {
+        if was_dialing {
+            self.dial_done();
+        }
+        self.slots -= 1;
+        if let Some(id) = waiter {
+            self.release_waiter(id);
+        }
+        loop {
+            let dials = self.service(limits, budget);
+            if dials.is_empty() {
+                return;
+            }
+            for id in dials {
+                self.dial_done();
+                self.slots -= 1;
+                budget.release();
+                self.release_waiter(id);
+            }
+        }
+    }
+
+    /// Takes a waiter out of the queue with `AskAgain`: it checks out
+    /// again, from its own task (`Queued::wait`).
+    fn release_waiter(&mut self, waiter_id: u64) {
+        if let Some(pos) = self.waiters.iter().position(|w| w.id == waiter_id) {
+            let waiter = self.waiters.remove(pos).expect("position is in range");
+            if waiter.tx.send(Ok(Handoff::AskAgain)).is_ok() {
                 self.live_waiters -= 1;
             }
         }

@@ -1,0 +1,132 @@
+//! One client shared by several tokio runtimes, one of which shuts down:
+//! a static client used by many `#[tokio::test]`s, or an application with
+//! more than one runtime. The pool's tasks (dials, the heartbeat) run on
+//! whichever runtime started them; when that runtime goes, the pool must
+//! neither lose the slots those tasks held nor stop its maintenance.
+
+use std::time::{Duration, Instant};
+
+use freshpool::Client;
+use freshpool_testkit::TestServer;
+
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    if workers == 0 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits (at most 10 s) until `done` holds.
+fn wait_until(what: &str, client: &Client, done: impl Fn(&freshpool::PoolStats) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = client.stats();
+        if done(&stats) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} within 10 s:\n{stats}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runtime A holds the origin's only connection; a request from runtime B
+/// waits for it. A shuts down: its connection goes, and the pool reserves
+/// the freed slot for B's request and spawns that dial on the runtime that
+/// freed it, A, which drops the task unrun. That slot used to be lost for
+/// good: B's request failed with PoolTimeout, and so did every later one.
+#[test]
+fn a_dial_dropped_unrun_by_a_dying_runtime_gives_its_slot_back() {
+    let server_rt = runtime(1);
+    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let slow = server.url("/delay/30000");
+    let url = server.url("/");
+
+    let rt_a = runtime(0);
+    let in_flight = client.clone();
+    rt_a.spawn(async move {
+        let _ = in_flight.get(&slow).await;
+    });
+    // Drive A until its request holds the connection.
+    rt_a.block_on(async {
+        while client.stats().origins.first().is_none_or(|o| o.active == 0) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+
+    let rt_b = runtime(1);
+    let waiting = client.clone();
+    let answer = rt_b.spawn(async move {
+        let response = waiting.get(&url).await?;
+        response.into_body().text().await
+    });
+    wait_until("B's request queued", &client, |s| {
+        s.origins.first().is_some_and(|o| o.waiting == 1)
+    });
+
+    drop(rt_a);
+    let body = rt_b
+        .block_on(answer)
+        .unwrap()
+        .expect("B's request is served after A shut down");
+    assert_eq!(body, "ok");
+    // The slot is usable again, and the books balance: one connection, idle.
+    let again = client.clone();
+    let url = server.url("/");
+    let body = rt_b
+        .block_on(async move { again.get(&url).await?.into_body().text().await })
+        .expect("a later request");
+    assert_eq!(body, "ok");
+    let stats = client.stats();
+    assert_eq!(stats.open_connections, 1, "{stats}");
+    let origin = &stats.origins[0];
+    assert_eq!(
+        (origin.active, origin.connecting, origin.waiting),
+        (0, 0, 0),
+        "{stats}"
+    );
+}
+
+/// The heartbeat (expiry sweeps, leak reports) runs on the runtime of the
+/// first checkout. When that runtime shuts down, the next checkout on
+/// another one starts it again: an expired idle connection is closed by
+/// the sweep, without any further request.
+#[test]
+fn the_heartbeat_restarts_on_another_runtime_when_its_own_shuts_down() {
+    let server_rt = runtime(1);
+    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let client = Client::builder()
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let url = server.url("/");
+
+    let get = |rt: &tokio::runtime::Runtime| {
+        let (client, url) = (client.clone(), url.clone());
+        rt.block_on(async move { client.get(&url).await?.into_body().text().await })
+            .expect("GET")
+    };
+    let rt_a = runtime(1);
+    assert_eq!(get(&rt_a), "ok");
+    drop(rt_a);
+
+    let rt_b = runtime(1);
+    assert_eq!(get(&rt_b), "ok");
+    assert_eq!(client.stats().open_connections, 1);
+    // Idle past its timeout: only a running heartbeat closes it now.
+    wait_until("the expired idle connection swept", &client, |s| {
+        s.open_connections == 0
+    });
+    drop(rt_b);
+}
