@@ -205,6 +205,22 @@ async fn a_possibly_processed_error_says_so() {
         .bytes()
         .await
         .unwrap();
+    // And so is a plain POST once the user opts in: the send loop must
+    // have kept its copy for it.
+    let opted_in = Client::builder()
+        .expect_continue(false)
+        .retry_non_idempotent(true)
+        .build()
+        .unwrap();
+    post(&opted_in, &proxy.url("/echo"), "d".into())
+        .await
+        .unwrap();
+    proxy.kill_all_silently();
+    let body = post(&opted_in, &proxy.url("/echo"), "e".into())
+        .await
+        .expect("an opted-in POST is retried after a stale-connection failure");
+    assert!(body.starts_with("payload-"), "{body}");
+    assert_eq!(server.stats().request_id_counts().get("e"), Some(&1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@ use crate::error::{self, Error, Kind};
 use crate::health::reuse_hints;
 use crate::metrics::Stopwatch;
 use crate::pool::{Checkout, Lease, LeaseKind};
-use crate::retry::{decide, Attempt, RetryDecision};
+use crate::retry::{decide, is_idempotent, Attempt, RetryDecision};
 
 /// Header names as constants: a `&str` name is parsed on every lookup.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -78,6 +78,13 @@ impl Client {
         // request on a reused connection (callgrind, with the URI kept by
         // this loop, 2026-12-02).
         let bare = BareRequest::of(first);
+        // Whether a request that may have been written can go again (the
+        // method-level half of `decide`'s "safe"). A non-idempotent request
+        // without a key on HTTP/1 can be retried only if its body was held
+        // back (`long_idle_body`) or it was never written (and then hyper
+        // hands it back): a copy would be made and dropped unused (~500
+        // instructions per POST, callgrind, `paths` bench).
+        let resend_allowed = is_idempotent(first.method()) || has_key || cfg.retry_non_idempotent;
         // (A bad URI fails in checkout, before anything is sent.)
         // The proxy for this URI (env, NO_PROXY) picks the pool key.
         let route = inner.routes.select(&uri);
@@ -143,10 +150,15 @@ impl Client {
                     (None, None) => unreachable!("a request for every attempt"),
                 };
                 kept = (reused || lease.is_h2())
-                    && (bare.is_some() || {
-                        *pending = clone_request(&request);
-                        pending.is_some()
-                    });
+                    && (bare.is_some()
+                        || (resend_allowed
+                            // HTTP/2: a refused stream goes again on any method.
+                            || lease.is_h2()
+                            || self.long_idle_body(&request, &lease))
+                            && {
+                                *pending = clone_request(&request);
+                                pending.is_some()
+                            });
                 gate = self.prepare(&mut request, &mut lease, &uri);
                 if let Some(route) = forward.filter(|_| !lease.is_h2()) {
                     proxy::to_forward_form(&mut request, &uri, route);
@@ -266,12 +278,7 @@ impl Client {
             }
         }
         *request.uri_mut() = origin_form(uri);
-        // Cheapest tests first: most requests have no body.
-        let has_body = request.body().len() != Some(0);
-        if cfg.expect_continue
-            && has_body
-            && lease.reused
-            && lease.idled() >= self.inner.pool.config().validate_after_idle
+        if self.long_idle_body(request, lease)
             && lease.origin().expect_continue_supported() != Some(false)
             && !request.headers().contains_key(EXPECT)
         {
@@ -298,6 +305,19 @@ impl Client {
             return Some(state);
         }
         None
+    }
+
+    /// A body about to go over an HTTP/1 connection that idled long: what
+    /// `prepare` may hold back behind `Expect: 100-continue` (a body held
+    /// back and never sent may go again on any method, so the send loop
+    /// keeps a copy for it).
+    #[inline(always)]
+    fn long_idle_body(&self, request: &Request<RequestBody>, lease: &Lease) -> bool {
+        // Cheapest tests first: most requests have no body.
+        self.inner.connector.config.expect_continue
+            && request.body().len() != Some(0)
+            && lease.reused
+            && lease.idled() >= self.inner.pool.config().validate_after_idle
     }
 
     /// Hands the request to the leased connection (whose HTTP/1 side
