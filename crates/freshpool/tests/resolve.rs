@@ -412,3 +412,88 @@ async fn dns_is_checked_at_most_every_50ms_and_a_moved_connection_closes_on_retu
     .await
     .unwrap();
 }
+
+/// Like `Reporting`, but each lookup takes the answer of the moment it
+/// starts and then waits for `gate`: a dial that resolved the old address
+/// lands after the pool already saw DNS move.
+#[derive(Clone)]
+struct SlowLookup {
+    reporting: Reporting,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Resolve for SlowLookup {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let addrs = self.reporting.addrs.lock().unwrap().clone();
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            drop(gate.acquire().await.expect("gate open"));
+            Ok(addrs)
+        })
+    }
+    fn current(&self, host: &str, port: u16) -> Option<freshpool::Resolved> {
+        self.reporting.current(host, port)
+    }
+}
+
+/// An HTTP/2 connection dialed to an address DNS no longer lists, landing
+/// after the pool saw the change, is not shared: one HTTP/2 connection
+/// carries every later request, and nothing would move them off it (the
+/// pool drains what it holds when it sees the change, and this one was not
+/// there yet). The requests that waited for it go over a new dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_landing_after_dns_moved_is_not_shared() {
+    timeout(Duration::from_secs(20), async {
+        let old = IpServer::start("127.0.0.2").await;
+        let new = IpServer::start("127.0.0.3").await;
+        let resolver = SlowLookup {
+            reporting: Reporting {
+                addrs: Arc::new(Mutex::new(vec![old.addr])),
+                generation: Arc::new(AtomicU64::new(1)),
+                asked: Arc::new(AtomicU64::new(0)),
+            },
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        let client = Client::builder()
+            .resolver(resolver.clone())
+            .http_version(freshpool::HttpVersion::Http2Only)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .build()
+            .unwrap();
+        let url = "http://app.test/";
+        // The first request's dial resolves the old address and waits.
+        let first = tokio::spawn({
+            let client = client.clone();
+            async move { text(&client, url).await }
+        });
+        while client
+            .stats()
+            .origins
+            .first()
+            .is_none_or(|o| o.connecting == 0)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // DNS moves; a checkout after the pool's 50 ms check interval sees it.
+        *resolver.reporting.addrs.lock().unwrap() = vec![new.addr];
+        resolver.reporting.generation.store(2, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = tokio::spawn({
+            let client = client.clone();
+            async move { text(&client, url).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Now the old dial lands (and any later lookup answers at once).
+        resolver.gate.add_permits(1000);
+        for answer in [first.await.unwrap(), second.await.unwrap()] {
+            answer.expect("the requests that waited succeed");
+        }
+        for _ in 0..5 {
+            assert_eq!(text(&client, url).await.unwrap(), "127.0.0.3");
+        }
+        assert_eq!(new.connections.load(Ordering::SeqCst), 1);
+    })
+    .await
+    .unwrap();
+}

@@ -227,6 +227,7 @@ impl Origin {
         }
         let now = self.budget.stamp(Instant::now());
         let mut surplus = None;
+        let mut moved = None;
         let dials = {
             let mut g = self.lock();
             if dialing.swap(false, Ordering::AcqRel) {
@@ -236,7 +237,21 @@ impl Origin {
                 Sender::H1(sender) => {
                     g.state.protocol = Protocol::Http1;
                     let idle = self.new_record(conn_id, sender, conn.socket, conn.peer, now);
+                    // (To an address DNS no longer lists, it serves at most
+                    // the request it goes to: its return closes it.)
                     surplus = g.state.offer_idle(idle, self.limits);
+                }
+                Sender::H2(sender) if g.moved_away(&conn.peer) => {
+                    // Dialed before the pool saw DNS move away from its
+                    // address: shared, it would carry every later stream
+                    // there for good (`follow_dns` drains only what it finds
+                    // when it sees the change). Closed instead; its waiters
+                    // get a new dial from `service` below.
+                    g.state.protocol = Protocol::Http2;
+                    // (What it announced still says how many waiters one
+                    // new dial serves.)
+                    g.state.streams_per_conn = conn.max_streams.unwrap_or(1).max(1);
+                    moved = Some(sender);
                 }
                 Sender::H2(sender) => {
                     g.state.protocol = Protocol::Http2;
@@ -261,6 +276,10 @@ impl Origin {
             self.counters.closed(CloseReason::Surplus);
         }
         drop(surplus);
+        if moved.take().is_some() {
+            self.counters.closed(CloseReason::Lifetime);
+            tracing::debug!(origin = %self.label, conn_id, "DNS changed while dialing; closed the new connection to the old address");
+        }
         self.spawn_dials(dials);
     }
 
