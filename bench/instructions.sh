@@ -8,7 +8,10 @@
 #   - one uncontended checkout+return;
 #   - one checkout+return rotating over 100, 1,000 and 10,000 origins (the
 #     scaling bench's loops), which shows whether the pool's work grows with
-#     the number of origins.
+#     the number of origins;
+#   - one request on the paths bench's other paths (h2c with 64 streams on
+#     one connection, a 1 MiB response body, a 1 KiB POST) through freshpool
+#     and through hand-held hyper: the client thread's work per request.
 #
 # Why: wall-clock ratios on a shared 2-core VM scatter by +-15 % from round
 # to round (BENCHMARKS.md). Instruction counts do not depend on the host's
@@ -21,8 +24,8 @@
 # Env:   N (requests or checkouts per profile, default 20000),
 #        OPS (rotating checkouts per origin count, default 30000),
 #        SKIP_INSTALL=1 (do not apt-get valgrind),
-#        ALLOC_EXE and SCALING_EXE (bench binaries to count instead of
-#        building this tree's: to compare two builds).
+#        ALLOC_EXE, SCALING_EXE and PATHS_EXE (bench binaries to count
+#        instead of building this tree's: to compare two builds).
 # Installs valgrind (apt-get) if missing: a dev-machine tool, not for CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,13 +48,14 @@ if ! command -v valgrind >/dev/null 2>&1; then
 fi
 
 . bench/bench_exe.sh # bench_exe NAME: a bench target's executable
-if [ -z "${ALLOC_EXE:-}" ] || [ -z "${SCALING_EXE:-}" ]; then
+if [ -z "${ALLOC_EXE:-}" ] || [ -z "${SCALING_EXE:-}" ] || [ -z "${PATHS_EXE:-}" ]; then
     echo "# building the benches (release)"
     ALLOC_EXE=$(bench_exe alloc)
     SCALING_EXE=$(bench_exe scaling)
+    PATHS_EXE=$(bench_exe paths)
     BUILT="commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 else
-    BUILT="given binaries $ALLOC_EXE, $SCALING_EXE"
+    BUILT="given binaries $ALLOC_EXE, $SCALING_EXE, $PATHS_EXE"
 fi
 
 # callgrind's total for the collected functions of one run.
@@ -90,6 +94,27 @@ for n in 1 100 1000 10000; do
     ROT[$n]=${ROT[$n]:-0}
 done
 
+# The paths bench: its setup (servers, both clients' connections and
+# warm-up) counted once per scenario with no round, then one round of one
+# client; the client runs on the main thread (`-01`).
+PATHS_ROWS=""
+for scenario in 0 1 2; do
+    echo "# callgrind: paths bench, scenario $scenario"
+    FRESHPOOL_PATHS_ONLY=$scenario FRESHPOOL_PATHS_ROUNDS=0 valgrind --tool=callgrind \
+        --separate-threads=yes --callgrind-out-file="$OUT/paths-$scenario-setup.cg" \
+        "$PATHS_EXE" >"$OUT/paths-$scenario-setup.log" 2>&1
+    row="$(grep -o 'requests_per_round=[0-9]*' "$OUT/paths-$scenario-setup.log" | cut -d= -f2)"
+    row="$row $(total "$OUT/paths-$scenario-setup.cg-01")"
+    for client in freshpool hand-held; do
+        FRESHPOOL_PATHS_ONLY=$scenario FRESHPOOL_PATHS_ROUNDS=1 FRESHPOOL_PATHS_CLIENT=$client \
+            valgrind --tool=callgrind --separate-threads=yes \
+            --callgrind-out-file="$OUT/paths-$scenario-$client.cg" \
+            "$PATHS_EXE" >"$OUT/paths-$scenario-$client.log" 2>&1
+        row="$row $(total "$OUT/paths-$scenario-$client.cg-01")"
+    done
+    PATHS_ROWS="$PATHS_ROWS$row;"
+done
+
 python3 - "$OPS" "$BATCH" "${PER_OP[freshpool]}" "${PER_OP[hyper]}" "${PER_OP[reqwest]}" \
     "${PER_OP[checkout]}" "${ROT[1]}" "${ROT[100]}" "${ROT[1000]}" "${ROT[10000]}" <<'PY'
 import sys
@@ -117,4 +142,16 @@ for n, t in ((100, r100), (1000, r1000), (10000, r10000)):
         print(f"rotating over {n:>6,} origins: (failed)")
 print("(Under valgrind a pass over 10,000 origins takes longer than validate_after_idle,"
       " so part of its checkouts also peek at the socket: a syscall the native run does not make.)")
+PY
+
+python3 - "$PATHS_ROWS" <<'PY'
+import sys
+names = ["h2c GET /, 64 streams, one connection", "HTTP/1.1 GET 1 MiB body", "HTTP/1.1 POST 1 KiB (echoed)"]
+print()
+print("## instructions per request on other paths (paths bench; client thread)")
+print(f"{'scenario':<40}{'freshpool':>12}{'hand-held':>12}{'x/limit':>10}")
+for name, row in zip(names, sys.argv[1].strip(";").split(";")):
+    n, setup, fresh, held = map(int, row.split())
+    f, h = (fresh - setup) / n, (held - setup) / n
+    print(f"{name:<40}{f:>12,.0f}{h:>12,.0f}{f / h:>10.3f}")
 PY
