@@ -94,7 +94,9 @@ impl RequestBody {
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        RequestBody::of(Payload::Stream(Box::pin(body.map_err(Into::into))))
+        RequestBody::of(Payload::Stream(Box::pin(
+            body.map_err(|e| BoxError::from(crate::error::RequestBodyError(e.into()))),
+        )))
     }
 
     /// True when the body is in memory and can be sent again.
@@ -123,7 +125,18 @@ impl RequestBody {
     }
 
     pub(crate) fn gated(self, gate: Gate) -> RequestBody {
-        RequestBody::of(Payload::Gated(gate, self))
+        RequestBody::of(Payload::Gated(gate, self.ungated()))
+    }
+
+    /// The body without its `Expect: 100-continue` gate (a request hyper
+    /// handed back unsent goes again with a new gate, or none).
+    pub(crate) fn ungated(self) -> RequestBody {
+        match self.payload.map(|p| *p) {
+            Some(Payload::Gated(_, inner)) => inner.ungated(),
+            payload => RequestBody {
+                payload: payload.map(Box::new),
+            },
+        }
     }
 }
 
@@ -190,10 +203,17 @@ impl http_body::Body for RequestBody {
                     .released
                     .load(std::sync::atomic::Ordering::Acquire)
                 {
-                    let by_server =
-                        matches!(Pin::new(&mut gate.open).poll(cx), Poll::Ready(Ok(())));
-                    let by_timer = !by_server && gate.timer.as_mut().poll(cx).is_ready();
-                    if !(by_server || by_timer) {
+                    // `open` ends once (a finished oneshot panics if polled
+                    // again): with 100 Continue, or closed when the server
+                    // answered without one (hyper drops the informational
+                    // callback at the final response head). Either way the
+                    // wait is over: the body goes (if hyper still wants it).
+                    let by_server = !gate.open.is_terminated()
+                        && matches!(Pin::new(&mut gate.open).poll(cx), Poll::Ready(Ok(())));
+                    let answered = !by_server && gate.open.is_terminated();
+                    let by_timer =
+                        !by_server && !answered && gate.timer.as_mut().poll(cx).is_ready();
+                    if !(by_server || answered || by_timer) {
                         return Poll::Pending;
                     }
                     gate.state.by_server.store(by_server, Release);
@@ -355,6 +375,7 @@ impl std::fmt::Debug for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// The sizes `Payload`'s note relies on: the request with hyper's
     /// callback beside it (16 bytes) and a tag stays within 256.
@@ -386,5 +407,89 @@ mod tests {
         assert!(!stream.is_replayable() && stream.try_clone().is_none());
         assert_eq!(stream.len(), Some(3));
         assert_eq!(stream.collect().await.unwrap().to_bytes(), "abc");
+    }
+
+    fn new_gate(timer: Duration) -> (tokio::sync::oneshot::Sender<()>, Gate) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gate = Gate {
+            open: rx,
+            timer: Box::pin(tokio::time::sleep(timer)),
+            state: std::sync::Arc::new(GateState::default()),
+        };
+        (tx, gate)
+    }
+
+    /// The server answered without `100 Continue` (hyper dropped the
+    /// informational callback, closing the gate's channel) while the gate's
+    /// timer still ran: the body goes at once. It used to wait for the
+    /// timer and then poll the finished channel again, which panics
+    /// ("called after complete").
+    #[tokio::test]
+    async fn a_gate_whose_channel_closes_opens_and_never_polls_it_again() {
+        use std::sync::atomic::Ordering::Acquire;
+        let (tx, gate) = new_gate(Duration::from_millis(50));
+        let state = gate.state.clone();
+        let mut body = RequestBody::from("payload").gated(gate);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        drop(tx);
+        // Polled again and again, as hyper does whenever its task wakes.
+        let frame = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(
+            matches!(frame, Poll::Ready(Some(Ok(_)))),
+            "the body goes once the channel closed"
+        );
+        assert!(state.released.load(Acquire) && !state.by_server.load(Acquire));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+
+        // 100 Continue: by the server; the timer alone: not.
+        let (tx, gate) = new_gate(Duration::from_secs(60));
+        let state = gate.state.clone();
+        let mut body = RequestBody::from("x").gated(gate);
+        tx.send(()).unwrap();
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_ready());
+        assert!(state.released.load(Acquire) && state.by_server.load(Acquire));
+        let (_tx, gate) = new_gate(Duration::from_millis(1));
+        let state = gate.state.clone();
+        let mut body = RequestBody::from("x").gated(gate);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_ready());
+        assert!(state.released.load(Acquire) && !state.by_server.load(Acquire));
+    }
+
+    /// A request handed back unsent loses its gate with its `Expect`
+    /// header; a gate put on a gated body replaces the old one.
+    #[test]
+    fn ungated_and_regated_bodies_keep_one_gate() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let (_a, first) = new_gate(Duration::from_secs(60));
+        let (_b, second) = new_gate(Duration::from_secs(60));
+        let body = RequestBody::from("abc").gated(first);
+        assert!(!body.is_replayable());
+        let plain = body.ungated();
+        assert!(plain.is_replayable(), "the in-memory body again");
+        assert_eq!(plain.len(), Some(3));
+        let twice = RequestBody::from("abc")
+            .gated(second)
+            .gated(new_gate(Duration::ZERO).1);
+        match twice.payload.as_deref() {
+            Some(Payload::Gated(_, inner)) => {
+                assert!(matches!(inner.payload.as_deref(), Some(Payload::Full(_))));
+            }
+            _ => panic!("gated"),
+        }
     }
 }

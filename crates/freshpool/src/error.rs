@@ -237,6 +237,16 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
 /// before the announced length) or unparsable is the peer breaking the
 /// protocol; other failures are I/O.
 pub(crate) fn classify(err: &hyper::Error) -> Kind {
+    // The caller's own request body failing is a "user" error to hyper,
+    // like the server's mistakes: told apart by the mark `RequestBody`
+    // puts on it.
+    let mut source = StdError::source(err);
+    while let Some(s) = source {
+        if s.is::<RequestBodyError>() {
+            return Kind::Body;
+        }
+        source = s.source();
+    }
     if err.is_parse() || err.is_incomplete_message() || err.is_user() {
         return Kind::Protocol;
     }
@@ -264,10 +274,34 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
             "connection closed before the response completed"
         }
         Kind::Protocol => "invalid or truncated HTTP message",
-        Kind::Body => "request body failed",
+        Kind::Body => {
+            return Error::new(
+                kind,
+                format!("the request body failed while sending to {origin}"),
+            )
+            .with_source(err)
+        }
         _ => "connection error",
     };
     Error::new(kind, format!("{what} from {origin}")).with_source(err)
+}
+
+/// A streamed request body's own error, as `RequestBody` hands it to
+/// hyper: marked, so that `classify` can tell the caller's failure from
+/// the server's.
+#[derive(Debug)]
+pub(crate) struct RequestBodyError(pub BoxError);
+
+impl fmt::Display for RequestBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request body: {}", self.0)
+    }
+}
+
+impl StdError for RequestBodyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
 }
 
 #[cfg(test)]

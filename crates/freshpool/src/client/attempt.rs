@@ -211,7 +211,9 @@ impl Client {
                     let idle_since = lease.idle_since();
                     let origin = lease.origin().clone();
                     lease.discard();
-                    if err.kind() == Kind::ResponseHeaderTimeout {
+                    // Not the connection's failure: the caller's own body
+                    // broke (not replayable, so never retried either).
+                    if matches!(err.kind(), Kind::ResponseHeaderTimeout | Kind::Body) {
                         return Err(err);
                     }
                     let withheld = not_processed
@@ -457,6 +459,11 @@ fn refused_stream(err: &hyper::Error) -> bool {
 
 fn strip_expect(mut request: Request<RequestBody>) -> Request<RequestBody> {
     request.headers_mut().remove(EXPECT);
+    // And the gate `prepare` put on its body with it: the next attempt's
+    // `prepare` may add its own, and a gate inside a gate would wait on a
+    // channel nobody answers (hyper keeps one informational callback).
+    let body = std::mem::take(request.body_mut());
+    *request.body_mut() = body.ungated();
     request
 }
 

@@ -1,0 +1,111 @@
+//! `Expect: 100-continue` on long-idle connections: the body waits for the
+//! server's `100 Continue`, or for `expect_continue_timeout`, or for the
+//! server's final answer, whichever comes first.
+//!
+//! (Its own test binary: the panic hook below is process-wide.)
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use freshpool::{Client, Kind};
+use freshpool_testkit::TestServer;
+
+/// A server that answers before reading the body (its `/` handler never
+/// reads it, so hyper sends no `100 Continue`) drops the client's
+/// informational callback: the gate's channel closes while its timer still
+/// runs. The gate polled that finished channel again when the timer woke
+/// it, and tokio's oneshot panics when polled after completion: the panic
+/// took down the connection's task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_answer_before_100_continue_releases_the_body_without_a_panic() {
+    let panics = Arc::new(AtomicUsize::new(0));
+    let seen = panics.clone();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .expect_continue_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let url = server.url("/");
+    assert_eq!(text(&client, client.get(&url)).await, "ok");
+    for round in 0..3 {
+        // Idle past validate_after_idle: the POST's body is gated.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let post = client.post(&url, vec![b'x'; 1000]);
+        assert_eq!(text(&client, post).await, "ok", "round {round}");
+        // Past the gate's timer, which wakes the body again.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            panics.load(Ordering::SeqCst),
+            0,
+            "round {round}: a task panicked"
+        );
+    }
+    // The pool still works (whatever became of those connections).
+    assert_eq!(text(&client, client.get(&url)).await, "ok");
+}
+
+async fn text(
+    client: &Client,
+    response: impl std::future::Future<
+        Output = Result<http::Response<freshpool::Body>, freshpool::Error>,
+    >,
+) -> String {
+    match response.await {
+        Ok(response) => response.into_body().text().await.expect("body"),
+        Err(e) => panic!("{e} ({:?})\n{}", e.kind(), client.stats()),
+    }
+}
+
+/// A request body stream that fails is the caller's body error
+/// (`Kind::Body`), not the server breaking the protocol, nor "possibly
+/// processed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_request_body_is_a_body_error() {
+    let server = TestServer::http1().await;
+    let client = Client::builder().expect_continue(false).build().unwrap();
+    let url = server.url("/echo");
+    // Warm: the failing POST goes over a reused connection, where a
+    // failure after sending used to be worded "possibly processed".
+    assert_eq!(text(&client, client.get(&server.url("/"))).await, "ok");
+    for _ in 0..2 {
+        let body = freshpool::RequestBody::wrap(Breaks { sent: false });
+        let request = http::Request::post(&url).body(body).unwrap();
+        let err = client.request(request).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::Body, "{err}");
+        assert!(
+            format!("{err:?}").contains("the upload's source broke"),
+            "{err:?}"
+        );
+    }
+}
+
+/// A body that yields one chunk, then fails.
+struct Breaks {
+    sent: bool,
+}
+
+impl http_body::Body for Breaks {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        if std::mem::replace(&mut self.sent, true) {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                "the upload's source broke",
+            ))));
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"part",
+        )))))
+    }
+}
