@@ -38,6 +38,7 @@
 //! | `/stream/{n}` | 200 with `n` bytes streamed in 1 KiB frames (chunked on HTTP/1) |
 //! | `/echo` | 200 echoing the request body |
 //! | `/host` | 200 with the `Host` header (HTTP/2: `:authority`) it received |
+//! | `/header/{name}` | 200 with the value of request header `name` (empty if absent) |
 //! | `/status/{code}` | that status, empty body |
 //! | anything else | 404 |
 //!

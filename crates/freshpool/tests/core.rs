@@ -493,3 +493,51 @@ async fn every_spelling_of_an_origin_shares_its_connections() {
         assert_eq!(fetch(&client, &url).await, host.as_str(), "{url}");
     }
 }
+
+/// A URI's `user:password@` becomes `Authorization: Basic` and never goes
+/// on the wire in the URI (HTTP/2's `:authority` carried it), nor into an
+/// error message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_becomes_basic_authorization_and_leaves_the_uri() {
+    let http1 = TestServer::http1().await;
+    let (http2, h2_client) = common::http2_server_and_client(Client::builder()).await;
+    let h1_client = Client::new();
+    for (server, client) in [(&http1, &h1_client), (&http2, &h2_client)] {
+        let port = server.addr().port();
+        let url = |path: &str| format!("http://u%40x:s3cret@127.0.0.1:{port}{path}");
+        assert_eq!(
+            common::fetch(client, &url("/host")).await,
+            format!("127.0.0.1:{port}")
+        );
+        // base64("u@x:s3cret")
+        assert_eq!(
+            common::fetch(client, &url("/header/authorization")).await,
+            "Basic dUB4OnMzY3JldA=="
+        );
+        // The request's own Authorization wins.
+        let own = http::Request::get(url("/header/authorization"))
+            .header("authorization", "Bearer t")
+            .body(())
+            .unwrap();
+        let body = client
+            .request(own)
+            .await
+            .unwrap()
+            .into_body()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(body, "Bearer t");
+    }
+    let impatient = Client::builder()
+        .timeout(Some(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    let port = http1.addr().port();
+    let err = impatient
+        .get(&format!("http://u:s3cret@127.0.0.1:{port}/delay/2000"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Timeout, "{err}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+}

@@ -129,6 +129,15 @@ async fn route(req: Request<Incoming>, ctx: &ConnCtx) -> Response<RespBody> {
                 .unwrap_or_default();
             Response::new(full(host))
         }
+        ("header", Some(name)) => {
+            record();
+            let value = req
+                .headers()
+                .get(name)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            Response::new(full(value))
+        }
         ("delay", Some(ms)) => match parse_arg::<u64>(Some(ms)) {
             Some(ms) => {
                 record();

@@ -175,10 +175,17 @@ impl Client {
         request: Result<Request<RequestBody>, Error>,
         caller: &'static Location<'static>,
     ) -> ResponseFuture<impl Future<Output = Result<Response<Body>, Error>> + Send + 'static> {
-        let request = match request {
+        let mut request = match request {
             Ok(request) => request,
             Err(error) => return ResponseFuture::Failed { error: Some(error) },
         };
+        if request
+            .uri()
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            move_userinfo(&mut request);
+        }
         // Quiet by default (DEBUG); a disabled span costs a static check.
         let span = tracing::debug_span!(
             "freshpool.request",
@@ -344,6 +351,35 @@ where
                     *deadline.limit,
                 )))
             }
+        }
+    }
+}
+
+/// A URI's `user:password@` becomes `Authorization: Basic` (unless the
+/// request has its own), as curl, Go's net/http and reqwest do, and leaves
+/// the URI: it must not go on the wire (HTTP/2's `:authority` may not carry
+/// it, RFC 9113 section 8.3.1; HTTP/1's Host never did), nor into spans or
+/// error messages.
+fn move_userinfo(request: &mut Request<RequestBody>) {
+    let Some((userinfo, host)) = request
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().rsplit_once('@'))
+    else {
+        return;
+    };
+    let authorization = proxy::userinfo_authorization(userinfo);
+    let mut parts = request.uri().clone().into_parts();
+    parts.authority = host.parse().ok();
+    // (A URI that parsed with userinfo parses without it.)
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    if let Some(value) = authorization {
+        if !request.headers().contains_key(http::header::AUTHORIZATION) {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value);
         }
     }
 }

@@ -117,12 +117,25 @@ impl ProxyUrl {
     /// `Basic base64(user:password)`, when the URL has a user.
     pub(crate) fn authorization(&self) -> Option<HeaderValue> {
         let user = self.user.as_ref()?;
-        let pair = format!("{user}:{}", self.password.as_deref().unwrap_or(""));
-        let mut value =
-            HeaderValue::from_str(&format!("Basic {}", base64(pair.as_bytes()))).ok()?;
-        value.set_sensitive(true);
-        Some(value)
+        basic(user, self.password.as_deref().unwrap_or(""))
     }
+}
+
+/// `Basic base64(user:password)`, marked sensitive (kept out of hyper's
+/// HPACK table and debug output).
+fn basic(user: &str, password: &str) -> Option<HeaderValue> {
+    let pair = format!("{user}:{password}");
+    let mut value = HeaderValue::from_str(&format!("Basic {}", base64(pair.as_bytes()))).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// The `Authorization: Basic` value for a URL's percent-encoded userinfo
+/// (`user[:password]`), as curl, Go's net/http and reqwest send it. `None`
+/// if its percent-encoding is broken.
+pub(crate) fn userinfo_authorization(userinfo: &str) -> Option<HeaderValue> {
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    basic(&percent_decode(user)?, &percent_decode(password)?)
 }
 
 /// The proxy as messages show it: `http://user@host:port`, never the password.
@@ -153,10 +166,11 @@ pub(super) fn authority(host: &str, port: u16) -> String {
 /// A URL for an error message: the password (if any) replaced.
 fn redact(url: &str) -> String {
     let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[scheme_end..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| scheme_end + i);
-    match url[scheme_end..authority_end].rfind('@') {
+    // The last '@' anywhere after the scheme, not only before the first
+    // '/': a password may hold an unencoded '/', '?' or '#', and then the
+    // URL does not parse, and this message must still hide it. (A proxy
+    // URL's path means nothing; hiding part of one costs nothing.)
+    match url[scheme_end..].rfind('@') {
         Some(at) => {
             let userinfo = &url[scheme_end..scheme_end + at];
             let user = userinfo.split(':').next().unwrap_or("");
@@ -250,11 +264,30 @@ mod tests {
             "socks5://u:hunter2@p:1",
             "http://u:hunter2@p:notaport",
             "http://u:hunter2@",
+            // An unencoded '/', '?' or '#' in the password breaks the
+            // parse; the message must still hide it.
+            "http://u:hun/ter2@p:3128",
+            "http://u:hun?ter2@p:3128",
+            "http://u:hun#ter2@p:3128",
         ] {
             let err = ProxyUrl::parse(bad).unwrap_err();
             assert!(err.is_config(), "{bad}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
+            assert!(!err.to_string().contains("ter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn userinfo_gives_a_sensitive_basic_value() {
+        let v = userinfo_authorization("al%40ice:p%3Ass").unwrap();
+        assert_eq!(
+            v.to_str().unwrap(),
+            format!("Basic {}", base64(b"al@ice:p:ss"))
+        );
+        assert!(v.is_sensitive());
+        let v = userinfo_authorization("bob").unwrap();
+        assert_eq!(v.to_str().unwrap(), format!("Basic {}", base64(b"bob:")));
+        assert!(userinfo_authorization("bad%zz").is_none());
     }
 
     #[test]
