@@ -7,6 +7,8 @@
 //! pool's leak report names where it was taken.
 
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -128,6 +130,28 @@ impl RequestBody {
         RequestBody::of(Payload::Gated(gate, self.ungated()))
     }
 
+    /// For a streamed body: a flag set once it has yielded its last
+    /// frame, so that a connection whose response ended while its request
+    /// body was still going out is not pooled (the next request would wait
+    /// for that upload). `None` for a body in memory: hyper takes it whole.
+    pub(crate) fn track_end(&mut self) -> Option<Arc<AtomicBool>> {
+        match self.payload.as_deref_mut()? {
+            Payload::Full(_) => return None,
+            Payload::Gated(_, inner) => return inner.track_end(),
+            Payload::Stream(_) => {}
+        }
+        let Some(Payload::Stream(inner)) = self.payload.take().map(|p| *p) else {
+            unreachable!("matched Stream above")
+        };
+        let done = Arc::new(AtomicBool::new(inner.is_end_stream()));
+        let tracked = TrackEnd {
+            inner,
+            done: done.clone(),
+        };
+        *self = RequestBody::of(Payload::Stream(Box::pin(tracked)));
+        Some(done)
+    }
+
     /// The body without its `Expect: 100-continue` gate (a request hyper
     /// handed back unsent goes again with a new gate, or none).
     pub(crate) fn ungated(self) -> RequestBody {
@@ -243,6 +267,41 @@ impl http_body::Body for RequestBody {
     }
 }
 
+/// A streamed request body that says when it has ended (`track_end`).
+struct TrackEnd {
+    inner: Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>,
+    done: Arc<AtomicBool>,
+}
+
+impl http_body::Body for TrackEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = self.inner.as_mut().poll_frame(cx);
+        let ended = match &frame {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.done.store(true, std::sync::atomic::Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 use std::future::Future;
 
 /// A response body. Read it to the end (or drop it) to free the connection.
@@ -256,6 +315,9 @@ use std::future::Future;
 /// ```
 pub struct Body {
     inner: Option<Incoming>,
+    /// Set when a streamed request body has ended (`track_end`); a
+    /// connection whose response ends first is not pooled.
+    request_done: Option<Arc<AtomicBool>>,
     /// Held until the body ends; it also names the origin in errors. (Not
     /// a copy of the origin's label: that was a shared reference count
     /// every response touched twice.) Without one, the body had already
@@ -264,10 +326,15 @@ pub struct Body {
 }
 
 impl Body {
-    pub(crate) fn new(inner: Incoming, lease: Option<Lease>) -> Body {
+    pub(crate) fn new(
+        inner: Incoming,
+        lease: Option<Lease>,
+        request_done: Option<Arc<AtomicBool>>,
+    ) -> Body {
         Body {
             inner: Some(inner),
             lease,
+            request_done,
         }
     }
 
@@ -295,7 +362,16 @@ impl Body {
     }
 
     fn finish(&mut self) {
-        if let Some(lease) = self.lease.take() {
+        if let Some(mut lease) = self.lease.take() {
+            if self
+                .request_done
+                .as_ref()
+                .is_some_and(|done| !done.load(std::sync::atomic::Ordering::Acquire))
+            {
+                // The request body is still going out: hyper takes no next
+                // request before it ends, which may be never.
+                lease.reusable = false;
+            }
             lease.release();
         }
     }

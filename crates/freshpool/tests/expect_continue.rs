@@ -109,3 +109,98 @@ impl http_body::Body for Breaks {
         )))))
     }
 }
+
+/// A server that answers each request as soon as it has the head, and
+/// keeps reading whatever follows (a raw socket: hyper's server would close
+/// a connection whose request body it did not read).
+async fn early_answering_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    // One answer per request head seen.
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A request body stream the test feeds by hand.
+struct Fed(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for Fed {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+/// The response ended while the request body was still going out (the
+/// server answered early; the caller still feeds the upload). Pooled, the
+/// connection made the next request wait in hyper's readiness until that
+/// upload ended, with no timeout covering the wait. Such a connection is
+/// closed instead, as Go's transport does; one whose upload finished
+/// first is reused as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_still_sending_its_request_body_is_not_reused() {
+    let addr = early_answering_server().await;
+    let url = format!("http://{addr}/");
+    let client = Client::builder().expect_continue(false).build().unwrap();
+    let (feed, rx) = tokio::sync::mpsc::channel(1);
+    feed.send(bytes::Bytes::from_static(b"first part"))
+        .await
+        .unwrap();
+    let upload = http::Request::post(&url)
+        .body(freshpool::RequestBody::wrap(Fed(rx)))
+        .unwrap();
+    assert_eq!(text(&client, client.request(upload)).await, "ok");
+    // `feed` stays open: the upload is not over.
+    let next = tokio::time::timeout(Duration::from_secs(3), text(&client, client.get(&url)))
+        .await
+        .expect("the next request is not stuck behind the unfinished upload");
+    assert_eq!(next, "ok");
+    drop(feed);
+
+    // An upload that ended before its answer leaves a reusable connection.
+    // (Of known length: the server above reads no chunked framing.)
+    let before = client.stats().origins[0].created;
+    let whole = http_body_util::Full::new(bytes::Bytes::from_static(b"all"));
+    let upload = http::Request::post(&url)
+        .body(freshpool::RequestBody::wrap(whole))
+        .unwrap();
+    assert_eq!(text(&client, client.request(upload)).await, "ok");
+    assert_eq!(text(&client, client.get(&url)).await, "ok");
+    assert_eq!(
+        client.stats().origins[0].created,
+        before,
+        "{}",
+        client.stats()
+    );
+}

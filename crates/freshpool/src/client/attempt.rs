@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::panic::Location;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,6 +133,7 @@ impl Client {
                 }
             }
             let gate;
+            let request_done;
             let method;
             // Whether this attempt keeps a retry copy: in `pending`, or, for
             // a bare request, the means to rebuild it.
@@ -160,6 +162,12 @@ impl Client {
                                 pending.is_some()
                             });
                 gate = self.prepare(&mut request, &mut lease, &uri);
+                // (HTTP/1: its connection takes one request at a time.)
+                request_done = if lease.is_h2() {
+                    None
+                } else {
+                    request.body_mut().track_end()
+                };
                 if let Some(route) = forward.filter(|_| !lease.is_h2()) {
                     proxy::to_forward_form(&mut request, &uri, route);
                 }
@@ -185,7 +193,7 @@ impl Client {
                         span.record("retries", retries);
                         span.record("status", response.status().as_u16());
                     }
-                    return Ok(self.finish(response, lease, gate));
+                    return Ok(self.finish(response, lease, gate, request_done));
                 }
                 Err(Failure::Unsent(returned, err)) => {
                     // The connection closed before the request was written:
@@ -405,6 +413,7 @@ impl Client {
         response: Response<Incoming>,
         mut lease: Lease,
         gate: Option<Arc<GateState>>,
+        request_done: Option<Arc<AtomicBool>>,
     ) -> Response<Body> {
         if let Some(state) = &gate {
             let by_server = state.by_server.load(Ordering::Acquire);
@@ -425,10 +434,14 @@ impl Client {
         }
         let (parts, incoming) = response.into_parts();
         if hyper::body::Body::is_end_stream(&incoming) {
+            if request_done.is_some_and(|done| !done.load(Ordering::Acquire)) {
+                // Still sending its request body: see `Body::finish`.
+                lease.reusable = false;
+            }
             lease.release();
-            return Response::from_parts(parts, Body::new(incoming, None));
+            return Response::from_parts(parts, Body::new(incoming, None, None));
         }
-        Response::from_parts(parts, Body::new(incoming, Some(lease)))
+        Response::from_parts(parts, Body::new(incoming, Some(lease), request_done))
     }
 }
 
