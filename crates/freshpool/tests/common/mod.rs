@@ -5,14 +5,25 @@ use freshpool::Client;
 
 /// GETs `url` and reads the body to the end (returning the connection).
 pub async fn fetch(client: &Client, url: &str) -> bytes::Bytes {
-    client
-        .get(url)
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap()
+    read(client.get(url)).await
+}
+
+async fn read(
+    response: impl std::future::Future<
+        Output = Result<http::Response<freshpool::Body>, freshpool::Error>,
+    >,
+) -> bytes::Bytes {
+    response.await.unwrap().into_body().bytes().await.unwrap()
+}
+
+/// Sends `request` and reads the body to the end.
+/// (Not every test file that declares `mod common;` uses it.)
+#[allow(dead_code)]
+pub async fn send<B: Into<freshpool::RequestBody>>(
+    client: &Client,
+    request: http::Request<B>,
+) -> bytes::Bytes {
+    read(client.request(request)).await
 }
 
 /// An HTTP/2-only (h2c) test server and a client that speaks only HTTP/2.
