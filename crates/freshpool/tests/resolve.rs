@@ -416,19 +416,27 @@ async fn dns_is_checked_at_most_every_50ms_and_a_moved_connection_closes_on_retu
 /// Like `Reporting`, but each lookup takes the answer of the moment it
 /// starts and then waits for `gate`: a dial that resolved the old address
 /// lands after the pool already saw DNS move.
+/// With `answer_late`, the lookup answers what is current when the gate
+/// opens instead: a dial lands on an address newer than the pool's view.
 #[derive(Clone)]
 struct SlowLookup {
     reporting: Reporting,
     gate: Arc<tokio::sync::Semaphore>,
+    answer_late: bool,
 }
 
 impl Resolve for SlowLookup {
     fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
-        let addrs = self.reporting.addrs.lock().unwrap().clone();
-        let gate = self.gate.clone();
+        let addrs = self.reporting.addrs.clone();
+        let early = addrs.lock().unwrap().clone();
+        let (gate, late) = (self.gate.clone(), self.answer_late);
         Box::pin(async move {
             drop(gate.acquire().await.expect("gate open"));
-            Ok(addrs)
+            Ok(if late {
+                addrs.lock().unwrap().clone()
+            } else {
+                early
+            })
         })
     }
     fn current(&self, host: &str, port: u16) -> Option<freshpool::Resolved> {
@@ -453,6 +461,7 @@ async fn an_http2_connection_landing_after_dns_moved_is_not_shared() {
                 asked: Arc::new(AtomicU64::new(0)),
             },
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            answer_late: false,
         };
         let client = Client::builder()
             .resolver(resolver.clone())
@@ -493,6 +502,56 @@ async fn an_http2_connection_landing_after_dns_moved_is_not_shared() {
             assert_eq!(text(&client, url).await.unwrap(), "127.0.0.3");
         }
         assert_eq!(new.connections.load(Ordering::SeqCst), 1);
+    })
+    .await
+    .unwrap();
+}
+
+/// The other way round: the dial resolves the new address while the pool's
+/// own view is still the old answer (no checkout since the change). The
+/// connection is to where DNS points now: it is shared, not closed (closed,
+/// each new dial landed there again, and a lone request waited for its
+/// pool_timeout while the pool dialed and closed in a loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_to_the_new_address_is_kept_before_the_pool_saw_the_change() {
+    timeout(Duration::from_secs(20), async {
+        let old = IpServer::start("127.0.0.2").await;
+        let new = IpServer::start("127.0.0.3").await;
+        let resolver = SlowLookup {
+            reporting: Reporting {
+                addrs: Arc::new(Mutex::new(vec![old.addr])),
+                generation: Arc::new(AtomicU64::new(1)),
+                asked: Arc::new(AtomicU64::new(0)),
+            },
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            answer_late: true,
+        };
+        let client = Client::builder()
+            .resolver(resolver.clone())
+            .http_version(freshpool::HttpVersion::Http2Only)
+            .pool_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let url = "http://app.test/";
+        // The checkout sees generation 1 (the old address); its dial waits.
+        let lone = tokio::spawn({
+            let client = client.clone();
+            async move { text(&client, url).await }
+        });
+        while client
+            .stats()
+            .origins
+            .first()
+            .is_none_or(|o| o.connecting == 0)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        *resolver.reporting.addrs.lock().unwrap() = vec![new.addr];
+        resolver.reporting.generation.store(2, Ordering::SeqCst);
+        resolver.gate.add_permits(1000);
+        assert_eq!(lone.await.unwrap().expect("the lone request"), "127.0.0.3");
+        assert_eq!(new.connections.load(Ordering::SeqCst), 1, "one dial");
+        assert_eq!(old.connections.load(Ordering::SeqCst), 0);
     })
     .await
     .unwrap();

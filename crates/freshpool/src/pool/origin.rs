@@ -226,6 +226,18 @@ impl Origin {
             self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
         }
         let now = self.budget.stamp(Instant::now());
+        // An HTTP/2 connection to an address the resolver no longer lists
+        // is not shared (below). Asked now, outside the lock: the origin's
+        // own view (`dns_addrs`) is only as new as its last checkout, and a
+        // dial may have resolved a newer answer than that.
+        let listed = match (&conn.sender, conn.peer) {
+            (Sender::H2(_), Some(peer)) => self
+                .connector
+                .resolver
+                .current(&self.key.host, self.key.port)
+                .map(|now| now.addrs.contains(&peer)),
+            _ => None,
+        };
         let mut surplus = None;
         let mut moved = None;
         let dials = {
@@ -241,12 +253,12 @@ impl Origin {
                     // the request it goes to: its return closes it.)
                     surplus = g.state.offer_idle(idle, self.limits);
                 }
-                Sender::H2(sender) if g.moved_away(&conn.peer) => {
-                    // Dialed before the pool saw DNS move away from its
-                    // address: shared, it would carry every later stream
-                    // there for good (`follow_dns` drains only what it finds
-                    // when it sees the change). Closed instead; its waiters
-                    // get a new dial from `service` below.
+                Sender::H2(sender) if listed == Some(false) => {
+                    // Dialed before DNS moved away from its address: shared,
+                    // it would carry every later stream there for good
+                    // (`follow_dns` drains only what it finds when it sees
+                    // the change). Closed instead; its waiters get a new
+                    // dial from `service` below.
                     g.state.protocol = Protocol::Http2;
                     // (What it announced still says how many waiters one
                     // new dial serves.)
