@@ -267,7 +267,11 @@ impl http_body::Body for RequestBody {
     }
 }
 
-/// A streamed request body that says when it has ended (`track_end`).
+/// A streamed request body that says when it has ended (`track_end`):
+/// at its last frame, or when hyper drops it. hyper stops polling a body of
+/// known length once it has written that many bytes, so the last poll may
+/// never come; it drops the body then. In the case this guards against (an
+/// early answer while the body still goes out) hyper keeps the body.
 struct TrackEnd {
     inner: Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>,
     done: Arc<AtomicBool>,
@@ -299,6 +303,12 @@ impl http_body::Body for TrackEnd {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for TrackEnd {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -204,3 +204,49 @@ async fn a_connection_still_sending_its_request_body_is_not_reused() {
         client.stats()
     );
 }
+
+/// A streamed body of known length that never says it ended (as
+/// `StreamBody` over a file with a `Content-Length`): hyper stops polling it
+/// once the length is written, so its end is seen when hyper drops it. Its
+/// connection is reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_upload_of_known_length_leaves_a_reusable_connection() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    let url = server.url("/echo");
+    for round in 0..3 {
+        let body = KnownLength(Some(bytes::Bytes::from_static(b"12345")));
+        let upload = http::Request::post(&url)
+            .body(freshpool::RequestBody::wrap(body))
+            .unwrap();
+        assert_eq!(
+            text(&client, client.request(upload)).await,
+            "12345",
+            "round {round}"
+        );
+    }
+    let stats = client.stats();
+    assert_eq!(
+        stats.origins[0].created, 1,
+        "one connection for all: {stats}"
+    );
+}
+
+/// Yields its bytes once; `is_end_stream` stays false (the default).
+struct KnownLength(Option<bytes::Bytes>);
+
+impl http_body::Body for KnownLength {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(5)
+    }
+}

@@ -131,11 +131,13 @@ fn basic(user: &str, password: &str) -> Option<HeaderValue> {
 }
 
 /// The `Authorization: Basic` value for a URL's percent-encoded userinfo
-/// (`user[:password]`), as curl, Go's net/http and reqwest send it. `None`
-/// if its percent-encoding is broken.
+/// (`user[:password]`), as curl, Go's net/http and reqwest send it. A part
+/// whose percent-encoding is broken (or not UTF-8) goes as written, as curl
+/// does, rather than the credentials silently disappearing.
 pub(crate) fn userinfo_authorization(userinfo: &str) -> Option<HeaderValue> {
     let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    basic(&percent_decode(user)?, &percent_decode(password)?)
+    let decoded = |part: &str| percent_decode(part).unwrap_or_else(|| part.to_owned());
+    basic(&decoded(user), &decoded(password))
 }
 
 /// The proxy as messages show it: `http://user@host:port`, never the password.
@@ -287,7 +289,8 @@ mod tests {
         assert!(v.is_sensitive());
         let v = userinfo_authorization("bob").unwrap();
         assert_eq!(v.to_str().unwrap(), format!("Basic {}", base64(b"bob:")));
-        assert!(userinfo_authorization("bad%zz").is_none());
+        let v = userinfo_authorization("bad%zz").unwrap();
+        assert_eq!(v.to_str().unwrap(), format!("Basic {}", base64(b"bad%zz:")));
     }
 
     #[test]
