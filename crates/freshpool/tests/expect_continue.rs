@@ -75,7 +75,14 @@ async fn a_failing_request_body_is_a_body_error() {
     // failure after sending used to be worded "possibly processed".
     assert_eq!(text(&client, client.get(&server.url("/"))).await, "ok");
     for _ in 0..2 {
-        let body = freshpool::RequestBody::wrap(Breaks { sent: false });
+        let body = freshpool::RequestBody::wrap(Scripted {
+            chunks: [
+                Ok(&b"part"[..]),
+                Err(std::io::Error::other("the upload's source broke")),
+            ]
+            .into(),
+            exact: None,
+        });
         let request = http::Request::post(&url).body(body).unwrap();
         let err = client.request(request).await.unwrap_err();
         assert_eq!(err.kind(), Kind::Body, "{err}");
@@ -86,12 +93,15 @@ async fn a_failing_request_body_is_a_body_error() {
     }
 }
 
-/// A body that yields one chunk, then fails.
-struct Breaks {
-    sent: bool,
+/// A request body that yields the given chunks (an `Err` fails it there),
+/// then ends; `exact` is its announced length. `is_end_stream` stays false
+/// (the default), as for `StreamBody`.
+struct Scripted {
+    chunks: std::collections::VecDeque<std::io::Result<&'static [u8]>>,
+    exact: Option<u64>,
 }
 
-impl http_body::Body for Breaks {
+impl http_body::Body for Scripted {
     type Data = bytes::Bytes;
     type Error = std::io::Error;
 
@@ -99,14 +109,15 @@ impl http_body::Body for Breaks {
         mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
-        if std::mem::replace(&mut self.sent, true) {
-            return std::task::Poll::Ready(Some(Err(std::io::Error::other(
-                "the upload's source broke",
-            ))));
-        }
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
-            b"part",
-        )))))
+        let next = self.chunks.pop_front();
+        std::task::Poll::Ready(next.map(|c| c.map(|b| http_body::Frame::data(b.into()))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.exact.map_or_else(
+            http_body::SizeHint::default,
+            http_body::SizeHint::with_exact,
+        )
     }
 }
 
@@ -215,7 +226,10 @@ async fn a_finished_upload_of_known_length_leaves_a_reusable_connection() {
     let client = Client::new();
     let url = server.url("/echo");
     for round in 0..3 {
-        let body = KnownLength(Some(bytes::Bytes::from_static(b"12345")));
+        let body = Scripted {
+            chunks: [Ok(&b"12345"[..])].into(),
+            exact: Some(5),
+        };
         let upload = http::Request::post(&url)
             .body(freshpool::RequestBody::wrap(body))
             .unwrap();
@@ -230,23 +244,4 @@ async fn a_finished_upload_of_known_length_leaves_a_reusable_connection() {
         stats.origins[0].created, 1,
         "one connection for all: {stats}"
     );
-}
-
-/// Yields its bytes once; `is_end_stream` stays false (the default).
-struct KnownLength(Option<bytes::Bytes>);
-
-impl http_body::Body for KnownLength {
-    type Data = bytes::Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
-        std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(5)
-    }
 }

@@ -444,6 +444,45 @@ impl Resolve for SlowLookup {
     }
 }
 
+impl SlowLookup {
+    /// Answers `addr` (generation 1); lookups wait for `gate`.
+    fn new(addr: SocketAddr, answer_late: bool) -> SlowLookup {
+        SlowLookup {
+            reporting: Reporting {
+                addrs: Arc::new(Mutex::new(vec![addr])),
+                generation: Arc::new(AtomicU64::new(1)),
+                asked: Arc::new(AtomicU64::new(0)),
+            },
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            answer_late,
+        }
+    }
+
+    /// DNS moves to `addr` (generation 2).
+    fn move_to(&self, addr: SocketAddr) {
+        *self.reporting.addrs.lock().unwrap() = vec![addr];
+        self.reporting.generation.store(2, Ordering::SeqCst);
+    }
+}
+
+/// A GET in its own task.
+fn spawn_text(client: &Client, url: &'static str) -> JoinHandle<Result<String, freshpool::Error>> {
+    let client = client.clone();
+    tokio::spawn(async move { text(&client, url).await })
+}
+
+/// Waits until the client's first origin is dialing.
+async fn until_dialing(client: &Client) {
+    while client
+        .stats()
+        .origins
+        .first()
+        .is_none_or(|o| o.connecting == 0)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// An HTTP/2 connection dialed to an address DNS no longer lists, landing
 /// after the pool saw the change, is not shared: one HTTP/2 connection
 /// carries every later request, and nothing would move them off it (the
@@ -454,15 +493,7 @@ async fn an_http2_connection_landing_after_dns_moved_is_not_shared() {
     timeout(Duration::from_secs(20), async {
         let old = IpServer::start("127.0.0.2").await;
         let new = IpServer::start("127.0.0.3").await;
-        let resolver = SlowLookup {
-            reporting: Reporting {
-                addrs: Arc::new(Mutex::new(vec![old.addr])),
-                generation: Arc::new(AtomicU64::new(1)),
-                asked: Arc::new(AtomicU64::new(0)),
-            },
-            gate: Arc::new(tokio::sync::Semaphore::new(0)),
-            answer_late: false,
-        };
+        let resolver = SlowLookup::new(old.addr, false);
         let client = Client::builder()
             .resolver(resolver.clone())
             .http_version(freshpool::HttpVersion::Http2Only)
@@ -472,26 +503,12 @@ async fn an_http2_connection_landing_after_dns_moved_is_not_shared() {
             .unwrap();
         let url = "http://app.test/";
         // The first request's dial resolves the old address and waits.
-        let first = tokio::spawn({
-            let client = client.clone();
-            async move { text(&client, url).await }
-        });
-        while client
-            .stats()
-            .origins
-            .first()
-            .is_none_or(|o| o.connecting == 0)
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let first = spawn_text(&client, url);
+        until_dialing(&client).await;
         // DNS moves; a checkout after the pool's 50 ms check interval sees it.
-        *resolver.reporting.addrs.lock().unwrap() = vec![new.addr];
-        resolver.reporting.generation.store(2, Ordering::SeqCst);
+        resolver.move_to(new.addr);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let second = tokio::spawn({
-            let client = client.clone();
-            async move { text(&client, url).await }
-        });
+        let second = spawn_text(&client, url);
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Now the old dial lands (and any later lookup answers at once).
         resolver.gate.add_permits(1000);
@@ -517,15 +534,7 @@ async fn an_http2_connection_to_the_new_address_is_kept_before_the_pool_saw_the_
     timeout(Duration::from_secs(20), async {
         let old = IpServer::start("127.0.0.2").await;
         let new = IpServer::start("127.0.0.3").await;
-        let resolver = SlowLookup {
-            reporting: Reporting {
-                addrs: Arc::new(Mutex::new(vec![old.addr])),
-                generation: Arc::new(AtomicU64::new(1)),
-                asked: Arc::new(AtomicU64::new(0)),
-            },
-            gate: Arc::new(tokio::sync::Semaphore::new(0)),
-            answer_late: true,
-        };
+        let resolver = SlowLookup::new(old.addr, true);
         let client = Client::builder()
             .resolver(resolver.clone())
             .http_version(freshpool::HttpVersion::Http2Only)
@@ -534,20 +543,9 @@ async fn an_http2_connection_to_the_new_address_is_kept_before_the_pool_saw_the_
             .unwrap();
         let url = "http://app.test/";
         // The checkout sees generation 1 (the old address); its dial waits.
-        let lone = tokio::spawn({
-            let client = client.clone();
-            async move { text(&client, url).await }
-        });
-        while client
-            .stats()
-            .origins
-            .first()
-            .is_none_or(|o| o.connecting == 0)
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        *resolver.reporting.addrs.lock().unwrap() = vec![new.addr];
-        resolver.reporting.generation.store(2, Ordering::SeqCst);
+        let lone = spawn_text(&client, url);
+        until_dialing(&client).await;
+        resolver.move_to(new.addr);
         resolver.gate.add_permits(1000);
         assert_eq!(lone.await.unwrap().expect("the lone request"), "127.0.0.3");
         assert_eq!(new.connections.load(Ordering::SeqCst), 1, "one dial");
