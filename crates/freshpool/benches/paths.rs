@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 
 /// One scenario: which server, how many tasks, requests per task, and what
 /// each request is.
+#[derive(Clone)]
 struct Scenario {
     name: &'static str,
     http2: bool,
@@ -138,16 +139,7 @@ async fn run(
         let held = held.cloned();
         let url = url.to_owned();
         let host = host.clone();
-        let scenario = Scenario {
-            name: s.name,
-            http2: s.http2,
-            tasks: s.tasks,
-            per_task: s.per_task,
-            method: s.method.clone(),
-            path: s.path,
-            body: s.body.clone(),
-            response_len: s.response_len,
-        };
+        let scenario = s.clone();
         tasks.spawn_local(async move {
             let mut read = 0;
             for _ in 0..scenario.per_task {
@@ -263,9 +255,7 @@ fn main() {
         // Warm both: the pool opens its connections, both fill their buffers.
         let warm = Scenario {
             per_task: 2,
-            method: s.method.clone(),
-            body: s.body.clone(),
-            ..*s
+            ..s.clone()
         };
         local.block_on(&rt, run(&warm, Some(&client), None, &url, &host));
         local.block_on(&rt, run(&warm, None, Some(&held), &url, &host));

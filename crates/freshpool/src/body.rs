@@ -130,10 +130,10 @@ impl RequestBody {
         RequestBody::of(Payload::Gated(gate, self.ungated()))
     }
 
-    /// For a streamed body: a flag set once it has yielded its last
-    /// frame, so that a connection whose response ended while its request
-    /// body was still going out is not pooled (the next request would wait
-    /// for that upload). `None` for a body in memory: hyper takes it whole.
+    /// For a streamed body: a flag set once hyper is done with it, so
+    /// that a connection whose response ended while its request body was
+    /// still going out is not pooled (the next request would wait for that
+    /// upload). `None` for a body in memory: hyper takes it whole.
     pub(crate) fn track_end(&mut self) -> Option<Arc<AtomicBool>> {
         match self.payload.as_deref_mut()? {
             Payload::Full(_) => return None,
@@ -143,7 +143,7 @@ impl RequestBody {
         let Some(Payload::Stream(inner)) = self.payload.take().map(|p| *p) else {
             unreachable!("matched Stream above")
         };
-        let done = Arc::new(AtomicBool::new(inner.is_end_stream()));
+        let done = Arc::new(AtomicBool::new(false));
         let tracked = TrackEnd {
             inner,
             done: done.clone(),
@@ -267,11 +267,11 @@ impl http_body::Body for RequestBody {
     }
 }
 
-/// A streamed request body that says when it has ended (`track_end`):
-/// at its last frame, or when hyper drops it. hyper stops polling a body of
-/// known length once it has written that many bytes, so the last poll may
-/// never come; it drops the body then. In the case this guards against (an
-/// early answer while the body still goes out) hyper keeps the body.
+/// A streamed request body that says when hyper is done with it
+/// (`track_end`): hyper drops a request body as soon as it has written the
+/// last of it (its end, or as many bytes as announced: then without a
+/// final poll), and keeps it while it still goes out, as when the server
+/// answered early.
 struct TrackEnd {
     inner: Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>,
     done: Arc<AtomicBool>,
@@ -285,16 +285,7 @@ impl http_body::Body for TrackEnd {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = self.inner.as_mut().poll_frame(cx);
-        let ended = match &frame {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
-            _ => false,
-        };
-        if ended {
-            self.done.store(true, std::sync::atomic::Ordering::Release);
-        }
-        frame
+        self.inner.as_mut().poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -371,7 +362,10 @@ impl Body {
         Ok(total)
     }
 
-    fn finish(&mut self) {
+    /// Gives the connection back (not to be reused if the request body
+    /// is still going out). Called at the end of the body, or at once for
+    /// a response without one.
+    pub(crate) fn finish(&mut self) {
         if let Some(mut lease) = self.lease.take() {
             if self
                 .request_done

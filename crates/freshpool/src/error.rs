@@ -237,27 +237,22 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
 /// before the announced length) or unparsable is the peer breaking the
 /// protocol; other failures are I/O.
 pub(crate) fn classify(err: &hyper::Error) -> Kind {
-    // The caller's own request body failing is a "user" error to hyper,
-    // like the server's mistakes: told apart by the mark `RequestBody`
-    // puts on it.
+    let mut eof = false;
     let mut source = StdError::source(err);
     while let Some(s) = source {
+        // The caller's own request body failing is a "user" error to hyper,
+        // like the server's mistakes: told apart by the mark `RequestBody`
+        // puts on it.
         if s.is::<RequestBodyError>() {
             return Kind::Body;
         }
+        eof |= s
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
         source = s.source();
     }
-    if err.is_parse() || err.is_incomplete_message() || err.is_user() {
+    if err.is_parse() || err.is_incomplete_message() || err.is_user() || eof {
         return Kind::Protocol;
-    }
-    let mut source = StdError::source(err);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::UnexpectedEof {
-                return Kind::Protocol;
-            }
-        }
-        source = s.source();
     }
     if err.is_body_write_aborted() {
         Kind::Body
@@ -269,21 +264,15 @@ pub(crate) fn classify(err: &hyper::Error) -> Kind {
 /// Wraps a hyper error with our kind and the origin.
 pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
     let kind = classify(&err);
-    let what = match kind {
+    let message = match kind {
         Kind::Protocol if err.is_incomplete_message() => {
-            "connection closed before the response completed"
+            format!("connection closed before the response completed from {origin}")
         }
-        Kind::Protocol => "invalid or truncated HTTP message",
-        Kind::Body => {
-            return Error::new(
-                kind,
-                format!("the request body failed while sending to {origin}"),
-            )
-            .with_source(err)
-        }
-        _ => "connection error",
+        Kind::Protocol => format!("invalid or truncated HTTP message from {origin}"),
+        Kind::Body => format!("the request body failed while sending to {origin}"),
+        _ => format!("connection error from {origin}"),
     };
-    Error::new(kind, format!("{what} from {origin}")).with_source(err)
+    Error::new(kind, message).with_source(err)
 }
 
 /// A streamed request body's own error, as `RequestBody` hands it to

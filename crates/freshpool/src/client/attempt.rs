@@ -433,15 +433,11 @@ impl Client {
             }
         }
         let (parts, incoming) = response.into_parts();
-        if hyper::body::Body::is_end_stream(&incoming) {
-            if request_done.is_some_and(|done| !done.load(Ordering::Acquire)) {
-                // Still sending its request body: see `Body::finish`.
-                lease.reusable = false;
-            }
-            lease.release();
-            return Response::from_parts(parts, Body::new(incoming, None, None));
+        let mut body = Body::new(incoming, Some(lease), request_done);
+        if hyper::body::Body::is_end_stream(&body) {
+            body.finish();
         }
-        Response::from_parts(parts, Body::new(incoming, Some(lease), request_done))
+        Response::from_parts(parts, body)
     }
 }
 

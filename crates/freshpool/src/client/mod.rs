@@ -179,13 +179,7 @@ impl Client {
             Ok(request) => request,
             Err(error) => return ResponseFuture::Failed { error: Some(error) },
         };
-        if request
-            .uri()
-            .authority()
-            .is_some_and(|a| a.as_str().contains('@'))
-        {
-            move_userinfo(&mut request);
-        }
+        move_userinfo(&mut request);
         // Quiet by default (DEBUG); a disabled span costs a static check.
         let span = tracing::debug_span!(
             "freshpool.request",
@@ -360,10 +354,14 @@ where
 /// the URI: it must not go on the wire (HTTP/2's `:authority` may not carry
 /// it, RFC 9113 section 8.3.1; HTTP/1's Host never did), nor into spans or
 /// error messages.
+#[inline]
 fn move_userinfo(request: &mut Request<RequestBody>) {
+    // (`contains` first: `rsplit_once` is a `memrchr` call, ~150
+    // instructions per request, callgrind.)
     let Some((userinfo, host)) = request
         .uri()
         .authority()
+        .filter(|a| a.as_str().contains('@'))
         .and_then(|a| a.as_str().rsplit_once('@'))
     else {
         return;

@@ -179,55 +179,31 @@ impl Queued {
                 .as_mut()
                 .expect("a queued request has its receiver");
             let remaining = pool_timeout.saturating_sub(self.started.elapsed());
-            match tokio::time::timeout(remaining, rx).await {
+            let served = match tokio::time::timeout(remaining, rx).await {
                 Ok(Ok(result)) => {
                     self.guard.rx = None;
-                    let handoff = result?;
-                    if let Handoff::AskAgain = handoff {
-                        // Counted out of the queue by the sender already.
-                        let now = pool.inner.budget.stamp(Instant::now());
-                        match pool.take(&origin, Some(self.started), now, caller)? {
-                            Checkout::Ready(lease) => return Ok(lease),
-                            Checkout::Queued(again) => self = again,
-                        }
-                        continue;
-                    }
-                    let now = Instant::now();
-                    origin
-                        .counters
-                        .waited(now.saturating_duration_since(self.started));
-                    let now = pool.inner.budget.stamp(now);
-                    let (kind, reused) = match handoff {
+                    match result? {
                         Handoff::Exclusive(idle) => {
                             let reused = !idle.fresh();
-                            (LeaseKind::H1(idle), reused)
+                            Some((LeaseKind::H1(idle), reused))
                         }
-                        Handoff::Stream { conn_id, sender } => (
+                        Handoff::Stream { conn_id, sender } => Some((
                             LeaseKind::H2 {
                                 origin: origin.clone(),
                                 conn_id,
                                 sender: sender.sender,
                             },
                             true,
-                        ),
-                        Handoff::AskAgain => unreachable!("handled above"),
-                    };
-                    let lease_id = {
-                        let mut g = origin.lock();
-                        g.reused += u64::from(reused);
-                        origin.register_lease(&mut g, now, caller)
-                    };
-                    return Ok(Lease::new(kind, lease_id, reused, now));
+                        )),
+                        // Counted out of the queue by the sender already.
+                        Handoff::AskAgain => None,
+                    }
                 }
                 Ok(Err(_)) => {
-                    // Sender dropped without an answer: ask again.
+                    // Sender dropped without an answer.
                     self.guard.rx = None;
                     origin.lock().state.cancel_waiter();
-                    let now = pool.inner.budget.stamp(Instant::now());
-                    match pool.take(&origin, Some(self.started), now, caller)? {
-                        Checkout::Ready(lease) => return Ok(lease),
-                        Checkout::Queued(again) => self = again,
-                    }
+                    None
                 }
                 Err(_) => {
                     // Report before leaving the queue: "waiting" counts this
@@ -238,7 +214,27 @@ impl Queued {
                     warn_starvation(&origin.label, &report);
                     return Err(Error::new(Kind::PoolTimeout, report));
                 }
-            }
+            };
+            let Some((kind, reused)) = served else {
+                // Not served: ask again.
+                let now = pool.inner.budget.stamp(Instant::now());
+                match pool.take(&origin, Some(self.started), now, caller)? {
+                    Checkout::Ready(lease) => return Ok(lease),
+                    Checkout::Queued(again) => self = again,
+                }
+                continue;
+            };
+            let now = Instant::now();
+            origin
+                .counters
+                .waited(now.saturating_duration_since(self.started));
+            let now = pool.inner.budget.stamp(now);
+            let lease_id = {
+                let mut g = origin.lock();
+                g.reused += u64::from(reused);
+                origin.register_lease(&mut g, now, caller)
+            };
+            return Ok(Lease::new(kind, lease_id, reused, now));
         }
     }
 }

@@ -35,13 +35,17 @@ impl Origin {
         wake_starving(&self.budget);
     }
 
-    pub(super) fn spawn_dials(self: &Arc<Self>, waiter_ids: Vec<u64>) {
-        // service() may have hit the total limit: make sure freed capacity
-        // elsewhere wakes this origin (wake_starving). Separate lock domain.
+    /// `service()` may have hit the total limit: make sure freed capacity
+    /// elsewhere wakes this origin (`wake_starving`). Separate lock domain.
+    fn register_if_starving(self: &Arc<Self>) {
         let newly = std::mem::take(&mut self.lock().state.newly_starving);
         if newly {
             self.budget.starving.push(self);
         }
+    }
+
+    pub(super) fn spawn_dials(self: &Arc<Self>, waiter_ids: Vec<u64>) {
+        self.register_if_starving();
         if waiter_ids.is_empty() {
             return;
         }
@@ -82,8 +86,7 @@ impl Origin {
                 .dial_never_ran(waiter, was_dialing, self.limits, &*self.budget);
             self.publish(&g.state);
         }
-        // Registers the origin for total capacity if `service` ran out.
-        self.spawn_dials(Vec::new());
+        self.register_if_starving();
         // The freed total slot may be what another origin is waiting for.
         wake_starving(&self.budget);
     }
