@@ -41,6 +41,8 @@ pub(crate) struct Queued {
     guard: WaiterGuard,
     /// When the checkout began: `pool_timeout` bounds the whole wait.
     started: Instant,
+    /// Its place in the queue, kept if it is sent back to ask again.
+    waiter_id: u64,
 }
 
 impl Pool {
@@ -64,13 +66,14 @@ impl Pool {
     }
 
     /// One pass under the origin's lock: a lease, a place in the queue, or
-    /// `PoolFull`. Loops only past idle connections found stale. `started`
-    /// is when an earlier pass queued (None: now, read precisely, since the
-    /// wait is reported to users).
+    /// `PoolFull`. Loops only past idle connections found stale.
+    /// `asking_again` is a queued request sent back to ask again: its wait
+    /// began at its `started` (None: now, read precisely, since the wait is
+    /// reported to users) and it keeps its place in the queue.
     fn take(
         &self,
         origin: &Origin,
-        started: Option<Instant>,
+        asking_again: Option<(Instant, u64)>,
         mut now: Stamp,
         caller: &'static Location<'static>,
     ) -> Result<Checkout, Error> {
@@ -79,9 +82,14 @@ impl Pool {
             let mut expired = Vec::new();
             let acquired = {
                 let mut g = origin.lock();
-                let acquired =
-                    g.state
-                        .acquire(now, origin.limits, &*origin.budget, caller, &mut expired);
+                let acquired = g.state.acquire(
+                    now,
+                    origin.limits,
+                    &*origin.budget,
+                    caller,
+                    &mut expired,
+                    asking_again.map(|(_, id)| id),
+                );
                 match acquired {
                     Acquire::Idle(idle) => {
                         // (Taken back below if the connection is stale.)
@@ -153,7 +161,8 @@ impl Pool {
                             origin,
                             rx: Some(rx),
                         },
-                        started: started.unwrap_or_else(Instant::now),
+                        started: asking_again.map_or_else(Instant::now, |(started, _)| started),
+                        waiter_id,
                     }));
                 }
                 Err(Acquire::Idle(_) | Acquire::Stream { .. }) => unreachable!("handled above"),
@@ -218,7 +227,7 @@ impl Queued {
             let Some((kind, reused)) = served else {
                 // Not served: ask again.
                 let now = pool.inner.budget.stamp(Instant::now());
-                match pool.take(&origin, Some(self.started), now, caller)? {
+                match pool.take(&origin, Some((self.started, self.waiter_id)), now, caller)? {
                     Checkout::Ready(lease) => return Ok(lease),
                     Checkout::Queued(again) => self = again,
                 }

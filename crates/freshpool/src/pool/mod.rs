@@ -51,7 +51,8 @@
 //!       waiters without a dial get one (no waiter starves while a slot is free)
 //! dial task dropped unrun (spawned on a runtime shutting down) --> SlotGuard
 //!       drop: slot freed; its waiter, and any the slot would now dial for,
-//!       get `AskAgain` and check out again from their own runtime
+//!       get `AskAgain` and check out again from their own runtime,
+//!       keeping their place in the queue (never `PoolFull`)
 //! ```
 
 mod checkout;

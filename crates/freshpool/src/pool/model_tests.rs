@@ -468,8 +468,8 @@ impl Model {
                     match a.result {
                         Ok(Handoff::Exclusive(idle)) => self.leases_h1.push(idle),
                         Ok(Handoff::Stream { conn_id, .. }) => self.leases_h2.push(conn_id),
-                        Ok(Handoff::AskAgain) => self.acquire(),
-                        Err(e) if e.kind() == Kind::Closed => self.acquire(),
+                        Ok(Handoff::AskAgain) => self.acquire_again(a.waiter_id)?,
+                        Err(e) if e.kind() == Kind::Closed => self.acquire_again(a.waiter_id)?,
                         Err(_) => {}
                     }
                 }
@@ -655,6 +655,23 @@ impl Model {
 
     /// `Pool::checkout`, one pass.
     fn acquire(&mut self) {
+        self.acquire_as(None);
+    }
+
+    /// `Queued::wait` after `AskAgain` (or a dropped sender): the waiter
+    /// checks out again, keeping its place; never refused as `PoolFull`.
+    fn acquire_again(&mut self, waiter_id: u64) -> Result<(), String> {
+        self.log.push(format!("  waiter {waiter_id} asks again"));
+        match self.acquire_as(Some(waiter_id)) {
+            Some(waiting) => Err(format!(
+                "waiter {waiter_id}, sent back to ask again, was refused as PoolFull ({waiting} waiting)"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Returns the queue length when refused as full.
+    fn acquire_as(&mut self, asking_again: Option<u64>) -> Option<usize> {
         let mut expired = Vec::new();
         let acquired = self.st.acquire(
             self.now,
@@ -662,6 +679,7 @@ impl Model {
             &self.budget,
             Location::caller(),
             &mut expired,
+            asking_again,
         );
         drop(expired);
         match acquired {
@@ -675,6 +693,7 @@ impl Model {
             }
             Acquire::Full { waiting } => {
                 self.log.push(format!("  full ({waiting})"));
+                return Some(waiting);
             }
             Acquire::Wait {
                 waiter_id,
@@ -692,6 +711,7 @@ impl Model {
                 self.waiting.push(Req { waiter_id, rx });
             }
         }
+        None
     }
 
     /// `WaiterGuard::drop` for a request still waiting.
@@ -1058,6 +1078,44 @@ fn fifo_waiters_get_released_connections_in_order() {
     m.step(Release(i0)).unwrap();
     assert_eq!(m.answered.len(), 1);
     assert_eq!(m.answered[0].waiter_id, 2, "the oldest waiter is served");
+    m.wind_down().unwrap();
+}
+
+/// A dial dropped unrun (its runtime shutting down) sends its waiters back
+/// to ask again. Newcomers may fill the queue to `max_pending` before they
+/// do: the waiters asking again were admitted already, so they keep their
+/// places ahead of the newcomers instead of getting `PoolFull`.
+#[test]
+fn waiters_asking_again_keep_their_place_and_are_not_refused() {
+    use Op::*;
+    let i0 = Ix(0);
+    let mut setup = h1_setup(1, 4);
+    setup.limits.max_pending = 1;
+    let mut m = Model::new(setup);
+    // Waiter 1 with the origin's only dial; waiter 2 queued behind it.
+    for op in [Acquire, Acquire, DialNeverRan(i0)] {
+        m.step(op).unwrap();
+    }
+    let sent_back: Vec<u64> = m.answered.iter().map(|a| a.waiter_id).collect();
+    assert_eq!(sent_back, [1, 2], "both sent back to ask again");
+    // Newcomers: 3 gets the freed slot's dial, 4 fills the queue.
+    for op in [Acquire, Acquire] {
+        m.step(op).unwrap();
+    }
+    assert_eq!(m.waiting.len(), 2);
+    assert_eq!(
+        m.acquire_as(None),
+        Some(1),
+        "the queue is full for a newcomer"
+    );
+    // 1 and 2 ask again: admitted, at their old places.
+    m.step(Wake(i0)).unwrap();
+    m.step(Wake(i0)).unwrap();
+    assert_eq!(m.waiting.len(), 4);
+    // The one connection coming goes to waiter 1, the oldest.
+    m.step(DialOk(i0)).unwrap();
+    let served: Vec<u64> = m.answered.iter().map(|a| a.waiter_id).collect();
+    assert_eq!(served, [1]);
     m.wind_down().unwrap();
 }
 

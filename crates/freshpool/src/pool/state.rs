@@ -233,6 +233,13 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     ///
     /// The idle connection returned may still be stale: the caller validates
     /// it outside the lock and calls again if it was bad.
+    ///
+    /// `asking_again`: the id of a waiter that was sent back to ask again
+    /// (`Handoff::AskAgain`). It queued before everyone who came after it,
+    /// so it takes its old place in the queue rather than the back, and is
+    /// never refused for `max_pending`: it was already counted in the queue
+    /// when it was admitted, and newcomers filling its place meanwhile must
+    /// not turn its wait into `PoolFull`.
     pub(crate) fn acquire(
         &mut self,
         now: Stamp,
@@ -241,6 +248,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // Where the request was made; the pool registers it with the lease.
         _caller: &'static std::panic::Location<'static>,
         expired: &mut Vec<Idle<C>>,
+        asking_again: Option<u64>,
     ) -> Acquire<C, S> {
         if let Some((conn_id, sender)) = self.take_stream() {
             return Acquire::Stream { conn_id, sender };
@@ -261,10 +269,10 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // the way; those whose own dial is in flight are not queued behind
         // anyone.
         let queued = self.live_waiters.saturating_sub(self.dialing);
-        if !dial && queued >= limits.max_pending {
+        if !dial && queued >= limits.max_pending && asking_again.is_none() {
             return Acquire::Full { waiting: queued };
         }
-        let (waiter_id, rx) = self.enqueue(dial);
+        let (waiter_id, rx) = self.enqueue(dial, asking_again);
         Acquire::Wait {
             waiter_id,
             rx,
@@ -272,11 +280,27 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
-    fn enqueue(&mut self, dialing: bool) -> (u64, HandoffReceiver<C, S>) {
+    /// Queues a waiter: a new one at the back, one asking again at the
+    /// place its id had (ids grow, so the queue is sorted by them).
+    fn enqueue(
+        &mut self,
+        dialing: bool,
+        asking_again: Option<u64>,
+    ) -> (u64, HandoffReceiver<C, S>) {
         let (tx, rx) = oneshot::channel();
-        self.next_waiter += 1;
-        let id = self.next_waiter;
-        self.waiters.push_back(Waiter { id, tx, dialing });
+        let id = match asking_again {
+            Some(id) => {
+                let place = self.waiters.partition_point(|w| w.id < id);
+                self.waiters.insert(place, Waiter { id, tx, dialing });
+                id
+            }
+            None => {
+                self.next_waiter += 1;
+                let id = self.next_waiter;
+                self.waiters.push_back(Waiter { id, tx, dialing });
+                id
+            }
+        };
         self.live_waiters += 1;
         (id, rx)
     }
