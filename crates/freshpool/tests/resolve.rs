@@ -554,3 +554,35 @@ async fn an_http2_connection_to_the_new_address_is_kept_before_the_pool_saw_the_
     .await
     .unwrap();
 }
+
+/// The same for HTTP/1: a connection dialed to the new address before the
+/// pool's view caught up is where DNS points now. It rests after its
+/// request and carries the next one (it used to be closed on its first
+/// return, as if DNS had moved away from it, and every request until the
+/// next 50 ms check paid a new dial).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_connection_to_the_new_address_is_kept_before_the_pool_saw_the_change() {
+    timeout(Duration::from_secs(20), async {
+        let old = IpServer::start("127.0.0.2").await;
+        let new = IpServer::start("127.0.0.3").await;
+        let resolver = SlowLookup::new(old.addr, true);
+        let client = Client::builder()
+            .resolver(resolver.clone())
+            .build()
+            .unwrap();
+        let url = "http://app.test/";
+        // The checkout sees generation 1 (the old address); its dial waits.
+        let lone = spawn_text(&client, url);
+        until_dialing(&client).await;
+        resolver.move_to(new.addr);
+        resolver.gate.add_permits(1000);
+        assert_eq!(lone.await.unwrap().expect("the lone request"), "127.0.0.3");
+        let stats = client.stats();
+        assert_eq!(stats.origins[0].idle, 1, "the connection rests: {stats}");
+        assert_eq!(text(&client, url).await.unwrap(), "127.0.0.3");
+        assert_eq!(new.connections.load(Ordering::SeqCst), 1, "one dial");
+        assert_eq!(old.connections.load(Ordering::SeqCst), 0);
+    })
+    .await
+    .unwrap();
+}

@@ -229,16 +229,15 @@ impl Origin {
             self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
         }
         let now = self.budget.stamp(Instant::now());
-        // An HTTP/2 connection to an address the resolver no longer lists
-        // is not shared (below). Asked now, outside the lock: the origin's
-        // own view (`dns_addrs`) is only as new as its last checkout, and a
-        // dial may have resolved a newer answer than that.
+        // The origin's own view of DNS (`dns_addrs`, which returns are
+        // checked against) is only as new as its last check, and this dial
+        // may have resolved a newer answer: brought up to date first (outside
+        // the lock), or a connection to where DNS points now would count
+        // as moved away and close on its first return. An HTTP/2 connection
+        // to an address the resolver no longer lists is not shared (below).
+        let current = self.follow_dns_now();
         let listed = match (&conn.sender, conn.peer) {
-            (Sender::H2(_), Some(peer)) => self
-                .connector
-                .resolver
-                .current(&self.key.host, self.key.port)
-                .map(|now| now.addrs.contains(&peer)),
+            (Sender::H2(_), Some(peer)) => current.map(|addrs| addrs.contains(&peer)),
             _ => None,
         };
         let mut surplus = None;
@@ -590,19 +589,23 @@ impl Origin {
             return;
         }
         self.dns_checked_ns.store(now_ns.max(1), Ordering::Relaxed);
-        let Some(now) = self
+        self.follow_dns_now();
+    }
+
+    /// `follow_dns` without the rate limit, for a dial that just landed
+    /// (rare, and its address may be newer than this origin's view).
+    /// Returns the addresses the resolver lists now, if it keeps a view.
+    fn follow_dns_now(&self) -> Option<Arc<[std::net::SocketAddr]>> {
+        let now = self
             .connector
             .resolver
-            .current(&self.key.host, self.key.port)
-        else {
-            return;
-        };
+            .current(&self.key.host, self.key.port)?;
         // A load first: the generation rarely changes, and a swap on every
         // check would write a line every thread's checkouts share.
         if self.dns_seen.load(Ordering::Acquire) == now.generation
             || self.dns_seen.swap(now.generation, Ordering::AcqRel) == now.generation
         {
-            return;
+            return Some(now.addrs);
         }
         let gone =
             |peer: Option<std::net::SocketAddr>| peer.is_some_and(|p| !now.addrs.contains(&p));
@@ -623,6 +626,7 @@ impl Origin {
         if !retired.is_empty() {
             tracing::debug!(origin = %self.label, retired = retired.len(), "DNS changed; retired connections to old addresses");
         }
+        Some(now.addrs)
     }
 
     /// What we learned about this server and `Expect: 100-continue`:
