@@ -124,8 +124,14 @@ impl PoolKey {
         if host.is_empty() {
             return Err(Error::invalid_uri(format!("URI {uri} has no host")));
         }
-        let port = match port.and_then(|p| p.parse::<u16>().ok()) {
-            Some(p) => p,
+        // An empty port means the scheme's default (RFC 3986 section 3.2.3);
+        // anything else that is not a port is refused, never read as the
+        // default: `:65536` or `:8o8o` would reach another service on :80.
+        // (The `http` crate checks neither the digits nor the range.)
+        let port = match port.filter(|p| !p.is_empty()) {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| Error::invalid_uri(format!("URI {uri} has an invalid port {p:?}")))?,
             None => match scheme {
                 Scheme::Http => 80,
                 Scheme::Https => 443,
@@ -304,6 +310,36 @@ mod tests {
         assert_eq!(map.get(&view2 as &dyn KeyParts), Some(&1));
         let other = PoolKey::view(&uri2, c.id + 1000).unwrap();
         assert_eq!(map.get(&other as &dyn KeyParts), None);
+    }
+
+    /// A port that is not one is refused, never taken as the default (a
+    /// request for `:65536` would reach whatever listens on :80); an empty
+    /// one is the default, as RFC 3986 says.
+    #[test]
+    fn a_port_that_is_not_a_port_is_an_invalid_uri() {
+        let mut reached_the_pool = 0;
+        for bad in [
+            "http://127.0.0.1:65536/",
+            "http://127.0.0.1:8o8o/",
+            "https://a:-1/",
+        ] {
+            let Ok(uri) = bad.parse::<http::Uri>() else {
+                continue; // refused by the `http` crate already
+            };
+            reached_the_pool += 1;
+            let err = PoolKey::view(&uri, 1).unwrap_err();
+            assert_eq!(err.kind(), crate::Kind::InvalidUri, "{bad}");
+            assert!(err.to_string().contains("invalid port"), "{err}");
+        }
+        assert!(reached_the_pool > 0, "the `http` crate refused them all");
+        let port = |u: &str| {
+            PoolKey::view(&u.parse::<http::Uri>().unwrap(), 1)
+                .unwrap()
+                .port
+        };
+        assert_eq!(port("http://a:/"), 80);
+        assert_eq!(port("https://a:/"), 443);
+        assert_eq!(port("http://a:65535/"), 65535);
     }
 
     #[test]
