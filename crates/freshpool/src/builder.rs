@@ -84,6 +84,9 @@ impl ClientBuilder {
         /// with [`crate::Kind::PoolFull`]. Default 1024.
         max_pending: pool.max_pending: usize,
         /// How long a request may wait for a connection slot. Default 30 s.
+        /// A connection already being dialed for the request is waited for
+        /// past it (its own `connect_timeout` bounds it, and its error
+        /// says why it failed).
         pool_timeout: pool.pool_timeout: Duration,
         /// Close connections idle this long. Default 55 s; `None` = never.
         /// (Idle deadlines are checked with the kernel's coarse clock, on
@@ -102,12 +105,13 @@ impl ClientBuilder {
         /// with `Expect: 100-continue`, once it idled this long. Default 2 s.
         validate_after_idle: pool.validate_after_idle: Duration,
         /// A stall this long is taken as a process freeze (idle connections
-        /// are then dropped). Default 1 s; `None` = off.
+        /// are then dropped). Default 1 s; at least 100 ms; `None` = off.
         freeze_threshold: pool.freeze_threshold: Option<Duration>,
         /// Report (once, with its call site) a lease held longer than this:
         /// a response body neither read nor dropped. Default 60 s.
         lease_warn_after: pool.lease_warn_after: Option<Duration>,
-        /// TCP connect timeout (all addresses). Default 10 s.
+        /// Bounds the whole connection attempt: name lookup, TCP connect
+        /// (all addresses) and a proxy's CONNECT. Default 10 s.
         connect_timeout: conn.connect_timeout: Duration,
         /// TLS handshake timeout. Default 10 s.
         tls_handshake_timeout: conn.tls_handshake_timeout: Duration,
@@ -117,7 +121,8 @@ impl ClientBuilder {
         timeout: conn.timeout: Option<Duration>,
         /// `TCP_NODELAY`. Default on.
         tcp_nodelay: conn.tcp_nodelay: bool,
-        /// TCP keepalive idle time. Default 30 s.
+        /// TCP keepalive idle time. Default 30 s; 1 s to 32,767 s (the
+        /// kernel counts whole seconds).
         tcp_keepalive: conn.tcp_keepalive: Option<Duration>,
         /// HTTP version preference. Default [`HttpVersion::Auto`].
         http_version: conn.http_version: HttpVersion,

@@ -165,6 +165,14 @@ impl Default for ConnConfig {
     }
 }
 
+/// The longest any duration setting may be.
+const LONGEST_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The shortest `freeze_threshold`.
+const MIN_FREEZE_THRESHOLD: Duration = Duration::from_millis(100);
+/// What the kernel accepts as TCP keepalive idle time (`TCP_KEEPIDLE`).
+const TCP_KEEPALIVE_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(32_767));
+
 pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error> {
     let nonzero = [
         ("max_connections_per_host", pool.max_connections_per_host),
@@ -196,6 +204,57 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
         if value == Some(Duration::ZERO) {
             return Err(Error::config(format!(
                 "{name} must be greater than zero (use None to switch it off where allowed)"
+            )));
+        }
+    }
+    // Every deadline is "now + setting": past a year a setting is a typo or
+    // means "never" (None says that where it is allowed), and near
+    // `Duration::MAX` the addition overflows the clock and panics.
+    let all_durations = [
+        ("pool_timeout", Some(pool.pool_timeout)),
+        ("idle_timeout", pool.idle_timeout),
+        ("max_lifetime", pool.max_lifetime),
+        ("keep_alive_margin", Some(pool.keep_alive_margin)),
+        ("validate_after_idle", Some(pool.validate_after_idle)),
+        ("freeze_threshold", pool.freeze_threshold),
+        ("lease_warn_after", pool.lease_warn_after),
+        ("connect_timeout", Some(conn.connect_timeout)),
+        ("tls_handshake_timeout", Some(conn.tls_handshake_timeout)),
+        ("response_header_timeout", conn.response_header_timeout),
+        ("timeout", conn.timeout),
+        ("tcp_keepalive", conn.tcp_keepalive),
+        ("http2_keep_alive_interval", conn.http2_keep_alive_interval),
+        (
+            "expect_continue_timeout",
+            Some(conn.expect_continue_timeout),
+        ),
+    ];
+    for (name, value) in all_durations {
+        if value.is_some_and(|v| v > LONGEST_SETTING) {
+            return Err(Error::config(format!(
+                "{name} ({value:?}) is longer than a year (use None to switch it off where allowed)",
+                value = value.unwrap_or_default()
+            )));
+        }
+    }
+    // The heartbeat runs every 250 ms and a busy host delays it by tens of
+    // milliseconds: a smaller threshold reads scheduling noise as freezes
+    // and closes every idle connection each time.
+    if let Some(threshold) = pool.freeze_threshold {
+        if threshold < MIN_FREEZE_THRESHOLD {
+            return Err(Error::config(format!(
+                "freeze_threshold ({threshold:?}) must be at least {MIN_FREEZE_THRESHOLD:?}: shorter, scheduling delays read as freezes (None switches detection off)"
+            )));
+        }
+    }
+    // The kernel takes TCP keepalive idle time in whole seconds, 1 to
+    // 32767 (Linux; `EINVAL` otherwise): out of range, every dial would
+    // fail setting it.
+    if let Some(idle) = conn.tcp_keepalive {
+        if !(TCP_KEEPALIVE_RANGE.0..=TCP_KEEPALIVE_RANGE.1).contains(&idle) {
+            return Err(Error::config(format!(
+                "tcp_keepalive ({idle:?}) must be between {:?} and {:?} (the kernel counts whole seconds; None switches it off)",
+                TCP_KEEPALIVE_RANGE.0, TCP_KEEPALIVE_RANGE.1
             )));
         }
     }
@@ -242,6 +301,65 @@ mod tests {
         let err = validate(&pool, &ConnConfig::default()).unwrap_err();
         assert!(err.is_config());
         assert!(err.to_string().contains("max_connections_total"), "{err}");
+    }
+
+    /// Settings that used to build and then panic or fail every dial:
+    /// a deadline past the clock's range (`Instant + Duration::MAX`), a
+    /// freeze threshold below scheduling noise, a keepalive the kernel
+    /// refuses. Each is now a `Config` error naming the setting.
+    #[test]
+    fn durations_out_of_range_are_rejected_by_name() {
+        let pool_err = |pool: PoolConfig| validate(&pool, &ConnConfig::default()).unwrap_err();
+        let conn_err = |conn: ConnConfig| validate(&PoolConfig::default(), &conn).unwrap_err();
+        let cases = [
+            pool_err(PoolConfig {
+                freeze_threshold: Some(Duration::MAX),
+                ..PoolConfig::default()
+            }),
+            pool_err(PoolConfig {
+                freeze_threshold: Some(Duration::ZERO),
+                ..PoolConfig::default()
+            }),
+            pool_err(PoolConfig {
+                pool_timeout: Duration::MAX,
+                ..PoolConfig::default()
+            }),
+            conn_err(ConnConfig {
+                tls_handshake_timeout: Duration::MAX,
+                ..ConnConfig::default()
+            }),
+            conn_err(ConnConfig {
+                tcp_keepalive: Some(Duration::from_millis(500)),
+                ..ConnConfig::default()
+            }),
+            conn_err(ConnConfig {
+                tcp_keepalive: Some(Duration::from_secs(32_768)),
+                ..ConnConfig::default()
+            }),
+        ];
+        let names = [
+            "freeze_threshold",
+            "freeze_threshold",
+            "pool_timeout",
+            "tls_handshake_timeout",
+            "tcp_keepalive",
+            "tcp_keepalive",
+        ];
+        for (err, name) in cases.iter().zip(names) {
+            assert!(err.is_config());
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        // The edges are fine.
+        let edges = ConnConfig {
+            tcp_keepalive: Some(Duration::from_secs(1)),
+            timeout: Some(LONGEST_SETTING),
+            ..ConnConfig::default()
+        };
+        let pool = PoolConfig {
+            freeze_threshold: Some(MIN_FREEZE_THRESHOLD),
+            ..PoolConfig::default()
+        };
+        validate(&pool, &edges).unwrap();
     }
 
     #[test]
