@@ -374,7 +374,7 @@ impl Body {
             {
                 // The request body is still going out: hyper takes no next
                 // request before it ends, which may be never.
-                lease.reusable = false;
+                lease.not_reusable = Some(crate::CloseReason::Error);
             }
             lease.release();
         }

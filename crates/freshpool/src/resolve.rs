@@ -44,7 +44,9 @@ pub struct Resolved {
 /// TTL. Expired entries are still served to the pool's
 /// [`Resolve::current`] checks while a background lookup refreshes them; a
 /// dial with an expired entry looks up in the foreground. A failed lookup
-/// keeps the last good answer (and is retried at the next dial).
+/// keeps the last good answer: a dial uses it, and the next lookup waits a
+/// second. A refresh that returns the same addresses in a new order
+/// changes the order dials try them in, not the generation.
 ///
 /// ```
 /// use std::time::Duration;
@@ -146,6 +148,11 @@ impl<R: Resolve> Shared<R> {
                     generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
                     addrs: addrs.into(),
                 };
+            } else if entry.resolved.addrs[..] != addrs[..] {
+                // The same set in a new order (DNS round-robin): dials follow
+                // the new preference; the generation stays, as no connection
+                // is to an address DNS dropped.
+                entry.resolved.addrs = addrs.into();
             }
             return entry.resolved.clone();
         }
@@ -164,10 +171,15 @@ impl<R: Resolve> Shared<R> {
         resolved
     }
 
-    fn refresh_failed(&self, host: &str, port: u16) {
-        if let Some(entry) = find(&mut self.lock(), host, port) {
-            entry.refreshing = false;
-        }
+    /// A lookup failed: the last good answer stays, for `MIN_TTL` more
+    /// before the next lookup (during an outage every checkout would
+    /// otherwise start one), and is returned for a dial to use.
+    fn refresh_failed(&self, host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+        let mut entries = self.lock();
+        let entry = find(&mut entries, host, port)?;
+        entry.refreshing = false;
+        entry.expires = Instant::now() + MIN_TTL.min(self.ttl);
+        Some(entry.resolved.addrs.to_vec())
     }
 }
 
@@ -213,10 +225,15 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                     let stored = shared.store(&host, port, addrs, ttl);
                     Ok((stored.addrs.to_vec(), ttl))
                 }
-                Err(e) => {
-                    shared.refresh_failed(&host, port);
-                    Err(e)
-                }
+                // (Stale if error: a host whose DNS is down for a moment
+                // still has the addresses it answered before.)
+                Err(e) => match shared.refresh_failed(&host, port) {
+                    Some(stale) => {
+                        tracing::debug!(host, error = %e, "lookup failed; using the last good answer");
+                        Ok((stale, None))
+                    }
+                    None => Err(e),
+                },
             }
         })
     }
@@ -240,11 +257,11 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                     handle.spawn(async move {
                         match lookup.await {
                             Ok((addrs, ttl)) => drop(shared.store(&host, port, addrs, ttl)),
-                            Err(_) => shared.refresh_failed(&host, port),
+                            Err(_) => drop(shared.refresh_failed(&host, port)),
                         }
                     });
                 }
-                Err(_) => self.shared.refresh_failed(host, port),
+                Err(_) => drop(self.shared.refresh_failed(host, port)),
             }
         }
         Some(resolved)
@@ -389,6 +406,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    /// Answers the current list, or fails while `addrs` is empty (a DNS
+    /// outage).
     struct Switch {
         addrs: Mutex<Vec<SocketAddr>>,
         lookups: AtomicUsize,
@@ -398,8 +417,66 @@ mod tests {
         fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             let addrs = self.addrs.lock().unwrap().clone();
-            Box::pin(async move { Ok(addrs) })
+            Box::pin(async move {
+                if addrs.is_empty() {
+                    return Err(std::io::Error::other("SERVFAIL"));
+                }
+                Ok(addrs)
+            })
         }
+    }
+
+    fn switch(addrs: &[&str]) -> Arc<Switch> {
+        Arc::new(Switch {
+            addrs: Mutex::new(addrs.iter().map(|a| addr(a)).collect()),
+            lookups: AtomicUsize::new(0),
+        })
+    }
+
+    /// DNS round-robin: the same addresses in a new order. Dials try them
+    /// in the new order (Happy Eyeballs starts with the first), and no
+    /// connection is retired for it.
+    #[tokio::test]
+    async fn a_new_order_of_the_same_set_is_followed_without_a_new_generation() {
+        let switch = switch(&["127.0.0.2:80", "127.0.0.3:80"]);
+        let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(50));
+        cached.resolve("h", 80).await.unwrap();
+        let first = cached.current("h", 80).unwrap();
+        *switch.addrs.lock().unwrap() = vec![addr("127.0.0.3:80"), addr("127.0.0.2:80")];
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            cached.resolve("h", 80).await.unwrap(),
+            [addr("127.0.0.3:80"), addr("127.0.0.2:80")]
+        );
+        let now = cached.current("h", 80).unwrap();
+        assert_eq!(now.generation, first.generation);
+        assert_eq!(now.addrs, cached.resolve("h", 80).await.unwrap().into());
+    }
+
+    /// A DNS outage: a dial gets the last good answer instead of an error,
+    /// and the next lookup waits `MIN_TTL` instead of starting at every
+    /// check. A host never resolved still fails.
+    #[tokio::test]
+    async fn a_failed_lookup_serves_the_last_good_answer_and_waits_before_the_next() {
+        let switch = switch(&["127.0.0.2:80"]);
+        let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(50));
+        cached.resolve("h", 80).await.unwrap();
+        switch.addrs.lock().unwrap().clear();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            cached.resolve("h", 80).await.expect("the last good answer"),
+            [addr("127.0.0.2:80")]
+        );
+        assert_eq!(switch.lookups.load(Ordering::SeqCst), 2);
+        // Within MIN_TTL of the failure: neither a dial nor a check looks up.
+        cached.resolve("h", 80).await.unwrap();
+        assert!(cached.current("h", 80).is_some());
+        tokio::task::yield_now().await;
+        assert_eq!(switch.lookups.load(Ordering::SeqCst), 2);
+        assert!(
+            cached.resolve("other", 80).await.is_err(),
+            "nothing to fall back on"
+        );
     }
 
     /// Reports a DNS TTL, as hickory does.
@@ -445,10 +522,7 @@ mod tests {
 
     #[tokio::test]
     async fn caches_for_the_ttl_and_bumps_the_generation_only_on_change() {
-        let switch = Arc::new(Switch {
-            addrs: Mutex::new(vec![addr("127.0.0.2:80")]),
-            lookups: AtomicUsize::new(0),
-        });
+        let switch = switch(&["127.0.0.2:80"]);
         let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(50));
         assert_eq!(
             cached.current("h", 80),

@@ -16,13 +16,15 @@ use std::time::Duration;
 pub enum CloseReason {
     /// Idle longer than `idle_timeout`.
     IdleTimeout,
-    /// Reached the server's `Keep-Alive: timeout` hint (minus the margin).
+    /// Reached the server's `Keep-Alive: timeout` hint (minus the margin),
+    /// or the hint was 0 (no reuse).
     KeepAliveHint,
     /// Older than `max_lifetime`.
     Lifetime,
     /// Carried `max_requests_per_connection` requests.
     MaxRequests,
-    /// The server closed it while it sat in the pool.
+    /// The server closed it while it sat in the pool, or said it would
+    /// (`Connection: close`).
     ServerClose,
     /// Found dead (FIN, reset, stray bytes) by the check before reuse.
     StaleDetected,

@@ -373,3 +373,91 @@ async fn a_retried_get_reaches_the_server_unchanged() {
         );
     }
 }
+
+/// A connection the check before reuse finds dead is closed once and
+/// counted once, as `StaleDetected` (it was also counted as `Error`, so the
+/// reasons added up to more closes than there were). The client runs on a
+/// current-thread runtime that is blocked while the peer closes, so the
+/// connection's driver cannot notice the FIN first: the check does.
+#[test]
+fn a_connection_found_dead_before_reuse_is_counted_once() {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (server, proxy) = server_rt.block_on(async {
+        let server = TestServer::http1().await;
+        let proxy = ChaosProxy::start(server.addr()).await;
+        (server, proxy)
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let url = proxy.url("/");
+    rt.block_on(get_ok(&client, &url)).unwrap();
+    proxy.set_idle_close(Some(Duration::from_millis(100)));
+    std::thread::sleep(Duration::from_millis(400));
+    proxy.set_idle_close(None);
+    assert_eq!(rt.block_on(get_ok(&client, &url)).unwrap(), "ok");
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2, "{stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::StaleDetected),
+        1,
+        "{stats}"
+    );
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Error),
+        0,
+        "{stats}"
+    );
+    drop(server);
+}
+
+/// A server that keeps no connections (`Connection: close` on every
+/// response, or `Keep-Alive: timeout=0`) is not failing: its closes count
+/// as its choice, not as errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_will_not_keep_are_not_counted_as_errors() {
+    let closing = TestServer::start(ServerConfig {
+        close_after_requests: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let no_keep_alive = TestServer::start(ServerConfig {
+        keep_alive_hint: Some(0),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = Client::new();
+    for _ in 0..3 {
+        assert_eq!(get_ok(&client, &closing.url("/")).await.unwrap(), "ok");
+        assert_eq!(
+            get_ok(&client, &no_keep_alive.url("/")).await.unwrap(),
+            "ok"
+        );
+    }
+    let stats = client.stats();
+    assert_eq!(stats.created(), 6, "no connection was reused: {stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::ServerClose),
+        3,
+        "{stats}"
+    );
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::KeepAliveHint),
+        3,
+        "{stats}"
+    );
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Error),
+        0,
+        "{stats}"
+    );
+}

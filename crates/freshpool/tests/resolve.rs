@@ -586,3 +586,98 @@ async fn an_http1_connection_to_the_new_address_is_kept_before_the_pool_saw_the_
     .await
     .unwrap();
 }
+
+/// Answers after `delay`.
+#[derive(Clone)]
+struct SlowAnswer(Vec<SocketAddr>, Duration);
+
+impl Resolve for SlowAnswer {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let (addrs, delay) = (self.0.clone(), self.1);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(addrs)
+        })
+    }
+}
+
+/// `connect_timeout` bounds the whole attempt: a slow lookup leaves the
+/// TCP connect only what remains (each used to get the full setting, and
+/// through a proxy the CONNECT a third). The timeout also keeps why each
+/// address failed, and says which were never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_the_lookup_and_the_connect_together() {
+    let Some((hole, _held, _socket)) = blackhole().await else {
+        eprintln!("skipped: this kernel refuses instead of dropping SYNs");
+        return;
+    };
+    let refused = closed_addr();
+    let client = Client::builder()
+        .resolver(SlowAnswer(vec![refused, hole], Duration::from_millis(800)))
+        .connect_timeout(Duration::from_millis(1000))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = text(&client, "http://slow.test/").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
+    // 800 ms of lookup + the rest of the 1 s: not 800 + 1000.
+    assert!(took < Duration::from_millis(1500), "{took:?}: {err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{refused} (")), "{msg}");
+    assert!(
+        msg.to_lowercase().contains("refused"),
+        "the reason is kept: {msg}"
+    );
+    assert!(msg.contains(&format!("{hole} (no answer)")), "{msg}");
+}
+
+/// `pool_timeout` bounds waiting for the pool, not the request's own dial:
+/// with a dead host the request ends with the connect's error (which says
+/// what is wrong), not PoolTimeout advising a larger pool while nothing
+/// was in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_timeout_does_not_cut_off_the_requests_own_dial() {
+    let Some((hole, _held, _socket)) = blackhole().await else {
+        eprintln!("skipped: this kernel refuses instead of dropping SYNs");
+        return;
+    };
+    let client = Client::builder()
+        .resolver(Switch::new(vec![hole]))
+        .pool_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(1200))
+        .build()
+        .unwrap();
+    let err = timeout(Duration::from_secs(10), text(&client, "http://dead.test/"))
+        .await
+        .expect("bounded by the connect timeouts")
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
+    // Another request behind it, with no dial of its own, still gets
+    // PoolTimeout (the limit is 1 here).
+    let client = Client::builder()
+        .resolver(Switch::new(vec![hole]))
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(1200))
+        .build()
+        .unwrap();
+    let first = {
+        let client = client.clone();
+        tokio::spawn(async move { text(&client, "http://dead.test/").await })
+    };
+    while client
+        .stats()
+        .origins
+        .first()
+        .is_none_or(|o| o.connecting == 0)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = text(&client, "http://dead.test/").await.unwrap_err();
+    assert_eq!(second.kind(), Kind::PoolTimeout, "{second}");
+    assert_eq!(
+        first.await.unwrap().unwrap_err().kind(),
+        Kind::ConnectTimeout
+    );
+}

@@ -28,6 +28,7 @@ use crate::health::reuse_hints;
 use crate::metrics::Stopwatch;
 use crate::pool::{Checkout, Lease, LeaseKind};
 use crate::retry::{decide, is_idempotent, Attempt, RetryDecision};
+use crate::stats::CloseReason;
 
 /// Header names as constants: a `&str` name is parsed on every lookup.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -422,14 +423,18 @@ impl Client {
             if !released {
                 // A final answer before we sent the body: the connection
                 // still owes the body; do not reuse it.
-                lease.reusable = false;
+                lease.not_reusable = Some(CloseReason::Error);
             }
         }
         if !lease.is_h2() {
             let hints = reuse_hints(response.headers());
             lease.keep_alive_hint = hints.keep_alive;
-            if hints.close || hints.keep_alive == Some(Duration::ZERO) {
-                lease.reusable = false;
+            // (A server that keeps no connections is not failing: counted
+            // as its choice, not as an error.)
+            if hints.close {
+                lease.not_reusable = Some(CloseReason::ServerClose);
+            } else if hints.keep_alive == Some(Duration::ZERO) {
+                lease.not_reusable = Some(CloseReason::KeepAliveHint);
             }
         }
         let (parts, incoming) = response.into_parts();

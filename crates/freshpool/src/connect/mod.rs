@@ -65,6 +65,25 @@ pub(crate) struct Connector {
 /// a single TCP loss stall them all).
 const DEFAULT_MAX_STREAMS: u32 = 256;
 
+/// `connect_timeout` as one deadline over a whole connection attempt: the
+/// name lookup, the TCP connect (every address) and a proxy's CONNECT
+/// share it. (TLS has its own `tls_handshake_timeout`.)
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnectDeadline {
+    pub at: tokio::time::Instant,
+    /// The setting, for messages.
+    pub limit: Duration,
+}
+
+impl ConnectDeadline {
+    pub(crate) fn start(limit: Duration) -> ConnectDeadline {
+        ConnectDeadline {
+            at: tokio::time::Instant::now() + limit,
+            limit,
+        }
+    }
+}
+
 impl Connector {
     pub(crate) fn new(config: ConnConfig, resolver: Arc<dyn Resolve>) -> Result<Connector, Error> {
         let tls = Some(tls::client_config(&config.tls, config.http_version)?);
@@ -96,11 +115,16 @@ impl Connector {
         key: &PoolKey,
         slot: &mut Option<S>,
     ) -> Result<NewConnection, Error> {
-        let target = format!("{}:{}", key.host, key.port);
+        // (Bracketed for an IPv6 literal: "::1:8080" would be ambiguous.)
+        let target = proxy::authority(&key.host, key.port);
+        // One deadline for lookup, TCP connect and a proxy's CONNECT: each
+        // with its own `connect_timeout`, a dial through a proxy took up to
+        // three times the setting before TLS even began.
+        let deadline = ConnectDeadline::start(self.config.connect_timeout);
         let settings = TcpSettings {
             nodelay: self.config.tcp_nodelay,
             keepalive: self.config.tcp_keepalive,
-            connect_timeout: self.config.connect_timeout,
+            deadline,
         };
         // The proxy is part of the key (see proxy.rs), so every connection
         // under this key goes through the same proxy as the same user.
@@ -110,7 +134,7 @@ impl Connector {
         };
         let (stream, peer) = match &via {
             None => {
-                let addrs = self.resolve(&key.host, key.port).await?;
+                let addrs = self.resolve(&key.host, key.port, deadline).await?;
                 let stream = tcp::connect(&target, addrs, settings).await?;
                 let peer = stream.peer_addr().ok();
                 (stream, peer)
@@ -119,7 +143,7 @@ impl Connector {
                 let reach = async {
                     let addrs = match proxy::literal_addr(url) {
                         Some(addr) => vec![addr],
-                        None => self.resolve(url.host(), url.port()).await?,
+                        None => self.resolve(url.host(), url.port(), deadline).await?,
                     };
                     tcp::connect(&url.authority(), addrs, settings).await
                 };
@@ -130,8 +154,7 @@ impl Connector {
         let (mut io, socket) = TcpIo::new(stream);
         if let Some(url) = &via {
             if !proxy::forwards(key.scheme, self.config.http_version) {
-                let limit = self.config.connect_timeout;
-                proxy::connect_tunnel(&mut io, url, &key.host, key.port, limit).await?;
+                proxy::connect_tunnel(&mut io, url, &key.host, key.port, deadline).await?;
             }
         }
         let mut conn = match key.scheme {
@@ -150,22 +173,26 @@ impl Connector {
     }
 
     /// Resolves with the client's resolver, bounded by `connect_timeout`.
-    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, Error> {
-        tokio::time::timeout(
-            self.config.connect_timeout,
-            self.resolver.resolve(host, port),
-        )
-        .await
-        .map_err(|_| {
-            Error::new(
-                Kind::ConnectTimeout,
-                format!(
-                    "resolving {host} timed out after {}",
-                    fmt_duration(self.config.connect_timeout)
-                ),
-            )
-        })?
-        .map_err(|e| Error::new(Kind::Connect, format!("resolving {host} failed")).with_source(e))
+    async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        deadline: ConnectDeadline,
+    ) -> Result<Vec<std::net::SocketAddr>, Error> {
+        tokio::time::timeout_at(deadline.at, self.resolver.resolve(host, port))
+            .await
+            .map_err(|_| {
+                Error::new(
+                    Kind::ConnectTimeout,
+                    format!(
+                        "resolving {host} timed out after {} (connect_timeout)",
+                        fmt_duration(deadline.limit)
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                Error::new(Kind::Connect, format!("resolving {host} failed")).with_source(e)
+            })
     }
 
     async fn tls_handshake(

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use super::ConnectDeadline;
 use crate::error::{fmt_duration, Error, Kind};
 
 /// Resolves a host name to socket addresses.
@@ -117,10 +118,12 @@ impl Resolve for SystemResolver {
 }
 
 /// RFC 8305 section 4: alternate address families so one broken family does
-/// not delay the other by a whole list of timeouts.
+/// not delay the other by a whole list of timeouts, starting with the
+/// family of the resolver's first answer (its preference: RFC 6724 order,
+/// or `gai.conf`), as Go does.
 pub(crate) fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let first_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
     let (v6, v4): (Vec<_>, Vec<_>) = addrs.into_iter().partition(SocketAddr::is_ipv6);
-    let first_v6 = !v6.is_empty();
     let (mut a, mut b) = if first_v6 {
         (v6.into_iter(), v4.into_iter())
     } else {
@@ -140,7 +143,8 @@ pub(crate) fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 pub(crate) struct TcpSettings {
     pub nodelay: bool,
     pub keepalive: Option<Duration>,
-    pub connect_timeout: Duration,
+    /// What is left of `connect_timeout` (the lookup may have used some).
+    pub deadline: ConnectDeadline,
 }
 
 /// How long to wait for one address before also trying the next
@@ -161,27 +165,26 @@ pub(crate) async fn connect(
             format!("{target} resolved to no addresses"),
         ));
     }
-    let attempt = race(addrs.clone());
-    let stream = match tokio::time::timeout(settings.connect_timeout, attempt).await {
+    let mut progress = Progress::default();
+    let attempt = race(addrs.clone(), &mut progress);
+    let stream = match tokio::time::timeout_at(settings.deadline.at, attempt).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(failures)) => {
-            let list: Vec<String> = failures
-                .iter()
-                .map(|(addr, e)| format!("{addr} ({e})"))
-                .collect();
+        Ok(Err(())) => {
             return Err(Error::new(
                 Kind::Connect,
-                format!("connect to {target} failed; tried {}", list.join(", ")),
+                format!(
+                    "connect to {target} failed; tried {}",
+                    progress.describe(&addrs)
+                ),
             ));
         }
         Err(_) => {
-            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
             return Err(Error::new(
                 Kind::ConnectTimeout,
                 format!(
-                    "connect to {target} timed out after {} (addresses: {})",
-                    fmt_duration(settings.connect_timeout),
-                    list.join(", ")
+                    "connect to {target} timed out after {} (connect_timeout, name lookup included; addresses: {})",
+                    fmt_duration(settings.deadline.limit),
+                    progress.describe(&addrs)
                 ),
             ));
         }
@@ -200,37 +203,67 @@ pub(crate) async fn connect(
     Ok(stream)
 }
 
-async fn race(addrs: Vec<SocketAddr>) -> Result<TcpStream, Vec<(SocketAddr, io::Error)>> {
+async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStream, ()> {
     let mut pending = addrs.into_iter();
     let mut attempts = JoinSet::new();
-    let mut failures = Vec::new();
-    let start_next = |attempts: &mut JoinSet<_>, pending: &mut std::vec::IntoIter<SocketAddr>| {
+    let start_next = |attempts: &mut JoinSet<_>,
+                      pending: &mut std::vec::IntoIter<SocketAddr>,
+                      progress: &mut Progress| {
         if let Some(addr) = pending.next() {
+            progress.started += 1;
             attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
             true
         } else {
             false
         }
     };
-    start_next(&mut attempts, &mut pending);
+    start_next(&mut attempts, &mut pending, progress);
     loop {
         let delay = tokio::time::sleep(ATTEMPT_DELAY);
         tokio::select! {
             joined = attempts.join_next() => match joined {
                 Some(Ok((_, Ok(stream)))) => return Ok(stream),
                 Some(Ok((addr, Err(e)))) => {
-                    failures.push((addr, e));
-                    if !start_next(&mut attempts, &mut pending) && attempts.is_empty() {
-                        return Err(failures);
+                    progress.failures.push((addr, e));
+                    if !start_next(&mut attempts, &mut pending, progress) && attempts.is_empty() {
+                        return Err(());
                     }
                 }
                 Some(Err(join)) => {
-                    failures.push(("0.0.0.0:0".parse().expect("literal"), io::Error::other(join)));
+                    progress.failures.push(("0.0.0.0:0".parse().expect("literal"), io::Error::other(join)));
                 }
-                None => return Err(failures),
+                None => return Err(()),
             },
-            _ = delay => { start_next(&mut attempts, &mut pending); }
+            _ = delay => { start_next(&mut attempts, &mut pending, progress); }
         }
+    }
+}
+
+/// What a race learned, kept outside it so a timeout (which drops the
+/// race) still reports why each address failed.
+#[derive(Default)]
+struct Progress {
+    /// Attempts started, in `addrs` order.
+    started: usize,
+    failures: Vec<(SocketAddr, io::Error)>,
+}
+
+impl Progress {
+    /// Each address with what became of it: its error, "no answer" (in
+    /// flight when the race ended) or "not tried".
+    fn describe(&self, addrs: &[SocketAddr]) -> String {
+        let list: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(
+                |(i, addr)| match self.failures.iter().find(|(a, _)| a == addr) {
+                    Some((_, e)) => format!("{addr} ({e})"),
+                    None if i < self.started => format!("{addr} (no answer)"),
+                    None => format!("{addr} (not tried)"),
+                },
+            )
+            .collect();
+        list.join(", ")
     }
 }
 
@@ -376,7 +409,7 @@ mod tests {
         let settings = TcpSettings {
             nodelay: true,
             keepalive: None,
-            connect_timeout: Duration::from_secs(2),
+            deadline: ConnectDeadline::start(Duration::from_secs(2)),
         };
         let err = connect("test", vec![addr], settings).await.unwrap_err();
         assert_eq!(err.kind(), Kind::Connect);

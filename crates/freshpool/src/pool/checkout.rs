@@ -127,11 +127,11 @@ impl Pool {
                     // waiter that another connection served), so it counts as
                     // reused for the retry rule; stats count only real reuse.
                     if let Some(LeaseKind::H1(idle)) = &lease.kind {
-                        if !self.still_fresh(origin, idle, now) {
+                        if let Err(stale) = self.still_fresh(idle, now) {
                             if !idle.fresh() {
                                 origin.lock().reused -= 1;
                             }
-                            lease.reusable = false;
+                            lease.not_reusable = Some(stale);
                             lease.discard();
                             now = self.inner.budget.clock.now().upper;
                             continue;
@@ -180,6 +180,7 @@ impl Queued {
         caller: &'static Location<'static>,
     ) -> Result<Lease, Error> {
         let pool_timeout = pool.inner.config.pool_timeout;
+        let mut deadline = self.started + pool_timeout;
         loop {
             let origin = self.guard.origin.clone();
             let rx = self
@@ -187,7 +188,7 @@ impl Queued {
                 .rx
                 .as_mut()
                 .expect("a queued request has its receiver");
-            let remaining = pool_timeout.saturating_sub(self.started.elapsed());
+            let remaining = deadline.saturating_duration_since(Instant::now());
             let served = match tokio::time::timeout(remaining, rx).await {
                 Ok(Ok(result)) => {
                     self.guard.rx = None;
@@ -215,6 +216,18 @@ impl Queued {
                     None
                 }
                 Err(_) => {
+                    // `pool_timeout` bounds a wait for the pool (its limits),
+                    // not a connection being dialed for this request: that
+                    // one has its own timeouts, and its error (a refused or
+                    // timed-out connect) says what went wrong, where
+                    // PoolTimeout would blame the limit. So the wait goes on
+                    // for as long as a dial can take.
+                    if origin.lock().state.dial_covers(self.waiter_id) {
+                        let conn = &origin.connector.config;
+                        deadline =
+                            Instant::now() + conn.connect_timeout + conn.tls_handshake_timeout;
+                        continue;
+                    }
                     // Report before leaving the queue: "waiting" counts this
                     // request too.
                     origin.counters.pool_timeout();
@@ -298,25 +311,24 @@ impl Pool {
 
     /// Whether an idle HTTP/1 connection may carry a request: not idle
     /// across a freeze, and (past `validate_after_idle`) its socket is
-    /// quiet: no FIN, no reset, no stray bytes.
-    pub(super) fn still_fresh(&self, origin: &Origin, idle: &Idle<H1Conn>, now: Stamp) -> bool {
+    /// quiet: no FIN, no reset, no stray bytes. If not, why it must close
+    /// (counted once, when the lease is discarded).
+    pub(super) fn still_fresh(&self, idle: &Idle<H1Conn>, now: Stamp) -> Result<(), CloseReason> {
         let budget = &self.inner.budget;
         let freeze_at = budget.freeze_at.load(Ordering::Acquire);
         // Strictly before: a connection returned at the freeze's instant
         // (the coarse clock reads the beat that detected it) came back
         // after the process resumed.
         if freeze_at != 0 && idle.idle_since.nanos() < freeze_at {
-            origin.counters.closed(CloseReason::FreezeEviction);
-            return false;
+            return Err(CloseReason::FreezeEviction);
         }
         let validate_after = self.inner.config.validate_after_idle;
         if now >= idle.idle_since.after(validate_after)
             && tcp::peek(&idle.conn.socket) != tcp::Peek::Quiet
         {
-            origin.counters.closed(CloseReason::StaleDetected);
-            return false;
+            return Err(CloseReason::StaleDetected);
         }
-        true
+        Ok(())
     }
 
     /// Total capacity is exhausted while this origin waits: close one idle

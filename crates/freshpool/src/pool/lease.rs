@@ -16,8 +16,10 @@ pub(crate) struct Lease {
     pub reused: bool,
     /// The server's `Keep-Alive: timeout` hint, read from the response.
     pub keep_alive_hint: Option<Duration>,
-    /// The response said `Connection: close` (or the request failed).
-    pub reusable: bool,
+    /// Why the connection must close when the lease ends (`None`: it may
+    /// go back to the pool): the response said `Connection: close`, the
+    /// request failed, or the check before reuse found it dead.
+    pub not_reusable: Option<CloseReason>,
     /// When the pool handed it over, by the checkout's coarse clock (never
     /// before the real time: see `coarse_clock`), so idle ages computed
     /// from it err toward older. Not for latencies (`metrics::Stopwatch`).
@@ -41,7 +43,7 @@ impl Lease {
             lease_id,
             reused,
             keep_alive_hint: None,
-            reusable: true,
+            not_reusable: None,
             taken_at,
         }
     }
@@ -85,7 +87,7 @@ impl Lease {
     /// The request is done and the connection is healthy: back to the pool.
     pub(crate) fn release(mut self) {
         let Some(kind) = self.kind.take() else { return };
-        if !self.reusable {
+        if self.not_reusable.is_some() {
             self.kind = Some(kind);
             return self.discard();
         }
@@ -158,7 +160,8 @@ impl Lease {
         }
     }
 
-    /// The connection cannot be reused (error, unread body): close it.
+    /// The connection cannot be reused (error, unread body): close it,
+    /// counted under `not_reusable`'s reason (`Error` if none was given).
     pub(crate) fn discard(mut self) {
         self.close();
     }
@@ -170,7 +173,9 @@ impl Lease {
         match kind {
             LeaseKind::H1(idle) => {
                 let origin = &idle.conn.origin;
-                origin.counters.closed(CloseReason::Error);
+                origin
+                    .counters
+                    .closed(self.not_reusable.unwrap_or(CloseReason::Error));
                 lock(&origin.guarded).leases.try_remove(self.lease_id);
                 // Dropping the sender makes hyper close the socket; the
                 // driver task then frees the slot.

@@ -523,6 +523,29 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         self.dialing -= 1;
     }
 
+    /// Whether connections already being dialed will reach `waiter_id`:
+    /// there are as many on their way as live waiters up to it in line
+    /// (each serves the oldest waiter: one on HTTP/1, a connection's
+    /// streams on HTTP/2). Its wait is then a connect's, which the connect
+    /// timeouts bound, not the pool's. O(queue): asked only when a wait
+    /// reaches `pool_timeout`.
+    pub(crate) fn dial_covers(&self, waiter_id: u64) -> bool {
+        if self.dialing == 0 {
+            return false;
+        }
+        let in_line = self
+            .waiters
+            .iter()
+            .take_while(|w| w.id <= waiter_id)
+            .filter(|w| !w.tx.is_closed())
+            .count();
+        let per_dial = match self.protocol {
+            Protocol::Http2 => self.streams_per_conn.max(1) as usize,
+            _ => 1,
+        };
+        in_line <= self.dialing.saturating_mul(per_dial)
+    }
+
     /// Delivers a dial error to the waiter it was for, if it still waits.
     pub(crate) fn fail_waiter(&mut self, waiter_id: u64, err: Error) {
         if let Some(pos) = self.waiters.iter().position(|w| w.id == waiter_id) {

@@ -49,7 +49,7 @@ pub(crate) use self::env::EnvProxies;
 pub(crate) use self::tunnel::{
     connect_tunnel, forward_refusal, literal_addr, to_forward_form, unreachable,
 };
-pub(crate) use self::url::{userinfo_authorization, ProxyUrl};
+pub(crate) use self::url::{authority, userinfo_authorization, ProxyUrl};
 
 /// A proxy for the client to use, and which requests it applies to.
 ///

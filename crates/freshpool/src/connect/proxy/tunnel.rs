@@ -2,13 +2,13 @@
 //! request rewriting, and the errors that name the proxy.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use http::{Request, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::body::RequestBody;
 use crate::connect::tcp::TcpIo;
+use crate::connect::ConnectDeadline;
 use crate::error::{fmt_duration, Error, Kind};
 
 use super::url::{authority, ProxyUrl};
@@ -74,7 +74,7 @@ pub(crate) async fn connect_tunnel(
     url: &ProxyUrl,
     host: &str,
     port: u16,
-    limit: Duration,
+    deadline: ConnectDeadline,
 ) -> Result<(), Error> {
     let target = authority(host, port);
     let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
@@ -120,12 +120,12 @@ pub(crate) async fn connect_tunnel(
             }
         }
     };
-    let (buf, end) = tokio::time::timeout(limit, exchange).await.map_err(|_| {
+    let (buf, end) = tokio::time::timeout_at(deadline.at, exchange).await.map_err(|_| {
         Error::new(
             Kind::Proxy,
             format!(
-                "proxy {url} did not answer CONNECT within {} (connect_timeout)",
-                fmt_duration(limit)
+                "proxy {url} did not answer CONNECT within connect_timeout ({}, which the connect to the proxy shares)",
+                fmt_duration(deadline.limit)
             ),
         )
     })??;
@@ -169,6 +169,8 @@ pub(crate) fn literal_addr(url: &ProxyUrl) -> Option<SocketAddr> {
 mod tests {
     use std::sync::Arc;
 
+    use std::time::Duration;
+
     use super::super::url::base64;
     use super::*;
     use crate::config::HttpVersion;
@@ -194,7 +196,14 @@ mod tests {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut io, _weak) = TcpIo::new(stream);
         let url = ProxyUrl::parse(&format!("http://u:p@{addr}")).unwrap();
-        let result = connect_tunnel(&mut io, &url, "::1", 443, Duration::from_secs(5)).await;
+        let result = connect_tunnel(
+            &mut io,
+            &url,
+            "::1",
+            443,
+            ConnectDeadline::start(Duration::from_secs(5)),
+        )
+        .await;
         io.shutdown().await.unwrap();
         (result, io, server.await.unwrap())
     }

@@ -157,7 +157,7 @@ impl fmt::Debug for ProxyUrl {
     }
 }
 
-pub(super) fn authority(host: &str, port: u16) -> String {
+pub(crate) fn authority(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
