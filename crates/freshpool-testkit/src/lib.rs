@@ -36,6 +36,7 @@
 //! | `/delay/{ms}` | sleeps `ms`, then 200 `ok` |
 //! | `/bytes/{n}` | 200 with `n` bytes (`Content-Length` set) |
 //! | `/stream/{n}` | 200 with `n` bytes streamed in 1 KiB frames (chunked on HTTP/1) |
+//! | `/stall/{ms}` | 200, body `partial` at once, then its end only after `ms` (chunked) |
 //! | `/echo` | 200 echoing the request body |
 //! | `/host` | 200 with the `Host` header (HTTP/2: `:authority`) it received |
 //! | `/header/{name}` | 200 with the value of request header `name` (empty if absent) |

@@ -16,6 +16,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error};
 use crate::pool::Lease;
 
@@ -316,14 +317,24 @@ use std::future::Future;
 /// ```
 pub struct Body {
     inner: Option<Incoming>,
-    /// Set when a streamed request body has ended (`track_end`); a
-    /// connection whose response ends first is not pooled.
-    request_done: Option<Arc<AtomicBool>>,
+    /// What few responses need, behind one pointer: every `Body` moves
+    /// with the response, and each field more costs every request.
+    extras: Option<Box<Extras>>,
     /// Held until the body ends; it also names the origin in errors. (Not
     /// a copy of the origin's label: that was a shared reference count
     /// every response touched twice.) Without one, the body had already
     /// ended and cannot fail.
     lease: Option<Lease>,
+}
+
+/// A body's rarely set parts.
+#[derive(Default)]
+struct Extras {
+    /// Set when a streamed request body has ended (`track_end`); a
+    /// connection whose response ends first is not pooled.
+    request_done: Option<Arc<AtomicBool>>,
+    /// The client's `timeout`, still running while the body is read.
+    deadline: Option<Pin<Box<RequestDeadline>>>,
 }
 
 impl Body {
@@ -335,7 +346,21 @@ impl Body {
         Body {
             inner: Some(inner),
             lease,
-            request_done,
+            extras: request_done.map(|done| {
+                Box::new(Extras {
+                    request_done: Some(done),
+                    deadline: None,
+                })
+            }),
+        }
+    }
+
+    /// The request's overall `timeout` bounds reading this body too (as in
+    /// reqwest and Go): a server that stalls mid-body fails the read with
+    /// `Kind::Timeout` instead of holding the caller and the connection.
+    pub(crate) fn bound_by(&mut self, deadline: Pin<Box<RequestDeadline>>) {
+        if self.inner.is_some() {
+            self.extras.get_or_insert_with(Default::default).deadline = Some(deadline);
         }
     }
 
@@ -368,8 +393,9 @@ impl Body {
     pub(crate) fn finish(&mut self) {
         if let Some(mut lease) = self.lease.take() {
             if self
-                .request_done
+                .extras
                 .as_ref()
+                .and_then(|e| e.request_done.as_ref())
                 .is_some_and(|done| !done.load(std::sync::atomic::Ordering::Acquire))
             {
                 // The request body is still going out: hyper takes no next
@@ -413,7 +439,20 @@ impl http_body::Body for Body {
                 let kind = crate::error::classify(&e);
                 Poll::Ready(Some(Err(Error::new(kind, msg).with_source(e))))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let Some(deadline) = self.extras.as_mut().and_then(|e| e.deadline.as_mut()) else {
+                    return Poll::Pending;
+                };
+                let err = std::task::ready!(deadline
+                    .as_mut()
+                    .poll_elapsed(cx, " while its response body was read"));
+                // Unread bytes remain: the connection is not reusable.
+                self.inner = None;
+                if let Some(lease) = self.lease.take() {
+                    lease.discard();
+                }
+                Poll::Ready(Some(Err(err)))
+            }
         }
     }
 

@@ -117,7 +117,8 @@ impl ClientBuilder {
         tls_handshake_timeout: conn.tls_handshake_timeout: Duration,
         /// Time from sending a request to its response head. Default `None`.
         response_header_timeout: conn.response_header_timeout: Option<Duration>,
-        /// The whole request, pool wait included. Default `None`.
+        /// The whole request, from the pool wait to the end of the response
+        /// body (as in reqwest and Go). Default `None`.
         timeout: conn.timeout: Option<Duration>,
         /// `TCP_NODELAY`. Default on.
         tcp_nodelay: conn.tcp_nodelay: bool,

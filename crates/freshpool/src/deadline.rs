@@ -55,6 +55,58 @@ impl<F: Future> Future for MaybeTimeout<F> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The client's overall `timeout` of one request, from its start to the
+    /// end of its response body, with what its error names. Boxed where it
+    /// is kept (only when a `timeout` is set): the request future holds it
+    /// until the response head, then the response `Body`.
+    ///
+    /// Why not `MaybeTimeout`: the error needs the authority and the
+    /// limit, and keeping them beside a `MaybeTimeout` made the request
+    /// future 104 bytes instead of 56 and cost 107 instructions per request
+    /// (callgrind), with no timeout set. Here everything a timeout needs
+    /// is one optional box.
+    pub(crate) struct RequestDeadline {
+        #[pin]
+        sleep: Sleep,
+        authority: Option<http::uri::Authority>,
+        limit: Duration,
+    }
+}
+
+impl RequestDeadline {
+    pub(crate) fn start(
+        limit: Duration,
+        authority: Option<http::uri::Authority>,
+    ) -> Pin<Box<RequestDeadline>> {
+        Box::pin(RequestDeadline {
+            sleep: tokio::time::sleep(limit),
+            authority,
+            limit,
+        })
+    }
+
+    /// Ready with the timeout error once the deadline passed; `during`
+    /// ends its message with what was under way ("" while waiting for the
+    /// response head).
+    pub(crate) fn poll_elapsed(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        during: &str,
+    ) -> Poll<crate::Error> {
+        let this = self.project();
+        std::task::ready!(this.sleep.poll(cx));
+        let origin = this.authority.as_ref().map_or("", |a| a.as_str());
+        Poll::Ready(crate::Error::new(
+            crate::Kind::Timeout,
+            format!(
+                "request to {origin} timed out after {}{during}",
+                crate::error::fmt_duration(*this.limit)
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

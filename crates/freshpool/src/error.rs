@@ -43,7 +43,8 @@ pub enum Kind {
     Protocol,
     /// No response head arrived within `response_header_timeout`.
     ResponseHeaderTimeout,
-    /// The whole request took longer than the request `timeout`.
+    /// The whole request (response body included) took longer than the
+    /// request `timeout`.
     Timeout,
     /// The request URI cannot be sent (no scheme, no host, unsupported scheme).
     InvalidUri,

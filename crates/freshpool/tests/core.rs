@@ -533,3 +533,42 @@ async fn userinfo_becomes_basic_authorization_and_leaves_the_uri() {
     assert_eq!(err.kind(), Kind::Timeout, "{err}");
     assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
 }
+
+/// The overall `timeout` bounds the response body too, as in reqwest and
+/// Go: a server that sends its head and stalls mid-body fails the read
+/// with `Kind::Timeout` (it used to hang for as long as the server
+/// stalled), and the connection, which still owes the rest, is not
+/// reused. A body read in time is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_timeout_bounds_the_response_body_too() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let response = client.get(&server.url("/stall/30000")).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), response.into_body().bytes())
+        .await
+        .expect("the body read ends by the request's timeout")
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Timeout, "{err}");
+    assert!(err.to_string().contains("response body"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        client.stats().closed_for(freshpool::CloseReason::Error),
+        1,
+        "the connection owing the rest is closed"
+    );
+    assert_eq!(
+        client
+            .get(&server.url("/stall/50"))
+            .await
+            .unwrap()
+            .into_body()
+            .text()
+            .await
+            .unwrap(),
+        "partial"
+    );
+}

@@ -156,6 +156,19 @@ async fn route(req: Request<Incoming>, ctx: &ConnCtx) -> Response<RespBody> {
             }
             None => bad_request(record),
         },
+        ("stall", Some(ms)) => match parse_arg::<u64>(Some(ms)) {
+            Some(ms) => {
+                record();
+                Response::new(
+                    StallingBody {
+                        started: false,
+                        end: Box::pin(tokio::time::sleep(Duration::from_millis(ms))),
+                    }
+                    .boxed(),
+                )
+            }
+            None => bad_request(record),
+        },
         ("stream", Some(n)) => match parse_arg::<usize>(Some(n)) {
             Some(n) => {
                 record();
@@ -198,6 +211,30 @@ async fn route(req: Request<Incoming>, ctx: &ConnCtx) -> Response<RespBody> {
 fn bad_request(record: impl FnOnce()) -> Response<RespBody> {
     record();
     simple(StatusCode::BAD_REQUEST, "bad argument")
+}
+
+/// Body of `/stall/{ms}`: `partial` at once, then nothing until its end,
+/// `ms` milliseconds later (a server that stalls mid-body).
+struct StallingBody {
+    started: bool,
+    end: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for StallingBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if !self.started {
+            self.started = true;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"partial")))));
+        }
+        std::task::ready!(std::future::Future::poll(self.end.as_mut(), cx));
+        Poll::Ready(None)
+    }
 }
 
 /// Body of `/stream/{n}`: `n` bytes in 1 KiB frames, yielding to the

@@ -10,13 +10,13 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::{Request, Response, Uri};
 
 use crate::body::{Body, RequestBody};
 use crate::builder::ClientBuilder;
 use crate::connect::{proxy, Connector};
+use crate::deadline::RequestDeadline;
 use crate::error::{Error, Kind};
 use crate::pool::key::SecurityContext;
 use crate::pool::Pool;
@@ -189,14 +189,12 @@ impl Client {
             retries = tracing::field::Empty,
             status = tracing::field::Empty,
         );
-        let deadline = self.inner.connector.config.timeout.map(|limit| {
-            Box::pin(Deadline {
-                sleep: tokio::time::sleep(limit),
-                // Kept for the error message.
-                authority: request.uri().authority().cloned(),
-                limit,
-            })
-        });
+        let deadline = self
+            .inner
+            .connector
+            .config
+            .timeout
+            .map(|limit| RequestDeadline::start(limit, request.uri().authority().cloned()));
         ResponseFuture::Running {
             // Allocated first, then written: the ~900-byte send loop is built in
             // its box instead of on the stack and copied in (callgrind: one
@@ -288,25 +286,10 @@ pin_project_lite::pin_project! {
             send: Pin<Box<F>>,
             span: tracing::Span,
             // Boxed: only with a `timeout` set, and a `Sleep` is ~100 bytes
-            // every request future would otherwise carry and copy.
-            deadline: Option<Pin<Box<Deadline>>>,
+            // every request future would otherwise carry and copy. Handed
+            // on to the response body, which it bounds too.
+            deadline: Option<Pin<Box<RequestDeadline>>>,
         },
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The overall `timeout` of one request, with what its error names.
-    ///
-    /// Why not `MaybeTimeout` (which `response_header_timeout` uses): the
-    /// error needs the authority and the limit, and keeping them beside a
-    /// `MaybeTimeout` made the request future 104 bytes instead of 56 and
-    /// cost 107 instructions per request (callgrind), with no timeout set.
-    /// Here everything a timeout needs is one optional box.
-    struct Deadline {
-        #[pin]
-        sleep: tokio::time::Sleep,
-        authority: Option<http::uri::Authority>,
-        limit: Duration,
     }
 }
 
@@ -331,19 +314,18 @@ where
                 let _entered = span.enter();
                 // The answer first: one that is ready wins over the deadline.
                 if let Poll::Ready(result) = send.as_mut().poll(cx) {
-                    return Poll::Ready(result);
+                    // The body is part of the request the timeout bounds.
+                    return Poll::Ready(result.map(|mut response| {
+                        if let Some(deadline) = deadline.take() {
+                            response.body_mut().bound_by(deadline);
+                        }
+                        response
+                    }));
                 }
                 let Some(deadline) = deadline else {
                     return Poll::Pending;
                 };
-                let deadline = deadline.as_mut().project();
-                std::task::ready!(deadline.sleep.poll(cx));
-                Poll::Ready(Err(Error::timeout(
-                    Kind::Timeout,
-                    "request",
-                    deadline.authority.as_ref().map_or("", |a| a.as_str()),
-                    *deadline.limit,
-                )))
+                deadline.as_mut().poll_elapsed(cx, "").map(Err)
             }
         }
     }
