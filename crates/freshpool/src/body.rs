@@ -359,7 +359,8 @@ impl Body {
     /// reqwest and Go): a server that stalls mid-body fails the read with
     /// `Kind::Timeout` instead of holding the caller and the connection.
     pub(crate) fn bound_by(&mut self, deadline: Pin<Box<RequestDeadline>>) {
-        if self.inner.is_some() {
+        // (No lease: the body already ended, and nothing is left to bound.)
+        if self.lease.is_some() {
             self.extras.get_or_insert_with(Default::default).deadline = Some(deadline);
         }
     }
