@@ -71,9 +71,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let scenarios = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
-        let mut s = args.scenarios.clone();
-        s.dedup();
-        s
+        each_once(&args.scenarios)
     };
     let started = Instant::now();
     let ctx = scenarios::Ctx {
@@ -126,4 +124,28 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         println!("report: {}", index.display());
     }
     Ok(())
+}
+
+/// Each scenario once, in the order first named (`Vec::dedup` drops only
+/// adjacent repeats: `burst,freeze,burst` ran burst twice, and the report
+/// showed one run's cells).
+fn each_once(named: &[Scenario]) -> Vec<Scenario> {
+    let mut out: Vec<Scenario> = Vec::with_capacity(named.len());
+    for s in named {
+        if !out.contains(s) {
+            out.push(*s);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_named_twice_runs_once() {
+        let named = [Scenario::ALL[0], Scenario::ALL[1], Scenario::ALL[0]];
+        assert_eq!(each_once(&named), [Scenario::ALL[0], Scenario::ALL[1]]);
+    }
 }

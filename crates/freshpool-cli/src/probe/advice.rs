@@ -29,7 +29,8 @@ pub(super) fn recommend(
         let margin = (t / 5)
             .clamp(Duration::from_millis(50), Duration::from_secs(5))
             .min(t / 2);
-        let idle_ms = (t - margin).as_millis();
+        // (At least 1 ms: `idle_timeout` of zero is refused by build().)
+        let idle_ms = (t - margin).as_millis().max(1);
         item(
             format!(".idle_timeout(Some(Duration::from_millis({idle_ms})))"),
             format!(

@@ -114,6 +114,29 @@ pub(super) struct Settled {
     pub pool_timeouts: u64,
 }
 
+impl Settled {
+    /// What is wrong with the pool 10 s after the load stopped, if
+    /// anything: a lease or a waiter left, or the proxy holding other
+    /// connections than the pool's idle ones (a connection the pool lost
+    /// track of, or one it counts that is gone: the "zombie" the HTTP/2
+    /// soak once found).
+    pub(super) fn unsettled(&self) -> Option<String> {
+        if self.active != 0 || self.waiting != 0 {
+            return Some(format!(
+                "the pool did not settle: {} active, {} waiting 10 s after the load stopped",
+                self.active, self.waiting
+            ));
+        }
+        if self.proxy_open != self.idle as u64 {
+            return Some(format!(
+                "the pool's books do not match the wire: {} idle in the pool, {} open at the proxy 10 s after the load stopped",
+                self.idle, self.proxy_open
+            ));
+        }
+        None
+    }
+}
+
 /// What the child process reports at the end.
 pub(super) struct ServerReport {
     pub server_requests: u64,
@@ -291,12 +314,7 @@ impl Summary<'_> {
                 args.rss_tolerance
             ));
         }
-        if s.active != 0 || s.waiting != 0 {
-            problems.push(format!(
-                "the pool did not settle: {} active, {} waiting 10 s after the load stopped",
-                s.active, s.waiting
-            ));
-        }
+        problems.extend(s.unsettled());
         if drift.steady_samples < 2 {
             problems
                 .push("too few resource samples after warm-up to judge drift (run longer)".into());
@@ -414,5 +432,37 @@ impl Summary<'_> {
         } else {
             Err(format!("soak failed: {}", problems.join("; ")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settled(active: usize, idle: usize, proxy_open: u64) -> Settled {
+        Settled {
+            active,
+            waiting: 0,
+            idle,
+            proxy_open,
+            server_open: 0,
+            created: 0,
+            reused: 0,
+            retries: 0,
+            pool_timeouts: 0,
+        }
+    }
+
+    #[test]
+    fn a_pool_whose_idle_count_differs_from_the_wire_is_not_settled() {
+        assert_eq!(settled(0, 2, 2).unsettled(), None);
+        assert!(settled(1, 2, 2).unsettled().unwrap().contains("1 active"));
+        let zombie = settled(0, 2, 1)
+            .unsettled()
+            .expect("a mismatch is a problem");
+        assert!(
+            zombie.contains("2 idle in the pool, 1 open at the proxy"),
+            "{zombie}"
+        );
     }
 }
