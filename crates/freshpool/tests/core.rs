@@ -572,3 +572,30 @@ async fn the_request_timeout_bounds_the_response_body_too() {
         "partial"
     );
 }
+
+/// HTTP/2 with prior knowledge against a server that speaks only HTTP/1:
+/// the error says what went wrong (no SETTINGS frame, not an HTTP/2
+/// server), and the failed dial is the only one: its slot is freed after
+/// its waiter got the error, not before (which dialed again for a request
+/// already answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_to_an_http1_server_fails_once_and_clearly() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let err = client.get(&server.url("/")).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::Protocol, "{err}");
+        assert!(err.to_string().contains("not an HTTP/2 server?"), "{err}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        server.stats().connections_accepted(),
+        5,
+        "one dial per request"
+    );
+    let stats = client.stats();
+    assert_eq!(stats.open_connections, 0, "{stats}");
+}

@@ -18,7 +18,7 @@ pub(crate) mod tcp;
 pub(crate) mod tls;
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -299,30 +299,47 @@ impl Connector {
             .handshake::<_, RequestBody>(TokioIo::new(io))
             .await
             .map_err(hs_err)?;
-        let slot = slot.take();
+        // The driver gets the slot only once the connection is accepted
+        // below: on a failure here the caller still holds it, answers the
+        // dial's waiter and then frees it, in that order (see `dial`).
+        // Handed over earlier, a connection that died during the wait
+        // freed its slot first, and the pool dialed again for a waiter
+        // about to get this dial's error.
+        let (hand_slot, slot_for_driver) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let _ = conn.await;
-            drop(slot);
+            drop(slot_for_driver.await);
         });
         // Wait for the server's SETTINGS so the pool knows the stream limit
-        // before it hands the connection out (see preface.rs).
-        let deadline = Instant::now() + self.config.tls_handshake_timeout;
-        let seen = tokio::time::timeout_at(
-            deadline.into(),
-            preface.wait_for(|p| *p != Preface::Pending),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|p| *p);
+        // before it hands the connection out (see preface.rs). Bounded by
+        // the handshake timeout, on cleartext too.
+        let limit = self.config.tls_handshake_timeout;
+        let seen = tokio::time::timeout(limit, preface.wait_for(|p| *p != Preface::Pending))
+            .await
+            .map(|seen| seen.ok().map(|p| *p));
         let max_streams = match seen {
-            Some(Preface::Settings(limit)) => limit
+            Ok(Some(Preface::Settings(limit))) => limit
                 .unwrap_or(DEFAULT_MAX_STREAMS)
                 .min(DEFAULT_MAX_STREAMS),
-            _ => {
+            Err(_) => {
+                return Err(Error::new(
+                    Kind::ConnectTimeout,
+                    format!(
+                        "{target} sent no HTTP/2 SETTINGS frame within {} (tls_handshake_timeout)",
+                        fmt_duration(limit)
+                    ),
+                ))
+            }
+            Ok(Some(Preface::Invalid)) => {
                 return Err(Error::new(
                     Kind::Protocol,
-                    format!("{target} sent no HTTP/2 SETTINGS frame"),
+                    format!("{target} answered with a first frame other than HTTP/2 SETTINGS (not an HTTP/2 server?)"),
+                ))
+            }
+            Ok(_) => {
+                return Err(Error::new(
+                    Kind::Protocol,
+                    format!("{target} closed the connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)"),
                 ))
             }
         };
@@ -332,6 +349,8 @@ impl Connector {
                 format!("{target} allows 0 concurrent HTTP/2 streams"),
             ));
         }
+        // (If the driver is gone, the slot is dropped here: freed.)
+        let _ = hand_slot.send(slot.take());
         Ok(NewConnection {
             sender: Sender::H2(sender),
             socket,
