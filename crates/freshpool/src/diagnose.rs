@@ -1,18 +1,27 @@
 //! Process-wide diagnosis of the pool-per-request anti-pattern.
 //!
 //! A pool is worth having only if it is shared. When many pools in one
-//! process each open connections to the same origin, someone is building a
-//! client per request (the failure behind 30 s connect timeouts under bursts
-//! of 6-9 calls). We count, per origin, how many pools have connected to it
-//! and warn once, naming the code that builds the clients.
+//! process connect to the same origin in a short time, someone is building
+//! a client per request (the failure behind 30 s connect timeouts under
+//! bursts of 6-9 calls). We count, per origin, the distinct pools that met
+//! it within the last minute and warn once, naming the code that builds
+//! the clients. (Counted over a window, not over the process's life: a
+//! long-running service that rebuilds its client now and then, or a test
+//! suite with a client per test, is not the anti-pattern.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-/// Pools per origin at which we warn.
+/// Distinct pools meeting one origin within `WINDOW` at which we warn.
 pub(crate) const POOLS_PER_ORIGIN_WARNING: usize = 10;
+const WINDOW: Duration = Duration::from_secs(60);
+/// Past this many origins, entries with no meeting in the window (and no
+/// warning given) are dropped: the map does not grow with every origin a
+/// process ever met.
+const MAX_ORIGINS: usize = 4096;
 
 static WARNINGS: AtomicU64 = AtomicU64::new(0);
 
@@ -25,25 +34,90 @@ pub fn pool_per_request_warnings() -> u64 {
     WARNINGS.load(Ordering::Relaxed)
 }
 
+#[derive(Default)]
+struct Seen {
+    /// (when, pool id) of the latest meetings, within `WINDOW`, one per pool.
+    recent: VecDeque<(Instant, u64)>,
+    warned: bool,
+}
+
 /// Called when a pool uses an origin for the first time (a cold path).
-pub(crate) fn pool_met_origin(origin: &str, built_at: &'static Location<'static>) {
-    static SEEN: OnceLock<Mutex<HashMap<String, (usize, bool)>>> = OnceLock::new();
+pub(crate) fn pool_met_origin(origin: &str, pool_id: u64, built_at: &'static Location<'static>) {
+    static SEEN: OnceLock<Mutex<HashMap<String, Seen>>> = OnceLock::new();
     let mut seen = SEEN
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let entry = seen.entry(origin.to_owned()).or_insert((0, false));
-    entry.0 += 1;
-    if entry.0 >= POOLS_PER_ORIGIN_WARNING && !entry.1 {
-        entry.1 = true;
-        WARNINGS.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            origin,
-            pools = entry.0,
-            client_built_at = %built_at,
-            "{} separate connection pools have connected to {origin}: a Client is being built per \
-             request (last at {built_at}). Build one Client and clone it; clones share one pool.",
-            entry.0
-        );
+    let Some(pools) = meet(&mut seen, origin, pool_id, Instant::now()) else {
+        return;
+    };
+    WARNINGS.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        origin,
+        pools,
+        client_built_at = %built_at,
+        "{pools} separate connection pools have connected to {origin} within a minute: a Client \
+         is being built per request (last at {built_at}). Build one Client and clone it; clones \
+         share one pool."
+    );
+}
+
+/// Records the meeting; `Some(pools)` when it is time to warn (once per
+/// origin).
+fn meet(
+    seen: &mut HashMap<String, Seen>,
+    origin: &str,
+    pool_id: u64,
+    now: Instant,
+) -> Option<usize> {
+    if seen.len() >= MAX_ORIGINS && !seen.contains_key(origin) {
+        seen.retain(|_, s| {
+            s.warned
+                || s.recent
+                    .back()
+                    .is_some_and(|(at, _)| now.duration_since(*at) < WINDOW)
+        });
+    }
+    let entry = seen.entry(origin.to_owned()).or_default();
+    while entry
+        .recent
+        .front()
+        .is_some_and(|(at, _)| now.duration_since(*at) >= WINDOW)
+    {
+        entry.recent.pop_front();
+    }
+    // (One pool meets an origin once per security context: count it once.)
+    if !entry.recent.iter().any(|(_, id)| *id == pool_id) {
+        entry.recent.push_back((now, pool_id));
+    }
+    if entry.recent.len() >= POOLS_PER_ORIGIN_WARNING && !entry.warned {
+        entry.warned = true;
+        return Some(entry.recent.len());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_pools_within_a_minute_warn_once_and_spread_out_do_not() {
+        let mut seen = HashMap::new();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // One pool meeting the origin over and over: not the pattern.
+        for k in 0..20 {
+            assert_eq!(meet(&mut seen, "a", 1, at(k)), None);
+        }
+        // Ten pools, one every 10 s: never ten within a minute.
+        for k in 0..30 {
+            assert_eq!(meet(&mut seen, "b", 100 + k, at(10 * k)), None);
+        }
+        // Ten pools within a minute: one warning, then no more.
+        let warned: Vec<_> = (0..30)
+            .filter_map(|k| meet(&mut seen, "c", 200 + k, at(k)))
+            .collect();
+        assert_eq!(warned, [POOLS_PER_ORIGIN_WARNING]);
     }
 }

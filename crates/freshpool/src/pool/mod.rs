@@ -570,7 +570,7 @@ impl Pool {
             origin_memo::remember(pool_id, tag, authority, Arc::as_ptr(&origin));
         }
         if created {
-            crate::diagnose::pool_met_origin(&origin.label, self.inner.built_at);
+            crate::diagnose::pool_met_origin(&origin.label, pool_id, self.inner.built_at);
         }
         // (The map holds it: this `Arc` may go.)
         Ok(Arc::as_ptr(&origin))
