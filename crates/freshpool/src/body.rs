@@ -337,7 +337,21 @@ struct Extras {
     deadline: Option<Pin<Box<RequestDeadline>>>,
 }
 
+impl Extras {
+    /// Out of line: only streamed uploads get here, and the allocation
+    /// kept `Body::new` from being inlined into every request.
+    #[cold]
+    #[inline(never)]
+    fn tracking(request_done: Arc<AtomicBool>) -> Box<Extras> {
+        Box::new(Extras {
+            request_done: Some(request_done),
+            deadline: None,
+        })
+    }
+}
+
 impl Body {
+    #[inline]
     pub(crate) fn new(
         inner: Incoming,
         lease: Option<Lease>,
@@ -346,12 +360,7 @@ impl Body {
         Body {
             inner: Some(inner),
             lease,
-            extras: request_done.map(|done| {
-                Box::new(Extras {
-                    request_done: Some(done),
-                    deadline: None,
-                })
-            }),
+            extras: request_done.map(Extras::tracking),
         }
     }
 

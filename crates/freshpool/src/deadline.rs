@@ -58,8 +58,9 @@ impl<F: Future> Future for MaybeTimeout<F> {
 pin_project_lite::pin_project! {
     /// The client's overall `timeout` of one request, from its start to the
     /// end of its response body, with what its error names. Boxed where it
-    /// is kept (only when a `timeout` is set): the request future holds it
-    /// until the response head, then the response `Body`.
+    /// is kept (only when a `timeout` is set): the request future holds one
+    /// until the response head, the response `Body` one for the same
+    /// instant (`until`).
     ///
     /// Why not `MaybeTimeout`: the error needs the authority and the
     /// limit, and keeping them beside a `MaybeTimeout` made the request
@@ -81,6 +82,19 @@ impl RequestDeadline {
     ) -> Pin<Box<RequestDeadline>> {
         Box::pin(RequestDeadline {
             sleep: tokio::time::sleep(limit),
+            authority,
+            limit,
+        })
+    }
+
+    /// Another deadline at `at` (the same request's, for its body).
+    pub(crate) fn until(
+        at: tokio::time::Instant,
+        limit: Duration,
+        authority: Option<http::uri::Authority>,
+    ) -> Pin<Box<RequestDeadline>> {
+        Box::pin(RequestDeadline {
+            sleep: tokio::time::sleep_until(at),
             authority,
             limit,
         })

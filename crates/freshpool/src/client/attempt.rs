@@ -22,7 +22,7 @@ use super::sending::{Plain, Returning, Sending, Sent};
 use super::Client;
 use crate::body::{Body, Gate, GateState, RequestBody};
 use crate::connect::proxy;
-use crate::deadline::{Elapsed, MaybeTimeout};
+use crate::deadline::{Elapsed, MaybeTimeout, RequestDeadline};
 use crate::error::{self, Error, Kind};
 use crate::health::reuse_hints;
 use crate::metrics::Stopwatch;
@@ -70,6 +70,10 @@ impl Client {
         // connection needs from this one (`prepare`). Taking it rather than
         // cloning it saves a clone and the origin-form conversion's parse
         // and drops (~150 instructions and two atomic counts per request).
+        // When the overall `timeout` (if any) ends: it bounds the response
+        // body too (`finish`). (Read here, a moment after the request
+        // future's own deadline started: never earlier than it.)
+        let body_deadline = cfg.timeout.map(|limit| tokio::time::Instant::now() + limit);
         let first = pending.as_mut().expect("a request to send");
         let uri = std::mem::take(first.uri_mut());
         let has_key = first.headers().contains_key(IDEMPOTENCY_KEY);
@@ -194,7 +198,14 @@ impl Client {
                         span.record("retries", retries);
                         span.record("status", response.status().as_u16());
                     }
-                    return Ok(self.finish(response, lease, gate, request_done));
+                    return Ok(self.finish(
+                        response,
+                        lease,
+                        gate,
+                        request_done,
+                        body_deadline,
+                        &uri,
+                    ));
                 }
                 Err(Failure::Unsent(returned, err)) => {
                     // The connection closed before the request was written:
@@ -415,6 +426,8 @@ impl Client {
         mut lease: Lease,
         gate: Option<Arc<GateState>>,
         request_done: Option<Arc<AtomicBool>>,
+        body_deadline: Option<tokio::time::Instant>,
+        uri: &Uri,
     ) -> Response<Body> {
         if let Some(state) = &gate {
             let by_server = state.by_server.load(Ordering::Acquire);
@@ -441,8 +454,17 @@ impl Client {
         let mut body = Body::new(incoming, Some(lease), request_done);
         if hyper::body::Body::is_end_stream(&body) {
             body.finish();
+        } else if let Some(at) = body_deadline {
+            // The overall `timeout` bounds reading the body too.
+            self.bound_body(&mut body, at, uri);
         }
         Response::from_parts(parts, body)
+    }
+
+    #[cold]
+    fn bound_body(&self, body: &mut Body, at: tokio::time::Instant, uri: &Uri) {
+        let limit = self.inner.connector.config.timeout.unwrap_or_default();
+        body.bound_by(RequestDeadline::until(at, limit, uri.authority().cloned()));
     }
 }
 
