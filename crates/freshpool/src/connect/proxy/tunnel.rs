@@ -92,15 +92,12 @@ pub(crate) async fn connect_tunnel(
         // Read the head without reading past it: the origin may speak first
         // (an HTTP/2 server sends SETTINGS at once), and those bytes belong
         // to the connection, not to the CONNECT answer. Asking for at most
-        // the bytes still missing from "\r\n\r\n" never overshoots it.
+        // the bytes that could still end the head never overshoots it.
         let mut buf = Vec::with_capacity(256);
         loop {
-            let matched = (1..=3)
-                .rev()
-                .find(|&k| buf.ends_with(&b"\r\n\r\n"[..k]))
-                .unwrap_or(0);
-            let mut chunk = [0u8; 4];
-            let n = io.read(&mut chunk[..4 - matched]).await.map_err(io_err)?;
+            let mut chunk = [0u8; 2];
+            let want = bytes_that_may_end_head(&buf);
+            let n = io.read(&mut chunk[..want]).await.map_err(io_err)?;
             if n == 0 {
                 return Err(Error::new(
                     Kind::Proxy,
@@ -108,7 +105,7 @@ pub(crate) async fn connect_tunnel(
                 ));
             }
             buf.extend_from_slice(&chunk[..n]);
-            if buf.ends_with(b"\r\n\r\n") {
+            if head_ended(&buf) {
                 let end = buf.len();
                 return Ok((buf, end));
             }
@@ -163,6 +160,24 @@ pub(crate) fn literal_addr(url: &ProxyUrl) -> Option<SocketAddr> {
         .parse::<IpAddr>()
         .ok()
         .map(|ip| SocketAddr::new(ip, url.port))
+}
+
+/// Whether `buf` ends with the empty line that ends a head. Lines end in
+/// CRLF, or a bare LF, which RFC 9112 section 2.2 lets a recipient accept
+/// (curl does; some proxies send it).
+fn head_ended(buf: &[u8]) -> bool {
+    buf.ends_with(b"\n\n") || buf.ends_with(b"\n\r\n")
+}
+
+/// How many bytes may be read without passing the end of the head: one
+/// when the next could end it (after LF, or LF CR), else two (the shortest
+/// end is LF LF; after a CR it is CR LF LF).
+fn bytes_that_may_end_head(buf: &[u8]) -> usize {
+    if buf.ends_with(b"\n") || buf.ends_with(b"\n\r") {
+        1
+    } else {
+        2
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +236,48 @@ mod tests {
         let mut rest = Vec::new();
         io.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"SETTINGS", "nothing after the head was swallowed");
+    }
+
+    /// Bare LF line ends (RFC 9112 2.2 lets a recipient accept them): the
+    /// answer is read, not waited on until connect_timeout; and bytes the
+    /// origin sent right after are kept, whatever the line ends.
+    #[tokio::test]
+    async fn a_connect_answer_with_bare_line_feeds_is_read() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\n\nSETTINGS"[..],
+            b"HTTP/1.1 200 OK\r\nVia: x\n\r\nSETTINGS",
+            b"HTTP/1.1 200 OK\nVia: x\r\n\nSETTINGS",
+        ] {
+            let (result, mut io, _) = fake_connect(answer).await;
+            result.unwrap();
+            let mut rest = Vec::new();
+            io.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"SETTINGS", "{:?}", String::from_utf8_lossy(answer));
+        }
+    }
+
+    /// The reader never asks for a byte past the end of a head, however the
+    /// head is cut into reads.
+    #[test]
+    fn the_head_reader_never_reads_past_the_end() {
+        for head in [
+            &b"HTTP/1.1 200 OK\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\n\n",
+            b"A\r\nB\n\r\n",
+            b"A\nB\r\n\n",
+        ] {
+            let mut buf = Vec::new();
+            while !head_ended(&buf) {
+                let want = bytes_that_may_end_head(&buf);
+                let take = want.min(head.len() - buf.len());
+                assert!(
+                    buf.len() + want <= head.len(),
+                    "would read past the end of {head:?}"
+                );
+                buf.extend_from_slice(&head[buf.len()..buf.len() + take]);
+            }
+            assert_eq!(buf, head);
+        }
     }
 
     #[tokio::test]
