@@ -142,14 +142,14 @@ pub(crate) fn reuse_hints(headers: &http::HeaderMap) -> ReuseHints {
             keep_alive: headers.get(KEEP_ALIVE).and_then(timeout),
         };
     }
+    // Over the names only (`keys`: one entry per name, no walk of extra
+    // values), with the values of the rare match looked up by name.
     let mut hints = ReuseHints::default();
-    let mut keep_alive_seen = false;
-    for (name, value) in headers {
+    for name in headers.keys() {
         if name == http::header::CONNECTION {
-            hints.close |= lists_close(value);
-        } else if name == KEEP_ALIVE && !keep_alive_seen {
-            keep_alive_seen = true;
-            hints.keep_alive = timeout(value);
+            hints.close = headers.get_all(http::header::CONNECTION).iter().any(lists_close);
+        } else if name == KEEP_ALIVE {
+            hints.keep_alive = headers.get(KEEP_ALIVE).and_then(timeout);
         }
     }
     hints
