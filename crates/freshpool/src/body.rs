@@ -374,6 +374,26 @@ impl Body {
         }
     }
 
+    /// With a deadline: its error once it passed (unread bytes remain: the
+    /// connection is closed), else `Pending` with a wake-up registered.
+    #[cold]
+    fn timed_out(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let Some(deadline) = self.extras.as_mut().and_then(|e| e.deadline.as_mut()) else {
+            return Poll::Pending;
+        };
+        let err = std::task::ready!(deadline
+            .as_mut()
+            .poll_elapsed(cx, " while its response body was read"));
+        self.inner = None;
+        if let Some(lease) = self.lease.take() {
+            lease.discard();
+        }
+        Poll::Ready(Some(Err(err)))
+    }
+
     /// Reads the whole body.
     pub async fn bytes(self) -> Result<Bytes, Error> {
         Ok(self.collect().await?.to_bytes())
@@ -425,6 +445,17 @@ impl http_body::Body for Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        // A deadline passed ends the read even while frames keep coming
+        // (buffered HTTP/2 data, a slow reader), not only when it waits.
+        if self
+            .extras
+            .as_ref()
+            .and_then(|e| e.deadline.as_ref())
+            .is_some_and(|d| d.has_passed())
+            && self.inner.is_some()
+        {
+            return self.timed_out(cx);
+        }
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -449,20 +480,8 @@ impl http_body::Body for Body {
                 let kind = crate::error::classify(&e);
                 Poll::Ready(Some(Err(Error::new(kind, msg).with_source(e))))
             }
-            Poll::Pending => {
-                let Some(deadline) = self.extras.as_mut().and_then(|e| e.deadline.as_mut()) else {
-                    return Poll::Pending;
-                };
-                let err = std::task::ready!(deadline
-                    .as_mut()
-                    .poll_elapsed(cx, " while its response body was read"));
-                // Unread bytes remain: the connection is not reusable.
-                self.inner = None;
-                if let Some(lease) = self.lease.take() {
-                    lease.discard();
-                }
-                Poll::Ready(Some(Err(err)))
-            }
+            Poll::Pending if self.extras.is_none() => Poll::Pending,
+            Poll::Pending => self.timed_out(cx),
         }
     }
 

@@ -60,7 +60,7 @@ pin_project_lite::pin_project! {
     /// end of its response body, with what its error names. Boxed where it
     /// is kept (only when a `timeout` is set): the request future holds one
     /// until the response head, the response `Body` one for the same
-    /// instant (`until`).
+    /// instant (`at`, `until`).
     ///
     /// Why not `MaybeTimeout`: the error needs the authority and the
     /// limit, and keeping them beside a `MaybeTimeout` made the request
@@ -85,6 +85,17 @@ impl RequestDeadline {
             authority,
             limit,
         })
+    }
+
+    /// When it ends.
+    pub(crate) fn at(&self) -> tokio::time::Instant {
+        self.sleep.deadline()
+    }
+
+    /// Whether it has passed, by the clock (`Sleep::is_elapsed` stays
+    /// false for a timer never polled, as when every poll finds data).
+    pub(crate) fn has_passed(&self) -> bool {
+        tokio::time::Instant::now() >= self.sleep.deadline()
     }
 
     /// Another deadline at `at` (the same request's, for its body).

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 pub(crate) const POOLS_PER_ORIGIN_WARNING: usize = 10;
 const WINDOW: Duration = Duration::from_secs(60);
 /// Past this many origins, entries with no meeting in the window (and no
-/// warning given) are dropped: the map does not grow with every origin a
-/// process ever met.
+/// warning given) are dropped, at most once per window; origins met while
+/// it is still full are not tracked. So the map does not grow with every
+/// origin a process ever met, and a crawler meeting thousands a minute
+/// does not pay a scan of it for each.
 const MAX_ORIGINS: usize = 4096;
 
 static WARNINGS: AtomicU64 = AtomicU64::new(0);
@@ -43,7 +45,7 @@ struct Seen {
 
 /// Called when a pool uses an origin for the first time (a cold path).
 pub(crate) fn pool_met_origin(origin: &str, pool_id: u64, built_at: &'static Location<'static>) {
-    static SEEN: OnceLock<Mutex<HashMap<String, Seen>>> = OnceLock::new();
+    static SEEN: OnceLock<Mutex<Origins>> = OnceLock::new();
     let mut seen = SEEN
         .get_or_init(Default::default)
         .lock()
@@ -62,23 +64,34 @@ pub(crate) fn pool_met_origin(origin: &str, pool_id: u64, built_at: &'static Loc
     );
 }
 
+#[derive(Default)]
+struct Origins {
+    seen: HashMap<String, Seen>,
+    pruned_at: Option<Instant>,
+}
+
 /// Records the meeting; `Some(pools)` when it is time to warn (once per
 /// origin).
-fn meet(
-    seen: &mut HashMap<String, Seen>,
-    origin: &str,
-    pool_id: u64,
-    now: Instant,
-) -> Option<usize> {
-    if seen.len() >= MAX_ORIGINS && !seen.contains_key(origin) {
-        seen.retain(|_, s| {
+fn meet(origins: &mut Origins, origin: &str, pool_id: u64, now: Instant) -> Option<usize> {
+    if origins.seen.len() >= MAX_ORIGINS && !origins.seen.contains_key(origin) {
+        if origins
+            .pruned_at
+            .is_some_and(|at| now.duration_since(at) < WINDOW)
+        {
+            return None;
+        }
+        origins.pruned_at = Some(now);
+        origins.seen.retain(|_, s| {
             s.warned
                 || s.recent
                     .back()
                     .is_some_and(|(at, _)| now.duration_since(*at) < WINDOW)
         });
+        if origins.seen.len() >= MAX_ORIGINS {
+            return None;
+        }
     }
-    let entry = seen.entry(origin.to_owned()).or_default();
+    let entry = origins.seen.entry(origin.to_owned()).or_default();
     while entry
         .recent
         .front()
@@ -103,7 +116,7 @@ mod tests {
 
     #[test]
     fn ten_pools_within_a_minute_warn_once_and_spread_out_do_not() {
-        let mut seen = HashMap::new();
+        let mut seen = Origins::default();
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         // One pool meeting the origin over and over: not the pattern.
@@ -119,5 +132,28 @@ mod tests {
             .filter_map(|k| meet(&mut seen, "c", 200 + k, at(k)))
             .collect();
         assert_eq!(warned, [POOLS_PER_ORIGIN_WARNING]);
+    }
+
+    /// Thousands of origins a minute: the map stays bounded and is scanned
+    /// at most once per window.
+    #[test]
+    fn the_map_stays_bounded_and_is_pruned_once_per_window() {
+        let mut seen = Origins::default();
+        let t0 = Instant::now();
+        for k in 0..(MAX_ORIGINS as u64 + 500) {
+            meet(&mut seen, &format!("o{k}"), k, t0);
+        }
+        assert_eq!(seen.seen.len(), MAX_ORIGINS);
+        let pruned = seen.pruned_at;
+        assert!(pruned.is_some());
+        meet(&mut seen, "late", 1, t0 + Duration::from_secs(1));
+        assert_eq!(
+            seen.pruned_at, pruned,
+            "not scanned again within the window"
+        );
+        // A window later the stale entries go and new origins are tracked.
+        meet(&mut seen, "later", 1, t0 + WINDOW + Duration::from_secs(1));
+        assert!(seen.seen.contains_key("later"));
+        assert!(seen.seen.len() < MAX_ORIGINS);
     }
 }

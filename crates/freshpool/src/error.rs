@@ -32,7 +32,9 @@ pub enum Kind {
     PoolFull,
     /// The TCP connection could not be established.
     Connect,
-    /// The TCP connection took longer than `connect_timeout`.
+    /// Connecting took too long: name lookup, TCP connect and a proxy's
+    /// CONNECT together past `connect_timeout`, or no HTTP/2 SETTINGS from
+    /// the server within `tls_handshake_timeout`.
     ConnectTimeout,
     /// The TLS handshake failed (certificate, protocol) or took longer than
     /// `tls_handshake_timeout`.

@@ -147,7 +147,10 @@ pub(crate) fn reuse_hints(headers: &http::HeaderMap) -> ReuseHints {
     let mut hints = ReuseHints::default();
     for name in headers.keys() {
         if name == http::header::CONNECTION {
-            hints.close = headers.get_all(http::header::CONNECTION).iter().any(lists_close);
+            hints.close = headers
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .any(lists_close);
         } else if name == KEEP_ALIVE {
             hints.keep_alive = headers.get(KEEP_ALIVE).and_then(timeout);
         }

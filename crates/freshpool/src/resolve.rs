@@ -44,8 +44,8 @@ pub struct Resolved {
 /// TTL. Expired entries are still served to the pool's
 /// [`Resolve::current`] checks while a background lookup refreshes them; a
 /// dial with an expired entry looks up in the foreground. A failed lookup
-/// keeps the last good answer: a dial uses it, and the next lookup waits a
-/// second. A refresh that returns the same addresses in a new order
+/// keeps the last good answer (up to 5 minutes old): a dial uses it, and
+/// the next lookup waits a second. A refresh that returns the same addresses in a new order
 /// changes the order dials try them in, not the generation.
 ///
 /// ```
@@ -74,6 +74,9 @@ type Entries = HashMap<String, Vec<(u16, Entry)>>;
 struct Entry {
     resolved: Resolved,
     expires: Instant,
+    /// When the inner resolver last answered: the answer is served after
+    /// a failed lookup only up to `MAX_STALE` past this.
+    answered: Instant,
     refreshing: bool,
 }
 
@@ -142,6 +145,7 @@ impl<R: Resolve> Shared<R> {
         let mut entries = self.lock();
         if let Some(entry) = find(&mut entries, host, port) {
             entry.expires = expires;
+            entry.answered = Instant::now();
             entry.refreshing = false;
             if !same_set(&entry.resolved.addrs, &addrs) {
                 entry.resolved = Resolved {
@@ -165,6 +169,7 @@ impl<R: Resolve> Shared<R> {
             Entry {
                 resolved: resolved.clone(),
                 expires,
+                answered: Instant::now(),
                 refreshing: false,
             },
         ));
@@ -173,19 +178,27 @@ impl<R: Resolve> Shared<R> {
 
     /// A lookup failed: the last good answer stays, for `MIN_TTL` more
     /// before the next lookup (during an outage every checkout would
-    /// otherwise start one), and is returned for a dial to use.
+    /// otherwise start one), and is returned for a dial to use, unless it
+    /// is older than `MAX_STALE` (then the name may really be gone).
     fn refresh_failed(&self, host: &str, port: u16) -> Option<Vec<SocketAddr>> {
         let mut entries = self.lock();
         let entry = find(&mut entries, host, port)?;
+        let now = Instant::now();
         entry.refreshing = false;
-        entry.expires = Instant::now() + MIN_TTL.min(self.ttl);
-        Some(entry.resolved.addrs.to_vec())
+        entry.expires = now + MIN_TTL;
+        (now.duration_since(entry.answered) <= MAX_STALE).then(|| entry.resolved.addrs.to_vec())
     }
 }
 
 /// The shortest time an answer is kept, whatever DNS says: a TTL of 0
-/// would otherwise mean a lookup per request.
+/// would otherwise mean a lookup per request. Also the wait after a
+/// failed lookup before the next.
 const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// How long after its last good lookup an answer still stands in for a
+/// failed one (an outage of DNS, not of the host). Past it, the failure is
+/// the answer: the name may be gone (NXDOMAIN).
+const MAX_STALE: Duration = Duration::from_secs(300);
 
 /// The entry for `host:port`; allocates only for a host with upper case.
 fn find<'a>(entries: &'a mut Entries, host: &str, port: u16) -> Option<&'a mut Entry> {

@@ -599,3 +599,29 @@ async fn http2_prior_knowledge_to_an_http1_server_fails_once_and_clearly() {
     let stats = client.stats();
     assert_eq!(stats.open_connections, 0, "{stats}");
 }
+
+/// The same while the body keeps flowing, read slowly: every read finds
+/// data ready, and the timeout still ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_timeout_ends_a_slow_read_of_a_flowing_body() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let response = client.get(&server.url("/stream/1048576")).await.unwrap();
+    let mut body = response.into_body();
+    let started = std::time::Instant::now();
+    let err = loop {
+        match http_body_util::BodyExt::frame(&mut body).await {
+            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Some(Err(e)) => break e,
+            None => panic!("1 MiB read at 20 ms a frame within the 300 ms timeout"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the timeout never ended the read"
+        );
+    };
+    assert_eq!(err.kind(), Kind::Timeout, "{err}");
+}

@@ -53,15 +53,19 @@ impl Client {
         self,
         request: Request<RequestBody>,
         caller: &'static Location<'static>,
+        // When the overall `timeout` (if any) ends: it bounds the response
+        // body too (`finish`).
+        body_deadline: Option<tokio::time::Instant>,
     ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
         let mut pending = Some(request);
-        async move { self.send_loop(&mut pending, caller).await }
+        async move { self.send_loop(&mut pending, caller, body_deadline).await }
     }
 
     async fn send_loop(
         &self,
         pending: &mut Option<Request<RequestBody>>,
         caller: &'static Location<'static>,
+        body_deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<Body>, Error> {
         let inner = &self.inner;
         let cfg = &inner.connector.config;
@@ -70,10 +74,6 @@ impl Client {
         // connection needs from this one (`prepare`). Taking it rather than
         // cloning it saves a clone and the origin-form conversion's parse
         // and drops (~150 instructions and two atomic counts per request).
-        // When the overall `timeout` (if any) ends: it bounds the response
-        // body too (`finish`). (Read here, a moment after the request
-        // future's own deadline started: never earlier than it.)
-        let body_deadline = cfg.timeout.map(|limit| tokio::time::Instant::now() + limit);
         let first = pending.as_mut().expect("a request to send");
         let uri = std::mem::take(first.uri_mut());
         let has_key = first.headers().contains_key(IDEMPOTENCY_KEY);

@@ -201,7 +201,8 @@ impl Client {
             // 904-byte memcpy per request fewer than `Box::pin(..)`).
             send: Box::into_pin(Box::write(
                 Box::new_uninit(),
-                self.clone().send(request, caller),
+                self.clone()
+                    .send(request, caller, deadline.as_ref().map(|d| d.at())),
             )),
             span,
             deadline,

@@ -231,7 +231,14 @@ impl Queued {
                     // Report before leaving the queue: "waiting" counts this
                     // request too.
                     origin.counters.pool_timeout();
-                    let report = origin.starvation_report(pool_timeout);
+                    // (Past `pool_timeout` if a dial on its way ended
+                    // without serving this request: then the real figure.)
+                    let waited = if deadline > self.started + pool_timeout {
+                        self.started.elapsed()
+                    } else {
+                        pool_timeout
+                    };
+                    let report = origin.starvation_report(waited);
                     drop(self);
                     warn_starvation(&origin.label, &report);
                     return Err(Error::new(Kind::PoolTimeout, report));

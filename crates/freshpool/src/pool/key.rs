@@ -129,9 +129,15 @@ impl PoolKey {
         // default: `:65536` or `:8o8o` would reach another service on :80.
         // (The `http` crate checks neither the digits nor the range.)
         let port = match port.filter(|p| !p.is_empty()) {
+            // (Digits only: `u16::from_str` also takes a leading `+`.)
             Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| Error::invalid_uri(format!("URI {uri} has an invalid port {p:?}")))?,
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| p.parse::<u16>().ok())
+                .flatten()
+                .ok_or_else(|| {
+                    Error::invalid_uri(format!("URI {uri} has an invalid port {p:?}"))
+                })?,
             None => match scheme {
                 Scheme::Http => 80,
                 Scheme::Https => 443,
@@ -322,6 +328,7 @@ mod tests {
             "http://127.0.0.1:65536/",
             "http://127.0.0.1:8o8o/",
             "https://a:-1/",
+            "http://a:+80/",
         ] {
             let Ok(uri) = bad.parse::<http::Uri>() else {
                 continue; // refused by the `http` crate already

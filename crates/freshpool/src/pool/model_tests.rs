@@ -1119,6 +1119,31 @@ fn waiters_asking_again_keep_their_place_and_are_not_refused() {
     m.wind_down().unwrap();
 }
 
+/// `dial_covers` (is a connection on its way to this waiter, so that
+/// `pool_timeout` must not cut its wait short?) counts only dials started
+/// for waiters: a dedicated retry dial serves its own request, and a
+/// waiter queued behind it gets `PoolTimeout` on time.
+#[test]
+fn a_dedicated_dial_does_not_cover_a_waiter() {
+    use Op::*;
+    let i0 = Ix(0);
+    let mut m = Model::new(h1_setup(2, 4));
+    // One connection busy; a dedicated retry dial takes the second slot.
+    for op in [Acquire, DialOk(i0), Wake(i0), Dedicated] {
+        m.step(op).unwrap();
+    }
+    assert_eq!(m.st.dialing, 1);
+    m.step(Acquire).unwrap();
+    let waiter = m.waiting.last().expect("queued behind the limit").waiter_id;
+    assert!(!m.st.dial_covers(waiter), "nothing is dialed for it");
+    // A waiter that has its own dial is covered.
+    let mut m = Model::new(h1_setup(2, 4));
+    m.step(Acquire).unwrap();
+    let first = m.waiting[0].waiter_id;
+    assert!(m.st.dial_covers(first));
+    m.wind_down().unwrap();
+}
+
 #[test]
 fn cancelled_waiter_with_a_dial_does_not_leak_the_connection() {
     use Op::*;

@@ -523,27 +523,33 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         self.dialing -= 1;
     }
 
-    /// Whether connections already being dialed will reach `waiter_id`:
-    /// there are as many on their way as live waiters up to it in line
-    /// (each serves the oldest waiter: one on HTTP/1, a connection's
-    /// streams on HTTP/2). Its wait is then a connect's, which the connect
-    /// timeouts bound, not the pool's. O(queue): asked only when a wait
-    /// reaches `pool_timeout`.
+    /// Whether connections already being dialed will reach `waiter_id`,
+    /// so that its wait is a connect's (which the connect timeouts bound),
+    /// not the pool's. Each dial serves the oldest waiter (one on HTTP/1, a
+    /// connection's streams on HTTP/2), so it is reached when no more live
+    /// waiters are in line up to it than dials were started for waiters:
+    /// the waiters marked `dialing`, counted no higher than `dialing` (a
+    /// mark can outlive its dial until `service` runs; a dedicated retry
+    /// dial counts in `dialing` but serves only its own request). While
+    /// the protocol is unknown, every waiter rides on the first dial.
+    /// O(queue): asked only when a wait reaches `pool_timeout`.
     pub(crate) fn dial_covers(&self, waiter_id: u64) -> bool {
         if self.dialing == 0 {
             return false;
         }
-        let in_line = self
-            .waiters
-            .iter()
-            .take_while(|w| w.id <= waiter_id)
-            .filter(|w| !w.tx.is_closed())
-            .count();
+        if self.protocol == Protocol::Unknown {
+            return true;
+        }
+        let (mut in_line, mut marked) = (0usize, 0usize);
+        for w in self.waiters.iter().filter(|w| !w.tx.is_closed()) {
+            marked += usize::from(w.dialing);
+            in_line += usize::from(w.id <= waiter_id);
+        }
         let per_dial = match self.protocol {
             Protocol::Http2 => self.streams_per_conn.max(1) as usize,
             _ => 1,
         };
-        in_line <= self.dialing.saturating_mul(per_dial)
+        in_line <= marked.min(self.dialing).saturating_mul(per_dial)
     }
 
     /// Delivers a dial error to the waiter it was for, if it still waits.
