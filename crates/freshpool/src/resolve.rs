@@ -45,7 +45,9 @@ pub struct Resolved {
 /// [`Resolve::current`] checks while a background lookup refreshes them; a
 /// dial with an expired entry looks up in the foreground. A failed lookup
 /// keeps the last good answer (up to 5 minutes old): a dial uses it, and
-/// the next lookup waits a second. A refresh that returns the same addresses in a new order
+/// the next lookup waits a second; a lookup with no answer after a second
+/// also lets the dial go on with it (the lookup finishing in the
+/// background), and so do dials while a lookup for the host runs. A refresh that returns the same addresses in a new order
 /// changes the order dials try them in, not the generation.
 ///
 /// ```
@@ -190,10 +192,34 @@ impl<R: Resolve> Shared<R> {
     }
 }
 
+/// Clears an entry's `refreshing` mark when its lookup ends, however.
+struct LookupDone<R> {
+    shared: Arc<Shared<R>>,
+    host: String,
+    port: u16,
+}
+
+impl<R> Drop for LookupDone<R> {
+    fn drop(&mut self) {
+        let mut entries = self
+            .shared
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = find(&mut entries, &self.host, self.port) {
+            entry.refreshing = false;
+        }
+    }
+}
+
 /// The shortest time an answer is kept, whatever DNS says: a TTL of 0
 /// would otherwise mean a lookup per request. Also the wait after a
 /// failed lookup before the next.
 const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// How long a dial waits for a lookup that neither answers nor fails
+/// before it uses the last good answer (see `resolve_with_ttl`).
+const STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// How long after its last good lookup an answer still stands in for a
 /// failed one (an outage of DNS, not of the host). Past it, the failure is
@@ -221,6 +247,7 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
     }
 
     fn resolve_with_ttl(&self, host: &str, port: u16) -> ResolveTtlFuture {
+        let mut stale = None;
         if let Some(entry) = find(&mut self.shared.lock(), host, port) {
             let now = Instant::now();
             if now < entry.expires {
@@ -228,11 +255,32 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                 let left = entry.expires - now;
                 return Box::pin(async move { Ok((addrs, Some(left))) });
             }
+            if now.duration_since(entry.answered) <= MAX_STALE {
+                let addrs = entry.resolved.addrs.to_vec();
+                // One lookup per host at a time: while one runs, dials go
+                // on with the last answer (during an outage each would
+                // otherwise start its own, each a blocking thread for the
+                // system resolver).
+                if entry.refreshing {
+                    return Box::pin(async move { Ok((addrs, None)) });
+                }
+                entry.refreshing = true;
+                stale = Some(addrs);
+            }
         }
         let shared = self.shared.clone();
         let lookup = self.shared.inner.resolve_with_ttl(host, port);
         let host = host.to_owned();
-        Box::pin(async move {
+        // (Dropped unfinished, the lookup must not leave the host marked
+        // as being looked up: dials would take the old answer until it is
+        // too old to serve.)
+        let done = stale.is_some().then(|| LookupDone {
+            shared: shared.clone(),
+            host: host.clone(),
+            port,
+        });
+        let lookup = Box::pin(async move {
+            let _done = done;
             match lookup.await {
                 Ok((addrs, ttl)) => {
                     let stored = shared.store(&host, port, addrs, ttl);
@@ -247,6 +295,24 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                     }
                     None => Err(e),
                 },
+            }
+        });
+        let Some(stale) = stale else {
+            return lookup;
+        };
+        // A DNS server that does not answer at all (no error either: the
+        // common outage, getaddrinfo retrying for seconds) must not take
+        // the whole connect_timeout while a good answer is at hand: after
+        // STALE_AFTER the dial goes on with it, and the lookup finishes in
+        // the background (its answer, or its failure, is stored as above).
+        Box::pin(async move {
+            let mut lookup = lookup;
+            match tokio::time::timeout(STALE_AFTER, &mut lookup).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    tokio::spawn(lookup);
+                    Ok((stale, None))
+                }
             }
         })
     }
@@ -444,6 +510,53 @@ mod tests {
             addrs: Mutex::new(addrs.iter().map(|a| addr(a)).collect()),
             lookups: AtomicUsize::new(0),
         })
+    }
+
+    /// Answers once, then never again (a DNS server gone silent).
+    struct SilentAfterFirst(AtomicUsize);
+
+    impl Resolve for SilentAfterFirst {
+        fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+            let first = self.0.fetch_add(1, Ordering::SeqCst) == 0;
+            Box::pin(async move {
+                if !first {
+                    std::future::pending::<()>().await;
+                }
+                Ok(vec![addr("127.0.0.2:80")])
+            })
+        }
+    }
+
+    /// A lookup that neither answers nor fails does not hold a dial for
+    /// its whole connect_timeout while a good answer is at hand: after
+    /// `STALE_AFTER` the dial goes on with the last answer.
+    #[tokio::test]
+    async fn a_silent_lookup_falls_back_to_the_last_good_answer() {
+        let cached = CachingResolver::new(SilentAfterFirst(AtomicUsize::new(0)))
+            .ttl(Duration::from_millis(50));
+        cached.resolve("h", 80).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let started = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(5), cached.resolve("h", 80))
+            .await
+            .expect("not held by the silent lookup")
+            .unwrap();
+        assert_eq!(answer, [addr("127.0.0.2:80")]);
+        assert!(started.elapsed() >= STALE_AFTER);
+        // That lookup still runs (in the background): the next dial does
+        // not start another, and goes on with the last answer at once.
+        let started = Instant::now();
+        assert_eq!(
+            cached.resolve("h", 80).await.unwrap(),
+            [addr("127.0.0.2:80")]
+        );
+        assert!(started.elapsed() < STALE_AFTER);
+        // A name never answered has nothing to fall back on: it waits.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1500), cached.resolve("other", 80))
+                .await
+                .is_err()
+        );
     }
 
     /// DNS round-robin: the same addresses in a new order. Dials try them
