@@ -191,49 +191,53 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
             pool.max_connections_per_host, pool.max_connections_total
         )));
     }
-    let zero_durations = [
-        ("pool_timeout", Some(pool.pool_timeout)),
-        ("connect_timeout", Some(conn.connect_timeout)),
-        ("tls_handshake_timeout", Some(conn.tls_handshake_timeout)),
-        ("response_header_timeout", conn.response_header_timeout),
-        ("timeout", conn.timeout),
-        ("idle_timeout", pool.idle_timeout),
-        ("max_lifetime", pool.max_lifetime),
+    // Every duration setting, and whether zero is refused (a zero timeout
+    // would fail every request; the others mean "at once" or are ranged
+    // below). Past a year a setting is a typo or means "never" (None says
+    // that where it is allowed), and every deadline is "now + setting":
+    // near `Duration::MAX` the addition overflows the clock and panics.
+    let durations = [
+        ("pool_timeout", Some(pool.pool_timeout), false),
+        ("idle_timeout", pool.idle_timeout, false),
+        ("max_lifetime", pool.max_lifetime, false),
+        ("keep_alive_margin", Some(pool.keep_alive_margin), true),
+        ("validate_after_idle", Some(pool.validate_after_idle), true),
+        ("freeze_threshold", pool.freeze_threshold, true),
+        ("lease_warn_after", pool.lease_warn_after, true),
+        ("connect_timeout", Some(conn.connect_timeout), false),
+        (
+            "tls_handshake_timeout",
+            Some(conn.tls_handshake_timeout),
+            false,
+        ),
+        (
+            "response_header_timeout",
+            conn.response_header_timeout,
+            false,
+        ),
+        ("timeout", conn.timeout, false),
+        ("tcp_keepalive", conn.tcp_keepalive, true),
+        (
+            "http2_keep_alive_interval",
+            conn.http2_keep_alive_interval,
+            true,
+        ),
+        (
+            "expect_continue_timeout",
+            Some(conn.expect_continue_timeout),
+            true,
+        ),
     ];
-    for (name, value) in zero_durations {
-        if value == Some(Duration::ZERO) {
+    for (name, value, zero_ok) in durations {
+        let Some(value) = value else { continue };
+        if value == Duration::ZERO && !zero_ok {
             return Err(Error::config(format!(
                 "{name} must be greater than zero (use None to switch it off where allowed)"
             )));
         }
-    }
-    // Every deadline is "now + setting": past a year a setting is a typo or
-    // means "never" (None says that where it is allowed), and near
-    // `Duration::MAX` the addition overflows the clock and panics.
-    let all_durations = [
-        ("pool_timeout", Some(pool.pool_timeout)),
-        ("idle_timeout", pool.idle_timeout),
-        ("max_lifetime", pool.max_lifetime),
-        ("keep_alive_margin", Some(pool.keep_alive_margin)),
-        ("validate_after_idle", Some(pool.validate_after_idle)),
-        ("freeze_threshold", pool.freeze_threshold),
-        ("lease_warn_after", pool.lease_warn_after),
-        ("connect_timeout", Some(conn.connect_timeout)),
-        ("tls_handshake_timeout", Some(conn.tls_handshake_timeout)),
-        ("response_header_timeout", conn.response_header_timeout),
-        ("timeout", conn.timeout),
-        ("tcp_keepalive", conn.tcp_keepalive),
-        ("http2_keep_alive_interval", conn.http2_keep_alive_interval),
-        (
-            "expect_continue_timeout",
-            Some(conn.expect_continue_timeout),
-        ),
-    ];
-    for (name, value) in all_durations {
-        if value.is_some_and(|v| v > LONGEST_SETTING) {
+        if value > LONGEST_SETTING {
             return Err(Error::config(format!(
-                "{name} ({value:?}) is longer than a year (use None to switch it off where allowed)",
-                value = value.unwrap_or_default()
+                "{name} ({value:?}) is longer than a year (use None to switch it off where allowed)"
             )));
         }
     }

@@ -76,15 +76,12 @@ pin_project_lite::pin_project! {
 }
 
 impl RequestDeadline {
+    /// A deadline `limit` from now (at most a year: `config::validate`).
     pub(crate) fn start(
         limit: Duration,
         authority: Option<http::uri::Authority>,
     ) -> Pin<Box<RequestDeadline>> {
-        Box::pin(RequestDeadline {
-            sleep: tokio::time::sleep(limit),
-            authority,
-            limit,
-        })
+        RequestDeadline::until(tokio::time::Instant::now() + limit, limit, authority)
     }
 
     /// When it ends.
@@ -95,7 +92,7 @@ impl RequestDeadline {
     /// Whether it has passed, by the clock (`Sleep::is_elapsed` stays
     /// false for a timer never polled, as when every poll finds data).
     pub(crate) fn has_passed(&self) -> bool {
-        tokio::time::Instant::now() >= self.sleep.deadline()
+        tokio::time::Instant::now() >= self.at()
     }
 
     /// Another deadline at `at` (the same request's, for its body).

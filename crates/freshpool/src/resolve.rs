@@ -47,8 +47,9 @@ pub struct Resolved {
 /// keeps the last good answer (up to 5 minutes old): a dial uses it, and
 /// the next lookup waits a second; a lookup with no answer after a second
 /// also lets the dial go on with it (the lookup finishing in the
-/// background), and so do dials while a lookup for the host runs. A refresh that returns the same addresses in a new order
-/// changes the order dials try them in, not the generation.
+/// background), and so do dials while a lookup for the host runs. A
+/// refresh that returns the same addresses in a new order changes the
+/// order dials try them in, not the generation.
 ///
 /// ```
 /// use std::time::Duration;
@@ -129,11 +130,21 @@ impl<R: Resolve> CachingResolver<R> {
     }
 }
 
-impl<R: Resolve> Shared<R> {
+impl<R> Shared<R> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+impl Entry {
+    /// The last good answer, if it may still stand in for a lookup that
+    /// failed or hangs (see `MAX_STALE`).
+    fn last_good(&self, now: Instant) -> Option<Vec<SocketAddr>> {
+        (now.duration_since(self.answered) <= MAX_STALE).then(|| self.resolved.addrs.to_vec())
+    }
+}
+
+impl<R: Resolve> Shared<R> {
     /// Stores a fresh answer; bumps the generation only if the set changed.
     fn store(
         &self,
@@ -188,7 +199,7 @@ impl<R: Resolve> Shared<R> {
         let now = Instant::now();
         entry.refreshing = false;
         entry.expires = now + MIN_TTL;
-        (now.duration_since(entry.answered) <= MAX_STALE).then(|| entry.resolved.addrs.to_vec())
+        entry.last_good(now)
     }
 }
 
@@ -201,12 +212,7 @@ struct LookupDone<R> {
 
 impl<R> Drop for LookupDone<R> {
     fn drop(&mut self) {
-        let mut entries = self
-            .shared
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = find(&mut entries, &self.host, self.port) {
+        if let Some(entry) = find(&mut self.shared.lock(), &self.host, self.port) {
             entry.refreshing = false;
         }
     }
@@ -255,8 +261,7 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                 let left = entry.expires - now;
                 return Box::pin(async move { Ok((addrs, Some(left))) });
             }
-            if now.duration_since(entry.answered) <= MAX_STALE {
-                let addrs = entry.resolved.addrs.to_vec();
+            if let Some(addrs) = entry.last_good(now) {
                 // One lookup per host at a time: while one runs, dials go
                 // on with the last answer (during an outage each would
                 // otherwise start its own, each a blocking thread for the

@@ -537,27 +537,34 @@ async fn an_http2_connection_landing_after_dns_moved_is_not_shared() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_connection_to_the_new_address_is_kept_before_the_pool_saw_the_change() {
     timeout(Duration::from_secs(20), async {
-        let old = IpServer::start("127.0.0.2").await;
-        let new = IpServer::start("127.0.0.3").await;
-        let resolver = SlowLookup::new(old.addr, true);
-        let client = Client::builder()
-            .resolver(resolver.clone())
+        let builder = Client::builder()
             .http_version(freshpool::HttpVersion::Http2Only)
-            .pool_timeout(Duration::from_secs(3))
-            .build()
-            .unwrap();
-        let url = "http://app.test/";
-        // The checkout sees generation 1 (the old address); its dial waits.
-        let lone = spawn_text(&client, url);
-        until_dialing(&client).await;
-        resolver.move_to(new.addr);
-        resolver.gate.add_permits(1000);
-        assert_eq!(lone.await.unwrap().expect("the lone request"), "127.0.0.3");
+            .pool_timeout(Duration::from_secs(3));
+        let (_client, old, new) = lone_dial_lands_on_the_new_address(builder).await;
         assert_eq!(new.connections.load(Ordering::SeqCst), 1, "one dial");
         assert_eq!(old.connections.load(Ordering::SeqCst), 0);
     })
     .await
     .unwrap();
+}
+
+/// A lone request whose checkout saw DNS at the old address (the first
+/// generation) and whose dial resolved the new one: it is answered from
+/// there. Returns the client and both servers (old, new).
+async fn lone_dial_lands_on_the_new_address(
+    builder: freshpool::ClientBuilder,
+) -> (Client, IpServer, IpServer) {
+    let old = IpServer::start("127.0.0.2").await;
+    let new = IpServer::start("127.0.0.3").await;
+    let resolver = SlowLookup::new(old.addr, true);
+    let client = builder.resolver(resolver.clone()).build().unwrap();
+    // The checkout sees generation 1 (the old address); its dial waits.
+    let lone = spawn_text(&client, "http://app.test/");
+    until_dialing(&client).await;
+    resolver.move_to(new.addr);
+    resolver.gate.add_permits(1000);
+    assert_eq!(lone.await.unwrap().expect("the lone request"), "127.0.0.3");
+    (client, old, new)
 }
 
 /// The same for HTTP/1: a connection dialed to the new address before the
@@ -568,23 +575,13 @@ async fn an_http2_connection_to_the_new_address_is_kept_before_the_pool_saw_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http1_connection_to_the_new_address_is_kept_before_the_pool_saw_the_change() {
     timeout(Duration::from_secs(20), async {
-        let old = IpServer::start("127.0.0.2").await;
-        let new = IpServer::start("127.0.0.3").await;
-        let resolver = SlowLookup::new(old.addr, true);
-        let client = Client::builder()
-            .resolver(resolver.clone())
-            .build()
-            .unwrap();
-        let url = "http://app.test/";
-        // The checkout sees generation 1 (the old address); its dial waits.
-        let lone = spawn_text(&client, url);
-        until_dialing(&client).await;
-        resolver.move_to(new.addr);
-        resolver.gate.add_permits(1000);
-        assert_eq!(lone.await.unwrap().expect("the lone request"), "127.0.0.3");
+        let (client, old, new) = lone_dial_lands_on_the_new_address(Client::builder()).await;
         let stats = client.stats();
         assert_eq!(stats.origins[0].idle, 1, "the connection rests: {stats}");
-        assert_eq!(text(&client, url).await.unwrap(), "127.0.0.3");
+        assert_eq!(
+            text(&client, "http://app.test/").await.unwrap(),
+            "127.0.0.3"
+        );
         assert_eq!(new.connections.load(Ordering::SeqCst), 1, "one dial");
         assert_eq!(old.connections.load(Ordering::SeqCst), 0);
     })

@@ -287,8 +287,8 @@ pin_project_lite::pin_project! {
             send: Pin<Box<F>>,
             span: tracing::Span,
             // Boxed: only with a `timeout` set, and a `Sleep` is ~100 bytes
-            // every request future would otherwise carry and copy. Handed
-            // on to the response body, which it bounds too.
+            // every request future would otherwise carry and copy. (The
+            // send loop bounds the response body by the same instant.)
             deadline: Option<Pin<Box<RequestDeadline>>>,
         },
     }
