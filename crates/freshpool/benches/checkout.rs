@@ -22,6 +22,11 @@
 //! * `checkout_release/harness_baseline`: the uncontended loop with a
 //!   future that does no pool work: what criterion's async iteration adds
 //!   to the uncontended number.
+//! * `checkout_release/lock_floor`: two uncontended lock/unlock pairs of a
+//!   `std::sync::Mutex`, in the same async loop: what the pool's two lock
+//!   domains (the origin's, taken once to check out and once to return)
+//!   cost before any pool work. Each pair is two atomic read-modify-writes;
+//!   on a virtualised host these dominate (see BENCHMARKS.md).
 //! * `checkout_release/caching_resolver/{uncontended,contended/64}`: the
 //!   same through a `CachingResolver` and a host name, so the pool's DNS
 //!   check (`Origin::follow_dns`) runs as it does for such clients.
@@ -167,6 +172,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("harness_baseline", |b| {
         b.to_async(&rt)
             .iter(|| async { std::hint::black_box(true) })
+    });
+    // The floor of any pool that takes a lock to check out and another to
+    // return (freshpool's origin lock): two uncontended pairs, nothing else.
+    let lock = std::sync::Mutex::new(0u64);
+    group.bench_function("lock_floor", |b| {
+        b.to_async(&rt).iter(|| {
+            *std::hint::black_box(&lock).lock().expect("lock") += 1;
+            *std::hint::black_box(&lock).lock().expect("lock") += 1;
+            async { std::hint::black_box(true) }
+        })
     });
     for tasks in [2u64, 8, 64] {
         contended(&mut group, "contended", tasks, &rt, &client, &uri);

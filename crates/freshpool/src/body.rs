@@ -498,15 +498,18 @@ impl http_body::Body for Body {
 
 impl Drop for Body {
     fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            if self.inner.as_ref().is_none_or(|b| b.is_end_stream()) {
-                lease.release();
-            } else {
-                // Unread bytes remain: the connection cannot carry another
-                // request. Closing it is cheaper and safer than draining an
-                // unknown amount on the caller's drop.
-                lease.discard();
-            }
+        if self.lease.is_none() {
+            return;
+        }
+        if self.inner.as_ref().is_none_or(|b| b.is_end_stream()) {
+            // All read, though the caller never polled for the end: the
+            // same rules as at the end (the upload may still be going out).
+            self.finish();
+        } else if let Some(lease) = self.lease.take() {
+            // Unread bytes remain: the connection cannot carry another
+            // request. Closing it is cheaper and safer than draining an
+            // unknown amount on the caller's drop.
+            lease.discard();
         }
     }
 }

@@ -216,6 +216,36 @@ async fn a_connection_still_sending_its_request_body_is_not_reused() {
     );
 }
 
+/// As above, but the caller reads the answer's one data frame and drops
+/// the body without polling for its end (as a proxy that forwards a body
+/// of known length does). The body's drop gave the connection back with no
+/// look at the upload, and the next request hung in hyper's readiness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_body_does_not_pool_a_connection_still_sending_its_request() {
+    use http_body_util::BodyExt;
+    let addr = early_answering_server().await;
+    let url = format!("http://{addr}/");
+    let client = Client::builder().expect_continue(false).build().unwrap();
+    let (feed, rx) = tokio::sync::mpsc::channel(1);
+    feed.send(bytes::Bytes::from_static(b"first part"))
+        .await
+        .unwrap();
+    let upload = http::Request::post(&url)
+        .body(freshpool::RequestBody::wrap(Fed(rx)))
+        .unwrap();
+    let mut body = client.request(upload).await.unwrap().into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "ok");
+    assert!(http_body::Body::is_end_stream(&body), "all bytes read");
+    drop(body);
+    // `feed` stays open: the upload is not over.
+    let next = tokio::time::timeout(Duration::from_secs(3), text(&client, client.get(&url)))
+        .await
+        .expect("the next request is not stuck behind the unfinished upload");
+    assert_eq!(next, "ok");
+    drop(feed);
+}
+
 /// A streamed body of known length that never says it ended (as
 /// `StreamBody` over a file with a `Content-Length`): hyper stops polling it
 /// once the length is written, so its end is seen when hyper drops it. Its
