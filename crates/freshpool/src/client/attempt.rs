@@ -97,7 +97,8 @@ impl Client {
         let security = route.map_or(&inner.security, |r| &r.security);
         let forward = route.filter(|r| r.forward);
         let mut retries = 0u32;
-        let mut unsent_retries = 0u32;
+        let mut unsent = UnsentAttempts::default();
+        let stale_limit = inner.pool.config().max_connections_per_host;
         let mut dedicated = false;
         loop {
             let mut lease = if dedicated {
@@ -130,8 +131,7 @@ impl Client {
                 if let Err(e) = idle.conn.sender.ready().await {
                     let err = error::from_hyper(e, lease.origin_label());
                     lease.discard();
-                    unsent_retries += 1;
-                    if unsent_retries > 3 {
+                    if !unsent.another(reused, stale_limit) {
                         return Err(err);
                     }
                     continue;
@@ -211,8 +211,7 @@ impl Client {
                     // The connection closed before the request was written:
                     // it never reached the server, so any method may go again.
                     lease.discard();
-                    unsent_retries += 1;
-                    if unsent_retries > 3 {
+                    if !unsent.another(reused, stale_limit) {
                         return Err(err);
                     }
                     // The copy, if kept, is the unprepared one (or is
@@ -510,6 +509,34 @@ fn origin_form(uri: &Uri) -> Uri {
     match uri.path_and_query() {
         Some(path) => Uri::from(path.clone()),
         None => Uri::from_static("/"),
+    }
+}
+
+/// Attempts that ended with the request unsent (the connection closed
+/// before it was written), so that any method may go again.
+///
+/// On a reused connection that is the pool's news, not a failing server:
+/// an idle HTTP/1 connection the peer closed, or an HTTP/2 one that had a
+/// GOAWAY, which hyper notices only when handed the next request. Each
+/// such attempt leaves that connection out of the pool (discarded, or its
+/// sender closed), so they are bounded by the connections an origin may
+/// have, not by the three tries a fresh dial gets.
+#[derive(Default)]
+struct UnsentAttempts {
+    fresh: usize,
+    reused: usize,
+}
+
+impl UnsentAttempts {
+    /// Counts one; whether the request may go again.
+    fn another(&mut self, reused: bool, connections_per_host: usize) -> bool {
+        if reused {
+            self.reused += 1;
+            self.reused <= connections_per_host
+        } else {
+            self.fresh += 1;
+            self.fresh <= 3
+        }
     }
 }
 

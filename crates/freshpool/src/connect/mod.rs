@@ -306,8 +306,15 @@ impl Connector {
         // freed its slot first, and the pool dialed again for a waiter
         // about to get this dial's error.
         let (hand_slot, slot_for_driver) = tokio::sync::oneshot::channel();
+        let mut io_alive = preface.clone();
         tokio::spawn(async move {
             let _ = conn.await;
+            // hyper's request dispatch ends at a GOAWAY, while its
+            // connection task still carries the streams in flight: the
+            // socket, and so its slot, lives until that task drops the I/O
+            // (and with it the preface's sender). Freed at `conn`'s end, a
+            // draining connection let the pool dial past its limits.
+            while io_alive.changed().await.is_ok() {}
             drop(slot_for_driver.await);
         });
         // Wait for the server's SETTINGS so the pool knows the stream limit

@@ -97,8 +97,12 @@ impl Pool {
                         let lease_id = origin.register_lease(&mut g, now, caller);
                         Ok((LeaseKind::H1(idle), lease_id))
                     }
-                    Acquire::Stream { conn_id, sender } => {
-                        g.reused += 1;
+                    Acquire::Stream {
+                        conn_id,
+                        sender,
+                        first,
+                    } => {
+                        g.reused += u64::from(!first);
                         let lease_id = origin.register_lease(&mut g, now, caller);
                         Ok((
                             LeaseKind::H2 {
@@ -197,13 +201,17 @@ impl Queued {
                             let reused = !idle.fresh();
                             Some((LeaseKind::H1(idle), reused))
                         }
-                        Handoff::Stream { conn_id, sender } => Some((
+                        Handoff::Stream {
+                            conn_id,
+                            sender,
+                            first,
+                        } => Some((
                             LeaseKind::H2 {
                                 origin: origin.clone(),
                                 conn_id,
                                 sender: sender.sender,
                             },
-                            true,
+                            !first,
                         )),
                         // Counted out of the queue by the sender already.
                         Handoff::AskAgain => None,

@@ -223,13 +223,8 @@ impl Drop for WaiterGuard {
                     .offer_idle(idle, self.origin.limits);
                 drop(surplus);
             }
-            Ok(Ok(Handoff::Stream { conn_id, .. })) => {
-                let dials = {
-                    let mut g = self.origin.lock();
-                    g.state.release_stream(conn_id);
-                    g.state.service(self.origin.limits, &*self.origin.budget)
-                };
-                self.origin.spawn_dials(dials);
+            Ok(Ok(Handoff::Stream { conn_id, first, .. })) => {
+                self.origin.untake_stream(conn_id, first);
             }
             Ok(Err(_) | Ok(Handoff::AskAgain)) => {}
             Err(_) => {

@@ -454,8 +454,8 @@ impl Model {
                             let surplus = self.st.offer_idle(idle, self.limits());
                             drop(surplus);
                         }
-                        Ok(Handoff::Stream { conn_id, .. }) => {
-                            self.st.release_stream(conn_id);
+                        Ok(Handoff::Stream { conn_id, first, .. }) => {
+                            self.st.untake_stream(conn_id, first);
                             self.service();
                         }
                         Ok(Handoff::AskAgain) | Err(_) => {}
@@ -498,7 +498,7 @@ impl Model {
             Op::ReleaseStream(i) => {
                 if !self.leases_h2.is_empty() {
                     let conn_id = self.leases_h2.remove(i.index(self.leases_h2.len()));
-                    self.st.release_stream(conn_id);
+                    self.st.release_stream(conn_id, self.now);
                     self.st.shared.retain(|s| !(s.draining && s.in_flight == 0));
                     self.service();
                 }
@@ -722,8 +722,8 @@ impl Model {
                 let surplus = self.st.offer_idle(idle, self.limits());
                 drop(surplus);
             }
-            Ok(Ok(Handoff::Stream { conn_id, .. })) => {
-                self.st.release_stream(conn_id);
+            Ok(Ok(Handoff::Stream { conn_id, first, .. })) => {
+                self.st.untake_stream(conn_id, first);
                 self.service();
             }
             Ok(Err(_) | Ok(Handoff::AskAgain)) => {}
@@ -785,6 +785,8 @@ impl Model {
                 in_flight: 0,
                 created: now,
                 draining: false,
+                used: false,
+                idle_since: now,
             });
         } else {
             self.st.protocol = Protocol::Http1;
@@ -925,7 +927,7 @@ impl Model {
             }
             self.leases_h1.clear();
             for conn_id in std::mem::take(&mut self.leases_h2) {
-                self.st.release_stream(conn_id);
+                self.st.release_stream(conn_id, self.now);
             }
             while let Some(dial) = self.dials.pop() {
                 self.slot_freed(dial.conn_id, false);

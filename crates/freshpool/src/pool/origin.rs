@@ -279,6 +279,8 @@ impl Origin {
                         in_flight: 0,
                         created: now,
                         draining: false,
+                        used: false,
+                        idle_since: now,
                     });
                 }
             }
@@ -335,6 +337,7 @@ impl Origin {
     /// Evicts idle connections that expired or (after a freeze) are suspect.
     pub(super) fn evict(&self, now: Stamp, frozen_since: Option<Stamp>) {
         let mut dropped = Vec::new();
+        let mut dropped_shared = Vec::new();
         {
             let mut g = self.lock();
             // Closed sockets leave the list when their slot is freed, so
@@ -365,6 +368,14 @@ impl Origin {
                 }
                 g.state.shared.retain(|s| !s.draining || s.in_flight > 0);
             }
+            if let Some(t) = self.config.idle_timeout {
+                let before = g.state.shared.len();
+                g.state
+                    .shared
+                    .retain(|s| s.in_flight > 0 || now < s.idle_since.after(t));
+                let rested = before - g.state.shared.len();
+                dropped_shared.extend(std::iter::repeat_n(CloseReason::IdleTimeout, rested));
+            }
             if let Some(life) = self.config.max_lifetime {
                 for s in g.state.shared.iter_mut() {
                     if now >= s.created.after(life) {
@@ -379,6 +390,9 @@ impl Origin {
         for (reason, idle) in dropped {
             self.counters.closed(reason);
             drop(idle);
+        }
+        for reason in dropped_shared {
+            self.counters.closed(reason);
         }
     }
 
@@ -534,23 +548,40 @@ impl Origin {
 
 impl Origin {
     pub(super) fn release_stream(self: &Arc<Self>, conn_id: u64, lease_id: usize) {
+        // Coarse (see `Budget::coarse_now`): errs toward "older".
+        let now = self.budget.coarse_now();
         let dials = {
             let mut g = self.lock();
             g.leases.try_remove(lease_id);
-            g.state.release_stream(conn_id);
-            // Drop draining connections once their last stream is done, and
-            // with max_idle_per_host(0) (pooling off) every idle one, and
-            // while another origin waits for total capacity (as HTTP/1
-            // returns do, see `Lease::release`) unless a request here waits.
-            let others_starve = self.budget.starving.any() && !g.state.starving;
-            let keep_idle =
-                (self.limits.max_idle > 0 && !others_starve) || g.state.live_waiters > 0;
-            g.state
-                .shared
-                .retain(|s| !((s.draining || !keep_idle) && s.in_flight == 0));
-            g.state.service(self.limits, &*self.budget)
+            g.state.release_stream(conn_id, now);
+            self.settle_streams(&mut g)
         };
         self.spawn_dials(dials);
+    }
+
+    /// A stream handed to a waiter that had just given up: as if never
+    /// taken, and then what the end of a stream does.
+    pub(super) fn untake_stream(self: &Arc<Self>, conn_id: u64, first: bool) {
+        let dials = {
+            let mut g = self.lock();
+            g.state.untake_stream(conn_id, first);
+            self.settle_streams(&mut g)
+        };
+        self.spawn_dials(dials);
+    }
+
+    /// After a stream freed: drop draining connections once their last
+    /// stream is done, and with max_idle_per_host(0) (pooling off) every
+    /// idle one, and while another origin waits for total capacity (as
+    /// HTTP/1 returns do, see `Lease::release`) unless a request here
+    /// waits. Returns the dials to start for waiters.
+    fn settle_streams(&self, g: &mut Guarded) -> Vec<u64> {
+        let others_starve = self.budget.starving.any() && !g.state.starving;
+        let keep_idle = (self.limits.max_idle > 0 && !others_starve) || g.state.live_waiters > 0;
+        g.state
+            .shared
+            .retain(|s| !((s.draining || !keep_idle) && s.in_flight == 0));
+        g.state.service(self.limits, &*self.budget)
     }
 
     /// A reused connection died silently: close its idle siblings that

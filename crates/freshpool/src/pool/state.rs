@@ -37,8 +37,13 @@ pub(crate) enum Resting<C, S> {
 pub(crate) enum Handoff<C, S> {
     /// An HTTP/1 connection, exclusively.
     Exclusive(Idle<C>),
-    /// A stream on a shared (HTTP/2) connection.
-    Stream { conn_id: u64, sender: S },
+    /// A stream on a shared (HTTP/2) connection; `first`: the first it
+    /// carries (not a reuse).
+    Stream {
+        conn_id: u64,
+        sender: S,
+        first: bool,
+    },
     /// Nothing: check out again (the dial this waiter counted on was
     /// dropped unrun with its runtime; see `dial_never_ran`). Sent, not
     /// signalled by dropping the sender, so that the sender counts the
@@ -114,8 +119,23 @@ pub(crate) struct Shared<S> {
     pub sender: S,
     pub in_flight: u32,
     pub created: Stamp,
-    /// Set when the connection must take no new streams (GOAWAY, lifetime).
+    /// Set when the connection must take no new streams (DNS moved away,
+    /// freeze, lifetime). A GOAWAY shows as a closed sender instead.
     pub draining: bool,
+    /// Whether it has carried a stream: later ones count as reuse.
+    pub used: bool,
+    /// When its last stream ended (or it landed): `idle_timeout` closes
+    /// it once it has carried none that long, as it does HTTP/1 ones.
+    pub idle_since: Stamp,
+}
+
+impl<S: Channel> Shared<S> {
+    /// Whether it may carry new streams: not draining, and its sender
+    /// still open (hyper closes it at a GOAWAY while the streams in flight
+    /// finish, and the connection keeps its slot until they do).
+    fn takes_streams(&self) -> bool {
+        !self.draining && !self.sender.is_closed()
+    }
 }
 
 /// Whether and how a channel can take more work.
@@ -150,6 +170,7 @@ pub(crate) enum Acquire<C, S> {
     Stream {
         conn_id: u64,
         sender: S,
+        first: bool,
     },
     /// Enqueued; `dial` says the caller must start a dial for `waiter_id`.
     Wait {
@@ -250,8 +271,12 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         expired: &mut Vec<Idle<C>>,
         asking_again: Option<u64>,
     ) -> Acquire<C, S> {
-        if let Some((conn_id, sender)) = self.take_stream() {
-            return Acquire::Stream { conn_id, sender };
+        if let Some((conn_id, sender, first)) = self.take_stream() {
+            return Acquire::Stream {
+                conn_id,
+                sender,
+                first,
+            };
         }
         while let Some(idle) = self.idle.pop_back() {
             if now >= idle.expires_at || idle.conn.is_closed() {
@@ -361,7 +386,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                 let spare: usize = self
                     .shared
                     .iter()
-                    .filter(|s| !s.draining)
+                    .filter(|s| s.takes_streams())
                     .map(|s| (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize))
                     .sum();
                 spare + self.dialing * per_conn >= self.live_waiters.max(1)
@@ -369,12 +394,16 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
-    fn take_stream(&mut self) -> Option<(u64, S)> {
-        let conn = self.shared.iter_mut().find(|s| {
-            !s.draining && s.in_flight < s.sender.max_streams() && !s.sender.is_closed()
-        })?;
+    /// A stream on a connection with room for one; `true` with the first
+    /// the connection carries.
+    fn take_stream(&mut self) -> Option<(u64, S, bool)> {
+        let conn = self
+            .shared
+            .iter_mut()
+            .find(|s| s.takes_streams() && s.in_flight < s.sender.max_streams())?;
         conn.in_flight += 1;
-        Some((conn.id, conn.sender.clone()))
+        let first = !std::mem::replace(&mut conn.used, true);
+        Some((conn.id, conn.sender.clone(), first))
     }
 
     /// Decides which waiters get new dials after capacity changed. Returns
@@ -420,12 +449,17 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// Hands free streams on shared connections to waiters, oldest first.
     fn serve_streams(&mut self) {
         while self.live_waiters > 0 {
-            let Some((conn_id, sender)) = self.take_stream() else {
+            let Some((conn_id, sender, first)) = self.take_stream() else {
                 return;
             };
-            if let Err(unused) = self.hand_to_oldest(Handoff::Stream { conn_id, sender }) {
+            let stream = Handoff::Stream {
+                conn_id,
+                sender,
+                first,
+            };
+            if let Err(unused) = self.hand_to_oldest(stream) {
                 if let Handoff::Stream { conn_id, .. } = unused {
-                    self.release_stream(conn_id);
+                    self.untake_stream(conn_id, first);
                 }
                 return;
             }
@@ -512,9 +546,22 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         self.serve_streams();
     }
 
-    pub(crate) fn release_stream(&mut self, conn_id: u64) {
+    /// A stream taken but handed to no one: as if never taken (`first`:
+    /// the connection had carried none before it).
+    pub(crate) fn untake_stream(&mut self, conn_id: u64, first: bool) {
         if let Some(s) = self.shared.iter_mut().find(|s| s.id == conn_id) {
             s.in_flight = s.in_flight.saturating_sub(1);
+            s.used &= !first;
+        }
+    }
+
+    /// A stream ended at `now`.
+    pub(crate) fn release_stream(&mut self, conn_id: u64, now: Stamp) {
+        if let Some(s) = self.shared.iter_mut().find(|s| s.id == conn_id) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if s.in_flight == 0 {
+                s.idle_since = now;
+            }
         }
     }
 

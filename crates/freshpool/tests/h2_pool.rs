@@ -1,0 +1,144 @@
+//! HTTP/2 connections in the pool: what a GOAWAY, an idle spell and a
+//! fresh connection do to the pool's counts and choices (cleartext HTTP/2
+//! with prior knowledge against the testkit's HTTP/2 server).
+
+use std::time::Duration;
+
+use freshpool::{Client, HttpVersion};
+use freshpool_testkit::{eventually, Protocol, ServerConfig, TestServer};
+
+async fn h2_server() -> TestServer {
+    TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+fn h2_client() -> freshpool::ClientBuilder {
+    Client::builder().http_version(HttpVersion::Http2Only)
+}
+
+async fn text(client: &Client, url: &str) -> String {
+    client
+        .get(url)
+        .await
+        .unwrap()
+        .into_body()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A GOAWAY ends hyper's request dispatch at once, while the connection
+/// itself lives on until its streams end. The pool counted it closed and
+/// freed its slot then: with a limit of one connection it dialed a second
+/// while the first still carried a stream, and its count of open
+/// connections fell below the sockets that existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_draining_after_goaway_keeps_its_slot_until_it_closes() {
+    let server = h2_server().await;
+    let client = h2_client().max_connections_per_host(1).build().unwrap();
+    let slow = {
+        let (client, url) = (client.clone(), server.url("/delay/1500"));
+        tokio::spawn(async move { text(&client, &url).await })
+    };
+    eventually("the slow request arrived", || {
+        server.stats().requests() == 1
+    })
+    .await;
+    server.goaway_all();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let next = tokio::time::timeout(Duration::from_secs(10), text(&client, &server.url("/")))
+        .await
+        .expect("the next request is served");
+    assert_eq!(next, "ok");
+    assert_eq!(slow.await.unwrap(), "ok");
+    assert_eq!(
+        server.stats().peak_open_connections(),
+        1,
+        "max_connections_per_host(1) held: {}",
+        client.stats()
+    );
+    eventually("counts agree", || {
+        server.stats().open_connections() == client.stats().open_connections as u64
+    })
+    .await;
+}
+
+/// `idle_timeout` closes HTTP/2 connections that carried no stream that
+/// long, as it does HTTP/1 ones: a NAT or server forgets them by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_expires_after_idle_timeout() {
+    let server = h2_server().await;
+    let client = h2_client()
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    assert_eq!(client.stats().open_connections, 1);
+    eventually("the idle connection closed", || {
+        server.stats().open_connections() == 0 && client.stats().open_connections == 0
+    })
+    .await;
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    assert_eq!(server.stats().connections_accepted(), 2);
+}
+
+/// The first stream of a new HTTP/2 connection is not a reuse (in stats,
+/// and for the retry rule, which retries on fresh connections only what
+/// is safe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_stream_of_a_new_http2_connection_is_not_counted_reused() {
+    let server = h2_server().await;
+    let client = h2_client().build().unwrap();
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    assert_eq!(client.stats().reused(), 0, "{}", client.stats());
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    assert_eq!(client.stats().reused(), 1, "{}", client.stats());
+}
+
+/// hyper notices a GOAWAY only when it is handed the next request, which
+/// it then gives back unsent. Each connection that had a GOAWAY and still
+/// carries a stream costs one such attempt: with four of them, a request
+/// the server never saw failed after its unsent retries ran out. Attempts
+/// that find a reused connection closed are bounded by the connections
+/// there are, not by the retry count meant for fresh dials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_not_failed_by_connections_that_had_a_goaway() {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        max_concurrent_streams: Some(2),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = h2_client().build().unwrap();
+    // Four connections of two streams each: the oldest two waiters share
+    // each connection as it lands.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let (client, url) = (client.clone(), server.url("/delay/4000"));
+        held.push(tokio::spawn(
+            async move { client.get(&url).await.map(|_| ()) },
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eventually("8 requests arrived", || server.stats().requests() == 8).await;
+    assert_eq!(server.stats().connections_accepted(), 4);
+    // One stream ends on each: every connection has room for one more.
+    for (i, task) in held.iter().enumerate() {
+        if i % 2 == 1 {
+            task.abort();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.goaway_all();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.get(&server.url("/")))
+        .await
+        .expect("answered in time");
+    assert!(answer.is_ok(), "{:?}\n{}", answer.err(), client.stats());
+    for task in held {
+        task.abort();
+    }
+}
