@@ -127,7 +127,8 @@ impl ClientBuilder {
         tcp_keepalive: conn.tcp_keepalive: Option<Duration>,
         /// HTTP version preference. Default [`HttpVersion::Auto`].
         http_version: conn.http_version: HttpVersion,
-        /// HTTP/2 PING interval on idle and busy connections. Default `None`.
+        /// HTTP/2 PING interval on idle and busy connections. Default `None`;
+        /// at least 1 s (shorter floods the server with PINGs).
         http2_keep_alive_interval: conn.http2_keep_alive_interval: Option<Duration>,
         /// Retry non-idempotent requests after a stale-connection failure.
         /// Default off: a POST is never sent twice unless you say so.
@@ -161,6 +162,8 @@ impl ClientBuilder {
 
     /// Trusts only the certificates added with
     /// [`ClientBuilder::add_root_certificate`], not the webpki roots.
+    /// `build()` refuses it without any such certificate (nothing could be
+    /// trusted).
     pub fn only_custom_roots(mut self, only: bool) -> Self {
         self.conn.tls.only_custom_roots = only;
         self

@@ -172,6 +172,10 @@ const MIN_FREEZE_THRESHOLD: Duration = Duration::from_millis(100);
 /// What the kernel accepts as TCP keepalive idle time (`TCP_KEEPIDLE`).
 const TCP_KEEPALIVE_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(32_767));
+/// The shortest `http2_keep_alive_interval`: hyper sends the next PING that
+/// long after the last frame read, so zero sends one per acknowledgement,
+/// forever, and servers answer a PING flood with GOAWAY (ENHANCE_YOUR_CALM).
+const MIN_HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error> {
     let nonzero = [
@@ -262,6 +266,23 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
             )));
         }
     }
+    if let Some(interval) = conn.http2_keep_alive_interval {
+        if interval < MIN_HTTP2_KEEP_ALIVE {
+            return Err(Error::config(format!(
+                "http2_keep_alive_interval ({interval:?}) must be at least {MIN_HTTP2_KEEP_ALIVE:?}: shorter, it floods the server with PINGs (None switches it off)"
+            )));
+        }
+    }
+    // Without a root to trust, every HTTPS request would fail as a
+    // certificate error blaming the server.
+    if conn.tls.only_custom_roots
+        && conn.tls.extra_roots.is_empty()
+        && !conn.tls.danger_accept_invalid_certs
+    {
+        return Err(Error::config(
+            "only_custom_roots(true) with no add_root_certificate: no server certificate could be trusted",
+        ));
+    }
     if pool.max_requests_per_connection == Some(0) {
         return Err(Error::config(
             "max_requests_per_connection must be at least 1",
@@ -340,6 +361,14 @@ mod tests {
                 tcp_keepalive: Some(Duration::from_secs(32_768)),
                 ..ConnConfig::default()
             }),
+            conn_err(ConnConfig {
+                http2_keep_alive_interval: Some(Duration::ZERO),
+                ..ConnConfig::default()
+            }),
+            conn_err(ConnConfig {
+                http2_keep_alive_interval: Some(Duration::from_millis(999)),
+                ..ConnConfig::default()
+            }),
         ];
         let names = [
             "freeze_threshold",
@@ -348,6 +377,8 @@ mod tests {
             "tls_handshake_timeout",
             "tcp_keepalive",
             "tcp_keepalive",
+            "http2_keep_alive_interval",
+            "http2_keep_alive_interval",
         ];
         for (err, name) in cases.iter().zip(names) {
             assert!(err.is_config());
@@ -356,6 +387,7 @@ mod tests {
         // The edges are fine.
         let edges = ConnConfig {
             tcp_keepalive: Some(Duration::from_secs(1)),
+            http2_keep_alive_interval: Some(MIN_HTTP2_KEEP_ALIVE),
             timeout: Some(LONGEST_SETTING),
             ..ConnConfig::default()
         };
@@ -364,6 +396,19 @@ mod tests {
             ..PoolConfig::default()
         };
         validate(&pool, &edges).unwrap();
+    }
+
+    /// `only_custom_roots` with no roots built, then failed every HTTPS
+    /// request as the server's certificate error.
+    #[test]
+    fn only_custom_roots_needs_a_root() {
+        let mut conn = ConnConfig::default();
+        conn.tls.only_custom_roots = true;
+        let err = validate(&PoolConfig::default(), &conn).unwrap_err();
+        assert!(err.is_config());
+        assert!(err.to_string().contains("only_custom_roots"), "{err}");
+        conn.tls.danger_accept_invalid_certs = true;
+        validate(&PoolConfig::default(), &conn).unwrap();
     }
 
     #[test]

@@ -110,7 +110,8 @@ impl<R: Resolve> CachingResolver<R> {
     }
 
     /// How long an answer is used before it is looked up again: the cap on
-    /// DNS TTLs, and the TTL for resolvers that report none.
+    /// DNS TTLs, and the TTL for resolvers that report none. At most a day
+    /// (longer is taken as a day: DNS itself caps TTLs there in practice).
     ///
     /// ```
     /// use std::time::Duration;
@@ -125,7 +126,7 @@ impl<R: Resolve> CachingResolver<R> {
     pub fn ttl(mut self, ttl: Duration) -> CachingResolver<R> {
         Arc::get_mut(&mut self.shared)
             .expect("set the TTL before sharing the resolver")
-            .ttl = ttl;
+            .ttl = ttl.min(MAX_TTL);
         self
     }
 }
@@ -222,6 +223,9 @@ impl<R> Drop for LookupDone<R> {
 /// would otherwise mean a lookup per request. Also the wait after a
 /// failed lookup before the next.
 const MIN_TTL: Duration = Duration::from_secs(1);
+/// The longest `ttl` (an answer's expiry is `Instant::now() + ttl`, which
+/// overflowed and panicked for `Duration::MAX`).
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a dial waits for a lookup that neither answers nor fails
 /// before it uses the last good answer (see `resolve_with_ttl`).
@@ -649,6 +653,22 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// A TTL past the clock's range panicked on the first answer.
+    #[tokio::test]
+    async fn an_endless_ttl_is_capped_not_a_panic() {
+        let switch = switch(&["127.0.0.2:80"]);
+        let cached = CachingResolver::new(switch.clone()).ttl(Duration::MAX);
+        cached.resolve("h", 80).await.unwrap();
+        cached.resolve("127.0.0.1", 80).await.unwrap();
+        let (_, left) = cached.resolve_with_ttl("h", 80).await.unwrap();
+        assert!(left.unwrap() <= MAX_TTL);
+        assert_eq!(
+            switch.lookups.load(Ordering::SeqCst),
+            2,
+            "one per host, then cached"
+        );
     }
 
     #[tokio::test]
