@@ -60,7 +60,9 @@ pub enum Kind {
     /// The client's pool was shut down.
     Closed,
     /// The proxy could not be reached, refused the CONNECT tunnel (a
-    /// non-2xx answer) or broke the protocol. The message names the proxy
+    /// non-2xx answer) or broke the protocol (a timeout reaching it or
+    /// waiting for its answer is [`Kind::ConnectTimeout`], naming the
+    /// proxy). The message names the proxy
     /// (never its password), not the origin.
     Proxy,
     /// The proxy wants credentials or rejected the ones given (407 Proxy

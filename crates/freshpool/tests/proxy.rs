@@ -191,6 +191,31 @@ async fn unreachable_proxy_and_refused_connect_are_proxy_errors() {
     .unwrap();
 }
 
+/// A proxy that accepts the connection but never answers CONNECT: the
+/// error is a timeout (`is_timeout`, `is_connect`, as `Kind::ConnectTimeout`
+/// documents), naming the proxy. It was `Kind::Proxy`, which code that
+/// retries on timeouts never saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_never_answers_connect_is_a_connect_timeout() {
+    timeout(LIMIT, async {
+        let proxy = TestProxy::start().await;
+        let silent = freshpool_testkit::ChaosProxy::start(proxy.addr()).await;
+        silent.set_blackhole(true);
+        let client = via(&format!("http://{}", silent.addr()))
+            .connect_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let err = client.get("https://localhost:1/").await.unwrap_err();
+        assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
+        assert!(err.is_timeout() && err.is_connect(), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&silent.addr().to_string()), "{msg}");
+        assert!(msg.contains("CONNECT"), "{msg}");
+    })
+    .await
+    .unwrap();
+}
+
 /// Two users' requests must never share a proxy connection or tunnel, also
 /// when their clients share one pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

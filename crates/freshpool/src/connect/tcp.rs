@@ -169,15 +169,7 @@ pub(crate) async fn connect(
     let attempt = race(addrs.clone(), &mut progress);
     let stream = match tokio::time::timeout_at(settings.deadline.at, attempt).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(())) => {
-            return Err(Error::new(
-                Kind::Connect,
-                format!(
-                    "connect to {target} failed; tried {}",
-                    progress.describe(&addrs)
-                ),
-            ));
-        }
+        Ok(Err(())) => return Err(progress.failed(target, &addrs)),
         Err(_) => {
             return Err(Error::new(
                 Kind::ConnectTimeout,
@@ -249,6 +241,35 @@ struct Progress {
 }
 
 impl Progress {
+    /// The error once every address failed. The first address's failure
+    /// is its `source()` (code matches on `io::ErrorKind`); the message
+    /// lists every address's.
+    fn failed(mut self, target: &str, addrs: &[SocketAddr]) -> Error {
+        let first = addrs
+            .iter()
+            .find_map(|a| self.failures.iter().position(|(f, _)| f == a));
+        match first {
+            // One address: its failure, once, as the cause.
+            Some(i) if addrs.len() == 1 => {
+                let (addr, cause) = self.failures.swap_remove(i);
+                Error::new(
+                    Kind::Connect,
+                    format!("connect to {target} ({addr}) failed"),
+                )
+                .with_source(cause)
+            }
+            Some(i) => {
+                let message = format!("connect to {target} failed; tried {}", self.describe(addrs));
+                let (_, cause) = self.failures.swap_remove(i);
+                Error::new(Kind::Connect, message).with_source(cause)
+            }
+            None => Error::new(
+                Kind::Connect,
+                format!("connect to {target} failed; tried {}", self.describe(addrs)),
+            ),
+        }
+    }
+
     /// Each address with what became of it: its error, "no answer" (in
     /// flight when the race ended) or "not tried".
     fn describe(&self, addrs: &[SocketAddr]) -> String {
@@ -414,6 +435,13 @@ mod tests {
         let err = connect("test", vec![addr], settings).await.unwrap_err();
         assert_eq!(err.kind(), Kind::Connect);
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        // The cause stays an `io::Error` for code that matches on its kind
+        // (it was only text in the message), and is told once.
+        let cause = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .expect("an io::Error source");
+        assert_eq!(cause.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(err.to_string().matches("refused").count(), 1, "{err}");
     }
 
     #[tokio::test]

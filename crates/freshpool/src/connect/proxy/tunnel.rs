@@ -53,15 +53,15 @@ fn auth_error(url: &ProxyUrl) -> Error {
     )
 }
 
-/// The proxy itself could not be reached.
+/// The proxy itself could not be reached. Past `connect_timeout` that is
+/// a `ConnectTimeout` (code retries on timeouts), naming the proxy.
 pub(crate) fn unreachable(url: &ProxyUrl, err: Error) -> Error {
-    let timed_out = err.kind() == Kind::ConnectTimeout;
-    let what = if timed_out {
-        "timed out connecting to proxy"
+    let (kind, what) = if err.kind() == Kind::ConnectTimeout {
+        (Kind::ConnectTimeout, "timed out connecting to proxy")
     } else {
-        "cannot connect to proxy"
+        (Kind::Proxy, "cannot connect to proxy")
     };
-    Error::new(Kind::Proxy, format!("{what} {url}")).with_source(err)
+    Error::new(kind, format!("{what} {url}")).with_source(err)
 }
 
 /// The longest CONNECT response head we accept.
@@ -119,7 +119,7 @@ pub(crate) async fn connect_tunnel(
     };
     let (buf, end) = tokio::time::timeout_at(deadline.at, exchange).await.map_err(|_| {
         Error::new(
-            Kind::Proxy,
+            Kind::ConnectTimeout,
             format!(
                 "proxy {url} did not answer CONNECT within connect_timeout ({}, which the connect to the proxy shares)",
                 fmt_duration(deadline.limit)

@@ -66,6 +66,13 @@ impl ProxyUrl {
             }
         } else {
             match hostport.rsplit_once(':') {
+                // An IPv6 address without brackets: "::1" was read as host
+                // "::" and port 1, silently.
+                Some((h, _)) if h.contains(':') => {
+                    return Err(bad(
+                        "an IPv6 address needs brackets, as in http://[::1]:3128",
+                    ))
+                }
                 Some((h, p)) => (h, Some(p)),
                 None => (hostport, None),
             }
@@ -77,6 +84,7 @@ impl ProxyUrl {
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
             return Err(bad("no host"));
         }
+
         Ok(ProxyUrl {
             host: host.to_ascii_lowercase(),
             port,
@@ -271,6 +279,9 @@ mod tests {
             "http://u:hun/ter2@p:3128",
             "http://u:hun?ter2@p:3128",
             "http://u:hun#ter2@p:3128",
+            // IPv6 without brackets: was read as host "::" and port 1.
+            "http://u:hunter2@::1",
+            "http://u:hunter2@2001:db8::5:3128",
         ] {
             let err = ProxyUrl::parse(bad).unwrap_err();
             assert!(err.is_config(), "{bad}");
