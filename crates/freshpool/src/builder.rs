@@ -12,7 +12,7 @@ use crate::connect::proxy::{EnvProxies, ProxySettings, Routes};
 use crate::connect::{Connector, Proxy, Resolve, SystemResolver};
 use crate::error::Error;
 use crate::health::{Clock, SystemClock};
-use crate::pool::key::{SecurityContext, SecuritySettings};
+use crate::pool::key::{DialSettings, SecurityContext, SecuritySettings};
 use crate::pool::Pool;
 
 /// Configures a [`Client`]. Every setting has a documented default; invalid
@@ -65,7 +65,7 @@ impl ClientBuilder {
         ClientBuilder {
             pool: PoolConfig::default(),
             conn: ConnConfig::default(),
-            resolver: Arc::new(SystemResolver),
+            resolver: SystemResolver::shared(),
             clock: Arc::new(SystemClock),
             shared_pool: None,
             proxies: ProxySettings::default(),
@@ -196,8 +196,10 @@ impl ClientBuilder {
 
     /// Shares `other`'s pool (its limits and connections) instead of making
     /// a new one. Connections are still only reused between requests whose
-    /// TLS and proxy settings are equal. Pool settings of this builder are
-    /// ignored: the pool keeps its own.
+    /// TLS, proxy and dial settings are equal (connect and TLS handshake
+    /// timeouts, TCP options, the HTTP/2 PING interval, and the resolver:
+    /// a resolver given to two builders counts as two). Pool settings of
+    /// this builder are ignored: the pool keeps its own.
     ///
     /// ```
     /// let main = freshpool::Client::new();
@@ -277,11 +279,13 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let caller = Location::caller();
         config::validate(&self.pool, &self.conn)?;
+        let dial = DialSettings::of(&self.conn, &self.resolver);
         let intern = |proxy: Option<String>| {
             SecurityContext::intern(SecuritySettings {
                 tls: self.conn.tls.clone(),
                 http_version: self.conn.http_version,
                 proxy,
+                dial: dial.clone(),
             })
         };
         let security = intern(None);

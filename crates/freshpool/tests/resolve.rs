@@ -681,3 +681,36 @@ async fn pool_timeout_does_not_cut_off_the_requests_own_dial() {
         Kind::ConnectTimeout
     );
 }
+
+/// Clients sharing a pool with different resolvers (or dial settings) do
+/// not share origins: an origin dials with the connector of the client
+/// that first used it, so the second client's requests went where the
+/// first client's resolver said. Equal settings still share connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sharing_a_pool_dial_with_their_own_resolver() {
+    let (two, three) = (
+        IpServer::start("127.0.0.2").await,
+        IpServer::start("127.0.0.3").await,
+    );
+    let first = Client::builder()
+        .resolver(Switch::new(vec![two.addr]))
+        .proxy_from_env(false)
+        .build()
+        .unwrap();
+    let second = Client::builder()
+        .resolver(Switch::new(vec![three.addr]))
+        .proxy_from_env(false)
+        .share_pool_with(&first)
+        .build()
+        .unwrap();
+    let url = "http://svc.test/";
+    assert_eq!(text(&first, url).await.unwrap(), "127.0.0.2");
+    assert_eq!(text(&second, url).await.unwrap(), "127.0.0.3");
+    // The same settings (the system resolver) share one connection.
+    let server = freshpool_testkit::TestServer::http1().await;
+    let a = Client::new();
+    let c = Client::builder().share_pool_with(&a).build().unwrap();
+    assert_eq!(text(&a, &server.url("/")).await.unwrap(), "ok");
+    assert_eq!(text(&c, &server.url("/")).await.unwrap(), "ok");
+    assert_eq!(server.stats().connections_accepted(), 1);
+}

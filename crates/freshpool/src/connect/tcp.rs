@@ -102,6 +102,16 @@ pub type ResolveFuture = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemResolver;
 
+impl SystemResolver {
+    /// The one every client without a resolver of its own uses: one
+    /// resolver (one address) so that such clients sharing a pool share
+    /// connections (see `DialSettings::resolver`).
+    pub(crate) fn shared() -> Arc<dyn Resolve> {
+        static SHARED: std::sync::OnceLock<Arc<dyn Resolve>> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| Arc::new(SystemResolver)).clone()
+    }
+}
+
 impl Resolve for SystemResolver {
     fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
         if let Ok(ip) = host.parse::<IpAddr>() {

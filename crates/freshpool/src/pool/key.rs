@@ -10,7 +10,8 @@
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::config::{HttpVersion, TlsSettings};
 use crate::error::Error;
@@ -38,6 +39,37 @@ pub(crate) struct SecuritySettings {
     pub http_version: HttpVersion,
     /// Proxy URL including credentials, when one is used.
     pub proxy: Option<String>,
+    /// How connections are dialed: an origin dials with the connector of
+    /// the client that first used it, so clients sharing a pool share an
+    /// origin only when they would dial the same way.
+    pub dial: DialSettings,
+}
+
+/// The connector's settings that shape a dial (the rest shape requests).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct DialSettings {
+    pub connect_timeout: std::time::Duration,
+    pub tls_handshake_timeout: std::time::Duration,
+    pub tcp_nodelay: bool,
+    pub tcp_keepalive: Option<std::time::Duration>,
+    pub http2_keep_alive_interval: Option<std::time::Duration>,
+    /// The resolver, by address (of its `Arc`): two resolvers may answer
+    /// differently. An origin's connector holds its resolver, so no other
+    /// resolver can take that address while the origin exists.
+    pub resolver: usize,
+}
+
+impl DialSettings {
+    pub(crate) fn of(conn: &crate::config::ConnConfig, resolver: &Arc<dyn crate::Resolve>) -> Self {
+        DialSettings {
+            connect_timeout: conn.connect_timeout,
+            tls_handshake_timeout: conn.tls_handshake_timeout,
+            tcp_nodelay: conn.tcp_nodelay,
+            tcp_keepalive: conn.tcp_keepalive,
+            http2_keep_alive_interval: conn.http2_keep_alive_interval,
+            resolver: Arc::as_ptr(resolver) as *const () as usize,
+        }
+    }
 }
 
 /// Interned [`SecuritySettings`]: `id` is equal iff the settings are equal.
@@ -49,20 +81,32 @@ pub(crate) struct SecurityContext {
 
 impl SecurityContext {
     /// Returns the shared context for these settings, creating it once.
+    ///
+    /// The table holds contexts weakly: clients and their pools' origins
+    /// keep theirs alive, and a context nobody holds is dropped at the next
+    /// insert (a client built per request with its own resolver would
+    /// otherwise add one for good each time). Ids come from a counter,
+    /// never reused, so an id seen once means those settings for good.
     pub(crate) fn intern(settings: SecuritySettings) -> Arc<SecurityContext> {
-        static TABLE: OnceLock<Mutex<Vec<Arc<SecurityContext>>>> = OnceLock::new();
+        static TABLE: OnceLock<Mutex<Vec<Weak<SecurityContext>>>> = OnceLock::new();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let mut table = TABLE
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(existing) = table.iter().find(|c| c.settings == settings) {
-            return existing.clone();
+        if let Some(existing) = table
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|c| c.settings == settings)
+        {
+            return existing;
         }
+        table.retain(|c| c.strong_count() > 0);
         let ctx = Arc::new(SecurityContext {
-            id: table.len() as u64 + 1,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             settings,
         });
-        table.push(ctx.clone());
+        table.push(Arc::downgrade(&ctx));
         ctx
     }
 }
@@ -294,6 +338,7 @@ mod tests {
             tls: TlsSettings::default(),
             http_version: HttpVersion::Auto,
             proxy: proxy.map(str::to_owned),
+            dial: DialSettings::default(),
         })
     }
 

@@ -274,6 +274,7 @@ mod tests {
                     tls: Default::default(),
                     http_version: version,
                     proxy,
+                    dial: Default::default(),
                 })
             },
         )

@@ -303,6 +303,7 @@ mod tests {
                 tls: Default::default(),
                 http_version: HttpVersion::Auto,
                 proxy: None,
+                dial: Default::default(),
             }),
             forward: true,
         };
