@@ -275,3 +275,73 @@ async fn a_finished_upload_of_known_length_leaves_a_reusable_connection() {
         "one connection for all: {stats}"
     );
 }
+
+/// A server (or proxy) that refuses `Expect: 100-continue` with `417
+/// Expectation Failed`, and otherwise reads the body and answers "ok".
+async fn expect_refusing_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                    seen.drain(..end + 4);
+                    if head.contains("expect: 100-continue") {
+                        let refusal = b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                        let _ = socket.write_all(refusal).await;
+                        return;
+                    }
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while seen.len() < length {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.drain(..length);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if socket.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The pool adds `Expect: 100-continue` on its own (a body over a
+/// connection that idled long). A server that refuses it with 417 got that
+/// answer handed to the caller, who never asked for the expectation: RFC
+/// 9110 section 10.1.1 says to repeat the request without it, as curl
+/// does. The body was never sent, so this is safe for a POST too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_417_to_the_pools_own_expect_repeats_the_request_without_it() {
+    let addr = expect_refusing_server().await;
+    let url = format!("http://{addr}/");
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, client.get(&url)).await, "ok");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let post = client.post(&url, "x");
+    assert_eq!(text(&client, post).await, "ok");
+    // The origin is known not to take Expect now: no second refusal.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(text(&client, client.post(&url, "y")).await, "ok");
+}

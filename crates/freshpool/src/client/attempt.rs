@@ -100,6 +100,9 @@ impl Client {
         let mut unsent = UnsentAttempts::default();
         let stale_limit = inner.pool.config().max_connections_per_host;
         let mut dedicated = false;
+        // A server refused the `Expect: 100-continue` the pool added: the
+        // request goes again once, without it.
+        let mut expect_refused = false;
         loop {
             let mut lease = if dedicated {
                 // Boxed: a retry is rare, and its 700-byte future would
@@ -166,7 +169,7 @@ impl Client {
                                 *pending = clone_request(&request);
                                 pending.is_some()
                             });
-                gate = self.prepare(&mut request, &mut lease, &uri);
+                gate = self.prepare(&mut request, &mut lease, &uri, expect_refused);
                 // (HTTP/1: its connection takes one request at a time.)
                 request_done = if lease.is_h2() {
                     None
@@ -182,6 +185,17 @@ impl Client {
             .await;
             let sent = self.sent(sent, &lease);
             match sent {
+                Ok(response) if refuses_our_expect(&response, &gate) && kept && !expect_refused => {
+                    // 417 to the expectation the pool added (the caller asked
+                    // for none), before the body went: repeat the request
+                    // without it (RFC 9110 section 10.1.1), from the copy
+                    // kept for a held-back body. Any method: nothing of it
+                    // was processed but the head.
+                    lease.origin().learn_expect_continue(false);
+                    lease.not_reusable = Some(CloseReason::Error);
+                    lease.discard();
+                    expect_refused = true;
+                }
                 Ok(response) => {
                     if let Some(err) =
                         forward.and_then(|r| proxy::forward_refusal(response.status(), r))
@@ -287,6 +301,7 @@ impl Client {
         request: &mut Request<RequestBody>,
         lease: &mut Lease,
         uri: &Uri,
+        expect_refused: bool,
     ) -> Option<Arc<GateState>> {
         let cfg = &self.inner.connector.config;
         if lease.is_h2() {
@@ -300,6 +315,7 @@ impl Client {
         }
         *request.uri_mut() = origin_form(uri);
         if self.long_idle_body(request, lease)
+            && !expect_refused
             && lease.origin().expect_continue_supported() != Some(false)
             && !request.headers().contains_key(EXPECT)
         {
@@ -510,6 +526,15 @@ fn origin_form(uri: &Uri) -> Uri {
         Some(path) => Uri::from(path.clone()),
         None => Uri::from_static("/"),
     }
+}
+
+/// A `417 Expectation Failed` to the `Expect: 100-continue` the pool
+/// added (`gate`), before the body went out.
+fn refuses_our_expect(response: &Response<Incoming>, gate: &Option<Arc<GateState>>) -> bool {
+    response.status() == http::StatusCode::EXPECTATION_FAILED
+        && gate
+            .as_ref()
+            .is_some_and(|g| !g.released.load(Ordering::Acquire))
 }
 
 /// Attempts that ended with the request unsent (the connection closed
