@@ -345,3 +345,57 @@ async fn a_417_to_the_pools_own_expect_repeats_the_request_without_it() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(text(&client, client.post(&url, "y")).await, "ok");
 }
+
+/// A caller's own informational callback (`hyper::ext::on_informational`,
+/// to see `103 Early Hints`) survives the pool's gating of a body on a
+/// long-idle connection: the gate's callback replaced it, and the caller
+/// saw no 1xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_informational_callback_is_kept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let url = format!("http://{addr}/");
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, client.get(&url)).await, "ok");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let hints = Arc::new(AtomicUsize::new(0));
+    let mut post = http::Request::post(&url)
+        .body(freshpool::RequestBody::from("x"))
+        .unwrap();
+    let seen = hints.clone();
+    hyper::ext::on_informational(&mut post, move |res| {
+        if res.status() == http::StatusCode::EARLY_HINTS {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    assert_eq!(text(&client, client.request(post)).await, "ok");
+    assert_eq!(hints.load(Ordering::SeqCst), 1);
+}

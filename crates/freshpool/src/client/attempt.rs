@@ -314,8 +314,11 @@ impl Client {
             }
         }
         *request.uri_mut() = origin_form(uri);
+        // (Not with extensions: they may hold the caller's own
+        // informational callback, which the gate's would replace.)
         if self.long_idle_body(request, lease)
             && !expect_refused
+            && request.extensions().is_empty()
             && lease.origin().expect_continue_supported() != Some(false)
             && !request.headers().contains_key(EXPECT)
         {
@@ -573,9 +576,13 @@ struct BareRequest {
 }
 
 impl BareRequest {
-    /// `Some` if the request has no headers and no body (`RequestBody::empty`).
+    /// `Some` if the request has no headers, no extensions and no body
+    /// (`RequestBody::empty`).
     fn of(request: &Request<RequestBody>) -> Option<BareRequest> {
-        (request.headers().is_empty() && request.body().is_empty_in_memory()).then(|| BareRequest {
+        let bare = request.headers().is_empty()
+            && request.extensions().is_empty()
+            && request.body().is_empty_in_memory();
+        bare.then(|| BareRequest {
             method: request.method().clone(),
             version: request.version(),
         })
@@ -612,6 +619,11 @@ fn clone_request(request: &Request<RequestBody>) -> Option<Request<RequestBody>>
     if !request.headers().is_empty() {
         *copy.headers_mut() = request.headers().clone();
     }
+    // The caller's extensions (hyper's informational callback, an HTTP/2
+    // extended CONNECT's protocol) go again too.
+    if !request.extensions().is_empty() {
+        *copy.extensions_mut() = request.extensions().clone();
+    }
     Some(copy)
 }
 
@@ -635,6 +647,15 @@ mod tests {
         assert_eq!(copy.version(), original.version());
         assert_eq!(copy.headers(), original.headers());
         assert_eq!(copy.body().len(), Some(7));
+        // Extensions too (they were dropped: a caller's informational
+        // callback did not see a retried request's 1xx).
+        let mut with_extension = clone_request(&original).unwrap();
+        with_extension.extensions_mut().insert(7u8);
+        let copy = clone_request(&with_extension).unwrap();
+        assert_eq!(copy.extensions().get::<u8>(), Some(&7));
+        let mut bare_but_extended = Request::new(RequestBody::empty());
+        bare_but_extended.extensions_mut().insert(7u8);
+        assert!(BareRequest::of(&bare_but_extended).is_none());
         // Without headers the copy has none either.
         let bare = Request::new(RequestBody::empty());
         assert!(clone_request(&bare).unwrap().headers().is_empty());
