@@ -69,6 +69,9 @@ pub(crate) struct GateState {
     pub released: std::sync::atomic::AtomicBool,
     /// ...because the server said 100 Continue (not because we gave up waiting).
     pub by_server: std::sync::atomic::AtomicBool,
+    /// ...because `expect_continue_timeout` ran out: the server may ignore
+    /// the expectation. (A final answer before either says nothing.)
+    pub by_timer: std::sync::atomic::AtomicBool,
 }
 
 impl RequestBody {
@@ -242,6 +245,7 @@ impl http_body::Body for RequestBody {
                         return Poll::Pending;
                     }
                     gate.state.by_server.store(by_server, Release);
+                    gate.state.by_timer.store(by_timer, Release);
                     gate.state.released.store(true, Release);
                 }
                 Pin::new(inner).poll_frame(cx)

@@ -399,3 +399,25 @@ async fn the_callers_informational_callback_is_kept() {
     assert_eq!(text(&client, client.request(post)).await, "ok");
     assert_eq!(hints.load(Ordering::SeqCst), 1);
 }
+
+/// A server that answers before it reads the body (a 401, a redirect, a
+/// handler that ignores bodies) sent its final answer instead of `100
+/// Continue`: that says nothing of whether it takes the expectation, yet
+/// the origin was marked as not taking it, for good, and later bodies lost
+/// their "held back, so safe to retry" proof. Only a wait that runs out
+/// marks the origin so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_final_answer_does_not_switch_the_gate_off() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    for round in 0..2 {
+        // A long-idle reused connection, so the POST's body is gated.
+        assert_eq!(text(&client, client.get(&server.url("/"))).await, "ok");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let post = client.post(&server.url("/header/expect"), "x");
+        assert_eq!(text(&client, post).await, "100-continue", "round {round}");
+    }
+}

@@ -448,9 +448,15 @@ impl Client {
         uri: &Uri,
     ) -> Response<Body> {
         if let Some(state) = &gate {
-            let by_server = state.by_server.load(Ordering::Acquire);
             let released = state.released.load(Ordering::Acquire);
-            lease.origin().learn_expect_continue(by_server);
+            // What the server showed of Expect: 100 Continue (it takes it),
+            // or the wait ran out (it may ignore it). A final answer first
+            // shows neither.
+            if state.by_server.load(Ordering::Acquire) {
+                lease.origin().learn_expect_continue(true);
+            } else if state.by_timer.load(Ordering::Acquire) {
+                lease.origin().learn_expect_continue(false);
+            }
             if !released {
                 // A final answer before we sent the body: the connection
                 // still owes the body; do not reuse it.
