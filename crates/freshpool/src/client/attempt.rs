@@ -191,10 +191,8 @@ impl Client {
                     // without it (RFC 9110 section 10.1.1), from the copy
                     // kept for a held-back body. Any method: nothing of it
                     // was processed but the head.
-                    lease.origin().learn_expect_continue(false);
-                    lease.not_reusable = Some(CloseReason::Error);
-                    lease.discard();
                     expect_refused = true;
+                    refused_expect(lease);
                 }
                 Ok(response) => {
                     if let Some(err) =
@@ -537,8 +535,20 @@ fn origin_form(uri: &Uri) -> Uri {
     }
 }
 
+/// The server refused the expectation the pool added: it does not take
+/// Expect, and the connection still owes the body it never sent. (Out of
+/// the send loop: rare, and inline it grew the loop past inlining.)
+#[cold]
+#[inline(never)]
+fn refused_expect(mut lease: Lease) {
+    lease.origin().learn_expect_continue(false);
+    lease.not_reusable = Some(CloseReason::Error);
+    lease.discard();
+}
+
 /// A `417 Expectation Failed` to the `Expect: 100-continue` the pool
 /// added (`gate`), before the body went out.
+#[inline(always)]
 fn refuses_our_expect(response: &Response<Incoming>, gate: &Option<Arc<GateState>>) -> bool {
     response.status() == http::StatusCode::EXPECTATION_FAILED
         && gate
@@ -563,6 +573,7 @@ struct UnsentAttempts {
 
 impl UnsentAttempts {
     /// Counts one; whether the request may go again.
+    #[cold]
     fn another(&mut self, reused: bool, connections_per_host: usize) -> bool {
         if reused {
             self.reused += 1;
