@@ -196,10 +196,11 @@ impl ClientBuilder {
 
     /// Shares `other`'s pool (its limits and connections) instead of making
     /// a new one. Connections are still only reused between requests whose
-    /// TLS, proxy and dial settings are equal (connect and TLS handshake
-    /// timeouts, TCP options, the HTTP/2 PING interval, and the resolver:
-    /// a resolver given to two builders counts as two). Pool settings of
-    /// this builder are ignored: the pool keeps its own.
+    /// TLS and proxy settings are equal. Pool settings of this builder are
+    /// ignored: the pool keeps its own. Connections are dialed the pool's
+    /// way: this client uses `other`'s resolver, and `build()` refuses a
+    /// resolver of its own or other dial settings (connect and TLS
+    /// handshake timeouts, TCP options, the HTTP/2 PING interval).
     ///
     /// ```
     /// let main = freshpool::Client::new();
@@ -279,13 +280,32 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let caller = Location::caller();
         config::validate(&self.pool, &self.conn)?;
-        let dial = DialSettings::of(&self.conn, &self.resolver);
+        let dial = DialSettings::of(&self.conn);
+        // A shared pool's origins dial with whichever client's connector
+        // used them first: sharing clients must dial alike (its resolver,
+        // its dial settings), or requests would go where another client's
+        // resolver says.
+        let resolver = match &self.shared_pool {
+            None => self.resolver,
+            Some(pool) => {
+                if !Arc::ptr_eq(&self.resolver, &SystemResolver::shared()) {
+                    return Err(Error::config(
+                        "share_pool_with: a shared pool dials with the resolver of the client that made it; set the resolver there, not on a client that shares the pool",
+                    ));
+                }
+                if let Some(difference) = dial.differs_from(pool.dial_settings()) {
+                    return Err(Error::config(format!(
+                        "share_pool_with: {difference}; connections are dialed with the pool's settings, so they must match"
+                    )));
+                }
+                pool.resolver().clone()
+            }
+        };
         let intern = |proxy: Option<String>| {
             SecurityContext::intern(SecuritySettings {
                 tls: self.conn.tls.clone(),
                 http_version: self.conn.http_version,
                 proxy,
-                dial: dial.clone(),
             })
         };
         let security = intern(None);
@@ -295,10 +315,10 @@ impl ClientBuilder {
             self.conn.http_version,
             intern,
         )?;
-        let connector = Arc::new(Connector::new(self.conn, self.resolver)?);
+        let connector = Arc::new(Connector::new(self.conn, resolver.clone())?);
         let pool = match self.shared_pool {
             Some(pool) => pool,
-            None => Pool::new(self.pool, self.clock, caller),
+            None => Pool::new(self.pool, self.clock, dial, resolver, caller),
         };
         Ok(Client::from_parts(ClientInner {
             pool,

@@ -61,3 +61,17 @@ pub use health::{parse_keep_alive, Clock, SystemClock};
 pub use resolve::HickoryResolver;
 pub use resolve::{CachingResolver, Resolved};
 pub use stats::{CloseReason, LatencySummary, LeaseInfo, OriginStats, PoolStats};
+
+/// Test and benchmark hook: a caller about to block its client's runtime
+/// thread for `d` to simulate a process freeze calls this first, so the
+/// pool's process-wide liveness thread stops for as long, as every thread
+/// does in a real freeze. (Blocking the runtime alone is a runtime nobody
+/// drives, which the pool does not take for a freeze.) Not a stable API.
+///
+/// ```
+/// freshpool::__simulate_freeze(std::time::Duration::from_millis(1));
+/// ```
+#[doc(hidden)]
+pub fn __simulate_freeze(d: std::time::Duration) {
+    pool::simulate_freeze(d);
+}

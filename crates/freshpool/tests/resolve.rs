@@ -682,35 +682,50 @@ async fn pool_timeout_does_not_cut_off_the_requests_own_dial() {
     );
 }
 
-/// Clients sharing a pool with different resolvers (or dial settings) do
-/// not share origins: an origin dials with the connector of the client
-/// that first used it, so the second client's requests went where the
-/// first client's resolver said. Equal settings still share connections.
+/// A shared pool's origins dial with whichever client's connector used
+/// them first. A client sharing the pool with a resolver of its own had its
+/// requests dialed where the first client's resolver said; now a client
+/// that shares a pool uses the pool's resolver, and `build()` refuses a
+/// resolver or dial settings of its own (a Config error naming them),
+/// instead of a silent split or a new origin per such client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_sharing_a_pool_dial_with_their_own_resolver() {
-    let (two, three) = (
-        IpServer::start("127.0.0.2").await,
-        IpServer::start("127.0.0.3").await,
-    );
-    let first = Client::builder()
+async fn clients_sharing_a_pool_dial_the_pools_way() {
+    let two = IpServer::start("127.0.0.2").await;
+    let owner = Client::builder()
         .resolver(Switch::new(vec![two.addr]))
         .proxy_from_env(false)
         .build()
         .unwrap();
-    let second = Client::builder()
-        .resolver(Switch::new(vec![three.addr]))
+    let own_resolver = Client::builder()
+        .resolver(Switch::new(vec![closed_addr()]))
+        .share_pool_with(&owner)
+        .build()
+        .unwrap_err();
+    assert_eq!(own_resolver.kind(), Kind::Config);
+    assert!(
+        own_resolver.to_string().contains("resolver"),
+        "{own_resolver}"
+    );
+    let other_timeout = Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .share_pool_with(&owner)
+        .build()
+        .unwrap_err();
+    assert_eq!(other_timeout.kind(), Kind::Config);
+    assert!(
+        other_timeout.to_string().contains("connect_timeout"),
+        "{other_timeout}"
+    );
+    // A client that dials alike uses the pool's resolver, also when it is
+    // the first to reach the origin, and shares its connections.
+    let sharer = Client::builder()
         .proxy_from_env(false)
-        .share_pool_with(&first)
+        .timeout(Some(Duration::from_secs(5)))
+        .share_pool_with(&owner)
         .build()
         .unwrap();
     let url = "http://svc.test/";
-    assert_eq!(text(&first, url).await.unwrap(), "127.0.0.2");
-    assert_eq!(text(&second, url).await.unwrap(), "127.0.0.3");
-    // The same settings (the system resolver) share one connection.
-    let server = freshpool_testkit::TestServer::http1().await;
-    let a = Client::new();
-    let c = Client::builder().share_pool_with(&a).build().unwrap();
-    assert_eq!(text(&a, &server.url("/")).await.unwrap(), "ok");
-    assert_eq!(text(&c, &server.url("/")).await.unwrap(), "ok");
-    assert_eq!(server.stats().connections_accepted(), 1);
+    assert_eq!(text(&sharer, url).await.unwrap(), "127.0.0.2");
+    assert_eq!(text(&owner, url).await.unwrap(), "127.0.0.2");
+    assert_eq!(two.connections.load(Ordering::SeqCst), 1);
 }

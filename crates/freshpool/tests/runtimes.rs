@@ -130,3 +130,30 @@ fn the_heartbeat_restarts_on_another_runtime_when_its_own_shuts_down() {
     });
     drop(rt_b);
 }
+
+/// A current-thread runtime driven only inside `block_on` (a synchronous
+/// wrapper calling the client now and then): between calls no task runs,
+/// so the heartbeat's gap looked like a frozen process, and each call
+/// found its idle connection evicted as "suspect after a freeze". The
+/// process ran all along (a process-wide thread saw it run), so the
+/// connection is kept and reused.
+#[test]
+fn a_runtime_idle_between_block_on_calls_is_not_a_freeze() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(TestServer::http1());
+    let client = Client::new();
+    let url = server.url("/");
+    let get = || async {
+        let body = client.get(&url).await.unwrap().into_body();
+        body.bytes().await.unwrap();
+    };
+    rt.block_on(get());
+    std::thread::sleep(Duration::from_millis(2_500));
+    rt.block_on(get());
+    let stats = client.stats();
+    assert_eq!(stats.freezes_detected, 0, "{stats}");
+    assert_eq!(stats.created(), 1, "{stats}");
+}

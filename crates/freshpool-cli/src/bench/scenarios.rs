@@ -270,8 +270,11 @@ async fn freeze(strategy: Strategy, ctx: &Ctx) -> Outcome {
                 break;
             }
             // The NAT forgets every flow while the process is frozen: the
-            // client's thread (its runtime, timers, pool) does not run.
+            // client's thread (its runtime, timers, pool) does not run, and
+            // neither does freshpool's liveness thread, as in a real freeze
+            // (without the hook, a runtime that is merely not driven).
             p.kill_all_silently();
+            freshpool::__simulate_freeze(FREEZE);
             std::thread::sleep(FREEZE);
             let posts = (0..8)
                 .map(|i| {

@@ -39,36 +39,67 @@ pub(crate) struct SecuritySettings {
     pub http_version: HttpVersion,
     /// Proxy URL including credentials, when one is used.
     pub proxy: Option<String>,
-    /// How connections are dialed: an origin dials with the connector of
-    /// the client that first used it, so clients sharing a pool share an
-    /// origin only when they would dial the same way.
-    pub dial: DialSettings,
 }
 
 /// The connector's settings that shape a dial (the rest shape requests).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+/// A pool keeps its first client's: clients sharing it must dial the same
+/// way, since an origin dials with whichever client's connector used it
+/// first (see `ClientBuilder::share_pool_with`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DialSettings {
     pub connect_timeout: std::time::Duration,
     pub tls_handshake_timeout: std::time::Duration,
     pub tcp_nodelay: bool,
     pub tcp_keepalive: Option<std::time::Duration>,
     pub http2_keep_alive_interval: Option<std::time::Duration>,
-    /// The resolver, by address (of its `Arc`): two resolvers may answer
-    /// differently. An origin's connector holds its resolver, so no other
-    /// resolver can take that address while the origin exists.
-    pub resolver: usize,
 }
 
 impl DialSettings {
-    pub(crate) fn of(conn: &crate::config::ConnConfig, resolver: &Arc<dyn crate::Resolve>) -> Self {
+    pub(crate) fn of(conn: &crate::config::ConnConfig) -> Self {
         DialSettings {
             connect_timeout: conn.connect_timeout,
             tls_handshake_timeout: conn.tls_handshake_timeout,
             tcp_nodelay: conn.tcp_nodelay,
             tcp_keepalive: conn.tcp_keepalive,
             http2_keep_alive_interval: conn.http2_keep_alive_interval,
-            resolver: Arc::as_ptr(resolver) as *const () as usize,
         }
+    }
+
+    /// The first setting that differs from `pool`'s, with both values.
+    pub(crate) fn differs_from(&self, pool: &DialSettings) -> Option<String> {
+        let pairs = [
+            (
+                "connect_timeout",
+                format!("{:?}", self.connect_timeout),
+                format!("{:?}", pool.connect_timeout),
+            ),
+            (
+                "tls_handshake_timeout",
+                format!("{:?}", self.tls_handshake_timeout),
+                format!("{:?}", pool.tls_handshake_timeout),
+            ),
+            (
+                "tcp_nodelay",
+                format!("{:?}", self.tcp_nodelay),
+                format!("{:?}", pool.tcp_nodelay),
+            ),
+            (
+                "tcp_keepalive",
+                format!("{:?}", self.tcp_keepalive),
+                format!("{:?}", pool.tcp_keepalive),
+            ),
+            (
+                "http2_keep_alive_interval",
+                format!("{:?}", self.http2_keep_alive_interval),
+                format!("{:?}", pool.http2_keep_alive_interval),
+            ),
+        ];
+        pairs
+            .into_iter()
+            .find(|(_, mine, theirs)| mine != theirs)
+            .map(|(name, mine, theirs)| {
+                format!("{name} is {mine} here and {theirs} in the shared pool")
+            })
     }
 }
 
@@ -338,7 +369,6 @@ mod tests {
             tls: TlsSettings::default(),
             http_version: HttpVersion::Auto,
             proxy: proxy.map(str::to_owned),
-            dial: DialSettings::default(),
         })
     }
 

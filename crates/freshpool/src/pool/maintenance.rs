@@ -25,6 +25,9 @@ impl Pool {
         budget
             .last_beat
             .store(budget.stamp(Instant::now()).nanos(), Ordering::Release);
+        budget
+            .stalled_at_beat
+            .store(liveness::read().stalled_ns, Ordering::Release);
         handle.spawn(async move {
             let _running = running;
             let mut suspend = SuspendWatch::new(clock);
@@ -85,11 +88,19 @@ impl Pool {
         let Some(threshold) = self.inner.config.freeze_threshold else {
             return;
         };
+        let alive = liveness::read();
+        let stalled_before = budget
+            .stalled_at_beat
+            .swap(alive.stalled_ns, Ordering::AcqRel);
         if last == 0 || now_n <= last {
             return;
         }
         let gap = Duration::from_nanos(now_n - last);
-        if gap > threshold + HEARTBEAT {
+        // A gap alone may be a runtime nobody drove (a current-thread one
+        // between `block_on` calls) while the process ran: a freeze only if
+        // the process-wide liveness thread stopped too.
+        if gap > threshold + HEARTBEAT && liveness::stopped_since(stalled_before, alive, threshold)
+        {
             self.freeze_detected(Stamp::from_nanos(now_n), gap, "heartbeat gap");
         }
     }
@@ -148,6 +159,8 @@ mod tests {
         let pool = Pool::new(
             PoolConfig::default(),
             Arc::new(SystemClock),
+            key::DialSettings::of(&crate::config::ConnConfig::default()),
+            crate::connect::SystemResolver::shared(),
             Location::caller(),
         );
         let budget = &pool.inner.budget;

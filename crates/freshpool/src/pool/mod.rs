@@ -61,6 +61,8 @@ mod idle;
 pub(crate) mod key;
 mod lease;
 mod lease_table;
+mod liveness;
+pub(crate) use liveness::simulate_freeze;
 mod maintenance;
 #[cfg(test)]
 mod model_tests;
@@ -203,6 +205,10 @@ pub(crate) struct Budget {
     next_id: AtomicU64,
     /// Monotonic nanoseconds (since `epoch`) of the last heartbeat.
     last_beat: AtomicU64,
+    /// What the process-wide liveness thread had seen at the last beat
+    /// (see `liveness`): a heartbeat gap is a freeze only if that thread
+    /// stopped too.
+    stalled_at_beat: AtomicU64,
     /// Instant of the last detected freeze, as nanoseconds since `epoch`.
     freeze_at: AtomicU64,
     freezes: AtomicU64,
@@ -430,6 +436,11 @@ struct PoolInner {
     /// Where the client that made this pool was built (for the
     /// pool-per-request warning).
     built_at: &'static Location<'static>,
+    /// How that client dials, which clients sharing the pool must match
+    /// (see `ClientBuilder::share_pool_with`), and its resolver, which
+    /// they use.
+    dial: key::DialSettings,
+    resolver: Arc<dyn crate::Resolve>,
 }
 
 impl Drop for PoolInner {
@@ -460,8 +471,11 @@ impl Pool {
     pub(crate) fn new(
         config: PoolConfig,
         clock: Arc<dyn Clock>,
+        dial: key::DialSettings,
+        resolver: Arc<dyn crate::Resolve>,
         built_at: &'static Location<'static>,
     ) -> Pool {
+        liveness::start();
         let budget = Arc::new(Budget {
             open: AtomicUsize::new(0),
             limit: config.max_connections_total,
@@ -469,6 +483,7 @@ impl Pool {
             fruitless_relief_at: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             last_beat: AtomicU64::new(0),
+            stalled_at_beat: AtomicU64::new(liveness::read().stalled_ns),
             freeze_at: AtomicU64::new(0),
             freezes: AtomicU64::new(0),
             clock: coarse_clock::CoarseClock::new(),
@@ -482,12 +497,24 @@ impl Pool {
                 heartbeat_started: AtomicBool::new(false),
                 clock,
                 built_at,
+                dial,
+                resolver,
             }),
         }
     }
 
     pub(crate) fn config(&self) -> &PoolConfig {
         &self.inner.config
+    }
+
+    /// How the client that made the pool dials.
+    pub(crate) fn dial_settings(&self) -> &key::DialSettings {
+        &self.inner.dial
+    }
+
+    /// The resolver of the client that made the pool.
+    pub(crate) fn resolver(&self) -> &Arc<dyn crate::Resolve> {
+        &self.inner.resolver
     }
 
     fn read_origins(&self) -> std::sync::RwLockReadGuard<'_, OriginMap> {

@@ -274,7 +274,6 @@ mod tests {
                     tls: Default::default(),
                     http_version: version,
                     proxy,
-                    dial: Default::default(),
                 })
             },
         )

@@ -303,7 +303,6 @@ mod tests {
                 tls: Default::default(),
                 http_version: HttpVersion::Auto,
                 proxy: None,
-                dial: Default::default(),
             }),
             forward: true,
         };
