@@ -425,6 +425,9 @@ impl Body {
     /// is still going out). Called at the end of the body, or at once for
     /// a response without one.
     pub(crate) fn finish(&mut self) {
+        // The body is over: let hyper's stream go with the lease (a held
+        // HTTP/2 stream keeps its connection, and the slot, alive).
+        self.inner = None;
         if let Some(mut lease) = self.lease.take() {
             if self
                 .extras

@@ -421,3 +421,23 @@ async fn an_early_final_answer_does_not_switch_the_gate_off() {
         assert_eq!(text(&client, post).await, "100-continue", "round {round}");
     }
 }
+
+/// A streamed body cannot be sent again, so a 417 to a gated one could
+/// not be repeated and reached the caller. Such bodies are not gated: the
+/// gate's point is a body the pool can send again once it is known unsent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_is_not_gated_so_no_417_reaches_the_caller() {
+    let addr = expect_refusing_server().await;
+    let url = format!("http://{addr}/");
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, client.get(&url)).await, "ok");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let whole = http_body_util::Full::new(bytes::Bytes::from_static(b"x"));
+    let upload = http::Request::post(&url)
+        .body(freshpool::RequestBody::wrap(whole))
+        .unwrap();
+    assert_eq!(text(&client, client.request(upload)).await, "ok");
+}

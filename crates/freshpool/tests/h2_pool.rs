@@ -142,3 +142,23 @@ async fn a_request_is_not_failed_by_connections_that_had_a_goaway() {
         task.abort();
     }
 }
+
+/// A held HTTP/2 response that ended at its head (a 204) kept hyper's
+/// stream, and with it the connection, alive after the pool let the
+/// connection go: its slot stayed taken until the caller dropped the
+/// response, and the next request waited for `pool_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_bodiless_http2_response_does_not_pin_the_connection() {
+    let server = h2_server().await;
+    let client = h2_client()
+        .max_connections_per_host(1)
+        .max_idle_per_host(0)
+        .pool_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let held = client.get(&server.url("/status/204")).await.unwrap();
+    assert_eq!(held.status(), 204);
+    let next = client.get(&server.url("/")).await;
+    assert!(next.is_ok(), "{:?}\n{}", next.err(), client.stats());
+    drop(held);
+}

@@ -169,7 +169,7 @@ impl Client {
                                 *pending = clone_request(&request);
                                 pending.is_some()
                             });
-                gate = self.prepare(&mut request, &mut lease, &uri, expect_refused);
+                gate = self.prepare(&mut request, &mut lease, &uri, kept && !expect_refused);
                 // (HTTP/1: its connection takes one request at a time.)
                 request_done = if lease.is_h2() {
                     None
@@ -299,7 +299,10 @@ impl Client {
         request: &mut Request<RequestBody>,
         lease: &mut Lease,
         uri: &Uri,
-        expect_refused: bool,
+        // A copy is kept to send the request again (a gated body is held
+        // back so that it can go again if the connection turns out dead,
+        // or once more without Expect after a 417), and no 417 was had.
+        may_gate: bool,
     ) -> Option<Arc<GateState>> {
         let cfg = &self.inner.connector.config;
         if lease.is_h2() {
@@ -314,8 +317,8 @@ impl Client {
         *request.uri_mut() = origin_form(uri);
         // (Not with extensions: they may hold the caller's own
         // informational callback, which the gate's would replace.)
-        if self.long_idle_body(request, lease)
-            && !expect_refused
+        if may_gate
+            && self.long_idle_body(request, lease)
             && request.extensions().is_empty()
             && lease.origin().expect_continue_supported() != Some(false)
             && !request.headers().contains_key(EXPECT)
