@@ -255,3 +255,66 @@ fn run_recorded(
         .unwrap();
     metrics::with_local_recorder(recorder, || rt.block_on(work));
 }
+
+/// `http.client.connection.duration` is of established connections: a
+/// refused dial added a sample (its slot guard timed the reservation).
+#[test]
+fn a_failed_dial_is_not_a_connection_duration() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    run_recorded(&recorder, async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = Client::new();
+        let err = client
+            .get(&format!("http://127.0.0.1:{port}/"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::Connect, "{err}");
+        // And one that was made, for contrast.
+        let server = TestServer::http1().await;
+        let made = Client::builder().max_idle_per_host(0).build().unwrap();
+        fetch(&made, &server.url("/")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let samples: usize = snapshotter
+        .snapshot()
+        .into_vec()
+        .iter()
+        .filter(|(key, _, _, _)| key.key().name() == "http.client.connection.duration")
+        .map(|(_, _, _, value)| match value {
+            DebugValue::Histogram(v) => v.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(samples, 1, "one connection was made");
+}
+
+/// A request made through `tower::Service::call` is named at the caller's
+/// line (it was `client/mod.rs`, inside freshpool, in every leak report and
+/// PoolTimeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_through_the_tower_service_is_named_at_the_callers_line() {
+    use tower_service::Service;
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut service = client.clone();
+    let request = http::Request::get(server.url("/stream/100000"))
+        .body(freshpool::RequestBody::empty())
+        .unwrap();
+    let held_line = line!() + 1;
+    let held = service.call(request).await.unwrap();
+    let call_site = format!("observability.rs:{held_line}:");
+    let err = client.get(&server.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::PoolTimeout);
+    assert!(err.to_string().contains(&call_site), "{err}");
+    drop(held);
+}

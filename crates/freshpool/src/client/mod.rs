@@ -53,6 +53,8 @@ pub(crate) struct ClientInner {
 }
 
 impl Default for Client {
+    // (Tracked: the pool-per-request warning names where clients are built.)
+    #[track_caller]
     fn default() -> Self {
         Client::new()
     }
@@ -416,6 +418,8 @@ where
         Poll::Ready(Ok(()))
     }
 
+    // (Tracked: leak reports and PoolTimeout name the caller's line.)
+    #[track_caller]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         Box::pin(self.request(request))
     }

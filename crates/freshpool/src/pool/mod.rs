@@ -331,6 +331,9 @@ pub(crate) struct SlotGuard {
     started: bool,
     /// The waiter the dial is for (None: a dedicated dial).
     waiter: Option<u64>,
+    /// The dial failed (the connector hands the guard to a connection's
+    /// driver only once it is made, so a failed dial's comes back).
+    failed: bool,
 }
 
 impl SlotGuard {
@@ -345,8 +348,17 @@ impl SlotGuard {
             dialing: dialing.clone(),
             started: false,
             waiter,
+            failed: false,
         };
         (guard, dialing)
+    }
+}
+
+impl SlotGuard {
+    /// Marks the guard of a dial that failed (dropped right after).
+    fn failed(mut self) -> SlotGuard {
+        self.failed = true;
+        self
     }
 }
 
@@ -357,10 +369,13 @@ impl Drop for SlotGuard {
             self.origin.dial_never_ran(self.waiter, was_dialing);
             return;
         }
-        self.origin
-            .counters
-            .metrics
-            .connection_lived(self.since.elapsed());
+        // `http.client.connection.duration` is of established connections.
+        if !self.failed {
+            self.origin
+                .counters
+                .metrics
+                .connection_lived(self.since.elapsed());
+        }
         self.origin.slot_freed(self.conn_id, was_dialing);
     }
 }

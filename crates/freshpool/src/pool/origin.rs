@@ -126,7 +126,7 @@ impl Origin {
                 self.spawn_dials(dials);
                 // Only now free the slot: had it gone first, the pool would
                 // have seen this waiter without a dial and dialed again.
-                drop(slot);
+                drop(slot.map(SlotGuard::failed));
             }
         }
     }
@@ -189,7 +189,7 @@ impl Origin {
                 };
                 self.spawn_dials(dials);
                 let _ = tx.send(Err(err));
-                drop(slot);
+                drop(slot.map(SlotGuard::failed));
             }
         }
     }
