@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use freshpool::{Client, HttpVersion};
+use freshpool::{Client, CloseReason, HttpVersion};
 use freshpool_testkit::{eventually, Protocol, ServerConfig, TestServer};
 
 async fn h2_server() -> TestServer {
@@ -161,4 +161,43 @@ async fn a_held_bodiless_http2_response_does_not_pin_the_connection() {
     let next = client.get(&server.url("/")).await;
     assert!(next.is_ok(), "{:?}\n{}", next.err(), client.stats());
     drop(held);
+}
+
+/// HTTP/2 connections the pool closes are counted under their reason, as
+/// HTTP/1 ones are: a freeze drain, `max_lifetime` and `idle_timeout`
+/// closed them uncounted (created minus closed drifted above the open
+/// connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_the_pool_closes_are_counted() {
+    let server = h2_server().await;
+    let client = h2_client().build().unwrap();
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    client.on_resume();
+    eventually("the drained connection closed", || {
+        server.stats().open_connections() == 0
+    })
+    .await;
+    assert_eq!(
+        client.stats().closed_for(CloseReason::FreezeEviction),
+        1,
+        "{}",
+        client.stats()
+    );
+
+    let aging = h2_client()
+        .max_lifetime(Some(Duration::from_millis(300)))
+        .idle_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    assert_eq!(text(&aging, &server.url("/")).await, "ok");
+    eventually("the idle connection closed", || {
+        aging.stats().open_connections == 0
+    })
+    .await;
+    let stats = aging.stats();
+    assert_eq!(
+        stats.closed_for(CloseReason::IdleTimeout) + stats.closed_for(CloseReason::Lifetime),
+        1,
+        "{stats}"
+    );
 }

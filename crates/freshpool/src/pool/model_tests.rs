@@ -499,7 +499,7 @@ impl Model {
                 if !self.leases_h2.is_empty() {
                     let conn_id = self.leases_h2.remove(i.index(self.leases_h2.len()));
                     self.st.release_stream(conn_id, self.now);
-                    self.st.shared.retain(|s| !(s.draining && s.in_flight == 0));
+                    drop(self.st.drop_idle_shared(true));
                     self.service();
                 }
             }
@@ -621,16 +621,18 @@ impl Model {
                 // every HTTP/2 connection without streams is dropped.
                 drop(self.st.idle.take_all());
                 for sh in self.st.shared.iter_mut().filter(|sh| sh.in_flight == 0) {
-                    sh.draining = true;
+                    sh.drain(crate::stats::CloseReason::FreezeEviction);
                 }
                 let gone: Vec<Arc<AtomicBool>> = self
                     .st
                     .shared
                     .iter()
-                    .filter(|sh| sh.draining && sh.in_flight == 0)
+                    .filter(|sh| sh.draining.is_some() && sh.in_flight == 0)
                     .map(|sh| sh.sender.closed.clone())
                     .collect();
-                self.st.shared.retain(|sh| !sh.draining || sh.in_flight > 0);
+                self.st
+                    .shared
+                    .retain(|sh| sh.draining.is_none() || sh.in_flight > 0);
                 // Its last sender is gone: hyper closes the connection.
                 for closed in gone {
                     closed.store(true, Ordering::SeqCst);
@@ -784,7 +786,7 @@ impl Model {
                 },
                 in_flight: 0,
                 created: now,
-                draining: false,
+                draining: None,
                 used: false,
                 idle_since: now,
             });
@@ -873,7 +875,7 @@ impl Model {
                         // A closed one counts too: `should_coalesce`
                         // counts its spare streams until its driver
                         // ends, and that end calls `service()`.
-                        !s.draining && s.in_flight < s.sender.max
+                        s.draining.is_none() && s.in_flight < s.sender.max
                     })
                     // A closed connection whose driver has not ended yet:
                     // that end calls `slot_freed` -> `service()`.

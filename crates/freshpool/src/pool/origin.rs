@@ -278,7 +278,7 @@ impl Origin {
                         },
                         in_flight: 0,
                         created: now,
-                        draining: false,
+                        draining: None,
                         used: false,
                         idle_since: now,
                     });
@@ -337,7 +337,7 @@ impl Origin {
     /// Evicts idle connections that expired or (after a freeze) are suspect.
     pub(super) fn evict(&self, now: Stamp, frozen_since: Option<Stamp>) {
         let mut dropped = Vec::new();
-        let mut dropped_shared = Vec::new();
+        let dropped_shared;
         {
             let mut g = self.lock();
             // Closed sockets leave the list when their slot is freed, so
@@ -360,30 +360,30 @@ impl Origin {
                 };
                 dropped.push((reason, idle));
             }
-            if frozen_since.is_some() {
-                // HTTP/2 connections with no streams: stop using them; a
-                // dead one would otherwise take the next burst down with it.
-                for s in g.state.shared.iter_mut().filter(|s| s.in_flight == 0) {
-                    s.draining = true;
+            for s in g.state.shared.iter_mut() {
+                // HTTP/2 connections with no streams after a freeze: stop
+                // using them; a dead one would otherwise take the next
+                // burst down with it.
+                if frozen_since.is_some() && s.in_flight == 0 {
+                    s.drain(CloseReason::FreezeEviction);
                 }
-                g.state.shared.retain(|s| !s.draining || s.in_flight > 0);
-            }
-            if let Some(t) = self.config.idle_timeout {
-                let before = g.state.shared.len();
-                g.state
-                    .shared
-                    .retain(|s| s.in_flight > 0 || now < s.idle_since.after(t));
-                let rested = before - g.state.shared.len();
-                dropped_shared.extend(std::iter::repeat_n(CloseReason::IdleTimeout, rested));
-            }
-            if let Some(life) = self.config.max_lifetime {
-                for s in g.state.shared.iter_mut() {
-                    if now >= s.created.after(life) {
-                        s.draining = true;
-                    }
+                if self
+                    .config
+                    .max_lifetime
+                    .is_some_and(|l| now >= s.created.after(l))
+                {
+                    s.drain(CloseReason::Lifetime);
                 }
-                g.state.shared.retain(|s| !(s.draining && s.in_flight == 0));
+                if s.in_flight == 0
+                    && self
+                        .config
+                        .idle_timeout
+                        .is_some_and(|t| now >= s.idle_since.after(t))
+                {
+                    s.drain(CloseReason::IdleTimeout);
+                }
             }
+            dropped_shared = g.state.drop_idle_shared(true);
             // The once-a-second sample of the gauges (see `publish`).
             self.publish(&g.state);
         }
@@ -550,23 +550,31 @@ impl Origin {
     pub(super) fn release_stream(self: &Arc<Self>, conn_id: u64, lease_id: usize) {
         // Coarse (see `Budget::coarse_now`): errs toward "older".
         let now = self.budget.coarse_now();
-        let dials = {
+        let (dials, gone) = {
             let mut g = self.lock();
             g.leases.try_remove(lease_id);
             g.state.release_stream(conn_id, now);
             self.settle_streams(&mut g)
         };
+        self.count_closed(gone);
         self.spawn_dials(dials);
+    }
+
+    fn count_closed(&self, reasons: Vec<CloseReason>) {
+        for reason in reasons {
+            self.counters.closed(reason);
+        }
     }
 
     /// A stream handed to a waiter that had just given up: as if never
     /// taken, and then what the end of a stream does.
     pub(super) fn untake_stream(self: &Arc<Self>, conn_id: u64, first: bool) {
-        let dials = {
+        let (dials, gone) = {
             let mut g = self.lock();
             g.state.untake_stream(conn_id, first);
             self.settle_streams(&mut g)
         };
+        self.count_closed(gone);
         self.spawn_dials(dials);
     }
 
@@ -574,14 +582,13 @@ impl Origin {
     /// stream is done, and with max_idle_per_host(0) (pooling off) every
     /// idle one, and while another origin waits for total capacity (as
     /// HTTP/1 returns do, see `Lease::release`) unless a request here
-    /// waits. Returns the dials to start for waiters.
-    fn settle_streams(&self, g: &mut Guarded) -> Vec<u64> {
+    /// waits. Returns the dials to start for waiters, and why connections
+    /// closed (to count outside the lock).
+    fn settle_streams(&self, g: &mut Guarded) -> (Vec<u64>, Vec<CloseReason>) {
         let others_starve = self.budget.starving.any() && !g.state.starving;
         let keep_idle = (self.limits.max_idle > 0 && !others_starve) || g.state.live_waiters > 0;
-        g.state
-            .shared
-            .retain(|s| !((s.draining || !keep_idle) && s.in_flight == 0));
-        g.state.service(self.limits, &*self.budget)
+        let gone = g.state.drop_idle_shared(keep_idle);
+        (g.state.service(self.limits, &*self.budget), gone)
     }
 
     /// A reused connection died silently: close its idle siblings that
@@ -644,11 +651,13 @@ impl Origin {
             let mut g = self.lock();
             let old = g.state.idle.take_where(|i| gone(i.conn.peer));
             for s in g.state.shared.iter_mut().filter(|s| gone(s.sender.peer)) {
-                s.draining = true;
+                // (As for HTTP/1 below: DNS no longer lists its address.)
+                s.drain(CloseReason::Lifetime);
             }
-            g.state.shared.retain(|s| !(s.draining && s.in_flight == 0));
+            let old_shared = g.state.drop_idle_shared(true);
             g.dns_addrs = Some(now.addrs.clone());
             self.publish(&g.state);
+            self.count_closed(old_shared);
             old
         };
         for _ in &retired {

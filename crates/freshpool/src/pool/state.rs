@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use super::idle::IdleList;
 use super::Stamp;
 use crate::error::Error;
+use crate::stats::CloseReason;
 
 /// A connection taken while it rested (see `take_resting`): held only to
 /// be dropped, which closes it, after the origin's lock is released.
@@ -119,9 +120,10 @@ pub(crate) struct Shared<S> {
     pub sender: S,
     pub in_flight: u32,
     pub created: Stamp,
-    /// Set when the connection must take no new streams (DNS moved away,
-    /// freeze, lifetime). A GOAWAY shows as a closed sender instead.
-    pub draining: bool,
+    /// Why the connection takes no new streams (DNS moved away, freeze,
+    /// lifetime, idle timeout): it closes for that reason once its last
+    /// stream ends. A GOAWAY shows as a closed sender instead.
+    pub draining: Option<CloseReason>,
     /// Whether it has carried a stream: later ones count as reuse.
     pub used: bool,
     /// When its last stream ended (or it landed): `idle_timeout` closes
@@ -134,7 +136,13 @@ impl<S: Channel> Shared<S> {
     /// still open (hyper closes it at a GOAWAY while the streams in flight
     /// finish, and the connection keeps its slot until they do).
     fn takes_streams(&self) -> bool {
-        !self.draining && !self.sender.is_closed()
+        self.draining.is_none() && !self.sender.is_closed()
+    }
+
+    /// Takes no new streams from now on, for `why` (the first reason
+    /// given stays).
+    pub(crate) fn drain(&mut self, why: CloseReason) {
+        self.draining.get_or_insert(why);
     }
 }
 
@@ -553,6 +561,27 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             s.in_flight = s.in_flight.saturating_sub(1);
             s.used &= !first;
         }
+    }
+
+    /// Drops the shared connections without a stream in flight that
+    /// drain, and with `keep_idle` false every one without a stream (pooling
+    /// off, or capacity wanted elsewhere). Returns why each went, to be
+    /// counted outside the lock. One whose sender closed (the server went
+    /// away) is left for `slot_freed`, which counts it as the server's close.
+    pub(crate) fn drop_idle_shared(&mut self, keep_idle: bool) -> Vec<CloseReason> {
+        let mut gone = Vec::new();
+        self.shared.retain(|s| {
+            if s.in_flight > 0 || s.sender.is_closed() {
+                return true;
+            }
+            match s.draining {
+                Some(why) => gone.push(why),
+                None if !keep_idle => gone.push(CloseReason::Surplus),
+                None => return true,
+            }
+            false
+        });
+        gone
     }
 
     /// A stream ended at `now`.
