@@ -95,7 +95,7 @@ impl Pool {
                         // (Taken back below if the connection is stale.)
                         g.reused += u64::from(!idle.fresh());
                         let lease_id = origin.register_lease(&mut g, now, caller);
-                        Ok((LeaseKind::H1(idle), lease_id))
+                        Ok((LeaseKind::H1(idle), lease_id, true))
                     }
                     Acquire::Stream {
                         conn_id,
@@ -111,6 +111,7 @@ impl Pool {
                                 sender: sender.sender,
                             },
                             lease_id,
+                            !first,
                         ))
                     }
                     other => Err(other),
@@ -124,12 +125,15 @@ impl Pool {
                 }
             }
             match acquired {
-                Ok((kind, lease_id)) => {
-                    let mut lease = Lease::new(kind, lease_id, true, now);
+                Ok((kind, lease_id, reused)) => {
+                    let mut lease = Lease::new(kind, lease_id, reused, now);
                     // Anything taken from the idle list may have died while
                     // it rested (even one never used: it was dialed for a
                     // waiter that another connection served), so it counts as
                     // reused for the retry rule; stats count only real reuse.
+                    // An HTTP/2 connection's first stream is not reuse: it
+                    // gets a fresh dial's three unsent retries, not one per
+                    // connection the origin may have (`UnsentAttempts`).
                     if let Some(LeaseKind::H1(idle)) = &lease.kind {
                         if let Err(stale) = self.still_fresh(idle, now) {
                             if !idle.fresh() {
