@@ -4,7 +4,7 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `http.client.open_connections` | gauge | `http.connection.state` (`idle`/`active`), `server.address`, `server.port`, `url.scheme` | connections open now: set when a connection opens or closes and sampled once a second (a connection leased since the last sample counts as idle until the next) |
+//! | `http.client.open_connections` | gauge | `http.connection.state` (`idle`/`active`), `server.address`, `server.port`, `url.scheme` | connections open now: updated when a connection opens or closes and sampled once a second (a connection leased since the last sample counts as idle until the next); origins with the same labels (two clients to one host) add up |
 //! | `http.client.connection.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | how long connections lived |
 //! | `http.client.request.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | connection handed to the request to response head (per attempt; pool wait is separate) |
 //! | `freshpool.pool.wait.duration` | histogram (s) | origin labels | time spent waiting for a connection |
@@ -26,6 +26,7 @@ mod imp {
     use super::*;
     use crate::stats::CloseReason;
     use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// (`repr(C)`: the handle every request records to first.)
     #[repr(C)]
@@ -33,6 +34,11 @@ mod imp {
         request: Histogram,
         idle: Gauge,
         active: Gauge,
+        /// What this origin last added to the two gauges: origins with the
+        /// same labels (two clients, or a shared pool's TLS variants, to
+        /// one host) share a series, so each adds its part rather than
+        /// setting the whole. (Written under the origin's lock.)
+        published: [AtomicU64; 2],
         created: Counter,
         closed: [Counter; 9],
         retried: Counter,
@@ -63,6 +69,7 @@ mod imp {
                     "http.client.open_connections",
                     &with("http.connection.state", "active")
                 ),
+                published: [AtomicU64::new(0), AtomicU64::new(0)],
                 created: counter!("freshpool.connections.created", &base),
                 closed: CloseReason::ALL
                     .map(|r| counter!("freshpool.connections.closed", &with("reason", r.as_str()))),
@@ -75,8 +82,17 @@ mod imp {
             }
         }
         pub(crate) fn open(&self, idle: usize, active: usize) {
-            self.idle.set(idle as f64);
-            self.active.set(active as f64);
+            for (gauge, (published, now)) in [&self.idle, &self.active]
+                .into_iter()
+                .zip(self.published.iter().zip([idle as u64, active as u64]))
+            {
+                let was = published.swap(now, Ordering::Relaxed);
+                if now > was {
+                    gauge.increment((now - was) as f64);
+                } else if was > now {
+                    gauge.decrement((was - now) as f64);
+                }
+            }
         }
         pub(crate) fn created(&self, connect: Duration) {
             self.created.increment(1);
@@ -99,6 +115,13 @@ mod imp {
         }
         pub(crate) fn waited(&self, d: Duration) {
             self.wait.record(d.as_secs_f64());
+        }
+    }
+
+    impl Drop for OriginMetrics {
+        /// The origin is gone (its pool dropped): take its part back.
+        fn drop(&mut self) {
+            self.open(0, 0);
         }
     }
 

@@ -111,6 +111,12 @@ async fn held_body_is_reported_as_a_leak_and_named_by_the_pool_timeout() {
     assert!(leaks[0].contains(&call_site), "{}", leaks[0]);
     let stats = client.stats();
     assert_eq!(stats.origins[0].leaks_reported, 1);
+    // The wait that ran out is in the wait figures (it was left out, so
+    // starvation showed no waits at all).
+    // (The first request's wait for its dial is the other one.)
+    let wait = stats.origins[0].pool_wait;
+    assert_eq!(wait.count, 2, "{stats}");
+    assert!(wait.max >= Duration::from_millis(1500), "{stats}");
     assert!(stats.origins[0].oldest_leases[0]
         .caller
         .contains(&call_site));
@@ -317,4 +323,68 @@ async fn a_request_through_the_tower_service_is_named_at_the_callers_line() {
     assert_eq!(err.kind(), Kind::PoolTimeout);
     assert!(err.to_string().contains(&call_site), "{err}");
     drop(held);
+}
+
+/// Two clients to one host share the `http.client.open_connections`
+/// series (same labels): each origin set the whole value, so the gauge
+/// showed whichever wrote last. Each now adds its part, and takes it back
+/// when its client goes.
+#[test]
+fn origins_with_the_same_labels_add_up_in_the_open_connections_gauge() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let idle = || -> f64 {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(key, _, _, _)| {
+                key.key().name() == "http.client.open_connections"
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "http.connection.state" && l.value() == "idle")
+            })
+            .map(|(_, _, _, value)| match value {
+                DebugValue::Gauge(v) => v.0,
+                other => panic!("not a gauge: {other:?}"),
+            })
+            .expect("the gauge is registered")
+    };
+    run_recorded(&recorder, async {
+        let server = TestServer::http1().await;
+        let (a, b) = (Client::new(), Client::new());
+        let url = server.url("/delay/50");
+        let three = (0..3).map(|_| async {
+            fetch(&a, &url).await;
+        });
+        futures_join_all(three).await;
+        fetch(&b, &server.url("/")).await;
+        assert_eq!(a.stats().open_connections, 3);
+        // Sweeps sample the gauges once a second; 1.5 s sees one.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(idle(), 4.0, "3 + 1 idle connections");
+        drop(b);
+        // (Once its connection has closed and let go of its origin.)
+        freshpool_testkit::eventually("the dropped client's part is taken back", || idle() == 3.0)
+            .await;
+    });
+}
+
+/// Runs the futures concurrently on the current task.
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }

@@ -250,6 +250,10 @@ impl Queued {
                     } else {
                         pool_timeout
                     };
+                    // The waits that ran out are the ones the wait figures
+                    // (stats `pool_wait`, `freshpool.pool.wait.duration`)
+                    // are for: without them starvation looked healthy.
+                    origin.counters.waited(waited);
                     let report = origin.starvation_report(waited);
                     drop(self);
                     warn_starvation(&origin.label, &report);
