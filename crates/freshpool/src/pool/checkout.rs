@@ -103,6 +103,14 @@ impl Pool {
                         first,
                     } => {
                         g.reused += u64::from(!first);
+                        // For the retry rule, a first stream is a reuse too
+                        // when the connection rested unused long (dialed for
+                        // a waiter that left): it may have died meanwhile.
+                        let rested = first
+                            && g.state.shared.iter().any(|s| {
+                                s.id == conn_id
+                                    && now >= s.idle_since.after(cfg.validate_after_idle)
+                            });
                         let lease_id = origin.register_lease(&mut g, now, caller);
                         Ok((
                             LeaseKind::H2 {
@@ -111,7 +119,7 @@ impl Pool {
                                 sender: sender.sender,
                             },
                             lease_id,
-                            !first,
+                            !first || rested,
                         ))
                     }
                     other => Err(other),

@@ -13,22 +13,29 @@
 //! If it cannot be started, every heartbeat gap counts as a freeze (as
 //! before it existed): never fewer evictions than needed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How often the thread wakes.
 const PERIOD: Duration = Duration::from_millis(50);
-/// Lateness below this is scheduling, not a stall (the shortest
+/// Lateness below this is scheduling, not a stop (the shortest
 /// `freeze_threshold` is 100 ms).
 const MIN_STALL: Duration = Duration::from_millis(100);
+/// How many recent stops are kept (stops are rare: seconds apart at most).
+const KEPT: usize = 8;
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Nanoseconds since `EPOCH` of the thread's last wake-up (0: never ran).
 static LAST_RUN: AtomicU64 = AtomicU64::new(0);
-/// Total nanoseconds the thread woke late by, counting stalls of at least
-/// `MIN_STALL`.
-static STALLED: AtomicU64 = AtomicU64::new(0);
+/// The last `KEPT` stops, each as (end, length) in nanoseconds: one
+/// continuous stop, not a sum (many short scheduling stalls on a starved
+/// host are not a freeze). Written by the thread only.
+static STOPS: [[AtomicU64; 2]; KEPT] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; KEPT];
+static NEXT_STOP: AtomicUsize = AtomicUsize::new(0);
+/// The process the thread runs in (a forked child has none until started
+/// again).
+static PID: AtomicU32 = AtomicU32::new(0);
 /// Until when (nanoseconds since `EPOCH`) the thread acts frozen: see
 /// [`simulate_freeze`].
 static FROZEN_UNTIL: AtomicU64 = AtomicU64::new(0);
@@ -39,38 +46,48 @@ fn since_epoch(at: Instant) -> u64 {
     at.saturating_duration_since(epoch).as_nanos() as u64 + 1
 }
 
-/// Starts the thread, once per process.
+/// Starts the thread unless it runs in this process (once per process;
+/// again in a forked child, which inherits none).
 pub(super) fn start() {
-    static STARTED: Once = Once::new();
-    STARTED.call_once(|| {
-        LAST_RUN.store(since_epoch(Instant::now()), Ordering::Release);
-        let spawned = std::thread::Builder::new()
-            .name("freshpool-liveness".into())
-            .spawn(|| {
-                let mut last = Instant::now();
-                loop {
-                    std::thread::sleep(PERIOD);
-                    let mut now = Instant::now();
-                    let frozen_until = FROZEN_UNTIL.load(Ordering::Acquire);
-                    let at = since_epoch(now);
-                    if at < frozen_until {
-                        std::thread::sleep(Duration::from_nanos(frozen_until - at));
-                        now = Instant::now();
-                    }
-                    let late = now.saturating_duration_since(last).saturating_sub(PERIOD);
-                    if late >= MIN_STALL {
-                        STALLED.fetch_add(late.as_nanos() as u64, Ordering::AcqRel);
-                    }
-                    // After the stall is counted: whoever sees this run
-                    // sees the stall before it.
-                    LAST_RUN.store(since_epoch(now), Ordering::Release);
-                    last = now;
+    let pid = std::process::id();
+    let seen = PID.load(Ordering::Acquire);
+    if seen == pid
+        || PID
+            .compare_exchange(seen, pid, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        return;
+    }
+    LAST_RUN.store(since_epoch(Instant::now()), Ordering::Release);
+    let spawned = std::thread::Builder::new()
+        .name("freshpool-liveness".into())
+        .spawn(|| {
+            let mut last = Instant::now();
+            loop {
+                std::thread::sleep(PERIOD);
+                let mut now = Instant::now();
+                let frozen_until = FROZEN_UNTIL.load(Ordering::Acquire);
+                let at = since_epoch(now);
+                if at < frozen_until {
+                    std::thread::sleep(Duration::from_nanos(frozen_until - at));
+                    now = Instant::now();
                 }
-            });
-        if spawned.is_err() {
-            LAST_RUN.store(0, Ordering::Release);
-        }
-    });
+                // The whole time since the last wake-up: a stop's length
+                // errs long by up to one period, toward "a freeze".
+                let away = now.saturating_duration_since(last);
+                if away.saturating_sub(PERIOD) >= MIN_STALL {
+                    let slot = &STOPS[NEXT_STOP.fetch_add(1, Ordering::Relaxed) % KEPT];
+                    slot[1].store(away.as_nanos() as u64, Ordering::Release);
+                    slot[0].store(since_epoch(now), Ordering::Release);
+                }
+                // After the stop is kept: whoever sees this run sees it.
+                LAST_RUN.store(since_epoch(now), Ordering::Release);
+                last = now;
+            }
+        });
+    if spawned.is_err() {
+        LAST_RUN.store(0, Ordering::Release);
+    }
 }
 
 /// For tests and benchmarks that simulate a process freeze by blocking the
@@ -82,74 +99,71 @@ pub(crate) fn simulate_freeze(d: Duration) {
     FROZEN_UNTIL.store(until, Ordering::Release);
 }
 
-/// What the thread has seen so far, to compare with a later reading.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Reading {
-    /// `STALLED` at the time.
-    pub stalled_ns: u64,
-    /// `LAST_RUN` at the time.
-    pub last_run_ns: u64,
+/// Whether the process was stopped for `threshold` or more within the last
+/// `window` (the heartbeat gap being judged): the thread had one stop that
+/// long ending in the window, or has not run for that long (after a freeze
+/// it may wake later than the caller), or does not run in this process.
+pub(super) fn stopped_within(window: Duration, threshold: Duration) -> bool {
+    if PID.load(Ordering::Acquire) != std::process::id() {
+        start(); // a forked child: from now on
+        return true; // no evidence either way
+    }
+    let last_run = LAST_RUN.load(Ordering::Acquire);
+    if last_run == 0 {
+        return true;
+    }
+    let now = since_epoch(Instant::now());
+    if Duration::from_nanos(now.saturating_sub(last_run)) >= threshold {
+        return true;
+    }
+    // (A little slack: the caller's "now" is a coarse reading.)
+    let window = window + PERIOD;
+    STOPS.iter().any(|slot| {
+        let end = slot[0].load(Ordering::Acquire);
+        let len = Duration::from_nanos(slot[1].load(Ordering::Acquire));
+        end != 0 && len >= threshold && Duration::from_nanos(now.saturating_sub(end)) <= window
+    })
 }
 
-/// The thread's counters now. (Its last run first: a run seen implies
-/// the stall counted before it.)
-pub(super) fn read() -> Reading {
-    let last_run_ns = LAST_RUN.load(Ordering::Acquire);
-    Reading {
-        stalled_ns: STALLED.load(Ordering::Acquire),
-        last_run_ns,
-    }
-}
-
-/// Whether the process was stopped for `threshold` or more since the
-/// thread's stall count was `stalled_before`: it stalled that long since,
-/// or has not run for that long (after a freeze it may wake later than the
-/// caller).
-pub(super) fn stopped_since(stalled_before: u64, now: Reading, threshold: Duration) -> bool {
-    if now.last_run_ns == 0 {
-        return true; // never ran: no evidence either way
-    }
-    let stalled = Duration::from_nanos(now.stalled_ns.saturating_sub(stalled_before));
-    let silent = Duration::from_nanos(since_epoch(Instant::now()).saturating_sub(now.last_run_ns));
-    stalled >= threshold || silent >= threshold
-}
+/// Tests that stop the (process-wide) thread take turns.
+#[cfg(test)]
+pub(super) static TEST_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A thread that ran throughout shows no stop; one that has not run
-    /// for the threshold does.
+    /// A thread that ran throughout shows no stop; a simulated freeze of
+    /// the threshold shows one, within the window that covers it only; many
+    /// short stops do not add up to one.
     #[test]
-    fn a_running_process_is_not_stopped_and_a_silent_one_is() {
+    fn one_long_stop_is_a_stop_and_short_ones_do_not_add_up() {
+        let _turn = TEST_TURN.lock().unwrap_or_else(|p| p.into_inner());
         start();
-        let before = read();
-        std::thread::sleep(Duration::from_millis(300));
-        let now = read();
-        assert!(now.last_run_ns > before.last_run_ns, "the thread runs");
-        // (A host stealing the CPU for 10 s would be a stop.)
-        assert!(!stopped_since(
-            before.stalled_ns,
-            now,
+        // (Past any stop an earlier test simulated.)
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!stopped_within(
+            Duration::from_secs(10),
             Duration::from_secs(10)
         ));
-        let silent = Reading {
-            last_run_ns: 1,
-            ..now
-        };
-        assert!(stopped_since(
-            before.stalled_ns,
-            silent,
-            Duration::from_millis(100)
+        for _ in 0..4 {
+            simulate_freeze(Duration::from_millis(150));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        assert!(
+            !stopped_within(Duration::from_millis(1100), Duration::from_millis(500)),
+            "four 150 ms stops are not one of 500 ms"
+        );
+        simulate_freeze(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(stopped_within(
+            Duration::from_secs(1),
+            Duration::from_millis(500)
         ));
-        let stalled = Reading {
-            stalled_ns: before.stalled_ns + 2_000_000_000,
-            ..now
-        };
-        assert!(stopped_since(
-            before.stalled_ns,
-            stalled,
-            Duration::from_secs(1)
-        ));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !stopped_within(Duration::from_millis(100), Duration::from_millis(500)),
+            "a stop before the window is not in it"
+        );
     }
 }

@@ -25,9 +25,6 @@ impl Pool {
         budget
             .last_beat
             .store(budget.stamp(Instant::now()).nanos(), Ordering::Release);
-        budget
-            .stalled_at_beat
-            .store(liveness::read().stalled_ns, Ordering::Release);
         handle.spawn(async move {
             let _running = running;
             let mut suspend = SuspendWatch::new(clock);
@@ -76,31 +73,35 @@ impl Pool {
     /// is also the pool's coarse clock (`Budget::coarse_now`), so it is kept
     /// even when freeze detection is off.
     /// (`now_n`: nanoseconds since the budget's epoch.)
+    #[inline]
     pub(super) fn check_freeze(&self, now_n: u64) {
-        let budget = &self.inner.budget;
         // A beat less than 1 ms old: nothing to learn, and no write to a
-        // cache line every thread shares.
-        let seen = budget.last_beat.load(Ordering::Acquire);
+        // cache line every thread shares. (Inline: every checkout asks.)
+        let seen = self.inner.budget.last_beat.load(Ordering::Acquire);
         if seen != 0 && now_n.saturating_sub(seen) < 1_000_000 {
             return;
         }
+        self.beat(now_n);
+    }
+
+    /// A beat: the coarse clock moves, and a gap since the last one may be
+    /// a freeze. (Out of line: at most once a millisecond.)
+    #[inline(never)]
+    fn beat(&self, now_n: u64) {
+        let budget = &self.inner.budget;
         let last = budget.last_beat.swap(now_n, Ordering::AcqRel);
         let Some(threshold) = self.inner.config.freeze_threshold else {
             return;
         };
-        let alive = liveness::read();
-        let stalled_before = budget
-            .stalled_at_beat
-            .swap(alive.stalled_ns, Ordering::AcqRel);
         if last == 0 || now_n <= last {
             return;
         }
         let gap = Duration::from_nanos(now_n - last);
         // A gap alone may be a runtime nobody drove (a current-thread one
         // between `block_on` calls) while the process ran: a freeze only if
-        // the process-wide liveness thread stopped too.
-        if gap > threshold + HEARTBEAT && liveness::stopped_since(stalled_before, alive, threshold)
-        {
+        // the process-wide liveness thread stopped too (one stop of the
+        // threshold in the gap: see `liveness`).
+        if gap > threshold + HEARTBEAT && liveness::stopped_within(gap, threshold) {
             self.freeze_detected(Stamp::from_nanos(now_n), gap, "heartbeat gap");
         }
     }
@@ -154,15 +155,40 @@ mod tests {
     use super::*;
     use crate::health::SystemClock;
 
-    #[test]
-    fn the_coarse_clock_follows_the_beats_and_is_never_ahead() {
-        let pool = Pool::new(
+    fn pool() -> Pool {
+        Pool::new(
             PoolConfig::default(),
             Arc::new(SystemClock),
             key::DialSettings::of(&crate::config::ConnConfig::default()),
             crate::connect::SystemResolver::shared(),
             Location::caller(),
-        );
+        )
+    }
+
+    /// A freeze is found by the beat that spans it, also when another beat
+    /// (a checkout whose coarse clock was read before the stop) came in
+    /// between: an earlier version kept a per-pool baseline of the
+    /// liveness thread's stalls that such a beat moved past the stop.
+    #[test]
+    fn a_beat_with_a_stale_clock_does_not_hide_a_freeze() {
+        let _turn = liveness::TEST_TURN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let pool = pool();
+        let budget = &pool.inner.budget;
+        let real = || budget.stamp(Instant::now()).nanos();
+        let before = real();
+        pool.check_freeze(before);
+        liveness::simulate_freeze(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(1700));
+        pool.check_freeze(before + 2_000_000);
+        pool.check_freeze(real());
+        assert_eq!(budget.freezes.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_coarse_clock_follows_the_beats_and_is_never_ahead() {
+        let pool = pool();
         let budget = &pool.inner.budget;
         let real = || budget.stamp(Instant::now());
         // No beat yet: the real clock.

@@ -205,10 +205,6 @@ pub(crate) struct Budget {
     next_id: AtomicU64,
     /// Monotonic nanoseconds (since `epoch`) of the last heartbeat.
     last_beat: AtomicU64,
-    /// What the process-wide liveness thread had seen at the last beat
-    /// (see `liveness`): a heartbeat gap is a freeze only if that thread
-    /// stopped too.
-    stalled_at_beat: AtomicU64,
     /// Instant of the last detected freeze, as nanoseconds since `epoch`.
     freeze_at: AtomicU64,
     freezes: AtomicU64,
@@ -498,7 +494,6 @@ impl Pool {
             fruitless_relief_at: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             last_beat: AtomicU64::new(0),
-            stalled_at_beat: AtomicU64::new(liveness::read().stalled_ns),
             freeze_at: AtomicU64::new(0),
             freezes: AtomicU64::new(0),
             clock: coarse_clock::CoarseClock::new(),
