@@ -301,11 +301,7 @@ async fn bad_input_gets_typed_errors() {
 
 #[tokio::test]
 async fn connect_errors_name_the_address_and_timeouts_their_duration() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::closed_port();
     let client = Client::new();
     let err = client
         .get(&format!("http://127.0.0.1:{port}/"))

@@ -125,6 +125,12 @@ impl http_body::Body for Scripted {
 /// keeps reading whatever follows (a raw socket: hyper's server would close
 /// a connection whose request body it did not read).
 async fn early_answering_server() -> std::net::SocketAddr {
+    answering_server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await
+}
+
+/// A raw server that answers every request head with `answer`, at once,
+/// and keeps reading whatever follows.
+async fn answering_server(answer: &'static [u8]) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -144,7 +150,6 @@ async fn early_answering_server() -> std::net::SocketAddr {
                     // One answer per request head seen.
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         seen.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                         if socket.write_all(answer).await.is_err() {
                             return;
                         }
@@ -352,33 +357,10 @@ async fn a_417_to_the_pools_own_expect_repeats_the_request_without_it() {
 /// saw no 1xx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_informational_callback_is_kept() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Ok(n) = socket.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        let answer = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if socket.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
+    let addr = answering_server(
+        b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    )
+    .await;
     let url = format!("http://{addr}/");
     let client = Client::builder()
         .validate_after_idle(Duration::from_millis(10))

@@ -270,11 +270,7 @@ fn a_failed_dial_is_not_a_connection_duration() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     run_recorded(&recorder, async {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::closed_port();
         let client = Client::new();
         let err = client
             .get(&format!("http://127.0.0.1:{port}/"))

@@ -43,3 +43,14 @@ pub async fn http2_server_and_client(
         .unwrap();
     (server, client)
 }
+
+/// A loopback port nobody listens on (bound, then let go).
+/// (Not every test file that declares `mod common;` uses it.)
+#[allow(dead_code)]
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
