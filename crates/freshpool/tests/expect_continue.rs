@@ -178,6 +178,23 @@ impl http_body::Body for Fed {
     }
 }
 
+/// A POST to `url` whose streamed body has sent its first part and goes on
+/// while `feed` (returned) stays open.
+fn unfinished_upload(
+    url: &str,
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    http::Request<freshpool::RequestBody>,
+) {
+    let (feed, rx) = tokio::sync::mpsc::channel(1);
+    feed.try_send(bytes::Bytes::from_static(b"first part"))
+        .unwrap();
+    let upload = http::Request::post(url)
+        .body(freshpool::RequestBody::wrap(Fed(rx)))
+        .unwrap();
+    (feed, upload)
+}
+
 /// The response ended while the request body was still going out (the
 /// server answered early; the caller still feeds the upload). Pooled, the
 /// connection made the next request wait in hyper's readiness until that
@@ -189,13 +206,7 @@ async fn a_connection_still_sending_its_request_body_is_not_reused() {
     let addr = early_answering_server().await;
     let url = format!("http://{addr}/");
     let client = Client::builder().expect_continue(false).build().unwrap();
-    let (feed, rx) = tokio::sync::mpsc::channel(1);
-    feed.send(bytes::Bytes::from_static(b"first part"))
-        .await
-        .unwrap();
-    let upload = http::Request::post(&url)
-        .body(freshpool::RequestBody::wrap(Fed(rx)))
-        .unwrap();
+    let (feed, upload) = unfinished_upload(&url);
     assert_eq!(text(&client, client.request(upload)).await, "ok");
     // `feed` stays open: the upload is not over.
     let next = tokio::time::timeout(Duration::from_secs(3), text(&client, client.get(&url)))
@@ -231,13 +242,7 @@ async fn a_dropped_body_does_not_pool_a_connection_still_sending_its_request() {
     let addr = early_answering_server().await;
     let url = format!("http://{addr}/");
     let client = Client::builder().expect_continue(false).build().unwrap();
-    let (feed, rx) = tokio::sync::mpsc::channel(1);
-    feed.send(bytes::Bytes::from_static(b"first part"))
-        .await
-        .unwrap();
-    let upload = http::Request::post(&url)
-        .body(freshpool::RequestBody::wrap(Fed(rx)))
-        .unwrap();
+    let (feed, upload) = unfinished_upload(&url);
     let mut body = client.request(upload).await.unwrap().into_body();
     let frame = body.frame().await.unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap(), "ok");
