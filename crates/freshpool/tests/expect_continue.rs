@@ -286,6 +286,21 @@ async fn a_finished_upload_of_known_length_leaves_a_reusable_connection() {
     );
 }
 
+/// A client that gates a body on a connection idle 10 ms or more.
+fn gating_client() -> Client {
+    Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .build()
+        .unwrap()
+}
+
+/// Leaves `client` a connection to `url` that idled past 10 ms, so the
+/// next body sent there is gated.
+async fn rest_a_connection(client: &Client, url: &str) {
+    assert_eq!(text(client, client.get(url)).await, "ok");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// A server (or proxy) that refuses `Expect: 100-continue` with `417
 /// Expectation Failed`, and otherwise reads the body and answers "ok".
 async fn expect_refusing_server() -> std::net::SocketAddr {
@@ -343,12 +358,8 @@ async fn expect_refusing_server() -> std::net::SocketAddr {
 async fn a_417_to_the_pools_own_expect_repeats_the_request_without_it() {
     let addr = expect_refusing_server().await;
     let url = format!("http://{addr}/");
-    let client = Client::builder()
-        .validate_after_idle(Duration::from_millis(10))
-        .build()
-        .unwrap();
-    assert_eq!(text(&client, client.get(&url)).await, "ok");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let client = gating_client();
+    rest_a_connection(&client, &url).await;
     let post = client.post(&url, "x");
     assert_eq!(text(&client, post).await, "ok");
     // The origin is known not to take Expect now: no second refusal.
@@ -367,12 +378,8 @@ async fn the_callers_informational_callback_is_kept() {
     )
     .await;
     let url = format!("http://{addr}/");
-    let client = Client::builder()
-        .validate_after_idle(Duration::from_millis(10))
-        .build()
-        .unwrap();
-    assert_eq!(text(&client, client.get(&url)).await, "ok");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let client = gating_client();
+    rest_a_connection(&client, &url).await;
     let hints = Arc::new(AtomicUsize::new(0));
     let mut post = http::Request::post(&url)
         .body(freshpool::RequestBody::from("x"))
@@ -416,12 +423,8 @@ async fn an_early_final_answer_does_not_switch_the_gate_off() {
 async fn a_streamed_body_is_not_gated_so_no_417_reaches_the_caller() {
     let addr = expect_refusing_server().await;
     let url = format!("http://{addr}/");
-    let client = Client::builder()
-        .validate_after_idle(Duration::from_millis(10))
-        .build()
-        .unwrap();
-    assert_eq!(text(&client, client.get(&url)).await, "ok");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let client = gating_client();
+    rest_a_connection(&client, &url).await;
     let whole = http_body_util::Full::new(bytes::Bytes::from_static(b"x"));
     let upload = http::Request::post(&url)
         .body(freshpool::RequestBody::wrap(whole))
