@@ -76,9 +76,20 @@ pub(super) fn start() {
                 // errs long by up to one period, toward "a freeze".
                 let away = now.saturating_duration_since(last);
                 if away.saturating_sub(PERIOD) >= MIN_STALL {
-                    let slot = &STOPS[NEXT_STOP.fetch_add(1, Ordering::Relaxed) % KEPT];
-                    slot[1].store(away.as_nanos() as u64, Ordering::Release);
-                    slot[0].store(since_epoch(now), Ordering::Release);
+                    let len = away.as_nanos() as u64;
+                    // Over the shortest kept stop if this one is as long
+                    // (it ends later too), else over the oldest: a long
+                    // freeze outlives any number of short stalls after it.
+                    let shortest = (0..KEPT)
+                        .min_by_key(|&i| STOPS[i][1].load(Ordering::Relaxed))
+                        .unwrap_or(0);
+                    let i = if STOPS[shortest][1].load(Ordering::Relaxed) <= len {
+                        shortest
+                    } else {
+                        NEXT_STOP.fetch_add(1, Ordering::Relaxed) % KEPT
+                    };
+                    STOPS[i][1].store(len, Ordering::Release);
+                    STOPS[i][0].store(since_epoch(now), Ordering::Release);
                 }
                 // After the stop is kept: whoever sees this run sees it.
                 LAST_RUN.store(since_epoch(now), Ordering::Release);
@@ -116,12 +127,16 @@ pub(super) fn stopped_within(window: Duration, threshold: Duration) -> bool {
     if Duration::from_nanos(now.saturating_sub(last_run)) >= threshold {
         return true;
     }
-    // (A little slack: the caller's "now" is a coarse reading.)
-    let window = window + PERIOD;
+    // The part of a stop inside the window must reach the threshold (a
+    // stop before the gap, already judged by an earlier beat, is not in
+    // it). A little slack: the caller's "now" is a coarse reading, and a
+    // stop's start errs early by up to one period.
+    let from = now.saturating_sub((window + PERIOD).as_nanos() as u64);
     STOPS.iter().any(|slot| {
         let end = slot[0].load(Ordering::Acquire);
-        let len = Duration::from_nanos(slot[1].load(Ordering::Acquire));
-        end != 0 && len >= threshold && Duration::from_nanos(now.saturating_sub(end)) <= window
+        let len = slot[1].load(Ordering::Acquire);
+        let inside = end.saturating_sub(end.saturating_sub(len).max(from));
+        end != 0 && Duration::from_nanos(inside) >= threshold
     })
 }
 
@@ -165,5 +180,11 @@ mod tests {
             !stopped_within(Duration::from_millis(100), Duration::from_millis(500)),
             "a stop before the window is not in it"
         );
+        // The next gap, measured from a beat just after the stop, does not
+        // count the stop again (only its part inside the window counts).
+        assert!(!stopped_within(
+            Duration::from_millis(350),
+            Duration::from_millis(500)
+        ));
     }
 }

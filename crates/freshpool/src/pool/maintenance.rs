@@ -89,7 +89,10 @@ impl Pool {
     #[inline(never)]
     fn beat(&self, now_n: u64) {
         let budget = &self.inner.budget;
-        let last = budget.last_beat.swap(now_n, Ordering::AcqRel);
+        // (Never backwards: a checkout whose clock was read before another
+        // beat, or before a freeze, must not move the beat, the coarse
+        // clock, back across it.)
+        let last = budget.last_beat.fetch_max(now_n, Ordering::AcqRel);
         let Some(threshold) = self.inner.config.freeze_threshold else {
             return;
         };
