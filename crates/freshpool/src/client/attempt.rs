@@ -185,7 +185,8 @@ impl Client {
             .await;
             let sent = self.sent(sent, &lease);
             match sent {
-                Ok(response) if refuses_our_expect(&response, &gate) && kept && !expect_refused => {
+                // (Gated only with a kept copy and no 417 yet: see `prepare`.)
+                Ok(response) if refuses_our_expect(&response, &gate) => {
                     // 417 to the expectation the pool added (the caller asked
                     // for none), before the body went: repeat the request
                     // without it (RFC 9110 section 10.1.1), from the copy

@@ -101,16 +101,13 @@ impl Pool {
                         conn_id,
                         sender,
                         first,
+                        idle_since,
                     } => {
                         g.reused += u64::from(!first);
                         // For the retry rule, a first stream is a reuse too
                         // when the connection rested unused long (dialed for
                         // a waiter that left): it may have died meanwhile.
-                        let rested = first
-                            && g.state.shared.iter().any(|s| {
-                                s.id == conn_id
-                                    && now >= s.idle_since.after(cfg.validate_after_idle)
-                            });
+                        let rested = now >= idle_since.after(cfg.validate_after_idle);
                         let lease_id = origin.register_lease(&mut g, now, caller);
                         Ok((
                             LeaseKind::H2 {
@@ -139,9 +136,10 @@ impl Pool {
                     // it rested (even one never used: it was dialed for a
                     // waiter that another connection served), so it counts as
                     // reused for the retry rule; stats count only real reuse.
-                    // An HTTP/2 connection's first stream is not reuse: it
-                    // gets a fresh dial's three unsent retries, not one per
-                    // connection the origin may have (`UnsentAttempts`).
+                    // An HTTP/2 connection's first stream, soon after it
+                    // landed, is not reuse: it gets a fresh dial's three
+                    // unsent retries, not one per connection the origin may
+                    // have (`UnsentAttempts`).
                     if let Some(LeaseKind::H1(idle)) = &lease.kind {
                         if let Err(stale) = self.still_fresh(idle, now) {
                             if !idle.fresh() {

@@ -67,39 +67,35 @@ impl DialSettings {
 
     /// The first setting that differs from `pool`'s, with both values.
     pub(crate) fn differs_from(&self, pool: &DialSettings) -> Option<String> {
-        let pairs = [
-            (
-                "connect_timeout",
-                format!("{:?}", self.connect_timeout),
-                format!("{:?}", pool.connect_timeout),
-            ),
-            (
+        fn differs<T: PartialEq + std::fmt::Debug>(
+            name: &str,
+            mine: &T,
+            theirs: &T,
+        ) -> Option<String> {
+            (mine != theirs)
+                .then(|| format!("{name} is {mine:?} here and {theirs:?} in the shared pool"))
+        }
+        differs(
+            "connect_timeout",
+            &self.connect_timeout,
+            &pool.connect_timeout,
+        )
+        .or_else(|| {
+            differs(
                 "tls_handshake_timeout",
-                format!("{:?}", self.tls_handshake_timeout),
-                format!("{:?}", pool.tls_handshake_timeout),
-            ),
-            (
-                "tcp_nodelay",
-                format!("{:?}", self.tcp_nodelay),
-                format!("{:?}", pool.tcp_nodelay),
-            ),
-            (
-                "tcp_keepalive",
-                format!("{:?}", self.tcp_keepalive),
-                format!("{:?}", pool.tcp_keepalive),
-            ),
-            (
+                &self.tls_handshake_timeout,
+                &pool.tls_handshake_timeout,
+            )
+        })
+        .or_else(|| differs("tcp_nodelay", &self.tcp_nodelay, &pool.tcp_nodelay))
+        .or_else(|| differs("tcp_keepalive", &self.tcp_keepalive, &pool.tcp_keepalive))
+        .or_else(|| {
+            differs(
                 "http2_keep_alive_interval",
-                format!("{:?}", self.http2_keep_alive_interval),
-                format!("{:?}", pool.http2_keep_alive_interval),
-            ),
-        ];
-        pairs
-            .into_iter()
-            .find(|(_, mine, theirs)| mine != theirs)
-            .map(|(name, mine, theirs)| {
-                format!("{name} is {mine} here and {theirs} in the shared pool")
-            })
+                &self.http2_keep_alive_interval,
+                &pool.http2_keep_alive_interval,
+            )
+        })
     }
 }
 
@@ -115,8 +111,9 @@ impl SecurityContext {
     ///
     /// The table holds contexts weakly: clients and their pools' origins
     /// keep theirs alive, and a context nobody holds is dropped at the next
-    /// insert (a client built per request with its own resolver would
-    /// otherwise add one for good each time). Ids come from a counter,
+    /// insert (a process that builds clients with ever-new TLS settings,
+    /// such as per-tenant client certificates, would otherwise grow the
+    /// table for good). Ids come from a counter,
     /// never reused, so an id seen once means those settings for good.
     pub(crate) fn intern(settings: SecuritySettings) -> Arc<SecurityContext> {
         static TABLE: OnceLock<Mutex<Vec<Weak<SecurityContext>>>> = OnceLock::new();

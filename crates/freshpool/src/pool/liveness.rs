@@ -1,5 +1,5 @@
 //! Whether the process ran: a process-wide thread that wakes every
-//! [`PERIOD`] and adds up how long it was kept from running beyond that.
+//! [`PERIOD`] and keeps the recent times it was kept from running (stops).
 //!
 //! Why a thread of its own: the heartbeat runs on the caller's runtime, and
 //! a gap between its beats cannot tell a frozen process (SIGSTOP, a paused
@@ -111,8 +111,8 @@ pub(crate) fn simulate_freeze(d: Duration) {
 }
 
 /// Whether the process was stopped for `threshold` or more within the last
-/// `window` (the heartbeat gap being judged): the thread had one stop that
-/// long ending in the window, or has not run for that long (after a freeze
+/// `window` (the heartbeat gap being judged): the thread had one stop whose
+/// part inside the window is that long, or has not run for that long (after a freeze
 /// it may wake later than the caller), or does not run in this process.
 pub(super) fn stopped_within(window: Duration, threshold: Duration) -> bool {
     if PID.load(Ordering::Acquire) != std::process::id() {

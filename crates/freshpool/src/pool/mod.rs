@@ -348,9 +348,7 @@ impl SlotGuard {
         };
         (guard, dialing)
     }
-}
 
-impl SlotGuard {
     /// Marks the guard of a dial that failed (dropped right after).
     fn failed(mut self) -> SlotGuard {
         self.failed = true;

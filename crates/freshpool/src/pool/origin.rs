@@ -391,9 +391,7 @@ impl Origin {
             self.counters.closed(reason);
             drop(idle);
         }
-        for reason in dropped_shared {
-            self.counters.closed(reason);
-        }
+        self.count_closed(dropped_shared);
     }
 
     pub(super) fn register_lease(
@@ -647,7 +645,7 @@ impl Origin {
         }
         let gone =
             |peer: Option<std::net::SocketAddr>| peer.is_some_and(|p| !now.addrs.contains(&p));
-        let retired: Vec<_> = {
+        let (retired, retired_shared) = {
             let mut g = self.lock();
             let old = g.state.idle.take_where(|i| gone(i.conn.peer));
             for s in g.state.shared.iter_mut().filter(|s| gone(s.sender.peer)) {
@@ -657,9 +655,9 @@ impl Origin {
             let old_shared = g.state.drop_idle_shared(true);
             g.dns_addrs = Some(now.addrs.clone());
             self.publish(&g.state);
-            self.count_closed(old_shared);
-            old
+            (old, old_shared)
         };
+        self.count_closed(retired_shared);
         for _ in &retired {
             self.counters.closed(CloseReason::Lifetime);
         }

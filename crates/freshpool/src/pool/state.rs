@@ -179,6 +179,8 @@ pub(crate) enum Acquire<C, S> {
         conn_id: u64,
         sender: S,
         first: bool,
+        /// When the connection's last stream ended (or it landed).
+        idle_since: Stamp,
     },
     /// Enqueued; `dial` says the caller must start a dial for `waiter_id`.
     Wait {
@@ -279,11 +281,12 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         expired: &mut Vec<Idle<C>>,
         asking_again: Option<u64>,
     ) -> Acquire<C, S> {
-        if let Some((conn_id, sender, first)) = self.take_stream() {
+        if let Some((conn_id, sender, first, idle_since)) = self.take_stream() {
             return Acquire::Stream {
                 conn_id,
                 sender,
                 first,
+                idle_since,
             };
         }
         while let Some(idle) = self.idle.pop_back() {
@@ -403,15 +406,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// A stream on a connection with room for one; `true` with the first
-    /// the connection carries.
-    fn take_stream(&mut self) -> Option<(u64, S, bool)> {
+    /// the connection carries, and when its last stream ended.
+    fn take_stream(&mut self) -> Option<(u64, S, bool, Stamp)> {
         let conn = self
             .shared
             .iter_mut()
             .find(|s| s.takes_streams() && s.in_flight < s.sender.max_streams())?;
         conn.in_flight += 1;
         let first = !std::mem::replace(&mut conn.used, true);
-        Some((conn.id, conn.sender.clone(), first))
+        Some((conn.id, conn.sender.clone(), first, conn.idle_since))
     }
 
     /// Decides which waiters get new dials after capacity changed. Returns
@@ -457,7 +460,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// Hands free streams on shared connections to waiters, oldest first.
     fn serve_streams(&mut self) {
         while self.live_waiters > 0 {
-            let Some((conn_id, sender, first)) = self.take_stream() else {
+            let Some((conn_id, sender, first, _)) = self.take_stream() else {
                 return;
             };
             let stream = Handoff::Stream {
