@@ -7,6 +7,9 @@ use std::time::Duration;
 use freshpool::{Client, CloseReason, HttpVersion};
 use freshpool_testkit::{eventually, Protocol, ServerConfig, TestServer};
 
+mod common;
+use common::text;
+
 async fn h2_server() -> TestServer {
     TestServer::start(ServerConfig {
         protocol: Protocol::Http2,
@@ -17,17 +20,6 @@ async fn h2_server() -> TestServer {
 
 fn h2_client() -> freshpool::ClientBuilder {
     Client::builder().http_version(HttpVersion::Http2Only)
-}
-
-async fn text(client: &Client, url: &str) -> String {
-    client
-        .get(url)
-        .await
-        .unwrap()
-        .into_body()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// A GOAWAY ends hyper's request dispatch at once, while the connection

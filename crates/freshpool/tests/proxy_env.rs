@@ -9,6 +9,8 @@ use freshpool_testkit::proxy::TestProxy;
 use freshpool_testkit::{ServerConfig, TestCa, TestServer};
 use tokio::time::timeout;
 
+mod common;
+
 const VARS: [&str; 8] = [
     "http_proxy",
     "HTTP_PROXY",
@@ -30,15 +32,7 @@ fn set_env(vars: &[(&str, &str)]) {
 }
 
 async fn get(client: &Client, url: &str) {
-    let text = client
-        .get(url)
-        .await
-        .unwrap()
-        .into_body()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(text, "ok", "{url}");
+    assert_eq!(common::text(client, url).await, "ok", "{url}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

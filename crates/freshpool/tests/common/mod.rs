@@ -4,10 +4,13 @@
 use freshpool::Client;
 
 /// GETs `url` and reads the body to the end (returning the connection).
+/// (Not every test file that declares `mod common;` uses it.)
+#[allow(dead_code)]
 pub async fn fetch(client: &Client, url: &str) -> bytes::Bytes {
     read(client.get(url)).await
 }
 
+#[allow(dead_code)]
 async fn read(
     response: impl std::future::Future<
         Output = Result<http::Response<freshpool::Body>, freshpool::Error>,
@@ -53,4 +56,18 @@ pub fn closed_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// GETs `url` and reads the body as text.
+/// (Not every test file that declares `mod common;` uses it.)
+#[allow(dead_code)]
+pub async fn text(client: &Client, url: &str) -> String {
+    client
+        .get(url)
+        .await
+        .unwrap()
+        .into_body()
+        .text()
+        .await
+        .unwrap()
 }
