@@ -23,6 +23,9 @@
 //!   server that injects faults: idle close, silent connection death (RST on
 //!   next write, like a NAT that forgot the flow), blackholing, truncated or
 //!   garbage responses, accept delays and half-closes.
+//! * [`h2_settings`] — [`SettingsProxy`], a cleartext HTTP/2 proxy that
+//!   announces a new `MAX_CONCURRENT_STREAMS` to the client mid-connection,
+//!   as a server under load may.
 //!
 //! # Server routes
 //!
@@ -59,12 +62,14 @@
 #![warn(missing_docs)]
 
 pub mod chaos;
+pub mod h2_settings;
 mod io;
 pub mod proxy;
 pub mod server;
 pub mod tls;
 
 pub use chaos::{ChaosProxy, ProxyStats};
+pub use h2_settings::SettingsProxy;
 pub use server::{Protocol, ServerConfig, ServerStats, TestServer};
 pub use tls::{self_signed, TestCa};
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use freshpool::{Client, CloseReason, HttpVersion};
-use freshpool_testkit::{eventually, Protocol, ServerConfig, TestServer};
+use freshpool_testkit::{eventually, Protocol, ServerConfig, SettingsProxy, TestServer};
 
 mod common;
 use common::text;
@@ -192,4 +192,47 @@ async fn http2_connections_the_pool_closes_are_counted() {
         1,
         "{stats}"
     );
+}
+
+/// RFC 9113 section 6.5.2: a server may lower `MAX_CONCURRENT_STREAMS` at
+/// any time. The pool kept the limit of the server's first SETTINGS, so it
+/// put three requests on a connection that now allowed one: h2 queued two
+/// of them inside it, one after the other (the server saw one at a time on
+/// one connection, and the three took 3 s). It now follows the limit and
+/// dials for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lowers_its_stream_limit_gets_no_more_streams_than_it_allows() {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        max_concurrent_streams: Some(10),
+        ..ServerConfig::default()
+    })
+    .await;
+    let proxy = SettingsProxy::start(server.addr()).await;
+    let client = h2_client().max_connections_per_host(4).build().unwrap();
+    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    proxy.announce_max_streams(1);
+    eventually("the client applied the lower limit", || {
+        proxy.settings_acked() == 1
+    })
+    .await;
+    // (One more round trip: the limit is read as the frame passes, and
+    // this response comes after it on the same connection.)
+    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    let url = proxy.url("/delay/1000");
+    let (a, b, c) = tokio::join!(
+        text(&client, &url),
+        text(&client, &url),
+        text(&client, &url)
+    );
+    assert_eq!([a, b, c], ["ok", "ok", "ok"]);
+    assert_eq!(
+        server.stats().max_in_flight(),
+        3,
+        "the three ran at once: {}",
+        client.stats()
+    );
+    // The lowered connection carried one; new ones, with the server's own
+    // SETTINGS, carried the others.
+    assert!(server.stats().connections_accepted() >= 2);
 }

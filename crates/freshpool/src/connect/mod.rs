@@ -31,21 +31,21 @@ use crate::pool::key::{PoolKey, Scheme};
 pub use proxy::Proxy;
 pub use tcp::{Resolve, ResolveFuture, ResolveTtlFuture, SystemResolver};
 
+pub(crate) use preface::StreamLimit;
 use preface::{Preface, PrefaceIo};
 use tcp::{TcpIo, TcpSettings};
 
 /// The request half of a live connection.
 pub(crate) enum Sender {
     H1(http1::SendRequest<RequestBody>),
-    H2(http2::SendRequest<RequestBody>),
+    /// With the stream limit its server announces, followed as it changes.
+    H2(http2::SendRequest<RequestBody>, StreamLimit),
 }
 
 /// A freshly made connection, before the pool takes it.
 pub(crate) struct NewConnection {
     pub sender: Sender,
     pub socket: Weak<TcpStream>,
-    /// The server's stream limit (HTTP/2 only).
-    pub max_streams: Option<u32>,
     pub resumed_tls: bool,
     /// The address connected to (direct connections only; through a proxy
     /// the origin's address is the proxy's business). The pool retires
@@ -59,11 +59,6 @@ pub(crate) struct Connector {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub resolver: Arc<dyn Resolve>,
 }
-
-/// The HTTP/2 stream cap we apply when a server announces none (RFC 9113
-/// says "unlimited"; one connection carrying thousands of streams would make
-/// a single TCP loss stall them all).
-const DEFAULT_MAX_STREAMS: u32 = 256;
 
 /// `connect_timeout` as one deadline over a whole connection attempt: the
 /// name lookup, the TCP connect (every address) and a proxy's CONNECT
@@ -281,12 +276,11 @@ impl Connector {
             return Ok(NewConnection {
                 sender: Sender::H1(sender),
                 socket,
-                max_streams: None,
                 resumed_tls,
                 peer: None,
             });
         }
-        let (io, mut preface) = PrefaceIo::new(io);
+        let (io, mut preface, stream_limit) = PrefaceIo::new(io);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new());
         if let Some(interval) = self.config.http2_keep_alive_interval {
@@ -324,10 +318,8 @@ impl Connector {
         let seen = tokio::time::timeout(limit, preface.wait_for(|p| *p != Preface::Pending))
             .await
             .map(|seen| seen.ok().map(|p| *p));
-        let max_streams = match seen {
-            Ok(Some(Preface::Settings(limit))) => limit
-                .unwrap_or(DEFAULT_MAX_STREAMS)
-                .min(DEFAULT_MAX_STREAMS),
+        match seen {
+            Ok(Some(Preface::Settings(_))) => {}
             Err(_) => {
                 return Err(Error::new(
                     Kind::ConnectTimeout,
@@ -349,8 +341,8 @@ impl Connector {
                     format!("{target} closed the connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)"),
                 ))
             }
-        };
-        if max_streams == 0 {
+        }
+        if stream_limit.get() == 0 {
             return Err(Error::new(
                 Kind::Protocol,
                 format!("{target} allows 0 concurrent HTTP/2 streams"),
@@ -359,9 +351,8 @@ impl Connector {
         // (If the driver is gone, the slot is dropped here: freed.)
         let _ = hand_slot.send(slot.take());
         Ok(NewConnection {
-            sender: Sender::H2(sender),
+            sender: Sender::H2(sender, stream_limit),
             socket,
-            max_streams: Some(max_streams),
             resumed_tls,
             peer: None,
         })

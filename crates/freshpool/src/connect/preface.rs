@@ -1,15 +1,27 @@
-//! Reads the server's first HTTP/2 SETTINGS frame as it passes through.
+//! Reads the server's HTTP/2 SETTINGS frames as they pass through.
 //!
-//! hyper exposes the peer's stream limit only after its driver has processed
-//! SETTINGS, and nothing tells us when that happened. The pool must know the
-//! real limit before it hands the new connection to waiters: assume too many
-//! streams and requests queue inside one connection; assume too few and it
-//! opens connections it does not need. So the I/O wrapper parses the first
-//! server frame (which RFC 9113 section 3.4 requires to be SETTINGS) and then
-//! becomes a plain pass-through.
+//! hyper exposes the peer's stream limit only on the connection its driver
+//! task owns, and nothing tells us when it changed. The pool must know the
+//! real limit before it hands a new connection to waiters, and must follow
+//! it afterwards: assume too many streams and requests queue inside one
+//! connection (h2 holds them until a stream ends); assume too few and it
+//! opens connections it does not need. So the I/O wrapper walks the frames
+//! the server sends (a 9-byte header each, payloads skipped) and reads every
+//! SETTINGS frame:
+//!
+//! * the first frame, which RFC 9113 section 3.4 requires to be SETTINGS,
+//!   is reported on a watch channel ([`Preface`]) that the dial waits on;
+//! * each SETTINGS frame's `MAX_CONCURRENT_STREAMS`, the first one's and
+//!   any later one's (a server may lower or raise it at any time, RFC 9113
+//!   section 6.5.2), is published in a [`StreamLimit`] the pool reads.
+//!
+//! Its value is what the server announced, not yet acknowledged by h2: h2
+//! applies it within the same read, before it opens another stream.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -26,75 +38,135 @@ pub(crate) enum Preface {
     Invalid,
 }
 
+/// The HTTP/2 stream cap we apply when a server announces none (RFC 9113
+/// says "unlimited"; one connection carrying thousands of streams would make
+/// a single TCP loss stall them all), and to any larger announcement.
+pub(crate) const DEFAULT_MAX_STREAMS: u32 = 256;
+
 const FRAME_HEADER: usize = 9;
 const TYPE_SETTINGS: u8 = 0x4;
+const FLAG_ACK: u8 = 0x1;
 const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
-/// Larger SETTINGS frames are not plausible; stop buffering.
+/// Larger SETTINGS frames are not plausible; not read (skipped).
 const MAX_SETTINGS_PAYLOAD: usize = 6 * 64;
 
-/// Incremental parser for the first frame; fed every byte read until done.
+/// An HTTP/2 connection's current stream limit, as its server last
+/// announced it (capped at [`DEFAULT_MAX_STREAMS`]): written by the
+/// connection's I/O as SETTINGS frames pass, read by the pool whenever it
+/// decides where a stream goes. A clone shares the value.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StreamLimit(Arc<AtomicU32>);
+
+impl StreamLimit {
+    pub(crate) fn get(&self) -> u32 {
+        // Relaxed: a stale read costs one stream queued in h2 or one dial,
+        // never a wrong answer, and the next decision reads it again.
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Follows a SETTINGS frame. Without `MAX_CONCURRENT_STREAMS` the first
+    /// frame means "unlimited" and a later one "unchanged" (RFC 9113
+    /// section 6.5.2, as h2 applies it).
+    fn follow(&self, announced: Option<u32>, first: bool) {
+        let limit = match (announced, first) {
+            (Some(n), _) => n.min(DEFAULT_MAX_STREAMS),
+            (None, true) => DEFAULT_MAX_STREAMS,
+            (None, false) => return,
+        };
+        self.0.store(limit, Ordering::Relaxed);
+    }
+}
+
+/// Incremental reader of the server's frames; fed every byte read. Keeps
+/// only the current frame's header and, for SETTINGS, its payload.
 #[derive(Debug, Default)]
-pub(crate) struct PrefaceParser {
-    buf: Vec<u8>,
+pub(crate) struct FrameReader {
+    head: [u8; FRAME_HEADER],
+    head_len: usize,
+    /// Payload bytes of the current frame still to come.
+    left: usize,
+    /// The current frame's payload, when it is a SETTINGS frame to read.
+    settings: Option<Vec<u8>>,
+    /// A first frame was complete.
+    past_first: bool,
+    /// The first frame was not SETTINGS: nothing more is read.
+    broken: bool,
 }
 
-impl PrefaceParser {
-    /// Feeds bytes; returns the result once the first frame is complete.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Option<Preface> {
-        let wanted = self.wanted();
-        let take = wanted.saturating_sub(self.buf.len()).min(bytes.len());
-        self.buf.extend_from_slice(&bytes[..take]);
-        if self.buf.len() < FRAME_HEADER {
-            return None;
-        }
-        let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
-        let kind = self.buf[3];
-        if kind != TYPE_SETTINGS || !len.is_multiple_of(6) || len > MAX_SETTINGS_PAYLOAD {
-            return Some(Preface::Invalid);
-        }
-        if self.buf.len() < FRAME_HEADER + len {
-            // The header told us the full size; feed again with the rest.
-            if take < bytes.len() {
-                return self.feed(&bytes[take..]);
+impl FrameReader {
+    /// Feeds bytes read from the server; calls `seen` with the first frame
+    /// (whatever it is) and with every later SETTINGS frame (not ACKs).
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], mut seen: impl FnMut(Preface)) {
+        while !bytes.is_empty() && !self.broken {
+            if self.head_len < FRAME_HEADER {
+                let take = (FRAME_HEADER - self.head_len).min(bytes.len());
+                self.head[self.head_len..self.head_len + take].copy_from_slice(&bytes[..take]);
+                self.head_len += take;
+                bytes = &bytes[take..];
+                if self.head_len < FRAME_HEADER {
+                    return;
+                }
+                let h = &self.head;
+                let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                let readable = h[3] == TYPE_SETTINGS
+                    && h[4] & FLAG_ACK == 0
+                    && len.is_multiple_of(6)
+                    && len <= MAX_SETTINGS_PAYLOAD;
+                if !self.past_first && !readable {
+                    self.broken = true;
+                    seen(Preface::Invalid);
+                    return;
+                }
+                self.left = len;
+                self.settings = readable.then(|| Vec::with_capacity(len));
             }
-            return None;
-        }
-        let max = self.buf[FRAME_HEADER..FRAME_HEADER + len]
-            .chunks_exact(6)
-            .filter(|e| u16::from_be_bytes([e[0], e[1]]) == SETTINGS_MAX_CONCURRENT_STREAMS)
-            .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
-            .next_back();
-        Some(Preface::Settings(max))
-    }
-
-    fn wanted(&self) -> usize {
-        if self.buf.len() < FRAME_HEADER {
-            FRAME_HEADER
-        } else {
-            let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
-            FRAME_HEADER + len.min(MAX_SETTINGS_PAYLOAD)
+            let take = self.left.min(bytes.len());
+            if let Some(payload) = self.settings.as_mut() {
+                payload.extend_from_slice(&bytes[..take]);
+            }
+            self.left -= take;
+            bytes = &bytes[take..];
+            if self.left > 0 {
+                return;
+            }
+            // The frame is complete.
+            self.head_len = 0;
+            self.past_first = true;
+            if let Some(payload) = self.settings.take() {
+                let max = payload
+                    .chunks_exact(6)
+                    .filter(|e| u16::from_be_bytes([e[0], e[1]]) == SETTINGS_MAX_CONCURRENT_STREAMS)
+                    .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
+                    .next_back();
+                seen(Preface::Settings(max));
+            }
         }
     }
 }
 
-/// I/O wrapper that reports the server's preface on a watch channel.
+/// I/O wrapper that reports the server's preface on a watch channel and
+/// follows its stream limit. The watch's sender lives as long as the I/O:
+/// its drop tells the connection's driver the socket is gone.
 pub(crate) struct PrefaceIo<T> {
     inner: T,
-    parser: Option<PrefaceParser>,
+    frames: FrameReader,
     tx: watch::Sender<Preface>,
+    told: bool,
+    limit: StreamLimit,
 }
 
 impl<T> PrefaceIo<T> {
-    pub(crate) fn new(inner: T) -> (PrefaceIo<T>, watch::Receiver<Preface>) {
+    pub(crate) fn new(inner: T) -> (PrefaceIo<T>, watch::Receiver<Preface>, StreamLimit) {
         let (tx, rx) = watch::channel(Preface::Pending);
-        (
-            PrefaceIo {
-                inner,
-                parser: Some(PrefaceParser::default()),
-                tx,
-            },
-            rx,
-        )
+        let limit = StreamLimit::default();
+        let io = PrefaceIo {
+            inner,
+            frames: FrameReader::default(),
+            tx,
+            told: false,
+            limit: limit.clone(),
+        };
+        (io, rx, limit)
     }
 }
 
@@ -106,19 +178,27 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefaceIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(parser) = self.parser.as_mut() {
-            if let Poll::Ready(Ok(())) = res {
-                let fresh = &buf.filled()[before..];
-                let done = if fresh.is_empty() {
-                    Some(Preface::Invalid)
-                } else {
-                    parser.feed(fresh)
-                };
-                if let Some(preface) = done {
-                    self.parser = None;
-                    let _ = self.tx.send(preface);
-                }
+        if let Poll::Ready(Ok(())) = res {
+            let PrefaceIo {
+                frames,
+                tx,
+                told,
+                limit,
+                ..
+            } = &mut *self;
+            let fresh = &buf.filled()[before..];
+            if fresh.is_empty() && !*told {
+                *told = true;
+                let _ = tx.send(Preface::Invalid);
             }
+            frames.feed(fresh, |seen| {
+                if let Preface::Settings(max) = seen {
+                    limit.follow(max, !*told);
+                }
+                if !std::mem::replace(told, true) {
+                    let _ = tx.send(seen);
+                }
+            });
         }
         res
     }
@@ -177,35 +257,104 @@ mod tests {
     #[test]
     fn reads_max_streams_even_byte_by_byte() {
         let frame = settings_frame(&[(0x1, 4096), (0x3, 50), (0x4, 65535)]);
-        let mut p = PrefaceParser::default();
-        let mut out = None;
+        let mut p = FrameReader::default();
+        let mut out = Vec::new();
         for b in &frame {
-            out = p.feed(std::slice::from_ref(b));
-            if out.is_some() {
-                break;
-            }
+            p.feed(std::slice::from_ref(b), |seen| out.push(seen));
         }
-        assert_eq!(out, Some(Preface::Settings(Some(50))));
-        let mut whole = PrefaceParser::default();
-        let mut with_tail = frame.clone();
-        with_tail.extend_from_slice(b"trailing frames");
-        assert_eq!(whole.feed(&with_tail), Some(Preface::Settings(Some(50))));
+        assert_eq!(out, [Preface::Settings(Some(50))]);
+        assert_eq!(seen_in(&frame), [Preface::Settings(Some(50))]);
+    }
+
+    /// Everything `feed` reports for `bytes` fed at once.
+    fn seen_in(bytes: &[u8]) -> Vec<Preface> {
+        let mut out = Vec::new();
+        FrameReader::default().feed(bytes, |seen| out.push(seen));
+        out
+    }
+
+    /// A frame of another type, with a payload to skip.
+    fn other_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn later_settings_are_read_past_other_frames_and_acks() {
+        let mut bytes = settings_frame(&[(0x3, 100)]);
+        // An ACK (empty SETTINGS with the ACK flag), a DATA frame whose
+        // payload looks like a SETTINGS header, then a lowering to 1, one
+        // SETTINGS without the limit and a raise to 10.
+        bytes.extend_from_slice(&[0, 0, 0, TYPE_SETTINGS, FLAG_ACK, 0, 0, 0, 0]);
+        bytes.extend(other_frame(0x0, &settings_frame(&[(0x3, 7)])));
+        bytes.extend(settings_frame(&[(0x3, 1)]));
+        bytes.extend(settings_frame(&[(0x4, 65535)]));
+        bytes.extend(settings_frame(&[(0x3, 10)]));
+        let want = [
+            Preface::Settings(Some(100)),
+            Preface::Settings(Some(1)),
+            Preface::Settings(None),
+            Preface::Settings(Some(10)),
+        ];
+        assert_eq!(seen_in(&bytes), want);
+        for split in [1, 5, 9, 10, 17] {
+            let mut p = FrameReader::default();
+            let mut out = Vec::new();
+            for chunk in bytes.chunks(split) {
+                p.feed(chunk, |seen| out.push(seen));
+            }
+            assert_eq!(out, want, "fed in chunks of {split}");
+        }
+    }
+
+    #[test]
+    fn the_limit_follows_every_settings_frame() {
+        let limit = StreamLimit::default();
+        limit.follow(None, true);
+        assert_eq!(limit.get(), DEFAULT_MAX_STREAMS, "none announced: our cap");
+        limit.follow(Some(1), false);
+        assert_eq!(limit.get(), 1);
+        limit.follow(None, false);
+        assert_eq!(
+            limit.get(),
+            1,
+            "a later SETTINGS without it changes nothing"
+        );
+        limit.follow(Some(0), false);
+        assert_eq!(limit.get(), 0, "a server may stop new streams for a while");
+        limit.follow(Some(u32::MAX), false);
+        assert_eq!(limit.get(), DEFAULT_MAX_STREAMS);
     }
 
     #[test]
     fn settings_without_limit_and_non_settings() {
-        let mut p = PrefaceParser::default();
-        assert_eq!(p.feed(&settings_frame(&[])), Some(Preface::Settings(None)));
-        let mut q = PrefaceParser::default();
-        assert_eq!(q.feed(b"HTTP/1.1 200 OK\r\n"), Some(Preface::Invalid));
+        assert_eq!(seen_in(&settings_frame(&[])), [Preface::Settings(None)]);
+        assert_eq!(seen_in(b"HTTP/1.1 200 OK\r\n"), [Preface::Invalid]);
+        // A first frame that is a SETTINGS ACK is no preface either.
+        assert_eq!(
+            seen_in(&[0, 0, 0, TYPE_SETTINGS, FLAG_ACK, 0, 0, 0, 0]),
+            [Preface::Invalid]
+        );
     }
 
     proptest::proptest! {
         #[test]
         fn never_panics_on_arbitrary_bytes(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..8)) {
-            let mut p = PrefaceParser::default();
+            let mut p = FrameReader::default();
             for c in &chunks {
-                if p.feed(c).is_some() { break; }
+                p.feed(c, |_| {});
             }
         }
     }

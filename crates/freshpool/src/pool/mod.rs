@@ -82,7 +82,7 @@ use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
 use crate::config::PoolConfig;
-use crate::connect::{tcp, Connector, NewConnection, Sender};
+use crate::connect::{tcp, Connector, NewConnection, Sender, StreamLimit};
 use crate::error::{fmt_duration, Error, Kind};
 use crate::health::{Clock, SuspendWatch, HEARTBEAT};
 use crate::stats::{CloseReason, Counters, LeaseInfo, OriginStats, PoolStats};
@@ -120,11 +120,12 @@ impl Channel for H1Conn {
     }
 }
 
-/// An HTTP/2 connection's sender and the limit its server announced.
+/// An HTTP/2 connection's sender and the stream limit its server announces.
 #[derive(Clone)]
 pub(crate) struct H2Conn {
     pub sender: http2::SendRequest<RequestBody>,
-    pub announced: u32,
+    /// Follows every SETTINGS frame the server sends (connect/preface.rs).
+    pub limit: StreamLimit,
     /// The address dialed (direct connections), to follow DNS changes.
     pub peer: Option<std::net::SocketAddr>,
 }
@@ -134,10 +135,11 @@ impl Channel for H2Conn {
         self.sender.is_closed()
     }
     fn max_streams(&self) -> u32 {
-        // From the server's first SETTINGS (see connect/preface.rs). A later
-        // lowering makes h2 queue extra streams inside the connection, which
-        // costs latency, never correctness.
-        self.announced
+        // Read at each decision: a server that lowers its limit gets no
+        // more streams than it allows (h2 would queue the rest inside the
+        // connection, behind streams that may run for long), and one that
+        // raises it gets them from the next checkout or stream end on.
+        self.limit.get()
     }
 }
 

@@ -1420,11 +1420,11 @@ fn dead_on_arrival_connection_leaves_its_waiter_without_a_dial() {
 
 /// Bounded "arbitrary bytes" runs of the crate-private parsers that the
 /// cargo-fuzz targets cannot reach without a public hook (see
-/// RELIABILITY.md): the HTTP/2 preface parser and the pool key.
+/// RELIABILITY.md): the HTTP/2 frame reader and the pool key.
 mod parsers {
     use proptest::prelude::*;
 
-    use crate::connect::preface::{Preface, PrefaceParser};
+    use crate::connect::preface::{FrameReader, Preface};
     use crate::pool::key::{KeyParts, PoolKey};
 
     /// The whole first frame at once, by the letter of RFC 9113 §3.4/§6.5.
@@ -1434,7 +1434,7 @@ mod parsers {
             return None;
         }
         let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
-        if bytes[3] != 0x4 || len % 6 != 0 || len > 6 * 64 {
+        if bytes[3] != 0x4 || bytes[4] & 0x1 != 0 || len % 6 != 0 || len > 6 * 64 {
             return Some(Preface::Invalid);
         }
         if bytes.len() < 9 + len {
@@ -1491,23 +1491,26 @@ mod parsers {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
 
-        /// However the bytes are split into reads, the parser never panics
-        /// and decides exactly what the whole-frame reference decides.
+        /// However the bytes are split into reads, the reader never panics,
+        /// decides on the first frame exactly what the whole-frame reference
+        /// decides, and reports the same later SETTINGS frames as when fed
+        /// everything at once.
         #[test]
-        fn preface_parser_is_chunking_invariant(bytes in frame(), cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+        fn frame_reader_is_chunking_invariant(frames in prop::collection::vec(frame(), 1..4), cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+            let bytes = frames.concat();
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
             cuts.push(0);
             cuts.push(bytes.len());
             cuts.sort_unstable();
-            let mut parser = PrefaceParser::default();
-            let mut got = None;
+            let mut reader = FrameReader::default();
+            let mut got = Vec::new();
             for w in cuts.windows(2) {
-                if let Some(p) = parser.feed(&bytes[w[0]..w[1]]) {
-                    got = Some(p);
-                    break;
-                }
+                reader.feed(&bytes[w[0]..w[1]], |seen| got.push(seen));
             }
-            prop_assert_eq!(got, reference(&bytes));
+            prop_assert_eq!(got.first().copied(), reference(&bytes));
+            let mut whole = Vec::new();
+            FrameReader::default().feed(&bytes, |seen| whole.push(seen));
+            prop_assert_eq!(got, whole);
         }
 
         /// Any URI that `http` parses gives a key or a typed error; hosts

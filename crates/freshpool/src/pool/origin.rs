@@ -237,7 +237,7 @@ impl Origin {
         // to an address the resolver no longer lists is not shared (below).
         let current = self.follow_dns_now();
         let listed = match (&conn.sender, conn.peer) {
-            (Sender::H2(_), Some(peer)) => current.map(|addrs| addrs.contains(&peer)),
+            (Sender::H2(..), Some(peer)) => current.map(|addrs| addrs.contains(&peer)),
             _ => None,
         };
         let mut surplus = None;
@@ -255,7 +255,7 @@ impl Origin {
                     // the request it goes to: its return closes it.)
                     surplus = g.state.offer_idle(idle, self.limits);
                 }
-                Sender::H2(sender) if listed == Some(false) => {
+                Sender::H2(sender, limit) if listed == Some(false) => {
                     // Dialed before DNS moved away from its address: shared,
                     // it would carry every later stream there for good
                     // (`follow_dns` drains only what it finds when it sees
@@ -264,16 +264,16 @@ impl Origin {
                     g.state.protocol = Protocol::Http2;
                     // (What it announced still says how many waiters one
                     // new dial serves.)
-                    g.state.streams_per_conn = conn.max_streams.unwrap_or(1).max(1);
+                    g.state.streams_per_conn = limit.get().max(1);
                     moved = Some(sender);
                 }
-                Sender::H2(sender) => {
+                Sender::H2(sender, limit) => {
                     g.state.protocol = Protocol::Http2;
                     g.state.add_shared(Shared {
                         id: conn_id,
                         sender: H2Conn {
                             sender,
-                            announced: conn.max_streams.unwrap_or(1),
+                            limit,
                             peer: conn.peer,
                         },
                         in_flight: 0,
