@@ -105,6 +105,21 @@ pub fn parse_url(url: &str) -> Result<http::Uri, String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("invalid URL '{url}': no host"));
     }
+    // `http` keeps a port it cannot read as a number (`:65536`, `:8o80`)
+    // and `port()` then says "none": the default port would be used. The
+    // library refuses these the same way (`PoolKey::view`); an empty port
+    // means the default (RFC 3986 section 3.2.3).
+    let host_port = uri.authority().map_or("", |a| {
+        let a = a.as_str().rsplit('@').next().unwrap_or_default();
+        a.rsplit_once(']').map_or(a, |(_, after)| after)
+    });
+    if let Some((_, digits)) = host_port.rsplit_once(':').filter(|(_, p)| !p.is_empty()) {
+        if !digits.bytes().all(|b| b.is_ascii_digit()) || digits.parse::<u16>().is_err() {
+            return Err(format!(
+                "invalid URL '{url}': port '{digits}' is not a number from 0 to 65535"
+            ));
+        }
+    }
     Ok(uri)
 }
 
@@ -417,5 +432,23 @@ mod tests {
             .unwrap_err()
             .contains("scheme"));
         assert!(parse_url("/relative").is_err());
+        for bad in [
+            "http://127.0.0.1:65536/",
+            "http://127.0.0.1:8o80/",
+            "https://h:+443/",
+            "http://[::1]:99999/",
+            "http://u:p@h:70000/",
+        ] {
+            let err = parse_url(bad).unwrap_err();
+            assert!(err.contains("port"), "{bad}: {err}");
+        }
+        for good in [
+            "http://[::1]:8080/",
+            "http://u:p@h:8080/",
+            "http://[::1]/",
+            "http://h:/",
+        ] {
+            assert!(parse_url(good).is_ok(), "{good}");
+        }
     }
 }

@@ -165,8 +165,11 @@ async fn load_reports_the_request_count_statuses_and_pool_stats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_one_line_and_a_nonzero_exit() {
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 7] = [
         &["probe", "not a url"],
+        // (`http` parses these ports; they used to be probed on port 80.)
+        &["probe", "http://127.0.0.1:65536/"],
+        &["load", "http://127.0.0.1:8o80/", "-n", "1"],
         &["load", "ftp://example.com/"],
         &["load", "http://127.0.0.1:1/", "-n", "5"],
         &["probe", "http://127.0.0.1:1/"],
@@ -179,6 +182,9 @@ async fn bad_input_is_one_line_and_a_nonzero_exit() {
         assert!(!err.trim().is_empty(), "{args:?}: no message");
         if args[0] != "load" || args.len() < 4 || args[3] != "soon" {
             assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        }
+        if args[1].contains("65536") || args[1].contains("8o80") {
+            assert!(err.contains("is not a number"), "{args:?}: {err}");
         }
     }
     let out = freshpool(&["bench", "--scenario", "nope"], Duration::from_secs(30)).await;

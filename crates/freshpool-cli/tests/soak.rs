@@ -73,3 +73,33 @@ fn soak(duration: &str, extra: &[&str]) {
         "{summary}"
     );
 }
+
+/// A run shorter than `--fault-every` injects no fault. It used to hang up
+/// to the injector's next wake-up after the load (the parent then gave up
+/// on the child after 20 s and failed with a protocol error) or, when
+/// shorter, to pass without having tested anything. It now stops the
+/// injector at once and fails, saying why.
+#[test]
+fn a_soak_that_injected_no_fault_fails_and_says_so() {
+    let output = Command::new(env!("CARGO_BIN_EXE_freshpool"))
+        .args([
+            "soak",
+            "--duration",
+            "2s",
+            "--fault-every",
+            "10m",
+            "--warmup",
+            "1s",
+            "--concurrency",
+            "4",
+        ])
+        .output()
+        .expect("run the freshpool binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("no fault was injected"), "{stderr}");
+    assert!(
+        !stderr.contains("STATS"),
+        "the child answered at once: {stderr}"
+    );
+}

@@ -69,16 +69,24 @@ impl Target {
             .unwrap_or_default()
             .trim_matches(|c| c == '[' || c == ']')
             .to_string();
+        // Without credentials: they are no part of `Host` or `:authority`
+        // (RFC 9110 section 7.2) and must not go on the wire there.
+        let authority = uri
+            .authority()
+            .and_then(|a| a.as_str().rsplit('@').next())
+            .unwrap_or_default()
+            .to_string();
+        let path = uri.path_and_query().map_or("/".into(), |p| p.to_string());
         Ok(Target {
-            url: args.url.clone(),
+            url: format!("{}://{authority}{path}", uri.scheme_str().unwrap_or("http")),
             port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
             tls: if https {
                 Some(tls::tls_config(args, alpn)?)
             } else {
                 None
             },
-            authority: uri.authority().map(|a| a.to_string()).unwrap_or_default(),
-            path: uri.path_and_query().map_or("/".into(), |p| p.to_string()),
+            authority,
+            path,
             host,
         })
     }
@@ -521,4 +529,23 @@ pub async fn run(args: ProbeArgs) -> Result<(), String> {
         advice::recommend(keeps, hint, observed, &idle, streams, args.max_wait)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_the_url_go_nowhere_on_the_wire() {
+        let args = ProbeArgs {
+            url: "http://user:secret@127.0.0.1:8080/x?y=1".into(),
+            max_wait: Duration::from_secs(1),
+            insecure: false,
+            cacert: None,
+        };
+        let target = Target::new(&args, &[]).unwrap();
+        assert_eq!(target.authority, "127.0.0.1:8080");
+        assert_eq!(target.url, "http://127.0.0.1:8080/x?y=1");
+        assert_eq!((target.host.as_str(), target.port), ("127.0.0.1", 8080));
+    }
 }

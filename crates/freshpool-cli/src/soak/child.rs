@@ -2,7 +2,6 @@
 //! the fault injector (`soak --serve`), and the parent's handle on it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -138,25 +137,26 @@ pub(super) async fn serve(args: SoakArgs) -> Result<(), String> {
     let proxy = Arc::new(ChaosProxy::start(server.addr()).await);
     println!("READY {}", proxy.addr().port());
     let faults = Arc::new(Mutex::new(BTreeMap::<&'static str, u64>::new()));
-    let mut injector: Option<(Arc<AtomicBool>, tokio::task::JoinHandle<()>)> = None;
+    let mut injector: Option<tokio::task::JoinHandle<()>> = None;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         match line.trim() {
             "FAULTS ON" if injector.is_none() => {
-                let stop = Arc::new(AtomicBool::new(false));
-                let task = tokio::spawn(inject(
+                injector = Some(tokio::spawn(inject(
                     proxy.clone(),
                     server.clone(),
-                    stop.clone(),
                     faults.clone(),
                     args.fault_every,
                     seed,
-                ));
-                injector = Some((stop, task));
+                )));
             }
             "FAULTS OFF" => {
-                if let Some((stop, task)) = injector.take() {
-                    stop.store(true, Ordering::SeqCst);
+                // Stopped at once, even mid-sleep: the parent's next
+                // command (`STATS`) waits only so long for its answer, and
+                // a long `--fault-every` sleeps longer. A fault cut short
+                // is not counted; the settings it left are undone below.
+                if let Some(task) = injector.take() {
+                    task.abort();
                     let _ = task.await;
                 }
                 proxy.set_idle_close(None);
@@ -189,11 +189,10 @@ pub(super) async fn serve(args: SoakArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Injects one random fault about every `every` until `stop`.
+/// Injects one random fault about every `every` until aborted.
 async fn inject(
     proxy: Arc<ChaosProxy>,
     server: Arc<TestServer>,
-    stop: Arc<AtomicBool>,
     faults: Arc<Mutex<BTreeMap<&'static str, u64>>>,
     every: Duration,
     seed: u64,
@@ -203,12 +202,9 @@ async fn inject(
     let mut idle_close_on = false;
     // Let the pool warm up before the first fault.
     tokio::time::sleep(every).await;
-    while !stop.load(Ordering::SeqCst) {
+    loop {
         let ms = every.as_millis() as u64;
         tokio::time::sleep(rng.millis(ms / 2, ms * 3 / 2)).await;
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
         let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
         match fault {
             "kill_all_silently" => {

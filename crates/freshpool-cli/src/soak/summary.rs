@@ -314,6 +314,13 @@ impl Summary<'_> {
                 args.rss_tolerance
             ));
         }
+        if faults_total == 0 {
+            // Otherwise a run shorter than --fault-every passes untested.
+            problems.push(format!(
+                "no fault was injected (the first comes --fault-every {} after the load starts; run longer)",
+                super::fmt_secs(args.fault_every)
+            ));
+        }
         problems.extend(s.unsettled());
         if drift.steady_samples < 2 {
             problems
