@@ -7,6 +7,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A boxed error, the currency of `source()` chains.
@@ -89,7 +90,9 @@ pub struct Error {
 struct Inner {
     kind: Kind,
     message: String,
-    source: Option<BoxError>,
+    /// (Shared, so that one dial's failure can answer every request that
+    /// waited for that dial: [`Error::for_another_waiter`].)
+    source: Option<Arc<dyn StdError + Send + Sync>>,
     /// Set when the failure happened on a reused (pooled) connection before
     /// any response byte: the retry layer reads it.
     reused_connection: bool,
@@ -108,8 +111,21 @@ impl Error {
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Error {
-        self.inner.source = Some(source.into());
+        self.inner.source = Some(Arc::from(source.into()));
         self
+    }
+
+    /// The same failure for another request it answers (several requests
+    /// waited for one HTTP/2 dial): same kind, message and source.
+    pub(crate) fn for_another_waiter(&self) -> Error {
+        Error {
+            inner: Box::new(Inner {
+                kind: self.inner.kind,
+                message: self.inner.message.clone(),
+                source: self.inner.source.clone(),
+                reused_connection: self.inner.reused_connection,
+            }),
+        }
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Error {

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use freshpool::{Client, CloseReason, HttpVersion};
-use freshpool_testkit::{eventually, Protocol, ServerConfig, SettingsProxy, TestServer};
+use freshpool_testkit::{
+    eventually, ChaosProxy, Protocol, ServerConfig, SettingsProxy, TestServer,
+};
 
 mod common;
 use common::text;
@@ -235,4 +237,35 @@ async fn a_server_that_lowers_its_stream_limit_gets_no_more_streams_than_it_allo
     // The lowered connection carried one; new ones, with the server's own
     // SETTINGS, carried the others.
     assert!(server.stats().connections_accepted() >= 2);
+}
+
+/// Concurrent requests to an HTTP/2 origin share one dial. When it failed,
+/// only the request it was started for heard; the others got a dial each,
+/// one after the other, and their `pool_timeout` kept moving while a dial
+/// was under way: the sixth of six requests to a silent host failed after
+/// six handshake timeouts, and the host saw six connections one by one.
+/// Now all six get the one dial's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_shared_a_failed_http2_dial_all_get_its_error() {
+    let server = h2_server().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    // Accepts, and never answers: no SETTINGS frame ever comes.
+    proxy.set_blackhole(true);
+    let client = h2_client()
+        .connect_timeout(Duration::from_millis(500))
+        .tls_handshake_timeout(Duration::from_millis(500))
+        .pool_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let url = proxy.url("/");
+    let requests = (0..6).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { client.get(&url).await.map(|_| ()) })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        let err = request.await.unwrap().unwrap_err();
+        assert!(err.is_timeout() && err.is_connect(), "{err}");
+        assert!(err.to_string().contains("SETTINGS"), "{err}");
+    }
+    assert_eq!(proxy.stats().connections_accepted, 1, "{}", client.stats());
 }

@@ -568,7 +568,7 @@ impl Model {
                         self.st.check(self.limits())?;
                     }
                     self.st
-                        .fail_waiter(dial.waiter_id, Error::new(Kind::Connect, "refused"));
+                        .fail_dial(dial.waiter_id, Error::new(Kind::Connect, "refused"));
                     self.service();
                 }
             }

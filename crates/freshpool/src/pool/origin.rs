@@ -118,9 +118,11 @@ impl Origin {
                     if dialing.swap(false, Ordering::AcqRel) {
                         g.state.dial_done();
                     }
-                    g.state.fail_waiter(waiter_id, err);
+                    g.state.fail_dial(waiter_id, err);
                     // A waiter whose dial failed is answered; others that had
-                    // counted on this dial (coalesced HTTP/2) need their own.
+                    // counted on this dial (coalesced HTTP/2) are answered
+                    // too when nothing else can serve them, else get their
+                    // own dial here.
                     g.state.service(self.limits, &*self.budget)
                 };
                 self.spawn_dials(dials);

@@ -631,6 +631,32 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         in_line <= marked.min(self.dialing).saturating_mul(per_dial)
     }
 
+    /// A dial failed (its count already given back): delivers the error to
+    /// the waiter it was for and, when nothing else can serve the queue,
+    /// to every waiter. Over HTTP/2, or before the protocol is known, the
+    /// other waiters rode on this dial (`should_coalesce`); with no other
+    /// dial in flight and no connection taking streams, each would get a
+    /// dial of its own in turn, one `connect_timeout` after the other, and
+    /// `dial_covers` would keep moving their `pool_timeout`: the 50th of 50
+    /// requests to a host that drops SYNs failed after 50 connect timeouts.
+    /// Go's HTTP/2 pool answers every request waiting on a dial call with
+    /// its error in the same way.
+    pub(crate) fn fail_dial(&mut self, waiter_id: u64, err: Error) {
+        let rode_on_it = self.protocol != Protocol::Http1
+            && self.dialing == 0
+            && !self.shared.iter().any(|s| s.takes_streams());
+        if rode_on_it {
+            for waiter in std::mem::take(&mut self.waiters) {
+                if waiter.id == waiter_id {
+                    self.waiters.push_back(waiter);
+                } else if waiter.tx.send(Err(err.for_another_waiter())).is_ok() {
+                    self.live_waiters -= 1;
+                }
+            }
+        }
+        self.fail_waiter(waiter_id, err);
+    }
+
     /// Delivers a dial error to the waiter it was for, if it still waits.
     pub(crate) fn fail_waiter(&mut self, waiter_id: u64, err: Error) {
         if let Some(pos) = self.waiters.iter().position(|w| w.id == waiter_id) {
