@@ -269,3 +269,56 @@ async fn requests_that_shared_a_failed_http2_dial_all_get_its_error() {
     }
     assert_eq!(proxy.stats().connections_accepted, 1, "{}", client.stats());
 }
+
+/// After a freeze, an HTTP/2 connection that carried a stream across it
+/// (an event stream, a long poll) may be as dead as an idle one. Only idle
+/// ones were drained, so every new request went to the busy one (and
+/// would hang there until TCP gave up). Now it takes no new streams; its
+/// own stream still ends normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_resume_a_busy_http2_connection_takes_no_new_streams() {
+    let server = h2_server().await;
+    let client = h2_client().build().unwrap();
+    let held = client.get(&server.url("/stall/1500")).await.unwrap();
+    client.on_resume();
+    let next = client.get(&server.url("/")).await.unwrap();
+    assert_ne!(
+        next.headers()["x-conn-id"],
+        held.headers()["x-conn-id"],
+        "{}",
+        client.stats()
+    );
+    assert_eq!(server.stats().connections_accepted(), 2);
+    let body = held.into_body().text().await.unwrap();
+    assert!(body.starts_with("partial"), "{body}");
+}
+
+/// A waiter that gave up after the pool handed it a connection's first
+/// stream gives that stream back, "as if never taken". It also marked the
+/// connection unused, although other requests had run on it meanwhile: the
+/// next request counted as a first stream (not reused), and so got a fresh
+/// connection's retry rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_given_back_does_not_make_a_used_connection_look_new() {
+    let server = h2_server().await;
+    let client = h2_client().max_connections_per_host(1).build().unwrap();
+    let url = server.url("/");
+    // A queues, and the dial it started lands and hands it the first
+    // stream, while A is never polled again.
+    let mut a = Box::pin(client.get(&url));
+    std::future::poll_fn(|cx| {
+        let _ = std::future::Future::poll(a.as_mut(), cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+    eventually("the connection landed", || {
+        let stats = client.stats();
+        stats.open_connections == 1 && stats.origins[0].connecting == 0
+    })
+    .await;
+    assert_eq!(text(&client, &url).await, "ok"); // B: reused
+    drop(a); // gives the first stream back
+    assert_eq!(text(&client, &url).await, "ok"); // C: reused too
+    assert_eq!(client.stats().origins[0].reused, 2, "{}", client.stats());
+    assert_eq!(server.stats().requests(), 2);
+}

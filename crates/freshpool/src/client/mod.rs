@@ -223,7 +223,8 @@ impl Client {
 
     /// Closes every idle connection now: call it when your runtime tells you
     /// the process just resumed (e.g. a serverless INVOKE after a freeze).
-    /// In-flight requests are not affected.
+    /// In-flight requests are not affected; an HTTP/2 connection carrying
+    /// them takes no new streams and closes when they end.
     ///
     /// ```
     /// freshpool::Client::new().on_resume();

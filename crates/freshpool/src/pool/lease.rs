@@ -223,8 +223,8 @@ impl Drop for WaiterGuard {
                     .offer_idle(idle, self.origin.limits);
                 drop(surplus);
             }
-            Ok(Ok(Handoff::Stream { conn_id, first, .. })) => {
-                self.origin.untake_stream(conn_id, first);
+            Ok(Ok(Handoff::Stream { conn_id, .. })) => {
+                self.origin.untake_stream(conn_id);
             }
             Ok(Err(_) | Ok(Handoff::AskAgain)) => {}
             Err(_) => {

@@ -454,8 +454,8 @@ impl Model {
                             let surplus = self.st.offer_idle(idle, self.limits());
                             drop(surplus);
                         }
-                        Ok(Handoff::Stream { conn_id, first, .. }) => {
-                            self.st.untake_stream(conn_id, first);
+                        Ok(Handoff::Stream { conn_id, .. }) => {
+                            self.st.untake_stream(conn_id);
                             self.service();
                         }
                         Ok(Handoff::AskAgain) | Err(_) => {}
@@ -724,8 +724,8 @@ impl Model {
                 let surplus = self.st.offer_idle(idle, self.limits());
                 drop(surplus);
             }
-            Ok(Ok(Handoff::Stream { conn_id, first, .. })) => {
-                self.st.untake_stream(conn_id, first);
+            Ok(Ok(Handoff::Stream { conn_id, .. })) => {
+                self.st.untake_stream(conn_id);
                 self.service();
             }
             Ok(Err(_) | Ok(Handoff::AskAgain)) => {}
@@ -787,7 +787,7 @@ impl Model {
                 in_flight: 0,
                 created: now,
                 draining: None,
-                used: false,
+                streams: 0,
                 idle_since: now,
             });
         } else {

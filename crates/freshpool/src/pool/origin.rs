@@ -281,7 +281,7 @@ impl Origin {
                         in_flight: 0,
                         created: now,
                         draining: None,
-                        used: false,
+                        streams: 0,
                         idle_since: now,
                     });
                 }
@@ -363,10 +363,12 @@ impl Origin {
                 dropped.push((reason, idle));
             }
             for s in g.state.shared.iter_mut() {
-                // HTTP/2 connections with no streams after a freeze: stop
-                // using them; a dead one would otherwise take the next
-                // burst down with it.
-                if frozen_since.is_some() && s.in_flight == 0 {
+                // HTTP/2 connections after a freeze: no new streams; a
+                // dead one would otherwise take the next burst down with
+                // it. Also one carrying a stream across the freeze (an
+                // event stream, a long poll): that stream ends as it will,
+                // while new requests hung on a connection the NAT forgot.
+                if frozen_since.is_some() {
                     s.drain(CloseReason::FreezeEviction);
                 }
                 if self
@@ -568,10 +570,10 @@ impl Origin {
 
     /// A stream handed to a waiter that had just given up: as if never
     /// taken, and then what the end of a stream does.
-    pub(super) fn untake_stream(self: &Arc<Self>, conn_id: u64, first: bool) {
+    pub(super) fn untake_stream(self: &Arc<Self>, conn_id: u64) {
         let (dials, gone) = {
             let mut g = self.lock();
-            g.state.untake_stream(conn_id, first);
+            g.state.untake_stream(conn_id);
             self.settle_streams(&mut g)
         };
         self.count_closed(gone);

@@ -124,8 +124,11 @@ pub(crate) struct Shared<S> {
     /// lifetime, idle timeout): it closes for that reason once its last
     /// stream ends. A GOAWAY shows as a closed sender instead.
     pub draining: Option<CloseReason>,
-    /// Whether it has carried a stream: later ones count as reuse.
-    pub used: bool,
+    /// Streams it has carried (taken and not given back untouched): the
+    /// first is not reuse, later ones are. A count, not a flag: a stream
+    /// given back by a waiter that left must not make the connection look
+    /// unused when others ran on it meanwhile.
+    pub streams: u64,
     /// When its last stream ended (or it landed): `idle_timeout` closes
     /// it once it has carried none that long, as it does HTTP/1 ones.
     pub idle_since: Stamp,
@@ -413,7 +416,8 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             .iter_mut()
             .find(|s| s.takes_streams() && s.in_flight < s.sender.max_streams())?;
         conn.in_flight += 1;
-        let first = !std::mem::replace(&mut conn.used, true);
+        let first = conn.streams == 0;
+        conn.streams += 1;
         Some((conn.id, conn.sender.clone(), first, conn.idle_since))
     }
 
@@ -470,7 +474,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             };
             if let Err(unused) = self.hand_to_oldest(stream) {
                 if let Handoff::Stream { conn_id, .. } = unused {
-                    self.untake_stream(conn_id, first);
+                    self.untake_stream(conn_id);
                 }
                 return;
             }
@@ -557,12 +561,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         self.serve_streams();
     }
 
-    /// A stream taken but handed to no one: as if never taken (`first`:
-    /// the connection had carried none before it).
-    pub(crate) fn untake_stream(&mut self, conn_id: u64, first: bool) {
+    /// A stream taken but handed to no one: as if never taken.
+    pub(crate) fn untake_stream(&mut self, conn_id: u64) {
         if let Some(s) = self.shared.iter_mut().find(|s| s.id == conn_id) {
             s.in_flight = s.in_flight.saturating_sub(1);
-            s.used &= !first;
+            s.streams = s.streams.saturating_sub(1);
         }
     }
 
