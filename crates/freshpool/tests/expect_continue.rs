@@ -128,6 +128,55 @@ async fn early_answering_server() -> std::net::SocketAddr {
     answering_server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await
 }
 
+/// A raw server that answers the first request head on each connection
+/// with "ok" at once, then reads nothing more while it keeps the socket
+/// open (a server done with a request whose body it does not want).
+async fn answering_then_deaf_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An in-memory body is taken by hyper whole and queued to be written;
+/// the response can end before it is. With a server that answered early
+/// and stopped reading, that connection went back to the pool and the next
+/// request waited in hyper's readiness for as long as the server kept the
+/// socket (no timeout covers that wait). A pooled connection not ready
+/// within a moment is now closed and the request, never sent, goes on
+/// another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_still_writing_an_in_memory_body_does_not_hold_up_the_next_request() {
+    let addr = answering_then_deaf_server().await;
+    let url = format!("http://{addr}/");
+    let client = Client::builder().expect_continue(false).build().unwrap();
+    let upload = http::Request::post(&url).body(vec![0u8; 64 << 20]).unwrap();
+    assert_eq!(text(&client, client.request(upload)).await, "ok");
+    let next = tokio::time::timeout(Duration::from_secs(5), text(&client, client.get(&url)))
+        .await
+        .expect("the next request is not stuck behind the queued body");
+    assert_eq!(next, "ok");
+    assert_eq!(client.stats().origins[0].created, 2, "{}", client.stats());
+}
+
 /// A raw server that answers every request head with `answer`, at once,
 /// and keeps reading whatever follows.
 async fn answering_server(answer: &'static [u8]) -> std::net::SocketAddr {

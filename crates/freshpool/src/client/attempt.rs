@@ -12,6 +12,7 @@ use std::panic::Location;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, EXPECT, HOST};
@@ -131,8 +132,15 @@ impl Client {
             // that rather than mistake "not yet" for "closed". (Before the
             // request is touched: it stays in `pending`, unprepared.)
             if let LeaseKind::H1(idle) = lease.kind_mut() {
-                if let Err(e) = idle.conn.sender.ready().await {
-                    let err = error::from_hyper(e, lease.origin_label());
+                let sender = &mut idle.conn.sender;
+                let ready =
+                    match std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await {
+                        Poll::Ready(ready) => {
+                            ready.map_err(|e| error::from_hyper(e, lease.origin_label()))
+                        }
+                        Poll::Pending => ready_within(&mut lease, READY_WAIT).await,
+                    };
+                if let Err(err) = ready {
                     lease.discard();
                     if !unsent.another(reused, stale_limit) {
                         return Err(err);
@@ -573,6 +581,36 @@ fn refuses_our_expect(response: &Response<Incoming>, gate: &Option<Arc<GateState
 struct UnsentAttempts {
     fresh: usize,
     reused: usize,
+}
+
+/// How long a pooled HTTP/1 connection may take to be ready for the next
+/// request: a moment, after the previous response ended, for hyper's
+/// dispatcher to run. One still writing an earlier request's body (hyper
+/// took an in-memory body whole and queued it; the server answered early
+/// and stopped reading) would never be: the request waited in `ready()`,
+/// bounded by no timeout. Go does not reuse a connection whose request
+/// write has not finished either (`wroteRequest`, 50 ms).
+const READY_WAIT: Duration = Duration::from_millis(500);
+
+/// The slow way to a ready HTTP/1 sender (see [`READY_WAIT`]). Past it the
+/// connection is busy, not broken: the caller discards it and the request,
+/// never sent, goes again.
+#[cold]
+async fn ready_within(lease: &mut Lease, limit: Duration) -> Result<(), Error> {
+    let label = lease.origin_label().clone();
+    let LeaseKind::H1(idle) = lease.kind_mut() else {
+        return Ok(());
+    };
+    match tokio::time::timeout(limit, idle.conn.sender.ready()).await {
+        Ok(ready) => ready.map_err(|e| error::from_hyper(e, &label)),
+        Err(_) => Err(Error::new(
+            Kind::Io,
+            format!(
+                "a pooled connection to {label} was not ready for a new request within {} (still sending an earlier request's body?)",
+                error::fmt_duration(limit)
+            ),
+        )),
+    }
 }
 
 impl UnsentAttempts {
