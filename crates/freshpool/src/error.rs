@@ -245,6 +245,29 @@ impl StdError for Error {
     }
 }
 
+/// A URL for an error message (a request's or a proxy's): the password,
+/// if any, replaced.
+pub(crate) fn redact_userinfo(url: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    // The last '@' anywhere after the scheme, not only before the first
+    // '/': a password may hold an unencoded '/', '?' or '#', and then the
+    // URL does not parse (or `http` reads part of it as a port, the rest
+    // as the path), and this message must still hide it. (A path holding
+    // an '@' reads oddly here; a leaked password is worse.)
+    match url[scheme_end..].rfind('@') {
+        Some(at) => {
+            let userinfo = &url[scheme_end..scheme_end + at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!(
+                "{}{user}:***{}",
+                &url[..scheme_end],
+                &url[scheme_end + at..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Formats a duration the way people read them: `250ms`, `1.5s`.
 pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {

@@ -528,6 +528,21 @@ async fn userinfo_becomes_basic_authorization_and_leaves_the_uri() {
         .unwrap_err();
     assert_eq!(err.kind(), Kind::Timeout, "{err}");
     assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+    // Passwords that keep the URI from parsing, or that `http` reads as a
+    // port and a path (an unencoded '/', '?' or '#'), stay out of the
+    // error too.
+    for url in [
+        format!("http://u:pa/ss3cret@127.0.0.1:{port}/"),
+        format!("http://u:pa?ss3cret@127.0.0.1:{port}/"),
+        format!("http://u:se cret@127.0.0.1:{port}/"),
+    ] {
+        let err = impatient.get(&url).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::InvalidUri, "{err}");
+        let shown = format!("{err} {err:?}");
+        for secret in ["pa/", "pa?", "\"pa\"", "cret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 }
 
 /// The overall `timeout` bounds the response body too, as in reqwest and

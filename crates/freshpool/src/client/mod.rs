@@ -397,8 +397,10 @@ fn build_request(
     uri: &str,
     body: RequestBody,
 ) -> Result<Request<RequestBody>, Error> {
-    let uri = uri_memo::parse(uri)
-        .map_err(|e| Error::invalid_uri(format!("invalid URI {uri:?}")).with_source(e))?;
+    let uri = uri_memo::parse(uri).map_err(|e| {
+        let shown = crate::error::redact_userinfo(uri);
+        Error::invalid_uri(format!("invalid URI {shown:?}")).with_source(e)
+    })?;
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::config::{HttpVersion, TlsSettings};
-use crate::error::Error;
+use crate::error::{redact_userinfo, Error};
 
 /// `http` or `https`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -179,7 +179,8 @@ impl PoolKey {
                         Some(port) => (&rest[..end], Some(port)),
                         None => {
                             return Err(Error::invalid_uri(format!(
-                                "URI {uri} has {after:?} after its IP literal host"
+                                "URI {} has {after:?} after its IP literal host",
+                                redact_userinfo(&uri.to_string())
                             )))
                         }
                     },
@@ -194,7 +195,8 @@ impl PoolKey {
             },
         };
         if host.is_empty() {
-            return Err(Error::invalid_uri(format!("URI {uri} has no host")));
+            let shown = redact_userinfo(&uri.to_string());
+            return Err(Error::invalid_uri(format!("URI {shown} has no host")));
         }
         // An empty port means the scheme's default (RFC 3986 section 3.2.3);
         // anything else that is not a port is refused, never read as the
@@ -208,7 +210,10 @@ impl PoolKey {
                 .then(|| p.parse::<u16>().ok())
                 .flatten()
                 .ok_or_else(|| {
-                    Error::invalid_uri(format!("URI {uri} has an invalid port {p:?}"))
+                    // (Not the port's text: with an unencoded '/' in a
+                    // password, `http` reads the password as the port.)
+                    let shown = redact_userinfo(&uri.to_string());
+                    Error::invalid_uri(format!("URI {shown} has an invalid port"))
                 })?,
             None => match scheme {
                 Scheme::Http => 80,

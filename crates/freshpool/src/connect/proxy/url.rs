@@ -22,7 +22,12 @@ const DEFAULT_PORT: u16 = 1080;
 
 impl ProxyUrl {
     pub(crate) fn parse(url: &str) -> Result<ProxyUrl, Error> {
-        let bad = |why: &str| Error::config(format!("invalid proxy URL {}: {why}", redact(url)));
+        let bad = |why: &str| {
+            Error::config(format!(
+                "invalid proxy URL {}: {why}",
+                crate::error::redact_userinfo(url)
+            ))
+        };
         let url = url.trim();
         let rest = match url.split_once("://") {
             Some((scheme, rest)) => {
@@ -170,27 +175,6 @@ pub(crate) fn authority(host: &str, port: u16) -> String {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
-    }
-}
-
-/// A URL for an error message: the password (if any) replaced.
-fn redact(url: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    // The last '@' anywhere after the scheme, not only before the first
-    // '/': a password may hold an unencoded '/', '?' or '#', and then the
-    // URL does not parse, and this message must still hide it. (A proxy
-    // URL's path means nothing; hiding part of one costs nothing.)
-    match url[scheme_end..].rfind('@') {
-        Some(at) => {
-            let userinfo = &url[scheme_end..scheme_end + at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!(
-                "{}{user}:***{}",
-                &url[..scheme_end],
-                &url[scheme_end + at..]
-            )
-        }
-        None => url.to_owned(),
     }
 }
 
