@@ -81,6 +81,10 @@ struct Entry {
     /// a failed lookup only up to `MAX_STALE` past this.
     answered: Instant,
     refreshing: bool,
+    /// The last lookup failed and the answer is past `MAX_STALE`: kept
+    /// (for `current` and the wait before the next lookup) but never
+    /// served to a dial.
+    gone: bool,
 }
 
 impl<R> fmt::Debug for CachingResolver<R> {
@@ -161,6 +165,7 @@ impl<R: Resolve> Shared<R> {
             entry.expires = expires;
             entry.answered = Instant::now();
             entry.refreshing = false;
+            entry.gone = false;
             if !same_set(&entry.resolved.addrs, &addrs) {
                 entry.resolved = Resolved {
                     generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
@@ -185,6 +190,7 @@ impl<R: Resolve> Shared<R> {
                 expires,
                 answered: Instant::now(),
                 refreshing: false,
+                gone: false,
             },
         ));
         resolved
@@ -200,7 +206,11 @@ impl<R: Resolve> Shared<R> {
         let now = Instant::now();
         entry.refreshing = false;
         entry.expires = now + MIN_TTL;
-        entry.last_good(now)
+        let good = entry.last_good(now);
+        // (Else, fresh for `MIN_TTL` again, the old answer would go to
+        // dials that much longer: the failure is the answer now.)
+        entry.gone = good.is_none();
+        good
     }
 }
 
@@ -260,7 +270,7 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
         let mut stale = None;
         if let Some(entry) = find(&mut self.shared.lock(), host, port) {
             let now = Instant::now();
-            if now < entry.expires {
+            if now < entry.expires && !entry.gone {
                 let addrs = entry.resolved.addrs.to_vec();
                 let left = entry.expires - now;
                 return Box::pin(async move { Ok((addrs, Some(left))) });
@@ -342,7 +352,16 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                     let shared = self.shared.clone();
                     let lookup = self.shared.inner.resolve_with_ttl(host, port);
                     let host = host.to_owned();
+                    // (Dropped with a runtime that shuts down, the refresh
+                    // must not leave the host marked as being looked up:
+                    // no later check would refresh it.)
+                    let done = LookupDone {
+                        shared: shared.clone(),
+                        host: host.clone(),
+                        port,
+                    };
                     handle.spawn(async move {
+                        let _done = done;
                         match lookup.await {
                             Ok((addrs, ttl)) => drop(shared.store(&host, port, addrs, ttl)),
                             Err(_) => drop(shared.refresh_failed(&host, port)),
@@ -611,6 +630,65 @@ mod tests {
         assert!(
             cached.resolve("other", 80).await.is_err(),
             "nothing to fall back on"
+        );
+    }
+
+    fn refreshing(cached: &CachingResolver<impl Resolve>, host: &str) -> bool {
+        find(&mut cached.shared.lock(), host, 80)
+            .unwrap()
+            .refreshing
+    }
+
+    /// A refresh started by `current` on a runtime that then shut down
+    /// left the host marked as being looked up: no later check refreshed
+    /// it, so connections no longer followed DNS.
+    #[test]
+    fn a_refresh_dropped_with_its_runtime_does_not_stop_later_ones() {
+        let cached = CachingResolver::new(SilentAfterFirst(AtomicUsize::new(0)))
+            .ttl(Duration::from_millis(50));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            cached.resolve("h", 80).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert!(cached.current("h", 80).is_some());
+            tokio::task::yield_now().await;
+        });
+        assert!(refreshing(&cached, "h"), "the refresh runs (and hangs)");
+        drop(runtime);
+        assert!(!refreshing(&cached, "h"));
+    }
+
+    /// An answer past `MAX_STALE` is not served after a failed lookup, and
+    /// not for `MIN_TTL` after it either: the failure is the answer.
+    #[tokio::test]
+    async fn an_answer_too_old_to_stand_in_is_not_served_after_a_failure() {
+        let switch = switch(&["127.0.0.2:80"]);
+        let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(50));
+        cached.resolve("h", 80).await.unwrap();
+        switch.addrs.lock().unwrap().clear();
+        {
+            let mut entries = cached.shared.lock();
+            let entry = find(&mut entries, "h", 80).unwrap();
+            let Some(long_ago) = Instant::now().checked_sub(MAX_STALE + Duration::from_secs(1))
+            else {
+                return; // (a machine up for less than MAX_STALE)
+            };
+            entry.answered = long_ago;
+            entry.expires = long_ago;
+        }
+        assert!(cached.resolve("h", 80).await.is_err());
+        assert!(
+            cached.resolve("h", 80).await.is_err(),
+            "within MIN_TTL of the failure too"
+        );
+        // An answer ends it.
+        *switch.addrs.lock().unwrap() = vec![addr("127.0.0.3:80")];
+        assert_eq!(
+            cached.resolve("h", 80).await.unwrap(),
+            [addr("127.0.0.3:80")]
         );
     }
 
