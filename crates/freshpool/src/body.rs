@@ -74,6 +74,15 @@ pub(crate) struct GateState {
     pub by_timer: std::sync::atomic::AtomicBool,
 }
 
+impl GateState {
+    /// A final answer came before a 100 Continue or the timer let the body
+    /// go (the body may have gone after it, or not at all).
+    pub(crate) fn answered_first(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        !self.by_server.load(Acquire) && !self.by_timer.load(Acquire)
+    }
+}
+
 impl RequestBody {
     /// No body.
     pub fn empty() -> RequestBody {

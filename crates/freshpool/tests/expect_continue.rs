@@ -351,13 +351,18 @@ async fn rest_a_connection(client: &Client, url: &str) {
 }
 
 /// A server (or proxy) that refuses `Expect: 100-continue` with `417
-/// Expectation Failed`, and otherwise reads the body and answers "ok".
-async fn expect_refusing_server() -> std::net::SocketAddr {
+/// Expectation Failed` (then closes the connection if `close`, else reads
+/// on; a body sent after the refusal is read as the start of the next
+/// head), and otherwise reads the body and answers "ok". Counts its 417s.
+async fn expect_refusing_server(close: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let refusals = Arc::new(AtomicUsize::new(0));
+    let counted = refusals.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            let refusals = counted.clone();
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -372,9 +377,16 @@ async fn expect_refusing_server() -> std::net::SocketAddr {
                     let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
                     seen.drain(..end + 4);
                     if head.contains("expect: 100-continue") {
-                        let refusal = b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-                        let _ = socket.write_all(refusal).await;
-                        return;
+                        refusals.fetch_add(1, Ordering::SeqCst);
+                        let refusal: &[u8] = if close {
+                            b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n"
+                        };
+                        if socket.write_all(refusal).await.is_err() || close {
+                            return;
+                        }
+                        continue;
                     }
                     let length: usize = head
                         .lines()
@@ -395,7 +407,7 @@ async fn expect_refusing_server() -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, refusals)
 }
 
 /// The pool adds `Expect: 100-continue` on its own (a body over a
@@ -405,15 +417,31 @@ async fn expect_refusing_server() -> std::net::SocketAddr {
 /// does. The body was never sent, so this is safe for a POST too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_417_to_the_pools_own_expect_repeats_the_request_without_it() {
-    let addr = expect_refusing_server().await;
+    a_417_is_repeated_once_and_learned(true).await;
+}
+
+/// The same with a server that keeps the connection after its 417. On
+/// one thread hyper hands the gate the final answer before the send loop
+/// sees the response, and the gate let the body go: the 417 was taken for
+/// an answer to a body already sent and reached the caller, and the origin
+/// was never learned, so every later gated POST got a 417 too.
+#[tokio::test]
+async fn a_417_on_a_kept_connection_is_repeated_too() {
+    a_417_is_repeated_once_and_learned(false).await;
+}
+
+async fn a_417_is_repeated_once_and_learned(close: bool) {
+    let (addr, refusals) = expect_refusing_server(close).await;
     let url = format!("http://{addr}/");
     let client = gating_client();
     rest_a_connection(&client, &url).await;
     let post = client.post(&url, "x");
     assert_eq!(text(&client, post).await, "ok");
+    assert_eq!(refusals.load(Ordering::SeqCst), 1);
     // The origin is known not to take Expect now: no second refusal.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    rest_a_connection(&client, &url).await;
     assert_eq!(text(&client, client.post(&url, "y")).await, "ok");
+    assert_eq!(refusals.load(Ordering::SeqCst), 1);
 }
 
 /// A caller's own informational callback (`hyper::ext::on_informational`,
@@ -470,7 +498,7 @@ async fn an_early_final_answer_does_not_switch_the_gate_off() {
 /// gate's point is a body the pool can send again once it is known unsent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_body_is_not_gated_so_no_417_reaches_the_caller() {
-    let addr = expect_refusing_server().await;
+    let (addr, refusals) = expect_refusing_server(true).await;
     let url = format!("http://{addr}/");
     let client = gating_client();
     rest_a_connection(&client, &url).await;
@@ -479,4 +507,5 @@ async fn a_streamed_body_is_not_gated_so_no_417_reaches_the_caller() {
         .body(freshpool::RequestBody::wrap(whole))
         .unwrap();
     assert_eq!(text(&client, client.request(upload)).await, "ok");
+    assert_eq!(refusals.load(Ordering::SeqCst), 0);
 }

@@ -458,7 +458,6 @@ impl Client {
         uri: &Uri,
     ) -> Response<Body> {
         if let Some(state) = &gate {
-            let released = state.released.load(Ordering::Acquire);
             // What the server showed of Expect: 100 Continue (it takes it),
             // or the wait ran out (it may ignore it). A final answer first
             // shows neither.
@@ -467,9 +466,10 @@ impl Client {
             } else if state.by_timer.load(Ordering::Acquire) {
                 lease.origin().learn_expect_continue(false);
             }
-            if !released {
+            if state.answered_first() {
                 // A final answer before we sent the body: the connection
-                // still owes the body; do not reuse it.
+                // still owes the body (or sends it after the answer, which
+                // the server may not read); do not reuse it.
                 lease.not_reusable = Some(CloseReason::Error);
             }
         }
@@ -559,13 +559,14 @@ fn refused_expect(mut lease: Lease) {
 }
 
 /// A `417 Expectation Failed` to the `Expect: 100-continue` the pool
-/// added (`gate`), before the body went out.
+/// added (`gate`), before a 100 Continue or the gate's timer let the body
+/// go. (Not "before the body was released": hyper drops the gate's
+/// callback at the final head and may poll the body before this sees the
+/// response, which releases it as answered.)
 #[inline(always)]
 fn refuses_our_expect(response: &Response<Incoming>, gate: &Option<Arc<GateState>>) -> bool {
     response.status() == http::StatusCode::EXPECTATION_FAILED
-        && gate
-            .as_ref()
-            .is_some_and(|g| !g.released.load(Ordering::Acquire))
+        && gate.as_ref().is_some_and(|g| g.answered_first())
 }
 
 /// Attempts that ended with the request unsent (the connection closed
