@@ -130,6 +130,16 @@ struct Tally {
     errors: BTreeMap<String, (u64, String)>,
 }
 
+impl Tally {
+    /// Requests answered (any status), and those of them answered with a
+    /// 4xx or 5xx status.
+    fn answered_and_refused(&self) -> (u64, u64) {
+        let answered = self.statuses.values().sum();
+        let refused = self.statuses.range(400..).map(|(_, n)| n).sum();
+        (answered, refused)
+    }
+}
+
 struct Job {
     client: freshpool::Client,
     method: http::Method,
@@ -273,6 +283,18 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     print!("{}", summary(&args, &job, elapsed));
+    // Scripts and CI read the exit status: a run where requests failed, or
+    // were answered 4xx/5xx, is not a success.
+    let t = job.tally.lock().unwrap_or_else(|p| p.into_inner());
+    let (answered, refused) = t.answered_and_refused();
+    let failed: u64 = t.errors.values().map(|(n, _)| n).sum();
+    if failed + refused > 0 {
+        return Err(format!(
+            "{} of {} requests did not succeed ({refused} answered 4xx/5xx, {failed} failed)",
+            failed + refused,
+            answered + failed
+        ));
+    }
     Ok(())
 }
 
@@ -283,22 +305,23 @@ fn ms(d: Duration) -> f64 {
 fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
     let mut t = job.tally.lock().unwrap_or_else(|p| p.into_inner());
     t.latencies.sort();
-    let ok = t.latencies.len() as u64;
+    let (answered, refused) = t.answered_and_refused();
+    let ok = answered - refused;
     let errors: u64 = t.errors.values().map(|(n, _)| n).sum();
     let mut o = String::new();
     let _ = writeln!(o, "Summary:");
     let _ = writeln!(o, "  URL:          {} {}", job.method, args.url);
     let _ = writeln!(
         o,
-        "  Requests:     {} (ok {ok}, errors {errors})",
-        ok + errors
+        "  Requests:     {} (ok {ok}, 4xx/5xx {refused}, errors {errors})",
+        answered + errors
     );
     let _ = writeln!(o, "  Concurrency:  {}", args.concurrency);
     let _ = writeln!(o, "  Elapsed:      {:.3} s", elapsed.as_secs_f64());
     let _ = writeln!(
         o,
         "  Requests/s:   {:.1}",
-        (ok + errors) as f64 / elapsed.as_secs_f64().max(1e-9)
+        (answered + errors) as f64 / elapsed.as_secs_f64().max(1e-9)
     );
     latency_section(&mut o, &t.latencies);
     let _ = writeln!(o, "Status codes:");
@@ -317,9 +340,9 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
 }
 
 fn latency_section(o: &mut String, lat: &[Duration]) {
-    let _ = writeln!(o, "Latency (successful requests):");
+    let _ = writeln!(o, "Latency (answered requests, any status):");
     let (Some(min), Some(max)) = (lat.first(), lat.last()) else {
-        let _ = writeln!(o, "  no successful request");
+        let _ = writeln!(o, "  no answered request");
         return;
     };
     let q = |q: f64| lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1];

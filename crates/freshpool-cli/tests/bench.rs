@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 const STRATEGIES: [&str; 4] = ["per-request", "no-pool", "reqwest", "freshpool"];
 const SCENARIOS: [&str; 6] = [
@@ -59,7 +58,6 @@ fn quick_bench_produces_every_cell_and_a_report() {
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("bench.json");
     let report = dir.join("report");
-    let started = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_freshpool"))
         .args(["bench", "--quick", "--json"])
         .arg(&json)
@@ -72,12 +70,6 @@ fn quick_bench_produces_every_cell_and_a_report() {
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    // Unoptimised test builds are slower than the release binary's < 60 s.
-    assert!(
-        started.elapsed() < Duration::from_secs(240),
-        "took {:?}",
-        started.elapsed()
     );
 
     let doc: serde_json::Value =

@@ -130,7 +130,7 @@ async fn load_reports_the_request_count_statuses_and_pool_stats() {
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert_eq!(number_after(&text, "Requests:"), 300.0, "{text}");
-    assert!(text.contains("ok 300, errors 0"), "{text}");
+    assert!(text.contains("ok 300, 4xx/5xx 0, errors 0"), "{text}");
     assert!(text.contains("200: 300"), "status codes: {text}");
     assert!(text.contains("p99"), "{text}");
     assert_eq!(server.stats().requests(), 300);
@@ -161,6 +161,28 @@ async fn load_reports_the_request_count_statuses_and_pool_stats() {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(number_after(&stdout(&out), "Requests:") >= 1.0);
+}
+
+/// Answers with 4xx/5xx statuses are no success: counted apart from
+/// "ok", and the exit status says the run failed (it said "ok 20" and
+/// exited 0 for 20 answers of 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_counts_error_statuses_apart_and_fails() {
+    let server = TestServer::http1().await;
+    let out = freshpool(
+        &["load", &server.url("/status/503"), "-n", "20", "-c", "2"],
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(text.contains("ok 0, 4xx/5xx 20, errors 0"), "{text}");
+    assert!(text.contains("503: 20"), "{text}");
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        stderr(&out).contains("20 of 20 requests did not succeed"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ const CHILD_ENV: &str = "FRESHPOOL_FREEZE_CHILD_URL";
 async fn sigstop_freeze_then_resume_loses_nothing() {
     let server = TestServer::http1().await;
     let proxy = ChaosProxy::start(server.addr()).await;
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
             "--exact",
@@ -35,6 +35,8 @@ async fn sigstop_freeze_then_resume_loses_nothing() {
         .spawn()
         .expect("spawn child");
     let pid = child.id() as libc::pid_t;
+    let mut child = ChildGuard(Some(child));
+    let child = child.0.as_mut().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     let stdout = child.stdout.take().unwrap();
@@ -71,7 +73,11 @@ async fn sigstop_freeze_then_resume_loses_nothing() {
 
     let second = command("go 1");
     let _ = command("quit");
-    let _ = child.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the child quits");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(second.contains("errors=0"), "{second}");
     let freezes: u64 = second
         .split_whitespace()
@@ -86,6 +92,22 @@ async fn sigstop_freeze_then_resume_loses_nothing() {
         server.stats().duplicated_request_ids().is_empty(),
         "a POST was processed twice"
     );
+}
+
+/// Continues and kills the child when the test ends, however: a failure
+/// between SIGSTOP and SIGCONT would leave it stopped for good.
+struct ChildGuard(Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            if child.try_wait().ok().flatten().is_none() {
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
 }
 
 /// The child's side: answers `go N` with 8 GETs and 8 POSTs, `quit` to end.

@@ -60,7 +60,9 @@ fn a_dial_dropped_unrun_by_a_dying_runtime_gives_its_slot_back() {
     });
     // Drive A until its request holds the connection.
     rt_a.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
         while client.stats().origins.first().is_none_or(|o| o.active == 0) {
+            assert!(Instant::now() < deadline, "A's request within 10 s");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });

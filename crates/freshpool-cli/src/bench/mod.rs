@@ -123,7 +123,12 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         let index = crate::report::write(dir, &doc.cells, &table::render(&doc.cells))?;
         println!("report: {}", index.display());
     }
-    Ok(())
+    // The verdicts the findings print ("FAILED") decide the exit status
+    // too: CI and scripts read that, not the table.
+    match table::failed_verdicts(&doc.cells) {
+        failed if failed.is_empty() => Ok(()),
+        failed => Err(format!("freshpool failed: {}", failed.join("; "))),
+    }
 }
 
 /// Each scenario once, in the order first named (`Vec::dedup` drops only

@@ -127,19 +127,71 @@ pub fn findings(cells: &[Cell]) -> String {
         let msg = c.first_error.as_deref().unwrap_or("");
         let _ = writeln!(out, "  {}/{} first error: {msg}", c.scenario, c.strategy);
     }
-    for scenario in ["stale-fin", "freeze"] {
-        if let Some(fp) = find(cells, scenario, "freshpool") {
-            let verdict = if fp.errors == 0 && fp.duplicated_posts == 0 {
-                "OK"
-            } else {
-                "FAILED"
-            };
-            let _ = writeln!(
-                out,
-                "  {scenario}: freshpool {} errors, {} duplicated POSTs: {verdict}",
-                fp.errors, fp.duplicated_posts
-            );
-        }
+    for (scenario, fp) in verdict_cells(cells) {
+        let verdict = if fp.errors == 0 && fp.duplicated_posts == 0 {
+            "OK"
+        } else {
+            "FAILED"
+        };
+        let _ = writeln!(
+            out,
+            "  {scenario}: freshpool {} errors, {} duplicated POSTs: {verdict}",
+            fp.errors, fp.duplicated_posts
+        );
     }
     out
+}
+
+/// The scenarios freshpool must come through without an error or a
+/// duplicated POST, and its cell in each that ran.
+fn verdict_cells(cells: &[Cell]) -> impl Iterator<Item = (&'static str, &Cell)> {
+    ["stale-fin", "freeze"]
+        .into_iter()
+        .filter_map(|scenario| Some((scenario, find(cells, scenario, "freshpool")?)))
+}
+
+/// The verdicts `findings` prints as FAILED, one line each.
+pub fn failed_verdicts(cells: &[Cell]) -> Vec<String> {
+    verdict_cells(cells)
+        .filter(|(_, fp)| fp.errors > 0 || fp.duplicated_posts > 0)
+        .map(|(scenario, fp)| {
+            format!(
+                "{scenario}: {} errors, {} duplicated POSTs",
+                fp.errors, fp.duplicated_posts
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(scenario: &str, strategy: &str, errors: u64) -> Cell {
+        Cell {
+            scenario: scenario.into(),
+            strategy: strategy.into(),
+            errors,
+            ..Cell::default()
+        }
+    }
+
+    /// What the findings print as FAILED is what makes `bench` exit
+    /// non-zero; other strategies' errors are findings, not failures.
+    #[test]
+    fn only_freshpools_own_verdicts_fail_the_run() {
+        let mut cells = vec![
+            cell("stale-fin", "freshpool", 0),
+            cell("stale-fin", "no-pool", 7),
+            cell("freeze", "freshpool", 0),
+        ];
+        assert!(failed_verdicts(&cells).is_empty());
+        assert!(findings(&cells).contains("freeze: freshpool 0 errors, 0 duplicated POSTs: OK"));
+        cells[2].errors = 3;
+        assert_eq!(
+            failed_verdicts(&cells),
+            ["freeze: 3 errors, 0 duplicated POSTs"]
+        );
+        assert!(findings(&cells).contains("FAILED"));
+    }
 }
