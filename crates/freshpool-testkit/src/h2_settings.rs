@@ -115,7 +115,12 @@ async fn accept_loop(
     acked: Arc<AtomicU64>,
 ) {
     let mut conns = JoinSet::new();
-    while let Ok((client, _)) = listener.accept().await {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            // e.g. EMFILE: back off briefly instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
         // Subscribed at accept: only later announcements reach it.
         let announced = announce.subscribe();
         let acked = acked.clone();

@@ -209,6 +209,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut next_id = 0u64;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // e.g. EMFILE: back off briefly instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         next_id += 1;
