@@ -115,7 +115,9 @@ impl ClientBuilder {
         connect_timeout: conn.connect_timeout: Duration,
         /// TLS handshake timeout. Default 10 s.
         tls_handshake_timeout: conn.tls_handshake_timeout: Duration,
-        /// Time from sending a request to its response head. Default `None`.
+        /// Time from sending a request to its response head (a body's
+        /// upload counts; the pool's own wait for `100 Continue` before a
+        /// body it holds back does not). Default `None`.
         response_header_timeout: conn.response_header_timeout: Option<Duration>,
         /// The whole request, from the pool wait to the end of the response
         /// body (as in reqwest and Go). Default `None`.

@@ -509,3 +509,27 @@ async fn a_streamed_body_is_not_gated_so_no_417_reaches_the_caller() {
     assert_eq!(text(&client, client.request(upload)).await, "ok");
     assert_eq!(refusals.load(Ordering::SeqCst), 0);
 }
+
+/// `response_header_timeout` under `expect_continue_timeout` (200 ms
+/// against the default 250 ms): the pool's own hold-back of a gated body
+/// counted against the server, so every gated POST to a server that
+/// ignores Expect failed with ResponseHeaderTimeout, and the pool never
+/// learned that the server ignores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pools_wait_for_100_continue_is_not_the_servers_delay() {
+    let server = TestServer::start(freshpool_testkit::ServerConfig {
+        expect_continue: false,
+        ..Default::default()
+    })
+    .await;
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .response_header_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let url = server.url("/echo");
+    for _ in 0..2 {
+        rest_a_connection(&client, &server.url("/")).await;
+        assert_eq!(text(&client, client.post(&url, "x")).await, "x");
+    }
+}

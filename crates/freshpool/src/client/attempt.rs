@@ -188,7 +188,7 @@ impl Client {
                     proxy::to_forward_form(&mut request, &uri, route);
                 }
                 method = request.method().clone();
-                self.dispatch(&mut lease, request, kept)
+                self.dispatch(&mut lease, request, kept, gate.is_some())
             }
             .await;
             let sent = self.sent(sent, &lease);
@@ -382,6 +382,7 @@ impl Client {
         lease: &'a mut Lease,
         request: Request<RequestBody>,
         copy_kept: bool,
+        gated: bool,
     ) -> MaybeTimeout<
         Sending<
             impl Future<Output = Plain> + Send + 'a,
@@ -404,7 +405,19 @@ impl Client {
                 f: sender.try_send_request(request),
             },
         };
-        MaybeTimeout::new(sending, self.inner.connector.config.response_header_timeout)
+        let cfg = &self.inner.connector.config;
+        // The pool's own hold-back of a gated body is not the server's
+        // delay: without this, a `response_header_timeout` under
+        // `expect_continue_timeout` failed every gated request to a server
+        // that ignores Expect, and the pool never learned that it does.
+        let limit = cfg.response_header_timeout.map(|t| {
+            if gated {
+                t + cfg.expect_continue_timeout
+            } else {
+                t
+            }
+        });
+        MaybeTimeout::new(sending, limit)
     }
 
     /// What became of a dispatched request, in the retry rule's terms.
