@@ -161,13 +161,20 @@ async fn answering_then_deaf_server() -> std::net::SocketAddr {
 /// and stopped reading, that connection went back to the pool and the next
 /// request waited in hyper's readiness for as long as the server kept the
 /// socket (no timeout covers that wait). A pooled connection not ready
-/// within a moment is now closed and the request, never sent, goes on
+/// within a moment is now shut down and the request, never sent, goes on
 /// another one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_still_writing_an_in_memory_body_does_not_hold_up_the_next_request() {
     let addr = answering_then_deaf_server().await;
     let url = format!("http://{addr}/");
-    let client = Client::builder().expect_continue(false).build().unwrap();
+    // One connection per host: the stuck one must also give its slot back
+    // (its task went on writing to the deaf server, holding it).
+    let client = Client::builder()
+        .expect_continue(false)
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
     let upload = http::Request::post(&url).body(vec![0u8; 64 << 20]).unwrap();
     assert_eq!(text(&client, client.request(upload)).await, "ok");
     let next = tokio::time::timeout(Duration::from_secs(5), text(&client, client.get(&url)))

@@ -617,13 +617,18 @@ async fn ready_within(lease: &mut Lease, limit: Duration) -> Result<(), Error> {
     };
     match tokio::time::timeout(limit, idle.conn.sender.ready()).await {
         Ok(ready) => ready.map_err(|e| error::from_hyper(e, &label)),
-        Err(_) => Err(Error::new(
+        Err(_) => {
+            // (Its task would otherwise hold the slot for as long as the
+            // peer keeps the socket without reading.)
+            crate::connect::tcp::shut_down(&idle.conn.socket);
+            Err(Error::new(
             Kind::Io,
             format!(
                 "a pooled connection to {label} was not ready for a new request within {} (still sending an earlier request's body?)",
                 error::fmt_duration(limit)
             ),
-        )),
+            ))
+        }
     }
 }
 

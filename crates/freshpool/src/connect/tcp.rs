@@ -391,6 +391,16 @@ impl AsyncWrite for TcpIo {
     }
 }
 
+/// Shuts a connection's socket down both ways, so that its driver task
+/// ends (and frees its slot) even while hyper still has bytes queued for a
+/// peer that no longer reads: dropping the sender alone would not stop
+/// that write.
+pub(crate) fn shut_down(socket: &Weak<TcpStream>) {
+    if let Some(socket) = socket.upgrade() {
+        let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// What a non-blocking look at an idle socket found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Peek {
