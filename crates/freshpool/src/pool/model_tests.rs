@@ -1380,6 +1380,42 @@ fn http2_reconnect_after_every_connection_died_dials_by_the_stream_limit() {
     m.wind_down().unwrap();
 }
 
+/// A server that lowers its stream limit (RFC 9113 section 6.5.2; the
+/// pool follows the live limit since session 16). What one new dial
+/// carries was read from the live limits only: lowered to 1, the pool
+/// dialed once per waiter at the next `service()`. New connections
+/// announce the server's own limit (4 here): 8 waiters need 2 dials.
+#[test]
+fn a_lowered_stream_limit_does_not_make_the_pool_dial_per_waiter() {
+    use Op::*;
+    let mut m = Model::new(Setup {
+        limits: Limits {
+            per_host: 8,
+            max_idle: 8,
+            max_pending: 16,
+        },
+        total: 8,
+        ..h2_setup(true)
+    });
+    m.step(Acquire).unwrap();
+    m.step(DialOk(Ix(0))).unwrap(); // HTTP/2, 4 streams per connection
+    m.step(Wake(Ix(0))).unwrap(); // one stream in flight
+    m.st.shared[0].sender.max = 1; // the server lowers its limit
+    for _ in 0..8 {
+        m.step(Acquire).unwrap();
+    }
+    m.step(Service).unwrap();
+    assert_eq!(
+        m.dials.len(),
+        2,
+        "8 waiters at 4 streams per new connection"
+    );
+    m.step(DialOk(Ix(0))).unwrap();
+    m.step(DialOk(Ix(0))).unwrap();
+    assert_eq!(m.answered.len(), 8, "the two new connections serve all 8");
+    m.wind_down().unwrap();
+}
+
 fn h2_setup(strict: bool) -> Setup {
     Setup {
         limits: Limits {

@@ -388,14 +388,16 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             Protocol::Http1 => false,
             Protocol::Unknown => self.dialing > 0,
             Protocol::Http2 => {
-                // Without a live connection to ask, the last one's limit:
-                // falling back to 1 would dial once per waiter.
+                // What a new connection will carry: what the last one
+                // announced when it landed (or a live one's limit, if
+                // higher). Not only the live limits: a server that lowered
+                // them to 1 under load would get a dial per waiter, and
+                // falling back to 1 dials once per waiter too.
                 let per_conn = self
                     .shared
                     .iter()
                     .map(|s| s.sender.max_streams())
-                    .max()
-                    .unwrap_or(self.streams_per_conn)
+                    .fold(self.streams_per_conn, u32::max)
                     .max(1) as usize;
                 let spare: usize = self
                     .shared
