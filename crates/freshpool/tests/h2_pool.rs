@@ -273,8 +273,8 @@ async fn requests_that_shared_a_failed_http2_dial_all_get_its_error() {
 /// After a freeze, an HTTP/2 connection that carried a stream across it
 /// (an event stream, a long poll) may be as dead as an idle one. Only idle
 /// ones were drained, so every new request went to the busy one (and
-/// would hang there until TCP gave up). Now it takes no new streams; its
-/// own stream still ends normally.
+/// would hang there until TCP gave up). Now it takes no new streams while
+/// a slot is free to replace it; its own stream still ends normally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_resume_a_busy_http2_connection_takes_no_new_streams() {
     let server = h2_server().await;
@@ -291,6 +291,20 @@ async fn after_a_resume_a_busy_http2_connection_takes_no_new_streams() {
     assert_eq!(server.stats().connections_accepted(), 2);
     let body = held.into_body().text().await.unwrap();
     assert!(body.starts_with("partial"), "{body}");
+
+    // At the limit there is no slot to replace it (a draining connection
+    // keeps its slot until its streams end): it goes on taking streams
+    // rather than leave every new request waiting for PoolTimeout.
+    let one = h2_client()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let held = one.get(&server.url("/stall/1500")).await.unwrap();
+    one.on_resume();
+    let next = one.get(&server.url("/")).await;
+    assert!(next.is_ok(), "{:?}\n{}", next.err(), one.stats());
+    drop(held);
 }
 
 /// A waiter that gave up after the pool handed it a connection's first

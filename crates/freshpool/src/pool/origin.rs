@@ -362,13 +362,19 @@ impl Origin {
                 };
                 dropped.push((reason, idle));
             }
+            // A draining connection keeps its slot until its streams end:
+            // busy ones are drained only while slots are left to replace
+            // them (at the limit, new requests could only wait).
+            let mut spare_slots = self.limits.per_host.saturating_sub(g.state.slots);
             for s in g.state.shared.iter_mut() {
                 // HTTP/2 connections after a freeze: no new streams; a
                 // dead one would otherwise take the next burst down with
                 // it. Also one carrying a stream across the freeze (an
                 // event stream, a long poll): that stream ends as it will,
                 // while new requests hung on a connection the NAT forgot.
-                if frozen_since.is_some() {
+                let replaceable = s.in_flight == 0 || spare_slots > 0;
+                if frozen_since.is_some() && s.draining.is_none() && replaceable {
+                    spare_slots -= usize::from(s.in_flight > 0);
                     s.drain(CloseReason::FreezeEviction);
                 }
                 if self
