@@ -534,12 +534,14 @@ async fn userinfo_becomes_basic_authorization_and_leaves_the_uri() {
     for url in [
         format!("http://u:pa/ss3cret@127.0.0.1:{port}/"),
         format!("http://u:pa?ss3cret@127.0.0.1:{port}/"),
+        format!("http://u:pa#ss3cret@127.0.0.1:{port}/"),
         format!("http://u:se cret@127.0.0.1:{port}/"),
+        "ftp://u:pa/ss3cret@127.0.0.1/".to_string(),
     ] {
         let err = impatient.get(&url).await.unwrap_err();
         assert_eq!(err.kind(), Kind::InvalidUri, "{err}");
         let shown = format!("{err} {err:?}");
-        for secret in ["pa/", "pa?", "\"pa\"", "cret"] {
+        for secret in ["pa/", "pa?", "pa#", ":pa", "\"pa\"", "cret"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
     }

@@ -156,13 +156,16 @@ impl PoolKey {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
             Some(other) => {
+                // (Not the URI: its userinfo may hold a password that
+                // `http` did not see as one, e.g. with an unencoded '/'.)
                 return Err(Error::invalid_uri(format!(
-                    "unsupported scheme {other:?} in {uri} (only http and https)"
-                )))
+                    "unsupported scheme {other:?} (only http and https)"
+                )));
             }
             None => {
                 return Err(Error::invalid_uri(format!(
-                    "URI {uri:?} has no scheme; use an absolute URI like http://host/path"
+                    "URI {:?} has no scheme; use an absolute URI like http://host/path",
+                    redact_userinfo(&uri.to_string())
                 )))
             }
         };
@@ -210,10 +213,14 @@ impl PoolKey {
                 .then(|| p.parse::<u16>().ok())
                 .flatten()
                 .ok_or_else(|| {
-                    // (Not the port's text: with an unencoded '/' in a
-                    // password, `http` reads the password as the port.)
-                    let shown = redact_userinfo(&uri.to_string());
-                    Error::invalid_uri(format!("URI {shown} has an invalid port"))
+                    // Neither the port's text nor the URI: with an
+                    // unencoded '/', '?' or '#' in a password, `http` reads
+                    // the user as the host and the password as the port
+                    // (and drops a fragment, so no '@' is left to redact).
+                    Error::invalid_uri(format!(
+                        "URI for host {host:?} has an invalid port (a number from 0 to 65535; \
+                         in a password, percent-encode '/', '?' and '#')"
+                    ))
                 })?,
             None => match scheme {
                 Scheme::Http => 80,
