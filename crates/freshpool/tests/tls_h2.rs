@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use freshpool::{Client, HttpVersion, Kind};
-use freshpool_testkit::{Protocol, ServerConfig, TestCa, TestServer};
+use freshpool_testkit::{eventually, ChaosProxy, Protocol, ServerConfig, TestCa, TestServer};
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -352,4 +352,62 @@ async fn h2c_prior_knowledge_multiplexes_cleartext() {
     }
     assert_eq!(server.stats().connections_accepted(), 1);
     assert_eq!(client.stats().origins[0].protocol, "HTTP/2");
+}
+
+/// Before ALPN says which protocol an HTTPS origin speaks, concurrent
+/// requests ride on one dial (a bet on HTTP/2). When it failed, the others
+/// got a dial each in turn (the last of N failed after N handshake
+/// timeouts against a silent host), and a first fix answered them all with
+/// its error, though an HTTP/1.1 origin's requests would each have had
+/// their own dial. A failed dial now ends the bet: the others get dials of
+/// their own, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_behind_a_failed_first_https_dial_get_dials_of_their_own() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca, Protocol::Http1, &[b"http/1.1"]).await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = client_for(&ca)
+        .tls_handshake_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let burst = |proxy: &ChaosProxy, n: usize| -> Vec<tokio::task::JoinHandle<_>> {
+        let url = format!("https://localhost:{}/", proxy.addr().port());
+        (0..n)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move { body(&client, &url).await })
+            })
+            .collect()
+    };
+
+    // Only the first dial fails: the other requests are served.
+    proxy.set_blackhole(true);
+    let requests = burst(&proxy, 4);
+    eventually("the first dial reached the proxy", || {
+        proxy.stats().connections_accepted == 1
+    })
+    .await;
+    proxy.kill_all_silently();
+    proxy.set_blackhole(false);
+    let mut ok = 0;
+    for request in requests {
+        ok += usize::from(request.await.unwrap().is_ok());
+    }
+    assert_eq!(ok, 3, "{}", client.stats());
+
+    // A silent host: every request fails within two handshake timeouts,
+    // not one after the other (6 x 500 ms).
+    let other = TestServer::start(ServerConfig {
+        tls: Some(ServerConfig::tls_config(&ca, &[b"http/1.1"])),
+        ..ServerConfig::default()
+    })
+    .await;
+    let silent = ChaosProxy::start(other.addr()).await;
+    silent.set_blackhole(true);
+    let started = std::time::Instant::now();
+    for request in burst(&silent, 6) {
+        assert!(request.await.unwrap().is_err());
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "{took:?}");
 }

@@ -91,6 +91,11 @@ impl Connector {
 
     /// Whether connections to this key will multiplex (so concurrent dials
     /// should coalesce into one), as far as we know before connecting.
+    /// Whether connections to `key` will surely be HTTP/2.
+    pub(crate) fn only_multiplex(&self) -> bool {
+        self.config.http_version == HttpVersion::Http2Only
+    }
+
     pub(crate) fn may_multiplex(&self, key: &PoolKey) -> bool {
         match (key.scheme, self.config.http_version) {
             (_, HttpVersion::Http1Only) => false,

@@ -651,7 +651,11 @@ impl Pool {
             connector: connector.clone(),
             budget: self.inner.budget.clone(),
             guarded: Mutex::new(Guarded {
-                state: OriginState::new(protocol),
+                state: {
+                    let mut state = OriginState::new(protocol);
+                    state.http2_only = connector.only_multiplex();
+                    state
+                },
                 leases: lease_table::LeaseTable::default(),
                 reused: 0,
                 dns_addrs: None,

@@ -560,16 +560,18 @@ impl Model {
                         self.service();
                         return self.collect().and_then(|()| self.invariants());
                     }
-                    // connector.dial drops the SlotGuard before returning
-                    // Err: dial count and slot go in one locked step.
+                    // Origin::dial_for's order: the dial's count, its
+                    // waiter's answer (and its riders', `fail_dial`) and
+                    // service() in one locked step; then the slot guard,
+                    // which connector.dial keeps on failure, frees the slot.
                     self.st.dial_done();
-                    self.slot_freed(dial.conn_id, false);
-                    if self.setup.strict_dial_fail {
-                        self.st.check(self.limits())?;
-                    }
                     self.st
                         .fail_dial(dial.waiter_id, Error::new(Kind::Connect, "refused"));
                     self.service();
+                    if self.setup.strict_dial_fail {
+                        self.st.check(self.limits())?;
+                    }
+                    self.slot_freed(dial.conn_id, false);
                 }
             }
             Op::DialNeverRan(i) => {
@@ -1414,6 +1416,40 @@ fn a_lowered_stream_limit_does_not_make_the_pool_dial_per_waiter() {
     m.step(DialOk(Ix(0))).unwrap();
     assert_eq!(m.answered.len(), 8, "the two new connections serve all 8");
     m.wind_down().unwrap();
+}
+
+/// Waiters that rode on one HTTP/2 dial all get its error when it fails
+/// and nothing else can serve them (`fail_dial`); before the protocol is
+/// known (HTTPS before ALPN) they get dials of their own instead.
+#[test]
+fn a_failed_shared_dial_answers_its_riders_or_gives_them_dials() {
+    use Op::*;
+    for http2_only in [true, false] {
+        let mut m = Model::new(Setup {
+            limits: Limits {
+                per_host: 4,
+                max_idle: 4,
+                max_pending: 8,
+            },
+            total: 4,
+            ..h2_setup(true)
+        });
+        m.st.http2_only = http2_only;
+        for _ in 0..3 {
+            m.step(Acquire).unwrap();
+        }
+        assert_eq!(m.dials.len(), 1, "one dial for all three");
+        m.step(DialFail(Ix(0))).unwrap();
+        if http2_only {
+            assert_eq!(m.answered.len(), 3, "all three get its error");
+            assert!(m.answered.iter().all(|a| a.result.is_err()));
+            assert!(m.dials.is_empty());
+        } else {
+            assert_eq!(m.answered.len(), 1, "only its own waiter");
+            assert_eq!(m.dials.len(), 2, "a dial each for the other two");
+        }
+        m.wind_down().unwrap();
+    }
 }
 
 fn h2_setup(strict: bool) -> Setup {

@@ -242,6 +242,12 @@ pub(crate) struct OriginState<C, S> {
     /// handed back to be closed: at rest it would stay open for good, since
     /// its driver task holds this origin (see `Pool`'s `Drop`).
     pub retired: bool,
+    /// A dial failed before the protocol was known: dials no longer
+    /// coalesce (a bet on HTTP/2) until a connection lands and says which.
+    pub unknown_dial_failed: bool,
+    /// The client speaks only HTTP/2 here (prior knowledge, or ALPN `h2`
+    /// only): while the protocol is unknown, it will be HTTP/2.
+    pub http2_only: bool,
     next_waiter: u64,
 }
 
@@ -259,6 +265,8 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             newly_starving: false,
             streams_per_conn: 1,
             retired: false,
+            unknown_dial_failed: false,
+            http2_only: false,
             next_waiter: 0,
         }
     }
@@ -386,7 +394,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     fn should_coalesce(&self) -> bool {
         match self.protocol {
             Protocol::Http1 => false,
-            Protocol::Unknown => self.dialing > 0,
+            Protocol::Unknown => self.dialing > 0 && !self.unknown_dial_failed,
             Protocol::Http2 => {
                 // What a new connection will carry: what the last one
                 // announced when it landed (or a live one's limit, if
@@ -637,19 +645,30 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// A dial failed (its count already given back): delivers the error to
-    /// the waiter it was for and, when nothing else can serve the queue,
-    /// to every waiter. Over HTTP/2, or before the protocol is known, the
-    /// other waiters rode on this dial (`should_coalesce`); with no other
-    /// dial in flight and no connection taking streams, each would get a
-    /// dial of its own in turn, one `connect_timeout` after the other, and
-    /// `dial_covers` would keep moving their `pool_timeout`: the 50th of 50
+    /// the waiter it was for. The other waiters may have ridden on it
+    /// (`should_coalesce`); left as they were, each would get a dial of its
+    /// own in turn, one `connect_timeout` after the other, while
+    /// `dial_covers` kept moving their `pool_timeout`: the 50th of 50
     /// requests to a host that drops SYNs failed after 50 connect timeouts.
-    /// Go's HTTP/2 pool answers every request waiting on a dial call with
-    /// its error in the same way.
+    ///
+    /// * Over HTTP/2, with no other dial in flight and no connection taking
+    ///   streams, every waiter gets the error, as Go's HTTP/2 pool answers
+    ///   every request waiting on a dial call.
+    /// * Before the protocol is known (HTTPS before ALPN) the bet on HTTP/2
+    ///   is off: the others get a dial each from `service`, all at once, as
+    ///   HTTP/1 requests would (the origin may well be HTTP/1, and one
+    ///   failed handshake need not fail requests whose own dials succeed).
     pub(crate) fn fail_dial(&mut self, waiter_id: u64, err: Error) {
-        let rode_on_it = self.protocol != Protocol::Http1
-            && self.dialing == 0
-            && !self.shared.iter().any(|s| s.takes_streams());
+        let http2 = match self.protocol {
+            Protocol::Http2 => true,
+            Protocol::Unknown => self.http2_only,
+            Protocol::Http1 => false,
+        };
+        if self.protocol == Protocol::Unknown && !http2 {
+            self.unknown_dial_failed = true;
+        }
+        let rode_on_it =
+            http2 && self.dialing == 0 && !self.shared.iter().any(|s| s.takes_streams());
         if rode_on_it {
             for waiter in std::mem::take(&mut self.waiters) {
                 if waiter.id == waiter_id {
