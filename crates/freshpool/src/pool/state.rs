@@ -248,6 +248,13 @@ pub(crate) struct OriginState<C, S> {
     /// The client speaks only HTTP/2 here (prior knowledge, or ALPN `h2`
     /// only): while the protocol is unknown, it will be HTTP/2.
     pub http2_only: bool,
+    /// At least the number of live waiters marked `dialing`: every mark
+    /// adds one, waiters leaving subtract nothing, and `service` sets it
+    /// to the true count whenever it must count. So `service` counts (an
+    /// O(queue) scan under this lock) only when it may exceed `dialing`,
+    /// not on every HTTP/2 stream end of a saturated origin with a long
+    /// queue.
+    marks: usize,
     next_waiter: u64,
 }
 
@@ -267,6 +274,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             retired: false,
             unknown_dial_failed: false,
             http2_only: false,
+            marks: 0,
             next_waiter: 0,
         }
     }
@@ -349,6 +357,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             }
         };
         self.live_waiters += 1;
+        self.marks += usize::from(dialing);
         (id, rx)
     }
 
@@ -440,19 +449,23 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // connection while its dial went to someone else, then that dial
         // failed: more marks than dials running means some mark is stale.
         // Unmark the youngest so they get dials below (invariant 4).
-        let mut marked = self
-            .waiters
-            .iter()
-            .filter(|w| w.dialing && !w.tx.is_closed())
-            .count();
-        for w in self.waiters.iter_mut().rev() {
-            if marked <= self.dialing {
-                break;
+        // (Counted only when the bound says there may be more.)
+        if self.marks > self.dialing {
+            let mut marked = self
+                .waiters
+                .iter()
+                .filter(|w| w.dialing && !w.tx.is_closed())
+                .count();
+            for w in self.waiters.iter_mut().rev() {
+                if marked <= self.dialing {
+                    break;
+                }
+                if w.dialing && !w.tx.is_closed() {
+                    w.dialing = false;
+                    marked -= 1;
+                }
             }
-            if w.dialing && !w.tx.is_closed() {
-                w.dialing = false;
-                marked -= 1;
-            }
+            self.marks = marked;
         }
         while let Some(pos) = self
             .waiters
@@ -463,6 +476,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                 break;
             }
             self.waiters[pos].dialing = true;
+            self.marks += 1;
             dials.push(self.waiters[pos].id);
         }
         if self.live_waiters == 0 {
@@ -782,6 +796,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return Err("idle above max_idle".into());
         }
         self.idle.check()?;
+        let marked = (self.waiters.iter())
+            .filter(|w| w.dialing && !w.tx.is_closed())
+            .count();
+        if marked > self.marks {
+            return Err(format!(
+                "{marked} waiters marked dialing > bound {}",
+                self.marks
+            ));
+        }
         let live = self.waiters.iter().filter(|w| !w.tx.is_closed()).count();
         if live != self.live_waiters {
             return Err(format!(
