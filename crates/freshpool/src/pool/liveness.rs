@@ -13,7 +13,7 @@
 //! If it cannot be started, every heartbeat gap counts as a freeze (as
 //! before it existed): never fewer evictions than needed.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,6 @@ static LAST_RUN: AtomicU64 = AtomicU64::new(0);
 /// continuous stop, not a sum (many short scheduling stalls on a starved
 /// host are not a freeze). Written by the thread only.
 static STOPS: [[AtomicU64; 2]; KEPT] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; KEPT];
-static NEXT_STOP: AtomicUsize = AtomicUsize::new(0);
 /// The process the thread runs in (a forked child has none until started
 /// again).
 static PID: AtomicU32 = AtomicU32::new(0);
@@ -77,17 +76,12 @@ pub(super) fn start() {
                 let away = now.saturating_duration_since(last);
                 if away.saturating_sub(PERIOD) >= MIN_STALL {
                     let len = away.as_nanos() as u64;
-                    // Over the shortest kept stop if this one is as long
-                    // (it ends later too), else over the oldest: a long
-                    // freeze outlives any number of short stalls after it.
-                    let shortest = (0..KEPT)
-                        .min_by_key(|&i| STOPS[i][1].load(Ordering::Relaxed))
-                        .unwrap_or(0);
-                    let i = if STOPS[shortest][1].load(Ordering::Relaxed) <= len {
-                        shortest
-                    } else {
-                        NEXT_STOP.fetch_add(1, Ordering::Relaxed) % KEPT
-                    };
+                    // Over the shortest kept stop: one this long, ending
+                    // later, supersedes it; and if every kept stop is
+                    // longer, the shortest is the least to lose. So a long
+                    // freeze outlives any number of short stalls after it
+                    // (a round-robin slot let eight of them erase it).
+                    let i = slot_to_replace(|i| STOPS[i][1].load(Ordering::Relaxed));
                     STOPS[i][1].store(len, Ordering::Release);
                     STOPS[i][0].store(since_epoch(now), Ordering::Release);
                 }
@@ -99,6 +93,12 @@ pub(super) fn start() {
     if spawned.is_err() {
         LAST_RUN.store(0, Ordering::Release);
     }
+}
+
+/// Where a new stop is kept: over the shortest kept one (`len(i)`: the
+/// length in slot `i`, 0 when empty).
+fn slot_to_replace(len: impl Fn(usize) -> u64) -> usize {
+    (0..KEPT).min_by_key(|&i| len(i)).unwrap_or(0)
 }
 
 /// For tests and benchmarks that simulate a process freeze by blocking the
@@ -186,5 +186,27 @@ mod tests {
             Duration::from_millis(350),
             Duration::from_millis(500)
         ));
+    }
+
+    /// A freeze no beat has judged yet, then more short stalls than the
+    /// ring keeps (a busy host after a resume): each new stall, shorter
+    /// than all kept, took a round-robin slot, and the first such went
+    /// over slot 0, the freeze. The shortest kept stop goes instead.
+    #[test]
+    fn a_long_stop_outlives_more_short_stalls_than_are_kept() {
+        let ms = 1_000_000;
+        let kept = [
+            5000 * ms,
+            200 * ms,
+            195 * ms,
+            190 * ms,
+            185 * ms,
+            180 * ms,
+            175 * ms,
+            170 * ms,
+        ];
+        assert_eq!(slot_to_replace(|i| kept[i]), 7);
+        let filling = [5000 * ms, 200 * ms, 0, 0, 0, 0, 0, 0];
+        assert_eq!(slot_to_replace(|i| filling[i]), 2, "an empty slot first");
     }
 }
