@@ -286,7 +286,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = client.set_nodelay(true);
         next_id += 1;
         let c = &shared.counters;
-        c.accepted.fetch_add(1, Ordering::SeqCst);
         let open = c.open.fetch_add(1, Ordering::SeqCst) + 1;
         c.peak_open.fetch_max(open, Ordering::SeqCst);
         let ctl = Arc::new(ConnCtl {
@@ -309,6 +308,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 ctl,
             },
         );
+        // Counted once registered: a test that sees it counted can kill it.
+        c.accepted.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -535,6 +535,7 @@ async fn userinfo_becomes_basic_authorization_and_leaves_the_uri() {
         format!("http://u:pa/ss3cret@127.0.0.1:{port}/"),
         format!("http://u:pa?ss3cret@127.0.0.1:{port}/"),
         format!("http://u:pa#ss3cret@127.0.0.1:{port}/"),
+        format!("http://:pa#ss3cret@127.0.0.1:{port}/"),
         format!("http://u:se cret@127.0.0.1:{port}/"),
         "ftp://u:pa/ss3cret@127.0.0.1/".to_string(),
     ] {

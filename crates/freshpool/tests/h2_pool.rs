@@ -305,6 +305,24 @@ async fn after_a_resume_a_busy_http2_connection_takes_no_new_streams() {
     let next = one.get(&server.url("/")).await;
     assert!(next.is_ok(), "{:?}\n{}", next.err(), one.stats());
     drop(held);
+
+    // The same at the total limit: a slot free for the host is no
+    // replacement when `max_connections_total` is reached.
+    let other = h2_server().await;
+    let two = h2_client()
+        .max_connections_per_host(2)
+        .max_connections_total(2)
+        .pool_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let held = [
+        two.get(&server.url("/stall/1500")).await.unwrap(),
+        two.get(&other.url("/stall/1500")).await.unwrap(),
+    ];
+    two.on_resume();
+    let next = two.get(&server.url("/")).await;
+    assert!(next.is_ok(), "{:?}\n{}", next.err(), two.stats());
+    drop(held);
 }
 
 /// A waiter that gave up after the pool handed it a connection's first

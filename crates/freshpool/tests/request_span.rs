@@ -92,3 +92,31 @@ async fn the_request_span_records_the_request_the_reuse_and_the_status() {
     assert_eq!(spans[0]["status"], "200");
     assert_eq!(spans[2]["status"], missing_status.to_string());
 }
+
+/// A password `http` did not see as one (an unencoded '/', '#' in it) was
+/// left in the URI by the userinfo handling and recorded in the span,
+/// which exporters and every DEBUG event inside it show.
+#[tokio::test]
+async fn the_request_span_shows_no_password() {
+    let server = TestServer::http1().await;
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(RequestSpans(spans.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let client = Client::new();
+    let port = server.addr().port();
+    for url in [
+        format!("http://u:pa/ss3cret@127.0.0.1:{port}/"),
+        format!("http://u:pa#ss3cret@127.0.0.1:{port}/"),
+        format!("http://u:s3cret@127.0.0.1:{port}/"),
+    ] {
+        let _ = client.get(&url).await;
+    }
+    let spans = spans.lock().unwrap();
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    for span in spans.iter() {
+        let uri = &span["uri"];
+        assert!(!uri.contains("s3cret") && !uri.contains(":pa"), "{span:?}");
+    }
+    assert_eq!(spans[2]["uri"], format!("http://127.0.0.1:{port}/"));
+}

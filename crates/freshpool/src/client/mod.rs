@@ -186,7 +186,7 @@ impl Client {
         let span = tracing::debug_span!(
             "freshpool.request",
             method = %request.method(),
-            uri = %request.uri(),
+            uri = %SpanUri(request.uri()),
             reused = tracing::field::Empty,
             retries = tracing::field::Empty,
             status = tracing::field::Empty,
@@ -356,6 +356,22 @@ where
                 deadline.as_mut().poll_elapsed(cx, "").map(Err)
             }
         }
+    }
+}
+
+/// A request URI as the request's span shows it (formatted only when a
+/// subscriber records the span): without a password that `http` did not
+/// see as userinfo (an unencoded '/', '?' or '#' in it puts it in the path,
+/// or makes it the "port"), which `move_userinfo` therefore left in place.
+struct SpanUri<'a>(&'a Uri);
+
+impl std::fmt::Display for SpanUri<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if crate::pool::key::PoolKey::view(self.0, 0).is_err() {
+            // (Its checkout fails with a message that shows no password.)
+            return f.write_str("(an invalid URI, not shown)");
+        }
+        f.write_str(&crate::error::redact_userinfo(&self.0.to_string()))
     }
 }
 

@@ -89,13 +89,14 @@ impl Connector {
         })
     }
 
-    /// Whether connections to this key will multiplex (so concurrent dials
-    /// should coalesce into one), as far as we know before connecting.
-    /// Whether connections to `key` will surely be HTTP/2.
+    /// Whether every connection will be HTTP/2 (this client speaks
+    /// nothing else).
     pub(crate) fn only_multiplex(&self) -> bool {
         self.config.http_version == HttpVersion::Http2Only
     }
 
+    /// Whether connections to this key will multiplex (so concurrent dials
+    /// should coalesce into one), as far as we know before connecting.
     pub(crate) fn may_multiplex(&self, key: &PoolKey) -> bool {
         match (key.scheme, self.config.http_version) {
             (_, HttpVersion::Http1Only) => false,

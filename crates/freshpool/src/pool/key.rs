@@ -181,10 +181,11 @@ impl PoolKey {
                     after => match after.strip_prefix(':') {
                         Some(port) => (&rest[..end], Some(port)),
                         None => {
+                            // (Not the URI: see the port's message below.)
                             return Err(Error::invalid_uri(format!(
-                                "URI {} has {after:?} after its IP literal host",
-                                redact_userinfo(&uri.to_string())
-                            )))
+                                "URI host [{}] is followed by {after:?}, not a port",
+                                &rest[..end]
+                            )));
                         }
                     },
                 },
@@ -198,8 +199,12 @@ impl PoolKey {
             },
         };
         if host.is_empty() {
-            let shown = redact_userinfo(&uri.to_string());
-            return Err(Error::invalid_uri(format!("URI {shown} has no host")));
+            // (Not the URI: `http://:token#x@h/` reads as no host and the
+            // port "token", with no '@' left to redact.)
+            return Err(Error::invalid_uri(format!(
+                "URI has no host (scheme {})",
+                scheme.as_str()
+            )));
         }
         // An empty port means the scheme's default (RFC 3986 section 3.2.3);
         // anything else that is not a port is refused, never read as the

@@ -229,6 +229,12 @@ impl TotalBudget for Budget {
 }
 
 impl Budget {
+    /// Connections that may still open under `max_connections_total` (a
+    /// snapshot: other origins may take them meanwhile).
+    pub(crate) fn spare(&self) -> usize {
+        self.limit.saturating_sub(self.open.load(Ordering::Acquire))
+    }
+
     /// `at` on the pool's timeline (see [`Stamp`]).
     fn stamp(&self, at: Instant) -> Stamp {
         self.clock.stamp(at)

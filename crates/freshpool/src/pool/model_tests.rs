@@ -1450,6 +1450,28 @@ fn a_failed_shared_dial_answers_its_riders_or_gives_them_dials() {
         }
         m.wind_down().unwrap();
     }
+    // One connection per host: the other two no longer ride on one dial,
+    // so the one behind the second's dial is not covered by it (its
+    // `pool_timeout` must not keep moving, one handshake timeout after
+    // another).
+    let mut m = Model::new(Setup {
+        limits: Limits {
+            per_host: 1,
+            max_idle: 1,
+            max_pending: 8,
+        },
+        total: 4,
+        ..h2_setup(true)
+    });
+    for _ in 0..3 {
+        m.step(Acquire).unwrap();
+    }
+    m.step(DialFail(Ix(0))).unwrap();
+    assert_eq!(m.dials.len(), 1, "one slot: one dial, for the second");
+    let (second, third) = (m.dials[0].waiter_id, m.dials[0].waiter_id + 1);
+    assert!(m.st.dial_covers(second));
+    assert!(!m.st.dial_covers(third));
+    m.wind_down().unwrap();
 }
 
 fn h2_setup(strict: bool) -> Setup {

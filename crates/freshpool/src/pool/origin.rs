@@ -113,8 +113,9 @@ impl Origin {
                 tracing::debug!(origin = %self.label, error = %err, "connect failed");
                 let dials = {
                     let mut g = self.lock();
-                    // Usually the slot guard already counted the dial done
-                    // when it dropped inside the failed dial.
+                    // (The slot guard, which `connector.dial` keeps on a
+                    // failure, has not counted the dial done: counted here,
+                    // with the answer, in one locked step.)
                     if dialing.swap(false, Ordering::AcqRel) {
                         g.state.dial_done();
                     }
@@ -364,8 +365,16 @@ impl Origin {
             }
             // A draining connection keeps its slot until its streams end:
             // busy ones are drained only while slots are left to replace
-            // them (at the limit, new requests could only wait).
-            let mut spare_slots = self.limits.per_host.saturating_sub(g.state.slots);
+            // them, per host and in total (at a limit, new requests could
+            // only wait). Idle ones going in this pass give theirs back.
+            let mut spare_slots = if frozen_since.is_some() {
+                let going =
+                    dropped.len() + (g.state.shared.iter()).filter(|s| s.in_flight == 0).count();
+                let per_host = self.limits.per_host.saturating_sub(g.state.slots);
+                per_host.min(self.budget.spare()) + going
+            } else {
+                0
+            };
             for s in g.state.shared.iter_mut() {
                 // HTTP/2 connections after a freeze: no new streams; a
                 // dead one would otherwise take the next burst down with

@@ -637,13 +637,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// the waiters marked `dialing`, counted no higher than `dialing` (a
     /// mark can outlive its dial until `service` runs; a dedicated retry
     /// dial counts in `dialing` but serves only its own request). While
-    /// the protocol is unknown, every waiter rides on the first dial.
+    /// the protocol is unknown, every waiter rides on the first dial,
+    /// until a dial failed (`unknown_dial_failed`): then each has its own,
+    /// as over HTTP/1.
     /// O(queue): asked only when a wait reaches `pool_timeout`.
     pub(crate) fn dial_covers(&self, waiter_id: u64) -> bool {
         if self.dialing == 0 {
             return false;
         }
-        if self.protocol == Protocol::Unknown {
+        if self.protocol == Protocol::Unknown && !self.unknown_dial_failed {
             return true;
         }
         let (mut in_line, mut marked) = (0usize, 0usize);
