@@ -147,10 +147,7 @@ impl ChaosProxy {
     /// upstream refuses, the client connection is closed). Must be called
     /// inside a tokio runtime.
     pub async fn start(upstream: SocketAddr) -> ChaosProxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = crate::bind_loopback().await;
         let shared = Arc::new(Shared {
             upstream,
             idle_close: Mutex::new(None),
@@ -178,8 +175,7 @@ impl ChaosProxy {
 
     /// `http://127.0.0.1:PORT/path` (a missing leading `/` is added).
     pub fn url(&self, path: &str) -> String {
-        let slash = if path.starts_with('/') { "" } else { "/" };
-        format!("http://127.0.0.1:{}{slash}{path}", self.addr.port())
+        crate::loopback_url("http", "127.0.0.1", self.addr, path)
     }
 
     /// Closes (FIN in both directions) every connection that carried no

@@ -60,10 +60,7 @@ impl SettingsProxy {
     /// `upstream` (a new upstream connection each). Must be called inside
     /// a tokio runtime.
     pub async fn start(upstream: SocketAddr) -> SettingsProxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = crate::bind_loopback().await;
         let announce = watch::channel(0).0;
         let acked = Arc::new(AtomicU64::new(0));
         let accept_task = tokio::spawn(accept_loop(
@@ -83,8 +80,7 @@ impl SettingsProxy {
 
     /// `http://127.0.0.1:PORT/path` (a missing leading `/` is added).
     pub fn url(&self, path: &str) -> String {
-        let slash = if path.starts_with('/') { "" } else { "/" };
-        format!("http://127.0.0.1:{}{slash}{path}", self.addr.port())
+        crate::loopback_url("http", "127.0.0.1", self.addr, path)
     }
 
     /// Sends every connection open now a SETTINGS frame with

@@ -73,6 +73,22 @@ pub use h2_settings::SettingsProxy;
 pub use server::{Protocol, ServerConfig, ServerStats, TestServer};
 pub use tls::{self_signed, TestCa};
 
+/// Binds `127.0.0.1:0` (every server and proxy here listens on loopback).
+async fn bind_loopback() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+/// `scheme://host:PORT/path` for a loopback listener (a missing leading
+/// `/` is added).
+fn loopback_url(scheme: &str, host: &str, addr: std::net::SocketAddr, path: &str) -> String {
+    let slash = if path.starts_with('/') { "" } else { "/" };
+    format!("{scheme}://{host}:{}{slash}{path}", addr.port())
+}
+
 /// Polls `cond` every 5 ms until it holds; panics naming `what` after 5 s.
 /// Tests use it to wait for an effect that happens on another task (a
 /// socket close, a sweep) without sleeping for a guessed time.

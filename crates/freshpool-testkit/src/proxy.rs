@@ -139,10 +139,7 @@ impl TestProxy {
 
     /// A proxy that accepts exactly these `(user, password)` pairs.
     pub async fn with_users(users: &[(&str, &str)]) -> TestProxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = crate::bind_loopback().await;
         let stats = Arc::new(TestProxyStats::default());
         let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let accepted = users

@@ -287,10 +287,7 @@ impl TestServer {
     ///
     /// Must be called inside a tokio runtime.
     pub async fn start(config: ServerConfig) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = crate::bind_loopback().await;
         let stats = Arc::new(ServerStats::default());
         let registry: Registry = Arc::default();
         let tls = config.tls.is_some();
@@ -324,11 +321,10 @@ impl TestServer {
     /// TLS is on (so SNI and the certificate name match). A missing leading
     /// `/` is added.
     pub fn url(&self, path: &str) -> String {
-        let slash = if path.starts_with('/') { "" } else { "/" };
         if self.tls {
-            format!("https://localhost:{}{slash}{path}", self.addr.port())
+            crate::loopback_url("https", "localhost", self.addr, path)
         } else {
-            format!("http://127.0.0.1:{}{slash}{path}", self.addr.port())
+            crate::loopback_url("http", "127.0.0.1", self.addr, path)
         }
     }
 
