@@ -322,7 +322,27 @@ async fn after_a_resume_a_busy_http2_connection_takes_no_new_streams() {
     two.on_resume();
     let next = two.get(&server.url("/")).await;
     assert!(next.is_ok(), "{:?}\n{}", next.err(), two.stats());
-    drop(held);
+    drop((held, next));
+
+    // One spare total slot is one replacement for the whole pool, not one
+    // per origin: draining both busy connections left the second origin
+    // with neither a connection taking streams nor a slot to dial.
+    let three = h2_client()
+        .max_connections_per_host(2)
+        .max_connections_total(3)
+        .pool_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let held = [
+        three.get(&server.url("/stall/1500")).await.unwrap(),
+        three.get(&other.url("/stall/1500")).await.unwrap(),
+    ];
+    three.on_resume();
+    let first = three.get(&server.url("/stall/1500")).await;
+    assert!(first.is_ok(), "{:?}\n{}", first.err(), three.stats());
+    let second = three.get(&other.url("/")).await;
+    assert!(second.is_ok(), "{:?}\n{}", second.err(), three.stats());
+    drop((held, first));
 }
 
 /// A waiter that gave up after the pool handed it a connection's first

@@ -109,14 +109,20 @@ async fn the_request_span_shows_no_password() {
         format!("http://u:pa/ss3cret@127.0.0.1:{port}/"),
         format!("http://u:pa#ss3cret@127.0.0.1:{port}/"),
         format!("http://u:s3cret@127.0.0.1:{port}/"),
+        // An '@' in a path is no password: shown as it is.
+        format!("http://127.0.0.1:{port}/@types/node?by=a@b"),
     ] {
         let _ = client.get(&url).await;
     }
     let spans = spans.lock().unwrap();
-    assert_eq!(spans.len(), 3, "{spans:?}");
+    assert_eq!(spans.len(), 4, "{spans:?}");
     for span in spans.iter() {
         let uri = &span["uri"];
         assert!(!uri.contains("s3cret") && !uri.contains(":pa"), "{span:?}");
     }
     assert_eq!(spans[2]["uri"], format!("http://127.0.0.1:{port}/"));
+    assert_eq!(
+        spans[3]["uri"],
+        format!("http://127.0.0.1:{port}/@types/node?by=a@b")
+    );
 }

@@ -360,9 +360,13 @@ where
 }
 
 /// A request URI as the request's span shows it (formatted only when a
-/// subscriber records the span): without a password that `http` did not
-/// see as userinfo (an unencoded '/', '?' or '#' in it puts it in the path,
-/// or makes it the "port"), which `move_userinfo` therefore left in place.
+/// subscriber records the span). A password with an unencoded '/', '?' or
+/// '#' is no userinfo to `http`, so `move_userinfo` left it in place: it
+/// reads as the "port" and the path. Such a URI fails `PoolKey::view` (a
+/// port that is no number), and is not shown. (One whose password starts
+/// with up to five digits reads as a valid port, on the user name as the
+/// host: a misrouted request, shown as parsed; an '@' in a path is no sign
+/// of a password, so it is not redacted.)
 struct SpanUri<'a>(&'a Uri);
 
 impl std::fmt::Display for SpanUri<'_> {
@@ -371,7 +375,7 @@ impl std::fmt::Display for SpanUri<'_> {
             // (Its checkout fails with a message that shows no password.)
             return f.write_str("(an invalid URI, not shown)");
         }
-        f.write_str(&crate::error::redact_userinfo(&self.0.to_string()))
+        std::fmt::Display::fmt(self.0, f)
     }
 }
 

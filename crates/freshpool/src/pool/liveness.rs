@@ -76,12 +76,11 @@ pub(super) fn start() {
                 let away = now.saturating_duration_since(last);
                 if away.saturating_sub(PERIOD) >= MIN_STALL {
                     let len = away.as_nanos() as u64;
-                    // Over the shortest kept stop: one this long, ending
-                    // later, supersedes it; and if every kept stop is
-                    // longer, the shortest is the least to lose. So a long
-                    // freeze outlives any number of short stalls after it
-                    // (a round-robin slot let eight of them erase it).
-                    let i = slot_to_replace(|i| STOPS[i][1].load(Ordering::Relaxed));
+                    let kept = std::array::from_fn(|i| Stop {
+                        end: STOPS[i][0].load(Ordering::Relaxed),
+                        len: STOPS[i][1].load(Ordering::Relaxed),
+                    });
+                    let i = slot_to_replace(&kept, len, since_epoch(now));
                     STOPS[i][1].store(len, Ordering::Release);
                     STOPS[i][0].store(since_epoch(now), Ordering::Release);
                 }
@@ -95,10 +94,34 @@ pub(super) fn start() {
     }
 }
 
-/// Where a new stop is kept: over the shortest kept one (`len(i)`: the
-/// length in slot `i`, 0 when empty).
-fn slot_to_replace(len: impl Fn(usize) -> u64) -> usize {
-    (0..KEPT).min_by_key(|&i| len(i)).unwrap_or(0)
+/// A kept stop: its end and length, nanoseconds (0, 0 when empty).
+#[derive(Clone, Copy)]
+struct Stop {
+    end: u64,
+    len: u64,
+}
+
+/// A stop that ended this long ago is past any window a pool still has to
+/// judge (heartbeats judge theirs every 250 ms while their runtime runs).
+const STALE_STOP: Duration = Duration::from_secs(60);
+
+/// Where a new stop of `len` is kept, at `now`:
+/// 1. over the shortest kept stop if it is no longer than the new one
+///    (the new one, ending later, supersedes it; an empty slot is 0);
+/// 2. else over the oldest stop that ended over `STALE_STOP` ago, however
+///    long: minutes-long freezes long judged must not hold the ring;
+/// 3. else over the shortest: a recent long freeze outlives any number of
+///    shorter stalls after it (a round-robin slot let eight erase it).
+fn slot_to_replace(kept: &[Stop; KEPT], len: u64, now: u64) -> usize {
+    let shortest = (0..KEPT).min_by_key(|&i| kept[i].len).unwrap_or(0);
+    if kept[shortest].len <= len {
+        return shortest;
+    }
+    let stale = now.saturating_sub(STALE_STOP.as_nanos() as u64);
+    (0..KEPT)
+        .filter(|&i| kept[i].end < stale)
+        .min_by_key(|&i| kept[i].end)
+        .unwrap_or(shortest)
 }
 
 /// For tests and benchmarks that simulate a process freeze by blocking the
@@ -188,25 +211,40 @@ mod tests {
         ));
     }
 
-    /// A freeze no beat has judged yet, then more short stalls than the
-    /// ring keeps (a busy host after a resume): each new stall, shorter
-    /// than all kept, took a round-robin slot, and the first such went
-    /// over slot 0, the freeze. The shortest kept stop goes instead.
+    /// Which kept stop a new one replaces. A freeze no beat has judged
+    /// yet, then more short stalls than the ring keeps (a busy host after
+    /// a resume): a round-robin slot let the ninth erase the freeze. And
+    /// (a first fix's mistake, caught by review) minutes-long freezes long
+    /// judged must not fill the ring so that one short stall erases the
+    /// freeze that matters now.
     #[test]
-    fn a_long_stop_outlives_more_short_stalls_than_are_kept() {
-        let ms = 1_000_000;
-        let kept = [
-            5000 * ms,
-            200 * ms,
-            195 * ms,
-            190 * ms,
-            185 * ms,
-            180 * ms,
-            175 * ms,
-            170 * ms,
-        ];
-        assert_eq!(slot_to_replace(|i| kept[i]), 7);
-        let filling = [5000 * ms, 200 * ms, 0, 0, 0, 0, 0, 0];
-        assert_eq!(slot_to_replace(|i| filling[i]), 2, "an empty slot first");
+    fn a_recent_freeze_outlives_short_stalls_and_old_freezes() {
+        let ms = 1_000_000u64;
+        let now = 3_600_000 * ms;
+        let stop = |ago_ms: u64, len_ms: u64| Stop {
+            end: now - ago_ms * ms,
+            len: len_ms * ms,
+        };
+        // A 5 s freeze 3 s ago, then seven short stalls: an eighth,
+        // shorter than all, goes over the shortest, not the freeze.
+        let mut kept = [stop(3000, 5000); KEPT];
+        for (k, slot) in kept.iter_mut().enumerate().skip(1) {
+            *slot = stop(2000 - 200 * k as u64, 200 - 5 * k as u64);
+        }
+        assert_eq!(slot_to_replace(&kept, 150 * ms, now), 7);
+        // As long as the shortest or longer: over the shortest.
+        assert_eq!(slot_to_replace(&kept, 300 * ms, now), 7);
+        // Seven 10-minute freezes an hour ago and a 30 s one just now: a
+        // 150 ms stall goes over the oldest of the old ones.
+        let mut kept = [stop(3_000_000, 600_000); KEPT];
+        for (k, slot) in kept.iter_mut().enumerate() {
+            slot.end -= k as u64 * ms;
+        }
+        kept[7] = stop(500, 30_000);
+        assert_eq!(slot_to_replace(&kept, 150 * ms, now), 6);
+        // An empty slot first.
+        let mut kept = [Stop { end: 0, len: 0 }; KEPT];
+        kept[0] = stop(100, 5000);
+        assert_ne!(slot_to_replace(&kept, 150 * ms, now), 0);
     }
 }

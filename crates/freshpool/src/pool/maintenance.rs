@@ -128,8 +128,9 @@ impl Pool {
     /// that sat idle before that instant.
     pub(super) fn evict_all(&self, now: Stamp, frozen_since: Option<Stamp>) {
         let origins = self.origins();
+        let mut total_spare = self.inner.budget.spare();
         for origin in origins {
-            origin.evict(now, frozen_since);
+            origin.evict(now, frozen_since, &mut total_spare);
         }
     }
 

@@ -338,7 +338,11 @@ impl Origin {
     }
 
     /// Evicts idle connections that expired or (after a freeze) are suspect.
-    pub(super) fn evict(&self, now: Stamp, frozen_since: Option<Stamp>) {
+    /// `total_spare`: connections that may still open under
+    /// `max_connections_total`, carried from origin to origin by the sweep
+    /// (each busy HTTP/2 connection drained after a freeze takes one for
+    /// its replacement).
+    pub(super) fn evict(&self, now: Stamp, frozen_since: Option<Stamp>, total_spare: &mut usize) {
         let mut dropped = Vec::new();
         let dropped_shared;
         {
@@ -370,8 +374,9 @@ impl Origin {
             let mut spare_slots = if frozen_since.is_some() {
                 let going =
                     dropped.len() + (g.state.shared.iter()).filter(|s| s.in_flight == 0).count();
+                *total_spare += going;
                 let per_host = self.limits.per_host.saturating_sub(g.state.slots);
-                per_host.min(self.budget.spare()) + going
+                (per_host + going).min(*total_spare)
             } else {
                 0
             };
@@ -383,7 +388,10 @@ impl Origin {
                 // while new requests hung on a connection the NAT forgot.
                 let replaceable = s.in_flight == 0 || spare_slots > 0;
                 if frozen_since.is_some() && s.draining.is_none() && replaceable {
-                    spare_slots -= usize::from(s.in_flight > 0);
+                    if s.in_flight > 0 {
+                        spare_slots -= 1;
+                        *total_spare -= 1;
+                    }
                     s.drain(CloseReason::FreezeEviction);
                 }
                 if self
