@@ -128,32 +128,43 @@ async fn early_answering_server() -> std::net::SocketAddr {
     answering_server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await
 }
 
+/// A raw TCP server on loopback (hyper's server would not misbehave in
+/// the ways these tests need): `serve` runs for each connection.
+async fn raw_server<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
+        }
+    });
+    addr
+}
+
 /// A raw server that answers the first request head on each connection
 /// with "ok" at once, then reads nothing more while it keeps the socket
 /// open (a server done with a request whose body it does not want).
 async fn answering_then_deaf_server() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            });
+    raw_server(|mut socket| async move {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    addr
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await
 }
 
 /// An in-memory body is taken by hyper whole and queued to be written;
@@ -188,33 +199,27 @@ async fn a_connection_still_writing_an_in_memory_body_does_not_hold_up_the_next_
 /// and keeps reading whatever follows.
 async fn answering_server(answer: &'static [u8]) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Ok(n) = socket.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    // One answer per request head seen.
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        if socket.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
+    raw_server(move |mut socket| async move {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let Ok(n) = socket.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            // One answer per request head seen.
+            while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                seen.drain(..end + 4);
+                if socket.write_all(answer).await.is_err() {
+                    return;
                 }
-            });
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A request body stream the test feeds by hand.
@@ -363,57 +368,54 @@ async fn rest_a_connection(client: &Client, url: &str) {
 /// head), and otherwise reads the body and answers "ok". Counts its 417s.
 async fn expect_refusing_server(close: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let refusals = Arc::new(AtomicUsize::new(0));
     let counted = refusals.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let refusals = counted.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
+    let addr = raw_server(move |mut socket| {
+        let refusals = counted.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                seen.drain(..end + 4);
+                if head.contains("expect: 100-continue") {
+                    refusals.fetch_add(1, Ordering::SeqCst);
+                    let refusal: &[u8] = if close {
+                        b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n"
                     };
-                    let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
-                    seen.drain(..end + 4);
-                    if head.contains("expect: 100-continue") {
-                        refusals.fetch_add(1, Ordering::SeqCst);
-                        let refusal: &[u8] = if close {
-                            b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                        } else {
-                            b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n"
-                        };
-                        if socket.write_all(refusal).await.is_err() || close {
-                            return;
-                        }
-                        continue;
-                    }
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    while seen.len() < length {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    seen.drain(..length);
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if socket.write_all(answer).await.is_err() {
+                    if socket.write_all(refusal).await.is_err() || close {
                         return;
                     }
+                    continue;
                 }
-            });
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while seen.len() < length {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.drain(..length);
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if socket.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
         }
-    });
+    })
+    .await;
     (addr, refusals)
 }
 

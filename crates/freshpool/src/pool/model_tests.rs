@@ -1354,15 +1354,7 @@ fn http2_connection_dead_on_arrival_is_not_shared() {
 #[test]
 fn http2_reconnect_after_every_connection_died_dials_by_the_stream_limit() {
     use Op::*;
-    let mut m = Model::new(Setup {
-        limits: Limits {
-            per_host: 8,
-            max_idle: 8,
-            max_pending: 16,
-        },
-        total: 8,
-        ..h2_setup(true)
-    });
+    let mut m = Model::new(h2_setup_for_8());
     m.step(Acquire).unwrap();
     m.step(DialOk(Ix(0))).unwrap(); // HTTP/2, 4 streams per connection
     m.step(Wake(Ix(0))).unwrap();
@@ -1390,15 +1382,7 @@ fn http2_reconnect_after_every_connection_died_dials_by_the_stream_limit() {
 #[test]
 fn a_lowered_stream_limit_does_not_make_the_pool_dial_per_waiter() {
     use Op::*;
-    let mut m = Model::new(Setup {
-        limits: Limits {
-            per_host: 8,
-            max_idle: 8,
-            max_pending: 16,
-        },
-        total: 8,
-        ..h2_setup(true)
-    });
+    let mut m = Model::new(h2_setup_for_8());
     m.step(Acquire).unwrap();
     m.step(DialOk(Ix(0))).unwrap(); // HTTP/2, 4 streams per connection
     m.step(Wake(Ix(0))).unwrap(); // one stream in flight
@@ -1472,6 +1456,19 @@ fn a_failed_shared_dial_answers_its_riders_or_gives_them_dials() {
     assert!(m.st.dial_covers(second));
     assert!(!m.st.dial_covers(third));
     m.wind_down().unwrap();
+}
+
+/// `h2_setup` with room for 8 connections (and 16 queued requests).
+fn h2_setup_for_8() -> Setup {
+    Setup {
+        limits: Limits {
+            per_host: 8,
+            max_idle: 8,
+            max_pending: 16,
+        },
+        total: 8,
+        ..h2_setup(true)
+    }
 }
 
 fn h2_setup(strict: bool) -> Setup {
