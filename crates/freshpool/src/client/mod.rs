@@ -361,12 +361,14 @@ where
 
 /// A request URI as the request's span shows it (formatted only when a
 /// subscriber records the span). A password with an unencoded '/', '?' or
-/// '#' is no userinfo to `http`, so `move_userinfo` left it in place: it
-/// reads as the "port" and the path. Such a URI fails `PoolKey::view` (a
-/// port that is no number), and is not shown. (One whose password starts
-/// with up to five digits reads as a valid port, on the user name as the
-/// host: a misrouted request, shown as parsed; an '@' in a path is no sign
-/// of a password, so it is not redacted.)
+/// '#' is no userinfo to RFC 3986 parsers (`http`, curl), so
+/// `move_userinfo` left it in place: its text before that character reads
+/// as the port, the rest as the path. When that "port" is no number the
+/// URI fails `PoolKey::view` and is not shown. When it is empty or a
+/// number (`u:/secret@h`, `u:2024/secret@h`) the URI is valid, to the
+/// user name as the host: the request is misrouted and its path, with the
+/// rest of the password, is shown as parsed, since an '@' in a path
+/// (`/@types/node`) is no sign of a password. (RELIABILITY.md lists it.)
 struct SpanUri<'a>(&'a Uri);
 
 impl std::fmt::Display for SpanUri<'_> {

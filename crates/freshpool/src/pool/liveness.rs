@@ -80,9 +80,10 @@ pub(super) fn start() {
                         end: STOPS[i][0].load(Ordering::Relaxed),
                         len: STOPS[i][1].load(Ordering::Relaxed),
                     });
-                    let i = slot_to_replace(&kept, len, since_epoch(now));
-                    STOPS[i][1].store(len, Ordering::Release);
-                    STOPS[i][0].store(since_epoch(now), Ordering::Release);
+                    if let Some(i) = slot_to_replace(&kept, len) {
+                        STOPS[i][1].store(len, Ordering::Release);
+                        STOPS[i][0].store(since_epoch(now), Ordering::Release);
+                    }
                 }
                 // After the stop is kept: whoever sees this run sees it.
                 LAST_RUN.store(since_epoch(now), Ordering::Release);
@@ -101,27 +102,22 @@ struct Stop {
     len: u64,
 }
 
-/// A stop that ended this long ago is past any window a pool still has to
-/// judge (heartbeats judge theirs every 250 ms while their runtime runs).
-const STALE_STOP: Duration = Duration::from_secs(60);
-
-/// Where a new stop of `len` is kept, at `now`:
-/// 1. over the shortest kept stop if it is no longer than the new one
-///    (the new one, ending later, supersedes it; an empty slot is 0);
-/// 2. else over the oldest stop that ended over `STALE_STOP` ago, however
-///    long: minutes-long freezes long judged must not hold the ring;
-/// 3. else over the shortest: a recent long freeze outlives any number of
-///    shorter stalls after it (a round-robin slot let eight erase it).
-fn slot_to_replace(kept: &[Stop; KEPT], len: u64, now: u64) -> usize {
-    let shortest = (0..KEPT).min_by_key(|&i| kept[i].len).unwrap_or(0);
-    if kept[shortest].len <= len {
-        return shortest;
-    }
-    let stale = now.saturating_sub(STALE_STOP.as_nanos() as u64);
+/// Where a new stop of `len` (ending now) is kept, if anywhere: over a
+/// kept stop that another ends no earlier and lasts no shorter than (the
+/// new one, or another kept one). Windows always end now, so such a stop
+/// adds nothing its dominator does not (an empty slot is dominated by
+/// anything). If none is (the kept stops get longer the older they are),
+/// the new stop is the shortest and is not kept: a long freeze no beat
+/// has judged yet outlives any number of shorter stalls, however old it is
+/// (a runtime nobody drives judges its gap only at its next call).
+fn slot_to_replace(kept: &[Stop; KEPT], len: u64) -> Option<usize> {
+    let dominated = |i: usize| {
+        kept[i].len <= len
+            || (0..KEPT).any(|j| j != i && kept[j].end >= kept[i].end && kept[j].len >= kept[i].len)
+    };
     (0..KEPT)
-        .filter(|&i| kept[i].end < stale)
-        .min_by_key(|&i| kept[i].end)
-        .unwrap_or(shortest)
+        .filter(|&i| dominated(i))
+        .min_by_key(|&i| kept[i].len)
 }
 
 /// For tests and benchmarks that simulate a process freeze by blocking the
@@ -211,40 +207,48 @@ mod tests {
         ));
     }
 
-    /// Which kept stop a new one replaces. A freeze no beat has judged
-    /// yet, then more short stalls than the ring keeps (a busy host after
-    /// a resume): a round-robin slot let the ninth erase the freeze. And
-    /// (a first fix's mistake, caught by review) minutes-long freezes long
-    /// judged must not fill the ring so that one short stall erases the
-    /// freeze that matters now.
+    /// Which kept stop a new one replaces. A round-robin slot let eight
+    /// short stalls erase a freeze no beat had judged yet; two first fixes
+    /// (always the shortest; the oldest past 60 s) still lost it when old
+    /// freezes filled the ring, or when a runtime went undriven for over a
+    /// minute.
     #[test]
-    fn a_recent_freeze_outlives_short_stalls_and_old_freezes() {
+    fn a_freeze_outlives_shorter_stalls_and_dominated_stops_go_first() {
         let ms = 1_000_000u64;
         let now = 3_600_000 * ms;
         let stop = |ago_ms: u64, len_ms: u64| Stop {
             end: now - ago_ms * ms,
             len: len_ms * ms,
         };
-        // A 5 s freeze 3 s ago, then seven short stalls: an eighth,
-        // shorter than all, goes over the shortest, not the freeze.
+        // A 5 s freeze, then seven stalls each shorter than the one
+        // before: a shorter one still is not kept (nothing is dominated).
         let mut kept = [stop(3000, 5000); KEPT];
         for (k, slot) in kept.iter_mut().enumerate().skip(1) {
             *slot = stop(2000 - 200 * k as u64, 200 - 5 * k as u64);
         }
-        assert_eq!(slot_to_replace(&kept, 150 * ms, now), 7);
-        // As long as the shortest or longer: over the shortest.
-        assert_eq!(slot_to_replace(&kept, 300 * ms, now), 7);
-        // Seven 10-minute freezes an hour ago and a 30 s one just now: a
-        // 150 ms stall goes over the oldest of the old ones.
+        assert_eq!(slot_to_replace(&kept, 150 * ms), None);
+        // One as long as the shortest supersedes it.
+        assert_eq!(slot_to_replace(&kept, 170 * ms), Some(7));
+        // The same freeze two minutes ago (a runtime nobody drove), then
+        // stalls that grew: the older, shorter ones go, never the freeze.
+        let mut kept = [stop(120_000, 5000); KEPT];
+        for (k, slot) in kept.iter_mut().enumerate().skip(1) {
+            *slot = stop(100_000 - 1000 * k as u64, 150 + 100 * k as u64);
+        }
+        let i = slot_to_replace(&kept, 150 * ms).expect("a dominated stall");
+        assert_ne!(i, 0);
+        // Seven 10-minute freezes an hour ago and a 30 s one just now:
+        // an older 10-minute freeze (dominated by a newer one) goes.
         let mut kept = [stop(3_000_000, 600_000); KEPT];
         for (k, slot) in kept.iter_mut().enumerate() {
             slot.end -= k as u64 * ms;
         }
         kept[7] = stop(500, 30_000);
-        assert_eq!(slot_to_replace(&kept, 150 * ms, now), 6);
+        let i = slot_to_replace(&kept, 150 * ms).expect("a dominated freeze");
+        assert!(i != 7 && i != 0, "{i}");
         // An empty slot first.
         let mut kept = [Stop { end: 0, len: 0 }; KEPT];
         kept[0] = stop(100, 5000);
-        assert_ne!(slot_to_replace(&kept, 150 * ms, now), 0);
+        assert_eq!(slot_to_replace(&kept, 150 * ms), Some(1));
     }
 }
