@@ -14,6 +14,8 @@ use freshpool::{Client, HttpVersion, Kind};
 use freshpool_testkit::{ChaosProxy, Protocol, ServerConfig, TestServer};
 use proptest::prelude::*;
 
+mod common;
+
 /// One thing that happens to the client or the network.
 #[derive(Clone, Debug)]
 enum Action {
@@ -259,11 +261,7 @@ fn refused_connection_fails_fast_and_frees_its_slot() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        // A port with nothing listening: bind, note it, close.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = common::closed_port();
         let client = Client::builder()
             .pool_timeout(Duration::from_secs(5))
             .build()

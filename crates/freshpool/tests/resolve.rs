@@ -19,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+mod common;
+
 /// Answers every name with the current list (switchable).
 #[derive(Clone)]
 struct Switch(Arc<Mutex<Vec<SocketAddr>>>);
@@ -90,10 +92,7 @@ impl IpServer {
 }
 
 fn closed_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], common::closed_port()))
 }
 
 /// A loopback address that never answers a SYN: a listener with a full

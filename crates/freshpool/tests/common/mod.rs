@@ -47,15 +47,19 @@ pub async fn http2_server_and_client(
     (server, client)
 }
 
-/// A loopback port nobody listens on (bound, then let go).
+/// A loopback port nobody listens on.
 /// (Not every test file that declares `mod common;` uses it.)
 #[allow(dead_code)]
 pub fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Bound and never listening, for the rest of the test process: a
+    // connect is refused, and no test running beside it can take the port
+    // (one bound and let go could be).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    std::mem::forget(socket);
+    port
 }
 
 /// GETs `url` and reads the body as text.
