@@ -1,0 +1,294 @@
+//! Unit tests of the caching resolver (`CachingResolver`), against
+//! resolvers that switch, fail or go silent on command.
+
+use super::*;
+use std::sync::atomic::AtomicUsize;
+
+/// Answers the current list, or fails while `addrs` is empty (a DNS
+/// outage).
+struct Switch {
+    addrs: Mutex<Vec<SocketAddr>>,
+    lookups: AtomicUsize,
+}
+
+impl Resolve for Arc<Switch> {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let addrs = self.addrs.lock().unwrap().clone();
+        Box::pin(async move {
+            if addrs.is_empty() {
+                return Err(std::io::Error::other("SERVFAIL"));
+            }
+            Ok(addrs)
+        })
+    }
+}
+
+fn switch(addrs: &[&str]) -> Arc<Switch> {
+    Arc::new(Switch {
+        addrs: Mutex::new(addrs.iter().map(|a| addr(a)).collect()),
+        lookups: AtomicUsize::new(0),
+    })
+}
+
+/// Answers once, then never again (a DNS server gone silent).
+struct SilentAfterFirst(AtomicUsize);
+
+impl Resolve for SilentAfterFirst {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let first = self.0.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            if !first {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![addr("127.0.0.2:80")])
+        })
+    }
+}
+
+/// A lookup that neither answers nor fails does not hold a dial for
+/// its whole connect_timeout while a good answer is at hand: after
+/// `STALE_AFTER` the dial goes on with the last answer.
+#[tokio::test]
+async fn a_silent_lookup_falls_back_to_the_last_good_answer() {
+    let cached =
+        CachingResolver::new(SilentAfterFirst(AtomicUsize::new(0))).ttl(Duration::from_millis(50));
+    cached.resolve("h", 80).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), cached.resolve("h", 80))
+        .await
+        .expect("not held by the silent lookup")
+        .unwrap();
+    assert_eq!(answer, [addr("127.0.0.2:80")]);
+    assert!(started.elapsed() >= STALE_AFTER);
+    // That lookup still runs (in the background): the next dial does
+    // not start another, and goes on with the last answer at once.
+    let started = Instant::now();
+    assert_eq!(
+        cached.resolve("h", 80).await.unwrap(),
+        [addr("127.0.0.2:80")]
+    );
+    assert!(started.elapsed() < STALE_AFTER);
+    // A name never answered has nothing to fall back on: it waits.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), cached.resolve("other", 80))
+            .await
+            .is_err()
+    );
+}
+
+/// DNS round-robin: the same addresses in a new order. Dials try them
+/// in the new order (Happy Eyeballs starts with the first), and no
+/// connection is retired for it.
+#[tokio::test]
+async fn a_new_order_of_the_same_set_is_followed_without_a_new_generation() {
+    let switch = switch(&["127.0.0.2:80", "127.0.0.3:80"]);
+    let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(50));
+    cached.resolve("h", 80).await.unwrap();
+    let first = cached.current("h", 80).unwrap();
+    *switch.addrs.lock().unwrap() = vec![addr("127.0.0.3:80"), addr("127.0.0.2:80")];
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        cached.resolve("h", 80).await.unwrap(),
+        [addr("127.0.0.3:80"), addr("127.0.0.2:80")]
+    );
+    let now = cached.current("h", 80).unwrap();
+    assert_eq!(now.generation, first.generation);
+    assert_eq!(now.addrs, cached.resolve("h", 80).await.unwrap().into());
+}
+
+/// A DNS outage: a dial gets the last good answer instead of an error,
+/// and the next lookup waits `MIN_TTL` instead of starting at every
+/// check. A host never resolved still fails.
+#[tokio::test]
+async fn a_failed_lookup_serves_the_last_good_answer_and_waits_before_the_next() {
+    let switch = switch(&["127.0.0.2:80"]);
+    let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(50));
+    cached.resolve("h", 80).await.unwrap();
+    switch.addrs.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        cached.resolve("h", 80).await.expect("the last good answer"),
+        [addr("127.0.0.2:80")]
+    );
+    assert_eq!(switch.lookups.load(Ordering::SeqCst), 2);
+    // Within MIN_TTL of the failure: neither a dial nor a check looks up.
+    cached.resolve("h", 80).await.unwrap();
+    assert!(cached.current("h", 80).is_some());
+    tokio::task::yield_now().await;
+    assert_eq!(switch.lookups.load(Ordering::SeqCst), 2);
+    assert!(
+        cached.resolve("other", 80).await.is_err(),
+        "nothing to fall back on"
+    );
+}
+
+fn refreshing(cached: &CachingResolver<impl Resolve>, host: &str) -> bool {
+    find(&mut cached.shared.lock(), host, 80)
+        .unwrap()
+        .refreshing
+}
+
+/// A refresh started by `current` on a runtime that then shut down
+/// left the host marked as being looked up: no later check refreshed
+/// it, so connections no longer followed DNS.
+#[test]
+fn a_refresh_dropped_with_its_runtime_does_not_stop_later_ones() {
+    let cached =
+        CachingResolver::new(SilentAfterFirst(AtomicUsize::new(0))).ttl(Duration::from_millis(50));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        cached.resolve("h", 80).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(cached.current("h", 80).is_some());
+        tokio::task::yield_now().await;
+    });
+    assert!(refreshing(&cached, "h"), "the refresh runs (and hangs)");
+    drop(runtime);
+    assert!(!refreshing(&cached, "h"));
+}
+
+/// An answer past `MAX_STALE` is not served after a failed lookup, and
+/// not for `MIN_TTL` after it either: the failure is the answer.
+#[tokio::test]
+async fn an_answer_too_old_to_stand_in_is_not_served_after_a_failure() {
+    let switch = switch(&["127.0.0.2:80"]);
+    let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(50));
+    cached.resolve("h", 80).await.unwrap();
+    switch.addrs.lock().unwrap().clear();
+    {
+        let mut entries = cached.shared.lock();
+        let entry = find(&mut entries, "h", 80).unwrap();
+        let Some(long_ago) = Instant::now().checked_sub(MAX_STALE + Duration::from_secs(1)) else {
+            return; // (a machine up for less than MAX_STALE)
+        };
+        entry.answered = long_ago;
+        entry.expires = long_ago;
+    }
+    assert!(cached.resolve("h", 80).await.is_err());
+    assert!(
+        cached.resolve("h", 80).await.is_err(),
+        "within MIN_TTL of the failure too"
+    );
+    // An answer ends it.
+    *switch.addrs.lock().unwrap() = vec![addr("127.0.0.3:80")];
+    assert_eq!(
+        cached.resolve("h", 80).await.unwrap(),
+        [addr("127.0.0.3:80")]
+    );
+}
+
+/// Reports a DNS TTL, as hickory does.
+struct WithTtl(Arc<Switch>, Duration);
+
+impl Resolve for WithTtl {
+    fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
+        self.0.resolve(host, port)
+    }
+    fn resolve_with_ttl(&self, host: &str, port: u16) -> ResolveTtlFuture {
+        let lookup = self.0.resolve(host, port);
+        let ttl = self.1;
+        Box::pin(async move { lookup.await.map(|a| (a, Some(ttl))) })
+    }
+}
+
+#[tokio::test]
+async fn dns_ttls_are_honoured_within_the_configured_cap() {
+    let switch = Arc::new(Switch {
+        addrs: Mutex::new(vec![addr("127.0.0.2:80")]),
+        lookups: AtomicUsize::new(0),
+    });
+    // A 1 s DNS TTL under a 30 s cap: looked up again after 1 s.
+    let short = CachingResolver::new(WithTtl(switch.clone(), Duration::from_secs(1)));
+    short.resolve("h", 80).await.unwrap();
+    let (_, left) = short.resolve_with_ttl("h", 80).await.unwrap();
+    assert!(left.unwrap() <= Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    short.resolve("h", 80).await.unwrap();
+    assert_eq!(switch.lookups.load(Ordering::SeqCst), 2);
+    // A day-long DNS TTL is capped by the configured TTL.
+    let capped = CachingResolver::new(WithTtl(switch.clone(), Duration::from_secs(86_400)))
+        .ttl(Duration::from_millis(50));
+    capped.resolve("h", 80).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    capped.resolve("h", 80).await.unwrap();
+    assert_eq!(switch.lookups.load(Ordering::SeqCst), 4);
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A TTL past the clock's range panicked on the first answer.
+#[tokio::test]
+async fn an_endless_ttl_is_capped_not_a_panic() {
+    let switch = switch(&["127.0.0.2:80"]);
+    let cached = CachingResolver::new(switch.clone()).ttl(Duration::MAX);
+    cached.resolve("h", 80).await.unwrap();
+    cached.resolve("127.0.0.1", 80).await.unwrap();
+    let (_, left) = cached.resolve_with_ttl("h", 80).await.unwrap();
+    assert!(left.unwrap() <= MAX_TTL);
+    assert_eq!(
+        switch.lookups.load(Ordering::SeqCst),
+        2,
+        "one per host, then cached"
+    );
+}
+
+#[tokio::test]
+async fn caches_for_the_ttl_and_bumps_the_generation_only_on_change() {
+    let switch = switch(&["127.0.0.2:80"]);
+    let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(50));
+    assert_eq!(
+        cached.current("h", 80),
+        None,
+        "nothing known before a lookup"
+    );
+    assert_eq!(
+        cached.resolve("h", 80).await.unwrap(),
+        vec![addr("127.0.0.2:80")]
+    );
+    assert_eq!(
+        cached.resolve("H", 80).await.unwrap(),
+        vec![addr("127.0.0.2:80")]
+    );
+    assert_eq!(
+        switch.lookups.load(Ordering::SeqCst),
+        1,
+        "served from cache"
+    );
+    let first = cached.current("h", 80).unwrap();
+
+    // Expired, same answer: looked up again, same generation.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    cached.resolve("h", 80).await.unwrap();
+    assert_eq!(switch.lookups.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        cached.current("h", 80).unwrap().generation,
+        first.generation
+    );
+
+    // The host moves; after the TTL a current() check refreshes it in
+    // the background and the generation moves.
+    *switch.addrs.lock().unwrap() = vec![addr("127.0.0.3:80")];
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let stale = cached.current("h", 80).unwrap();
+    assert_eq!(
+        stale.generation, first.generation,
+        "served while refreshing"
+    );
+    let mut now = stale;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        now = cached.current("h", 80).unwrap();
+        if now.generation != first.generation {
+            break;
+        }
+    }
+    assert_ne!(now.generation, first.generation);
+    assert_eq!(&now.addrs[..], &[addr("127.0.0.3:80")]);
+}
