@@ -132,14 +132,15 @@ impl Client {
             // that rather than mistake "not yet" for "closed". (Before the
             // request is touched: it stays in `pending`, unprepared.)
             if let LeaseKind::H1(idle) = lease.kind_mut() {
-                let sender = &mut idle.conn.sender;
-                let ready =
-                    match std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await {
-                        Poll::Ready(ready) => {
-                            ready.map_err(|e| error::from_hyper(e, lease.origin_label()))
-                        }
-                        Poll::Pending => ready_within(&mut lease, READY_WAIT).await,
-                    };
+                let conn = &mut idle.conn;
+                let ready = match std::future::poll_fn(|cx| Poll::Ready(conn.sender.poll_ready(cx)))
+                    .await
+                {
+                    Poll::Ready(ready) => {
+                        ready.map_err(|e| error::from_hyper(e, &conn.origin.label))
+                    }
+                    Poll::Pending => ready_within(conn, READY_WAIT).await,
+                };
                 if let Err(err) = ready {
                     lease.discard();
                     if !unsent.another(reused, stale_limit) {
@@ -610,24 +611,20 @@ const READY_WAIT: Duration = Duration::from_millis(500);
 /// connection is busy, not broken: the caller discards it and the request,
 /// never sent, goes again.
 #[cold]
-async fn ready_within(lease: &mut Lease, limit: Duration) -> Result<(), Error> {
-    let label = lease.origin_label().clone();
-    let LeaseKind::H1(idle) = lease.kind_mut() else {
-        return Ok(());
-    };
-    match tokio::time::timeout(limit, idle.conn.sender.ready()).await {
-        Ok(ready) => ready.map_err(|e| error::from_hyper(e, &label)),
+async fn ready_within(conn: &mut crate::pool::H1Conn, limit: Duration) -> Result<(), Error> {
+    let label = &conn.origin.label;
+    match tokio::time::timeout(limit, conn.sender.ready()).await {
+        Ok(ready) => ready.map_err(|e| error::from_hyper(e, label)),
         Err(_) => {
             // (Its task would otherwise hold the slot for as long as the
             // peer keeps the socket without reading.)
-            crate::connect::tcp::shut_down(&idle.conn.socket);
-            Err(Error::new(
-            Kind::Io,
-            format!(
-                "a pooled connection to {label} was not ready for a new request within {} (still sending an earlier request's body?)",
+            crate::connect::tcp::shut_down(&conn.socket);
+            let message = format!(
+                "a pooled connection to {label} was not ready for a new request within {} \
+                 (still sending an earlier request's body?)",
                 error::fmt_duration(limit)
-            ),
-            ))
+            );
+            Err(Error::new(Kind::Io, message))
         }
     }
 }

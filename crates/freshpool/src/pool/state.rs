@@ -403,7 +403,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     fn should_coalesce(&self) -> bool {
         match self.protocol {
             Protocol::Http1 => false,
-            Protocol::Unknown => self.dialing > 0 && !self.unknown_dial_failed,
+            Protocol::Unknown => self.dialing > 0 && self.all_ride_on_one_dial(),
             Protocol::Http2 => {
                 // What a new connection will carry: what the last one
                 // announced when it landed (or a live one's limit, if
@@ -451,11 +451,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // Unmark the youngest so they get dials below (invariant 4).
         // (Counted only when the bound says there may be more.)
         if self.marks > self.dialing {
-            let mut marked = self
-                .waiters
-                .iter()
-                .filter(|w| w.dialing && !w.tx.is_closed())
-                .count();
+            let mut marked = self.live_marked();
             for w in self.waiters.iter_mut().rev() {
                 if marked <= self.dialing {
                     break;
@@ -645,7 +641,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if self.dialing == 0 {
             return false;
         }
-        if self.protocol == Protocol::Unknown && !self.unknown_dial_failed {
+        if self.all_ride_on_one_dial() {
             return true;
         }
         let (mut in_line, mut marked) = (0usize, 0usize);
@@ -658,6 +654,19 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             _ => 1,
         };
         in_line <= marked.min(self.dialing).saturating_mul(per_dial)
+    }
+
+    /// Before the protocol is known every waiter rides on the first dial
+    /// (a bet on HTTP/2), until a dial failed (`unknown_dial_failed`).
+    fn all_ride_on_one_dial(&self) -> bool {
+        self.protocol == Protocol::Unknown && !self.unknown_dial_failed
+    }
+
+    /// Live waiters marked `dialing` (O(queue)).
+    fn live_marked(&self) -> usize {
+        (self.waiters.iter())
+            .filter(|w| w.dialing && !w.tx.is_closed())
+            .count()
     }
 
     /// A dial failed (its count already given back): delivers the error to
@@ -798,9 +807,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return Err("idle above max_idle".into());
         }
         self.idle.check()?;
-        let marked = (self.waiters.iter())
-            .filter(|w| w.dialing && !w.tx.is_closed())
-            .count();
+        let marked = self.live_marked();
         if marked > self.marks {
             return Err(format!(
                 "{marked} waiters marked dialing > bound {}",
