@@ -15,7 +15,7 @@
 //! Origin (Arc, repr(C): what a checkout reads first)      lock domain O (one per origin)
 //! `-- Mutex<Guarded>
 //!     |-- reused: u64, the one counter the hot path bumps (under this lock)
-//!     |-- OriginState (state.rs): idle LIFO, shared h2 conns, FIFO waiters, slots
+//!     |-- OriginState (state/): idle LIFO, shared h2 conns, FIFO waiters, slots
 //!     |-- dns_addrs: the host's addresses when DNS last moved (follow_dns,
 //!     |              at most every 50 ms; a return to an address not in it closes)
 //!     `-- leases: LeaseTable, who holds connections now (for diagnosis):
@@ -55,8 +55,10 @@
 //!       keeping their place in the queue (never `PoolFull`)
 //! ```
 
+mod budget;
 mod checkout;
 mod coarse_clock;
+mod dial;
 mod idle;
 pub(crate) mod key;
 mod lease;
@@ -86,8 +88,10 @@ use crate::connect::{tcp, Connector, NewConnection, Sender, StreamLimit};
 use crate::error::{fmt_duration, Error, Kind};
 use crate::health::{Clock, SuspendWatch, HEARTBEAT};
 use crate::stats::{CloseReason, Counters, LeaseInfo, OriginStats, PoolStats};
+use budget::{wake_starving, Budget, StarvingList};
 pub(crate) use checkout::Checkout;
 pub(crate) use coarse_clock::Stamp;
+use dial::SlotGuard;
 use key::{KeyParts, KeyView, PoolKey, Scheme, SecurityContext};
 use lease::WaiterGuard;
 pub(crate) use lease::{Lease, LeaseKind};
@@ -196,67 +200,6 @@ struct LeaseRecord {
     reported: bool,
 }
 
-/// Total capacity shared by all origins of a pool.
-pub(crate) struct Budget {
-    open: AtomicUsize,
-    limit: usize,
-    starving: StarvingList,
-    /// When (nanoseconds since `epoch`) `relieve_total` last scanned every
-    /// origin and found nothing idle to close (0: never).
-    fruitless_relief_at: AtomicU64,
-    next_id: AtomicU64,
-    /// Monotonic nanoseconds (since `epoch`) of the last heartbeat.
-    last_beat: AtomicU64,
-    /// Instant of the last detected freeze, as nanoseconds since `epoch`.
-    freeze_at: AtomicU64,
-    freezes: AtomicU64,
-    /// What a checkout reads for "now" (see `coarse_clock`). Its epoch is
-    /// what `nanos` counts from, so its readings need no conversion.
-    clock: coarse_clock::CoarseClock,
-}
-
-impl TotalBudget for Budget {
-    fn try_reserve(&self) -> bool {
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.limit).then_some(n + 1)
-            })
-            .is_ok()
-    }
-    fn release(&self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Budget {
-    /// Connections that may still open under `max_connections_total` (a
-    /// snapshot: other origins may take them meanwhile).
-    pub(crate) fn spare(&self) -> usize {
-        self.limit.saturating_sub(self.open.load(Ordering::Acquire))
-    }
-
-    /// `at` on the pool's timeline (see [`Stamp`]).
-    fn stamp(&self, at: Instant) -> Stamp {
-        self.clock.stamp(at)
-    }
-
-    /// The last beat (a checkout within the last millisecond while requests
-    /// flow, else the heartbeat's last tick, at most 250 ms ago): a clock
-    /// read without a syscall, for the moment a connection is returned.
-    ///
-    /// It is never ahead of the real time, so what is computed from it errs
-    /// one way only: an idle connection looks idle a little longer (checked
-    /// or expired a little sooner), never fresher than it is. Reading the
-    /// clock was a fifth of an uncontended checkout+return on this VM
-    /// (`perf`: `__vdso_clock_gettime` 20 %, two reads per cycle).
-    fn coarse_now(&self) -> Stamp {
-        match self.last_beat.load(Ordering::Acquire) {
-            0 => self.stamp(Instant::now()),
-            n => Stamp::from_nanos(n),
-        }
-    }
-}
-
 /// One origin's pool partition.
 ///
 /// Field order is layout (`repr(C)`): what every checkout and return reads
@@ -309,131 +252,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the bookkeeping half-done
     // in a way worse than losing the pool; keep serving.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Holds one slot (per-host and total) until the connection's socket is
-/// gone: owned by the dial, then by the connection's driver task.
-///
-/// It also owns the "dial in flight" count until the connection is
-/// established: `dialing` is claimed (swapped to false) by whichever comes
-/// first, the dial task handing the connection to the pool or this guard
-/// dropping because the dial failed. A failed dial thus releases its slot
-/// and its dial count in one locked step, so `dialing <= slots` always
-/// holds under the lock.
-///
-/// It is made when the slot is reserved, before the dial task is spawned,
-/// and moves into the task: a task dropped before it ever ran (spawned on
-/// a runtime that is shutting down) still gives its slot back. Until the
-/// task starts (`started`), the waiter the dial was for is sent back to
-/// ask again from its own runtime instead (`Origin::dial_never_ran`).
-pub(crate) struct SlotGuard {
-    origin: Arc<Origin>,
-    conn_id: u64,
-    since: Instant,
-    dialing: Arc<std::sync::atomic::AtomicBool>,
-    /// The dial task ran (false: reserved, spawned, never polled).
-    started: bool,
-    /// The waiter the dial is for (None: a dedicated dial).
-    waiter: Option<u64>,
-    /// The dial failed (the connector hands the guard to a connection's
-    /// driver only once it is made, so a failed dial's comes back).
-    failed: bool,
-}
-
-impl SlotGuard {
-    /// The guard for a slot just reserved, and the dial flag the dial
-    /// task keeps to claim the dial count on success.
-    fn new(origin: &Arc<Origin>, waiter: Option<u64>) -> (SlotGuard, Arc<AtomicBool>) {
-        let dialing = Arc::new(AtomicBool::new(true));
-        let guard = SlotGuard {
-            origin: origin.clone(),
-            conn_id: origin.budget.next_id.fetch_add(1, Ordering::Relaxed),
-            since: Instant::now(),
-            dialing: dialing.clone(),
-            started: false,
-            waiter,
-            failed: false,
-        };
-        (guard, dialing)
-    }
-
-    /// Marks the guard of a dial that failed (dropped right after).
-    fn failed(mut self) -> SlotGuard {
-        self.failed = true;
-        self
-    }
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let was_dialing = self.dialing.swap(false, Ordering::AcqRel);
-        if !self.started {
-            self.origin.dial_never_ran(self.waiter, was_dialing);
-            return;
-        }
-        // `http.client.connection.duration` is of established connections.
-        if !self.failed {
-            self.origin
-                .counters
-                .metrics
-                .connection_lived(self.since.elapsed());
-        }
-        self.origin.slot_freed(self.conn_id, was_dialing);
-    }
-}
-
-/// Origins waiting for total capacity, oldest first (entries may be stale:
-/// gone, or no longer waiting; `wake_starving` skips those).
-#[derive(Default)]
-struct StarvingList {
-    queue: Mutex<std::collections::VecDeque<Weak<Origin>>>,
-    /// The queue's length, for code that returns a connection: it reads
-    /// this instead of taking the lock on every return.
-    len: AtomicUsize,
-}
-
-impl StarvingList {
-    fn push(&self, origin: &Arc<Origin>) {
-        let mut q = lock(&self.queue);
-        q.push_back(Arc::downgrade(origin));
-        self.len.store(q.len(), Ordering::Release);
-    }
-
-    fn pop(&self) -> Option<Weak<Origin>> {
-        let mut q = lock(&self.queue);
-        let next = q.pop_front();
-        self.len.store(q.len(), Ordering::Release);
-        next
-    }
-
-    /// Some origin may be waiting for total capacity.
-    fn any(&self) -> bool {
-        self.len.load(Ordering::Acquire) > 0
-    }
-}
-
-/// Gives freed total capacity to origins that were waiting for it.
-fn wake_starving(budget: &Budget) {
-    loop {
-        if budget.open.load(Ordering::Acquire) >= budget.limit {
-            return;
-        }
-        let next = budget.starving.pop();
-        let Some(weak) = next else { return };
-        let Some(origin) = weak.upgrade() else {
-            continue;
-        };
-        let dials = {
-            let mut g = origin.lock();
-            g.state.starving = false;
-            g.state.service(origin.limits, &*origin.budget)
-        };
-        let started = !dials.is_empty();
-        origin.spawn_dials(dials);
-        if started {
-            return;
-        }
-    }
 }
 
 /// The shared pool behind a client and its clones.

@@ -1,0 +1,365 @@
+//! Dialing for an origin: the slot a dial holds ([`SlotGuard`]), dials
+//! spawned for waiters, and what a dial's end does: a new connection
+//! added (idle, or shared over HTTP/2), or a slot given back.
+
+use super::*;
+
+/// Holds one slot (per-host and total) until the connection's socket is
+/// gone: owned by the dial, then by the connection's driver task.
+///
+/// It also owns the "dial in flight" count until the connection is
+/// established: `dialing` is claimed (swapped to false) by whichever comes
+/// first, the dial task handing the connection to the pool or this guard
+/// dropping because the dial failed. A failed dial thus releases its slot
+/// and its dial count in one locked step, so `dialing <= slots` always
+/// holds under the lock.
+///
+/// It is made when the slot is reserved, before the dial task is spawned,
+/// and moves into the task: a task dropped before it ever ran (spawned on
+/// a runtime that is shutting down) still gives its slot back. Until the
+/// task starts (`started`), the waiter the dial was for is sent back to
+/// ask again from its own runtime instead (`Origin::dial_never_ran`).
+pub(crate) struct SlotGuard {
+    pub(super) origin: Arc<Origin>,
+    pub(super) conn_id: u64,
+    pub(super) since: Instant,
+    pub(super) dialing: Arc<std::sync::atomic::AtomicBool>,
+    /// The dial task ran (false: reserved, spawned, never polled).
+    pub(super) started: bool,
+    /// The waiter the dial is for (None: a dedicated dial).
+    pub(super) waiter: Option<u64>,
+    /// The dial failed (the connector hands the guard to a connection's
+    /// driver only once it is made, so a failed dial's comes back).
+    pub(super) failed: bool,
+}
+
+impl SlotGuard {
+    /// The guard for a slot just reserved, and the dial flag the dial
+    /// task keeps to claim the dial count on success.
+    pub(super) fn new(origin: &Arc<Origin>, waiter: Option<u64>) -> (SlotGuard, Arc<AtomicBool>) {
+        let dialing = Arc::new(AtomicBool::new(true));
+        let guard = SlotGuard {
+            origin: origin.clone(),
+            conn_id: origin.budget.next_id.fetch_add(1, Ordering::Relaxed),
+            since: Instant::now(),
+            dialing: dialing.clone(),
+            started: false,
+            waiter,
+            failed: false,
+        };
+        (guard, dialing)
+    }
+
+    /// Marks the guard of a dial that failed (dropped right after).
+    pub(super) fn failed(mut self) -> SlotGuard {
+        self.failed = true;
+        self
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let was_dialing = self.dialing.swap(false, Ordering::AcqRel);
+        if !self.started {
+            self.origin.dial_never_ran(self.waiter, was_dialing);
+            return;
+        }
+        // `http.client.connection.duration` is of established connections.
+        if !self.failed {
+            self.origin
+                .counters
+                .metrics
+                .connection_lived(self.since.elapsed());
+        }
+        self.origin.slot_freed(self.conn_id, was_dialing);
+    }
+}
+
+impl Origin {
+    pub(super) fn slot_freed(self: &Arc<Self>, conn_id: u64, was_dialing: bool) {
+        self.budget.open.fetch_sub(1, Ordering::AcqRel);
+        let (was_pooled, dials) = {
+            let mut g = self.lock();
+            if was_dialing {
+                g.state.dial_done();
+            }
+            let was_pooled = g.state.slot_freed(conn_id);
+            let dials = g.state.service(self.limits, &*self.budget);
+            self.publish(&g.state);
+            (was_pooled, dials)
+        };
+        if was_pooled {
+            self.counters.closed(CloseReason::ServerClose);
+        }
+        self.spawn_dials(dials);
+        // The freed total slot may be what another origin is waiting for.
+        wake_starving(&self.budget);
+    }
+
+    /// `service()` may have hit the total limit: make sure freed capacity
+    /// elsewhere wakes this origin (`wake_starving`). Separate lock domain.
+    pub(super) fn register_if_starving(self: &Arc<Self>) {
+        let newly = std::mem::take(&mut self.lock().state.newly_starving);
+        if newly {
+            self.budget.starving.push(self);
+        }
+    }
+
+    pub(super) fn spawn_dials(self: &Arc<Self>, waiter_ids: Vec<u64>) {
+        self.register_if_starving();
+        if waiter_ids.is_empty() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            // No runtime (shutting down): fail those waiters rather than
+            // leave them without a dial.
+            let mut g = self.lock();
+            for id in waiter_ids {
+                g.state.dial_done();
+                g.state.slots -= 1;
+                self.budget.open.fetch_sub(1, Ordering::AcqRel);
+                g.state.fail_waiter(
+                    id,
+                    Error::new(Kind::Closed, "the async runtime is shutting down"),
+                );
+            }
+            return;
+        };
+        for waiter_id in waiter_ids {
+            // The guard first: it owns the slot even if the task never runs.
+            let (slot, dialing) = SlotGuard::new(self, Some(waiter_id));
+            handle.spawn(self.clone().dial_for(waiter_id, slot, dialing));
+        }
+    }
+
+    /// A dial task was dropped before it ever ran: its runtime is shutting
+    /// down (a client shared by several runtimes, one of them dropped).
+    /// Gives the slot and the dial count back, and sends the waiters that
+    /// would dial now back to ask again (`OriginState::dial_never_ran`):
+    /// each retry runs on its own runtime, where a dial can run. Nothing
+    /// is spawned on this origin's behalf here: a spawn on the dying
+    /// runtime would be dropped at once again.
+    pub(super) fn dial_never_ran(self: &Arc<Self>, waiter: Option<u64>, was_dialing: bool) {
+        self.budget.release();
+        {
+            let mut g = self.lock();
+            g.state
+                .dial_never_ran(waiter, was_dialing, self.limits, &*self.budget);
+            self.publish(&g.state);
+        }
+        self.register_if_starving();
+        // The freed total slot may be what another origin is waiting for.
+        wake_starving(&self.budget);
+    }
+
+    pub(super) async fn dial_for(
+        self: Arc<Self>,
+        waiter_id: u64,
+        mut slot: SlotGuard,
+        dialing: Arc<AtomicBool>,
+    ) {
+        slot.started = true;
+        let conn_id = slot.conn_id;
+        let mut slot = Some(slot);
+        let started = Instant::now();
+        let result = self.connector.dial(&self.key, &mut slot).await;
+        match result {
+            Ok(conn) => {
+                self.counters.created(started.elapsed());
+                tracing::debug!(origin = %self.label, conn_id, elapsed = ?started.elapsed(), "connection opened");
+                self.add_connection(conn_id, conn, &dialing);
+            }
+            Err(err) => {
+                self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(origin = %self.label, error = %err, "connect failed");
+                let dials = {
+                    let mut g = self.lock();
+                    // (The slot guard, which `connector.dial` keeps on a
+                    // failure, has not counted the dial done: counted here,
+                    // with the answer, in one locked step.)
+                    if dialing.swap(false, Ordering::AcqRel) {
+                        g.state.dial_done();
+                    }
+                    g.state.fail_dial(waiter_id, err);
+                    // A waiter whose dial failed is answered; others that had
+                    // counted on this dial (coalesced HTTP/2) are answered
+                    // too when nothing else can serve them, else get their
+                    // own dial here.
+                    g.state.service(self.limits, &*self.budget)
+                };
+                self.spawn_dials(dials);
+                // Only now free the slot: had it gone first, the pool would
+                // have seen this waiter without a dial and dialed again.
+                drop(slot.map(SlotGuard::failed));
+            }
+        }
+    }
+
+    /// Dials a connection for one requester only (see
+    /// [`Pool::checkout_dedicated`]). If the requester is gone when it
+    /// lands, it joins the pool like any other.
+    pub(super) async fn dial_dedicated(
+        self: Arc<Self>,
+        tx: tokio::sync::oneshot::Sender<Result<Handoff<H1Conn, H2Conn>, Error>>,
+        mut slot: SlotGuard,
+        dialing: Arc<AtomicBool>,
+    ) {
+        slot.started = true;
+        let conn_id = slot.conn_id;
+        let mut slot = Some(slot);
+        let started = Instant::now();
+        match self.connector.dial(&self.key, &mut slot).await {
+            Ok(NewConnection {
+                sender: Sender::H1(sender),
+                socket,
+                resumed_tls,
+                peer,
+                ..
+            }) => {
+                if resumed_tls {
+                    self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                self.counters.created(started.elapsed());
+                let now = self.budget.stamp(Instant::now());
+                let idle = self.new_record(conn_id, sender, socket, peer, now);
+                let dials = {
+                    let mut g = self.lock();
+                    if dialing.swap(false, Ordering::AcqRel) {
+                        g.state.dial_done();
+                    }
+                    // One dial fewer may leave a waiter without one.
+                    g.state.service(self.limits, &*self.budget)
+                };
+                self.spawn_dials(dials);
+                if let Err(Ok(Handoff::Exclusive(idle))) = tx.send(Ok(Handoff::Exclusive(idle))) {
+                    let surplus = self.lock().state.offer_idle(idle, self.limits);
+                    drop(surplus);
+                }
+            }
+            Ok(other) => {
+                // The origin moved to HTTP/2: share it like any new connection.
+                self.counters.created(started.elapsed());
+                self.add_connection(conn_id, other, &dialing);
+                drop(tx); // the requester falls back to a normal checkout
+            }
+            Err(err) => {
+                self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+                let dials = {
+                    let mut g = self.lock();
+                    if dialing.swap(false, Ordering::AcqRel) {
+                        g.state.dial_done();
+                    }
+                    g.state.service(self.limits, &*self.budget)
+                };
+                self.spawn_dials(dials);
+                let _ = tx.send(Err(err));
+                drop(slot.map(SlotGuard::failed));
+            }
+        }
+    }
+
+    /// The record of a newly made HTTP/1 connection (never used, resting
+    /// since `now`), holding its reference to this origin.
+    pub(super) fn new_record(
+        self: &Arc<Self>,
+        conn_id: u64,
+        sender: http1::SendRequest<RequestBody>,
+        socket: Weak<TcpStream>,
+        peer: Option<std::net::SocketAddr>,
+        now: Stamp,
+    ) -> Idle<H1Conn> {
+        Idle::new(IdleRecord {
+            id: conn_id,
+            conn: H1Conn {
+                sender,
+                origin: self.clone(),
+                socket,
+                peer,
+            },
+            created: now,
+            idle_since: now,
+            expires_at: self.expiry(now, now, None),
+            requests: 0,
+        })
+    }
+
+    pub(super) fn add_connection(
+        self: &Arc<Self>,
+        conn_id: u64,
+        conn: NewConnection,
+        dialing: &std::sync::atomic::AtomicBool,
+    ) {
+        if conn.resumed_tls {
+            self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = self.budget.stamp(Instant::now());
+        // The origin's own view of DNS (`dns_addrs`, which returns are
+        // checked against) is only as new as its last check, and this dial
+        // may have resolved a newer answer: brought up to date first (outside
+        // the lock), or a connection to where DNS points now would count
+        // as moved away and close on its first return. An HTTP/2 connection
+        // to an address the resolver no longer lists is not shared (below).
+        let current = self.follow_dns_now();
+        let listed = match (&conn.sender, conn.peer) {
+            (Sender::H2(..), Some(peer)) => current.map(|addrs| addrs.contains(&peer)),
+            _ => None,
+        };
+        let mut surplus = None;
+        let mut moved = None;
+        let dials = {
+            let mut g = self.lock();
+            if dialing.swap(false, Ordering::AcqRel) {
+                g.state.dial_done();
+            }
+            match conn.sender {
+                Sender::H1(sender) => {
+                    g.state.protocol = Protocol::Http1;
+                    let idle = self.new_record(conn_id, sender, conn.socket, conn.peer, now);
+                    // (To an address DNS no longer lists, it serves at most
+                    // the request it goes to: its return closes it.)
+                    surplus = g.state.offer_idle(idle, self.limits);
+                }
+                Sender::H2(sender, limit) if listed == Some(false) => {
+                    // Dialed before DNS moved away from its address: shared,
+                    // it would carry every later stream there for good
+                    // (`follow_dns` drains only what it finds when it sees
+                    // the change). Closed instead; its waiters get a new
+                    // dial from `service` below.
+                    g.state.protocol = Protocol::Http2;
+                    // (What it announced still says how many waiters one
+                    // new dial serves.)
+                    g.state.streams_per_conn = limit.get().max(1);
+                    moved = Some(sender);
+                }
+                Sender::H2(sender, limit) => {
+                    g.state.protocol = Protocol::Http2;
+                    g.state.add_shared(Shared {
+                        id: conn_id,
+                        sender: H2Conn {
+                            sender,
+                            limit,
+                            peer: conn.peer,
+                        },
+                        in_flight: 0,
+                        created: now,
+                        draining: None,
+                        streams: 0,
+                        idle_since: now,
+                    });
+                }
+            }
+            let dials = g.state.service(self.limits, &*self.budget);
+            self.publish(&g.state);
+            dials
+        };
+        if surplus.is_some() {
+            self.counters.closed(CloseReason::Surplus);
+        }
+        drop(surplus);
+        if moved.take().is_some() {
+            self.counters.closed(CloseReason::Lifetime);
+            tracing::debug!(origin = %self.label, conn_id, "DNS changed while dialing; closed the new connection to the old address");
+        }
+        self.spawn_dials(dials);
+    }
+}
