@@ -186,6 +186,8 @@ async fn a_possibly_processed_error_says_so() {
     };
     assert_eq!(err.kind(), Kind::PossiblyProcessed, "{err}");
     assert!(err.is_possibly_processed());
+    // It failed on a pooled connection, and says so.
+    assert!(err.is_reused_connection(), "{err:?}");
     assert!(
         err.to_string().contains("may or may not have processed"),
         "{err}"
@@ -236,6 +238,10 @@ async fn blackhole_fails_with_response_header_timeout_and_the_pool_recovers() {
     let started = std::time::Instant::now();
     let err = get_ok(&client, &proxy.url("/")).await.unwrap_err();
     assert_eq!(err.kind(), Kind::ResponseHeaderTimeout, "{err}");
+    assert!(
+        err.is_reused_connection(),
+        "on the pooled connection: {err:?}"
+    );
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),
@@ -366,10 +372,18 @@ async fn a_retried_get_reaches_the_server_unchanged() {
             .unwrap();
         assert_eq!(response.status(), 200, "headers: {headers}");
         assert_eq!(response.into_body().text().await.unwrap(), host);
+        let stats = client.stats();
         assert_eq!(
-            client.stats().origins[0].retries,
-            retries,
+            stats.origins[0].retries, retries,
             "headers: {headers}: the request went through the retry"
+        );
+        // Each request is counted once: served by a connection made for
+        // it (`created`) or by a pooled one (`reused`), not by both for a
+        // failed try and its retry.
+        assert_eq!(
+            stats.created() + stats.reused(),
+            1 + retries,
+            "headers: {headers}:\n{stats}"
         );
     }
 }

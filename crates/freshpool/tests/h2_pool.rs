@@ -132,6 +132,14 @@ async fn a_request_is_not_failed_by_connections_that_had_a_goaway() {
         .await
         .expect("answered in time");
     assert!(answer.is_ok(), "{:?}\n{}", answer.err(), client.stats());
+    // Sent again after connections refused it: counted as retried, and
+    // its one success counted once, not once per connection it tried.
+    let stats = client.stats();
+    assert!(stats.origins[0].retries >= 1, "{stats}");
+    assert!(
+        stats.created() + stats.reused() <= 9,
+        "8 held requests and this one: {stats}"
+    );
     for task in held {
         task.abort();
     }

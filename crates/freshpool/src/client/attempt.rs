@@ -99,6 +99,9 @@ impl Client {
         let security = route.map_or(&inner.security, |r| &r.security);
         let forward = route.filter(|r| r.forward);
         let mut retries = 0u32;
+        // Requests sent again that were never written (not in `retries`,
+        // which `decide` bounds).
+        let mut resent = 0u32;
         let mut unsent = UnsentAttempts::default();
         let stale_limit = inner.pool.config().max_connections_per_host;
         let mut dedicated = false;
@@ -143,9 +146,10 @@ impl Client {
                     Poll::Pending => ready_within(conn, READY_WAIT).await,
                 };
                 if let Err(err) = ready {
+                    lease.uncount_reuse();
                     lease.discard();
                     if !unsent.another(reused, stale_limit) {
-                        return Err(err);
+                        return Err(err.mark_reused(reused));
                     }
                     continue;
                 }
@@ -203,6 +207,7 @@ impl Client {
                     // kept for a held-back body. Any method: nothing of it
                     // was processed but the head.
                     expect_refused = true;
+                    lease.uncount_reuse();
                     refused_expect(lease);
                 }
                 Ok(response) => {
@@ -218,7 +223,7 @@ impl Client {
                     if tracing::level_enabled!(tracing::Level::DEBUG) {
                         let span = tracing::Span::current();
                         span.record("reused", reused);
-                        span.record("retries", retries);
+                        span.record("retries", retries + resent);
                         span.record("status", response.status().as_u16());
                     }
                     return Ok(self.finish(
@@ -233,10 +238,16 @@ impl Client {
                 Err(Failure::Unsent(returned, err)) => {
                     // The connection closed before the request was written:
                     // it never reached the server, so any method may go again.
+                    lease.uncount_reuse();
+                    let origin = lease.origin().clone();
                     lease.discard();
                     if !unsent.another(reused, stale_limit) {
-                        return Err(err);
+                        return Err(err.mark_reused(reused));
                     }
+                    // (A retry in the stats and the span, though not one
+                    // that `decide` bounds: nothing of it was written.)
+                    origin.counters.retried();
+                    resent += 1;
                     // The copy, if kept, is the unprepared one (or is
                     // rebuilt so); without one, hyper hands back what it was
                     // given (prepared).
@@ -251,12 +262,13 @@ impl Client {
                 }
                 Err(Failure::Sent(err, not_processed)) => {
                     let idle_since = lease.idle_since();
+                    let counted_reuse = lease.counted_reuse();
                     let origin = lease.origin().clone();
                     lease.discard();
                     // Not the connection's failure: the caller's own body
                     // broke (not replayable, so never retried either).
                     if matches!(err.kind(), Kind::ResponseHeaderTimeout | Kind::Body) {
-                        return Err(err);
+                        return Err(err.mark_reused(reused));
                     }
                     let withheld = not_processed
                         || gate
@@ -276,6 +288,9 @@ impl Client {
                     tracing::debug!(origin = %origin.label, ?decision, error = %err, "request failed");
                     match (decision, kept) {
                         (RetryDecision::Retry, true) => {
+                            if counted_reuse {
+                                origin.uncount_reuse();
+                            }
                             retries += 1;
                             origin.counters.retried();
                             // Its siblings idled as long: likely dead too.
@@ -285,7 +300,7 @@ impl Client {
                             dedicated = true;
                         }
                         (RetryDecision::NotIdempotent, _) => {
-                            return Err(err.with_kind(
+                            return Err(err.mark_reused(true).with_kind(
                                 Kind::PossiblyProcessed,
                                 format!(
                                     "{method} {uri} failed on a reused connection after it was sent; \

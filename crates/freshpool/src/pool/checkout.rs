@@ -114,6 +114,7 @@ impl Pool {
                                 origin: origin.arc(),
                                 conn_id,
                                 sender: sender.sender,
+                                first,
                             },
                             lease_id,
                             !first || rested,
@@ -142,9 +143,7 @@ impl Pool {
                     // have (`UnsentAttempts`).
                     if let Some(LeaseKind::H1(idle)) = &lease.kind {
                         if let Err(stale) = self.still_fresh(idle, now) {
-                            if !idle.fresh() {
-                                origin.lock().reused -= 1;
-                            }
+                            lease.uncount_reuse();
                             lease.not_reusable = Some(stale);
                             lease.discard();
                             now = self.inner.budget.clock.now().upper;
@@ -220,6 +219,7 @@ impl Queued {
                                 origin: origin.clone(),
                                 conn_id,
                                 sender: sender.sender,
+                                first,
                             },
                             !first,
                         )),

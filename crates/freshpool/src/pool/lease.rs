@@ -32,6 +32,8 @@ pub(crate) enum LeaseKind {
         origin: Arc<Origin>,
         conn_id: u64,
         sender: http2::SendRequest<RequestBody>,
+        /// The connection's first stream (not counted as a reuse).
+        first: bool,
     },
 }
 
@@ -45,6 +47,26 @@ impl Lease {
             keep_alive_hint: None,
             not_reusable: None,
             taken_at,
+        }
+    }
+
+    /// Whether its checkout counted a reuse in the stats (`reused`): a
+    /// connection that served before (not every lease `reused` for the
+    /// retry rule is one).
+    pub(crate) fn counted_reuse(&self) -> bool {
+        match &self.kind {
+            Some(LeaseKind::H1(idle)) => !idle.fresh(),
+            Some(LeaseKind::H2 { first, .. }) => !first,
+            None => false,
+        }
+    }
+
+    /// Takes back the reuse its checkout counted (see `counted_reuse`):
+    /// the try failed and the request goes again, to be counted once, by
+    /// the connection that serves it.
+    pub(crate) fn uncount_reuse(&self) {
+        if self.counted_reuse() {
+            self.origin().uncount_reuse();
         }
     }
 

@@ -9,6 +9,12 @@ impl Origin {
 
     /// A counted reference to this origin, for what outlives a borrow of
     /// its pool (see "Who keeps an origin alive" in the module doc).
+    /// A reuse counted for a try that failed (see `Lease::uncount_reuse`).
+    #[cold]
+    pub(crate) fn uncount_reuse(&self) {
+        self.lock().reused -= 1;
+    }
+
     pub(super) fn arc(&self) -> Arc<Origin> {
         self.this
             .upgrade()
