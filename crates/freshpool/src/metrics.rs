@@ -11,7 +11,7 @@
 //! | `freshpool.connect.duration` | histogram (s) | origin labels | TCP + TLS + HTTP handshake |
 //! | `freshpool.connections.created` | counter | origin labels | connections opened |
 //! | `freshpool.connections.closed` | counter | origin labels, `reason` | connections closed, by [`crate::CloseReason`] |
-//! | `freshpool.requests.retried` | counter | origin labels | automatic safe retries |
+//! | `freshpool.requests.retried` | counter | origin labels | automatic safe re-sends (as stats `retries`) |
 //! | `freshpool.pool.timeouts` | counter | origin labels | requests failed with PoolTimeout |
 //!
 //! Handles are registered once per origin, when the pool first sees it, so

@@ -229,11 +229,15 @@ pub struct OriginStats {
     pub limit: usize,
     /// Connections ever opened.
     pub created: u64,
-    /// Requests served by a pooled connection (not a new one).
+    /// Requests served by a pooled connection (not a new one). A try that
+    /// failed on a pooled connection and went again is not counted: each
+    /// request counts once, here or as the connection made for it.
     pub reused: u64,
     /// Dials that failed.
     pub connect_errors: u64,
-    /// Requests retried automatically.
+    /// Times a request was sent again automatically: after a failure that
+    /// made it safe to (see `docs/freshness.md`), or because the connection
+    /// closed before the request was written (a GOAWAY, an idle close).
     pub retries: u64,
     /// Requests that failed with PoolTimeout.
     pub pool_timeouts: u64,
