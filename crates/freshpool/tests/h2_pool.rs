@@ -382,3 +382,26 @@ async fn a_stream_given_back_does_not_make_a_used_connection_look_new() {
     assert_eq!(client.stats().origins[0].reused, 2, "{}", client.stats());
     assert_eq!(server.stats().requests(), 2);
 }
+
+/// `max_requests_per_connection` rotates HTTP/2 connections too: it
+/// applied only to HTTP/1 ones, so an HTTP/2 connection carried every
+/// request for as long as it lived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_closes_http2_connections_too() {
+    let server = h2_server().await;
+    let client = h2_client()
+        .max_requests_per_connection(Some(2))
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        assert_eq!(text(&client, &server.url("/")).await, "ok", "request {i}");
+    }
+    // Two requests each: the third connection carried the fifth.
+    assert_eq!(server.stats().connections_accepted(), 3);
+    eventually("the two used-up connections closed", || {
+        client.stats().closed_for(CloseReason::MaxRequests) == 2
+    })
+    .await;
+    let stats = client.stats();
+    assert_eq!((stats.created(), stats.reused()), (3, 2), "{stats}");
+}

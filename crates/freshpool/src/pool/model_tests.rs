@@ -228,6 +228,8 @@ struct Setup {
     h2_streams: u32,
     /// Idle timeout, in model milliseconds.
     idle_ms: u64,
+    /// `max_requests_per_connection` (applied by the state to HTTP/2).
+    max_requests: Option<u64>,
     /// Check invariant 2 (`idle + shared + dialing <= slots`) also between
     /// the two critical sections of a failed dial (see
     /// `dial_failure_never_shows_more_dials_than_slots`).
@@ -249,20 +251,24 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         1u32..=3,
         20u64..200,
+        prop::option::of(1u64..=3),
     )
         .prop_map(
-            |(per_host, max_idle, max_pending, total, h2, h2_streams, idle_ms)| Setup {
-                limits: Limits {
-                    per_host,
-                    max_idle,
-                    max_pending,
-                },
-                total,
-                h2,
-                h2_streams,
-                idle_ms,
-                strict_dial_fail: false,
-                strict: false,
+            |(per_host, max_idle, max_pending, total, h2, h2_streams, idle_ms, max_requests)| {
+                Setup {
+                    limits: Limits {
+                        per_host,
+                        max_idle,
+                        max_pending,
+                    },
+                    total,
+                    h2,
+                    h2_streams,
+                    idle_ms,
+                    max_requests,
+                    strict_dial_fail: false,
+                    strict: false,
+                }
             },
         )
 }
@@ -296,13 +302,15 @@ struct Model {
 impl Model {
     fn new(setup: Setup) -> Model {
         let now = Stamp::from_nanos(1);
+        let mut st = OriginState::new(if setup.h2 {
+            Protocol::Unknown
+        } else {
+            Protocol::Http1
+        });
+        st.max_requests = setup.max_requests;
         Model {
             setup,
-            st: OriginState::new(if setup.h2 {
-                Protocol::Unknown
-            } else {
-                Protocol::Http1
-            }),
+            st,
             budget: FakeBudget {
                 open: AtomicUsize::new(0),
                 limit: setup.total,
@@ -1047,6 +1055,7 @@ fn h1_setup(per_host: usize, total: usize) -> Setup {
         h2: false,
         h2_streams: 1,
         idle_ms: 1000,
+        max_requests: None,
         strict_dial_fail: false,
         strict: true,
     }
@@ -1261,6 +1270,7 @@ fn origin_starving_after_service_is_woken_when_total_capacity_returns() {
         h2: true,
         h2_streams: 1,
         idle_ms: 1000,
+        max_requests: None,
         strict_dial_fail: false,
         strict: true,
     };
@@ -1482,6 +1492,7 @@ fn h2_setup(strict: bool) -> Setup {
         h2: true,
         h2_streams: 4,
         idle_ms: 1000,
+        max_requests: None,
         strict_dial_fail: false,
         strict,
     }

@@ -66,6 +66,9 @@ pub(crate) struct OriginState<C, S> {
     /// The client speaks only HTTP/2 here (prior knowledge, or ALPN `h2`
     /// only): while the protocol is unknown, it will be HTTP/2.
     pub http2_only: bool,
+    /// `max_requests_per_connection`, for HTTP/2 connections (an HTTP/1
+    /// one counts its requests in its record, see `Lease::release`).
+    pub max_requests: Option<u64>,
     /// At least the number of live waiters marked `dialing`: every mark
     /// adds one, waiters leaving subtract nothing, and `service` sets it
     /// to the true count whenever it must count. So `service` counts (an
@@ -92,6 +95,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             retired: false,
             unknown_dial_failed: false,
             http2_only: false,
+            max_requests: None,
             marks: 0,
             next_waiter: 0,
         }
@@ -248,6 +252,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// A stream on a connection with room for one; `true` with the first
     /// the connection carries, and when its last stream ended.
     fn take_stream(&mut self) -> Option<(u64, S, bool, Stamp)> {
+        let max_requests = self.max_requests;
         let conn = self
             .shared
             .iter_mut()
@@ -255,6 +260,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         conn.in_flight += 1;
         let first = conn.streams == 0;
         conn.streams += 1;
+        // Its last request under `max_requests_per_connection`: it takes
+        // no more, and closes once its streams end (`drop_idle_shared`).
+        if max_requests.is_some_and(|max| conn.streams >= max) {
+            conn.drain(CloseReason::MaxRequests);
+        }
         Some((conn.id, conn.sender.clone(), first, conn.idle_since))
     }
 
@@ -401,9 +411,16 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
 
     /// A stream taken but handed to no one: as if never taken.
     pub(crate) fn untake_stream(&mut self, conn_id: u64) {
+        let max_requests = self.max_requests;
         if let Some(s) = self.shared.iter_mut().find(|s| s.id == conn_id) {
             s.in_flight = s.in_flight.saturating_sub(1);
             s.streams = s.streams.saturating_sub(1);
+            // (The stream that reached the limit was not used after all.)
+            if s.draining == Some(CloseReason::MaxRequests)
+                && max_requests.is_some_and(|max| s.streams < max)
+            {
+                s.draining = None;
+            }
         }
     }
 
@@ -457,6 +474,23 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return Err("idle above max_idle".into());
         }
         self.idle.check()?;
+        // A shared connection drains for `max_requests` exactly when it
+        // has carried that many streams (given-back ones not counted).
+        for s in &self.shared {
+            let used_up = self.max_requests.is_some_and(|max| s.streams >= max);
+            if used_up && s.draining.is_none() {
+                return Err(format!(
+                    "conn {} carried {} streams, not draining",
+                    s.id, s.streams
+                ));
+            }
+            if s.draining == Some(CloseReason::MaxRequests) && !used_up {
+                return Err(format!(
+                    "conn {} drains for max_requests after {} streams",
+                    s.id, s.streams
+                ));
+            }
+        }
         let marked = self.live_marked();
         if marked > self.marks {
             return Err(format!(
