@@ -376,3 +376,36 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Ite
     })
     .await;
 }
+
+/// A connection handed to a queued request just as it gave up goes to the
+/// next waiter or the idle list; with neither it closes, and is counted
+/// as `Surplus` (it closed uncounted: created minus closed drifted above
+/// the connections open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_handed_to_a_request_that_left_is_counted_when_it_closes() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    let mut queued = Box::pin(client.get(&server.url("/")));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut queued)
+            .await
+            .is_err(),
+        "the second request queues behind the first"
+    );
+    // The connection goes to the queued request, which is not polled...
+    held.into_body().bytes().await.unwrap();
+    // ...and leaves with it in hand.
+    drop(queued);
+    freshpool_testkit::eventually("the server saw the connection close", || {
+        server.stats().open_connections() == 0
+    })
+    .await;
+    let stats = client.stats();
+    assert_eq!(stats.created(), 1, "{stats}");
+    assert_eq!(stats.closed_for(CloseReason::Surplus), 1, "{stats}");
+}

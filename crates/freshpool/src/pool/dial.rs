@@ -232,8 +232,8 @@ impl Origin {
                 };
                 self.spawn_dials(dials);
                 if let Err(Ok(Handoff::Exclusive(idle))) = tx.send(Ok(Handoff::Exclusive(idle))) {
-                    let surplus = self.lock().state.offer_idle(idle, self.limits);
-                    drop(surplus);
+                    // Its request is gone.
+                    self.offer_unused(idle);
                 }
             }
             Ok(other) => {
@@ -255,6 +255,17 @@ impl Origin {
                 let _ = tx.send(Err(err));
                 drop(slot.map(SlotGuard::failed));
             }
+        }
+    }
+
+    /// A connection handed to a request that had just gone: to the oldest
+    /// waiter or the idle list, or, if neither takes it, closed (counted
+    /// as surplus).
+    pub(super) fn offer_unused(&self, idle: Idle<H1Conn>) {
+        let surplus = self.lock().state.offer_idle(idle, self.limits);
+        if let Some(surplus) = surplus {
+            self.counters.closed(CloseReason::Surplus);
+            drop(surplus);
         }
     }
 
@@ -306,6 +317,7 @@ impl Origin {
         };
         let mut surplus = None;
         let mut moved = None;
+        let mut not_shared = None;
         let dials = {
             let mut g = self.lock();
             if dialing.swap(false, Ordering::AcqRel) {
@@ -333,7 +345,7 @@ impl Origin {
                 }
                 Sender::H2(sender, limit) => {
                     g.state.protocol = Protocol::Http2;
-                    g.state.add_shared(Shared {
+                    not_shared = g.state.add_shared(Shared {
                         id: conn_id,
                         sender: H2Conn {
                             sender,
@@ -356,6 +368,9 @@ impl Origin {
             self.counters.closed(CloseReason::Surplus);
         }
         drop(surplus);
+        if let Some(why) = not_shared {
+            self.counters.closed(why);
+        }
         if moved.take().is_some() {
             self.counters.closed(CloseReason::Lifetime);
             tracing::debug!(origin = %self.label, conn_id, "DNS changed while dialing; closed the new connection to the old address");

@@ -238,12 +238,7 @@ impl Drop for WaiterGuard {
         match rx.try_recv() {
             Ok(Ok(Handoff::Exclusive(idle))) => {
                 // Served just as we gave up: the connection goes to the next.
-                let surplus = self
-                    .origin
-                    .lock()
-                    .state
-                    .offer_idle(idle, self.origin.limits);
-                drop(surplus);
+                self.origin.offer_unused(idle);
             }
             Ok(Ok(Handoff::Stream { conn_id, .. })) => {
                 self.origin.untake_stream(conn_id);

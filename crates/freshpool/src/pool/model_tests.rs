@@ -788,7 +788,7 @@ impl Model {
         }
         if self.setup.h2 {
             self.st.protocol = Protocol::Http2;
-            self.st.add_shared(Shared {
+            let not_shared = self.st.add_shared(Shared {
                 id: conn_id,
                 sender: FakeH2 {
                     closed,
@@ -800,6 +800,12 @@ impl Model {
                 streams: 0,
                 idle_since: now,
             });
+            // Not shared only if dead (or retired, which the model never
+            // is), and then said so, to be counted.
+            assert_eq!(
+                not_shared,
+                dead.then_some(crate::stats::CloseReason::ServerClose)
+            );
         } else {
             self.st.protocol = Protocol::Http1;
             let idle = Idle::new(IdleRecord {

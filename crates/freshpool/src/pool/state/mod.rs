@@ -398,15 +398,21 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// A new shared connection: hand its streams to waiters.
-    pub(crate) fn add_shared(&mut self, shared: Shared<S>) {
+    ///
+    /// Returns why it closes instead, if it does: it died before it landed
+    /// (never counted as spare streams), or the pool is gone. Dropped here,
+    /// it closes; the caller counts it.
+    pub(crate) fn add_shared(&mut self, shared: Shared<S>) -> Option<CloseReason> {
         self.streams_per_conn = shared.sender.max_streams().max(1);
-        // Died before it landed (never counted as spare streams), or the
-        // pool is gone: dropped here, it closes.
-        if shared.sender.is_closed() || self.retired {
-            return;
+        if shared.sender.is_closed() {
+            return Some(CloseReason::ServerClose);
+        }
+        if self.retired {
+            return Some(CloseReason::Surplus);
         }
         self.shared.push(shared);
         self.serve_streams();
+        None
     }
 
     /// A stream taken but handed to no one: as if never taken.
