@@ -53,11 +53,13 @@ impl ProxyUrl {
                     Some((a, b)) => (a, Some(b)),
                     None => (u, None),
                 };
-                let user = percent_decode(user).ok_or_else(|| bad("bad percent-encoding"))?;
-                let pass = pass
-                    .map(|p| percent_decode(p).ok_or_else(|| bad("bad percent-encoding")))
-                    .transpose()?;
-                (Some(user), pass)
+                // (Broken percent-encoding goes as written, as in a
+                // request URL's userinfo: refused, it dropped the proxy
+                // variable and the traffic went direct.)
+                (
+                    Some(decoded_or_as_written(user)),
+                    pass.map(decoded_or_as_written),
+                )
             }
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
@@ -149,8 +151,16 @@ fn basic(user: &str, password: &str) -> Option<HeaderValue> {
 /// does, rather than the credentials silently disappearing.
 pub(crate) fn userinfo_authorization(userinfo: &str) -> Option<HeaderValue> {
     let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    let decoded = |part: &str| percent_decode(part).unwrap_or_else(|| part.to_owned());
-    basic(&decoded(user), &decoded(password))
+    basic(
+        &decoded_or_as_written(user),
+        &decoded_or_as_written(password),
+    )
+}
+
+/// A percent-encoded userinfo part, decoded; as written if its encoding is
+/// broken (`%zz`, a lone `%`) or decodes to no UTF-8, as curl sends it.
+fn decoded_or_as_written(part: &str) -> String {
+    percent_decode(part).unwrap_or_else(|| part.to_owned())
 }
 
 /// The proxy as messages show it: `http://user@host:port`, never the password.
@@ -286,6 +296,26 @@ mod tests {
         assert_eq!(v.to_str().unwrap(), format!("Basic {}", base64(b"bob:")));
         let v = userinfo_authorization("bad%zz").unwrap();
         assert_eq!(v.to_str().unwrap(), format!("Basic {}", base64(b"bad%zz:")));
+    }
+
+    /// A proxy password with a literal '%' was refused as "bad
+    /// percent-encoding": the proxy variable was dropped with a warning
+    /// and requests went direct, past the proxy they were meant to use.
+    #[test]
+    fn a_literal_percent_in_proxy_credentials_goes_as_written() {
+        for (url, user, password) in [
+            ("http://alice:50%off@proxy.corp:3128", "alice", "50%off"),
+            ("http://al%zzice:x%E9@proxy.corp:3128", "al%zzice", "x%E9"),
+            ("http://a:100%@proxy.corp:3128", "a", "100%"),
+        ] {
+            let p = ProxyUrl::parse(url).unwrap();
+            assert_eq!(p.user.as_deref(), Some(user), "{url}");
+            assert_eq!(p.password.as_deref(), Some(password), "{url}");
+            assert_eq!(
+                p.authorization().unwrap().to_str().unwrap(),
+                format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+            );
+        }
     }
 
     #[test]
