@@ -94,6 +94,8 @@ pub(crate) async fn connect_tunnel(
         // to the connection, not to the CONNECT answer. Asking for at most
         // the bytes that could still end the head never overshoots it.
         let mut buf = Vec::with_capacity(256);
+        // Bytes of interim (1xx) heads skipped: they count toward MAX_HEAD.
+        let mut skipped = 0;
         loop {
             let mut chunk = [0u8; 2];
             let want = bytes_that_may_end_head(&buf);
@@ -106,10 +108,18 @@ pub(crate) async fn connect_tunnel(
             }
             buf.extend_from_slice(&chunk[..n]);
             if head_ended(&buf) {
+                // An interim response (`100 Continue`, `102`, `103`) comes
+                // before the real answer: skipped, as RFC 9110 section 15.2
+                // requires of a client.
+                if is_interim(&buf) {
+                    skipped += buf.len();
+                    buf.clear();
+                    continue;
+                }
                 let end = buf.len();
                 return Ok((buf, end));
             }
-            if buf.len() > MAX_HEAD {
+            if skipped + buf.len() > MAX_HEAD {
                 return Err(Error::new(
                     Kind::Proxy,
                     format!("proxy {url} sent a CONNECT response head over {MAX_HEAD} bytes"),
@@ -160,6 +170,17 @@ pub(crate) fn literal_addr(url: &ProxyUrl) -> Option<SocketAddr> {
         .parse::<IpAddr>()
         .ok()
         .map(|ip| SocketAddr::new(ip, url.port))
+}
+
+/// Whether a complete head is an interim (1xx) response, other than `101
+/// Switching Protocols`, which would be a final answer (a refusal here).
+fn is_interim(head: &[u8]) -> bool {
+    match head {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', _, b' ', b'1', d1, d2, b' ' | b'\r' | b'\n', ..] => {
+            d1.is_ascii_digit() && d2.is_ascii_digit() && (*d1, *d2) != (b'0', b'1')
+        }
+        _ => false,
+    }
 }
 
 /// Whether `buf` ends with the empty line that ends a head. Lines end in
@@ -254,6 +275,28 @@ mod tests {
             io.read_to_end(&mut rest).await.unwrap();
             assert_eq!(rest, b"SETTINGS", "{:?}", String::from_utf8_lossy(answer));
         }
+    }
+
+    /// Interim (1xx) answers before the proxy's real one are skipped (RFC
+    /// 9110 section 15.2): a `100 Continue` first was read as the answer
+    /// and reported as a refusal. A `101` is final: a refusal.
+    #[tokio::test]
+    async fn interim_answers_to_connect_are_skipped() {
+        for answer in [
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\nSETTINGS"[..],
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\nSETTINGS",
+            b"HTTP/1.0 102\n\nHTTP/1.1 200 OK\n\nSETTINGS",
+        ] {
+            let (result, mut io, _) = fake_connect(answer).await;
+            let shown = String::from_utf8_lossy(answer);
+            result.unwrap_or_else(|e| panic!("{shown:?}: {e}"));
+            let mut rest = Vec::new();
+            io.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"SETTINGS", "{shown:?}");
+        }
+        let (result, _, _) =
+            fake_connect(b"HTTP/1.1 101 Switching Protocols\r\n\r\nHTTP/1.1 200 OK\r\n\r\n").await;
+        assert_eq!(result.unwrap_err().kind(), Kind::Proxy);
     }
 
     /// The reader never asks for a byte past the end of a head, however the
