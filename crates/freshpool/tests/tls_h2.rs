@@ -411,3 +411,30 @@ async fn requests_behind_a_failed_first_https_dial_get_dials_of_their_own() {
     let took = started.elapsed();
     assert!(took < Duration::from_millis(2500), "{took:?}");
 }
+
+/// TLS errors name an IPv6 origin bracketed (`[::1]:443`): they printed
+/// `::1:443`, which reads as another address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_errors_bracket_an_ipv6_origin() {
+    // A TCP server on ::1 that hangs up at once: the handshake fails.
+    let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            drop(socket);
+        }
+    });
+    let err = timeout(LIMIT, Client::new().get(&format!("https://[::1]:{port}/")))
+        .await
+        .expect("bounded")
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Tls, "{err}");
+    assert!(err.to_string().contains(&format!("[::1]:{port}")), "{err}");
+    server.abort();
+}

@@ -214,24 +214,23 @@ impl Connector {
         })?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let limit = self.config.tls_handshake_timeout;
+        // (Bracketed if IPv6: `[::1]:443`, not `::1:443`.)
+        let peer = proxy::authority(&key.host, key.port);
         let stream = match tokio::time::timeout(limit, connector.connect(name, io)).await {
             Err(_) => {
                 return Err(Error::new(
                     Kind::Tls,
                     format!(
-                        "TLS handshake with {}:{} timed out after {}",
-                        key.host,
-                        key.port,
+                        "TLS handshake with {peer} timed out after {}",
                         fmt_duration(limit)
                     ),
                 ))
             }
             Ok(Err(e)) => {
-                return Err(Error::new(
-                    Kind::Tls,
-                    format!("TLS handshake with {}:{} failed", key.host, key.port),
+                return Err(
+                    Error::new(Kind::Tls, format!("TLS handshake with {peer} failed"))
+                        .with_source(e),
                 )
-                .with_source(e))
             }
             Ok(Ok(stream)) => stream,
         };
@@ -241,10 +240,7 @@ impl Connector {
         if self.config.http_version == HttpVersion::Http2Only && !h2 {
             return Err(Error::new(
                 Kind::Protocol,
-                format!(
-                    "{}:{} did not agree to HTTP/2 (http2 only was requested)",
-                    key.host, key.port
-                ),
+                format!("{peer} did not agree to HTTP/2 (http2 only was requested)"),
             ));
         }
         Ok((stream, h2, resumed))
