@@ -322,16 +322,21 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
         // A DNS server that does not answer at all (no error either: the
         // common outage, getaddrinfo retrying for seconds) must not take
         // the whole connect_timeout while a good answer is at hand: after
-        // STALE_AFTER the dial goes on with it, and the lookup finishes in
-        // the background (its answer, or its failure, is stored as above).
+        // STALE_AFTER the dial goes on with it. The lookup runs as a task
+        // of its own from the start, so that it finishes (its answer, or
+        // its failure, stored as above) even when the dial gives up on it
+        // sooner (a connect_timeout under STALE_AFTER): meanwhile the next
+        // dials go on with the last answer at once (`refreshing`).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return lookup;
+        };
+        let mut task = runtime.spawn(lookup);
         Box::pin(async move {
-            let mut lookup = lookup;
-            match tokio::time::timeout(STALE_AFTER, &mut lookup).await {
-                Ok(answer) => answer,
-                Err(_) => {
-                    tokio::spawn(lookup);
-                    Ok((stale, None))
-                }
+            match tokio::time::timeout(STALE_AFTER, &mut task).await {
+                Ok(Ok(answer)) => answer,
+                // (Still running, detached as `task` drops; or it died
+                // with its runtime, and `LookupDone` cleared the mark.)
+                Err(_) | Ok(Err(_)) => Ok((stale, None)),
             }
         })
     }

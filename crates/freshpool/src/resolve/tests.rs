@@ -78,6 +78,34 @@ async fn a_silent_lookup_falls_back_to_the_last_good_answer() {
     );
 }
 
+/// A dial whose connect_timeout is shorter than `STALE_AFTER` drops its
+/// lookup before the fallback: that dropped the lookup itself too, so the
+/// next dial started another and was dropped the same way, and every dial
+/// failed for as long as DNS stayed silent, with a good answer at hand.
+/// The lookup now runs on its own: the dials after the first go on with
+/// the last answer at once.
+#[tokio::test]
+async fn a_lookup_outlives_a_dial_that_gave_up_on_it() {
+    let cached =
+        CachingResolver::new(SilentAfterFirst(AtomicUsize::new(0))).ttl(Duration::from_millis(50));
+    cached.resolve("h", 80).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let short = Duration::from_millis(300);
+    assert!(short < STALE_AFTER);
+    // The first dial after expiry gives up first (its timeout is short).
+    assert!(tokio::time::timeout(short, cached.resolve("h", 80))
+        .await
+        .is_err());
+    // The lookup goes on: the next dials take the last answer at once.
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(short, cached.resolve("h", 80))
+            .await
+            .expect("the last good answer, at once")
+            .unwrap();
+        assert_eq!(answer, [addr("127.0.0.2:80")]);
+    }
+}
+
 /// DNS round-robin: the same addresses in a new order. Dials try them
 /// in the new order (Happy Eyeballs starts with the first), and no
 /// connection is retired for it.
