@@ -320,3 +320,61 @@ async fn caches_for_the_ttl_and_bumps_the_generation_only_on_change() {
     assert_ne!(now.generation, first.generation);
     assert_eq!(&now.addrs[..], &[addr("127.0.0.3:80")]);
 }
+
+/// Answers every name with one address.
+struct AnyName;
+
+impl Resolve for AnyName {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        Box::pin(async { Ok(vec![addr("127.0.0.3:80")]) })
+    }
+}
+
+/// An answer past use (expired, older than `MAX_STALE`, no lookup for it
+/// running) leaves the cache as new hosts come: it kept every host it
+/// ever resolved, growing without bound in a process that meets ever new
+/// hosts. Recent answers and running lookups stay.
+#[tokio::test]
+async fn answers_past_use_are_swept_as_new_hosts_come() {
+    let Some(long_ago) = Instant::now().checked_sub(MAX_STALE + Duration::from_secs(60)) else {
+        eprintln!("skipped: the monotonic clock is younger than MAX_STALE");
+        return;
+    };
+    let cached = CachingResolver::new(AnyName);
+    let old = |refreshing| Entry {
+        resolved: Resolved {
+            generation: 1,
+            addrs: vec![addr("127.0.0.9:80")].into(),
+        },
+        expires: long_ago,
+        answered: long_ago,
+        refreshing,
+        gone: false,
+    };
+    {
+        let mut entries = cached.shared.lock();
+        entries.insert("old.test".into(), vec![(80, old(false))]);
+        entries.insert("looking.test".into(), vec![(80, old(true))]);
+    }
+    for i in 0..SWEEP_MIN {
+        cached.resolve(&format!("h{i}.test"), 80).await.unwrap();
+    }
+    let entries = cached.shared.lock();
+    assert!(
+        !entries.contains_key("old.test"),
+        "an answer past use stayed"
+    );
+    assert!(
+        entries.contains_key("looking.test"),
+        "a running lookup's entry went"
+    );
+    assert_eq!(entries.len(), SWEEP_MIN + 1, "recent answers stay");
+    drop(entries);
+    // The sweep came as the map reached SWEEP_MIN hosts (the 2 planted,
+    // 1,022 new) and left one fewer; the next waits for twice that many:
+    // O(1) per new host.
+    assert_eq!(
+        cached.shared.sweep_at.load(Ordering::Relaxed),
+        2 * (SWEEP_MIN - 1)
+    );
+}
