@@ -242,6 +242,53 @@ fn the_open_connection_gauges_show_a_held_lease_as_active() {
     });
 }
 
+/// A retry's dedicated connection shows as active when it lands, as any
+/// new connection does: the gauges stayed as they were (no connection
+/// active) until the next once-a-second sample.
+#[test]
+fn a_retrys_dedicated_connection_shows_as_active_when_it_lands() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let active = || -> f64 {
+        let snapshot = snapshotter.snapshot().into_vec();
+        let (_, _, _, value) = snapshot
+            .iter()
+            .find(|(key, _, _, _)| {
+                key.key().name() == "http.client.open_connections"
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "http.connection.state" && l.value() == "active")
+            })
+            .expect("the gauge is registered");
+        match value {
+            DebugValue::Gauge(v) => v.0,
+            other => panic!("not a gauge: {other:?}"),
+        }
+    };
+    run_recorded(&recorder, async {
+        let server = TestServer::http1().await;
+        let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
+        let client = Client::builder()
+            // The dead connection must be reused, not caught by a peek.
+            .validate_after_idle(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        fetch(&client, &proxy.url("/")).await;
+        proxy.kill_all_silently();
+        let held = client.get(&proxy.url("/")).await.unwrap();
+        let stats = client.stats();
+        assert_eq!(
+            stats.origins[0].retries, 1,
+            "went through the retry: {stats}"
+        );
+        // At once, not at the next sample.
+        assert_eq!(active(), 1.0, "{stats}");
+        drop(held);
+    });
+}
+
 /// Runs `work` on a current-thread runtime with `recorder` installed while
 /// it runs (metric handles register with the recorder of the moment).
 fn run_recorded(

@@ -220,6 +220,7 @@ impl Origin {
                     self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
                 }
                 self.counters.created(started.elapsed());
+                tracing::debug!(origin = %self.label, conn_id, elapsed = ?started.elapsed(), "connection opened (dedicated to a retry)");
                 let now = self.budget.stamp(Instant::now());
                 let idle = self.new_record(conn_id, sender, socket, peer, now);
                 let dials = {
@@ -228,7 +229,10 @@ impl Origin {
                         g.state.dial_done();
                     }
                     // One dial fewer may leave a waiter without one.
-                    g.state.service(self.limits, &*self.budget)
+                    let dials = g.state.service(self.limits, &*self.budget);
+                    // (Connecting one fewer, active one more.)
+                    self.publish(&g.state);
+                    dials
                 };
                 self.spawn_dials(dials);
                 if let Err(Ok(Handoff::Exclusive(idle))) = tx.send(Ok(Handoff::Exclusive(idle))) {
@@ -244,6 +248,7 @@ impl Origin {
             }
             Err(err) => {
                 self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(origin = %self.label, error = %err, "connect failed (dedicated to a retry)");
                 let dials = {
                     let mut g = self.lock();
                     if dialing.swap(false, Ordering::AcqRel) {
