@@ -81,7 +81,7 @@ impl ClientBuilder {
         /// limit, so steady load does not churn connections).
         max_idle_per_host: pool.max_idle_per_host: usize,
         /// Requests that may wait per origin; beyond it requests fail at once
-        /// with [`crate::Kind::PoolFull`]. Default 1024.
+        /// with [`crate::Kind::PoolFull`] (0: none waits). Default 1024.
         max_pending: pool.max_pending: usize,
         /// How long a request may wait for a connection slot. Default 30 s.
         /// A connection already being dialed for the request is waited for
@@ -105,8 +105,10 @@ impl ClientBuilder {
         /// Check an idle connection's socket before reuse, and guard bodies
         /// with `Expect: 100-continue`, once it idled this long. Default 2 s.
         validate_after_idle: pool.validate_after_idle: Duration,
-        /// A stall this long is taken as a process freeze (idle connections
-        /// are then dropped). Default 1 s; at least 100 ms; `None` = off.
+        /// A heartbeat gap longer than this plus one beat (250 ms), during
+        /// which the process-wide liveness thread stopped too, is taken as a
+        /// process freeze (idle connections are then dropped). Default 1 s;
+        /// at least 100 ms; `None` = off.
         freeze_threshold: pool.freeze_threshold: Option<Duration>,
         /// Report (once, with its call site) a lease held longer than this:
         /// a response body neither read nor dropped. Default 60 s.

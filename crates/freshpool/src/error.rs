@@ -29,7 +29,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub enum Kind {
     /// Waited longer than `pool_timeout` for a connection slot.
     PoolTimeout,
-    /// More than `max_pending` requests were already waiting for this origin.
+    /// `max_pending` requests were already waiting for this origin.
     PoolFull,
     /// The TCP connection could not be established.
     Connect,

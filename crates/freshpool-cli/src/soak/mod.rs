@@ -56,7 +56,7 @@ pub struct SoakArgs {
     #[arg(long, default_value = "1s", value_parser = crate::load::parse_duration)]
     pub fault_every: Duration,
     /// Samples before this are not used for drift (default: a tenth of the
-    /// duration, at least 5 s).
+    /// duration, at least 5 s; any value at most half the duration).
     #[arg(long, value_parser = crate::load::parse_duration)]
     pub warmup: Option<Duration>,
     /// Allowed growth of open file descriptors after warm-up.
