@@ -336,6 +336,63 @@ fn a_failed_dial_is_not_a_connection_duration() {
     assert_eq!(samples, 1, "one connection was made");
 }
 
+/// Resolves every name to 127.0.0.1 after a pause (a slow DNS server).
+struct SlowResolver(Duration);
+
+impl freshpool::Resolve for SlowResolver {
+    fn resolve(&self, _host: &str, port: u16) -> freshpool::ResolveFuture {
+        let pause = self.0;
+        Box::pin(async move {
+            tokio::time::sleep(pause).await;
+            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        })
+    }
+}
+
+/// `http.client.connection.duration` is a connection's life from when it
+/// was established: it counted from the slot's reservation, so a slow
+/// lookup (or connect, or TLS handshake) made every connection look as
+/// long-lived as its dial was slow.
+#[test]
+fn a_connection_duration_does_not_count_its_dial() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let dial = Duration::from_millis(600);
+    run_recorded(&recorder, async {
+        let server = TestServer::http1().await;
+        // No idle connections: it closes when its one request is done.
+        let client = Client::builder()
+            .resolver(SlowResolver(dial))
+            .max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let url = format!("http://slow-dns.test:{}/", server.addr().port());
+        fetch(&client, &url).await;
+        freshpool_testkit::eventually("the connection closed", || {
+            server.stats().open_connections() == 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    let samples: Vec<f64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, _, _, _)| key.key().name() == "http.client.connection.duration")
+        .flat_map(|(_, _, _, value)| match value {
+            DebugValue::Histogram(v) => v.into_iter().map(|s| s.0).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(samples.len(), 1, "one connection: {samples:?}");
+    assert!(
+        samples[0] < dial.as_secs_f64(),
+        "{}s for a connection that served one request after a {dial:?} lookup",
+        samples[0]
+    );
+}
+
 /// A request made through `tower::Service::call` is named at the caller's
 /// line (it was `client/mod.rs`, inside freshpool, in every leak report and
 /// PoolTimeout).

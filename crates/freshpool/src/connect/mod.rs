@@ -79,6 +79,13 @@ impl ConnectDeadline {
     }
 }
 
+/// The pool's accounting guard for a dial's slot (see [`Connector::dial`]):
+/// told when the connection is established, where its lifetime starts.
+pub(crate) trait DialSlot: Send + 'static {
+    /// The connection is made (handshake done): the guard moves to its
+    /// driver task now.
+    fn established(&mut self);
+}
 impl Connector {
     pub(crate) fn new(config: ConnConfig, resolver: Arc<dyn Resolve>) -> Result<Connector, Error> {
         let tls = Some(tls::client_config(&config.tls, config.http_version)?);
@@ -111,7 +118,7 @@ impl Connector {
     /// closed. A dial that fails before that leaves it with the caller, so
     /// the pool can answer the dial's waiter and free the slot in that
     /// order (freeing first would start a second dial for the same waiter).
-    pub(crate) async fn dial<S: Send + 'static>(
+    pub(crate) async fn dial<S: DialSlot>(
         &self,
         key: &PoolKey,
         slot: &mut Option<S>,
@@ -253,7 +260,7 @@ impl Connector {
         socket: Weak<TcpStream>,
         resumed_tls: bool,
         target: &str,
-        slot: &mut Option<impl Send + 'static>,
+        slot: &mut Option<impl DialSlot>,
     ) -> Result<NewConnection, Error>
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -270,7 +277,10 @@ impl Connector {
                 .handshake::<_, RequestBody>(TokioIo::new(io))
                 .await
                 .map_err(hs_err)?;
-            let slot = slot.take();
+            let mut slot = slot.take();
+            if let Some(slot) = &mut slot {
+                slot.established();
+            }
             tokio::spawn(async move {
                 let _ = conn.await;
                 drop(slot);
@@ -351,7 +361,11 @@ impl Connector {
             ));
         }
         // (If the driver is gone, the slot is dropped here: freed.)
-        let _ = hand_slot.send(slot.take());
+        let mut slot = slot.take();
+        if let Some(slot) = &mut slot {
+            slot.established();
+        }
+        let _ = hand_slot.send(slot);
         Ok(NewConnection {
             sender: Sender::H2(sender, stream_limit),
             socket,

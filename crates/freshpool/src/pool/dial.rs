@@ -57,6 +57,14 @@ impl SlotGuard {
     }
 }
 
+impl crate::connect::DialSlot for SlotGuard {
+    /// `http.client.connection.duration` counts from here: a connection's
+    /// life, not its dial (lookup, connect, TLS) too.
+    fn established(&mut self) {
+        self.since = Instant::now();
+    }
+}
+
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         let was_dialing = self.dialing.swap(false, Ordering::AcqRel);
