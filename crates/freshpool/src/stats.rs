@@ -215,6 +215,11 @@ pub struct LeaseInfo {
 pub struct OriginStats {
     /// `scheme://host:port`.
     pub origin: String,
+    /// The client settings its connections were made with, where they
+    /// differ from the defaults (a proxy, an HTTP version, TLS roots, a
+    /// client certificate): clients sharing a pool with different settings
+    /// keep apart connections to one origin, one entry each.
+    pub settings: Option<String>,
     /// HTTP version in use (`"HTTP/1.1"`, `"HTTP/2"`, or `"unknown"`).
     pub protocol: &'static str,
     /// Connections open and resting in the pool.
@@ -326,7 +331,10 @@ impl std::fmt::Display for PoolStats {
             self.open_connections, self.total_limit, self.freezes_detected
         )?;
         for o in &self.origins {
-            writeln!(f, "{} ({})", o.origin, o.protocol)?;
+            match &o.settings {
+                Some(settings) => writeln!(f, "{} ({}; {settings})", o.origin, o.protocol)?,
+                None => writeln!(f, "{} ({})", o.origin, o.protocol)?,
+            }
             writeln!(
                 f,
                 "  connections: idle {} active {} connecting {} (limit {}); waiting {}",

@@ -438,3 +438,40 @@ async fn tls_errors_bracket_an_ipv6_origin() {
     assert!(err.to_string().contains(&format!("[::1]:{port}")), "{err}");
     server.abort();
 }
+
+/// Clients sharing a pool with different settings keep apart connections
+/// to one origin, one stats entry each: the entries read the same
+/// (`https://127.0.0.1:port (HTTP/1.1)` twice) and could not be told
+/// apart. Each now says what sets it apart, and never a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_tell_apart_partitions_of_one_origin() {
+    let ca = TestCa::new();
+    let server = tls_server(&ca, Protocol::Http1, &[b"http/1.1"]).await;
+    let main = client_for(&ca).build().unwrap();
+    let insecure = Client::builder()
+        .danger_accept_invalid_certs(true)
+        .share_pool_with(&main)
+        .build()
+        .unwrap();
+    assert_eq!(body(&main, &server.url("/")).await.unwrap(), "ok");
+    assert_eq!(body(&insecure, &server.url("/")).await.unwrap(), "ok");
+    let stats = main.stats();
+    assert_eq!(stats.origins.len(), 2, "{stats}");
+    assert_eq!(stats.origins[0].origin, stats.origins[1].origin);
+    let mut settings: Vec<_> = stats.origins.iter().map(|o| o.settings.clone()).collect();
+    settings.sort();
+    assert_eq!(
+        settings,
+        [
+            Some("1 extra roots".to_owned()),
+            Some("certificates unchecked".to_owned())
+        ],
+        "{stats}"
+    );
+    assert!(
+        stats
+            .to_string()
+            .contains("(HTTP/1.1; certificates unchecked)"),
+        "{stats}"
+    );
+}

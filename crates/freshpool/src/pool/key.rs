@@ -41,6 +41,40 @@ pub(crate) struct SecuritySettings {
     pub proxy: Option<String>,
 }
 
+impl SecuritySettings {
+    /// What sets connections with these settings apart from the defaults'
+    /// (`via http://user@proxy:3128, HTTP/2 only, certificates unchecked`),
+    /// never a password: two clients sharing a pool with different
+    /// settings have two partitions for one origin, told apart by this.
+    pub(crate) fn describe(&self) -> Option<String> {
+        let mut notes = Vec::new();
+        if let Some(proxy) = &self.proxy {
+            match crate::connect::proxy::ProxyUrl::parse(proxy) {
+                Ok(url) => notes.push(format!("via {url}")),
+                Err(_) => notes.push("via a proxy".to_owned()),
+            }
+        }
+        match self.http_version {
+            HttpVersion::Auto => {}
+            HttpVersion::Http1Only => notes.push("HTTP/1 only".to_owned()),
+            HttpVersion::Http2Only => notes.push("HTTP/2 only".to_owned()),
+        }
+        let tls = &self.tls;
+        if tls.danger_accept_invalid_certs {
+            notes.push("certificates unchecked".to_owned());
+        }
+        match (tls.extra_roots.len(), tls.only_custom_roots) {
+            (0, _) => {}
+            (n, true) => notes.push(format!("{n} custom roots only")),
+            (n, false) => notes.push(format!("{n} extra roots")),
+        }
+        if tls.client_cert.is_some() {
+            notes.push("client certificate".to_owned());
+        }
+        (!notes.is_empty()).then(|| notes.join(", "))
+    }
+}
+
 /// The connector's settings that shape a dial (the rest shape requests).
 /// A pool keeps its first client's: clients sharing it must dial the same
 /// way, since an origin dials with whichever client's connector used it
@@ -390,6 +424,24 @@ mod tests {
     fn equal_settings_share_an_id_and_different_ones_do_not() {
         assert_eq!(ctx(None).id, ctx(None).id);
         assert_ne!(ctx(Some("http://a@p:1")).id, ctx(Some("http://b@p:1")).id);
+    }
+
+    #[test]
+    fn settings_are_described_without_secrets() {
+        assert_eq!(ctx(None).settings.describe(), None);
+        let described = ctx(Some("http://u:hunter2@proxy.test:3128"))
+            .settings
+            .describe()
+            .unwrap();
+        assert_eq!(described, "via http://u@proxy.test:3128");
+        let mut settings = ctx(None).settings.clone();
+        settings.http_version = HttpVersion::Http2Only;
+        settings.tls.only_custom_roots = true;
+        settings.tls.extra_roots = vec![rustls_pki_types::CertificateDer::from(vec![1, 2, 3])];
+        assert_eq!(
+            settings.describe().unwrap(),
+            "HTTP/2 only, 1 custom roots only"
+        );
     }
 
     #[test]

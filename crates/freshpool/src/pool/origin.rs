@@ -215,6 +215,7 @@ impl Origin {
         let c = &self.counters;
         OriginStats {
             origin: self.label.to_string(),
+            settings: self.key.security.settings.describe(),
             protocol: match st.protocol {
                 Protocol::Http1 => "HTTP/1.1",
                 Protocol::Http2 => "HTTP/2",
