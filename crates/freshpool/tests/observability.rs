@@ -206,26 +206,9 @@ fn a_metrics_recorder_sees_the_named_series() {
 /// connection idle again.
 #[test]
 fn the_open_connection_gauges_show_a_held_lease_as_active() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+    use metrics_util::debugging::DebuggingRecorder;
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let gauge = |snapshotter: &Snapshotter, state: &str| -> f64 {
-        let snapshot = snapshotter.snapshot().into_vec();
-        let (_, _, _, value) = snapshot
-            .iter()
-            .find(|(key, _, _, _)| {
-                key.key().name() == "http.client.open_connections"
-                    && key
-                        .key()
-                        .labels()
-                        .any(|l| l.key() == "http.connection.state" && l.value() == state)
-            })
-            .expect("the gauge is registered");
-        match value {
-            DebugValue::Gauge(v) => v.0,
-            other => panic!("not a gauge: {other:?}"),
-        }
-    };
     run_recorded(&recorder, async {
         let server = TestServer::http1().await;
         let client = Client::new();
@@ -247,26 +230,10 @@ fn the_open_connection_gauges_show_a_held_lease_as_active() {
 /// active) until the next once-a-second sample.
 #[test]
 fn a_retrys_dedicated_connection_shows_as_active_when_it_lands() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::debugging::DebuggingRecorder;
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let active = || -> f64 {
-        let snapshot = snapshotter.snapshot().into_vec();
-        let (_, _, _, value) = snapshot
-            .iter()
-            .find(|(key, _, _, _)| {
-                key.key().name() == "http.client.open_connections"
-                    && key
-                        .key()
-                        .labels()
-                        .any(|l| l.key() == "http.connection.state" && l.value() == "active")
-            })
-            .expect("the gauge is registered");
-        match value {
-            DebugValue::Gauge(v) => v.0,
-            other => panic!("not a gauge: {other:?}"),
-        }
-    };
+    let active = || gauge(&snapshotter, "active");
     run_recorded(&recorder, async {
         let server = TestServer::http1().await;
         let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
@@ -287,6 +254,25 @@ fn a_retrys_dedicated_connection_shows_as_active_when_it_lands() {
         assert_eq!(active(), 1.0, "{stats}");
         drop(held);
     });
+}
+
+/// `http.client.open_connections` for one `http.connection.state`.
+fn gauge(snapshotter: &metrics_util::debugging::Snapshotter, state: &str) -> f64 {
+    let snapshot = snapshotter.snapshot().into_vec();
+    let (_, _, _, value) = snapshot
+        .iter()
+        .find(|(key, _, _, _)| {
+            key.key().name() == "http.client.open_connections"
+                && key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == "http.connection.state" && l.value() == state)
+        })
+        .expect("the gauge is registered");
+    match value {
+        metrics_util::debugging::DebugValue::Gauge(v) => v.0,
+        other => panic!("not a gauge: {other:?}"),
+    }
 }
 
 /// Runs `work` on a current-thread runtime with `recorder` installed while

@@ -178,24 +178,7 @@ impl Origin {
                 self.add_connection(conn_id, conn, &dialing);
             }
             Err(err) => {
-                self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(origin = %self.label, error = %err, "connect failed");
-                let dials = {
-                    let mut g = self.lock();
-                    // (The slot guard, which `connector.dial` keeps on a
-                    // failure, has not counted the dial done: counted here,
-                    // with the answer, in one locked step.)
-                    if dialing.swap(false, Ordering::AcqRel) {
-                        g.state.dial_done();
-                    }
-                    g.state.fail_dial(waiter_id, err);
-                    // A waiter whose dial failed is answered; others that had
-                    // counted on this dial (coalesced HTTP/2) are answered
-                    // too when nothing else can serve them, else get their
-                    // own dial here.
-                    g.state.service(self.limits, &*self.budget)
-                };
-                self.spawn_dials(dials);
+                self.dial_failed(&dialing, err, Some(waiter_id));
                 // Only now free the slot: had it gone first, the pool would
                 // have seen this waiter without a dial and dialed again.
                 drop(slot.map(SlotGuard::failed));
@@ -255,20 +238,46 @@ impl Origin {
                 drop(tx); // the requester falls back to a normal checkout
             }
             Err(err) => {
-                self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(origin = %self.label, error = %err, "connect failed (dedicated to a retry)");
-                let dials = {
-                    let mut g = self.lock();
-                    if dialing.swap(false, Ordering::AcqRel) {
-                        g.state.dial_done();
-                    }
-                    g.state.service(self.limits, &*self.budget)
-                };
-                self.spawn_dials(dials);
-                let _ = tx.send(Err(err));
+                if let Some(err) = self.dial_failed(&dialing, err, None) {
+                    let _ = tx.send(Err(err));
+                }
                 drop(slot.map(SlotGuard::failed));
             }
         }
+    }
+
+    /// A dial failed: counted and logged, its dial count given back (the
+    /// slot guard, which `connector.dial` keeps on a failure, has not
+    /// counted it) and the waiter it was for (`waiter`) answered with
+    /// `err`, in one locked step; then dials for whoever is left without
+    /// one. A dial for no waiter (dedicated) gets `err` back to deliver.
+    fn dial_failed(
+        self: &Arc<Self>,
+        dialing: &AtomicBool,
+        err: Error,
+        waiter: Option<u64>,
+    ) -> Option<Error> {
+        self.counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(origin = %self.label, error = %err, dedicated = waiter.is_none(), "connect failed");
+        let (dials, unanswered) = {
+            let mut g = self.lock();
+            if dialing.swap(false, Ordering::AcqRel) {
+                g.state.dial_done();
+            }
+            let unanswered = match waiter {
+                Some(waiter_id) => {
+                    g.state.fail_dial(waiter_id, err);
+                    None
+                }
+                None => Some(err),
+            };
+            // A waiter whose dial failed is answered; others that had
+            // counted on this dial (coalesced HTTP/2) are answered too when
+            // nothing else can serve them, else get their own dial here.
+            (g.state.service(self.limits, &*self.budget), unanswered)
+        };
+        self.spawn_dials(dials);
+        unanswered
     }
 
     /// A connection handed to a request that had just gone: to the oldest
