@@ -405,3 +405,33 @@ async fn max_requests_per_connection_closes_http2_connections_too() {
     let stats = client.stats();
     assert_eq!((stats.created(), stats.reused()), (3, 2), "{stats}");
 }
+
+/// At the per-host limit a used-up HTTP/2 connection (it has carried
+/// `max_requests_per_connection`) goes on serving: drained, it left new
+/// requests waiting for its longest stream (here 3 s; a server-sent event
+/// stream: for good) and then `PoolTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_up_http2_connection_at_the_limit_does_not_strand_requests() {
+    let server = h2_server().await;
+    let client = h2_client()
+        .max_connections_per_host(1)
+        .max_requests_per_connection(Some(2))
+        .pool_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    let long = {
+        let (client, url) = (client.clone(), server.url("/delay/3000"));
+        tokio::spawn(async move { text(&client, &url).await })
+    };
+    eventually("the long request arrived", || {
+        server.stats().requests() == 2
+    })
+    .await;
+    let next = tokio::time::timeout(Duration::from_secs(1), client.get(&server.url("/")))
+        .await
+        .expect("served alongside the long stream, not after it");
+    assert!(next.is_ok(), "{:?}\n{}", next.err(), client.stats());
+    assert_eq!(server.stats().connections_accepted(), 1);
+    long.abort();
+}

@@ -122,7 +122,8 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         expired: &mut Vec<Idle<C>>,
         asking_again: Option<u64>,
     ) -> Acquire<C, S> {
-        if let Some((conn_id, sender, first, idle_since)) = self.take_stream() {
+        let can_replace = self.can_replace(limits, budget);
+        if let Some((conn_id, sender, first, idle_since)) = self.take_stream(can_replace) {
             return Acquire::Stream {
                 conn_id,
                 sender,
@@ -238,11 +239,22 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                     .map(|s| s.sender.max_streams())
                     .fold(self.streams_per_conn, u32::max)
                     .max(1) as usize;
+                // (With `max_requests`, a new connection serves no more
+                // than that, and a used one what it has left.)
+                let per_conn = self
+                    .max_requests
+                    .map_or(per_conn, |max| per_conn.min(max as usize));
                 let spare: usize = self
                     .shared
                     .iter()
                     .filter(|s| s.takes_streams())
-                    .map(|s| (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize))
+                    .map(|s| {
+                        let streams =
+                            (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize);
+                        self.max_requests.map_or(streams, |max| {
+                            streams.min(max.saturating_sub(s.streams) as usize)
+                        })
+                    })
                     .sum();
                 spare + self.dialing * per_conn >= self.live_waiters.max(1)
             }
@@ -251,28 +263,37 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
 
     /// A stream on a connection with room for one; `true` with the first
     /// the connection carries, and when its last stream ended.
-    fn take_stream(&mut self) -> Option<(u64, S, bool, Stamp)> {
+    ///
+    /// A connection that has carried `max_requests` streams (`used_up`)
+    /// takes no more while a new one can be opened (`can_replace`): the
+    /// request waits for a dial instead, and the used one closes once its
+    /// streams end (`drop_idle_shared`). At the limits it goes on serving:
+    /// drained, it would hold its slot for as long as its longest stream
+    /// (a server-sent event stream: for good) while new requests could
+    /// only wait, as the freeze drain also avoids.
+    pub(crate) fn take_stream(&mut self, can_replace: bool) -> Option<(u64, S, bool, Stamp)> {
         let max_requests = self.max_requests;
-        let conn = self
-            .shared
-            .iter_mut()
-            .find(|s| s.takes_streams() && s.in_flight < s.sender.max_streams())?;
+        let conn = self.shared.iter_mut().find(|s| {
+            s.takes_streams()
+                && s.in_flight < s.sender.max_streams()
+                && !(can_replace && used_up(max_requests, s))
+        })?;
         conn.in_flight += 1;
         let first = conn.streams == 0;
         conn.streams += 1;
-        // Its last request under `max_requests_per_connection`: it takes
-        // no more, and closes once its streams end (`drop_idle_shared`).
-        if max_requests.is_some_and(|max| conn.streams >= max) {
-            conn.drain(CloseReason::MaxRequests);
-        }
         Some((conn.id, conn.sender.clone(), first, conn.idle_since))
+    }
+
+    /// Whether a new connection can be opened now (per host and in total).
+    fn can_replace(&self, limits: Limits, budget: &impl TotalBudget) -> bool {
+        self.slots < limits.per_host && budget.has_spare()
     }
 
     /// Decides which waiters get new dials after capacity changed. Returns
     /// the waiter ids to dial for; slots are already reserved.
     pub(crate) fn service(&mut self, limits: Limits, budget: &impl TotalBudget) -> Vec<u64> {
         let mut dials = Vec::new();
-        self.serve_streams();
+        self.serve_streams(self.can_replace(limits, budget));
         // A waiter marked "dialing" may have been served by another
         // connection while its dial went to someone else, then that dial
         // failed: more marks than dials running means some mark is stale.
@@ -310,9 +331,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// Hands free streams on shared connections to waiters, oldest first.
-    fn serve_streams(&mut self) {
+    fn serve_streams(&mut self, can_replace: bool) {
         while self.live_waiters > 0 {
-            let Some((conn_id, sender, first, _)) = self.take_stream() else {
+            let Some((conn_id, sender, first, _)) = self.take_stream(can_replace) else {
                 return;
             };
             let stream = Handoff::Stream {
@@ -402,7 +423,12 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// Returns why it closes instead, if it does: it died before it landed
     /// (never counted as spare streams), or the pool is gone. Dropped here,
     /// it closes; the caller counts it.
-    pub(crate) fn add_shared(&mut self, shared: Shared<S>) -> Option<CloseReason> {
+    pub(crate) fn add_shared(
+        &mut self,
+        shared: Shared<S>,
+        limits: Limits,
+        budget: &impl TotalBudget,
+    ) -> Option<CloseReason> {
         self.streams_per_conn = shared.sender.max_streams().max(1);
         if shared.sender.is_closed() {
             return Some(CloseReason::ServerClose);
@@ -411,22 +437,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return Some(CloseReason::Surplus);
         }
         self.shared.push(shared);
-        self.serve_streams();
+        self.serve_streams(self.can_replace(limits, budget));
         None
     }
 
     /// A stream taken but handed to no one: as if never taken.
     pub(crate) fn untake_stream(&mut self, conn_id: u64) {
-        let max_requests = self.max_requests;
         if let Some(s) = self.shared.iter_mut().find(|s| s.id == conn_id) {
             s.in_flight = s.in_flight.saturating_sub(1);
             s.streams = s.streams.saturating_sub(1);
-            // (The stream that reached the limit was not used after all.)
-            if s.draining == Some(CloseReason::MaxRequests)
-                && max_requests.is_some_and(|max| s.streams < max)
-            {
-                s.draining = None;
-            }
         }
     }
 
@@ -437,12 +456,14 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// away) is left for `slot_freed`, which counts it as the server's close.
     pub(crate) fn drop_idle_shared(&mut self, keep_idle: bool) -> Vec<CloseReason> {
         let mut gone = Vec::new();
+        let max_requests = self.max_requests;
         self.shared.retain(|s| {
             if s.in_flight > 0 || s.sender.is_closed() {
                 return true;
             }
             match s.draining {
                 Some(why) => gone.push(why),
+                None if used_up(max_requests, s) => gone.push(CloseReason::MaxRequests),
                 None if !keep_idle => gone.push(CloseReason::Surplus),
                 None => return true,
             }
@@ -480,23 +501,6 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return Err("idle above max_idle".into());
         }
         self.idle.check()?;
-        // A shared connection drains for `max_requests` exactly when it
-        // has carried that many streams (given-back ones not counted).
-        for s in &self.shared {
-            let used_up = self.max_requests.is_some_and(|max| s.streams >= max);
-            if used_up && s.draining.is_none() {
-                return Err(format!(
-                    "conn {} carried {} streams, not draining",
-                    s.id, s.streams
-                ));
-            }
-            if s.draining == Some(CloseReason::MaxRequests) && !used_up {
-                return Err(format!(
-                    "conn {} drains for max_requests after {} streams",
-                    s.id, s.streams
-                ));
-            }
-        }
         let marked = self.live_marked();
         if marked > self.marks {
             return Err(format!(
@@ -513,4 +517,10 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
         Ok(())
     }
+}
+
+/// Whether a shared connection has carried `max_requests` streams (given
+/// back ones not counted).
+fn used_up<S>(max_requests: Option<u64>, conn: &Shared<S>) -> bool {
+    max_requests.is_some_and(|max| conn.streams >= max)
 }
