@@ -290,6 +290,12 @@ async fn cve_2022_22576_class_client_certificate_identity() {
         &server,
     )
     .await;
+    // The two partitions read differently in the stats (they read the
+    // same: "client certificate").
+    let stats = alice.stats();
+    let settings: Vec<_> = stats.origins.iter().map(|o| o.settings.clone()).collect();
+    assert_eq!(settings.len(), 2, "{stats}");
+    assert_ne!(settings[0], settings[1], "{stats}");
     // And no certificate at all is not served by alice's connection either.
     let anonymous = client_for(&ca).share_pool_with(&alice).build().unwrap();
     let err = body(&anonymous, &server.url("/")).await.unwrap_err();
@@ -458,16 +464,14 @@ async fn stats_tell_apart_partitions_of_one_origin() {
     let stats = main.stats();
     assert_eq!(stats.origins.len(), 2, "{stats}");
     assert_eq!(stats.origins[0].origin, stats.origins[1].origin);
-    let mut settings: Vec<_> = stats.origins.iter().map(|o| o.settings.clone()).collect();
+    let mut settings: Vec<_> = stats
+        .origins
+        .iter()
+        .map(|o| o.settings.clone().unwrap_or_default())
+        .collect();
     settings.sort();
-    assert_eq!(
-        settings,
-        [
-            Some("1 extra roots".to_owned()),
-            Some("certificates unchecked".to_owned())
-        ],
-        "{stats}"
-    );
+    assert!(settings[0].starts_with("1 extra roots "), "{stats}");
+    assert_eq!(settings[1], "certificates unchecked", "{stats}");
     assert!(
         stats
             .to_string()

@@ -63,16 +63,35 @@ impl SecuritySettings {
         if tls.danger_accept_invalid_certs {
             notes.push("certificates unchecked".to_owned());
         }
+        // Certificates are public: a short fingerprint tells apart two
+        // root sets, or two client identities (per-tenant certificates).
         match (tls.extra_roots.len(), tls.only_custom_roots) {
             (0, _) => {}
-            (n, true) => notes.push(format!("{n} custom roots only")),
-            (n, false) => notes.push(format!("{n} extra roots")),
+            (n, true) => notes.push(format!(
+                "{n} custom roots only {}",
+                fingerprint(&tls.extra_roots)
+            )),
+            (n, false) => notes.push(format!("{n} extra roots {}", fingerprint(&tls.extra_roots))),
         }
-        if tls.client_cert.is_some() {
-            notes.push("client certificate".to_owned());
+        if let Some(identity) = &tls.client_cert {
+            notes.push(format!(
+                "client certificate {}",
+                fingerprint(&identity.chain)
+            ));
         }
         (!notes.is_empty()).then(|| notes.join(", "))
     }
+}
+
+/// Six hex digits naming a list of certificates (a display tag, not a
+/// security check: it only tells entries of one stats snapshot apart).
+fn fingerprint(certs: &[rustls_pki_types::CertificateDer<'_>]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for cert in certs {
+        cert.as_ref().hash(&mut hasher);
+    }
+    format!("{:06x}", hasher.finish() & 0xff_ffff)
 }
 
 /// The connector's settings that shape a dial (the rest shape requests).
@@ -438,10 +457,15 @@ mod tests {
         settings.http_version = HttpVersion::Http2Only;
         settings.tls.only_custom_roots = true;
         settings.tls.extra_roots = vec![rustls_pki_types::CertificateDer::from(vec![1, 2, 3])];
-        assert_eq!(
-            settings.describe().unwrap(),
-            "HTTP/2 only, 1 custom roots only"
+        let one = settings.describe().unwrap();
+        assert!(
+            one.starts_with("HTTP/2 only, 1 custom roots only "),
+            "{one}"
         );
+        // Another root set of the same size reads differently.
+        settings.tls.extra_roots = vec![rustls_pki_types::CertificateDer::from(vec![4, 5, 6])];
+        let other = settings.describe().unwrap();
+        assert_ne!(one, other);
     }
 
     #[test]
