@@ -284,9 +284,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         Some((conn.id, conn.sender.clone(), first, conn.idle_since))
     }
 
-    /// Whether a new connection can be opened now (per host and in total).
+    /// Whether a new connection can be opened now (per host and in total)
+    /// to replace a used-up one. (False without `max_requests`, where
+    /// nothing is used up: no budget read on every checkout.)
     fn can_replace(&self, limits: Limits, budget: &impl TotalBudget) -> bool {
-        self.slots < limits.per_host && budget.has_spare()
+        self.max_requests.is_some() && self.slots < limits.per_host && budget.has_spare()
     }
 
     /// Decides which waiters get new dials after capacity changed. Returns
