@@ -96,11 +96,7 @@ impl ClientBuilder {
         /// Close connections this old once idle (lets DNS changes take
         /// effect). Default `None`.
         max_lifetime: pool.max_lifetime: Option<Duration>,
-        /// Close a connection after this many requests. HTTP/2: streams; a
-        /// used-up connection takes no more while a new one can be opened
-        /// (at the connection limits it goes on serving rather than have
-        /// requests wait for its streams), and closes once its streams end.
-        /// Default `None`.
+        /// Close a connection after this many requests. Default `None`.
         max_requests_per_connection: pool.max_requests_per_connection: Option<u64>,
         /// Expire a connection this long before the server's `Keep-Alive:
         /// timeout`. Default 500 ms.

@@ -33,9 +33,6 @@ impl TotalBudget for Budget {
     fn release(&self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
     }
-    fn has_spare(&self) -> bool {
-        self.spare() > 0
-    }
 }
 
 impl Budget {

@@ -367,7 +367,7 @@ impl Origin {
                 }
                 Sender::H2(sender, limit) => {
                     g.state.protocol = Protocol::Http2;
-                    let shared = Shared {
+                    not_shared = g.state.add_shared(Shared {
                         id: conn_id,
                         sender: H2Conn {
                             sender,
@@ -379,8 +379,7 @@ impl Origin {
                         draining: None,
                         streams: 0,
                         idle_since: now,
-                    };
-                    not_shared = g.state.add_shared(shared, self.limits, &*self.budget);
+                    });
                 }
             }
             let dials = g.state.service(self.limits, &*self.budget);

@@ -478,7 +478,6 @@ impl Pool {
                 state: {
                     let mut state = OriginState::new(protocol);
                     state.http2_only = connector.only_multiplex();
-                    state.max_requests = self.inner.config.max_requests_per_connection;
                     state
                 },
                 leases: lease_table::LeaseTable::default(),

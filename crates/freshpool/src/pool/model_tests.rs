@@ -99,9 +99,6 @@ impl TotalBudget for FakeBudget {
         let before = self.open.fetch_sub(1, Ordering::AcqRel);
         assert!(before > 0, "budget released below zero");
     }
-    fn has_spare(&self) -> bool {
-        self.open.load(Ordering::Acquire) < self.limit
-    }
 }
 
 type St = OriginState<FakeH1, FakeH2>;
@@ -231,8 +228,6 @@ struct Setup {
     h2_streams: u32,
     /// Idle timeout, in model milliseconds.
     idle_ms: u64,
-    /// `max_requests_per_connection` (applied by the state to HTTP/2).
-    max_requests: Option<u64>,
     /// Check invariant 2 (`idle + shared + dialing <= slots`) also between
     /// the two critical sections of a failed dial (see
     /// `dial_failure_never_shows_more_dials_than_slots`).
@@ -254,24 +249,20 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         1u32..=3,
         20u64..200,
-        prop::option::of(1u64..=3),
     )
         .prop_map(
-            |(per_host, max_idle, max_pending, total, h2, h2_streams, idle_ms, max_requests)| {
-                Setup {
-                    limits: Limits {
-                        per_host,
-                        max_idle,
-                        max_pending,
-                    },
-                    total,
-                    h2,
-                    h2_streams,
-                    idle_ms,
-                    max_requests,
-                    strict_dial_fail: false,
-                    strict: false,
-                }
+            |(per_host, max_idle, max_pending, total, h2, h2_streams, idle_ms)| Setup {
+                limits: Limits {
+                    per_host,
+                    max_idle,
+                    max_pending,
+                },
+                total,
+                h2,
+                h2_streams,
+                idle_ms,
+                strict_dial_fail: false,
+                strict: false,
             },
         )
 }
@@ -305,15 +296,13 @@ struct Model {
 impl Model {
     fn new(setup: Setup) -> Model {
         let now = Stamp::from_nanos(1);
-        let mut st = OriginState::new(if setup.h2 {
-            Protocol::Unknown
-        } else {
-            Protocol::Http1
-        });
-        st.max_requests = setup.max_requests;
         Model {
             setup,
-            st,
+            st: OriginState::new(if setup.h2 {
+                Protocol::Unknown
+            } else {
+                Protocol::Http1
+            }),
             budget: FakeBudget {
                 open: AtomicUsize::new(0),
                 limit: setup.total,
@@ -791,7 +780,7 @@ impl Model {
         }
         if self.setup.h2 {
             self.st.protocol = Protocol::Http2;
-            let shared = Shared {
+            let not_shared = self.st.add_shared(Shared {
                 id: conn_id,
                 sender: FakeH2 {
                     closed,
@@ -802,8 +791,7 @@ impl Model {
                 draining: None,
                 streams: 0,
                 idle_since: now,
-            };
-            let not_shared = self.st.add_shared(shared, self.limits(), &self.budget);
+            });
             // Not shared only if dead (or retired, which the model never
             // is), and then said so, to be counted.
             assert_eq!(
@@ -1065,7 +1053,6 @@ fn h1_setup(per_host: usize, total: usize) -> Setup {
         h2: false,
         h2_streams: 1,
         idle_ms: 1000,
-        max_requests: None,
         strict_dial_fail: false,
         strict: true,
     }
@@ -1280,7 +1267,6 @@ fn origin_starving_after_service_is_woken_when_total_capacity_returns() {
         h2: true,
         h2_streams: 1,
         idle_ms: 1000,
-        max_requests: None,
         strict_dial_fail: false,
         strict: true,
     };
@@ -1422,87 +1408,6 @@ fn a_lowered_stream_limit_does_not_make_the_pool_dial_per_waiter() {
     m.wind_down().unwrap();
 }
 
-/// With `max_requests_per_connection`, a new HTTP/2 connection serves no
-/// more than that many requests: dials for a queue are planned by it, not
-/// by the stream limit (which had 8 waiters get one dial after another, a
-/// handshake each, with `max_requests` 1). And a used-up connection is
-/// left for a new one only while one can be opened: at the per-host limit
-/// it goes on serving, where it had new requests wait for its longest
-/// stream.
-#[test]
-fn max_requests_plans_http2_dials_and_never_strands_a_request() {
-    use Op::*;
-    let mut m = Model::new(Setup {
-        max_requests: Some(1),
-        ..h2_setup_for_8()
-    });
-    m.step(Acquire).unwrap();
-    m.step(DialOk(Ix(0))).unwrap(); // HTTP/2, 4 streams per connection
-    m.step(Wake(Ix(0))).unwrap(); // its one request, in flight
-    for _ in 0..6 {
-        m.step(Acquire).unwrap();
-    }
-    m.step(Service).unwrap();
-    assert_eq!(
-        m.dials.len(),
-        6,
-        "one request per new connection: a dial each"
-    );
-    m.wind_down().unwrap();
-    // At the limit (one connection per host), the used-up connection
-    // serves the next request rather than strand it behind its stream.
-    let mut m = Model::new(Setup {
-        max_requests: Some(1),
-        ..h2_setup(true)
-    });
-    m.step(Acquire).unwrap();
-    m.step(DialOk(Ix(0))).unwrap();
-    m.step(Wake(Ix(0))).unwrap();
-    m.step(Acquire).unwrap();
-    assert_eq!(
-        m.leases_h2.len() + m.answered.len(),
-        2,
-        "served, not queued"
-    );
-    m.wind_down().unwrap();
-}
-
-/// A stream given back (its waiter left) does not undo a drain for
-/// another reason (a freeze): `max_requests` keeps no drain of its own.
-#[test]
-fn a_stream_given_back_keeps_another_reasons_drain() {
-    let mut st = OriginState::<FakeH1, FakeH2>::new(Protocol::Http2);
-    st.max_requests = Some(1);
-    let closed = Arc::new(AtomicBool::new(false));
-    let budget = FakeBudget {
-        open: AtomicUsize::new(1),
-        limit: 4,
-    };
-    let limits = h2_setup(true).limits;
-    st.slots = 1;
-    let shared = Shared {
-        id: 1,
-        sender: FakeH2 { closed, max: 4 },
-        in_flight: 0,
-        created: Stamp::from_nanos(1),
-        draining: None,
-        streams: 0,
-        idle_since: Stamp::from_nanos(1),
-    };
-    assert_eq!(st.add_shared(shared, limits, &budget), None);
-    assert!(st.take_stream(false).is_some());
-    st.shared[0].drain(crate::stats::CloseReason::FreezeEviction);
-    st.untake_stream(1);
-    assert!(
-        st.take_stream(false).is_none(),
-        "took a stream while draining"
-    );
-    assert_eq!(
-        st.shared[0].draining,
-        Some(crate::stats::CloseReason::FreezeEviction)
-    );
-}
-
 /// Waiters that rode on one HTTP/2 dial all get its error when it fails
 /// and nothing else can serve them (`fail_dial`); before the protocol is
 /// known (HTTPS before ALPN) they get dials of their own instead.
@@ -1583,7 +1488,6 @@ fn h2_setup(strict: bool) -> Setup {
         h2: true,
         h2_streams: 4,
         idle_ms: 1000,
-        max_requests: None,
         strict_dial_fail: false,
         strict,
     }

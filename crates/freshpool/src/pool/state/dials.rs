@@ -34,13 +34,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             in_line += usize::from(w.id <= waiter_id);
         }
         let per_dial = match self.protocol {
-            // (With `max_requests`, no more than that.)
-            Protocol::Http2 => self
-                .max_requests
-                .map_or(self.streams_per_conn as u64, |max| {
-                    max.min(self.streams_per_conn as u64)
-                })
-                .max(1) as usize,
+            Protocol::Http2 => self.streams_per_conn.max(1) as usize,
             _ => 1,
         };
         in_line <= marked.min(self.dialing).saturating_mul(per_dial)

@@ -192,6 +192,4 @@ pub(crate) trait TotalBudget {
     fn try_reserve(&self) -> bool;
     /// Give one back.
     fn release(&self);
-    /// Whether one could be reserved now (a snapshot).
-    fn has_spare(&self) -> bool;
 }

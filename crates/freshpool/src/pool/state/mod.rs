@@ -66,9 +66,6 @@ pub(crate) struct OriginState<C, S> {
     /// The client speaks only HTTP/2 here (prior knowledge, or ALPN `h2`
     /// only): while the protocol is unknown, it will be HTTP/2.
     pub http2_only: bool,
-    /// `max_requests_per_connection`, for HTTP/2 connections (an HTTP/1
-    /// one counts its requests in its record, see `Lease::release`).
-    pub max_requests: Option<u64>,
     /// At least the number of live waiters marked `dialing`: every mark
     /// adds one, waiters leaving subtract nothing, and `service` sets it
     /// to the true count whenever it must count. So `service` counts (an
@@ -95,7 +92,6 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             retired: false,
             unknown_dial_failed: false,
             http2_only: false,
-            max_requests: None,
             marks: 0,
             next_waiter: 0,
         }
@@ -122,8 +118,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         expired: &mut Vec<Idle<C>>,
         asking_again: Option<u64>,
     ) -> Acquire<C, S> {
-        let can_replace = self.can_replace(limits, budget);
-        if let Some((conn_id, sender, first, idle_since)) = self.take_stream(can_replace) {
+        if let Some((conn_id, sender, first, idle_since)) = self.take_stream() {
             return Acquire::Stream {
                 conn_id,
                 sender,
@@ -239,22 +234,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                     .map(|s| s.sender.max_streams())
                     .fold(self.streams_per_conn, u32::max)
                     .max(1) as usize;
-                // (With `max_requests`, a new connection serves no more
-                // than that, and a used one what it has left.)
-                let per_conn = self
-                    .max_requests
-                    .map_or(per_conn, |max| per_conn.min(max as usize));
                 let spare: usize = self
                     .shared
                     .iter()
                     .filter(|s| s.takes_streams())
-                    .map(|s| {
-                        let streams =
-                            (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize);
-                        self.max_requests.map_or(streams, |max| {
-                            streams.min(max.saturating_sub(s.streams) as usize)
-                        })
-                    })
+                    .map(|s| (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize))
                     .sum();
                 spare + self.dialing * per_conn >= self.live_waiters.max(1)
             }
@@ -263,39 +247,22 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
 
     /// A stream on a connection with room for one; `true` with the first
     /// the connection carries, and when its last stream ended.
-    ///
-    /// A connection that has carried `max_requests` streams (`used_up`)
-    /// takes no more while a new one can be opened (`can_replace`): the
-    /// request waits for a dial instead, and the used one closes once its
-    /// streams end (`drop_idle_shared`). At the limits it goes on serving:
-    /// drained, it would hold its slot for as long as its longest stream
-    /// (a server-sent event stream: for good) while new requests could
-    /// only wait, as the freeze drain also avoids.
-    pub(crate) fn take_stream(&mut self, can_replace: bool) -> Option<(u64, S, bool, Stamp)> {
-        let max_requests = self.max_requests;
-        let conn = self.shared.iter_mut().find(|s| {
-            s.takes_streams()
-                && s.in_flight < s.sender.max_streams()
-                && !(can_replace && used_up(max_requests, s))
-        })?;
+    fn take_stream(&mut self) -> Option<(u64, S, bool, Stamp)> {
+        let conn = self
+            .shared
+            .iter_mut()
+            .find(|s| s.takes_streams() && s.in_flight < s.sender.max_streams())?;
         conn.in_flight += 1;
         let first = conn.streams == 0;
         conn.streams += 1;
         Some((conn.id, conn.sender.clone(), first, conn.idle_since))
     }
 
-    /// Whether a new connection can be opened now (per host and in total)
-    /// to replace a used-up one. (False without `max_requests`, where
-    /// nothing is used up: no budget read on every checkout.)
-    fn can_replace(&self, limits: Limits, budget: &impl TotalBudget) -> bool {
-        self.max_requests.is_some() && self.slots < limits.per_host && budget.has_spare()
-    }
-
     /// Decides which waiters get new dials after capacity changed. Returns
     /// the waiter ids to dial for; slots are already reserved.
     pub(crate) fn service(&mut self, limits: Limits, budget: &impl TotalBudget) -> Vec<u64> {
         let mut dials = Vec::new();
-        self.serve_streams(self.can_replace(limits, budget));
+        self.serve_streams();
         // A waiter marked "dialing" may have been served by another
         // connection while its dial went to someone else, then that dial
         // failed: more marks than dials running means some mark is stale.
@@ -333,9 +300,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// Hands free streams on shared connections to waiters, oldest first.
-    fn serve_streams(&mut self, can_replace: bool) {
+    fn serve_streams(&mut self) {
         while self.live_waiters > 0 {
-            let Some((conn_id, sender, first, _)) = self.take_stream(can_replace) else {
+            let Some((conn_id, sender, first, _)) = self.take_stream() else {
                 return;
             };
             let stream = Handoff::Stream {
@@ -425,12 +392,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// Returns why it closes instead, if it does: it died before it landed
     /// (never counted as spare streams), or the pool is gone. Dropped here,
     /// it closes; the caller counts it.
-    pub(crate) fn add_shared(
-        &mut self,
-        shared: Shared<S>,
-        limits: Limits,
-        budget: &impl TotalBudget,
-    ) -> Option<CloseReason> {
+    pub(crate) fn add_shared(&mut self, shared: Shared<S>) -> Option<CloseReason> {
         self.streams_per_conn = shared.sender.max_streams().max(1);
         if shared.sender.is_closed() {
             return Some(CloseReason::ServerClose);
@@ -439,7 +401,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return Some(CloseReason::Surplus);
         }
         self.shared.push(shared);
-        self.serve_streams(self.can_replace(limits, budget));
+        self.serve_streams();
         None
     }
 
@@ -458,14 +420,12 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// away) is left for `slot_freed`, which counts it as the server's close.
     pub(crate) fn drop_idle_shared(&mut self, keep_idle: bool) -> Vec<CloseReason> {
         let mut gone = Vec::new();
-        let max_requests = self.max_requests;
         self.shared.retain(|s| {
             if s.in_flight > 0 || s.sender.is_closed() {
                 return true;
             }
             match s.draining {
                 Some(why) => gone.push(why),
-                None if used_up(max_requests, s) => gone.push(CloseReason::MaxRequests),
                 None if !keep_idle => gone.push(CloseReason::Surplus),
                 None => return true,
             }
@@ -519,10 +479,4 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
         Ok(())
     }
-}
-
-/// Whether a shared connection has carried `max_requests` streams (given
-/// back ones not counted).
-fn used_up<S>(max_requests: Option<u64>, conn: &Shared<S>) -> bool {
-    max_requests.is_some_and(|max| conn.streams >= max)
 }
