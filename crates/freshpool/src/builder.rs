@@ -96,7 +96,9 @@ impl ClientBuilder {
         /// Close connections this old once idle (lets DNS changes take
         /// effect). Default `None`.
         max_lifetime: pool.max_lifetime: Option<Duration>,
-        /// Close a connection after this many requests. Default `None`.
+        /// Close an HTTP/1 connection after this many requests. (Not HTTP/2
+        /// ones, which carry many requests at once: rotate those with
+        /// `max_lifetime`.) Default `None`.
         max_requests_per_connection: pool.max_requests_per_connection: Option<u64>,
         /// Expire a connection this long before the server's `Keep-Alive:
         /// timeout`. Default 500 ms.

@@ -99,9 +99,6 @@ impl Client {
         let security = route.map_or(&inner.security, |r| &r.security);
         let forward = route.filter(|r| r.forward);
         let mut retries = 0u32;
-        // Requests sent again that were never written (not in `retries`,
-        // which `decide` bounds).
-        let mut resent = 0u32;
         let mut unsent = UnsentAttempts::default();
         let stale_limit = inner.pool.config().max_connections_per_host;
         let mut dedicated = false;
@@ -146,9 +143,7 @@ impl Client {
                     Poll::Pending => ready_within(conn, READY_WAIT).await,
                 };
                 if let Err(err) = ready {
-                    lease.uncount_reuse();
-                    lease.discard();
-                    if !unsent.another(reused, stale_limit) {
+                    if !unsent_try(lease, &mut unsent, reused, stale_limit, false) {
                         return Err(err.mark_reused(reused));
                     }
                     continue;
@@ -207,7 +202,6 @@ impl Client {
                     // kept for a held-back body. Any method: nothing of it
                     // was processed but the head.
                     expect_refused = true;
-                    lease.uncount_reuse();
                     refused_expect(lease);
                 }
                 Ok(response) => {
@@ -223,7 +217,7 @@ impl Client {
                     if tracing::level_enabled!(tracing::Level::DEBUG) {
                         let span = tracing::Span::current();
                         span.record("reused", reused);
-                        span.record("retries", retries + resent);
+                        span.record("retries", retries + unsent.resent);
                         span.record("status", response.status().as_u16());
                     }
                     return Ok(self.finish(
@@ -238,16 +232,9 @@ impl Client {
                 Err(Failure::Unsent(returned, err)) => {
                     // The connection closed before the request was written:
                     // it never reached the server, so any method may go again.
-                    lease.uncount_reuse();
-                    let origin = lease.origin().clone();
-                    lease.discard();
-                    if !unsent.another(reused, stale_limit) {
+                    if !unsent_try(lease, &mut unsent, reused, stale_limit, true) {
                         return Err(err.mark_reused(reused));
                     }
-                    // (A retry in the stats and the span, though not one
-                    // that `decide` bounds: nothing of it was written.)
-                    origin.counters.retried();
-                    resent += 1;
                     // The copy, if kept, is the unprepared one (or is
                     // rebuilt so); without one, hyper hands back what it was
                     // given (prepared).
@@ -580,9 +567,37 @@ fn origin_form(uri: &Uri) -> Uri {
 /// The server refused the expectation the pool added: it does not take
 /// Expect, and the connection still owes the body it never sent. (Out of
 /// the send loop: rare, and inline it grew the loop past inlining.)
+/// A try that ended with the request unwritten (the connection was not
+/// ready, or closed before the request went): the connection is
+/// discarded, the reuse its checkout counted taken back, and the attempt
+/// counted (`UnsentAttempts`). Returns whether the request may go again;
+/// a request hyper handed back unsent (`sent_back`) then counts as a
+/// retry (stats, metric, span), though not one `decide` bounds: nothing of
+/// it was written. (Out of the send loop: on its hot path, this code made
+/// the loop's future move by copy.)
+#[cold]
+#[inline(never)]
+fn unsent_try(
+    lease: Lease,
+    unsent: &mut UnsentAttempts,
+    reused: bool,
+    connections_per_host: usize,
+    sent_back: bool,
+) -> bool {
+    let again = unsent.another(reused, connections_per_host);
+    lease.uncount_reuse();
+    if again && sent_back {
+        lease.origin().counters.retried();
+        unsent.resent += 1;
+    }
+    lease.discard();
+    again
+}
+
 #[cold]
 #[inline(never)]
 fn refused_expect(mut lease: Lease) {
+    lease.uncount_reuse();
     lease.origin().learn_expect_continue(false);
     lease.not_reusable = Some(CloseReason::Error);
     lease.discard();

@@ -19,6 +19,9 @@ use crate::body::RequestBody;
 pub(super) struct UnsentAttempts {
     fresh: usize,
     reused: usize,
+    /// Of them, requests hyper handed back unsent and that went again
+    /// (retries in the stats and the span).
+    pub(super) resent: u32,
 }
 
 impl UnsentAttempts {

@@ -95,7 +95,7 @@ impl Pool {
                         // (Taken back below if the connection is stale.)
                         g.reused += u64::from(!idle.fresh());
                         let lease_id = origin.register_lease(&mut g, now, caller);
-                        Ok((LeaseKind::H1(idle), lease_id, true))
+                        Ok((LeaseKind::H1(idle), lease_id, true, false))
                     }
                     Acquire::Stream {
                         conn_id,
@@ -114,10 +114,10 @@ impl Pool {
                                 origin: origin.arc(),
                                 conn_id,
                                 sender: sender.sender,
-                                first,
                             },
                             lease_id,
                             !first || rested,
+                            !first,
                         ))
                     }
                     other => Err(other),
@@ -131,8 +131,8 @@ impl Pool {
                 }
             }
             match acquired {
-                Ok((kind, lease_id, reused)) => {
-                    let mut lease = Lease::new(kind, lease_id, reused, now);
+                Ok((kind, lease_id, reused, counted_stream_reuse)) => {
+                    let mut lease = Lease::new(kind, lease_id, reused, counted_stream_reuse, now);
                     // Anything taken from the idle list may have died while
                     // it rested (even one never used: it was dialed for a
                     // waiter that another connection served), so it counts as
@@ -219,7 +219,6 @@ impl Queued {
                                 origin: origin.clone(),
                                 conn_id,
                                 sender: sender.sender,
-                                first,
                             },
                             !first,
                         )),
@@ -285,7 +284,7 @@ impl Queued {
                 g.reused += u64::from(reused);
                 origin.register_lease(&mut g, now, caller)
             };
-            return Ok(Lease::new(kind, lease_id, reused, now));
+            return Ok(Lease::new(kind, lease_id, reused, reused, now));
         }
     }
 }
@@ -327,7 +326,7 @@ impl Pool {
             Ok(Ok(Handoff::Exclusive(idle))) => {
                 let now = self.inner.budget.stamp(Instant::now());
                 let lease_id = origin.register_lease(&mut origin.lock(), now, caller);
-                Ok(Lease::new(LeaseKind::H1(idle), lease_id, false, now))
+                Ok(Lease::new(LeaseKind::H1(idle), lease_id, false, false, now))
             }
             Ok(Err(err)) => Err(err),
             Ok(Ok(Handoff::Stream { .. } | Handoff::AskAgain)) | Err(_) => {

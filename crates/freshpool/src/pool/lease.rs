@@ -14,6 +14,10 @@ pub(crate) struct Lease {
     pub(super) lease_id: usize,
     /// Taken from the pool, not freshly dialed.
     pub reused: bool,
+    /// Counted as a reuse in the stats (see `counted_reuse`): set for an
+    /// HTTP/2 stream that was not its connection's first. (An HTTP/1
+    /// record says it itself.)
+    counted_stream_reuse: bool,
     /// The server's `Keep-Alive: timeout` hint, read from the response.
     pub keep_alive_hint: Option<Duration>,
     /// Why the connection must close when the lease ends (`None`: it may
@@ -32,18 +36,23 @@ pub(crate) enum LeaseKind {
         origin: Arc<Origin>,
         conn_id: u64,
         sender: http2::SendRequest<RequestBody>,
-        /// The connection's first stream (not counted as a reuse).
-        first: bool,
     },
 }
 
 impl Lease {
     /// A lease registered as `lease_id`, handed over at `taken_at`.
-    pub(super) fn new(kind: LeaseKind, lease_id: usize, reused: bool, taken_at: Stamp) -> Lease {
+    pub(super) fn new(
+        kind: LeaseKind,
+        lease_id: usize,
+        reused: bool,
+        counted_stream_reuse: bool,
+        taken_at: Stamp,
+    ) -> Lease {
         Lease {
             kind: Some(kind),
             lease_id,
             reused,
+            counted_stream_reuse,
             keep_alive_hint: None,
             not_reusable: None,
             taken_at,
@@ -56,7 +65,7 @@ impl Lease {
     pub(crate) fn counted_reuse(&self) -> bool {
         match &self.kind {
             Some(LeaseKind::H1(idle)) => !idle.fresh(),
-            Some(LeaseKind::H2 { first, .. }) => !first,
+            Some(LeaseKind::H2 { .. }) => self.counted_stream_reuse,
             None => false,
         }
     }

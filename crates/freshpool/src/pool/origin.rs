@@ -7,14 +7,14 @@ impl Origin {
         lock(&self.guarded)
     }
 
-    /// A counted reference to this origin, for what outlives a borrow of
-    /// its pool (see "Who keeps an origin alive" in the module doc).
     /// A reuse counted for a try that failed (see `Lease::uncount_reuse`).
     #[cold]
     pub(crate) fn uncount_reuse(&self) {
         self.lock().reused -= 1;
     }
 
+    /// A counted reference to this origin, for what outlives a borrow of
+    /// its pool (see "Who keeps an origin alive" in the module doc).
     pub(super) fn arc(&self) -> Arc<Origin> {
         self.this
             .upgrade()
