@@ -158,23 +158,27 @@ pub(crate) fn reuse_hints(headers: &http::HeaderMap) -> ReuseHints {
     hints
 }
 
+/// Clocks that tests move by hand (milliseconds).
+#[cfg(test)]
+pub(crate) struct FakeClock {
+    pub mono: std::sync::atomic::AtomicU64,
+    pub boot: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+impl Clock for FakeClock {
+    fn monotonic(&self) -> Duration {
+        Duration::from_millis(self.mono.load(std::sync::atomic::Ordering::SeqCst))
+    }
+    fn boottime(&self) -> Duration {
+        Duration::from_millis(self.boot.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
-
-    struct FakeClock {
-        mono: AtomicU64,
-        boot: AtomicU64,
-    }
-    impl Clock for FakeClock {
-        fn monotonic(&self) -> Duration {
-            Duration::from_millis(self.mono.load(Ordering::SeqCst))
-        }
-        fn boottime(&self) -> Duration {
-            Duration::from_millis(self.boot.load(Ordering::SeqCst))
-        }
-    }
 
     #[test]
     fn suspend_is_seen_once_then_forgotten() {

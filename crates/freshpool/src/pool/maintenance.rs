@@ -20,14 +20,18 @@ impl Pool {
         }
         let weak = Arc::downgrade(&self.inner);
         let running = HeartbeatRunning(weak.clone());
-        let clock = self.inner.clock.clone();
         let budget = &self.inner.budget;
-        budget
+        // The first start sets the clock going. A restart (the last
+        // heartbeat's runtime shut down) must not move the last beat: the
+        // gap since it may hold a freeze (a sandbox frozen between two
+        // invocations, each with a runtime of its own), which the next
+        // beat judges. Moved to now, the gap, and the freeze, were gone.
+        let now = budget.stamp(Instant::now()).nanos();
+        let _ = budget
             .last_beat
-            .store(budget.stamp(Instant::now()).nanos(), Ordering::Release);
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
         handle.spawn(async move {
             let _running = running;
-            let mut suspend = SuspendWatch::new(clock);
             let mut ticker = tokio::time::interval(HEARTBEAT);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut beats = 0u64;
@@ -38,7 +42,10 @@ impl Pool {
                 let now = pool.inner.budget.stamp(Instant::now());
                 let threshold = pool.inner.config.freeze_threshold;
                 if let Some(threshold) = threshold {
-                    if let Some(gap) = suspend.poll(threshold) {
+                    // (The pool's watch, not the task's: a suspend between
+                    // this task and the last one counts too.)
+                    let suspended = lock(&pool.inner.suspend).poll(threshold);
+                    if let Some(gap) = suspended {
                         pool.freeze_detected(now, gap, "machine suspend");
                     }
                 }
@@ -160,9 +167,13 @@ mod tests {
     use crate::health::SystemClock;
 
     fn pool() -> Pool {
+        pool_with(Arc::new(SystemClock))
+    }
+
+    fn pool_with(clock: Arc<dyn Clock>) -> Pool {
         Pool::new(
             PoolConfig::default(),
-            Arc::new(SystemClock),
+            clock,
             key::DialSettings::of(&crate::config::ConnConfig::default()),
             crate::connect::SystemResolver::shared(),
             Location::caller(),
@@ -188,6 +199,69 @@ mod tests {
         pool.check_freeze(before + 2_000_000);
         pool.check_freeze(real());
         assert_eq!(budget.freezes.load(Ordering::Relaxed), 1);
+    }
+
+    /// A heartbeat started again on another runtime (the first one's shut
+    /// down) left the gap since the last beat unjudged: it moved the last
+    /// beat to now, so a freeze between two runtimes (a serverless sandbox
+    /// frozen between invocations, each with a runtime of its own) was
+    /// never detected, and the dead idle connections were reused.
+    #[test]
+    fn a_freeze_between_two_runtimes_is_detected() {
+        let _turn = liveness::TEST_TURN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let pool = pool();
+        let budget = &pool.inner.budget;
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let real = || budget.stamp(Instant::now()).nanos();
+        let first = runtime();
+        first.block_on(async {
+            pool.ensure_heartbeat();
+            pool.check_freeze(real());
+        });
+        drop(first);
+        assert!(!pool.inner.heartbeat_started.load(Ordering::Acquire));
+        liveness::simulate_freeze(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(1700));
+        runtime().block_on(async {
+            // As a checkout does: the heartbeat first, then the beat.
+            pool.ensure_heartbeat();
+            pool.check_freeze(real());
+        });
+        assert_eq!(budget.freezes.load(Ordering::Relaxed), 1);
+    }
+
+    /// Likewise a machine suspend between two heartbeat tasks: each task
+    /// took its own baseline of suspended time, so the new one counted
+    /// from after the suspend.
+    #[test]
+    fn a_suspend_between_two_heartbeats_is_detected() {
+        let clock = Arc::new(crate::health::FakeClock {
+            mono: AtomicU64::new(1_000),
+            boot: AtomicU64::new(1_000),
+        });
+        let pool = pool_with(clock.clone());
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        runtime().block_on(async { pool.ensure_heartbeat() });
+        assert!(!pool.inner.heartbeat_started.load(Ordering::Acquire));
+        // Suspended for 10 s while no heartbeat ran.
+        clock.boot.fetch_add(10_000, Ordering::SeqCst);
+        runtime().block_on(async {
+            pool.ensure_heartbeat();
+            tokio::time::sleep(HEARTBEAT * 2).await;
+        });
+        assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -267,7 +267,9 @@ struct PoolInner {
     budget: Arc<Budget>,
     origins: RwLock<OriginMap>,
     heartbeat_started: AtomicBool,
-    clock: Arc<dyn Clock>,
+    /// Machine suspends (boottime past monotonic), polled by the heartbeat:
+    /// the pool's, so that one between two heartbeat tasks counts too.
+    suspend: Mutex<SuspendWatch>,
     /// Where the client that made this pool was built (for the
     /// pool-per-request warning).
     built_at: &'static Location<'static>,
@@ -329,7 +331,7 @@ impl Pool {
                 budget,
                 origins: RwLock::default(),
                 heartbeat_started: AtomicBool::new(false),
-                clock,
+                suspend: Mutex::new(SuspendWatch::new(clock)),
                 built_at,
                 dial,
                 resolver,
