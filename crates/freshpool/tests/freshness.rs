@@ -313,6 +313,26 @@ async fn idle_connection_closed_by_peer_is_detected_before_reuse() {
     assert_eq!(stats.created(), 2);
 }
 
+/// A connection leased across a freeze (its response held, read after the
+/// resume) is as suspect as one idle across it: it came back into the pool
+/// looking fresh and carried the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_leased_across_a_freeze_is_not_pooled() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    client.on_resume();
+    held.into_body().bytes().await.unwrap();
+    get_ok(&client, &server.url("/")).await.unwrap();
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2, "{stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::FreezeEviction),
+        1,
+        "{stats}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_resume_drops_idle_connections() {
     let server = TestServer::http1().await;

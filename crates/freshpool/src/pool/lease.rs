@@ -148,9 +148,16 @@ impl Lease {
                     .max_requests_per_connection
                     .is_some_and(|m| idle.requests >= m);
                 let expired = idle.expires_at <= now;
-                if spent || expired || idle.conn.is_closed() {
+                // Leased across a freeze (detected since it was taken): a
+                // NAT or peer may have dropped it meanwhile, as one idle
+                // then; back in the pool it would look fresh.
+                let frozen =
+                    origin.budget.freeze_at.load(Ordering::Acquire) > self.taken_at.nanos();
+                if spent || expired || frozen || idle.conn.is_closed() {
                     let reason = if spent {
                         CloseReason::MaxRequests
+                    } else if frozen {
+                        CloseReason::FreezeEviction
                     } else {
                         origin.close_reason(&idle, now)
                     };
