@@ -382,3 +382,24 @@ async fn a_stream_given_back_does_not_make_a_used_connection_look_new() {
     assert_eq!(client.stats().origins[0].reused, 2, "{}", client.stats());
     assert_eq!(server.stats().requests(), 2);
 }
+
+/// An HTTP/2 connection past `idle_timeout` takes no new stream, also when
+/// no sweep ran since (a current-thread runtime undriven meanwhile, as a
+/// synchronous wrapper leaves it): the checkout applied the HTTP/1 expiry
+/// rules only, and handed out a stream on a connection a load balancer may
+/// have dropped long ago.
+#[tokio::test]
+async fn an_http2_connection_past_its_idle_timeout_is_not_used_before_the_sweep() {
+    let server = h2_server().await;
+    let client = h2_client()
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    // Nothing runs on this runtime meanwhile: no sweep, no heartbeat.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2, "{stats}");
+    assert_eq!(stats.reused(), 0, "{stats}");
+}

@@ -97,7 +97,8 @@ use lease::WaiterGuard;
 pub(crate) use lease::{Lease, LeaseKind};
 use origin_map::OriginMap;
 use state::{
-    Acquire, Channel, Handoff, Idle, IdleRecord, Limits, OriginState, Protocol, Shared, TotalBudget,
+    Acquire, Channel, Handoff, Idle, IdleRecord, Limits, OriginState, Protocol, Shared,
+    SharedExpiry, TotalBudget,
 };
 
 /// An HTTP/1 connection as the pool holds it. (`repr(C)`: the sender,
@@ -480,6 +481,10 @@ impl Pool {
                 state: {
                     let mut state = OriginState::new(protocol);
                     state.http2_only = connector.only_multiplex();
+                    state.shared_expiry = SharedExpiry {
+                        idle_timeout: cfg.idle_timeout,
+                        max_lifetime: cfg.max_lifetime,
+                    };
                     state
                 },
                 leases: lease_table::LeaseTable::default(),

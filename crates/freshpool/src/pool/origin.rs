@@ -99,6 +99,7 @@ impl Origin {
             } else {
                 0
             };
+            let expiry = g.state.shared_expiry;
             for s in g.state.shared.iter_mut() {
                 // HTTP/2 connections after a freeze: no new streams; a
                 // dead one would otherwise take the next burst down with
@@ -113,20 +114,8 @@ impl Origin {
                     }
                     s.drain(CloseReason::FreezeEviction);
                 }
-                if self
-                    .config
-                    .max_lifetime
-                    .is_some_and(|l| now >= s.created.after(l))
-                {
-                    s.drain(CloseReason::Lifetime);
-                }
-                if s.in_flight == 0
-                    && self
-                        .config
-                        .idle_timeout
-                        .is_some_and(|t| now >= s.idle_since.after(t))
-                {
-                    s.drain(CloseReason::IdleTimeout);
+                if let Some(why) = expiry.reason(s, now) {
+                    s.drain(why);
                 }
             }
             dropped_shared = g.state.drop_idle_shared(true);

@@ -186,6 +186,38 @@ pub(crate) struct Limits {
     pub max_pending: usize,
 }
 
+/// When a shared (HTTP/2) connection has lived long enough: the pool's
+/// `idle_timeout` (with no stream in flight) and `max_lifetime`. One rule
+/// for the sweep and for the checkout, which must not hand out a stream
+/// on a connection the sweep has not reached yet (a current-thread
+/// runtime undriven for minutes runs no sweep before its next request).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SharedExpiry {
+    pub idle_timeout: Option<std::time::Duration>,
+    pub max_lifetime: Option<std::time::Duration>,
+}
+
+impl SharedExpiry {
+    /// Why `conn` must take no more streams at `now`, if it must.
+    pub(crate) fn reason<S>(&self, conn: &Shared<S>, now: Stamp) -> Option<CloseReason> {
+        if self
+            .max_lifetime
+            .is_some_and(|l| now >= conn.created.after(l))
+        {
+            return Some(CloseReason::Lifetime);
+        }
+        let idle = conn.in_flight == 0;
+        if idle
+            && self
+                .idle_timeout
+                .is_some_and(|t| now >= conn.idle_since.after(t))
+        {
+            return Some(CloseReason::IdleTimeout);
+        }
+        None
+    }
+}
+
 /// The total-capacity budget shared by all origins.
 pub(crate) trait TotalBudget {
     /// Reserve one connection of total capacity; false when exhausted.
