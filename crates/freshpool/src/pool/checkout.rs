@@ -82,6 +82,10 @@ impl Pool {
             let mut expired = Vec::new();
             let acquired = {
                 let mut g = origin.lock();
+                // (HTTP/2 only: an HTTP/1 origin shares no connections.)
+                if !g.state.shared.is_empty() {
+                    g.state.expire_shared(now, SharedExpiry::of(cfg));
+                }
                 let acquired = g.state.acquire(
                     now,
                     origin.limits,

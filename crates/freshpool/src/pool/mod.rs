@@ -481,10 +481,6 @@ impl Pool {
                 state: {
                     let mut state = OriginState::new(protocol);
                     state.http2_only = connector.only_multiplex();
-                    state.shared_expiry = SharedExpiry {
-                        idle_timeout: cfg.idle_timeout,
-                        max_lifetime: cfg.max_lifetime,
-                    };
                     state
                 },
                 leases: lease_table::LeaseTable::default(),

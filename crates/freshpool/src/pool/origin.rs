@@ -99,7 +99,7 @@ impl Origin {
             } else {
                 0
             };
-            let expiry = g.state.shared_expiry;
+            let expiry = SharedExpiry::of(&self.config);
             for s in g.state.shared.iter_mut() {
                 // HTTP/2 connections after a freeze: no new streams; a
                 // dead one would otherwise take the next burst down with

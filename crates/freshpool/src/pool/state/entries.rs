@@ -198,6 +198,13 @@ pub(crate) struct SharedExpiry {
 }
 
 impl SharedExpiry {
+    pub(crate) fn of(config: &crate::config::PoolConfig) -> SharedExpiry {
+        SharedExpiry {
+            idle_timeout: config.idle_timeout,
+            max_lifetime: config.max_lifetime,
+        }
+    }
+
     /// Why `conn` must take no more streams at `now`, if it must.
     pub(crate) fn reason<S>(&self, conn: &Shared<S>, now: Stamp) -> Option<CloseReason> {
         if self

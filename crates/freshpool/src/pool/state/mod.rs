@@ -66,8 +66,6 @@ pub(crate) struct OriginState<C, S> {
     /// The client speaks only HTTP/2 here (prior knowledge, or ALPN `h2`
     /// only): while the protocol is unknown, it will be HTTP/2.
     pub http2_only: bool,
-    /// When shared connections expire (`SharedExpiry`).
-    pub shared_expiry: SharedExpiry,
     /// At least the number of live waiters marked `dialing`: every mark
     /// adds one, waiters leaving subtract nothing, and `service` sets it
     /// to the true count whenever it must count. So `service` counts (an
@@ -94,7 +92,6 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             retired: false,
             unknown_dial_failed: false,
             http2_only: false,
-            shared_expiry: SharedExpiry::default(),
             marks: 0,
             next_waiter: 0,
         }
@@ -121,7 +118,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         expired: &mut Vec<Idle<C>>,
         asking_again: Option<u64>,
     ) -> Acquire<C, S> {
-        if let Some((conn_id, sender, first, idle_since)) = self.take_stream(Some(now)) {
+        if let Some((conn_id, sender, first, idle_since)) = self.take_stream() {
             return Acquire::Stream {
                 conn_id,
                 sender,
@@ -248,18 +245,19 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
-    /// A stream on a connection with room for one; `true` with the first
-    /// the connection carries, and when its last stream ended.
-    fn take_stream(&mut self, now: Option<Stamp>) -> Option<(u64, S, bool, Stamp)> {
-        // (Expired ones drain first: `now`, when the caller has it.)
-        if let Some(now) = now {
-            let expiry = self.shared_expiry;
-            for conn in self.shared.iter_mut() {
-                if let Some(why) = expiry.reason(conn, now) {
-                    conn.drain(why);
-                }
+    /// Drains the shared connections that `expiry` says have lived long
+    /// enough at `now` (the checkout asks before taking a stream).
+    pub(crate) fn expire_shared(&mut self, now: Stamp, expiry: SharedExpiry) {
+        for conn in self.shared.iter_mut() {
+            if let Some(why) = expiry.reason(conn, now) {
+                conn.drain(why);
             }
         }
+    }
+
+    /// A stream on a connection with room for one; `true` with the first
+    /// the connection carries, and when its last stream ended.
+    fn take_stream(&mut self) -> Option<(u64, S, bool, Stamp)> {
         let conn = self
             .shared
             .iter_mut()
@@ -314,7 +312,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// Hands free streams on shared connections to waiters, oldest first.
     fn serve_streams(&mut self) {
         while self.live_waiters > 0 {
-            let Some((conn_id, sender, first, _)) = self.take_stream(None) else {
+            let Some((conn_id, sender, first, _)) = self.take_stream() else {
                 return;
             };
             let stream = Handoff::Stream {
