@@ -495,3 +495,29 @@ async fn connections_the_server_will_not_keep_are_not_counted_as_errors() {
         "{stats}"
     );
 }
+
+/// The server's `Keep-Alive: timeout` runs from its response, not from
+/// when the caller finishes reading it: a response held (or a buffered
+/// body read slowly) for most of the hint came back with the whole hint
+/// ahead of it, and carried the next request into the server's close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_hint_counts_from_the_response_not_the_read() {
+    let server = TestServer::start(ServerConfig {
+        keep_alive_hint: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = Client::new();
+    let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    // 1 s hint less the 500 ms margin: past it by the time it is read.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    held.into_body().bytes().await.unwrap();
+    get_ok(&client, &server.url("/")).await.unwrap();
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2, "{stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::KeepAliveHint),
+        1,
+        "{stats}"
+    );
+}

@@ -492,7 +492,9 @@ impl Client {
         }
         if !lease.is_h2() {
             let hints = reuse_hints(response.headers());
-            lease.keep_alive_hint = hints.keep_alive;
+            if let Some(hint) = hints.keep_alive {
+                lease.keep_alive_hint(hint);
+            }
             // (A server that keeps no connections is not failing: counted
             // as its choice, not as an error.)
             if hints.close {

@@ -18,8 +18,10 @@ pub(crate) struct Lease {
     /// HTTP/2 stream that was not its connection's first. (An HTTP/1
     /// record says it itself.)
     counted_stream_reuse: bool,
-    /// The server's `Keep-Alive: timeout` hint, read from the response.
-    pub keep_alive_hint: Option<Duration>,
+    /// When the server's `Keep-Alive: timeout` hint runs out (less the
+    /// margin), counted from when its response arrived (see
+    /// `keep_alive_hint`).
+    keep_alive_until: Option<Stamp>,
     /// Why the connection must close when the lease ends (`None`: it may
     /// go back to the pool): the response said `Connection: close`, the
     /// request failed, or the check before reuse found it dead.
@@ -53,7 +55,7 @@ impl Lease {
             lease_id,
             reused,
             counted_stream_reuse,
-            keep_alive_hint: None,
+            keep_alive_until: None,
             not_reusable: None,
             taken_at,
         }
@@ -77,6 +79,19 @@ impl Lease {
         if self.counted_reuse() {
             self.origin().uncount_reuse();
         }
+    }
+
+    /// The server's `Keep-Alive: timeout`, read as its response arrives:
+    /// its timer runs from about then (once it has sent the response), not
+    /// from when the caller has read the body, which may be seconds later
+    /// (a held response, a slow read of a buffered body), by when the
+    /// server may be about to close. (The coarse clock errs earlier: on
+    /// the safe side.)
+    pub(crate) fn keep_alive_hint(&mut self, hint: Duration) {
+        let origin = self.origin();
+        let margin = origin.config.keep_alive_margin;
+        let from = origin.budget.coarse_now();
+        self.keep_alive_until = Some(from.after(hint.saturating_sub(margin)));
     }
 
     pub(crate) fn kind_mut(&mut self) -> &mut LeaseKind {
@@ -142,7 +157,7 @@ impl Lease {
                 let now = origin.budget.coarse_now();
                 idle.requests += 1;
                 idle.idle_since = now;
-                idle.expires_at = origin.expiry(now, idle.created, self.keep_alive_hint);
+                idle.expires_at = origin.expiry(now, idle.created, self.keep_alive_until);
                 let cfg = &origin.config;
                 let spent = cfg
                     .max_requests_per_connection

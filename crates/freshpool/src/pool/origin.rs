@@ -23,13 +23,20 @@ impl Origin {
 
     /// The earliest of idle timeout, keep-alive hint and lifetime
     /// (`Stamp::NEVER` if none applies).
-    pub(super) fn expiry(&self, now: Stamp, created: Stamp, hint: Option<Duration>) -> Stamp {
+    /// (`keep_alive_until`: when the server's hint runs out, see
+    /// `Lease::keep_alive_hint`.)
+    pub(super) fn expiry(
+        &self,
+        now: Stamp,
+        created: Stamp,
+        keep_alive_until: Option<Stamp>,
+    ) -> Stamp {
         let cfg = &self.config;
         // Written out rather than as an iterator over the three: this runs
         // on every return of a connection.
         let mut at = cfg.idle_timeout.map_or(Stamp::NEVER, |t| now.after(t));
-        if let Some(h) = hint {
-            at = at.min(now.after(h.saturating_sub(cfg.keep_alive_margin)));
+        if let Some(until) = keep_alive_until {
+            at = at.min(until);
         }
         if let Some(l) = cfg.max_lifetime {
             at = at.min(created.after(l));
