@@ -521,3 +521,34 @@ async fn a_keep_alive_hint_counts_from_the_response_not_the_read() {
         "{stats}"
     );
 }
+
+/// A connection returned past its `max_lifetime` to a queued request is
+/// closed, not handed over: the return judged expiry by the coarse clock,
+/// which lags by up to a heartbeat, and the queued request got the
+/// connection without a check of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_lifetime_does_not_go_to_a_waiter() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .max_lifetime(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    let waiter = {
+        let (client, url) = (client.clone(), server.url("/"));
+        tokio::spawn(async move { get_ok(&client, &url).await })
+    };
+    // Past the lifetime (counted from the dial) when it is returned.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    held.into_body().bytes().await.unwrap();
+    assert_eq!(waiter.await.unwrap().unwrap(), "ok");
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2, "{stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Lifetime),
+        1,
+        "{stats}"
+    );
+}

@@ -211,8 +211,20 @@ impl Queued {
                     self.guard.rx = None;
                     match result? {
                         Handoff::Exclusive(idle) => {
-                            let reused = !idle.fresh();
-                            Some((LeaseKind::H1(idle), reused))
+                            // Its return judged its expiry by the coarse
+                            // clock, which may lag the real time by a beat
+                            // or more: judged again here, precisely (a
+                            // connection past `max_lifetime` went to the
+                            // next waiter).
+                            let now = pool.inner.budget.stamp(Instant::now());
+                            if now >= idle.expires_at {
+                                origin.counters.closed(origin.close_reason(&idle, now));
+                                drop(idle);
+                                None
+                            } else {
+                                let reused = !idle.fresh();
+                                Some((LeaseKind::H1(idle), reused))
+                            }
                         }
                         Handoff::Stream {
                             conn_id,
