@@ -65,6 +65,11 @@ impl Clock for SystemClock {
 /// The heartbeat's period.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(250);
 
+/// A heartbeat this long without a tick is taken for one whose runtime is
+/// no longer driven, and replaced (eight periods: a busy runtime's late
+/// tick is not mistaken for it, and a mistake only runs two for a while).
+pub(crate) const HEARTBEAT_SILENT: Duration = Duration::from_secs(2);
+
 /// Compares successive clock readings; reports a freeze when suspend time
 /// (boottime minus monotonic) jumped by more than the threshold.
 pub(crate) struct SuspendWatch {

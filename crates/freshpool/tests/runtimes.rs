@@ -133,6 +133,51 @@ fn the_heartbeat_restarts_on_another_runtime_when_its_own_shuts_down() {
     drop(rt_b);
 }
 
+/// The heartbeat's runtime lives on but is no longer driven (a synchronous
+/// wrapper's current-thread runtime, kept after the first request while
+/// the traffic moved to another runtime): the heartbeat stopped without
+/// ending, so no other started, and expired idle connections were never
+/// swept (nor leaks reported, nor suspends seen). A silent one is now
+/// replaced on the runtime of the next checkout.
+#[test]
+fn a_heartbeat_on_a_runtime_nobody_drives_is_replaced() {
+    let server_rt = runtime(1);
+    let (first, second) = server_rt.block_on(async {
+        let first = tokio::spawn(TestServer::http1()).await.unwrap();
+        let second = tokio::spawn(TestServer::http1()).await.unwrap();
+        (first, second)
+    });
+    let client = Client::builder()
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let get = |rt: &tokio::runtime::Runtime, url: String| {
+        let client = client.clone();
+        rt.block_on(async move { client.get(&url).await?.into_body().text().await })
+            .expect("GET")
+    };
+    // The first request, on a current-thread runtime kept but not driven:
+    // the heartbeat starts there. (Its connection's task lives there too,
+    // so the test watches another origin's.)
+    let undriven = runtime(0);
+    assert_eq!(get(&undriven, first.url("/")), "ok");
+    let driven = runtime(1);
+    // Past the silence that marks a heartbeat as stopped.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(get(&driven, second.url("/")), "ok");
+    // Idle past its timeout: only a running heartbeat closes it now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.stats().open_connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the expired idle connection swept within 10 s:\n{}",
+            client.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop((undriven, driven));
+}
+
 /// A current-thread runtime driven only inside `block_on` (a synchronous
 /// wrapper calling the client now and then): between calls no task runs,
 /// so the heartbeat's gap looked like a frozen process, and each call

@@ -56,10 +56,10 @@ impl Pool {
         caller: &'static Location<'static>,
     ) -> Result<Checkout, Error> {
         let origin = self.origin_for(uri, security, connector)?;
-        self.ensure_heartbeat();
         // Coarse (see `coarse_clock`): the beat takes the bound that is
         // never ahead of real time, deadlines the one never behind it.
         let now = self.inner.budget.clock.now();
+        self.ensure_heartbeat(now.lower_ns);
         origin.follow_dns(now.lower_ns);
         self.check_freeze(now.lower_ns);
         self.take(origin, None, now.upper, caller)

@@ -8,16 +8,54 @@ impl Pool {
     /// outlives the runtime it was first used on (shared by several) gets
     /// a new heartbeat at the next checkout (`HeartbeatRunning`). Outside
     /// any runtime it does not start, and the next checkout tries again.
-    pub(super) fn ensure_heartbeat(&self) {
-        if self.inner.heartbeat_started.load(Ordering::Relaxed) {
+    ///
+    /// A heartbeat whose runtime lives on but is no longer driven (a
+    /// current-thread runtime kept by a synchronous wrapper after the first
+    /// request, while the traffic moved to another runtime) stops without
+    /// ending: one silent for `HEARTBEAT_SILENT` is replaced by a new one
+    /// on the caller's runtime. (Should the old one run again, both sweep
+    /// for a while: harmless.) `now_ns`: the checkout's clock.
+    pub(super) fn ensure_heartbeat(&self, now_ns: u64) {
+        let inner = &self.inner;
+        if inner.heartbeat_started.load(Ordering::Relaxed) {
+            let tick = inner.heartbeat_tick.load(Ordering::Relaxed);
+            if now_ns.saturating_sub(tick) < HEARTBEAT_SILENT.as_nanos() as u64 {
+                return;
+            }
+            self.replace_silent_heartbeat(tick, now_ns);
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.inner.heartbeat_started.swap(true, Ordering::AcqRel) {
+        if inner.heartbeat_started.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.spawn_heartbeat(handle, now_ns);
+    }
+
+    /// (Out of line: rare.) One caller takes over a silent heartbeat.
+    #[cold]
+    #[inline(never)]
+    fn replace_silent_heartbeat(&self, tick: u64, now_ns: u64) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let taken = self.inner.heartbeat_tick.compare_exchange(
+            tick,
+            now_ns,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        if taken.is_ok() {
+            self.spawn_heartbeat(handle, now_ns);
+        }
+    }
+
+    fn spawn_heartbeat(&self, handle: tokio::runtime::Handle, now_ns: u64) {
+        // (Counted from now: a task spawned on a runtime never driven
+        // again is silent from its start.)
+        self.inner.heartbeat_tick.store(now_ns, Ordering::Relaxed);
         let weak = Arc::downgrade(&self.inner);
         let running = HeartbeatRunning(weak.clone());
         let budget = &self.inner.budget;
@@ -40,6 +78,9 @@ impl Pool {
                 let Some(inner) = weak.upgrade() else { return };
                 let pool = Pool { inner };
                 let now = pool.inner.budget.stamp(Instant::now());
+                pool.inner
+                    .heartbeat_tick
+                    .fetch_max(now.nanos(), Ordering::Relaxed);
                 let threshold = pool.inner.config.freeze_threshold;
                 if let Some(threshold) = threshold {
                     // (The pool's watch, not the task's: a suspend between
@@ -222,7 +263,7 @@ mod tests {
         let real = || budget.stamp(Instant::now()).nanos();
         let first = runtime();
         first.block_on(async {
-            pool.ensure_heartbeat();
+            pool.ensure_heartbeat(real());
             pool.check_freeze(real());
         });
         drop(first);
@@ -231,7 +272,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1700));
         runtime().block_on(async {
             // As a checkout does: the heartbeat first, then the beat.
-            pool.ensure_heartbeat();
+            pool.ensure_heartbeat(real());
             pool.check_freeze(real());
         });
         assert_eq!(budget.freezes.load(Ordering::Relaxed), 1);
@@ -253,12 +294,12 @@ mod tests {
                 .build()
                 .unwrap()
         };
-        runtime().block_on(async { pool.ensure_heartbeat() });
+        runtime().block_on(async { pool.ensure_heartbeat(1) });
         assert!(!pool.inner.heartbeat_started.load(Ordering::Acquire));
         // Suspended for 10 s while no heartbeat ran.
         clock.boot.fetch_add(10_000, Ordering::SeqCst);
         runtime().block_on(async {
-            pool.ensure_heartbeat();
+            pool.ensure_heartbeat(1);
             tokio::time::sleep(HEARTBEAT * 2).await;
         });
         assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);

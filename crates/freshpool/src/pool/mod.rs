@@ -86,7 +86,7 @@ use crate::body::RequestBody;
 use crate::config::PoolConfig;
 use crate::connect::{tcp, Connector, NewConnection, Sender, StreamLimit};
 use crate::error::{fmt_duration, Error, Kind};
-use crate::health::{Clock, SuspendWatch, HEARTBEAT};
+use crate::health::{Clock, SuspendWatch, HEARTBEAT, HEARTBEAT_SILENT};
 use crate::stats::{CloseReason, Counters, LeaseInfo, OriginStats, PoolStats};
 use budget::{wake_starving, Budget, StarvingList};
 pub(crate) use checkout::Checkout;
@@ -268,6 +268,9 @@ struct PoolInner {
     budget: Arc<Budget>,
     origins: RwLock<OriginMap>,
     heartbeat_started: AtomicBool,
+    /// When the heartbeat last ticked (ns on the budget's clock): one
+    /// silent too long is replaced (see `ensure_heartbeat`).
+    heartbeat_tick: AtomicU64,
     /// Machine suspends (boottime past monotonic), polled by the heartbeat:
     /// the pool's, so that one between two heartbeat tasks counts too.
     suspend: Mutex<SuspendWatch>,
@@ -332,6 +335,7 @@ impl Pool {
                 budget,
                 origins: RwLock::default(),
                 heartbeat_started: AtomicBool::new(false),
+                heartbeat_tick: AtomicU64::new(0),
                 suspend: Mutex::new(SuspendWatch::new(clock)),
                 built_at,
                 dial,
