@@ -403,3 +403,25 @@ async fn an_http2_connection_past_its_idle_timeout_is_not_used_before_the_sweep(
     assert_eq!(stats.created(), 2, "{stats}");
     assert_eq!(stats.reused(), 0, "{stats}");
 }
+
+/// At the per-host limit, the checkout that finds the only connection
+/// expired closes it there and then, so its slot frees for a new dial: it
+/// only stopped it taking streams, and the request waited for the next
+/// sweep (or, with no sweep running, for `pool_timeout`).
+#[tokio::test]
+async fn an_expired_http2_connection_at_the_limit_makes_room_at_once() {
+    let server = h2_server().await;
+    let client = h2_client()
+        .max_connections_per_host(1)
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .pool_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    std::thread::sleep(Duration::from_millis(800));
+    let second = client.get(&server.url("/")).await;
+    assert!(second.is_ok(), "{:?}\n{}", second.err(), client.stats());
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2, "{stats}");
+    assert_eq!(stats.closed_for(CloseReason::IdleTimeout), 1, "{stats}");
+}

@@ -80,11 +80,12 @@ impl Pool {
         let cfg = &self.inner.config;
         loop {
             let mut expired = Vec::new();
+            let mut expired_shared = Vec::new();
             let acquired = {
                 let mut g = origin.lock();
                 // (HTTP/2 only: an HTTP/1 origin shares no connections.)
                 if !g.state.shared.is_empty() {
-                    g.state.expire_shared(now, SharedExpiry::of(cfg));
+                    expired_shared = g.state.expire_shared(now, SharedExpiry::of(cfg));
                 }
                 let acquired = g.state.acquire(
                     now,
@@ -132,6 +133,11 @@ impl Pool {
             if !expired.is_empty() {
                 for idle in expired {
                     origin.counters.closed(origin.close_reason(&idle, now));
+                }
+            }
+            if !expired_shared.is_empty() {
+                for why in expired_shared {
+                    origin.counters.closed(why);
                 }
             }
             match acquired {

@@ -249,6 +249,7 @@ struct HostHeader {
     value: http::HeaderValue,
 }
 
+#[inline(always)]
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the bookkeeping half-done
     // in a way worse than losing the pool; keep serving.

@@ -246,13 +246,17 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// Drains the shared connections that `expiry` says have lived long
-    /// enough at `now` (the checkout asks before taking a stream).
-    pub(crate) fn expire_shared(&mut self, now: Stamp, expiry: SharedExpiry) {
+    /// enough at `now` (the checkout asks before taking a stream), and
+    /// drops those without a stream in flight, so that their slots free
+    /// now rather than at the next sweep (at the per-host limit a request
+    /// would wait for it). Returns why each dropped one closed, to count.
+    pub(crate) fn expire_shared(&mut self, now: Stamp, expiry: SharedExpiry) -> Vec<CloseReason> {
         for conn in self.shared.iter_mut() {
             if let Some(why) = expiry.reason(conn, now) {
                 conn.drain(why);
             }
         }
+        self.drop_idle_shared(true)
     }
 
     /// A stream on a connection with room for one; `true` with the first
