@@ -320,10 +320,41 @@ async fn idle_connection_closed_by_peer_is_detected_before_reuse() {
 async fn a_connection_leased_across_a_freeze_is_not_pooled() {
     let server = TestServer::http1().await;
     let client = Client::new();
+    // Taken from the pool (the checkout's clock differs from a dial's).
+    get_ok(&client, &server.url("/")).await.unwrap();
     let held = client.get(&server.url("/bytes/10")).await.unwrap();
     client.on_resume();
     held.into_body().bytes().await.unwrap();
     get_ok(&client, &server.url("/")).await.unwrap();
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2, "{stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::FreezeEviction),
+        1,
+        "{stats}"
+    );
+}
+
+/// A connection on its way to a queued request when a freeze is detected
+/// (handed over, the request not yet woken) is as suspect as an idle one:
+/// the detection's sweep cannot see it, and the request used it.
+#[tokio::test]
+async fn a_connection_handed_over_across_a_freeze_is_not_used() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .build()
+        .unwrap();
+    let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    let queued = {
+        let (client, url) = (client.clone(), server.url("/"));
+        tokio::spawn(async move { get_ok(&client, &url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await; // it queues
+                                                         // Handed over on return; the queued request has not run since.
+    held.into_body().bytes().await.unwrap();
+    client.on_resume();
+    assert_eq!(queued.await.unwrap().unwrap(), "ok");
     let stats = client.stats();
     assert_eq!(stats.created(), 2, "{stats}");
     assert_eq!(

@@ -223,8 +223,16 @@ impl Queued {
                             // connection past `max_lifetime` went to the
                             // next waiter).
                             let now = pool.inner.budget.stamp(Instant::now());
-                            if now >= idle.expires_at {
-                                origin.counters.closed(origin.close_reason(&idle, now));
+                            // And for a freeze detected while it was on its
+                            // way (the sweep at the detection cannot see
+                            // it): as `still_fresh` judges idle ones.
+                            let stale = if now >= idle.expires_at {
+                                Some(origin.close_reason(&idle, now))
+                            } else {
+                                pool.still_fresh(&idle, now).err()
+                            };
+                            if let Some(why) = stale {
+                                origin.counters.closed(why);
                                 drop(idle);
                                 None
                             } else {

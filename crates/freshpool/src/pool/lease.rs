@@ -26,6 +26,11 @@ pub(crate) struct Lease {
     /// go back to the pool): the response said `Connection: close`, the
     /// request failed, or the check before reuse found it dead.
     pub not_reusable: Option<CloseReason>,
+    /// The pool's last freeze (`Budget::freeze_at`) when it was handed
+    /// over: one detected since (a changed value) means it was leased
+    /// across a freeze. (Compared as a value, not as a time: the checkout's
+    /// coarse clock and the detection's are different bounds.)
+    freeze_seen: u64,
     /// When the pool handed it over, by the checkout's coarse clock (never
     /// before the real time: see `coarse_clock`), so idle ages computed
     /// from it err toward older. Not for latencies (`metrics::Stopwatch`).
@@ -50,7 +55,13 @@ impl Lease {
         counted_stream_reuse: bool,
         taken_at: Stamp,
     ) -> Lease {
+        let origin = match &kind {
+            LeaseKind::H1(idle) => &idle.conn.origin,
+            LeaseKind::H2 { origin, .. } => origin,
+        };
+        let freeze_seen = origin.budget.freeze_at.load(Ordering::Acquire);
         Lease {
+            freeze_seen,
             kind: Some(kind),
             lease_id,
             reused,
@@ -166,8 +177,7 @@ impl Lease {
                 // Leased across a freeze (detected since it was taken): a
                 // NAT or peer may have dropped it meanwhile, as one idle
                 // then; back in the pool it would look fresh.
-                let frozen =
-                    origin.budget.freeze_at.load(Ordering::Acquire) > self.taken_at.nanos();
+                let frozen = origin.budget.freeze_at.load(Ordering::Acquire) != self.freeze_seen;
                 if spent || expired || frozen || idle.conn.is_closed() {
                     let reason = if spent {
                         CloseReason::MaxRequests
