@@ -583,3 +583,30 @@ async fn a_connection_past_its_lifetime_does_not_go_to_a_waiter() {
         "{stats}"
     );
 }
+
+/// A body still coming after the head (here for 2.5 s, past the 2 s
+/// hint) keeps its connection: the server's Keep-Alive timer starts when
+/// it has sent the body, which the connection's return marks. Counted
+/// from the head, every download longer than the hint lost its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_hint_waits_for_a_long_body_to_end() {
+    let server = TestServer::start(ServerConfig {
+        keep_alive_hint: Some(2),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = Client::new();
+    let body = client
+        .get(&server.url("/stall/2500"))
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!body.is_empty());
+    get_ok(&client, &server.url("/")).await.unwrap();
+    let stats = client.stats();
+    assert_eq!(stats.created(), 1, "{stats}");
+    assert_eq!(stats.reused(), 1, "{stats}");
+}

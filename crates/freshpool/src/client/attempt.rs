@@ -493,7 +493,7 @@ impl Client {
         if !lease.is_h2() {
             let hints = reuse_hints(response.headers());
             if let Some(hint) = hints.keep_alive {
-                lease.keep_alive_hint(hint);
+                lease.keep_alive_hint(hint, arrived_with_head(&response));
             }
             // (A server that keeps no connections is not failing: counted
             // as its choice, not as an error.)
@@ -569,6 +569,19 @@ fn origin_form(uri: &Uri) -> Uri {
 /// The server refused the expectation the pool added: it does not take
 /// Expect, and the connection still owes the body it never sent. (Out of
 /// the send loop: rare, and inline it grew the loop past inlining.)
+/// Whether a response most likely came whole with its head: no body, or
+/// one short enough to share the head's packets (a `Content-Length` up to
+/// 16 KiB). (See `Lease::keep_alive_hint`.)
+fn arrived_with_head(response: &Response<Incoming>) -> bool {
+    use hyper::body::Body as _;
+    response.body().is_end_stream()
+        || response
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len <= 16 * 1024)
+}
+
 /// A try that ended with the request unwritten (the connection was not
 /// ready, or closed before the request went): the connection is
 /// discarded, the reuse its checkout counted taken back, and the attempt

@@ -21,7 +21,7 @@ pub(crate) struct Lease {
     /// When the server's `Keep-Alive: timeout` hint runs out (less the
     /// margin), counted from when its response arrived (see
     /// `keep_alive_hint`).
-    keep_alive_until: Option<Stamp>,
+    keep_alive: Option<KeepAlive>,
     /// Why the connection must close when the lease ends (`None`: it may
     /// go back to the pool): the response said `Connection: close`, the
     /// request failed, or the check before reuse found it dead.
@@ -35,6 +35,15 @@ pub(crate) struct Lease {
     /// before the real time: see `coarse_clock`), so idle ages computed
     /// from it err toward older. Not for latencies (`metrics::Stopwatch`).
     pub taken_at: Stamp,
+}
+
+/// When the server's `Keep-Alive: timeout` (less the margin) runs out:
+/// at an instant, or that long after the connection's return (see
+/// `Lease::keep_alive_hint`).
+#[derive(Clone, Copy)]
+pub(crate) enum KeepAlive {
+    Until(Stamp),
+    AfterReturn(Duration),
 }
 
 pub(crate) enum LeaseKind {
@@ -66,7 +75,7 @@ impl Lease {
             lease_id,
             reused,
             counted_stream_reuse,
-            keep_alive_until: None,
+            keep_alive: None,
             not_reusable: None,
             taken_at,
         }
@@ -98,11 +107,23 @@ impl Lease {
     /// (a held response, a slow read of a buffered body), by when the
     /// server may be about to close. (The coarse clock errs earlier: on
     /// the safe side.)
-    pub(crate) fn keep_alive_hint(&mut self, hint: Duration) {
+    ///
+    /// `arrived`: the whole response came with its head (no body, or a
+    /// small one). A longer body is still being sent: the server's timer
+    /// starts once it ends, which the return of the connection marks (a
+    /// caller reading a long download as it comes), so the hint is counted
+    /// from the return, as before: from the head, every download longer
+    /// than the hint would have closed its connection.
+    pub(crate) fn keep_alive_hint(&mut self, hint: Duration, arrived: bool) {
         let origin = self.origin();
-        let margin = origin.config.keep_alive_margin;
-        let from = origin.budget.coarse_now();
-        self.keep_alive_until = Some(from.after(hint.saturating_sub(margin)));
+        let left = hint.saturating_sub(origin.config.keep_alive_margin);
+        self.keep_alive = Some(if arrived {
+            // (The coarse clock's lower bound: within a tick, never late.)
+            let from = Stamp::from_nanos(origin.budget.clock.now().lower_ns);
+            KeepAlive::Until(from.after(left))
+        } else {
+            KeepAlive::AfterReturn(left)
+        });
     }
 
     pub(crate) fn kind_mut(&mut self) -> &mut LeaseKind {
@@ -168,7 +189,7 @@ impl Lease {
                 let now = origin.budget.coarse_now();
                 idle.requests += 1;
                 idle.idle_since = now;
-                idle.expires_at = origin.expiry(now, idle.created, self.keep_alive_until);
+                idle.expires_at = origin.expiry(now, idle.created, self.keep_alive);
                 let cfg = &origin.config;
                 let spent = cfg
                     .max_requests_per_connection

@@ -93,6 +93,7 @@ pub(crate) use checkout::Checkout;
 pub(crate) use coarse_clock::Stamp;
 use dial::SlotGuard;
 use key::{KeyParts, KeyView, PoolKey, Scheme, SecurityContext};
+use lease::KeepAlive;
 use lease::WaiterGuard;
 pub(crate) use lease::{Lease, LeaseKind};
 use origin_map::OriginMap;

@@ -27,20 +27,21 @@ impl Origin {
 
     /// The earliest of idle timeout, keep-alive hint and lifetime
     /// (`Stamp::NEVER` if none applies).
-    /// (`keep_alive_until`: when the server's hint runs out, see
-    /// `Lease::keep_alive_hint`.)
+    /// (`keep_alive`: the server's hint, see `Lease::keep_alive_hint`.)
     pub(super) fn expiry(
         &self,
         now: Stamp,
         created: Stamp,
-        keep_alive_until: Option<Stamp>,
+        keep_alive: Option<KeepAlive>,
     ) -> Stamp {
         let cfg = &self.config;
         // Written out rather than as an iterator over the three: this runs
         // on every return of a connection.
         let mut at = cfg.idle_timeout.map_or(Stamp::NEVER, |t| now.after(t));
-        if let Some(until) = keep_alive_until {
-            at = at.min(until);
+        match keep_alive {
+            Some(KeepAlive::Until(until)) => at = at.min(until),
+            Some(KeepAlive::AfterReturn(left)) => at = at.min(now.after(left)),
+            None => {}
         }
         if let Some(l) = cfg.max_lifetime {
             at = at.min(created.after(l));
