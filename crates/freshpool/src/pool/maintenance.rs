@@ -56,6 +56,16 @@ impl Pool {
         // (Counted from now: a task spawned on a runtime never driven
         // again is silent from its start.)
         self.inner.heartbeat_tick.store(now_ns, Ordering::Relaxed);
+        // A suspend since the last heartbeat (a runtime per invocation,
+        // the machine asleep between two) is judged now, before the
+        // checkout that starts this one takes a connection from before it;
+        // the new task would see it only at its first tick.
+        if let Some(threshold) = self.inner.config.freeze_threshold {
+            let suspended = lock(&self.inner.suspend).poll(threshold);
+            if let Some(gap) = suspended {
+                self.freeze_detected(Stamp::from_nanos(now_ns), gap, "machine suspend");
+            }
+        }
         let weak = Arc::downgrade(&self.inner);
         let running = HeartbeatRunning(weak.clone());
         let budget = &self.inner.budget;
@@ -300,6 +310,8 @@ mod tests {
         clock.boot.fetch_add(10_000, Ordering::SeqCst);
         runtime().block_on(async {
             pool.ensure_heartbeat(1);
+            // At once, before the checkout that starts it takes anything.
+            assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
             tokio::time::sleep(HEARTBEAT * 2).await;
         });
         assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
