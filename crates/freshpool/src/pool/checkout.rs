@@ -80,12 +80,12 @@ impl Pool {
         let cfg = &self.inner.config;
         loop {
             let mut expired = Vec::new();
-            let mut expired_shared = Vec::new();
+            let mut expired_shared = None;
             let acquired = {
                 let mut g = origin.lock();
                 // (HTTP/2 only: an HTTP/1 origin shares no connections.)
                 if !g.state.shared.is_empty() {
-                    expired_shared = g.state.expire_shared(now, SharedExpiry::of(cfg));
+                    expired_shared = Some(g.state.expire_shared(now, SharedExpiry::of(cfg)));
                 }
                 let acquired = g.state.acquire(
                     now,
@@ -135,8 +135,8 @@ impl Pool {
                     origin.counters.closed(origin.close_reason(&idle, now));
                 }
             }
-            if !expired_shared.is_empty() {
-                for why in expired_shared {
+            if let Some(gone) = expired_shared {
+                for why in gone {
                     origin.counters.closed(why);
                 }
             }

@@ -200,16 +200,7 @@ impl Lease {
                 // then; back in the pool it would look fresh.
                 let frozen = origin.budget.freeze_at.load(Ordering::Acquire) != self.freeze_seen;
                 if spent || expired || frozen || idle.conn.is_closed() {
-                    let reason = if spent {
-                        CloseReason::MaxRequests
-                    } else if frozen {
-                        CloseReason::FreezeEviction
-                    } else {
-                        origin.close_reason(&idle, now)
-                    };
-                    origin.counters.closed(reason);
-                    lock(&origin.guarded).leases.try_remove(self.lease_id);
-                    return;
+                    return close_on_return(origin, idle, self.lease_id, now, spent, frozen);
                 }
                 // Another origin waits for total capacity: unless a request
                 // here wants this connection, close it so the slot moves.
@@ -291,6 +282,32 @@ impl Drop for Lease {
 pub(super) struct WaiterGuard {
     pub(super) origin: Arc<Origin>,
     pub(super) rx: Option<tokio::sync::oneshot::Receiver<Result<Handoff<H1Conn, H2Conn>, Error>>>,
+}
+
+/// A returned HTTP/1 connection that must not rest (see `Lease::release`):
+/// counted under its reason and closed. (Out of line: it kept the return
+/// path, which runs on every request, too large for the inliner, and
+/// `Mutex::lock` was called rather than inlined.)
+#[cold]
+#[inline(never)]
+fn close_on_return(
+    origin: &Origin,
+    idle: Idle<H1Conn>,
+    lease_id: usize,
+    now: Stamp,
+    spent: bool,
+    frozen: bool,
+) {
+    let reason = if spent {
+        CloseReason::MaxRequests
+    } else if frozen {
+        CloseReason::FreezeEviction
+    } else {
+        origin.close_reason(&idle, now)
+    };
+    origin.counters.closed(reason);
+    lock(&origin.guarded).leases.try_remove(lease_id);
+    drop(idle);
 }
 
 impl Drop for WaiterGuard {
