@@ -142,7 +142,9 @@ impl Pool {
             }
             match acquired {
                 Ok((kind, lease_id, reused, counted_stream_reuse)) => {
-                    let mut lease = Lease::new(kind, lease_id, reused, counted_stream_reuse, now);
+                    let freeze_seen = origin.budget.freeze_at.load(Ordering::Acquire);
+                    let mut lease =
+                        Lease::new(kind, lease_id, reused, counted_stream_reuse, now, freeze_seen);
                     // Anything taken from the idle list may have died while
                     // it rested (even one never used: it was dialed for a
                     // waiter that another connection served), so it counts as
@@ -204,6 +206,7 @@ impl Queued {
     ) -> Result<Lease, Error> {
         let pool_timeout = pool.inner.config.pool_timeout;
         let mut deadline = self.started + pool_timeout;
+        let mut freeze_seen = 0;
         loop {
             let origin = self.guard.origin.clone();
             let rx = self
@@ -215,6 +218,8 @@ impl Queued {
             let served = match tokio::time::timeout(remaining, rx).await {
                 Ok(Ok(result)) => {
                     self.guard.rx = None;
+                    // (Read before it is judged: see `Lease::new`.)
+                    freeze_seen = pool.inner.budget.freeze_at.load(Ordering::Acquire);
                     match result? {
                         Handoff::Exclusive(idle) => {
                             // Its return judged its expiry by the coarse
@@ -225,11 +230,14 @@ impl Queued {
                             let now = pool.inner.budget.stamp(Instant::now());
                             // And for a freeze detected while it was on its
                             // way (the sweep at the detection cannot see
-                            // it): as `still_fresh` judges idle ones.
+                            // it). (No peek: it rested no time, and a fresh
+                            // dial may hold a TLS ticket not yet read.)
                             let stale = if now >= idle.expires_at {
                                 Some(origin.close_reason(&idle, now))
+                            } else if freeze_seen != 0 && idle.idle_since.nanos() < freeze_seen {
+                                Some(CloseReason::FreezeEviction)
                             } else {
-                                pool.still_fresh(&idle, now).err()
+                                None
                             };
                             if let Some(why) = stale {
                                 origin.counters.closed(why);
@@ -314,7 +322,7 @@ impl Queued {
                 g.reused += u64::from(reused);
                 origin.register_lease(&mut g, now, caller)
             };
-            return Ok(Lease::new(kind, lease_id, reused, reused, now));
+            return Ok(Lease::new(kind, lease_id, reused, reused, now, freeze_seen));
         }
     }
 }
@@ -356,7 +364,15 @@ impl Pool {
             Ok(Ok(Handoff::Exclusive(idle))) => {
                 let now = self.inner.budget.stamp(Instant::now());
                 let lease_id = origin.register_lease(&mut origin.lock(), now, caller);
-                Ok(Lease::new(LeaseKind::H1(idle), lease_id, false, false, now))
+                let freeze_seen = origin.budget.freeze_at.load(Ordering::Acquire);
+                Ok(Lease::new(
+                    LeaseKind::H1(idle),
+                    lease_id,
+                    false,
+                    false,
+                    now,
+                    freeze_seen,
+                ))
             }
             Ok(Err(err)) => Err(err),
             Ok(Ok(Handoff::Stream { .. } | Handoff::AskAgain)) | Err(_) => {

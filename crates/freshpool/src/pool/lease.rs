@@ -63,12 +63,10 @@ impl Lease {
         reused: bool,
         counted_stream_reuse: bool,
         taken_at: Stamp,
+        // `Budget::freeze_at` as read before the connection was judged
+        // fresh (a later read could take in a freeze it was not judged by).
+        freeze_seen: u64,
     ) -> Lease {
-        let origin = match &kind {
-            LeaseKind::H1(idle) => &idle.conn.origin,
-            LeaseKind::H2 { origin, .. } => origin,
-        };
-        let freeze_seen = origin.budget.freeze_at.load(Ordering::Acquire);
         Lease {
             freeze_seen,
             kind: Some(kind),
@@ -200,7 +198,7 @@ impl Lease {
                 // then; back in the pool it would look fresh.
                 let frozen = origin.budget.freeze_at.load(Ordering::Acquire) != self.freeze_seen;
                 if spent || expired || frozen || idle.conn.is_closed() {
-                    return close_on_return(origin, idle, self.lease_id, now, spent, frozen);
+                    return close_on_return(idle, self.lease_id, now, spent, frozen);
                 }
                 // Another origin waits for total capacity: unless a request
                 // here wants this connection, close it so the slot moves.
@@ -290,14 +288,9 @@ pub(super) struct WaiterGuard {
 /// `Mutex::lock` was called rather than inlined.)
 #[cold]
 #[inline(never)]
-fn close_on_return(
-    origin: &Origin,
-    idle: Idle<H1Conn>,
-    lease_id: usize,
-    now: Stamp,
-    spent: bool,
-    frozen: bool,
-) {
+fn close_on_return(idle: Idle<H1Conn>, lease_id: usize, now: Stamp, spent: bool, frozen: bool) {
+    // (Through the record, which holds the origin until it drops last.)
+    let origin = &idle.conn.origin;
     let reason = if spent {
         CloseReason::MaxRequests
     } else if frozen {
@@ -307,7 +300,6 @@ fn close_on_return(
     };
     origin.counters.closed(reason);
     lock(&origin.guarded).leases.try_remove(lease_id);
-    drop(idle);
 }
 
 impl Drop for WaiterGuard {

@@ -13,8 +13,10 @@ impl Pool {
     /// current-thread runtime kept by a synchronous wrapper after the first
     /// request, while the traffic moved to another runtime) stops without
     /// ending: one silent for `HEARTBEAT_SILENT` is replaced by a new one
-    /// on the caller's runtime. (Should the old one run again, both sweep
-    /// for a while: harmless.) `now_ns`: the checkout's clock.
+    /// on the caller's runtime. Each start is a new generation
+    /// (`heartbeat_gen`): an older task ends at its next tick, should its
+    /// runtime run again, and its end no longer says "none runs".
+    /// `now_ns`: the checkout's clock.
     pub(super) fn ensure_heartbeat(&self, now_ns: u64) {
         let inner = &self.inner;
         if inner.heartbeat_started.load(Ordering::Relaxed) {
@@ -28,6 +30,10 @@ impl Pool {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // (The tick before the flag: a checkout that sees the flag set
+        // must not take a stale tick for a silent heartbeat and start
+        // another beside this one.)
+        inner.heartbeat_tick.store(now_ns, Ordering::Relaxed);
         if inner.heartbeat_started.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -67,7 +73,8 @@ impl Pool {
             }
         }
         let weak = Arc::downgrade(&self.inner);
-        let running = HeartbeatRunning(weak.clone());
+        let generation = self.inner.heartbeat_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        let running = HeartbeatRunning(weak.clone(), generation);
         let budget = &self.inner.budget;
         // The first start sets the clock going. A restart (the last
         // heartbeat's runtime shut down) must not move the last beat: the
@@ -86,6 +93,10 @@ impl Pool {
             loop {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
+                // Replaced meanwhile (this runtime went undriven): ends.
+                if inner.heartbeat_gen.load(Ordering::Acquire) != generation {
+                    return;
+                }
                 let pool = Pool { inner };
                 let now = pool.inner.budget.stamp(Instant::now());
                 pool.inner
@@ -112,14 +123,17 @@ impl Pool {
     }
 }
 
-/// Owned by the heartbeat task: when the task goes (its runtime shut
-/// down, or the pool dropped), the next checkout may start a new one.
-struct HeartbeatRunning(Weak<PoolInner>);
+/// Owned by the heartbeat task of one generation: when the task goes (its
+/// runtime shut down, or the pool dropped), the next checkout may start a
+/// new one, unless a newer generation already runs.
+struct HeartbeatRunning(Weak<PoolInner>, u64);
 
 impl Drop for HeartbeatRunning {
     fn drop(&mut self) {
         if let Some(inner) = self.0.upgrade() {
-            inner.heartbeat_started.store(false, Ordering::Release);
+            if inner.heartbeat_gen.load(Ordering::Acquire) == self.1 {
+                inner.heartbeat_started.store(false, Ordering::Release);
+            }
         }
     }
 }
@@ -315,6 +329,32 @@ mod tests {
             tokio::time::sleep(HEARTBEAT * 2).await;
         });
         assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
+    }
+
+    /// A heartbeat replaced for silence (its runtime undriven between two
+    /// `block_on` calls) ends when that runtime runs again: each quiet
+    /// spell had left one more task sweeping every origin for good.
+    #[test]
+    fn a_replaced_heartbeat_ends_instead_of_piling_up() {
+        let pool = pool();
+        let budget = &pool.inner.budget;
+        let real = || budget.stamp(Instant::now()).nanos();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { pool.ensure_heartbeat(real()) });
+        for round in 0..2 {
+            std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(100));
+            rt.block_on(async {
+                pool.ensure_heartbeat(real());
+                tokio::time::sleep(HEARTBEAT * 2).await;
+            });
+            // One task (two weak references: its own and its guard's).
+            let tasks = Arc::weak_count(&pool.inner) / 2;
+            assert_eq!(tasks, 1, "round {round}: {tasks} heartbeats");
+        }
+        assert!(pool.inner.heartbeat_started.load(Ordering::Acquire));
     }
 
     #[test]

@@ -273,6 +273,9 @@ struct PoolInner {
     /// When the heartbeat last ticked (ns on the budget's clock): one
     /// silent too long is replaced (see `ensure_heartbeat`).
     heartbeat_tick: AtomicU64,
+    /// Bumped at each heartbeat start: older tasks end (see
+    /// `ensure_heartbeat`).
+    heartbeat_gen: AtomicU64,
     /// Machine suspends (boottime past monotonic), polled by the heartbeat:
     /// the pool's, so that one between two heartbeat tasks counts too.
     suspend: Mutex<SuspendWatch>,
@@ -338,6 +341,7 @@ impl Pool {
                 origins: RwLock::default(),
                 heartbeat_started: AtomicBool::new(false),
                 heartbeat_tick: AtomicU64::new(0),
+                heartbeat_gen: AtomicU64::new(0),
                 suspend: Mutex::new(SuspendWatch::new(clock)),
                 built_at,
                 dial,
