@@ -15,6 +15,21 @@ async fn get_ok(client: &Client, url: &str) -> Result<String, freshpool::Error> 
     resp.into_body().text().await
 }
 
+/// A response held on the client's connection, and a GET spawned behind it
+/// (with a per-host limit of 1 it queues, once the caller yields).
+async fn held_and_queued(
+    client: &Client,
+    server: &TestServer,
+) -> (
+    http::Response<freshpool::Body>,
+    tokio::task::JoinHandle<Result<String, freshpool::Error>>,
+) {
+    let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    let (client, url) = (client.clone(), server.url("/"));
+    let queued = tokio::spawn(async move { get_ok(&client, &url).await });
+    (held, queued)
+}
+
 async fn post(client: &Client, url: &str, id: String) -> Result<String, freshpool::Error> {
     let req = http::Request::post(url)
         .header("x-request-id", id)
@@ -345,13 +360,10 @@ async fn a_connection_handed_over_across_a_freeze_is_not_used() {
         .max_connections_per_host(1)
         .build()
         .unwrap();
-    let held = client.get(&server.url("/bytes/10")).await.unwrap();
-    let queued = {
-        let (client, url) = (client.clone(), server.url("/"));
-        tokio::spawn(async move { get_ok(&client, &url).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await; // it queues
-                                                         // Handed over on return; the queued request has not run since.
+    let (held, queued) = held_and_queued(&client, &server).await;
+    // It queues; then the connection is handed over on return, and the
+    // queued request has not run since.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     held.into_body().bytes().await.unwrap();
     client.on_resume();
     assert_eq!(queued.await.unwrap().unwrap(), "ok");
@@ -566,11 +578,7 @@ async fn a_connection_past_its_lifetime_does_not_go_to_a_waiter() {
         .max_lifetime(Some(Duration::from_millis(300)))
         .build()
         .unwrap();
-    let held = client.get(&server.url("/bytes/10")).await.unwrap();
-    let waiter = {
-        let (client, url) = (client.clone(), server.url("/"));
-        tokio::spawn(async move { get_ok(&client, &url).await })
-    };
+    let (held, waiter) = held_and_queued(&client, &server).await;
     // Past the lifetime (counted from the dial) when it is returned.
     tokio::time::sleep(Duration::from_millis(350)).await;
     held.into_body().bytes().await.unwrap();
