@@ -67,7 +67,9 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// A heartbeat this long without a tick is taken for one whose runtime is
 /// no longer driven, and replaced (eight periods: a busy runtime's late
-/// tick is not mistaken for it, and a mistake only runs two for a while).
+/// tick is not mistaken for it). A mistake costs nothing lasting: the
+/// replaced task ends once its replacement ticks, and takes the heartbeat
+/// back if the replacement is silent in turn.
 pub(crate) const HEARTBEAT_SILENT: Duration = Duration::from_secs(2);
 
 /// Compares successive clock readings; reports a freeze when suspend time

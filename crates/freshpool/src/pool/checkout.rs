@@ -154,7 +154,7 @@ impl Pool {
                     // unsent retries, not one per connection the origin may
                     // have (`UnsentAttempts`).
                     if let Some(LeaseKind::H1(idle)) = &lease.kind {
-                        if let Err(stale) = self.still_fresh(idle, now) {
+                        if let Err(stale) = self.still_fresh(idle, now, freeze_seen) {
                             lease.uncount_reuse();
                             lease.not_reusable = Some(stale);
                             lease.discard();
@@ -228,16 +228,17 @@ impl Queued {
                             // connection past `max_lifetime` went to the
                             // next waiter).
                             let now = pool.inner.budget.stamp(Instant::now());
-                            // And for a freeze detected while it was on its
-                            // way (the sweep at the detection cannot see
-                            // it). (No peek: it rested no time, and a fresh
-                            // dial may hold a TLS ticket not yet read.)
+                            // And as `still_fresh` judges idle ones: a freeze
+                            // detected while it was on its way (the sweep at
+                            // the detection cannot see it), or a rest long
+                            // enough for a peek (passed on by a waiter that
+                            // left, it may have waited in its channel).
                             let stale = if now >= idle.expires_at {
                                 Some(origin.close_reason(&idle, now))
-                            } else if freeze_seen != 0 && idle.idle_since.nanos() < freeze_seen {
-                                Some(CloseReason::FreezeEviction)
+                            } else if idle.conn.is_closed() {
+                                Some(CloseReason::ServerClose)
                             } else {
-                                None
+                                pool.still_fresh(&idle, now, freeze_seen).err()
                             };
                             if let Some(why) = stale {
                                 origin.counters.closed(why);
@@ -387,9 +388,15 @@ impl Pool {
     /// across a freeze, and (past `validate_after_idle`) its socket is
     /// quiet: no FIN, no reset, no stray bytes. If not, why it must close
     /// (counted once, when the lease is discarded).
-    pub(super) fn still_fresh(&self, idle: &Idle<H1Conn>, now: Stamp) -> Result<(), CloseReason> {
-        let budget = &self.inner.budget;
-        let freeze_at = budget.freeze_at.load(Ordering::Acquire);
+    ///
+    /// `freeze_at`: `Budget::freeze_at` as read for the lease it will be
+    /// (`Lease::new`), so that the lease is judged by the freeze it records.
+    pub(super) fn still_fresh(
+        &self,
+        idle: &Idle<H1Conn>,
+        now: Stamp,
+        freeze_at: u64,
+    ) -> Result<(), CloseReason> {
         // Strictly before: a connection returned at the freeze's instant
         // (the coarse clock reads the beat that detected it) came back
         // after the process resumed.

@@ -19,7 +19,8 @@ impl Pool {
     /// `now_ns`: the checkout's clock.
     pub(super) fn ensure_heartbeat(&self, now_ns: u64) {
         let inner = &self.inner;
-        if inner.heartbeat_started.load(Ordering::Relaxed) {
+        // (Acquire: a heartbeat seen started comes with its tick, below.)
+        if inner.heartbeat_started.load(Ordering::Acquire) {
             let tick = inner.heartbeat_tick.load(Ordering::Relaxed);
             if now_ns.saturating_sub(tick) < HEARTBEAT_SILENT.as_nanos() as u64 {
                 return;
@@ -33,7 +34,7 @@ impl Pool {
         // (The tick before the flag: a checkout that sees the flag set
         // must not take a stale tick for a silent heartbeat and start
         // another beside this one.)
-        inner.heartbeat_tick.store(now_ns, Ordering::Relaxed);
+        inner.heartbeat_tick.fetch_max(now_ns, Ordering::Release);
         if inner.heartbeat_started.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -86,19 +87,49 @@ impl Pool {
             .last_beat
             .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
         handle.spawn(async move {
-            let _running = running;
+            // (Moved in whole: the task owns the guard, not a copy of its
+            // generation field, which a closure's precise capture would
+            // take, dropping the guard at once.)
+            let mut running = running;
             let mut ticker = tokio::time::interval(HEARTBEAT);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut beats = 0u64;
+            // The tick when this task found itself replaced (see below).
+            let mut replaced_at: Option<u64> = None;
             loop {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                // Replaced meanwhile (this runtime went undriven): ends.
-                if inner.heartbeat_gen.load(Ordering::Acquire) != generation {
-                    return;
-                }
                 let pool = Pool { inner };
                 let now = pool.inner.budget.stamp(Instant::now());
+                // Replaced meanwhile (this runtime went undriven, or only
+                // stalled): it waits, doing nothing, until the replacement
+                // ticks (then it ends) or is silent in turn (it went to a
+                // runtime nobody drives: this one takes the heartbeat back).
+                let current = pool.inner.heartbeat_gen.load(Ordering::Acquire);
+                if current != running.1 {
+                    let tick = pool.inner.heartbeat_tick.load(Ordering::Acquire);
+                    let Some(since) = replaced_at else {
+                        replaced_at = Some(tick);
+                        continue;
+                    };
+                    if tick > since {
+                        return;
+                    }
+                    let silent =
+                        now.nanos().saturating_sub(tick) >= HEARTBEAT_SILENT.as_nanos() as u64;
+                    if !silent {
+                        continue;
+                    }
+                    let taken = (pool.inner.heartbeat_gen)
+                        .compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    // (Replaced again meanwhile: judged anew.)
+                    replaced_at = None;
+                    if !taken {
+                        continue;
+                    }
+                    running.1 = current + 1;
+                }
                 pool.inner
                     .heartbeat_tick
                     .fetch_max(now.nanos(), Ordering::Relaxed);
@@ -355,6 +386,40 @@ mod tests {
             assert_eq!(tasks, 1, "round {round}: {tasks} heartbeats");
         }
         assert!(pool.inner.heartbeat_started.load(Ordering::Acquire));
+    }
+
+    /// A heartbeat mistaken for silent (its runtime only stalled) and
+    /// replaced on a runtime nobody drives takes the heartbeat back: it
+    /// ended, and nothing ticked at all.
+    #[test]
+    fn a_stalled_heartbeat_takes_back_over_from_an_undriven_replacement() {
+        let pool = pool();
+        let budget = &pool.inner.budget;
+        let real = || budget.stamp(Instant::now()).nanos();
+        let driven = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        driven.block_on(async { pool.ensure_heartbeat(real()) });
+        // Its only worker blocked for longer than the silence allowed.
+        driven.spawn(async { std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(600)) });
+        std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(300));
+        let undriven = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        undriven.block_on(async { pool.ensure_heartbeat(real()) });
+        // The stalled one runs again; the replacement never does, and is
+        // found silent in turn.
+        std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(500));
+        let beat = budget.last_beat.load(Ordering::Acquire);
+        std::thread::sleep(HEARTBEAT * 3);
+        assert!(
+            budget.last_beat.load(Ordering::Acquire) > beat,
+            "no heartbeat ticks"
+        );
+        drop((driven, undriven));
     }
 
     #[test]
