@@ -237,6 +237,12 @@ impl Queued {
                                 Some(origin.close_reason(&idle, now))
                             } else if idle.conn.is_closed() {
                                 Some(CloseReason::ServerClose)
+                            } else if idle.fresh() {
+                                // Just dialed: no peek (a TLS 1.3 session
+                                // ticket may sit unread in its socket, and
+                                // would read as stray bytes), the freeze only.
+                                (freeze_seen != 0 && idle.idle_since.nanos() < freeze_seen)
+                                    .then_some(CloseReason::FreezeEviction)
                             } else {
                                 pool.still_fresh(&idle, now, freeze_seen).err()
                             };

@@ -107,14 +107,17 @@ impl Pool {
                 // runtime nobody drives: this one takes the heartbeat back).
                 let current = pool.inner.heartbeat_gen.load(Ordering::Acquire);
                 if current != running.1 {
-                    let tick = pool.inner.heartbeat_tick.load(Ordering::Acquire);
+                    // (Beats only a ticking task counts: a checkout's write
+                    // to the tick is no sign of the replacement's life.)
+                    let beaten = pool.inner.heartbeat_beats.load(Ordering::Acquire);
                     let Some(since) = replaced_at else {
-                        replaced_at = Some(tick);
+                        replaced_at = Some(beaten);
                         continue;
                     };
-                    if tick > since {
+                    if beaten > since {
                         return;
                     }
+                    let tick = pool.inner.heartbeat_tick.load(Ordering::Acquire);
                     let silent =
                         now.nanos().saturating_sub(tick) >= HEARTBEAT_SILENT.as_nanos() as u64;
                     if !silent {
@@ -129,7 +132,10 @@ impl Pool {
                         continue;
                     }
                     running.1 = current + 1;
+                    // (Its replacement's end may have cleared the flag.)
+                    pool.inner.heartbeat_started.store(true, Ordering::Release);
                 }
+                pool.inner.heartbeat_beats.fetch_add(1, Ordering::AcqRel);
                 pool.inner
                     .heartbeat_tick
                     .fetch_max(now.nanos(), Ordering::Relaxed);

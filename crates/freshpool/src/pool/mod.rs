@@ -276,6 +276,9 @@ struct PoolInner {
     /// Bumped at each heartbeat start: older tasks end (see
     /// `ensure_heartbeat`).
     heartbeat_gen: AtomicU64,
+    /// Beats of the current heartbeat task (only it counts them): how a
+    /// replaced task learns that its replacement runs.
+    heartbeat_beats: AtomicU64,
     /// Machine suspends (boottime past monotonic), polled by the heartbeat:
     /// the pool's, so that one between two heartbeat tasks counts too.
     suspend: Mutex<SuspendWatch>,
@@ -342,6 +345,7 @@ impl Pool {
                 heartbeat_started: AtomicBool::new(false),
                 heartbeat_tick: AtomicU64::new(0),
                 heartbeat_gen: AtomicU64::new(0),
+                heartbeat_beats: AtomicU64::new(0),
                 suspend: Mutex::new(SuspendWatch::new(clock)),
                 built_at,
                 dial,
