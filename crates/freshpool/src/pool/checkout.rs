@@ -241,7 +241,7 @@ impl Queued {
                                 // Just dialed: no peek (a TLS 1.3 session
                                 // ticket may sit unread in its socket, and
                                 // would read as stray bytes), the freeze only.
-                                (freeze_seen != 0 && idle.idle_since.nanos() < freeze_seen)
+                                idle.rested_across(freeze_seen)
                                     .then_some(CloseReason::FreezeEviction)
                             } else {
                                 pool.still_fresh(&idle, now, freeze_seen).err()
@@ -403,10 +403,7 @@ impl Pool {
         now: Stamp,
         freeze_at: u64,
     ) -> Result<(), CloseReason> {
-        // Strictly before: a connection returned at the freeze's instant
-        // (the coarse clock reads the beat that detected it) came back
-        // after the process resumed.
-        if freeze_at != 0 && idle.idle_since.nanos() < freeze_at {
+        if idle.rested_across(freeze_at) {
             return Err(CloseReason::FreezeEviction);
         }
         let validate_after = self.inner.config.validate_after_idle;

@@ -160,17 +160,35 @@ impl Origin {
         wake_starving(&self.budget);
     }
 
-    pub(super) async fn dial_for(
-        self: Arc<Self>,
-        waiter_id: u64,
+    /// One dial, for `dial_for` and `dial_dedicated`: the task runs now
+    /// (the guard no longer sends its waiter back to ask again), and the
+    /// connector hands the guard to the connection's driver, or leaves it
+    /// here if the dial fails. Returns the connection's id, the guard (if
+    /// left), when the dial began, and its outcome.
+    async fn dial_once(
+        &self,
         mut slot: SlotGuard,
-        dialing: Arc<AtomicBool>,
+    ) -> (
+        u64,
+        Option<SlotGuard>,
+        Instant,
+        Result<NewConnection, Error>,
     ) {
         slot.started = true;
         let conn_id = slot.conn_id;
         let mut slot = Some(slot);
         let started = Instant::now();
         let result = self.connector.dial(&self.key, &mut slot).await;
+        (conn_id, slot, started, result)
+    }
+
+    pub(super) async fn dial_for(
+        self: Arc<Self>,
+        waiter_id: u64,
+        slot: SlotGuard,
+        dialing: Arc<AtomicBool>,
+    ) {
+        let (conn_id, slot, started, result) = self.dial_once(slot).await;
         match result {
             Ok(conn) => {
                 self.counters.created(started.elapsed());
@@ -192,14 +210,11 @@ impl Origin {
     pub(super) async fn dial_dedicated(
         self: Arc<Self>,
         tx: tokio::sync::oneshot::Sender<Result<Handoff<H1Conn, H2Conn>, Error>>,
-        mut slot: SlotGuard,
+        slot: SlotGuard,
         dialing: Arc<AtomicBool>,
     ) {
-        slot.started = true;
-        let conn_id = slot.conn_id;
-        let mut slot = Some(slot);
-        let started = Instant::now();
-        match self.connector.dial(&self.key, &mut slot).await {
+        let (conn_id, slot, started, result) = self.dial_once(slot).await;
+        match result {
             Ok(NewConnection {
                 sender: Sender::H1(sender),
                 socket,

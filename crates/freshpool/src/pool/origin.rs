@@ -82,7 +82,8 @@ impl Origin {
             // only expiry (or a freeze) makes the scan worth it; most
             // sweeps skip it. The scan takes only what goes.
             let scan = frozen_since.is_some() || g.state.idle.may_have_expired(now);
-            let suspect = |idle: &Idle<H1Conn>| frozen_since.is_some_and(|f| idle.idle_since < f);
+            let suspect =
+                |idle: &Idle<H1Conn>| frozen_since.is_some_and(|f| idle.rested_across(f.nanos()));
             let gone = if !scan {
                 Vec::new()
             } else {

@@ -93,6 +93,14 @@ impl<C> IdleRecord<C> {
     pub(crate) fn fresh(&self) -> bool {
         self.requests == 0
     }
+
+    /// Whether it rested across the freeze detected at `freeze_at` (ns on
+    /// the budget's clock; 0: none yet). Strictly before: a connection
+    /// returned at the freeze's instant (the coarse clock reads the beat
+    /// that detected it) came back after the process resumed.
+    pub(crate) fn rested_across(&self, freeze_at: u64) -> bool {
+        freeze_at != 0 && self.idle_since.nanos() < freeze_at
+    }
 }
 
 /// A multiplexed (HTTP/2) connection and its stream accounting.
