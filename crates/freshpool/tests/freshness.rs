@@ -15,6 +15,14 @@ async fn get_ok(client: &Client, url: &str) -> Result<String, freshpool::Error> 
     resp.into_body().text().await
 }
 
+/// The client made two connections, the first closed once for `reason`:
+/// a suspect connection replaced, not reused.
+fn assert_replaced_once(client: &Client, reason: freshpool::CloseReason) {
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2, "{stats}");
+    assert_eq!(stats.closed_for(reason), 1, "{stats}");
+}
+
 /// A response held on the client's connection, and a GET spawned behind it
 /// (with a per-host limit of 1 it queues, once the caller yields).
 async fn held_and_queued(
@@ -341,13 +349,7 @@ async fn a_connection_leased_across_a_freeze_is_not_pooled() {
     client.on_resume();
     held.into_body().bytes().await.unwrap();
     get_ok(&client, &server.url("/")).await.unwrap();
-    let stats = client.stats();
-    assert_eq!(stats.created(), 2, "{stats}");
-    assert_eq!(
-        stats.closed_for(freshpool::CloseReason::FreezeEviction),
-        1,
-        "{stats}"
-    );
+    assert_replaced_once(&client, freshpool::CloseReason::FreezeEviction);
 }
 
 /// A connection on its way to a queued request when a freeze is detected
@@ -367,13 +369,7 @@ async fn a_connection_handed_over_across_a_freeze_is_not_used() {
     held.into_body().bytes().await.unwrap();
     client.on_resume();
     assert_eq!(queued.await.unwrap().unwrap(), "ok");
-    let stats = client.stats();
-    assert_eq!(stats.created(), 2, "{stats}");
-    assert_eq!(
-        stats.closed_for(freshpool::CloseReason::FreezeEviction),
-        1,
-        "{stats}"
-    );
+    assert_replaced_once(&client, freshpool::CloseReason::FreezeEviction);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,13 +478,8 @@ fn a_connection_found_dead_before_reuse_is_counted_once() {
     std::thread::sleep(Duration::from_millis(400));
     proxy.set_idle_close(None);
     assert_eq!(rt.block_on(get_ok(&client, &url)).unwrap(), "ok");
+    assert_replaced_once(&client, freshpool::CloseReason::StaleDetected);
     let stats = client.stats();
-    assert_eq!(stats.created(), 2, "{stats}");
-    assert_eq!(
-        stats.closed_for(freshpool::CloseReason::StaleDetected),
-        1,
-        "{stats}"
-    );
     assert_eq!(
         stats.closed_for(freshpool::CloseReason::Error),
         0,
@@ -556,13 +547,7 @@ async fn a_keep_alive_hint_counts_from_the_response_not_the_read() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     held.into_body().bytes().await.unwrap();
     get_ok(&client, &server.url("/")).await.unwrap();
-    let stats = client.stats();
-    assert_eq!(stats.created(), 2, "{stats}");
-    assert_eq!(
-        stats.closed_for(freshpool::CloseReason::KeepAliveHint),
-        1,
-        "{stats}"
-    );
+    assert_replaced_once(&client, freshpool::CloseReason::KeepAliveHint);
 }
 
 /// A connection returned past its `max_lifetime` to a queued request is
@@ -583,13 +568,7 @@ async fn a_connection_past_its_lifetime_does_not_go_to_a_waiter() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     held.into_body().bytes().await.unwrap();
     assert_eq!(waiter.await.unwrap().unwrap(), "ok");
-    let stats = client.stats();
-    assert_eq!(stats.created(), 2, "{stats}");
-    assert_eq!(
-        stats.closed_for(freshpool::CloseReason::Lifetime),
-        1,
-        "{stats}"
-    );
+    assert_replaced_once(&client, freshpool::CloseReason::Lifetime);
 }
 
 /// A body still coming after the head (here for 2.5 s, past the 2 s

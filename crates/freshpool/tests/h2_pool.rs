@@ -24,6 +24,28 @@ fn h2_client() -> freshpool::ClientBuilder {
     Client::builder().http_version(HttpVersion::Http2Only)
 }
 
+/// A client of two connections per host and `total` in all, with a long
+/// stream open on one connection to each of `a` and `b`, just resumed
+/// from a freeze (`on_resume`).
+async fn busy_through_a_resume(
+    total: usize,
+    a: &TestServer,
+    b: &TestServer,
+) -> (Client, [http::Response<freshpool::Body>; 2]) {
+    let client = h2_client()
+        .max_connections_per_host(2)
+        .max_connections_total(total)
+        .pool_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let held = [
+        client.get(&a.url("/stall/1500")).await.unwrap(),
+        client.get(&b.url("/stall/1500")).await.unwrap(),
+    ];
+    client.on_resume();
+    (client, held)
+}
+
 /// A GOAWAY ends hyper's request dispatch at once, while the connection
 /// itself lives on until its streams end. The pool counted it closed and
 /// freed its slot then: with a limit of one connection it dialed a second
@@ -317,17 +339,7 @@ async fn after_a_resume_a_busy_http2_connection_takes_no_new_streams() {
     // The same at the total limit: a slot free for the host is no
     // replacement when `max_connections_total` is reached.
     let other = h2_server().await;
-    let two = h2_client()
-        .max_connections_per_host(2)
-        .max_connections_total(2)
-        .pool_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let held = [
-        two.get(&server.url("/stall/1500")).await.unwrap(),
-        two.get(&other.url("/stall/1500")).await.unwrap(),
-    ];
-    two.on_resume();
+    let (two, held) = busy_through_a_resume(2, &server, &other).await;
     let next = two.get(&server.url("/")).await;
     assert!(next.is_ok(), "{:?}\n{}", next.err(), two.stats());
     drop((held, next));
@@ -335,17 +347,7 @@ async fn after_a_resume_a_busy_http2_connection_takes_no_new_streams() {
     // One spare total slot is one replacement for the whole pool, not one
     // per origin: draining both busy connections left the second origin
     // with neither a connection taking streams nor a slot to dial.
-    let three = h2_client()
-        .max_connections_per_host(2)
-        .max_connections_total(3)
-        .pool_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let held = [
-        three.get(&server.url("/stall/1500")).await.unwrap(),
-        three.get(&other.url("/stall/1500")).await.unwrap(),
-    ];
-    three.on_resume();
+    let (three, held) = busy_through_a_resume(3, &server, &other).await;
     let first = three.get(&server.url("/stall/1500")).await;
     assert!(first.is_ok(), "{:?}\n{}", first.err(), three.stats());
     let second = three.get(&other.url("/")).await;

@@ -272,6 +272,13 @@ mod tests {
         pool_with(Arc::new(SystemClock))
     }
 
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     fn pool_with(clock: Arc<dyn Clock>) -> Pool {
         Pool::new(
             PoolConfig::default(),
@@ -315,14 +322,8 @@ mod tests {
             .unwrap_or_else(|p| p.into_inner());
         let pool = pool();
         let budget = &pool.inner.budget;
-        let runtime = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-        };
         let real = || budget.stamp(Instant::now()).nanos();
-        let first = runtime();
+        let first = current_thread();
         first.block_on(async {
             pool.ensure_heartbeat(real());
             pool.check_freeze(real());
@@ -331,7 +332,7 @@ mod tests {
         assert!(!pool.inner.heartbeat_started.load(Ordering::Acquire));
         liveness::simulate_freeze(Duration::from_millis(1500));
         std::thread::sleep(Duration::from_millis(1700));
-        runtime().block_on(async {
+        current_thread().block_on(async {
             // As a checkout does: the heartbeat first, then the beat.
             pool.ensure_heartbeat(real());
             pool.check_freeze(real());
@@ -349,17 +350,11 @@ mod tests {
             boot: AtomicU64::new(1_000),
         });
         let pool = pool_with(clock.clone());
-        let runtime = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-        };
-        runtime().block_on(async { pool.ensure_heartbeat(1) });
+        current_thread().block_on(async { pool.ensure_heartbeat(1) });
         assert!(!pool.inner.heartbeat_started.load(Ordering::Acquire));
         // Suspended for 10 s while no heartbeat ran.
         clock.boot.fetch_add(10_000, Ordering::SeqCst);
-        runtime().block_on(async {
+        current_thread().block_on(async {
             pool.ensure_heartbeat(1);
             // At once, before the checkout that starts it takes anything.
             assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
@@ -376,10 +371,7 @@ mod tests {
         let pool = pool();
         let budget = &pool.inner.budget;
         let real = || budget.stamp(Instant::now()).nanos();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         rt.block_on(async { pool.ensure_heartbeat(real()) });
         for round in 0..2 {
             std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(100));
@@ -411,10 +403,7 @@ mod tests {
         // Its only worker blocked for longer than the silence allowed.
         driven.spawn(async { std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(600)) });
         std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(300));
-        let undriven = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let undriven = current_thread();
         undriven.block_on(async { pool.ensure_heartbeat(real()) });
         // The stalled one runs again; the replacement never does, and is
         // found silent in turn.
