@@ -114,6 +114,14 @@ impl ClientBuilder {
         /// Report (once, with its call site) a lease held longer than this:
         /// a response body neither read nor dropped. Default 60 s.
         lease_warn_after: pool.lease_warn_after: Option<Duration>,
+        /// Forget an origin (its map entry, its per-origin statistics) once
+        /// it has had no connection, no request waiting and no use for this
+        /// long, so a process that meets many hosts does not keep them all:
+        /// about 1.5 KB each. Its counters move to
+        /// [`PoolStats::forgotten`](crate::PoolStats::forgotten); a later
+        /// request to it starts afresh. Checked about once a second.
+        /// Default 5 minutes; `None` = keep every origin.
+        forget_origin_after: pool.forget_origin_after: Option<Duration>,
         /// Bounds the whole connection attempt: name lookup, TCP connect
         /// (all addresses) and a proxy's CONNECT. Default 10 s.
         connect_timeout: conn.connect_timeout: Duration,

@@ -41,6 +41,7 @@ pub(crate) struct PoolConfig {
     pub validate_after_idle: Duration,
     pub freeze_threshold: Option<Duration>,
     pub lease_warn_after: Option<Duration>,
+    pub forget_origin_after: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -81,6 +82,12 @@ impl Default for PoolConfig {
             // A response body neither read nor dropped for a minute is
             // almost always a leak (the classic "undisposed response").
             lease_warn_after: Some(Duration::from_secs(60)),
+            // A process that meets many hosts (a crawler, a webhook sender)
+            // must not keep every one it ever met: an origin with no
+            // connection, request or use for this long is forgotten (its
+            // counters go to the pool's `forgotten` totals). Long enough
+            // that a host used now and then keeps its entry and its stats.
+            forget_origin_after: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -208,6 +215,7 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
         ("validate_after_idle", Some(pool.validate_after_idle), true),
         ("freeze_threshold", pool.freeze_threshold, true),
         ("lease_warn_after", pool.lease_warn_after, true),
+        ("forget_origin_after", pool.forget_origin_after, true),
         ("connect_timeout", Some(conn.connect_timeout), false),
         (
             "tls_handshake_timeout",

@@ -60,7 +60,7 @@ pub use health::{parse_keep_alive, Clock, SystemClock};
 #[cfg(feature = "hickory")]
 pub use resolve::HickoryResolver;
 pub use resolve::{CachingResolver, Resolved};
-pub use stats::{CloseReason, LatencySummary, LeaseInfo, OriginStats, PoolStats};
+pub use stats::{CloseReason, ForgottenOrigins, LatencySummary, LeaseInfo, OriginStats, PoolStats};
 
 /// Test and benchmark hook: a caller about to block its client's runtime
 /// thread for `d` to simulate a process freeze calls this first, so the

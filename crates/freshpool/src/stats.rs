@@ -288,6 +288,69 @@ pub struct PoolStats {
     pub total_limit: usize,
     /// Freezes (process suspensions) detected.
     pub freezes_detected: u64,
+    /// What the origins the pool forgot had counted (unused for
+    /// `forget_origin_after`): the sums below include them.
+    pub forgotten: ForgottenOrigins,
+}
+
+/// The counters of origins the pool forgot, summed: an origin with no
+/// connection, no waiting request and no use for `forget_origin_after`
+/// leaves `PoolStats::origins`, and its history lands here, so the pool's
+/// totals never go down.
+///
+/// ```
+/// let stats = freshpool::Client::new().stats();
+/// assert_eq!(stats.forgotten.origins, 0);
+/// assert_eq!(stats.created(), 0);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ForgottenOrigins {
+    /// Origins forgotten (one met again and forgotten again counts twice).
+    pub origins: u64,
+    /// Connections they had opened.
+    pub created: u64,
+    /// Requests pooled connections had served for them.
+    pub reused: u64,
+    /// Their failed dials.
+    pub connect_errors: u64,
+    /// Their automatic retries.
+    pub retries: u64,
+    /// Their requests that failed with PoolTimeout.
+    pub pool_timeouts: u64,
+    /// Their closed connections by reason.
+    pub closed: Vec<(CloseReason, u64)>,
+    /// Their leases reported as possible leaks.
+    pub leaks_reported: u64,
+    /// Their TLS handshakes that resumed a session.
+    pub tls_resumed: u64,
+}
+
+impl ForgottenOrigins {
+    /// Adds a forgotten origin's final counters.
+    pub(crate) fn add(&mut self, o: &OriginStats) {
+        self.origins += 1;
+        self.created += o.created;
+        self.reused += o.reused;
+        self.connect_errors += o.connect_errors;
+        self.retries += o.retries;
+        self.pool_timeouts += o.pool_timeouts;
+        self.leaks_reported += o.leaks_reported;
+        self.tls_resumed += o.tls_resumed;
+        for &(reason, n) in &o.closed {
+            match self.closed.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, total)) => *total += n,
+                None => self.closed.push((reason, n)),
+            }
+        }
+    }
+
+    /// How many of their connections closed for `reason`.
+    pub fn closed_for(&self, reason: CloseReason) -> u64 {
+        self.closed
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 impl PoolStats {
@@ -295,13 +358,13 @@ impl PoolStats {
     pub fn origin(&self, origin: &str) -> Option<&OriginStats> {
         self.origins.iter().find(|o| o.origin == origin)
     }
-    /// Connections created, summed over origins.
+    /// Connections created, summed over origins (forgotten ones too).
     pub fn created(&self) -> u64 {
-        self.origins.iter().map(|o| o.created).sum()
+        self.forgotten.created + self.origins.iter().map(|o| o.created).sum::<u64>()
     }
-    /// Reuses, summed over origins.
+    /// Reuses, summed over origins (forgotten ones too).
     pub fn reused(&self) -> u64 {
-        self.origins.iter().map(|o| o.reused).sum()
+        self.forgotten.reused + self.origins.iter().map(|o| o.reused).sum::<u64>()
     }
     /// Idle connections, summed over origins.
     pub fn idle(&self) -> usize {
@@ -311,9 +374,15 @@ impl PoolStats {
     pub fn active(&self) -> usize {
         self.origins.iter().map(|o| o.active).sum()
     }
-    /// Closed connections for `reason`, summed over origins.
+    /// Closed connections for `reason`, summed over origins (forgotten
+    /// ones too).
     pub fn closed_for(&self, reason: CloseReason) -> u64 {
-        self.origins.iter().map(|o| o.closed_for(reason)).sum()
+        self.forgotten.closed_for(reason)
+            + self
+                .origins
+                .iter()
+                .map(|o| o.closed_for(reason))
+                .sum::<u64>()
     }
 }
 
@@ -330,6 +399,14 @@ impl std::fmt::Display for PoolStats {
             "pool: {} open / {} limit, {} freezes detected",
             self.open_connections, self.total_limit, self.freezes_detected
         )?;
+        let gone = &self.forgotten;
+        if gone.origins > 0 {
+            writeln!(
+                f,
+                "forgotten origins (unused): {} (created {} reused {} connect_errors {} retries {} pool_timeouts {})",
+                gone.origins, gone.created, gone.reused, gone.connect_errors, gone.retries, gone.pool_timeouts
+            )?;
+        }
         for o in &self.origins {
             match &o.settings {
                 Some(settings) => writeln!(f, "{} ({}; {settings})", o.origin, o.protocol)?,

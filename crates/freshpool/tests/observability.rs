@@ -499,3 +499,57 @@ async fn a_connection_handed_to_a_request_that_left_is_counted_when_it_closes() 
     assert_eq!(stats.created(), 1, "{stats}");
     assert_eq!(stats.closed_for(CloseReason::Surplus), 1, "{stats}");
 }
+
+/// A process that meets many hosts keeps only those in use: an origin with
+/// no connection, no lease and no use for `forget_origin_after` leaves the
+/// stats (and the pool's map), its counts go to `forgotten`, so the pool's
+/// totals stay whole, and a later request to it starts a new origin. One
+/// whose response body is still held is kept however long that lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_origins_are_forgotten_and_their_counts_kept() {
+    let servers = [
+        TestServer::http1().await,
+        TestServer::http1().await,
+        TestServer::http1().await,
+    ];
+    let busy = TestServer::http1().await;
+    let client = Client::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .forget_origin_after(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    for server in &servers {
+        fetch(&client, &server.url("/")).await;
+        fetch(&client, &server.url("/")).await;
+    }
+    // Its body never read: the lease stays out all along.
+    let held = client.get(&busy.url("/")).await.unwrap();
+    // Idle connections close at a sweep (once a second), their slots free
+    // as their tasks end, and the next sweeps find the origins unused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while client.stats().forgotten.origins < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not forgotten: {}",
+            client.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let origin = |s: &TestServer| format!("http://127.0.0.1:{}", s.addr().port());
+    let stats = client.stats();
+    let left: Vec<&str> = stats.origins.iter().map(|o| o.origin.as_str()).collect();
+    assert_eq!(left, [origin(&busy)], "only the origin in use is kept");
+    assert_eq!(stats.forgotten.origins, 3);
+    assert_eq!(stats.forgotten.created, 3);
+    assert_eq!(stats.forgotten.reused, 3);
+    assert_eq!(stats.forgotten.closed_for(CloseReason::IdleTimeout), 3);
+    assert_eq!((stats.created(), stats.reused()), (4, 3), "totals kept");
+    assert!(stats.to_string().contains("forgotten origins (unused): 3"));
+    // Met again: a new origin, counted from zero; the totals go on.
+    fetch(&client, &servers[0].url("/")).await;
+    let stats = client.stats();
+    assert_eq!(stats.origins.len(), 2);
+    assert_eq!(stats.origin(&origin(&servers[0])).unwrap().created, 1);
+    assert_eq!(stats.created(), 5);
+    drop(held);
+}

@@ -62,7 +62,7 @@ impl Pool {
         self.ensure_heartbeat(now.lower_ns);
         origin.follow_dns(now.lower_ns);
         self.check_freeze(now.lower_ns);
-        self.take(origin, None, now.upper, caller)
+        self.take(&origin, None, now.upper, caller)
     }
 
     /// One pass under the origin's lock: a lease, a place in the queue, or
@@ -190,8 +190,42 @@ impl Pool {
                         waiter_id,
                     }));
                 }
+                Err(Acquire::Retired) => {
+                    return self.take_from_successor(origin, asking_again, now, caller)
+                }
                 Err(Acquire::Idle(_) | Acquire::Stream { .. }) => unreachable!("handled above"),
             }
+        }
+    }
+}
+
+impl Pool {
+    /// `take`, from the origin that took over from a retired `origin` (the
+    /// sweep forgot it: see `Pool::forget_unused`). A request sent back to
+    /// ask again keeps the start of its wait, not its place: the queue it
+    /// was in is gone, and the new origin's holds no one from before.
+    #[cold]
+    #[inline(never)]
+    fn take_from_successor(
+        &self,
+        origin: &Origin,
+        asking_again: Option<(Instant, u64)>,
+        now: Stamp,
+        caller: &'static Location<'static>,
+    ) -> Result<Checkout, Error> {
+        // (Counted before the memo, which may be what lent `origin`, is
+        // cleared; `origin` is not used after this.)
+        let retired = origin.arc();
+        let successor = self.successor_of(&retired);
+        drop(retired);
+        match self.take(&successor, None, now, caller)? {
+            Checkout::Queued(mut queued) => {
+                if let Some((started, _)) = asking_again {
+                    queued.started = started;
+                }
+                Ok(Checkout::Queued(queued))
+            }
+            ready => Ok(ready),
         }
     }
 }
@@ -346,7 +380,8 @@ impl Pool {
         connector: &Arc<Connector>,
         caller: &'static Location<'static>,
     ) -> Result<Lease, Error> {
-        let origin = self.origin_for(uri, security, connector)?;
+        // (Counted: this wait spans `.await`s, past what a borrow may.)
+        let origin = self.origin_for(uri, security, connector)?.arc();
         let reserved = origin
             .lock()
             .state
@@ -362,9 +397,9 @@ impl Pool {
         // runtime) or unpolled (its runtime shutting down), it gives the
         // slot back, and a dropped `tx` sends this request to a normal
         // checkout below.
-        let (slot, dialing) = SlotGuard::new(&origin.arc(), None);
+        let (slot, dialing) = SlotGuard::new(&origin, None);
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn(origin.arc().dial_dedicated(tx, slot, dialing))),
+            Ok(handle) => drop(handle.spawn(origin.clone().dial_dedicated(tx, slot, dialing))),
             Err(_) => return Err(Error::new(Kind::Closed, "no async runtime")),
         }
         match rx.await {

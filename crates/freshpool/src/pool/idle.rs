@@ -66,7 +66,6 @@ impl<C> IdleList<C> {
         self.records.len() + usize::from(self.newest.is_some())
     }
 
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }

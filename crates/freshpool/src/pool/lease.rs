@@ -181,7 +181,10 @@ impl Lease {
                 // DNS moved, or the origin is retired: its pool is gone),
                 // or goes to a queued request; a queued request holds a
                 // client, so the pool, whose map holds the origin, is alive,
-                // and the pool cannot drop it before taking this lock.
+                // and the pool cannot drop it before taking this lock. (Nor
+                // forget it: it retires an origin under this lock first,
+                // only with no waiter, and a retired origin hands the record
+                // back to us instead of to anyone.)
                 let origin: &Origin = unsafe { &*Arc::as_ptr(&idle.conn.origin) };
                 // Coarse (see `Budget::coarse_now`): errs toward "older".
                 let now = origin.budget.coarse_now();
@@ -342,9 +345,10 @@ mod tests {
         let response = client.get(&url).await.unwrap();
         response.into_body().bytes().await.unwrap();
         let origin = origin_of(&client, &url);
-        // This test's, the map's two (by key, by spelling), the resting
+        // This test's, the map's two (by key, by spelling), this thread's
+        // memo's (the request and `origin_of` ran here), the resting
         // record's and the connection driver's.
-        assert_eq!(Arc::strong_count(&origin), 5);
+        assert_eq!(Arc::strong_count(&origin), 6);
         let weak = Arc::downgrade(&origin);
         drop(origin);
         drop(client);
@@ -352,6 +356,13 @@ mod tests {
             server.stats().open_connections() == 0
         })
         .await;
-        eventually("the origin freed", || weak.upgrade().is_none()).await;
+        // Only the memo holds it now (one origin per thread at most, given
+        // back at the thread's next miss).
+        eventually("only the memo holds the origin", || {
+            weak.strong_count() == 1
+        })
+        .await;
+        crate::pool::origin_memo::clear();
+        assert!(weak.upgrade().is_none(), "the origin outlived its pool");
     }
 }

@@ -44,6 +44,10 @@ impl LeaseTable {
         }
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = &LeaseRecord> {
         self.first.iter().chain(self.rest.iter().map(|(_, r)| r))
     }

@@ -152,8 +152,7 @@ impl Pool {
                 beats += 1;
                 // Sweep expired idle connections about once a second.
                 if beats.is_multiple_of(4) {
-                    pool.evict_all(now, None);
-                    pool.report_leaks(now);
+                    pool.sweep(now);
                 }
             }
         });
@@ -243,11 +242,52 @@ impl Pool {
         }
     }
 
-    pub(super) fn report_leaks(&self, now: Stamp) {
+    /// The once-a-second pass over every origin: expired idle connections
+    /// close, leases held too long are reported, and origins unused for
+    /// `forget_origin_after` are forgotten.
+    pub(super) fn sweep(&self, now: Stamp) {
         let origins = self.origins();
-        for origin in origins {
+        let mut total_spare = self.inner.budget.spare();
+        let forget_after = self.inner.config.forget_origin_after;
+        let mut unused = Vec::new();
+        for origin in &origins {
+            origin.evict(now, None, &mut total_spare);
             origin.report_leaks(now);
+            if forget_after.is_some_and(|after| origin.retire_if_unused(now, after)) {
+                unused.push(origin.clone());
+            }
         }
+        drop(origins);
+        if !unused.is_empty() {
+            self.forget_unused(unused);
+        }
+    }
+
+    /// Forgets origins `retire_if_unused` retired: out of the map (a
+    /// request to one meets a new origin), their counters into the pool's
+    /// `forgotten` totals. Their memory goes when the last reference does:
+    /// now, or at the next miss of a thread whose memo holds one.
+    ///
+    /// Why a process must forget: every host it meets costs an origin
+    /// (~1.5 KB with its statistics and metric handles), and a crawler or
+    /// a webhook sender meets hosts without end. Go's transport drops a
+    /// host's entry when its last idle connection goes; hyper-util's pool
+    /// when its idle list empties. Here an origin also carries what was
+    /// learned (HTTP/2 or not, `100 Continue`) and per-origin statistics,
+    /// so it is kept until unused for a while (5 minutes by default).
+    fn forget_unused(&self, gone: Vec<Arc<Origin>>) {
+        self.write_origins().forget(&gone);
+        let stats: Vec<OriginStats> = gone.iter().map(|o| o.snapshot()).collect();
+        {
+            let mut forgotten = lock(&self.inner.forgotten);
+            for s in &stats {
+                forgotten.add(s);
+            }
+        }
+        tracing::debug!(
+            origins = gone.len(),
+            "forgot origins unused for forget_origin_after"
+        );
     }
 
     /// Treat every idle connection as suspect now (the user says the process
@@ -439,5 +479,66 @@ mod tests {
         let read = budget.coarse_now();
         assert!(read > beat && read <= real());
         assert_eq!(read.nanos(), budget.freeze_at.load(Ordering::Acquire));
+    }
+
+    /// The sweep's watch: an origin is retired only once it has been
+    /// found unused, with no use counted in between, for the whole delay.
+    #[test]
+    fn an_origin_is_retired_only_after_a_whole_unused_spell() {
+        let client = crate::Client::new();
+        let o = origin_of(&client, "http://unused.test/");
+        let after = Duration::from_secs(300);
+        let t0 = Stamp::from_nanos(1_000);
+        assert!(!o.retire_if_unused(t0, after), "the watch starts");
+        assert!(!o.retire_if_unused(t0.after(after / 2), after));
+        // A request used it meanwhile (a connection made and closed
+        // between two sweeps): the spell starts again.
+        o.counters.created.fetch_add(1, Ordering::Relaxed);
+        assert!(!o.retire_if_unused(t0.after(after), after));
+        assert!(!o.retire_if_unused(t0.after(after * 2 - after / 4), after));
+        assert!(!o.lock().state.retired);
+        assert!(o.retire_if_unused(t0.after(after * 2), after));
+        assert!(o.lock().state.retired);
+        assert!(!o.retire_if_unused(t0.after(after * 3), after), "once");
+    }
+
+    /// A checkout that recalls an origin the sweep has just retired (still
+    /// in the map: the sweep takes it out after) goes to a successor: the
+    /// request is served there, and the retired one gains nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retired_origin_hands_its_requests_to_a_successor() {
+        let server = freshpool_testkit::TestServer::http1().await;
+        let client = crate::Client::builder()
+            .idle_timeout(Some(Duration::from_millis(50)))
+            .build()
+            .unwrap();
+        let url = server.url("/");
+        let get = || async {
+            let response = client.get(&url).await.unwrap();
+            response.into_body().bytes().await.unwrap();
+        };
+        get().await;
+        // (This thread's memo now holds it too: the next request recalls it.)
+        let old = origin_of(&client, &url);
+        freshpool_testkit::eventually("its connection closed", || old.lock().state.slots == 0)
+            .await;
+        // What `retire_if_unused` does once the spell is over.
+        old.lock().state.retired = true;
+        get().await;
+        let new = origin_of(&client, &url);
+        assert!(!Arc::ptr_eq(&old, &new), "served by the retired origin");
+        assert_eq!(old.counters.created.load(Ordering::Relaxed), 1);
+        assert_eq!(old.lock().state.slots, 0, "the retired origin dialed");
+        assert_eq!(new.counters.created.load(Ordering::Relaxed), 1);
+        let map = client.pool().read_origins();
+        assert_eq!(map.values().count(), 1);
+        assert!(Arc::ptr_eq(map.values().next().unwrap(), &new));
+        drop(map);
+        // The sweep's own removal, after, leaves the successor in place.
+        client
+            .pool()
+            .write_origins()
+            .forget(std::slice::from_ref(&old));
+        assert!(Arc::ptr_eq(&origin_of(&client, &url), &new));
     }
 }

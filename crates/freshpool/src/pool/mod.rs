@@ -26,16 +26,20 @@
 //! code that changes total capacity releases the origin lock first.
 //!
 //! # Who keeps an origin alive
-//! The map holds every origin the pool created until the pool drops: no
-//! origin is ever removed. So a checkout borrows its origin from the pool
-//! (`Pool::borrow_origin`) and counts no reference. Each HTTP/1
-//! connection's record holds one (`H1Conn::origin`), and so does each
-//! HTTP/2 stream's lease, the connection's driver task (`SlotGuard`) and a
-//! queued request: what outlives a borrow of the pool (a response body
-//! still being read after the last client dropped) keeps its origin. A
-//! checkout and its return thus move a reference, never count one: those
-//! were two atomic updates, on a cache line every thread using the origin
-//! writes, per request.
+//! The map holds every origin the pool created until the pool drops or
+//! forgets it (`Pool::forget_unused`: one with no connection, no waiter,
+//! no lease and no use for `forget_origin_after`, retired first under its
+//! lock, so it takes no new connection or waiter afterwards). A checkout
+//! borrows its origin from this thread's memo, which holds a reference
+//! (`origin_memo`), and counts none itself (`OriginRef`); a checkout that
+//! finds its origin retired takes the map's current one for that key.
+//! Each HTTP/1 connection's record holds one (`H1Conn::origin`), and so
+//! does each HTTP/2 stream's lease, the connection's driver task
+//! (`SlotGuard`) and a queued request: what outlives a checkout (a
+//! response body still being read after the last client dropped) keeps its
+//! origin. A checkout and its return thus move a reference, never count
+//! one: those were two atomic updates, on a cache line every thread using
+//! the origin writes, per request.
 //!
 //! # Request lifecycle
 //! ```text
@@ -237,6 +241,13 @@ pub(crate) struct Origin {
     /// The `Host` value most requests to this origin carry, built once so
     /// HTTP/1 requests clone a shared value instead of allocating one.
     host_header: std::sync::OnceLock<HostHeader>,
+    /// Since when (ns on the budget's clock; 0: not found unused), and at
+    /// which count of uses (`Origin::uses`), the sweep has found this
+    /// origin unused (see `Origin::retire_if_unused`, which alone touches
+    /// them, under the origin's lock; atomics only to stay out of the
+    /// lock's hot lines).
+    unused_since_ns: AtomicU64,
+    unused_uses: AtomicU64,
     /// Itself, for the rare paths that need a counted reference from a
     /// borrowed origin (an HTTP/2 stream's lease, a queued request, a dial).
     this: Weak<Origin>,
@@ -248,6 +259,49 @@ struct HostHeader {
     https: bool,
     authority: Box<str>,
     value: http::HeaderValue,
+}
+
+/// An origin lent to one checkout (see "Who keeps an origin alive"):
+/// borrowed from this thread's memo, or counted when it came from the map
+/// (a miss: the memo may not have kept it). Not `Send` (a raw pointer):
+/// held across an `.await`, other tasks on the thread could replace the
+/// memo under it, and the compiler refuses that.
+pub(crate) struct OriginRef<'a> {
+    origin: *const Origin,
+    _owned: Option<Arc<Origin>>,
+    _pool: std::marker::PhantomData<&'a Pool>,
+}
+
+impl OriginRef<'_> {
+    /// # Safety
+    /// `origin` stays alive while this lives: this thread's memo holds it
+    /// and is not replaced meanwhile (see `Pool::origin_for`).
+    #[inline(always)]
+    unsafe fn memo(origin: *const Origin) -> Self {
+        OriginRef {
+            origin,
+            _owned: None,
+            _pool: std::marker::PhantomData,
+        }
+    }
+
+    fn owned(origin: Arc<Origin>) -> Self {
+        OriginRef {
+            origin: Arc::as_ptr(&origin),
+            _owned: Some(origin),
+            _pool: std::marker::PhantomData,
+        }
+    }
+}
+
+impl std::ops::Deref for OriginRef<'_> {
+    type Target = Origin;
+
+    #[inline(always)]
+    fn deref(&self) -> &Origin {
+        // SAFETY: alive while `self` is (see `OriginRef::memo`, `owned`).
+        unsafe { &*self.origin }
+    }
 }
 
 #[inline(always)]
@@ -290,6 +344,8 @@ struct PoolInner {
     /// they use.
     dial: key::DialSettings,
     resolver: Arc<dyn crate::Resolve>,
+    /// The counters of the origins forgotten so far (`forget_unused`).
+    forgotten: Mutex<crate::stats::ForgottenOrigins>,
 }
 
 impl Drop for PoolInner {
@@ -350,6 +406,7 @@ impl Pool {
                 built_at,
                 dial,
                 resolver,
+                forgotten: Mutex::default(),
             }),
         }
     }
@@ -379,32 +436,18 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The origin `uri` goes to, borrowed from the pool: see "Who keeps an
-    /// origin alive" above.
+    /// The origin `uri` goes to, lent for one checkout: see "Who keeps an
+    /// origin alive" above. By its spelling when seen before (the hot path:
+    /// this thread's memo, which gives back only what it was given for this
+    /// pool's id, never reused; else `origin_map`), else by its canonical
+    /// key, created on first use.
     #[inline]
     fn origin_for(
         &self,
         uri: &http::Uri,
         security: &Arc<SecurityContext>,
         connector: &Arc<Connector>,
-    ) -> Result<&Origin, Error> {
-        let origin = self.find_origin(uri, security, connector)?;
-        // SAFETY: `find_origin` gives only origins of this pool's map.
-        Ok(unsafe { self.borrow_origin(origin) })
-    }
-
-    /// The address of the origin `uri` goes to, one of this pool's map: by
-    /// its spelling when seen before (the hot path: this thread's memo,
-    /// which gives back only what it was given for this pool's id, never
-    /// reused; else `origin_map`), else by its canonical key, created on
-    /// first use.
-    #[inline]
-    fn find_origin(
-        &self,
-        uri: &http::Uri,
-        security: &Arc<SecurityContext>,
-        connector: &Arc<Connector>,
-    ) -> Result<*const Origin, Error> {
+    ) -> Result<OriginRef<'_>, Error> {
         let scheme = match uri.scheme_str() {
             Some("http") => Some(Scheme::Http),
             Some("https") => Some(Scheme::Https),
@@ -415,18 +458,22 @@ impl Pool {
         if let Some((scheme, authority)) = spelled {
             let tag = origin_map::tag(scheme, security.id);
             if let Some(o) = origin_memo::recall(pool_id, tag, authority) {
-                return Ok(o);
+                // SAFETY: the memo holds `o` until this thread's next
+                // `remember` or `clear`, which only the lookups here and a
+                // checkout's switch from a retired origin make; an
+                // `OriginRef` is neither `Send` nor kept past its checkout.
+                return Ok(unsafe { OriginRef::memo(o) });
             }
             let found = self
                 .read_origins()
                 .by_spelling(scheme, security.id, authority)
                 .map(|o| {
                     prefetch::origin(o);
-                    Arc::as_ptr(o)
+                    o.clone()
                 });
             if let Some(o) = found {
-                origin_memo::remember(pool_id, tag, authority, o);
-                return Ok(o);
+                origin_memo::remember(pool_id, tag, authority, &o);
+                return Ok(OriginRef::owned(o));
             }
         }
         let view = PoolKey::view(uri, security.id)?;
@@ -445,26 +492,33 @@ impl Pool {
         drop(map);
         if let Some((scheme, authority)) = spelled {
             let tag = origin_map::tag(scheme, security.id);
-            origin_memo::remember(pool_id, tag, authority, Arc::as_ptr(&origin));
+            origin_memo::remember(pool_id, tag, authority, &origin);
         }
         if created {
             crate::diagnose::pool_met_origin(&origin.label, pool_id, self.inner.built_at);
         }
-        // (The map holds it: this `Arc` may go.)
-        Ok(Arc::as_ptr(&origin))
+        Ok(OriginRef::owned(origin))
     }
 
-    /// `origin`, borrowed for as long as the pool is, without counting a
-    /// reference.
-    ///
-    /// # Safety
-    /// `origin` must point at an origin of this pool's map. That makes the
-    /// borrow sound: the map keeps every origin it is given until the pool
-    /// drops (it never removes or replaces one: `origin_map`), and the
-    /// borrow of `self` keeps the pool from dropping.
-    unsafe fn borrow_origin(&self, origin: *const Origin) -> &Origin {
-        // SAFETY: the caller's promise, as above.
-        unsafe { &*origin }
+    /// The origin that takes over from `retired`, forgotten (or being
+    /// forgotten) by this pool: the map's current one for its key, created
+    /// if there is none yet. (Rare: a checkout that recalled an origin
+    /// just as the sweep retired it.)
+    #[cold]
+    fn successor_of(&self, retired: &Arc<Origin>) -> Arc<Origin> {
+        // (This thread's memo may still lead to it.)
+        origin_memo::clear();
+        let mut map = self.write_origins();
+        match map.by_key(&retired.key as &dyn KeyParts) {
+            Some(o) if !Arc::ptr_eq(o, retired) => o.clone(),
+            _ => {
+                map.forget(std::slice::from_ref(retired));
+                let key = &retired.key;
+                let origin = self.new_origin(key.parts(), &key.security, &retired.connector);
+                map.insert(origin.clone());
+                origin
+            }
+        }
     }
 
     fn new_origin(
@@ -506,6 +560,8 @@ impl Pool {
             dns_checked_ns: AtomicU64::new(0),
             expect_100: std::sync::atomic::AtomicU8::new(0),
             host_header: std::sync::OnceLock::new(),
+            unused_since_ns: AtomicU64::new(0),
+            unused_uses: AtomicU64::new(0),
             key,
         })
     }
@@ -524,6 +580,7 @@ impl Pool {
             open_connections: self.inner.budget.open.load(Ordering::Acquire),
             total_limit: self.inner.budget.limit,
             freezes_detected: self.inner.budget.freezes.load(Ordering::Relaxed),
+            forgotten: lock(&self.inner.forgotten).clone(),
         }
     }
 }

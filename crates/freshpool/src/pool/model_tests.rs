@@ -190,6 +190,9 @@ enum Op {
     ExternalTake,
     /// Another origin frees a total slot: `slot_freed` -> `wake_starving`.
     ExternalGive,
+    /// The sweep's `Origin::retire_if_unused`, its time come: retires the
+    /// origin if it is unused and no request holds a lease.
+    Forget,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -215,6 +218,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Freeze),
         1 => Just(Op::ExternalTake),
         1 => Just(Op::ExternalGive),
+        1 => Just(Op::Forget),
     ]
 }
 
@@ -291,6 +295,8 @@ struct Model {
     /// A known bug was reached (non-strict mode): starvation is no longer
     /// checked for this case.
     tainted: bool,
+    /// `Op::Forget` retired the origin.
+    forgotten: bool,
 }
 
 impl Model {
@@ -320,6 +326,7 @@ impl Model {
             registered: 0,
             log: Vec::new(),
             tainted: false,
+            forgotten: false,
         }
     }
 
@@ -610,6 +617,14 @@ impl Model {
             }
             Op::Service => self.service(),
             Op::Advance(ms) => self.now = self.now.after(Duration::from_millis(u64::from(ms))),
+            Op::Forget => {
+                let leased = !self.leases_h1.is_empty() || !self.leases_h2.is_empty();
+                if self.st.is_unused() && !leased && self.answered.is_empty() {
+                    self.log.push("  retired (forgotten)".into());
+                    self.st.retired = true;
+                    self.forgotten = true;
+                }
+            }
             Op::Evict => {
                 let now = self.now;
                 drop(
@@ -698,6 +713,22 @@ impl Model {
             Acquire::Full { waiting } => {
                 self.log.push(format!("  full ({waiting})"));
                 return Some(waiting);
+            }
+            // The pool takes from the origin that replaced it
+            // (`take_from_successor`): a new, empty one, asked afresh.
+            Acquire::Retired => {
+                self.log
+                    .push("  retired: a successor origin takes over".into());
+                let http2_only = self.st.http2_only;
+                self.st = OriginState::new(if self.setup.h2 {
+                    Protocol::Unknown
+                } else {
+                    Protocol::Http1
+                });
+                self.st.http2_only = http2_only;
+                self.forgotten = false;
+                self.registered = 0;
+                return self.acquire_as(None);
             }
             Acquire::Wait {
                 waiter_id,
@@ -817,6 +848,20 @@ impl Model {
     fn invariants(&mut self) -> Result<(), String> {
         let limits = self.limits();
         self.st.check(limits)?;
+        // A forgotten origin stays empty: no dial, no waiter, nothing at
+        // rest (so the pool may drop it from its map while one is lent).
+        let st = &self.st;
+        if self.forgotten
+            && (st.slots > 0 || st.live_waiters > 0 || !st.idle.is_empty() || !st.shared.is_empty())
+        {
+            return Err(format!(
+                "a forgotten origin gained something: slots {} waiters {} idle {} shared {}",
+                st.slots,
+                st.live_waiters,
+                st.idle.len(),
+                st.shared.len()
+            ));
+        }
         let open = self.budget.open.load(Ordering::SeqCst);
         if open > self.budget.limit {
             return Err(format!("budget {open} > total limit {}", self.budget.limit));

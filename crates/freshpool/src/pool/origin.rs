@@ -169,6 +169,43 @@ impl Origin {
             .open(idle, established.saturating_sub(idle));
     }
 
+    /// What has used this origin so far: each request either reuses a
+    /// connection or makes one (or fails to, or times out waiting). Read
+    /// by the sweep to tell an origin in use from one that only looks
+    /// empty at each sweep (requests that close their connection).
+    fn uses(&self, g: &Guarded) -> u64 {
+        let c = &self.counters;
+        g.reused
+            + c.created.load(Ordering::Relaxed)
+            + c.connect_errors.load(Ordering::Relaxed)
+            + c.pool_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Retires this origin if it has had no connection (open or being
+    /// dialed), no waiting request, no lease and no use (see `uses`) for
+    /// `after`: the first step of forgetting it (`Pool::forget_unused`).
+    /// Once retired, under this lock, it takes no new connection or waiter
+    /// (`Acquire::Retired`), so it stays empty. Returns whether it retired
+    /// it now.
+    pub(super) fn retire_if_unused(&self, now: Stamp, after: Duration) -> bool {
+        let mut g = self.lock();
+        let uses = self.uses(&g);
+        let unused = g.state.is_unused() && g.leases.is_empty();
+        let since = self.unused_since_ns.load(Ordering::Relaxed);
+        if !unused || since == 0 || self.unused_uses.load(Ordering::Relaxed) != uses {
+            // In use, or newly unused: (re)start the watch.
+            let start = if unused { now.nanos().max(1) } else { 0 };
+            self.unused_since_ns.store(start, Ordering::Relaxed);
+            self.unused_uses.store(uses, Ordering::Relaxed);
+            return false;
+        }
+        if now.since(Stamp::from_nanos(since)) < after {
+            return false;
+        }
+        g.state.retired = true;
+        true
+    }
+
     /// Reports leases held past `lease_warn_after`, once each.
     pub(super) fn report_leaks(&self, now: Stamp) {
         let Some(limit) = self.config.lease_warn_after else {

@@ -15,9 +15,11 @@
 //! caller choosing hosts cannot aim at one bucket.
 //!
 //! Invariant: every origin in `by_spelling` is the one `by_key` holds for
-//! that spelling's key (origins are never removed, and a spelling is only
-//! inserted after its canonical lookup). So both ways find the same
-//! `Origin`, and per-origin limits hold whichever way a request came.
+//! that spelling's key (a spelling is only inserted after its canonical
+//! lookup, and `forget` takes an origin's spellings out with it). So both
+//! ways find the same `Origin`, and per-origin limits hold whichever way a
+//! request came. An origin is forgotten only once it is retired (see
+//! `Pool::forget_unused`): one still lent out takes no new connections.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -61,8 +63,7 @@ impl OriginMap {
     }
 
     /// Adds an origin this map does not hold yet. It stays until the map
-    /// drops: the pool lends origins out on that promise
-    /// (`Pool::borrow_origin`).
+    /// drops or `forget` takes it out.
     pub(super) fn insert(&mut self, origin: Arc<Origin>) {
         let replaced = self.by_key.insert(origin.key.clone(), origin);
         debug_assert!(replaced.is_none(), "an origin was replaced");
@@ -89,6 +90,21 @@ impl OriginMap {
             authority: authority.into(),
         };
         self.by_spelling.insert(spelling, origin.clone());
+    }
+
+    /// Takes these (retired) origins out, with every spelling that led to
+    /// them; a key that holds another origin by now keeps it. One pass
+    /// over the spellings for the whole batch.
+    pub(super) fn forget(&mut self, gone: &[Arc<Origin>]) {
+        for origin in gone {
+            let key: &dyn KeyParts = &origin.key;
+            if self.by_key.get(key).is_some_and(|o| Arc::ptr_eq(o, origin)) {
+                self.by_key.remove(key);
+            }
+        }
+        let gone: std::collections::HashSet<*const Origin> = gone.iter().map(Arc::as_ptr).collect();
+        self.by_spelling
+            .retain(|_, o| !gone.contains(&Arc::as_ptr(o)));
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &Arc<Origin>> {

@@ -184,6 +184,8 @@ pub(crate) enum Acquire<C, S> {
     Full {
         waiting: usize,
     },
+    /// The origin is retired: ask the pool's current origin for the key.
+    Retired,
 }
 
 /// Limits that apply to one origin.

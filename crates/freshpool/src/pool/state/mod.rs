@@ -55,10 +55,12 @@ pub(crate) struct OriginState<C, S> {
     /// flows), this is what a dial in flight will carry once it lands, so
     /// a queue of waiters gets enough dials for itself, not one each.
     pub streams_per_conn: u32,
-    /// The pool is gone (its last client dropped): nothing may come to
-    /// rest here any more. A connection returned or dialed after that is
-    /// handed back to be closed: at rest it would stay open for good, since
-    /// its driver task holds this origin (see `Pool`'s `Drop`).
+    /// The pool is gone (its last client dropped), or forgets this origin
+    /// (`Pool::forget_unused`): nothing may come to rest here any more,
+    /// and no request may queue or dial (`Acquire::Retired`). A connection
+    /// returned or dialed after that is handed back to be closed: at rest
+    /// it would stay open for good, since its driver task holds this
+    /// origin (see `Pool`'s `Drop`).
     pub retired: bool,
     /// A dial failed before the protocol was known: dials no longer
     /// coalesce (a bet on HTTP/2) until a connection lands and says which.
@@ -97,6 +99,18 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
+    /// Nothing here and nothing coming: no connection open or being
+    /// dialed, no request waiting, not retired yet. (The sweep forgets an
+    /// origin that stays so, with no lease and no use: see
+    /// `Origin::retire_if_unused`.)
+    pub(crate) fn is_unused(&self) -> bool {
+        !self.retired
+            && self.slots == 0
+            && self.live_waiters == 0
+            && self.idle.is_empty()
+            && self.shared.is_empty()
+    }
+
     /// Takes a connection or a stream, or enqueues the caller.
     ///
     /// The idle connection returned may still be stale: the caller validates
@@ -132,6 +146,14 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                 continue;
             }
             return Acquire::Idle(idle);
+        }
+        // A retired origin (its pool dropped, or forgetting it: see
+        // `Pool::forget_unused`) takes no new connection and no waiter.
+        // Its idle list and shared connections are empty, and stay so (what
+        // comes back is handed back to close): the paths above never find
+        // one. So the check costs nothing on them.
+        if self.retired {
+            return Acquire::Retired;
         }
         // Fairness: if others already wait, a new caller queues behind them
         // rather than racing them for the next slot.
@@ -205,6 +227,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// its turn already.
     pub(crate) fn reserve_dedicated(&mut self, limits: Limits, budget: &impl TotalBudget) -> bool {
         if self.protocol != Protocol::Http1
+            || self.retired
             || self.slots >= limits.per_host
             || !budget.try_reserve()
         {
