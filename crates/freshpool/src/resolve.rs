@@ -11,12 +11,14 @@
 //!                                 (expired: refresh in the background)
 //!   generation moved --> idle connections to addresses not in the set: closed;
 //!                        the set is kept by the origin: busy ones close on return
+//!   no entry (let go) --> the origin asks resolve() once, in the background
+//! new host stored, map past `sweep_at` --> answers past use let go (`sweep`)
 //! ```
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,12 @@ struct Shared<R> {
     /// Lower-case host -> (port, entry): looked up without allocating.
     entries: Mutex<Entries>,
     next_generation: AtomicU64,
+    /// Hosts the map may hold before the next sweep of answers too old to
+    /// serve (`sweep`): twice what the last one left, so sweeps cost O(1)
+    /// per new host, and a process that meets ever new hosts (a crawler, a
+    /// webhook sender) does not keep every one it ever resolved. (Read and
+    /// written under the `entries` lock.)
+    sweep_at: AtomicUsize,
 }
 
 type Entries = HashMap<String, Vec<(u16, Entry)>>;
@@ -85,6 +93,22 @@ struct Entry {
     /// (for `current` and the wait before the next lookup) but never
     /// served to a dial.
     gone: bool,
+}
+
+/// Clones share one cache (give clients built apart the same answers).
+///
+/// ```
+/// let cached = freshpool::CachingResolver::new(freshpool::SystemResolver);
+/// let a = freshpool::Client::builder().resolver(cached.clone()).build().unwrap();
+/// let b = freshpool::Client::builder().resolver(cached).build().unwrap();
+/// # drop((a, b));
+/// ```
+impl<R> Clone for CachingResolver<R> {
+    fn clone(&self) -> Self {
+        CachingResolver {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 impl<R> fmt::Debug for CachingResolver<R> {
@@ -109,6 +133,7 @@ impl<R: Resolve> CachingResolver<R> {
                 ttl: Duration::from_secs(30),
                 entries: Mutex::default(),
                 next_generation: AtomicU64::new(1),
+                sweep_at: AtomicUsize::new(SWEEP_MIN),
             }),
         }
     }
@@ -147,6 +172,20 @@ impl Entry {
     fn last_good(&self, now: Instant) -> Option<Vec<SocketAddr>> {
         (now.duration_since(self.answered) <= MAX_STALE).then(|| self.resolved.addrs.to_vec())
     }
+
+    /// Of no more use: expired, too old to stand in for a failed lookup,
+    /// and no lookup running for it. The next dial looks it up afresh.
+    fn outlived(&self, now: Instant) -> bool {
+        !self.refreshing && now >= self.expires && now.duration_since(self.answered) > MAX_STALE
+    }
+}
+
+/// Drops the entries that `outlived` their use at `now`.
+fn sweep(entries: &mut Entries, now: Instant) {
+    entries.retain(|_, ports| {
+        ports.retain(|(_, entry)| !entry.outlived(now));
+        !ports.is_empty()
+    });
 }
 
 impl<R: Resolve> Shared<R> {
@@ -193,6 +232,11 @@ impl<R: Resolve> Shared<R> {
                 gone: false,
             },
         ));
+        if entries.len() >= self.sweep_at.load(Ordering::Relaxed) {
+            sweep(&mut entries, Instant::now());
+            let next = (entries.len() * 2).max(SWEEP_MIN);
+            self.sweep_at.store(next, Ordering::Relaxed);
+        }
         resolved
     }
 
@@ -245,6 +289,9 @@ const STALE_AFTER: Duration = Duration::from_secs(1);
 /// failed one (an outage of DNS, not of the host). Past it, the failure is
 /// the answer: the name may be gone (NXDOMAIN).
 const MAX_STALE: Duration = Duration::from_secs(300);
+
+/// The fewest hosts the cache holds before it sweeps (see `sweep_at`).
+const SWEEP_MIN: usize = 1024;
 
 /// The entry for `host:port`; allocates only for a host with upper case.
 fn find<'a>(entries: &'a mut Entries, host: &str, port: u16) -> Option<&'a mut Entry> {

@@ -50,7 +50,9 @@ pub trait Resolve: Send + Sync + 'static {
     /// addresses no longer listed are retired (idle ones closed, busy ones
     /// closed when their request is done). The default, `None`, means "no
     /// opinion": connections then follow DNS only through `max_lifetime`.
-    /// [`crate::CachingResolver`] implements it.
+    /// [`crate::CachingResolver`] implements it. A resolver that held a
+    /// view of a host and no longer does (a cache that let it go) is asked
+    /// to `resolve` it once, in the background, to learn it again.
     ///
     /// ```
     /// use freshpool::{Resolve, SystemResolver};

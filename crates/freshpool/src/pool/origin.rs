@@ -418,10 +418,24 @@ impl Origin {
     /// (rare, and its address may be newer than this origin's view).
     /// Returns the addresses the resolver lists now, if it keeps a view.
     pub(super) fn follow_dns_now(&self) -> Option<Arc<[std::net::SocketAddr]>> {
-        let now = self
-            .connector
-            .resolver
-            .current(&self.key.host, self.key.port)?;
+        let resolver = &self.connector.resolver;
+        let Some(now) = resolver.current(&self.key.host, self.key.port) else {
+            // It held a view before and holds none now: a cache that let
+            // the answer go (`CachingResolver` drops answers unused for
+            // minutes, a host a crawler met once). Ask it once to learn the
+            // host again, or DNS changes would go unseen here until the
+            // next dial, never with idle connections that keep serving.
+            // (Once: `dns_seen` back at 0 asks no more until a view comes
+            // back, so a failing lookup is not repeated every check.)
+            // (A load first: most resolvers never hold a view, and a swap
+            // would write a line every checkout reads.)
+            if self.dns_seen.load(Ordering::Relaxed) != 0
+                && self.dns_seen.swap(0, Ordering::AcqRel) != 0
+            {
+                self.relearn_dns();
+            }
+            return None;
+        };
         // A load first: the generation rarely changes, and a swap on every
         // check would write a line every thread's checkouts share.
         if self.dns_seen.load(Ordering::Acquire) == now.generation
@@ -451,6 +465,21 @@ impl Origin {
             tracing::debug!(origin = %self.label, retired = retired.len(), "DNS changed; retired connections to old addresses");
         }
         Some(now.addrs)
+    }
+
+    /// Looks the host up in the background, for a resolver that forgot it
+    /// (see `follow_dns_now`); the answer is the resolver's to keep.
+    #[cold]
+    fn relearn_dns(&self) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let lookup = self
+                .connector
+                .resolver
+                .resolve(&self.key.host, self.key.port);
+            drop(handle.spawn(async move {
+                let _ = lookup.await;
+            }));
+        }
     }
 
     /// What we learned about this server and `Expect: 100-continue`:

@@ -320,3 +320,122 @@ async fn caches_for_the_ttl_and_bumps_the_generation_only_on_change() {
     assert_ne!(now.generation, first.generation);
     assert_eq!(&now.addrs[..], &[addr("127.0.0.3:80")]);
 }
+
+/// Answers every name with one address.
+struct AnyName;
+
+impl Resolve for AnyName {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        Box::pin(async { Ok(vec![addr("127.0.0.3:80")]) })
+    }
+}
+
+/// An answer past use (expired, older than `MAX_STALE`, no lookup for it
+/// running) leaves the cache as new hosts come: it kept every host it
+/// ever resolved, growing without bound in a process that meets ever new
+/// hosts. Recent answers and running lookups stay.
+#[tokio::test]
+async fn answers_past_use_are_swept_as_new_hosts_come() {
+    let Some(long_ago) = Instant::now().checked_sub(MAX_STALE + Duration::from_secs(60)) else {
+        eprintln!("skipped: the monotonic clock is younger than MAX_STALE");
+        return;
+    };
+    let cached = CachingResolver::new(AnyName);
+    let old = |refreshing| Entry {
+        resolved: Resolved {
+            generation: 1,
+            addrs: vec![addr("127.0.0.9:80")].into(),
+        },
+        expires: long_ago,
+        answered: long_ago,
+        refreshing,
+        gone: false,
+    };
+    {
+        let mut entries = cached.shared.lock();
+        entries.insert("old.test".into(), vec![(80, old(false))]);
+        entries.insert("looking.test".into(), vec![(80, old(true))]);
+    }
+    for i in 0..SWEEP_MIN {
+        cached.resolve(&format!("h{i}.test"), 80).await.unwrap();
+    }
+    let entries = cached.shared.lock();
+    assert!(
+        !entries.contains_key("old.test"),
+        "an answer past use stayed"
+    );
+    assert!(
+        entries.contains_key("looking.test"),
+        "a running lookup's entry went"
+    );
+    assert_eq!(entries.len(), SWEEP_MIN + 1, "recent answers stay");
+    drop(entries);
+    // The sweep came as the map reached SWEEP_MIN hosts (the 2 planted,
+    // 1,022 new) and left one fewer; the next waits for twice that many:
+    // O(1) per new host.
+    assert_eq!(
+        cached.shared.sweep_at.load(Ordering::Relaxed),
+        2 * (SWEEP_MIN - 1)
+    );
+}
+
+/// An origin whose answer the cache let go (unused for minutes, swept as
+/// new hosts came) asks for it again at its next DNS check: else, with
+/// idle connections serving its requests, DNS changes would go unseen
+/// until its next dial, which might never come. It asks once: a lookup
+/// that fails is not repeated at every check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_relearns_an_answer_the_cache_let_go() {
+    let server = freshpool_testkit::TestServer::http1().await;
+    let switch = switch(&[&server.addr().to_string()]);
+    let cached = CachingResolver::new(switch.clone());
+    let client = crate::Client::builder()
+        .resolver(cached.clone())
+        .idle_timeout(None)
+        .build()
+        .unwrap();
+    let url = format!("http://relearn.test:{}/", server.addr().port());
+    // (Past `DNS_CHECK_EVERY` between requests: each one checks.)
+    let get = || async {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let response = client.get(&url).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+    };
+    let held =
+        |cached: &CachingResolver<Arc<Switch>>| cached.shared.lock().contains_key("relearn.test");
+    get().await;
+    assert_eq!(switch.lookups.load(Ordering::SeqCst), 1);
+    // The cache lets the answer go (what its sweep does).
+    cached.shared.lock().clear();
+    get().await;
+    freshpool_testkit::eventually("the answer relearned", || held(&cached)).await;
+    assert_eq!(switch.lookups.load(Ordering::SeqCst), 2);
+    get().await;
+    get().await;
+    assert_eq!(
+        switch.lookups.load(Ordering::SeqCst),
+        2,
+        "asked again with a view"
+    );
+    assert_eq!(
+        server.stats().connections_accepted(),
+        1,
+        "the idle connection served all"
+    );
+    // Let go again, and the lookup fails (a DNS outage): asked once only.
+    switch.addrs.lock().unwrap().clear();
+    cached.shared.lock().clear();
+    get().await;
+    freshpool_testkit::eventually("the lookup ran", || {
+        switch.lookups.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    get().await;
+    get().await;
+    assert_eq!(
+        switch.lookups.load(Ordering::SeqCst),
+        3,
+        "a failing lookup repeated"
+    );
+    assert!(!held(&cached));
+}
