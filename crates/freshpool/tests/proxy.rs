@@ -29,13 +29,8 @@ async fn body(client: &Client, url: &str) -> Result<String, freshpool::Error> {
     client.get(url).await?.into_body().text().await
 }
 
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::closed_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_goes_through_a_forward_proxy_with_and_without_auth() {

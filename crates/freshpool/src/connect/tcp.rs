@@ -442,12 +442,13 @@ mod tests {
 
     #[tokio::test]
     async fn refused_address_is_listed_in_the_error() {
-        // Bind then drop to find a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Bound and never listening: refused, and no test beside this one
+        // can take the port meanwhile (one bound and let go could be).
+        let held =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        held.bind(&any.into()).unwrap();
+        let port = held.local_addr().unwrap().as_socket().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let settings = TcpSettings {
             nodelay: true,
