@@ -481,7 +481,13 @@ impl http_body::Body for Body {
                 self.finish();
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                // (Read as it comes: no leak, however long it takes.)
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.note_progress();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Err(e))) => {
                 // The connection broke mid-body: never reuse it.
                 self.inner = None;

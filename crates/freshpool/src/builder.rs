@@ -111,8 +111,11 @@ impl ClientBuilder {
         /// process freeze (idle connections are then dropped). Default 1 s;
         /// at least 100 ms; `None` = off.
         freeze_threshold: pool.freeze_threshold: Option<Duration>,
-        /// Report (once, with its call site) a lease held longer than this:
-        /// a response body neither read nor dropped. Default 60 s.
+        /// Report (once, with its call site) a lease that went this long
+        /// without progress: a response body neither read nor dropped. A
+        /// body read as it comes (a long download, an event stream) is not
+        /// reported, however long it lasts; a request still waiting for
+        /// its response head counts as without progress. Default 60 s.
         lease_warn_after: pool.lease_warn_after: Option<Duration>,
         /// Forget an origin (its map entry, its per-origin statistics) once
         /// it has had no connection, no request waiting and no use for this

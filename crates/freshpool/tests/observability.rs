@@ -553,3 +553,35 @@ async fn unused_origins_are_forgotten_and_their_counts_kept() {
     assert_eq!(stats.created(), 5);
     drop(held);
 }
+
+/// A body read as it comes is no leak, however long the read takes (a
+/// long download, an event stream): the report looks at how long a lease
+/// went without progress, not at its age. (Progress is noted to within a
+/// heartbeat, 250 ms: the limit here is well above that.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_slowly_is_not_reported_as_a_leak() {
+    use http_body_util::BodyExt;
+    let limit = Duration::from_millis(700);
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .lease_warn_after(Some(limit))
+        .build()
+        .unwrap();
+    let origin = format!("http://127.0.0.1:{}", server.addr().port());
+    // 80 frames, 40 ms apart: read as they come for 3.2 s.
+    let mut body = client
+        .get(&server.url("/drip/80"))
+        .await
+        .unwrap()
+        .into_body();
+    let started = std::time::Instant::now();
+    let mut frames = 0;
+    while let Some(frame) = body.frame().await {
+        frame.unwrap();
+        frames += 1;
+    }
+    // Held for several limits and sweeps (once a second), read all along.
+    assert!(started.elapsed() >= 3 * limit, "{frames} frames only");
+    let stats = client.stats();
+    assert_eq!(stats.origin(&origin).unwrap().leaks_reported, 0, "{stats}");
+}

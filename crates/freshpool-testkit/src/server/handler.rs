@@ -169,6 +169,19 @@ async fn route(req: Request<Incoming>, ctx: &ConnCtx) -> Response<RespBody> {
             }
             None => bad_request(record),
         },
+        ("drip", Some(n)) => match parse_arg::<usize>(Some(n)) {
+            Some(n) => {
+                record();
+                Response::new(
+                    DripBody {
+                        remaining: n,
+                        next: Box::pin(tokio::time::sleep(Duration::ZERO)),
+                    }
+                    .boxed(),
+                )
+            }
+            None => bad_request(record),
+        },
         ("stream", Some(n)) => match parse_arg::<usize>(Some(n)) {
             Some(n) => {
                 record();
@@ -234,6 +247,39 @@ impl Body for StallingBody {
         }
         std::task::ready!(std::future::Future::poll(self.end.as_mut(), cx));
         Poll::Ready(None)
+    }
+}
+
+/// Body of `/drip/{n}`: `n` one-byte frames, `DRIP_EVERY` apart (an event
+/// stream: each frame reaches the client on its own).
+struct DripBody {
+    remaining: usize,
+    next: Pin<Box<tokio::time::Sleep>>,
+}
+
+const DRIP_EVERY: Duration = Duration::from_millis(40);
+
+impl Body for DripBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        std::task::ready!(std::future::Future::poll(self.next.as_mut(), cx));
+        self.remaining -= 1;
+        let at = tokio::time::Instant::now() + DRIP_EVERY;
+        self.next.as_mut().reset(at);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Unknown: chunked on HTTP/1.
+        SizeHint::default()
     }
 }
 

@@ -33,8 +33,12 @@ pub(crate) struct Lease {
     freeze_seen: u64,
     /// When the pool handed it over, by the checkout's coarse clock (never
     /// before the real time: see `coarse_clock`), so idle ages computed
-    /// from it err toward older. Not for latencies (`metrics::Stopwatch`).
-    pub taken_at: Stamp,
+    /// from it err toward older (`idled`, asked before the request goes).
+    /// Not for latencies (`metrics::Stopwatch`). Once the response body is
+    /// read, moved on to when progress was last noted (`note_progress`):
+    /// a field more would push every response past 256 bytes, where each
+    /// of its moves costs a longer copy.
+    taken_at: Stamp,
 }
 
 /// When the server's `Keep-Alive: timeout` (less the margin) runs out:
@@ -158,6 +162,33 @@ impl Lease {
             Some(LeaseKind::H1(idle)) => self.taken_at.since(idle.idle_since),
             _ => Duration::ZERO,
         }
+    }
+
+    /// Its response body is being read (a frame came): for the leak report,
+    /// which looks at how long a lease went without progress, not how long
+    /// it was held (a long download, an event stream). A lock at most every
+    /// `NOTE_EVERY` per lease, by the pool's beat: none for a response read
+    /// within that (the common case costs a load and a compare per frame).
+    #[inline]
+    pub(crate) fn note_progress(&mut self) {
+        const NOTE_EVERY: Duration = Duration::from_millis(100);
+        let Some(kind) = &self.kind else { return };
+        let origin = match kind {
+            LeaseKind::H1(idle) => &idle.conn.origin,
+            LeaseKind::H2 { origin, .. } => origin,
+        };
+        let beat = origin.budget.last_beat.load(Ordering::Relaxed);
+        if beat.saturating_sub(self.taken_at.nanos()) >= NOTE_EVERY.as_nanos() as u64 {
+            self.noted(Stamp::from_nanos(beat));
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn noted(&mut self, at: Stamp) {
+        self.taken_at = at;
+        let id = self.lease_id;
+        self.origin().lock().leases.note_progress(id, at);
     }
 
     /// The request is done and the connection is healthy: back to the pool.

@@ -13,7 +13,7 @@
 //! removed by the lease it was given to, once, so a freed id reused by a
 //! later lease is never confused with the earlier one.
 
-use super::LeaseRecord;
+use super::{LeaseRecord, Stamp};
 
 /// (`repr(C)`: the inline slot first, on the hot lines; see `Guarded`.)
 #[derive(Default)]
@@ -44,6 +44,18 @@ impl LeaseTable {
         }
     }
 
+    /// Lease `id`'s holder showed progress at `at` (nothing if it is not
+    /// registered).
+    pub(super) fn note_progress(&mut self, id: usize, at: Stamp) {
+        let record = match id {
+            0 => self.first.as_mut(),
+            n => self.rest.get_mut(n - 1),
+        };
+        if let Some(r) = record {
+            r.active_ms = u32::try_from(at.since(r.since).as_millis()).unwrap_or(u32::MAX);
+        }
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.first.is_none() && self.rest.is_empty()
     }
@@ -70,6 +82,7 @@ mod tests {
         LeaseRecord {
             since: Stamp::from_nanos(n),
             caller: std::panic::Location::caller(),
+            active_ms: 0,
             reported: false,
         }
     }

@@ -203,7 +203,20 @@ impl std::hash::Hasher for IdHasher {
 struct LeaseRecord {
     since: Stamp,
     caller: &'static Location<'static>,
+    /// When its holder last showed progress (its body read: see
+    /// `Lease::note_progress`), in ms after `since`: the leak report looks
+    /// at this, not at the age. (32 bits keep the record in 24 bytes, the
+    /// inline slot on the checkout's lines; 49 days and more read as 49.)
+    active_ms: u32,
     reported: bool,
+}
+
+impl LeaseRecord {
+    /// When its holder last showed progress (or took it).
+    fn last_active(&self) -> Stamp {
+        self.since
+            .after(Duration::from_millis(u64::from(self.active_ms)))
+    }
 }
 
 /// One origin's pool partition.

@@ -151,6 +151,7 @@ impl Origin {
         g.leases.insert(LeaseRecord {
             since: now,
             caller,
+            active_ms: 0,
             reported: false,
         })
     }
@@ -214,8 +215,10 @@ impl Origin {
         let mut found = Vec::new();
         {
             let mut g = self.lock();
+            // (Without progress for `limit`: a long download or an event
+            // stream read as it comes is held long, and is no leak.)
             for record in g.leases.iter_mut() {
-                if !record.reported && now.since(record.since) >= limit {
+                if !record.reported && now.since(record.last_active()) >= limit {
                     record.reported = true;
                     found.push(*record);
                 }
@@ -223,14 +226,16 @@ impl Origin {
         }
         for record in found {
             self.counters.leaks_reported.fetch_add(1, Ordering::Relaxed);
+            let idle = now.since(record.last_active());
             tracing::warn!(
                 origin = %self.label,
                 held = ?now.since(record.since),
                 caller = %record.caller,
-                "a connection has been held for {} by the request made at {}: read its response body to \
-                 the end or drop it, or the pool will run dry",
+                "a connection has been held for {} by the request made at {}, with nothing read for {}: \
+                 read its response body to the end or drop it, or the pool will run dry",
                 fmt_duration(now.since(record.since)),
-                record.caller
+                record.caller,
+                fmt_duration(idle)
             );
         }
     }
