@@ -280,7 +280,8 @@ impl OriginStats {
 /// ```
 #[derive(Clone, Debug)]
 pub struct PoolStats {
-    /// One entry per origin the pool has seen.
+    /// One entry per origin the pool holds (an origin unused for
+    /// `forget_origin_after` is forgotten: see `forgotten`).
     pub origins: Vec<OriginStats>,
     /// Connections open or being dialed, all origins.
     pub open_connections: usize,
@@ -304,6 +305,7 @@ pub struct PoolStats {
 /// assert_eq!(stats.created(), 0);
 /// ```
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct ForgottenOrigins {
     /// Origins forgotten (one met again and forgotten again counts twice).
     pub origins: u64,

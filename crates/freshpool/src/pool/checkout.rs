@@ -202,8 +202,9 @@ impl Pool {
 impl Pool {
     /// `take`, from the origin that took over from a retired `origin` (the
     /// sweep forgot it: see `Pool::forget_unused`). A request sent back to
-    /// ask again keeps the start of its wait, not its place: the queue it
-    /// was in is gone, and the new origin's holds no one from before.
+    /// ask again keeps the start of its wait and is not refused for
+    /// `max_pending`; its place is the back of the new origin's queue (the
+    /// queue it was in is gone, and the new one holds no one from before).
     #[cold]
     #[inline(never)]
     fn take_from_successor(
@@ -218,15 +219,9 @@ impl Pool {
         let retired = origin.arc();
         let successor = self.successor_of(&retired);
         drop(retired);
-        match self.take(&successor, None, now, caller)? {
-            Checkout::Queued(mut queued) => {
-                if let Some((started, _)) = asking_again {
-                    queued.started = started;
-                }
-                Ok(Checkout::Queued(queued))
-            }
-            ready => Ok(ready),
-        }
+        let moved =
+            asking_again.map(|(started, _)| (started, successor.lock().state.fresh_waiter_id()));
+        self.take(&successor, moved, now, caller)
     }
 }
 

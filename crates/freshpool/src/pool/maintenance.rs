@@ -276,14 +276,15 @@ impl Pool {
     /// learned (HTTP/2 or not, `100 Continue`) and per-origin statistics,
     /// so it is kept until unused for a while (5 minutes by default).
     fn forget_unused(&self, gone: Vec<Arc<Origin>>) {
+        // (The `forgotten` lock across the map's update and the fold:
+        // `stats` takes it first, so it finds each origin in the map or in
+        // the totals, never in both or neither.)
+        let mut forgotten = lock(&self.inner.forgotten);
         self.write_origins().forget(&gone);
-        let stats: Vec<OriginStats> = gone.iter().map(|o| o.snapshot()).collect();
-        {
-            let mut forgotten = lock(&self.inner.forgotten);
-            for s in &stats {
-                forgotten.add(s);
-            }
+        for origin in &gone {
+            origin.fold_into(&mut forgotten);
         }
+        drop(forgotten);
         tracing::debug!(
             origins = gone.len(),
             "forgot origins unused for forget_origin_after"

@@ -261,6 +261,8 @@ pub(crate) struct Origin {
     /// lock's hot lines).
     unused_since_ns: AtomicU64,
     unused_uses: AtomicU64,
+    /// Its counters went to the pool's `forgotten` totals (`fold_into`).
+    folded: AtomicBool,
     /// Itself, for the rare paths that need a counted reference from a
     /// borrowed origin (an HTTP/2 stream's lease, a queued request, a dial).
     this: Weak<Origin>,
@@ -275,10 +277,10 @@ struct HostHeader {
 }
 
 /// An origin lent to one checkout (see "Who keeps an origin alive"):
-/// borrowed from this thread's memo, or counted when it came from the map
-/// (a miss: the memo may not have kept it). Not `Send` (a raw pointer):
-/// held across an `.await`, other tasks on the thread could replace the
-/// memo under it, and the compiler refuses that.
+/// a hit of this thread's memo, given back when this drops, or counted
+/// when it came from the map (a miss: the memo may not have kept it). Not
+/// `Send` (a raw pointer): a hit must be given back on the thread that
+/// took it.
 pub(crate) struct OriginRef<'a> {
     origin: *const Origin,
     _owned: Option<Arc<Origin>>,
@@ -287,8 +289,8 @@ pub(crate) struct OriginRef<'a> {
 
 impl OriginRef<'_> {
     /// # Safety
-    /// `origin` stays alive while this lives: this thread's memo holds it
-    /// and is not replaced meanwhile (see `Pool::origin_for`).
+    /// `origin` is a hit of `origin_memo::recall`, lent until this drops
+    /// (which gives it back): the memo keeps it alive meanwhile.
     #[inline(always)]
     unsafe fn memo(origin: *const Origin) -> Self {
         OriginRef {
@@ -303,6 +305,15 @@ impl OriginRef<'_> {
             origin: Arc::as_ptr(&origin),
             _owned: Some(origin),
             _pool: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for OriginRef<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self._owned.is_none() {
+            origin_memo::give_back();
         }
     }
 }
@@ -471,10 +482,9 @@ impl Pool {
         if let Some((scheme, authority)) = spelled {
             let tag = origin_map::tag(scheme, security.id);
             if let Some(o) = origin_memo::recall(pool_id, tag, authority) {
-                // SAFETY: the memo holds `o` until this thread's next
-                // `remember` or `clear`, which only the lookups here and a
-                // checkout's switch from a retired origin make; an
-                // `OriginRef` is neither `Send` nor kept past its checkout.
+                // SAFETY: a hit, lent until the `OriginRef` drops: the
+                // memo keeps it alive meanwhile, whatever runs on this
+                // thread (see `origin_memo`). An `OriginRef` is not `Send`.
                 return Ok(unsafe { OriginRef::memo(o) });
             }
             let found = self
@@ -521,6 +531,8 @@ impl Pool {
     fn successor_of(&self, retired: &Arc<Origin>) -> Arc<Origin> {
         // (This thread's memo may still lead to it.)
         origin_memo::clear();
+        // (Order and reason as in `forget_unused`.)
+        let mut forgotten = lock(&self.inner.forgotten);
         let mut map = self.write_origins();
         match map.by_key(&retired.key as &dyn KeyParts) {
             Some(o) if !Arc::ptr_eq(o, retired) => o.clone(),
@@ -529,6 +541,8 @@ impl Pool {
                 let key = &retired.key;
                 let origin = self.new_origin(key.parts(), &key.security, &retired.connector);
                 map.insert(origin.clone());
+                drop(map);
+                retired.fold_into(&mut forgotten);
                 origin
             }
         }
@@ -575,6 +589,7 @@ impl Pool {
             host_header: std::sync::OnceLock::new(),
             unused_since_ns: AtomicU64::new(0),
             unused_uses: AtomicU64::new(0),
+            folded: AtomicBool::new(false),
             key,
         })
     }
@@ -585,6 +600,9 @@ impl Pool {
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
+        // (First: an origin being forgotten is in the map or in these
+        // totals, never in both or neither; see `forget_unused`.)
+        let forgotten = lock(&self.inner.forgotten);
         let origins = self.origins();
         let mut list: Vec<OriginStats> = origins.iter().map(|o| o.snapshot()).collect();
         list.sort_by(|a, b| a.origin.cmp(&b.origin));
@@ -593,7 +611,7 @@ impl Pool {
             open_connections: self.inner.budget.open.load(Ordering::Acquire),
             total_limit: self.inner.budget.limit,
             freezes_detected: self.inner.budget.freezes.load(Ordering::Relaxed),
-            forgotten: lock(&self.inner.forgotten).clone(),
+            forgotten: forgotten.clone(),
         }
     }
 }

@@ -114,6 +114,9 @@ struct Req {
 struct Answered {
     waiter_id: u64,
     result: Result<Handoff<FakeH1, FakeH2>, Error>,
+    /// Its origin was forgotten since (a successor took over): asking
+    /// again, it goes to the successor (`Pool::take_from_successor`).
+    moved: bool,
 }
 
 /// A dial task in flight (it owns one slot through its `SlotGuard`).
@@ -406,6 +409,7 @@ impl Model {
                 Ok(result) => newly.push(Answered {
                     waiter_id: req.waiter_id,
                     result,
+                    moved: false,
                 }),
                 Err(oneshot::error::TryRecvError::Empty) => still.push(req),
                 Err(oneshot::error::TryRecvError::Closed) => {
@@ -417,6 +421,7 @@ impl Model {
                     newly.push(Answered {
                         waiter_id: req.waiter_id,
                         result: Err(Error::new(Kind::Closed, "retry")),
+                        moved: false,
                     });
                 }
             }
@@ -475,6 +480,10 @@ impl Model {
                     match a.result {
                         Ok(Handoff::Exclusive(idle)) => self.leases_h1.push(idle),
                         Ok(Handoff::Stream { conn_id, .. }) => self.leases_h2.push(conn_id),
+                        Ok(Handoff::AskAgain) if a.moved => self.acquire_moved(a.waiter_id)?,
+                        Err(e) if a.moved && e.kind() == Kind::Closed => {
+                            self.acquire_moved(a.waiter_id)?
+                        }
                         Ok(Handoff::AskAgain) => self.acquire_again(a.waiter_id)?,
                         Err(e) if e.kind() == Kind::Closed => self.acquire_again(a.waiter_id)?,
                         Err(_) => {}
@@ -618,8 +627,10 @@ impl Model {
             Op::Service => self.service(),
             Op::Advance(ms) => self.now = self.now.after(Duration::from_millis(u64::from(ms))),
             Op::Forget => {
+                // (Answers not yet looked at may be there: an `AskAgain`
+                // or an error holds no slot.)
                 let leased = !self.leases_h1.is_empty() || !self.leases_h2.is_empty();
-                if self.st.is_unused() && !leased && self.answered.is_empty() {
+                if self.st.is_unused() && !leased {
                     self.log.push("  retired (forgotten)".into());
                     self.st.retired = true;
                     self.forgotten = true;
@@ -689,6 +700,21 @@ impl Model {
         }
     }
 
+    /// `acquire_again` for a waiter whose origin was forgotten meanwhile:
+    /// its origin answers `Retired`, and it asks the successor, at the back
+    /// of its queue, never refused as `PoolFull`.
+    fn acquire_moved(&mut self, waiter_id: u64) -> Result<(), String> {
+        self.log
+            .push(format!("  waiter {waiter_id} (moved) asks again"));
+        let id = self.st.fresh_waiter_id();
+        match self.acquire_as(Some(id)) {
+            Some(waiting) => Err(format!(
+                "waiter {waiter_id}, moved to a successor origin, was refused as PoolFull ({waiting} waiting)"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Returns the queue length when refused as full.
     fn acquire_as(&mut self, asking_again: Option<u64>) -> Option<usize> {
         let mut expired = Vec::new();
@@ -728,7 +754,11 @@ impl Model {
                 self.st.http2_only = http2_only;
                 self.forgotten = false;
                 self.registered = 0;
-                return self.acquire_as(None);
+                for a in &mut self.answered {
+                    a.moved = true;
+                }
+                let moved = asking_again.map(|_| self.st.fresh_waiter_id());
+                return self.acquire_as(moved);
             }
             Acquire::Wait {
                 waiter_id,

@@ -207,6 +207,16 @@ impl Origin {
         true
     }
 
+    /// Adds this retired origin's counters to the pool's `forgotten`
+    /// totals, once (the sweep and a checkout's `successor_of` may both
+    /// take it out of the map). Called under the `forgotten` lock.
+    pub(super) fn fold_into(&self, forgotten: &mut crate::stats::ForgottenOrigins) {
+        debug_assert!(self.lock().state.retired);
+        if !self.folded.swap(true, Ordering::AcqRel) {
+            forgotten.add(&self.snapshot());
+        }
+    }
+
     /// Reports leases held past `lease_warn_after`, once each.
     pub(super) fn report_leaks(&self, now: Stamp) {
         let Some(limit) = self.config.lease_warn_after else {

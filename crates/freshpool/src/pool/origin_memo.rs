@@ -18,16 +18,23 @@
 //! the process, never reused), so it cannot serve one pool's origin to
 //! another.
 //!
-//! It holds a counted reference to the origin: a hit lends the origin out
-//! for as long as this thread's memo is not replaced (until its next
-//! `remember` or `clear`), without counting one per hit (a `Weak` here
-//! cost an atomic update per hit, to upgrade it, and two per miss). The
-//! reference keeps at most one origin per thread alive after the pool
-//! forgot it or dropped: memory, not connections (a dropped pool's origins
-//! are retired and emptied; a forgotten one was empty), given back at the
-//! thread's next miss.
+//! It holds a counted reference to the origin, and a hit lends the origin
+//! out without counting one (a `Weak` here cost an atomic update per hit,
+//! to upgrade it, and two per miss). What keeps a lent origin alive is the
+//! memo's reference, and the memo does not let go of one while any hit is
+//! lent out on its thread: hits are counted in a plain thread-local
+//! (`LENT`, no atomics), and an origin the memo replaces meanwhile is
+//! parked until the count is back at zero. That holds whatever runs while
+//! a hit is lent, user code included (a resolver, a tracing subscriber)
+//! that may itself make requests on this thread.
+//!
+//! The reference keeps at most one origin per thread alive after the pool
+//! forgot it or dropped (and what the origin holds: its connector, with
+//! the client's TLS settings and resolver): memory, not connections (a
+//! dropped pool's origins are retired and emptied; a forgotten one was
+//! empty), given back at the thread's next miss, or when the thread ends.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -57,24 +64,79 @@ thread_local! {
             origin: None,
         })
     };
+    /// Hits lent out on this thread (`recall`) and not given back yet.
+    static LENT: Cell<usize> = const { Cell::new(0) };
+    /// Origins the memo let go of while hits were lent: dropped once none
+    /// are. (`ANY_PARKED` spares the hot path a look at the list.)
+    static PARKED: RefCell<Vec<Arc<Origin>>> = const { RefCell::new(Vec::new()) };
+    static ANY_PARKED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The origin this thread last found for this spelling in this pool.
-///
-/// It stays valid until this thread's next `remember` or `clear`: the memo
-/// holds a reference to it.
+/// The origin this thread last found for this spelling in this pool, lent
+/// out: it stays alive until `give_back` (see the module doc).
 #[inline]
 pub(super) fn recall(pool: u64, tag: u64, authority: &str) -> Option<*const Origin> {
-    LAST.try_with(|memo| {
-        let memo = memo.try_borrow().ok()?;
-        if memo.pool == pool && memo.tag == tag && memo.authority == authority {
-            memo.origin.as_ref().map(Arc::as_ptr)
-        } else {
-            None
+    let hit = LAST
+        .try_with(|memo| {
+            let memo = memo.try_borrow().ok()?;
+            if memo.pool == pool && memo.tag == tag && memo.authority == authority {
+                memo.origin.as_ref().map(Arc::as_ptr)
+            } else {
+                None
+            }
+        })
+        .ok()
+        .flatten();
+    if hit.is_some() {
+        LENT.with(|n| n.set(n.get() + 1));
+    }
+    hit
+}
+
+/// A hit of `recall` is no longer used.
+#[inline(always)]
+pub(super) fn give_back() {
+    let left = LENT.with(|n| {
+        let left = n.get() - 1;
+        n.set(left);
+        left
+    });
+    if left == 0 && ANY_PARKED.with(Cell::get) {
+        drop_parked();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_parked() {
+    ANY_PARKED.with(|p| p.set(false));
+    let parked = PARKED
+        .try_with(|p| p.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
+        .ok()
+        .and_then(Result::ok);
+    // (Out of the list first: dropping an origin may run code that
+    // recalls, remembers and lets go again on this thread.)
+    drop(parked);
+}
+
+/// Lets go of an origin the memo held: now, or parked while hits are lent.
+fn let_go(old: Arc<Origin>) {
+    if LENT.with(Cell::get) == 0 {
+        drop(old);
+        return;
+    }
+    let mut old = Some(old);
+    let _ = PARKED.try_with(|p| {
+        if let Ok(mut parked) = p.try_borrow_mut() {
+            parked.extend(old.take());
         }
-    })
-    .ok()
-    .flatten()
+    });
+    match old {
+        // (The thread is ending and the list is gone: kept for good rather
+        // than freed under a lent hit.)
+        Some(old) => std::mem::forget(old),
+        None => ANY_PARKED.with(|p| p.set(true)),
+    }
 }
 
 /// Remembers `origin` as the one this spelling goes to in this pool.
@@ -93,11 +155,13 @@ pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: &Arc<Origin
         memo.authority.push_str(authority);
         Some(memo.origin.replace(origin.clone()))
     });
-    // (Dropped outside the memo's borrow: the last reference to an origin
+    // (Let go outside the memo's borrow: the last reference to an origin
     // drops its state, and nothing of that may find the memo borrowed.)
     match replaced {
         Ok(Some(old)) => {
-            drop(old);
+            if let Some(old) = old {
+                let_go(old);
+            }
             true
         }
         _ => false,
@@ -114,7 +178,9 @@ pub(super) fn clear() {
         })
         .ok()
         .flatten();
-    drop(old);
+    if let Some(old) = old {
+        let_go(old);
+    }
 }
 
 #[cfg(test)]
@@ -186,14 +252,36 @@ mod tests {
             super::super::origin_map::tag(super::super::Scheme::Http, client.inner().security.id);
         let pool = client.pool().inner.id;
         assert!(recall(pool, tag, "memo.test").is_some());
+        give_back();
         clear();
         assert!(recall(pool, tag, "memo.test").is_none());
-        drop(origin);
-        client
-            .pool()
-            .write_origins()
-            .forget(&[weak.upgrade().unwrap()]);
+        // (As the sweep does: retired, then out of the map.)
+        origin.lock().state.retired = true;
+        client.pool().write_origins().forget(&[origin]);
         assert!(weak.upgrade().is_none(), "nothing else held it");
+    }
+
+    /// A hit stays alive while lent, even when the memo lets go of it
+    /// meanwhile and nothing else holds it: code running on this thread
+    /// during a checkout (a resolver, a tracing subscriber) may make
+    /// requests of its own, whose lookups replace the memo.
+    #[test]
+    fn a_lent_origin_outlives_the_memo_letting_go() {
+        let client = crate::Client::new();
+        let origin = origin_of(&client, "http://lent.test/");
+        let weak = Arc::downgrade(&origin);
+        origin.lock().state.retired = true;
+        client.pool().write_origins().forget(&[origin]);
+        let tag =
+            super::super::origin_map::tag(super::super::Scheme::Http, client.inner().security.id);
+        let lent = recall(client.pool().inner.id, tag, "lent.test").expect("a hit");
+        assert!(std::ptr::eq(lent, weak.as_ptr()));
+        // Another lookup on this thread replaces the memo: only the lent
+        // hit is left to keep the origin.
+        let _ = origin_of(&client, "http://other.test/");
+        assert!(weak.upgrade().is_some(), "freed while lent");
+        give_back();
+        assert!(weak.upgrade().is_none(), "kept once given back");
     }
 
     #[test]

@@ -99,6 +99,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
+    /// A waiter id never given here before, later than every one given: a
+    /// request that comes from a retired origin's queue, asking again
+    /// (`Pool::take_from_successor`), takes the back of this queue under it,
+    /// and is not refused for `max_pending`, as it was not where it queued.
+    pub(crate) fn fresh_waiter_id(&mut self) -> u64 {
+        self.next_waiter += 1;
+        self.next_waiter
+    }
+
     /// Nothing here and nothing coming: no connection open or being
     /// dialed, no request waiting, not retired yet. (The sweep forgets an
     /// origin that stays so, with no lease and no use: see
