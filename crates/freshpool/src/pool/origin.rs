@@ -433,6 +433,13 @@ impl Origin {
     /// (rare, and its address may be newer than this origin's view).
     /// Returns the addresses the resolver lists now, if it keeps a view.
     pub(super) fn follow_dns_now(&self) -> Option<Arc<[std::net::SocketAddr]>> {
+        // Through a proxy, the target's addresses are the proxy's business
+        // (its connections go to the proxy, whatever the target's DNS
+        // says), and asking about them here could look the target up
+        // locally: what a remote-DNS proxy setup is meant to avoid.
+        if self.key.security.settings.proxy.is_some() {
+            return None;
+        }
         let resolver = &self.connector.resolver;
         let Some(now) = resolver.current(&self.key.host, self.key.port) else {
             // It held a view before and holds none now: a cache that let
