@@ -335,3 +335,52 @@ fn invalid_proxy_urls_are_config_errors() {
     let p = Proxy::all("http://u:very-secret@127.0.0.1:3128").unwrap();
     assert!(!format!("{p} {p:?}").contains("very-secret"));
 }
+
+/// Answers every name with one address and writes down each name asked.
+struct Counting {
+    addr: std::net::SocketAddr,
+    names: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl freshpool::Resolve for Counting {
+    fn resolve(&self, host: &str, _port: u16) -> freshpool::ResolveFuture {
+        self.names.lock().unwrap().push(host.to_owned());
+        let addr = self.addr;
+        Box::pin(async move { Ok(vec![addr]) })
+    }
+}
+
+/// Through a proxy, the target's addresses are the proxy's business: the
+/// pool never asks the client's resolver about the target host (a lookup
+/// there would go around a remote-DNS proxy), even when a shared cache
+/// holds an answer for it that keeps running out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_origin_does_not_look_up_its_target() {
+    timeout(LIMIT, async {
+        let server = TestServer::http1().await;
+        let proxy = TestProxy::start().await;
+        let names = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let cached = freshpool::CachingResolver::new(Counting {
+            addr: server.addr(),
+            names: names.clone(),
+        })
+        .ttl(Duration::from_millis(50));
+        // The shared cache learned the target host (for a direct client).
+        let port = server.addr().port();
+        freshpool::Resolve::resolve(&cached, "localhost", port)
+            .await
+            .unwrap();
+        let client = via(&proxy.url()).resolver(cached.clone()).build().unwrap();
+        let url = format!("http://localhost:{port}/");
+        for _ in 0..4 {
+            // Past the answer's 50 ms and the pool's 50 ms between checks.
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            assert_eq!(body(&client, &url).await.unwrap(), "ok");
+        }
+        let asked = names.lock().unwrap().clone();
+        let target = asked.iter().filter(|n| *n == "localhost").count();
+        assert_eq!(target, 1, "the target was looked up: {asked:?}");
+    })
+    .await
+    .unwrap();
+}
