@@ -263,11 +263,16 @@ pub struct OriginStats {
 impl OriginStats {
     /// How many connections closed for `reason`.
     pub fn closed_for(&self, reason: CloseReason) -> u64 {
-        self.closed
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, n)| *n)
+        count_for(&self.closed, reason)
     }
+}
+
+/// The count for `reason` in a list of closes by reason.
+fn count_for(closed: &[(CloseReason, u64)], reason: CloseReason) -> u64 {
+    closed
+        .iter()
+        .find(|(r, _)| *r == reason)
+        .map_or(0, |(_, n)| *n)
 }
 
 /// A snapshot of the whole pool.
@@ -348,10 +353,7 @@ impl ForgottenOrigins {
 
     /// How many of their connections closed for `reason`.
     pub fn closed_for(&self, reason: CloseReason) -> u64 {
-        self.closed
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, n)| *n)
+        count_for(&self.closed, reason)
     }
 }
 
