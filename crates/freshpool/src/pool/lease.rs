@@ -172,12 +172,7 @@ impl Lease {
     #[inline]
     pub(crate) fn note_progress(&mut self) {
         const NOTE_EVERY: Duration = Duration::from_millis(100);
-        let Some(kind) = &self.kind else { return };
-        let origin = match kind {
-            LeaseKind::H1(idle) => &idle.conn.origin,
-            LeaseKind::H2 { origin, .. } => origin,
-        };
-        let beat = origin.budget.last_beat.load(Ordering::Relaxed);
+        let beat = self.origin().budget.last_beat.load(Ordering::Relaxed);
         if beat.saturating_sub(self.taken_at.nanos()) >= NOTE_EVERY.as_nanos() as u64 {
             self.noted(Stamp::from_nanos(beat));
         }

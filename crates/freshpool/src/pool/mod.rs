@@ -283,7 +283,7 @@ struct HostHeader {
 /// took it.
 pub(crate) struct OriginRef<'a> {
     origin: *const Origin,
-    _owned: Option<Arc<Origin>>,
+    owned: Option<Arc<Origin>>,
     _pool: std::marker::PhantomData<&'a Pool>,
 }
 
@@ -295,7 +295,7 @@ impl OriginRef<'_> {
     unsafe fn memo(origin: *const Origin) -> Self {
         OriginRef {
             origin,
-            _owned: None,
+            owned: None,
             _pool: std::marker::PhantomData,
         }
     }
@@ -303,7 +303,7 @@ impl OriginRef<'_> {
     fn owned(origin: Arc<Origin>) -> Self {
         OriginRef {
             origin: Arc::as_ptr(&origin),
-            _owned: Some(origin),
+            owned: Some(origin),
             _pool: std::marker::PhantomData,
         }
     }
@@ -312,7 +312,7 @@ impl OriginRef<'_> {
 impl Drop for OriginRef<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self._owned.is_none() {
+        if self.owned.is_none() {
             origin_memo::give_back();
         }
     }

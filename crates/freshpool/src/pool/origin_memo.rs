@@ -140,12 +140,10 @@ fn let_go(old: Arc<Origin>) {
 }
 
 /// Remembers `origin` as the one this spelling goes to in this pool.
-/// Returns whether it did (the caller's borrow of `origin` may then rest
-/// on the memo's reference, until this thread's next `remember`).
-pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: &Arc<Origin>) -> bool {
+pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: &Arc<Origin>) {
     // (An authority this long is not worth keeping a buffer for.)
     if authority.len() > 255 {
-        return false;
+        return;
     }
     let replaced = LAST.try_with(|memo| {
         let mut memo = memo.try_borrow_mut().ok()?;
@@ -157,14 +155,8 @@ pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: &Arc<Origin
     });
     // (Let go outside the memo's borrow: the last reference to an origin
     // drops its state, and nothing of that may find the memo borrowed.)
-    match replaced {
-        Ok(Some(old)) => {
-            if let Some(old) = old {
-                let_go(old);
-            }
-            true
-        }
-        _ => false,
+    if let Ok(Some(Some(old))) = replaced {
+        let_go(old);
     }
 }
 
