@@ -38,7 +38,7 @@
 //! | `/` | 200 `ok` |
 //! | `/delay/{ms}` | sleeps `ms`, then 200 `ok` |
 //! | `/bytes/{n}` | 200 with `n` bytes (`Content-Length` set) |
-//! | `/stream/{n}` | 200 with `n` bytes streamed in 1 KiB frames (chunked on HTTP/1) |
+//! | `/stream/{n}` | 200 with `n` bytes streamed in 1 KiB frames (chunked on HTTP/1); frame k is all the letter `a` + k mod 26 |
 //! | `/drip/{n}` | 200 with `n` frames of one byte, 40 ms apart (an event stream) |
 //! | `/stall/{ms}` | 200, body `partial` at once, then its end only after `ms` (chunked) |
 //! | `/echo` | 200 echoing the request body |

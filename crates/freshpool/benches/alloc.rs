@@ -24,12 +24,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+mod common;
+
 use bytes::Bytes;
 use freshpool::{Client, Resolve, ResolveFuture};
 use freshpool_testkit::{Protocol, ServerConfig, TestCa, TestServer};
 use http::header::HOST;
 use http::{HeaderValue, Request};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -145,8 +147,7 @@ async fn hyper_get(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, p
     *request.uri_mut() = path.parse().expect("path");
     request.headers_mut().insert(HOST, host.clone());
     let response = sender.send_request(request).await.expect("send");
-    let body = response.into_body().collect().await.expect("body");
-    std::hint::black_box(body.to_bytes());
+    std::hint::black_box(common::read_bytes(response.into_body()).await);
 }
 
 async fn freshpool_get(client: &Client, url: &str) {

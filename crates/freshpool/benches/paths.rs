@@ -18,12 +18,14 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
 use freshpool::{Client, HttpVersion};
 use freshpool_testkit::{Protocol, ServerConfig, TestServer};
 use http::header::HOST;
 use http::{HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
@@ -109,8 +111,7 @@ async fn held_request(
             sender.send_request(request).await.expect("send")
         }
     };
-    let body = response.into_body().collect().await.expect("body");
-    body.to_bytes().len()
+    common::read_bytes(response.into_body()).await.len()
 }
 
 async fn pooled_request(client: &Client, s: &Scenario, url: &str) -> usize {

@@ -18,13 +18,15 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use freshpool::Client;
 use freshpool_testkit::TestServer;
 use http::header::HOST;
 use http::{HeaderValue, Request};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -65,8 +67,7 @@ async fn hyper_get(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue) {
     *request.uri_mut() = http::Uri::from_static("/");
     request.headers_mut().insert(HOST, host.clone());
     let response = sender.send_request(request).await.expect("send");
-    let body = response.into_body().collect().await.expect("body");
-    std::hint::black_box(body.to_bytes());
+    std::hint::black_box(common::read_bytes(response.into_body()).await);
 }
 
 async fn freshpool_get(client: &Client, url: &str) {
@@ -349,7 +350,7 @@ async fn peer_run(
                     *request.uri_mut() = path.parse().expect("path");
                     request.headers_mut().insert(HOST, h.clone());
                     let response = s.send_request(request).await.expect("send");
-                    std::hint::black_box(response.into_body().collect().await.expect("body"));
+                    std::hint::black_box(common::read_bytes(response.into_body()).await);
                 }
                 lat.push(t.elapsed().as_nanos() as u64);
             }

@@ -639,3 +639,39 @@ async fn the_request_timeout_ends_a_slow_read_of_a_flowing_body() {
     };
     assert_eq!(err.kind(), Kind::Timeout, "{err}");
 }
+
+/// `Body::bytes` gives every byte in order, whatever the framing: one
+/// frame (returned as is), many (joined: `/stream` sends 1 KiB frames,
+/// each a letter of its own), none; over HTTP/1 (chunked) and HTTP/2.
+/// Each read to the end returns its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_reads_a_body_of_any_framing_whole_and_in_order() {
+    let h1 = TestServer::http1().await;
+    let (h2, h2_client) = http2_server_and_client(Client::builder()).await;
+    let cases = [(&h1, Client::new()), (&h2, h2_client)];
+    for (server, client) in cases {
+        let base = server.url("");
+        let n = 5 * 1024 + 100;
+        let body = client
+            .get(&server.url(&format!("/stream/{n}")))
+            .await
+            .unwrap()
+            .into_body()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(body.len(), n, "{base}");
+        for (k, frame) in body.chunks(1024).enumerate() {
+            let letter = b'a' + (k % 26) as u8;
+            assert!(frame.iter().all(|&b| b == letter), "{base}: frame {k}");
+        }
+        let one = client.get(&server.url("/bytes/5")).await.unwrap();
+        assert_eq!(one.into_body().bytes().await.unwrap(), "xxxxx");
+        let none = client.get(&server.url("/status/204")).await.unwrap();
+        assert!(none.into_body().bytes().await.unwrap().is_empty());
+        let stats = client.stats();
+        assert_eq!(stats.created(), 1, "{base}: {stats}");
+        assert_eq!(stats.reused(), 2, "{base}: {stats}");
+        assert_eq!(stats.idle(), 1, "{base}: {stats}");
+    }
+}

@@ -188,6 +188,7 @@ async fn route(req: Request<Incoming>, ctx: &ConnCtx) -> Response<RespBody> {
                 Response::new(
                     StreamingBody {
                         remaining: n,
+                        sent_frames: 0,
                         yield_next: false,
                     }
                     .boxed(),
@@ -285,8 +286,11 @@ impl Body for DripBody {
 
 /// Body of `/stream/{n}`: `n` bytes in 1 KiB frames, yielding to the
 /// scheduler between frames so the response really goes out in pieces.
+/// Frame k is all one letter, `a` + k mod 26, so a client that joins the
+/// frames in the wrong order or loses one is seen to.
 struct StreamingBody {
     remaining: usize,
+    sent_frames: usize,
     yield_next: bool,
 }
 
@@ -309,7 +313,9 @@ impl Body for StreamingBody {
         let n = self.remaining.min(STREAM_FRAME);
         self.remaining -= n;
         self.yield_next = true;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; n])))))
+        let letter = b'a' + (self.sent_frames % 26) as u8;
+        self.sent_frames += 1;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![letter; n])))))
     }
 
     fn is_end_stream(&self) -> bool {
