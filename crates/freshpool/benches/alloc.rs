@@ -24,8 +24,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-mod common;
-
 use bytes::Bytes;
 use freshpool::{Client, Resolve, ResolveFuture};
 use freshpool_testkit::{Protocol, ServerConfig, TestCa, TestServer};
@@ -147,7 +145,11 @@ async fn hyper_get(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, p
     *request.uri_mut() = path.parse().expect("path");
     request.headers_mut().insert(HOST, host.clone());
     let response = sender.send_request(request).await.expect("send");
-    std::hint::black_box(common::read_bytes(response.into_body()).await);
+    std::hint::black_box(
+        freshpool::__read_to_bytes(response.into_body())
+            .await
+            .expect("body"),
+    );
 }
 
 async fn freshpool_get(client: &Client, url: &str) {

@@ -18,8 +18,6 @@
 
 use std::time::{Duration, Instant};
 
-mod common;
-
 use bytes::Bytes;
 use freshpool::{Client, HttpVersion};
 use freshpool_testkit::{Protocol, ServerConfig, TestServer};
@@ -111,7 +109,10 @@ async fn held_request(
             sender.send_request(request).await.expect("send")
         }
     };
-    common::read_bytes(response.into_body()).await.len()
+    freshpool::__read_to_bytes(response.into_body())
+        .await
+        .expect("body")
+        .len()
 }
 
 async fn pooled_request(client: &Client, s: &Scenario, url: &str) -> usize {

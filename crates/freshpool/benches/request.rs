@@ -18,8 +18,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-mod common;
-
 use bytes::Bytes;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use freshpool::Client;
@@ -67,7 +65,11 @@ async fn hyper_get(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue) {
     *request.uri_mut() = http::Uri::from_static("/");
     request.headers_mut().insert(HOST, host.clone());
     let response = sender.send_request(request).await.expect("send");
-    std::hint::black_box(common::read_bytes(response.into_body()).await);
+    std::hint::black_box(
+        freshpool::__read_to_bytes(response.into_body())
+            .await
+            .expect("body"),
+    );
 }
 
 async fn freshpool_get(client: &Client, url: &str) {
@@ -350,7 +352,11 @@ async fn peer_run(
                     *request.uri_mut() = path.parse().expect("path");
                     request.headers_mut().insert(HOST, h.clone());
                     let response = s.send_request(request).await.expect("send");
-                    std::hint::black_box(common::read_bytes(response.into_body()).await);
+                    std::hint::black_box(
+                        freshpool::__read_to_bytes(response.into_body())
+                            .await
+                            .expect("body"),
+                    );
                 }
                 lat.push(t.elapsed().as_nanos() as u64);
             }

@@ -49,6 +49,8 @@ mod resolve;
 pub mod retry;
 mod stats;
 
+#[doc(hidden)]
+pub use body::__read_to_bytes;
 pub use body::{Body, RequestBody};
 pub use builder::ClientBuilder;
 pub use client::Client;
