@@ -503,6 +503,11 @@ impl Client {
                 lease.not_reusable = Some(CloseReason::KeepAliveHint);
             }
         }
+        // The head is progress too: a slow answer (a long poll) starts the
+        // leak report's clock again here, so a body held briefly after a
+        // late head is not taken for one held since the request began.
+        // (A lock only when the head took 100 ms or more.)
+        lease.note_progress();
         let (parts, incoming) = response.into_parts();
         let mut body = Body::new(incoming, Some(lease), request_done);
         if hyper::body::Body::is_end_stream(&body) {

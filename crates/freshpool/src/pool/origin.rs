@@ -237,12 +237,23 @@ impl Origin {
         for record in found {
             self.counters.leaks_reported.fetch_add(1, Ordering::Relaxed);
             let idle = now.since(record.last_active());
+            // With progress noted, its response head came (see
+            // `Lease::note_progress`); without, either the head came at
+            // once and nothing was read since, or none came yet: the pool
+            // cannot tell which without a lock on every request, so it
+            // says both.
+            let what = if record.active_ms > 0 {
+                "read its response body to the end or drop it, or the pool will run dry"
+            } else {
+                "either its response body is held unread (read it to the end or drop it, or the pool \
+                 will run dry) or its server has not answered yet (a long poll: bound it with \
+                 `timeout`, or raise `lease_warn_after`)"
+            };
             tracing::warn!(
                 origin = %self.label,
                 held = ?now.since(record.since),
                 caller = %record.caller,
-                "a connection has been held for {} by the request made at {}, with nothing read for {}: \
-                 read its response body to the end or drop it, or the pool will run dry",
+                "a connection has been held for {} by the request made at {}, with nothing received for {}: {what}",
                 fmt_duration(now.since(record.since)),
                 record.caller,
                 fmt_duration(idle)
