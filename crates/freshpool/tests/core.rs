@@ -652,14 +652,7 @@ async fn bytes_reads_a_body_of_any_framing_whole_and_in_order() {
     for (server, client) in cases {
         let base = server.url("");
         let n = 5 * 1024 + 100;
-        let body = client
-            .get(&server.url(&format!("/stream/{n}")))
-            .await
-            .unwrap()
-            .into_body()
-            .bytes()
-            .await
-            .unwrap();
+        let body = fetch(&client, &server.url(&format!("/stream/{n}"))).await;
         assert_eq!(body.len(), n, "{base}");
         for (k, frame) in body.chunks(1024).enumerate() {
             let letter = b'a' + (k % 26) as u8;

@@ -97,16 +97,7 @@ async fn held_body_is_reported_as_a_leak_and_named_by_the_pool_timeout() {
     // than count on it having run within the 1.5 s pool_timeout (a loaded
     // machine can delay the heartbeat task).
     let origin = format!("127.0.0.1:{}", server.addr().port());
-    freshpool_testkit::eventually("the leak reported", || {
-        log_lines_with(&origin)
-            .iter()
-            .any(|l| l.contains("has been held"))
-    })
-    .await;
-    let leaks: Vec<String> = log_lines_with(&origin)
-        .into_iter()
-        .filter(|l| l.contains("has been held"))
-        .collect();
+    let leaks = leak_reports(&origin).await;
     assert_eq!(leaks.len(), 1, "reported exactly once: {leaks:?}");
     assert!(leaks[0].contains(&call_site), "{}", leaks[0]);
     let stats = client.stats();
@@ -563,12 +554,7 @@ async fn unused_origins_are_forgotten_and_their_counts_kept() {
 async fn a_body_read_slowly_is_not_reported_as_a_leak() {
     use http_body_util::BodyExt;
     let limit = Duration::from_millis(1200);
-    let server = TestServer::http1().await;
-    let client = Client::builder()
-        .lease_warn_after(Some(limit))
-        .build()
-        .unwrap();
-    let origin = format!("http://127.0.0.1:{}", server.addr().port());
+    let (server, client, origin) = warning_after(limit).await;
     // 100 frames, 40 ms apart: read as they come for 4 s.
     let mut body = client
         .get(&server.url("/drip/100"))
@@ -596,13 +582,7 @@ async fn a_body_read_slowly_is_not_reported_as_a_leak() {
 /// 4.5 s (0.8 s of slack for a loaded machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_response_head_restarts_the_leak_clock() {
-    let limit = Duration::from_millis(2500);
-    let server = TestServer::http1().await;
-    let client = Client::builder()
-        .lease_warn_after(Some(limit))
-        .build()
-        .unwrap();
-    let origin = format!("http://127.0.0.1:{}", server.addr().port());
+    let (server, client, origin) = warning_after(Duration::from_millis(2500)).await;
     let started = std::time::Instant::now();
     let response = client.get(&server.url("/delay/2000")).await.unwrap();
     tokio::time::sleep_until((started + Duration::from_millis(3700)).into()).await;
@@ -629,17 +609,32 @@ async fn a_long_poll_past_the_warning_is_reported_with_both_causes() {
         async move { client.get(&url).await?.into_body().text().await }
     });
     let origin = format!("127.0.0.1:{}", server.addr().port());
-    freshpool_testkit::eventually("the long poll reported", || {
-        log_lines_with(&origin)
-            .iter()
-            .any(|l| l.contains("has been held"))
-    })
-    .await;
-    let line = log_lines_with(&origin)
-        .into_iter()
-        .find(|l| l.contains("has been held"))
-        .unwrap();
+    let line = leak_reports(&origin).await.remove(0);
     assert!(line.contains("has not answered yet"), "{line}");
     assert!(line.contains("held unread"), "{line}");
     assert_eq!(poll.await.unwrap().unwrap(), "ok");
+}
+
+/// A server, a client that reports leases without progress for `limit`,
+/// and the origin's name in its stats.
+async fn warning_after(limit: Duration) -> (TestServer, Client, String) {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .lease_warn_after(Some(limit))
+        .build()
+        .unwrap();
+    let origin = format!("http://127.0.0.1:{}", server.addr().port());
+    (server, client, origin)
+}
+
+/// The leak reports logged for `origin` (`host:port`), once there is one.
+async fn leak_reports(origin: &str) -> Vec<String> {
+    let reports = || -> Vec<String> {
+        log_lines_with(origin)
+            .into_iter()
+            .filter(|l| l.contains("has been held"))
+            .collect()
+    };
+    freshpool_testkit::eventually("a leak reported", || !reports().is_empty()).await;
+    reports()
 }
