@@ -576,10 +576,11 @@ async fn a_body_read_slowly_is_not_reported_as_a_leak() {
 /// A response head that comes late (a long poll answered after 2 s) is
 /// progress: a body held for a while after it is not reported, though the
 /// lease is older than `lease_warn_after` by then. (The report looked at
-/// the lease's age since the request began, and flagged it.) The sweep
-/// runs about once a second: held until 3.7 s after the request began, a
-/// report by age (limit 2.5 s) comes by 3.5 s; by progress, not before
-/// 4.5 s (0.8 s of slack for a loaded machine).
+/// the lease's age since the request began, and flagged it.) Sweeps run
+/// every fourth 250 ms beat, about 0.75, 1.75, 2.75, 3.75 s... after the
+/// first checkout: held until 3.7 s, a report by age (limit 2.5 s) comes
+/// at the 2.75 s sweep; by progress (the head at the 1.75–2 s beat), not
+/// before the 4.75 s one (about 1 s of slack for a loaded machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_response_head_restarts_the_leak_clock() {
     let (server, client, origin) = warning_after(Duration::from_millis(2500)).await;

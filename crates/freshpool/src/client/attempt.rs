@@ -506,7 +506,8 @@ impl Client {
         // The head is progress too: a slow answer (a long poll) starts the
         // leak report's clock again here, so a body held briefly after a
         // late head is not taken for one held since the request began.
-        // (A lock only when the head took 100 ms or more.)
+        // (A lock only for a head that came late: from about 100–350 ms
+        // on, as the pool's beat, its coarse clock, tells.)
         lease.note_progress();
         let (parts, incoming) = response.into_parts();
         let mut body = Body::new(incoming, Some(lease), request_done);

@@ -34,8 +34,9 @@ pub(crate) struct Lease {
     /// When the pool handed it over, by the checkout's coarse clock (never
     /// before the real time: see `coarse_clock`), so idle ages computed
     /// from it err toward older (`idled`, asked before the request goes).
-    /// Not for latencies (`metrics::Stopwatch`). Once the response body is
-    /// read, moved on to when progress was last noted (`note_progress`):
+    /// Not for latencies (`metrics::Stopwatch`). Once its response head
+    /// came late or its body is being read, moved on to when progress was
+    /// last noted (`note_progress`):
     /// a field more would push every response past 256 bytes, where each
     /// of its moves costs a longer copy.
     taken_at: Stamp,
@@ -164,9 +165,10 @@ impl Lease {
         }
     }
 
-    /// Its response body is being read (a frame came): for the leak report,
-    /// which looks at how long a lease went without progress, not how long
-    /// it was held (a long download, an event stream). A lock at most every
+    /// Its response head came, or its body is being read (a frame came):
+    /// for the leak report, which looks at how long a lease went without
+    /// progress, not how long it was held (a long poll, a long download,
+    /// an event stream). A lock at most every
     /// `NOTE_EVERY` per lease, by the pool's beat: none for a response read
     /// within that (the common case costs a load and a compare per frame).
     #[inline]

@@ -203,9 +203,10 @@ impl std::hash::Hasher for IdHasher {
 struct LeaseRecord {
     since: Stamp,
     caller: &'static Location<'static>,
-    /// When its holder last showed progress (its body read: see
-    /// `Lease::note_progress`), in ms after `since`: the leak report looks
-    /// at this, not at the age. (32 bits keep the record in 24 bytes, the
+    /// When its holder last showed progress (its response head came late,
+    /// or its body was read: see `Lease::note_progress`), in ms after
+    /// `since` (0: none noted, as a note needs 100 ms). The leak report
+    /// looks at this, not at the age. (32 bits keep the record in 24 bytes, the
     /// inline slot on the checkout's lines; 49 days and more read as 49.)
     active_ms: u32,
     reported: bool,

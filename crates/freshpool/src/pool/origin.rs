@@ -253,7 +253,7 @@ impl Origin {
                 origin = %self.label,
                 held = ?now.since(record.since),
                 caller = %record.caller,
-                "a connection has been held for {} by the request made at {}, with nothing received for {}: {what}",
+                "a connection has been held for {} by the request made at {}, with no progress seen for {}: {what}",
                 fmt_duration(now.since(record.since)),
                 record.caller,
                 fmt_duration(idle)
