@@ -425,9 +425,21 @@ impl Body {
     }
 
     /// Reads the whole body as UTF-8 text (invalid sequences replaced).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// let client = freshpool::Client::new();
+    /// let text = client.get("http://127.0.0.1:8080/").await?.into_body().text().await?;
+    /// println!("{text}");
+    /// # Ok(()) }
+    /// ```
     pub async fn text(self) -> Result<String, Error> {
-        let bytes = self.bytes().await?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        // A body joined from several frames is in a buffer of its own:
+        // it becomes the `String` as is, checked, not copied. (One frame
+        // shares hyper's read buffer, and is copied out of it.)
+        let bytes = Vec::from(self.bytes().await?);
+        Ok(String::from_utf8(bytes)
+            .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned()))
     }
 
     /// Reads and discards the body, returning the connection to the pool.

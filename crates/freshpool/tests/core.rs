@@ -9,7 +9,7 @@ use freshpool_testkit::{eventually, ServerConfig, TestServer};
 use tokio::time::timeout;
 
 mod common;
-use common::{fetch, http2_server_and_client};
+use common::{fetch, http2_server_and_client, text_of};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -667,4 +667,23 @@ async fn bytes_reads_a_body_of_any_framing_whole_and_in_order() {
         assert_eq!(stats.reused(), 2, "{base}: {stats}");
         assert_eq!(stats.idle(), 1, "{base}: {stats}");
     }
+}
+
+/// `Body::text` gives a body's text whole, over one frame or many, and
+/// replaces what is not UTF-8 (U+FFFD) instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_reads_any_framing_and_replaces_invalid_utf8() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    let n = 3 * 1024 + 7;
+    let text = text_of(client.get(&server.url(&format!("/stream/{n}")))).await;
+    assert_eq!(text.len(), n);
+    assert!(
+        text.starts_with("aaa") && text.ends_with("ddddddd"),
+        "{}",
+        &text[..8]
+    );
+    let echo = client.post(&server.url("/echo"), vec![b'o', b'k', 0xff, b'!']);
+    let invalid = text_of(echo).await;
+    assert_eq!(invalid, "ok\u{fffd}!");
 }

@@ -50,14 +50,8 @@ async fn http_goes_through_a_forward_proxy_with_and_without_auth() {
             for _ in 0..3 {
                 assert_eq!(body(&client, &server.url("/")).await.unwrap(), "ok");
             }
-            let echoed = client
-                .post(&server.url("/echo"), "through the proxy")
-                .await
-                .unwrap()
-                .into_body()
-                .text()
-                .await
-                .unwrap();
+            let echoed =
+                common::text_of(client.post(&server.url("/echo"), "through the proxy")).await;
             assert_eq!(echoed, "through the proxy");
             let stats = proxy.stats();
             assert_eq!(stats.forwarded(), 4, "auth {auth}");

@@ -19,6 +19,17 @@ async fn read(
     response.await.unwrap().into_body().bytes().await.unwrap()
 }
 
+/// Reads the body of `response` (a request's future) as text.
+/// (Not every test file that declares `mod common;` uses it.)
+#[allow(dead_code)]
+pub async fn text_of(
+    response: impl std::future::Future<
+        Output = Result<http::Response<freshpool::Body>, freshpool::Error>,
+    >,
+) -> String {
+    response.await.unwrap().into_body().text().await.unwrap()
+}
+
 /// Sends `request` and reads the body to the end.
 /// (Not every test file that declares `mod common;` uses it.)
 #[allow(dead_code)]
