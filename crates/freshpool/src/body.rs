@@ -434,10 +434,14 @@ impl Body {
     /// # Ok(()) }
     /// ```
     pub async fn text(self) -> Result<String, Error> {
-        // A body joined from several frames is in a buffer of its own:
-        // it becomes the `String` as is, checked, not copied. (One frame
-        // shares hyper's read buffer, and is copied out of it.)
-        let bytes = Vec::from(self.bytes().await?);
+        // A body joined from several frames is in a buffer of its own, of
+        // its exact size: it becomes the `String` as is, checked, not
+        // copied. One frame is a slice of hyper's read buffer: copied out
+        // of it, or, if nothing else holds that buffer any more, given the
+        // whole buffer (up to hundreds of KiB), which `shrink_to_fit` gives
+        // back (a no-op for a joined body).
+        let mut bytes = Vec::from(self.bytes().await?);
+        bytes.shrink_to_fit();
         Ok(String::from_utf8(bytes)
             .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned()))
     }
