@@ -295,6 +295,9 @@ pub(crate) fn classify(err: &hyper::Error) -> Kind {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
         source = s.source();
     }
+    if dispatch_gone(err) {
+        return Kind::Io;
+    }
     if err.is_parse() || err.is_incomplete_message() || err.is_user() || eof {
         return Kind::Protocol;
     }
@@ -305,8 +308,29 @@ pub(crate) fn classify(err: &hyper::Error) -> Kind {
     }
 }
 
+/// The task that drove the connection was dropped with the request in
+/// it: its runtime shut down (a client shared by several runtimes, such as
+/// a static one used by many `#[tokio::test]`s), or code it ran panicked.
+/// Not the peer's fault: hyper files it as a "user" error, which would
+/// read as a broken HTTP message. (hyper has no predicate for it: its
+/// text is the only mark, and if that changes this reads false and the
+/// error keeps hyper's own words.)
+fn dispatch_gone(err: &hyper::Error) -> bool {
+    err.is_user() && err.to_string() == "dispatch task is gone"
+}
+
 /// Wraps a hyper error with our kind and the origin.
 pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
+    if dispatch_gone(&err) {
+        return Error::new(
+            Kind::Io,
+            format!(
+                "the connection to {origin} was lost: the runtime that drove it shut down \
+                 (or code it ran panicked)"
+            ),
+        )
+        .with_source(err);
+    }
     let kind = classify(&err);
     let message = match kind {
         Kind::Protocol if err.is_incomplete_message() => {

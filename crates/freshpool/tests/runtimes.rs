@@ -204,3 +204,54 @@ fn a_runtime_idle_between_block_on_calls_is_not_a_freeze() {
     assert_eq!(stats.freezes_detected, 0, "{stats}");
     assert_eq!(stats.created(), 1, "{stats}");
 }
+
+/// A connection dialed on runtime A carries a request made on runtime B
+/// when A shuts down, which drops the task that drove the connection. An
+/// idempotent request goes again on a new connection and succeeds. A POST
+/// may have reached the server, so it is not retried: it fails as
+/// `PossiblyProcessed`, and the error says the connection's runtime shut
+/// down (it read "invalid or truncated HTTP message").
+#[test]
+fn a_request_whose_connection_runtime_ends_is_retried_or_told_why() {
+    let server_rt = runtime(1);
+    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let rt_b = runtime(1);
+    for (method, expect_ok) in [(http::Method::GET, true), (http::Method::POST, false)] {
+        // (A client each: the GET's retry leaves a connection driven by B.)
+        let client = Client::new();
+        // A dials the connection (its driver task lives on A) and leaves it idle.
+        let rt_a = runtime(1);
+        let dialer = client.clone();
+        let url = server.url("/");
+        rt_a.block_on(async move { dialer.get(&url).await?.into_body().text().await })
+            .unwrap();
+        // B's request takes that connection and waits for a slow answer.
+        let request = http::Request::builder()
+            .method(method.clone())
+            .uri(server.url("/delay/1500"))
+            .body(freshpool::RequestBody::from("x"))
+            .unwrap();
+        let sender = client.clone();
+        let answer =
+            rt_b.spawn(async move { sender.request(request).await?.into_body().text().await });
+        wait_until("B's request on A's connection", &client, |s| {
+            s.origins
+                .first()
+                .is_some_and(|o| o.active == 1 && o.idle == 0)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        drop(rt_a);
+        let result = rt_b.block_on(answer).unwrap();
+        if expect_ok {
+            assert_eq!(result.expect("GET goes again on a new connection"), "ok");
+            let stats = client.stats();
+            assert_eq!(stats.origins[0].retries, 1, "{stats}");
+        } else {
+            let err = result.expect_err("a POST is not sent twice");
+            assert_eq!(err.kind(), freshpool::Kind::PossiblyProcessed, "{err}");
+            let chain = format!("{err:#}");
+            assert!(chain.contains("runtime"), "{method}: {chain}");
+            assert!(!chain.contains("invalid or truncated"), "{method}: {chain}");
+        }
+    }
+}

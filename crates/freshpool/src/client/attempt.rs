@@ -287,10 +287,13 @@ impl Client {
                             dedicated = true;
                         }
                         (RetryDecision::NotIdempotent, _) => {
+                            // (What happened to the connection stays in the
+                            // message: the source shows only its own words.)
+                            let what = err.message().to_owned();
                             return Err(err.mark_reused(true).with_kind(
                                 Kind::PossiblyProcessed,
                                 format!(
-                                    "{method} {uri} failed on a reused connection after it was sent; \
+                                    "{method} {uri} failed on a reused connection after it was sent ({what}); \
                                      the server may or may not have processed it, so it was not retried \
                                      (add an Idempotency-Key header or enable retry_non_idempotent to allow a retry)"
                                 ),
