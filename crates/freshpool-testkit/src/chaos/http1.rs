@@ -67,6 +67,11 @@ pub(crate) struct Tracker {
     state: State,
     head: Vec<u8>,
     started: bool,
+    /// An interim (1xx) response head just ended: the next head is the
+    /// same response's final one, not a new message (no `Start`). So a
+    /// fault armed for "the next response" (a truncation, a half-close
+    /// after it) applies to the response, not to its `100 Continue`.
+    interim: bool,
 }
 
 impl Tracker {
@@ -76,6 +81,7 @@ impl Tracker {
             state: State::Head,
             head: Vec::new(),
             started: false,
+            interim: false,
         }
     }
 
@@ -143,7 +149,9 @@ impl Tracker {
                         match self.classify() {
                             Class::Valid => {
                                 self.started = true;
-                                ev.push(Event::Start(head_start));
+                                if !std::mem::take(&mut self.interim) {
+                                    ev.push(Event::Start(head_start));
+                                }
                             }
                             Class::Invalid => {
                                 self.state = State::Opaque;
@@ -276,8 +284,10 @@ impl Tracker {
                     return true;
                 }
                 if (100..200).contains(&status) {
-                    self.state = State::Head; // interim response
-                    return true;
+                    // Interim: the final head follows, in the same message.
+                    self.state = State::Head;
+                    self.interim = true;
+                    return false;
                 }
                 let was_head = pending
                     .lock()
@@ -323,6 +333,29 @@ mod tests {
                 Event::Start(first_end),
                 Event::End(s.len())
             ]
+        );
+    }
+
+    /// A `100 Continue` and the final response that follows it are one
+    /// message: one `Start`, one `End` (after the final one's body). It was
+    /// two, so a half-close armed for the next response came right after
+    /// the `100 Continue`, and the real answer never came.
+    #[test]
+    fn an_interim_response_is_part_of_its_final_one() {
+        let pending = PendingMethods::default();
+        pending.lock().unwrap().push_back(false);
+        let mut resp = Tracker::new(Kind::Response);
+        let s = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        assert_eq!(
+            resp.feed(s, &pending),
+            vec![Event::Start(0), Event::End(s.len())]
+        );
+        // The next response starts a new message.
+        pending.lock().unwrap().push_back(false);
+        let next = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(
+            resp.feed(next, &pending),
+            vec![Event::Start(0), Event::End(next.len())]
         );
     }
 
