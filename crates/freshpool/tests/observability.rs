@@ -283,7 +283,7 @@ fn run_recorded(
 /// refused dial added a sample (its slot guard timed the reservation).
 #[test]
 fn a_failed_dial_is_not_a_connection_duration() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::debugging::DebuggingRecorder;
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     run_recorded(&recorder, async {
@@ -300,17 +300,58 @@ fn a_failed_dial_is_not_a_connection_duration() {
         fetch(&made, &server.url("/")).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
-    let samples: usize = snapshotter
+    let samples = connection_durations(&snapshotter).expect("registered");
+    assert_eq!(samples, 1, "one connection was made");
+}
+
+/// A dial cancelled under way (its runtime shut down while the lookup
+/// ran) made no connection: no `http.client.connection.duration` sample.
+/// (Its slot guard recorded one, timed from the reservation.)
+#[test]
+fn a_cancelled_dial_is_not_a_connection_duration() {
+    use metrics_util::debugging::DebuggingRecorder;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    run_recorded(&recorder, async {
+        let client = Client::builder()
+            .resolver(SlowResolver(Duration::from_secs(30)))
+            .build()
+            .unwrap();
+        let request = client.clone();
+        tokio::spawn(async move {
+            let _ = request.get("http://slow-dns.test:1/").await;
+        });
+        // The dial is under way, waiting on the lookup, when this returns
+        // and the runtime drops its tasks.
+        freshpool_testkit::eventually("the dial under way", || {
+            client
+                .stats()
+                .origins
+                .first()
+                .is_some_and(|o| o.connecting == 1)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    let samples = connection_durations(&snapshotter).expect("the histogram is registered");
+    assert_eq!(samples, 0, "no connection, no duration");
+}
+
+/// How many `http.client.connection.duration` samples were recorded
+/// (`None`: the histogram was never registered).
+fn connection_durations(snapshotter: &metrics_util::debugging::Snapshotter) -> Option<usize> {
+    use metrics_util::debugging::DebugValue;
+    let counts: Vec<usize> = snapshotter
         .snapshot()
         .into_vec()
-        .iter()
+        .into_iter()
         .filter(|(key, _, _, _)| key.key().name() == "http.client.connection.duration")
         .map(|(_, _, _, value)| match value {
             DebugValue::Histogram(v) => v.len(),
             _ => 0,
         })
-        .sum();
-    assert_eq!(samples, 1, "one connection was made");
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().sum())
 }
 
 /// Resolves every name to 127.0.0.1 after a pause (a slow DNS server).

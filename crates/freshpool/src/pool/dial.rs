@@ -28,9 +28,10 @@ pub(crate) struct SlotGuard {
     pub(super) started: bool,
     /// The waiter the dial is for (None: a dedicated dial).
     pub(super) waiter: Option<u64>,
-    /// The dial failed (the connector hands the guard to a connection's
-    /// driver only once it is made, so a failed dial's comes back).
-    pub(super) failed: bool,
+    /// The connection was made (`DialSlot::established`): only then is
+    /// its life an `http.client.connection.duration`. (Not a dial that
+    /// failed, nor one cancelled under way: its runtime shut down.)
+    pub(super) established: bool,
 }
 
 impl SlotGuard {
@@ -45,15 +46,9 @@ impl SlotGuard {
             dialing: dialing.clone(),
             started: false,
             waiter,
-            failed: false,
+            established: false,
         };
         (guard, dialing)
-    }
-
-    /// Marks the guard of a dial that failed (dropped right after).
-    pub(super) fn failed(mut self) -> SlotGuard {
-        self.failed = true;
-        self
     }
 }
 
@@ -62,6 +57,7 @@ impl crate::connect::DialSlot for SlotGuard {
     /// life, not its dial (lookup, connect, TLS) too.
     fn established(&mut self) {
         self.since = Instant::now();
+        self.established = true;
     }
 }
 
@@ -73,7 +69,7 @@ impl Drop for SlotGuard {
             return;
         }
         // `http.client.connection.duration` is of established connections.
-        if !self.failed {
+        if self.established {
             self.origin
                 .counters
                 .metrics
@@ -199,7 +195,7 @@ impl Origin {
                 self.dial_failed(&dialing, err, Some(waiter_id));
                 // Only now free the slot: had it gone first, the pool would
                 // have seen this waiter without a dial and dialed again.
-                drop(slot.map(SlotGuard::failed));
+                drop(slot);
             }
         }
     }
@@ -256,7 +252,7 @@ impl Origin {
                 if let Some(err) = self.dial_failed(&dialing, err, None) {
                     let _ = tx.send(Err(err));
                 }
-                drop(slot.map(SlotGuard::failed));
+                drop(slot);
             }
         }
     }
