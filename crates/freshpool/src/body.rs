@@ -481,11 +481,12 @@ impl Body {
     }
 }
 
-/// `first` and the frames after it, in one buffer of exactly `total`
-/// bytes (their sum): the one copy a body of several frames needs, with
-/// no slack kept for the caller's lifetime of the result (a buffer grown
-/// by doubling held up to twice the body).
-fn joined(first: &[u8], rest: &[Bytes], total: usize) -> bytes::BytesMut {
+/// `first` and the frames after it, in one buffer of exactly their size:
+/// the one copy a body of several frames needs, with no slack kept for
+/// the caller's lifetime of the result (a buffer grown by doubling held up
+/// to twice the body).
+fn joined(first: &[u8], rest: &[Bytes]) -> bytes::BytesMut {
+    let total = first.len() + rest.iter().map(Bytes::len).sum::<usize>();
     let mut all = bytes::BytesMut::with_capacity(total);
     all.extend_from_slice(first);
     for frame in rest {
@@ -516,7 +517,6 @@ where
     // Held (sharing hyper's buffers, no copy) until the end, when their
     // total is known.
     let mut rest: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue;
@@ -524,7 +524,6 @@ where
         if data.is_empty() {
             continue;
         }
-        total += data.len();
         if first.is_none() {
             first = Some(data);
         } else {
@@ -534,7 +533,7 @@ where
     Ok(match first {
         None => Bytes::new(),
         Some(first) if rest.is_empty() => first,
-        Some(first) => joined(&first, &rest, total).freeze(),
+        Some(first) => joined(&first, &rest).freeze(),
     })
 }
 
@@ -673,7 +672,7 @@ mod tests {
     #[test]
     fn frames_are_joined_into_a_buffer_of_their_size() {
         let rest = [Bytes::from(vec![b'b'; 5000]), Bytes::from_static(b"c")];
-        let all = joined(b"aa", &rest, 5003);
+        let all = joined(b"aa", &rest);
         assert_eq!(all.len(), 5003);
         assert_eq!(all.capacity(), 5003);
         assert_eq!(&all[..3], b"aab");

@@ -321,18 +321,12 @@ fn dispatch_gone(err: &hyper::Error) -> bool {
 
 /// Wraps a hyper error with our kind and the origin.
 pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
-    if dispatch_gone(&err) {
-        return Error::new(
-            Kind::Io,
-            format!(
-                "the connection to {origin} was lost: the runtime that drove it shut down \
-                 (or code it ran panicked)"
-            ),
-        )
-        .with_source(err);
-    }
     let kind = classify(&err);
     let message = match kind {
+        Kind::Io if dispatch_gone(&err) => format!(
+            "the connection to {origin} was lost: the runtime that drove it shut down \
+             (or code it ran panicked)"
+        ),
         Kind::Protocol if err.is_incomplete_message() => {
             format!("connection closed before the response completed from {origin}")
         }

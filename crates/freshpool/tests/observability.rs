@@ -640,11 +640,7 @@ async fn a_late_response_head_restarts_the_leak_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_past_the_warning_is_reported_with_both_causes() {
     let _ = logs();
-    let server = TestServer::http1().await;
-    let client = Client::builder()
-        .lease_warn_after(Some(Duration::from_millis(300)))
-        .build()
-        .unwrap();
+    let (server, client, _) = warning_after(Duration::from_millis(300)).await;
     let poll = tokio::spawn({
         let client = client.clone();
         let url = server.url("/delay/2500");
