@@ -115,7 +115,9 @@ impl ClientBuilder {
         /// without progress: a response body neither read nor dropped. A
         /// body read as it comes (a long download, an event stream) is not
         /// reported, however long it lasts; a request still waiting for
-        /// its response head counts as without progress. Default 60 s.
+        /// its response head counts as without progress. A detected process
+        /// freeze (or `on_resume`) restarts the count: time paused is not
+        /// the caller's. Default 60 s.
         lease_warn_after: pool.lease_warn_after: Option<Duration>,
         /// Forget an origin (its map entry, its per-origin statistics) once
         /// it has had no connection, no request waiting and no use for this

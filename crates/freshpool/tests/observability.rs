@@ -653,6 +653,35 @@ async fn a_long_poll_past_the_warning_is_reported_with_both_causes() {
     assert_eq!(poll.await.unwrap().unwrap(), "ok");
 }
 
+/// A freeze (a serverless sandbox paused between invocations) is no caller
+/// holding on: a response held across one is judged by its quiet time
+/// since the thaw. The first sweep after a 4 s pause reported it against
+/// a 3 s limit. (A current-thread runtime: blocking its thread pauses the
+/// client, heartbeat and all, as a freeze does.)
+#[tokio::test]
+async fn a_response_held_across_a_freeze_is_judged_from_the_thaw() {
+    let _ = logs();
+    let (server, client, origin) = warning_after(Duration::from_secs(3)).await;
+    let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    freshpool::__simulate_freeze(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_millis(4200));
+    // The thaw's beats: the freeze is found, and a sweep or more runs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = client.stats();
+    assert_eq!(stats.freezes_detected, 1, "{stats}");
+    assert_eq!(stats.origin(&origin).unwrap().leaks_reported, 0, "{stats}");
+    // Still held, past the limit since the thaw: that is reported, and
+    // says from when it counted.
+    let line = leak_reports(&format!("127.0.0.1:{}", server.addr().port()))
+        .await
+        .remove(0);
+    assert!(
+        line.contains("since the process resumed from a freeze"),
+        "{line}"
+    );
+    drop(held);
+}
+
 /// A server, a client that reports leases without progress for `limit`,
 /// and the origin's name in its stats.
 async fn warning_after(limit: Duration) -> (TestServer, Client, String) {

@@ -225,7 +225,9 @@ impl Client {
     /// Closes every idle connection now: call it when your runtime tells you
     /// the process just resumed (e.g. a serverless INVOKE after a freeze).
     /// In-flight requests are not affected; an HTTP/2 connection carrying
-    /// them takes no new streams and closes when they end.
+    /// them takes no new streams and closes when they end. Leases held
+    /// across the pause count their quiet time (`lease_warn_after`) from
+    /// now.
     ///
     /// ```
     /// freshpool::Client::new().on_resume();

@@ -222,13 +222,21 @@ impl Origin {
         let Some(limit) = self.config.lease_warn_after else {
             return;
         };
+        // A freeze is no caller holding on: a sandbox paused between
+        // invocations stops the caller too (a long poll for the next event
+        // waits across it), yet the monotonic clock runs on, and the first
+        // sweep after the thaw would report every lease held across the
+        // pause. So inactivity counts from the last detected freeze (or
+        // `on_resume`) when that is later than the lease's last progress.
+        let resumed = Stamp::from_nanos(self.budget.freeze_at.load(Ordering::Acquire));
+        let quiet_since = |record: &LeaseRecord| record.last_active().max(resumed);
         let mut found = Vec::new();
         {
             let mut g = self.lock();
             // (Without progress for `limit`: a long download or an event
             // stream read as it comes is held long, and is no leak.)
             for record in g.leases.iter_mut() {
-                if !record.reported && now.since(record.last_active()) >= limit {
+                if !record.reported && now.since(quiet_since(record)) >= limit {
                     record.reported = true;
                     found.push(*record);
                 }
@@ -236,7 +244,12 @@ impl Origin {
         }
         for record in found {
             self.counters.leaks_reported.fetch_add(1, Ordering::Relaxed);
-            let idle = now.since(record.last_active());
+            let quiet = fmt_duration(now.since(quiet_since(&record)));
+            let quiet = if resumed > record.last_active() {
+                format!("{quiet} (since the process resumed from a freeze)")
+            } else {
+                quiet
+            };
             // With progress noted, its response head came (see
             // `Lease::note_progress`); without, either the head came at
             // once and nothing was read since, or none came yet: the pool
@@ -253,10 +266,9 @@ impl Origin {
                 origin = %self.label,
                 held = ?now.since(record.since),
                 caller = %record.caller,
-                "a connection has been held for {} by the request made at {}, with no progress seen for {}: {what}",
+                "a connection has been held for {} by the request made at {}, with no progress seen for {quiet}: {what}",
                 fmt_duration(now.since(record.since)),
                 record.caller,
-                fmt_duration(idle)
             );
         }
     }
