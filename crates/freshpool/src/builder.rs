@@ -74,6 +74,8 @@ impl ClientBuilder {
 
     setters! {
         /// Connections (open or being dialed) to one origin. Default 64.
+        /// (A current-thread runtime's requests have a share of their own:
+        /// see "Runtimes" on [`Client`](crate::Client).)
         max_connections_per_host: pool.max_connections_per_host: usize,
         /// Connections across all origins. Default 512.
         max_connections_total: pool.max_connections_total: usize,
@@ -124,7 +126,10 @@ impl ClientBuilder {
         /// long, so a process that meets many hosts does not keep them all:
         /// about 1.5 KB each. Its counters move to
         /// [`PoolStats::forgotten`](crate::PoolStats::forgotten); a later
-        /// request to it starts afresh. Checked about once a second.
+        /// request to it starts afresh. Checked about once a second. A
+        /// current-thread runtime's share of an origin (see "Runtimes" on
+        /// [`Client`](crate::Client)) goes at the first check that finds it
+        /// so: a runtime built per call would leave one per call behind.
         /// Default 5 minutes; `None` = keep every origin.
         forget_origin_after: pool.forget_origin_after: Option<Duration>,
         /// Bounds the whole connection attempt: name lookup, TCP connect

@@ -220,6 +220,12 @@ pub struct OriginStats {
     /// client certificate): clients sharing a pool with different settings
     /// keep apart connections to one origin, one entry each.
     pub settings: Option<String>,
+    /// The current-thread runtime whose own connections these are (tokio's
+    /// runtime id), or `None` for those every other caller shares: a
+    /// current-thread runtime runs its connections only while it is
+    /// driven, so requests on it use connections of their own (see
+    /// "Runtimes" on [`Client`](crate::Client)), one entry each.
+    pub runtime: Option<u64>,
     /// HTTP version in use (`"HTTP/1.1"`, `"HTTP/2"`, or `"unknown"`).
     pub protocol: &'static str,
     /// Connections open and resting in the pool.
@@ -358,7 +364,10 @@ impl ForgottenOrigins {
 }
 
 impl PoolStats {
-    /// The entry for an origin (`scheme://host:port`).
+    /// The entry for an origin (`scheme://host:port`): the first, where
+    /// clients with other settings or current-thread runtimes keep
+    /// connections of their own to it (see [`OriginStats::settings`],
+    /// [`OriginStats::runtime`]).
     pub fn origin(&self, origin: &str) -> Option<&OriginStats> {
         self.origins.iter().find(|o| o.origin == origin)
     }
@@ -412,10 +421,14 @@ impl std::fmt::Display for PoolStats {
             )?;
         }
         for o in &self.origins {
-            match &o.settings {
-                Some(settings) => writeln!(f, "{} ({}; {settings})", o.origin, o.protocol)?,
-                None => writeln!(f, "{} ({})", o.origin, o.protocol)?,
+            write!(f, "{} ({}", o.origin, o.protocol)?;
+            if let Some(settings) = &o.settings {
+                write!(f, "; {settings}")?;
             }
+            if let Some(runtime) = o.runtime {
+                write!(f, "; current-thread runtime {runtime}")?;
+            }
+            writeln!(f, ")")?;
             writeln!(
                 f,
                 "  connections: idle {} active {} connecting {} (limit {}); waiting {}",

@@ -41,6 +41,8 @@ fn wait_until(what: &str, client: &Client, done: impl Fn(&freshpool::PoolStats) 
 /// the freed slot for B's request and spawns that dial on the runtime that
 /// freed it, A, which drops the task unrun. That slot used to be lost for
 /// good: B's request failed with PoolTimeout, and so did every later one.
+/// (Both multi-thread: a current-thread runtime's connections are its own,
+/// and B would not wait for A's.)
 #[test]
 fn a_dial_dropped_unrun_by_a_dying_runtime_gives_its_slot_back() {
     let server_rt = runtime(1);
@@ -53,7 +55,7 @@ fn a_dial_dropped_unrun_by_a_dying_runtime_gives_its_slot_back() {
     let slow = server.url("/delay/30000");
     let url = server.url("/");
 
-    let rt_a = runtime(0);
+    let rt_a = runtime(1);
     let in_flight = client.clone();
     rt_a.spawn(async move {
         let _ = in_flight.get(&slow).await;
@@ -254,4 +256,137 @@ fn a_request_whose_connection_runtime_ends_is_retried_or_told_why() {
             assert!(!chain.contains("invalid or truncated"), "{method}: {chain}");
         }
     }
+}
+
+/// A current-thread runtime runs its connections' tasks only while a
+/// thread is inside its `block_on`. A client used in one (A, then kept
+/// alive but idle) and then on another runtime used to lend the other
+/// runtime A's idle connection, and that request waited for A, here until
+/// its 5 s timeout (reqwest issue 2501: hyper-util's pool does the same).
+/// Requests on a current-thread runtime now use connections of their own,
+/// and others leave them alone.
+#[test]
+fn a_current_thread_runtimes_connections_are_not_lent_to_other_runtimes() {
+    let server_rt = runtime(1);
+    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let client = Client::builder()
+        .timeout(Some(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    let get = |rt: &tokio::runtime::Runtime| {
+        let (client, url) = (client.clone(), server.url("/"));
+        rt.block_on(async move { client.get(&url).await?.into_body().text().await })
+    };
+    let rt_a = runtime(0);
+    assert_eq!(get(&rt_a).unwrap(), "ok");
+    // A lives on, undriven, its connection idle.
+    for (name, other) in [("current-thread", runtime(0)), ("multi-thread", runtime(1))] {
+        for _ in 0..2 {
+            let body = get(&other).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(body, "ok");
+        }
+    }
+    // A's own requests still take A's connection.
+    assert_eq!(get(&rt_a).unwrap(), "ok");
+    let stats = client.stats();
+    // One connection each for A, the other current-thread runtime and the
+    // multi-thread one, each reused once.
+    assert_eq!((stats.created(), stats.reused()), (3, 3), "{stats}");
+    let a = stats
+        .origins
+        .iter()
+        .find(|o| o.runtime == Some(runtime_id(&rt_a)));
+    assert_eq!(a.map(|o| (o.created, o.reused)), Some((1, 1)), "{stats}");
+    assert!(
+        stats.to_string().contains("current-thread runtime"),
+        "{stats}"
+    );
+}
+
+/// tokio's id of `rt`, as `OriginStats::runtime` shows it.
+fn runtime_id(rt: &tokio::runtime::Runtime) -> u64 {
+    rt.handle().id().to_string().parse().unwrap()
+}
+
+/// A current-thread runtime's connections are driven by that runtime, also
+/// when a slot it waited for is freed by a task elsewhere. Here the one
+/// connection `max_connections_total` allows is the shared partition's,
+/// driven by multi-thread runtime Z; runtime X's request closes it to make
+/// room, and Z's task, finishing it, dialed for X on Z. X's connection then
+/// died with Z: X's next request found it gone and dialed again.
+#[test]
+fn a_dial_for_a_current_thread_runtime_runs_on_it_whoever_frees_the_slot() {
+    let server_rt = runtime(1);
+    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let client = Client::builder()
+        .max_connections_total(1)
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let get = |client: &Client, rt: &tokio::runtime::Runtime, url: String| {
+        let client = client.clone();
+        rt.block_on(async move { client.get(&url).await?.into_body().text().await })
+    };
+    let rt_z = runtime(1);
+    assert_eq!(get(&client, &rt_z, server.url("/")).unwrap(), "ok");
+
+    let (served, z_gone) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
+    let x = std::thread::spawn({
+        let (client, url) = (client.clone(), server.url("/"));
+        move || {
+            let rt_x = runtime(0);
+            let first = get(&client, &rt_x, url.clone());
+            served.0.send(()).unwrap();
+            z_gone.1.recv().unwrap();
+            (first, get(&client, &rt_x, url), runtime_id(&rt_x))
+        }
+    });
+    served.1.recv().unwrap();
+    drop(rt_z);
+    z_gone.0.send(()).unwrap();
+    let (first, second, x_id) = x.join().unwrap();
+    assert_eq!(
+        (first.unwrap(), second.unwrap()),
+        ("ok".into(), "ok".into())
+    );
+    let stats = client.stats();
+    let x = stats
+        .origins
+        .iter()
+        .find(|o| o.runtime == Some(x_id))
+        .unwrap();
+    assert_eq!((x.created, x.reused, x.retries), (1, 1, 0), "{stats}");
+}
+
+/// A current-thread runtime built per call and dropped after it (a sync
+/// wrapper) makes an origin partition per call. Each is forgotten once
+/// unused through a sweep, not after `forget_origin_after` (5 min): 20
+/// calls leave no 20 origins behind.
+#[test]
+fn a_runtime_per_call_leaves_no_origin_per_call_behind() {
+    let server_rt = runtime(1);
+    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let client = Client::new();
+    for _ in 0..20 {
+        let (client, url) = (client.clone(), server.url("/"));
+        let body = runtime(0)
+            .block_on(async move { client.get(&url).await?.into_body().text().await })
+            .unwrap();
+        assert_eq!(body, "ok");
+    }
+    // The sweeps run on a runtime that lives on.
+    let rt = runtime(1);
+    let (keeper, url) = (client.clone(), server.url("/"));
+    rt.block_on(async move { keeper.get(&url).await?.into_body().text().await })
+        .unwrap();
+    wait_until("the per-call partitions forgotten", &client, |s| {
+        s.origins.len() == 1 && s.forgotten.origins == 20
+    });
+    let stats = client.stats();
+    assert_eq!(
+        (stats.origins[0].runtime, stats.created()),
+        (None, 21),
+        "{stats}"
+    );
 }

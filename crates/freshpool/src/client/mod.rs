@@ -39,6 +39,35 @@ use crate::stats::PoolStats;
 /// let body = response.into_body().bytes().await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Runtimes
+///
+/// A client may be used from several tokio runtimes. Each connection is
+/// driven by a task on the runtime that opened it. A multi-thread runtime
+/// runs that task for as long as the runtime lives, so its connections are
+/// shared by every caller. A *current-thread* runtime runs its tasks only
+/// while a thread is inside its `block_on`, so a request from elsewhere on
+/// one of its connections would wait until it is driven again (hyper-util's
+/// pool, and so reqwest's, lets that happen). Here, requests on a
+/// current-thread runtime use connections of their own, opened and driven
+/// by that runtime, and no other request uses those:
+///
+/// - `max_connections_per_host` applies to each current-thread runtime's
+///   share and to the shared one apart (`max_connections_total` bounds them
+///   all);
+/// - [`PoolStats`] shows one entry per share ([`OriginStats::runtime`](crate::OriginStats::runtime));
+/// - a current-thread runtime's connections close when it is dropped, and
+///   a request on one that was in flight then is sent again where that is
+///   safe (or fails saying why).
+///
+/// ```no_run
+/// let client = freshpool::Client::new();
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// // This request uses a connection of `rt`'s own, driven by `rt`.
+/// rt.block_on(client.get("http://127.0.0.1:8080/")).unwrap();
+/// let stats = client.stats();
+/// assert_eq!(stats.origins[0].runtime, Some(rt.handle().id().to_string().parse().unwrap()));
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,

@@ -114,7 +114,13 @@ impl Origin {
         if waiter_ids.is_empty() {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        // A current-thread runtime's partition dials on that runtime: a
+        // connection it drives serves only its requests.
+        let handle = match &self.home {
+            Some(home) => Ok(home.clone()),
+            None => tokio::runtime::Handle::try_current(),
+        };
+        let Ok(handle) = handle else {
             // No runtime (shutting down): fail those waiters rather than
             // leave them without a dial.
             let mut g = self.lock();

@@ -199,6 +199,9 @@ pub(crate) struct PoolKey {
     pub host: Arc<str>,
     pub port: u16,
     pub security: Arc<SecurityContext>,
+    /// The current-thread runtime whose connections these are, or
+    /// `partition::SHARED` (see `pool::partition`).
+    pub runtime: u64,
 }
 
 impl PoolKey {
@@ -290,6 +293,7 @@ impl PoolKey {
             host,
             port,
             security,
+            runtime: super::partition::SHARED,
         })
     }
 
@@ -329,6 +333,7 @@ pub(crate) struct KeyView<'a> {
     pub host: &'a str,
     pub port: u16,
     pub security: u64,
+    pub runtime: u64,
 }
 
 impl KeyView<'_> {
@@ -339,6 +344,7 @@ impl KeyView<'_> {
             host: Arc::from(self.host.to_ascii_lowercase()),
             port: self.port,
             security,
+            runtime: self.runtime,
         }
     }
 }
@@ -356,6 +362,7 @@ impl KeyParts for PoolKey {
             host: &self.host,
             port: self.port,
             security: self.security.id,
+            runtime: self.runtime,
         }
     }
 }
@@ -387,6 +394,7 @@ impl Hash for dyn KeyParts + '_ {
             state.write(b);
         }
         state.write_u64(p.security);
+        state.write_u64(p.runtime);
         state.write_u32(u32::from(p.port) << 8 | p.scheme as u32);
     }
 }
@@ -397,6 +405,7 @@ impl PartialEq for dyn KeyParts + '_ {
         a.scheme == b.scheme
             && a.port == b.port
             && a.security == b.security
+            && a.runtime == b.runtime
             && a.host.eq_ignore_ascii_case(b.host)
     }
 }

@@ -253,6 +253,14 @@ impl Pool {
         for origin in &origins {
             origin.evict(now, None, &mut total_spare);
             origin.report_leaks(now);
+            // A current-thread runtime's partition is forgotten as soon as
+            // it is unused through a sweep: a runtime made per call (and
+            // dropped, closing its connections) would otherwise leave an
+            // origin behind for each call for the whole delay.
+            let forget_after = forget_after.map(|after| match origin.home {
+                Some(_) => Duration::ZERO,
+                None => after,
+            });
             if forget_after.is_some_and(|after| origin.retire_if_unused(now, after)) {
                 unused.push(origin.clone());
             }

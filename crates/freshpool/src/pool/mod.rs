@@ -6,6 +6,8 @@
 //! Pool
 //! `-- PoolInner
 //!     |-- origins: RwLock<OriginMap>   by key and by spelling (read on a memo miss;
+//!     |                                a key includes the caller's current-thread
+//!     |                                runtime, if any: partition;
 //!     |                                each thread remembers its last origin: origin_memo;
 //!     |                                an origin found here is prefetched: prefetch)
 //!     `-- Budget (Arc, shared by origins)                 lock domain B
@@ -75,6 +77,7 @@ mod model_tests;
 mod origin;
 mod origin_map;
 mod origin_memo;
+mod partition;
 mod prefetch;
 pub(crate) mod state;
 
@@ -267,6 +270,10 @@ pub(crate) struct Origin {
     /// Itself, for the rare paths that need a counted reference from a
     /// borrowed origin (an HTTP/2 stream's lease, a queued request, a dial).
     this: Weak<Origin>,
+    /// The current-thread runtime whose partition this is (`key.runtime`;
+    /// `None` for the shared one): its dials run there, whichever runtime
+    /// freed the slot they use (see `Origin::spawn_dials`).
+    home: Option<tokio::runtime::Handle>,
 }
 
 /// A `Host` value and the URI spelling (scheme, authority) it was derived
@@ -480,27 +487,28 @@ impl Pool {
         };
         let spelled = scheme.zip(uri.authority().map(|a| a.as_str()));
         let pool_id = self.inner.id;
+        let runtime = partition::current();
         if let Some((scheme, authority)) = spelled {
-            let tag = origin_map::tag(scheme, security.id);
+            let tag = origin_map::tag(scheme, security.id, runtime);
             if let Some(o) = origin_memo::recall(pool_id, tag, authority) {
                 // SAFETY: a hit, lent until the `OriginRef` drops: the
                 // memo keeps it alive meanwhile, whatever runs on this
                 // thread (see `origin_memo`). An `OriginRef` is not `Send`.
                 return Ok(unsafe { OriginRef::memo(o) });
             }
-            let found = self
-                .read_origins()
-                .by_spelling(scheme, security.id, authority)
-                .map(|o| {
-                    prefetch::origin(o);
-                    o.clone()
-                });
+            let found = self.read_origins().by_spelling(tag, authority).map(|o| {
+                prefetch::origin(o);
+                o.clone()
+            });
             if let Some(o) = found {
                 origin_memo::remember(pool_id, tag, authority, &o);
                 return Ok(OriginRef::owned(o));
             }
         }
-        let view = PoolKey::view(uri, security.id)?;
+        let view = KeyView {
+            runtime,
+            ..PoolKey::view(uri, security.id)?
+        };
         let mut map = self.write_origins();
         let (origin, created) = match map.by_key(&view as &dyn KeyParts) {
             Some(o) => (o.clone(), false),
@@ -510,12 +518,13 @@ impl Pool {
                 (origin, true)
             }
         };
-        if let Some((scheme, authority)) = spelled {
-            map.learn_spelling(scheme, security.id, authority, &origin);
+        let spelled = spelled
+            .map(|(scheme, authority)| (origin_map::tag(scheme, security.id, runtime), authority));
+        if let Some((tag, authority)) = spelled {
+            map.learn_spelling(tag, authority, &origin);
         }
         drop(map);
-        if let Some((scheme, authority)) = spelled {
-            let tag = origin_map::tag(scheme, security.id);
+        if let Some((tag, authority)) = spelled {
             origin_memo::remember(pool_id, tag, authority, &origin);
         }
         if created {
@@ -562,8 +571,13 @@ impl Pool {
         } else {
             Protocol::Http1
         };
+        // (Created by a checkout, on the runtime its key names.)
+        let home = (key.runtime != partition::SHARED)
+            .then(|| tokio::runtime::Handle::try_current().ok())
+            .flatten();
         Arc::new_cyclic(|this| Origin {
             this: this.clone(),
+            home,
             label: Arc::from(key.origin()),
             config: cfg.clone(),
             limits: Limits {

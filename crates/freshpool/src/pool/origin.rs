@@ -293,6 +293,7 @@ impl Origin {
         OriginStats {
             origin: self.label.to_string(),
             settings: self.key.security.settings.describe(),
+            runtime: (self.key.runtime != super::partition::SHARED).then_some(self.key.runtime),
             protocol: match st.protocol {
                 Protocol::Http1 => "HTTP/1.1",
                 Protocol::Http2 => "HTTP/2",

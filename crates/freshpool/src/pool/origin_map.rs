@@ -45,16 +45,8 @@ pub(super) struct OriginMap {
 
 impl OriginMap {
     /// The origin a request URI spelled this way goes to, if seen before.
-    pub(super) fn by_spelling(
-        &self,
-        scheme: Scheme,
-        security: u64,
-        authority: &str,
-    ) -> Option<&Arc<Origin>> {
-        let view = SpellingView {
-            tag: tag(scheme, security),
-            authority,
-        };
+    pub(super) fn by_spelling(&self, tag: Tag, authority: &str) -> Option<&Arc<Origin>> {
+        let view = SpellingView { tag, authority };
         self.by_spelling.get(&view as &dyn SpellingParts)
     }
 
@@ -71,13 +63,7 @@ impl OriginMap {
 
     /// Remembers that `authority` (with this scheme and security context)
     /// is spelled for `origin`, which `by_key` already holds.
-    pub(super) fn learn_spelling(
-        &mut self,
-        scheme: Scheme,
-        security: u64,
-        authority: &str,
-        origin: &Arc<Origin>,
-    ) {
+    pub(super) fn learn_spelling(&mut self, tag: Tag, authority: &str, origin: &Arc<Origin>) {
         debug_assert!(self
             .by_key
             .get(&origin.key as &dyn KeyParts)
@@ -86,7 +72,7 @@ impl OriginMap {
             self.by_spelling.clear();
         }
         let spelling = Spelling {
-            tag: tag(scheme, security),
+            tag,
             authority: authority.into(),
         };
         self.by_spelling.insert(spelling, origin.clone());
@@ -117,20 +103,23 @@ impl OriginMap {
     }
 }
 
-/// Scheme and security context in one word.
-pub(super) fn tag(scheme: Scheme, security: u64) -> u64 {
-    security << 1 | u64::from(scheme == Scheme::Https)
+/// Scheme, security context and runtime partition (see `partition`): what
+/// a spelling's origin depends on besides the authority, in one value.
+pub(super) type Tag = u128;
+
+pub(super) fn tag(scheme: Scheme, security: u64, runtime: u64) -> Tag {
+    u128::from(security) << 65 | u128::from(runtime) << 1 | u128::from(scheme == Scheme::Https)
 }
 
 /// An authority as a request wrote it, with its scheme and security context.
 struct Spelling {
-    tag: u64,
+    tag: Tag,
     authority: Box<str>,
 }
 
 #[derive(Clone, Copy)]
 struct SpellingView<'a> {
-    tag: u64,
+    tag: Tag,
     authority: &'a str,
 }
 
@@ -164,7 +153,7 @@ impl<'a> Borrow<dyn SpellingParts + 'a> for Spelling {
 impl Hash for dyn SpellingParts + '_ {
     fn hash<H: Hasher>(&self, state: &mut H) {
         let p = self.parts();
-        state.write_u64(p.tag);
+        state.write_u128(p.tag);
         state.write(p.authority.as_bytes());
     }
 }

@@ -38,6 +38,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::origin_map::Tag;
 use super::Origin;
 
 /// A fresh pool id: never 0 (the empty memo's), never reused.
@@ -48,7 +49,7 @@ pub(super) fn next_pool_id() -> u64 {
 
 struct Memo {
     pool: u64,
-    tag: u64,
+    tag: Tag,
     /// Reused across misses (cleared and refilled, not reallocated).
     authority: String,
     /// See the module doc.
@@ -75,7 +76,7 @@ thread_local! {
 /// The origin this thread last found for this spelling in this pool, lent
 /// out: it stays alive until `give_back` (see the module doc).
 #[inline]
-pub(super) fn recall(pool: u64, tag: u64, authority: &str) -> Option<*const Origin> {
+pub(super) fn recall(pool: u64, tag: Tag, authority: &str) -> Option<*const Origin> {
     let hit = LAST
         .try_with(|memo| {
             let memo = memo.try_borrow().ok()?;
@@ -140,7 +141,7 @@ fn let_go(old: Arc<Origin>) {
 }
 
 /// Remembers `origin` as the one this spelling goes to in this pool.
-pub(super) fn remember(pool: u64, tag: u64, authority: &str, origin: &Arc<Origin>) {
+pub(super) fn remember(pool: u64, tag: Tag, authority: &str, origin: &Arc<Origin>) {
     // (An authority this long is not worth keeping a buffer for.)
     if authority.len() > 255 {
         return;
@@ -190,6 +191,16 @@ mod tests {
         })
     }
 
+    /// The spelling tag of an `http` URI in `client`'s shared partition
+    /// (these tests run outside any runtime).
+    fn http_tag(client: &crate::Client) -> Tag {
+        super::super::origin_map::tag(
+            super::super::Scheme::Http,
+            client.inner().security.id,
+            super::super::partition::SHARED,
+        )
+    }
+
     #[test]
     fn a_hit_is_the_origin_the_map_holds() {
         let client = crate::Client::new();
@@ -199,11 +210,7 @@ mod tests {
         let again = origin_of(&client, "http://memo.test/x");
         assert!(Arc::ptr_eq(&first, &again));
         let map = client.pool().read_origins();
-        let held = map.by_spelling(
-            super::super::Scheme::Http,
-            client.inner().security.id,
-            "memo.test",
-        );
+        let held = map.by_spelling(http_tag(&client), "memo.test");
         assert!(Arc::ptr_eq(&first, held.unwrap()));
     }
 
@@ -240,8 +247,7 @@ mod tests {
         let client = crate::Client::new();
         let origin = origin_of(&client, "http://memo.test/");
         let weak = Arc::downgrade(&origin);
-        let tag =
-            super::super::origin_map::tag(super::super::Scheme::Http, client.inner().security.id);
+        let tag = http_tag(&client);
         let pool = client.pool().inner.id;
         assert!(recall(pool, tag, "memo.test").is_some());
         give_back();
@@ -264,8 +270,7 @@ mod tests {
         let weak = Arc::downgrade(&origin);
         origin.lock().state.retired = true;
         client.pool().write_origins().forget(&[origin]);
-        let tag =
-            super::super::origin_map::tag(super::super::Scheme::Http, client.inner().security.id);
+        let tag = http_tag(&client);
         let lent = recall(client.pool().inner.id, tag, "lent.test").expect("a hit");
         assert!(std::ptr::eq(lent, weak.as_ptr()));
         // Another lookup on this thread replaces the memo: only the lent
