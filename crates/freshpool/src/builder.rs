@@ -118,19 +118,19 @@ impl ClientBuilder {
         /// body read as it comes (a long download, an event stream) is not
         /// reported, however long it lasts; a request still waiting for
         /// its response head counts as without progress. A detected process
-        /// freeze (or `on_resume`) restarts the count: time paused is not
-        /// the caller's. Default 60 s.
+        /// freeze is not counted: this is time the process ran. Default 60 s.
         lease_warn_after: pool.lease_warn_after: Option<Duration>,
         /// Forget an origin (its map entry, its per-origin statistics) once
         /// it has had no connection, no request waiting and no use for this
         /// long, so a process that meets many hosts does not keep them all:
         /// about 1.5 KB each. Its counters move to
         /// [`PoolStats::forgotten`](crate::PoolStats::forgotten); a later
-        /// request to it starts afresh. Checked about once a second. A
-        /// current-thread runtime's share of an origin (see "Runtimes" on
-        /// [`Client`](crate::Client)) goes at the first check that finds it
-        /// so: a runtime built per call would leave one per call behind.
-        /// Default 5 minutes; `None` = keep every origin.
+        /// request to it starts afresh. Checked about once a second.
+        /// Default 5 minutes; `None` = keep every origin, except current-thread
+        /// runtimes' shares of one (see "Runtimes" on [`Client`](crate::Client)):
+        /// those go once they hold nothing, when another runtime's share is
+        /// made or within two checks, or a runtime built per call would
+        /// leave one per call behind.
         forget_origin_after: pool.forget_origin_after: Option<Duration>,
         /// Bounds the whole connection attempt: name lookup, TCP connect
         /// (all addresses) and a proxy's CONNECT. Default 10 s.

@@ -653,33 +653,50 @@ async fn a_long_poll_past_the_warning_is_reported_with_both_causes() {
     assert_eq!(poll.await.unwrap().unwrap(), "ok");
 }
 
-/// A freeze (a serverless sandbox paused between invocations) is no caller
-/// holding on: a response held across one is judged by its quiet time
-/// since the thaw. The first sweep after a 4 s pause reported it against
-/// a 3 s limit. (A current-thread runtime: blocking its thread pauses the
-/// client, heartbeat and all, as a freeze does.)
+/// A freeze (a serverless sandbox paused between invocations) is time the
+/// holder did not run: a response held across one is judged by the time
+/// the process ran without progress. Held 1.5 s, paused 4 s, then 1 s more
+/// against a 4 s limit: not reported (the first sweep after the thaw
+/// reported it, counting the pause). Past the limit of running time it is,
+/// and that time includes the 1.5 s before the pause (a count restarted
+/// at the thaw would never report a body leaked in one invocation and held
+/// across many short ones). (A current-thread runtime: blocking its thread
+/// pauses the client, heartbeat and all, as a freeze does.)
 #[tokio::test]
-async fn a_response_held_across_a_freeze_is_judged_from_the_thaw() {
+async fn a_response_held_across_a_freeze_counts_only_running_time() {
     let _ = logs();
-    let (server, client, origin) = warning_after(Duration::from_secs(3)).await;
+    let (server, client, origin) = warning_after(Duration::from_secs(4)).await;
     let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     freshpool::__simulate_freeze(Duration::from_secs(4));
     std::thread::sleep(Duration::from_millis(4200));
     // The thaw's beats: the freeze is found, and a sweep or more runs.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let stats = client.stats();
     assert_eq!(stats.freezes_detected, 1, "{stats}");
     assert_eq!(stats.origin(&origin).unwrap().leaks_reported, 0, "{stats}");
-    // Still held, past the limit since the thaw: that is reported, and
-    // says from when it counted.
     let line = leak_reports(&format!("127.0.0.1:{}", server.addr().port()))
         .await
         .remove(0);
-    assert!(
-        line.contains("since the process resumed from a freeze"),
-        "{line}"
-    );
+    assert!(line.contains("process freezes not counted"), "{line}");
+    // "held for H by ..., with no progress seen for Q": H - Q is the pause
+    // (the gap since the last beat: 4.2 s and up to a beat more).
+    let paused = seconds_after(&line, "held for ") - seconds_after(&line, "no progress seen for ");
+    assert!((3.5..5.0).contains(&paused), "{line}");
     drop(held);
+}
+
+/// The duration `fmt_duration` wrote right after `prefix` in `line`, in s.
+fn seconds_after(line: &str, prefix: &str) -> f64 {
+    let rest = &line[line
+        .find(prefix)
+        .unwrap_or_else(|| panic!("{prefix:?} in {line}"))
+        + prefix.len()..];
+    let token = rest.split([' ', ',']).next().unwrap();
+    match token.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().unwrap() / 1e3,
+        None => token.trim_end_matches('s').parse().unwrap(),
+    }
 }
 
 /// A server, a client that reports leases without progress for `limit`,

@@ -360,9 +360,9 @@ fn a_dial_for_a_current_thread_runtime_runs_on_it_whoever_frees_the_slot() {
 }
 
 /// A current-thread runtime built per call and dropped after it (a sync
-/// wrapper) makes an origin partition per call. Each is forgotten once
-/// unused through a sweep, not after `forget_origin_after` (5 min): 20
-/// calls leave no 20 origins behind.
+/// wrapper) makes an origin partition per call, and with no runtime living
+/// on between the calls no sweep runs. Each new partition forgets the empty
+/// ones: 20 calls leave one origin, not 20.
 #[test]
 fn a_runtime_per_call_leaves_no_origin_per_call_behind() {
     let server_rt = runtime(1);
@@ -375,18 +375,53 @@ fn a_runtime_per_call_leaves_no_origin_per_call_behind() {
             .unwrap();
         assert_eq!(body, "ok");
     }
-    // The sweeps run on a runtime that lives on.
-    let rt = runtime(1);
-    let (keeper, url) = (client.clone(), server.url("/"));
-    rt.block_on(async move { keeper.get(&url).await?.into_body().text().await })
-        .unwrap();
-    wait_until("the per-call partitions forgotten", &client, |s| {
-        s.origins.len() == 1 && s.forgotten.origins == 20
-    });
     let stats = client.stats();
     assert_eq!(
-        (stats.origins[0].runtime, stats.created()),
-        (None, 21),
+        (
+            stats.origins.len(),
+            stats.forgotten.origins,
+            stats.created()
+        ),
+        (1, 19, 20),
         "{stats}"
     );
+}
+
+/// The shared partition's connections are driven by multi-thread runtimes
+/// only. Here the one connection `max_connections_total` allows is
+/// current-thread runtime X's; a request on multi-thread runtime M closes
+/// it to make room, and X's task, finishing it when X runs, dialed for M
+/// on X. M's connection then served only while X ran: M's next request
+/// waited for X, until its 5 s timeout.
+#[test]
+fn a_shared_dial_never_runs_on_a_current_thread_runtime() {
+    let server_rt = runtime(1);
+    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let client = Client::builder()
+        .max_connections_total(1)
+        .max_connections_per_host(1)
+        .timeout(Some(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    let get = |client: &Client, url: String| {
+        let client = client.clone();
+        async move { client.get(&url).await?.into_body().text().await }
+    };
+    let rt_x = runtime(0);
+    assert_eq!(rt_x.block_on(get(&client, server.url("/"))).unwrap(), "ok");
+    let rt_m = runtime(1);
+    let first = rt_m.spawn(get(&client, server.url("/")));
+    wait_until("M's request waiting", &client, |s| {
+        s.origins
+            .iter()
+            .any(|o| o.runtime.is_none() && o.waiting == 1)
+    });
+    // X runs a moment: its closed connection's task ends there.
+    rt_x.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+    assert_eq!(rt_m.block_on(first).unwrap().unwrap(), "ok");
+    let again = rt_m.block_on(get(&client, server.url("/")));
+    assert_eq!(again.expect("M's connection is M's"), "ok");
+    let stats = client.stats();
+    let shared = stats.origins.iter().find(|o| o.runtime.is_none()).unwrap();
+    assert_eq!((shared.created, shared.reused), (1, 1), "{stats}");
 }

@@ -57,8 +57,8 @@ use crate::stats::PoolStats;
 ///   all);
 /// - [`PoolStats`] shows one entry per share ([`OriginStats::runtime`](crate::OriginStats::runtime));
 /// - a current-thread runtime's connections close when it is dropped, and
-///   a request on one that was in flight then is sent again where that is
-///   safe (or fails saying why).
+///   its share is forgotten once it holds nothing (a runtime built per call
+///   leaves none behind).
 ///
 /// ```no_run
 /// let client = freshpool::Client::new();
@@ -254,9 +254,7 @@ impl Client {
     /// Closes every idle connection now: call it when your runtime tells you
     /// the process just resumed (e.g. a serverless INVOKE after a freeze).
     /// In-flight requests are not affected; an HTTP/2 connection carrying
-    /// them takes no new streams and closes when they end. Leases held
-    /// across the pause count their quiet time (`lease_warn_after`) from
-    /// now.
+    /// them takes no new streams and closes when they end.
     ///
     /// ```
     /// freshpool::Client::new().on_resume();

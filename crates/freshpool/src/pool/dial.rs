@@ -114,13 +114,7 @@ impl Origin {
         if waiter_ids.is_empty() {
             return;
         }
-        // A current-thread runtime's partition dials on that runtime: a
-        // connection it drives serves only its requests.
-        let handle = match &self.home {
-            Some(home) => Ok(home.clone()),
-            None => tokio::runtime::Handle::try_current(),
-        };
-        let Ok(handle) = handle else {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
             // No runtime (shutting down): fail those waiters rather than
             // leave them without a dial.
             let mut g = self.lock();
@@ -135,6 +129,17 @@ impl Origin {
             }
             return;
         };
+        // A dial runs on the runtime that will drive its connection, which
+        // must be one of this partition's (see `partition`). A slot freed by
+        // another partition's task (`wake_starving`: a connection driven by
+        // another runtime closed) is no place for it: the waiters ask again
+        // from their own runtimes, as for a dial dropped unrun.
+        if super::partition::of(&handle) != self.key.runtime {
+            for waiter_id in waiter_ids {
+                drop(SlotGuard::new(self, Some(waiter_id)));
+            }
+            return;
+        }
         for waiter_id in waiter_ids {
             // The guard first: it owns the slot even if the task never runs.
             let (slot, dialing) = SlotGuard::new(self, Some(waiter_id));

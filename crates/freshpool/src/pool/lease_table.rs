@@ -53,6 +53,22 @@ impl LeaseTable {
         };
         if let Some(r) = record {
             r.active_ms = u32::try_from(at.since(r.since).as_millis()).unwrap_or(u32::MAX);
+            r.progressed = true;
+        }
+    }
+
+    /// A process freeze of `gap` ended at `now`. A sandbox paused between
+    /// invocations stops the lease holders too (a long poll for the next
+    /// event, a response in hand), yet the monotonic clock runs on: each
+    /// lease's last progress moves on by the gap (not past `now`), so its
+    /// time without progress counts the time the process ran. Restarting
+    /// the count at the thaw instead would never report a body leaked in
+    /// one invocation and held across many short ones.
+    pub(super) fn discount_freeze(&mut self, now: Stamp, gap: std::time::Duration) {
+        let gap_ms = u32::try_from(gap.as_millis()).unwrap_or(u32::MAX);
+        for r in self.iter_mut() {
+            let held_ms = u32::try_from(now.since(r.since).as_millis()).unwrap_or(u32::MAX);
+            r.active_ms = r.active_ms.saturating_add(gap_ms).min(held_ms);
         }
     }
 
@@ -77,12 +93,14 @@ mod tests {
     use crate::pool::Stamp;
     use proptest::prelude::*;
     use std::collections::HashMap;
+    use std::time::Duration;
 
     fn record(n: u64) -> LeaseRecord {
         LeaseRecord {
             since: Stamp::from_nanos(n),
             caller: std::panic::Location::caller(),
             active_ms: 0,
+            progressed: false,
             reported: false,
         }
     }
@@ -99,6 +117,23 @@ mod tests {
         assert_eq!(t.insert(record(3)), 0);
         assert_eq!(t.try_remove(b).map(|r| r.since), Some(Stamp::from_nanos(2)));
         assert!(t.try_remove(b).is_none(), "removed once only");
+    }
+
+    /// A freeze moves each lease's last progress on by its length, never
+    /// past the thaw.
+    #[test]
+    fn a_freeze_is_not_time_without_progress() {
+        let ms = |n: u64| Stamp::from_nanos(n * 1_000_000);
+        let mut t = LeaseTable::default();
+        let old = t.insert(record(0));
+        let young = t.insert(record(9_000_000_000));
+        t.note_progress(old, ms(2_000));
+        t.discount_freeze(ms(10_000), Duration::from_millis(5_000));
+        let last = |id: usize| t.iter().nth(id).unwrap().last_active();
+        assert_eq!(last(old), ms(7_000), "2 s of progress, then 5 s frozen");
+        assert_eq!(last(young), ms(10_000), "taken 1 s before the thaw");
+        assert!(t.iter().nth(old).unwrap().progressed);
+        assert!(!t.iter().nth(young).unwrap().progressed);
     }
 
     proptest! {

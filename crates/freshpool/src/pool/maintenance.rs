@@ -213,7 +213,13 @@ impl Pool {
         // the process-wide liveness thread stopped too (one stop of the
         // threshold in the gap: see `liveness`).
         if gap > threshold + HEARTBEAT && liveness::stopped_within(gap, threshold) {
-            self.freeze_detected(Stamp::from_nanos(now_n), gap, "heartbeat gap");
+            let now = Stamp::from_nanos(now_n);
+            self.freeze_detected(now, gap, "heartbeat gap");
+            // (A gap of the monotonic clock, unlike a machine suspend, which
+            // that clock does not count: not the lease holders' time.)
+            for origin in self.origins() {
+                origin.discount_freeze(now, gap);
+            }
         }
     }
 
@@ -254,13 +260,14 @@ impl Pool {
             origin.evict(now, None, &mut total_spare);
             origin.report_leaks(now);
             // A current-thread runtime's partition is forgotten as soon as
-            // it is unused through a sweep: a runtime made per call (and
-            // dropped, closing its connections) would otherwise leave an
-            // origin behind for each call for the whole delay.
-            let forget_after = forget_after.map(|after| match origin.home {
-                Some(_) => Duration::ZERO,
-                None => after,
-            });
+            // it is unused through a sweep, whatever the setting: a runtime
+            // made per call (and dropped, closing its connections) would
+            // otherwise leave an origin per call behind for the delay, or
+            // for good (see also `forget_empty_partitions`).
+            let forget_after = match origin.key.runtime {
+                super::partition::SHARED => forget_after,
+                _ => Some(Duration::ZERO),
+            };
             if forget_after.is_some_and(|after| origin.retire_if_unused(now, after)) {
                 unused.push(origin.clone());
             }
@@ -268,6 +275,29 @@ impl Pool {
         drop(origins);
         if !unused.is_empty() {
             self.forget_unused(unused);
+        }
+    }
+
+    /// A current-thread runtime's partition was just created (`fresh`):
+    /// forget the other such partitions that hold nothing now (no
+    /// connection, waiter or lease). A runtime built per call, and dropped
+    /// after it (its connections close with it), makes a partition per
+    /// call; and with no runtime living on between the calls, no sweep runs
+    /// to forget them. O(origins), only when a partition is created. One of
+    /// a runtime that lives on, retired here, is made again at its next
+    /// request (what it learned, HTTP/2 or `100 Continue`, relearned).
+    pub(super) fn forget_empty_partitions(&self, fresh: &Arc<Origin>) {
+        let empty: Vec<Arc<Origin>> = self
+            .origins()
+            .into_iter()
+            .filter(|o| {
+                o.key.runtime != super::partition::SHARED
+                    && !Arc::ptr_eq(o, fresh)
+                    && o.retire_if_empty()
+            })
+            .collect();
+        if !empty.is_empty() {
+            self.forget_unused(empty);
         }
     }
 

@@ -211,7 +211,11 @@ struct LeaseRecord {
     /// `since` (0: none noted, as a note needs 100 ms). The leak report
     /// looks at this, not at the age. (32 bits keep the record in 24 bytes, the
     /// inline slot on the checkout's lines; 49 days and more read as 49.)
+    /// Moved on by the length of each process freeze detected meanwhile
+    /// (`LeaseTable::discount_freeze`): time the holder did not run.
     active_ms: u32,
+    /// Progress was noted at least once (its response head came).
+    progressed: bool,
     reported: bool,
 }
 
@@ -270,10 +274,6 @@ pub(crate) struct Origin {
     /// Itself, for the rare paths that need a counted reference from a
     /// borrowed origin (an HTTP/2 stream's lease, a queued request, a dial).
     this: Weak<Origin>,
-    /// The current-thread runtime whose partition this is (`key.runtime`;
-    /// `None` for the shared one): its dials run there, whichever runtime
-    /// freed the slot they use (see `Origin::spawn_dials`).
-    home: Option<tokio::runtime::Handle>,
 }
 
 /// A `Host` value and the URI spelling (scheme, authority) it was derived
@@ -529,6 +529,9 @@ impl Pool {
         }
         if created {
             crate::diagnose::pool_met_origin(&origin.label, pool_id, self.inner.built_at);
+            if runtime != partition::SHARED {
+                self.forget_empty_partitions(&origin);
+            }
         }
         Ok(OriginRef::owned(origin))
     }
@@ -571,13 +574,8 @@ impl Pool {
         } else {
             Protocol::Http1
         };
-        // (Created by a checkout, on the runtime its key names.)
-        let home = (key.runtime != partition::SHARED)
-            .then(|| tokio::runtime::Handle::try_current().ok())
-            .flatten();
         Arc::new_cyclic(|this| Origin {
             this: this.clone(),
-            home,
             label: Arc::from(key.origin()),
             config: cfg.clone(),
             limits: Limits {

@@ -152,6 +152,7 @@ impl Origin {
             since: now,
             caller,
             active_ms: 0,
+            progressed: false,
             reported: false,
         })
     }
@@ -207,6 +208,18 @@ impl Origin {
         true
     }
 
+    /// Retires this origin now if it holds nothing (no connection, open or
+    /// dialed, no waiting request, no lease), whatever its recent use: see
+    /// `Pool::forget_empty_partitions`. Returns whether it retired it now.
+    pub(super) fn retire_if_empty(&self) -> bool {
+        let mut g = self.lock();
+        let empty = g.state.is_unused() && g.leases.is_empty();
+        if empty {
+            g.state.retired = true;
+        }
+        empty
+    }
+
     /// Adds this retired origin's counters to the pool's `forgotten`
     /// totals, once (the sweep and a checkout's `successor_of` may both
     /// take it out of the map). Called under the `forgotten` lock.
@@ -222,40 +235,33 @@ impl Origin {
         let Some(limit) = self.config.lease_warn_after else {
             return;
         };
-        // A freeze is no caller holding on: a sandbox paused between
-        // invocations stops the caller too (a long poll for the next event
-        // waits across it), yet the monotonic clock runs on, and the first
-        // sweep after the thaw would report every lease held across the
-        // pause. So inactivity counts from the last detected freeze (or
-        // `on_resume`) when that is later than the lease's last progress.
-        let resumed = Stamp::from_nanos(self.budget.freeze_at.load(Ordering::Acquire));
-        let quiet_since = |record: &LeaseRecord| record.last_active().max(resumed);
         let mut found = Vec::new();
         {
             let mut g = self.lock();
             // (Without progress for `limit`: a long download or an event
             // stream read as it comes is held long, and is no leak.)
             for record in g.leases.iter_mut() {
-                if !record.reported && now.since(quiet_since(record)) >= limit {
+                if !record.reported && now.since(record.last_active()) >= limit {
                     record.reported = true;
                     found.push(*record);
                 }
             }
         }
+        // (See `LeaseTable::discount_freeze`.)
+        let freezes = if self.budget.freezes.load(Ordering::Relaxed) > 0 {
+            " of running time (process freezes not counted)"
+        } else {
+            ""
+        };
         for record in found {
             self.counters.leaks_reported.fetch_add(1, Ordering::Relaxed);
-            let quiet = fmt_duration(now.since(quiet_since(&record)));
-            let quiet = if resumed > record.last_active() {
-                format!("{quiet} (since the process resumed from a freeze)")
-            } else {
-                quiet
-            };
+            let idle = now.since(record.last_active());
             // With progress noted, its response head came (see
             // `Lease::note_progress`); without, either the head came at
             // once and nothing was read since, or none came yet: the pool
             // cannot tell which without a lock on every request, so it
             // says both.
-            let what = if record.active_ms > 0 {
+            let what = if record.progressed {
                 "read its response body to the end or drop it, or the pool will run dry"
             } else {
                 "either its response body is held unread (read it to the end or drop it, or the pool \
@@ -266,11 +272,18 @@ impl Origin {
                 origin = %self.label,
                 held = ?now.since(record.since),
                 caller = %record.caller,
-                "a connection has been held for {} by the request made at {}, with no progress seen for {quiet}: {what}",
+                "a connection has been held for {} by the request made at {}, with no progress seen for {}{freezes}: {what}",
                 fmt_duration(now.since(record.since)),
                 record.caller,
+                fmt_duration(idle)
             );
         }
+    }
+
+    /// A process freeze of `gap` was detected at `now`: it is not counted
+    /// as its leases' time without progress (see `LeaseTable::discount_freeze`).
+    pub(super) fn discount_freeze(&self, now: Stamp, gap: Duration) {
+        self.lock().leases.discount_freeze(now, gap);
     }
 
     pub(super) fn snapshot(&self) -> OriginStats {
