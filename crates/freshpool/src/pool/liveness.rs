@@ -159,6 +159,29 @@ pub(super) fn stopped_within(window: Duration, threshold: Duration) -> bool {
     })
 }
 
+/// How long the process was stopped within the last `window` (a freeze's
+/// heartbeat gap, just judged by `stopped_within`): the parts of the stops
+/// inside it, and the time since the thread last ran, at most `window`.
+/// Without evidence (the thread does not run here), all of it.
+pub(super) fn stopped_for(window: Duration) -> Duration {
+    let last_run = LAST_RUN.load(Ordering::Acquire);
+    if PID.load(Ordering::Acquire) != std::process::id() || last_run == 0 {
+        return window;
+    }
+    let now = since_epoch(Instant::now());
+    let from = now.saturating_sub((window + PERIOD).as_nanos() as u64);
+    let stops: u64 = STOPS
+        .iter()
+        .map(|slot| {
+            let end = slot[0].load(Ordering::Acquire);
+            let len = slot[1].load(Ordering::Acquire);
+            end.saturating_sub(end.saturating_sub(len).max(from))
+        })
+        .sum();
+    let still = now.saturating_sub(last_run);
+    Duration::from_nanos(stops.saturating_add(still)).min(window)
+}
+
 /// Tests that stop the (process-wide) thread take turns.
 #[cfg(test)]
 pub(super) static TEST_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -166,6 +189,26 @@ pub(super) static TEST_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The time stopped within a gap: the stop's part inside it.
+    #[test]
+    fn a_stop_is_measured_within_its_gap_only() {
+        let _turn = TEST_TURN.lock().unwrap_or_else(|p| p.into_inner());
+        start();
+        // (Past any stop an earlier test simulated.)
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(stopped_for(Duration::from_millis(400)) < Duration::from_millis(150));
+        simulate_freeze(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(800));
+        let stopped = stopped_for(Duration::from_millis(1200));
+        assert!(
+            stopped >= Duration::from_millis(500) && stopped < Duration::from_millis(1000),
+            "{stopped:?} of a 600 ms stop in a 1.2 s gap"
+        );
+        // A gap that began after the stop holds none of it.
+        let later = stopped_for(Duration::from_millis(100));
+        assert!(later < Duration::from_millis(100), "{later:?}");
+    }
 
     /// A thread that ran throughout shows no stop; a simulated freeze of
     /// the threshold shows one, within the window that covers it only; many

@@ -215,10 +215,13 @@ impl Pool {
         if gap > threshold + HEARTBEAT && liveness::stopped_within(gap, threshold) {
             let now = Stamp::from_nanos(now_n);
             self.freeze_detected(now, gap, "heartbeat gap");
-            // (A gap of the monotonic clock, unlike a machine suspend, which
-            // that clock does not count: not the lease holders' time.)
+            // The stop, not the whole gap (a runtime nobody drove may have
+            // run around it), is not the lease holders' time. (A machine
+            // suspend, detected elsewhere, is no part of the monotonic
+            // clock's time anyway.)
+            let frozen = liveness::stopped_for(gap);
             for origin in self.origins() {
-                origin.discount_freeze(now, gap);
+                origin.discount_freeze(now, frozen);
             }
         }
     }
@@ -279,25 +282,27 @@ impl Pool {
     }
 
     /// A current-thread runtime's partition was just created (`fresh`):
-    /// forget the other such partitions that hold nothing now (no
-    /// connection, waiter or lease). A runtime built per call, and dropped
-    /// after it (its connections close with it), makes a partition per
-    /// call; and with no runtime living on between the calls, no sweep runs
-    /// to forget them. O(origins), only when a partition is created. One of
-    /// a runtime that lives on, retired here, is made again at its next
-    /// request (what it learned, HTTP/2 or `100 Continue`, relearned).
+    /// forget the other such partitions found unused (no connection,
+    /// waiter or lease, and no use) both now and at the last look, by this
+    /// or the sweep. A runtime built per call, and dropped after it (its
+    /// connections close with it), makes a partition per call, and with no
+    /// runtime living on between the calls no sweep runs: this keeps two.
+    /// (Two looks, not one: a partition in use, empty for a moment between
+    /// requests, is not forgotten and made again at every request of
+    /// another runtime. O(origins), only when a partition is created.)
     pub(super) fn forget_empty_partitions(&self, fresh: &Arc<Origin>) {
-        let empty: Vec<Arc<Origin>> = self
+        let now = self.inner.budget.stamp(Instant::now());
+        let unused: Vec<Arc<Origin>> = self
             .origins()
             .into_iter()
             .filter(|o| {
                 o.key.runtime != super::partition::SHARED
                     && !Arc::ptr_eq(o, fresh)
-                    && o.retire_if_empty()
+                    && o.retire_if_unused(now, Duration::ZERO)
             })
             .collect();
-        if !empty.is_empty() {
-            self.forget_unused(empty);
+        if !unused.is_empty() {
+            self.forget_unused(unused);
         }
     }
 

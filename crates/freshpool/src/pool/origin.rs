@@ -208,18 +208,6 @@ impl Origin {
         true
     }
 
-    /// Retires this origin now if it holds nothing (no connection, open or
-    /// dialed, no waiting request, no lease), whatever its recent use: see
-    /// `Pool::forget_empty_partitions`. Returns whether it retired it now.
-    pub(super) fn retire_if_empty(&self) -> bool {
-        let mut g = self.lock();
-        let empty = g.state.is_unused() && g.leases.is_empty();
-        if empty {
-            g.state.retired = true;
-        }
-        empty
-    }
-
     /// Adds this retired origin's counters to the pool's `forgotten`
     /// totals, once (the sweep and a checkout's `successor_of` may both
     /// take it out of the map). Called under the `forgotten` lock.

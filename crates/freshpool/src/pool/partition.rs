@@ -22,9 +22,9 @@
 //! dials only on a runtime of the origin's partition (a slot freed by
 //! another runtime's task sends the waiters back to ask again from their
 //! own). A current-thread runtime's connections close when it is dropped;
-//! its partition is forgotten once empty, when another such partition is
-//! made (`Pool::forget_empty_partitions`: a runtime per call runs no
-//! sweeps) or by the sweep.
+//! its partition is forgotten once found unused at two looks, each when
+//! another such partition is made (`Pool::forget_empty_partitions`: a
+//! runtime per call runs no sweeps) or by the sweep.
 //!
 //! Cost: tokio tells which runtime runs the caller only by a clone of its
 //! handle (an atomic count that every worker of a multi-thread runtime
