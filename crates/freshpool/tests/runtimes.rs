@@ -36,6 +36,23 @@ fn wait_until(what: &str, client: &Client, done: impl Fn(&freshpool::PoolStats) 
     }
 }
 
+/// A test server, on a multi-thread runtime of its own (kept with it).
+fn serve() -> (tokio::runtime::Runtime, TestServer) {
+    let server_rt = runtime(1);
+    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    (server_rt, server)
+}
+
+/// A GET of `url` read to the end, as a future owning its client: to block
+/// on or spawn on any runtime.
+fn fetch(
+    client: &Client,
+    url: String,
+) -> impl std::future::Future<Output = Result<String, freshpool::Error>> + Send + 'static {
+    let client = client.clone();
+    async move { client.get(&url).await?.into_body().text().await }
+}
+
 /// Runtime A holds the origin's only connection; a request from runtime B
 /// waits for it. A shuts down: its connection goes, and the pool reserves
 /// the freed slot for B's request and spawns that dial on the runtime that
@@ -45,8 +62,7 @@ fn wait_until(what: &str, client: &Client, done: impl Fn(&freshpool::PoolStats) 
 /// and B would not wait for A's.)
 #[test]
 fn a_dial_dropped_unrun_by_a_dying_runtime_gives_its_slot_back() {
-    let server_rt = runtime(1);
-    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let (_server_rt, server) = serve();
     let client = Client::builder()
         .max_connections_per_host(1)
         .pool_timeout(Duration::from_secs(5))
@@ -108,19 +124,14 @@ fn a_dial_dropped_unrun_by_a_dying_runtime_gives_its_slot_back() {
 /// the sweep, without any further request.
 #[test]
 fn the_heartbeat_restarts_on_another_runtime_when_its_own_shuts_down() {
-    let server_rt = runtime(1);
-    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let (_server_rt, server) = serve();
     let client = Client::builder()
         .idle_timeout(Some(Duration::from_millis(300)))
         .build()
         .unwrap();
     let url = server.url("/");
 
-    let get = |rt: &tokio::runtime::Runtime| {
-        let (client, url) = (client.clone(), url.clone());
-        rt.block_on(async move { client.get(&url).await?.into_body().text().await })
-            .expect("GET")
-    };
+    let get = |rt: &tokio::runtime::Runtime| rt.block_on(fetch(&client, url.clone())).expect("GET");
     let rt_a = runtime(1);
     assert_eq!(get(&rt_a), "ok");
     drop(rt_a);
@@ -153,11 +164,8 @@ fn a_heartbeat_on_a_runtime_nobody_drives_is_replaced() {
         .idle_timeout(Some(Duration::from_millis(300)))
         .build()
         .unwrap();
-    let get = |rt: &tokio::runtime::Runtime, url: String| {
-        let client = client.clone();
-        rt.block_on(async move { client.get(&url).await?.into_body().text().await })
-            .expect("GET")
-    };
+    let get =
+        |rt: &tokio::runtime::Runtime, url: String| rt.block_on(fetch(&client, url)).expect("GET");
     // The first request, on a current-thread runtime kept but not driven:
     // the heartbeat starts there. (Its connection's task lives there too,
     // so the test watches another origin's.)
@@ -215,8 +223,7 @@ fn a_runtime_idle_between_block_on_calls_is_not_a_freeze() {
 /// down (it read "invalid or truncated HTTP message").
 #[test]
 fn a_request_whose_connection_runtime_ends_is_retried_or_told_why() {
-    let server_rt = runtime(1);
-    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let (_server_rt, server) = serve();
     let rt_b = runtime(1);
     for (method, expect_ok) in [(http::Method::GET, true), (http::Method::POST, false)] {
         // (A client each: the GET's retry leaves a connection driven by B.)
@@ -267,16 +274,12 @@ fn a_request_whose_connection_runtime_ends_is_retried_or_told_why() {
 /// and others leave them alone.
 #[test]
 fn a_current_thread_runtimes_connections_are_not_lent_to_other_runtimes() {
-    let server_rt = runtime(1);
-    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let (_server_rt, server) = serve();
     let client = Client::builder()
         .timeout(Some(Duration::from_secs(5)))
         .build()
         .unwrap();
-    let get = |rt: &tokio::runtime::Runtime| {
-        let (client, url) = (client.clone(), server.url("/"));
-        rt.block_on(async move { client.get(&url).await?.into_body().text().await })
-    };
+    let get = |rt: &tokio::runtime::Runtime| rt.block_on(fetch(&client, server.url("/")));
     let rt_a = runtime(0);
     assert_eq!(get(&rt_a).unwrap(), "ok");
     // A lives on, undriven, its connection idle.
@@ -316,18 +319,14 @@ fn runtime_id(rt: &tokio::runtime::Runtime) -> u64 {
 /// died with Z: X's next request found it gone and dialed again.
 #[test]
 fn a_dial_for_a_current_thread_runtime_runs_on_it_whoever_frees_the_slot() {
-    let server_rt = runtime(1);
-    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let (_server_rt, server) = serve();
     let client = Client::builder()
         .max_connections_total(1)
         .max_connections_per_host(1)
         .pool_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let get = |client: &Client, rt: &tokio::runtime::Runtime, url: String| {
-        let client = client.clone();
-        rt.block_on(async move { client.get(&url).await?.into_body().text().await })
-    };
+    let get = |client: &Client, rt: &tokio::runtime::Runtime, url| rt.block_on(fetch(client, url));
     let rt_z = runtime(1);
     assert_eq!(get(&client, &rt_z, server.url("/")).unwrap(), "ok");
 
@@ -365,15 +364,11 @@ fn a_dial_for_a_current_thread_runtime_runs_on_it_whoever_frees_the_slot() {
 /// found unused at two looks: 20 calls leave two origins, not 20.
 #[test]
 fn a_runtime_per_call_leaves_no_origin_per_call_behind() {
-    let server_rt = runtime(1);
-    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let (_server_rt, server) = serve();
     let client = Client::new();
     for _ in 0..20 {
-        let (client, url) = (client.clone(), server.url("/"));
-        let body = runtime(0)
-            .block_on(async move { client.get(&url).await?.into_body().text().await })
-            .unwrap();
-        assert_eq!(body, "ok");
+        let body = runtime(0).block_on(fetch(&client, server.url("/")));
+        assert_eq!(body.unwrap(), "ok");
     }
     let stats = client.stats();
     assert_eq!(
@@ -395,22 +390,20 @@ fn a_runtime_per_call_leaves_no_origin_per_call_behind() {
 /// waited for X, until its 5 s timeout.
 #[test]
 fn a_shared_dial_never_runs_on_a_current_thread_runtime() {
-    let server_rt = runtime(1);
-    let server = server_rt.block_on(async { tokio::spawn(TestServer::http1()).await.unwrap() });
+    let (_server_rt, server) = serve();
     let client = Client::builder()
         .max_connections_total(1)
         .max_connections_per_host(1)
         .timeout(Some(Duration::from_secs(5)))
         .build()
         .unwrap();
-    let get = |client: &Client, url: String| {
-        let client = client.clone();
-        async move { client.get(&url).await?.into_body().text().await }
-    };
     let rt_x = runtime(0);
-    assert_eq!(rt_x.block_on(get(&client, server.url("/"))).unwrap(), "ok");
+    assert_eq!(
+        rt_x.block_on(fetch(&client, server.url("/"))).unwrap(),
+        "ok"
+    );
     let rt_m = runtime(1);
-    let first = rt_m.spawn(get(&client, server.url("/")));
+    let first = rt_m.spawn(fetch(&client, server.url("/")));
     wait_until("M's request waiting", &client, |s| {
         s.origins
             .iter()
@@ -419,7 +412,7 @@ fn a_shared_dial_never_runs_on_a_current_thread_runtime() {
     // X runs a moment: its closed connection's task ends there.
     rt_x.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
     assert_eq!(rt_m.block_on(first).unwrap().unwrap(), "ok");
-    let again = rt_m.block_on(get(&client, server.url("/")));
+    let again = rt_m.block_on(fetch(&client, server.url("/")));
     assert_eq!(again.expect("M's connection is M's"), "ok");
     let stats = client.stats();
     let shared = stats.origins.iter().find(|o| o.runtime.is_none()).unwrap();
