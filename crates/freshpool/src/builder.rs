@@ -126,11 +126,11 @@ impl ClientBuilder {
         /// about 1.5 KB each. Its counters move to
         /// [`PoolStats::forgotten`](crate::PoolStats::forgotten); a later
         /// request to it starts afresh. Checked about once a second.
-        /// Default 5 minutes; `None` = keep every origin, except current-thread
-        /// runtimes' shares of one (see "Runtimes" on [`Client`](crate::Client)):
-        /// those go once found unused at two checks (a check: the sweep, or
-        /// another runtime's share being made), or a runtime built per call
-        /// would leave one per call behind.
+        /// Default 5 minutes; `None` = keep every origin. Whatever this says,
+        /// a current-thread runtime's share of an origin (see "Runtimes" on
+        /// [`Client`](crate::Client)) goes once found unused at two checks
+        /// (a check: the sweep, or another runtime's share being made), or
+        /// a runtime built per call would leave one per call behind.
         forget_origin_after: pool.forget_origin_after: Option<Duration>,
         /// Bounds the whole connection attempt: name lookup, TCP connect
         /// (all addresses) and a proxy's CONNECT. Default 10 s.

@@ -292,7 +292,8 @@ fn count_for(closed: &[(CloseReason, u64)], reason: CloseReason) -> u64 {
 #[derive(Clone, Debug)]
 pub struct PoolStats {
     /// One entry per origin the pool holds (an origin unused for
-    /// `forget_origin_after` is forgotten: see `forgotten`).
+    /// `forget_origin_after`, or a current-thread runtime's share of one
+    /// found unused twice, is forgotten: see `forgotten`).
     pub origins: Vec<OriginStats>,
     /// Connections open or being dialed, all origins.
     pub open_connections: usize,
@@ -306,8 +307,8 @@ pub struct PoolStats {
 }
 
 /// The counters of origins the pool forgot, summed: an origin with no
-/// connection, no waiting request and no use for `forget_origin_after`
-/// leaves `PoolStats::origins`, and its history lands here, so the pool's
+/// connection, no waiting request and no use for `forget_origin_after` (a
+/// current-thread runtime's share: found so twice) leaves `PoolStats::origins`, and its history lands here, so the pool's
 /// totals never go down.
 ///
 /// ```

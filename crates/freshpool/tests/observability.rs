@@ -1,8 +1,6 @@
 //! Issue 4: stats after scripted workloads, leak reports, the
 //! pool-per-request warning, and metrics seen by a real recorder.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use freshpool::{Client, CloseReason, Kind};
@@ -10,41 +8,7 @@ use freshpool_testkit::TestServer;
 
 mod common;
 use common::fetch;
-
-/// Everything logged at WARN and above in this test binary.
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || Capture(writer.clone()))
-            .init();
-        buf
-    })
-    .clone()
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_lines_with(needle: &str) -> Vec<String> {
-    let text = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
-    text.lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
-}
+use common::logs::{leak_reports, log_lines_with, logs, warning_after};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_after_scripted_workloads() {
@@ -651,74 +615,4 @@ async fn a_long_poll_past_the_warning_is_reported_with_both_causes() {
     assert!(line.contains("has not answered yet"), "{line}");
     assert!(line.contains("held unread"), "{line}");
     assert_eq!(poll.await.unwrap().unwrap(), "ok");
-}
-
-/// A freeze (a serverless sandbox paused between invocations) is time the
-/// holder did not run: a response held across one is judged by the time
-/// the process ran without progress. Held 2 s, paused 4 s, then 1 s more
-/// against a 4 s limit: not reported (the first sweep after the thaw
-/// reported it, counting the pause). Past the limit of running time it is,
-/// and that time includes the 2 s before the pause (a count restarted
-/// at the thaw would never report a body leaked in one invocation and held
-/// across many short ones). (A current-thread runtime: blocking its thread
-/// pauses the client, heartbeat and all, as a freeze does.)
-#[tokio::test]
-async fn a_response_held_across_a_freeze_counts_only_running_time() {
-    let _ = logs();
-    let (server, client, origin) = warning_after(Duration::from_secs(4)).await;
-    let held = client.get(&server.url("/bytes/10")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    freshpool::__simulate_freeze(Duration::from_secs(4));
-    std::thread::sleep(Duration::from_millis(4200));
-    // The thaw's beats: the freeze is found, and a sweep or more runs.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let stats = client.stats();
-    assert_eq!(stats.freezes_detected, 1, "{stats}");
-    assert_eq!(stats.origin(&origin).unwrap().leaks_reported, 0, "{stats}");
-    let line = leak_reports(&format!("127.0.0.1:{}", server.addr().port()))
-        .await
-        .remove(0);
-    assert!(line.contains("process freezes not counted"), "{line}");
-    // "held for H by ..., with no progress seen for Q": H - Q is the pause
-    // (about 4 s; a count restarted at the thaw would give 6.2 s).
-    let paused = seconds_after(&line, "held for ") - seconds_after(&line, "no progress seen for ");
-    assert!((3.5..5.5).contains(&paused), "{line}");
-    drop(held);
-}
-
-/// The duration `fmt_duration` wrote right after `prefix` in `line`, in s.
-fn seconds_after(line: &str, prefix: &str) -> f64 {
-    let rest = &line[line
-        .find(prefix)
-        .unwrap_or_else(|| panic!("{prefix:?} in {line}"))
-        + prefix.len()..];
-    let token = rest.split([' ', ',']).next().unwrap();
-    match token.strip_suffix("ms") {
-        Some(ms) => ms.parse::<f64>().unwrap() / 1e3,
-        None => token.trim_end_matches('s').parse().unwrap(),
-    }
-}
-
-/// A server, a client that reports leases without progress for `limit`,
-/// and the origin's name in its stats.
-async fn warning_after(limit: Duration) -> (TestServer, Client, String) {
-    let server = TestServer::http1().await;
-    let client = Client::builder()
-        .lease_warn_after(Some(limit))
-        .build()
-        .unwrap();
-    let origin = format!("http://127.0.0.1:{}", server.addr().port());
-    (server, client, origin)
-}
-
-/// The leak reports logged for `origin` (`host:port`), once there is one.
-async fn leak_reports(origin: &str) -> Vec<String> {
-    let reports = || -> Vec<String> {
-        log_lines_with(origin)
-            .into_iter()
-            .filter(|l| l.contains("has been held"))
-            .collect()
-    };
-    freshpool_testkit::eventually("a leak reported", || !reports().is_empty()).await;
-    reports()
 }

@@ -57,8 +57,8 @@ use crate::stats::PoolStats;
 ///   all);
 /// - [`PoolStats`] shows one entry per share ([`OriginStats::runtime`](crate::OriginStats::runtime));
 /// - a current-thread runtime's connections close when it is dropped, and
-///   its share is forgotten once it holds nothing (a runtime built per call
-///   leaves none behind).
+///   its share is forgotten once found unused twice (a runtime built per
+///   call leaves at most two behind).
 ///
 /// ```no_run
 /// let client = freshpool::Client::new();
@@ -254,7 +254,10 @@ impl Client {
     /// Closes every idle connection now: call it when your runtime tells you
     /// the process just resumed (e.g. a serverless INVOKE after a freeze).
     /// In-flight requests are not affected; an HTTP/2 connection carrying
-    /// them takes no new streams and closes when they end.
+    /// them takes no new streams and closes when they end. A freeze since
+    /// the pool's last beat is judged first, as the heartbeat would: counted
+    /// (`freezes_detected`), and its time not counted against leases
+    /// (`lease_warn_after`).
     ///
     /// ```
     /// freshpool::Client::new().on_resume();

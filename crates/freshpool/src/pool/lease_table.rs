@@ -57,18 +57,19 @@ impl LeaseTable {
         }
     }
 
-    /// A process freeze of `gap` ended at `now`. A sandbox paused between
-    /// invocations stops the lease holders too (a long poll for the next
-    /// event, a response in hand), yet the monotonic clock runs on: each
-    /// lease's last progress moves on by the gap (not past `now`), so its
-    /// time without progress counts the time the process ran. Restarting
-    /// the count at the thaw instead would never report a body leaked in
-    /// one invocation and held across many short ones.
-    pub(super) fn discount_freeze(&mut self, now: Stamp, gap: std::time::Duration) {
-        let gap_ms = u32::try_from(gap.as_millis()).unwrap_or(u32::MAX);
+    /// A process freeze ended at `now`, stopping the process for `frozen`.
+    /// A sandbox paused between invocations stops the lease holders too (a
+    /// long poll for the next event, a response in hand), yet the monotonic
+    /// clock runs on: each lease's last progress moves on by `frozen` (not
+    /// past `now`), so its time without progress counts the time the
+    /// process ran. Restarting the count at the thaw instead would never
+    /// report a body leaked in one invocation and held across many short
+    /// ones.
+    pub(super) fn discount_freeze(&mut self, now: Stamp, frozen: std::time::Duration) {
+        let frozen_ms = u32::try_from(frozen.as_millis()).unwrap_or(u32::MAX);
         for r in self.iter_mut() {
             let held_ms = u32::try_from(now.since(r.since).as_millis()).unwrap_or(u32::MAX);
-            r.active_ms = r.active_ms.saturating_add(gap_ms).min(held_ms);
+            r.active_ms = r.active_ms.saturating_add(frozen_ms).min(held_ms);
         }
     }
 

@@ -330,7 +330,7 @@ impl Pool {
         drop(forgotten);
         tracing::debug!(
             origins = gone.len(),
-            "forgot origins unused for forget_origin_after"
+            "forgot origins unused for forget_origin_after (a current-thread runtime's: at two looks)"
         );
     }
 
@@ -339,6 +339,10 @@ impl Pool {
     pub(crate) fn on_resume(&self) {
         let budget = &self.inner.budget;
         let now = budget.stamp(Instant::now());
+        // The gap since the last beat judged first, as a beat would: moving
+        // the beat below hid the freeze from the heartbeat, and leases held
+        // across it were reported as if the process had run.
+        self.check_freeze(now.nanos());
         // Also a beat, so connections returned from now on (coarse clock)
         // are not taken for ones that idled across the freeze.
         budget.last_beat.fetch_max(now.nanos(), Ordering::AcqRel);

@@ -214,7 +214,8 @@ struct LeaseRecord {
     /// Moved on by the length of each process freeze detected meanwhile
     /// (`LeaseTable::discount_freeze`): time the holder did not run.
     active_ms: u32,
-    /// Progress was noted at least once (its response head came).
+    /// Progress was noted at least once by `Lease::note_progress` (a late
+    /// response head, or a body frame read).
     progressed: bool,
     reported: bool,
 }

@@ -268,10 +268,11 @@ impl Origin {
         }
     }
 
-    /// A process freeze of `gap` was detected at `now`: it is not counted
-    /// as its leases' time without progress (see `LeaseTable::discount_freeze`).
-    pub(super) fn discount_freeze(&self, now: Stamp, gap: Duration) {
-        self.lock().leases.discount_freeze(now, gap);
+    /// A process freeze ended at `now`, the process stopped `frozen` of the
+    /// time since the last beat: not its leases' time without progress (see
+    /// `LeaseTable::discount_freeze`).
+    pub(super) fn discount_freeze(&self, now: Stamp, frozen: Duration) {
+        self.lock().leases.discount_freeze(now, frozen);
     }
 
     pub(super) fn snapshot(&self) -> OriginStats {

@@ -6,7 +6,8 @@
 //! with SipHash (the host is caller-controlled): ~900 instructions, a third
 //! of a whole checkout+return. But a service sends its requests to a few
 //! origins, spelled the same way each time. So a second map remembers each
-//! spelling (`scheme`, security context, the authority's bytes as written)
+//! spelling (`scheme`, security context, the caller's runtime partition, the
+//! authority's bytes as written)
 //! and the hot path hashes those bytes as they are. A miss (a new spelling)
 //! takes the canonical way and teaches the spelling map.
 //!
@@ -61,7 +62,8 @@ impl OriginMap {
         debug_assert!(replaced.is_none(), "an origin was replaced");
     }
 
-    /// Remembers that `authority` (with this scheme and security context)
+    /// Remembers that `authority` (with this scheme, security context and
+    /// runtime partition: `tag`)
     /// is spelled for `origin`, which `by_key` already holds.
     pub(super) fn learn_spelling(&mut self, tag: Tag, authority: &str, origin: &Arc<Origin>) {
         debug_assert!(self
@@ -111,7 +113,8 @@ pub(super) fn tag(scheme: Scheme, security: u64, runtime: u64) -> Tag {
     u128::from(security) << 65 | u128::from(runtime) << 1 | u128::from(scheme == Scheme::Https)
 }
 
-/// An authority as a request wrote it, with its scheme and security context.
+/// An authority as a request wrote it, with its scheme, security context
+/// and runtime partition (`tag`).
 struct Spelling {
     tag: Tag,
     authority: Box<str>,

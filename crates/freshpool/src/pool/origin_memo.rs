@@ -8,7 +8,7 @@
 //! anything shared. A miss costs a comparison and then the map, as before.
 //!
 //! Invariant that makes a memo never wrong: within one pool, the origin a
-//! spelling (scheme, security context, authority bytes) goes to changes
+//! spelling (scheme, security context, runtime partition, authority bytes) goes to changes
 //! only when the pool forgets an unused origin (`Pool::forget_unused`),
 //! and a forgotten origin is retired first: a checkout that recalls one
 //! finds it retired under its lock and takes the pool's current origin

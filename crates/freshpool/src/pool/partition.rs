@@ -29,7 +29,7 @@
 //! Cost: tokio tells which runtime runs the caller only by a clone of its
 //! handle (an atomic count that every worker of a multi-thread runtime
 //! shares), about 20 ns per checkout (`checkout_release/uncontended`,
-//! 113 -> 134 ns); over whole requests, 64 concurrent on a multi-thread
+//! 113 -> 132 ns); over whole requests, 64 concurrent on a multi-thread
 //! runtime, no change showed in the peers bench. A per-thread memo keyed
 //! by the task id was tried and dropped: a task's id stays set inside a
 //! nested `block_on` (a sync wrapper run under `block_in_place` or

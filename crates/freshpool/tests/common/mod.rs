@@ -3,6 +3,8 @@
 
 use freshpool::Client;
 
+pub mod logs;
+
 /// GETs `url` and reads the body to the end (returning the connection).
 /// (Not every test file that declares `mod common;` uses it.)
 #[allow(dead_code)]
