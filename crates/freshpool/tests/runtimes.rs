@@ -418,3 +418,40 @@ fn a_shared_dial_never_runs_on_a_current_thread_runtime() {
     let shared = stats.origins.iter().find(|o| o.runtime.is_none()).unwrap();
     assert_eq!((shared.created, shared.reused), (1, 1), "{stats}");
 }
+
+/// A queued request whose future moves to another runtime while it waits
+/// (first polled on current-thread runtime A, then finished on B) and is
+/// sent back to ask again (A shut down, dropping the dial it had started
+/// for it) asks in B's partition. It asked A's, whose dials are refused on
+/// B, and was sent back at once, again and again: a spin past any
+/// `pool_timeout`.
+#[test]
+fn a_queued_request_moved_to_another_runtime_asks_there() {
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let rt_a = runtime(0);
+    let held = rt_a.block_on(client.get(&server.url("/bytes/10"))).unwrap();
+    let mut waiting = Box::pin(fetch(&client, server.url("/")));
+    rt_a.block_on(async {
+        tokio::select! {
+            biased;
+            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    });
+    drop(held);
+    drop(rt_a);
+    // (On a thread of its own: without the fix it never returns.)
+    let (done, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(runtime(1).block_on(waiting));
+    });
+    let body = answer
+        .recv_timeout(Duration::from_secs(20))
+        .expect("answered within 20 s");
+    assert_eq!(body.expect("served on B"), "ok");
+}

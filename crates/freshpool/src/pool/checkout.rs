@@ -340,9 +340,21 @@ impl Queued {
                 }
             };
             let Some((kind, reused)) = served else {
-                // Not served: ask again.
+                // Not served: ask again, in the partition of the runtime that
+                // polls this request now. One whose future moved to another
+                // runtime while it waited asked its old one, whose dials
+                // `spawn_dials` refuses to run here, and was sent back at
+                // once, again and again.
                 let now = pool.inner.budget.stamp(Instant::now());
-                match pool.take(&origin, Some((self.started, self.waiter_id)), now, caller)? {
+                let here = super::partition::current();
+                let asking = if here == origin.key.runtime {
+                    pool.take(&origin, Some((self.started, self.waiter_id)), now, caller)?
+                } else {
+                    let moved = pool.in_partition(&origin, here);
+                    let id = moved.lock().state.fresh_waiter_id();
+                    pool.take(&moved, Some((self.started, id)), now, caller)?
+                };
+                match asking {
                     Checkout::Ready(lease) => return Ok(lease),
                     Checkout::Queued(again) => self = again,
                 }

@@ -562,6 +562,24 @@ impl Pool {
         }
     }
 
+    /// The origin of `like`'s key in partition `runtime`, made if the map
+    /// holds none: for a queued request whose future moved to another
+    /// runtime while it waited (`Queued::wait`).
+    #[cold]
+    fn in_partition(&self, like: &Origin, runtime: u64) -> Arc<Origin> {
+        let view = KeyView {
+            runtime,
+            ..like.key.parts()
+        };
+        let mut map = self.write_origins();
+        if let Some(o) = map.by_key(&view as &dyn KeyParts) {
+            return o.clone();
+        }
+        let origin = self.new_origin(view, &like.key.security, &like.connector);
+        map.insert(origin.clone());
+        origin
+    }
+
     fn new_origin(
         &self,
         view: KeyView<'_>,
