@@ -360,13 +360,6 @@ mod tests {
         pool_with(Arc::new(SystemClock))
     }
 
-    fn current_thread() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
     fn pool_with(clock: Arc<dyn Clock>) -> Pool {
         Pool::new(
             PoolConfig::default(),

@@ -511,14 +511,7 @@ impl Pool {
             ..PoolKey::view(uri, security.id)?
         };
         let mut map = self.write_origins();
-        let (origin, created) = match map.by_key(&view as &dyn KeyParts) {
-            Some(o) => (o.clone(), false),
-            None => {
-                let origin = self.new_origin(view, security, connector);
-                map.insert(origin.clone());
-                (origin, true)
-            }
-        };
+        let (origin, created) = self.by_key_or_new(&mut map, view, security, connector);
         let spelled = spelled
             .map(|(scheme, authority)| (origin_map::tag(scheme, security.id, runtime), authority));
         if let Some((tag, authority)) = spelled {
@@ -572,12 +565,24 @@ impl Pool {
             ..like.key.parts()
         };
         let mut map = self.write_origins();
+        self.by_key_or_new(&mut map, view, &like.key.security, &like.connector)
+            .0
+    }
+
+    /// The map's origin for `view`, or a new one put in it (`true`).
+    fn by_key_or_new(
+        &self,
+        map: &mut OriginMap,
+        view: KeyView<'_>,
+        security: &Arc<SecurityContext>,
+        connector: &Arc<Connector>,
+    ) -> (Arc<Origin>, bool) {
         if let Some(o) = map.by_key(&view as &dyn KeyParts) {
-            return o.clone();
+            return (o.clone(), false);
         }
-        let origin = self.new_origin(view, &like.key.security, &like.connector);
+        let origin = self.new_origin(view, security, connector);
         map.insert(origin.clone());
-        origin
+        (origin, true)
     }
 
     fn new_origin(
@@ -646,6 +651,15 @@ impl Pool {
             forgotten: forgotten.clone(),
         }
     }
+}
+
+/// Test helper: a current-thread runtime with I/O and timers.
+#[cfg(test)]
+pub(crate) fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Test helper: the origin `url` goes to in `client`'s pool (as a request

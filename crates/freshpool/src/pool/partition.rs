@@ -81,12 +81,7 @@ fn number(id: tokio::runtime::Id) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn current_thread() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-    }
+    use crate::pool::current_thread;
 
     #[test]
     fn each_current_thread_runtime_is_a_partition_and_the_rest_share_one() {
