@@ -1,0 +1,394 @@
+//! Request and response bodies.
+//!
+//! A response [`Body`] holds its connection's lease: reading it to the end
+//! returns the connection to the pool; dropping it early closes the
+//! connection (an HTTP/1.1 connection with unread response bytes cannot carry
+//! another request). A body held and never read keeps its lease, and the
+//! pool's leak report names where it was taken.
+
+mod request;
+
+pub use request::RequestBody;
+pub(crate) use request::{Gate, GateState};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::deadline::RequestDeadline;
+use crate::error::Error;
+use crate::pool::Lease;
+
+/// A response body. Read it to the end (or drop it) to free the connection.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), freshpool::Error> {
+/// let client = freshpool::Client::new();
+/// let response = client.get("http://127.0.0.1:8080/").await?;
+/// let text = response.into_body().text().await?;
+/// # Ok(()) }
+/// ```
+pub struct Body {
+    inner: Option<Incoming>,
+    /// What few responses need, behind one pointer: every `Body` moves
+    /// with the response, and each field more costs every request.
+    extras: Option<Box<Extras>>,
+    /// Held until the body ends; it also names the origin in errors. (Not
+    /// a copy of the origin's label: that was a shared reference count
+    /// every response touched twice.) Without one, the body had already
+    /// ended and cannot fail.
+    lease: Option<Lease>,
+}
+
+/// A body's rarely set parts.
+#[derive(Default)]
+struct Extras {
+    /// Set when a streamed request body has ended (`track_end`); a
+    /// connection whose response ends first is not pooled.
+    request_done: Option<Arc<AtomicBool>>,
+    /// The client's `timeout`, still running while the body is read.
+    deadline: Option<Pin<Box<RequestDeadline>>>,
+}
+
+impl Extras {
+    /// Out of line: only streamed uploads get here, and the allocation
+    /// kept `Body::new` from being inlined into every request.
+    #[cold]
+    #[inline(never)]
+    fn tracking(request_done: Arc<AtomicBool>) -> Box<Extras> {
+        Box::new(Extras {
+            request_done: Some(request_done),
+            deadline: None,
+        })
+    }
+}
+
+impl Body {
+    #[inline]
+    pub(crate) fn new(
+        inner: Incoming,
+        lease: Option<Lease>,
+        request_done: Option<Arc<AtomicBool>>,
+    ) -> Body {
+        Body {
+            inner: Some(inner),
+            lease,
+            extras: request_done.map(Extras::tracking),
+        }
+    }
+
+    /// The request's overall `timeout` bounds reading this body too (as in
+    /// reqwest and Go): a server that stalls mid-body fails the read with
+    /// `Kind::Timeout` instead of holding the caller and the connection.
+    pub(crate) fn bound_by(&mut self, deadline: Pin<Box<RequestDeadline>>) {
+        // (No lease: the body already ended, and nothing is left to bound.)
+        if self.lease.is_some() {
+            self.extras.get_or_insert_with(Default::default).deadline = Some(deadline);
+        }
+    }
+
+    /// With a deadline: its error once it passed (unread bytes remain: the
+    /// connection is closed), else `Pending` with a wake-up registered.
+    #[cold]
+    fn timed_out(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let Some(deadline) = self.extras.as_mut().and_then(|e| e.deadline.as_mut()) else {
+            return Poll::Pending;
+        };
+        let err = std::task::ready!(deadline
+            .as_mut()
+            .poll_elapsed(cx, " while its response body was read"));
+        self.inner = None;
+        if let Some(lease) = self.lease.take() {
+            lease.discard();
+        }
+        Poll::Ready(Some(Err(err)))
+    }
+
+    /// Reads the whole body.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// let client = freshpool::Client::new();
+    /// let response = client.get("http://127.0.0.1:8080/").await?;
+    /// let bytes = response.into_body().bytes().await?;
+    /// println!("{} bytes", bytes.len());
+    /// # Ok(()) }
+    /// ```
+    // (Not `async`: that would wrap the reading future in one more state
+    // machine, which moves the body into it: ~100 instructions per
+    // response, callgrind.)
+    pub fn bytes(self) -> impl Future<Output = Result<Bytes, Error>> + Send + 'static {
+        __read_to_bytes(self)
+    }
+
+    /// Reads the whole body as UTF-8 text (invalid sequences replaced).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// let client = freshpool::Client::new();
+    /// let text = client.get("http://127.0.0.1:8080/").await?.into_body().text().await?;
+    /// println!("{text}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn text(self) -> Result<String, Error> {
+        // A body joined from several frames is in a buffer of its own, of
+        // its exact size: it becomes the `String` as is, checked, not
+        // copied. One frame is a slice of hyper's read buffer: copied out
+        // of it, or, if nothing else holds that buffer any more, given the
+        // whole buffer (up to hundreds of KiB), which `shrink_to_fit` gives
+        // back (a no-op for a joined body).
+        let mut bytes = Vec::from(self.bytes().await?);
+        bytes.shrink_to_fit();
+        Ok(String::from_utf8(bytes)
+            .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned()))
+    }
+
+    /// Reads and discards the body, returning the connection to the pool.
+    pub async fn drain(self) -> Result<u64, Error> {
+        let mut body = self;
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                total += data.len() as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Gives the connection back (not to be reused if the request body
+    /// is still going out). Called at the end of the body, or at once for
+    /// a response without one.
+    pub(crate) fn finish(&mut self) {
+        // The body is over: let hyper's stream go with the lease (a held
+        // HTTP/2 stream keeps its connection, and the slot, alive).
+        self.inner = None;
+        if let Some(mut lease) = self.lease.take() {
+            if self
+                .extras
+                .as_ref()
+                .and_then(|e| e.request_done.as_ref())
+                .is_some_and(|done| !done.load(std::sync::atomic::Ordering::Acquire))
+            {
+                // The request body is still going out: hyper takes no next
+                // request before it ends, which may be never.
+                lease.not_reusable = Some(crate::CloseReason::Error);
+            }
+            lease.release();
+        }
+    }
+}
+
+/// `first` and the frames after it, in one buffer of exactly their size:
+/// the one copy a body of several frames needs, with no slack kept for
+/// the caller's lifetime of the result (a buffer grown by doubling held up
+/// to twice the body).
+fn joined(first: &[u8], rest: &[Bytes]) -> bytes::BytesMut {
+    let total = first.len() + rest.iter().map(Bytes::len).sum::<usize>();
+    let mut all = bytes::BytesMut::with_capacity(total);
+    all.extend_from_slice(first);
+    for frame in rest {
+        all.extend_from_slice(frame);
+    }
+    all
+}
+
+/// Reads `body` to its end into one `Bytes`: what [`Body::bytes`] does.
+///
+/// Most bodies come in one frame: that frame is the answer, as is, with
+/// no copy. (`collect().to_bytes()` queues every frame in a list, an
+/// allocation, and flattens it at the end: ~560 instructions more per
+/// small response, callgrind.) Several frames are joined into one buffer
+/// of exactly their size.
+/// Trailers are dropped, as `to_bytes` drops them.
+///
+/// Public but hidden for the benchmarks: their hand-held hyper baseline
+/// reads its bodies with it, so that both sides do the same work for a
+/// body and the comparison measures the pool alone.
+#[doc(hidden)]
+pub async fn __read_to_bytes<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    // Held (sharing hyper's buffers, no copy) until the end, when their
+    // total is known.
+    let mut rest: Vec<Bytes> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if first.is_none() {
+            first = Some(data);
+        } else {
+            rest.push(data);
+        }
+    }
+    Ok(match first {
+        None => Bytes::new(),
+        Some(first) if rest.is_empty() => first,
+        Some(first) => joined(&first, &rest).freeze(),
+    })
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        // A deadline passed ends the read even while frames keep coming
+        // (buffered HTTP/2 data, a slow reader), not only when it waits.
+        if self
+            .extras
+            .as_ref()
+            .and_then(|e| e.deadline.as_ref())
+            .is_some_and(|d| d.has_passed())
+            && self.inner.is_some()
+        {
+            return self.timed_out(cx);
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                self.inner = None;
+                self.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                // (Read as it comes: no leak, however long it takes.)
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.note_progress();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The connection broke mid-body: never reuse it.
+                self.inner = None;
+                let msg = match self.lease.take() {
+                    Some(lease) => {
+                        let msg = format!("response body from {} failed", lease.origin_label());
+                        lease.discard();
+                        msg
+                    }
+                    None => "response body failed".to_owned(),
+                };
+                let kind = crate::error::classify(&e);
+                Poll::Ready(Some(Err(Error::new(kind, msg).with_source(e))))
+            }
+            Poll::Pending if self.extras.is_none() => Poll::Pending,
+            Poll::Pending => self.timed_out(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if self.lease.is_none() {
+            return;
+        }
+        if self.inner.as_ref().is_none_or(|b| b.is_end_stream()) {
+            // All read, though the caller never polled for the end: the
+            // same rules as at the end (the upload may still be going out).
+            self.finish();
+        } else if let Some(lease) = self.lease.take() {
+            // Unread bytes remain: the connection cannot carry another
+            // request. Closing it is cheaper and safer than draining an
+            // unknown amount on the caller's drop.
+            lease.discard();
+        }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("origin", &self.lease.as_ref().map(|l| l.origin_label()))
+            .field("holds_connection", &self.lease.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several frames are joined in order into a buffer of exactly their
+    /// size: nothing more is kept for as long as the caller keeps the
+    /// result.
+    #[test]
+    fn frames_are_joined_into_a_buffer_of_their_size() {
+        let rest = [Bytes::from(vec![b'b'; 5000]), Bytes::from_static(b"c")];
+        let all = joined(b"aa", &rest);
+        assert_eq!(all.len(), 5003);
+        assert_eq!(all.capacity(), 5003);
+        assert_eq!(&all[..3], b"aab");
+        assert_eq!(all[5002], b'c');
+    }
+
+    /// Frames are joined in order; empty ones and trailers add nothing;
+    /// a single frame comes back as the very same buffer (no copy).
+    #[tokio::test]
+    async fn read_to_bytes_joins_frames_in_order_and_keeps_one_as_is() {
+        /// A body that yields the frames it is given.
+        struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+        impl http_body::Body for Frames {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+                Poll::Ready(self.0.pop_front().map(Ok))
+            }
+        }
+        let frames = |parts: Vec<Frame<Bytes>>| Frames(parts.into());
+        let one = Bytes::from(vec![7u8; 100]);
+        let ptr = one.as_ptr();
+        let read = __read_to_bytes(frames(vec![Frame::data(one)]))
+            .await
+            .unwrap();
+        assert_eq!(read.as_ptr(), ptr, "one frame is returned as is");
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-t", http::HeaderValue::from_static("1"));
+        let many = vec![
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::data(Bytes::new()),
+            Frame::data(Bytes::from_static(b"cd")),
+            Frame::data(Bytes::from_static(b"e")),
+            Frame::trailers(trailers),
+        ];
+        assert_eq!(__read_to_bytes(frames(many)).await.unwrap(), "abcde");
+        assert!(__read_to_bytes(frames(Vec::new()))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
