@@ -195,7 +195,7 @@ mod tests {
     /// (these tests run outside any runtime).
     fn http_tag(client: &crate::Client) -> Tag {
         super::super::origin_map::tag(
-            super::super::Scheme::Http,
+            super::super::key::Scheme::Http,
             client.inner().security.id,
             super::super::partition::SHARED,
         )
