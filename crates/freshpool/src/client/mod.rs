@@ -2,6 +2,7 @@
 //! (checkout, send, timeouts, safe retry).
 
 mod attempt;
+mod prepare;
 mod retry_copy;
 mod sending;
 mod uri_memo;

@@ -1,0 +1,153 @@
+//! An attempt's request made ready for its connection: the target in the
+//! form the connection needs, the Host header, and for a body about to go
+//! over a connection that idled long, `Expect: 100-continue` with the gate
+//! that holds the body back (and what follows a 417 to it).
+
+use std::sync::{Arc, Mutex};
+
+use http::header::{HeaderValue, EXPECT, HOST};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+
+use super::Client;
+use crate::body::{Gate, GateState, RequestBody};
+use crate::pool::Lease;
+use crate::stats::CloseReason;
+
+impl Client {
+    /// Sets the target `uri` in the form the connection needs (HTTP/2: as
+    /// given; HTTP/1: origin-form, with a Host header) and, for a body about
+    /// to go over a connection that idled long, `Expect: 100-continue`.
+    #[inline(always)]
+    pub(super) fn prepare(
+        &self,
+        request: &mut Request<RequestBody>,
+        lease: &mut Lease,
+        uri: &Uri,
+        // A copy is kept to send the request again (a gated body is held
+        // back so that it can go again if the connection turns out dead,
+        // or once more without Expect after a 417), and no 417 was had.
+        may_gate: bool,
+    ) -> Option<Arc<GateState>> {
+        let cfg = &self.inner.connector.config;
+        if lease.is_h2() {
+            *request.uri_mut() = uri.clone();
+            return None;
+        }
+        if !request.headers().contains_key(HOST) {
+            if let Some(host) = lease.origin().host_header(uri) {
+                request.headers_mut().insert(HOST, host);
+            }
+        }
+        *request.uri_mut() = origin_form(uri);
+        // (Not with extensions: they may hold the caller's own
+        // informational callback, which the gate's would replace.)
+        if may_gate
+            && self.long_idle_body(request, lease)
+            && request.extensions().is_empty()
+            && lease.origin().expect_continue_supported() != Some(false)
+            && !request.headers().contains_key(EXPECT)
+        {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let tx = Mutex::new(Some(tx));
+            let state = Arc::new(GateState::default());
+            hyper::ext::on_informational(request, move |res| {
+                if res.status() == http::StatusCode::CONTINUE {
+                    if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            request
+                .headers_mut()
+                .insert(EXPECT, HeaderValue::from_static("100-continue"));
+            let gate = Gate {
+                open: rx,
+                timer: Box::pin(tokio::time::sleep(cfg.expect_continue_timeout)),
+                state: state.clone(),
+            };
+            let body = std::mem::take(request.body_mut());
+            *request.body_mut() = body.gated(gate);
+            return Some(state);
+        }
+        None
+    }
+
+    /// A body about to go over an HTTP/1 connection that idled long: what
+    /// `prepare` may hold back behind `Expect: 100-continue` (a body held
+    /// back and never sent may go again on any method, so the send loop
+    /// keeps a copy for it).
+    #[inline(always)]
+    pub(super) fn long_idle_body(&self, request: &Request<RequestBody>, lease: &Lease) -> bool {
+        // Cheapest tests first: most requests have no body.
+        self.inner.connector.config.expect_continue
+            && request.body().len() != Some(0)
+            && lease.reused
+            && lease.idled() >= self.inner.pool.config().validate_after_idle
+    }
+}
+
+/// A request hyper handed back unwritten, without what `prepare` added for
+/// an expectation, so that the next attempt prepares it afresh.
+pub(super) fn strip_expect(mut request: Request<RequestBody>) -> Request<RequestBody> {
+    request.headers_mut().remove(EXPECT);
+    // And the gate `prepare` put on its body with it: the next attempt's
+    // `prepare` may add its own, and a gate inside a gate would wait on a
+    // channel nobody answers (hyper keeps one informational callback).
+    let body = std::mem::take(request.body_mut());
+    *request.body_mut() = body.ungated();
+    request
+}
+
+/// The origin-form target (`/path?query`) HTTP/1 sends to an origin server:
+/// the path shared with `uri` (a reference count, no byte copied or
+/// allocated, and unlike `Uri::from_parts` nothing validated again).
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+/// The server refused the expectation the pool added: it does not take
+/// Expect, and the connection still owes the body it never sent. (Out of
+/// the send loop: rare, and inline it grew the loop past inlining.)
+#[cold]
+#[inline(never)]
+pub(super) fn refused_expect(mut lease: Lease) {
+    lease.uncount_reuse();
+    lease.origin().learn_expect_continue(false);
+    lease.not_reusable = Some(CloseReason::Error);
+    lease.discard();
+}
+
+/// A `417 Expectation Failed` to the `Expect: 100-continue` the pool
+/// added (`gate`), before a 100 Continue or the gate's timer let the body
+/// go. (Not "before the body was released": hyper drops the gate's
+/// callback at the final head and may poll the body before this sees the
+/// response, which releases it as answered.)
+#[inline(always)]
+pub(super) fn refuses_our_expect(
+    response: &Response<Incoming>,
+    gate: &Option<Arc<GateState>>,
+) -> bool {
+    response.status() == http::StatusCode::EXPECTATION_FAILED
+        && gate.as_ref().is_some_and(|g| g.answered_first())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_form_keeps_path_and_query_only() {
+        let form = |u: &str| origin_form(&u.parse().unwrap()).to_string();
+        assert_eq!(form("http://u:p@a:8080/x/y?q=1&r"), "/x/y?q=1&r");
+        assert_eq!(form("http://a"), "/");
+        assert_eq!(form("https://a/?"), "/?");
+        assert_eq!(form("/already"), "/already");
+        let uri = origin_form(&"http://a/p?q".parse().unwrap());
+        assert_eq!((uri.scheme(), uri.authority()), (None, None));
+        assert_eq!((uri.path(), uri.query()), ("/p", Some("q")));
+    }
+}
