@@ -455,3 +455,95 @@ fn a_queued_request_moved_to_another_runtime_asks_there() {
         .expect("answered within 20 s");
     assert_eq!(body.expect("served on B"), "ok");
 }
+
+/// A connection of current-thread runtime A, handed to a request queued on
+/// A whose future another runtime, B, polls by then, goes back to A's
+/// partition, and the request is served in B's. It used to go out on A's
+/// connection, which only A drives: with A alive and idle, it waited for
+/// good.
+#[test]
+fn a_connection_handed_to_a_request_that_moved_runtimes_goes_back() {
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .build()
+        .unwrap();
+    let rt_a = runtime(0);
+    let held = rt_a.block_on(client.get(&server.url("/bytes/10"))).unwrap();
+    let mut waiting = Box::pin(fetch(&client, server.url("/")));
+    rt_a.block_on(async {
+        tokio::select! {
+            biased;
+            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    });
+    // Read to its end: A's connection is handed to the queued request.
+    rt_a.block_on(held.into_body().bytes()).unwrap();
+    // A lives on, undriven; B finishes the request (on a thread of its
+    // own: without the fix it never returns).
+    let (done, answer) = std::sync::mpsc::channel();
+    let rt_b = runtime(0);
+    let b_id = runtime_id(&rt_b);
+    std::thread::spawn(move || {
+        let body = rt_b.block_on(waiting);
+        // (B lives on too, and so does its connection.)
+        let _ = done.send((body, rt_b));
+    });
+    let (body, _rt_b) = answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("answered within 10 s");
+    assert_eq!(body.expect("served on B"), "ok");
+    let stats = client.stats();
+    let of = |id: u64| {
+        stats
+            .origins
+            .iter()
+            .find(|o| o.runtime == Some(id))
+            .unwrap_or_else(|| panic!("no partition {id}: {stats}"))
+    };
+    let (a, b) = (of(runtime_id(&rt_a)), of(b_id));
+    assert_eq!((a.created, a.idle, a.active), (1, 1, 0), "{stats}");
+    assert_eq!((b.created, b.idle), (1, 1), "{stats}");
+}
+
+/// A request queued on current-thread runtime A, whose future B polls
+/// while A, alive, is not driven, asks again in B's partition at B's first
+/// poll. It used to wait on A's queue, and its `pool_timeout` on A's timer:
+/// neither runs until A does, so it waited for good.
+#[test]
+fn a_request_queued_on_an_undriven_runtime_is_served_where_it_moved() {
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let rt_a = runtime(0);
+    let held = rt_a.block_on(client.get(&server.url("/bytes/10"))).unwrap();
+    let mut waiting = Box::pin(fetch(&client, server.url("/")));
+    rt_a.block_on(async {
+        tokio::select! {
+            biased;
+            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    });
+    let (done, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(runtime(0).block_on(waiting));
+    });
+    let body = answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("answered within 10 s");
+    assert_eq!(body.expect("served on B"), "ok");
+    // It left A's queue; A's connection is still held.
+    let stats = client.stats();
+    let a = stats
+        .origins
+        .iter()
+        .find(|o| o.runtime == Some(runtime_id(&rt_a)))
+        .unwrap_or_else(|| panic!("no partition for A: {stats}"));
+    assert_eq!((a.waiting, a.active), (0, 1), "{stats}");
+    drop(held);
+}

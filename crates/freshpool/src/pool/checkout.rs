@@ -244,8 +244,20 @@ impl Queued {
                 .as_mut()
                 .expect("a queued request has its receiver");
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let served = match tokio::time::timeout(remaining, rx).await {
-                Ok(Ok(result)) => {
+            let waited = tokio::time::timeout(remaining, rx);
+            let outcome = if origin.key.runtime == super::partition::SHARED {
+                Some(waited.await)
+            } else {
+                until_moved(origin.key.runtime, waited).await
+            };
+            let served = match outcome {
+                // Polled by another runtime now: this queue's connections,
+                // its dials and the timer just made are all driven by the
+                // current-thread runtime that queued it, which may never run
+                // again. It leaves the queue (the guard, dropped below, puts
+                // back anything handed to it meanwhile) and asks again here.
+                None => None,
+                Some(Ok(Ok(result))) => {
                     self.guard.rx = None;
                     // (Read before it is judged: see `Lease::new`.)
                     freeze_seen = pool.inner.budget.freeze_at.load(Ordering::Acquire);
@@ -300,13 +312,13 @@ impl Queued {
                         Handoff::AskAgain => None,
                     }
                 }
-                Ok(Err(_)) => {
+                Some(Ok(Err(_))) => {
                     // Sender dropped without an answer.
                     self.guard.rx = None;
                     origin.lock().state.cancel_waiter();
                     None
                 }
-                Err(_) => {
+                Some(Err(_)) => {
                     // `pool_timeout` bounds a wait for the pool (its limits),
                     // not a connection being dialed for this request: that
                     // one has its own timeouts, and its error (a refused or
@@ -344,7 +356,8 @@ impl Queued {
                 // polls this request now. One whose future moved to another
                 // runtime while it waited asked its old one, whose dials
                 // `spawn_dials` refuses to run here, and was sent back at
-                // once, again and again.
+                // once, again and again. (A request that moved leaves its
+                // old queue as `self` is replaced: its guard cancels it.)
                 let now = pool.inner.budget.stamp(Instant::now());
                 let here = super::partition::current();
                 let asking = if here == origin.key.runtime {
@@ -511,4 +524,19 @@ fn warn_starvation(origin: &str, report: &str) {
     {
         tracing::warn!(origin, "{report}");
     }
+}
+
+/// Polls `wait` while the current-thread runtime `runtime` polls it: `None`
+/// as soon as another runtime does (the request's future moved), before
+/// `wait` is polled there. (Only a queued request of a current-thread
+/// runtime's partition pays for the question, once per poll.)
+async fn until_moved<F: std::future::Future>(runtime: u64, wait: F) -> Option<F::Output> {
+    let mut wait = std::pin::pin!(wait);
+    std::future::poll_fn(|cx| {
+        if super::partition::current() != runtime {
+            return std::task::Poll::Ready(None);
+        }
+        wait.as_mut().poll(cx).map(Some)
+    })
+    .await
 }
