@@ -59,7 +59,10 @@ use crate::stats::PoolStats;
 /// - [`PoolStats`] shows one entry per share ([`OriginStats::runtime`](crate::OriginStats::runtime));
 /// - a current-thread runtime's connections close when it is dropped, and
 ///   its share is forgotten once found unused twice (a runtime built per
-///   call leaves at most two behind).
+///   call leaves at most two behind);
+/// - a request waiting for a connection whose future another runtime polls
+///   by then (moved between runtimes while it waited) leaves the first
+///   runtime's queue and asks again in the runtime polling it.
 ///
 /// ```no_run
 /// let client = freshpool::Client::new();
