@@ -326,12 +326,21 @@ impl AsyncRead for TcpIo {
             std::task::ready!(self.0.poll_read_ready(cx))?;
             let want = buf.remaining();
             let mut read = 0;
-            // try_read_buf writes into the uninitialized tail (no memset of
-            // hyper's whole read buffer); a short read clears readiness like
-            // tokio's own TcpStream::poll_read, saving a recv() == EAGAIN.
+            // One recv() into the uninitialized tail (no memset of hyper's
+            // whole read buffer), straight on the socket: `try_read_buf`
+            // would wrap it in a second `try_io`, a second readiness check
+            // inside this one (callgrind, a GET: 20,808 -> 20,768
+            // instructions). A short read clears readiness like tokio's own
+            // `TcpStream::poll_read`, saving a recv() == EAGAIN.
             let stream = &self.0;
             let result = stream.try_io(tokio::io::Interest::READABLE, || {
-                read = stream.try_read_buf(buf)?;
+                // SAFETY: `recv` only writes to the unfilled part, and the
+                // `read` bytes it wrote are marked initialized and filled.
+                unsafe {
+                    read = socket2::SockRef::from(&**stream).recv(buf.unfilled_mut())?;
+                    buf.assume_init(read);
+                }
+                buf.advance(read);
                 if read > 0 && read < want {
                     Err(io::ErrorKind::WouldBlock.into())
                 } else {
