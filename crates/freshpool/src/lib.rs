@@ -44,6 +44,8 @@ mod diagnose;
 mod error;
 mod health;
 mod metrics;
+#[cfg(test)]
+mod parser_props;
 mod pool;
 mod resolve;
 pub mod retry;
