@@ -88,7 +88,9 @@ impl ClientBuilder {
         /// How long a request may wait for a connection slot. Default 30 s.
         /// A connection already being dialed for the request is waited for
         /// past it (its own `connect_timeout` bounds it, and its error
-        /// says why it failed).
+        /// says why it failed). Time the process was frozen (a serverless
+        /// sandbox paused between invocations; see `freeze_threshold`) is
+        /// not counted: it waits that much longer, and its error says so.
         pool_timeout: pool.pool_timeout: Duration,
         /// Close connections idle this long. Default 55 s; `None` = never.
         /// (Idle deadlines are checked with the kernel's coarse clock, on

@@ -236,6 +236,11 @@ impl Queued {
         let pool_timeout = pool.inner.config.pool_timeout;
         let mut deadline = self.started + pool_timeout;
         let mut freeze_seen = 0;
+        // The time the process was frozen meanwhile, added to the deadline
+        // (see the timeout below), and whether the liveness thread was
+        // given a moment to catch up after a thaw.
+        let mut frozen = Duration::ZERO;
+        let mut caught_up = false;
         loop {
             let origin = self.guard.origin.clone();
             let rx = self
@@ -331,13 +336,41 @@ impl Queued {
                             Instant::now() + conn.connect_timeout + conn.tls_handshake_timeout;
                         continue;
                     }
+                    // Nor does it count time the process was frozen (a
+                    // serverless sandbox paused between invocations): no
+                    // one could have freed a connection then, and the limit
+                    // is not to blame. At a thaw the timer fires at once,
+                    // maybe before the liveness thread has woken to record
+                    // the stop: it gets a moment first. (Not with freeze
+                    // detection off.)
+                    if let Some(threshold) = pool.inner.config.freeze_threshold {
+                        match super::liveness::frozen_since(self.started, threshold) {
+                            None if !caught_up => {
+                                caught_up = true;
+                                deadline = Instant::now() + super::liveness::CATCH_UP;
+                                continue;
+                            }
+                            Some(stopped) if stopped > frozen => {
+                                frozen = stopped;
+                                // (A later thaw gets its moment too; a
+                                // thread that never runs, one in all.)
+                                caught_up = false;
+                                let due = self.started + pool_timeout + stopped;
+                                if due > Instant::now() {
+                                    deadline = due;
+                                    continue;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
                     // Report before leaving the queue: "waiting" counts this
                     // request too.
                     origin.counters.pool_timeout();
                     // (Past `pool_timeout` if a dial on its way ended
                     // without serving this request: then the real figure.)
-                    let waited = if deadline > self.started + pool_timeout {
-                        self.started.elapsed()
+                    let waited = if deadline > self.started + pool_timeout + frozen {
+                        self.started.elapsed().saturating_sub(frozen)
                     } else {
                         pool_timeout
                     };
@@ -345,7 +378,13 @@ impl Queued {
                     // (stats `pool_wait`, `freshpool.pool.wait.duration`)
                     // are for: without them starvation looked healthy.
                     origin.counters.waited(waited);
-                    let report = origin.starvation_report(waited);
+                    let mut report = origin.starvation_report(waited);
+                    if !frozen.is_zero() {
+                        report += &format!(
+                            " (the process was frozen for {} meanwhile, not counted)",
+                            fmt_duration(frozen)
+                        );
+                    }
                     drop(self);
                     warn_starvation(&origin.label, &report);
                     return Err(Error::new(Kind::PoolTimeout, report));

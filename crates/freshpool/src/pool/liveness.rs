@@ -171,21 +171,59 @@ pub(super) fn stopped_for(window: Duration) -> Duration {
     }
     let now = since_epoch(Instant::now());
     let from = now.saturating_sub((window + PERIOD).as_nanos() as u64);
-    let mut last_end = 0;
-    let stops: u64 = STOPS
-        .iter()
-        .map(|slot| {
-            let end = slot[0].load(Ordering::Acquire);
-            let len = slot[1].load(Ordering::Acquire);
-            last_end = last_end.max(end);
-            end.saturating_sub(end.saturating_sub(len).max(from))
-        })
-        .sum();
+    let (stops, last_end) = stops_from(from, 0);
     // (From the later of the two: a stop that ended after `LAST_RUN` was
     // read is counted above, not again here.)
     let still = now.saturating_sub(last_run.max(last_end));
     Duration::from_nanos(stops.saturating_add(still)).min(window)
 }
+
+/// How long the process was frozen since `since`: the parts after it of
+/// the stops the thread recorded that reach `threshold` there (shorter
+/// ones are a starved host's scheduling, not a freeze). `None` while the
+/// thread has not run for longer than a stall (a thaw it has yet to see:
+/// it wakes when the rest of the process does, maybe later), or does not
+/// run in this process. (For a wait that must not count a freeze:
+/// `Queued::wait`.)
+pub(super) fn frozen_since(since: Instant, threshold: Duration) -> Option<Duration> {
+    let last_run = LAST_RUN.load(Ordering::Acquire);
+    if PID.load(Ordering::Acquire) != std::process::id() || last_run == 0 {
+        return None;
+    }
+    let now = since_epoch(Instant::now());
+    if Duration::from_nanos(now.saturating_sub(last_run)) >= MIN_STALL + PERIOD {
+        return None;
+    }
+    let floor = threshold.as_nanos() as u64;
+    Some(Duration::from_nanos(
+        stops_from(since_epoch(since), floor).0,
+    ))
+}
+
+/// The kept stops' parts after `from` (nanoseconds since `EPOCH`) that
+/// reach `floor` nanoseconds, summed, and the latest end of any stop.
+fn stops_from(from: u64, floor: u64) -> (u64, u64) {
+    let mut last_end = 0;
+    let stops = STOPS
+        .iter()
+        .map(|slot| {
+            let end = slot[0].load(Ordering::Acquire);
+            let len = slot[1].load(Ordering::Acquire);
+            last_end = last_end.max(end);
+            let inside = end.saturating_sub(end.saturating_sub(len).max(from));
+            if inside >= floor {
+                inside
+            } else {
+                0
+            }
+        })
+        .sum();
+    (stops, last_end)
+}
+
+/// How long to give the thread, after a thaw, to wake and record the stop
+/// (two periods).
+pub(super) const CATCH_UP: Duration = Duration::from_millis(100);
 
 /// Tests that stop the (process-wide) thread take turns.
 #[cfg(test)]
@@ -255,6 +293,32 @@ mod tests {
             Duration::from_millis(350),
             Duration::from_millis(500)
         ));
+    }
+
+    /// What a wait does not count: the part since it began of each stop
+    /// that reaches the threshold there; short stalls (a starved host)
+    /// and stops before it began count nothing.
+    #[test]
+    fn a_wait_is_credited_only_its_freezes() {
+        let _turn = TEST_TURN.lock().unwrap_or_else(|p| p.into_inner());
+        start();
+        // (Past any stop an earlier test simulated.)
+        std::thread::sleep(Duration::from_millis(500));
+        simulate_freeze(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(800));
+        let since = Instant::now();
+        let threshold = Duration::from_millis(400);
+        assert_eq!(frozen_since(since, threshold), Some(Duration::ZERO));
+        simulate_freeze(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(frozen_since(since, threshold), Some(Duration::ZERO));
+        simulate_freeze(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(800));
+        let frozen = frozen_since(since, threshold).expect("the thread runs");
+        assert!(
+            frozen >= Duration::from_millis(500) && frozen < Duration::from_millis(1000),
+            "{frozen:?} for one 600 ms stop"
+        );
     }
 
     /// Which kept stop a new one replaces. A round-robin slot let eight
