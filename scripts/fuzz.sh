@@ -11,7 +11,7 @@
 # fuzz/artifacts/<target>/; turn each into a regression test (see
 # RELIABILITY.md) before fixing it. The same properties also run, bounded,
 # in `cargo test` (crates/freshpool/tests/property.rs, src/health.rs,
-# src/retry.rs and src/pool/model_tests.rs), so CI covers them without
+# src/retry.rs and src/parser_props.rs), so CI covers them without
 # nightly.
 set -euo pipefail
 

@@ -547,3 +547,111 @@ fn a_request_queued_on_an_undriven_runtime_is_served_where_it_moved() {
     assert_eq!((a.waiting, a.active), (0, 1), "{stats}");
     drop(held);
 }
+
+/// A moved request leaves its old queue before it asks in its new
+/// runtime's partition. With `max_connections_total` reached, runtime A's
+/// connection, handed to it meanwhile, then rests in A, and the relief of
+/// the total limit closes it to make room for a dial on B. The request used
+/// to ask first, found nothing idle to close, and waited out its
+/// `pool_timeout` while A's connection rested. (A is driven throughout, on
+/// a thread of its own: only its task can free A's slot.)
+#[test]
+fn a_moved_request_gets_room_from_its_old_runtimes_connection() {
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .max_connections_total(1)
+        .pool_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let rt_a = runtime(0);
+    let a = rt_a.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = std::thread::spawn(move || {
+        rt_a.block_on(async {
+            let _ = stopped.await;
+        })
+    });
+    let on_a = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+        let (done, finished) = std::sync::mpsc::channel();
+        a.spawn(async move {
+            fut.await;
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("done on A");
+    };
+    let (c, url) = (client.clone(), server.url("/bytes/10"));
+    let (give, held) = std::sync::mpsc::channel();
+    on_a(Box::pin(async move {
+        let _ = give.send(c.get(&url).await.unwrap());
+    }));
+    let held = held.recv().unwrap();
+    let mut waiting = Box::pin(fetch(&client, server.url("/")));
+    let (give, queued) = std::sync::mpsc::channel();
+    on_a(Box::pin(async move {
+        tokio::select! {
+            biased;
+            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let _ = give.send(waiting);
+    }));
+    let waiting = queued.recv().unwrap();
+    // Read to its end on A: A's connection is handed to the queued request.
+    on_a(Box::pin(async move {
+        held.into_body().bytes().await.unwrap();
+    }));
+    let (done, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(runtime(0).block_on(waiting));
+    });
+    let body = answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("answered within 10 s");
+    assert_eq!(body.expect("served on B"), "ok");
+    let _ = stop.send(());
+    driver.join().unwrap();
+}
+
+/// A queued request whose future is then polled outside any tokio runtime
+/// fails with a typed error: it panicked in tokio ("no reactor running")
+/// when it asked again there and made its next timer.
+#[test]
+fn a_queued_request_polled_outside_any_runtime_gets_an_error() {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .build()
+        .unwrap();
+    let rt_a = runtime(0);
+    let held = rt_a.block_on(client.get(&server.url("/bytes/10"))).unwrap();
+    let mut waiting = Box::pin(fetch(&client, server.url("/")));
+    rt_a.block_on(async {
+        tokio::select! {
+            biased;
+            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    });
+    let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+    let polled = std::thread::spawn(move || {
+        let mut cx = std::task::Context::from_waker(&waker);
+        std::future::Future::poll(waiting.as_mut(), &mut cx)
+    })
+    .join()
+    .expect("no panic");
+    match polled {
+        std::task::Poll::Ready(Err(e)) => {
+            assert_eq!(e.kind(), freshpool::Kind::Closed, "{e}");
+            assert!(e.to_string().contains("outside any tokio runtime"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(held);
+}

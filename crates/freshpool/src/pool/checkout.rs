@@ -259,9 +259,22 @@ impl Queued {
                 // Polled by another runtime now: this queue's connections,
                 // its dials and the timer just made are all driven by the
                 // current-thread runtime that queued it, which may never run
-                // again. It leaves the queue (the guard, dropped below, puts
-                // back anything handed to it meanwhile) and asks again here.
-                None => None,
+                // again. It leaves the queue and asks again here (below).
+                // Leaves first: a connection handed to it meanwhile must rest
+                // in the old partition before this request asks elsewhere,
+                // where, with `max_connections_total` reached, that is the
+                // idle connection to close to make room.
+                None => {
+                    self.guard.leave();
+                    if tokio::runtime::Handle::try_current().is_err() {
+                        return Err(Error::new(
+                            Kind::Closed,
+                            "no async runtime: a request waiting for a connection was \
+                             polled outside any tokio runtime",
+                        ));
+                    }
+                    None
+                }
                 Some(Ok(Ok(result))) => {
                     self.guard.rx = None;
                     // (Read before it is judged: see `Lease::new`.)
@@ -395,8 +408,7 @@ impl Queued {
                 // polls this request now. One whose future moved to another
                 // runtime while it waited asked its old one, whose dials
                 // `spawn_dials` refuses to run here, and was sent back at
-                // once, again and again. (A request that moved leaves its
-                // old queue as `self` is replaced: its guard cancels it.)
+                // once, again and again.
                 let now = pool.inner.budget.stamp(Instant::now());
                 let here = super::partition::current();
                 let asking = if here == origin.key.runtime {

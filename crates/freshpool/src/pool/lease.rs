@@ -335,6 +335,14 @@ fn close_on_return(idle: Idle<H1Conn>, lease_id: usize, now: Stamp, spent: bool,
 
 impl Drop for WaiterGuard {
     fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl WaiterGuard {
+    /// Leaves the queue now (at most once): cancels the waiter, or puts
+    /// back what was handed to it.
+    pub(super) fn leave(&mut self) {
         let Some(mut rx) = self.rx.take() else { return };
         rx.close();
         match rx.try_recv() {
