@@ -53,6 +53,47 @@ fn fetch(
     async move { client.get(&url).await?.into_body().text().await }
 }
 
+/// A GET of `/` queued behind a held one on current-thread runtime `rt`:
+/// `client` allows one connection per host, held by the returned response
+/// of `/bytes/10`, and the GET, polled on `rt` for 200 ms, waits in its
+/// queue (it fails the test if served).
+fn queued_behind_held(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    server: &TestServer,
+) -> (
+    http::Response<freshpool::Body>,
+    std::pin::Pin<Box<impl std::future::Future<Output = Result<String, freshpool::Error>> + Send>>,
+) {
+    let held = rt.block_on(client.get(&server.url("/bytes/10"))).unwrap();
+    let mut waiting = Box::pin(fetch(client, server.url("/")));
+    rt.block_on(async {
+        tokio::select! {
+            biased;
+            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    });
+    (held, waiting)
+}
+
+/// `fut` run to its end by runtime `rt` on a thread of its own, waited for
+/// up to 10 s (a future that never ends fails the test rather than hang
+/// it); `rt` comes back with its answer, alive.
+fn finish_elsewhere<T: Send + 'static>(
+    rt: tokio::runtime::Runtime,
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> (T, tokio::runtime::Runtime) {
+    let (done, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = rt.block_on(fut);
+        let _ = done.send((out, rt));
+    });
+    answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("answered within 10 s")
+}
+
 /// Runtime A holds the origin's only connection; a request from runtime B
 /// waits for it. A shuts down: its connection goes, and the pool reserves
 /// the freed slot for B's request and spawns that dial on the runtime that
@@ -434,25 +475,11 @@ fn a_queued_request_moved_to_another_runtime_asks_there() {
         .build()
         .unwrap();
     let rt_a = runtime(0);
-    let held = rt_a.block_on(client.get(&server.url("/bytes/10"))).unwrap();
-    let mut waiting = Box::pin(fetch(&client, server.url("/")));
-    rt_a.block_on(async {
-        tokio::select! {
-            biased;
-            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    });
+    let (held, waiting) = queued_behind_held(&rt_a, &client, &server);
     drop(held);
     drop(rt_a);
-    // (On a thread of its own: without the fix it never returns.)
-    let (done, answer) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(runtime(1).block_on(waiting));
-    });
-    let body = answer
-        .recv_timeout(Duration::from_secs(20))
-        .expect("answered within 20 s");
+    // (Without the fix it never returns.)
+    let (body, _rt_b) = finish_elsewhere(runtime(1), waiting);
     assert_eq!(body.expect("served on B"), "ok");
 }
 
@@ -469,31 +496,14 @@ fn a_connection_handed_to_a_request_that_moved_runtimes_goes_back() {
         .build()
         .unwrap();
     let rt_a = runtime(0);
-    let held = rt_a.block_on(client.get(&server.url("/bytes/10"))).unwrap();
-    let mut waiting = Box::pin(fetch(&client, server.url("/")));
-    rt_a.block_on(async {
-        tokio::select! {
-            biased;
-            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    });
+    let (held, waiting) = queued_behind_held(&rt_a, &client, &server);
     // Read to its end: A's connection is handed to the queued request.
     rt_a.block_on(held.into_body().bytes()).unwrap();
-    // A lives on, undriven; B finishes the request (on a thread of its
-    // own: without the fix it never returns).
-    let (done, answer) = std::sync::mpsc::channel();
-    let rt_b = runtime(0);
-    let b_id = runtime_id(&rt_b);
-    std::thread::spawn(move || {
-        let body = rt_b.block_on(waiting);
-        // (B lives on too, and so does its connection.)
-        let _ = done.send((body, rt_b));
-    });
-    let (body, _rt_b) = answer
-        .recv_timeout(Duration::from_secs(10))
-        .expect("answered within 10 s");
+    // A lives on, undriven; B finishes the request (without the fix it
+    // never returns). B lives on too, and so does its connection.
+    let (body, rt_b) = finish_elsewhere(runtime(0), waiting);
     assert_eq!(body.expect("served on B"), "ok");
+    let b_id = runtime_id(&rt_b);
     let stats = client.stats();
     let of = |id: u64| {
         stats
@@ -520,22 +530,8 @@ fn a_request_queued_on_an_undriven_runtime_is_served_where_it_moved() {
         .build()
         .unwrap();
     let rt_a = runtime(0);
-    let held = rt_a.block_on(client.get(&server.url("/bytes/10"))).unwrap();
-    let mut waiting = Box::pin(fetch(&client, server.url("/")));
-    rt_a.block_on(async {
-        tokio::select! {
-            biased;
-            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    });
-    let (done, answer) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(runtime(0).block_on(waiting));
-    });
-    let body = answer
-        .recv_timeout(Duration::from_secs(10))
-        .expect("answered within 10 s");
+    let (held, waiting) = queued_behind_held(&rt_a, &client, &server);
+    let (body, _rt_b) = finish_elsewhere(runtime(0), waiting);
     assert_eq!(body.expect("served on B"), "ok");
     // It left A's queue; A's connection is still held.
     let stats = client.stats();
@@ -603,13 +599,7 @@ fn a_moved_request_gets_room_from_its_old_runtimes_connection() {
     on_a(Box::pin(async move {
         held.into_body().bytes().await.unwrap();
     }));
-    let (done, answer) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(runtime(0).block_on(waiting));
-    });
-    let body = answer
-        .recv_timeout(Duration::from_secs(10))
-        .expect("answered within 10 s");
+    let (body, _rt_b) = finish_elsewhere(runtime(0), waiting);
     assert_eq!(body.expect("served on B"), "ok");
     let _ = stop.send(());
     driver.join().unwrap();
@@ -630,15 +620,7 @@ fn a_queued_request_polled_outside_any_runtime_gets_an_error() {
         .build()
         .unwrap();
     let rt_a = runtime(0);
-    let held = rt_a.block_on(client.get(&server.url("/bytes/10"))).unwrap();
-    let mut waiting = Box::pin(fetch(&client, server.url("/")));
-    rt_a.block_on(async {
-        tokio::select! {
-            biased;
-            r = &mut waiting => panic!("served while the connection is held: {r:?}"),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    });
+    let (held, mut waiting) = queued_behind_held(&rt_a, &client, &server);
     let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
     let polled = std::thread::spawn(move || {
         let mut cx = std::task::Context::from_waker(&waker);
