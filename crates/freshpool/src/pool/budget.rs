@@ -17,6 +17,11 @@ pub(crate) struct Budget {
     /// Instant of the last detected freeze, as nanoseconds since `epoch`.
     pub(super) freeze_at: AtomicU64,
     pub(super) freezes: AtomicU64,
+    /// Held while a beat judges a gap long enough to be a freeze (rare), so
+    /// that the beat moves only once the leases are discounted: anyone who
+    /// sees the new beat, a sweep about to report leaks among them, sees
+    /// the discount too. Taken with no other lock held (it is the outermost).
+    pub(super) judging: std::sync::Mutex<()>,
     /// What a checkout reads for "now" (see `coarse_clock`). Its epoch is
     /// what `nanos` counts from, so its readings need no conversion.
     pub(super) clock: coarse_clock::CoarseClock,

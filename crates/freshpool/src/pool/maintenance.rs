@@ -200,29 +200,46 @@ impl Pool {
         // (Never backwards: a checkout whose clock was read before another
         // beat, or before a freeze, must not move the beat, the coarse
         // clock, back across it.)
-        let last = budget.last_beat.fetch_max(now_n, Ordering::AcqRel);
+        let move_beat = || budget.last_beat.fetch_max(now_n, Ordering::AcqRel);
         let Some(threshold) = self.inner.config.freeze_threshold else {
+            move_beat();
             return;
         };
-        if last == 0 || now_n <= last {
+        let is_long = |last: u64| {
+            last != 0 && Duration::from_nanos(now_n.saturating_sub(last)) > threshold + HEARTBEAT
+        };
+        if !is_long(budget.last_beat.load(Ordering::Acquire)) {
+            move_beat();
             return;
         }
-        let gap = Duration::from_nanos(now_n - last);
+        // Judged under the budget's `judging` lock, with the beat still
+        // where it was: a beat moved before the leases were discounted let
+        // a sweep on another worker (the heartbeat, due at the same thaw)
+        // see no gap and report every lease held across the pause.
+        let _judging = lock(&budget.judging);
+        // (Another beat may have judged this gap meanwhile.)
+        let last = budget.last_beat.load(Ordering::Acquire);
+        let gap = Duration::from_nanos(now_n.saturating_sub(last));
         // A gap alone may be a runtime nobody drove (a current-thread one
         // between `block_on` calls) while the process ran: a freeze only if
         // the process-wide liveness thread stopped too (one stop of the
         // threshold in the gap: see `liveness`).
-        if gap > threshold + HEARTBEAT && liveness::stopped_within(gap, threshold) {
+        if is_long(last) && liveness::stopped_within(gap, threshold) {
             let now = Stamp::from_nanos(now_n);
-            self.freeze_detected(now, gap, "heartbeat gap");
             // The stop, not the whole gap (a runtime nobody drove may have
             // run around it), is not the lease holders' time. (A machine
             // suspend, detected elsewhere, is no part of the monotonic
             // clock's time anyway.)
             let frozen = liveness::stopped_for(gap);
+            #[cfg(test)]
+            tests::pause_in_judgement();
             for origin in self.origins() {
                 origin.discount_freeze(now, frozen);
             }
+            // (Moves the beat.)
+            self.freeze_detected(now, gap, "heartbeat gap");
+        } else {
+            move_beat();
         }
     }
 
@@ -358,6 +375,70 @@ mod tests {
 
     fn pool() -> Pool {
         pool_with(Arc::new(SystemClock))
+    }
+
+    /// How long a beat that judges a freeze pauses before it discounts the
+    /// leases (0: not at all): to let a test run a sweep meanwhile.
+    static JUDGEMENT_PAUSE_MS: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn pause_in_judgement() {
+        let ms = JUDGEMENT_PAUSE_MS.load(Ordering::Acquire);
+        if ms > 0 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+
+    /// A sweep that runs while another beat judges a freeze (at a thaw the
+    /// first checkout and the overdue heartbeat run at once, on two
+    /// workers) waits for the judgement. The judging beat used to move the
+    /// beat first: the sweep's own beat then saw no gap, and it reported
+    /// the lease held across the pause before its discount.
+    #[test]
+    fn a_sweep_during_a_freezes_judgement_does_not_report_the_pause() {
+        let _turn = liveness::TEST_TURN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let server_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = server_rt.block_on(async {
+            tokio::spawn(freshpool_testkit::TestServer::http1())
+                .await
+                .unwrap()
+        });
+        let client = crate::Client::builder()
+            .lease_warn_after(Some(Duration::from_millis(1500)))
+            .build()
+            .unwrap();
+        // (Its heartbeat runs on `rt`, which nobody drives from here on:
+        // the pool does nothing until the two beats below.)
+        let rt = current_thread();
+        let url = server.url("/bytes/10");
+        let held = rt.block_on(client.get(&url)).unwrap();
+        liveness::simulate_freeze(Duration::from_millis(2500));
+        std::thread::sleep(Duration::from_millis(2700));
+        let pool = client.pool();
+        let now = || pool.inner.budget.stamp(Instant::now());
+        JUDGEMENT_PAUSE_MS.store(500, Ordering::Release);
+        std::thread::scope(|s| {
+            // The checkout's beat: it judges the gap (and pauses).
+            s.spawn(|| pool.check_freeze(now().nanos()));
+            std::thread::sleep(Duration::from_millis(150));
+            JUDGEMENT_PAUSE_MS.store(0, Ordering::Release);
+            // The heartbeat's beat and sweep.
+            s.spawn(|| {
+                let at = now();
+                pool.check_freeze(at.nanos());
+                pool.sweep(at);
+            });
+        });
+        let stats = client.stats();
+        assert_eq!(stats.freezes_detected, 1, "{stats}");
+        let reported = stats.origins[0].leaks_reported;
+        assert_eq!(reported, 0, "{stats}");
+        drop(held);
     }
 
     fn pool_with(clock: Arc<dyn Clock>) -> Pool {

@@ -14,7 +14,9 @@
 //!     `-- Budget (Arc, shared by origins)                 lock domain B
 //!         |-- open: AtomicUsize            total slots, <= max_connections_total
 //!         |-- starving: Mutex<VecDeque<Weak<Origin>>>  origins waiting on total
-//!         `-- heartbeat / freeze state
+//!         |-- heartbeat / freeze state
+//!         `-- judging: Mutex<()>          held while a beat judges a freeze
+//!                                         (outermost: taken with no other lock)
 //! Origin (Arc, repr(C): what a checkout reads first)      lock domain O (one per origin)
 //! `-- Mutex<Guarded>
 //!     |-- reused: u64, the one counter the hot path bumps (under this lock)
@@ -425,6 +427,7 @@ impl Pool {
             last_beat: AtomicU64::new(0),
             freeze_at: AtomicU64::new(0),
             freezes: AtomicU64::new(0),
+            judging: Mutex::new(()),
             clock: coarse_clock::CoarseClock::new(),
         });
         Pool {
