@@ -88,9 +88,11 @@ impl ClientBuilder {
         /// How long a request may wait for a connection slot. Default 30 s.
         /// A connection already being dialed for the request is waited for
         /// past it (its own `connect_timeout` bounds it, and its error
-        /// says why it failed). Time the process was frozen (a serverless
-        /// sandbox paused between invocations; see `freeze_threshold`) is
-        /// not counted: it waits that much longer, and its error says so.
+        /// says why it failed). A process freeze the pool detects (a
+        /// serverless sandbox paused between invocations; see
+        /// `freeze_threshold`) is not counted: the request waits that much
+        /// longer, and its error says so. (A dial under way still counts
+        /// it: its connect and handshake timeouts are the socket's.)
         pool_timeout: pool.pool_timeout: Duration,
         /// Close connections idle this long. Default 55 s; `None` = never.
         /// (Idle deadlines are checked with the kernel's coarse clock, on
@@ -112,8 +114,10 @@ impl ClientBuilder {
         validate_after_idle: pool.validate_after_idle: Duration,
         /// A heartbeat gap longer than this plus one beat (250 ms), during
         /// which the process-wide liveness thread stopped too, is taken as a
-        /// process freeze (idle connections are then dropped). Default 1 s;
-        /// at least 100 ms; `None` = off.
+        /// process freeze: idle connections are then dropped, and the time
+        /// frozen counts neither against `pool_timeout` nor as a lease's
+        /// time without progress. Default 1 s; at least 100 ms; `None` =
+        /// off.
         freeze_threshold: pool.freeze_threshold: Option<Duration>,
         /// Report (once, with its call site) a lease that went this long
         /// without progress: a response body neither read nor dropped. A

@@ -17,6 +17,10 @@ pub(crate) struct Budget {
     /// Instant of the last detected freeze, as nanoseconds since `epoch`.
     pub(super) freeze_at: AtomicU64,
     pub(super) freezes: AtomicU64,
+    /// How long the process was frozen in all, by the freezes the
+    /// heartbeat-gap judgement found (`liveness::stopped_for` of each), in
+    /// nanoseconds: what a wait for a connection does not count.
+    pub(super) frozen_ns: AtomicU64,
     /// Held while a beat judges a gap long enough to be a freeze (rare), so
     /// that the beat moves only once the leases are discounted: anyone who
     /// sees the new beat, a sweep about to report leaks among them, sees

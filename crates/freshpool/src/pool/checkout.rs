@@ -236,11 +236,11 @@ impl Queued {
         let pool_timeout = pool.inner.config.pool_timeout;
         let mut deadline = self.started + pool_timeout;
         let mut freeze_seen = 0;
-        // The time the process was frozen meanwhile, added to the deadline
-        // (see the timeout below), and whether the liveness thread was
-        // given a moment to catch up after a thaw.
+        // The time the process was frozen meanwhile, as the pool's freeze
+        // detection measured it (its total when the wait began, and what
+        // was added to the deadline since: see the timeout below).
+        let frozen_before = pool.inner.budget.frozen_ns.load(Ordering::Acquire);
         let mut frozen = Duration::ZERO;
-        let mut caught_up = false;
         loop {
             let origin = self.guard.origin.clone();
             let rx = self
@@ -352,29 +352,18 @@ impl Queued {
                     // Nor does it count time the process was frozen (a
                     // serverless sandbox paused between invocations): no
                     // one could have freed a connection then, and the limit
-                    // is not to blame. At a thaw the timer fires at once,
-                    // maybe before the liveness thread has woken to record
-                    // the stop: it gets a moment first. (Not with freeze
-                    // detection off.)
-                    if let Some(threshold) = pool.inner.config.freeze_threshold {
-                        match super::liveness::frozen_since(self.started, threshold) {
-                            None if !caught_up => {
-                                caught_up = true;
-                                deadline = Instant::now() + super::liveness::CATCH_UP;
-                                continue;
-                            }
-                            Some(stopped) if stopped > frozen => {
-                                frozen = stopped;
-                                // (A later thaw gets its moment too; a
-                                // thread that never runs, one in all.)
-                                caught_up = false;
-                                let due = self.started + pool_timeout + stopped;
-                                if due > Instant::now() {
-                                    deadline = due;
-                                    continue;
-                                }
-                            }
-                            _ => {}
+                    // is not to blame. The freezes are those the pool
+                    // detected (none with detection off), and a thaw this
+                    // timer is the first to see is judged here.
+                    pool.check_freeze(pool.inner.budget.stamp(Instant::now()).nanos());
+                    let total = pool.inner.budget.frozen_ns.load(Ordering::Acquire);
+                    let stopped = Duration::from_nanos(total.saturating_sub(frozen_before));
+                    if stopped > frozen {
+                        frozen = stopped;
+                        let due = self.started + pool_timeout + stopped;
+                        if due > Instant::now() {
+                            deadline = due;
+                            continue;
                         }
                     }
                     // Report before leaving the queue: "waiting" counts this
@@ -425,9 +414,9 @@ impl Queued {
                 continue;
             };
             let now = Instant::now();
-            origin
-                .counters
-                .waited(now.saturating_duration_since(self.started));
+            // (Running time, as for a wait that ran out.)
+            let waited = now.saturating_duration_since(self.started);
+            origin.counters.waited(waited.saturating_sub(frozen));
             let now = pool.inner.budget.stamp(now);
             let lease_id = {
                 let mut g = origin.lock();

@@ -236,6 +236,10 @@ impl Pool {
             for origin in self.origins() {
                 origin.discount_freeze(now, frozen);
             }
+            // (And the waits for a connection's: see `Queued::wait`.)
+            budget
+                .frozen_ns
+                .fetch_add(frozen.as_nanos() as u64, Ordering::AcqRel);
             // (Moves the beat.)
             self.freeze_detected(now, gap, "heartbeat gap");
         } else {

@@ -428,6 +428,7 @@ impl Pool {
             freeze_at: AtomicU64::new(0),
             freezes: AtomicU64::new(0),
             judging: Mutex::new(()),
+            frozen_ns: AtomicU64::new(0),
             clock: coarse_clock::CoarseClock::new(),
         });
         Pool {
