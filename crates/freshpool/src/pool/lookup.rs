@@ -123,8 +123,14 @@ impl Pool {
             ..like.key.parts()
         };
         let mut map = self.write_origins();
-        self.by_key_or_new(&mut map, view, &like.key.security, &like.connector)
-            .0
+        let (origin, created) =
+            self.by_key_or_new(&mut map, view, &like.key.security, &like.connector);
+        drop(map);
+        // (As `origin_for` does: a partition made here counts as one made.)
+        if created && runtime != partition::SHARED {
+            self.forget_empty_partitions(&origin);
+        }
+        origin
     }
 
     /// The map's origin for `view`, or a new one put in it (`true`).
