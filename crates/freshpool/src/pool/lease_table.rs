@@ -52,7 +52,11 @@ impl LeaseTable {
             n => self.rest.get_mut(n - 1),
         };
         if let Some(r) = record {
-            r.active_ms = u32::try_from(at.since(r.since).as_millis()).unwrap_or(u32::MAX);
+            // Never back: a note read from a beat that had not moved yet
+            // (while a freeze was being judged) would undo the freeze's
+            // discount.
+            let ms = u32::try_from(at.since(r.since).as_millis()).unwrap_or(u32::MAX);
+            r.active_ms = r.active_ms.max(ms);
             r.progressed = true;
         }
     }
@@ -135,6 +139,11 @@ mod tests {
         assert_eq!(last(young), ms(10_000), "taken 1 s before the thaw");
         assert!(t.iter().nth(old).unwrap().progressed);
         assert!(!t.iter().nth(young).unwrap().progressed);
+        // A note stamped before the discount (a frame read while the
+        // freeze was being judged, by the beat still from before it) does
+        // not undo it.
+        t.note_progress(old, ms(2_500));
+        assert_eq!(t.iter().nth(old).unwrap().last_active(), ms(7_000));
     }
 
     proptest! {

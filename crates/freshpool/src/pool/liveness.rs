@@ -126,6 +126,12 @@ fn slot_to_replace(kept: &[Stop; KEPT], len: u64) -> Option<usize> {
         .min_by_key(|&i| kept[i].len)
 }
 
+/// Whether the thread runs in this process and has run: its stops are
+/// evidence (without it, a gap is taken for a freeze on no evidence).
+pub(super) fn watching() -> bool {
+    PID.load(Ordering::Acquire) == std::process::id() && LAST_RUN.load(Ordering::Acquire) != 0
+}
+
 /// For tests and benchmarks that simulate a process freeze by blocking the
 /// client's runtime thread for `d`: the liveness thread stops for that long
 /// too, as it would in a real freeze (SIGSTOP stops every thread).
@@ -295,7 +301,7 @@ mod tests {
         }
         let i = slot_to_replace(&kept, 150 * ms).expect("a dominated stall");
         assert_ne!(i, 0);
-        // Seven 10-minute freezes an hour ago and a 30 s one just now:
+        // Ten-minute freezes an hour ago and a 30 s one just now:
         // an older 10-minute freeze (dominated by a newer one) goes.
         let mut kept = [stop(3_000_000, 600_000); KEPT];
         for (k, slot) in kept.iter_mut().enumerate() {

@@ -70,6 +70,9 @@ impl Pool {
         if let Some(threshold) = self.inner.config.freeze_threshold {
             let suspended = lock(&self.inner.suspend).poll(threshold);
             if let Some(gap) = suspended {
+                // (A stop in the same gap judged first: the detection
+                // below moves the beat, which would hide it.)
+                self.check_freeze(now_ns);
                 self.freeze_detected(Stamp::from_nanos(now_ns), gap, "machine suspend");
             }
         }
@@ -145,6 +148,8 @@ impl Pool {
                     // this task and the last one counts too.)
                     let suspended = lock(&pool.inner.suspend).poll(threshold);
                     if let Some(gap) = suspended {
+                        // (As in `spawn_heartbeat`.)
+                        pool.check_freeze(now.nanos());
                         pool.freeze_detected(now, gap, "machine suspend");
                     }
                 }
@@ -236,10 +241,15 @@ impl Pool {
             for origin in self.origins() {
                 origin.discount_freeze(now, frozen);
             }
-            // (And the waits for a connection's: see `Queued::wait`.)
-            budget
-                .frozen_ns
-                .fetch_add(frozen.as_nanos() as u64, Ordering::AcqRel);
+            // (And the waits for a connection's: see `Queued::wait`. Only
+            // what the liveness thread saw: without it every long gap is
+            // taken for a freeze, to evict, and a wait's own gap credited
+            // as one would extend it again at every timeout.)
+            if liveness::watching() {
+                budget
+                    .frozen_ns
+                    .fetch_add(frozen.as_nanos() as u64, Ordering::AcqRel);
+            }
             // (Moves the beat.)
             self.freeze_detected(now, gap, "heartbeat gap");
         } else {
@@ -381,13 +391,19 @@ mod tests {
         pool_with(Arc::new(SystemClock))
     }
 
-    /// How long a beat that judges a freeze pauses before it discounts the
-    /// leases (0: not at all): to let a test run a sweep meanwhile.
-    static JUDGEMENT_PAUSE_MS: AtomicU64 = AtomicU64::new(0);
+    std::thread_local! {
+        /// How long a beat on this thread that judges a freeze pauses
+        /// before it discounts the leases (0: not at all): to let a test
+        /// run a sweep meanwhile. (Per thread: other tests' beats never.)
+        static JUDGEMENT_PAUSE_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    /// Set when a beat reaches that pause.
+    static JUDGEMENT_PAUSED: AtomicBool = AtomicBool::new(false);
 
     pub(super) fn pause_in_judgement() {
-        let ms = JUDGEMENT_PAUSE_MS.load(Ordering::Acquire);
+        let ms = JUDGEMENT_PAUSE_MS.with(|p| p.get());
         if ms > 0 {
+            JUDGEMENT_PAUSED.store(true, Ordering::Release);
             std::thread::sleep(Duration::from_millis(ms));
         }
     }
@@ -425,13 +441,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2700));
         let pool = client.pool();
         let now = || pool.inner.budget.stamp(Instant::now());
-        JUDGEMENT_PAUSE_MS.store(500, Ordering::Release);
+        JUDGEMENT_PAUSED.store(false, Ordering::Release);
         std::thread::scope(|s| {
             // The checkout's beat: it judges the gap (and pauses).
-            s.spawn(|| pool.check_freeze(now().nanos()));
-            std::thread::sleep(Duration::from_millis(150));
-            JUDGEMENT_PAUSE_MS.store(0, Ordering::Release);
-            // The heartbeat's beat and sweep.
+            s.spawn(|| {
+                JUDGEMENT_PAUSE_MS.with(|p| p.set(500));
+                pool.check_freeze(now().nanos());
+            });
+            let paused = Instant::now();
+            while !JUDGEMENT_PAUSED.load(Ordering::Acquire) {
+                assert!(paused.elapsed() < Duration::from_secs(5), "no judgement");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // The heartbeat's beat and sweep, during the judgement.
             s.spawn(|| {
                 let at = now();
                 pool.check_freeze(at.nanos());
