@@ -90,8 +90,9 @@ impl ClientBuilder {
         /// past it (its own `connect_timeout` bounds it, and its error
         /// says why it failed). A process freeze the pool detects (a
         /// serverless sandbox paused between invocations; see
-        /// `freeze_threshold`) is not counted: the request waits that much
-        /// longer, and its error says so. (A dial under way still counts
+        /// `freeze_threshold`), as measured by its liveness thread, is not
+        /// counted: the request waits that much longer, and its error says
+        /// so. (A dial under way still counts
         /// it: its connect and handshake timeouts are the socket's.)
         pool_timeout: pool.pool_timeout: Duration,
         /// Close connections idle this long. Default 55 s; `None` = never.

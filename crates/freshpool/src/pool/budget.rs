@@ -18,8 +18,9 @@ pub(crate) struct Budget {
     pub(super) freeze_at: AtomicU64,
     pub(super) freezes: AtomicU64,
     /// How long the process was frozen in all, by the freezes the
-    /// heartbeat-gap judgement found (`liveness::stopped_for` of each), in
-    /// nanoseconds: what a wait for a connection does not count.
+    /// heartbeat-gap judgement found on the liveness thread's evidence
+    /// (`liveness::stopped_for` of each), in nanoseconds: what a wait for a
+    /// connection does not count.
     pub(super) frozen_ns: AtomicU64,
     /// Held while a beat judges a gap long enough to be a freeze (rare), so
     /// that the beat moves only once the leases are discounted: anyone who

@@ -353,8 +353,9 @@ impl Queued {
                     // serverless sandbox paused between invocations): no
                     // one could have freed a connection then, and the limit
                     // is not to blame. The freezes are those the pool
-                    // detected (none with detection off), and a thaw this
-                    // timer is the first to see is judged here.
+                    // detected and the liveness thread saw (none with
+                    // detection off), and a thaw this timer is the first to
+                    // see is judged here.
                     pool.check_freeze(pool.inner.budget.stamp(Instant::now()).nanos());
                     let total = pool.inner.budget.frozen_ns.load(Ordering::Acquire);
                     let stopped = Duration::from_nanos(total.saturating_sub(frozen_before));

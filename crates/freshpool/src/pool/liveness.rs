@@ -34,7 +34,8 @@ const KEPT: usize = 32;
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Nanoseconds since `EPOCH` of the thread's last wake-up (0: never ran).
 static LAST_RUN: AtomicU64 = AtomicU64::new(0);
-/// The last `KEPT` stops, each as (end, length) in nanoseconds: one
+/// Up to `KEPT` stops, those no newer and longer one makes redundant (see
+/// `slot_to_replace`), each as (end, length) in nanoseconds: one
 /// continuous stop, not a sum (many short scheduling stalls on a starved
 /// host are not a freeze). Written by the thread only.
 static STOPS: [[AtomicU64; 2]; KEPT] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; KEPT];
@@ -126,8 +127,10 @@ fn slot_to_replace(kept: &[Stop; KEPT], len: u64) -> Option<usize> {
         .min_by_key(|&i| kept[i].len)
 }
 
-/// Whether the thread runs in this process and has run: its stops are
-/// evidence (without it, a gap is taken for a freeze on no evidence).
+/// Whether the thread was started in this process (and its spawn did
+/// not fail): then its stops are evidence; without it a gap is taken for
+/// a freeze on no evidence. (Asked before `stopped_within`, which starts
+/// the thread in a forked child.)
 pub(super) fn watching() -> bool {
     PID.load(Ordering::Acquire) == std::process::id() && LAST_RUN.load(Ordering::Acquire) != 0
 }
@@ -177,10 +180,10 @@ pub(super) fn stopped_within(window: Duration, threshold: Duration) -> bool {
 /// at most `window`. Without evidence (the thread has not run here), all
 /// of it.
 pub(super) fn stopped_for(window: Duration) -> Duration {
-    let last_run = LAST_RUN.load(Ordering::Acquire);
-    if PID.load(Ordering::Acquire) != std::process::id() || last_run == 0 {
+    if !watching() {
         return window;
     }
+    let last_run = LAST_RUN.load(Ordering::Acquire);
     let now = since_epoch(Instant::now());
     let from = now.saturating_sub((window + PERIOD).as_nanos() as u64);
     let mut last_end = 0;

@@ -142,18 +142,18 @@ impl Pool {
                 pool.inner
                     .heartbeat_tick
                     .fetch_max(now.nanos(), Ordering::Relaxed);
+                // (The beat first: a suspend detected below moves it, and
+                // would hide a process stop in the same gap.)
+                pool.check_freeze(now.nanos());
                 let threshold = pool.inner.config.freeze_threshold;
                 if let Some(threshold) = threshold {
                     // (The pool's watch, not the task's: a suspend between
                     // this task and the last one counts too.)
                     let suspended = lock(&pool.inner.suspend).poll(threshold);
                     if let Some(gap) = suspended {
-                        // (As in `spawn_heartbeat`.)
-                        pool.check_freeze(now.nanos());
                         pool.freeze_detected(now, gap, "machine suspend");
                     }
                 }
-                pool.check_freeze(now.nanos());
                 beats += 1;
                 // Sweep expired idle connections about once a second.
                 if beats.is_multiple_of(4) {
@@ -229,6 +229,7 @@ impl Pool {
         // between `block_on` calls) while the process ran: a freeze only if
         // the process-wide liveness thread stopped too (one stop of the
         // threshold in the gap: see `liveness`).
+        let evidence = liveness::watching();
         if is_long(last) && liveness::stopped_within(gap, threshold) {
             let now = Stamp::from_nanos(now_n);
             // The stop, not the whole gap (a runtime nobody drove may have
@@ -245,7 +246,7 @@ impl Pool {
             // what the liveness thread saw: without it every long gap is
             // taken for a freeze, to evict, and a wait's own gap credited
             // as one would extend it again at every timeout.)
-            if liveness::watching() {
+            if evidence {
                 budget
                     .frozen_ns
                     .fetch_add(frozen.as_nanos() as u64, Ordering::AcqRel);
