@@ -552,6 +552,37 @@ mod tests {
         assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
     }
 
+    /// A process stop and a machine suspend in the same gap: both are
+    /// freezes, and the stop is measured (what waits and leases are not
+    /// charged). The suspend's detection, found first when a heartbeat
+    /// starts, moved the beat before any beat judged the gap, which hid
+    /// the stop: one freeze, nothing measured.
+    #[test]
+    fn a_stop_in_the_gap_of_a_suspend_is_judged_too() {
+        let _turn = liveness::TEST_TURN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let clock = Arc::new(crate::health::FakeClock {
+            mono: AtomicU64::new(1_000),
+            boot: AtomicU64::new(1_000),
+        });
+        let pool = pool_with(clock.clone());
+        let budget = &pool.inner.budget;
+        let real = || budget.stamp(Instant::now()).nanos();
+        current_thread().block_on(async {
+            pool.ensure_heartbeat(real());
+            pool.check_freeze(real());
+        });
+        // Stopped for 1.5 s, and suspended for 10 s, while no heartbeat ran.
+        liveness::simulate_freeze(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(1700));
+        clock.boot.fetch_add(10_000, Ordering::SeqCst);
+        current_thread().block_on(async { pool.ensure_heartbeat(real()) });
+        assert_eq!(budget.freezes.load(Ordering::Relaxed), 2);
+        let frozen = Duration::from_nanos(budget.frozen_ns.load(Ordering::Acquire));
+        assert!(frozen >= Duration::from_millis(1400), "{frozen:?}");
+    }
+
     /// A heartbeat replaced for silence (its runtime undriven between two
     /// `block_on` calls) ends when that runtime runs again: each quiet
     /// spell had left one more task sweeping every origin for good.
