@@ -43,6 +43,12 @@ async fn a_wait_for_a_connection_does_not_count_a_freeze() {
     held.into_body().bytes().await.unwrap();
     let body = waiting.await.unwrap();
     assert_eq!(body.expect("served after the thaw"), "ok");
+    // Its wait is recorded as running time: about 0.6 s of 3.8 s. (The
+    // other wait recorded: the first request's, for its dial.)
+    let stats = client.stats();
+    let wait = stats.origins[0].pool_wait;
+    assert_eq!(wait.count, 2, "{stats}");
+    assert!(wait.max < Duration::from_millis(2000), "{stats}");
 
     let held = client.get(&server.url("/bytes/10")).await.unwrap();
     let started = tokio::time::Instant::now();
@@ -66,4 +72,22 @@ async fn a_wait_for_a_connection_does_not_count_a_freeze() {
     let stats = client.stats();
     assert_eq!(stats.freezes_detected, 2, "{stats}");
     drop(held);
+
+    // Served after a thaw before its timer ever fired: its wait is still
+    // recorded as running time.
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    let waiting = queue(&client);
+    freeze().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    held.into_body().bytes().await.unwrap();
+    assert_eq!(waiting.await.unwrap().expect("served"), "ok");
+    let stats = client.stats();
+    assert_eq!(stats.freezes_detected, 1, "{stats}");
+    let wait = stats.origins[0].pool_wait;
+    assert!(wait.max < Duration::from_millis(2000), "{stats}");
 }

@@ -415,7 +415,10 @@ impl Queued {
                 continue;
             };
             let now = Instant::now();
-            // (Running time, as for a wait that ran out.)
+            // (Running time, as for a wait that ran out: less the freezes
+            // detected since it began, credited or not.)
+            let total = pool.inner.budget.frozen_ns.load(Ordering::Acquire);
+            let frozen = Duration::from_nanos(total.saturating_sub(frozen_before));
             let waited = now.saturating_duration_since(self.started);
             origin.counters.waited(waited.saturating_sub(frozen));
             let now = pool.inner.budget.stamp(now);
