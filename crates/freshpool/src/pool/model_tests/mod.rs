@@ -199,6 +199,20 @@ impl Model {
         now.after(Duration::from_millis(self.setup.idle_ms))
     }
 
+    /// A newly made HTTP/1 connection's record, as `Origin::new_record`
+    /// makes it: never used, resting since now.
+    fn new_connection(&self, conn_id: u64, closed: Arc<AtomicBool>) -> Idle<FakeH1> {
+        let now = self.now;
+        Idle::new(IdleRecord {
+            id: conn_id,
+            conn: FakeH1 { closed },
+            created: now,
+            idle_since: now,
+            expires_at: self.expiry(now),
+            requests: 0,
+        })
+    }
+
     /// `Origin::spawn_dials`: slots are already reserved.
     fn spawn_dials(&mut self, waiter_ids: Vec<u64>) {
         // Origin::spawn_dials: an origin service() newly found starved of
@@ -420,15 +434,7 @@ impl Model {
     fn dedicated_landed(&mut self, conn_id: u64, gone: bool) {
         let closed = Arc::new(AtomicBool::new(false));
         self.sockets.insert(conn_id, closed.clone());
-        let now = self.now;
-        let idle = Idle::new(IdleRecord {
-            id: conn_id,
-            conn: FakeH1 { closed },
-            created: now,
-            idle_since: now,
-            expires_at: self.expiry(now),
-            requests: 0,
-        });
+        let idle = self.new_connection(conn_id, closed);
         self.st.dial_done();
         // One dial fewer may leave a waiter without one (as the real code).
         self.service();
@@ -480,14 +486,7 @@ impl Model {
             );
         } else {
             self.st.protocol = Protocol::Http1;
-            let idle = Idle::new(IdleRecord {
-                id: conn_id,
-                conn: FakeH1 { closed },
-                created: now,
-                idle_since: now,
-                expires_at: self.expiry(now),
-                requests: 0,
-            });
+            let idle = self.new_connection(conn_id, closed);
             let surplus = self.st.offer_idle(idle, self.limits());
             drop(surplus);
         }
