@@ -1,0 +1,338 @@
+//! The heartbeat's unit tests: freeze judgement, sweeps, replaced
+//! heartbeats, the coarse clock and retiring unused origins.
+
+use super::*;
+use crate::health::SystemClock;
+
+fn pool() -> Pool {
+    pool_with(Arc::new(SystemClock))
+}
+
+std::thread_local! {
+    /// How long a beat on this thread that judges a freeze pauses
+    /// before it discounts the leases (0: not at all): to let a test
+    /// run a sweep meanwhile. (Per thread: other tests' beats never.)
+    static JUDGEMENT_PAUSE_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+/// Set when a beat reaches that pause.
+static JUDGEMENT_PAUSED: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn pause_in_judgement() {
+    let ms = JUDGEMENT_PAUSE_MS.with(|p| p.get());
+    if ms > 0 {
+        JUDGEMENT_PAUSED.store(true, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+/// A sweep that runs while another beat judges a freeze (at a thaw the
+/// first checkout and the overdue heartbeat run at once, on two
+/// workers) waits for the judgement. The judging beat used to move the
+/// beat first: the sweep's own beat then saw no gap, and it reported
+/// the lease held across the pause before its discount.
+#[test]
+fn a_sweep_during_a_freezes_judgement_does_not_report_the_pause() {
+    let _turn = liveness::TEST_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_rt.block_on(async {
+        tokio::spawn(freshpool_testkit::TestServer::http1())
+            .await
+            .unwrap()
+    });
+    let client = crate::Client::builder()
+        .lease_warn_after(Some(Duration::from_millis(1500)))
+        .build()
+        .unwrap();
+    // (Its heartbeat runs on `rt`, which nobody drives from here on:
+    // the pool does nothing until the two beats below.)
+    let rt = current_thread();
+    let url = server.url("/bytes/10");
+    let held = rt.block_on(client.get(&url)).unwrap();
+    liveness::simulate_freeze(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(2700));
+    let pool = client.pool();
+    let now = || pool.inner.budget.stamp(Instant::now());
+    JUDGEMENT_PAUSED.store(false, Ordering::Release);
+    std::thread::scope(|s| {
+        // The checkout's beat: it judges the gap (and pauses).
+        s.spawn(|| {
+            JUDGEMENT_PAUSE_MS.with(|p| p.set(500));
+            pool.check_freeze(now().nanos());
+        });
+        let paused = Instant::now();
+        while !JUDGEMENT_PAUSED.load(Ordering::Acquire) {
+            assert!(paused.elapsed() < Duration::from_secs(5), "no judgement");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The heartbeat's beat and sweep, during the judgement.
+        s.spawn(|| {
+            let at = now();
+            pool.check_freeze(at.nanos());
+            pool.sweep(at);
+        });
+    });
+    let stats = client.stats();
+    assert_eq!(stats.freezes_detected, 1, "{stats}");
+    let reported = stats.origins[0].leaks_reported;
+    assert_eq!(reported, 0, "{stats}");
+    drop(held);
+}
+
+fn pool_with(clock: Arc<dyn Clock>) -> Pool {
+    Pool::new(
+        PoolConfig::default(),
+        clock,
+        key::DialSettings::of(&crate::config::ConnConfig::default()),
+        crate::connect::SystemResolver::shared(),
+        Location::caller(),
+    )
+}
+
+/// A freeze is found by the beat that spans it, also when another beat
+/// (a checkout whose coarse clock was read before the stop) came in
+/// between: an earlier version kept a per-pool baseline of the
+/// liveness thread's stalls that such a beat moved past the stop.
+#[test]
+fn a_beat_with_a_stale_clock_does_not_hide_a_freeze() {
+    let _turn = liveness::TEST_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let pool = pool();
+    let budget = &pool.inner.budget;
+    let real = || budget.stamp(Instant::now()).nanos();
+    let before = real();
+    pool.check_freeze(before);
+    liveness::simulate_freeze(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1700));
+    pool.check_freeze(before + 2_000_000);
+    pool.check_freeze(real());
+    assert_eq!(budget.freezes.load(Ordering::Relaxed), 1);
+}
+
+/// A heartbeat started again on another runtime (the first one's shut
+/// down) left the gap since the last beat unjudged: it moved the last
+/// beat to now, so a freeze between two runtimes (a serverless sandbox
+/// frozen between invocations, each with a runtime of its own) was
+/// never detected, and the dead idle connections were reused.
+#[test]
+fn a_freeze_between_two_runtimes_is_detected() {
+    let _turn = liveness::TEST_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let pool = pool();
+    let budget = &pool.inner.budget;
+    let real = || budget.stamp(Instant::now()).nanos();
+    let first = current_thread();
+    first.block_on(async {
+        pool.ensure_heartbeat(real());
+        pool.check_freeze(real());
+    });
+    drop(first);
+    assert!(!pool.inner.heartbeat_started.load(Ordering::Acquire));
+    liveness::simulate_freeze(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1700));
+    current_thread().block_on(async {
+        // As a checkout does: the heartbeat first, then the beat.
+        pool.ensure_heartbeat(real());
+        pool.check_freeze(real());
+    });
+    assert_eq!(budget.freezes.load(Ordering::Relaxed), 1);
+}
+
+/// Likewise a machine suspend between two heartbeat tasks: each task
+/// took its own baseline of suspended time, so the new one counted
+/// from after the suspend.
+#[test]
+fn a_suspend_between_two_heartbeats_is_detected() {
+    let clock = Arc::new(crate::health::FakeClock {
+        mono: AtomicU64::new(1_000),
+        boot: AtomicU64::new(1_000),
+    });
+    let pool = pool_with(clock.clone());
+    current_thread().block_on(async { pool.ensure_heartbeat(1) });
+    assert!(!pool.inner.heartbeat_started.load(Ordering::Acquire));
+    // Suspended for 10 s while no heartbeat ran.
+    clock.boot.fetch_add(10_000, Ordering::SeqCst);
+    current_thread().block_on(async {
+        pool.ensure_heartbeat(1);
+        // At once, before the checkout that starts it takes anything.
+        assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
+        tokio::time::sleep(HEARTBEAT * 2).await;
+    });
+    assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
+}
+
+/// A process stop and a machine suspend in the same gap: both are
+/// freezes, and the stop is measured (what waits and leases are not
+/// charged). The suspend's detection, found first when a heartbeat
+/// starts, moved the beat before any beat judged the gap, which hid
+/// the stop: one freeze, nothing measured.
+#[test]
+fn a_stop_in_the_gap_of_a_suspend_is_judged_too() {
+    let _turn = liveness::TEST_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let clock = Arc::new(crate::health::FakeClock {
+        mono: AtomicU64::new(1_000),
+        boot: AtomicU64::new(1_000),
+    });
+    let pool = pool_with(clock.clone());
+    let budget = &pool.inner.budget;
+    let real = || budget.stamp(Instant::now()).nanos();
+    current_thread().block_on(async {
+        pool.ensure_heartbeat(real());
+        pool.check_freeze(real());
+    });
+    // Stopped for 1.5 s, and suspended for 10 s, while no heartbeat ran.
+    liveness::simulate_freeze(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1700));
+    clock.boot.fetch_add(10_000, Ordering::SeqCst);
+    current_thread().block_on(async { pool.ensure_heartbeat(real()) });
+    assert_eq!(budget.freezes.load(Ordering::Relaxed), 2);
+    let frozen = Duration::from_nanos(budget.frozen_ns.load(Ordering::Acquire));
+    assert!(frozen >= Duration::from_millis(1400), "{frozen:?}");
+}
+
+/// A heartbeat replaced for silence (its runtime undriven between two
+/// `block_on` calls) ends when that runtime runs again: each quiet
+/// spell had left one more task sweeping every origin for good.
+#[test]
+fn a_replaced_heartbeat_ends_instead_of_piling_up() {
+    let pool = pool();
+    let budget = &pool.inner.budget;
+    let real = || budget.stamp(Instant::now()).nanos();
+    let rt = current_thread();
+    rt.block_on(async { pool.ensure_heartbeat(real()) });
+    for round in 0..2 {
+        std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(100));
+        rt.block_on(async {
+            pool.ensure_heartbeat(real());
+            tokio::time::sleep(HEARTBEAT * 2).await;
+        });
+        // One task (two weak references: its own and its guard's).
+        let tasks = Arc::weak_count(&pool.inner) / 2;
+        assert_eq!(tasks, 1, "round {round}: {tasks} heartbeats");
+    }
+    assert!(pool.inner.heartbeat_started.load(Ordering::Acquire));
+}
+
+/// A heartbeat mistaken for silent (its runtime only stalled) and
+/// replaced on a runtime nobody drives takes the heartbeat back: it
+/// ended, and nothing ticked at all.
+#[test]
+fn a_stalled_heartbeat_takes_back_over_from_an_undriven_replacement() {
+    let pool = pool();
+    let budget = &pool.inner.budget;
+    let real = || budget.stamp(Instant::now()).nanos();
+    let driven = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    driven.block_on(async { pool.ensure_heartbeat(real()) });
+    // Its only worker blocked for longer than the silence allowed.
+    driven.spawn(async { std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(600)) });
+    std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(300));
+    let undriven = current_thread();
+    undriven.block_on(async { pool.ensure_heartbeat(real()) });
+    // The stalled one runs again; the replacement never does, and is
+    // found silent in turn.
+    std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(500));
+    let beat = budget.last_beat.load(Ordering::Acquire);
+    std::thread::sleep(HEARTBEAT * 3);
+    assert!(
+        budget.last_beat.load(Ordering::Acquire) > beat,
+        "no heartbeat ticks"
+    );
+    drop((driven, undriven));
+}
+
+#[test]
+fn the_coarse_clock_follows_the_beats_and_is_never_ahead() {
+    let pool = pool();
+    let budget = &pool.inner.budget;
+    let real = || budget.stamp(Instant::now());
+    // No beat yet: the real clock.
+    let before = real();
+    let read = budget.coarse_now();
+    assert!(read >= before && read <= real());
+    // A checkout's beat: the coarse clock reads it, not later.
+    let beat = real();
+    pool.check_freeze(beat.nanos());
+    let read = budget.coarse_now();
+    assert!(read <= beat && beat.since(read) < Duration::from_micros(1));
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(budget.coarse_now(), read, "no beat, no change");
+    assert!(budget.coarse_now() < real());
+    // A resume is a beat too (returns after it are not suspects).
+    pool.on_resume();
+    let read = budget.coarse_now();
+    assert!(read > beat && read <= real());
+    assert_eq!(read.nanos(), budget.freeze_at.load(Ordering::Acquire));
+}
+
+/// The sweep's watch: an origin is retired only once it has been
+/// found unused, with no use counted in between, for the whole delay.
+#[test]
+fn an_origin_is_retired_only_after_a_whole_unused_spell() {
+    let client = crate::Client::new();
+    let o = origin_of(&client, "http://unused.test/");
+    let after = Duration::from_secs(300);
+    let t0 = Stamp::from_nanos(1_000);
+    assert!(!o.retire_if_unused(t0, after), "the watch starts");
+    assert!(!o.retire_if_unused(t0.after(after / 2), after));
+    // A request used it meanwhile (a connection made and closed
+    // between two sweeps): the spell starts again.
+    o.counters.created.fetch_add(1, Ordering::Relaxed);
+    assert!(!o.retire_if_unused(t0.after(after), after));
+    assert!(!o.retire_if_unused(t0.after(after * 2 - after / 4), after));
+    assert!(!o.lock().state.retired);
+    assert!(o.retire_if_unused(t0.after(after * 2), after));
+    assert!(o.lock().state.retired);
+    assert!(!o.retire_if_unused(t0.after(after * 3), after), "once");
+}
+
+/// A checkout that recalls an origin the sweep has just retired (still
+/// in the map: the sweep takes it out after) goes to a successor: the
+/// request is served there, and the retired one gains nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_origin_hands_its_requests_to_a_successor() {
+    let server = freshpool_testkit::TestServer::http1().await;
+    let client = crate::Client::builder()
+        .idle_timeout(Some(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let url = server.url("/");
+    let get = || async {
+        let response = client.get(&url).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+    };
+    get().await;
+    // (This thread's memo now holds it too: the next request recalls it.)
+    let old = origin_of(&client, &url);
+    freshpool_testkit::eventually("its connection closed", || old.lock().state.slots == 0).await;
+    // What `retire_if_unused` does once the spell is over.
+    old.lock().state.retired = true;
+    get().await;
+    let new = origin_of(&client, &url);
+    assert!(!Arc::ptr_eq(&old, &new), "served by the retired origin");
+    assert_eq!(old.counters.created.load(Ordering::Relaxed), 1);
+    assert_eq!(old.lock().state.slots, 0, "the retired origin dialed");
+    assert_eq!(new.counters.created.load(Ordering::Relaxed), 1);
+    let map = client.pool().read_origins();
+    assert_eq!(map.values().count(), 1);
+    assert!(Arc::ptr_eq(map.values().next().unwrap(), &new));
+    drop(map);
+    // The sweep's own removal, after, leaves the successor in place.
+    client
+        .pool()
+        .write_origins()
+        .forget(std::slice::from_ref(&old));
+    assert!(Arc::ptr_eq(&origin_of(&client, &url), &new));
+}
