@@ -1,0 +1,252 @@
+//! Total capacity (`max_connections_total`) shared by origins: a slot that
+//! frees goes to the origin that waits for it, whichever way it frees (a
+//! body read to its end, an idle HTTP/2 connection, a last stream ending),
+//! and a timeout caused by the total limit says so. Real loopback servers
+//! (HTTP/1.1, and HTTP/2 over TLS).
+
+use std::time::Duration;
+
+use freshpool::Client;
+use freshpool_testkit::{Protocol, ServerConfig, TestServer};
+
+/// Library bug (reported; model: `pool::model_tests::
+/// origin_starving_after_service_is_woken_when_total_capacity_returns`):
+/// with the total budget held by another origin, an HTTPS origin's first
+/// dial lands as HTTP/2 with one stream; `add_connection`'s `service()`
+/// wants a second connection for the next waiter, finds the budget
+/// exhausted and sets `starving`, but only `checkout` registers an origin
+/// for `wake_starving`. When the other origin frees its slot, nobody looks
+/// here: the waiter times out although capacity is free.
+#[test]
+fn an_origin_starved_by_service_is_woken_when_total_capacity_frees() {
+    use freshpool_testkit::TestCa;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let ca = TestCa::new();
+        let h2 = TestServer::start(ServerConfig {
+            protocol: Protocol::Http2,
+            tls: Some(ServerConfig::tls_config(&ca, &[b"h2"])),
+            max_concurrent_streams: Some(1),
+            ..ServerConfig::default()
+        })
+        .await;
+        let h1 = TestServer::http1().await;
+        let client = Client::builder()
+            .add_root_certificate(ca.ca_cert_der())
+            .max_connections_per_host(2)
+            .max_connections_total(2)
+            .pool_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        // Origin Y holds one total slot: a response whose body we keep.
+        let held = client.get(&h1.url("/stream/200000")).await.unwrap();
+        // Origin X: R1 dials, R2 queues behind the dial (coalescing).
+        let r1 = {
+            let (c, u) = (client.clone(), h2.url("/delay/6000"));
+            tokio::spawn(async move { c.get(&u).await?.into_body().bytes().await })
+        };
+        let r2 = {
+            let (c, u) = (client.clone(), h2.url("/"));
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let r = c.get(&u).await;
+                (r.map(|_| ()), started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Y's slot frees: X's waiter can have a second connection now.
+        drop(held);
+        let (r2, waited) = r2.await.unwrap();
+        assert!(
+            r2.is_ok() && waited < Duration::from_secs(2),
+            "R2 waited {waited:?} after total capacity was freed: {:?}\n{}",
+            r2.err(),
+            client.stats()
+        );
+        r1.abort();
+    });
+}
+
+/// Two origins and one connection for both (per host and in total).
+async fn two_origins_one_slot(pool_timeout: Duration) -> (TestServer, TestServer, Client) {
+    let a = TestServer::http1().await;
+    let b = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .max_connections_total(1)
+        .pool_timeout(pool_timeout)
+        .build()
+        .unwrap();
+    (a, b, client)
+}
+
+/// Waits until `n` requests to `server` queue in `client`'s pool.
+async fn until_waiting(client: &Client, server: &TestServer, n: usize) {
+    let port = server.addr().port().to_string();
+    freshpool_testkit::eventually("requests to queue", || {
+        client
+            .stats()
+            .origins
+            .iter()
+            .any(|o| o.origin.contains(&port) && o.waiting == n)
+    })
+    .await;
+}
+
+/// With `held` (a response whose body is unread) keeping the only slot,
+/// starts a GET of `waiter` (another origin), waits until it queues, reads
+/// `held` to the end, and returns how long after that the GET was served.
+async fn served_after_release(
+    client: &Client,
+    held: http::Response<freshpool::Body>,
+    waiter: &TestServer,
+) -> Duration {
+    let waiting = {
+        let (c, u) = (client.clone(), waiter.url("/"));
+        tokio::spawn(async move {
+            let r = c.get(&u).await?.into_body().bytes().await;
+            r.map(|_| std::time::Instant::now())
+        })
+    };
+    // It queues (starving: the total limit, not its own, holds it).
+    until_waiting(client, waiter, 1).await;
+    // The holder reads to the end: its connection comes back with nobody
+    // at its own origin waiting for it.
+    held.into_body().bytes().await.unwrap();
+    let returned = std::time::Instant::now();
+    let served = waiting.await.unwrap();
+    let served = served.unwrap_or_else(|e| panic!("not served: {e}\n{}", client.stats()));
+    served.saturating_duration_since(returned)
+}
+
+/// Library bug (found reading `relieve_total`): an origin waiting for total
+/// capacity was helped only when its request queued (by closing an idle
+/// connection elsewhere then). A connection another origin returned later
+/// went idle and kept the capacity: the waiter sat until `pool_timeout`.
+/// Now a connection returned while another origin starves and no waiter
+/// here wants it is closed, and its slot goes to the starving origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_returned_while_another_origin_starves_gives_it_the_capacity() {
+    let (a, b, client) = two_origins_one_slot(Duration::from_secs(4)).await;
+    // A holds the only slot: a response whose body is still unread.
+    let held = client.get(&a.url("/stream/200000")).await.unwrap();
+    let waited = served_after_release(&client, held, &b).await;
+    assert!(
+        waited < Duration::from_secs(2),
+        "B waited {waited:?} after A's connection came back\n{}",
+        client.stats()
+    );
+    assert_eq!(a.stats().connections_accepted(), 1);
+    assert_eq!(b.stats().connections_accepted(), 1);
+}
+
+/// An origin that starved with several requests queued is registered for
+/// the freed capacity once, not once per request: a stale registration
+/// would make later returns (even its own) close their connection, as if
+/// some origin still waited for capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starving_origin_with_many_waiters_leaves_no_stale_claim() {
+    let (a, b, client) = two_origins_one_slot(Duration::from_secs(4)).await;
+    let held = client.get(&a.url("/stream/200000")).await.unwrap();
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let (c, u) = (client.clone(), b.url("/"));
+            tokio::spawn(async move { c.get(&u).await?.into_body().bytes().await })
+        })
+        .collect();
+    until_waiting(&client, &b, 5).await;
+    held.into_body().bytes().await.unwrap();
+    for w in waiters {
+        w.await.unwrap().unwrap();
+    }
+    // Nobody waits any more: B's connection rests and is reused.
+    for _ in 0..3 {
+        let response = client.get(&b.url("/")).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+    }
+    let stats = client.stats();
+    assert_eq!(b.stats().connections_accepted(), 1, "{stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Surplus),
+        1,
+        "{stats}"
+    );
+}
+
+/// The pool-timeout report names the pool-wide limit when that is the one
+/// reached (the origin's own numbers would read as "should have dialed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_caused_by_the_total_limit_says_so() {
+    let (a, b, client) = two_origins_one_slot(Duration::from_millis(300)).await;
+    let held = client.get(&a.url("/stream/200000")).await.unwrap();
+    let err = client.get(&b.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::PoolTimeout);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("max_connections_total 1 reached, 1 of them to other origins")
+            && msg.contains("raise max_connections_total"),
+        "{msg}"
+    );
+    drop(held);
+}
+
+/// An HTTP/2 (TLS) origin and an HTTP/1 one, one connection for both.
+async fn h2_and_h1_one_slot(pool_timeout: Duration) -> (TestServer, TestServer, Client) {
+    let ca = freshpool_testkit::TestCa::new();
+    let h2 = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        tls: Some(ServerConfig::tls_config(&ca, &[b"h2"])),
+        ..ServerConfig::default()
+    })
+    .await;
+    let h1 = TestServer::http1().await;
+    let client = Client::builder()
+        .add_root_certificate(ca.ca_cert_der())
+        .max_connections_per_host(1)
+        .max_connections_total(1)
+        .pool_timeout(pool_timeout)
+        .build()
+        .unwrap();
+    (h2, h1, client)
+}
+
+/// Library bug (noticed while fixing the one above): relief under the total
+/// limit only ever closed idle HTTP/1 connections. An HTTP/2 connection
+/// with no stream in flight kept its slot while another origin timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_gives_its_slot_to_a_starving_origin() {
+    let (h2, h1, client) = h2_and_h1_one_slot(Duration::from_secs(3)).await;
+    // X: one HTTP/2 connection, now without streams, holds the only slot.
+    let body = client.get(&h2.url("/")).await.unwrap().into_body().bytes();
+    body.await.unwrap();
+    assert_eq!(client.stats().open_connections, 1);
+    // Y must get it.
+    let started = std::time::Instant::now();
+    let r = client.get(&h1.url("/")).await;
+    let waited = started.elapsed();
+    assert!(
+        r.is_ok() && waited < Duration::from_secs(2),
+        "Y waited {waited:?}: {:?}\n{}",
+        r.err(),
+        client.stats()
+    );
+}
+
+/// The same when the HTTP/2 connection's last stream ends while the other
+/// origin already waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_whose_last_stream_ends_gives_its_slot_to_a_starving_origin() {
+    let (h2, h1, client) = h2_and_h1_one_slot(Duration::from_secs(4)).await;
+    // X's only stream is still open (body unread) when Y queues.
+    let held = client.get(&h2.url("/stream/200000")).await.unwrap();
+    let waited = served_after_release(&client, held, &h1).await;
+    assert!(
+        waited < Duration::from_secs(2),
+        "Y waited {waited:?} after X's stream ended\n{}",
+        client.stats()
+    );
+}
