@@ -1,0 +1,339 @@
+//! Name resolution: Happy Eyeballs across a host's addresses, the connect
+//! timeout over the whole attempt, errors listing every address tried, and
+//! connections following DNS when a host moves from 127.0.0.2 to 127.0.0.3
+//! (through `max_lifetime`, or because a `CachingResolver` reports the
+//! change) without a single request failing.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use freshpool::{CachingResolver, Client, CloseReason, Kind, Resolve, ResolveFuture};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+#[path = "../common/mod.rs"]
+mod common;
+mod follow_dns;
+
+/// Answers every name with the current list (switchable).
+#[derive(Clone)]
+struct Switch(Arc<Mutex<Vec<SocketAddr>>>);
+
+impl Switch {
+    fn new(addrs: Vec<SocketAddr>) -> Switch {
+        Switch(Arc::new(Mutex::new(addrs)))
+    }
+    fn set(&self, addrs: Vec<SocketAddr>) {
+        *self.0.lock().unwrap() = addrs;
+    }
+}
+
+impl Resolve for Switch {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let addrs = self.0.lock().unwrap().clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+/// A tiny HTTP/1.1 + HTTP/2 server on a given loopback IP whose responses
+/// name the address that served them.
+struct IpServer {
+    addr: SocketAddr,
+    connections: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for IpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl IpServer {
+    async fn start(ip: &str) -> IpServer {
+        let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0))
+            .await
+            .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicU64::new(0));
+        let count = connections.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                conns.spawn(async move {
+                    let svc = service_fn(move |_req| async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                            addr.ip().to_string(),
+                        ))))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        IpServer {
+            addr,
+            connections,
+            task,
+        }
+    }
+}
+
+fn closed_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], common::closed_port()))
+}
+
+/// A loopback address that never answers a SYN: a listener with a full
+/// accept queue (Linux drops further SYNs instead of refusing them). The
+/// returned streams keep the queue full.
+async fn blackhole() -> Option<(SocketAddr, Vec<TcpStream>, socket2::Socket)> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .ok()?;
+    socket.listen(0).ok()?;
+    let addr = socket.local_addr().ok()?.as_socket()?;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(_)) => return None, // refused: no blackhole on this kernel
+            Err(_) => return Some((addr, held, socket)),
+        }
+    }
+    None
+}
+
+async fn text(client: &Client, url: &str) -> Result<String, freshpool::Error> {
+    client.get(url).await?.into_body().text().await
+}
+
+/// A GET that must fail: its error and how long it took.
+async fn fails_in(client: &Client, url: &str) -> (freshpool::Error, Duration) {
+    let started = Instant::now();
+    let err = text(client, url).await.expect_err("the GET fails");
+    (err, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_eyeballs_skips_a_refusing_address() {
+    let server = IpServer::start("127.0.0.1").await;
+    let client = Client::builder()
+        .resolver(Switch::new(vec![closed_addr(), server.addr]))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let body = text(&client, "http://multi.test/").await.unwrap();
+    assert_eq!(body, "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_eyeballs_races_past_a_blackholed_address_within_the_timeout() {
+    let Some((hole, _held, _socket)) = blackhole().await else {
+        eprintln!("skipped: this kernel refuses instead of dropping SYNs");
+        return;
+    };
+    let server = IpServer::start("127.0.0.1").await;
+    let client = Client::builder()
+        .resolver(Switch::new(vec![hole, server.addr]))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let body = text(&client, "http://multi.test/").await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(body, "127.0.0.1");
+    // RFC 8305: the second address is tried after the attempt delay
+    // (250 ms), not after the first one times out.
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // Only blackholes: the connect timeout bounds the whole attempt and the
+    // error lists every address.
+    let Some((hole2, _held2, _socket2)) = blackhole().await else {
+        return;
+    };
+    let client = Client::builder()
+        .resolver(Switch::new(vec![hole, hole2]))
+        .connect_timeout(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let (err, took) = fails_in(&client, "http://multi.test/").await;
+    assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    let msg = err.to_string();
+    for addr in [hole, hole2] {
+        assert!(msg.contains(&addr.to_string()), "{msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_address_fails_the_error_lists_each() {
+    let addrs = vec![closed_addr(), closed_addr(), closed_addr()];
+    let client = Client::builder()
+        .resolver(Switch::new(addrs.clone()))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = text(&client, "http://multi.test/").await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Connect, "{err}");
+    let msg = err.to_string();
+    for addr in &addrs {
+        assert!(msg.contains(&addr.to_string()), "{addr} missing: {msg}");
+    }
+}
+
+/// Answers after `delay`.
+#[derive(Clone)]
+struct SlowAnswer(Vec<SocketAddr>, Duration);
+
+impl Resolve for SlowAnswer {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let (addrs, delay) = (self.0.clone(), self.1);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(addrs)
+        })
+    }
+}
+
+/// `connect_timeout` bounds the whole attempt: a slow lookup leaves the
+/// TCP connect only what remains (each used to get the full setting, and
+/// through a proxy the CONNECT a third). The timeout also keeps why each
+/// address failed, and says which were never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_the_lookup_and_the_connect_together() {
+    let Some((hole, _held, _socket)) = blackhole().await else {
+        eprintln!("skipped: this kernel refuses instead of dropping SYNs");
+        return;
+    };
+    let refused = closed_addr();
+    let client = Client::builder()
+        .resolver(SlowAnswer(vec![refused, hole], Duration::from_millis(800)))
+        .connect_timeout(Duration::from_millis(1000))
+        .build()
+        .unwrap();
+    let (err, took) = fails_in(&client, "http://slow.test/").await;
+    assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
+    // 800 ms of lookup + the rest of the 1 s: not 800 + 1000.
+    assert!(took < Duration::from_millis(1500), "{took:?}: {err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{refused} (")), "{msg}");
+    assert!(
+        msg.to_lowercase().contains("refused"),
+        "the reason is kept: {msg}"
+    );
+    assert!(msg.contains(&format!("{hole} (no answer)")), "{msg}");
+}
+
+/// `pool_timeout` bounds waiting for the pool, not the request's own dial:
+/// with a dead host the request ends with the connect's error (which says
+/// what is wrong), not PoolTimeout advising a larger pool while nothing
+/// was in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_timeout_does_not_cut_off_the_requests_own_dial() {
+    let Some((hole, _held, _socket)) = blackhole().await else {
+        eprintln!("skipped: this kernel refuses instead of dropping SYNs");
+        return;
+    };
+    let client = Client::builder()
+        .resolver(Switch::new(vec![hole]))
+        .pool_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(1200))
+        .build()
+        .unwrap();
+    let err = timeout(Duration::from_secs(10), text(&client, "http://dead.test/"))
+        .await
+        .expect("bounded by the connect timeouts")
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
+    // Another request behind it, with no dial of its own, still gets
+    // PoolTimeout (the limit is 1 here).
+    let client = Client::builder()
+        .resolver(Switch::new(vec![hole]))
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(1200))
+        .build()
+        .unwrap();
+    let first = {
+        let client = client.clone();
+        tokio::spawn(async move { text(&client, "http://dead.test/").await })
+    };
+    while client
+        .stats()
+        .origins
+        .first()
+        .is_none_or(|o| o.connecting == 0)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = text(&client, "http://dead.test/").await.unwrap_err();
+    assert_eq!(second.kind(), Kind::PoolTimeout, "{second}");
+    assert_eq!(
+        first.await.unwrap().unwrap_err().kind(),
+        Kind::ConnectTimeout
+    );
+}
+
+/// A shared pool's origins dial with whichever client's connector used
+/// them first. A client sharing the pool with a resolver of its own had its
+/// requests dialed where the first client's resolver said; now a client
+/// that shares a pool uses the pool's resolver, and `build()` refuses a
+/// resolver or dial settings of its own (a Config error naming them),
+/// instead of a silent split or a new origin per such client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sharing_a_pool_dial_the_pools_way() {
+    let two = IpServer::start("127.0.0.2").await;
+    let owner = Client::builder()
+        .resolver(Switch::new(vec![two.addr]))
+        .proxy_from_env(false)
+        .build()
+        .unwrap();
+    let own_resolver = Client::builder()
+        .resolver(Switch::new(vec![closed_addr()]))
+        .share_pool_with(&owner)
+        .build()
+        .unwrap_err();
+    assert_eq!(own_resolver.kind(), Kind::Config);
+    assert!(
+        own_resolver.to_string().contains("resolver"),
+        "{own_resolver}"
+    );
+    let other_timeout = Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .share_pool_with(&owner)
+        .build()
+        .unwrap_err();
+    assert_eq!(other_timeout.kind(), Kind::Config);
+    assert!(
+        other_timeout.to_string().contains("connect_timeout"),
+        "{other_timeout}"
+    );
+    // A client that dials alike uses the pool's resolver, also when it is
+    // the first to reach the origin, and shares its connections.
+    let sharer = Client::builder()
+        .proxy_from_env(false)
+        .timeout(Some(Duration::from_secs(5)))
+        .share_pool_with(&owner)
+        .build()
+        .unwrap();
+    let url = "http://svc.test/";
+    assert_eq!(text(&sharer, url).await.unwrap(), "127.0.0.2");
+    assert_eq!(text(&owner, url).await.unwrap(), "127.0.0.2");
+    assert_eq!(two.connections.load(Ordering::SeqCst), 1);
+}
