@@ -9,7 +9,7 @@ use freshpool_testkit::{eventually, ServerConfig, TestServer};
 use tokio::time::timeout;
 
 mod common;
-use common::{fetch, http2_server_and_client, text_of};
+use common::{fetch, http2_server_and_client};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -548,45 +548,6 @@ async fn userinfo_becomes_basic_authorization_and_leaves_the_uri() {
     }
 }
 
-/// The overall `timeout` bounds the response body too, as in reqwest and
-/// Go: a server that sends its head and stalls mid-body fails the read
-/// with `Kind::Timeout` (it used to hang for as long as the server
-/// stalled), and the connection, which still owes the rest, is not
-/// reused. A body read in time is unaffected.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_request_timeout_bounds_the_response_body_too() {
-    let server = TestServer::http1().await;
-    let client = Client::builder()
-        .timeout(Some(Duration::from_millis(300)))
-        .build()
-        .unwrap();
-    let response = client.get(&server.url("/stall/30000")).await.unwrap();
-    let started = std::time::Instant::now();
-    let err = tokio::time::timeout(Duration::from_secs(10), response.into_body().bytes())
-        .await
-        .expect("the body read ends by the request's timeout")
-        .unwrap_err();
-    assert_eq!(err.kind(), Kind::Timeout, "{err}");
-    assert!(err.to_string().contains("response body"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(
-        client.stats().closed_for(freshpool::CloseReason::Error),
-        1,
-        "the connection owing the rest is closed"
-    );
-    assert_eq!(
-        client
-            .get(&server.url("/stall/50"))
-            .await
-            .unwrap()
-            .into_body()
-            .text()
-            .await
-            .unwrap(),
-        "partial"
-    );
-}
-
 /// HTTP/2 with prior knowledge against a server that speaks only HTTP/1:
 /// the error says what went wrong (no SETTINGS frame, not an HTTP/2
 /// server), and the failed dial is the only one: its slot is freed after
@@ -612,90 +573,4 @@ async fn http2_prior_knowledge_to_an_http1_server_fails_once_and_clearly() {
     );
     let stats = client.stats();
     assert_eq!(stats.open_connections, 0, "{stats}");
-}
-
-/// The same while the body keeps flowing, read slowly: every read finds
-/// data ready, and the timeout still ends it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_request_timeout_ends_a_slow_read_of_a_flowing_body() {
-    let server = TestServer::http1().await;
-    let client = Client::builder()
-        .timeout(Some(Duration::from_millis(300)))
-        .build()
-        .unwrap();
-    let response = client.get(&server.url("/stream/1048576")).await.unwrap();
-    let mut body = response.into_body();
-    let started = std::time::Instant::now();
-    let err = loop {
-        match http_body_util::BodyExt::frame(&mut body).await {
-            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Some(Err(e)) => break e,
-            None => panic!("1 MiB read at 20 ms a frame within the 300 ms timeout"),
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the timeout never ended the read"
-        );
-    };
-    assert_eq!(err.kind(), Kind::Timeout, "{err}");
-}
-
-/// `Body::bytes` gives every byte in order, whatever the framing: one
-/// frame (returned as is), many (joined: `/stream` sends 1 KiB frames,
-/// each a letter of its own), none; over HTTP/1 (chunked) and HTTP/2.
-/// Each read to the end returns its connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bytes_reads_a_body_of_any_framing_whole_and_in_order() {
-    let h1 = TestServer::http1().await;
-    let (h2, h2_client) = http2_server_and_client(Client::builder()).await;
-    let cases = [(&h1, Client::new()), (&h2, h2_client)];
-    for (server, client) in cases {
-        let base = server.url("");
-        let n = 5 * 1024 + 100;
-        let body = fetch(&client, &server.url(&format!("/stream/{n}"))).await;
-        assert_eq!(body.len(), n, "{base}");
-        for (k, frame) in body.chunks(1024).enumerate() {
-            let letter = b'a' + (k % 26) as u8;
-            assert!(frame.iter().all(|&b| b == letter), "{base}: frame {k}");
-        }
-        assert_eq!(fetch(&client, &server.url("/bytes/5")).await, "xxxxx");
-        assert!(fetch(&client, &server.url("/status/204")).await.is_empty());
-        let stats = client.stats();
-        assert_eq!(stats.created(), 1, "{base}: {stats}");
-        assert_eq!(stats.reused(), 2, "{base}: {stats}");
-        assert_eq!(stats.idle(), 1, "{base}: {stats}");
-    }
-}
-
-/// `Body::text` gives a body's text whole and in order, over one frame
-/// or many, replaces what is not UTF-8 (U+FFFD) instead of failing, and
-/// (valid) keeps no more memory than the text.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn text_reads_any_framing_and_replaces_invalid_utf8() {
-    let server = TestServer::http1().await;
-    let client = Client::new();
-    let n = 3 * 1024 + 7;
-    let text = text_of(client.get(&server.url(&format!("/stream/{n}")))).await;
-    assert_eq!(text.len(), n);
-    for (k, frame) in text.as_bytes().chunks(1024).enumerate() {
-        let letter = b'a' + (k % 26) as u8;
-        assert!(frame.iter().all(|&b| b == letter), "frame {k}");
-    }
-    assert_eq!(text.capacity(), text.len());
-    // 100 KiB echoed back: read in several frames, joined.
-    let pattern = [b'o', b'k', 0xff, b'!'];
-    let sent: Vec<u8> = pattern.iter().copied().cycle().take(100 * 1024).collect();
-    let invalid = text_of(client.post(&server.url("/echo"), sent)).await;
-    assert_eq!(invalid, "ok\u{fffd}!".repeat(25 * 1024));
-    let short = text_of(client.post(&server.url("/echo"), pattern.to_vec())).await;
-    assert_eq!(short, "ok\u{fffd}!");
-    // One frame, valid: its String holds no more than it, not the read
-    // buffer it came in, which it may be given whole once nothing else
-    // holds it (here: connections closed after each request).
-    let closing = Client::builder().max_idle_per_host(0).build().unwrap();
-    for _ in 0..20 {
-        let small = text_of(closing.get(&server.url("/bytes/5"))).await;
-        assert_eq!(small, "xxxxx");
-        assert_eq!(small.capacity(), 5);
-    }
 }
