@@ -123,11 +123,28 @@ pub fn parse_url(url: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
-#[derive(Default)]
 struct Tally {
-    latencies: Vec<Duration>,
+    /// Latencies of answered requests, in microseconds. A histogram, not
+    /// a list: a long `-d` run at loopback rates answers hundreds of
+    /// millions of requests, and a list of them (16 bytes each) outgrew
+    /// memory; this stays a few hundred KiB, with 3 significant digits.
+    latencies: hdrhistogram::Histogram<u64>,
     statuses: BTreeMap<u16, u64>,
     errors: BTreeMap<String, (u64, String)>,
+    /// Requests still in flight when `-d` ran out: stopped there, counted
+    /// neither as answered nor as failed.
+    cut_off: u64,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            latencies: hdrhistogram::Histogram::new(3).expect("3 significant digits are valid"),
+            statuses: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            cut_off: 0,
+        }
+    }
 }
 
 impl Tally {
@@ -140,6 +157,14 @@ impl Tally {
     }
 }
 
+/// How one request of the run ended.
+enum Outcome {
+    Answered,
+    Failed(freshpool::Error),
+    /// `-d` ran out while it was in flight.
+    CutOff,
+}
+
 struct Job {
     client: freshpool::Client,
     method: http::Method,
@@ -150,7 +175,8 @@ struct Job {
 }
 
 impl Job {
-    async fn one(&self) -> Result<(), freshpool::Error> {
+    /// Sends one request; with a `deadline` (`-d`), stops it there.
+    async fn one(&self, deadline: Option<Instant>) -> Outcome {
         let mut req = http::Request::builder()
             .method(self.method.clone())
             .uri(&self.url);
@@ -161,19 +187,31 @@ impl Job {
             .body(self.body.clone())
             .expect("method, URL and headers were validated");
         let started = Instant::now();
-        let result = async {
+        let exchange = async {
             let resp = self.client.request(req).await?;
             let status = resp.status().as_u16();
             resp.into_body().drain().await?;
             Ok::<u16, freshpool::Error>(status)
-        }
-        .await;
+        };
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), exchange).await {
+                Ok(result) => result,
+                Err(_) => {
+                    self.tally.lock().unwrap_or_else(|p| p.into_inner()).cut_off += 1;
+                    return Outcome::CutOff;
+                }
+            },
+            None => exchange.await,
+        };
         let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(status) => {
-                t.latencies.push(started.elapsed());
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                if t.latencies.record(micros.max(1)).is_err() {
+                    t.latencies.saturating_record(micros);
+                }
                 *t.statuses.entry(status).or_default() += 1;
-                Ok(())
+                Outcome::Answered
             }
             Err(e) => {
                 let entry = t
@@ -181,7 +219,7 @@ impl Job {
                     .entry(format!("{:?}", e.kind()))
                     .or_insert((0, e.to_string()));
                 entry.0 += 1;
-                Err(e)
+                Outcome::Failed(e)
             }
         }
     }
@@ -255,7 +293,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     }
     // The first request goes alone: an unreachable or misconfigured target
     // is reported as one line instead of N identical errors.
-    if let Err(e) = job.one().await {
+    if let Outcome::Failed(e) = job.one(deadline).await {
         use freshpool::Kind;
         if matches!(
             e.kind(),
@@ -274,7 +312,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
             while sent.fetch_add(1, Ordering::Relaxed) < total
                 && deadline.is_none_or(|d| Instant::now() < d)
             {
-                let _ = job.one().await;
+                job.one(deadline).await;
                 bar.inc(1);
             }
         });
@@ -303,8 +341,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
-    let mut t = job.tally.lock().unwrap_or_else(|p| p.into_inner());
-    t.latencies.sort();
+    let t = job.tally.lock().unwrap_or_else(|p| p.into_inner());
     let (answered, refused) = t.answered_and_refused();
     let ok = answered - refused;
     let errors: u64 = t.errors.values().map(|(n, _)| n).sum();
@@ -316,6 +353,13 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
         "  Requests:     {} (ok {ok}, 4xx/5xx {refused}, errors {errors})",
         answered + errors
     );
+    if t.cut_off > 0 {
+        let _ = writeln!(
+            o,
+            "  Cut off:      {} in flight when -d ran out (not counted above)",
+            t.cut_off
+        );
+    }
     let _ = writeln!(o, "  Concurrency:  {}", args.concurrency);
     let _ = writeln!(o, "  Elapsed:      {:.3} s", elapsed.as_secs_f64());
     let _ = writeln!(
@@ -339,31 +383,35 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
     o
 }
 
-fn latency_section(o: &mut String, lat: &[Duration]) {
+fn latency_section(o: &mut String, lat: &hdrhistogram::Histogram<u64>) {
     let _ = writeln!(o, "Latency (answered requests, any status):");
-    let (Some(min), Some(max)) = (lat.first(), lat.last()) else {
+    if lat.is_empty() {
         let _ = writeln!(o, "  no answered request");
         return;
-    };
-    let q = |q: f64| lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1];
-    let mean = lat.iter().sum::<Duration>() / lat.len() as u32;
+    }
+    let us_to_ms = |us: u64| us as f64 / 1000.0;
     let _ = writeln!(
         o,
         "  min {:.2} ms, mean {:.2} ms, max {:.2} ms",
-        ms(*min),
-        ms(mean),
-        ms(*max)
+        us_to_ms(lat.min()),
+        lat.mean() / 1000.0,
+        us_to_ms(lat.max())
     );
-    for (name, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
-        let _ = writeln!(o, "  {name:<6} {:.2} ms", ms(q(p)));
+    for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)] {
+        let _ = writeln!(
+            o,
+            "  {name:<6} {:.2} ms",
+            us_to_ms(lat.value_at_percentile(p))
+        );
     }
     let _ = writeln!(o, "Histogram:");
     let buckets = 10usize;
-    let (lo, hi) = (ms(*min), ms(*max));
+    let (lo, hi) = (us_to_ms(lat.min()), us_to_ms(lat.max()));
     let width = ((hi - lo) / buckets as f64).max(1e-6);
     let mut counts = vec![0u64; buckets];
-    for d in lat {
-        counts[(((ms(*d) - lo) / width) as usize).min(buckets - 1)] += 1;
+    for v in lat.iter_recorded() {
+        let at = us_to_ms(v.value_iterated_to()).clamp(lo, hi);
+        counts[(((at - lo) / width) as usize).min(buckets - 1)] += v.count_at_value();
     }
     let most = counts.iter().copied().max().unwrap_or(1).max(1);
     for (i, n) in counts.iter().enumerate() {

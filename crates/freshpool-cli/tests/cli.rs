@@ -163,6 +163,50 @@ async fn load_reports_the_request_count_statuses_and_pool_stats() {
     assert!(number_after(&stdout(&out), "Requests:") >= 1.0);
 }
 
+/// `-d` ends the run at its deadline, also for requests in flight (the
+/// first one, sent alone, included): they are stopped there and reported
+/// as cut off, not waited out to `--timeout`. (It used to run until every
+/// request in flight had finished: against a server that answers after
+/// 30 s, `-d 1s` took 30 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_stops_requests_in_flight_when_its_duration_runs_out() {
+    let server = TestServer::http1().await;
+    let started = std::time::Instant::now();
+    let out = freshpool(
+        &[
+            "load",
+            &server.url("/delay/30000"),
+            "-d",
+            "1s",
+            "-c",
+            "3",
+            "--timeout",
+            "60s",
+        ],
+        Duration::from_secs(25),
+    )
+    .await;
+    let took = started.elapsed();
+    let text = stdout(&out);
+    assert!(took < Duration::from_secs(20), "ran {took:?}:\n{text}");
+    // The first request went alone and was cut off: nothing was answered,
+    // nothing failed.
+    assert_eq!(number_after(&text, "Cut off:"), 1.0, "{text}");
+    assert!(text.contains("ok 0, 4xx/5xx 0, errors 0"), "{text}");
+    assert!(text.contains("no answered request"), "{text}");
+    // Answered requests in a run cut short are counted as usual.
+    let out = freshpool(
+        &["load", &server.url("/delay/50"), "-d", "1s", "-c", "4"],
+        Duration::from_secs(25),
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let answered = number_after(&text, "Requests:");
+    assert!(answered >= 4.0, "{text}");
+    assert!(number_after(&text, "p50") >= 50.0, "{text}");
+}
+
 /// Answers with 4xx/5xx statuses are no success: counted apart from
 /// "ok", and the exit status says the run failed (it said "ok 20" and
 /// exited 0 for 20 answers of 503).
