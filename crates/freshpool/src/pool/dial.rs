@@ -185,7 +185,20 @@ impl Origin {
         let conn_id = slot.conn_id;
         let mut slot = Some(slot);
         let started = Instant::now();
-        let result = self.connector.dial(&self.key, &mut slot).await;
+        // A panic in the dial (a `Resolve` impl's bug, say) is this dial's
+        // failure: its waiter gets the error. Left to unwind, it ended the
+        // task unanswered, and the freed slot dialed again for the same
+        // waiter at once, and again, without end.
+        let result = match CatchPanic::new(self.connector.dial(&self.key, &mut slot)).await {
+            Ok(result) => result,
+            Err(panic) => Err(Error::new(
+                Kind::Connect,
+                format!(
+                    "connecting to {} failed: the dial panicked ({panic}); a bug in the resolver or connector",
+                    self.label
+                ),
+            )),
+        };
         (conn_id, slot, started, result)
     }
 
@@ -420,5 +433,39 @@ impl Origin {
             tracing::debug!(origin = %self.label, conn_id, "DNS changed while dialing; closed the new connection to the old address");
         }
         self.spawn_dials(dials);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose panic becomes an `Err` with the panic's message. Not
+    /// polled again after a panic (it is then done).
+    struct CatchPanic<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> CatchPanic<F> {
+    fn new(inner: F) -> Self {
+        CatchPanic { inner }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.project().inner;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(payload) => std::task::Poll::Ready(Err(payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned()))),
+        }
     }
 }

@@ -337,3 +337,68 @@ async fn clients_sharing_a_pool_dial_the_pools_way() {
     assert_eq!(text(&owner, url).await.unwrap(), "127.0.0.2");
     assert_eq!(two.connections.load(Ordering::SeqCst), 1);
 }
+
+/// A resolver that panics (a bug in user code, in `resolve` itself or in
+/// the future it returns).
+struct Panicking {
+    calls: Arc<AtomicU64>,
+    in_future: bool,
+}
+
+impl Resolve for Panicking {
+    fn resolve(&self, host: &str, _port: u16) -> ResolveFuture {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let host = host.to_owned();
+        if !self.in_future {
+            panic!("resolver bug for {host}");
+        }
+        Box::pin(async move { panic!("resolver bug (in its future) for {host}") })
+    }
+}
+
+/// A dial that panics fails its request with a connect error that says so,
+/// after one dial per request. It used to end the dial task without an
+/// answer: the freed slot dialed again at once for the same waiter, and
+/// again, without end, at full speed; the waiter's `pool_timeout` kept
+/// being extended for the dial in flight, so the request never returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_resolver_fails_the_request_instead_of_hanging() {
+    for (in_future, scheme) in [(false, "http"), (true, "http"), (true, "https")] {
+        let calls = Arc::new(AtomicU64::new(0));
+        let client = Client::builder()
+            .resolver(Panicking {
+                calls: calls.clone(),
+                in_future,
+            })
+            .pool_timeout(Duration::from_millis(200))
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let url = format!("{scheme}://panicky.test:8080/");
+        let result = timeout(Duration::from_secs(5), client.get(&url)).await;
+        let err = result
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{url} (panic in future: {in_future}): no answer in 5 s after {} dials",
+                    calls.load(Ordering::SeqCst)
+                )
+            })
+            .expect_err("the dial panicked");
+        assert_eq!(err.kind(), Kind::Connect, "{err}");
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert!(err.to_string().contains("resolver bug"), "{err}");
+        // One dial (a retry of the request may add one): not a loop.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let dials = calls.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&dials), "{url}: {dials} dials");
+        let stats = client.stats();
+        assert_eq!(stats.open_connections, 0, "{stats}");
+        assert!(
+            stats
+                .origins
+                .iter()
+                .all(|o| o.connecting == 0 && o.waiting == 0),
+            "{stats}"
+        );
+    }
+}
