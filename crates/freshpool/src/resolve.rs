@@ -46,7 +46,7 @@ pub struct Resolved {
 /// TTL. Expired entries are still served to the pool's
 /// [`Resolve::current`] checks while a background lookup refreshes them; a
 /// dial with an expired entry looks up in the foreground. A failed lookup
-/// keeps the last good answer (up to 5 minutes old): a dial uses it, and
+/// (or one that answers no address) keeps the last good answer (up to 5 minutes old): a dial uses it, and
 /// the next lookup waits a second; a lookup with no answer after a second
 /// also lets the dial go on with it (the lookup finishing in the
 /// background), and so do dials while a lookup for the host runs. A
@@ -348,10 +348,24 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
         let lookup = Box::pin(async move {
             let _done = done;
             match lookup.await {
-                Ok((addrs, ttl)) => {
+                Ok((addrs, ttl)) if !addrs.is_empty() => {
                     let stored = shared.store(&host, port, addrs, ttl);
                     Ok((stored.addrs.to_vec(), ttl))
                 }
+                // An answer with no address is no answer to keep (a
+                // registry mid-deploy): as a failure, the last good one
+                // stands in; a name never answered passes it on, and the
+                // dial says it resolved to no addresses.
+                Ok((empty, ttl)) => match shared.refresh_failed(&host, port) {
+                    Some(stale) => {
+                        tracing::debug!(
+                            host,
+                            "lookup found no address; using the last good answer"
+                        );
+                        Ok((stale, None))
+                    }
+                    None => Ok((empty, ttl)),
+                },
                 // (Stale if error: a host whose DNS is down for a moment
                 // still has the addresses it answered before.)
                 Err(e) => match shared.refresh_failed(&host, port) {
@@ -415,8 +429,11 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                     handle.spawn(async move {
                         let _done = done;
                         match lookup.await {
-                            Ok((addrs, ttl)) => drop(shared.store(&host, port, addrs, ttl)),
-                            Err(_) => drop(shared.refresh_failed(&host, port)),
+                            Ok((addrs, ttl)) if !addrs.is_empty() => {
+                                drop(shared.store(&host, port, addrs, ttl))
+                            }
+                            // (No address: a failure, as above.)
+                            Ok(_) | Err(_) => drop(shared.refresh_failed(&host, port)),
                         }
                     });
                 }

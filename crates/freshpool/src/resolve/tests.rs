@@ -459,3 +459,57 @@ async fn an_origin_relearns_an_answer_the_cache_let_go() {
     );
     assert!(!held(&cached));
 }
+
+/// Answers with whatever `answer` holds, an empty list included (a
+/// service-registry resolver mid-deploy).
+struct Answers(Mutex<Vec<SocketAddr>>);
+
+impl Resolve for Arc<Answers> {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let addrs = self.0.lock().unwrap().clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+/// An answer with no address counts as a failed lookup: the last good
+/// answer stands in, as for an error, and its generation stays (no
+/// connection is retired). It used to be stored as the answer: the
+/// generation moved, every connection to the host was retired, and every
+/// dial failed ("resolved to no addresses") for the whole TTL.
+#[tokio::test]
+async fn an_empty_answer_is_a_failed_lookup_not_the_answer() {
+    let inner = Arc::new(Answers(Mutex::new(vec![addr("127.0.0.2:80")])));
+    let cached = CachingResolver::new(inner.clone()).ttl(Duration::from_millis(50));
+    assert_eq!(
+        cached.resolve("h", 80).await.unwrap(),
+        [addr("127.0.0.2:80")]
+    );
+    let before = cached.current("h", 80).expect("cached").generation;
+    inner.0.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    // A dial's lookup.
+    assert_eq!(
+        cached.resolve("h", 80).await.unwrap(),
+        [addr("127.0.0.2:80")]
+    );
+    // The pool's check (`current`), which refreshes in the background.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = cached.current("h", 80);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let now = cached.current("h", 80).expect("still cached");
+    assert_eq!(now.generation, before, "an empty answer moved the host");
+    assert_eq!(&now.addrs[..], [addr("127.0.0.2:80")]);
+    // A real change still moves it.
+    inner.0.lock().unwrap().push(addr("127.0.0.3:80"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        cached.resolve("h", 80).await.unwrap(),
+        [addr("127.0.0.3:80")]
+    );
+    assert_ne!(cached.current("h", 80).unwrap().generation, before);
+    // A name never answered: the empty answer is passed on (the dial
+    // then says it resolved to no addresses) and not stored.
+    inner.0.lock().unwrap().clear();
+    assert!(cached.resolve("other", 80).await.unwrap().is_empty());
+    assert!(cached.current("other", 80).is_none());
+}
