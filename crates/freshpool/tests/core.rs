@@ -574,3 +574,32 @@ async fn http2_prior_knowledge_to_an_http1_server_fails_once_and_clearly() {
     let stats = client.stats();
     assert_eq!(stats.open_connections, 0, "{stats}");
 }
+
+/// A server that accepts and closes at once, before any HTTP/2 frame: the
+/// error says it closed (it said "answered with a first frame other than
+/// SETTINGS", which it never sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_to_a_server_that_closes_at_once_says_it_closed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            drop(stream);
+        }
+    });
+    let client = Client::builder()
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let err = client.get(&format!("http://{addr}/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Protocol, "{err}");
+    assert!(
+        err.to_string()
+            .contains("closed the connection before its HTTP/2 SETTINGS frame"),
+        "{err}"
+    );
+    acceptor.abort();
+}

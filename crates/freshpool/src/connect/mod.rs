@@ -347,7 +347,8 @@ impl Connector {
                     format!("{target} answered with a first frame other than HTTP/2 SETTINGS (not an HTTP/2 server?)"),
                 ))
             }
-            Ok(_) => {
+            // (The preface's reader gone: the connection ended first too.)
+            Ok(Some(Preface::Closed | Preface::Pending) | None) => {
                 return Err(Error::new(
                     Kind::Protocol,
                     format!("{target} closed the connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)"),

@@ -36,6 +36,8 @@ pub(crate) enum Preface {
     Settings(Option<u32>),
     /// The first frame was not SETTINGS (a broken peer).
     Invalid,
+    /// The peer closed the connection before sending any frame.
+    Closed,
 }
 
 /// The HTTP/2 stream cap we apply when a server announces none (RFC 9113
@@ -189,7 +191,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefaceIo<T> {
             let fresh = &buf.filled()[before..];
             if fresh.is_empty() && !*told {
                 *told = true;
-                let _ = tx.send(Preface::Invalid);
+                let _ = tx.send(Preface::Closed);
             }
             frames.feed(fresh, |seen| {
                 if let Preface::Settings(max) = seen {
