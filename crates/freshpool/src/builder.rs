@@ -101,7 +101,11 @@ impl ClientBuilder {
         /// exact time.)
         idle_timeout: pool.idle_timeout: Option<Duration>,
         /// Close connections this old once idle (lets DNS changes take
-        /// effect). Default `None`.
+        /// effect). An HTTP/2 connection this old takes no new streams and
+        /// closes when its last one ends; while streams run on it and no
+        /// slot is left to replace it (per host or in total), it goes on
+        /// taking streams until one is: retired then, it would leave new
+        /// requests nothing to use or dial. Default `None`.
         max_lifetime: pool.max_lifetime: Option<Duration>,
         /// Close an HTTP/1 connection after this many requests. (Not HTTP/2
         /// ones, which carry many requests at once: rotate those with

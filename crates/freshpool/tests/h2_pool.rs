@@ -427,3 +427,40 @@ async fn an_expired_http2_connection_at_the_limit_makes_room_at_once() {
     assert_eq!(stats.created(), 2, "{stats}");
     assert_eq!(stats.closed_for(CloseReason::IdleTimeout), 1, "{stats}");
 }
+
+/// `max_lifetime` (or a DNS change) retires a busy HTTP/2 connection only
+/// while a slot is left to replace it: at the per-host limit it goes on
+/// taking streams past its lifetime, and is drained once a slot frees.
+/// (Drained at once, it took no new stream yet kept its only slot while a
+/// long request ran on it: every other request waited, then failed with
+/// `PoolTimeout`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_http2_connection_past_its_lifetime_serves_on_while_no_slot_can_replace_it() {
+    let server = h2_server().await;
+    let client = h2_client()
+        .max_connections_per_host(1)
+        .max_lifetime(Some(Duration::from_secs(1)))
+        .idle_timeout(Some(Duration::from_millis(900)))
+        .pool_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let long = {
+        let (client, url) = (client.clone(), server.url("/delay/5000"));
+        tokio::spawn(async move { text(&client, &url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    for _ in 0..3 {
+        let got = client.get(&server.url("/")).await;
+        let stats = client.stats();
+        let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
+        response.into_body().text().await.unwrap();
+    }
+    assert_eq!(server.stats().connections_accepted(), 1);
+    long.await.unwrap();
+    // Its stream over, the connection past its lifetime goes: the next
+    // request dials.
+    text(&client, &server.url("/")).await;
+    assert_eq!(server.stats().connections_accepted(), 2);
+    let stats = client.stats();
+    assert_eq!(stats.closed_for(CloseReason::Lifetime), 1, "{stats}");
+}

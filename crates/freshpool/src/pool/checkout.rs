@@ -85,7 +85,13 @@ impl Pool {
                 let mut g = origin.lock();
                 // (HTTP/2 only: an HTTP/1 origin shares no connections.)
                 if !g.state.shared.is_empty() {
-                    expired_shared = Some(g.state.expire_shared(now, SharedExpiry::of(cfg)));
+                    let mut spare_total = origin.budget.spare();
+                    expired_shared = Some(g.state.expire_shared(
+                        now,
+                        SharedExpiry::of(cfg),
+                        origin.limits.per_host,
+                        &mut spare_total,
+                    ));
                 }
                 let acquired = g.state.acquire(
                     now,

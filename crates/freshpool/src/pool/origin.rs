@@ -99,38 +99,34 @@ impl Origin {
                 };
                 dropped.push((reason, idle));
             }
-            // A draining connection keeps its slot until its streams end:
-            // busy ones are drained only while slots are left to replace
-            // them, per host and in total (at a limit, new requests could
-            // only wait). Idle ones going in this pass give theirs back.
-            let mut spare_slots = if frozen_since.is_some() {
-                let going =
-                    dropped.len() + (g.state.shared.iter()).filter(|s| s.in_flight == 0).count();
-                *total_spare += going;
-                let per_host = self.limits.per_host.saturating_sub(g.state.slots);
-                (per_host + going).min(*total_spare)
+            // HTTP/2 connections after a freeze take no new streams: a dead
+            // one would otherwise take the next burst down with it. Also one
+            // carrying a stream across the freeze (an event stream, a long
+            // poll): that stream ends as it will, while new requests hung on
+            // a connection the NAT forgot. Else those past `max_lifetime` or
+            // `idle_timeout`. A busy one only while a slot is left to replace
+            // it (`drain_shared_where`); in a freeze, the idle ones going in
+            // this pass give theirs back first.
+            let going = if frozen_since.is_some() {
+                dropped.len() + (g.state.shared.iter()).filter(|s| s.in_flight == 0).count()
             } else {
                 0
             };
+            *total_spare += going;
             let expiry = SharedExpiry::of(&self.config);
-            for s in g.state.shared.iter_mut() {
-                // HTTP/2 connections after a freeze: no new streams; a
-                // dead one would otherwise take the next burst down with
-                // it. Also one carrying a stream across the freeze (an
-                // event stream, a long poll): that stream ends as it will,
-                // while new requests hung on a connection the NAT forgot.
-                let replaceable = s.in_flight == 0 || spare_slots > 0;
-                if frozen_since.is_some() && s.draining.is_none() && replaceable {
-                    if s.in_flight > 0 {
-                        spare_slots -= 1;
-                        *total_spare -= 1;
+            let g = &mut *g;
+            let moved_from = g.dns_addrs.as_deref();
+            g.state
+                .drain_shared_where(self.limits.per_host + going, total_spare, |s| {
+                    if frozen_since.is_some() {
+                        return Some(CloseReason::FreezeEviction);
                     }
-                    s.drain(CloseReason::FreezeEviction);
-                }
-                if let Some(why) = expiry.reason(s, now) {
-                    s.drain(why);
-                }
-            }
+                    let moved = moved_from
+                        .is_some_and(|addrs| s.sender.peer.is_some_and(|p| !addrs.contains(&p)));
+                    expiry
+                        .reason(s, now)
+                        .or(moved.then_some(CloseReason::Lifetime))
+                });
             dropped_shared = g.state.drop_idle_shared(true);
             // The once-a-second sample of the gauges (see `publish`).
             self.publish(&g.state);
@@ -496,10 +492,14 @@ impl Origin {
         let (retired, retired_shared) = {
             let mut g = self.lock();
             let old = g.state.idle.take_where(|i| gone(i.conn.peer));
-            for s in g.state.shared.iter_mut().filter(|s| gone(s.sender.peer)) {
-                // (As for HTTP/1 below: DNS no longer lists its address.)
-                s.drain(CloseReason::Lifetime);
-            }
+            // (As for HTTP/1 below: DNS no longer lists its address. A busy
+            // one left serving for want of a slot to replace it is drained
+            // by a later sweep, which asks `moved_away`.)
+            let mut spare_total = self.budget.spare();
+            g.state
+                .drain_shared_where(self.limits.per_host, &mut spare_total, |s| {
+                    gone(s.sender.peer).then_some(CloseReason::Lifetime)
+                });
             let old_shared = g.state.drop_idle_shared(true);
             g.dns_addrs = Some(now.addrs.clone());
             self.publish(&g.state);

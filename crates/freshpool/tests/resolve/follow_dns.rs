@@ -397,3 +397,54 @@ async fn an_http1_connection_to_the_new_address_is_kept_before_the_pool_saw_the_
     .await
     .unwrap();
 }
+
+/// A busy HTTP/2 connection whose address DNS dropped is drained only
+/// while a slot can replace it: at the per-host limit it goes on serving
+/// (drained at once, it kept its only slot until its long request ended,
+/// and every other request waited into `PoolTimeout`), and a later sweep
+/// drains it once it is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_http2_connection_dns_dropped_serves_on_while_no_slot_can_replace_it() {
+    let old = IpServer::start("127.0.0.2").await;
+    let new = IpServer::start("127.0.0.3").await;
+    let switch = Switch::new(vec![old.addr]);
+    let client = Client::builder()
+        .resolver(CachingResolver::new(switch.clone()).ttl(Duration::from_millis(200)))
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let url = format!("http://switch.test:{}", old.addr.port());
+    assert_eq!(
+        text(&client, &format!("{url}/")).await.unwrap(),
+        "127.0.0.2"
+    );
+    let long = {
+        let (client, url) = (client.clone(), format!("{url}/slow"));
+        tokio::spawn(async move { text(&client, &url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    switch.set(vec![new.addr]);
+    // Requests meanwhile see the change (a TTL, then a background lookup)
+    // and are served by the busy connection all the same.
+    for _ in 0..6 {
+        let got = text(&client, &format!("{url}/")).await;
+        assert_eq!(
+            got.as_deref().ok(),
+            Some("127.0.0.2"),
+            "{got:?}\n{}",
+            client.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(long.await.unwrap().unwrap(), "127.0.0.2");
+    // Free now: the next sweep drains it, and requests go to the new address.
+    timeout(Duration::from_secs(10), async {
+        while text(&client, &format!("{url}/")).await.ok().as_deref() != Some("127.0.0.3") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still on the old address:\n{}", client.stats()));
+}

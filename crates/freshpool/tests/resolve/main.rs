@@ -44,7 +44,7 @@ impl Resolve for Switch {
 }
 
 /// A tiny HTTP/1.1 + HTTP/2 server on a given loopback IP whose responses
-/// name the address that served them.
+/// name the address that served them (after 5 ms; `/slow` after 3 s).
 struct IpServer {
     addr: SocketAddr,
     connections: Arc<AtomicU64>,
@@ -73,12 +73,17 @@ impl IpServer {
                 };
                 count.fetch_add(1, Ordering::SeqCst);
                 conns.spawn(async move {
-                    let svc = service_fn(move |_req| async move {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
-                            addr.ip().to_string(),
-                        ))))
-                    });
+                    let svc = service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| async move {
+                            // (`/slow`: a long request, 3 s.)
+                            let slow = req.uri().path() == "/slow";
+                            let wait = if slow { 3000 } else { 5 };
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                                addr.ip().to_string(),
+                            ))))
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;

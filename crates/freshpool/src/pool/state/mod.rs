@@ -282,13 +282,44 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// drops those without a stream in flight, so that their slots free
     /// now rather than at the next sweep (at the per-host limit a request
     /// would wait for it). Returns why each dropped one closed, to count.
-    pub(crate) fn expire_shared(&mut self, now: Stamp, expiry: SharedExpiry) -> Vec<CloseReason> {
-        for conn in self.shared.iter_mut() {
-            if let Some(why) = expiry.reason(conn, now) {
-                conn.drain(why);
-            }
-        }
+    pub(crate) fn expire_shared(
+        &mut self,
+        now: Stamp,
+        expiry: SharedExpiry,
+        per_host: usize,
+        spare_total: &mut usize,
+    ) -> Vec<CloseReason> {
+        self.drain_shared_where(per_host, spare_total, |conn| expiry.reason(conn, now));
         self.drop_idle_shared(true)
+    }
+
+    /// Drains the shared connections `why` gives a reason for. Rule: a
+    /// busy one (streams in flight) keeps its slot until they end, so it
+    /// is drained only while a slot is left to replace it, here (under
+    /// `per_host`) and in `spare_total` (each such drain takes one);
+    /// otherwise it goes on taking streams past its time and is drained at
+    /// a later look, once a slot is free. Drained at a limit, it would
+    /// leave new requests nothing to use or dial until its last stream
+    /// ended (a long poll: indefinitely). An idle one is always drained:
+    /// its slot frees as it goes.
+    pub(crate) fn drain_shared_where(
+        &mut self,
+        per_host: usize,
+        spare_total: &mut usize,
+        mut why: impl FnMut(&Shared<S>) -> Option<CloseReason>,
+    ) {
+        let mut spare_here = per_host.saturating_sub(self.slots);
+        for conn in self.shared.iter_mut().filter(|c| c.draining.is_none()) {
+            let Some(reason) = why(conn) else { continue };
+            if conn.in_flight > 0 {
+                if spare_here == 0 || *spare_total == 0 {
+                    continue;
+                }
+                spare_here -= 1;
+                *spare_total -= 1;
+            }
+            conn.drain(reason);
+        }
     }
 
     /// A stream on a connection with room for one; `true` with the first
