@@ -73,6 +73,8 @@ struct Counters {
 /// Per-connection control block.
 struct ConnCtl {
     killed: AtomicBool,
+    /// Blackholed for good (`blackhole_existing`).
+    silenced: AtomicBool,
     kill: Notify,
     activity: Activity,
 }
@@ -103,6 +105,12 @@ impl Shared {
 
     fn blackholed(&self) -> bool {
         self.blackhole.load(Ordering::SeqCst)
+    }
+
+    /// Whether `ctl`'s connection discards what it carries: all are
+    /// (`set_blackhole`), or it is (`blackhole_existing`).
+    fn blackholed_for(&self, ctl: &ConnCtl) -> bool {
+        self.blackholed() || ctl.silenced.load(Ordering::SeqCst)
     }
 
     fn idle_close(&self) -> Option<Duration> {
@@ -213,6 +221,18 @@ impl ChaosProxy {
         self.shared.changed();
     }
 
+    /// Every connection open now goes silent for good, as through a NAT
+    /// that dropped the flow and swallows its packets: bytes either way are
+    /// read and discarded, nothing is answered, no FIN or RST is sent.
+    /// Connections accepted later are unaffected. Returns how many.
+    pub fn blackhole_existing(&self) -> usize {
+        let map = self.shared.conns.lock().expect("lock");
+        for conn in map.values() {
+            conn.ctl.silenced.store(true, Ordering::SeqCst);
+        }
+        map.len()
+    }
+
     /// The next response (on whichever connection carries one first) is
     /// forwarded only up to its first `keep` bytes, then the connection is
     /// closed (FIN to the client, upstream dropped).
@@ -286,6 +306,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         c.peak_open.fetch_max(open, Ordering::SeqCst);
         let ctl = Arc::new(ConnCtl {
             killed: AtomicBool::new(false),
+            silenced: AtomicBool::new(false),
             kill: Notify::new(),
             activity: Activity::new(),
         });

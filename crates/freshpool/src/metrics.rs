@@ -40,7 +40,7 @@ mod imp {
         /// setting the whole. (Written under the origin's lock.)
         published: [AtomicU64; 2],
         created: Counter,
-        closed: [Counter; 9],
+        closed: [Counter; 10],
         retried: Counter,
         pool_timeouts: Counter,
         connection: Histogram,

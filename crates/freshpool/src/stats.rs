@@ -35,10 +35,13 @@ pub enum CloseReason {
     /// More idle connections than `max_idle_per_host`, or closed to make
     /// room for another origin under `max_connections_total`.
     Surplus,
+    /// HTTP/2: read nothing while a request on it waited until it timed
+    /// out or was given up (a NAT or peer that dropped it silently).
+    Unresponsive,
 }
 
 impl CloseReason {
-    pub(crate) const ALL: [CloseReason; 9] = [
+    pub(crate) const ALL: [CloseReason; 10] = [
         CloseReason::IdleTimeout,
         CloseReason::KeepAliveHint,
         CloseReason::Lifetime,
@@ -48,6 +51,7 @@ impl CloseReason {
         CloseReason::FreezeEviction,
         CloseReason::Error,
         CloseReason::Surplus,
+        CloseReason::Unresponsive,
     ];
 
     /// A stable snake_case name (used as a metric label).
@@ -62,6 +66,7 @@ impl CloseReason {
             CloseReason::FreezeEviction => "freeze_eviction",
             CloseReason::Error => "error",
             CloseReason::Surplus => "surplus",
+            CloseReason::Unresponsive => "unresponsive",
         }
     }
 }
@@ -146,7 +151,7 @@ pub(crate) struct Counters {
     pub connect_errors: AtomicU64,
     pub retries: AtomicU64,
     pub pool_timeouts: AtomicU64,
-    pub closed: [AtomicU64; 9],
+    pub closed: [AtomicU64; 10],
     pub pool_wait: Histogram,
     pub connect_time: Histogram,
     pub leaks_reported: AtomicU64,

@@ -97,7 +97,7 @@ where
     loop {
         let n = match cr.read(&mut buf).await {
             Ok(0) => {
-                if !shared.blackholed() {
+                if !shared.blackholed_for(ctl) {
                     let _ = uw.shutdown().await;
                 }
                 return Pump::Eof;
@@ -106,7 +106,7 @@ where
             Err(_) => return Pump::End(Outcome::Close),
         };
         ctl.activity.touch();
-        if shared.blackholed() {
+        if shared.blackholed_for(ctl) {
             continue;
         }
         let chunk = &buf[..n];
@@ -147,7 +147,7 @@ where
     'read: loop {
         let n = match ur.read(&mut buf).await {
             Ok(0) => {
-                if !shared.blackholed() {
+                if !shared.blackholed_for(ctl) {
                     let _ = cw.shutdown().await;
                 }
                 return Pump::Eof;
@@ -156,7 +156,7 @@ where
             Err(_) => return Pump::End(Outcome::Close),
         };
         ctl.activity.touch();
-        if shared.blackholed() {
+        if shared.blackholed_for(ctl) {
             continue;
         }
         let chunk = &buf[..n];

@@ -55,15 +55,29 @@ const MAX_SETTINGS_PAYLOAD: usize = 6 * 64;
 /// An HTTP/2 connection's current stream limit, as its server last
 /// announced it (capped at [`DEFAULT_MAX_STREAMS`]): written by the
 /// connection's I/O as SETTINGS frames pass, read by the pool whenever it
-/// decides where a stream goes. A clone shares the value.
+/// decides where a stream goes. Also how many reads brought bytes, so the
+/// pool can tell a connection that went silent (see
+/// `Origin::abandon_stream`). A clone shares the values.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct StreamLimit(Arc<AtomicU32>);
+pub(crate) struct StreamLimit(Arc<LimitCell>);
+
+#[derive(Debug, Default)]
+pub(crate) struct LimitCell {
+    max: AtomicU32,
+    reads: AtomicU32,
+}
 
 impl StreamLimit {
     pub(crate) fn get(&self) -> u32 {
         // Relaxed: a stale read costs one stream queued in h2 or one dial,
         // never a wrong answer, and the next decision reads it again.
-        self.0.load(Ordering::Relaxed)
+        self.0.max.load(Ordering::Relaxed)
+    }
+
+    /// Reads that brought bytes so far (wrapping): unchanged between two
+    /// looks, the server sent nothing meanwhile.
+    pub(crate) fn reads(&self) -> u32 {
+        self.0.reads.load(Ordering::Relaxed)
     }
 
     /// Follows a SETTINGS frame. Without `MAX_CONCURRENT_STREAMS` the first
@@ -75,7 +89,7 @@ impl StreamLimit {
             (None, true) => DEFAULT_MAX_STREAMS,
             (None, false) => return,
         };
-        self.0.store(limit, Ordering::Relaxed);
+        self.0.max.store(limit, Ordering::Relaxed);
     }
 }
 
@@ -189,6 +203,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefaceIo<T> {
                 ..
             } = &mut *self;
             let fresh = &buf.filled()[before..];
+            if !fresh.is_empty() {
+                // (Only this task writes: a load and a store, no atomic
+                // read-modify-write per read.)
+                let reads = &limit.0.reads;
+                reads.store(
+                    reads.load(Ordering::Relaxed).wrapping_add(1),
+                    Ordering::Relaxed,
+                );
+            }
             if fresh.is_empty() && !*told {
                 *told = true;
                 let _ = tx.send(Preface::Closed);

@@ -105,7 +105,7 @@ impl Pool {
                     Acquire::Idle(idle) => {
                         // (Taken back below if the connection is stale.)
                         g.reused += u64::from(!idle.fresh());
-                        let lease_id = origin.register_lease(&mut g, now, caller);
+                        let lease_id = origin.register_lease(&mut g, now, caller, 0);
                         Ok((LeaseKind::H1(idle), lease_id, true, false))
                     }
                     Acquire::Stream {
@@ -119,7 +119,8 @@ impl Pool {
                         // when the connection rested unused long (dialed for
                         // a waiter that left): it may have died meanwhile.
                         let rested = now >= idle_since.after(cfg.validate_after_idle);
-                        let lease_id = origin.register_lease(&mut g, now, caller);
+                        let reads = sender.limit.reads();
+                        let lease_id = origin.register_lease(&mut g, now, caller, reads);
                         Ok((
                             LeaseKind::H2 {
                                 origin: origin.arc(),
@@ -317,7 +318,7 @@ impl Queued {
                                 None
                             } else {
                                 let reused = !idle.fresh();
-                                Some((LeaseKind::H1(idle), reused))
+                                Some(((0, LeaseKind::H1(idle)), reused))
                             }
                         }
                         Handoff::Stream {
@@ -325,11 +326,15 @@ impl Queued {
                             sender,
                             first,
                         } => Some((
-                            LeaseKind::H2 {
-                                origin: origin.clone(),
-                                conn_id,
-                                sender: sender.sender,
-                            },
+                            // (Its read count is taken at registration.)
+                            (
+                                sender.limit.reads(),
+                                LeaseKind::H2 {
+                                    origin: origin.clone(),
+                                    conn_id,
+                                    sender: sender.sender,
+                                },
+                            ),
                             !first,
                         )),
                         // Counted out of the queue by the sender already.
@@ -399,7 +404,7 @@ impl Queued {
                     return Err(Error::new(Kind::PoolTimeout, report));
                 }
             };
-            let Some((kind, reused)) = served else {
+            let Some(((reads, kind), reused)) = served else {
                 // Not served: ask again, in the partition of the runtime that
                 // polls this request now. One whose future moved to another
                 // runtime while it waited asked its old one, whose dials
@@ -431,7 +436,7 @@ impl Queued {
             let lease_id = {
                 let mut g = origin.lock();
                 g.reused += u64::from(reused);
-                origin.register_lease(&mut g, now, caller)
+                origin.register_lease(&mut g, now, caller, reads)
             };
             return Ok(Lease::new(kind, lease_id, reused, reused, now, freeze_seen));
         }
@@ -475,7 +480,7 @@ impl Pool {
         match rx.await {
             Ok(Ok(Handoff::Exclusive(idle))) => {
                 let now = self.inner.budget.stamp(Instant::now());
-                let lease_id = origin.register_lease(&mut origin.lock(), now, caller);
+                let lease_id = origin.register_lease(&mut origin.lock(), now, caller, 0);
                 let freeze_seen = origin.budget.freeze_at.load(Ordering::Acquire);
                 Ok(Lease::new(
                     LeaseKind::H1(idle),

@@ -285,11 +285,11 @@ impl Lease {
                 // driver task then frees the slot.
                 drop(idle);
             }
-            // An h2 stream failing does not doom its connection; hyper
-            // resets the stream.
+            // An h2 stream failing does not doom its connection (hyper
+            // resets the stream), unless the connection went silent.
             LeaseKind::H2 {
                 origin, conn_id, ..
-            } => origin.release_stream(conn_id, self.lease_id),
+            } => origin.abandon_stream(conn_id, self.lease_id),
         }
     }
 }

@@ -107,6 +107,7 @@ mod tests {
             active_ms: 0,
             progressed: false,
             reported: false,
+            reads_at_take: 0,
         }
     }
 

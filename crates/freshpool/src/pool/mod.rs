@@ -222,6 +222,10 @@ struct LeaseRecord {
     /// response head, or a body frame read).
     progressed: bool,
     reported: bool,
+    /// HTTP/2: its connection's read count (`StreamLimit::reads`, the low
+    /// 16 bits: the record stays 24 bytes) when the stream was taken, to
+    /// tell a connection that read nothing since (`Origin::abandon_stream`).
+    reads_at_take: u16,
 }
 
 impl LeaseRecord {

@@ -138,11 +138,14 @@ impl Origin {
         self.count_closed(dropped_shared);
     }
 
+    /// Registers a lease taken at `now` by `caller`; `reads`: an HTTP/2
+    /// stream's connection read count then (0 for HTTP/1).
     pub(super) fn register_lease(
         &self,
         g: &mut Guarded,
         now: Stamp,
         caller: &'static Location<'static>,
+        reads: u32,
     ) -> usize {
         g.leases.insert(LeaseRecord {
             since: now,
@@ -150,6 +153,7 @@ impl Origin {
             active_ms: 0,
             progressed: false,
             reported: false,
+            reads_at_take: reads as u16,
         })
     }
 
@@ -381,6 +385,47 @@ impl Origin {
         self.spawn_dials(dials);
     }
 
+    /// A stream that ended unreleased: its request failed (a response head
+    /// timeout), or was dropped (the caller's `timeout`, a cancellation), or
+    /// its body was dropped unread. Rule: if its connection read nothing
+    /// since the stream was taken, for at least [`SILENT_SUSPECT`] (or 3/4
+    /// of a shorter `response_header_timeout`), the connection is suspect:
+    /// a NAT or peer that dropped the flow without FIN or RST, on which
+    /// every stream would wait in vain until the kernel gives up on the
+    /// socket (minutes). It takes no new streams from now on
+    /// (`CloseReason::Unresponsive`) and closes when its last one ends. A
+    /// live server that was only slow, with nothing else to send, costs a
+    /// new connection; an HTTP/1 connection whose request failed is closed
+    /// in any case. (A response head read, or any frame for another stream,
+    /// clears it.)
+    pub(super) fn abandon_stream(self: &Arc<Self>, conn_id: u64, lease_id: usize) {
+        let rht = self.connector.config.response_header_timeout;
+        let quiet_for = rht.map_or(SILENT_SUSPECT, |t| t.min(SILENT_SUSPECT)) * 3 / 4;
+        // Precise: a coarse "now" may lag a request's whole wait.
+        let now = self.budget.stamp(Instant::now());
+        let (dials, gone) = {
+            let mut g = self.lock();
+            let g = &mut *g;
+            let record = g.leases.try_remove(lease_id);
+            let silent = |conn: &Shared<H2Conn>| {
+                record.as_ref().is_some_and(|r| {
+                    now >= r.since.after(quiet_for)
+                        && conn.sender.limit.reads() as u16 == r.reads_at_take
+                })
+            };
+            if let Some(conn) = g.state.shared.iter_mut().find(|s| s.id == conn_id) {
+                if silent(conn) {
+                    tracing::debug!(origin = %self.label, conn_id, "HTTP/2 connection read nothing while a stream waited; no new streams on it");
+                    conn.drain(CloseReason::Unresponsive);
+                }
+            }
+            g.state.release_stream(conn_id, now);
+            self.settle_streams(g)
+        };
+        self.count_closed(gone);
+        self.spawn_dials(dials);
+    }
+
     fn count_closed(&self, reasons: Vec<CloseReason>) {
         for reason in reasons {
             self.counters.closed(reason);
@@ -577,6 +622,12 @@ impl Origin {
         http::HeaderValue::from_str(key::host_of(uri)?).ok()
     }
 }
+
+/// How long an HTTP/2 stream must have waited, its connection reading
+/// nothing, before its abandonment makes the connection suspect (see
+/// `Origin::abandon_stream`). Chrome's check of a read-idle connection
+/// waits 10 s; a caller that gave up on the request is a stronger hint.
+const SILENT_SUSPECT: Duration = Duration::from_secs(1);
 
 /// How often each origin asks the resolver whether DNS moved (see
 /// `Origin::follow_dns`). Far below any TTL a cache keeps (at least 1 s,
