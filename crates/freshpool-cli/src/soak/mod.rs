@@ -37,6 +37,7 @@ mod summary;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::builder::TypedValueParser as _;
 use freshpool::Client;
 
 use child::Child;
@@ -49,25 +50,25 @@ pub struct SoakArgs {
     /// How long to run the load (e.g. `20s`, `10m`, `1h`).
     #[arg(long, default_value = "60s", value_parser = crate::load::parse_duration)]
     pub duration: Duration,
-    /// Concurrent request loops.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent request loops (1 to 100000, as `load -c`).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000).map(|n| n as usize))]
     pub concurrency: usize,
-    /// Mean time between two injected faults.
-    #[arg(long, default_value = "1s", value_parser = crate::load::parse_duration)]
+    /// Mean time between two injected faults (at least 50ms).
+    #[arg(long, default_value = "1s", value_parser = parse_fault_every)]
     pub fault_every: Duration,
     /// Samples before this are not used for drift (default: a tenth of the
     /// duration, at least 5 s; any value at most half the duration).
     #[arg(long, value_parser = crate::load::parse_duration)]
     pub warmup: Option<Duration>,
     /// Allowed growth of open file descriptors after warm-up.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(i64).range(0..))]
     pub fd_tolerance: i64,
     /// Descriptors that may stay open once the client is dropped (compared
     /// with before it existed).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i64).range(0..))]
     pub fd_leak_tolerance: i64,
     /// Allowed growth of RSS after warm-up, in percent.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, value_parser = parse_percent)]
     pub rss_tolerance: f64,
     /// The pool's per-host limit (below `--concurrency`, so requests queue).
     #[arg(long, default_value_t = 32)]
@@ -91,9 +92,6 @@ pub struct SoakArgs {
 pub async fn run(args: SoakArgs) -> Result<(), String> {
     if args.serve {
         return child::serve(args).await;
-    }
-    if args.concurrency == 0 {
-        return Err("--concurrency must be at least 1".into());
     }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -160,9 +158,32 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
     .report()
 }
 
+/// `--fault-every`: a duration of at least 50 ms (the injector's floor; it
+/// printed "a fault every ~0.0 s" and used 50 ms).
+fn parse_fault_every(s: &str) -> Result<Duration, String> {
+    let d = crate::load::parse_duration(s)?;
+    if d < Duration::from_millis(50) {
+        return Err(format!(
+            "'{s}' is below 50ms, the shortest time between faults"
+        ));
+    }
+    Ok(d)
+}
+
+/// A tolerance in percent: a finite number, not negative (NaN compared
+/// false with every drift and so passed any run).
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
+        _ => Err(format!("'{s}' is not a percentage (a number from 0 up)")),
+    }
+}
+
 fn soak_client(args: &SoakArgs) -> Result<Client, String> {
     Client::builder()
         .max_connections_per_host(args.max_connections_per_host)
+        // (The total's default, 512, refused a per-host limit above it.)
+        .max_connections_total(args.max_connections_per_host.max(512))
         .http_version(if args.http2 {
             freshpool::HttpVersion::Http2Only
         } else {
@@ -222,5 +243,54 @@ fn fmt_secs(d: Duration) -> String {
         format!("{:.0} min", s / 60.0)
     } else {
         format!("{s:.1} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        soak: SoakArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<SoakArgs, String> {
+        Cli::try_parse_from(std::iter::once("soak").chain(args.iter().copied()))
+            .map(|c| c.soak)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_out_of_range_are_refused_by_name() {
+        for (args, names) in [
+            (&["--rss-tolerance", "NaN"][..], "rss-tolerance"),
+            (&["--rss-tolerance", "inf"], "rss-tolerance"),
+            (&["--rss-tolerance=-5"], "rss-tolerance"),
+            (&["--fd-tolerance=-1"], "fd-tolerance"),
+            (&["--fd-leak-tolerance=-1"], "fd-leak-tolerance"),
+            (&["--concurrency", "0"], "concurrency"),
+            (&["--concurrency", "100000000"], "concurrency"),
+            (&["--fault-every", "0"], "fault-every"),
+        ] {
+            let err = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(err.contains(names), "{args:?}: {err}");
+        }
+        let ok = parse(&["--rss-tolerance", "12.5", "--fault-every", "50ms"]).unwrap();
+        assert_eq!(ok.rss_tolerance, 12.5);
+        assert_eq!(ok.fault_every, Duration::from_millis(50));
+    }
+
+    /// A per-host limit above the total's default (512) builds a client:
+    /// it used to fail with "exceeds max_connections_total (512)", and no
+    /// flag could raise the total.
+    #[test]
+    fn a_per_host_limit_above_512_builds_a_client() {
+        let args = parse(&["--max-connections-per-host", "1000"]).unwrap();
+        soak_client(&args).expect("a client");
     }
 }
