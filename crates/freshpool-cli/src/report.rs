@@ -26,13 +26,14 @@ struct Chart {
 const CHARTS: [Chart; 5] = [
     Chart {
         file: "requests_per_second.svg",
-        title: "requests/s (higher is better)",
+        title: "successful requests/s (higher is better)",
         value: |c| c.rps,
     },
     Chart {
         file: "p99_latency.svg",
         title: "p99 latency, ms (lower is better)",
-        value: |c| c.p99_ms,
+        // (No bar where no request succeeded.)
+        value: |c| c.p99_ms.unwrap_or(f64::NAN),
     },
     Chart {
         file: "connections_opened.svg",
@@ -109,8 +110,9 @@ fn draw(
                 .iter()
                 .find(|c| &c.scenario == scenario && &c.strategy == strategy)?;
             let x0 = i as f64 * group + 0.5 + j as f64;
+            let value = Some((chart.value)(cell)).filter(|v| !v.is_nan())?;
             Some(Rectangle::new(
-                [(x0, 0.0), (x0 + 0.9, (chart.value)(cell))],
+                [(x0, 0.0), (x0 + 0.9, value)],
                 color.filled(),
             ))
         });
@@ -172,15 +174,15 @@ fn html(cells: &[Cell], table: &str) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "<tr><td class=t>{}</td><td class=t>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.1}</td>\
-             <td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td class=t>{} {}</td><td class=t>{}</td></tr>",
+            "<tr><td class=t>{}</td><td class=t>{}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=t>{} {}</td><td class=t>{}</td></tr>",
             escape(&c.scenario),
             escape(&c.strategy),
             c.requests,
             c.rps,
-            c.p50_ms,
-            c.p99_ms,
-            c.max_ms,
+            Cell::latency(c.p50_ms),
+            Cell::latency(c.p99_ms),
+            Cell::latency(c.max_ms),
             c.connections_opened,
             c.peak_open_connections,
             c.duplicated_posts,

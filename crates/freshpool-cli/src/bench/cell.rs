@@ -23,14 +23,16 @@ pub struct Cell {
     pub first_error: Option<String>,
     /// Wall time of the cell, seconds.
     pub elapsed_s: f64,
-    /// Requests per second over the cell's busy time.
+    /// Successful requests per second over the cell's busy time. (Not
+    /// failures: a strategy failing fast would score best.)
     pub rps: f64,
-    /// Median latency of successful requests, ms.
-    pub p50_ms: f64,
+    /// Median latency of successful requests, ms (`None`: none succeeded;
+    /// a 0 read as the fastest).
+    pub p50_ms: Option<f64>,
     /// 99th percentile latency of successful requests, ms.
-    pub p99_ms: f64,
+    pub p99_ms: Option<f64>,
     /// Largest latency of a successful request, ms.
-    pub max_ms: f64,
+    pub max_ms: Option<f64>,
     /// TCP connections the server accepted.
     pub connections_opened: u64,
     /// Most TCP connections open at once at the server.
@@ -99,26 +101,67 @@ impl Recorder {
         cell.requests = ok + cell.errors;
         cell.errors_by_kind = inner.errors.clone();
         cell.first_error = inner.first_error.clone();
-        let q = |q: f64| -> f64 {
+        let q = |q: f64| -> Option<f64> {
             if inner.latencies.is_empty() {
-                return 0.0;
+                return None;
             }
             let i = ((inner.latencies.len() as f64 * q).ceil() as usize)
                 .clamp(1, inner.latencies.len());
-            ms(inner.latencies[i - 1])
+            Some(ms(inner.latencies[i - 1]))
         };
         cell.p50_ms = q(0.50);
         cell.p99_ms = q(0.99);
-        cell.max_ms = inner.latencies.last().map_or(0.0, |d| ms(*d));
+        cell.max_ms = inner.latencies.last().map(|d| ms(*d));
         let busy = inner.busy.as_secs_f64();
-        cell.rps = if busy > 0.0 {
-            cell.requests as f64 / busy
-        } else {
-            0.0
-        };
+        cell.rps = if busy > 0.0 { ok as f64 / busy } else { 0.0 };
+    }
+}
+
+impl Cell {
+    /// A latency field in ms for a table, or `-` when no request succeeded.
+    pub fn latency(ms: Option<f64>) -> String {
+        ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}"))
     }
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::driver::Failure;
+
+    fn failure() -> Failure {
+        Failure {
+            kind: "PoolTimeout".into(),
+            message: "timed out".into(),
+        }
+    }
+
+    /// Failures are neither throughput nor latency: a cell where nothing
+    /// succeeded shows no latency (it showed 0.0 ms, the best figure in the
+    /// table and the chart) and 0 successful requests/s.
+    #[test]
+    fn failures_count_as_neither_throughput_nor_latency() {
+        let rec = Recorder::default();
+        for _ in 0..10 {
+            rec.record(Duration::from_millis(1), Err(failure()));
+        }
+        rec.add_busy(Duration::from_secs(1));
+        let mut cell = Cell::default();
+        rec.fill(&mut cell);
+        assert_eq!((cell.requests, cell.errors), (10, 10));
+        assert_eq!(cell.rps, 0.0);
+        assert_eq!((cell.p50_ms, cell.p99_ms, cell.max_ms), (None, None, None));
+        assert_eq!(Cell::latency(cell.p99_ms), "-");
+        rec.record(Duration::from_millis(20), Ok(()));
+        rec.record(Duration::from_millis(40), Ok(()));
+        rec.fill(&mut cell);
+        assert_eq!(cell.requests, 12);
+        assert_eq!(cell.rps, 2.0, "2 successes in 1 s of busy time");
+        assert_eq!(cell.max_ms, Some(40.0));
+        assert_eq!(Cell::latency(cell.p50_ms), "20.0");
+    }
 }

@@ -19,7 +19,7 @@ fn errors_text(c: &Cell) -> String {
 /// The table: one row per cell.
 pub fn render(cells: &[Cell]) -> String {
     let header = [
-        "scenario", "strategy", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "conns", "peak",
+        "scenario", "strategy", "requests", "ok/s", "p50 ms", "p99 ms", "max ms", "conns", "peak",
         "dup POST", "errors",
     ];
     let rows: Vec<[String; 11]> = cells
@@ -30,9 +30,9 @@ pub fn render(cells: &[Cell]) -> String {
                 c.strategy.clone(),
                 c.requests.to_string(),
                 format!("{:.0}", c.rps),
-                format!("{:.1}", c.p50_ms),
-                format!("{:.1}", c.p99_ms),
-                format!("{:.1}", c.max_ms),
+                Cell::latency(c.p50_ms),
+                Cell::latency(c.p99_ms),
+                Cell::latency(c.max_ms),
                 c.connections_opened.to_string(),
                 c.peak_open_connections.to_string(),
                 c.duplicated_posts.to_string(),
@@ -92,14 +92,14 @@ pub fn findings(cells: &[Cell]) -> String {
                 let _ = writeln!(
                     out,
                     "  {scenario}: {other} opened {} connections for {} requests (freshpool: {}); \
-                     {:.0} req/s vs {:.0}, p99 {:.1} ms vs {:.1} ms",
+                     {:.0} ok/s vs {:.0}, p99 {} ms vs {}",
                     o.connections_opened,
                     o.requests,
                     fp.connections_opened,
                     o.rps,
                     fp.rps,
-                    o.p99_ms,
-                    fp.p99_ms
+                    Cell::latency(o.p99_ms),
+                    Cell::latency(fp.p99_ms)
                 );
             }
         }
