@@ -118,6 +118,58 @@ async fn probe_over_tls_reports_http2_and_its_stream_limit() {
     assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
 }
 
+/// A server whose connections answer their first request only (later ones
+/// get garbage, and the connection stays open): the probe says reuse fails
+/// and recommends no pooling. (It bisected towards zero for ~90 s and
+/// reported an idle timeout of 1 ms, with settings to match.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_of_a_server_that_never_reuses_says_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut answered = false;
+                let mut seen = Vec::new();
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let reply: &[u8] = if answered {
+                            b"garbage\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                        };
+                        answered = true;
+                        if stream.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let out = freshpool(
+        &["probe", &format!("http://{addr}/"), "--max-wait", "2s"],
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("reusing the connection failed"), "{text}");
+    assert!(text.contains(".max_idle_per_host(0)"), "{text}");
+    assert!(!text.contains(".idle_timeout("), "{text}");
+    server.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_reports_the_request_count_statuses_and_pool_stats() {
     let server = TestServer::http1().await;
@@ -255,6 +307,17 @@ async fn bad_input_is_one_line_and_a_nonzero_exit() {
     }
     let out = freshpool(&["bench", "--scenario", "nope"], Duration::from_secs(30)).await;
     assert_eq!(out.status.code(), Some(2), "clap rejects it");
+    // (`--max-wait 0` probed one reuse with no pause: "no idle close
+    // within 0 s".)
+    for wait in ["0", "100ms", "2h"] {
+        let out = freshpool(
+            &["probe", "http://127.0.0.1:1/", "--max-wait", wait],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2), "--max-wait {wait}");
+        assert!(stderr(&out).contains("max-wait"), "{}", stderr(&out));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,13 @@ pub(super) fn recommend(
     let mut item = |code: String, why: String| {
         let _ = writeln!(o, "  {code}\n      {why}");
     };
+    if let Idle::NoReuse(_) = idle {
+        item(
+            ".max_idle_per_host(0)".into(),
+            "a second request on a connection failed, even right after the first: pooling cannot help".into(),
+        );
+        return o;
+    }
     if !keeps {
         item(
             ".max_idle_per_host(0)".into(),

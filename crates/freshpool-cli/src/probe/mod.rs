@@ -25,8 +25,9 @@ mod tls;
 pub struct ProbeArgs {
     /// URL to probe (http:// or https://).
     pub url: String,
-    /// Longest idle pause to try when looking for the server's idle timeout.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Longest idle pause to try when looking for the server's idle
+    /// timeout (500ms to 1h).
+    #[arg(long, default_value = "30s", value_parser = parse_max_wait)]
     pub max_wait: Duration,
     /// Accept any server certificate (testing only).
     #[arg(long)]
@@ -34,6 +35,16 @@ pub struct ProbeArgs {
     /// Also trust the CA certificates in this PEM file.
     #[arg(long, value_name = "PEM")]
     pub cacert: Option<PathBuf>,
+}
+
+/// `--max-wait`: from the first pause tried (500 ms) to an hour. (0 ran one
+/// reuse with no pause and reported "no idle close within 0 s".)
+fn parse_max_wait(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_millis(500)..=Duration::from_secs(3600)).contains(&d) {
+        return Err(format!("'{s}' is outside 500ms to 1h"));
+    }
+    Ok(d)
 }
 
 /// Limit of each network step (resolve, connect, handshake, request).
@@ -349,6 +360,10 @@ enum Idle {
     Between(Duration, Duration),
     /// Reuse still worked after the longest pause tried.
     Beyond(Duration),
+    /// Reuse failed even after a pause of this much (the shortest tried):
+    /// the server, or something on the way, ignores a second request on a
+    /// connection without closing it.
+    NoReuse(Duration),
     /// Not measured (the server does not keep connections).
     Skipped,
 }
@@ -381,6 +396,16 @@ async fn find_idle_timeout(
     let Some(mut hi) = hi else {
         return Ok(Idle::Beyond(lo));
     };
+    // Failed at the first pause: one look right after the response tells
+    // "times out sooner" from "never reuses" (bisecting towards zero took
+    // ~90 s and then reported an idle timeout of 1 ms).
+    if lo.is_zero() {
+        match measure(&mut live, &mut dead, target, NO_REUSE_PAUSE).await? {
+            Reuse::Alive => lo = NO_REUSE_PAUSE,
+            Reuse::ClosedAt(t) => return Ok(Idle::Observed(t)),
+            Reuse::Failed | Reuse::Gone => return Ok(Idle::NoReuse(NO_REUSE_PAUSE)),
+        }
+    }
     // Bisect on fresh connections until the bracket is within ~10%.
     for _ in 0..8 {
         if (hi - lo).as_secs_f64() <= 0.1 * hi.as_secs_f64() {
@@ -395,6 +420,9 @@ async fn find_idle_timeout(
     }
     Ok(Idle::Between(lo, hi))
 }
+
+/// The pause of the look that tells whether a connection is reused at all.
+const NO_REUSE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Reads the server's first SETTINGS frame on a raw HTTP/2 connection and
 /// returns `SETTINGS_MAX_CONCURRENT_STREAMS` (`None`: not advertised).
@@ -507,6 +535,13 @@ pub async fn run(args: ProbeArgs) -> Result<(), String> {
             println!(
                 "  idle timeout  none seen (reuse still worked after {:.1} s)",
                 lo.as_secs_f64()
+            );
+            None
+        }
+        Idle::NoReuse(after) => {
+            println!(
+                "  idle timeout  none: reusing the connection failed even {} ms after a response",
+                after.as_millis()
             );
             None
         }
