@@ -378,3 +378,54 @@ async fn a_proxied_origin_does_not_look_up_its_target() {
     .await
     .unwrap();
 }
+
+/// Answers every name with the current list (switchable).
+#[derive(Clone)]
+struct Switch(std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>);
+
+impl freshpool::Resolve for Switch {
+    fn resolve(&self, _host: &str, _port: u16) -> freshpool::ResolveFuture {
+        let addrs = self.0.lock().unwrap().clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+/// A proxy reached by name follows that name's DNS, as a direct host does:
+/// when the caching resolver reports that the proxy's name moved (a proxy
+/// fleet drained), idle connections to the old proxy close and new ones go
+/// to the new. (They kept going to the old proxy for good: the pool looked
+/// only at the target's DNS, which is the proxy's business.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_through_a_proxy_follow_the_proxys_dns() {
+    timeout(LIMIT, async {
+        let server = TestServer::http1().await;
+        let (old, new) = (TestProxy::start().await, TestProxy::start().await);
+        let switch = Switch(std::sync::Arc::new(std::sync::Mutex::new(vec![old.addr()])));
+        let ttl = Duration::from_millis(300);
+        let client = via("http://proxy.test:3128")
+            .resolver(freshpool::CachingResolver::new(switch.clone()).ttl(ttl))
+            .build()
+            .unwrap();
+        assert_eq!(body(&client, &server.url("/")).await.unwrap(), "ok");
+        *switch.0.lock().unwrap() = vec![new.addr()];
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        // The next checks see the change (after one background lookup).
+        for _ in 0..20 {
+            assert_eq!(body(&client, &server.url("/")).await.unwrap(), "ok");
+            if new.stats().connections() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(new.stats().connections(), 1, "{}", client.stats());
+        assert_eq!(old.stats().connections(), 1);
+        let stats = client.stats();
+        assert_eq!(
+            stats.closed_for(freshpool::CloseReason::Lifetime),
+            1,
+            "{stats}"
+        );
+    })
+    .await
+    .unwrap();
+}

@@ -156,7 +156,10 @@ impl Connector {
                     tcp::connect(&url.authority(), addrs, settings).await
                 };
                 let stream = reach.await.map_err(|e| proxy::unreachable(url, e))?;
-                (stream, None)
+                // The proxy's address: its connections follow the proxy's
+                // DNS (see `Origin::dns_name`).
+                let peer = stream.peer_addr().ok();
+                (stream, peer)
             }
         };
         let (mut io, socket) = TcpIo::new(stream);

@@ -191,6 +191,7 @@ impl Pool {
             unused_since_ns: AtomicU64::new(0),
             unused_uses: AtomicU64::new(0),
             folded: AtomicBool::new(false),
+            dns_name: dns_name(&key),
             key,
         })
     }
@@ -198,5 +199,18 @@ impl Pool {
     /// The origins known now (a snapshot: the map lock is not held after).
     pub(super) fn origins(&self) -> Vec<Arc<Origin>> {
         self.read_origins().values().cloned().collect()
+    }
+}
+
+/// The name whose DNS `key`'s connections follow (see `Origin::dns_name`).
+fn dns_name(key: &PoolKey) -> Option<(Box<str>, u16)> {
+    match key.security.settings.proxy.as_deref() {
+        None => Some((Box::from(&*key.host), key.port)),
+        Some(url) => {
+            // (An unparsable proxy fails every dial with its own error.)
+            let url = crate::connect::proxy::ProxyUrl::parse(url).ok()?;
+            let literal = url.host().parse::<std::net::IpAddr>().is_ok();
+            (!literal).then(|| (url.host().into(), url.port()))
+        }
     }
 }

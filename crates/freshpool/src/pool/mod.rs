@@ -280,6 +280,12 @@ pub(crate) struct Origin {
     unused_uses: AtomicU64,
     /// Its counters went to the pool's `forgotten` totals (`fold_into`).
     folded: AtomicBool,
+    /// The name (and port) whose DNS answers its connections follow
+    /// (`follow_dns`): its host, or through a proxy, the proxy's, since
+    /// its connections go to the proxy (the target's addresses are the
+    /// proxy's business, and looking them up here is what a remote-DNS
+    /// proxy setup avoids). `None` through a proxy given by address.
+    dns_name: Option<(Box<str>, u16)>,
     /// Itself, for the rare paths that need a counted reference from a
     /// borrowed origin (an HTTP/2 stream's lease, a queued request, a dial).
     this: Weak<Origin>,

@@ -500,15 +500,10 @@ impl Origin {
     /// (rare, and its address may be newer than this origin's view).
     /// Returns the addresses the resolver lists now, if it keeps a view.
     pub(super) fn follow_dns_now(&self) -> Option<Arc<[std::net::SocketAddr]>> {
-        // Through a proxy, the target's addresses are the proxy's business
-        // (its connections go to the proxy, whatever the target's DNS
-        // says), and asking about them here could look the target up
-        // locally: what a remote-DNS proxy setup is meant to avoid.
-        if self.key.security.settings.proxy.is_some() {
-            return None;
-        }
+        // (Through a proxy, the proxy's name: see `Origin::dns_name`.)
+        let (host, port) = self.dns_name.as_ref()?;
         let resolver = &self.connector.resolver;
-        let Some(now) = resolver.current(&self.key.host, self.key.port) else {
+        let Some(now) = resolver.current(host, *port) else {
             // It held a view before and holds none now: a cache that let
             // the answer go (`CachingResolver` drops answers unused for
             // minutes, a host a crawler met once). Ask it once to learn the
@@ -564,11 +559,11 @@ impl Origin {
     /// (see `follow_dns_now`); the answer is the resolver's to keep.
     #[cold]
     fn relearn_dns(&self) {
+        let Some((host, port)) = &self.dns_name else {
+            return;
+        };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let lookup = self
-                .connector
-                .resolver
-                .resolve(&self.key.host, self.key.port);
+            let lookup = self.connector.resolver.resolve(host, *port);
             drop(handle.spawn(async move {
                 let _ = lookup.await;
             }));
