@@ -526,3 +526,49 @@ async fn a_silent_http2_connection_is_retired_after_the_request_timeout_too() {
     let stats = client.stats();
     assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
 }
+
+/// Over HTTP/2 a dial in flight covers the waiters in line up to its
+/// streams, whoever it was started for: when that request gives up, the
+/// next one's `pool_timeout` is still a connect's wait, and the dial
+/// serves it. (It failed with `PoolTimeout` while the connection it rode
+/// on was landing: the mark of "has a dial" had left with the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_dial_covers_the_next_waiter_when_its_own_gave_up() {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = h2_client()
+        .resolver(common::SlowAfterFirst {
+            addr: server.addr(),
+            calls: Default::default(),
+            later: Duration::from_millis(1500),
+        })
+        .max_connections_per_host(2)
+        .pool_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("http://slow.test:{}/", server.addr().port());
+    let waiting = |n: usize| {
+        let client = client.clone();
+        move || client.stats().origins.iter().any(|o| o.waiting == n)
+    };
+    // The first connection's only stream, held.
+    let _held = client.get(&url).await.unwrap();
+    let get = || {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { client.get(&url).await })
+    };
+    // W1 queues and dials (1.5 s); W2 rides on that dial.
+    let w1 = get();
+    eventually("W1 queued", waiting(1)).await;
+    let w2 = get();
+    eventually("W2 queued", waiting(2)).await;
+    w1.abort();
+    let w2 = w2.await.unwrap();
+    assert!(w2.is_ok(), "{:?}\n{}", w2.err(), client.stats());
+    assert_eq!(server.stats().connections_accepted(), 2);
+}

@@ -88,3 +88,28 @@ pub async fn text(client: &Client, url: &str) -> String {
         .await
         .unwrap()
 }
+
+/// Resolves every name to `addr`: at once the first time, then after
+/// `later` (a dial that takes long).
+#[allow(dead_code)]
+pub struct SlowAfterFirst {
+    pub addr: std::net::SocketAddr,
+    pub calls: std::sync::atomic::AtomicUsize,
+    pub later: std::time::Duration,
+}
+
+impl freshpool::Resolve for SlowAfterFirst {
+    fn resolve(&self, _host: &str, _port: u16) -> freshpool::ResolveFuture {
+        let first = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        let wait = if first {
+            std::time::Duration::ZERO
+        } else {
+            self.later
+        };
+        let addr = self.addr;
+        Box::pin(async move {
+            tokio::time::sleep(wait).await;
+            Ok(vec![addr])
+        })
+    }
+}

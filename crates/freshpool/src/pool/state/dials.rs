@@ -16,7 +16,8 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// waiters are in line up to it than dials were started for waiters:
     /// the waiters marked `dialing`, counted no higher than `dialing` (a
     /// mark can outlive its dial until `service` runs; a dedicated retry
-    /// dial counts in `dialing` but serves only its own request). While
+    /// dial counts in `dialing` but serves only its own request), or over
+    /// HTTP/2 every dial in flight. While
     /// the protocol is unknown, every waiter rides on the first dial,
     /// until a dial failed (`unknown_dial_failed`): then each has its own,
     /// as over HTTP/1.
@@ -33,11 +34,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             marked += usize::from(w.dialing);
             in_line += usize::from(w.id <= waiter_id);
         }
-        let per_dial = match self.protocol {
-            Protocol::Http2 => self.streams_per_conn.max(1) as usize,
-            _ => 1,
+        // Over HTTP/2 every dial in flight serves the queue, whoever it was
+        // started for (a dedicated retry dial, which serves only its own
+        // request, is HTTP/1's alone), marked or not: a marked waiter that
+        // gave up took its mark along.
+        let (dials, per_dial) = match self.protocol {
+            Protocol::Http2 => (self.dialing, self.streams_per_conn.max(1) as usize),
+            _ => (marked.min(self.dialing), 1),
         };
-        in_line <= marked.min(self.dialing).saturating_mul(per_dial)
+        in_line <= dials.saturating_mul(per_dial)
     }
 
     /// Before the protocol is known every waiter rides on the first dial

@@ -405,6 +405,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             match waiter.tx.send(Ok(item)) {
                 Ok(()) => {
                     self.live_waiters -= 1;
+                    if waiter.dialing {
+                        self.pass_mark_on();
+                    }
                     return Ok(());
                 }
                 Err(Ok(back)) => item = back,
@@ -412,6 +415,19 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             }
         }
         Err(item)
+    }
+
+    /// A waiter marked `dialing` was served by something else (a returned
+    /// connection, a freed stream): its dial goes on, and will serve the
+    /// oldest waiter when it lands. The mark passes to the oldest live
+    /// waiter without one, so that `dial_covers` counts that dial for it
+    /// (else its `pool_timeout` failed it while the dial that would serve
+    /// it was landing) and `service` does not dial for it twice.
+    fn pass_mark_on(&mut self) {
+        if let Some(next) = (self.waiters.iter_mut()).find(|w| !w.dialing && !w.tx.is_closed()) {
+            next.dialing = true;
+            self.marks += 1;
+        }
     }
 
     /// A new or returned HTTP/1 connection: oldest waiter first, else idle.
