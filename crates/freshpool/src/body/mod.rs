@@ -9,11 +9,10 @@
 mod request;
 
 pub use request::RequestBody;
-pub(crate) use request::{Gate, GateState};
+pub(crate) use request::{Gate, GateState, UploadEnd};
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -50,9 +49,10 @@ pub struct Body {
 /// A body's rarely set parts.
 #[derive(Default)]
 struct Extras {
-    /// Set when a streamed request body has ended (`track_end`); a
-    /// connection whose response ends first is not pooled.
-    request_done: Option<Arc<AtomicBool>>,
+    /// Says when a streamed request body has ended (`track_end`): an
+    /// HTTP/1 connection whose response ends first is not pooled, an
+    /// HTTP/2 stream is given back only then.
+    request_done: Option<Arc<UploadEnd>>,
     /// The client's `timeout`, still running while the body is read.
     deadline: Option<Pin<Box<RequestDeadline>>>,
 }
@@ -62,7 +62,7 @@ impl Extras {
     /// kept `Body::new` from being inlined into every request.
     #[cold]
     #[inline(never)]
-    fn tracking(request_done: Arc<AtomicBool>) -> Box<Extras> {
+    fn tracking(request_done: Arc<UploadEnd>) -> Box<Extras> {
         Box::new(Extras {
             request_done: Some(request_done),
             deadline: None,
@@ -75,7 +75,7 @@ impl Body {
     pub(crate) fn new(
         inner: Incoming,
         lease: Option<Lease>,
-        request_done: Option<Arc<AtomicBool>>,
+        request_done: Option<Arc<UploadEnd>>,
     ) -> Body {
         Body {
             inner: Some(inner),
@@ -173,15 +173,19 @@ impl Body {
         // HTTP/2 stream keeps its connection, and the slot, alive).
         self.inner = None;
         if let Some(mut lease) = self.lease.take() {
-            if self
-                .extras
-                .as_ref()
-                .and_then(|e| e.request_done.as_ref())
-                .is_some_and(|done| !done.load(std::sync::atomic::Ordering::Acquire))
-            {
-                // The request body is still going out: hyper takes no next
-                // request before it ends, which may be never.
-                lease.not_reusable = Some(crate::CloseReason::Error);
+            let upload = self.extras.as_ref().and_then(|e| e.request_done.as_ref());
+            if let Some(upload) = upload.filter(|u| !u.is_done()) {
+                if lease.is_h2() {
+                    // The stream is the server's until the upload ends.
+                    match upload.park(lease) {
+                        Ok(()) => return,
+                        Err(back) => lease = back,
+                    }
+                } else {
+                    // HTTP/1: hyper takes no next request before the upload
+                    // ends, which may be never.
+                    lease.not_reusable = Some(crate::CloseReason::Error);
+                }
             }
             lease.release();
         }

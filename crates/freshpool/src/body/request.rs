@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -136,11 +135,13 @@ impl RequestBody {
         RequestBody::of(Payload::Gated(gate, self.ungated()))
     }
 
-    /// For a streamed body: a flag set once hyper is done with it, so
-    /// that a connection whose response ended while its request body was
-    /// still going out is not pooled (the next request would wait for that
-    /// upload). `None` for a body in memory: hyper takes it whole.
-    pub(crate) fn track_end(&mut self) -> Option<Arc<AtomicBool>> {
+    /// For a streamed body: what says once hyper is done with it, so that
+    /// a connection whose response ended while its request body was still
+    /// going out is not pooled (HTTP/1: the next request would wait for
+    /// that upload), or its stream not given back before (HTTP/2: the
+    /// server still counts it). `None` for a body in memory: hyper takes
+    /// it whole.
+    pub(crate) fn track_end(&mut self) -> Option<Arc<UploadEnd>> {
         match self.payload.as_deref_mut()? {
             Payload::Full(_) => return None,
             Payload::Gated(_, inner) => return inner.track_end(),
@@ -149,7 +150,7 @@ impl RequestBody {
         let Some(Payload::Stream(inner)) = self.payload.take().map(|p| *p) else {
             unreachable!("matched Stream above")
         };
-        let done = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(UploadEnd::default());
         let tracked = TrackEnd {
             inner,
             done: done.clone(),
@@ -281,7 +282,38 @@ impl http_body::Body for RequestBody {
 /// answered early.
 struct TrackEnd {
     inner: Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>,
-    done: Arc<AtomicBool>,
+    done: Arc<UploadEnd>,
+}
+
+/// Whether a streamed request body is done with (`track_end`), and the
+/// lease of an HTTP/2 stream whose response ended first, parked here until
+/// it is: the server counts the stream until the upload ends too, and
+/// given back before, the pool handed out a stream the server did not
+/// allow (h2 then held that request until the upload ended: maybe never).
+/// One lock for both, so that a lease is never parked after the end.
+#[derive(Default)]
+pub(crate) struct UploadEnd(std::sync::Mutex<(bool, Option<crate::pool::Lease>)>);
+
+impl UploadEnd {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, Option<crate::pool::Lease>)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the upload is over.
+    pub(crate) fn is_done(&self) -> bool {
+        self.lock().0
+    }
+
+    /// Keeps `lease` until the upload ends (released then); `Err` gives it
+    /// back if the upload is over already.
+    pub(crate) fn park(&self, lease: crate::pool::Lease) -> Result<(), crate::pool::Lease> {
+        let mut state = self.lock();
+        if state.0 {
+            return Err(lease);
+        }
+        state.1 = Some(lease);
+        Ok(())
+    }
 }
 
 impl http_body::Body for TrackEnd {
@@ -306,7 +338,15 @@ impl http_body::Body for TrackEnd {
 
 impl Drop for TrackEnd {
     fn drop(&mut self) {
-        self.done.store(true, std::sync::atomic::Ordering::Release);
+        let parked = {
+            let mut state = self.done.lock();
+            state.0 = true;
+            state.1.take()
+        };
+        // (Outside the lock: the release takes the origin's.)
+        if let Some(lease) = parked {
+            lease.release();
+        }
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::future::Future;
 use std::panic::Location;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
@@ -180,12 +179,9 @@ impl Client {
                                 pending.is_some()
                             });
                 gate = self.prepare(&mut request, &mut lease, &uri, kept && !expect_refused);
-                // (HTTP/1: its connection takes one request at a time.)
-                request_done = if lease.is_h2() {
-                    None
-                } else {
-                    request.body_mut().track_end()
-                };
+                // (HTTP/1: its connection takes one request at a time;
+                // HTTP/2: the stream counts until the upload ends.)
+                request_done = request.body_mut().track_end();
                 if let Some(route) = forward.filter(|_| !lease.is_h2()) {
                     proxy::to_forward_form(&mut request, &uri, route);
                 }
@@ -403,7 +399,7 @@ impl Client {
         response: Response<Incoming>,
         mut lease: Lease,
         gate: Option<Arc<GateState>>,
-        request_done: Option<Arc<AtomicBool>>,
+        request_done: Option<Arc<crate::body::UploadEnd>>,
         body_deadline: Option<tokio::time::Instant>,
         uri: &Uri,
     ) -> Response<Body> {

@@ -1,0 +1,95 @@
+//! HTTP/2 streams whose request body is still going out when their
+//! response has ended: the stream stays counted until the upload ends, as
+//! the server counts it (against a hyper HTTP/2 server on 127.0.0.1 that
+//! answers at once and reads the upload in the background).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use freshpool::{Client, HttpVersion};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// An HTTP/2 server allowing one stream per connection, answering every
+/// request at once; a request body is read to its end in the background.
+/// Returns its address and the count of connections accepted.
+async fn early_answering_h2() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let mut body = req.into_body();
+                    tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A request body fed from a channel: open until its sender is dropped.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+/// The response of an upload ends while the upload goes on: the stream is
+/// still the server's one allowed, so the next request goes to another
+/// connection instead of waiting behind it (it was handed the same
+/// connection, where h2 held it until the upload ended: here, never, so it
+/// timed out), and the stream is given back when the upload ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_upload_goes_on_stays_counted_until_it_ends() {
+    let (addr, accepted) = early_answering_h2().await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .response_header_timeout(Some(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Bytes::from_static(b"first chunk")).await.unwrap();
+    let request = http::Request::post(&url)
+        .body(freshpool::RequestBody::wrap(ChannelBody(rx)))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    // The upload is still open: the next request needs another connection.
+    let got = client.get(&url).await;
+    let stats = client.stats();
+    let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(client.stats().origins[0].active, 1, "{}", client.stats());
+    // The upload ends: its stream is given back.
+    drop(tx);
+    freshpool_testkit::eventually("the upload's stream given back", || {
+        client.stats().origins[0].active == 0
+    })
+    .await;
+}
