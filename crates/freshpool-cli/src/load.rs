@@ -129,6 +129,9 @@ struct Tally {
     /// millions of requests, and a list of them (16 bytes each) outgrew
     /// memory; this stays a few hundred KiB, with 3 significant digits.
     latencies: hdrhistogram::Histogram<u64>,
+    /// The exact extremes (the histogram's are its buckets' edges).
+    fastest: Option<Duration>,
+    slowest: Duration,
     statuses: BTreeMap<u16, u64>,
     errors: BTreeMap<String, (u64, String)>,
     /// Requests still in flight when `-d` ran out: stopped there, counted
@@ -140,6 +143,8 @@ impl Default for Tally {
     fn default() -> Self {
         Tally {
             latencies: hdrhistogram::Histogram::new(3).expect("3 significant digits are valid"),
+            fastest: None,
+            slowest: Duration::ZERO,
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             cut_off: 0,
@@ -206,7 +211,10 @@ impl Job {
         let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(status) => {
-                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let took = started.elapsed();
+                t.fastest = Some(t.fastest.map_or(took, |f| f.min(took)));
+                t.slowest = t.slowest.max(took);
+                let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
                 if t.latencies.record(micros.max(1)).is_err() {
                     t.latencies.saturating_record(micros);
                 }
@@ -326,6 +334,15 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     let t = job.tally.lock().unwrap_or_else(|p| p.into_inner());
     let (answered, refused) = t.answered_and_refused();
     let failed: u64 = t.errors.values().map(|(n, _)| n).sum();
+    // (All cut off at -d: the target answered nothing in the whole run.
+    // It used to exit 0, where before -d cut requests it failed on
+    // --timeout.)
+    if answered + failed == 0 {
+        return Err(format!(
+            "no request was answered within -d ({} cut off in flight)",
+            t.cut_off
+        ));
+    }
     if failed + refused > 0 {
         return Err(format!(
             "{} of {} requests did not succeed ({refused} answered 4xx/5xx, {failed} failed)",
@@ -367,7 +384,7 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
         "  Requests/s:   {:.1}",
         (answered + errors) as f64 / elapsed.as_secs_f64().max(1e-9)
     );
-    latency_section(&mut o, &t.latencies);
+    latency_section(&mut o, &t);
     let _ = writeln!(o, "Status codes:");
     for (code, n) in &t.statuses {
         let _ = writeln!(o, "  {code}: {n}");
@@ -383,34 +400,32 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
     o
 }
 
-fn latency_section(o: &mut String, lat: &hdrhistogram::Histogram<u64>) {
+fn latency_section(o: &mut String, t: &Tally) {
     let _ = writeln!(o, "Latency (answered requests, any status):");
-    if lat.is_empty() {
+    let lat = &t.latencies;
+    let Some(fastest) = t.fastest.filter(|_| !lat.is_empty()) else {
         let _ = writeln!(o, "  no answered request");
         return;
-    }
+    };
     let us_to_ms = |us: u64| us as f64 / 1000.0;
+    let (lo, hi) = (ms(fastest), ms(t.slowest));
     let _ = writeln!(
         o,
-        "  min {:.2} ms, mean {:.2} ms, max {:.2} ms",
-        us_to_ms(lat.min()),
-        lat.mean() / 1000.0,
-        us_to_ms(lat.max())
+        "  min {lo:.2} ms, mean {:.2} ms, max {hi:.2} ms",
+        lat.mean() / 1000.0
     );
     for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)] {
-        let _ = writeln!(
-            o,
-            "  {name:<6} {:.2} ms",
-            us_to_ms(lat.value_at_percentile(p))
-        );
+        // (A bucket's middle, within the histogram's 0.1 %, never past
+        // the exact extremes.)
+        let at = us_to_ms(lat.median_equivalent(lat.value_at_percentile(p)));
+        let _ = writeln!(o, "  {name:<6} {:.2} ms", at.clamp(lo, hi));
     }
     let _ = writeln!(o, "Histogram:");
     let buckets = 10usize;
-    let (lo, hi) = (us_to_ms(lat.min()), us_to_ms(lat.max()));
     let width = ((hi - lo) / buckets as f64).max(1e-6);
     let mut counts = vec![0u64; buckets];
     for v in lat.iter_recorded() {
-        let at = us_to_ms(v.value_iterated_to()).clamp(lo, hi);
+        let at = us_to_ms(lat.median_equivalent(v.value_iterated_to())).clamp(lo, hi);
         counts[(((at - lo) / width) as usize).min(buckets - 1)] += v.count_at_value();
     }
     let most = counts.iter().copied().max().unwrap_or(1).max(1);

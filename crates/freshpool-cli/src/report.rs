@@ -31,7 +31,7 @@ const CHARTS: [Chart; 5] = [
     },
     Chart {
         file: "p99_latency.svg",
-        title: "p99 latency, ms (lower is better)",
+        title: "p99 latency, ms (lower is better; n/a: no request succeeded)",
         // (No bar where no request succeeded.)
         value: |c| c.p99_ms.unwrap_or(f64::NAN),
     },
@@ -119,6 +119,22 @@ fn draw(
         ctx.draw_series(bars)?
             .label(strategy.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled()));
+        // No bar where no request succeeded: a gap would read as the best
+        // figure of a "lower is better" chart. Marked "n/a" instead.
+        let missing = scenarios.iter().enumerate().filter_map(|(i, scenario)| {
+            let cell = cells
+                .iter()
+                .find(|c| &c.scenario == scenario && &c.strategy == strategy)?;
+            let x0 = i as f64 * group + 0.5 + j as f64;
+            (chart.value)(cell).is_nan().then(|| {
+                Text::new(
+                    "n/a",
+                    (x0, y_max * 0.04),
+                    ("sans-serif", 11).into_font().color(&color),
+                )
+            })
+        });
+        ctx.draw_series(missing)?;
     }
     ctx.configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -162,7 +178,7 @@ fn html(cells: &[Cell], table: &str) -> String {
         );
     }
     out.push_str(
-        "<h2>All cells</h2>\n<table><tr><th>scenario</th><th>strategy</th><th>requests</th><th>req/s</th>\
+        "<h2>All cells</h2>\n<table><tr><th>scenario</th><th>strategy</th><th>requests</th><th>ok/s</th>\
          <th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>conns</th><th>peak</th><th>dup POST</th>\
          <th>errors</th><th>first error</th></tr>\n",
     );

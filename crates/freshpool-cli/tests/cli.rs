@@ -246,6 +246,13 @@ async fn load_stops_requests_in_flight_when_its_duration_runs_out() {
     assert_eq!(number_after(&text, "Cut off:"), 1.0, "{text}");
     assert!(text.contains("ok 0, 4xx/5xx 0, errors 0"), "{text}");
     assert!(text.contains("no answered request"), "{text}");
+    // Nothing answered in the whole run is no success.
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        stderr(&out).contains("no request was answered within -d (1 cut off in flight)"),
+        "{}",
+        stderr(&out)
+    );
     // Answered requests in a run cut short are counted as usual.
     let out = freshpool(
         &["load", &server.url("/delay/50"), "-d", "1s", "-c", "4"],
@@ -257,6 +264,8 @@ async fn load_stops_requests_in_flight_when_its_duration_runs_out() {
     let answered = number_after(&text, "Requests:");
     assert!(answered >= 4.0, "{text}");
     assert!(number_after(&text, "p50") >= 50.0, "{text}");
+    // Exact extremes: no request took less than the server's 50 ms.
+    assert!(number_after(&text, "min") >= 50.0, "{text}");
 }
 
 /// Answers with 4xx/5xx statuses are no success: counted apart from

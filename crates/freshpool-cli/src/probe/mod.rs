@@ -271,11 +271,14 @@ impl Live {
         };
         let answer = timeout(STEP, work)
             .await
-            .map_err(|_| "request timed out".to_string())??;
+            .map_err(|_| TIMED_OUT.to_string())??;
         self.idle_since = Instant::now();
         Ok(answer)
     }
 }
+
+/// A request's error when it had no answer within [`STEP`].
+const TIMED_OUT: &str = "request timed out";
 
 /// Outcome of idling a connection, then reusing it.
 enum Reuse {
@@ -284,6 +287,8 @@ enum Reuse {
     ClosedAt(Duration),
     /// The reuse failed without a close being seen first.
     Failed,
+    /// The reuse had no answer within [`STEP`]: failed, or a slow server.
+    Unanswered,
     /// The connection ended right as the previous exchange finished (an h2
     /// GOAWAY racing the last request): this pause measured nothing.
     Gone,
@@ -309,6 +314,7 @@ async fn idle_then_reuse(live: &mut Live, target: &Target, pause: Duration) -> R
     }
     match live.request(target).await {
         Ok(_) => Reuse::Alive,
+        Err(e) if e == TIMED_OUT => Reuse::Unanswered,
         Err(_) => match live
             .closed
             .try_recv()
@@ -340,9 +346,9 @@ async fn measure(
         }
         match idle_then_reuse(live, target, pause).await {
             Reuse::Gone => *dead = true,
-            Reuse::Failed => {
+            failed @ (Reuse::Failed | Reuse::Unanswered) => {
                 *dead = true;
-                return Ok(Reuse::Failed);
+                return Ok(failed);
             }
             other => return Ok(other),
         }
@@ -387,7 +393,7 @@ async fn find_idle_timeout(
         match measure(&mut live, &mut dead, target, pause).await? {
             Reuse::Alive => lo = pause,
             Reuse::ClosedAt(t) => return Ok(Idle::Observed(t)),
-            Reuse::Failed | Reuse::Gone => {
+            Reuse::Failed | Reuse::Unanswered | Reuse::Gone => {
                 hi = Some(pause);
                 break;
             }
@@ -404,6 +410,8 @@ async fn find_idle_timeout(
             Reuse::Alive => lo = NO_REUSE_PAUSE,
             Reuse::ClosedAt(t) => return Ok(Idle::Observed(t)),
             Reuse::Failed | Reuse::Gone => return Ok(Idle::NoReuse(NO_REUSE_PAUSE)),
+            // (A slow server, maybe: no verdict; the search goes on.)
+            Reuse::Unanswered => {}
         }
     }
     // Bisect on fresh connections until the bracket is within ~10%.
@@ -415,7 +423,7 @@ async fn find_idle_timeout(
         match measure(&mut live, &mut dead, target, mid).await? {
             Reuse::Alive => lo = mid,
             Reuse::ClosedAt(t) => return Ok(Idle::Observed(t)),
-            Reuse::Failed | Reuse::Gone => hi = mid,
+            Reuse::Failed | Reuse::Unanswered | Reuse::Gone => hi = mid,
         }
     }
     Ok(Idle::Between(lo, hi))
