@@ -465,68 +465,6 @@ async fn a_busy_http2_connection_past_its_lifetime_serves_on_while_no_slot_can_r
     assert_eq!(stats.closed_for(CloseReason::Lifetime), 1, "{stats}");
 }
 
-/// An HTTP/2 connection that went silent (a NAT dropped the flow: no FIN,
-/// no RST, nothing read) is retired after a request on it timed out with
-/// nothing read meanwhile, and the next request dials. It used to stay in
-/// the pool taking streams, and every request after it timed out too,
-/// until the kernel gave up on the socket (minutes); an HTTP/1 connection
-/// that failed a request is closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_http2_connection_is_retired_after_a_request_on_it_timed_out() {
-    let server = h2_server().await;
-    let proxy = ChaosProxy::start(server.addr()).await;
-    let client = h2_client()
-        .response_header_timeout(Some(Duration::from_millis(500)))
-        .build()
-        .unwrap();
-    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
-    assert_eq!(proxy.blackhole_existing(), 1);
-    let err = client.get(&proxy.url("/")).await.unwrap_err();
-    assert_eq!(err.kind(), freshpool::Kind::ResponseHeaderTimeout, "{err}");
-    for _ in 0..3 {
-        let got = client.get(&proxy.url("/")).await;
-        let stats = client.stats();
-        let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
-        assert_eq!(response.into_body().text().await.unwrap(), "ok");
-    }
-    assert_eq!(proxy.stats().connections_accepted, 2);
-    let stats = client.stats();
-    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
-    // A slow answer on a live connection is no reason: the server's
-    // frames for other streams were read meanwhile.
-    let slow = {
-        let (client, url) = (client.clone(), proxy.url("/delay/3000"));
-        tokio::spawn(async move { client.get(&url).await.map(|_| ()) })
-    };
-    for _ in 0..5 {
-        assert_eq!(text(&client, &proxy.url("/")).await, "ok");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-    let err = slow.await.unwrap().unwrap_err();
-    assert_eq!(err.kind(), freshpool::Kind::ResponseHeaderTimeout, "{err}");
-    assert_eq!(proxy.stats().connections_accepted, 2, "{}", client.stats());
-}
-
-/// The same when the caller's overall `timeout` gives up on the request
-/// (its future is dropped, the stream with it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_http2_connection_is_retired_after_the_request_timeout_too() {
-    let server = h2_server().await;
-    let proxy = ChaosProxy::start(server.addr()).await;
-    let client = h2_client()
-        .timeout(Some(Duration::from_millis(1500)))
-        .build()
-        .unwrap();
-    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
-    proxy.blackhole_existing();
-    let err = client.get(&proxy.url("/")).await.unwrap_err();
-    assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
-    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
-    assert_eq!(proxy.stats().connections_accepted, 2);
-    let stats = client.stats();
-    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
-}
-
 /// Over HTTP/2 a dial in flight covers the waiters in line up to its
 /// streams, whoever it was started for: when that request gives up, the
 /// next one's `pool_timeout` is still a connect's wait, and the dial

@@ -248,7 +248,11 @@ impl Client {
                     let idle_since = lease.idle_since();
                     let counted_reuse = lease.counted_reuse();
                     let origin = lease.origin().clone();
-                    lease.discard();
+                    if err.kind() == Kind::ResponseHeaderTimeout {
+                        crate::pool::ended_by_timeout(|| lease.discard());
+                    } else {
+                        lease.discard();
+                    }
                     // Not the connection's failure: the caller's own body
                     // broke (not replayable, so never retried either).
                     if matches!(err.kind(), Kind::ResponseHeaderTimeout | Kind::Body) {

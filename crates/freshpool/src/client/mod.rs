@@ -367,10 +367,10 @@ where
 {
     type Output = Result<Response<Body>, Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let timed_out = match self.as_mut().project() {
             ResponseFutureProj::Failed { error } => {
-                Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                return Poll::Ready(Err(error.take().unwrap_or_else(|| {
                     Error::new(Kind::Closed, "request future polled after it finished")
                 })))
             }
@@ -390,9 +390,18 @@ where
                 let Some(deadline) = deadline else {
                     return Poll::Pending;
                 };
-                deadline.as_mut().poll_elapsed(cx, "").map(Err)
+                match deadline.as_mut().poll_elapsed(cx, "") {
+                    Poll::Ready(err) => err,
+                    Poll::Pending => return Poll::Pending,
+                }
             }
-        }
+        };
+        // The send loop goes now, not whenever the caller drops this: what
+        // it holds learns that its request timed out (an HTTP/2 stream's
+        // connection may then be judged silent: `Origin::abandon_stream`),
+        // which a caller's own drop does not say.
+        crate::pool::ended_by_timeout(|| self.set(ResponseFuture::Failed { error: None }));
+        Poll::Ready(Err(timed_out))
     }
 }
 

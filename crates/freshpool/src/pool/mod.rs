@@ -205,6 +205,27 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
+std::thread_local! {
+    /// Set while what a request held is dropped because the request timed
+    /// out waiting for its response head (see `ended_by_timeout`).
+    static TIMED_OUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `drop_it`, which drops what a request held (its lease, or the
+/// future holding it) because the request timed out waiting for its
+/// response head: `Origin::abandon_stream` judges the connection by it.
+pub(crate) fn ended_by_timeout(drop_it: impl FnOnce()) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TIMED_OUT.with(|t| t.set(false));
+        }
+    }
+    TIMED_OUT.with(|t| t.set(true));
+    let _reset = Reset;
+    drop_it();
+}
+
 /// Who holds a connection, since when; `reported` once flagged as a leak.
 #[derive(Clone, Copy)]
 struct LeaseRecord {

@@ -385,22 +385,27 @@ impl Origin {
         self.spawn_dials(dials);
     }
 
-    /// A stream that ended unreleased: its request failed (a response head
-    /// timeout), or was dropped (the caller's `timeout`, a cancellation), or
-    /// its body was dropped unread. Rule: if its connection read nothing
-    /// since the stream was taken, for at least [`SILENT_SUSPECT`] (or 3/4
-    /// of a shorter `response_header_timeout`), the connection is suspect:
-    /// a NAT or peer that dropped the flow without FIN or RST, on which
-    /// every stream would wait in vain until the kernel gives up on the
-    /// socket (minutes). It takes no new streams from now on
-    /// (`CloseReason::Unresponsive`) and closes when its last one ends. A
-    /// live server that was only slow, with nothing else to send, costs a
-    /// new connection; an HTTP/1 connection whose request failed is closed
-    /// in any case. (A response head read, or any frame for another stream,
-    /// clears it.)
+    /// A stream that ended unreleased: its request failed or was dropped,
+    /// or its body was dropped unread. Rule: if it ended because its
+    /// response head did not come in time (`response_header_timeout`, or
+    /// the request's `timeout`: `ended_by_timeout`), and its connection
+    /// read nothing at all since the stream was taken, for at least 3/4 of
+    /// [`SILENT_SUSPECT`] or of a shorter `response_header_timeout`, the
+    /// connection is suspect: a NAT or peer that dropped the flow without
+    /// FIN or RST, on which every stream would wait in vain until the
+    /// kernel gives up on the socket (minutes). It takes no new streams
+    /// from now on (`CloseReason::Unresponsive`) and closes when its last
+    /// one ends. A live server that was only slower than the timeout, with
+    /// nothing else to send meanwhile, costs a new connection, as an HTTP/1
+    /// connection whose request failed is closed in any case. A caller's
+    /// own drop (a `select!`, a hedged request) says nothing of the
+    /// connection, nor does any frame read meanwhile. Not held back for
+    /// want of a slot (as `drain_shared_where` holds busy ones): if dead,
+    /// what it would serve times out too.
     pub(super) fn abandon_stream(self: &Arc<Self>, conn_id: u64, lease_id: usize) {
         let rht = self.connector.config.response_header_timeout;
         let quiet_for = rht.map_or(SILENT_SUSPECT, |t| t.min(SILENT_SUSPECT)) * 3 / 4;
+        let timed_out = super::TIMED_OUT.with(std::cell::Cell::get);
         // Precise: a coarse "now" may lag a request's whole wait.
         let now = self.budget.stamp(Instant::now());
         let (dials, gone) = {
@@ -408,10 +413,11 @@ impl Origin {
             let g = &mut *g;
             let record = g.leases.try_remove(lease_id);
             let silent = |conn: &Shared<H2Conn>| {
-                record.as_ref().is_some_and(|r| {
-                    now >= r.since.after(quiet_for)
-                        && conn.sender.limit.reads() as u16 == r.reads_at_take
-                })
+                timed_out
+                    && record.as_ref().is_some_and(|r| {
+                        now >= r.since.after(quiet_for)
+                            && conn.sender.limit.reads() as u16 == r.reads_at_take
+                    })
             };
             if let Some(conn) = g.state.shared.iter_mut().find(|s| s.id == conn_id) {
                 if silent(conn) {

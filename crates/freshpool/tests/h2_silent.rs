@@ -1,0 +1,120 @@
+//! HTTP/2 connections that went silent while in use (a NAT dropped the
+//! flow: no FIN, no RST): retired after a request on one timed out with
+//! nothing read meanwhile, and only then (cleartext HTTP/2 with prior
+//! knowledge, through the chaos proxy).
+
+use std::time::Duration;
+
+use freshpool::{Client, CloseReason, HttpVersion};
+use freshpool_testkit::{ChaosProxy, Protocol, ServerConfig, TestServer};
+
+mod common;
+use common::text;
+
+async fn h2_server() -> TestServer {
+    TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+fn h2_client() -> freshpool::ClientBuilder {
+    Client::builder().http_version(HttpVersion::Http2Only)
+}
+
+/// An HTTP/2 connection that went silent (a NAT dropped the flow: no FIN,
+/// no RST, nothing read) is retired after a request on it timed out with
+/// nothing read meanwhile, and the next request dials. It used to stay in
+/// the pool taking streams, and every request after it timed out too,
+/// until the kernel gave up on the socket (minutes); an HTTP/1 connection
+/// that failed a request is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_http2_connection_is_retired_after_a_request_on_it_timed_out() {
+    let server = h2_server().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = h2_client()
+        .response_header_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    assert_eq!(proxy.blackhole_existing(), 1);
+    let err = client.get(&proxy.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::ResponseHeaderTimeout, "{err}");
+    for _ in 0..3 {
+        let got = client.get(&proxy.url("/")).await;
+        let stats = client.stats();
+        let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
+        assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    }
+    assert_eq!(proxy.stats().connections_accepted, 2);
+    let stats = client.stats();
+    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
+    // A slow answer on a live connection is no reason: the server's
+    // frames for other streams were read meanwhile.
+    let slow = {
+        let (client, url) = (client.clone(), proxy.url("/delay/3000"));
+        tokio::spawn(async move { client.get(&url).await.map(|_| ()) })
+    };
+    for _ in 0..5 {
+        assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let err = slow.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::ResponseHeaderTimeout, "{err}");
+    assert_eq!(proxy.stats().connections_accepted, 2, "{}", client.stats());
+}
+
+/// The same when the caller's overall `timeout` gives up on the request
+/// (its future is dropped, the stream with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_http2_connection_is_retired_after_the_request_timeout_too() {
+    let server = h2_server().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = h2_client()
+        .timeout(Some(Duration::from_millis(1500)))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    proxy.blackhole_existing();
+    let err = client.get(&proxy.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
+    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    assert_eq!(proxy.stats().connections_accepted, 2);
+    let stats = client.stats();
+    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
+}
+
+/// A request the caller gives up on itself (its own timer, a `select!`, a
+/// hedged request) says nothing of the connection: a slow answer on a live
+/// one, nothing read meanwhile, leaves it serving. (Drained then, at the
+/// per-host limit it kept its slot for the long request on it while every
+/// other request waited into `PoolTimeout`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_caller_gave_up_on_leaves_its_http2_connection_serving() {
+    let server = h2_server().await;
+    let client = h2_client()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    let long = {
+        let (client, url) = (client.clone(), server.url("/delay/3000"));
+        tokio::spawn(async move { text(&client, &url).await })
+    };
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(1200),
+        client.get(&server.url("/delay/2500")),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller's own timer");
+    let got = client.get(&server.url("/")).await;
+    let stats = client.stats();
+    let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    assert_eq!(long.await.unwrap(), "ok");
+    assert_eq!(server.stats().connections_accepted(), 1);
+    let stats = client.stats();
+    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 0, "{stats}");
+}
