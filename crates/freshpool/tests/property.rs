@@ -638,3 +638,46 @@ fn a_dial_whose_waiter_was_served_otherwise_covers_the_next_one() {
         assert_eq!(server.stats().connections_accepted(), 2);
     });
 }
+
+/// The same when the waiter a dial was started for gives up: the dial goes
+/// on, and covers the next waiter in line.
+#[test]
+fn a_dial_whose_waiter_gave_up_covers_the_next_one() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let server = TestServer::http1().await;
+        let client = Client::builder()
+            .resolver(common::SlowAfterFirst {
+                addr: server.addr(),
+                calls: Default::default(),
+                later: Duration::from_millis(1500),
+            })
+            .max_connections_per_host(2)
+            .pool_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let url = format!("http://slow.test:{}/", server.addr().port());
+        let waiting = |n: usize| {
+            let client = client.clone();
+            move || client.stats().origins.iter().any(|o| o.waiting == n)
+        };
+        let _held = client.get(&url).await.unwrap();
+        let get = || {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get(&url).await })
+        };
+        let w1 = get();
+        freshpool_testkit::eventually("W1 queued", waiting(1)).await;
+        let w2 = get();
+        freshpool_testkit::eventually("W2 queued", waiting(2)).await;
+        w1.abort();
+        let w2 = w2.await.unwrap();
+        assert!(w2.is_ok(), "{:?}\n{}", w2.err(), client.stats());
+        assert_eq!(server.stats().connections_accepted(), 2);
+    });
+}

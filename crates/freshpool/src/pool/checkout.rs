@@ -192,6 +192,7 @@ impl Pool {
                         guard: WaiterGuard {
                             origin,
                             rx: Some(rx),
+                            waiter_id,
                         },
                         started: asking_again.map_or_else(Instant::now, |(started, _)| started),
                         waiter_id,
@@ -344,7 +345,7 @@ impl Queued {
                 Some(Ok(Err(_))) => {
                     // Sender dropped without an answer.
                     self.guard.rx = None;
-                    origin.lock().state.cancel_waiter();
+                    origin.lock().state.cancel_waiter(self.waiter_id);
                     None
                 }
                 Some(Err(_)) => {

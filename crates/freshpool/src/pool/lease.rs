@@ -311,6 +311,7 @@ impl Drop for Lease {
 pub(super) struct WaiterGuard {
     pub(super) origin: Arc<Origin>,
     pub(super) rx: Option<tokio::sync::oneshot::Receiver<Result<Handoff<H1Conn, H2Conn>, Error>>>,
+    pub(super) waiter_id: u64,
 }
 
 /// A returned HTTP/1 connection that must not rest (see `Lease::release`):
@@ -356,7 +357,7 @@ impl WaiterGuard {
             Ok(Err(_) | Ok(Handoff::AskAgain)) => {}
             Err(_) => {
                 let mut g = self.origin.lock();
-                g.state.cancel_waiter();
+                g.state.cancel_waiter(self.waiter_id);
             }
         }
     }

@@ -130,7 +130,7 @@ impl Model {
         self.log.push("-- wind down --".into());
         for _ in 0..1000 {
             for mut req in std::mem::take(&mut self.waiting) {
-                self.waiter_guard_drop(&mut req.rx);
+                self.waiter_guard_drop(req.waiter_id, &mut req.rx);
             }
             for a in std::mem::take(&mut self.answered) {
                 match a.result {

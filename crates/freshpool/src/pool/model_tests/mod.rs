@@ -289,7 +289,7 @@ impl Model {
                     // and asks again.
                     self.log
                         .push(format!("  waiter {} dropped unanswered", req.waiter_id));
-                    self.st.cancel_waiter();
+                    self.st.cancel_waiter(req.waiter_id);
                     newly.push(Answered {
                         waiter_id: req.waiter_id,
                         result: Err(Error::new(Kind::Closed, "retry")),
@@ -413,7 +413,7 @@ impl Model {
     }
 
     /// `WaiterGuard::drop` for a request still waiting.
-    fn waiter_guard_drop(&mut self, rx: &mut Rx) {
+    fn waiter_guard_drop(&mut self, waiter_id: u64, rx: &mut Rx) {
         rx.close();
         match rx.try_recv() {
             Ok(Ok(Handoff::Exclusive(idle))) => {
@@ -425,7 +425,7 @@ impl Model {
                 self.service();
             }
             Ok(Err(_) | Ok(Handoff::AskAgain)) => {}
-            Err(_) => self.st.cancel_waiter(),
+            Err(_) => self.st.cancel_waiter(waiter_id),
         }
     }
 

@@ -12,7 +12,7 @@ impl Model {
                 if !self.waiting.is_empty() {
                     let mut req = self.waiting.remove(i.index(self.waiting.len()));
                     self.log.push(format!("  cancel waiter {}", req.waiter_id));
-                    self.waiter_guard_drop(&mut req.rx);
+                    self.waiter_guard_drop(req.waiter_id, &mut req.rx);
                 }
             }
             Op::CancelAnswered(i) => {

@@ -152,11 +152,18 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
-    /// A waiter gave up (timeout or its future was dropped). Dead entries
-    /// are skipped lazily; compact when they dominate so a long outage with
-    /// many timeouts cannot grow the queue without bound.
-    pub(crate) fn cancel_waiter(&mut self) {
+    /// Waiter `waiter_id` gave up (timeout or its future was dropped).
+    /// Dead entries are skipped lazily; compact when they dominate so a
+    /// long outage with many timeouts cannot grow the queue without bound.
+    /// A dial it had goes on and will serve the next in line: its mark
+    /// passes on (`pass_mark_on`). (Found by id: the queue is sorted.)
+    pub(crate) fn cancel_waiter(&mut self, waiter_id: u64) {
         self.live_waiters -= 1;
+        if let Ok(pos) = self.waiters.binary_search_by_key(&waiter_id, |w| w.id) {
+            if std::mem::take(&mut self.waiters[pos].dialing) {
+                self.pass_mark_on();
+            }
+        }
         if self.waiters.len() > 2 * self.live_waiters + 16 {
             self.waiters.retain(|w| !w.tx.is_closed());
         }

@@ -418,12 +418,12 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// A waiter marked `dialing` was served by something else (a returned
-    /// connection, a freed stream): its dial goes on, and will serve the
+    /// connection, a freed stream), or gave up: its dial goes on, and will serve the
     /// oldest waiter when it lands. The mark passes to the oldest live
     /// waiter without one, so that `dial_covers` counts that dial for it
     /// (else its `pool_timeout` failed it while the dial that would serve
     /// it was landing) and `service` does not dial for it twice.
-    fn pass_mark_on(&mut self) {
+    pub(super) fn pass_mark_on(&mut self) {
         if let Some(next) = (self.waiters.iter_mut()).find(|w| !w.dialing && !w.tx.is_closed()) {
             next.dialing = true;
             self.marks += 1;
