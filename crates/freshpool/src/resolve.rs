@@ -335,16 +335,18 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
             }
         }
         let shared = self.shared.clone();
-        let lookup = self.shared.inner.resolve_with_ttl(host, port);
-        let host = host.to_owned();
+        let owned_host = host.to_owned();
         // (Dropped unfinished, the lookup must not leave the host marked
         // as being looked up: dials would take the old answer until it is
-        // too old to serve.)
+        // too old to serve. Made before the inner resolver is called: one
+        // that panics there, as it unwinds.)
         let done = stale.is_some().then(|| LookupDone {
             shared: shared.clone(),
-            host: host.clone(),
+            host: owned_host.clone(),
             port,
         });
+        let lookup = self.shared.inner.resolve_with_ttl(host, port);
+        let host = owned_host;
         let lookup = Box::pin(async move {
             let _done = done;
             match lookup.await {
@@ -416,11 +418,21 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => {
                     let shared = self.shared.clone();
-                    let lookup = self.shared.inner.resolve_with_ttl(host, port);
+                    // A resolver that panics here (a bug in user code)
+                    // fails this lookup only: `current` runs in a
+                    // request's checkout, which it must not take down.
+                    let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.shared.inner.resolve_with_ttl(host, port)
+                    }));
+                    let Ok(lookup) = asked else {
+                        drop(self.shared.refresh_failed(host, port));
+                        return Some(resolved);
+                    };
                     let host = host.to_owned();
-                    // (Dropped with a runtime that shuts down, the refresh
-                    // must not leave the host marked as being looked up:
-                    // no later check would refresh it.)
+                    // (Dropped with a runtime that shuts down, or by a
+                    // panic of the lookup, the refresh must not leave the
+                    // host marked as being looked up: no later check would
+                    // refresh it.)
                     let done = LookupDone {
                         shared: shared.clone(),
                         host: host.clone(),

@@ -513,3 +513,65 @@ async fn an_empty_answer_is_a_failed_lookup_not_the_answer() {
     assert!(cached.resolve("other", 80).await.unwrap().is_empty());
     assert!(cached.current("other", 80).is_none());
 }
+
+/// Answers `addrs`, or panics in `resolve` itself while `panics` is set
+/// (a bug in user code).
+struct PanicsOnCommand {
+    addrs: Mutex<Vec<SocketAddr>>,
+    panics: std::sync::atomic::AtomicBool,
+}
+
+impl Resolve for Arc<PanicsOnCommand> {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        assert!(!self.panics.load(Ordering::SeqCst), "resolver bug");
+        let addrs = self.addrs.lock().unwrap().clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+/// A resolver that panics when the pool asks whether DNS moved (`current`,
+/// from a checkout) fails that lookup: the request's checkout does not
+/// panic, and the name is refreshed later. (The panic reached the
+/// request's future, and the entry stayed marked as being looked up, so
+/// it was never refreshed again.)
+#[tokio::test]
+async fn a_resolver_panicking_in_a_refresh_fails_that_lookup_only() {
+    let inner = Arc::new(PanicsOnCommand {
+        addrs: Mutex::new(vec![addr("127.0.0.2:80")]),
+        panics: std::sync::atomic::AtomicBool::new(false),
+    });
+    let cached = CachingResolver::new(inner.clone()).ttl(Duration::from_millis(50));
+    cached.resolve("h", 80).await.unwrap();
+    inner.panics.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cached.current("h", 80)));
+    let seen = seen
+        .expect("current() does not panic")
+        .expect("still cached");
+    assert_eq!(&seen.addrs[..], [addr("127.0.0.2:80")]);
+    // Later, a working resolver's new answer is taken up.
+    inner.panics.store(false, Ordering::SeqCst);
+    *inner.addrs.lock().unwrap() = vec![addr("127.0.0.3:80")];
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = cached.current("h", 80);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let now = cached.current("h", 80).unwrap();
+    assert_eq!(&now.addrs[..], [addr("127.0.0.3:80")]);
+    // A dial's own lookup that panics leaves no mark behind either.
+    inner.panics.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let dial = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cached.resolve("h", 80)));
+    assert!(
+        dial.is_err(),
+        "the dial's lookup panics (CatchPanic turns it into its error)"
+    );
+    inner.panics.store(false, Ordering::SeqCst);
+    *inner.addrs.lock().unwrap() = vec![addr("127.0.0.4:80")];
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = cached.current("h", 80);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        &cached.current("h", 80).unwrap().addrs[..],
+        [addr("127.0.0.4:80")]
+    );
+}
