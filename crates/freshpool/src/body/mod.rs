@@ -172,24 +172,35 @@ impl Body {
         // The body is over: let hyper's stream go with the lease (a held
         // HTTP/2 stream keeps its connection, and the slot, alive).
         self.inner = None;
-        if let Some(mut lease) = self.lease.take() {
-            let upload = self.extras.as_ref().and_then(|e| e.request_done.as_ref());
-            if let Some(upload) = upload.filter(|u| !u.is_done()) {
-                if lease.is_h2() {
-                    // The stream is the server's until the upload ends.
-                    match upload.park(lease) {
-                        Ok(()) => return,
-                        Err(back) => lease = back,
-                    }
-                } else {
-                    // HTTP/1: hyper takes no next request before the upload
-                    // ends, which may be never.
-                    lease.not_reusable = Some(crate::CloseReason::Error);
-                }
+        if let Some(lease) = self.lease.take() {
+            match self.extras.as_ref().and_then(|e| e.request_done.as_ref()) {
+                None => lease.release(),
+                Some(upload) => finish_upload(upload, lease),
             }
-            lease.release();
         }
     }
+}
+
+/// `Body::finish` for a request whose body was streamed: its upload may
+/// still be going out. (Out of line: only streamed uploads get here, and
+/// inlined it kept `finish` out of every response's `poll_frame`.)
+#[cold]
+#[inline(never)]
+fn finish_upload(upload: &UploadEnd, mut lease: Lease) {
+    if !upload.is_done() {
+        if lease.is_h2() {
+            // The stream is the server's until the upload ends.
+            match upload.park(lease) {
+                Ok(()) => return,
+                Err(back) => lease = back,
+            }
+        } else {
+            // HTTP/1: hyper takes no next request before the upload ends,
+            // which may be never.
+            lease.not_reusable = Some(crate::CloseReason::Error);
+        }
+    }
+    lease.release();
 }
 
 /// `first` and the frames after it, in one buffer of exactly their size:
