@@ -93,3 +93,41 @@ async fn a_stream_whose_upload_goes_on_stays_counted_until_it_ends() {
     })
     .await;
 }
+
+/// The same when the response is dropped unread (`client.post(..).await?
+/// .status()`): dropping it sends no reset while hyper still sends the
+/// body, so the stream stays counted until the upload ends. A parked
+/// stream is no leak: its response was dealt with, and the leak report
+/// does not name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_response_was_dropped_stays_counted_until_its_upload_ends() {
+    let (addr, accepted) = early_answering_h2().await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .response_header_timeout(Some(Duration::from_secs(2)))
+        .lease_warn_after(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Bytes::from_static(b"first chunk")).await.unwrap();
+    let request = http::Request::post(&url)
+        .body(freshpool::RequestBody::wrap(ChannelBody(rx)))
+        .unwrap();
+    let status = client.request(request).await.unwrap().status();
+    assert_eq!(status, 200);
+    let got = client.get(&url).await;
+    let stats = client.stats();
+    let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].leaks_reported, 0, "{stats}");
+    assert_eq!(stats.origins[0].active, 1, "{stats}");
+    drop(tx);
+    freshpool_testkit::eventually("the upload's stream given back", || {
+        client.stats().origins[0].active == 0
+    })
+    .await;
+}

@@ -334,6 +334,16 @@ impl Drop for Body {
             // same rules as at the end (the upload may still be going out).
             self.finish();
         } else if let Some(lease) = self.lease.take() {
+            // An HTTP/2 stream whose upload still goes out stays the
+            // server's until it ends, as in `finish_upload`: dropping the
+            // response sends no reset while hyper still sends the body.
+            let lease = match self.extras.as_ref().and_then(|e| e.request_done.as_ref()) {
+                Some(upload) if lease.is_h2() => match upload.park(lease) {
+                    Ok(()) => return,
+                    Err(back) => back,
+                },
+                _ => lease,
+            };
             // Unread bytes remain: the connection cannot carry another
             // request. Closing it is cheaper and safer than draining an
             // unknown amount on the caller's drop.

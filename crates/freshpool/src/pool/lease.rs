@@ -266,6 +266,15 @@ impl Lease {
 
     /// The connection cannot be reused (error, unread body): close it,
     /// counted under `not_reusable`'s reason (`Error` if none was given).
+    /// Leaves the lease table (the leak report, `oldest_leases`) while the
+    /// lease is kept: an HTTP/2 stream parked until its upload ends
+    /// (`body::UploadEnd`). (Its release then finds no record.)
+    pub(crate) fn unwatch(&self) {
+        if let Some(LeaseKind::H2 { origin, .. }) = &self.kind {
+            lock(&origin.guarded).leases.try_remove(self.lease_id);
+        }
+    }
+
     pub(crate) fn discard(mut self) {
         self.close();
     }

@@ -215,14 +215,14 @@ std::thread_local! {
 /// future holding it) because the request timed out waiting for its
 /// response head: `Origin::abandon_stream` judges the connection by it.
 pub(crate) fn ended_by_timeout(drop_it: impl FnOnce()) {
-    struct Reset;
-    impl Drop for Reset {
+    /// Puts the flag back as it was, also when `drop_it` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            TIMED_OUT.with(|t| t.set(false));
+            TIMED_OUT.with(|t| t.set(self.0));
         }
     }
-    TIMED_OUT.with(|t| t.set(true));
-    let _reset = Reset;
+    let _restore = Restore(TIMED_OUT.with(|t| t.replace(true)));
     drop_it();
 }
 

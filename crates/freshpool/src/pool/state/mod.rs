@@ -400,7 +400,13 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     fn hand_to_oldest(&mut self, mut item: Handoff<C, S>) -> Result<(), Handoff<C, S>> {
         while let Some(waiter) = self.waiters.pop_front() {
             if waiter.tx.is_closed() {
-                continue; // cancelled; its guard already adjusted live_waiters
+                // Cancelled; its guard already adjusted live_waiters, or
+                // will (`cancel_waiter`, which then finds it gone: its
+                // dial's mark passes on here).
+                if waiter.dialing {
+                    self.pass_mark_on();
+                }
+                continue;
             }
             match waiter.tx.send(Ok(item)) {
                 Ok(()) => {
