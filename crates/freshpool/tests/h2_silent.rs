@@ -118,3 +118,27 @@ async fn a_request_the_caller_gave_up_on_leaves_its_http2_connection_serving() {
     let stats = client.stats();
     assert_eq!(stats.closed_for(CloseReason::Unresponsive), 0, "{stats}");
 }
+
+/// A caller that bounds requests with its own timer (no pool timeout set):
+/// a second request given up on with nothing read since the first makes
+/// the connection suspect, and the next request dials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_http2_connection_is_retired_after_two_requests_its_caller_gave_up_on() {
+    let server = h2_server().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = h2_client().build().unwrap();
+    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    proxy.blackhole_existing();
+    for _ in 0..2 {
+        let gave_up =
+            tokio::time::timeout(Duration::from_secs(1), client.get(&proxy.url("/"))).await;
+        assert!(gave_up.is_err(), "the dead connection answers nothing");
+    }
+    let got = tokio::time::timeout(Duration::from_secs(5), client.get(&proxy.url("/")))
+        .await
+        .unwrap_or_else(|_| panic!("still on the dead connection:\n{}", client.stats()));
+    assert_eq!(got.unwrap().into_body().text().await.unwrap(), "ok");
+    assert_eq!(proxy.stats().connections_accepted, 2);
+    let stats = client.stats();
+    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
+}

@@ -414,6 +414,7 @@ impl Origin {
                         draining: None,
                         streams: 0,
                         idle_since: now,
+                        quiet_abandon: None,
                     });
                 }
             }

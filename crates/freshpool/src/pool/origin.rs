@@ -412,17 +412,24 @@ impl Origin {
             let mut g = self.lock();
             let g = &mut *g;
             let record = g.leases.try_remove(lease_id);
-            let silent = |conn: &Shared<H2Conn>| {
-                timed_out
-                    && record.as_ref().is_some_and(|r| {
-                        now >= r.since.after(quiet_for)
-                            && conn.sender.limit.reads() as u16 == r.reads_at_take
-                    })
+            let quiet = |conn: &Shared<H2Conn>| {
+                record.as_ref().is_some_and(|r| {
+                    now >= r.since.after(quiet_for)
+                        && conn.sender.limit.reads() as u16 == r.reads_at_take
+                })
             };
             if let Some(conn) = g.state.shared.iter_mut().find(|s| s.id == conn_id) {
-                if silent(conn) {
-                    tracing::debug!(origin = %self.label, conn_id, "HTTP/2 connection read nothing while a stream waited; no new streams on it");
-                    conn.drain(CloseReason::Unresponsive);
+                if quiet(conn) {
+                    let reads = conn.sender.limit.reads();
+                    // A caller's own give-up once is no sign (a long poll
+                    // left by a `select!`); twice with nothing read between
+                    // is, for a connection users bound with their own timers.
+                    if timed_out || conn.quiet_abandon == Some(reads) {
+                        tracing::debug!(origin = %self.label, conn_id, "HTTP/2 connection read nothing while a stream waited; no new streams on it");
+                        conn.drain(CloseReason::Unresponsive);
+                    } else {
+                        conn.quiet_abandon = Some(reads);
+                    }
                 }
             }
             g.state.release_stream(conn_id, now);

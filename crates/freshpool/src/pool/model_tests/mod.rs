@@ -477,6 +477,7 @@ impl Model {
                 draining: None,
                 streams: 0,
                 idle_since: now,
+                quiet_abandon: None,
             });
             // Not shared only if dead (or retired, which the model never
             // is), and then said so, to be counted.

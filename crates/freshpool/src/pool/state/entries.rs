@@ -121,6 +121,10 @@ pub(crate) struct Shared<S> {
     /// When its last stream ended (or it landed): `idle_timeout` closes
     /// it once it has carried none that long, as it does HTTP/1 ones.
     pub idle_since: Stamp,
+    /// Its read count when a caller last gave up on a stream that had
+    /// read nothing (`Origin::abandon_stream`): a second such abandonment
+    /// with no read between makes it suspect.
+    pub quiet_abandon: Option<u32>,
 }
 
 impl<S: Channel> Shared<S> {
