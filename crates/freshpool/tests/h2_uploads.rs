@@ -14,10 +14,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-/// An HTTP/2 server allowing one stream per connection, answering every
-/// request at once; a request body is read to its end in the background.
-/// Returns its address and the count of connections accepted.
-async fn early_answering_h2() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// An HTTP/2 server allowing `streams` streams per connection, answering
+/// every request at once; a request body is read to its end in the
+/// background. Returns its address and the count of connections accepted.
+async fn early_answering_h2_with(streams: u32) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -32,13 +32,17 @@ async fn early_answering_h2() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                     Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .max_concurrent_streams(1)
+                    .max_concurrent_streams(streams)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
         }
     });
     (addr, accepted)
+}
+
+async fn early_answering_h2() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    early_answering_h2_with(1).await
 }
 
 /// A request body fed from a channel: open until its sender is dropped.
@@ -130,4 +134,37 @@ async fn a_stream_whose_response_was_dropped_stays_counted_until_its_upload_ends
         client.stats().origins[0].active == 0
     })
     .await;
+}
+
+/// A parked stream's release touches no other lease's record: the lease
+/// table gives a freed id to the next lease, and the parked lease's later
+/// release removed that one (it then went missing from `oldest_leases`
+/// and the leak report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_streams_release_leaves_other_leases_records_alone() {
+    let (addr, _) = early_answering_h2_with(100).await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Bytes::from_static(b"x")).await.unwrap();
+    let request = http::Request::post(&url)
+        .body(freshpool::RequestBody::wrap(ChannelBody(rx)))
+        .unwrap();
+    let upload = client.request(request).await.unwrap();
+    upload.into_body().bytes().await.unwrap();
+    // Takes the id the parked lease left; its body is held unread.
+    let held = client.get(&url).await.unwrap();
+    assert_eq!(client.stats().origins[0].oldest_leases.len(), 1);
+    drop(tx);
+    freshpool_testkit::eventually("the upload's stream given back", || {
+        client.stats().origins[0].active <= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].oldest_leases.len(), 1, "{stats}");
+    drop(held);
 }

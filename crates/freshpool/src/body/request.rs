@@ -308,7 +308,7 @@ impl UploadEnd {
     /// back if the upload is over already. A parked lease is no longer
     /// one the leak report looks at: its response was read or dropped, and
     /// what holds the stream is the upload.
-    pub(crate) fn park(&self, lease: crate::pool::Lease) -> Result<(), crate::pool::Lease> {
+    pub(crate) fn park(&self, mut lease: crate::pool::Lease) -> Result<(), crate::pool::Lease> {
         let mut state = self.lock();
         if state.0 {
             return Err(lease);

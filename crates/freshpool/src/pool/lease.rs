@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The lease id of a lease that left the lease table (`Lease::unwatch`):
+/// no record has it (a slab key past any it gives out).
+pub(super) const NO_RECORD: usize = usize::MAX;
+
 /// A connection (HTTP/1) or a stream (HTTP/2) lent to one request.
 ///
 /// It holds its origin through what it was lent: an HTTP/1 connection's
@@ -268,10 +272,13 @@ impl Lease {
     /// counted under `not_reusable`'s reason (`Error` if none was given).
     /// Leaves the lease table (the leak report, `oldest_leases`) while the
     /// lease is kept: an HTTP/2 stream parked until its upload ends
-    /// (`body::UploadEnd`). (Its release then finds no record.)
-    pub(crate) fn unwatch(&self) {
+    /// (`body::UploadEnd`). Its id then names no record of its own
+    /// (`NO_RECORD`): the table gives a freed id to the next lease, whose
+    /// record the release would otherwise remove.
+    pub(crate) fn unwatch(&mut self) {
         if let Some(LeaseKind::H2 { origin, .. }) = &self.kind {
             lock(&origin.guarded).leases.try_remove(self.lease_id);
+            self.lease_id = NO_RECORD;
         }
     }
 
