@@ -369,8 +369,7 @@ impl Queued {
                     // detection off), and a thaw this timer is the first to
                     // see is judged here.
                     pool.check_freeze(pool.inner.budget.stamp(Instant::now()).nanos());
-                    let total = pool.inner.budget.frozen_ns.load(Ordering::Acquire);
-                    let stopped = Duration::from_nanos(total.saturating_sub(frozen_before));
+                    let stopped = frozen_since(pool, frozen_before);
                     if stopped > frozen {
                         frozen = stopped;
                         let due = self.started + pool_timeout + stopped;
@@ -421,7 +420,13 @@ impl Queued {
                     pool.take(&moved, Some((self.started, id)), now, caller)?
                 };
                 match asking {
-                    Checkout::Ready(lease) => return Ok(lease),
+                    Checkout::Ready(lease) => {
+                        // (A wait too: served by asking again.)
+                        let frozen = frozen_since(pool, frozen_before);
+                        let waited = self.started.elapsed().saturating_sub(frozen);
+                        origin.counters.waited(waited);
+                        return Ok(lease);
+                    }
                     Checkout::Queued(again) => self = again,
                 }
                 continue;
@@ -429,8 +434,7 @@ impl Queued {
             let now = Instant::now();
             // (Running time, as for a wait that ran out: less the freezes
             // detected since it began, credited or not.)
-            let total = pool.inner.budget.frozen_ns.load(Ordering::Acquire);
-            let frozen = Duration::from_nanos(total.saturating_sub(frozen_before));
+            let frozen = frozen_since(pool, frozen_before);
             let waited = now.saturating_duration_since(self.started);
             origin.counters.waited(waited.saturating_sub(frozen));
             let now = pool.inner.budget.stamp(now);
@@ -595,4 +599,11 @@ async fn until_moved<F: std::future::Future>(runtime: u64, wait: F) -> Option<F:
         wait.as_mut().poll(cx).map(Some)
     })
     .await
+}
+
+/// The time the process was frozen since the pool's frozen-time total
+/// read `before` (the freezes detected meanwhile, credited or not).
+fn frozen_since(pool: &Pool, before: u64) -> Duration {
+    let total = pool.inner.budget.frozen_ns.load(Ordering::Acquire);
+    Duration::from_nanos(total.saturating_sub(before))
 }
