@@ -542,3 +542,34 @@ async fn the_pools_wait_for_100_continue_is_not_the_servers_delay() {
         assert_eq!(text(&client, client.post(&url, "x")).await, "x");
     }
 }
+
+/// A POST whose body was held back (the pool's `Expect: 100-continue`) is
+/// not sent again once the server began to answer: a handler that acts on
+/// the head alone may have run. (It was: the body withheld counted as
+/// "not processed" even after response bytes arrived, and the POST ran
+/// twice.) Here the server answers, and the connection dies five bytes
+/// into the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withheld_post_whose_answer_had_begun_is_not_sent_again() {
+    let server = TestServer::http1().await;
+    let chaos = freshpool_testkit::ChaosProxy::start(server.addr()).await;
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .expect_continue_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    rest_a_connection(&client, &chaos.url("/")).await;
+    chaos.truncate_next_response(5);
+    let request = http::Request::post(chaos.url("/"))
+        .header("x-request-id", "p1")
+        .body(freshpool::RequestBody::from(vec![b'x'; 1000]))
+        .unwrap();
+    let err = client.request(request).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::PossiblyProcessed, "{err}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        server.stats().duplicated_request_ids(),
+        Vec::<String>::new(),
+        "the POST ran twice"
+    );
+}

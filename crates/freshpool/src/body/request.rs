@@ -55,7 +55,7 @@ pub(crate) struct Gate {
 }
 
 /// What the client learns from a gate after the attempt.
-#[derive(Default, Debug)]
+#[derive(Default)]
 pub(crate) struct GateState {
     /// The body started to go out.
     pub released: std::sync::atomic::AtomicBool,
@@ -64,9 +64,30 @@ pub(crate) struct GateState {
     /// ...because `expect_continue_timeout` ran out: the server may ignore
     /// the expectation. (A final answer before either says nothing.)
     pub by_timer: std::sync::atomic::AtomicBool,
+    /// Whether the connection read anything since the request went: a
+    /// server that began to answer may have acted on the head alone.
+    pub reads: Option<crate::connect::tcp::ReadWatch>,
+}
+
+impl std::fmt::Debug for GateState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateState")
+            .field("released", &self.released)
+            .field("by_server", &self.by_server)
+            .field("by_timer", &self.by_timer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GateState {
+    /// Whether the server began to answer (anything was read on the
+    /// connection) since the request went. (No watch: assume it did.)
+    pub(crate) fn answer_began(&self) -> bool {
+        self.reads
+            .as_ref()
+            .is_none_or(crate::connect::tcp::ReadWatch::read_since)
+    }
+
     /// A final answer came before a 100 Continue or the timer let the body
     /// go (the body may have gone after it, or not at all).
     pub(crate) fn answered_first(&self) -> bool {

@@ -258,10 +258,14 @@ impl Client {
                     if matches!(err.kind(), Kind::ResponseHeaderTimeout | Kind::Body) {
                         return Err(err.mark_reused(reused));
                     }
+                    // Held back, and the server had not begun to answer: a
+                    // handler that acts on the head alone may have run once
+                    // it answers, and may not have otherwise only if nothing
+                    // came back (then the connection died as a stale one).
                     let withheld = not_processed
-                        || gate
-                            .as_ref()
-                            .is_some_and(|g| !g.released.load(Ordering::Acquire));
+                        || gate.as_ref().is_some_and(|g| {
+                            !g.released.load(Ordering::Acquire) && !g.answer_began()
+                        });
                     let attempt = Attempt {
                         method: &method,
                         has_idempotency_key: has_key,

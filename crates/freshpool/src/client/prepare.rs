@@ -50,7 +50,16 @@ impl Client {
         {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let tx = Mutex::new(Some(tx));
-            let state = Arc::new(GateState::default());
+            let reads = match lease.kind_mut() {
+                crate::pool::LeaseKind::H1(idle) => {
+                    crate::connect::tcp::ReadWatch::start(&idle.conn.socket)
+                }
+                crate::pool::LeaseKind::H2 { .. } => None,
+            };
+            let state = Arc::new(GateState {
+                reads,
+                ..GateState::default()
+            });
             hyper::ext::on_informational(request, move |res| {
                 if res.status() == http::StatusCode::CONTINUE {
                     if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {

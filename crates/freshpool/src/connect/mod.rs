@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
 use crate::config::{ConnConfig, HttpVersion};
@@ -45,7 +44,7 @@ pub(crate) enum Sender {
 /// A freshly made connection, before the pool takes it.
 pub(crate) struct NewConnection {
     pub sender: Sender,
-    pub socket: Weak<TcpStream>,
+    pub socket: Weak<crate::connect::tcp::Socket>,
     pub resumed_tls: bool,
     /// The address connected to (direct connections only; through a proxy
     /// the origin's address is the proxy's business). The pool retires
@@ -260,7 +259,7 @@ impl Connector {
         &self,
         io: T,
         h2: bool,
-        socket: Weak<TcpStream>,
+        socket: Weak<crate::connect::tcp::Socket>,
         resumed_tls: bool,
         target: &str,
         slot: &mut Option<impl DialSlot>,

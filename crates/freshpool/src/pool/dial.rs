@@ -332,7 +332,7 @@ impl Origin {
         self: &Arc<Self>,
         conn_id: u64,
         sender: http1::SendRequest<RequestBody>,
-        socket: Weak<TcpStream>,
+        socket: Weak<crate::connect::tcp::Socket>,
         peer: Option<std::net::SocketAddr>,
         now: Stamp,
     ) -> Idle<H1Conn> {

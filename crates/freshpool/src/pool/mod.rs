@@ -91,7 +91,6 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
-use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
 use crate::config::PoolConfig;
@@ -123,7 +122,7 @@ pub(crate) struct H1Conn {
     /// is lent (see "Who keeps an origin alive" above). Beside the sender,
     /// in the record's first line: a checkout and its return read both.
     pub origin: Arc<Origin>,
-    pub socket: Weak<TcpStream>,
+    pub socket: Weak<crate::connect::tcp::Socket>,
     /// The address dialed (direct connections), to follow DNS changes.
     pub peer: Option<std::net::SocketAddr>,
 }
