@@ -298,14 +298,16 @@ pub(crate) fn classify(err: &hyper::Error) -> Kind {
     if dispatch_gone(err) {
         return Kind::Io;
     }
+    // (Before `is_user`, which hyper also says of it: the caller's body
+    // ended short of the length it announced. Read as the server's broken
+    // message, an idempotent request was sent again, short again.)
+    if err.is_body_write_aborted() {
+        return Kind::Body;
+    }
     if err.is_parse() || err.is_incomplete_message() || err.is_user() || eof {
         return Kind::Protocol;
     }
-    if err.is_body_write_aborted() {
-        Kind::Body
-    } else {
-        Kind::Io
-    }
+    Kind::Io
 }
 
 /// The task that drove the connection was dropped with the request in

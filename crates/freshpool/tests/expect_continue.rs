@@ -573,3 +573,22 @@ async fn a_withheld_post_whose_answer_had_begun_is_not_sent_again() {
         "the POST ran twice"
     );
 }
+
+/// A request body shorter than the `Content-Length` it announced is the
+/// caller's error (`Kind::Body`), not the server's broken message: it is
+/// not sent again on another connection. (It read as `Protocol`, blaming
+/// the server, and a PUT on a reused connection went twice, short twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_than_its_content_length_is_the_callers_error() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    assert_eq!(text(&client, client.get(&server.url("/"))).await, "ok");
+    let body = freshpool::RequestBody::wrap(Scripted {
+        chunks: [Ok(&b"abc"[..])].into(),
+        exact: Some(10),
+    });
+    let request = http::Request::put(server.url("/echo")).body(body).unwrap();
+    let err = client.request(request).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Body, "{err}");
+    assert_eq!(client.stats().origins[0].retries, 0, "{}", client.stats());
+}
