@@ -97,8 +97,12 @@ impl Client {
 }
 
 /// A request hyper handed back unwritten, without what `prepare` added for
-/// an expectation, so that the next attempt prepares it afresh.
+/// an expectation, so that the next attempt prepares it afresh. Only that:
+/// an `Expect` the caller set stays (its body carries no gate of ours).
 pub(super) fn strip_expect(mut request: Request<RequestBody>) -> Request<RequestBody> {
+    if !request.body().is_gated() {
+        return request;
+    }
     request.headers_mut().remove(EXPECT);
     // And the gate `prepare` put on its body with it: the next attempt's
     // `prepare` may add its own, and a gate inside a gate would wait on a
@@ -158,5 +162,34 @@ mod tests {
         let uri = origin_form(&"http://a/p?q".parse().unwrap());
         assert_eq!((uri.scheme(), uri.authority()), (None, None));
         assert_eq!((uri.path(), uri.query()), ("/p", Some("q")));
+    }
+
+    /// A request handed back unsent loses only the pool's expectation: a
+    /// caller's own `Expect` on a body without the pool's gate stays (it
+    /// was removed, and the request went again without it).
+    #[test]
+    fn strip_expect_removes_only_the_pools_expectation() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let with_expect = |body: RequestBody| {
+            Request::post("/")
+                .header(EXPECT, "100-continue")
+                .body(body)
+                .unwrap()
+        };
+        let callers = strip_expect(with_expect(RequestBody::from("abc")));
+        assert!(callers.headers().contains_key(EXPECT), "the caller's own");
+        let (_tx, rx) = tokio::sync::oneshot::channel();
+        let gate = crate::body::Gate {
+            open: rx,
+            timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(60))),
+            state: Default::default(),
+        };
+        let ours = strip_expect(with_expect(RequestBody::from("abc").gated(gate)));
+        assert!(!ours.headers().contains_key(EXPECT));
+        assert!(!ours.body().is_gated() && ours.body().is_replayable());
     }
 }
