@@ -592,3 +592,24 @@ async fn a_body_shorter_than_its_content_length_is_the_callers_error() {
     assert_eq!(err.kind(), Kind::Body, "{err}");
     assert_eq!(client.stats().origins[0].retries, 0, "{}", client.stats());
 }
+
+/// A held-back body's response-head timeout names the limit it ran to:
+/// `response_header_timeout` plus the hold-back's `expect_continue_timeout`
+/// (it named the first alone, 250 ms short by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_requests_head_timeout_names_the_limit_it_ran_to() {
+    let addr = answering_then_deaf_server().await;
+    let url = format!("http://{addr}/");
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .response_header_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    rest_a_connection(&client, &url).await;
+    let err = client
+        .post(&url, vec![b'x'; 100])
+        .await
+        .expect_err("the server answers no more");
+    assert_eq!(err.kind(), Kind::ResponseHeaderTimeout, "{err}");
+    assert!(err.to_string().contains("550ms"), "{err}");
+}

@@ -189,7 +189,7 @@ impl Client {
                 self.dispatch(&mut lease, request, kept, gate.is_some())
             }
             .await;
-            let sent = self.sent(sent, &lease);
+            let sent = self.sent(sent, &lease, gate.is_some());
             match sent {
                 // (Gated only with a kept copy and no 417 yet: see `prepare`.)
                 Ok(response) if refuses_our_expect(&response, &gate) => {
@@ -369,21 +369,25 @@ impl Client {
         &self,
         result: Result<Sent, Elapsed>,
         lease: &Lease,
+        gated: bool,
     ) -> Result<Response<Incoming>, Failure> {
         let result = match result {
             Ok(r) => r,
             Err(Elapsed) => {
                 let origin = lease.origin_label();
+                let cfg = &self.inner.connector.config;
+                // (The limit `dispatch` set: with a held-back body, the
+                // hold-back's wait on top.)
+                let mut limit = cfg.response_header_timeout.unwrap_or_default();
+                if gated {
+                    limit += cfg.expect_continue_timeout;
+                }
                 return Err(Failure::Sent(
                     Error::timeout(
                         Kind::ResponseHeaderTimeout,
                         "waiting for the response head",
                         origin,
-                        self.inner
-                            .connector
-                            .config
-                            .response_header_timeout
-                            .unwrap_or_default(),
+                        limit,
                     ),
                     false,
                 ));
