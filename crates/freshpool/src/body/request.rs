@@ -180,13 +180,13 @@ impl RequestBody {
         Some(done)
     }
 
-    /// The body without its `Expect: 100-continue` gate (a request hyper
-    /// handed back unsent goes again with a new gate, or none).
     /// Whether `prepare` put a gate on it (an `Expect` of the pool's).
     pub(crate) fn is_gated(&self) -> bool {
         matches!(self.payload.as_deref(), Some(Payload::Gated(..)))
     }
 
+    /// The body without its `Expect: 100-continue` gate (a request hyper
+    /// handed back unsent goes again with a new gate, or none).
     pub(crate) fn ungated(self) -> RequestBody {
         match self.payload.map(|p| *p) {
             Some(Payload::Gated(_, inner)) => inner.ungated(),

@@ -173,9 +173,17 @@ impl Connector {
                 self.handshake(io, h2, socket, false, &target, slot).await?
             }
             Scheme::Https => {
+                let plain = io.under_tls();
                 let (tls, h2, resumed) = self.tls_handshake(io, key).await?;
-                self.handshake(tls, h2, socket, resumed, &target, slot)
-                    .await?
+                if h2 {
+                    self.handshake(tls, h2, socket, resumed, &target, slot)
+                        .await?
+                } else {
+                    // HTTP/1: its answers counted above TLS (`tcp::Counted`).
+                    let tls = tcp::Counted::new(tls, plain);
+                    self.handshake(tls, h2, socket, resumed, &target, slot)
+                        .await?
+                }
             }
         };
         conn.peer = peer;

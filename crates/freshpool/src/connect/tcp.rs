@@ -306,10 +306,16 @@ impl Progress {
 /// [`Weak`] to the same socket so it can check an idle connection with one
 /// non-blocking `recv(MSG_PEEK)` before reuse. The `Weak` never keeps a
 /// closed connection's socket alive.
-pub(crate) struct TcpIo(Arc<Socket>);
+pub(crate) struct TcpIo {
+    socket: Arc<Socket>,
+    /// Count the reads that bring bytes (see [`ReadWatch`]): off under TLS,
+    /// whose records are not all an answer (a close_notify, a session
+    /// ticket); `Counted` counts above it instead.
+    count_reads: bool,
+}
 
-/// A connection's socket, and how many reads brought bytes (see
-/// [`ReadWatch`]). Written by the connection's task alone.
+/// A connection's socket, and how many reads brought the HTTP/1 layer
+/// bytes (see [`ReadWatch`]). Written by the connection's task alone.
 pub(crate) struct Socket {
     stream: TcpStream,
     reads: std::sync::atomic::AtomicU32,
@@ -322,6 +328,20 @@ impl std::ops::Deref for Socket {
     }
 }
 
+impl Socket {
+    /// A read brought bytes. (Only the connection's task writes: a load
+    /// and a store.)
+    fn note_read(&self) {
+        let reads = &self.reads;
+        reads.store(
+            reads
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .wrapping_add(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
 impl TcpIo {
     pub(crate) fn new(stream: TcpStream) -> (TcpIo, Weak<Socket>) {
         let socket = Arc::new(Socket {
@@ -329,7 +349,80 @@ impl TcpIo {
             reads: std::sync::atomic::AtomicU32::new(0),
         });
         let weak = Arc::downgrade(&socket);
-        (TcpIo(socket), weak)
+        let io = TcpIo {
+            socket,
+            count_reads: true,
+        };
+        (io, weak)
+    }
+
+    /// For TLS over it: its reads are not counted here, and `Counted`
+    /// above TLS gets what to count them on.
+    pub(crate) fn under_tls(&mut self) -> Arc<Socket> {
+        self.count_reads = false;
+        self.socket.clone()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/1 connection's I/O over TLS, counting the reads that bring
+    /// plaintext on its socket (see [`ReadWatch`]).
+    pub(crate) struct Counted<T> {
+        #[pin]
+        inner: T,
+        socket: Arc<Socket>,
+    }
+}
+
+impl<T> Counted<T> {
+    pub(crate) fn new(inner: T, socket: Arc<Socket>) -> Counted<T> {
+        Counted { inner, socket }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.socket.note_read();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
     }
 }
 
@@ -360,7 +453,7 @@ impl AsyncRead for TcpIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            std::task::ready!(self.0.poll_read_ready(cx))?;
+            std::task::ready!(self.socket.poll_read_ready(cx))?;
             let want = buf.remaining();
             let mut read = 0;
             // One recv() into the uninitialized tail (no memset of hyper's
@@ -369,7 +462,7 @@ impl AsyncRead for TcpIo {
             // inside this one (callgrind, a GET: 20,808 -> 20,768
             // instructions). A short read clears readiness like tokio's own
             // `TcpStream::poll_read`, saving a recv() == EAGAIN.
-            let stream: &TcpStream = &self.0.stream;
+            let stream: &TcpStream = &self.socket.stream;
             let result = stream.try_io(tokio::io::Interest::READABLE, || {
                 // SAFETY: `recv` only writes to the unfilled part, and the
                 // `read` bytes it wrote are marked initialized and filled.
@@ -384,15 +477,8 @@ impl AsyncRead for TcpIo {
                     Ok(())
                 }
             });
-            if read > 0 {
-                // (Only this task writes: a load and a store.)
-                let reads = &self.0.reads;
-                reads.store(
-                    reads
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        .wrapping_add(1),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+            if read > 0 && self.count_reads {
+                self.socket.note_read();
             }
             match result {
                 Ok(()) => return Poll::Ready(Ok(())),
@@ -413,8 +499,8 @@ impl AsyncWrite for TcpIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(buf) {
+            std::task::ready!(self.socket.poll_write_ready(cx))?;
+            match self.socket.try_write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return Poll::Ready(other),
             }
@@ -427,8 +513,8 @@ impl AsyncWrite for TcpIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write_vectored(bufs) {
+            std::task::ready!(self.socket.poll_write_ready(cx))?;
+            match self.socket.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return Poll::Ready(other),
             }
@@ -444,7 +530,7 @@ impl AsyncWrite for TcpIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let _ = socket2::SockRef::from(&self.0.stream).shutdown(std::net::Shutdown::Write);
+        let _ = socket2::SockRef::from(&self.socket.stream).shutdown(std::net::Shutdown::Write);
         Poll::Ready(Ok(()))
     }
 }

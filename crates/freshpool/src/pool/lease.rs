@@ -418,4 +418,42 @@ mod tests {
         crate::pool::origin_memo::clear();
         assert!(weak.upgrade().is_none(), "the origin outlived its pool");
     }
+
+    /// What a held-back body's retry rule counts as "the server began to
+    /// answer" is plaintext HTTP/1 delivered above TLS: a server closing an
+    /// idle TLS connection sends a close_notify record, which is no answer.
+    /// (Counted on the socket under TLS, it was one, and a POST that met
+    /// that close failed with PossiblyProcessed instead of going again.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tls_close_notify_is_not_read_as_an_answer() {
+        use freshpool_testkit::{ServerConfig, TestCa};
+        let ca = TestCa::new();
+        let server = TestServer::start(ServerConfig {
+            tls: Some(ServerConfig::tls_config(&ca, &[b"http/1.1"])),
+            idle_timeout: Some(std::time::Duration::from_millis(300)),
+            ..ServerConfig::default()
+        })
+        .await;
+        let client = crate::Client::builder()
+            .add_root_certificate(ca.ca_cert_der())
+            .build()
+            .unwrap();
+        let url = server.url("/");
+        let response = client.get(&url).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+        let origin = origin_of(&client, &url);
+        let watch = {
+            let g = origin.lock();
+            let idle = g.state.idle.iter().next().expect("an idle connection");
+            crate::connect::tcp::ReadWatch::start(&idle.conn.socket).expect("its socket")
+        };
+        // The server closes it (close_notify, then FIN), and the
+        // connection's task reads that.
+        eventually("the server closed the idle connection", || {
+            server.stats().open_connections() == 0
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!watch.read_since(), "a close_notify counted as an answer");
+    }
 }
