@@ -4,25 +4,13 @@
 
 use std::time::Duration;
 
-use freshpool::{Client, CloseReason, HttpVersion};
+use freshpool::{Client, CloseReason};
 use freshpool_testkit::{
     eventually, ChaosProxy, Protocol, ServerConfig, SettingsProxy, TestServer,
 };
 
 mod common;
-use common::text;
-
-async fn h2_server() -> TestServer {
-    TestServer::start(ServerConfig {
-        protocol: Protocol::Http2,
-        ..ServerConfig::default()
-    })
-    .await
-}
-
-fn h2_client() -> freshpool::ClientBuilder {
-    Client::builder().http_version(HttpVersion::Http2Only)
-}
+use common::{h2_client, h2_server, text};
 
 /// A client of two connections per host and `total` in all, with a long
 /// stream open on one connection to each of `a` and `b`, just resumed
@@ -478,35 +466,10 @@ async fn an_http2_dial_covers_the_next_waiter_when_its_own_gave_up() {
         ..ServerConfig::default()
     })
     .await;
-    let client = h2_client()
-        .resolver(common::SlowAfterFirst {
-            addr: server.addr(),
-            calls: Default::default(),
-            later: Duration::from_millis(1500),
-        })
-        .max_connections_per_host(2)
-        .pool_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let url = format!("http://slow.test:{}/", server.addr().port());
-    let waiting = |n: usize| {
-        let client = client.clone();
-        move || client.stats().origins.iter().any(|o| o.waiting == n)
-    };
-    // The first connection's only stream, held.
-    let _held = client.get(&url).await.unwrap();
-    let get = || {
-        let (client, url) = (client.clone(), url.clone());
-        tokio::spawn(async move { client.get(&url).await })
-    };
-    // W1 queues and dials (1.5 s); W2 rides on that dial.
-    let w1 = get();
-    eventually("W1 queued", waiting(1)).await;
-    let w2 = get();
-    eventually("W2 queued", waiting(2)).await;
-    w1.abort();
-    let w2 = w2.await.unwrap();
-    assert!(w2.is_ok(), "{:?}\n{}", w2.err(), client.stats());
+    // (W2 rides on W1's dial: HTTP/2 coalesces.)
+    let s = common::behind_a_slow_dial(h2_client(), server.addr()).await;
+    s.w1.abort();
+    let w2 = s.w2.await.unwrap();
+    assert!(w2.is_ok(), "{:?}\n{}", w2.err(), s.client.stats());
     assert_eq!(server.stats().connections_accepted(), 2);
 }

@@ -5,23 +5,11 @@
 
 use std::time::Duration;
 
-use freshpool::{Client, CloseReason, HttpVersion};
-use freshpool_testkit::{ChaosProxy, Protocol, ServerConfig, TestServer};
+use freshpool::CloseReason;
+use freshpool_testkit::ChaosProxy;
 
 mod common;
-use common::text;
-
-async fn h2_server() -> TestServer {
-    TestServer::start(ServerConfig {
-        protocol: Protocol::Http2,
-        ..ServerConfig::default()
-    })
-    .await
-}
-
-fn h2_client() -> freshpool::ClientBuilder {
-    Client::builder().http_version(HttpVersion::Http2Only)
-}
+use common::{h2_client, h2_server, text};
 
 /// An HTTP/2 connection that went silent (a NAT dropped the flow: no FIN,
 /// no RST, nothing read) is retired after a request on it timed out with

@@ -62,6 +62,23 @@ impl http_body::Body for ChannelBody {
     }
 }
 
+/// POSTs a body fed from a channel (one chunk sent, then open until the
+/// returned sender is dropped) and returns the sender and the response.
+async fn start_upload(
+    client: &Client,
+    url: &str,
+) -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    http::Response<freshpool::Body>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Bytes::from_static(b"first chunk")).await.unwrap();
+    let request = http::Request::post(url)
+        .body(freshpool::RequestBody::wrap(ChannelBody(rx)))
+        .unwrap();
+    (tx, client.request(request).await.unwrap())
+}
+
 /// The response of an upload ends while the upload goes on: the stream is
 /// still the server's one allowed, so the next request goes to another
 /// connection instead of waiting behind it (it was handed the same
@@ -76,12 +93,7 @@ async fn a_stream_whose_upload_goes_on_stays_counted_until_it_ends() {
         .build()
         .unwrap();
     let url = format!("http://{addr}/");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(Bytes::from_static(b"first chunk")).await.unwrap();
-    let request = http::Request::post(&url)
-        .body(freshpool::RequestBody::wrap(ChannelBody(rx)))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
+    let (tx, response) = start_upload(&client, &url).await;
     assert_eq!(response.into_body().text().await.unwrap(), "ok");
     // The upload is still open: the next request needs another connection.
     let got = client.get(&url).await;
@@ -113,12 +125,9 @@ async fn a_stream_whose_response_was_dropped_stays_counted_until_its_upload_ends
         .build()
         .unwrap();
     let url = format!("http://{addr}/");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(Bytes::from_static(b"first chunk")).await.unwrap();
-    let request = http::Request::post(&url)
-        .body(freshpool::RequestBody::wrap(ChannelBody(rx)))
-        .unwrap();
-    let status = client.request(request).await.unwrap().status();
+    let (tx, response) = start_upload(&client, &url).await;
+    let status = response.status();
+    drop(response);
     assert_eq!(status, 200);
     let got = client.get(&url).await;
     let stats = client.stats();
@@ -148,12 +157,7 @@ async fn a_parked_streams_release_leaves_other_leases_records_alone() {
         .build()
         .unwrap();
     let url = format!("http://{addr}/");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(Bytes::from_static(b"x")).await.unwrap();
-    let request = http::Request::post(&url)
-        .body(freshpool::RequestBody::wrap(ChannelBody(rx)))
-        .unwrap();
-    let upload = client.request(request).await.unwrap();
+    let (tx, upload) = start_upload(&client, &url).await;
     upload.into_body().bytes().await.unwrap();
     // Takes the id the parked lease left; its body is held unread.
     let held = client.get(&url).await.unwrap();

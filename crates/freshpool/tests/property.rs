@@ -597,44 +597,15 @@ fn a_dial_whose_waiter_was_served_otherwise_covers_the_next_one() {
         .expect("runtime");
     rt.block_on(async {
         let server = TestServer::http1().await;
-        let client = Client::builder()
-            .resolver(common::SlowAfterFirst {
-                addr: server.addr(),
-                calls: Default::default(),
-                later: Duration::from_millis(1500),
-            })
-            .max_connections_per_host(2)
-            .pool_timeout(Duration::from_millis(500))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        let url = format!("http://slow.test:{}/", server.addr().port());
-        let waiting = |n: usize| {
-            let client = client.clone();
-            move || client.stats().origins.iter().any(|o| o.waiting == n)
-        };
-        // One connection in use: a response whose body is not read yet.
-        let held = client.get(&url).await.unwrap();
-        // (Each keeps its response: dropped unread, it would close its
-        // connection and free a slot for another dial.)
-        let get = || {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { client.get(&url).await })
-        };
-        // W1 queues and dials (1.5 s).
-        let w1 = get();
-        freshpool_testkit::eventually("W1 queued", waiting(1)).await;
-        // At the per-host limit (one in use, one dialing): W2 gets no dial.
-        let w2 = get();
-        freshpool_testkit::eventually("W2 queued", waiting(2)).await;
+        let s = common::behind_a_slow_dial(Client::builder(), server.addr()).await;
         // The held connection comes back and goes to W1, the oldest.
-        held.into_body().bytes().await.unwrap();
-        let _w1 = w1
-            .await
-            .unwrap()
-            .expect("W1 served by the returned connection");
-        let w2 = w2.await.unwrap();
-        assert!(w2.is_ok(), "{:?}\n{}", w2.err(), client.stats());
+        s.held.into_body().bytes().await.unwrap();
+        let _w1 =
+            s.w1.await
+                .unwrap()
+                .expect("W1 served by the returned connection");
+        let w2 = s.w2.await.unwrap();
+        assert!(w2.is_ok(), "{:?}\n{}", w2.err(), s.client.stats());
         assert_eq!(server.stats().connections_accepted(), 2);
     });
 }
@@ -650,34 +621,10 @@ fn a_dial_whose_waiter_gave_up_covers_the_next_one() {
         .expect("runtime");
     rt.block_on(async {
         let server = TestServer::http1().await;
-        let client = Client::builder()
-            .resolver(common::SlowAfterFirst {
-                addr: server.addr(),
-                calls: Default::default(),
-                later: Duration::from_millis(1500),
-            })
-            .max_connections_per_host(2)
-            .pool_timeout(Duration::from_millis(500))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        let url = format!("http://slow.test:{}/", server.addr().port());
-        let waiting = |n: usize| {
-            let client = client.clone();
-            move || client.stats().origins.iter().any(|o| o.waiting == n)
-        };
-        let _held = client.get(&url).await.unwrap();
-        let get = || {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { client.get(&url).await })
-        };
-        let w1 = get();
-        freshpool_testkit::eventually("W1 queued", waiting(1)).await;
-        let w2 = get();
-        freshpool_testkit::eventually("W2 queued", waiting(2)).await;
-        w1.abort();
-        let w2 = w2.await.unwrap();
-        assert!(w2.is_ok(), "{:?}\n{}", w2.err(), client.stats());
+        let s = common::behind_a_slow_dial(Client::builder(), server.addr()).await;
+        s.w1.abort();
+        let w2 = s.w2.await.unwrap();
+        assert!(w2.is_ok(), "{:?}\n{}", w2.err(), s.client.stats());
         assert_eq!(server.stats().connections_accepted(), 2);
     });
 }

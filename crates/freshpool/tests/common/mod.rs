@@ -113,3 +113,76 @@ impl freshpool::Resolve for SlowAfterFirst {
         })
     }
 }
+
+type Answer = tokio::task::JoinHandle<Result<http::Response<freshpool::Body>, freshpool::Error>>;
+
+/// Two requests queued behind a slow dial (see `behind_a_slow_dial`).
+#[allow(dead_code)]
+pub struct BehindASlowDial {
+    pub client: Client,
+    /// The response holding the first connection (its body unread).
+    pub held: http::Response<freshpool::Body>,
+    /// Queued, with the dial started for it.
+    pub w1: Answer,
+    /// Queued behind it, with no dial of its own (the per-host limit).
+    pub w2: Answer,
+}
+
+/// A client from `builder` with two connections per host to `addr`, whose
+/// dials after the first take 1.5 s, and `pool_timeout` 500 ms: one
+/// connection held, W1 queued with a dial for it, W2 queued behind with
+/// none. (Each request keeps its response: dropped unread, it would close
+/// its connection and free a slot for another dial.)
+#[allow(dead_code)]
+pub async fn behind_a_slow_dial(
+    builder: freshpool::ClientBuilder,
+    addr: std::net::SocketAddr,
+) -> BehindASlowDial {
+    let client = builder
+        .resolver(SlowAfterFirst {
+            addr,
+            calls: Default::default(),
+            later: std::time::Duration::from_millis(1500),
+        })
+        .max_connections_per_host(2)
+        .pool_timeout(std::time::Duration::from_millis(500))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("http://slow.test:{}/", addr.port());
+    let waiting = |n: usize| {
+        let client = client.clone();
+        move || client.stats().origins.iter().any(|o| o.waiting == n)
+    };
+    let held = client.get(&url).await.unwrap();
+    let get = || {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { client.get(&url).await })
+    };
+    let w1 = get();
+    freshpool_testkit::eventually("W1 queued", waiting(1)).await;
+    let w2 = get();
+    freshpool_testkit::eventually("W2 queued", waiting(2)).await;
+    BehindASlowDial {
+        client,
+        held,
+        w1,
+        w2,
+    }
+}
+
+/// The testkit's HTTP/2 server (cleartext, prior knowledge).
+#[allow(dead_code)]
+pub async fn h2_server() -> freshpool_testkit::TestServer {
+    freshpool_testkit::TestServer::start(freshpool_testkit::ServerConfig {
+        protocol: freshpool_testkit::Protocol::Http2,
+        ..freshpool_testkit::ServerConfig::default()
+    })
+    .await
+}
+
+/// A client builder speaking HTTP/2 only.
+#[allow(dead_code)]
+pub fn h2_client() -> freshpool::ClientBuilder {
+    Client::builder().http_version(freshpool::HttpVersion::Http2Only)
+}
