@@ -14,6 +14,7 @@
 
 pub(crate) mod preface;
 pub(crate) mod proxy;
+pub(crate) mod socket;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 

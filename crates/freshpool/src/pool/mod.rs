@@ -79,6 +79,7 @@ mod maintenance;
 #[cfg(test)]
 mod model_tests;
 mod origin;
+mod origin_dns;
 mod origin_map;
 mod origin_memo;
 mod partition;
