@@ -418,6 +418,63 @@ async fn accept_loop(
     }
 }
 
+/// A connection's socket with its guard, which drops first (before a
+/// shutdown, or else as the first field): the open count goes down before
+/// the socket sends its FIN, so a client that reads the close and connects
+/// again never finds the old connection still counted open
+/// (`peak_open_connections` read 2 for a client that never held two).
+struct GuardedStream {
+    guard: Option<ConnGuard>,
+    stream: TcpStream,
+}
+
+impl tokio::io::AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        drop(self.guard.take());
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Any transport the server can speak HTTP over.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -428,10 +485,14 @@ async fn serve_connection(
     config: Arc<ServerConfig>,
     stats: Arc<ServerStats>,
     goaway: Arc<Notify>,
-    _guard: ConnGuard,
+    guard: ConnGuard,
 ) {
     let activity = Arc::new(Activity::new());
     activity.touch();
+    let stream = GuardedStream {
+        guard: Some(guard),
+        stream,
+    };
     let tracked = Tracked::new(stream, activity.clone());
     let io: Box<dyn Io> = match &config.tls {
         None => Box::new(tracked),
