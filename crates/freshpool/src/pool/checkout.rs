@@ -478,8 +478,12 @@ impl Pool {
         // slot back, and a dropped `tx` sends this request to a normal
         // checkout below.
         let (slot, dialing) = SlotGuard::new(&origin, None);
+        // (Ends the dedicated count however the dial ends, unspawned too.)
+        let dedicated = super::dial::DedicatedGuard(origin.clone());
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn(origin.clone().dial_dedicated(tx, slot, dialing))),
+            Ok(handle) => {
+                drop(handle.spawn(origin.clone().dial_dedicated(tx, slot, dialing, dedicated)))
+            }
             Err(_) => return Err(Error::new(Kind::Closed, "no async runtime")),
         }
         match rx.await {

@@ -232,6 +232,8 @@ impl Origin {
         tx: tokio::sync::oneshot::Sender<Result<Handoff<H1Conn, H2Conn>, Error>>,
         slot: SlotGuard,
         dialing: Arc<AtomicBool>,
+        // Dropped when this ends (or with the task, unrun).
+        _dedicated: DedicatedGuard,
     ) {
         let (conn_id, slot, started, result) = self.dial_once(slot).await;
         match result {
@@ -468,5 +470,16 @@ impl<F: std::future::Future> std::future::Future for CatchPanic<F> {
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_owned()))),
         }
+    }
+}
+
+/// Counts a dedicated retry dial as in flight (`OriginState::dedicated`)
+/// until it drops: at the dial's end, whichever way, or with its task if
+/// the task never ran.
+pub(super) struct DedicatedGuard(pub(super) Arc<Origin>);
+
+impl Drop for DedicatedGuard {
+    fn drop(&mut self) {
+        self.0.lock().state.dedicated_done();
     }
 }

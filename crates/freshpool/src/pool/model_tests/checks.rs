@@ -149,6 +149,8 @@ impl Model {
                 if dial.dedicated.is_none() {
                     self.st
                         .fail_waiter(dial.waiter_id, Error::new(Kind::Connect, "refused"));
+                } else {
+                    self.st.dedicated_done();
                 }
                 self.service();
             }

@@ -432,6 +432,9 @@ impl Model {
     /// `Origin::dial_dedicated`, HTTP/1 success: to its requester, or to
     /// the pool when the requester is gone.
     fn dedicated_landed(&mut self, conn_id: u64, gone: bool) {
+        // (`DedicatedGuard` drops at the end of `dial_dedicated`: the
+        // order within the task's end does not matter to the queue.)
+        self.st.dedicated_done();
         let closed = Arc::new(AtomicBool::new(false));
         self.sockets.insert(conn_id, closed.clone());
         let idle = self.new_connection(conn_id, closed);

@@ -457,3 +457,34 @@ fn dead_on_arrival_connection_leaves_its_waiter_without_a_dial() {
         assert_eq!(m.dials.len(), 1, "somebody must be dialing: {setup:?}");
     }
 }
+
+/// A waiter served otherwise passes its dial's mark on, except while a
+/// dedicated retry dial is in flight: `dialing` counts that dial, so a
+/// passed mark looked covered, and when a slot freed the next waiter got no
+/// dial until the retry's landed. (A review of the hand-over found it.)
+#[test]
+fn no_mark_is_passed_on_while_a_dedicated_dial_is_in_flight() {
+    use Op::*;
+    let i0 = Ix(0);
+    let mut m = Model::new(h1_setup(2, 4));
+    // A retry's dedicated dial, then R2 with a dial of its own, then R3
+    // queued behind the limit with none.
+    for op in [Dedicated, Acquire, Acquire] {
+        m.step(op).unwrap();
+    }
+    let r3 = m.waiting.last().expect("R3 queued").waiter_id;
+    assert_eq!((m.st.dialing, m.st.dedicated), (2, 1));
+    // R2's dial lands and serves R2; its connection then closes on return.
+    m.step(DialOk(Ix(1))).unwrap();
+    for op in [Wake(i0), Discard(i0), DriverEnd(i0, false)] {
+        m.step(op).unwrap();
+    }
+    assert!(
+        m.dials
+            .iter()
+            .any(|d| d.dedicated.is_none() && d.waiter_id == r3),
+        "R3 has a dial of its own: {}",
+        m.log.join("\n")
+    );
+    m.wind_down().unwrap();
+}

@@ -132,6 +132,7 @@ impl Model {
                         // dial_dedicated's error path: the guard dropped in
                         // the failed dial already counted the dial done.
                         self.st.dial_done();
+                        self.st.dedicated_done();
                         self.slot_freed(dial.conn_id, false);
                         self.service();
                         return self.collect().and_then(|()| self.invariants());
@@ -155,6 +156,10 @@ impl Model {
                     let dial = self.dials.remove(i.index(self.dials.len()));
                     self.budget.release();
                     let waiter = dial.dedicated.is_none().then_some(dial.waiter_id);
+                    if dial.dedicated.is_some() {
+                        // (Its `DedicatedGuard` drops with the unrun task.)
+                        self.st.dedicated_done();
+                    }
                     self.st
                         .dial_never_ran(waiter, true, self.setup.limits, &self.budget);
                     self.spawn_dials(Vec::new());

@@ -75,6 +75,13 @@ pub(crate) struct OriginState<C, S> {
     /// not on every HTTP/2 stream end of a saturated origin with a long
     /// queue.
     marks: usize,
+    /// Dedicated retry dials in flight (counted in `dialing` too; each
+    /// serves only its own request). While any is, a waiter's mark is not
+    /// passed on (`pass_mark_on`): `service` cannot tell dials for the
+    /// queue from `dialing`, which counts these. (It ends when the dial's
+    /// task does, a moment after its dial count: it may exceed `dialing`
+    /// meanwhile, which only keeps a mark from being passed on.)
+    pub dedicated: usize,
     next_waiter: u64,
 }
 
@@ -95,6 +102,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             unknown_dial_failed: false,
             http2_only: false,
             marks: 0,
+            dedicated: 0,
             next_waiter: 0,
         }
     }
@@ -244,7 +252,14 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
         self.slots += 1;
         self.dialing += 1;
+        self.dedicated += 1;
         true
+    }
+
+    /// A dedicated retry dial ended, whichever way (its dial count is given
+    /// back as any dial's).
+    pub(crate) fn dedicated_done(&mut self) {
+        self.dedicated -= 1;
     }
 
     /// HTTP/2 (or not-yet-known HTTPS): one dial in flight serves many
@@ -430,6 +445,14 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// (else its `pool_timeout` failed it while the dial that would serve
     /// it was landing) and `service` does not dial for it twice.
     pub(super) fn pass_mark_on(&mut self) {
+        // (Not while a dedicated retry dial is in flight: `dialing` counts
+        // it, so the passed mark would look covered by a dial that serves
+        // only its own request, and `service` would give that waiter none
+        // when a slot frees. The mark leaves with the waiter then, as it
+        // used to.)
+        if self.dedicated > 0 {
+            return;
+        }
         if let Some(next) = (self.waiters.iter_mut()).find(|w| !w.dialing && !w.tx.is_closed()) {
             next.dialing = true;
             self.marks += 1;
