@@ -613,3 +613,27 @@ async fn a_gated_requests_head_timeout_names_the_limit_it_ran_to() {
     assert_eq!(err.kind(), Kind::ResponseHeaderTimeout, "{err}");
     assert!(err.to_string().contains("550ms"), "{err}");
 }
+
+/// The same over HTTP/2, where hyper checks no length and returns the
+/// stream's reset rather than the body's error: the request's error is
+/// the body's (it was `Io`, "http2 error", read as the connection's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_than_its_length_is_the_callers_error_over_http2_too() {
+    let server = freshpool_testkit::TestServer::start(freshpool_testkit::ServerConfig {
+        protocol: freshpool_testkit::Protocol::Http2,
+        ..freshpool_testkit::ServerConfig::default()
+    })
+    .await;
+    let client = Client::builder()
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let body = freshpool::RequestBody::wrap(Scripted {
+        chunks: [Ok(&b"abc"[..])].into(),
+        exact: Some(10),
+    });
+    let request = http::Request::put(server.url("/echo")).body(body).unwrap();
+    let err = client.request(request).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Body, "{err}");
+    assert!(err.to_string().contains("7 bytes short"), "{err}");
+}

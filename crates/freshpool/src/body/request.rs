@@ -122,9 +122,13 @@ impl RequestBody {
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        RequestBody::of(Payload::Stream(Box::pin(
-            body.map_err(|e| BoxError::from(crate::error::RequestBodyError(e.into()))),
-        )))
+        let body = body.map_err(|e| BoxError::from(crate::error::RequestBodyError(e.into())));
+        match body.size_hint().exact() {
+            Some(left) => {
+                RequestBody::of(Payload::Stream(Box::pin(ExactLength { inner: body, left })))
+            }
+            None => RequestBody::of(Payload::Stream(Box::pin(body))),
+        }
     }
 
     /// True when the body is in memory and can be sent again.
@@ -318,9 +322,20 @@ struct TrackEnd {
 /// allow (h2 then held that request until the upload ended: maybe never).
 /// One lock for both, so that a lease is never parked after the end.
 #[derive(Default)]
-pub(crate) struct UploadEnd(std::sync::Mutex<(bool, Option<crate::pool::Lease>)>);
+pub(crate) struct UploadEnd(
+    std::sync::Mutex<(bool, Option<crate::pool::Lease>)>,
+    /// The body's own error, if it failed: over HTTP/2 hyper resets the
+    /// stream and returns that reset, not this (see `failure`).
+    std::sync::OnceLock<String>,
+);
 
 impl UploadEnd {
+    /// Why the body failed, if it did: the request's error is then the
+    /// caller's (`Kind::Body`), whatever the protocol made of it.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.1.get().map(String::as_str)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, (bool, Option<crate::pool::Lease>)> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -353,7 +368,11 @@ impl http_body::Body for TrackEnd {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.inner.as_mut().poll_frame(cx)
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            let _ = self.done.1.set(e.to_string());
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -376,6 +395,65 @@ impl Drop for TrackEnd {
         if let Some(lease) = parked {
             lease.release();
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A streamed body that announced its exact length: ending short of it,
+    /// or going past it, is the body's error (`Kind::Body`) on every
+    /// protocol. (hyper checks it on HTTP/1 only; over HTTP/2 the server
+    /// reset the stream, and the error read as the server's.)
+    struct ExactLength<B> {
+        #[pin]
+        inner: B,
+        left: u64,
+    }
+}
+
+impl<B> http_body::Body for ExactLength<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let wrong = |what: String| {
+            Poll::Ready(Some(Err(BoxError::from(crate::error::RequestBodyError(
+                what.into(),
+            )))))
+        };
+        match std::task::ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if n > *this.left {
+                    return wrong(format!(
+                        "{} bytes more than the length it announced",
+                        n - *this.left
+                    ));
+                }
+                *this.left -= n;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            None if *this.left > 0 => wrong(format!(
+                "ended {} bytes short of the length it announced",
+                this.left
+            )),
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // (Not while bytes are owed: the next poll says so.)
+        self.left == 0 && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
     }
 }
 

@@ -245,6 +245,15 @@ impl Client {
                     }
                 }
                 Err(Failure::Sent(err, not_processed)) => {
+                    // The caller's own body failed: its error, whatever the
+                    // protocol made of it (over HTTP/2 hyper returns the
+                    // stream's reset, not the body's error).
+                    let err = match request_done.as_ref().and_then(|u| u.failure()) {
+                        Some(why) if err.kind() != Kind::Body => {
+                            Error::new(Kind::Body, format!("{why} (to {})", lease.origin_label()))
+                        }
+                        _ => err,
+                    };
                     let idle_since = lease.idle_since();
                     let counted_reuse = lease.counted_reuse();
                     let origin = lease.origin().clone();
