@@ -637,3 +637,34 @@ async fn a_body_shorter_than_its_length_is_the_callers_error_over_http2_too() {
     assert_eq!(err.kind(), Kind::Body, "{err}");
     assert!(err.to_string().contains("7 bytes short"), "{err}");
 }
+
+/// Over HTTP/2 a failing body's error keeps its source chain, which leads
+/// to the caller's own error as over HTTP/1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_body_over_http2_keeps_the_callers_error_as_source() {
+    let server = freshpool_testkit::TestServer::start(freshpool_testkit::ServerConfig {
+        protocol: freshpool_testkit::Protocol::Http2,
+        ..freshpool_testkit::ServerConfig::default()
+    })
+    .await;
+    let client = Client::builder()
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let body = freshpool::RequestBody::wrap(Scripted {
+        chunks: [Ok(&b"ab"[..]), Err(std::io::Error::other("boom"))].into(),
+        exact: None,
+    });
+    let request = http::Request::put(server.url("/echo")).body(body).unwrap();
+    let err = client.request(request).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Body, "{err}");
+    let mut source = std::error::Error::source(&err);
+    let mut found = false;
+    while let Some(s) = source {
+        found |= s
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.to_string() == "boom");
+        source = s.source();
+    }
+    assert!(found, "the caller's io::Error in the chain: {err:?}");
+}

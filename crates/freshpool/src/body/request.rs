@@ -326,14 +326,15 @@ pub(crate) struct UploadEnd(
     std::sync::Mutex<(bool, Option<crate::pool::Lease>)>,
     /// The body's own error, if it failed: over HTTP/2 hyper resets the
     /// stream and returns that reset, not this (see `failure`).
-    std::sync::OnceLock<String>,
+    std::sync::OnceLock<SharedError>,
 );
 
 impl UploadEnd {
     /// Why the body failed, if it did: the request's error is then the
-    /// caller's (`Kind::Body`), whatever the protocol made of it.
-    pub(crate) fn failure(&self) -> Option<&str> {
-        self.1.get().map(String::as_str)
+    /// caller's (`Kind::Body`), whatever the protocol made of it. (Its
+    /// source chain leads to the caller's own error, as over HTTP/1.)
+    pub(crate) fn failure(&self) -> Option<&SharedError> {
+        self.1.get()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (bool, Option<crate::pool::Lease>)> {
@@ -368,11 +369,15 @@ impl http_body::Body for TrackEnd {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = self.inner.as_mut().poll_frame(cx);
-        if let Poll::Ready(Some(Err(e))) = &polled {
-            let _ = self.done.1.set(e.to_string());
+        match self.inner.as_mut().poll_frame(cx) {
+            // Kept for the request's error; hyper gets the same error.
+            Poll::Ready(Some(Err(e))) => {
+                let shared = SharedError(Arc::new(e));
+                let _ = self.done.1.set(shared.clone());
+                Poll::Ready(Some(Err(BoxError::from(shared))))
+            }
+            polled => polled,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -398,11 +403,30 @@ impl Drop for TrackEnd {
     }
 }
 
+/// A request body's error, shared by hyper (which may only log it) and the
+/// request's own error. Shows as the error it holds, whose source chain it
+/// continues.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedError(Arc<BoxError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&**self.0, f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&**self.0)
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A streamed body that announced its exact length: ending short of it,
     /// or going past it, is the body's error (`Kind::Body`) on every
-    /// protocol. (hyper checks it on HTTP/1 only; over HTTP/2 the server
-    /// reset the stream, and the error read as the server's.)
+    /// protocol. (hyper checks a short body on HTTP/1 only, and cuts a long
+    /// one there to the length announced; over HTTP/2 the server reset the
+    /// stream, and the error read as the server's.)
     struct ExactLength<B> {
         #[pin]
         inner: B,

@@ -251,6 +251,7 @@ impl Client {
                     let err = match request_done.as_ref().and_then(|u| u.failure()) {
                         Some(why) if err.kind() != Kind::Body => {
                             Error::new(Kind::Body, format!("{why} (to {})", lease.origin_label()))
+                                .with_source(why.clone())
                         }
                         _ => err,
                     };
