@@ -92,43 +92,29 @@ fn a_failed_dial_does_not_strand_the_next_waiter() {
 /// `pool_timeout` is then a connect's wait, and the dial serves it. (It
 /// failed with `PoolTimeout` while the dial it would get was landing: the
 /// mark of "has a dial" left the queue with the waiter served otherwise.)
-#[test]
-fn a_dial_whose_waiter_was_served_otherwise_covers_the_next_one() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let server = TestServer::http1().await;
-        let s = common::behind_a_slow_dial(Client::builder(), server.addr()).await;
-        // The held connection comes back and goes to W1, the oldest.
-        s.held.into_body().bytes().await.unwrap();
-        let _w1 =
-            s.w1.await
-                .unwrap()
-                .expect("W1 served by the returned connection");
-        let w2 = s.w2.await.unwrap();
-        assert!(w2.is_ok(), "{:?}\n{}", w2.err(), s.client.stats());
-        assert_eq!(server.stats().connections_accepted(), 2);
-    });
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_whose_waiter_was_served_otherwise_covers_the_next_one() {
+    let server = TestServer::http1().await;
+    let s = common::behind_a_slow_dial(Client::builder(), server.addr()).await;
+    // The held connection comes back and goes to W1, the oldest.
+    s.held.into_body().bytes().await.unwrap();
+    let _w1 =
+        s.w1.await
+            .unwrap()
+            .expect("W1 served by the returned connection");
+    let w2 = s.w2.await.unwrap();
+    assert!(w2.is_ok(), "{:?}\n{}", w2.err(), s.client.stats());
+    assert_eq!(server.stats().connections_accepted(), 2);
 }
 
 /// The same when the waiter a dial was started for gives up: the dial goes
 /// on, and covers the next waiter in line.
-#[test]
-fn a_dial_whose_waiter_gave_up_covers_the_next_one() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let server = TestServer::http1().await;
-        let s = common::behind_a_slow_dial(Client::builder(), server.addr()).await;
-        s.w1.abort();
-        let w2 = s.w2.await.unwrap();
-        assert!(w2.is_ok(), "{:?}\n{}", w2.err(), s.client.stats());
-        assert_eq!(server.stats().connections_accepted(), 2);
-    });
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_whose_waiter_gave_up_covers_the_next_one() {
+    let server = TestServer::http1().await;
+    let s = common::behind_a_slow_dial(Client::builder(), server.addr()).await;
+    s.w1.abort();
+    let w2 = s.w2.await.unwrap();
+    assert!(w2.is_ok(), "{:?}\n{}", w2.err(), s.client.stats());
+    assert_eq!(server.stats().connections_accepted(), 2);
 }

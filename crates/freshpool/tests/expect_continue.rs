@@ -11,6 +11,8 @@ use std::time::Duration;
 use freshpool::{Client, Kind};
 use freshpool_testkit::TestServer;
 
+mod common;
+
 /// A server that answers before reading the body (its `/` handler never
 /// reads it, so hyper sends no `100 Continue`) drops the client's
 /// informational callback: the gate's channel closes while its timer still
@@ -614,26 +616,25 @@ async fn a_gated_requests_head_timeout_names_the_limit_it_ran_to() {
     assert!(err.to_string().contains("550ms"), "{err}");
 }
 
+/// A PUT of `body` to an HTTP/2 server, which fails: its error.
+async fn put_over_http2(body: Scripted) -> freshpool::Error {
+    let (server, client) = common::http2_server_and_client(Client::builder()).await;
+    let request = http::Request::put(server.url("/echo"))
+        .body(freshpool::RequestBody::wrap(body))
+        .unwrap();
+    client.request(request).await.unwrap_err()
+}
+
 /// The same over HTTP/2, where hyper checks no length and returns the
 /// stream's reset rather than the body's error: the request's error is
 /// the body's (it was `Io`, "http2 error", read as the connection's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_shorter_than_its_length_is_the_callers_error_over_http2_too() {
-    let server = freshpool_testkit::TestServer::start(freshpool_testkit::ServerConfig {
-        protocol: freshpool_testkit::Protocol::Http2,
-        ..freshpool_testkit::ServerConfig::default()
-    })
-    .await;
-    let client = Client::builder()
-        .http_version(freshpool::HttpVersion::Http2Only)
-        .build()
-        .unwrap();
-    let body = freshpool::RequestBody::wrap(Scripted {
+    let err = put_over_http2(Scripted {
         chunks: [Ok(&b"abc"[..])].into(),
         exact: Some(10),
-    });
-    let request = http::Request::put(server.url("/echo")).body(body).unwrap();
-    let err = client.request(request).await.unwrap_err();
+    })
+    .await;
     assert_eq!(err.kind(), Kind::Body, "{err}");
     assert!(err.to_string().contains("7 bytes short"), "{err}");
 }
@@ -642,21 +643,11 @@ async fn a_body_shorter_than_its_length_is_the_callers_error_over_http2_too() {
 /// to the caller's own error as over HTTP/1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_body_over_http2_keeps_the_callers_error_as_source() {
-    let server = freshpool_testkit::TestServer::start(freshpool_testkit::ServerConfig {
-        protocol: freshpool_testkit::Protocol::Http2,
-        ..freshpool_testkit::ServerConfig::default()
-    })
-    .await;
-    let client = Client::builder()
-        .http_version(freshpool::HttpVersion::Http2Only)
-        .build()
-        .unwrap();
-    let body = freshpool::RequestBody::wrap(Scripted {
+    let err = put_over_http2(Scripted {
         chunks: [Ok(&b"ab"[..]), Err(std::io::Error::other("boom"))].into(),
         exact: None,
-    });
-    let request = http::Request::put(server.url("/echo")).body(body).unwrap();
-    let err = client.request(request).await.unwrap_err();
+    })
+    .await;
     assert_eq!(err.kind(), Kind::Body, "{err}");
     let mut source = std::error::Error::source(&err);
     let mut found = false;
