@@ -56,7 +56,9 @@ pub enum Kind {
     /// A request without a safe retry died on a connection after it may have
     /// reached the server: it may or may not have been processed.
     PossiblyProcessed,
-    /// The request body failed while being produced or sent.
+    /// The request body failed while being produced or sent, or disagrees
+    /// with the request's own `Content-Length` header (then nothing was
+    /// sent).
     Body,
     /// The client's pool was shut down.
     Closed,
@@ -333,10 +335,27 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
             format!("connection closed before the response completed from {origin}")
         }
         Kind::Protocol => format!("invalid or truncated HTTP message from {origin}"),
-        Kind::Body => format!("the request body failed while sending to {origin}"),
+        // (hyper's own words, "error from user's Body stream", hide why:
+        // the body's error is two sources down.)
+        Kind::Body => match body_failure(&err) {
+            Some(why) => format!("the request body failed while sending to {origin} ({why})"),
+            None => format!("the request body failed while sending to {origin}"),
+        },
         _ => format!("connection error from {origin}"),
     };
     Error::new(kind, message).with_source(err)
+}
+
+/// The caller's body error in `err`'s chain, if that is what failed.
+fn body_failure(err: &hyper::Error) -> Option<&BoxError> {
+    let mut source = StdError::source(err);
+    while let Some(s) = source {
+        if let Some(RequestBodyError(why)) = s.downcast_ref::<RequestBodyError>() {
+            return Some(why);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// A streamed request body's own error, as `RequestBody` hands it to

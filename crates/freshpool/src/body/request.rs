@@ -184,6 +184,24 @@ impl RequestBody {
         Some(done)
     }
 
+    /// Holds a streamed body of unknown length to `announced` bytes (the
+    /// caller's `Content-Length`): ending short of it or going past it is
+    /// then the body's error, as for a body that announced its own length.
+    /// (A body whose length is known is checked against the header before
+    /// the request goes: `client::content_length`.)
+    pub(crate) fn hold_to_length(&mut self, announced: u64) {
+        if !matches!(self.payload.as_deref(), Some(Payload::Stream(_))) {
+            return;
+        }
+        let Some(Payload::Stream(inner)) = self.payload.take().map(|p| *p) else {
+            unreachable!("matched Stream above")
+        };
+        *self = RequestBody::of(Payload::Stream(Box::pin(ExactLength {
+            inner,
+            left: announced,
+        })));
+    }
+
     /// Whether `prepare` put a gate on it (an `Expect` of the pool's).
     pub(crate) fn is_gated(&self) -> bool {
         matches!(self.payload.as_deref(), Some(Payload::Gated(..)))

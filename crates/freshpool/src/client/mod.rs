@@ -2,6 +2,7 @@
 //! (checkout, send, timeouts, safe retry).
 
 mod attempt;
+mod content_length;
 mod prepare;
 mod retry_copy;
 mod sending;
@@ -216,6 +217,9 @@ impl Client {
             Err(error) => return ResponseFuture::Failed { error: Some(error) },
         };
         move_userinfo(&mut request);
+        if let Err(error) = content_length::check(&mut request) {
+            return ResponseFuture::Failed { error: Some(error) };
+        }
         // Quiet by default (DEBUG); a disabled span costs a static check.
         let span = tracing::debug_span!(
             "freshpool.request",

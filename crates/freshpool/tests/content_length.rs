@@ -1,0 +1,129 @@
+//! A caller's `Content-Length` header that disagrees with its body: refused
+//! before anything is sent when the body's length is known, and held to as
+//! a streamed body goes (against hyper HTTP/1 and HTTP/2 servers on
+//! 127.0.0.1). Before, over HTTP/1 a longer header hung the request and a
+//! shorter one sent a truncated body that the server answered; over HTTP/2
+//! the server's connection error read as the server's fault.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use freshpool::{Client, Kind, RequestBody};
+use freshpool_testkit::TestServer;
+
+/// A streamed body of unknown length: "hello" in two chunks.
+struct Chunks(std::collections::VecDeque<&'static [u8]>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        let next = self.0.pop_front();
+        std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(Bytes::from_static(c)))))
+    }
+}
+
+fn streamed_hello() -> RequestBody {
+    RequestBody::wrap(Chunks([&b"he"[..], b"llo"].into()))
+}
+
+/// POSTs `body` to `/echo` with `Content-Length: length`; the echoed text,
+/// or the error. Bounded: a hang fails the test.
+async fn post_with_length(
+    client: &Client,
+    server: &TestServer,
+    length: &str,
+    body: RequestBody,
+) -> Result<String, freshpool::Error> {
+    let request = http::Request::post(server.url("/echo"))
+        .header(http::header::CONTENT_LENGTH, length)
+        .body(body)
+        .unwrap();
+    let exchange = async {
+        let response = client.request(request).await?;
+        response.into_body().text().await
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("Content-Length {length}: the request hung"))
+}
+
+async fn known_lengths_are_checked(server: TestServer, client: Client) {
+    for (length, why) in [
+        (
+            "10",
+            "its Content-Length header says 10 bytes but its body has 5",
+        ),
+        (
+            "3",
+            "its Content-Length header says 3 bytes but its body has 5",
+        ),
+        (
+            "abc",
+            "its Content-Length header \"abc\" is not a byte count",
+        ),
+    ] {
+        let err = post_with_length(&client, &server, length, "hello".into())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::Body, "{length}: {err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("was not sent") && message.contains(why),
+            "{length}: {message}"
+        );
+    }
+    assert_eq!(server.stats().connections_accepted(), 0, "nothing was sent");
+    // The right length goes through, on the same client.
+    let echoed = post_with_length(&client, &server, "5", "hello".into()).await;
+    assert_eq!(echoed.unwrap(), "hello");
+}
+
+#[tokio::test]
+async fn http1_a_content_length_that_disagrees_with_the_body_is_refused_unsent() {
+    let server = TestServer::http1().await;
+    known_lengths_are_checked(server, Client::new()).await;
+}
+
+#[tokio::test]
+async fn http2_a_content_length_that_disagrees_with_the_body_is_refused_unsent() {
+    let (server, client) = common::http2_server_and_client(Client::builder()).await;
+    known_lengths_are_checked(server, client).await;
+}
+
+async fn streams_are_held_to_the_header(server: TestServer, client: Client) {
+    for (length, why) in [
+        ("10", "ended 5 bytes short of the length it announced"),
+        ("3", "2 bytes more than the length it announced"),
+    ] {
+        let err = post_with_length(&client, &server, length, streamed_hello())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::Body, "{length}: {err}");
+        assert!(err.to_string().contains(why), "{length}: {err}");
+    }
+    // Neither body reached the handler whole: the server answered none
+    // (`requests` counts an echo once its body was read to the end).
+    assert_eq!(server.stats().requests(), 0);
+    let echoed = post_with_length(&client, &server, "5", streamed_hello()).await;
+    assert_eq!(echoed.unwrap(), "hello");
+    assert_eq!(server.stats().requests(), 1);
+}
+
+#[tokio::test]
+async fn http1_a_streamed_body_is_held_to_the_callers_content_length() {
+    let server = TestServer::http1().await;
+    streams_are_held_to_the_header(server, Client::new()).await;
+}
+
+#[tokio::test]
+async fn http2_a_streamed_body_is_held_to_the_callers_content_length() {
+    let (server, client) = common::http2_server_and_client(Client::builder()).await;
+    streams_are_held_to_the_header(server, client).await;
+}
