@@ -1,7 +1,9 @@
 //! HTTP/2 streams whose request body is still going out when their
 //! response has ended: the stream stays counted until the upload ends, as
 //! the server counts it (against a hyper HTTP/2 server on 127.0.0.1 that
-//! answers at once and reads the upload in the background).
+//! answers at once and reads the upload in the background); and an upload
+//! that fails after its response began, over HTTP/2 and HTTP/1 (against a
+//! server that echoes the upload as it comes).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -171,4 +173,102 @@ async fn a_parked_streams_release_leaves_other_leases_records_alone() {
     let stats = client.stats();
     assert_eq!(stats.origins[0].oldest_leases.len(), 1, "{stats}");
     drop(held);
+}
+
+/// A server that answers at once and echoes the request body as it comes:
+/// its response body ends only when the upload does.
+async fn streaming_echo(http2: bool) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    Ok::<_, Infallible>(hyper::Response::new(req.into_body()))
+                });
+                let io = TokioIo::new(stream);
+                let _ = if http2 {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                } else {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                };
+            });
+        }
+    });
+    addr
+}
+
+/// A request body fed from a channel, which may yield an error.
+struct Fallible(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl http_body::Body for Fallible {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
+    }
+}
+
+/// The upload fails after the response head came (the server answers
+/// before it reads the body): reading the response body then fails with the
+/// caller's own `Kind::Body` and the body's words. Over HTTP/2 it read as
+/// `Io`, "http2 error" (the stream's reset).
+async fn an_upload_failing_after_the_head_is_the_callers_error(http2: bool) {
+    let addr = streaming_echo(http2).await;
+    let version = if http2 {
+        HttpVersion::Http2Only
+    } else {
+        HttpVersion::Http1Only
+    };
+    let client = Client::builder().http_version(version).build().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Ok(Bytes::from_static(b"first"))).await.unwrap();
+    let request = http::Request::post(format!("http://{addr}/"))
+        .body(freshpool::RequestBody::wrap(Fallible(rx)))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first");
+    let why = std::io::Error::other("the disk went away");
+    tx.send(Err(why)).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return err,
+                None => panic!("the response body ended without the upload's error"),
+            }
+        }
+    })
+    .await
+    .expect("the response body's end");
+    assert_eq!(err.kind(), freshpool::Kind::Body, "{err}");
+    let message = err.to_string();
+    assert_eq!(
+        message.matches("the disk went away").count(),
+        1,
+        "{message}"
+    );
+    assert!(message.contains("after its response began"), "{message}");
+}
+
+#[tokio::test]
+async fn http2_an_upload_failing_after_the_head_is_the_callers_error() {
+    an_upload_failing_after_the_head_is_the_callers_error(true).await;
+}
+
+#[tokio::test]
+async fn http1_an_upload_failing_after_the_head_is_the_callers_error() {
+    an_upload_failing_after_the_head_is_the_callers_error(false).await;
 }

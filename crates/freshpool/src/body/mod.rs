@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::deadline::RequestDeadline;
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::pool::Lease;
 
 /// A response body. Read it to the end (or drop it) to free the connection.
@@ -112,6 +112,28 @@ impl Body {
             lease.discard();
         }
         Poll::Ready(Some(Err(err)))
+    }
+
+    /// The caller's own upload failed (a server that answers before it
+    /// reads the request body): the protocol ended the response for it (a
+    /// reset stream, an aborted connection), so the error is the caller's,
+    /// as it is when the upload fails before the head (`Kind::Body`).
+    #[cold]
+    fn upload_failure(&mut self) -> Option<Error> {
+        let why = self
+            .extras
+            .as_ref()?
+            .request_done
+            .as_ref()?
+            .failure()?
+            .clone();
+        let lease = self.lease.take()?;
+        let message = format!(
+            "the request body failed while sending to {}, after its response began",
+            lease.origin_label()
+        );
+        lease.discard();
+        Some(Error::new(Kind::Body, message).with_source(why))
     }
 
     /// Reads the whole body.
@@ -297,6 +319,9 @@ impl http_body::Body for Body {
             Poll::Ready(Some(Err(e))) => {
                 // The connection broke mid-body: never reuse it.
                 self.inner = None;
+                if let Some(why) = self.upload_failure() {
+                    return Poll::Ready(Some(Err(why)));
+                }
                 let msg = match self.lease.take() {
                     Some(lease) => {
                         let msg = format!("response body from {} failed", lease.origin_label());

@@ -250,8 +250,10 @@ impl Client {
                     // stream's reset, not the body's error).
                     let err = match request_done.as_ref().and_then(|u| u.failure()) {
                         Some(why) if err.kind() != Kind::Body => {
-                            Error::new(Kind::Body, format!("{why} (to {})", lease.origin_label()))
-                                .with_source(why.clone())
+                            let origin = lease.origin_label();
+                            let message =
+                                format!("the request body failed while sending to {origin}");
+                            Error::new(Kind::Body, message).with_source(why.clone())
                         }
                         _ => err,
                     };
