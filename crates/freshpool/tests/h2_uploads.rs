@@ -272,3 +272,69 @@ async fn http2_an_upload_failing_after_the_head_is_the_callers_error() {
 async fn http1_an_upload_failing_after_the_head_is_the_callers_error() {
     an_upload_failing_after_the_head_is_the_callers_error(false).await;
 }
+
+/// Request bodies a server holds unread (dropping them resets their
+/// streams).
+type HeldBodies = Arc<std::sync::Mutex<Vec<hyper::body::Incoming>>>;
+
+/// An HTTP/2 server allowing one stream per connection that answers every
+/// request at once and keeps its body unread until the test drops it.
+async fn early_answering_h2_holding_uploads() -> (std::net::SocketAddr, Arc<AtomicUsize>, HeldBodies)
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let held = HeldBodies::default();
+    let (count, bodies) = (accepted.clone(), held.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    bodies.lock().unwrap().push(req.into_body());
+                    async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted, held)
+}
+
+/// The same for a body in memory larger than HTTP/2's flow-control
+/// window: after the early answer hyper still holds most of it, unsent
+/// until the server reads, so the stream is still the server's. It went
+/// back to the pool at once, and the next request waited behind it for a
+/// stream the server would not free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_in_memory_keeps_its_stream_until_it_is_sent() {
+    let (addr, accepted, held) = early_answering_h2_holding_uploads().await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .response_header_timeout(Some(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/");
+    let response = client.post(&url, vec![7u8; 8 << 20]).await.unwrap();
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    let got = client.get(&url).await;
+    let stats = client.stats();
+    let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(client.stats().origins[0].active, 1, "{}", client.stats());
+    // The server drops the unread upload (a reset): its stream is given back.
+    held.lock().unwrap().clear();
+    freshpool_testkit::eventually("the upload's stream given back", || {
+        client.stats().origins[0].active == 0
+    })
+    .await;
+}

@@ -7,9 +7,11 @@
 //! pool's leak report names where it was taken.
 
 mod request;
+mod upload;
 
 pub use request::RequestBody;
-pub(crate) use request::{Gate, GateState, UploadEnd};
+pub(crate) use request::{Gate, GateState};
+pub(crate) use upload::UploadEnd;
 
 use std::future::Future;
 use std::pin::Pin;

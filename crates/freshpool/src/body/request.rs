@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
+use super::upload::{ExactLength, InChunks, TrackEnd, UploadEnd, UNTRACKED_IN_MEMORY};
 use crate::error::BoxError;
 
 /// A request body: in memory (replayable, so safe retries can resend it) or
@@ -164,16 +165,22 @@ impl RequestBody {
     /// a connection whose response ended while its request body was still
     /// going out is not pooled (HTTP/1: the next request would wait for
     /// that upload), or its stream not given back before (HTTP/2: the
-    /// server still counts it). `None` for a body in memory: hyper takes
-    /// it whole.
-    pub(crate) fn track_end(&mut self) -> Option<Arc<UploadEnd>> {
+    /// server still counts it).
+    ///
+    /// A body in memory is tracked over HTTP/2 only, and only past
+    /// [`UNTRACKED_IN_MEMORY`]: HTTP/1 writes it whole with the head, but
+    /// HTTP/2 sends it as flow control allows, so after an early answer
+    /// hyper may hold most of a large one until the server reads it.
+    pub(crate) fn track_end(&mut self, http2: bool) -> Option<Arc<UploadEnd>> {
         match self.payload.as_deref_mut()? {
-            Payload::Full(_) => return None,
-            Payload::Gated(_, inner) => return inner.track_end(),
-            Payload::Stream(_) => {}
+            Payload::Full(b) if !http2 || b.len() as u64 <= UNTRACKED_IN_MEMORY => return None,
+            Payload::Gated(_, inner) => return inner.track_end(http2),
+            Payload::Full(_) | Payload::Stream(_) => {}
         }
-        let Some(Payload::Stream(inner)) = self.payload.take().map(|p| *p) else {
-            unreachable!("matched Stream above")
+        let inner = match self.payload.take().map(|p| *p) {
+            Some(Payload::Stream(inner)) => inner,
+            Some(Payload::Full(b)) => Box::pin(InChunks(b)),
+            _ => unreachable!("matched Full or Stream above"),
         };
         let done = Arc::new(UploadEnd::default());
         let tracked = TrackEnd {
@@ -323,182 +330,6 @@ impl http_body::Body for RequestBody {
     }
 }
 
-/// A streamed request body that says when hyper is done with it
-/// (`track_end`): hyper drops a request body as soon as it has written the
-/// last of it (its end, or as many bytes as announced: then without a
-/// final poll), and keeps it while it still goes out, as when the server
-/// answered early.
-struct TrackEnd {
-    inner: Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>,
-    done: Arc<UploadEnd>,
-}
-
-/// Whether a streamed request body is done with (`track_end`), and the
-/// lease of an HTTP/2 stream whose response ended first, parked here until
-/// it is: the server counts the stream until the upload ends too, and
-/// given back before, the pool handed out a stream the server did not
-/// allow (h2 then held that request until the upload ended: maybe never).
-/// One lock for both, so that a lease is never parked after the end.
-#[derive(Default)]
-pub(crate) struct UploadEnd(
-    std::sync::Mutex<(bool, Option<crate::pool::Lease>)>,
-    /// The body's own error, if it failed: over HTTP/2 hyper resets the
-    /// stream and returns that reset, not this (see `failure`).
-    std::sync::OnceLock<SharedError>,
-);
-
-impl UploadEnd {
-    /// Why the body failed, if it did: the request's error is then the
-    /// caller's (`Kind::Body`), whatever the protocol made of it. (Its
-    /// source chain leads to the caller's own error, as over HTTP/1.)
-    pub(crate) fn failure(&self) -> Option<&SharedError> {
-        self.1.get()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, Option<crate::pool::Lease>)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether the upload is over.
-    pub(crate) fn is_done(&self) -> bool {
-        self.lock().0
-    }
-
-    /// Keeps `lease` until the upload ends (released then); `Err` gives it
-    /// back if the upload is over already. A parked lease is no longer
-    /// one the leak report looks at: its response was read or dropped, and
-    /// what holds the stream is the upload.
-    pub(crate) fn park(&self, mut lease: crate::pool::Lease) -> Result<(), crate::pool::Lease> {
-        let mut state = self.lock();
-        if state.0 {
-            return Err(lease);
-        }
-        lease.unwatch();
-        state.1 = Some(lease);
-        Ok(())
-    }
-}
-
-impl http_body::Body for TrackEnd {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.inner.as_mut().poll_frame(cx) {
-            // Kept for the request's error; hyper gets the same error.
-            Poll::Ready(Some(Err(e))) => {
-                let shared = SharedError(Arc::new(e));
-                let _ = self.done.1.set(shared.clone());
-                Poll::Ready(Some(Err(BoxError::from(shared))))
-            }
-            polled => polled,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for TrackEnd {
-    fn drop(&mut self) {
-        let parked = {
-            let mut state = self.done.lock();
-            state.0 = true;
-            state.1.take()
-        };
-        // (Outside the lock: the release takes the origin's.)
-        if let Some(lease) = parked {
-            lease.release();
-        }
-    }
-}
-
-/// A request body's error, shared by hyper (which may only log it) and the
-/// request's own error. Shows as the error it holds, whose source chain it
-/// continues.
-#[derive(Clone, Debug)]
-pub(crate) struct SharedError(Arc<BoxError>);
-
-impl std::fmt::Display for SharedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&**self.0, f)
-    }
-}
-
-impl std::error::Error for SharedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&**self.0)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A streamed body that announced its exact length: ending short of it,
-    /// or going past it, is the body's error (`Kind::Body`) on every
-    /// protocol. (hyper checks a short body on HTTP/1 only, and cuts a long
-    /// one there to the length announced; over HTTP/2 the server reset the
-    /// stream, and the error read as the server's.)
-    struct ExactLength<B> {
-        #[pin]
-        inner: B,
-        left: u64,
-    }
-}
-
-impl<B> http_body::Body for ExactLength<B>
-where
-    B: http_body::Body<Data = Bytes, Error = BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let wrong = |what: String| {
-            Poll::Ready(Some(Err(BoxError::from(crate::error::RequestBodyError(
-                what.into(),
-            )))))
-        };
-        match std::task::ready!(this.inner.poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
-                if n > *this.left {
-                    return wrong(format!(
-                        "{} bytes more than the length it announced",
-                        n - *this.left
-                    ));
-                }
-                *this.left -= n;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            None if *this.left > 0 => wrong(format!(
-                "ended {} bytes short of the length it announced",
-                this.left
-            )),
-            other => Poll::Ready(other),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        // (Not while bytes are owed: the next poll says so.)
-        self.left == 0 && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +343,32 @@ mod tests {
         assert_eq!(size_of::<RequestBody>(), 8);
         let request = size_of::<http::Request<RequestBody>>();
         assert!(request + 16 + 8 <= 256, "a request is {request} bytes");
+    }
+
+    /// Over HTTP/2 a large body in memory is tracked and goes out in
+    /// frame-sized chunks (whole, in order); a small one, or any over
+    /// HTTP/1, is left as it is.
+    #[tokio::test]
+    async fn a_large_body_in_memory_is_tracked_over_http2_only() {
+        let large: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        let mut http1 = RequestBody::from(large.clone());
+        assert!(http1.track_end(false).is_none());
+        assert!(http1.is_replayable());
+        let mut small = RequestBody::from(vec![1u8; 16 * 1024]);
+        assert!(small.track_end(true).is_none());
+        let mut body = RequestBody::from(large.clone());
+        let done = body.track_end(true).expect("tracked");
+        assert_eq!(body.len(), Some(40_000));
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        let sizes: Vec<usize> = frames.iter().map(bytes::Bytes::len).collect();
+        assert_eq!(sizes, [16_384, 16_384, 7_232]);
+        assert_eq!(frames.concat(), large);
+        assert!(!done.is_done(), "hyper still holds the body");
+        drop(body);
+        assert!(done.is_done());
     }
 
     /// Each kind reports its length, end and replayability; a body in

@@ -181,7 +181,7 @@ impl Client {
                 gate = self.prepare(&mut request, &mut lease, &uri, kept && !expect_refused);
                 // (HTTP/1: its connection takes one request at a time;
                 // HTTP/2: the stream counts until the upload ends.)
-                request_done = request.body_mut().track_end();
+                request_done = request.body_mut().track_end(lease.is_h2());
                 if let Some(route) = forward.filter(|_| !lease.is_h2()) {
                     proxy::to_forward_form(&mut request, &uri, route);
                 }
