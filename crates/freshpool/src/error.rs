@@ -57,8 +57,9 @@ pub enum Kind {
     /// reached the server: it may or may not have been processed.
     PossiblyProcessed,
     /// The request body failed while being produced or sent, or disagrees
-    /// with the request's own `Content-Length` header (then nothing was
-    /// sent).
+    /// with the request's own `Content-Length` header (for a body of known
+    /// length that is found before anything is sent; a stream is held to
+    /// the header as it goes, and fails where it leaves it).
     Body,
     /// The client's pool was shut down.
     Closed,

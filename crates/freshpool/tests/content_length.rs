@@ -98,9 +98,22 @@ async fn http2_a_content_length_that_disagrees_with_the_body_is_refused_unsent()
 }
 
 async fn streams_are_held_to_the_header(server: TestServer, client: Client) {
+    // A stream under `Content-Length: 0` cannot be held to it: hyper would
+    // not poll it (HTTP/1). Refused unsent.
+    let err = post_with_length(&client, &server, "0", streamed_hello())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Body, "{err}");
+    assert!(err.to_string().contains("was not sent"), "{err}");
     for (length, why) in [
-        ("10", "ended 5 bytes short of the length it announced"),
-        ("3", "2 bytes more than the length it announced"),
+        (
+            "10",
+            "ended 5 bytes short of its Content-Length header (10 bytes)",
+        ),
+        ("3", "2 bytes more than its Content-Length header (3 bytes)"),
+        // The length reached at a chunk's end, more to come: over HTTP/1
+        // hyper asked for nothing more and sent the first chunk alone.
+        ("2", "3 bytes more than its Content-Length header (2 bytes)"),
     ] {
         let err = post_with_length(&client, &server, length, streamed_hello())
             .await

@@ -278,9 +278,11 @@ async fn http1_an_upload_failing_after_the_head_is_the_callers_error() {
 type HeldBodies = Arc<std::sync::Mutex<Vec<hyper::body::Incoming>>>;
 
 /// An HTTP/2 server allowing one stream per connection that answers every
-/// request at once and keeps its body unread until the test drops it.
-async fn early_answering_h2_holding_uploads() -> (std::net::SocketAddr, Arc<AtomicUsize>, HeldBodies)
-{
+/// request at once and keeps its body unread until the test drops it; its
+/// flow-control windows (stream and connection) are `window` bytes.
+async fn early_answering_h2_holding_uploads(
+    window: u32,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, HeldBodies) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -301,6 +303,8 @@ async fn early_answering_h2_holding_uploads() -> (std::net::SocketAddr, Arc<Atom
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .max_concurrent_streams(1)
+                    .initial_stream_window_size(window)
+                    .initial_connection_window_size(window)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
@@ -316,14 +320,27 @@ async fn early_answering_h2_holding_uploads() -> (std::net::SocketAddr, Arc<Atom
 /// stream the server would not free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_body_in_memory_keeps_its_stream_until_it_is_sent() {
-    let (addr, accepted, held) = early_answering_h2_holding_uploads().await;
+    // 8 MiB against hyper's default 1 MiB windows.
+    a_body_in_memory_keeps_its_stream_while_the_window_holds_it(8 << 20, 1 << 20).await;
+}
+
+/// The same for a body just past the window, whose last chunk the window
+/// nearly covers: hyper took it while one byte of window was free, and
+/// the body ended with that byte (and the stream's end) still in h2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_one_byte_past_the_window_keeps_its_stream_until_it_is_sent() {
+    a_body_in_memory_keeps_its_stream_while_the_window_holds_it(65_536, 65_535).await;
+}
+
+async fn a_body_in_memory_keeps_its_stream_while_the_window_holds_it(size: usize, window: u32) {
+    let (addr, accepted, held) = early_answering_h2_holding_uploads(window).await;
     let client = Client::builder()
         .http_version(HttpVersion::Http2Only)
         .response_header_timeout(Some(Duration::from_secs(2)))
         .build()
         .unwrap();
     let url = format!("http://{addr}/");
-    let response = client.post(&url, vec![7u8; 8 << 20]).await.unwrap();
+    let response = client.post(&url, vec![7u8; size]).await.unwrap();
     assert_eq!(response.into_body().text().await.unwrap(), "ok");
     let got = client.get(&url).await;
     let stats = client.stats();

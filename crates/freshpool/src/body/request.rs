@@ -125,9 +125,9 @@ impl RequestBody {
     {
         let body = body.map_err(|e| BoxError::from(crate::error::RequestBodyError(e.into())));
         match body.size_hint().exact() {
-            Some(left) => {
-                RequestBody::of(Payload::Stream(Box::pin(ExactLength { inner: body, left })))
-            }
+            Some(left) => RequestBody::of(Payload::Stream(Box::pin(ExactLength::new(
+                body, left, false,
+            )))),
             None => RequestBody::of(Payload::Stream(Box::pin(body))),
         }
     }
@@ -203,10 +203,9 @@ impl RequestBody {
         let Some(Payload::Stream(inner)) = self.payload.take().map(|p| *p) else {
             unreachable!("matched Stream above")
         };
-        *self = RequestBody::of(Payload::Stream(Box::pin(ExactLength {
-            inner,
-            left: announced,
-        })));
+        *self = RequestBody::of(Payload::Stream(Box::pin(ExactLength::new(
+            inner, announced, true,
+        ))));
     }
 
     /// Whether `prepare` put a gate on it (an `Expect` of the pool's).
@@ -364,7 +363,7 @@ mod tests {
             frames.push(frame.unwrap().into_data().unwrap());
         }
         let sizes: Vec<usize> = frames.iter().map(bytes::Bytes::len).collect();
-        assert_eq!(sizes, [16_384, 16_384, 7_232]);
+        assert_eq!(sizes, [16_384, 16_384, 7_231, 1]);
         assert_eq!(frames.concat(), large);
         assert!(!done.is_done(), "hyper still holds the body");
         drop(body);

@@ -25,9 +25,11 @@ pub(super) const UNTRACKED_IN_MEMORY: u64 = 16 * 1024;
 /// send capacity, and h2 buffers whatever of it the flow-control window
 /// does not cover. Handed over whole, a large body was "sent" (and
 /// dropped, so `UploadEnd` said done) while h2 still held most of it for a
-/// server that might never read it. In frame-sized chunks the body ends
-/// only with its last one: what h2 may still hold then is at most one
-/// chunk. (`Bytes::split_to` shares the buffer: no copy.)
+/// server that might never read it. In frame-sized chunks, the last of
+/// them one byte, the body ends only when h2 can send all of it. (h2's
+/// `capacity()` is the window assigned to the stream minus what it
+/// buffered; hyper polls the body only while it is at least 1.)
+/// (`Bytes::split_to` shares the buffer: no copy.)
 pub(super) struct InChunks(pub(super) Bytes);
 
 impl http_body::Body for InChunks {
@@ -41,7 +43,14 @@ impl http_body::Body for InChunks {
         if self.0.is_empty() {
             return Poll::Ready(None);
         }
-        let n = self.0.len().min(UNTRACKED_IN_MEMORY as usize);
+        // The last byte goes alone: hyper hands over a chunk only while the
+        // stream has capacity (h2: its window covers everything buffered,
+        // plus one byte), so once the last one is taken all of the body
+        // can go out without waiting for the server to read.
+        let n = match self.0.len() {
+            1 => 1,
+            len => (len - 1).min(UNTRACKED_IN_MEMORY as usize),
+        };
         Poll::Ready(Some(Ok(Frame::data(self.0.split_to(n)))))
     }
 
@@ -171,15 +180,40 @@ impl std::error::Error for SharedError {
 }
 
 pin_project_lite::pin_project! {
-    /// A streamed body that announced its exact length: ending short of it,
-    /// or going past it, is the body's error (`Kind::Body`) on every
-    /// protocol. (hyper checks a short body on HTTP/1 only, and cuts a long
-    /// one there to the length announced; over HTTP/2 the server reset the
-    /// stream, and the error read as the server's.)
+    /// A streamed body held to an exact length, its own (an exact size
+    /// hint) or the caller's `Content-Length`: ending short of it, or going
+    /// past it, is the body's error (`Kind::Body`) on every protocol.
+    /// (hyper checks a short body on HTTP/1 only, and cuts a long one there
+    /// to the length; over HTTP/2 the server reset the stream, and the
+    /// error read as the server's.)
     pub(super) struct ExactLength<B> {
         #[pin]
-        pub(super) inner: B,
-        pub(super) left: u64,
+        inner: B,
+        left: u64,
+        announced: u64,
+        by_header: bool,
+        // The frame that reached the length, held until the body shows
+        // that it ends there: over HTTP/1 hyper polls no further once the
+        // length is written, so a frame past it went unseen (and unsent:
+        // the server answered a truncated body).
+        held: Option<Frame<Bytes>>,
+        // The inner body returned its end (not polled again).
+        ended: bool,
+    }
+}
+
+impl<B> ExactLength<B> {
+    /// Holds `inner` to `announced` bytes: its own length (`by_header`
+    /// false) or the request's `Content-Length` (true), for the message.
+    pub(super) fn new(inner: B, announced: u64, by_header: bool) -> ExactLength<B> {
+        ExactLength {
+            inner,
+            left: announced,
+            announced,
+            by_header,
+            held: None,
+            ended: false,
+        }
     }
 }
 
@@ -194,38 +228,148 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
+        let whose = if *this.by_header {
+            format!("its Content-Length header ({} bytes)", this.announced)
+        } else {
+            "the length it announced".to_owned()
+        };
         let wrong = |what: String| {
             Poll::Ready(Some(Err(BoxError::from(crate::error::RequestBodyError(
                 what.into(),
             )))))
         };
-        match std::task::ready!(this.inner.poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
-                if n > *this.left {
-                    return wrong(format!(
-                        "{} bytes more than the length it announced",
-                        n - *this.left
-                    ));
-                }
-                *this.left -= n;
-                Poll::Ready(Some(Ok(frame)))
+        loop {
+            if *this.ended {
+                return Poll::Ready(this.held.take().map(Ok));
             }
-            None if *this.left > 0 => wrong(format!(
-                "ended {} bytes short of the length it announced",
-                this.left
-            )),
-            other => Poll::Ready(other),
+            match std::task::ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        let n = data.len() as u64;
+                        if n > *this.left {
+                            return wrong(format!("{} bytes more than {whose}", n - *this.left));
+                        }
+                        *this.left -= n;
+                    } else if *this.left > 0 {
+                        // Trailers end the body: over HTTP/2 hyper sends them
+                        // as its end and asks for nothing after.
+                        return wrong(format!("ended {} bytes short of {whose}", this.left));
+                    }
+                    if let Some(earlier) = this.held.take() {
+                        // (An empty frame or trailers after the length: pass
+                        // them on in order, still watching for more data.)
+                        *this.held = Some(frame);
+                        return Poll::Ready(Some(Ok(earlier)));
+                    }
+                    if *this.left > 0 || this.inner.is_end_stream() {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    *this.held = Some(frame);
+                }
+                None if *this.left > 0 => {
+                    return wrong(format!("ended {} bytes short of {whose}", this.left));
+                }
+                None => *this.ended = true,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        // (Not while bytes are owed: the next poll says so.)
-        self.left == 0 && self.inner.is_end_stream()
+        // (Not while bytes are owed, or a frame is held: the next poll says
+        // how it ends.)
+        self.held.is_none() && (self.ended || self.left == 0 && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
+        let held = self
+            .held
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, Bytes::len);
+        SizeHint::with_exact(self.left + held as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A body of the given frames, in order, that says nothing of its length.
+    struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    fn data(b: &'static [u8]) -> Frame<Bytes> {
+        Frame::data(Bytes::from_static(b))
+    }
+
+    fn trailers() -> Frame<Bytes> {
+        Frame::trailers(http::HeaderMap::new())
+    }
+
+    /// Every frame of `frames` held to `announced` bytes, or the error.
+    async fn read(frames: Vec<Frame<Bytes>>, announced: u64) -> Result<Vec<Frame<Bytes>>, String> {
+        let mut body = std::pin::pin!(ExactLength::new(Frames(frames.into()), announced, true));
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            out.push(frame.map_err(|e| e.to_string())?);
+        }
+        assert!(http_body::Body::is_end_stream(&*body));
+        Ok(out)
+    }
+
+    /// The length reached at a frame's end with more to come: the frame is
+    /// held until the body shows how it goes on (over HTTP/1 hyper asks
+    /// for nothing past the length, and the rest went unseen).
+    #[tokio::test]
+    async fn data_past_the_length_after_a_frame_that_reached_it_fails() {
+        let err = read(vec![data(b"he"), data(b"llo")], 2).await.unwrap_err();
+        assert!(
+            err.contains("3 bytes more than its Content-Length header (2 bytes)"),
+            "{err}"
+        );
+        let err = read(vec![data(b""), data(b"x")], 0).await.unwrap_err();
+        assert!(err.contains("1 bytes more than"), "{err}");
+    }
+
+    /// Trailers end the body (HTTP/2 sends them as its end): before the
+    /// length is reached they are its end, short.
+    #[tokio::test]
+    async fn trailers_before_the_length_end_it_short() {
+        let err = read(vec![data(b"he"), trailers()], 5).await.unwrap_err();
+        assert!(
+            err.contains("ended 3 bytes short of its Content-Length header (5 bytes)"),
+            "{err}"
+        );
+    }
+
+    /// At the length, what follows without data (empty frames, trailers)
+    /// passes on, in order.
+    #[tokio::test]
+    async fn frames_without_data_after_the_length_pass_in_order() {
+        let frames = read(vec![data(b"he"), data(b"llo"), data(b""), trailers()], 5)
+            .await
+            .unwrap();
+        let kinds: Vec<String> = frames
+            .iter()
+            .map(|f| match f.data_ref() {
+                Some(d) => String::from_utf8_lossy(d).into_owned(),
+                None => "trailers".to_owned(),
+            })
+            .collect();
+        assert_eq!(kinds, ["he", "llo", "", "trailers"]);
     }
 }

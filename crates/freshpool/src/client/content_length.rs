@@ -16,11 +16,14 @@
 //! * a body whose length is known (in memory, or a stream that announced
 //!   it) must have exactly the header's length, or the same error says
 //!   both numbers;
-//! * a streamed body of unknown length is held to the header as it goes
+//! * a streamed body of unknown length cannot be checked up front under
+//!   `Content-Length: 0` (hyper never polls a body framed as empty, so its
+//!   bytes would vanish): refused the same way;
+//! * any other streamed body of unknown length is held to the header as it goes
 //!   (`RequestBody::hold_to_length`): ending short or running long fails
 //!   the request with [`Kind::Body`] on every protocol.
 
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderValue, Request};
 
 use crate::body::RequestBody;
@@ -36,10 +39,19 @@ pub(super) fn check(request: &mut Request<RequestBody>) -> Result<(), Error> {
     let Some(first) = values.next() else {
         return Ok(());
     };
+    // With its own Transfer-Encoding, hyper frames the body by that and
+    // drops the Content-Length (RFC 9112 section 6.2).
+    if request.headers().contains_key(TRANSFER_ENCODING) {
+        return Ok(());
+    }
     let refuse = |why: String| {
         Err(Error::new(
             Kind::Body,
-            format!("{} {} was not sent: {why}", request.method(), request.uri()),
+            format!(
+                "{} {} was not sent: {why}",
+                request.method(),
+                super::SpanUri(request.uri())
+            ),
         ))
     };
     let Some(announced) = byte_count(first) else {
@@ -57,6 +69,13 @@ pub(super) fn check(request: &mut Request<RequestBody>) -> Result<(), Error> {
         Some(len) => refuse(format!(
             "its Content-Length header says {announced} bytes but its body has {len}"
         )),
+        // (hyper does not poll a body framed as empty: over HTTP/1 its
+        // bytes, if any, would be dropped unseen.)
+        None if announced == 0 => refuse(
+            "its Content-Length header says 0 bytes but its body is a stream of unknown \
+             length (send no body, or a body whose size hint is exact)"
+                .to_owned(),
+        ),
         None => {
             request.body_mut().hold_to_length(announced);
             Ok(())
@@ -64,14 +83,20 @@ pub(super) fn check(request: &mut Request<RequestBody>) -> Result<(), Error> {
     }
 }
 
-/// A `Content-Length` value: decimal digits only (RFC 9110 section 8.6),
-/// no sign, no spaces, no list.
+/// A `Content-Length` value: decimal digits (RFC 9110 section 8.6), no
+/// sign; a list of equal counts (`5, 5`: headers merged by a proxy) is
+/// that count, as hyper and the RFC read it.
 fn byte_count(value: &HeaderValue) -> Option<u64> {
-    let digits = value.as_bytes();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    let text = value.to_str().ok()?;
+    let mut counts = text.split(',').map(|item| {
+        let digits = item.trim_matches([' ', '\t']);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<u64>().ok()
+    });
+    let first = counts.next()??;
+    counts.all(|c| c == Some(first)).then_some(first)
 }
 
 #[cfg(test)]
@@ -100,6 +125,7 @@ mod tests {
         assert!(check(&mut request(&[], RequestBody::from("hello"))).is_ok());
         assert!(check(&mut request(&["5"], RequestBody::from("hello"))).is_ok());
         assert!(check(&mut request(&["5", "5"], RequestBody::from("hello"))).is_ok());
+        assert!(check(&mut request(&["5, 5"], RequestBody::from("hello"))).is_ok());
         assert!(check(&mut request(&["0"], RequestBody::empty())).is_ok());
     }
 
@@ -123,9 +149,29 @@ mod tests {
         );
     }
 
+    /// With its own Transfer-Encoding the Content-Length is not what frames
+    /// the body (hyper drops it): nothing is checked or held.
+    #[test]
+    fn a_transfer_encoding_of_the_callers_own_leaves_the_length_alone() {
+        let mut chunked = request(&["10"], RequestBody::from("hello"));
+        chunked.headers_mut().insert(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check(&mut chunked).is_ok());
+    }
+
     #[test]
     fn a_header_that_is_not_one_byte_count_is_refused() {
-        for bad in ["abc", "-1", "+5", "5 ", "5, 5", "99999999999999999999999"] {
+        for bad in [
+            "abc",
+            "-1",
+            "+5",
+            "",
+            "5,",
+            "5, 6",
+            "99999999999999999999999",
+        ] {
             let message = refusal(&[bad], RequestBody::from("hello"));
             assert!(message.contains("is not a byte count"), "{bad}: {message}");
         }
@@ -169,14 +215,21 @@ mod tests {
         check(&mut long).unwrap();
         let err = read(long.into_body()).await.unwrap_err();
         assert!(
-            err.contains("1 bytes more than the length it announced"),
+            err.contains("1 bytes more than its Content-Length header (4 bytes)"),
             "{err}"
+        );
+        let message = check(&mut request(&["0"], stream()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("says 0 bytes but its body is a stream"),
+            "{message}"
         );
         let mut short = request(&["7"], stream());
         check(&mut short).unwrap();
         let err = read(short.into_body()).await.unwrap_err();
         assert!(
-            err.contains("2 bytes short of the length it announced"),
+            err.contains("ended 2 bytes short of its Content-Length header (7 bytes)"),
             "{err}"
         );
     }
