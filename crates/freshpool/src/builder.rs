@@ -273,11 +273,14 @@ impl ClientBuilder {
         self
     }
 
-    /// Hosts that bypass the proxy, in curl's `NO_PROXY` format:
-    /// comma-separated host names and domains (`example.com` and
-    /// `.example.com` both match `example.com` and its subdomains), IP
-    /// addresses and CIDR ranges; `*` matches every host; ports are ignored.
-    /// Replaces the `NO_PROXY` environment variable.
+    /// Hosts that bypass the proxy, in the `NO_PROXY` format:
+    /// comma-separated host names and domains (`example.com`,
+    /// `.example.com` and `*.example.com` all match `example.com` and its
+    /// subdomains), IP addresses and CIDR ranges; `*` matches every host.
+    /// An entry with a port (`host:8443`) matches that port only, as in Go.
+    /// Replaces the `NO_PROXY` environment variable. A CIDR range that does
+    /// not parse (`10.0.0/8`, `/33`) fails `build()` with
+    /// [`Kind::Config`](crate::Kind::Config) naming it.
     ///
     /// ```
     /// let client = freshpool::Client::builder()
@@ -292,14 +295,16 @@ impl ClientBuilder {
     }
 
     /// Whether to read the proxy environment variables at `build()`. Default
-    /// on. The rules are curl's: `http_proxy` (lower case only: upper-case
-    /// `HTTP_PROXY` can be injected through a CGI request, "httpoxy") for
-    /// `http://`, `https_proxy` / `HTTPS_PROXY` for `https://`, `all_proxy`
-    /// / `ALL_PROXY` for both when the specific one is unset, `no_proxy` /
-    /// `NO_PROXY` for exceptions; lower case wins; empty means unset. A
-    /// variable freshpool cannot use (a `socks5://` proxy, a malformed URL)
-    /// is skipped with a warning, so the environment never makes `build()`
-    /// fail. Ignored when [`ClientBuilder::proxy`] was called.
+    /// on. The rules are Go's and reqwest's: `http_proxy` / `HTTP_PROXY`
+    /// for `http://` (the upper-case name not in a CGI script, where a
+    /// request can set it: "httpoxy"), `https_proxy` / `HTTPS_PROXY` for
+    /// `https://`, `all_proxy` / `ALL_PROXY` for both when the specific one
+    /// is unset, `no_proxy` / `NO_PROXY` for exceptions; lower case wins;
+    /// empty means unset. A variable freshpool cannot use (a `socks5://`
+    /// proxy, a malformed URL) does not make `build()` fail: the requests
+    /// it covers fail with [`Kind::Proxy`](crate::Kind::Proxy), saying
+    /// which variable, rather than go direct past the proxy. Ignored when
+    /// [`ClientBuilder::proxy`] was called.
     ///
     /// ```
     /// let direct = freshpool::Client::builder().proxy_from_env(false).build().unwrap();

@@ -251,7 +251,7 @@ impl StdError for Error {
 /// A URL for an error message (a request's or a proxy's): the password,
 /// if any, replaced.
 pub(crate) fn redact_userinfo(url: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let scheme_end = split_scheme(url).map_or(0, |(scheme, _)| scheme.len() + 3);
     // The last '@' anywhere after the scheme, not only before the first
     // '/': a password may hold an unencoded '/', '?' or '#', and then the
     // URL does not parse (or `http` reads part of it as a port, the rest
@@ -269,6 +269,19 @@ pub(crate) fn redact_userinfo(url: &str) -> String {
         }
         None => url.to_owned(),
     }
+}
+
+/// `url`'s scheme and the rest, where it starts with one: a scheme token
+/// (RFC 3986: a letter, then letters, digits, `+`, `-`, `.`) before
+/// `://`. Not the first `://` anywhere: in `alice:s3://x@proxy:3128` (a
+/// scheme-less proxy URL whose password is `s3://x`) that split off
+/// "alice:s3", and the password went into messages as the URL's rest.
+pub(crate) fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some((scheme, rest))
 }
 
 /// Formats a duration the way people read them: `250ms`, `1.5s`.

@@ -265,12 +265,13 @@ async fn no_proxy_hosts_go_direct_and_get_their_own_pool_key() {
     timeout(LIMIT, async {
         let server = TestServer::http1().await;
         let proxy = TestProxy::start().await;
-        // Both names reach the same server; only `localhost` is exempt.
+        // Both names reach the same server; only `localhost` on the
+        // server's port is exempt.
+        let port = server.addr().port();
         let client = via(&proxy.url())
-            .no_proxy("localhost:1234, .example.invalid")
+            .no_proxy(format!("localhost:{port}, .example.invalid"))
             .build()
             .unwrap();
-        let port = server.addr().port();
         let direct = format!("http://localhost:{port}/");
         let proxied = format!("http://127.0.0.1:{port}/");
         for _ in 0..2 {
@@ -279,14 +280,21 @@ async fn no_proxy_hosts_go_direct_and_get_their_own_pool_key() {
         }
         assert_eq!(proxy.stats().forwarded(), 2);
         assert_eq!(proxy.stats().connections(), 1);
+        // An entry with another port exempts only that port (as in Go).
+        let other_port = via(&proxy.url())
+            .no_proxy(format!("localhost:{}", port.wrapping_add(1)))
+            .build()
+            .unwrap();
+        assert_eq!(body(&other_port, &direct).await.unwrap(), "ok");
+        assert_eq!(proxy.stats().forwarded(), 3);
         // `*` exempts everything.
         let all_direct = via(&proxy.url()).no_proxy("*").build().unwrap();
         assert_eq!(body(&all_direct, &proxied).await.unwrap(), "ok");
-        assert_eq!(proxy.stats().forwarded(), 2);
+        assert_eq!(proxy.stats().forwarded(), 3);
         // A CIDR range.
         let cidr = via(&proxy.url()).no_proxy("127.0.0.0/8").build().unwrap();
         assert_eq!(body(&cidr, &proxied).await.unwrap(), "ok");
-        assert_eq!(proxy.stats().forwarded(), 2);
+        assert_eq!(proxy.stats().forwarded(), 3);
     })
     .await
     .unwrap();

@@ -1,4 +1,4 @@
-//! Proxy environment variables, with curl's precedence rules. The
+//! Proxy environment variables, with Go's and reqwest's precedence rules. The
 //! environment is process-global, so this binary holds one test that walks
 //! through every case in order (no other test can race it).
 
@@ -11,7 +11,8 @@ use tokio::time::timeout;
 
 mod common;
 
-const VARS: [&str; 8] = [
+const VARS: [&str; 9] = [
+    "REQUEST_METHOD",
     "http_proxy",
     "HTTP_PROXY",
     "https_proxy",
@@ -36,7 +37,7 @@ async fn get(client: &Client, url: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn environment_proxies_follow_curls_rules() {
+async fn environment_proxies_follow_go_and_reqwest_rules() {
     timeout(Duration::from_secs(30), async {
         let ca = TestCa::new();
         let http = TestServer::http1().await;
@@ -56,13 +57,19 @@ async fn environment_proxies_follow_curls_rules() {
         };
         let (http_url, https_url) = (http.url("/"), https.url("/"));
 
-        // Upper-case HTTP_PROXY is ignored (httpoxy), as in curl.
-        set_env(&[("HTTP_PROXY", &p)]);
+        // Upper-case HTTP_PROXY is ignored in a CGI script (httpoxy: a
+        // request's `Proxy:` header sets it there).
+        set_env(&[("HTTP_PROXY", &p), ("REQUEST_METHOD", "GET")]);
         get(&client(), &http_url).await;
-        assert_eq!(stats.connections(), 0, "HTTP_PROXY must be ignored");
+        assert_eq!(
+            stats.connections(),
+            0,
+            "HTTP_PROXY must be ignored under CGI"
+        );
 
-        // Lower-case http_proxy is used: forwarded, with credentials.
-        set_env(&[("http_proxy", &p)]);
+        // Elsewhere it is read, as in Go and reqwest (Docker and Kubernetes
+        // often export only upper-case names): forwarded, with credentials.
+        set_env(&[("HTTP_PROXY", &p)]);
         let c = client();
         get(&c, &http_url).await;
         get(&c, &https_url).await; // no https proxy set: direct
@@ -126,14 +133,19 @@ async fn environment_proxies_follow_curls_rules() {
         get(&exempt, &https_url).await;
         assert_eq!((stats.forwarded(), stats.tunnels()), (3, 4));
 
-        // An unusable variable (socks) is skipped, not fatal: the client
-        // builds and that scheme goes direct; the usable one still applies.
+        // An unusable variable (socks) does not fail the build, nor send
+        // that scheme's requests direct past it: they fail, saying why
+        // (they went direct before). The usable one still applies.
+        let served = https.stats().requests();
         set_env(&[("https_proxy", "socks5://127.0.0.1:1"), ("http_proxy", &p)]);
         let c = Client::builder()
             .add_root_certificate(ca.ca_cert_der())
             .build()
             .unwrap();
-        get(&c, &https_url).await;
+        let err = c.get(&https_url).await.unwrap_err();
+        assert_eq!(err.kind(), freshpool::Kind::Proxy, "{err}");
+        assert!(err.to_string().contains("https_proxy"), "{err}");
+        assert_eq!(https.stats().requests(), served, "nothing went direct");
         get(&c, &http_url).await;
         assert_eq!((stats.forwarded(), stats.tunnels()), (4, 4));
         assert_eq!(stats.auth_failures(), 0);

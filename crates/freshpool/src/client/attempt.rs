@@ -95,7 +95,7 @@ impl Client {
         let resend_allowed = is_idempotent(first.method()) || has_key || cfg.retry_non_idempotent;
         // (A bad URI fails in checkout, before anything is sent.)
         // The proxy for this URI (env, NO_PROXY) picks the pool key.
-        let route = inner.routes.select(&uri);
+        let route = inner.routes.select(&uri)?;
         let security = route.map_or(&inner.security, |r| &r.security);
         let forward = route.filter(|r| r.forward);
         let mut retries = 0u32;

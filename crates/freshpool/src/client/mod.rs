@@ -301,10 +301,10 @@ impl Client {
     ) -> impl Future<Output = Result<bool, Error>> + Send + 'a {
         let caller = Location::caller();
         let inner = &self.inner;
-        let security = inner
-            .routes
-            .select(uri)
-            .map_or(&inner.security, |r| &r.security);
+        let security = match inner.routes.select(uri) {
+            Ok(route) => route.map_or(&inner.security, |r| &r.security),
+            Err(e) => return CheckoutRelease::Done(Some(Err(e))),
+        };
         let lease = match inner.pool.checkout(uri, security, &inner.connector, caller) {
             Ok(crate::pool::Checkout::Ready(lease)) => lease,
             Ok(crate::pool::Checkout::Queued(queued)) => {

@@ -33,12 +33,27 @@ impl Scheme {
 }
 
 /// Every setting that changes who we talk to or how we prove identities.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// (Its `Debug` hides the proxy's password: `SecurityContext` and
+/// `PoolKey` show it, and a `?key` in a log line must not leak it.)
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct SecuritySettings {
     pub tls: TlsSettings,
     pub http_version: HttpVersion,
     /// Proxy URL including credentials, when one is used.
     pub proxy: Option<String>,
+}
+
+impl std::fmt::Debug for SecuritySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecuritySettings")
+            .field("tls", &self.tls)
+            .field("http_version", &self.http_version)
+            .field(
+                "proxy",
+                &self.proxy.as_deref().map(crate::error::redact_userinfo),
+            )
+            .finish()
+    }
 }
 
 impl SecuritySettings {

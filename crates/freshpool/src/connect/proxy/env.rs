@@ -1,5 +1,5 @@
-//! The proxy environment variables (curl's precedence rules) and
-//! `NO_PROXY` matching.
+//! The proxy environment variables (the precedence of Go's `httpproxy`
+//! and reqwest) and `NO_PROXY` matching.
 
 use std::net::IpAddr;
 
@@ -7,18 +7,31 @@ use std::net::IpAddr;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct NoProxy {
     all: bool,
-    /// Lower-case, no leading or trailing dot.
-    domains: Vec<String>,
-    /// Addresses and CIDR ranges: (network, prefix length).
-    nets: Vec<(IpAddr, u8)>,
+    /// Lower-case, no leading or trailing dot; the port, if the entry
+    /// named one.
+    domains: Vec<(String, Option<u16>)>,
+    /// Addresses and CIDR ranges: (network, prefix length, port if the
+    /// entry named one).
+    nets: Vec<(IpAddr, u8, Option<u16>)>,
 }
 
 impl NoProxy {
-    /// Parses curl's format: comma-separated host names, domains (a leading
-    /// dot is optional: `example.com` and `.example.com` both match
-    /// `example.com` and `www.example.com`), IP addresses and CIDR ranges;
-    /// `*` matches every host; ports are ignored.
+    /// Parses the common format: comma-separated host names, domains (a
+    /// leading `.` or `*.` is optional: `example.com`, `.example.com` and
+    /// `*.example.com` all match `example.com` and `www.example.com`), IP
+    /// addresses and CIDR ranges; `*` matches every host. An entry with a
+    /// port (`host:8443`, `[::1]:443`) matches that port only, as in Go
+    /// (curl matches such an entry never, an earlier version of this any
+    /// port).
+    #[cfg(test)]
     pub(crate) fn parse(list: &str) -> NoProxy {
+        NoProxy::parse_reporting(list, |_| {})
+    }
+
+    /// [`NoProxy::parse`], telling `bad` of each entry it cannot read (a
+    /// CIDR range whose address or prefix does not parse, or a prefix
+    /// longer than the address), which it skips.
+    pub(crate) fn parse_reporting(list: &str, mut bad: impl FnMut(&str)) -> NoProxy {
         let mut out = NoProxy::default();
         for entry in list.split(',') {
             let entry = entry.trim();
@@ -32,55 +45,65 @@ impl NoProxy {
             // CIDR first: `::1/128` contains colons that are no port.
             if let Some((ip, bits)) = entry.split_once('/') {
                 let ip = ip.trim_start_matches('[').trim_end_matches(']');
-                if let (Ok(ip), Ok(bits)) = (ip.parse::<IpAddr>(), bits.parse::<u8>()) {
-                    let max = if ip.is_ipv4() { 32 } else { 128 };
-                    out.nets.push((ip, bits.min(max)));
+                match (ip.parse::<IpAddr>(), bits.parse::<u8>()) {
+                    (Ok(ip), Ok(bits)) if bits <= if ip.is_ipv4() { 32 } else { 128 } => {
+                        out.nets.push((ip, bits, None));
+                    }
+                    _ => bad(entry),
                 }
                 continue;
             }
-            let host = strip_port(entry);
+            let (host, port) = split_port(entry);
             if let Ok(ip) = host.parse::<IpAddr>() {
                 let bits = if ip.is_ipv4() { 32 } else { 128 };
-                out.nets.push((ip, bits));
+                out.nets.push((ip, bits, port));
                 continue;
             }
+            let host = host.strip_prefix("*.").unwrap_or(host);
             let domain = host.trim_start_matches('.').trim_end_matches('.');
             if !domain.is_empty() {
-                out.domains.push(domain.to_ascii_lowercase());
+                out.domains.push((domain.to_ascii_lowercase(), port));
             }
         }
         out
     }
 
-    /// Whether requests to `host` go direct.
-    pub(crate) fn matches(&self, host: &str) -> bool {
+    /// Whether requests to `host` on `port` go direct.
+    pub(crate) fn matches(&self, host: &str, port: u16) -> bool {
         if self.all {
             return true;
         }
+        let on_port = |p: &Option<u16>| p.is_none_or(|p| p == port);
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return self.nets.iter().any(|(net, bits)| in_net(ip, *net, *bits));
+            return self
+                .nets
+                .iter()
+                .any(|(net, bits, p)| on_port(p) && in_net(ip, *net, *bits));
         }
         let host = host.trim_end_matches('.');
-        self.domains.iter().any(|d| {
-            host.len() >= d.len()
+        self.domains.iter().any(|(d, p)| {
+            on_port(p)
+                && host.len() >= d.len()
                 && host[host.len() - d.len()..].eq_ignore_ascii_case(d)
                 && (host.len() == d.len() || host.as_bytes()[host.len() - d.len() - 1] == b'.')
         })
     }
 }
 
-/// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address.
-fn strip_port(entry: &str) -> &str {
+/// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address: the
+/// host and the port, if any.
+fn split_port(entry: &str) -> (&str, Option<u16>) {
     if let Some(v6) = entry.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
+        let (host, after) = v6.split_once(']').unwrap_or((v6, ""));
+        return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     if entry.parse::<IpAddr>().is_ok() {
-        return entry;
+        return (entry, None);
     }
     match entry.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => entry,
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => (host, port.parse().ok()),
+        _ => (entry, None),
     }
 }
 
@@ -101,8 +124,9 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// The proxy environment variables, read with curl's rules.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The proxy environment variables, read with Go's and reqwest's rules.
+/// (Its `Debug` hides passwords.)
+#[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct EnvProxies {
     pub http: Option<String>,
     pub https: Option<String>,
@@ -110,23 +134,42 @@ pub(crate) struct EnvProxies {
     pub no_proxy: Option<String>,
 }
 
+impl std::fmt::Debug for EnvProxies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: &Option<String>| v.as_deref().map(crate::error::redact_userinfo);
+        f.debug_struct("EnvProxies")
+            .field("http", &shown(&self.http))
+            .field("https", &shown(&self.https))
+            .field("all", &shown(&self.all))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
 impl EnvProxies {
     pub(crate) fn from_env() -> EnvProxies {
         EnvProxies::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// curl's precedence: `http_proxy` only in lower case (the upper-case
-    /// `HTTP_PROXY` can be set by a CGI request's `Proxy:` header,
-    /// "httpoxy"); for the others the lower-case name wins over the
-    /// upper-case one. Empty values count as unset.
+    /// The lower-case name wins over the upper-case one; empty values
+    /// count as unset. The upper-case `HTTP_PROXY` is not read in a CGI
+    /// script (`REQUEST_METHOD` set), where a request's `Proxy:` header
+    /// sets it ("httpoxy"), as in Go and reqwest. (curl never reads it:
+    /// Docker and Kubernetes setups that export only upper-case names
+    /// then sent `http://` traffic direct.)
     pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> EnvProxies {
         let var = |names: &[&str]| {
             names
                 .iter()
                 .find_map(|n| get(n).filter(|v| !v.trim().is_empty()))
         };
+        let cgi = get("REQUEST_METHOD").is_some();
         EnvProxies {
-            http: var(&["http_proxy"]),
+            http: var(if cgi {
+                &["http_proxy"]
+            } else {
+                &["http_proxy", "HTTP_PROXY"]
+            }),
             https: var(&["https_proxy", "HTTPS_PROXY"]),
             all: var(&["all_proxy", "ALL_PROXY"]),
             no_proxy: var(&["no_proxy", "NO_PROXY"]),
@@ -153,10 +196,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn env_precedence_follows_curl() {
-        // Upper-case HTTP_PROXY is ignored (httpoxy).
+    fn env_precedence_follows_go_and_reqwest() {
+        // Upper-case HTTP_PROXY is read, but not in a CGI script (httpoxy).
         let e = env(&[("HTTP_PROXY", "a:1")]);
+        assert_eq!(e.http.as_deref(), Some("a:1"));
+        let e = env(&[("HTTP_PROXY", "a:1"), ("REQUEST_METHOD", "GET")]);
         assert_eq!(e.http, None);
+        let e = env(&[("http_proxy", "l:1"), ("REQUEST_METHOD", "GET")]);
+        assert_eq!(e.http.as_deref(), Some("l:1"));
         let e = env(&[("http_proxy", "a:1"), ("HTTP_PROXY", "b:1")]);
         assert_eq!(e.http.as_deref(), Some("a:1"));
         // Lower-case wins for the others; upper-case is the fallback.
@@ -175,37 +222,70 @@ mod tests {
         assert_eq!(e.no_proxy, None, "empty counts as unset");
     }
 
+    /// `Debug` of what holds proxy URLs shows no password (a `?key` or
+    /// `dbg!` of them would have).
+    #[test]
+    fn debug_output_hides_proxy_passwords() {
+        let e = env(&[
+            ("http_proxy", "http://u:hunter2@p:1"),
+            ("ALL_PROXY", "u:hunter2@q"),
+        ]);
+        let shown = format!("{e:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("u:***@p:1"),
+            "{shown}"
+        );
+        let settings = crate::pool::key::SecuritySettings {
+            tls: Default::default(),
+            http_version: crate::HttpVersion::Auto,
+            proxy: Some("http://u:hunter2@p:1".into()),
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("u:***@p:1"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn no_proxy_matching() {
         let np = NoProxy::parse(
-            " example.com, .internal.test ,10.1.0.0/16, 192.0.2.7:8080, [::1]:443, localhost:80",
+            " example.com, .internal.test ,10.1.0.0/16, 192.0.2.7:8080, [::1]:443, localhost:80, \
+             *.wild.test",
         );
-        for host in [
-            "example.com",
-            "www.example.com",
-            "EXAMPLE.COM.",
-            "internal.test",
-            "a.b.internal.test",
-            "10.1.200.3",
-            "192.0.2.7",
-            "[::1]",
-            "localhost",
+        for (host, port) in [
+            ("example.com", 80),
+            ("www.example.com", 443),
+            ("EXAMPLE.COM.", 80),
+            ("internal.test", 80),
+            ("a.b.internal.test", 80),
+            ("10.1.200.3", 80),
+            ("192.0.2.7", 8080),
+            ("[::1]", 443),
+            ("localhost", 80),
+            ("wild.test", 80),
+            ("api.wild.test", 443),
         ] {
-            assert!(np.matches(host), "{host}");
+            assert!(np.matches(host, port), "{host}:{port}");
         }
-        for host in [
-            "notexample.com",
-            "example.com.evil",
-            "10.2.0.1",
-            "192.0.2.8",
-            "::2",
-            "localhost.example",
+        for (host, port) in [
+            ("notexample.com", 80),
+            ("example.com.evil", 80),
+            ("10.2.0.1", 80),
+            ("192.0.2.8", 8080),
+            ("::2", 443),
+            ("localhost.example", 80),
+            // An entry with a port bypasses that port only (as in Go).
+            ("192.0.2.7", 80),
+            ("[::1]", 80),
+            ("localhost", 8080),
+            ("notwild.test", 80),
         ] {
-            assert!(!np.matches(host), "{host}");
+            assert!(!np.matches(host, port), "{host}:{port}");
         }
-        assert!(NoProxy::parse("*").matches("anything.at.all"));
-        assert!(NoProxy::parse("::/0").matches("2001:db8::1"));
-        assert!(NoProxy::parse("127.0.0.0/8").matches("::ffff:127.0.0.9"));
-        assert!(!NoProxy::parse("").matches("example.com"));
+        assert!(NoProxy::parse("*").matches("anything.at.all", 80));
+        assert!(NoProxy::parse("::/0").matches("2001:db8::1", 80));
+        assert!(NoProxy::parse("127.0.0.0/8").matches("::ffff:127.0.0.9", 80));
+        assert!(!NoProxy::parse("").matches("example.com", 80));
     }
 }

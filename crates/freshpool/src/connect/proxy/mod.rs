@@ -1,5 +1,5 @@
-//! HTTP proxies: configuration, the environment variables (with curl's
-//! precedence rules), the per-origin choice, and the two ways a request goes
+//! HTTP proxies: configuration, the environment variables (with Go's and
+//! reqwest's precedence rules), the per-origin choice, and the two ways a request goes
 //! through a proxy.
 //!
 //! ```text
@@ -55,7 +55,8 @@ pub(crate) use self::url::{authority, userinfo_authorization, ProxyUrl};
 ///
 /// Proxy URLs have the form `[http://][user[:password]@]host[:port]`; the
 /// user and password are percent-decoded and sent as `Proxy-Authorization:
-/// Basic`. As in curl, a missing port means 1080. Only `http://` proxies
+/// Basic`. A missing port means 80 (as in Go and reqwest; curl alone
+/// assumes 1080). Only `http://` proxies
 /// are supported (an `https://` or `socks` proxy is a
 /// [`Kind::Config`](crate::Kind::Config) error).
 ///
@@ -166,9 +167,21 @@ pub(crate) struct Route {
 /// Which proxy each request uses. Built once per client.
 #[derive(Default)]
 pub(crate) struct Routes {
-    http: Option<Route>,
-    https: Option<Route>,
+    http: Option<Choice>,
+    https: Option<Choice>,
     no_proxy: NoProxy,
+}
+
+/// The way out for one scheme's requests that do not go direct.
+enum Choice {
+    Via(Route),
+    /// The environment names a proxy for this scheme that the client
+    /// cannot use (a `socks5h://` proxy, a typo): its requests fail with
+    /// this message rather than go direct past it. (A Tor user's
+    /// `ALL_PROXY=socks5h://..` went direct with a warning nobody saw:
+    /// their address and DNS past the proxy. curl and Go never go direct
+    /// when a proxy is set.)
+    Refused(Arc<str>),
 }
 
 impl Routes {
@@ -182,7 +195,25 @@ impl Routes {
         intern: impl Fn(Option<String>) -> Arc<SecurityContext>,
     ) -> Result<Routes, Error> {
         let (mut http, mut https) = (None, None);
-        let mut no_proxy = settings.no_proxy.as_deref().map(NoProxy::parse);
+        let (mut http_env, mut https_env) = (None, None);
+        let mut no_proxy = match settings.no_proxy.as_deref() {
+            None => None,
+            Some(list) => {
+                let mut bad = Vec::new();
+                let parsed = NoProxy::parse_reporting(list, |e| bad.push(e.to_owned()));
+                if !bad.is_empty() {
+                    return Err(Error::config(format!(
+                        "no_proxy: cannot read {} (a CIDR range is an address, '/', and a \
+                         prefix length up to 32 for IPv4 or 128 for IPv6)",
+                        bad.iter()
+                            .map(|e| format!("{e:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                Some(parsed)
+            }
+        };
         if !settings.explicit.is_empty() {
             // Later settings win, as with any builder setter.
             for p in &settings.explicit {
@@ -195,58 +226,92 @@ impl Routes {
             }
         } else if settings.from_env {
             let env = env();
-            // An unusable variable (a socks proxy, a typo) is skipped with a
-            // warning rather than failing build(): the environment must not
-            // make `Client::new()` panic.
+            // An unusable variable (a socks proxy, a typo) does not fail
+            // build() (the environment must not make `Client::new()`
+            // panic): its scheme's requests fail instead (`Choice::Refused`).
+            // The variable for the scheme, when set, is the one that counts:
+            // an unusable one does not fall back to `all_proxy`.
             let parse = |v: &Option<String>, name: &str| {
                 let url = v.as_deref()?;
-                match ProxyUrl::parse(url) {
-                    Ok(url) => Some(Arc::new(url)),
+                Some(match ProxyUrl::parse(url) {
+                    Ok(url) => Ok(Arc::new(url)),
                     Err(e) => {
                         tracing::warn!(
-                            "ignoring proxy environment variable {name}: {}",
+                            "unusable proxy environment variable {name}: {}",
                             e.message()
                         );
-                        None
+                        Err(Arc::<str>::from(format!(
+                            "the proxy environment variable {name} cannot be used ({}), so \
+                             requests it covers are not sent rather than sent direct \
+                             (proxy_from_env(false) or NO_PROXY sends them direct)",
+                            e.message()
+                        )))
                     }
-                }
+                })
             };
             let all = parse(&env.all, "all_proxy/ALL_PROXY");
-            http = parse(&env.http, "http_proxy").or_else(|| all.clone());
-            https = parse(&env.https, "https_proxy/HTTPS_PROXY").or(all);
+            http_env = parse(&env.http, "http_proxy/HTTP_PROXY").or_else(|| all.clone());
+            https_env = parse(&env.https, "https_proxy/HTTPS_PROXY").or(all);
             if no_proxy.is_none() {
-                no_proxy = env.no_proxy.as_deref().map(NoProxy::parse);
+                no_proxy = env.no_proxy.as_deref().map(|list| {
+                    NoProxy::parse_reporting(list, |entry| {
+                        tracing::warn!("no_proxy/NO_PROXY: ignoring {entry:?}, not a CIDR range");
+                    })
+                });
             }
         }
-        let route = |url: Option<Arc<ProxyUrl>>, forward: bool| {
-            url.map(|url| Route {
-                security: intern(Some(url.key())),
-                url,
-                forward,
-            })
+        let route = |explicit: Option<Arc<ProxyUrl>>,
+                     from_env: Option<Result<Arc<ProxyUrl>, Arc<str>>>,
+                     forward: bool| {
+            match explicit.map(Ok).or(from_env)? {
+                Ok(url) => Some(Choice::Via(Route {
+                    security: intern(Some(url.key())),
+                    url,
+                    forward,
+                })),
+                Err(why) => Some(Choice::Refused(why)),
+            }
         };
         Ok(Routes {
-            http: route(http, forwards(Scheme::Http, version)),
-            https: route(https, false),
+            http: route(http, http_env, forwards(Scheme::Http, version)),
+            https: route(https, https_env, false),
             no_proxy: no_proxy.unwrap_or_default(),
         })
     }
 
-    /// The route for this request, `None` to go direct. (Invalid URIs go
-    /// direct here and fail at the key check.)
-    pub(crate) fn select(&self, uri: &Uri) -> Option<&Route> {
+    /// The route for this request, `None` to go direct; an error for a
+    /// scheme whose proxy variable is unusable. (Invalid URIs go direct
+    /// here and fail at the key check.)
+    pub(crate) fn select(&self, uri: &Uri) -> Result<Option<&Route>, Error> {
         // Most clients have no proxy: skip reading the URI's scheme (two
         // string compares on every request and checkout).
         if self.http.is_none() && self.https.is_none() {
-            return None;
+            return Ok(None);
         }
-        let route = match uri.scheme_str() {
-            Some("http") => self.http.as_ref(),
-            Some("https") => self.https.as_ref(),
-            _ => None,
-        }?;
-        let host = uri.host()?;
-        (!self.no_proxy.matches(host)).then_some(route)
+        let (choice, default_port) = match uri.scheme_str() {
+            Some("http") => (self.http.as_ref(), 80),
+            Some("https") => (self.https.as_ref(), 443),
+            _ => (None, 0),
+        };
+        let (Some(choice), Some(host)) = (choice, uri.host()) else {
+            return Ok(None);
+        };
+        if self
+            .no_proxy
+            .matches(host, uri.port_u16().unwrap_or(default_port))
+        {
+            return Ok(None);
+        }
+        match choice {
+            Choice::Via(route) => Ok(Some(route)),
+            Choice::Refused(why) => Err(Error::new(
+                crate::Kind::Proxy,
+                format!(
+                    "{} was not sent: {why}",
+                    crate::error::redact_userinfo(&uri.to_string())
+                ),
+            )),
+        }
     }
 }
 
@@ -290,6 +355,7 @@ mod tests {
         let r = routes(ProxySettings::default(), e.clone(), HttpVersion::Auto);
         let pick = |u: &str| {
             r.select(&u.parse().unwrap())
+                .unwrap()
                 .map(|r| (r.url.authority(), r.forward))
         };
         assert_eq!(pick("http://x.test/"), Some(("h:1".into(), true)));
@@ -304,7 +370,10 @@ mod tests {
             e.clone(),
             HttpVersion::Auto,
         );
-        assert!(off.select(&"http://x.test/".parse().unwrap()).is_none());
+        assert!(off
+            .select(&"http://x.test/".parse().unwrap())
+            .unwrap()
+            .is_none());
         // Explicit proxies replace the environment; explicit no_proxy too.
         let explicit = routes(
             ProxySettings {
@@ -317,9 +386,11 @@ mod tests {
         );
         assert!(explicit
             .select(&"http://x.test/".parse().unwrap())
+            .unwrap()
             .is_none());
         let via = explicit
             .select(&"https://skip.test/".parse().unwrap())
+            .unwrap()
             .unwrap();
         assert_eq!(via.url.authority(), "e:3");
         // Different credentials: different pool keys.
@@ -341,9 +412,67 @@ mod tests {
         );
         let uri: Uri = "https://o.test/".parse().unwrap();
         assert_ne!(
-            a.select(&uri).unwrap().security.id,
-            b.select(&uri).unwrap().security.id
+            a.select(&uri).unwrap().unwrap().security.id,
+            b.select(&uri).unwrap().unwrap().security.id
         );
+    }
+
+    /// A proxy variable the client cannot use fails its scheme's requests
+    /// (not direct, not `all_proxy` instead); NO_PROXY hosts still go
+    /// direct, and other schemes keep their proxy.
+    #[test]
+    fn an_unusable_proxy_variable_refuses_its_requests() {
+        let e = env(&[
+            ("ALL_PROXY", "socks5h://u:hunter2@127.0.0.1:9050"),
+            ("http_proxy", "http://h:1"),
+            ("NO_PROXY", "direct.test"),
+        ]);
+        let r = routes(ProxySettings::default(), e, HttpVersion::Auto);
+        let err = r
+            .select(&"https://x.test/p".parse().unwrap())
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind(), crate::Kind::Proxy);
+        let message = err.to_string();
+        assert!(
+            message.contains("https://x.test/p was not sent")
+                && message.contains("all_proxy/ALL_PROXY")
+                && message.contains("socks5h"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+        let via = r.select(&"http://x.test/".parse().unwrap()).unwrap();
+        assert_eq!(via.unwrap().url.authority(), "h:1");
+        assert!(r
+            .select(&"https://direct.test/".parse().unwrap())
+            .unwrap()
+            .is_none());
+        // The scheme's own variable counts: unusable, it does not fall
+        // back to a usable all_proxy.
+        let e = env(&[("https_proxy", "https://p:1"), ("all_proxy", "http://a:2")]);
+        let r = routes(ProxySettings::default(), e, HttpVersion::Auto);
+        assert!(r.select(&"https://x.test/".parse().unwrap()).is_err());
+    }
+
+    /// An explicit NO_PROXY entry that cannot be read fails the build,
+    /// naming it (it was dropped, and its hosts went through the proxy).
+    #[test]
+    fn an_unreadable_explicit_no_proxy_entry_is_a_config_error() {
+        for bad in ["10.0.0/8", "10.0.0.0/33", "::1/129", "10.0.0.0/x"] {
+            let err = Routes::build(
+                &ProxySettings {
+                    no_proxy: Some(format!("localhost, {bad}")),
+                    ..ProxySettings::default()
+                },
+                EnvProxies::default,
+                HttpVersion::Auto,
+                |_| unreachable!("no proxy"),
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(err.is_config(), "{err}");
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
     }
 
     #[test]

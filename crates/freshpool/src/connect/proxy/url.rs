@@ -17,8 +17,9 @@ pub(crate) struct ProxyUrl {
     password: Option<String>,
 }
 
-/// curl's default proxy port.
-const DEFAULT_PORT: u16 = 1080;
+/// The port of an `http://` proxy given without one: HTTP's, as in Go,
+/// reqwest, .NET, Python and wget. (curl alone assumes 1080.)
+const DEFAULT_PORT: u16 = 80;
 
 impl ProxyUrl {
     pub(crate) fn parse(url: &str) -> Result<ProxyUrl, Error> {
@@ -29,7 +30,7 @@ impl ProxyUrl {
             ))
         };
         let url = url.trim();
-        let rest = match url.split_once("://") {
+        let rest = match crate::error::split_scheme(url) {
             Some((scheme, rest)) => {
                 if scheme.eq_ignore_ascii_case("http") {
                     rest
@@ -251,7 +252,7 @@ mod tests {
         assert_eq!(p.to_string(), "http://al%40ice@proxy.example:3128");
         assert_eq!(ProxyUrl::parse(&p.key()).unwrap(), p);
         let p = ProxyUrl::parse("[::1]").unwrap();
-        assert_eq!(p.authority(), "[::1]:1080");
+        assert_eq!(p.authority(), "[::1]:80");
         let p = ProxyUrl::parse("user@127.0.0.1:8080").unwrap();
         assert_eq!(p.password, None);
         // "user:" is an empty password, as in curl.
@@ -276,12 +277,36 @@ mod tests {
             // IPv6 without brackets: was read as host "::" and port 1.
             "http://u:hunter2@::1",
             "http://u:hunter2@2001:db8::5:3128",
+            // No scheme, a "://" in the password: "u:hun" was read as
+            // the scheme, and the message showed the rest.
+            "u:hun://ter2@p:notaport",
         ] {
             let err = ProxyUrl::parse(bad).unwrap_err();
             assert!(err.is_config(), "{bad}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
             assert!(!err.to_string().contains("ter2"), "{err}");
         }
+    }
+
+    /// Without a scheme, a password holding "://" is a password: not
+    /// parsed (an unencoded '/'), and not shown. It read "alice:s3" as
+    /// the scheme ("unsupported proxy scheme") and showed the rest.
+    #[test]
+    fn a_scheme_is_a_scheme_token_before_its_colon_slashes() {
+        let err = ProxyUrl::parse("alice:s3://secret@proxy.corp:3128").unwrap_err();
+        assert!(err.is_config(), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(!err.to_string().contains("scheme"), "{err}");
+        let p = ProxyUrl::parse("alice:s3%3A%2F%2Fx@proxy.corp:3128").unwrap();
+        assert_eq!(p.password.as_deref(), Some("s3://x"));
+        assert_eq!(
+            crate::error::redact_userinfo("alice:s3://x@proxy.corp:3128"),
+            "alice:***@proxy.corp:3128"
+        );
+        assert_eq!(
+            crate::error::redact_userinfo("http://alice:s3://x@proxy.corp:3128"),
+            "http://alice:***@proxy.corp:3128"
+        );
     }
 
     #[test]
