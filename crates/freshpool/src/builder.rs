@@ -165,6 +165,12 @@ impl ClientBuilder {
         /// HTTP/2 PING interval on idle and busy connections. Default `None`;
         /// at least 1 s (shorter floods the server with PINGs).
         http2_keep_alive_interval: conn.http2_keep_alive_interval: Option<Duration>,
+        /// How long a PING (`http2_keep_alive_interval`) may go unanswered
+        /// before its connection, and every stream on it, is closed as
+        /// dead. Default 20 s (hyper's and reqwest's; Go's is 15 s); at
+        /// least 1 s. (It was the interval itself: at 1 s, a server slow to
+        /// answer one PING lost every stream.)
+        http2_keep_alive_timeout: conn.http2_keep_alive_timeout: Duration,
         /// Retry non-idempotent requests after a stale-connection failure.
         /// Default off: a POST is never sent twice unless you say so.
         retry_non_idempotent: conn.retry_non_idempotent: bool,

@@ -142,6 +142,7 @@ pub(crate) struct ConnConfig {
     pub http_version: HttpVersion,
     pub tls: TlsSettings,
     pub http2_keep_alive_interval: Option<Duration>,
+    pub http2_keep_alive_timeout: Duration,
     pub retry_non_idempotent: bool,
     pub expect_continue_timeout: Duration,
     pub expect_continue: bool,
@@ -164,6 +165,9 @@ impl Default for ConnConfig {
             http_version: HttpVersion::Auto,
             tls: TlsSettings::default(),
             http2_keep_alive_interval: None,
+            // hyper's and reqwest's default: a busy server's late answer
+            // to a PING must not close every stream.
+            http2_keep_alive_timeout: Duration::from_secs(20),
             retry_non_idempotent: false,
             // Short: a server that ignores Expect must not cost much.
             expect_continue_timeout: Duration::from_millis(250),
@@ -214,7 +218,8 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
         ("keep_alive_margin", Some(pool.keep_alive_margin), true),
         ("validate_after_idle", Some(pool.validate_after_idle), true),
         ("freeze_threshold", pool.freeze_threshold, true),
-        ("lease_warn_after", pool.lease_warn_after, true),
+        // (Zero: every lease in flight reported at each sweep.)
+        ("lease_warn_after", pool.lease_warn_after, false),
         ("forget_origin_after", pool.forget_origin_after, true),
         ("connect_timeout", Some(conn.connect_timeout), false),
         (
@@ -233,6 +238,11 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
             "http2_keep_alive_interval",
             conn.http2_keep_alive_interval,
             true,
+        ),
+        (
+            "http2_keep_alive_timeout",
+            Some(conn.http2_keep_alive_timeout),
+            false,
         ),
         (
             "expect_continue_timeout",
@@ -273,6 +283,12 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
                 TCP_KEEPALIVE_RANGE.0, TCP_KEEPALIVE_RANGE.1
             )));
         }
+    }
+    if conn.http2_keep_alive_timeout < MIN_HTTP2_KEEP_ALIVE {
+        return Err(Error::config(format!(
+            "http2_keep_alive_timeout ({:?}) must be at least {MIN_HTTP2_KEEP_ALIVE:?}: shorter, a busy server's late answer to a PING closes the connection",
+            conn.http2_keep_alive_timeout
+        )));
     }
     if let Some(interval) = conn.http2_keep_alive_interval {
         if interval < MIN_HTTP2_KEEP_ALIVE {
@@ -377,6 +393,18 @@ mod tests {
                 http2_keep_alive_interval: Some(Duration::from_millis(999)),
                 ..ConnConfig::default()
             }),
+            conn_err(ConnConfig {
+                http2_keep_alive_timeout: Duration::from_millis(999),
+                ..ConnConfig::default()
+            }),
+            conn_err(ConnConfig {
+                http2_keep_alive_timeout: Duration::MAX,
+                ..ConnConfig::default()
+            }),
+            pool_err(PoolConfig {
+                lease_warn_after: Some(Duration::ZERO),
+                ..PoolConfig::default()
+            }),
         ];
         let names = [
             "freeze_threshold",
@@ -387,6 +415,9 @@ mod tests {
             "tcp_keepalive",
             "http2_keep_alive_interval",
             "http2_keep_alive_interval",
+            "http2_keep_alive_timeout",
+            "http2_keep_alive_timeout",
+            "lease_warn_after",
         ];
         for (err, name) in cases.iter().zip(names) {
             assert!(err.is_config());
@@ -396,6 +427,7 @@ mod tests {
         let edges = ConnConfig {
             tcp_keepalive: Some(Duration::from_secs(1)),
             http2_keep_alive_interval: Some(MIN_HTTP2_KEEP_ALIVE),
+            http2_keep_alive_timeout: MIN_HTTP2_KEEP_ALIVE,
             timeout: Some(LONGEST_SETTING),
             ..ConnConfig::default()
         };

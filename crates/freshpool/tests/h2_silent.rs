@@ -1,7 +1,8 @@
 //! HTTP/2 connections that went silent while in use (a NAT dropped the
 //! flow: no FIN, no RST): retired after a request on one timed out with
 //! nothing read meanwhile, and only then (cleartext HTTP/2 with prior
-//! knowledge, through the chaos proxy).
+//! knowledge, through the chaos proxy); and idle ones found by PINGs
+//! (`http2_keep_alive_interval`, `http2_keep_alive_timeout`).
 
 use std::time::Duration;
 
@@ -129,4 +130,35 @@ async fn a_silent_http2_connection_is_retired_after_two_requests_its_caller_gave
     assert_eq!(proxy.stats().connections_accepted, 2);
     let stats = client.stats();
     assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
+}
+
+/// `http2_keep_alive_interval` finds an idle connection gone silent: a
+/// PING unanswered for `http2_keep_alive_timeout` closes it. The timeout
+/// is a setting of its own (default 20 s): it was the interval itself, so
+/// at 1 s a server slow to answer one PING lost every stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_ping_closes_its_connection_after_the_keep_alive_timeout() {
+    let server = h2_server().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = |timeout: Option<Duration>| {
+        let builder = h2_client().http2_keep_alive_interval(Some(Duration::from_secs(1)));
+        match timeout {
+            Some(t) => builder.http2_keep_alive_timeout(t),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    };
+    let (quick, patient) = (client(Some(Duration::from_secs(1))), client(None));
+    assert_eq!(text(&quick, &proxy.url("/")).await, "ok");
+    assert_eq!(text(&patient, &proxy.url("/")).await, "ok");
+    assert_eq!(proxy.blackhole_existing(), 2);
+    // PING after 1 s of quiet, closed 1 s later: well within 5 s.
+    freshpool_testkit::eventually("the quiet connection closed", || {
+        quick.stats().open_connections == 0
+    })
+    .await;
+    // The same silence is not yet 20 s unanswered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(patient.stats().open_connections, 1, "{}", patient.stats());
 }

@@ -309,7 +309,7 @@ impl Connector {
         if let Some(interval) = self.config.http2_keep_alive_interval {
             builder
                 .keep_alive_interval(interval)
-                .keep_alive_timeout(interval.max(Duration::from_secs(1)))
+                .keep_alive_timeout(self.config.http2_keep_alive_timeout)
                 .keep_alive_while_idle(true);
         }
         let (sender, conn) = builder

@@ -120,6 +120,7 @@ pub(crate) struct DialSettings {
     pub tcp_nodelay: bool,
     pub tcp_keepalive: Option<std::time::Duration>,
     pub http2_keep_alive_interval: Option<std::time::Duration>,
+    pub http2_keep_alive_timeout: std::time::Duration,
 }
 
 impl DialSettings {
@@ -130,6 +131,7 @@ impl DialSettings {
             tcp_nodelay: conn.tcp_nodelay,
             tcp_keepalive: conn.tcp_keepalive,
             http2_keep_alive_interval: conn.http2_keep_alive_interval,
+            http2_keep_alive_timeout: conn.http2_keep_alive_timeout,
         }
     }
 
@@ -162,6 +164,13 @@ impl DialSettings {
                 "http2_keep_alive_interval",
                 &self.http2_keep_alive_interval,
                 &pool.http2_keep_alive_interval,
+            )
+        })
+        .or_else(|| {
+            differs(
+                "http2_keep_alive_timeout",
+                &self.http2_keep_alive_timeout,
+                &pool.http2_keep_alive_timeout,
             )
         })
     }
