@@ -133,7 +133,7 @@ impl RequestDeadline {
         Poll::Ready(crate::Error::new(
             crate::Kind::Timeout,
             format!(
-                "request to {origin} timed out after {}{during}",
+                "request to {origin} timed out after {} (timeout){during}",
                 crate::error::fmt_duration(*this.limit)
             ),
         ))

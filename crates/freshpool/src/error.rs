@@ -139,10 +139,21 @@ impl Error {
         Error::new(Kind::InvalidUri, message)
     }
 
-    pub(crate) fn timeout(kind: Kind, what: &str, origin: &str, limit: Duration) -> Error {
+    /// `{what} to {origin} timed out after {limit} ({setting})`: the
+    /// message names the setting that ran out, as every timeout's does.
+    pub(crate) fn timeout(
+        kind: Kind,
+        what: &str,
+        origin: &str,
+        limit: Duration,
+        setting: &str,
+    ) -> Error {
         Error::new(
             kind,
-            format!("{what} to {origin} timed out after {}", fmt_duration(limit)),
+            format!(
+                "{what} to {origin} timed out after {} ({setting})",
+                fmt_duration(limit)
+            ),
         )
     }
 

@@ -327,7 +327,10 @@ async fn connect_errors_name_the_address_and_timeouts_their_duration() {
         .unwrap();
     let err = client.get(&format!("http://{addr}/")).await.unwrap_err();
     assert_eq!(err.kind(), Kind::ResponseHeaderTimeout);
-    assert!(err.to_string().contains("150ms"), "{err}");
+    assert!(
+        err.to_string().contains("150ms (response_header_timeout)"),
+        "the head timeout names its setting: {err}"
+    );
     let client = Client::builder()
         .timeout(Some(Duration::from_millis(100)))
         .build()
@@ -336,7 +339,7 @@ async fn connect_errors_name_the_address_and_timeouts_their_duration() {
     assert_eq!(err.kind(), Kind::Timeout);
     let text = err.to_string();
     assert!(
-        text.contains("100ms") && text.contains(&addr.to_string()),
+        text.contains("100ms (timeout)") && text.contains(&addr.to_string()),
         "the overall timeout names its limit and the origin: {text}"
     );
 }

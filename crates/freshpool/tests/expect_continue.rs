@@ -613,7 +613,11 @@ async fn a_gated_requests_head_timeout_names_the_limit_it_ran_to() {
         .await
         .expect_err("the server answers no more");
     assert_eq!(err.kind(), Kind::ResponseHeaderTimeout, "{err}");
-    assert!(err.to_string().contains("550ms"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("550ms (response_header_timeout 300ms + expect_continue_timeout 250ms"),
+        "{err}"
+    );
 }
 
 /// A PUT of `body` to an HTTP/2 server, which fails: its error.

@@ -390,16 +390,26 @@ impl Client {
                 let cfg = &self.inner.connector.config;
                 // (The limit `dispatch` set: with a held-back body, the
                 // hold-back's wait on top.)
-                let mut limit = cfg.response_header_timeout.unwrap_or_default();
-                if gated {
-                    limit += cfg.expect_continue_timeout;
-                }
+                let head = cfg.response_header_timeout.unwrap_or_default();
+                let (limit, setting) = if gated {
+                    let held = cfg.expect_continue_timeout;
+                    let setting = format!(
+                        "response_header_timeout {} + expect_continue_timeout {} for the \
+                         body held back",
+                        error::fmt_duration(head),
+                        error::fmt_duration(held)
+                    );
+                    (head + held, setting)
+                } else {
+                    (head, "response_header_timeout".to_owned())
+                };
                 return Err(Failure::Sent(
                     Error::timeout(
                         Kind::ResponseHeaderTimeout,
                         "waiting for the response head",
                         origin,
                         limit,
+                        &setting,
                     ),
                     false,
                 ));

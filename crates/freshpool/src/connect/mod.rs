@@ -239,7 +239,7 @@ impl Connector {
                 return Err(Error::new(
                     Kind::Tls,
                     format!(
-                        "TLS handshake with {peer} timed out after {}",
+                        "TLS handshake with {peer} timed out after {} (tls_handshake_timeout)",
                         fmt_duration(limit)
                     ),
                 ))
