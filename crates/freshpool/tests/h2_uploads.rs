@@ -355,3 +355,39 @@ async fn a_body_in_memory_keeps_its_stream_while_the_window_holds_it(size: usize
     })
     .await;
 }
+
+/// A request body that is not `Sync` (an axum request's body forwarded by
+/// a gateway) goes out as it is, over both protocols. (`RequestBody::wrap`
+/// asked for `Sync`, which such bodies are not.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_sync_is_forwarded() {
+    struct NotSync(std::cell::Cell<usize>, Vec<Bytes>);
+    impl http_body::Body for NotSync {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            let n = self.0.get();
+            self.0.set(n + 1);
+            let next = self.1.get(n).cloned();
+            std::task::Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
+        }
+    }
+    for http2 in [false, true] {
+        let addr = streaming_echo(http2).await;
+        let version = if http2 {
+            HttpVersion::Http2Only
+        } else {
+            HttpVersion::Http1Only
+        };
+        let client = Client::builder().http_version(version).build().unwrap();
+        let chunks = vec![Bytes::from_static(b"not "), Bytes::from_static(b"sync")];
+        let request = http::Request::post(format!("http://{addr}/"))
+            .body(freshpool::RequestBody::wrap(NotSync(Default::default(), chunks)))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.into_body().text().await.unwrap(), "not sync");
+    }
+}

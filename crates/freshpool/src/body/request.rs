@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::upload::{ExactLength, InChunks, TrackEnd, UploadEnd, UNTRACKED_IN_MEMORY};
+use super::upload::{ExactLength, InChunks, TrackEnd, Unsync, UploadEnd, UNTRACKED_IN_MEMORY};
 use crate::error::BoxError;
 
 /// A request body: in memory (replayable, so safe retries can resend it) or
@@ -110,7 +110,8 @@ impl RequestBody {
     }
 
     /// A streamed body (not replayable: a failed request is not retried
-    /// unless it provably never left).
+    /// unless it provably never left). It need not be `Sync`: an axum
+    /// request's body, or an `UnsyncBoxBody`, can be forwarded as it is.
     ///
     /// ```
     /// use freshpool::RequestBody;
@@ -120,10 +121,11 @@ impl RequestBody {
     /// ```
     pub fn wrap<B>(body: B) -> RequestBody
     where
-        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let body = body.map_err(|e| BoxError::from(crate::error::RequestBodyError(e.into())));
+        let body =
+            Unsync::new(body.map_err(|e| BoxError::from(crate::error::RequestBodyError(e.into()))));
         match body.size_hint().exact() {
             Some(left) => RequestBody::of(Payload::Stream(Box::pin(ExactLength::new(
                 body, left, false,
@@ -342,6 +344,38 @@ mod tests {
         assert_eq!(size_of::<RequestBody>(), 8);
         let request = size_of::<http::Request<RequestBody>>();
         assert!(request + 16 + 8 <= 256, "a request is {request} bytes");
+    }
+
+    /// A body that is not `Sync` (axum's request body, an
+    /// `UnsyncBoxBody`) can be wrapped, and reads back what it holds: its
+    /// end and size are known before and after each poll.
+    #[tokio::test]
+    async fn a_body_that_is_not_sync_can_be_wrapped() {
+        struct NotSync(std::cell::Cell<u8>, Option<Bytes>);
+        impl http_body::Body for NotSync {
+            type Data = Bytes;
+            type Error = std::io::Error;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+                self.0.set(self.0.get() + 1);
+                Poll::Ready(self.1.take().map(|b| Ok(Frame::data(b))))
+            }
+            fn is_end_stream(&self) -> bool {
+                self.1.is_none()
+            }
+        }
+        fn send_and_sync<T: Send + Sync>(_: &T) {}
+        let body = RequestBody::wrap(NotSync(
+            Default::default(),
+            Some(Bytes::from_static(b"abc")),
+        ));
+        send_and_sync(&body);
+        assert!(!body.is_end_stream());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abc");
+        let empty = RequestBody::wrap(NotSync(Default::default(), None));
+        assert!(empty.is_end_stream());
     }
 
     /// Over HTTP/2 a large body in memory is tracked and goes out in

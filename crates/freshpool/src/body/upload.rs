@@ -63,6 +63,56 @@ impl http_body::Body for InChunks {
     }
 }
 
+/// A caller's streamed body that need not be `Sync` (axum's, an
+/// `UnsyncBoxBody`): `RequestBody` is `Sync` (requests are shared by
+/// reference where the request future holds them), and this body is only
+/// ever polled through `&mut`, so it is held in a `SyncWrapper`. What
+/// `&self` asks of it (its end, its size) is read when it is wrapped and
+/// after each poll.
+pub(super) struct Unsync<B> {
+    inner: sync_wrapper::SyncWrapper<Pin<Box<B>>>,
+    ended: bool,
+    hint: SizeHint,
+}
+
+impl<B: http_body::Body> Unsync<B> {
+    pub(super) fn new(body: B) -> Unsync<B> {
+        Unsync {
+            ended: body.is_end_stream(),
+            hint: body.size_hint(),
+            inner: sync_wrapper::SyncWrapper::new(Box::pin(body)),
+        }
+    }
+}
+
+impl<B> http_body::Body for Unsync<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let body = this.inner.get_mut();
+        let polled = std::task::ready!(body.as_mut().poll_frame(cx));
+        this.ended = polled.is_none() || body.is_end_stream();
+        this.hint = body.size_hint();
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
 /// A streamed request body that says when hyper is done with it
 /// (`track_end`): hyper drops a request body as soon as it has written the
 /// last of it (its end, or as many bytes as announced: then without a
