@@ -366,7 +366,7 @@ async fn a_body_that_is_not_sync_is_forwarded() {
         type Data = Bytes;
         type Error = Infallible;
         fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
+            self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
             let n = self.0.get();
