@@ -130,6 +130,7 @@ impl Histogram {
 /// Count and quantiles of a latency. Quantiles are bucket upper bounds
 /// (powers of two of microseconds): within 2x, never under-reported.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LatencySummary {
     /// How many were recorded.
     pub count: u64,
@@ -208,6 +209,7 @@ impl Counters {
 
 /// A lease (a connection or stream handed to a caller) as seen in stats.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LeaseInfo {
     /// How long it has been held.
     pub age: Duration,
@@ -217,6 +219,7 @@ pub struct LeaseInfo {
 
 /// One origin's state and history.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct OriginStats {
     /// `scheme://host:port`.
     pub origin: String,
@@ -233,9 +236,11 @@ pub struct OriginStats {
     pub runtime: Option<u64>,
     /// HTTP version in use (`"HTTP/1.1"`, `"HTTP/2"`, or `"unknown"`).
     pub protocol: &'static str,
-    /// Connections open and resting in the pool.
+    /// Connections open and resting in the pool (HTTP/2: open with no
+    /// stream in flight).
     pub idle: usize,
-    /// Connections open and carrying requests (HTTP/2: open shared ones).
+    /// Connections open and carrying requests (HTTP/2: with at least one
+    /// stream in flight, or an upload still going out).
     pub active: usize,
     /// Connections being dialed.
     pub connecting: usize,
@@ -295,12 +300,15 @@ fn count_for(closed: &[(CloseReason, u64)], reason: CloseReason) -> u64 {
 /// assert!(stats.origins.is_empty());
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// One entry per origin the pool holds (an origin unused for
     /// `forget_origin_after`, or a current-thread runtime's share of one
     /// found unused twice, is forgotten: see `forgotten`).
     pub origins: Vec<OriginStats>,
-    /// Connections open or being dialed, all origins.
+    /// Connections open or being dialed, all origins. (Read after the
+    /// per-origin entries, without stopping the pool: under load it may
+    /// differ from their sum by what opened or closed meanwhile.)
     pub open_connections: usize,
     /// `max_connections_total`.
     pub total_limit: usize,
