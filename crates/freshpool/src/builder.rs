@@ -60,7 +60,16 @@ macro_rules! setters {
 }
 
 impl ClientBuilder {
-    /// The defaults (see each setting).
+    /// The defaults (see each setting). The same as [`Client::builder`].
+    ///
+    /// ```
+    /// use freshpool::ClientBuilder;
+    /// let client = ClientBuilder::new()
+    ///     .max_connections_per_host(8)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(client.stats().origins.len(), 0);
+    /// ```
     pub fn new() -> ClientBuilder {
         ClientBuilder {
             pool: PoolConfig::default(),
@@ -183,6 +192,15 @@ impl ClientBuilder {
 
     /// Skips certificate verification (tests only!). Default off. Part of
     /// the pool key: such connections are never shared with verified ones.
+    ///
+    /// ```
+    /// // For a test server with a self-signed certificate: never in production.
+    /// let client = freshpool::Client::builder()
+    ///     .danger_accept_invalid_certs(true)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
         self.conn.tls.danger_accept_invalid_certs = accept;
         self
@@ -205,12 +223,55 @@ impl ClientBuilder {
     /// [`ClientBuilder::add_root_certificate`], not the webpki roots.
     /// `build()` refuses it without any such certificate (nothing could be
     /// trusted).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rustls_pki_types::pem::PemObject;
+    /// use rustls_pki_types::CertificateDer;
+    ///
+    /// let ca = CertificateDer::from_pem_slice(&std::fs::read("internal-ca.pem")?)?;
+    /// let client = freshpool::Client::builder()
+    ///     .add_root_certificate(ca)
+    ///     .only_custom_roots(true)
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Without a root of its own:
+    ///
+    /// ```
+    /// let err = freshpool::Client::builder()
+    ///     .only_custom_roots(true)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(err.is_config());
+    /// ```
     pub fn only_custom_roots(mut self, only: bool) -> Self {
         self.conn.tls.only_custom_roots = only;
         self
     }
 
-    /// Presents this client certificate chain (mutual TLS).
+    /// Presents this client certificate chain (mutual TLS): the client's
+    /// certificate first, then any intermediates, with its private key
+    /// (PKCS#8, PKCS#1 or SEC1). A key rustls cannot use fails `build()`
+    /// with [`Kind::Config`](crate::Kind::Config).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rustls_pki_types::pem::PemObject;
+    /// use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    ///
+    /// let chain_pem = std::fs::read("client-chain.pem")?;
+    /// let key_pem = std::fs::read("client-key.pem")?;
+    /// let chain = CertificateDer::pem_slice_iter(&chain_pem).collect::<Result<Vec<_>, _>>()?;
+    /// let key = PrivateKeyDer::from_pem_slice(&key_pem)?;
+    /// let client = freshpool::Client::builder()
+    ///     .client_certificate(chain, key)
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok(()) }
+    /// ```
     pub fn client_certificate(
         mut self,
         chain: Vec<CertificateDer<'static>>,
@@ -224,12 +285,56 @@ impl ClientBuilder {
     }
 
     /// Uses this resolver instead of the system's.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use freshpool::{Resolve, ResolveFuture};
+    ///
+    /// /// Sends every host to one address (a local test server).
+    /// struct Pinned(SocketAddr);
+    /// impl Resolve for Pinned {
+    ///     fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+    ///         let addr = self.0;
+    ///         Box::pin(async move { Ok(vec![addr]) })
+    ///     }
+    /// }
+    /// let client = freshpool::Client::builder()
+    ///     .resolver(Pinned("127.0.0.1:8080".parse().unwrap()))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
     pub fn resolver(mut self, resolver: impl Resolve) -> Self {
         self.resolver = Arc::new(resolver);
         self
     }
 
     /// Uses this clock for freeze detection (tests simulate freezes with it).
+    /// Default [`SystemClock`](crate::SystemClock).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use freshpool::{Clock, SystemClock};
+    ///
+    /// /// The system's clocks, plus a suspend the test adds by hand.
+    /// #[derive(Clone, Default)]
+    /// struct TestClock(Arc<AtomicU64>);
+    /// impl Clock for TestClock {
+    ///     fn monotonic(&self) -> Duration {
+    ///         SystemClock.monotonic()
+    ///     }
+    ///     fn boottime(&self) -> Duration {
+    ///         SystemClock.boottime() + Duration::from_millis(self.0.load(Ordering::Relaxed))
+    ///     }
+    /// }
+    /// let clock = TestClock::default();
+    /// let client = freshpool::Client::builder().clock(clock.clone()).build().unwrap();
+    /// // Boot time runs a minute ahead: the pool reads a machine suspend.
+    /// clock.0.fetch_add(60_000, Ordering::Relaxed);
+    /// # drop(client);
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -241,7 +346,8 @@ impl ClientBuilder {
     /// ignored: the pool keeps its own. Connections are dialed the pool's
     /// way: this client uses `other`'s resolver, and `build()` refuses a
     /// resolver of its own or other dial settings (connect and TLS
-    /// handshake timeouts, TCP options, the HTTP/2 PING interval).
+    /// handshake timeouts, TCP options, the HTTP/2 PING interval and
+    /// timeout).
     ///
     /// ```
     /// let main = freshpool::Client::new();
@@ -321,7 +427,21 @@ impl ClientBuilder {
         self
     }
 
-    /// Validates the settings and builds the client.
+    /// Validates the settings and builds the client. An invalid setting is
+    /// a [`Kind::Config`](crate::Kind::Config) error whose message names it.
+    ///
+    /// ```
+    /// let client = freshpool::Client::builder().max_idle_per_host(8).build();
+    /// assert!(client.is_ok());
+    ///
+    /// let err = freshpool::Client::builder()
+    ///     .max_connections_per_host(100)
+    ///     .max_connections_total(10)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(err.is_config());
+    /// assert!(err.message().contains("max_connections_per_host"));
+    /// ```
     #[track_caller]
     pub fn build(self) -> Result<Client, Error> {
         let caller = Location::caller();

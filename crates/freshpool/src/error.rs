@@ -169,34 +169,123 @@ impl Error {
     }
 
     /// What class of failure this is.
+    ///
+    /// ```
+    /// use freshpool::{Client, Kind};
+    /// let err = Client::builder().max_connections_per_host(0).build().unwrap_err();
+    /// assert_eq!(err.kind(), Kind::Config);
+    /// // `Kind` is non-exhaustive: a `match` on it needs a catch-all arm.
+    /// let overloaded = match err.kind() {
+    ///     Kind::PoolTimeout | Kind::PoolFull => true,
+    ///     _ => false,
+    /// };
+    /// assert!(!overloaded);
+    /// ```
     pub fn kind(&self) -> Kind {
         self.inner.kind
     }
 
-    /// The human message, without the source chain.
+    /// The human message, without the source chain (`to_string()` appends
+    /// the underlying cause, when there is one).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let err = freshpool::Client::builder()
+    ///     .pool_timeout(Duration::ZERO)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(err.message().starts_with("pool_timeout must be greater than zero"));
+    /// ```
     pub fn message(&self) -> &str {
         &self.inner.message
     }
 
     /// True when the failure happened on a connection taken from the pool
     /// (as opposed to a fresh one).
+    ///
+    /// ```no_run
+    /// # async fn run() {
+    /// let client = freshpool::Client::new();
+    /// if let Err(err) = client.get("http://127.0.0.1:8080/").await {
+    ///     let connection = if err.is_reused_connection() { "pooled" } else { "new" };
+    ///     eprintln!("request failed on a {connection} connection: {err}");
+    /// }
+    /// # }
+    /// ```
     pub fn is_reused_connection(&self) -> bool {
         self.inner.reused_connection
     }
 
     /// Waited too long for a pool slot ([`Kind::PoolTimeout`]).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// use std::time::Duration;
+    /// let client = freshpool::Client::builder()
+    ///     .max_connections_per_host(1)
+    ///     .pool_timeout(Duration::from_millis(100))
+    ///     .build()?;
+    /// // An HTTP/1.1 response whose body is not read yet holds the only connection.
+    /// let held = client.get("http://127.0.0.1:8080/").await?;
+    /// let err = client.get("http://127.0.0.1:8080/").await.unwrap_err();
+    /// assert!(err.is_pool_timeout());
+    /// # drop(held);
+    /// # Ok(()) }
+    /// ```
     pub fn is_pool_timeout(&self) -> bool {
         self.kind() == Kind::PoolTimeout
     }
     /// Too many waiters ([`Kind::PoolFull`]).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// let client = freshpool::Client::builder()
+    ///     .max_connections_per_host(1)
+    ///     .max_pending(0)
+    ///     .build()?;
+    /// // An HTTP/1.1 response whose body is not read yet holds the only connection.
+    /// let held = client.get("http://127.0.0.1:8080/").await?;
+    /// let err = client.get("http://127.0.0.1:8080/").await.unwrap_err();
+    /// assert!(err.is_pool_full());
+    /// # drop(held);
+    /// # Ok(()) }
+    /// ```
     pub fn is_pool_full(&self) -> bool {
         self.kind() == Kind::PoolFull
     }
     /// Connecting failed or timed out.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A loopback port nothing listens on: the connection is refused.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    /// let client = freshpool::Client::builder().proxy_from_env(false).build().unwrap();
+    /// let err = client.get(&format!("http://127.0.0.1:{port}/")).await.unwrap_err();
+    /// assert!(err.is_connect(), "{err}");
+    /// # }
+    /// ```
     pub fn is_connect(&self) -> bool {
         matches!(self.kind(), Kind::Connect | Kind::ConnectTimeout)
     }
     /// Any of the timeouts fired.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// // Accepts connections (the kernel does) but never answers.
+    /// let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let client = freshpool::Client::builder()
+    ///     .response_header_timeout(Some(Duration::from_millis(50)))
+    ///     .proxy_from_env(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let url = format!("http://{}/", silent.local_addr().unwrap());
+    /// let err = client.get(&url).await.unwrap_err();
+    /// assert!(err.is_timeout(), "{err}");
+    /// # }
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(
             self.kind(),
@@ -204,23 +293,71 @@ impl Error {
         ) || (self.kind() == Kind::Tls && self.inner.message.contains("timed out"))
     }
     /// TLS failed.
+    ///
+    /// ```no_run
+    /// # async fn run() {
+    /// // A server whose certificate is not trusted (self-signed, say).
+    /// let err = freshpool::Client::new().get("https://127.0.0.1:8443/").await.unwrap_err();
+    /// assert!(err.is_tls());
+    /// # }
+    /// ```
     pub fn is_tls(&self) -> bool {
         self.kind() == Kind::Tls
     }
     /// A builder setting was invalid.
+    ///
+    /// ```
+    /// let err = freshpool::Client::builder().max_connections_total(0).build().unwrap_err();
+    /// assert!(err.is_config());
+    /// ```
     pub fn is_config(&self) -> bool {
         self.kind() == Kind::Config
     }
     /// The peer broke the protocol.
+    ///
+    /// ```no_run
+    /// # async fn run() {
+    /// // A server that answers with something other than HTTP.
+    /// let err = freshpool::Client::new().get("http://127.0.0.1:8080/").await.unwrap_err();
+    /// assert!(err.is_protocol());
+    /// # }
+    /// ```
     pub fn is_protocol(&self) -> bool {
         self.kind() == Kind::Protocol
     }
     /// The proxy failed or refused ([`Kind::Proxy`] or [`Kind::ProxyAuth`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use freshpool::{Client, Proxy};
+    /// // A proxy on a loopback port nothing listens on.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    /// let client = Client::builder()
+    ///     .proxy(Proxy::all(&format!("http://127.0.0.1:{port}")).unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// let err = client.get("http://example.com/").await.unwrap_err();
+    /// assert!(err.is_proxy(), "{err}");
+    /// # }
+    /// ```
     pub fn is_proxy(&self) -> bool {
         matches!(self.kind(), Kind::Proxy | Kind::ProxyAuth)
     }
     /// The request may have been processed by the server although no response
     /// arrived; freshpool did not retry it because it is not idempotent.
+    ///
+    /// ```no_run
+    /// # async fn run() {
+    /// let client = freshpool::Client::new();
+    /// match client.post("http://127.0.0.1:8080/orders", "{}").await {
+    ///     Ok(response) => println!("{}", response.status()),
+    ///     // Check whether the order exists before sending it again.
+    ///     Err(err) if err.is_possibly_processed() => eprintln!("order state unknown: {err}"),
+    ///     Err(err) => eprintln!("order not placed: {err}"),
+    /// }
+    /// # }
+    /// ```
     pub fn is_possibly_processed(&self) -> bool {
         self.kind() == Kind::PossiblyProcessed
     }

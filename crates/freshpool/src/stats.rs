@@ -55,6 +55,12 @@ impl CloseReason {
     ];
 
     /// A stable snake_case name (used as a metric label).
+    ///
+    /// ```
+    /// use freshpool::CloseReason;
+    /// assert_eq!(CloseReason::IdleTimeout.as_str(), "idle_timeout");
+    /// assert_eq!(CloseReason::StaleDetected.as_str(), "stale_detected");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::IdleTimeout => "idle_timeout",
@@ -278,6 +284,18 @@ pub struct OriginStats {
 
 impl OriginStats {
     /// How many connections closed for `reason`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// use freshpool::CloseReason;
+    /// let client = freshpool::Client::new();
+    /// client.get("http://127.0.0.1:8080/").await?.into_body().drain().await?;
+    /// let stats = client.stats();
+    /// if let Some(origin) = stats.origin("http://127.0.0.1:8080") {
+    ///     println!("stale on reuse: {}", origin.closed_for(CloseReason::StaleDetected));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn closed_for(&self, reason: CloseReason) -> u64 {
         count_for(&self.closed, reason)
     }
@@ -372,6 +390,12 @@ impl ForgottenOrigins {
     }
 
     /// How many of their connections closed for `reason`.
+    ///
+    /// ```
+    /// use freshpool::CloseReason;
+    /// let stats = freshpool::Client::new().stats();
+    /// assert_eq!(stats.forgotten.closed_for(CloseReason::IdleTimeout), 0);
+    /// ```
     pub fn closed_for(&self, reason: CloseReason) -> u64 {
         count_for(&self.closed, reason)
     }
@@ -382,27 +406,63 @@ impl PoolStats {
     /// clients with other settings or current-thread runtimes keep
     /// connections of their own to it (see [`OriginStats::settings`],
     /// [`OriginStats::runtime`]).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// let client = freshpool::Client::new();
+    /// client.get("http://127.0.0.1:8080/").await?.into_body().drain().await?;
+    /// let stats = client.stats();
+    /// let origin = stats.origin("http://127.0.0.1:8080").expect("used above");
+    /// println!("{} idle, {} created", origin.idle, origin.created);
+    /// # Ok(()) }
+    /// ```
     pub fn origin(&self, origin: &str) -> Option<&OriginStats> {
         self.origins.iter().find(|o| o.origin == origin)
     }
     /// Connections created, summed over origins (forgotten ones too).
+    ///
+    /// ```
+    /// assert_eq!(freshpool::Client::new().stats().created(), 0);
+    /// ```
     pub fn created(&self) -> u64 {
         self.forgotten.created + self.origins.iter().map(|o| o.created).sum::<u64>()
     }
     /// Reuses, summed over origins (forgotten ones too).
+    ///
+    /// ```
+    /// let stats = freshpool::Client::new().stats();
+    /// // The share of requests served by a pooled connection.
+    /// let served = stats.created() + stats.reused();
+    /// let reuse_ratio = if served == 0 { 0.0 } else { stats.reused() as f64 / served as f64 };
+    /// assert_eq!(reuse_ratio, 0.0);
+    /// ```
     pub fn reused(&self) -> u64 {
         self.forgotten.reused + self.origins.iter().map(|o| o.reused).sum::<u64>()
     }
     /// Idle connections, summed over origins.
+    ///
+    /// ```
+    /// assert_eq!(freshpool::Client::new().stats().idle(), 0);
+    /// ```
     pub fn idle(&self) -> usize {
         self.origins.iter().map(|o| o.idle).sum()
     }
     /// Active connections, summed over origins.
+    ///
+    /// ```
+    /// assert_eq!(freshpool::Client::new().stats().active(), 0);
+    /// ```
     pub fn active(&self) -> usize {
         self.origins.iter().map(|o| o.active).sum()
     }
     /// Closed connections for `reason`, summed over origins (forgotten
     /// ones too).
+    ///
+    /// ```
+    /// use freshpool::CloseReason;
+    /// let stats = freshpool::Client::new().stats();
+    /// assert_eq!(stats.closed_for(CloseReason::StaleDetected), 0);
+    /// ```
     pub fn closed_for(&self, reason: CloseReason) -> u64 {
         self.forgotten.closed_for(reason)
             + self

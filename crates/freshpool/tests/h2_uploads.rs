@@ -385,7 +385,10 @@ async fn a_body_that_is_not_sync_is_forwarded() {
         let client = Client::builder().http_version(version).build().unwrap();
         let chunks = vec![Bytes::from_static(b"not "), Bytes::from_static(b"sync")];
         let request = http::Request::post(format!("http://{addr}/"))
-            .body(freshpool::RequestBody::wrap(NotSync(Default::default(), chunks)))
+            .body(freshpool::RequestBody::wrap(NotSync(
+                Default::default(),
+                chunks,
+            )))
             .unwrap();
         let response = client.request(request).await.unwrap();
         assert_eq!(response.into_body().text().await.unwrap(), "not sync");

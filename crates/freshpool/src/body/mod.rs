@@ -148,6 +148,21 @@ impl Body {
     /// println!("{} bytes", bytes.len());
     /// # Ok(()) }
     /// ```
+    ///
+    /// It reads however much the server sends, without a limit. To cap it,
+    /// wrap the body in [`http_body_util::Limited`] and collect that: a
+    /// body past the limit fails with [`http_body_util::LengthLimitError`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::BoxError> {
+    /// use http_body_util::{BodyExt, Limited};
+    /// let client = freshpool::Client::new();
+    /// let response = client.get("http://127.0.0.1:8080/").await?;
+    /// let body = Limited::new(response.into_body(), 1024 * 1024);
+    /// let bytes = body.collect().await?.to_bytes();
+    /// println!("{} bytes (at most 1 MiB)", bytes.len());
+    /// # Ok(()) }
+    /// ```
     // (Not `async`: that would wrap the reading future in one more state
     // machine, which moves the body into it: ~100 instructions per
     // response, callgrind.)
@@ -178,6 +193,19 @@ impl Body {
     }
 
     /// Reads and discards the body, returning the connection to the pool.
+    /// Returns how many body bytes it read.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), freshpool::Error> {
+    /// let client = freshpool::Client::new();
+    /// let response = client.get("http://127.0.0.1:8080/").await?;
+    /// if !response.status().is_success() {
+    ///     // Not wanted, but read to the end: the connection can be reused.
+    ///     let skipped = response.into_body().drain().await?;
+    ///     println!("skipped {skipped} bytes");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn drain(self) -> Result<u64, Error> {
         let mut body = self;
         let mut total = 0u64;

@@ -99,6 +99,14 @@ impl GateState {
 
 impl RequestBody {
     /// No body.
+    ///
+    /// ```
+    /// use freshpool::RequestBody;
+    /// let request = http::Request::delete("http://127.0.0.1:8080/items/7")
+    ///     .body(RequestBody::empty())
+    ///     .unwrap();
+    /// assert!(request.body().is_replayable());
+    /// ```
     pub fn empty() -> RequestBody {
         RequestBody { payload: None }
     }
@@ -135,6 +143,14 @@ impl RequestBody {
     }
 
     /// True when the body is in memory and can be sent again.
+    ///
+    /// ```
+    /// use freshpool::RequestBody;
+    /// use http_body_util::Full;
+    /// assert!(RequestBody::from("in memory").is_replayable());
+    /// let streamed = RequestBody::wrap(Full::new(bytes::Bytes::from_static(b"streamed")));
+    /// assert!(!streamed.is_replayable());
+    /// ```
     pub fn is_replayable(&self) -> bool {
         matches!(self.payload.as_deref(), None | Some(Payload::Full(_)))
     }
