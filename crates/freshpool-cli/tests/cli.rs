@@ -118,15 +118,19 @@ async fn probe_over_tls_reports_http2_and_its_stream_limit() {
     assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
 }
 
-/// A server whose connections answer their first request only (later ones
-/// get garbage, and the connection stays open): the probe says reuse fails
-/// and recommends no pooling. (It bisected towards zero for ~90 s and
-/// reported an idle timeout of 1 ms, with settings to match.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_of_a_server_that_never_reuses_says_so() {
+/// A raw HTTP/1 server on 127.0.0.1 that answers each connection's first
+/// request with `first`, then closes the connection if `close` is set;
+/// later requests on it get `later`, or no answer at all (`None`).
+fn scripted_server(
+    first: &'static [u8],
+    close: bool,
+    later: Option<&'static [u8]>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     let server = tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
@@ -143,13 +147,10 @@ async fn probe_of_a_server_that_never_reuses_says_so() {
                     seen.extend_from_slice(&buf[..n]);
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         seen.drain(..end + 4);
-                        let reply: &[u8] = if answered {
-                            b"garbage\r\n\r\n"
-                        } else {
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                        };
+                        let reply = if answered { later } else { Some(first) };
                         answered = true;
-                        if stream.write_all(reply).await.is_err() {
+                        let Some(reply) = reply else { continue };
+                        if stream.write_all(reply).await.is_err() || close {
                             return;
                         }
                     }
@@ -157,6 +158,11 @@ async fn probe_of_a_server_that_never_reuses_says_so() {
             });
         }
     });
+    (addr, server)
+}
+
+/// Probes `addr`; the run must succeed. Its output.
+async fn probe_ok(addr: std::net::SocketAddr) -> String {
     let out = freshpool(
         &["probe", &format!("http://{addr}/"), "--max-wait", "2s"],
         Duration::from_secs(60),
@@ -164,9 +170,58 @@ async fn probe_of_a_server_that_never_reuses_says_so() {
     .await;
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    text
+}
+
+/// A server whose connections answer their first request only (later ones
+/// get garbage, and the connection stays open): the probe says reuse fails
+/// and recommends no pooling. (It bisected towards zero for ~90 s and
+/// reported an idle timeout of 1 ms, with settings to match.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_of_a_server_that_never_reuses_says_so() {
+    let (addr, server) = scripted_server(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        false,
+        Some(b"garbage\r\n\r\n"),
+    );
+    let text = probe_ok(addr).await;
     assert!(text.contains("reusing the connection failed"), "{text}");
     assert!(text.contains(".max_idle_per_host(0)"), "{text}");
     assert!(!text.contains(".idle_timeout("), "{text}");
+    server.abort();
+}
+
+/// The same for a server that leaves a second request unanswered, the
+/// connection open: the look right after a response now counts that as no
+/// reuse (it bisected from zero, 10 s a step, towards "1 ms" again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_of_a_server_silent_to_a_second_request_says_it_never_reuses() {
+    let (addr, server) = scripted_server(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        false,
+        None,
+    );
+    let text = probe_ok(addr).await;
+    assert!(text.contains("reusing the connection failed"), "{text}");
+    assert!(text.contains(".max_idle_per_host(0)"), "{text}");
+    assert!(!text.contains(".idle_timeout("), "{text}");
+    server.abort();
+}
+
+/// An HTTP/1.0 server without `Connection: keep-alive` closes after each
+/// response: no keep-alive, and the probe says so (it read it as
+/// HTTP/1.1 keeping connections, then failed with exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_of_an_http10_server_says_it_keeps_no_connections() {
+    let (addr, server) = scripted_server(
+        b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        true,
+        None,
+    );
+    let text = probe_ok(addr).await;
+    assert!(text.contains("http version  HTTP/1.0"), "{text}");
+    assert!(text.contains("keep-alive    no: HTTP/1.0"), "{text}");
+    assert!(text.contains(".max_idle_per_host(0)"), "{text}");
     server.abort();
 }
 

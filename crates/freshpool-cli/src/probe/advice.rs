@@ -5,13 +5,24 @@ use std::time::Duration;
 
 use super::Idle;
 
+/// What the probe learned of the server's concurrency per connection.
+pub(super) enum Streams {
+    /// HTTP/1.x: one request at a time.
+    Http1,
+    /// HTTP/2 with this `SETTINGS_MAX_CONCURRENT_STREAMS` (`None`: not
+    /// advertised).
+    Http2(Option<u32>),
+    /// HTTP/2, its SETTINGS not read.
+    Http2Unknown,
+}
+
 /// The settings that match what the probe measured.
 pub(super) fn recommend(
     keeps: bool,
     hint: Option<Duration>,
     observed: Option<Duration>,
     idle: &Idle,
-    streams: Option<Option<u32>>,
+    streams: Streams,
     max_wait: Duration,
 ) -> String {
     let mut o = String::from("recommended freshpool settings:\n");
@@ -79,7 +90,7 @@ pub(super) fn recommend(
         item("(keep the default idle_timeout)".into(), why);
     }
     match streams {
-        Some(Some(n)) => item(
+        Streams::Http2(Some(n)) => item(
             ".max_connections_per_host(4)".into(),
             format!(
                 "HTTP/2: each connection carries up to {n} concurrent requests (SETTINGS_MAX_CONCURRENT_STREAMS), \
@@ -87,11 +98,17 @@ pub(super) fn recommend(
                 4 * n as u64
             ),
         ),
-        Some(None) => item(
+        Streams::Http2(None) => item(
             ".max_connections_per_host(2)".into(),
             "HTTP/2 without a stream limit: one connection multiplexes everything; a second one spreads load".into(),
         ),
-        None => item(
+        Streams::Http2Unknown => item(
+            "(keep the default max_connections_per_host)".into(),
+            "HTTP/2, its stream limit not read: freshpool opens another connection only when a \
+             connection's streams run out"
+                .into(),
+        ),
+        Streams::Http1 => item(
             ".max_connections_per_host(<peak concurrency>)".into(),
             "HTTP/1.1 carries one request at a time per connection: set it to your peak concurrency to \
              this host (default 64), so bursts wait briefly instead of opening unbounded connections"
@@ -99,4 +116,24 @@ pub(super) fn recommend(
         ),
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP/2 server whose SETTINGS could not be read is still HTTP/2:
+    /// no HTTP/1.1 advice (it was given, "one request at a time").
+    #[test]
+    fn http2_with_its_stream_limit_unread_gets_no_http1_advice() {
+        let idle = Idle::Beyond(Duration::from_secs(60));
+        let wait = Duration::from_secs(60);
+        let unknown = recommend(true, None, None, &idle, Streams::Http2Unknown, wait);
+        assert!(!unknown.contains("HTTP/1.1"), "{unknown}");
+        assert!(unknown.contains("HTTP/2, its stream limit not read"), "{unknown}");
+        let http1 = recommend(true, None, None, &idle, Streams::Http1, wait);
+        assert!(http1.contains("HTTP/1.1 carries one request"), "{http1}");
+        let limited = recommend(true, None, None, &idle, Streams::Http2(Some(100)), wait);
+        assert!(limited.contains("up to 100 concurrent requests"), "{limited}");
+    }
 }

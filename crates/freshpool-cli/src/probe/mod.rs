@@ -190,9 +190,27 @@ struct Live {
 /// A response, as far as the probe cares.
 struct Answer {
     status: http::StatusCode,
+    /// The response's HTTP version: an HTTP/1.0 server keeps a connection
+    /// only when it says `Connection: keep-alive`.
+    version: http::Version,
     first_byte: Duration,
     connection_close: bool,
+    connection_keep_alive: bool,
     keep_alive: Option<String>,
+}
+
+impl Answer {
+    /// Whether the server keeps the connection after this response
+    /// (RFC 9112 section 9.3: HTTP/1.1 unless it says `close`; HTTP/1.0
+    /// only if it says `keep-alive`).
+    fn keeps(&self) -> bool {
+        match self.version {
+            http::Version::HTTP_10 | http::Version::HTTP_09 => {
+                self.connection_keep_alive && !self.connection_close
+            }
+            _ => !self.connection_close,
+        }
+    }
 }
 
 async fn open(target: &Target) -> Result<(Live, Dialed), String> {
@@ -256,11 +274,18 @@ impl Live {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
+            let connection = header("connection").unwrap_or_default();
+            let says = |token: &str| {
+                connection
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case(token))
+            };
             let answer = Answer {
                 status: resp.status(),
+                version: resp.version(),
                 first_byte,
-                connection_close: header("connection")
-                    .is_some_and(|v| v.eq_ignore_ascii_case("close")),
+                connection_close: says("close"),
+                connection_keep_alive: says("keep-alive"),
                 keep_alive: header("keep-alive"),
             };
             resp.into_body()
@@ -329,9 +354,8 @@ async fn idle_then_reuse(live: &mut Live, target: &Target, pause: Duration) -> R
 
 /// Idles `live` for `pause` and reuses it, opening a fresh connection first
 /// when the last one is dead, and again (a bounded number of times) when the
-/// connection turns out to have ended with the previous exchange (so it
-/// answers `Alive`, `ClosedAt` or `Failed`; callers treat a `Gone` like
-/// `Failed` only to keep their matches total).
+/// connection turns out to have ended with the previous exchange; `Gone`
+/// when it did so three times (callers treat it like `Failed`).
 async fn measure(
     live: &mut Live,
     dead: &mut bool,
@@ -353,9 +377,10 @@ async fn measure(
             other => return Ok(other),
         }
     }
-    Err(format!(
-        "the server closed the connection right after each of 3 requests; no idle timeout to measure at {pause:?}"
-    ))
+    // The server closes after every response without saying so (an
+    // HTTP/1.0 server, or one that ignores keep-alive): there is no reuse
+    // to measure, which the callers' no-reuse look reports.
+    Ok(Reuse::Gone)
 }
 
 /// What the idle search found.
@@ -404,14 +429,18 @@ async fn find_idle_timeout(
     };
     // Failed at the first pause: one look right after the response tells
     // "times out sooner" from "never reuses" (bisecting towards zero took
-    // ~90 s and then reported an idle timeout of 1 ms).
+    // ~90 s and then reported an idle timeout of 1 ms). Unanswered counts
+    // as no reuse: the connection's first request was answered within
+    // STEP, and the same server ignoring one 20 ms later is not slow but
+    // not serving a second request (bisecting from zero, eight 10 s steps,
+    // ended at "1 ms" again).
     if lo.is_zero() {
         match measure(&mut live, &mut dead, target, NO_REUSE_PAUSE).await? {
             Reuse::Alive => lo = NO_REUSE_PAUSE,
             Reuse::ClosedAt(t) => return Ok(Idle::Observed(t)),
-            Reuse::Failed | Reuse::Gone => return Ok(Idle::NoReuse(NO_REUSE_PAUSE)),
-            // (A slow server, maybe: no verdict; the search goes on.)
-            Reuse::Unanswered => {}
+            Reuse::Failed | Reuse::Gone | Reuse::Unanswered => {
+                return Ok(Idle::NoReuse(NO_REUSE_PAUSE))
+            }
         }
     }
     // Bisect on fresh connections until the bracket is within ~10%.
@@ -486,7 +515,13 @@ pub async fn run(args: ProbeArgs) -> Result<(), String> {
         ms(answer.first_byte),
         answer.status
     );
-    let version = if dialed.h2 { "HTTP/2" } else { "HTTP/1.1" };
+    let version = if dialed.h2 {
+        "HTTP/2"
+    } else if answer.version == http::Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
     println!(
         "  http version  {version}{}",
         if dialed.tls.is_none() {
@@ -499,7 +534,7 @@ pub async fn run(args: ProbeArgs) -> Result<(), String> {
         .keep_alive
         .as_deref()
         .and_then(freshpool::parse_keep_alive);
-    let keeps = dialed.h2 || !answer.connection_close;
+    let keeps = dialed.h2 || answer.keeps();
     let hint_text = answer
         .keep_alive
         .as_deref()
@@ -508,8 +543,10 @@ pub async fn run(args: ProbeArgs) -> Result<(), String> {
         "  keep-alive    {} ({hint_text})",
         if keeps {
             "yes"
-        } else {
+        } else if answer.connection_close {
             "no: Connection: close"
+        } else {
+            "no: HTTP/1.0 without Connection: keep-alive"
         }
     );
     let idle = if keeps {
@@ -566,7 +603,11 @@ pub async fn run(args: ProbeArgs) -> Result<(), String> {
         Some(Err(e)) => println!("  h2 max concurrent streams  unknown ({e})"),
         None => {}
     }
-    let streams = streams.and_then(Result::ok);
+    let streams = match streams {
+        None => advice::Streams::Http1,
+        Some(Ok(n)) => advice::Streams::Http2(n),
+        Some(Err(_)) => advice::Streams::Http2Unknown,
+    };
     print!(
         "{}",
         advice::recommend(keeps, hint, observed, &idle, streams, args.max_wait)
