@@ -44,9 +44,35 @@ pub struct LoadArgs {
     /// Also trust the CA certificates in this PEM file.
     #[arg(long, value_name = "PEM")]
     pub cacert: Option<PathBuf>,
-    /// Per-request timeout.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Per-request timeout (more than 0, at most a year).
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub timeout: Duration,
+}
+
+/// A per-request `--timeout`: more than zero (a zero timeout fails every
+/// request) and at most a year (the library's bound), said in the CLI's
+/// words rather than the builder's.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() || d > Duration::from_secs(365 * 24 * 3600) {
+        return Err(format!(
+            "--timeout must be more than 0 and at most a year (e.g. 10s), not '{s}'"
+        ));
+    }
+    Ok(d)
+}
+
+/// `url` for output, its password (if any) replaced: what was typed may
+/// hold credentials, and summaries end up in logs and tickets.
+fn shown_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].rfind('@') {
+        Some(at) => {
+            let user = url[start..start + at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..start], &url[start + at..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// Parses `500ms`, `1.5s`, `2m` (or `2min`), `1h` or a bare number of
@@ -305,10 +331,15 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         use freshpool::Kind;
         if matches!(
             e.kind(),
-            Kind::Connect | Kind::ConnectTimeout | Kind::Tls | Kind::InvalidUri
+            Kind::Connect
+                | Kind::ConnectTimeout
+                | Kind::Tls
+                | Kind::InvalidUri
+                | Kind::Proxy
+                | Kind::ProxyAuth
         ) {
             bar.finish_and_clear();
-            return Err(format!("cannot reach {}: {e}", args.url));
+            return Err(format!("cannot reach {}: {e}", shown_url(&args.url)));
         }
     }
     bar.inc(1);
@@ -364,7 +395,7 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
     let errors: u64 = t.errors.values().map(|(n, _)| n).sum();
     let mut o = String::new();
     let _ = writeln!(o, "Summary:");
-    let _ = writeln!(o, "  URL:          {} {}", job.method, args.url);
+    let _ = writeln!(o, "  URL:          {} {}", job.method, shown_url(&args.url));
     let _ = writeln!(
         o,
         "  Requests:     {} (ok {ok}, 4xx/5xx {refused}, errors {errors})",
@@ -377,7 +408,11 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
             t.cut_off
         );
     }
-    let _ = writeln!(o, "  Concurrency:  {}", args.concurrency);
+    // (At most the request count: `-n 3 -c 50` has 3 in flight.)
+    let in_flight = args
+        .requests
+        .map_or(args.concurrency, |n| n.min(args.concurrency));
+    let _ = writeln!(o, "  Concurrency:  {in_flight}");
     let _ = writeln!(o, "  Elapsed:      {:.3} s", elapsed.as_secs_f64());
     let _ = writeln!(
         o,

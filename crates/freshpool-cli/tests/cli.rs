@@ -382,6 +382,37 @@ async fn bad_input_is_one_line_and_a_nonzero_exit() {
         assert_eq!(out.status.code(), Some(2), "--max-wait {wait}");
         assert!(stderr(&out).contains("max-wait"), "{}", stderr(&out));
     }
+    // A zero `--timeout` got the library's builder words ("use None to
+    // switch it off"), which a CLI user cannot act on.
+    for timeout in ["0", "0ms", "9000h"] {
+        let out = freshpool(
+            &["load", "http://127.0.0.1:1/", "--timeout", timeout],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2), "--timeout {timeout}");
+        let err = stderr(&out);
+        assert!(err.contains("--timeout must be more than 0"), "{err}");
+        assert!(!err.contains("None"), "{err}");
+    }
+}
+
+/// The summary shows no password from the URL (it printed it whole), and
+/// the concurrency actually used: `-n 3 -c 50` has 3 in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_summary_hides_the_password_and_says_the_real_concurrency() {
+    let server = TestServer::http1().await;
+    let url = format!("http://alice:hunter2@{}/", server.addr());
+    let out = freshpool(
+        &["load", &url, "-n", "3", "-c", "50"],
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("alice:***@"), "{text}");
+    assert_eq!(number_after(&text, "Concurrency:"), 3.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,4 +461,27 @@ pub fn tempdir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// An unreachable proxy is one line too (it printed a whole summary of
+/// identical errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_through_an_unreachable_proxy_is_one_line() {
+    let server = TestServer::http1().await;
+    let child = Command::new(BIN)
+        .args(["load", &server.url("/"), "-n", "3"])
+        .env("http_proxy", "http://127.0.0.1:1")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), child)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot reach"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(stdout(&out).trim().is_empty(), "{}", stdout(&out));
 }

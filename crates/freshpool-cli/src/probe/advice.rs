@@ -130,10 +130,16 @@ mod tests {
         let wait = Duration::from_secs(60);
         let unknown = recommend(true, None, None, &idle, Streams::Http2Unknown, wait);
         assert!(!unknown.contains("HTTP/1.1"), "{unknown}");
-        assert!(unknown.contains("HTTP/2, its stream limit not read"), "{unknown}");
+        assert!(
+            unknown.contains("HTTP/2, its stream limit not read"),
+            "{unknown}"
+        );
         let http1 = recommend(true, None, None, &idle, Streams::Http1, wait);
         assert!(http1.contains("HTTP/1.1 carries one request"), "{http1}");
         let limited = recommend(true, None, None, &idle, Streams::Http2(Some(100)), wait);
-        assert!(limited.contains("up to 100 concurrent requests"), "{limited}");
+        assert!(
+            limited.contains("up to 100 concurrent requests"),
+            "{limited}"
+        );
     }
 }
