@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -192,8 +192,39 @@ impl Tally {
 enum Outcome {
     Answered,
     Failed(freshpool::Error),
-    /// `-d` ran out while it was in flight.
+    /// `-d` ran out (or Ctrl-C came) while it was in flight.
     CutOff,
+}
+
+/// Ctrl-C: the run stops sending, cuts off what is in flight and still
+/// prints its summary (it printed nothing, the results of a long run lost).
+#[derive(Default)]
+struct Stop {
+    fired: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        loop {
+            // (Made before the check: `notify_waiters` wakes a `Notified`
+            // from its creation on, so a fire between the two is seen.)
+            let notified = self.notify.notified();
+            if self.fired() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 struct Job {
@@ -203,6 +234,7 @@ struct Job {
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
     body: Bytes,
     tally: Mutex<Tally>,
+    stop: Stop,
 }
 
 impl Job {
@@ -224,15 +256,22 @@ impl Job {
             resp.into_body().drain().await?;
             Ok::<u16, freshpool::Error>(status)
         };
-        let result = match deadline {
-            Some(d) => match tokio::time::timeout_at(d.into(), exchange).await {
-                Ok(result) => result,
-                Err(_) => {
-                    self.tally.lock().unwrap_or_else(|p| p.into_inner()).cut_off += 1;
-                    return Outcome::CutOff;
-                }
-            },
-            None => exchange.await,
+        let cut = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = exchange => result,
+            () = cut => {
+                self.tally.lock().unwrap_or_else(|p| p.into_inner()).cut_off += 1;
+                return Outcome::CutOff;
+            }
+            () = self.stop.wait() => {
+                self.tally.lock().unwrap_or_else(|p| p.into_inner()).cut_off += 1;
+                return Outcome::CutOff;
+            }
         };
         let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         match result {
@@ -295,6 +334,7 @@ fn build_job(args: &LoadArgs) -> Result<Job, String> {
         headers,
         body: Bytes::from(args.body.clone().unwrap_or_default()),
         tally: Mutex::new(Tally::default()),
+        stop: Stop::default(),
     })
 }
 
@@ -325,6 +365,14 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     if total == 0 {
         return Err("-n must be at least 1".into());
     }
+    let ctrl_c = {
+        let job = job.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                job.stop.fire();
+            }
+        })
+    };
     // The first request goes alone: an unreachable or misconfigured target
     // is reported as one line instead of N identical errors.
     if let Outcome::Failed(e) = job.one(deadline).await {
@@ -348,7 +396,8 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     for _ in 0..args.concurrency.min(total.saturating_sub(1)) {
         let (job, sent, bar) = (job.clone(), sent.clone(), bar.clone());
         set.spawn(async move {
-            while sent.fetch_add(1, Ordering::Relaxed) < total
+            while !job.stop.fired()
+                && sent.fetch_add(1, Ordering::Relaxed) < total
                 && deadline.is_none_or(|d| Instant::now() < d)
             {
                 job.one(deadline).await;
@@ -357,9 +406,16 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         });
     }
     while set.join_next().await.is_some() {}
+    ctrl_c.abort();
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     print!("{}", summary(&args, &job, elapsed));
+    if job.stop.fired() {
+        return Err(format!(
+            "interrupted (Ctrl-C) after {:.1} s: the summary above covers the requests sent until then",
+            elapsed.as_secs_f64()
+        ));
+    }
     // Scripts and CI read the exit status: a run where requests failed, or
     // were answered 4xx/5xx, is not a success.
     let t = job.tally.lock().unwrap_or_else(|p| p.into_inner());
@@ -404,7 +460,7 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
     if t.cut_off > 0 {
         let _ = writeln!(
             o,
-            "  Cut off:      {} in flight when -d ran out (not counted above)",
+            "  Cut off:      {} in flight when the run ended (-d ran out, or Ctrl-C; not counted above)",
             t.cut_off
         );
     }

@@ -485,3 +485,39 @@ async fn load_through_an_unreachable_proxy_is_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(stdout(&out).trim().is_empty(), "{}", stdout(&out));
 }
+
+/// Ctrl-C stops a run and still prints its summary, with what was in
+/// flight cut off; the exit status says it was interrupted. (It printed
+/// nothing: a long run's results were lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_interrupted_by_ctrl_c_prints_its_summary() {
+    let server = TestServer::http1().await;
+    let child = Command::new(BIN)
+        .args(["load", &server.url("/delay/200"), "-d", "60s", "-c", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().expect("running");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the run stops at Ctrl-C")
+        .unwrap();
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("Summary:"), "{text}\n{}", stderr(&out));
+    assert!(number_after(&text, "Requests:") >= 4.0, "{text}");
+    assert!(number_after(&text, "Cut off:") >= 1.0, "{text}");
+    assert!(
+        stderr(&out).contains("interrupted (Ctrl-C)"),
+        "{}",
+        stderr(&out)
+    );
+}
