@@ -143,3 +143,47 @@ fn quick_bench_produces_every_cell_and_a_report() {
         assert!(index.contains(strategy), "{strategy} in the table");
     }
 }
+
+/// A cell past its time limit is a failed cell in the table and the JSON,
+/// the others kept, and the exit status says which did not finish. (One
+/// slow cell ended the run with an error: no table, no JSON.)
+#[test]
+fn a_cell_past_its_limit_fails_without_losing_the_others() {
+    let dir = std::env::temp_dir().join(format!("freshpool-bench-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("cells.json");
+    // The starvation scenario holds bodies for 1.5 s: 300 ms is too short
+    // for every strategy.
+    let out = Command::new(env!("CARGO_BIN_EXE_freshpool"))
+        .args([
+            "bench",
+            "--quick",
+            "--scenario",
+            "starvation",
+            "--cell-limit",
+            "300ms",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("did not finish") && stderr.contains("exceeded"),
+        "{stderr}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cells = doc["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), STRATEGIES.len(), "{stdout}");
+    for strategy in STRATEGIES {
+        let c = cell(cells, "starvation", strategy);
+        assert!(
+            c["first_error"].as_str().unwrap_or("").contains("exceeded"),
+            "{c}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -60,6 +60,8 @@ pub struct Ctx {
     pub quick: bool,
     /// The CA the TLS servers' certificates are signed by.
     pub ca: Arc<TestCa>,
+    /// Each cell's time limit, when not the default (tests).
+    pub cell_limit: Option<Duration>,
 }
 
 impl Ctx {
@@ -116,7 +118,9 @@ pub async fn h1_server(idle_timeout: Option<Duration>) -> TestServer {
 /// Runs one cell, bounded by `limit` overall.
 pub async fn run_cell(scenario: Scenario, strategy: Strategy, ctx: &Ctx) -> Result<Cell, String> {
     let started = Instant::now();
-    let limit = ctx.pick(Duration::from_secs(30), Duration::from_secs(120));
+    let limit = ctx
+        .cell_limit
+        .unwrap_or_else(|| ctx.pick(Duration::from_secs(30), Duration::from_secs(120)));
     let work = async {
         match scenario {
             Scenario::Burst => burst(strategy, ctx).await,
