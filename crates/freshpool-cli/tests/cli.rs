@@ -451,7 +451,23 @@ async fn bench_serve_prints_its_servers_and_serves() {
         assert_eq!(resp.into_body().text().await.unwrap(), "ok");
     }
     assert!(found["https"].starts_with("https://localhost:"));
-    child.kill().await.unwrap();
+    // SIGTERM (what `kill` sends) ends it and removes its CA file (only
+    // Ctrl-C and --serve-for did; the file stayed in the temp directory).
+    let pid = child.id().expect("running");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("SIGTERM ends --serve")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !std::path::Path::new(&found["ca"]).exists(),
+        "the CA file is removed"
+    );
 }
 
 /// A fresh directory under the target dir.

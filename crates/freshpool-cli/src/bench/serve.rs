@@ -38,9 +38,14 @@ pub async fn serve(serve_for: Option<Duration>) -> Result<(), String> {
             None => std::future::pending().await,
         }
     };
+    // (SIGTERM too, as `kill` and service managers send: the CA file was
+    // left behind in the temp directory.)
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
     tokio::select! {
         _ = until => {}
         _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
     let _ = std::fs::remove_file(&pem_path);
     Ok(())
