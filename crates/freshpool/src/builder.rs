@@ -407,12 +407,14 @@ impl ClientBuilder {
     }
 
     /// Whether to read the proxy environment variables at `build()`. Default
-    /// on. The rules are Go's and reqwest's: `http_proxy` / `HTTP_PROXY`
-    /// for `http://` (the upper-case name not in a CGI script, where a
-    /// request can set it: "httpoxy"), `https_proxy` / `HTTPS_PROXY` for
-    /// `https://`, `all_proxy` / `ALL_PROXY` for both when the specific one
-    /// is unset, `no_proxy` / `NO_PROXY` for exceptions; lower case wins;
-    /// empty means unset. A variable freshpool cannot use (a `socks5://`
+    /// on. The names are the ones Go and reqwest read: `http_proxy` /
+    /// `HTTP_PROXY` for `http://` (the upper-case name not in a CGI
+    /// script, where a request can set it: "httpoxy"), `https_proxy` /
+    /// `HTTPS_PROXY` for `https://`, `all_proxy` / `ALL_PROXY` for both
+    /// when the specific one is unset, `no_proxy` / `NO_PROXY` for
+    /// exceptions; where both spellings are set the lower-case one wins,
+    /// as in curl (Go and reqwest take the upper-case one); empty means
+    /// unset. A variable freshpool cannot use (a `socks5://`
     /// proxy, a malformed URL) does not make `build()` fail: the requests
     /// it covers fail with [`Kind::Proxy`](crate::Kind::Proxy), saying
     /// which variable, rather than go direct past the proxy. Ignored when

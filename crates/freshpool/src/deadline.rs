@@ -82,12 +82,19 @@ pin_project_lite::pin_project! {
 }
 
 impl RequestDeadline {
-    /// A deadline `limit` from now (at most a year: `config::validate`).
+    /// A deadline `limit` from now (at most a year: `config::validate`),
+    /// its timer made at the first poll (the request future may be made
+    /// outside a runtime).
     pub(crate) fn start(
         limit: Duration,
         authority: Option<http::uri::Authority>,
     ) -> Pin<Box<RequestDeadline>> {
-        RequestDeadline::until(tokio::time::Instant::now() + limit, limit, authority)
+        Box::pin(RequestDeadline {
+            sleep: None,
+            at: tokio::time::Instant::now() + limit,
+            authority,
+            limit,
+        })
     }
 
     /// When it ends.
@@ -101,14 +108,17 @@ impl RequestDeadline {
         tokio::time::Instant::now() >= self.at()
     }
 
-    /// Another deadline at `at` (the same request's, for its body).
+    /// Another deadline at `at` (the same request's, for its body), its
+    /// timer made now: this runs in the send loop, on the runtime, while
+    /// the body may be read anywhere (`futures::executor::block_on`),
+    /// where making a tokio timer panics.
     pub(crate) fn until(
         at: tokio::time::Instant,
         limit: Duration,
         authority: Option<http::uri::Authority>,
     ) -> Pin<Box<RequestDeadline>> {
         Box::pin(RequestDeadline {
-            sleep: None,
+            sleep: Some(tokio::time::sleep_until(at)),
             at,
             authority,
             limit,

@@ -35,3 +35,44 @@ fn a_request_future_made_outside_a_runtime_runs_in_one_with_a_timeout() {
     assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
     assert!(err.to_string().contains("timed out after 200ms"), "{err}");
 }
+
+/// Polls `fut` to its end on this thread, outside any tokio runtime (a
+/// caller's own executor, as `futures::executor::block_on`).
+fn block_on_this_thread<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+/// With a `timeout` set, a response body read outside any runtime (the
+/// connection driven by a multi-thread runtime's workers): its deadline's
+/// timer was made at the body's first wait, where tokio panicked.
+#[test]
+fn a_response_body_read_outside_a_runtime_keeps_its_deadline() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(TestServer::http1());
+    let client = Client::builder()
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    // Five one-byte frames, 40 ms apart: the body waits between them.
+    let response = rt.block_on(client.get(&server.url("/drip/5"))).unwrap();
+    let body = block_on_this_thread(response.into_body().bytes()).unwrap();
+    assert_eq!(body.len(), 5);
+}

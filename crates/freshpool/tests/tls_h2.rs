@@ -486,3 +486,38 @@ async fn stats_tell_apart_partitions_of_one_origin() {
         "{stats}"
     );
 }
+
+/// Clients sharing a pool dial its way: a different dial setting is a
+/// `Config` error naming it, and a PING timeout without a PING interval
+/// (no PING sent) is no difference.
+#[test]
+fn sharing_a_pool_with_other_dial_settings_is_refused_by_name() {
+    let main = Client::builder().build().unwrap();
+    let err = Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .share_pool_with(&main)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Config);
+    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    // No interval: the PING timeout does nothing, so it may differ.
+    Client::builder()
+        .http2_keep_alive_timeout(Duration::from_secs(5))
+        .share_pool_with(&main)
+        .build()
+        .unwrap();
+    let pinging = Client::builder()
+        .http2_keep_alive_interval(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    let err = Client::builder()
+        .http2_keep_alive_interval(Some(Duration::from_secs(10)))
+        .http2_keep_alive_timeout(Duration::from_secs(5))
+        .share_pool_with(&pinging)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("http2_keep_alive_timeout"),
+        "{err}"
+    );
+}

@@ -120,7 +120,9 @@ pub(crate) struct DialSettings {
     pub tcp_nodelay: bool,
     pub tcp_keepalive: Option<std::time::Duration>,
     pub http2_keep_alive_interval: Option<std::time::Duration>,
-    pub http2_keep_alive_timeout: std::time::Duration,
+    /// `None` without an interval: no PING is sent, and clients sharing
+    /// a pool need not agree on a timeout that does nothing.
+    pub http2_keep_alive_timeout: Option<std::time::Duration>,
 }
 
 impl DialSettings {
@@ -131,7 +133,9 @@ impl DialSettings {
             tcp_nodelay: conn.tcp_nodelay,
             tcp_keepalive: conn.tcp_keepalive,
             http2_keep_alive_interval: conn.http2_keep_alive_interval,
-            http2_keep_alive_timeout: conn.http2_keep_alive_timeout,
+            http2_keep_alive_timeout: conn
+                .http2_keep_alive_interval
+                .map(|_| conn.http2_keep_alive_timeout),
         }
     }
 

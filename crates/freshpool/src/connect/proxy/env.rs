@@ -1,5 +1,9 @@
-//! The proxy environment variables (the precedence of Go's `httpproxy`
-//! and reqwest) and `NO_PROXY` matching.
+//! The proxy environment variables and `NO_PROXY` matching.
+//!
+//! Which names are read follows Go's `httpproxy` and reqwest (upper-case
+//! `HTTP_PROXY` too, except in a CGI script); where both spellings are
+//! set the lower-case one wins, as in curl (Go and reqwest read the
+//! upper-case one first).
 
 use std::net::IpAddr;
 
@@ -18,10 +22,11 @@ pub(crate) struct NoProxy {
 impl NoProxy {
     /// Parses the common format: comma-separated host names, domains (a
     /// leading `.` or `*.` is optional: `example.com`, `.example.com` and
-    /// `*.example.com` all match `example.com` and `www.example.com`), IP
-    /// addresses and CIDR ranges; `*` matches every host. An entry with a
-    /// port (`host:8443`, `[::1]:443`) matches that port only, as in Go
-    /// (curl matches such an entry never, an earlier version of this any
+    /// `*.example.com` all match `example.com` and `www.example.com`, as
+    /// curl reads the first two; Go matches only subdomains with a leading
+    /// dot), IP addresses and CIDR ranges; `*` matches every host. An entry
+    /// with a port (`host:8443`, `[::1]:443`) matches that port only, as in
+    /// Go (curl matches such an entry never, an earlier version of this any
     /// port).
     #[cfg(test)]
     pub(crate) fn parse(list: &str) -> NoProxy {
@@ -30,7 +35,7 @@ impl NoProxy {
 
     /// [`NoProxy::parse`], telling `bad` of each entry it cannot read (a
     /// CIDR range whose address or prefix does not parse, or a prefix
-    /// longer than the address), which it skips.
+    /// longer than the address; a port that is no port), which it skips.
     pub(crate) fn parse_reporting(list: &str, mut bad: impl FnMut(&str)) -> NoProxy {
         let mut out = NoProxy::default();
         for entry in list.split(',') {
@@ -53,7 +58,10 @@ impl NoProxy {
                 }
                 continue;
             }
-            let (host, port) = split_port(entry);
+            let Some((host, port)) = split_port(entry) else {
+                bad(entry);
+                continue;
+            };
             if let Ok(ip) = host.parse::<IpAddr>() {
                 let bits = if ip.is_ipv4() { 32 } else { 128 };
                 out.nets.push((ip, bits, port));
@@ -92,18 +100,24 @@ impl NoProxy {
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address: the
-/// host and the port, if any.
-fn split_port(entry: &str) -> (&str, Option<u16>) {
+/// host and the port, if any; `None` for a port that is no port
+/// (`host:99999`, `[::1]:abc`), which read as "any port" widened the
+/// bypass a typo was meant to narrow.
+fn split_port(entry: &str) -> Option<(&str, Option<u16>)> {
+    let port = |p: &str| p.parse::<u16>().ok();
     if let Some(v6) = entry.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').unwrap_or((v6, ""));
-        return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+        let (host, after) = v6.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            _ => Some((host, Some(port(after.strip_prefix(':')?)?))),
+        };
     }
     if entry.parse::<IpAddr>().is_ok() {
-        return (entry, None);
+        return Some((entry, None));
     }
     match entry.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => (host, port.parse().ok()),
-        _ => (entry, None),
+        Some((host, p)) => Some((host, Some(port(p)?))),
+        None => Some((entry, None)),
     }
 }
 
@@ -124,7 +138,7 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// The proxy environment variables, read with Go's and reqwest's rules.
+/// The proxy environment variables (see the module's note on precedence).
 /// (Its `Debug` hides passwords.)
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct EnvProxies {

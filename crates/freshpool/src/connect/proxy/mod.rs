@@ -1,5 +1,5 @@
-//! HTTP proxies: configuration, the environment variables (with Go's and
-//! reqwest's precedence rules), the per-origin choice, and the two ways a request goes
+//! HTTP proxies: configuration, the environment variables (the names Go
+//! and reqwest read; lower case first, as in curl), the per-origin choice, and the two ways a request goes
 //! through a proxy.
 //!
 //! ```text
@@ -204,7 +204,8 @@ impl Routes {
                 if !bad.is_empty() {
                     return Err(Error::config(format!(
                         "no_proxy: cannot read {} (a CIDR range is an address, '/', and a \
-                         prefix length up to 32 for IPv4 or 128 for IPv6)",
+                         prefix length up to 32 for IPv4 or 128 for IPv6; a port is a number \
+                         up to 65535)",
                         bad.iter()
                             .map(|e| format!("{e:?}"))
                             .collect::<Vec<_>>()
@@ -255,7 +256,9 @@ impl Routes {
             if no_proxy.is_none() {
                 no_proxy = env.no_proxy.as_deref().map(|list| {
                     NoProxy::parse_reporting(list, |entry| {
-                        tracing::warn!("no_proxy/NO_PROXY: ignoring {entry:?}, not a CIDR range");
+                        tracing::warn!(
+                            "no_proxy/NO_PROXY: ignoring {entry:?}, which it cannot read"
+                        );
                     })
                 });
             }
@@ -458,7 +461,16 @@ mod tests {
     /// naming it (it was dropped, and its hosts went through the proxy).
     #[test]
     fn an_unreadable_explicit_no_proxy_entry_is_a_config_error() {
-        for bad in ["10.0.0/8", "10.0.0.0/33", "::1/129", "10.0.0.0/x"] {
+        for bad in [
+            "10.0.0/8",
+            "10.0.0.0/33",
+            "::1/129",
+            "10.0.0.0/x",
+            // A port that is no port read as "any port".
+            "internal.example:99999",
+            "[::1]:abc",
+            "host:",
+        ] {
             let err = Routes::build(
                 &ProxySettings {
                     no_proxy: Some(format!("localhost, {bad}")),
