@@ -62,15 +62,40 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// `url` for output, its password (if any) replaced: what was typed may
-/// hold credentials, and summaries end up in logs and tickets.
-fn shown_url(url: &str) -> String {
+/// `url` for output, its credentials hidden: what was typed may hold
+/// them, and summaries and errors end up in logs and tickets. Of a URL
+/// that parses, only the authority's userinfo is touched (an `@` in the
+/// path or query is no password), and a user name alone, often a token,
+/// is hidden too; of one that does not (a password with an unencoded
+/// `/`), everything up to its last `@`.
+pub fn shown_url(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
+    if let Ok(uri) = url.parse::<http::Uri>() {
+        let Some(authority) = uri.authority().map(|a| a.as_str()) else {
+            return url.to_owned();
+        };
+        let Some((userinfo, host)) = authority.rsplit_once('@') else {
+            // `http` reads `alice:pa/ss@h` as host "alice", port "pa": a
+            // port that is no number, with an '@' after it, is a password.
+            let after_host = authority.rsplit_once(']').map_or(authority, |(_, a)| a);
+            let odd_port = after_host
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| !p.bytes().all(|b| b.is_ascii_digit()));
+            let path = &url[start..];
+            let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+            return match path.rfind('@').filter(|_| odd_port) {
+                Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+                None => url.to_owned(),
+            };
+        };
+        let shown = match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        };
+        return url.replacen(authority, &shown, 1);
+    }
     match url[start..].rfind('@') {
-        Some(at) => {
-            let user = url[start..start + at].split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..start], &url[start + at..])
-        }
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
         None => url.to_owned(),
     }
 }
@@ -119,17 +144,18 @@ pub fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Strin
 pub fn parse_url(url: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| format!("invalid URL '{url}': {e}"))?;
+        .map_err(|e| format!("invalid URL '{}': {e}", shown_url(url)))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => {
             return Err(format!(
-                "invalid URL '{url}': the scheme must be http or https"
+                "invalid URL '{}': the scheme must be http or https",
+                shown_url(url)
             ))
         }
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("invalid URL '{url}': no host"));
+        return Err(format!("invalid URL '{}': no host", shown_url(url)));
     }
     // `http` keeps a port it cannot read as a number (`:65536`, `:8o80`)
     // and `port()` then says "none": the default port would be used. The
@@ -141,8 +167,17 @@ pub fn parse_url(url: &str) -> Result<http::Uri, String> {
     });
     if let Some((_, digits)) = host_port.rsplit_once(':').filter(|(_, p)| !p.is_empty()) {
         if !digits.bytes().all(|b| b.is_ascii_digit()) || digits.parse::<u16>().is_err() {
+            // (Not the port's text when the URL has an '@': with an
+            // unencoded '/' in a password, `http` reads its start as the
+            // port.)
+            let port = if url.contains('@') {
+                String::new()
+            } else {
+                format!(" '{digits}'")
+            };
             return Err(format!(
-                "invalid URL '{url}': port '{digits}' is not a number from 0 to 65535"
+                "invalid URL '{}': port{port} is not a number from 0 to 65535",
+                shown_url(url)
             ));
         }
     }
@@ -464,10 +499,11 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
             t.cut_off
         );
     }
-    // (At most the request count: `-n 3 -c 50` has 3 in flight.)
-    let in_flight = args
-        .requests
-        .map_or(args.concurrency, |n| n.min(args.concurrency));
+    // (At most the request count less the first, which goes alone:
+    // `-n 3 -c 50` has 2 in flight.)
+    let in_flight = args.requests.map_or(args.concurrency, |n| {
+        n.saturating_sub(1).min(args.concurrency).max(1)
+    });
     let _ = writeln!(o, "  Concurrency:  {in_flight}");
     let _ = writeln!(o, "  Elapsed:      {:.3} s", elapsed.as_secs_f64());
     let _ = writeln!(
@@ -590,6 +626,29 @@ fn pool_section(o: &mut String, stats: &freshpool::PoolStats) {
 
 #[cfg(test)]
 mod tests {
+
+    /// Credentials are hidden in what the CLI prints, and only they: an
+    /// '@' in a query is left alone (it read as a user), a user name alone
+    /// (a token) is hidden, a password that breaks parsing never shows.
+    #[test]
+    fn shown_urls_hide_credentials_and_only_them() {
+        for (url, shown) in [
+            ("http://alice:hunter2@h:8080/p", "http://alice:***@h:8080/p"),
+            ("https://ghp_token@github.com/x", "https://***@github.com/x"),
+            ("http://h/?email=a@b.c", "http://h/?email=a@b.c"),
+            ("http://h/", "http://h/"),
+            ("http://alice:pa/ss@h/", "http://***@h/"),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+        for url in ["http://alice:pa/ss@h/", "http://alice:hunter2@h:8o80/"] {
+            let err = parse_url(url).unwrap_err();
+            assert!(
+                !err.contains("ss@") && !err.contains("hunter2") && !err.contains("'pa"),
+                "{err}"
+            );
+        }
+    }
     use super::*;
 
     #[test]

@@ -208,6 +208,20 @@ async fn probe_of_a_server_silent_to_a_second_request_says_it_never_reuses() {
     server.abort();
 }
 
+/// An HTTP/1.0 server that keeps connections says so in any of its
+/// `Connection` lines: every line counts, as hyper reads them (the probe
+/// read the first only, and said "no keep-alive").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_reads_every_connection_line() {
+    const KEEPS: &[u8] =
+        b"HTTP/1.0 200 OK\r\nconnection: TE\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok";
+    let (addr, server) = scripted_server(KEEPS, false, Some(KEEPS));
+    let text = probe_ok(addr).await;
+    assert!(text.contains("http version  HTTP/1.0"), "{text}");
+    assert!(text.contains("keep-alive    yes"), "{text}");
+    server.abort();
+}
+
 /// An HTTP/1.0 server without `Connection: keep-alive` closes after each
 /// response: no keep-alive, and the probe says so (it read it as
 /// HTTP/1.1 keeping connections, then failed with exit 1).
@@ -398,7 +412,8 @@ async fn bad_input_is_one_line_and_a_nonzero_exit() {
 }
 
 /// The summary shows no password from the URL (it printed it whole), and
-/// the concurrency actually used: `-n 3 -c 50` has 3 in flight.
+/// the concurrency actually used: `-n 3 -c 50` has 2 in flight (the first
+/// request goes alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_summary_hides_the_password_and_says_the_real_concurrency() {
     let server = TestServer::http1().await;
@@ -412,7 +427,7 @@ async fn load_summary_hides_the_password_and_says_the_real_concurrency() {
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("alice:***@"), "{text}");
-    assert_eq!(number_after(&text, "Concurrency:"), 3.0, "{text}");
+    assert_eq!(number_after(&text, "Concurrency:"), 2.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

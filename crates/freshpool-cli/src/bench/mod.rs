@@ -95,11 +95,14 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut cells = Vec::new();
-    // Cells that could not run to the end (past their time limit, a server
-    // that would not start): shown as failed cells, the others kept (one
-    // slow cell threw away every finished one: no table, no JSON).
+    // A cell that could not run to the end (past its time limit, a server
+    // that would not start) is shown as a failed cell and ends the run,
+    // the finished cells kept (one slow cell threw away every finished one:
+    // no table, no JSON). The run stops there: what such a cell left
+    // running (the freeze scenario's own thread, which simulates process
+    // freezes) would skew the cells after it.
     let mut unfinished = Vec::new();
-    for scenario in &scenarios {
+    'cells: for scenario in &scenarios {
         for strategy in Strategy::ALL {
             bar.set_message(format!("{} / {}", scenario.name(), strategy.name()));
             let started = Instant::now();
@@ -112,10 +115,16 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                         scenario: scenario.name().into(),
                         strategy: strategy.name().into(),
                         elapsed_s: started.elapsed().as_secs_f64(),
+                        // (An error, so the table, the findings and the
+                        // verdicts show it failed.)
+                        requests: 1,
+                        errors: 1,
+                        errors_by_kind: [("Unfinished".to_owned(), 1)].into(),
                         first_error: Some(e.clone()),
                         ..Cell::default()
                     });
                     unfinished.push(e);
+                    break 'cells;
                 }
             }
         }

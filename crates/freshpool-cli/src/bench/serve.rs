@@ -10,6 +10,12 @@ use super::scenarios::{h1_server, tls_server, STALE_IDLE};
 /// Starts the servers, prints one line per server and the CA path, then
 /// serves until killed (Ctrl-C) or until `serve_for` elapsed.
 pub async fn serve(serve_for: Option<Duration>) -> Result<(), String> {
+    // Watched before the CA file is written: a supervisor may signal as
+    // soon as it reads the `ca` line.
+    #[cfg(unix)]
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
+    let interrupt = tokio::signal::ctrl_c();
     let ca = TestCa::new();
     let http1 = h1_server(None).await;
     let https = tls_server(&ca, Protocol::Auto).await;
@@ -40,12 +46,14 @@ pub async fn serve(serve_for: Option<Duration>) -> Result<(), String> {
     };
     // (SIGTERM too, as `kill` and service managers send: the CA file was
     // left behind in the temp directory.)
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
+    #[cfg(unix)]
+    let terminated = terminate.recv();
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<Option<()>>();
     tokio::select! {
         _ = until => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        _ = interrupt => {}
+        _ = terminated => {}
     }
     let _ = std::fs::remove_file(&pem_path);
     Ok(())

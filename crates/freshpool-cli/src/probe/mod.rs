@@ -274,10 +274,13 @@ impl Live {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
-            let connection = header("connection").unwrap_or_default();
+            // (Every Connection line: hyper reads them all.)
             let says = |token: &str| {
-                connection
-                    .split(',')
+                resp.headers()
+                    .get_all("connection")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
                     .any(|t| t.trim().eq_ignore_ascii_case(token))
             };
             let answer = Answer {
@@ -464,7 +467,10 @@ const NO_REUSE_PAUSE: Duration = Duration::from_millis(20);
 /// Reads the server's first SETTINGS frame on a raw HTTP/2 connection and
 /// returns `SETTINGS_MAX_CONCURRENT_STREAMS` (`None`: not advertised).
 async fn h2_max_streams(target: &Target) -> Result<Option<u32>, String> {
-    let mut io = target.dial().await?.0;
+    let (mut io, dialed) = target.dial().await?;
+    if !dialed.h2 {
+        return Err("the second connection did not negotiate HTTP/2".into());
+    }
     let work = async {
         io.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
             .await?;
