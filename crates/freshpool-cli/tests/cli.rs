@@ -161,6 +161,14 @@ fn scripted_server(
     (addr, server)
 }
 
+/// A probe's verdict for a server that serves one request per
+/// connection: no idle timeout, and no pooling advised.
+fn says_it_never_reuses(text: &str) {
+    assert!(text.contains("reusing the connection failed"), "{text}");
+    assert!(text.contains(".max_idle_per_host(0)"), "{text}");
+    assert!(!text.contains(".idle_timeout("), "{text}");
+}
+
 /// Probes `addr`; the run must succeed. Its output.
 async fn probe_ok(addr: std::net::SocketAddr) -> String {
     let out = freshpool(
@@ -184,10 +192,7 @@ async fn probe_of_a_server_that_never_reuses_says_so() {
         false,
         Some(b"garbage\r\n\r\n"),
     );
-    let text = probe_ok(addr).await;
-    assert!(text.contains("reusing the connection failed"), "{text}");
-    assert!(text.contains(".max_idle_per_host(0)"), "{text}");
-    assert!(!text.contains(".idle_timeout("), "{text}");
+    says_it_never_reuses(&probe_ok(addr).await);
     server.abort();
 }
 
@@ -201,10 +206,7 @@ async fn probe_of_a_server_silent_to_a_second_request_says_it_never_reuses() {
         false,
         None,
     );
-    let text = probe_ok(addr).await;
-    assert!(text.contains("reusing the connection failed"), "{text}");
-    assert!(text.contains(".max_idle_per_host(0)"), "{text}");
-    assert!(!text.contains(".idle_timeout("), "{text}");
+    says_it_never_reuses(&probe_ok(addr).await);
     server.abort();
 }
 

@@ -202,6 +202,17 @@ async fn streaming_echo(http2: bool) -> std::net::SocketAddr {
     addr
 }
 
+/// A [`streaming_echo`] server and a client that speaks only its protocol.
+async fn streaming_echo_and_client(http2: bool) -> (std::net::SocketAddr, Client) {
+    let version = if http2 {
+        HttpVersion::Http2Only
+    } else {
+        HttpVersion::Http1Only
+    };
+    let client = Client::builder().http_version(version).build().unwrap();
+    (streaming_echo(http2).await, client)
+}
+
 /// A request body fed from a channel, which may yield an error.
 struct Fallible(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
 
@@ -224,13 +235,7 @@ impl http_body::Body for Fallible {
 /// caller's own `Kind::Body` and the body's words. Over HTTP/2 it read as
 /// `Io`, "http2 error" (the stream's reset).
 async fn an_upload_failing_after_the_head_is_the_callers_error(http2: bool) {
-    let addr = streaming_echo(http2).await;
-    let version = if http2 {
-        HttpVersion::Http2Only
-    } else {
-        HttpVersion::Http1Only
-    };
-    let client = Client::builder().http_version(version).build().unwrap();
+    let (addr, client) = streaming_echo_and_client(http2).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(Ok(Bytes::from_static(b"first"))).await.unwrap();
     let request = http::Request::post(format!("http://{addr}/"))
@@ -376,13 +381,7 @@ async fn a_body_that_is_not_sync_is_forwarded() {
         }
     }
     for http2 in [false, true] {
-        let addr = streaming_echo(http2).await;
-        let version = if http2 {
-            HttpVersion::Http2Only
-        } else {
-            HttpVersion::Http1Only
-        };
-        let client = Client::builder().http_version(version).build().unwrap();
+        let (addr, client) = streaming_echo_and_client(http2).await;
         let chunks = vec![Bytes::from_static(b"not "), Bytes::from_static(b"sync")];
         let request = http::Request::post(format!("http://{addr}/"))
             .body(freshpool::RequestBody::wrap(NotSync(
