@@ -64,6 +64,29 @@ impl http_body::Body for ChannelBody {
     }
 }
 
+/// With one stream per connection, held by an upload still going out: a
+/// GET of `url` is served on a second connection, the first still active.
+async fn the_next_request_takes_a_second_connection(
+    client: &Client,
+    url: &str,
+    accepted: &AtomicUsize,
+) {
+    let got = client.get(url).await;
+    let stats = client.stats();
+    let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(client.stats().origins[0].active, 1, "{}", client.stats());
+}
+
+/// Once the upload ends, its stream goes back: nothing is active.
+async fn the_uploads_stream_is_given_back(client: &Client) {
+    freshpool_testkit::eventually("the upload's stream given back", || {
+        client.stats().origins[0].active == 0
+    })
+    .await;
+}
+
 /// POSTs a body fed from a channel (one chunk sent, then open until the
 /// returned sender is dropped) and returns the sender and the response.
 async fn start_upload(
@@ -98,18 +121,10 @@ async fn a_stream_whose_upload_goes_on_stays_counted_until_it_ends() {
     let (tx, response) = start_upload(&client, &url).await;
     assert_eq!(response.into_body().text().await.unwrap(), "ok");
     // The upload is still open: the next request needs another connection.
-    let got = client.get(&url).await;
-    let stats = client.stats();
-    let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
-    assert_eq!(response.into_body().text().await.unwrap(), "ok");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
-    assert_eq!(client.stats().origins[0].active, 1, "{}", client.stats());
+    the_next_request_takes_a_second_connection(&client, &url, &accepted).await;
     // The upload ends: its stream is given back.
     drop(tx);
-    freshpool_testkit::eventually("the upload's stream given back", || {
-        client.stats().origins[0].active == 0
-    })
-    .await;
+    the_uploads_stream_is_given_back(&client).await;
 }
 
 /// The same when the response is dropped unread (`client.post(..).await?
@@ -141,10 +156,7 @@ async fn a_stream_whose_response_was_dropped_stays_counted_until_its_upload_ends
     assert_eq!(stats.origins[0].leaks_reported, 0, "{stats}");
     assert_eq!(stats.origins[0].active, 1, "{stats}");
     drop(tx);
-    freshpool_testkit::eventually("the upload's stream given back", || {
-        client.stats().origins[0].active == 0
-    })
-    .await;
+    the_uploads_stream_is_given_back(&client).await;
 }
 
 /// A parked stream's release touches no other lease's record: the lease
@@ -347,18 +359,10 @@ async fn a_body_in_memory_keeps_its_stream_while_the_window_holds_it(size: usize
     let url = format!("http://{addr}/");
     let response = client.post(&url, vec![7u8; size]).await.unwrap();
     assert_eq!(response.into_body().text().await.unwrap(), "ok");
-    let got = client.get(&url).await;
-    let stats = client.stats();
-    let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
-    assert_eq!(response.into_body().text().await.unwrap(), "ok");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
-    assert_eq!(client.stats().origins[0].active, 1, "{}", client.stats());
+    the_next_request_takes_a_second_connection(&client, &url, &accepted).await;
     // The server drops the unread upload (a reset): its stream is given back.
     held.lock().unwrap().clear();
-    freshpool_testkit::eventually("the upload's stream given back", || {
-        client.stats().origins[0].active == 0
-    })
-    .await;
+    the_uploads_stream_is_given_back(&client).await;
 }
 
 /// A request body that is not `Sync` (an axum request's body forwarded by
