@@ -99,6 +99,9 @@ struct Inner {
     /// Set when the failure happened on a reused (pooled) connection before
     /// any response byte: the retry layer reads it.
     reused_connection: bool,
+    /// The request failed after it may have been written, and nothing
+    /// proves the server did not act on it (`is_possibly_processed`).
+    possibly_processed: bool,
 }
 
 impl Error {
@@ -109,6 +112,7 @@ impl Error {
                 message: message.into(),
                 source: None,
                 reused_connection: false,
+                possibly_processed: false,
             }),
         }
     }
@@ -127,6 +131,7 @@ impl Error {
                 message: self.inner.message.clone(),
                 source: self.inner.source.clone(),
                 reused_connection: self.inner.reused_connection,
+                possibly_processed: self.inner.possibly_processed,
             }),
         }
     }
@@ -159,6 +164,13 @@ impl Error {
 
     pub(crate) fn mark_reused(mut self, reused: bool) -> Error {
         self.inner.reused_connection = reused;
+        self
+    }
+
+    /// The request may have reached the server's application (it failed
+    /// after it may have been written): see `is_possibly_processed`.
+    pub(crate) fn mark_possibly_processed(mut self) -> Error {
+        self.inner.possibly_processed = true;
         self
     }
 
@@ -344,8 +356,18 @@ impl Error {
     pub fn is_proxy(&self) -> bool {
         matches!(self.kind(), Kind::Proxy | Kind::ProxyAuth)
     }
-    /// The request may have been processed by the server although no response
-    /// arrived; freshpool did not retry it because it is not idempotent.
+    /// The request may have been processed by the server although no
+    /// (complete) response arrived: it failed after it may have been
+    /// written, and nothing proves the server did not act on it. True for
+    /// [`Kind::PossiblyProcessed`] (a request freshpool would have sent
+    /// again on a new connection, were it idempotent) and for any other
+    /// failure after the request may have gone: on a newly dialed
+    /// connection, on its one retry, a `ResponseHeaderTimeout`, a request
+    /// body that failed midway. False when the request provably never
+    /// reached the server (a refused connection, a pool timeout, a stale
+    /// connection that closed before it was written). An overall `timeout`
+    /// ([`Kind::Timeout`]) says nothing either way: it may have ended the
+    /// request before or after it was written.
     ///
     /// ```no_run
     /// # async fn run() {
@@ -353,13 +375,15 @@ impl Error {
     /// match client.post("http://127.0.0.1:8080/orders", "{}").await {
     ///     Ok(response) => println!("{}", response.status()),
     ///     // Check whether the order exists before sending it again.
-    ///     Err(err) if err.is_possibly_processed() => eprintln!("order state unknown: {err}"),
-    ///     Err(err) => eprintln!("order not placed: {err}"),
+    ///     Err(err) if err.is_possibly_processed() || err.kind() == freshpool::Kind::Timeout => {
+    ///         eprintln!("order state unknown: {err}")
+    ///     }
+    ///     Err(err) => eprintln!("order not placed (it never reached the server): {err}"),
     /// }
     /// # }
     /// ```
     pub fn is_possibly_processed(&self) -> bool {
-        self.kind() == Kind::PossiblyProcessed
+        self.kind() == Kind::PossiblyProcessed || self.inner.possibly_processed
     }
 }
 

@@ -267,8 +267,9 @@ impl Client {
                     }
                     // Not the connection's failure: the caller's own body
                     // broke (not replayable, so never retried either).
+                    // Either way the request may have been acted on.
                     if matches!(err.kind(), Kind::ResponseHeaderTimeout | Kind::Body) {
-                        return Err(err.mark_reused(reused));
+                        return Err(err.mark_reused(reused).mark_possibly_processed());
                     }
                     // Held back, and the server had not begun to answer: a
                     // handler that acts on the head alone may have run once
@@ -316,7 +317,12 @@ impl Client {
                                 ),
                             ));
                         }
-                        _ => return Err(err.mark_reused(reused)),
+                        // (Not retried for another reason: a new connection,
+                        // the one retry spent, a body that cannot go
+                        // again. Unless it was held back unseen, the
+                        // request may have been acted on.)
+                        _ if withheld => return Err(err.mark_reused(reused)),
+                        _ => return Err(err.mark_reused(reused).mark_possibly_processed()),
                     }
                 }
             }
