@@ -12,6 +12,7 @@ use freshpool::{Client, Kind};
 use freshpool_testkit::TestServer;
 
 mod common;
+use common::expect::{gating_client, raw_server, rest_a_connection, text};
 
 /// A server that answers before reading the body (its `/` handler never
 /// reads it, so hyper sends no `100 Continue`) drops the client's
@@ -51,18 +52,6 @@ async fn a_final_answer_before_100_continue_releases_the_body_without_a_panic() 
     }
     // The pool still works (whatever became of those connections).
     assert_eq!(text(&client, client.get(&url)).await, "ok");
-}
-
-async fn text(
-    client: &Client,
-    response: impl std::future::Future<
-        Output = Result<http::Response<freshpool::Body>, freshpool::Error>,
-    >,
-) -> String {
-    match response.await {
-        Ok(response) => response.into_body().text().await.expect("body"),
-        Err(e) => panic!("{e} ({:?})\n{}", e.kind(), client.stats()),
-    }
 }
 
 /// A request body stream that fails is the caller's body error
@@ -128,23 +117,6 @@ impl http_body::Body for Scripted {
 /// a connection whose request body it did not read).
 async fn early_answering_server() -> std::net::SocketAddr {
     answering_server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await
-}
-
-/// A raw TCP server on loopback (hyper's server would not misbehave in
-/// the ways these tests need): `serve` runs for each connection.
-async fn raw_server<F, Fut>(serve: F) -> std::net::SocketAddr
-where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(serve(socket));
-        }
-    });
-    addr
 }
 
 /// A raw server that answers the first request head on each connection
@@ -349,112 +321,6 @@ async fn a_finished_upload_of_known_length_leaves_a_reusable_connection() {
     );
 }
 
-/// A client that gates a body on a connection idle 10 ms or more.
-fn gating_client() -> Client {
-    Client::builder()
-        .validate_after_idle(Duration::from_millis(10))
-        .build()
-        .unwrap()
-}
-
-/// Leaves `client` a connection to `url` that idled past 10 ms, so the
-/// next body sent there is gated.
-async fn rest_a_connection(client: &Client, url: &str) {
-    assert_eq!(text(client, client.get(url)).await, "ok");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
-/// A server (or proxy) that refuses `Expect: 100-continue` with `417
-/// Expectation Failed` (then closes the connection if `close`, else reads
-/// on; a body sent after the refusal is read as the start of the next
-/// head), and otherwise reads the body and answers "ok". Counts its 417s.
-async fn expect_refusing_server(close: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let refusals = Arc::new(AtomicUsize::new(0));
-    let counted = refusals.clone();
-    let addr = raw_server(move |mut socket| {
-        let refusals = counted.clone();
-        async move {
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
-                seen.drain(..end + 4);
-                if head.contains("expect: 100-continue") {
-                    refusals.fetch_add(1, Ordering::SeqCst);
-                    let refusal: &[u8] = if close {
-                        b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    } else {
-                        b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n"
-                    };
-                    if socket.write_all(refusal).await.is_err() || close {
-                        return;
-                    }
-                    continue;
-                }
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                while seen.len() < length {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                seen.drain(..length);
-                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                if socket.write_all(answer).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
-    (addr, refusals)
-}
-
-/// The pool adds `Expect: 100-continue` on its own (a body over a
-/// connection that idled long). A server that refuses it with 417 got that
-/// answer handed to the caller, who never asked for the expectation: RFC
-/// 9110 section 10.1.1 says to repeat the request without it, as curl
-/// does. The body was never sent, so this is safe for a POST too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_417_to_the_pools_own_expect_repeats_the_request_without_it() {
-    a_417_is_repeated_once_and_learned(true).await;
-}
-
-/// The same with a server that keeps the connection after its 417. On
-/// one thread hyper hands the gate the final answer before the send loop
-/// sees the response, and the gate let the body go: the 417 was taken for
-/// an answer to a body already sent and reached the caller, and the origin
-/// was never learned, so every later gated POST got a 417 too.
-#[tokio::test]
-async fn a_417_on_a_kept_connection_is_repeated_too() {
-    a_417_is_repeated_once_and_learned(false).await;
-}
-
-async fn a_417_is_repeated_once_and_learned(close: bool) {
-    let (addr, refusals) = expect_refusing_server(close).await;
-    let url = format!("http://{addr}/");
-    let client = gating_client();
-    rest_a_connection(&client, &url).await;
-    let post = client.post(&url, "x");
-    assert_eq!(text(&client, post).await, "ok");
-    assert_eq!(refusals.load(Ordering::SeqCst), 1);
-    // The origin is known not to take Expect now: no second refusal.
-    rest_a_connection(&client, &url).await;
-    assert_eq!(text(&client, client.post(&url, "y")).await, "ok");
-    assert_eq!(refusals.load(Ordering::SeqCst), 1);
-}
-
 /// A caller's own informational callback (`hyper::ext::on_informational`,
 /// to see `103 Early Hints`) survives the pool's gating of a body on a
 /// long-idle connection: the gate's callback replaced it, and the caller
@@ -480,45 +346,6 @@ async fn the_callers_informational_callback_is_kept() {
     });
     assert_eq!(text(&client, client.request(post)).await, "ok");
     assert_eq!(hints.load(Ordering::SeqCst), 1);
-}
-
-/// A server that answers before it reads the body (a 401, a redirect, a
-/// handler that ignores bodies) sent its final answer instead of `100
-/// Continue`: that says nothing of whether it takes the expectation, yet
-/// the origin was marked as not taking it, for good, and later bodies lost
-/// their "held back, so safe to retry" proof. Only a wait that runs out
-/// marks the origin so.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_early_final_answer_does_not_switch_the_gate_off() {
-    let server = TestServer::http1().await;
-    let client = Client::builder()
-        .validate_after_idle(Duration::from_millis(10))
-        .build()
-        .unwrap();
-    for round in 0..2 {
-        // A long-idle reused connection, so the POST's body is gated.
-        assert_eq!(text(&client, client.get(&server.url("/"))).await, "ok");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let post = client.post(&server.url("/header/expect"), "x");
-        assert_eq!(text(&client, post).await, "100-continue", "round {round}");
-    }
-}
-
-/// A streamed body cannot be sent again, so a 417 to a gated one could
-/// not be repeated and reached the caller. Such bodies are not gated: the
-/// gate's point is a body the pool can send again once it is known unsent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamed_body_is_not_gated_so_no_417_reaches_the_caller() {
-    let (addr, refusals) = expect_refusing_server(true).await;
-    let url = format!("http://{addr}/");
-    let client = gating_client();
-    rest_a_connection(&client, &url).await;
-    let whole = http_body_util::Full::new(bytes::Bytes::from_static(b"x"));
-    let upload = http::Request::post(&url)
-        .body(freshpool::RequestBody::wrap(whole))
-        .unwrap();
-    assert_eq!(text(&client, client.request(upload)).await, "ok");
-    assert_eq!(refusals.load(Ordering::SeqCst), 0);
 }
 
 /// `response_header_timeout` under `expect_continue_timeout` (200 ms

@@ -65,6 +65,10 @@ pub(crate) struct GateState {
     /// ...because `expect_continue_timeout` ran out: the server may ignore
     /// the expectation. (A final answer before either says nothing.)
     pub by_timer: std::sync::atomic::AtomicBool,
+    /// The server answered `100 Continue`, in time or after the timer let
+    /// the body go (a handler that reads the body only after slow work of
+    /// its own: Go's net/http sends 100 at its first read).
+    pub continued: std::sync::atomic::AtomicBool,
     /// Whether the connection read anything since the request went: a
     /// server that began to answer may have acted on the head alone.
     pub reads: Option<crate::connect::tcp::ReadWatch>,

@@ -447,7 +447,10 @@ impl Client {
             // What the server showed of Expect: 100 Continue (it takes it),
             // or the wait ran out (it may ignore it). A final answer first
             // shows neither.
-            if state.by_server.load(Ordering::Acquire) {
+            // (A 100 that came after the timer let the body go still says
+            // the server takes the expectation: learned "no" from one slow
+            // handler, the origin was never gated again.)
+            if state.by_server.load(Ordering::Acquire) || state.continued.load(Ordering::Acquire) {
                 lease.origin().learn_expect_continue(true);
             } else if state.by_timer.load(Ordering::Acquire) {
                 lease.origin().learn_expect_continue(false);

@@ -60,8 +60,11 @@ impl Client {
                 reads,
                 ..GateState::default()
             });
+            let seen = state.clone();
             hyper::ext::on_informational(request, move |res| {
                 if res.status() == http::StatusCode::CONTINUE {
+                    seen.continued
+                        .store(true, std::sync::atomic::Ordering::Release);
                     if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
                         let _ = tx.send(());
                     }

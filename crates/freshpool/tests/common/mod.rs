@@ -3,6 +3,7 @@
 
 use freshpool::Client;
 
+pub mod expect;
 pub mod logs;
 
 /// GETs `url` and reads the body to the end (returning the connection).
