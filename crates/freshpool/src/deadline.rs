@@ -68,10 +68,11 @@ pin_project_lite::pin_project! {
     /// (callgrind), with no timeout set. Here everything a timeout needs
     /// is one optional box.
     ///
-    /// Its timer is made at the first poll, not with the deadline: a
-    /// request future may be made outside any runtime (`rt.block_on(
-    /// client.get(url))` evaluates `get` first), where tokio's `Sleep`
-    /// panics, and polled on another runtime than the one it was made on.
+    /// The request's timer is made at the first poll, not with the
+    /// deadline (`start`): a request future may be made outside any runtime
+    /// (`rt.block_on(client.get(url))` evaluates `get` first), where
+    /// tokio's `Sleep` panics. The body's is made with it (`until`, in the
+    /// send loop, on the runtime), since a body may be read anywhere.
     pub(crate) struct RequestDeadline {
         #[pin]
         sleep: Option<Sleep>,
@@ -134,11 +135,15 @@ impl RequestDeadline {
         during: &str,
     ) -> Poll<crate::Error> {
         let mut this = self.project();
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
+        // Passed already: no timer to ask (one made on a runtime since shut
+        // down panics when polled, and a body may outlive its runtime).
+        if tokio::time::Instant::now() < *this.at {
+            if this.sleep.is_none() {
+                this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
+            }
+            let sleep = this.sleep.as_pin_mut().expect("set above");
+            std::task::ready!(sleep.poll(cx));
         }
-        let sleep = this.sleep.as_pin_mut().expect("set above");
-        std::task::ready!(sleep.poll(cx));
         let origin = this.authority.as_ref().map_or("", |a| a.as_str());
         Poll::Ready(crate::Error::new(
             crate::Kind::Timeout,

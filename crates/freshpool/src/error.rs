@@ -53,8 +53,11 @@ pub enum Kind {
     InvalidUri,
     /// A builder setting is invalid (zero limit, contradictory timeouts).
     Config,
-    /// A request without a safe retry died on a connection after it may have
-    /// reached the server: it may or may not have been processed.
+    /// A request without a safe retry (not idempotent, no
+    /// `Idempotency-Key`) died on a reused connection after it may have
+    /// reached the server: it may or may not have been processed. (Other
+    /// failures after a possible write keep their kind and say so through
+    /// [`Error::is_possibly_processed`].)
     PossiblyProcessed,
     /// The request body failed while being produced or sent, or disagrees
     /// with the request's own `Content-Length` header (for a body of known
@@ -356,18 +359,21 @@ impl Error {
     pub fn is_proxy(&self) -> bool {
         matches!(self.kind(), Kind::Proxy | Kind::ProxyAuth)
     }
-    /// The request may have been processed by the server although no
-    /// (complete) response arrived: it failed after it may have been
-    /// written, and nothing proves the server did not act on it. True for
-    /// [`Kind::PossiblyProcessed`] (a request freshpool would have sent
-    /// again on a new connection, were it idempotent) and for any other
-    /// failure after the request may have gone: on a newly dialed
-    /// connection, on its one retry, a `ResponseHeaderTimeout`, a request
-    /// body that failed midway. False when the request provably never
-    /// reached the server (a refused connection, a pool timeout, a stale
-    /// connection that closed before it was written). An overall `timeout`
-    /// ([`Kind::Timeout`]) says nothing either way: it may have ended the
-    /// request before or after it was written.
+    /// The request may have been acted on by the server: it failed after
+    /// it may have been written, and nothing proves the server did not act
+    /// on it, so a non-idempotent request must not be sent again blindly.
+    ///
+    /// True for [`Kind::PossiblyProcessed`] (declined a retry on a reused
+    /// connection because not idempotent), for any other failure after
+    /// the request may have gone (on a newly dialed connection, after its
+    /// one retry, however that ended, a `ResponseHeaderTimeout`, a request
+    /// body that failed midway, an error reading the response body), and
+    /// for the overall `timeout` ([`Kind::Timeout`]), which may have ended
+    /// the request before or after its write. False where the server did
+    /// not get it, or got its head but provably not its body: a refused
+    /// connection, a pool timeout, a stale connection that closed before
+    /// the write, an HTTP/2 stream the server refused, a body held back
+    /// behind `Expect: 100-continue` with nothing read since.
     ///
     /// ```no_run
     /// # async fn run() {
@@ -375,15 +381,16 @@ impl Error {
     /// match client.post("http://127.0.0.1:8080/orders", "{}").await {
     ///     Ok(response) => println!("{}", response.status()),
     ///     // Check whether the order exists before sending it again.
-    ///     Err(err) if err.is_possibly_processed() || err.kind() == freshpool::Kind::Timeout => {
-    ///         eprintln!("order state unknown: {err}")
-    ///     }
-    ///     Err(err) => eprintln!("order not placed (it never reached the server): {err}"),
+    ///     Err(err) if err.is_possibly_processed() => eprintln!("order state unknown: {err}"),
+    ///     Err(err) => eprintln!("order not placed: {err}"),
     /// }
     /// # }
     /// ```
     pub fn is_possibly_processed(&self) -> bool {
-        self.kind() == Kind::PossiblyProcessed || self.inner.possibly_processed
+        // (The overall timeout may have ended the request before or after
+        // its write: read as "may have", the safe answer.)
+        matches!(self.kind(), Kind::PossiblyProcessed | Kind::Timeout)
+            || self.inner.possibly_processed
     }
 }
 
@@ -392,6 +399,8 @@ impl fmt::Debug for Error {
         let mut d = f.debug_struct("freshpool::Error");
         d.field("kind", &self.inner.kind);
         d.field("message", &self.inner.message);
+        d.field("reused_connection", &self.inner.reused_connection);
+        d.field("possibly_processed", &self.is_possibly_processed());
         if let Some(source) = &self.inner.source {
             d.field("source", source);
         }

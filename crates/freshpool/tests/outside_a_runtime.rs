@@ -75,4 +75,13 @@ fn a_response_body_read_outside_a_runtime_keeps_its_deadline() {
     let response = rt.block_on(client.get(&server.url("/drip/5"))).unwrap();
     let body = block_on_this_thread(response.into_body().bytes()).unwrap();
     assert_eq!(body.len(), 5);
+    // And the deadline still ends a body read there: 50 frames take 2 s.
+    let client = Client::builder()
+        .timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let response = rt.block_on(client.get(&server.url("/drip/50"))).unwrap();
+    let err = block_on_this_thread(response.into_body().bytes()).unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
+    assert!(err.is_possibly_processed(), "{err:?}");
 }

@@ -113,7 +113,8 @@ impl Body {
         if let Some(lease) = self.lease.take() {
             lease.discard();
         }
-        Poll::Ready(Some(Err(err)))
+        // (The head came: the server got the request.)
+        Poll::Ready(Some(Err(err.mark_possibly_processed())))
     }
 
     /// The caller's own upload failed (a server that answers before it
@@ -135,7 +136,11 @@ impl Body {
             lease.origin_label()
         );
         lease.discard();
-        Some(Error::new(Kind::Body, message).with_source(why))
+        Some(
+            Error::new(Kind::Body, message)
+                .with_source(why)
+                .mark_possibly_processed(),
+        )
     }
 
     /// Reads the whole body.
@@ -361,7 +366,10 @@ impl http_body::Body for Body {
                     None => "response body failed".to_owned(),
                 };
                 let kind = crate::error::classify(&e);
-                Poll::Ready(Some(Err(Error::new(kind, msg).with_source(e))))
+                // (The head came: the server got the request and may
+                // have acted on it.)
+                let err = Error::new(kind, msg).with_source(e);
+                Poll::Ready(Some(Err(err.mark_possibly_processed())))
             }
             Poll::Pending if self.extras.is_none() => Poll::Pending,
             Poll::Pending => self.timed_out(cx),

@@ -60,7 +60,22 @@ impl Client {
         body_deadline: Option<tokio::time::Instant>,
     ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
         let mut pending = Some(request);
-        async move { self.send_loop(&mut pending, caller, body_deadline).await }
+        async move {
+            // Set once an attempt that may have reached the server is
+            // retried: whatever ends the request later (a refused dial, an
+            // unsent second attempt), the first may have been acted on.
+            let mut written = false;
+            let result = self
+                .send_loop(&mut pending, caller, body_deadline, &mut written)
+                .await;
+            result.map_err(|e| {
+                if written {
+                    e.mark_possibly_processed()
+                } else {
+                    e
+                }
+            })
+        }
     }
 
     async fn send_loop(
@@ -68,6 +83,7 @@ impl Client {
         pending: &mut Option<Request<RequestBody>>,
         caller: &'static Location<'static>,
         body_deadline: Option<tokio::time::Instant>,
+        written: &mut bool,
     ) -> Result<Response<Body>, Error> {
         let inner = &self.inner;
         let cfg = &inner.connector.config;
@@ -293,6 +309,7 @@ impl Client {
                     tracing::debug!(origin = %origin.label, ?decision, error = %err, "request failed");
                     match (decision, kept) {
                         (RetryDecision::Retry, true) => {
+                            *written |= !withheld;
                             if counted_reuse {
                                 origin.uncount_reuse();
                             }
