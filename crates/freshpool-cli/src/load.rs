@@ -64,38 +64,59 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 /// `url` for output, its credentials hidden: what was typed may hold
 /// them, and summaries and errors end up in logs and tickets. Of a URL
-/// that parses, only the authority's userinfo is touched (an `@` in the
-/// path or query is no password), and a user name alone, often a token,
-/// is hidden too; of one that does not (a password with an unencoded
-/// `/`), everything up to its last `@`.
+/// that parses, the authority's userinfo is hidden (a user name alone,
+/// often a token, too); where `http` read a password holding `/`, `?` or
+/// `#` as a host, a port and a path (`alice:pa/ss@h`, `alice:2024/x@h`),
+/// everything up to that `@`. An `@` elsewhere (`/@scope/pkg`,
+/// `?email=a@b.c`) is no password and stays.
 pub fn shown_url(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    if let Ok(uri) = url.parse::<http::Uri>() {
-        let Some(authority) = uri.authority().map(|a| a.as_str()) else {
-            return url.to_owned();
+    // (A scheme is a scheme token before "://", not any "://": one in a
+    // password or a query is not.)
+    let start = url
+        .split_once("://")
+        .filter(|(scheme, _)| {
+            let mut c = scheme.chars();
+            c.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && c.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+        .map_or(0, |(scheme, _)| scheme.len() + 3);
+    let hide_to = |at: usize| format!("{}***{}", &url[..start], &url[at..]);
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return match url[start..].rfind('@') {
+            Some(at) => hide_to(start + at),
+            None => url.to_owned(),
         };
-        let Some((userinfo, host)) = authority.rsplit_once('@') else {
-            // `http` reads `alice:pa/ss@h` as host "alice", port "pa": a
-            // port that is no number, with an '@' after it, is a password.
-            let after_host = authority.rsplit_once(']').map_or(authority, |(_, a)| a);
-            let odd_port = after_host
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| !p.bytes().all(|b| b.is_ascii_digit()));
-            let path = &url[start..];
-            let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
-            return match path.rfind('@').filter(|_| odd_port) {
-                Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
-                None => url.to_owned(),
-            };
-        };
+    };
+    let Some(authority) = uri.authority().map(|a| a.as_str()) else {
+        return url.to_owned();
+    };
+    if let Some((userinfo, host)) = authority.rsplit_once('@') {
         let shown = match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
             None => format!("***@{host}"),
         };
         return url.replacen(authority, &shown, 1);
     }
-    match url[start..].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+    let after_host = authority.rsplit_once(']').map_or(authority, |(_, a)| a);
+    let Some((_, port)) = after_host.rsplit_once(':') else {
+        return url.to_owned();
+    };
+    let rest = &url[start..];
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        // A port that is no number: the password's start. Its '@' may be
+        // past a '?' or '#' it holds.
+        return match rest.rfind('@') {
+            Some(at) => hide_to(start + at),
+            None => url.to_owned(),
+        };
+    }
+    // `user:` or `user:2024` read as host and port: a first path segment
+    // with text before an '@' is the password's rest.
+    let path = &rest[authority.len().min(rest.len())..];
+    let segment = path.strip_prefix('/').unwrap_or("");
+    let segment = &segment[..segment.find(['/', '?', '#']).unwrap_or(segment.len())];
+    match segment.find('@').filter(|&at| at > 0) {
+        Some(at) => hide_to(start + authority.len() + 1 + at),
         None => url.to_owned(),
     }
 }
@@ -638,6 +659,17 @@ mod tests {
             ("http://h/?email=a@b.c", "http://h/?email=a@b.c"),
             ("http://h/", "http://h/"),
             ("http://alice:pa/ss@h/", "http://***@h/"),
+            // From the review: '?' in the password, '@' in the path with
+            // a numeric or empty "port", "://" in a query.
+            ("http://alice:pa?ss@h/", "http://***@h/"),
+            ("http://alice:2024/secret@h/", "http://***@h/"),
+            ("http://alice:/secret@h/", "http://***@h/"),
+            (
+                "http://registry:8080/@scope/pkg",
+                "http://registry:8080/@scope/pkg",
+            ),
+            ("http://u:p@[::1]:8080/", "http://u:***@[::1]:8080/"),
+            ("alice:pw@h/?next=http://x", "***@h/?next=http://x"),
         ] {
             assert_eq!(shown_url(url), shown, "{url}");
         }

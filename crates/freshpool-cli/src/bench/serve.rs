@@ -12,10 +12,17 @@ use super::scenarios::{h1_server, tls_server, STALE_IDLE};
 pub async fn serve(serve_for: Option<Duration>) -> Result<(), String> {
     // Watched before the CA file is written: a supervisor may signal as
     // soon as it reads the `ca` line.
+    // (`signal()` registers at once; `ctrl_c()` only when first polled.)
     #[cfg(unix)]
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
-    let interrupt = tokio::signal::ctrl_c();
+    let (mut terminate, mut interrupt) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let watch =
+            |kind, name: &str| signal(kind).map_err(|e| format!("cannot watch for {name}: {e}"));
+        (
+            watch(SignalKind::terminate(), "SIGTERM")?,
+            watch(SignalKind::interrupt(), "SIGINT")?,
+        )
+    };
     let ca = TestCa::new();
     let http1 = h1_server(None).await;
     let https = tls_server(&ca, Protocol::Auto).await;
@@ -47,13 +54,19 @@ pub async fn serve(serve_for: Option<Duration>) -> Result<(), String> {
     // (SIGTERM too, as `kill` and service managers send: the CA file was
     // left behind in the temp directory.)
     #[cfg(unix)]
-    let terminated = terminate.recv();
+    let stopped = async {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    };
     #[cfg(not(unix))]
-    let terminated = std::future::pending::<Option<()>>();
+    let stopped = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
     tokio::select! {
         _ = until => {}
-        _ = interrupt => {}
-        _ = terminated => {}
+        _ = stopped => {}
     }
     let _ = std::fs::remove_file(&pem_path);
     Ok(())
