@@ -188,5 +188,6 @@ fn a_cell_past_its_limit_fails_without_losing_the_others() {
     assert_eq!(c["errors"], 1, "{c}");
     assert_eq!(c["errors_by_kind"]["Unfinished"], 1, "{c}");
     assert!(stdout.contains("Unfinished"), "{stdout}");
+    assert!(stderr.contains("1 of 4 cells ran"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -151,9 +151,11 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     // The verdicts the findings print ("FAILED") decide the exit status
     // too: CI and scripts read that, not the table.
     if !unfinished.is_empty() {
+        let total = scenarios.len() * Strategy::ALL.len();
         return Err(format!(
-            "cells that did not finish: {}",
-            unfinished.join("; ")
+            "cells that did not finish: {} (the run stopped there: {} of {total} cells ran)",
+            unfinished.join("; "),
+            doc.cells.len()
         ));
     }
     match table::failed_verdicts(&doc.cells) {

@@ -104,7 +104,13 @@ impl NoProxy {
 /// (`host:99999`, `[::1]:abc`), which read as "any port" widened the
 /// bypass a typo was meant to narrow.
 fn split_port(entry: &str) -> Option<(&str, Option<u16>)> {
-    let port = |p: &str| p.parse::<u16>().ok();
+    // (Digits only: `u16::from_str` also takes "+80".)
+    let port = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| p.parse::<u16>().ok())
+            .flatten()
+    };
     if let Some(v6) = entry.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
         return match after {

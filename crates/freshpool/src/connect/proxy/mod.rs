@@ -470,6 +470,7 @@ mod tests {
             "internal.example:99999",
             "[::1]:abc",
             "host:",
+            "host:+80",
         ] {
             let err = Routes::build(
                 &ProxySettings {
