@@ -10,31 +10,24 @@ use freshpool::Client;
 use freshpool_testkit::TestServer;
 
 mod common;
-use common::expect::{gating_client, raw_server, rest_a_connection, text};
+use common::expect::{gating_client, raw_server, rest_a_connection, text, RawRequests};
 
 /// A server (or proxy) that refuses `Expect: 100-continue` with `417
 /// Expectation Failed` (then closes the connection if `close`, else reads
 /// on; a body sent after the refusal is read as the start of the next
 /// head), and otherwise reads the body and answers "ok". Counts its 417s.
 async fn expect_refusing_server(close: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let refusals = Arc::new(AtomicUsize::new(0));
     let counted = refusals.clone();
     let addr = raw_server(move |mut socket| {
         let refusals = counted.clone();
         async move {
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
+            let mut reader = RawRequests::default();
             loop {
-                let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                    continue;
+                let Some(head) = reader.head(&mut socket).await else {
+                    return;
                 };
-                let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
-                seen.drain(..end + 4);
                 if head.contains("expect: 100-continue") {
                     refusals.fetch_add(1, Ordering::SeqCst);
                     let refusal: &[u8] = if close {
@@ -47,17 +40,9 @@ async fn expect_refusing_server(close: bool) -> (std::net::SocketAddr, Arc<Atomi
                     }
                     continue;
                 }
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                while seen.len() < length {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
+                if reader.body(&mut socket, &head).await.is_none() {
+                    return;
                 }
-                seen.drain(..length);
                 let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                 if socket.write_all(answer).await.is_err() {
                     return;
@@ -129,20 +114,13 @@ async fn an_early_final_answer_does_not_switch_the_gate_off() {
 /// own (past the 250 ms the pool waits), then reads the body and answers
 /// "expect" if the request carried `Expect`, else "ok".
 async fn slow_continue_server() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     raw_server(|mut socket| async move {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
+        let mut reader = RawRequests::default();
         loop {
-            let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
-                continue;
+            let Some(head) = reader.head(&mut socket).await else {
+                return;
             };
-            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
-            seen.drain(..end + 4);
             let expects = head.contains("expect: 100-continue");
             if expects {
                 tokio::time::sleep(Duration::from_millis(400)).await;
@@ -154,17 +132,9 @@ async fn slow_continue_server() -> std::net::SocketAddr {
                     return;
                 }
             }
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            while seen.len() < length {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
+            if reader.body(&mut socket, &head).await.is_none() {
+                return;
             }
-            seen.drain(..length);
             let answer: &[u8] = if expects {
                 b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nexpect"
             } else {

@@ -50,3 +50,50 @@ pub async fn rest_a_connection(client: &Client, url: &str) {
     assert_eq!(text(client, client.get(url)).await, "ok");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+
+/// Reads HTTP/1 requests off a raw socket, for servers that answer by
+/// hand: each head (lower-cased), then its `Content-Length` body.
+#[derive(Default)]
+pub struct RawRequests {
+    seen: Vec<u8>,
+}
+
+impl RawRequests {
+    /// The next request head; `None` once the connection ends.
+    pub async fn head(&mut self, socket: &mut tokio::net::TcpStream) -> Option<String> {
+        loop {
+            if let Some(end) = self.seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.seen[..end]).to_ascii_lowercase();
+                self.seen.drain(..end + 4);
+                return Some(head);
+            }
+            self.fill(socket).await?;
+        }
+    }
+
+    /// Reads (and drops) the body `head` announces; `None` if the
+    /// connection ends first.
+    pub async fn body(&mut self, socket: &mut tokio::net::TcpStream, head: &str) -> Option<()> {
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while self.seen.len() < length {
+            self.fill(socket).await?;
+        }
+        self.seen.drain(..length);
+        Some(())
+    }
+
+    async fn fill(&mut self, socket: &mut tokio::net::TcpStream) -> Option<()> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                self.seen.extend_from_slice(&buf[..n]);
+                Some(())
+            }
+        }
+    }
+}
