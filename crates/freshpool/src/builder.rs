@@ -169,6 +169,26 @@ impl ClientBuilder {
         /// TCP keepalive idle time. Default 30 s; 1 s to 32,767 s (the
         /// kernel counts whole seconds).
         tcp_keepalive: conn.tcp_keepalive: Option<Duration>,
+        /// `TCP_USER_TIMEOUT`: how long data written on a connection may
+        /// go unacknowledged by the peer's kernel before the kernel closes
+        /// the connection. Default `None` (the kernel's own, ~15 min of
+        /// retransmissions). Set it where a NAT or firewall may drop a
+        /// connection silently (a resumed serverless process, a long-idle
+        /// pool): a request written into such a connection then fails
+        /// after this long, instead of waiting unless `timeout` is set.
+        /// At least 1 s; Linux and Android only (a `Config` error
+        /// elsewhere). It also ends a connection whose server stops reading
+        /// an upload (zero window) for this long.
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// let client = freshpool::Client::builder()
+        ///     .tcp_user_timeout(Some(Duration::from_secs(30)))
+        ///     .build();
+        /// # #[cfg(target_os = "linux")]
+        /// assert!(client.is_ok());
+        /// ```
+        tcp_user_timeout: conn.tcp_user_timeout: Option<Duration>,
         /// HTTP version preference. Default [`HttpVersion::Auto`].
         http_version: conn.http_version: HttpVersion,
         /// HTTP/2 PING interval on idle and busy connections. Default `None`;

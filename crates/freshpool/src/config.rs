@@ -139,6 +139,7 @@ pub(crate) struct ConnConfig {
     pub timeout: Option<Duration>,
     pub tcp_nodelay: bool,
     pub tcp_keepalive: Option<Duration>,
+    pub tcp_user_timeout: Option<Duration>,
     pub http_version: HttpVersion,
     pub tls: TlsSettings,
     pub http2_keep_alive_interval: Option<Duration>,
@@ -162,6 +163,11 @@ impl Default for ConnConfig {
             tcp_nodelay: true,
             // Lets the kernel notice a dead peer on a long-idle connection.
             tcp_keepalive: Some(Duration::from_secs(30)),
+            // The kernel's: a write into a black hole is retransmitted for
+            // ~15 min (tcp_retries2). Off like Go's, curl's and hyper's:
+            // a limit also ends a connection whose server stalls reading a
+            // large upload that long, which may be legitimate.
+            tcp_user_timeout: None,
             http_version: HttpVersion::Auto,
             tls: TlsSettings::default(),
             http2_keep_alive_interval: None,
@@ -187,6 +193,11 @@ const TCP_KEEPALIVE_RANGE: (Duration, Duration) =
 /// long after the last frame read, so zero sends one per acknowledgement,
 /// forever, and servers answer a PING flood with GOAWAY (ENHANCE_YOUR_CALM).
 const MIN_HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(1);
+
+/// The least `tcp_user_timeout`: the kernel's first retransmission waits
+/// at least 200 ms and doubles, so a second or less would end connections
+/// over one lost packet.
+const MIN_TCP_USER_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error> {
     let nonzero = [
@@ -234,6 +245,7 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
         ),
         ("timeout", conn.timeout, false),
         ("tcp_keepalive", conn.tcp_keepalive, true),
+        ("tcp_user_timeout", conn.tcp_user_timeout, false),
         (
             "http2_keep_alive_interval",
             conn.http2_keep_alive_interval,
@@ -282,6 +294,18 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
                 "tcp_keepalive ({idle:?}) must be between {:?} and {:?} (the kernel counts whole seconds; None switches it off)",
                 TCP_KEEPALIVE_RANGE.0, TCP_KEEPALIVE_RANGE.1
             )));
+        }
+    }
+    if let Some(limit) = conn.tcp_user_timeout {
+        if limit < MIN_TCP_USER_TIMEOUT {
+            return Err(Error::config(format!(
+                "tcp_user_timeout ({limit:?}) must be at least {MIN_TCP_USER_TIMEOUT:?}: shorter, a lost packet's ordinary retransmission ends the connection (None switches it off)"
+            )));
+        }
+        if !cfg!(any(target_os = "linux", target_os = "android")) {
+            return Err(Error::config(
+                "tcp_user_timeout is supported on Linux and Android only (TCP_USER_TIMEOUT); use timeout or response_header_timeout elsewhere",
+            ));
         }
     }
     if conn.http2_keep_alive_timeout < MIN_HTTP2_KEEP_ALIVE {
@@ -386,6 +410,10 @@ mod tests {
                 ..ConnConfig::default()
             }),
             conn_err(ConnConfig {
+                tcp_user_timeout: Some(Duration::from_millis(999)),
+                ..ConnConfig::default()
+            }),
+            conn_err(ConnConfig {
                 http2_keep_alive_interval: Some(Duration::ZERO),
                 ..ConnConfig::default()
             }),
@@ -413,6 +441,7 @@ mod tests {
             "tls_handshake_timeout",
             "tcp_keepalive",
             "tcp_keepalive",
+            "tcp_user_timeout",
             "http2_keep_alive_interval",
             "http2_keep_alive_interval",
             "http2_keep_alive_timeout",
@@ -426,6 +455,7 @@ mod tests {
         // The edges are fine.
         let edges = ConnConfig {
             tcp_keepalive: Some(Duration::from_secs(1)),
+            tcp_user_timeout: Some(MIN_TCP_USER_TIMEOUT),
             http2_keep_alive_interval: Some(MIN_HTTP2_KEEP_ALIVE),
             http2_keep_alive_timeout: MIN_HTTP2_KEEP_ALIVE,
             timeout: Some(LONGEST_SETTING),

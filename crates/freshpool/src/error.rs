@@ -526,6 +526,12 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
             "the connection to {origin} was lost: the runtime that drove it shut down \
              (or code it ran panicked)"
         ),
+        // (ETIMEDOUT on an open connection: hyper's words, "connection
+        // error", hid the only part that says what to change.)
+        Kind::Io if io_kind_in(&err) == Some(std::io::ErrorKind::TimedOut) => format!(
+            "the connection to {origin} timed out in the kernel: the peer stopped \
+             acknowledging data (tcp_user_timeout) or keep-alive probes (tcp_keepalive)"
+        ),
         Kind::Protocol if err.is_incomplete_message() => {
             format!("connection closed before the response completed from {origin}")
         }
@@ -539,6 +545,18 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
         _ => format!("connection error from {origin}"),
     };
     Error::new(kind, message).with_source(err)
+}
+
+/// The kind of the first I/O error in `err`'s chain.
+fn io_kind_in(err: &hyper::Error) -> Option<std::io::ErrorKind> {
+    let mut source = StdError::source(err);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// The caller's body error in `err`'s chain, if that is what failed.

@@ -132,6 +132,7 @@ impl Connector {
         let settings = TcpSettings {
             nodelay: self.config.tcp_nodelay,
             keepalive: self.config.tcp_keepalive,
+            user_timeout: self.config.tcp_user_timeout,
             deadline,
         };
         // The proxy is part of the key (see proxy.rs), so every connection

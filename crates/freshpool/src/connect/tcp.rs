@@ -153,6 +153,8 @@ pub(crate) fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 pub(crate) struct TcpSettings {
     pub nodelay: bool,
     pub keepalive: Option<Duration>,
+    /// `TCP_USER_TIMEOUT` (validated: set only where the kernel has it).
+    pub user_timeout: Option<Duration>,
     /// What is left of `connect_timeout` (the lookup may have used some).
     pub deadline: ConnectDeadline,
 }
@@ -202,7 +204,26 @@ pub(crate) async fn connect(
             .set_tcp_keepalive(&ka)
             .map_err(|e| Error::new(Kind::Connect, "setting SO_KEEPALIVE failed").with_source(e))?;
     }
+    if let Some(limit) = settings.user_timeout {
+        set_user_timeout(&stream, limit)?;
+    }
     Ok(stream)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_user_timeout(stream: &TcpStream, limit: Duration) -> Result<(), Error> {
+    socket2::SockRef::from(stream)
+        .set_tcp_user_timeout(Some(limit))
+        .map_err(|e| Error::new(Kind::Connect, "setting TCP_USER_TIMEOUT failed").with_source(e))
+}
+
+/// (Unreachable: `config::validate` refuses the setting here.)
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_user_timeout(_stream: &TcpStream, _limit: Duration) -> Result<(), Error> {
+    Err(Error::new(
+        Kind::Connect,
+        "tcp_user_timeout is supported on Linux and Android only",
+    ))
 }
 
 async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStream, ()> {
@@ -325,6 +346,7 @@ mod tests {
         let settings = TcpSettings {
             nodelay: true,
             keepalive: None,
+            user_timeout: None,
             deadline: ConnectDeadline::start(Duration::from_secs(2)),
         };
         let err = connect("test", vec![addr], settings).await.unwrap_err();

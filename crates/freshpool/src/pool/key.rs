@@ -119,6 +119,7 @@ pub(crate) struct DialSettings {
     pub tls_handshake_timeout: std::time::Duration,
     pub tcp_nodelay: bool,
     pub tcp_keepalive: Option<std::time::Duration>,
+    pub tcp_user_timeout: Option<std::time::Duration>,
     pub http2_keep_alive_interval: Option<std::time::Duration>,
     /// `None` without an interval: no PING is sent, and clients sharing
     /// a pool need not agree on a timeout that does nothing.
@@ -132,6 +133,7 @@ impl DialSettings {
             tls_handshake_timeout: conn.tls_handshake_timeout,
             tcp_nodelay: conn.tcp_nodelay,
             tcp_keepalive: conn.tcp_keepalive,
+            tcp_user_timeout: conn.tcp_user_timeout,
             http2_keep_alive_interval: conn.http2_keep_alive_interval,
             http2_keep_alive_timeout: conn
                 .http2_keep_alive_interval
@@ -163,6 +165,13 @@ impl DialSettings {
         })
         .or_else(|| differs("tcp_nodelay", &self.tcp_nodelay, &pool.tcp_nodelay))
         .or_else(|| differs("tcp_keepalive", &self.tcp_keepalive, &pool.tcp_keepalive))
+        .or_else(|| {
+            differs(
+                "tcp_user_timeout",
+                &self.tcp_user_timeout,
+                &pool.tcp_user_timeout,
+            )
+        })
         .or_else(|| {
             differs(
                 "http2_keep_alive_interval",

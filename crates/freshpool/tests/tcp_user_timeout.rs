@@ -1,0 +1,76 @@
+//! `tcp_user_timeout`: a connection whose peer stops taking data is ended
+//! by the kernel after that long, and the request's error says so.
+//!
+//! Loopback cannot drop packets, so the peer here stops *reading*: its
+//! receive window closes, the client's kernel probes it, and Linux ends
+//! the connection when `TCP_USER_TIMEOUT` passes without progress, as it
+//! would for writes into a black hole (a NAT that forgot the connection).
+//! Without the setting the same request waits for as long as the peer
+//! holds the socket.
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use freshpool::{Client, Kind};
+use tokio::net::TcpListener;
+
+/// A server that accepts connections and never reads from them, for at
+/// most 60 s (its task then ends and drops them).
+async fn unread_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        })
+        .await;
+    });
+    (addr, task)
+}
+
+/// More than the two kernels' socket buffers hold on loopback.
+fn large_body() -> Bytes {
+    Bytes::from(vec![b'x'; 32 << 20])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_peer_stops_taking_fails_after_tcp_user_timeout() {
+    let (addr, server) = unread_server().await;
+    let url = format!("http://{addr}/upload");
+    let client = Client::builder()
+        .tcp_user_timeout(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), client.post(&url, large_body()))
+        .await
+        .expect("the kernel ends the connection long before 30 s")
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Io, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("tcp_user_timeout"), "{text}");
+    assert!(text.contains(&addr.to_string()), "{text}");
+    // Part of the request reached the server: it may have acted on it.
+    assert!(err.is_possibly_processed(), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // (Its task ends a moment after the request's error.)
+    freshpool_testkit::eventually("the dead connection closed", || {
+        client.stats().open_connections == 0
+    })
+    .await;
+
+    // Without the setting, the same upload is still waiting.
+    let plain = Client::new();
+    let waiting =
+        tokio::time::timeout(Duration::from_secs(3), plain.post(&url, large_body())).await;
+    assert!(waiting.is_err(), "{waiting:?}");
+    server.abort();
+}
