@@ -103,3 +103,115 @@ fn a_soak_that_injected_no_fault_fails_and_says_so() {
         "the child answered at once: {stderr}"
     );
 }
+
+/// Ctrl-C in a terminal (SIGINT to the whole foreground process group)
+/// stops the load and still prints the summary, with the JSON, and the
+/// exit status says it was interrupted. (The server process, in the same
+/// group, died at once: the soak could only fail with a broken pipe and
+/// no summary.)
+#[cfg(unix)]
+#[test]
+fn ctrl_c_to_the_process_group_still_prints_the_summary() {
+    use std::time::{Duration, Instant};
+    let json =
+        std::env::temp_dir().join(format!("freshpool-soak-ctrl-c-{}.json", std::process::id()));
+    let mut child = soak_in_its_own_group(&json);
+    std::thread::sleep(Duration::from_secs(4));
+    ctrl_c(&child);
+    // Bounded: in-flight requests (10 s timeout), settling (10 s), report.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the soak did not stop within 45 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("interrupted (Ctrl-C)"),
+        "{stdout}\n{stderr}"
+    );
+    let summary = std::fs::read_to_string(&json).expect("the soak wrote its JSON summary");
+    let _ = std::fs::remove_file(&json);
+    let v: serde_json::Value = serde_json::from_str(&summary).expect("valid JSON");
+    assert!(v["sent"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(v["lost"], 0, "{summary}");
+    assert_eq!(
+        v["sent"].as_u64().unwrap(),
+        v["answered"].as_u64().unwrap() + v["failed"].as_u64().unwrap(),
+        "{summary}"
+    );
+}
+
+/// A second Ctrl-C quits at once (status 130), without the summary.
+#[cfg(unix)]
+#[test]
+fn a_second_ctrl_c_quits_at_once() {
+    use std::time::{Duration, Instant};
+    let json = std::env::temp_dir().join(format!(
+        "freshpool-soak-ctrl-c2-{}.json",
+        std::process::id()
+    ));
+    let mut child = soak_in_its_own_group(&json);
+    std::thread::sleep(Duration::from_secs(3));
+    ctrl_c(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    ctrl_c(&child);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a second Ctrl-C did not end the soak within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(!json.exists(), "no summary after a second Ctrl-C");
+}
+
+/// Ctrl-C as a terminal sends it: SIGINT to the whole process group.
+#[cfg(unix)]
+fn ctrl_c(child: &std::process::Child) {
+    let group = format!("-{}", child.id());
+    let kill = Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+/// A 60 s soak in a process group of its own, as a shell runs a
+/// foreground job, writing its JSON summary to `json`.
+#[cfg(unix)]
+fn soak_in_its_own_group(json: &std::path::Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let _ = std::fs::remove_file(json);
+    Command::new(env!("CARGO_BIN_EXE_freshpool"))
+        .args([
+            "soak",
+            "--duration",
+            "60s",
+            "--concurrency",
+            "4",
+            "--fault-every",
+            "200ms",
+            "--warmup",
+            "1s",
+            "--seed",
+            "7",
+            "--json",
+        ])
+        .arg(json)
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the freshpool binary")
+}

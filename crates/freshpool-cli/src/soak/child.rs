@@ -35,7 +35,15 @@ impl Child {
     ) -> Result<Child, String> {
         use tokio::io::AsyncBufReadExt;
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-        let mut proc = tokio::process::Command::new(exe)
+        let mut command = tokio::process::Command::new(exe);
+        // Its own process group: a terminal's Ctrl-C (SIGINT to the whole
+        // foreground group) then reaches the soak alone, which stops the
+        // load and still asks this process for its report. (In the soak's
+        // group it died at once, and the soak could only fail.) It ends
+        // when the soak does: its stdin closes.
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut proc = command
             .args([
                 "soak".to_string(),
                 "--serve".to_string(),

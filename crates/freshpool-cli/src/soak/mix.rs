@@ -114,6 +114,7 @@ pub(super) fn spawn_loops(
     concurrency: usize,
     port: u16,
     deadline: Instant,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let next_id = Arc::new(AtomicU64::new(1));
     (0..concurrency)
@@ -121,10 +122,11 @@ pub(super) fn spawn_loops(
             let client = client.clone();
             let tally = tally.clone();
             let next_id = next_id.clone();
+            let stop = stop.clone();
             let base = format!("http://127.0.0.1:{port}/");
             let mut rng = Rng(seed.wrapping_add(w as u64 * 7919));
             tokio::spawn(async move {
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
                     let class = match rng.below(10) {
                         0..=3 => Class::Get,
                         4 => Class::GetDropped,

@@ -116,6 +116,8 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
     let client = soak_client(&args)?;
 
     let tally = Arc::new(Tally::default());
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ctrl_c = watch_ctrl_c(interrupted.clone());
     let started = Instant::now();
     let sampler = Sampler::spawn(started, tally.clone());
     child.send("FAULTS ON").await?;
@@ -126,6 +128,7 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         args.concurrency,
         child.port,
         started + args.duration,
+        &interrupted,
     );
     let mut panicked = 0;
     for l in loops {
@@ -142,7 +145,7 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
     let fds_after_client = fds_after_drop(fds_before_client, args.fd_leak_tolerance).await;
     let server = ServerReport::from_json(&child.report().await?);
 
-    Summary {
+    let verdict = Summary {
         args: &args,
         seed,
         load_secs,
@@ -155,7 +158,36 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         fds_before_client,
         fds_after_client,
     }
-    .report()
+    .report();
+    ctrl_c.abort();
+    if !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+        return verdict;
+    }
+    let why = format!(
+        "interrupted (Ctrl-C) after {load_secs:.1} s: the summary covers the requests sent until then"
+    );
+    Err(match verdict {
+        Ok(()) => why,
+        Err(failed) => format!("{why}; {failed}"),
+    })
+}
+
+/// The first Ctrl-C stops the load (requests in flight finish, bounded by
+/// the client's 10 s `timeout`) and the summary follows; a second one
+/// quits at once (the server process ends as its stdin closes).
+fn watch_ctrl_c(interrupted: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "interrupted (Ctrl-C): finishing the requests in flight, then the summary (Ctrl-C again quits now)"
+        );
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    })
 }
 
 /// `--fault-every`: a duration of at least 50 ms (the injector's floor; it
