@@ -46,7 +46,7 @@ pub struct Resolved {
 /// TTL. Expired entries are still served to the pool's
 /// [`Resolve::current`] checks while a background lookup refreshes them; a
 /// dial with an expired entry looks up in the foreground. A failed lookup
-/// (or one that answers no address) keeps the last good answer (up to 5 minutes old): a dial uses it, and
+/// (or one that answers no address) keeps the last good answer (up to 5 minutes past its TTL): a dial uses it, and
 /// the next lookup waits a second; a lookup with no answer after a second
 /// also lets the dial go on with it (the lookup finishing in the
 /// background), and so do dials while a lookup for the host runs. A
@@ -85,9 +85,11 @@ type Entries = HashMap<String, Vec<(u16, Entry)>>;
 struct Entry {
     resolved: Resolved,
     expires: Instant,
-    /// When the inner resolver last answered: the answer is served after
-    /// a failed lookup only up to `MAX_STALE` past this.
-    answered: Instant,
+    /// When the last answer's TTL ended (or ends): it is served after a
+    /// failed lookup only up to `MAX_STALE` past this. (Counted from the
+    /// answer itself, any `ttl` over 5 minutes left no fallback at all:
+    /// the answer was already that old when it expired.)
+    ttl_end: Instant,
     refreshing: bool,
     /// The last lookup failed and the answer is past `MAX_STALE`: kept
     /// (for `current` and the wait before the next lookup) but never
@@ -170,13 +172,13 @@ impl Entry {
     /// The last good answer, if it may still stand in for a lookup that
     /// failed or hangs (see `MAX_STALE`).
     fn last_good(&self, now: Instant) -> Option<Vec<SocketAddr>> {
-        (now.duration_since(self.answered) <= MAX_STALE).then(|| self.resolved.addrs.to_vec())
+        (now.duration_since(self.ttl_end) <= MAX_STALE).then(|| self.resolved.addrs.to_vec())
     }
 
     /// Of no more use: expired, too old to stand in for a failed lookup,
     /// and no lookup running for it. The next dial looks it up afresh.
     fn outlived(&self, now: Instant) -> bool {
-        !self.refreshing && now >= self.expires && now.duration_since(self.answered) > MAX_STALE
+        !self.refreshing && now >= self.expires && now.duration_since(self.ttl_end) > MAX_STALE
     }
 }
 
@@ -202,7 +204,7 @@ impl<R: Resolve> Shared<R> {
         let mut entries = self.lock();
         if let Some(entry) = find(&mut entries, host, port) {
             entry.expires = expires;
-            entry.answered = Instant::now();
+            entry.ttl_end = expires;
             entry.refreshing = false;
             entry.gone = false;
             if !same_set(&entry.resolved.addrs, &addrs) {
@@ -227,7 +229,7 @@ impl<R: Resolve> Shared<R> {
             Entry {
                 resolved: resolved.clone(),
                 expires,
-                answered: Instant::now(),
+                ttl_end: expires,
                 refreshing: false,
                 gone: false,
             },
@@ -285,9 +287,9 @@ const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// before it uses the last good answer (see `resolve_with_ttl`).
 const STALE_AFTER: Duration = Duration::from_secs(1);
 
-/// How long after its last good lookup an answer still stands in for a
-/// failed one (an outage of DNS, not of the host). Past it, the failure is
-/// the answer: the name may be gone (NXDOMAIN).
+/// How long past its TTL an answer still stands in for a failed lookup
+/// (an outage of DNS, not of the host). Past it, the failure is the
+/// answer: the name may be gone (NXDOMAIN).
 const MAX_STALE: Duration = Duration::from_secs(300);
 
 /// The fewest hosts the cache holds before it sweeps (see `sweep_at`).

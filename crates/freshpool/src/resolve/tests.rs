@@ -194,7 +194,7 @@ async fn an_answer_too_old_to_stand_in_is_not_served_after_a_failure() {
         let Some(long_ago) = Instant::now().checked_sub(MAX_STALE + Duration::from_secs(1)) else {
             return; // (a machine up for less than MAX_STALE)
         };
-        entry.answered = long_ago;
+        entry.ttl_end = long_ago;
         entry.expires = long_ago;
     }
     assert!(cached.resolve("h", 80).await.is_err());
@@ -208,6 +208,27 @@ async fn an_answer_too_old_to_stand_in_is_not_served_after_a_failure() {
         cached.resolve("h", 80).await.unwrap(),
         [addr("127.0.0.3:80")]
     );
+}
+
+/// A `ttl` over `MAX_STALE` keeps the fallback: an answer stands in for
+/// a failed lookup up to `MAX_STALE` past its TTL, not past its arrival.
+/// (Counted from its arrival, a 10-minute TTL left no fallback: the
+/// answer was already too old when it expired.)
+#[test]
+fn a_long_ttl_keeps_the_last_good_answer_after_it_expires() {
+    let cached = CachingResolver::new(switch(&["127.0.0.2:80"])).ttl(Duration::from_secs(600));
+    cached
+        .shared
+        .store("h", 80, vec![addr("127.0.0.2:80")], None);
+    let mut entries = cached.shared.lock();
+    let entry = find(&mut entries, "h", 80).unwrap();
+    let expired = entry.expires;
+    assert_eq!(entry.last_good(expired), Some(vec![addr("127.0.0.2:80")]));
+    assert!(entry.last_good(expired + MAX_STALE).is_some());
+    assert!(entry
+        .last_good(expired + MAX_STALE + Duration::from_secs(1))
+        .is_none());
+    assert!(!entry.outlived(expired + MAX_STALE));
 }
 
 /// Reports a DNS TTL, as hickory does.
@@ -339,13 +360,13 @@ impl Resolve for AnyName {
 #[test]
 fn answers_past_use_are_swept() {
     let now = Instant::now();
-    let entry = |answered: Instant, refreshing| Entry {
+    let entry = |ttl_end: Instant, refreshing| Entry {
         resolved: Resolved {
             generation: 1,
             addrs: vec![addr("127.0.0.9:80")].into(),
         },
-        expires: answered,
-        answered,
+        expires: ttl_end,
+        ttl_end,
         refreshing,
         gone: false,
     };
