@@ -22,7 +22,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::runtime::RuntimeFlavor;
+
 use crate::connect::{Resolve, ResolveFuture, ResolveTtlFuture};
+
+mod flight;
 
 /// A resolver's current answer for one host, as [`Resolve::current`]
 /// reports it to the pool.
@@ -51,7 +55,10 @@ pub struct Resolved {
 /// also lets the dial go on with it (the lookup finishing in the
 /// background), and so do dials while a lookup for the host runs. A
 /// refresh that returns the same addresses in a new order changes the
-/// order dials try them in, not the generation.
+/// order dials try them in, not the generation. On a multi-thread runtime,
+/// dials to a host with no answer to fall back on share one lookup, which
+/// runs to its end (and its answer is kept) even when they all give up on
+/// it first.
 ///
 /// ```
 /// use std::time::Duration;
@@ -78,6 +85,8 @@ struct Shared<R> {
     /// webhook sender) does not keep every one it ever resolved. (Read and
     /// written under the `entries` lock.)
     sweep_at: AtomicUsize,
+    /// Lookups with no answer to fall back on, shared by their dials.
+    flights: flight::Flights,
 }
 
 type Entries = HashMap<String, Vec<(u16, Entry)>>;
@@ -136,6 +145,7 @@ impl<R: Resolve> CachingResolver<R> {
                 entries: Mutex::default(),
                 next_generation: AtomicU64::new(1),
                 sweep_at: AtomicUsize::new(SWEEP_MIN),
+                flights: flight::Flights::default(),
             }),
         }
     }
@@ -347,43 +357,54 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
             host: owned_host.clone(),
             port,
         });
-        let lookup = self.shared.inner.resolve_with_ttl(host, port);
-        let host = owned_host;
-        let lookup = Box::pin(async move {
-            let _done = done;
-            match lookup.await {
-                Ok((addrs, ttl)) if !addrs.is_empty() => {
-                    let stored = shared.store(&host, port, addrs, ttl);
-                    Ok((stored.addrs.to_vec(), ttl))
+        let make_lookup = move || -> ResolveTtlFuture {
+            let lookup = shared.inner.resolve_with_ttl(&owned_host, port);
+            let host = owned_host;
+            Box::pin(async move {
+                let _done = done;
+                match lookup.await {
+                    Ok((addrs, ttl)) if !addrs.is_empty() => {
+                        let stored = shared.store(&host, port, addrs, ttl);
+                        Ok((stored.addrs.to_vec(), ttl))
+                    }
+                    // An answer with no address is no answer to keep (a
+                    // registry mid-deploy): as a failure, the last good one
+                    // stands in; a name never answered passes it on, and the
+                    // dial says it resolved to no addresses.
+                    Ok((empty, ttl)) => match shared.refresh_failed(&host, port) {
+                        Some(stale) => {
+                            tracing::debug!(
+                                host,
+                                "lookup found no address; using the last good answer"
+                            );
+                            Ok((stale, None))
+                        }
+                        None => Ok((empty, ttl)),
+                    },
+                    // (Stale if error: a host whose DNS is down for a moment
+                    // still has the addresses it answered before.)
+                    Err(e) => match shared.refresh_failed(&host, port) {
+                        Some(stale) => {
+                            tracing::debug!(host, error = %e, "lookup failed; using the last good answer");
+                            Ok((stale, None))
+                        }
+                        None => Err(e),
+                    },
                 }
-                // An answer with no address is no answer to keep (a
-                // registry mid-deploy): as a failure, the last good one
-                // stands in; a name never answered passes it on, and the
-                // dial says it resolved to no addresses.
-                Ok((empty, ttl)) => match shared.refresh_failed(&host, port) {
-                    Some(stale) => {
-                        tracing::debug!(
-                            host,
-                            "lookup found no address; using the last good answer"
-                        );
-                        Ok((stale, None))
-                    }
-                    None => Ok((empty, ttl)),
-                },
-                // (Stale if error: a host whose DNS is down for a moment
-                // still has the addresses it answered before.)
-                Err(e) => match shared.refresh_failed(&host, port) {
-                    Some(stale) => {
-                        tracing::debug!(host, error = %e, "lookup failed; using the last good answer");
-                        Ok((stale, None))
-                    }
-                    None => Err(e),
-                },
-            }
-        });
-        let Some(stale) = stale else {
-            return lookup;
+            })
         };
+        let Some(stale) = stale else {
+            // Nothing to fall back on: one lookup for all the dials that
+            // wait, as a task of its own (`flight.rs`), on a runtime that
+            // runs it to its end.
+            return match tokio::runtime::Handle::try_current() {
+                Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                    self.shared.flights.join(&runtime, host, port, make_lookup)
+                }
+                _ => make_lookup(),
+            };
+        };
+        let lookup = make_lookup();
         // A DNS server that does not answer at all (no error either: the
         // common outage, getaddrinfo retrying for seconds) must not take
         // the whole connect_timeout while a good answer is at hand: after
@@ -462,134 +483,7 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
 pub use self::hickory::HickoryResolver;
 
 #[cfg(feature = "hickory")]
-mod hickory {
-    use std::io;
-    use std::net::SocketAddr;
-    use std::time::Instant;
-
-    use hickory_resolver::config::{ResolverConfig, ResolverOpts};
-    use hickory_resolver::name_server::TokioConnectionProvider;
-    use hickory_resolver::TokioResolver;
-
-    use crate::connect::{Resolve, ResolveFuture, ResolveTtlFuture};
-    use crate::error::Error;
-
-    /// DNS with [hickory](https://docs.rs/hickory-resolver) (feature
-    /// `hickory`): asynchronous lookups with no thread per query, hickory's
-    /// own record cache, and the records' TTLs reported through
-    /// [`Resolve::resolve_with_ttl`], so that wrapped in a
-    /// [`crate::CachingResolver`] connections follow DNS changes as fast as
-    /// the zone's TTL allows.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use freshpool::{CachingResolver, Client, HickoryResolver};
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// # let _ = || -> Result<(), freshpool::Error> {
-    /// let dns = HickoryResolver::from_system_conf()?;
-    /// let client = Client::builder()
-    ///     .resolver(CachingResolver::new(dns).ttl(Duration::from_secs(60)))
-    ///     .build()?;
-    /// # drop(client); Ok(()) };
-    /// # }
-    /// ```
-    pub struct HickoryResolver {
-        resolver: TokioResolver,
-    }
-
-    impl std::fmt::Debug for HickoryResolver {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("HickoryResolver").finish_non_exhaustive()
-        }
-    }
-
-    impl HickoryResolver {
-        /// Reads the system's configuration (`/etc/resolv.conf`, hosts file).
-        ///
-        /// ```
-        /// # #[tokio::main(flavor = "current_thread")]
-        /// # async fn main() {
-        /// match freshpool::HickoryResolver::from_system_conf() {
-        ///     Ok(dns) => drop(dns),
-        ///     Err(e) => assert!(e.is_config()), // no usable resolv.conf
-        /// }
-        /// # }
-        /// ```
-        pub fn from_system_conf() -> Result<HickoryResolver, Error> {
-            let builder = TokioResolver::builder_tokio().map_err(|e| {
-                Error::config("reading the system DNS configuration failed").with_source(e)
-            })?;
-            Ok(HickoryResolver {
-                resolver: builder.build(),
-            })
-        }
-
-        /// Uses this name-server configuration and these options.
-        ///
-        /// ```
-        /// use hickory_resolver::config::{ResolverConfig, ResolverOpts};
-        /// # #[tokio::main(flavor = "current_thread")]
-        /// # async fn main() {
-        /// // No name servers: only IP literals, the hosts file and localhost.
-        /// let dns = freshpool::HickoryResolver::with_config(ResolverConfig::new(), ResolverOpts::default());
-        /// # drop(dns);
-        /// # }
-        /// ```
-        pub fn with_config(config: ResolverConfig, options: ResolverOpts) -> HickoryResolver {
-            let resolver =
-                TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-                    .with_options(options)
-                    .build();
-            HickoryResolver { resolver }
-        }
-    }
-
-    impl Resolve for HickoryResolver {
-        fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
-            let lookup = self.resolve_with_ttl(host, port);
-            Box::pin(async move { lookup.await.map(|(addrs, _)| addrs) })
-        }
-
-        fn resolve_with_ttl(&self, host: &str, port: u16) -> ResolveTtlFuture {
-            let resolver = self.resolver.clone();
-            let host = host.to_owned();
-            Box::pin(async move {
-                let lookup = resolver
-                    .lookup_ip(host.as_str())
-                    .await
-                    .map_err(io::Error::other)?;
-                let addrs: Vec<SocketAddr> =
-                    lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
-                let ttl = lookup
-                    .valid_until()
-                    .saturating_duration_since(Instant::now());
-                Ok((crate::connect::tcp::interleave_families(addrs), Some(ttl)))
-            })
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        /// No name servers are configured, so nothing leaves the machine:
-        /// IP literals and `localhost` resolve locally.
-        #[tokio::test]
-        async fn resolves_literals_and_localhost_without_network() {
-            let dns = HickoryResolver::with_config(ResolverConfig::new(), ResolverOpts::default());
-            let (addrs, ttl) = dns.resolve_with_ttl("127.0.0.1", 8080).await.unwrap();
-            assert_eq!(addrs, vec!["127.0.0.1:8080".parse().unwrap()]);
-            assert!(ttl.is_some());
-            let addrs = dns.resolve("localhost", 80).await.unwrap();
-            assert!(
-                addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80),
-                "{addrs:?}"
-            );
-            assert!(!addrs.is_empty());
-        }
-    }
-}
+mod hickory;
 
 #[cfg(test)]
 mod tests;

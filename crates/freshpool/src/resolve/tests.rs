@@ -596,3 +596,135 @@ async fn a_resolver_panicking_in_a_refresh_fails_that_lookup_only() {
         [addr("127.0.0.4:80")]
     );
 }
+
+/// Answers 127.0.0.2:80 (or fails, when `fail`) after `delay`, counting
+/// lookups: DNS slower than a dial's patience.
+struct Slow {
+    delay: Duration,
+    fail: bool,
+    lookups: AtomicUsize,
+}
+
+impl Resolve for Arc<Slow> {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let (delay, fail) = (self.delay, self.fail);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if fail {
+                return Err(std::io::Error::other("SERVFAIL (slow)"));
+            }
+            Ok(vec![addr("127.0.0.2:80")])
+        })
+    }
+}
+
+fn slow(delay_ms: u64, fail: bool) -> Arc<Slow> {
+    Arc::new(Slow {
+        delay: Duration::from_millis(delay_ms),
+        fail,
+        lookups: AtomicUsize::new(0),
+    })
+}
+
+/// A host with nothing cached: the dial that gives up on its lookup (a
+/// `connect_timeout` shorter than DNS takes) no longer takes the lookup
+/// with it. It finishes and is kept, so the next dial has the answer at
+/// once. (It was dropped unstored: with DNS slower than the timeout,
+/// every request failed, although every lookup would have answered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_lookup_outlives_a_dial_that_gave_up_on_it() {
+    let dns = slow(300, false);
+    let cached = CachingResolver::new(dns.clone());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), cached.resolve("h", 80))
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let answer = tokio::time::timeout(Duration::from_millis(50), cached.resolve("h", 80))
+        .await
+        .expect("kept by the lookup the first dial gave up on")
+        .unwrap();
+    assert_eq!(answer, [addr("127.0.0.2:80")]);
+    assert_eq!(dns.lookups.load(Ordering::SeqCst), 1);
+    assert_eq!(cached.shared.flights.in_flight(), 0);
+}
+
+/// Dials to a host with nothing cached share one lookup (they started
+/// one each: a burst of 64 dials, 64 `getaddrinfo` threads for one
+/// name). A failure reaches each of them with the resolver's words, and
+/// is not kept: the next dial looks up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_to_a_cold_host_share_one_lookup() {
+    let dns = slow(200, false);
+    let cached = CachingResolver::new(dns.clone());
+    let mut dials = tokio::task::JoinSet::new();
+    for n in 0..20 {
+        let cached = cached.clone();
+        // (Either spelling of the host is the same name.)
+        let host = if n % 2 == 0 { "h" } else { "H" };
+        dials.spawn(async move { cached.resolve(host, 80).await });
+    }
+    while let Some(answer) = dials.join_next().await {
+        assert_eq!(answer.unwrap().unwrap(), [addr("127.0.0.2:80")]);
+    }
+    assert_eq!(dns.lookups.load(Ordering::SeqCst), 1);
+    assert_eq!(cached.shared.flights.in_flight(), 0);
+
+    let dns = slow(200, true);
+    let cached = CachingResolver::new(dns.clone());
+    let mut dials = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let cached = cached.clone();
+        dials.spawn(async move { cached.resolve("h", 80).await });
+    }
+    while let Some(answer) = dials.join_next().await {
+        let err = answer.unwrap().unwrap_err();
+        assert!(err.to_string().contains("SERVFAIL (slow)"), "{err}");
+    }
+    assert_eq!(dns.lookups.load(Ordering::SeqCst), 1);
+    assert!(cached.resolve("h", 80).await.is_err());
+    assert_eq!(
+        dns.lookups.load(Ordering::SeqCst),
+        2,
+        "a failure is not kept"
+    );
+}
+
+/// A shared lookup whose runtime shuts down leaves the map (the next dial
+/// starts another), and a dial waiting for it from elsewhere gets an
+/// error rather than waiting for good. On a current-thread runtime, which
+/// runs tasks only inside `block_on`, dials do not share: each looks up
+/// in place.
+#[test]
+fn a_shared_lookup_ends_with_its_runtime_and_current_thread_dials_look_up_in_place() {
+    let dns = slow(300, false);
+    let cached = CachingResolver::new(dns.clone());
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // (Made on that runtime, the dial starts the shared lookup there.)
+    let waiting = {
+        let _on = first.enter();
+        cached.resolve("h", 80)
+    };
+    assert_eq!(cached.shared.flights.in_flight(), 1);
+    drop(first);
+    assert_eq!(cached.shared.flights.in_flight(), 0);
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    other.block_on(async {
+        let err = waiting.await.unwrap_err();
+        assert!(err.to_string().contains("ended without an answer"), "{err}");
+        let (a, b) = tokio::join!(cached.resolve("x", 80), cached.resolve("x", 80));
+        assert_eq!(a.unwrap(), b.unwrap());
+    });
+    // One lookup for "h" (dropped with its runtime), two for "x".
+    assert_eq!(dns.lookups.load(Ordering::SeqCst), 3);
+    assert_eq!(cached.shared.flights.in_flight(), 0);
+}

@@ -245,6 +245,32 @@ async fn connect_timeout_bounds_the_lookup_and_the_connect_together() {
     assert!(msg.contains(&format!("{hole} (no answer)")), "{msg}");
 }
 
+/// DNS slower than `connect_timeout` behind a `CachingResolver` (a
+/// pod's `ndots:5` search list): the first request times out, but its
+/// lookup goes on and is kept, so the requests after it connect. (Each
+/// dial's lookup died with it, unstored: every request failed for as long
+/// as DNS stayed slow.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_slower_than_connect_timeout_still_serves_the_next_requests() {
+    let server = freshpool_testkit::TestServer::http1().await;
+    let client = Client::builder()
+        .resolver(CachingResolver::new(SlowAnswer(
+            vec![server.addr()],
+            Duration::from_millis(400),
+        )))
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let url = format!("http://slow.test:{}/", server.addr().port());
+    let (err, _) = fails_in(&client, &url).await;
+    assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
+    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..3 {
+        assert_eq!(text(&client, &url).await.expect("the kept answer"), "ok");
+    }
+}
+
 /// `pool_timeout` bounds waiting for the pool, not the request's own dial:
 /// with a dead host the request ends with the connect's error (which says
 /// what is wrong), not PoolTimeout advising a larger pool while nothing

@@ -1,0 +1,149 @@
+//! Lookups with nothing to fall back on (a host never answered, or whose
+//! answer is too old to stand in), shared by every dial that waits for
+//! them: one lookup per host at a time, run as a task of its own.
+//!
+//! Why: such a lookup used to run inside the dial that needed it. A burst
+//! of dials to a cold host started one lookup each (64 `getaddrinfo`
+//! calls, each a blocking thread, for one name), and a dial cut off by
+//! `connect_timeout` dropped its lookup with it, unstored: with DNS slower
+//! than `connect_timeout` (a Kubernetes pod's `ndots:5` search list) every
+//! request failed for as long as DNS stayed slow, although each lookup
+//! would have answered. Go's resolver shares lookups the same way
+//! (`singleflight`).
+//!
+//! Only on a multi-thread runtime, which runs its tasks as long as it
+//! lives: a current-thread runtime runs them only inside `block_on`, and
+//! a lookup parked there would hold every other runtime's dials waiting.
+//! Dials on one look up in place, as before.
+//!
+//! Lock domain: the flights' map only (never held with the cache's
+//! `entries`: the lookup stores its answer there before it lands here).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::connect::ResolveTtlFuture;
+
+/// What a lookup came to, for every dial that waited for it.
+type Landed = Result<(Vec<SocketAddr>, Option<Duration>), SharedIoError>;
+
+type Map = HashMap<(String, u16), watch::Receiver<Option<Landed>>>;
+
+/// The lookups in flight, by lower-case host and port.
+#[derive(Default)]
+pub(super) struct Flights(Arc<Mutex<Map>>);
+
+impl Flights {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the lookup of `host:port` in flight, or starts `lookup()`
+    /// as one on `runtime` (it then runs to its end, whoever waits).
+    pub(super) fn join(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        host: &str,
+        port: u16,
+        lookup: impl FnOnce() -> ResolveTtlFuture,
+    ) -> ResolveTtlFuture {
+        let key = (host.to_ascii_lowercase(), port);
+        let mut landing = {
+            let mut flights = self.lock();
+            match flights.get(&key) {
+                Some(flight) => flight.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    flights.insert(key.clone(), rx.clone());
+                    // (Before the lookup starts: dropped unfinished with its
+                    // runtime, or as a panic of the resolver unwinds, the
+                    // flight still leaves the map, and its waiters get an
+                    // error.)
+                    let grounded = Grounded {
+                        flights: self.0.clone(),
+                        key,
+                        mine: rx.clone(),
+                    };
+                    drop(flights);
+                    let lookup = lookup();
+                    runtime.spawn(async move {
+                        let _grounded = grounded;
+                        let landed = lookup.await.map_err(SharedIoError::new);
+                        tx.send_replace(Some(landed));
+                    });
+                    rx
+                }
+            }
+        };
+        let host = host.to_owned();
+        Box::pin(async move {
+            match landing.wait_for(Option::is_some).await {
+                Ok(landed) => match landed.as_ref() {
+                    Some(Ok(answer)) => Ok(answer.clone()),
+                    Some(Err(e)) => Err(e.to_io()),
+                    None => unreachable!("waited for an answer"),
+                },
+                Err(_) => Err(io::Error::other(format!(
+                    "the lookup of {host} ended without an answer (its runtime shut down)"
+                ))),
+            }
+        })
+    }
+
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Takes a flight out of the map when its task ends, however it ends.
+struct Grounded {
+    flights: Arc<Mutex<Map>>,
+    key: (String, u16),
+    mine: watch::Receiver<Option<Landed>>,
+}
+
+impl Drop for Grounded {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights
+            .get(&self.key)
+            .is_some_and(|flight| flight.same_channel(&self.mine))
+        {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+/// A lookup's error, handed to each dial that waited for it (an
+/// `io::Error` is not `Clone`): its kind and words, with it as the source.
+#[derive(Clone, Debug)]
+pub(super) struct SharedIoError(Arc<io::Error>);
+
+impl SharedIoError {
+    fn new(e: io::Error) -> SharedIoError {
+        SharedIoError(Arc::new(e))
+    }
+
+    fn to_io(&self) -> io::Error {
+        io::Error::new(self.0.kind(), self.clone())
+    }
+}
+
+impl fmt::Display for SharedIoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for SharedIoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
