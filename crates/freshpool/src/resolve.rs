@@ -99,7 +99,12 @@ struct Entry {
     /// answer itself, any `ttl` over 5 minutes left no fallback at all:
     /// the answer was already that old when it expired.)
     ttl_end: Instant,
-    refreshing: bool,
+    /// Since when a lookup for it runs (one at a time: see
+    /// `resolve_with_ttl`). Past `REFRESH_PATIENCE` the mark no longer
+    /// holds others back: that lookup hangs, or waits on a current-thread
+    /// runtime nobody drives now, and would keep every other runtime on
+    /// the old answer for `MAX_STALE`.
+    refreshing: Option<Instant>,
     /// The last lookup failed and the answer is past `MAX_STALE`: kept
     /// (for `current` and the wait before the next lookup) but never
     /// served to a dial.
@@ -185,10 +190,20 @@ impl Entry {
         (now.duration_since(self.ttl_end) <= MAX_STALE).then(|| self.resolved.addrs.to_vec())
     }
 
+    /// Whether a lookup for it started within `REFRESH_PATIENCE`.
+    fn refresh_running(&self, now: Instant) -> bool {
+        self.refreshing
+            .is_some_and(|since| now.duration_since(since) < REFRESH_PATIENCE)
+    }
+
     /// Of no more use: expired, too old to stand in for a failed lookup,
     /// and no lookup running for it. The next dial looks it up afresh.
     fn outlived(&self, now: Instant) -> bool {
-        !self.refreshing && now >= self.expires && now.duration_since(self.ttl_end) > MAX_STALE
+        // (Any lookup still marked keeps it, however long it runs: its
+        // answer is stored here.)
+        self.refreshing.is_none()
+            && now >= self.expires
+            && now.duration_since(self.ttl_end) > MAX_STALE
     }
 }
 
@@ -215,7 +230,7 @@ impl<R: Resolve> Shared<R> {
         if let Some(entry) = find(&mut entries, host, port) {
             entry.expires = expires;
             entry.ttl_end = expires;
-            entry.refreshing = false;
+            entry.refreshing = None;
             entry.gone = false;
             if !same_set(&entry.resolved.addrs, &addrs) {
                 entry.resolved = Resolved {
@@ -240,7 +255,7 @@ impl<R: Resolve> Shared<R> {
                 resolved: resolved.clone(),
                 expires,
                 ttl_end: expires,
-                refreshing: false,
+                refreshing: None,
                 gone: false,
             },
         ));
@@ -260,7 +275,7 @@ impl<R: Resolve> Shared<R> {
         let mut entries = self.lock();
         let entry = find(&mut entries, host, port)?;
         let now = Instant::now();
-        entry.refreshing = false;
+        entry.refreshing = None;
         entry.expires = now + MIN_TTL;
         let good = entry.last_good(now);
         // (Else, fresh for `MIN_TTL` again, the old answer would go to
@@ -280,7 +295,7 @@ struct LookupDone<R> {
 impl<R> Drop for LookupDone<R> {
     fn drop(&mut self) {
         if let Some(entry) = find(&mut self.shared.lock(), &self.host, self.port) {
-            entry.refreshing = false;
+            entry.refreshing = None;
         }
     }
 }
@@ -301,6 +316,12 @@ const STALE_AFTER: Duration = Duration::from_secs(1);
 /// (an outage of DNS, not of the host). Past it, the failure is the
 /// answer: the name may be gone (NXDOMAIN).
 const MAX_STALE: Duration = Duration::from_secs(300);
+
+/// How long a lookup's `refreshing` mark holds other lookups of its host
+/// back (see `Entry::refreshing`): longer than a lookup takes (glibc's
+/// resolver gives up after 5 s per server and attempt by default), short
+/// enough that a parked one delays DNS changes by seconds, not minutes.
+const REFRESH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The fewest hosts the cache holds before it sweeps (see `sweep_at`).
 const SWEEP_MIN: usize = 1024;
@@ -339,10 +360,10 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                 // on with the last answer (during an outage each would
                 // otherwise start its own, each a blocking thread for the
                 // system resolver).
-                if entry.refreshing {
+                if entry.refresh_running(now) {
                     return Box::pin(async move { Ok((addrs, None)) });
                 }
-                entry.refreshing = true;
+                entry.refreshing = Some(now);
                 stale = Some(addrs);
             }
         }
@@ -431,9 +452,10 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
         let (resolved, refresh) = {
             let mut entries = self.shared.lock();
             let entry = find(&mut entries, host, port)?;
-            let refresh = !entry.refreshing && Instant::now() >= entry.expires;
+            let now = Instant::now();
+            let refresh = !entry.refresh_running(now) && now >= entry.expires;
             if refresh {
-                entry.refreshing = true;
+                entry.refreshing = Some(now);
             }
             (entry.resolved.clone(), refresh)
         };

@@ -156,6 +156,7 @@ fn refreshing(cached: &CachingResolver<impl Resolve>, host: &str) -> bool {
     find(&mut cached.shared.lock(), host, 80)
         .unwrap()
         .refreshing
+        .is_some()
 }
 
 /// A refresh started by `current` on a runtime that then shut down
@@ -360,14 +361,14 @@ impl Resolve for AnyName {
 #[test]
 fn answers_past_use_are_swept() {
     let now = Instant::now();
-    let entry = |ttl_end: Instant, refreshing| Entry {
+    let entry = |ttl_end: Instant, refreshing: bool| Entry {
         resolved: Resolved {
             generation: 1,
             addrs: vec![addr("127.0.0.9:80")].into(),
         },
         expires: ttl_end,
         ttl_end,
-        refreshing,
+        refreshing: refreshing.then_some(now),
         gone: false,
     };
     let mut entries = Entries::new();
@@ -727,4 +728,66 @@ fn a_shared_lookup_ends_with_its_runtime_and_current_thread_dials_look_up_in_pla
     // One lookup for "h" (dropped with its runtime), two for "x".
     assert_eq!(dns.lookups.load(Ordering::SeqCst), 3);
     assert_eq!(cached.shared.flights.in_flight(), 0);
+}
+
+/// Answers `first`, then hangs once (a refresh that never ends, or waits
+/// on a runtime nobody drives), then answers `then`.
+struct HangsOnce {
+    calls: AtomicUsize,
+    first: SocketAddr,
+    then: SocketAddr,
+}
+
+impl Resolve for Arc<HangsOnce> {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let answer = if call == 0 { self.first } else { self.then };
+        Box::pin(async move {
+            if call == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![answer])
+        })
+    }
+}
+
+/// A refresh that hangs holds the next ones back only for
+/// `REFRESH_PATIENCE`: then a check starts another, and the pool follows
+/// the new answer. (Its mark held every runtime on the old answer until
+/// the answer was too old to serve, `MAX_STALE` past its TTL: a refresh
+/// started by a current-thread runtime that its caller then left idle
+/// kept a busy multi-thread runtime's connections on a moved host for
+/// minutes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_hangs_holds_the_next_back_only_for_a_while() {
+    let dns = Arc::new(HangsOnce {
+        calls: AtomicUsize::new(0),
+        first: addr("127.0.0.2:80"),
+        then: addr("127.0.0.3:80"),
+    });
+    let cached = CachingResolver::new(dns.clone()).ttl(Duration::from_millis(50));
+    cached.resolve("h", 80).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let before = cached.current("h", 80).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(refreshing(&cached, "h"), "the refresh hangs");
+    // Within its patience: served the old answer, no second lookup.
+    assert_eq!(cached.current("h", 80).unwrap(), before);
+    assert_eq!(cached.resolve("h", 80).await.unwrap(), [dns.first]);
+    assert_eq!(dns.calls.load(Ordering::SeqCst), 2);
+    {
+        let mut entries = cached.shared.lock();
+        let entry = find(&mut entries, "h", 80).unwrap();
+        let Some(long_ago) = Instant::now().checked_sub(REFRESH_PATIENCE) else {
+            return; // (a machine up for less than REFRESH_PATIENCE)
+        };
+        entry.refreshing = Some(long_ago);
+    }
+    // Past it: the next check starts a lookup of its own.
+    assert_eq!(cached.current("h", 80).unwrap(), before);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let after = cached.current("h", 80).unwrap();
+    assert_eq!(after.addrs[..], [dns.then]);
+    assert_ne!(after.generation, before.generation);
+    assert_eq!(dns.calls.load(Ordering::SeqCst), 3);
 }
