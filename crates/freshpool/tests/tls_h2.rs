@@ -521,3 +521,38 @@ fn sharing_a_pool_with_other_dial_settings_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// A server that requires a client certificate, over HTTP/2, and a client
+/// with none: TLS 1.3 finishes the client's handshake before the server's
+/// alert arrives, so the alert is the first read, the one that waits for
+/// the server's SETTINGS. The error keeps it. (It read "closed the
+/// connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)",
+/// with no source: the certificate problem was nowhere.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_alert_after_the_handshake_is_kept_on_http2() {
+    let ca = TestCa::new();
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        tls: Some(ServerConfig::tls_config_with_client_auth(&ca, &[b"h2"])),
+        ..ServerConfig::default()
+    })
+    .await;
+    let anonymous = client_for(&ca).build().unwrap();
+    let err = timeout(LIMIT, body(&anonymous, &server.url("/")))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push_str(&format!(" / {s}"));
+        source = s.source();
+    }
+    assert!(
+        chain.to_lowercase().contains("certificate"),
+        "the alert is kept: {chain}"
+    );
+    assert!(!chain.contains("not an HTTP/2 server"), "{chain}");
+    assert_eq!(err.kind(), Kind::Connect, "{chain}");
+    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+}

@@ -35,6 +35,22 @@ pub(crate) use preface::StreamLimit;
 use preface::{Preface, PrefaceIo};
 use tcp::{TcpIo, TcpSettings};
 
+/// The last error in `err`'s chain, as text. (A TLS alert arrives as
+/// text only: h2 keeps an I/O error's kind and words, not the error, so
+/// the kind stays `Connect`.)
+fn deepest_cause(err: &hyper::Error) -> String {
+    let mut deepest: &(dyn std::error::Error + 'static) = err;
+    while let Some(next) = deepest.source() {
+        deepest = next;
+    }
+    deepest.to_string()
+}
+
+/// How long an HTTP/2 dial whose connection ended before the server's
+/// SETTINGS waits for the driver to say why (it says so as the connection
+/// ends; this only bounds an end of stream that hyper has yet to see).
+const FAILURE_WAIT: Duration = Duration::from_millis(100);
+
 /// The request half of a live connection.
 pub(crate) enum Sender {
     H1(http1::SendRequest<RequestBody>),
@@ -324,9 +340,16 @@ impl Connector {
         // freed its slot first, and the pool dialed again for a waiter
         // about to get this dial's error.
         let (hand_slot, slot_for_driver) = tokio::sync::oneshot::channel();
+        // Why the connection ended, if it failed before the SETTINGS: a
+        // read error (a TLS alert that TLS 1.3 delivers after the client's
+        // handshake, such as a missing client certificate; a reset) reaches
+        // hyper, not the preface's watch.
+        let (tell_failure, failure) = tokio::sync::oneshot::channel();
         let mut io_alive = preface.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await {
+                let _ = tell_failure.send(e);
+            }
             // hyper's request dispatch ends at a GOAWAY, while its
             // connection task still carries the streams in flight: the
             // socket, and so its slot, lives until that task drops the I/O
@@ -361,10 +384,29 @@ impl Connector {
             }
             // (The preface's reader gone: the connection ended first too.)
             Ok(Some(Preface::Closed | Preface::Pending) | None) => {
-                return Err(Error::new(
-                    Kind::Protocol,
-                    format!("{target} closed the connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)"),
-                ))
+                // (The driver tells, or drops its sender, as the connection
+                // ends: at once when the reader is gone, moments after an
+                // end of stream.)
+                let why = tokio::time::timeout(FAILURE_WAIT, failure)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                return Err(match why {
+                    Some(e) => {
+                        // (Named here: hyper's and h2's words, "connection
+                        // error" twice, come before the cause in the chain.)
+                        let cause = deepest_cause(&e);
+                        Error::new(
+                            Kind::Connect,
+                            format!("the connection to {target} failed before its HTTP/2 SETTINGS frame ({cause})"),
+                        )
+                        .with_source(e)
+                    }
+                    None => Error::new(
+                        Kind::Protocol,
+                        format!("{target} closed the connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)"),
+                    ),
+                });
             }
         }
         if stream_limit.get() == 0 {
