@@ -176,7 +176,8 @@ impl ClientBuilder {
         /// connection silently (a resumed serverless process, a long-idle
         /// pool): a request written into such a connection then fails
         /// after this long, instead of waiting unless `timeout` is set.
-        /// At least 1 s; Linux and Android only (a `Config` error
+        /// At least 1 s, at most ~24.8 days (2^31-1 ms, the kernel's
+        /// limit); Linux and Android only (a `Config` error
         /// elsewhere). It also ends a connection whose server stops reading
         /// an upload (zero window) for this long.
         ///

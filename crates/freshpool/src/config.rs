@@ -198,6 +198,9 @@ const MIN_HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// at least 200 ms and doubles, so a second or less would end connections
 /// over one lost packet.
 const MIN_TCP_USER_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest: Linux reads `TCP_USER_TIMEOUT` as a C `int` of
+/// milliseconds and refuses a negative one (`EINVAL`), ~24.8 days.
+const MAX_TCP_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error> {
     let nonzero = [
@@ -300,6 +303,11 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
         if limit < MIN_TCP_USER_TIMEOUT {
             return Err(Error::config(format!(
                 "tcp_user_timeout ({limit:?}) must be at least {MIN_TCP_USER_TIMEOUT:?}: shorter, a lost packet's ordinary retransmission ends the connection (None switches it off)"
+            )));
+        }
+        if limit > MAX_TCP_USER_TIMEOUT {
+            return Err(Error::config(format!(
+                "tcp_user_timeout ({limit:?}) must be at most {MAX_TCP_USER_TIMEOUT:?}: the kernel takes at most 2^31-1 ms, and every dial would fail setting it (None switches it off)"
             )));
         }
         if !cfg!(any(target_os = "linux", target_os = "android")) {
@@ -414,6 +422,10 @@ mod tests {
                 ..ConnConfig::default()
             }),
             conn_err(ConnConfig {
+                tcp_user_timeout: Some(MAX_TCP_USER_TIMEOUT + Duration::from_millis(1)),
+                ..ConnConfig::default()
+            }),
+            conn_err(ConnConfig {
                 http2_keep_alive_interval: Some(Duration::ZERO),
                 ..ConnConfig::default()
             }),
@@ -442,6 +454,7 @@ mod tests {
             "tcp_keepalive",
             "tcp_keepalive",
             "tcp_user_timeout",
+            "tcp_user_timeout",
             "http2_keep_alive_interval",
             "http2_keep_alive_interval",
             "http2_keep_alive_timeout",
@@ -466,6 +479,11 @@ mod tests {
             ..PoolConfig::default()
         };
         validate(&pool, &edges).unwrap();
+        let longest = ConnConfig {
+            tcp_user_timeout: Some(MAX_TCP_USER_TIMEOUT),
+            ..ConnConfig::default()
+        };
+        validate(&pool, &longest).unwrap();
     }
 
     /// `only_custom_roots` with no roots built, then failed every HTTPS

@@ -529,8 +529,9 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
         // (ETIMEDOUT on an open connection: hyper's words, "connection
         // error", hid the only part that says what to change.)
         Kind::Io if io_kind_in(&err) == Some(std::io::ErrorKind::TimedOut) => format!(
-            "the connection to {origin} timed out in the kernel: the peer stopped \
-             acknowledging data (tcp_user_timeout) or keep-alive probes (tcp_keepalive)"
+            "the connection to {origin} timed out in the kernel: the other end (the server, \
+             or a proxy on the way) stopped acknowledging data (tcp_user_timeout) or \
+             keep-alive probes (tcp_keepalive)"
         ),
         Kind::Protocol if err.is_incomplete_message() => {
             format!("connection closed before the response completed from {origin}")

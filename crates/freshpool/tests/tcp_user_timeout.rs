@@ -13,12 +13,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use freshpool::{Client, Kind};
-use tokio::net::TcpListener;
 
 /// A server that accepts connections and never reads from them, for at
 /// most 60 s (its task then ends and drops them).
 async fn unread_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A small receive buffer (accepted sockets inherit it): the upload
+    // fills it whatever the host's `tcp_rmem`.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -32,7 +36,8 @@ async fn unread_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) 
     (addr, task)
 }
 
-/// More than the two kernels' socket buffers hold on loopback.
+/// Far more than the socket buffers hold on loopback (the client's send
+/// buffer grows to `tcp_wmem`'s limit, 4 MiB by default).
 fn large_body() -> Bytes {
     Bytes::from(vec![b'x'; 32 << 20])
 }
@@ -73,4 +78,25 @@ async fn an_upload_the_peer_stops_taking_fails_after_tcp_user_timeout() {
         tokio::time::timeout(Duration::from_secs(3), plain.post(&url, large_body())).await;
     assert!(waiting.is_err(), "{waiting:?}");
     server.abort();
+}
+
+/// The longest value the kernel takes (2^31-1 ms) works; one more is
+/// refused by `build()`, naming the setting (the kernel refused it at
+/// every dial: `EINVAL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernels_longest_tcp_user_timeout_works_and_longer_is_refused() {
+    let server = freshpool_testkit::TestServer::http1().await;
+    let longest = Duration::from_millis(i32::MAX as u64);
+    let client = Client::builder()
+        .tcp_user_timeout(Some(longest))
+        .build()
+        .unwrap();
+    let response = client.get(&server.url("/")).await.unwrap();
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    let err = Client::builder()
+        .tcp_user_timeout(Some(longest + Duration::from_millis(1)))
+        .build()
+        .unwrap_err();
+    assert!(err.is_config(), "{err}");
+    assert!(err.to_string().contains("tcp_user_timeout"), "{err}");
 }
