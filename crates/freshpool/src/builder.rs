@@ -96,7 +96,9 @@ impl ClientBuilder {
         max_pending: pool.max_pending: usize,
         /// How long a request may wait for a connection slot. Default 30 s.
         /// A connection already being dialed for the request is waited for
-        /// past it (its own `connect_timeout` bounds it, and its error
+        /// past it (bounded by its own timeouts: `connect_timeout` for
+        /// lookup, TCP and a proxy's CONNECT, then `tls_handshake_timeout`
+        /// for TLS and again for an HTTP/2 server's SETTINGS; its error
         /// says why it failed). A process freeze the pool detects (a
         /// serverless sandbox paused between invocations; see
         /// `freeze_threshold`), as measured by its liveness thread, is not
