@@ -549,7 +549,7 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
 }
 
 /// The kind of the first I/O error in `err`'s chain.
-fn io_kind_in(err: &hyper::Error) -> Option<std::io::ErrorKind> {
+pub(crate) fn io_kind_in(err: &hyper::Error) -> Option<std::io::ErrorKind> {
     let mut source = StdError::source(err);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {

@@ -391,10 +391,30 @@ impl Connector {
                     .await
                     .ok()
                     .and_then(Result::ok);
+                let closed = || {
+                    Error::new(
+                        Kind::Protocol,
+                        format!("{target} closed the connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)"),
+                    )
+                };
+                use std::io::ErrorKind::{
+                    BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof,
+                };
                 return Err(match why {
+                    // The server closed it (an HTTP/1 server that refuses
+                    // the preface, a port that closes at once).
+                    Some(e)
+                        if matches!(
+                            crate::error::io_kind_in(&e),
+                            None | Some(BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof)
+                        ) =>
+                    {
+                        closed().with_source(e)
+                    }
+                    // Something else ended it: say what. (Named here:
+                    // hyper's and h2's words, "connection error" twice,
+                    // come before the cause in the chain.)
                     Some(e) => {
-                        // (Named here: hyper's and h2's words, "connection
-                        // error" twice, come before the cause in the chain.)
                         let cause = deepest_cause(&e);
                         Error::new(
                             Kind::Connect,
@@ -402,10 +422,7 @@ impl Connector {
                         )
                         .with_source(e)
                     }
-                    None => Error::new(
-                        Kind::Protocol,
-                        format!("{target} closed the connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)"),
-                    ),
+                    None => closed(),
                 });
             }
         }
