@@ -145,13 +145,19 @@ impl RequestDeadline {
             std::task::ready!(sleep.poll(cx));
         }
         let origin = this.authority.as_ref().map_or("", |a| a.as_str());
-        Poll::Ready(crate::Error::new(
-            crate::Kind::Timeout,
-            format!(
-                "request to {origin} timed out after {} (timeout){during}",
-                crate::error::fmt_duration(*this.limit)
-            ),
-        ))
+        // (It may have ended the request before or after its write: read
+        // as "may have", the safe answer. A request still waiting for the
+        // pool is ended by its wait instead, with why: `Queued::wait`.)
+        Poll::Ready(
+            crate::Error::new(
+                crate::Kind::Timeout,
+                format!(
+                    "request to {origin} timed out after {} (timeout){during}",
+                    crate::error::fmt_duration(*this.limit)
+                ),
+            )
+            .mark_possibly_processed(),
+        )
     }
 }
 

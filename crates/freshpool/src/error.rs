@@ -371,7 +371,8 @@ impl Error {
     /// for the overall `timeout` ([`Kind::Timeout`]), which may have ended
     /// the request before or after its write. False where the server did
     /// not get it, or got its head but provably not its body: a refused
-    /// connection, a pool timeout, a stale connection that closed before
+    /// connection, a pool timeout, the overall `timeout` while the request
+    /// waited for the pool (its message then says why the pool was full), a stale connection that closed before
     /// the write, an HTTP/2 stream the server refused, a body held back
     /// behind `Expect: 100-continue` with nothing read since.
     ///
@@ -387,10 +388,9 @@ impl Error {
     /// # }
     /// ```
     pub fn is_possibly_processed(&self) -> bool {
-        // (The overall timeout may have ended the request before or after
-        // its write: read as "may have", the safe answer.)
-        matches!(self.kind(), Kind::PossiblyProcessed | Kind::Timeout)
-            || self.inner.possibly_processed
+        // (The overall timeout is marked where it ends a request that
+        // may have been written: `RequestDeadline::poll_elapsed`.)
+        self.kind() == Kind::PossiblyProcessed || self.inner.possibly_processed
     }
 }
 

@@ -266,7 +266,9 @@ pub struct OriginStats {
     /// made it safe to (see `docs/freshness.md`), or because the connection
     /// closed before the request was written (a GOAWAY, an idle close).
     pub retries: u64,
-    /// Requests that failed with PoolTimeout.
+    /// Requests that gave up waiting for a connection: `PoolTimeout`, or
+    /// their own `timeout` while queued (a `Timeout` whose message then
+    /// says why the pool was full).
     pub pool_timeouts: u64,
     /// Closed connections by reason.
     pub closed: Vec<(CloseReason, u64)>,
@@ -360,7 +362,8 @@ pub struct ForgottenOrigins {
     pub connect_errors: u64,
     /// Their automatic retries.
     pub retries: u64,
-    /// Their requests that failed with PoolTimeout.
+    /// Their requests that gave up waiting for a connection (see
+    /// [`OriginStats::pool_timeouts`]).
     pub pool_timeouts: u64,
     /// Their closed connections by reason.
     pub closed: Vec<(CloseReason, u64)>,

@@ -139,7 +139,12 @@ impl Client {
                     .checkout(&uri, security, &inner.connector, caller)?
                 {
                     Checkout::Ready(lease) => lease,
-                    Checkout::Queued(queued) => Box::pin(queued.wait(&inner.pool, caller)).await?,
+                    Checkout::Queued(queued) => {
+                        let request_timeout = body_deadline
+                            .zip(cfg.timeout)
+                            .map(|(at, limit)| crate::pool::RequestTimeout { at, limit });
+                        Box::pin(queued.wait(&inner.pool, caller, request_timeout)).await?
+                    }
                 }
             };
             let reused = lease.reused;

@@ -317,7 +317,7 @@ impl Client {
             Ok(crate::pool::Checkout::Ready(lease)) => lease,
             Ok(crate::pool::Checkout::Queued(queued)) => {
                 return CheckoutRelease::Waiting(Box::pin(async move {
-                    let lease = queued.wait(&inner.pool, caller).await?;
+                    let lease = queued.wait(&inner.pool, caller, None).await?;
                     let reused = lease.reused;
                     lease.release();
                     Ok(reused)

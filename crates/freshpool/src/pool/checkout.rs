@@ -30,9 +30,20 @@ impl Checkout {
     ) -> Result<Lease, Error> {
         match self {
             Checkout::Ready(lease) => Ok(lease),
-            Checkout::Queued(queued) => queued.wait(pool, caller).await,
+            Checkout::Queued(queued) => queued.wait(pool, caller, None).await,
         }
     }
+}
+
+/// The request's own `timeout` (`ClientBuilder::timeout`), when set: a
+/// wait for the pool ends by it too, and then says why the pool was full,
+/// as `pool_timeout` does. (Cut off from outside, the wait left the queue
+/// saying nothing: "timed out after 10s (timeout)", the "task was
+/// canceled" of the field reports, with no limit, no holder, no count.)
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestTimeout {
+    pub at: tokio::time::Instant,
+    pub limit: Duration,
 }
 
 /// A request waiting in an origin's queue. Dropping it leaves the queue
@@ -240,6 +251,7 @@ impl Queued {
         mut self,
         pool: &Pool,
         caller: &'static Location<'static>,
+        request_timeout: Option<RequestTimeout>,
     ) -> Result<Lease, Error> {
         let pool_timeout = pool.inner.config.pool_timeout;
         let mut deadline = self.started + pool_timeout;
@@ -257,7 +269,12 @@ impl Queued {
                 .as_mut()
                 .expect("a queued request has its receiver");
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let waited = tokio::time::timeout(remaining, rx);
+            let pool_due = tokio::time::Instant::now() + remaining;
+            // (At the request's own deadline to the instant: the request
+            // future's timer fires in the same tick, and this, polled
+            // first, answers.)
+            let due = request_timeout.map_or(pool_due, |t| t.at.min(pool_due));
+            let waited = tokio::time::timeout_at(due, rx);
             let outcome = if origin.key.runtime == super::partition::SHARED {
                 Some(waited.await)
             } else {
@@ -348,6 +365,21 @@ impl Queued {
                     origin.lock().state.cancel_waiter(self.waiter_id);
                     None
                 }
+                Some(Err(_))
+                    if request_timeout.is_some_and(|t| tokio::time::Instant::now() >= t.at) =>
+                {
+                    // The request's own `timeout` came first: the pool's
+                    // state is the answer to "why so slow", as for
+                    // `pool_timeout` (counted, recorded and warned alike).
+                    let limit = request_timeout.map_or(Duration::ZERO, |t| t.limit);
+                    origin.counters.pool_timeout();
+                    let waited = self.started.elapsed();
+                    origin.counters.waited(waited);
+                    let report = origin.starvation_report(limit, "timeout");
+                    drop(self);
+                    warn_starvation(&origin.label, &report);
+                    return Err(Error::new(Kind::Timeout, report));
+                }
                 Some(Err(_)) => {
                     // `pool_timeout` bounds a wait for the pool (its limits),
                     // not a connection being dialed for this request: that
@@ -392,7 +424,7 @@ impl Queued {
                     // (stats `pool_wait`, `freshpool.pool.wait.duration`)
                     // are for: without them starvation looked healthy.
                     origin.counters.waited(waited);
-                    let mut report = origin.starvation_report(waited);
+                    let mut report = origin.starvation_report(waited, "pool_timeout");
                     if !frozen.is_zero() {
                         report += &format!(
                             " (the process was frozen for {} meanwhile, not counted)",

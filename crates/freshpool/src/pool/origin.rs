@@ -325,7 +325,9 @@ impl Origin {
     }
 
     /// The message of a PoolTimeout: every number needed to fix it.
-    pub(super) fn starvation_report(&self, waited: Duration) -> String {
+    /// `setting`: the limit that ran out (`pool_timeout`, or the
+    /// request's own `timeout` while it waited).
+    pub(super) fn starvation_report(&self, waited: Duration, setting: &str) -> String {
         let s = self.snapshot();
         let holder = s
             .oldest_leases
@@ -356,8 +358,8 @@ impl Origin {
             (String::new(), "raise max_connections_per_host")
         };
         format!(
-            "timed out after {} (pool_timeout) waiting for a connection to {} (limit {}, in use {}, idle {}, connecting {}, waiting {}{}{}); \
-             {advice}, read or drop response bodies sooner, or raise pool_timeout",
+            "timed out after {} ({setting}) waiting for a connection to {} (limit {}, in use {}, idle {}, connecting {}, waiting {}{}{}); \
+             {advice}, read or drop response bodies sooner, or raise {setting}",
             fmt_duration(waited),
             self.label,
             s.limit,

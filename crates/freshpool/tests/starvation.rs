@@ -1,0 +1,46 @@
+//! What a request that waited too long for the pool is told: the limit,
+//! what is in use, who waits and who holds the connections, whichever
+//! limit on its time ran out.
+
+use std::time::Duration;
+
+use freshpool::{Client, Kind};
+use freshpool_testkit::TestServer;
+
+/// A request whose own `timeout` (shorter than `pool_timeout`, as most
+/// are) runs out while it waits for the pool is told why the pool was
+/// full, as a `PoolTimeout` is, and the wait is counted as one. It read
+/// only "request to 127.0.0.1:… timed out after 300ms (timeout)", the
+/// "a task was canceled" of the field reports, and the wait showed in no
+/// figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_timeout_in_the_queue_says_why_the_pool_was_full() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let held_line = line!() + 1;
+    let held = client.get(&server.url("/stream/100000")).await.unwrap();
+    let call_site = format!("starvation.rs:{held_line}:");
+    let started = std::time::Instant::now();
+    let err = client.get(&server.url("/")).await.unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(err.kind(), Kind::Timeout, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("timed out after 300ms (timeout)"), "{text}");
+    assert!(text.contains("limit 1, in use 1"), "{text}");
+    assert!(text.contains("waiting 1"), "{text}");
+    assert!(text.contains(&call_site), "names the holder: {text}");
+    assert!(text.contains("raise timeout"), "{text}");
+    // It never left the queue: nothing was sent.
+    assert!(!err.is_possibly_processed(), "{text}");
+    let stats = client.stats();
+    let origin = &stats.origins[0];
+    assert_eq!(origin.pool_timeouts, 1, "{stats}");
+    // (The first request's wait for its dial is the other one.)
+    assert_eq!(origin.pool_wait.count, 2, "{stats}");
+    assert_eq!(origin.waiting, 0, "it left the queue: {stats}");
+    drop(held);
+}
