@@ -397,3 +397,86 @@ async fn a_body_that_is_not_sync_is_forwarded() {
         assert_eq!(response.into_body().text().await.unwrap(), "not sync");
     }
 }
+
+/// A response body that sends a line every 100 ms, 200 of them.
+struct Ticking {
+    every: tokio::time::Interval,
+    left: u32,
+}
+
+impl http_body::Body for Ticking {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.every.poll_tick(cx));
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"tick\n",
+        )))))
+    }
+}
+
+/// Like `early_answering_h2` (one stream per connection), but the
+/// response body streams slowly: a client's `timeout` ends its read.
+async fn slowly_answering_h2() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let mut body = req.into_body();
+                    tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+                    let ticking = Ticking {
+                        every: tokio::time::interval(Duration::from_millis(100)),
+                        left: 200,
+                    };
+                    Ok::<_, Infallible>(hyper::Response::new(ticking))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// The same when the overall `timeout` ends the response body's read:
+/// the stream stays counted until the upload ends. (It was given back at
+/// once while hyper still sent the body: one stream more than the server
+/// allows, and the next request, handed that connection, waited inside
+/// h2 until its own timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_response_read_timed_out_stays_counted_until_its_upload_ends() {
+    let (addr, accepted) = slowly_answering_h2().await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .timeout(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/");
+    let (tx, response) = start_upload(&client, &url).await;
+    let err = response.into_body().bytes().await.unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
+    assert_eq!(client.stats().origins[0].active, 1, "{}", client.stats());
+    let got = client.get(&url).await;
+    let stats = client.stats();
+    let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
+    assert_eq!(response.status(), 200);
+    drop(response);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    drop(tx);
+    the_uploads_stream_is_given_back(&client).await;
+}

@@ -111,10 +111,31 @@ impl Body {
             .poll_elapsed(cx, " while its response body was read"));
         self.inner = None;
         if let Some(lease) = self.lease.take() {
-            lease.discard();
+            self.abandon(lease);
         }
         // (The head came: the server got the request.)
         Poll::Ready(Some(Err(err.mark_possibly_processed())))
+    }
+
+    /// Gives up a lease whose response was not read to its end (dropped,
+    /// timed out, failed). An HTTP/2 stream whose upload still goes out
+    /// stays the server's until it ends, as in `finish_upload`: the
+    /// response's end sends no reset while hyper still sends the body, so
+    /// given back now, the connection would carry one stream more than
+    /// the server allows, and the next request there would wait inside h2.
+    /// Anything else is discarded: unread bytes remain, the connection
+    /// cannot carry another request, and closing it is cheaper and safer
+    /// than draining an unknown amount.
+    #[cold]
+    fn abandon(&self, lease: Lease) {
+        let lease = match self.extras.as_ref().and_then(|e| e.request_done.as_ref()) {
+            Some(upload) if lease.is_h2() => match upload.park(lease) {
+                Ok(()) => return,
+                Err(back) => back,
+            },
+            _ => lease,
+        };
+        lease.discard();
     }
 
     /// The caller's own upload failed (a server that answers before it
@@ -360,7 +381,7 @@ impl http_body::Body for Body {
                 let msg = match self.lease.take() {
                     Some(lease) => {
                         let msg = format!("response body from {} failed", lease.origin_label());
-                        lease.discard();
+                        self.abandon(lease);
                         msg
                     }
                     None => "response body failed".to_owned(),
@@ -397,20 +418,7 @@ impl Drop for Body {
             // same rules as at the end (the upload may still be going out).
             self.finish();
         } else if let Some(lease) = self.lease.take() {
-            // An HTTP/2 stream whose upload still goes out stays the
-            // server's until it ends, as in `finish_upload`: dropping the
-            // response sends no reset while hyper still sends the body.
-            let lease = match self.extras.as_ref().and_then(|e| e.request_done.as_ref()) {
-                Some(upload) if lease.is_h2() => match upload.park(lease) {
-                    Ok(()) => return,
-                    Err(back) => back,
-                },
-                _ => lease,
-            };
-            // Unread bytes remain: the connection cannot carry another
-            // request. Closing it is cheaper and safer than draining an
-            // unknown amount on the caller's drop.
-            lease.discard();
+            self.abandon(lease);
         }
     }
 }
