@@ -368,6 +368,7 @@ impl http_body::Body for Body {
             Poll::Ready(Some(Ok(frame))) => {
                 // (Read as it comes: no leak, however long it takes.)
                 if let Some(lease) = self.lease.as_mut() {
+                    lease.note_awaited(false);
                     lease.note_progress();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -392,8 +393,18 @@ impl http_body::Body for Body {
                 let err = Error::new(kind, msg).with_source(e);
                 Poll::Ready(Some(Err(err.mark_possibly_processed())))
             }
-            Poll::Pending if self.extras.is_none() => Poll::Pending,
-            Poll::Pending => self.timed_out(cx),
+            Poll::Pending => {
+                // Its reader waits: no leak, however long the server stays
+                // quiet (an event stream).
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.note_awaited(true);
+                }
+                if self.extras.is_none() {
+                    Poll::Pending
+                } else {
+                    self.timed_out(cx)
+                }
+            }
         }
     }
 

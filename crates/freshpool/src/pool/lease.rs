@@ -22,6 +22,9 @@ pub(crate) struct Lease {
     /// HTTP/2 stream that was not its connection's first. (An HTTP/1
     /// record says it itself.)
     counted_stream_reuse: bool,
+    /// Its response body's reader waits for the next frame, as its record
+    /// says (`note_awaited`; changed only on a change, under the lock).
+    awaited: bool,
     /// When the server's `Keep-Alive: timeout` hint runs out (less the
     /// margin), counted from when its response arrived (see
     /// `keep_alive_hint`).
@@ -82,6 +85,7 @@ impl Lease {
             lease_id,
             reused,
             counted_stream_reuse,
+            awaited: false,
             keep_alive: None,
             not_reusable: None,
             taken_at,
@@ -181,6 +185,30 @@ impl Lease {
         let beat = self.origin().budget.last_beat.load(Ordering::Relaxed);
         if beat.saturating_sub(self.taken_at.nanos()) >= NOTE_EVERY.as_nanos() as u64 {
             self.noted(Stamp::from_nanos(beat));
+        }
+    }
+
+    /// Its response body's reader waits for the next frame (`Body`'s
+    /// `poll_frame` returned `Pending`: `true`), or got one (`false`).
+    /// A lease whose reader waits is not reported as a leak, however long
+    /// the server stays quiet (an event stream, a watch): the README's
+    /// promise. (Its cost: the origin's lock when it changes, around a
+    /// wait that costs a wake-up anyway. A caller that stops polling in
+    /// the middle of a wait, holding the body, is not reported.)
+    #[inline]
+    pub(crate) fn note_awaited(&mut self, on: bool) {
+        if self.awaited != on {
+            self.set_awaited(on);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_awaited(&mut self, on: bool) {
+        self.awaited = on;
+        if self.lease_id != NO_RECORD {
+            let id = self.lease_id;
+            self.origin().lock().leases.note_awaited(id, on);
         }
     }
 

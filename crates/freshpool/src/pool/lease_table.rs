@@ -57,7 +57,23 @@ impl LeaseTable {
             // discount.
             let ms = u32::try_from(at.since(r.since).as_millis()).unwrap_or(u32::MAX);
             r.active_ms = r.active_ms.max(ms);
-            r.progressed = true;
+            r.flags |= super::PROGRESSED;
+        }
+    }
+
+    /// Lease `id`'s body reader waits for the next frame (`on`), or got
+    /// one (nothing if it is not registered).
+    pub(super) fn note_awaited(&mut self, id: usize, on: bool) {
+        let record = match id {
+            0 => self.first.as_mut(),
+            n => self.rest.get_mut(n - 1),
+        };
+        if let Some(r) = record {
+            if on {
+                r.flags |= super::AWAITED;
+            } else {
+                r.flags &= !super::AWAITED;
+            }
         }
     }
 
@@ -105,8 +121,7 @@ mod tests {
             since: Stamp::from_nanos(n),
             caller: std::panic::Location::caller(),
             active_ms: 0,
-            progressed: false,
-            reported: false,
+            flags: 0,
             reads_at_take: 0,
         }
     }
@@ -138,8 +153,8 @@ mod tests {
         let last = |id: usize| t.iter().nth(id).unwrap().last_active();
         assert_eq!(last(old), ms(7_000), "2 s of progress, then 5 s frozen");
         assert_eq!(last(young), ms(10_000), "taken 1 s before the thaw");
-        assert!(t.iter().nth(old).unwrap().progressed);
-        assert!(!t.iter().nth(young).unwrap().progressed);
+        assert!(t.iter().nth(old).unwrap().has(crate::pool::PROGRESSED));
+        assert!(!t.iter().nth(young).unwrap().has(crate::pool::PROGRESSED));
         // A note stamped before the discount (a frame read while the
         // freeze was being judged, by the beat still from before it) does
         // not undo it.

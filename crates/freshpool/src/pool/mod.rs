@@ -239,17 +239,30 @@ struct LeaseRecord {
     /// Moved on by the length of each process freeze detected meanwhile
     /// (`LeaseTable::discount_freeze`): time the holder did not run.
     active_ms: u32,
-    /// Progress was noted at least once by `Lease::note_progress` (a late
-    /// response head, or a body frame read).
-    progressed: bool,
-    reported: bool,
+    /// `PROGRESSED`, `REPORTED`, `AWAITED` (one byte: the record stays
+    /// 24 bytes).
+    flags: u8,
     /// HTTP/2: its connection's read count (`StreamLimit::reads`, the low
     /// 16 bits: the record stays 24 bytes) when the stream was taken, to
     /// tell a connection that read nothing since (`Origin::abandon_stream`).
     reads_at_take: u16,
 }
 
+/// `LeaseRecord::flags`: progress was noted at least once by
+/// `Lease::note_progress` (a late response head, or a body frame read).
+const PROGRESSED: u8 = 1;
+/// `LeaseRecord::flags`: the leak report named it (once each).
+const REPORTED: u8 = 2;
+/// `LeaseRecord::flags`: its response body's reader waits for the next
+/// frame (`Lease::note_awaited`): an event stream quiet for minutes is no
+/// leak, however long the server stays quiet.
+const AWAITED: u8 = 4;
+
 impl LeaseRecord {
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
     /// When its holder last showed progress (or took it).
     fn last_active(&self) -> Stamp {
         self.since

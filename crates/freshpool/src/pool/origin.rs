@@ -151,8 +151,7 @@ impl Origin {
             since: now,
             caller,
             active_ms: 0,
-            progressed: false,
-            reported: false,
+            flags: 0,
             reads_at_take: reads as u16,
         })
     }
@@ -229,8 +228,8 @@ impl Origin {
             // (Without progress for `limit`: a long download or an event
             // stream read as it comes is held long, and is no leak.)
             for record in g.leases.iter_mut() {
-                if !record.reported && now.since(record.last_active()) >= limit {
-                    record.reported = true;
+                if !record.has(REPORTED | AWAITED) && now.since(record.last_active()) >= limit {
+                    record.flags |= REPORTED;
                     found.push(*record);
                 }
             }
@@ -249,7 +248,7 @@ impl Origin {
             // once and nothing was read since, or none came yet: the pool
             // cannot tell which without a lock on every request, so it
             // says both.
-            let what = if record.progressed {
+            let what = if record.has(PROGRESSED) {
                 "read its response body to the end or drop it, or the pool will run dry"
             } else {
                 "either its response body is held unread (read it to the end or drop it, or the pool \
