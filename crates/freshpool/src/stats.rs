@@ -32,8 +32,9 @@ pub enum CloseReason {
     FreezeEviction,
     /// Failed during a request, or its response was not read to the end.
     Error,
-    /// More idle connections than `max_idle_per_host`, or closed to make
-    /// room for another origin under `max_connections_total`.
+    /// More idle connections than `max_idle_per_host`, closed to make
+    /// room for another origin under `max_connections_total`, or no longer
+    /// wanted: the pool was dropped (its last client gone).
     Surplus,
     /// HTTP/2: read nothing while a request on it waited until it timed
     /// out or was given up (a NAT or peer that dropped it silently).

@@ -549,3 +549,45 @@ async fn unused_origins_are_forgotten_and_their_counts_kept() {
     assert_eq!(stats.created(), 5);
     drop(held);
 }
+
+/// `freshpool.connections.closed` counts the connections a dropped client
+/// closes (resting HTTP/1 and HTTP/2 ones), as `Surplus`: once every
+/// client is gone, closed equals created. (Their slots' guards found them
+/// gone from the pool and counted nothing: closed fell short of created
+/// by every connection a dropped client had.)
+#[test]
+fn connections_a_dropped_client_closes_are_counted_closed() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    run_recorded(&recorder, async {
+        let h1 = TestServer::http1().await;
+        let (h2, h2_client) = common::http2_server_and_client(Client::builder()).await;
+        let client = Client::new();
+        fetch(&client, &h1.url("/")).await;
+        fetch(&h2_client, &h2.url("/")).await;
+        drop((client, h2_client));
+        freshpool_testkit::eventually("both servers' connections closed", || {
+            h1.stats().open_connections() == 0 && h2.stats().open_connections() == 0
+        })
+        .await;
+    });
+    let total = |name: &str, reason: Option<&str>| -> u64 {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, _, _, _)| {
+                key.key().name() == name
+                    && reason.is_none_or(|r| key.key().labels().any(|l| l.value() == r))
+            })
+            .map(|(_, _, _, value)| match value {
+                DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(total("freshpool.connections.created", None), 2);
+    assert_eq!(total("freshpool.connections.closed", None), 2);
+    assert_eq!(total("freshpool.connections.closed", Some("surplus")), 2);
+}

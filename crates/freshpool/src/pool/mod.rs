@@ -448,6 +448,12 @@ impl Drop for PoolInner {
                     std::mem::take(&mut g.state.shared),
                 )
             };
+            // Counted here: their slots' guards find them gone from the
+            // pool, and count nothing (`freshpool.connections.closed` fell
+            // short of `created` by every connection a dropped client had).
+            for _ in 0..idle.len() + shared.len() {
+                origin.counters.closed(CloseReason::Surplus);
+            }
             drop((idle, shared));
         }
     }
