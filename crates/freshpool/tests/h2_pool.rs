@@ -473,3 +473,49 @@ async fn an_http2_dial_covers_the_next_waiter_when_its_own_gave_up() {
     assert!(w2.is_ok(), "{:?}\n{}", w2.err(), s.client.stats());
     assert_eq!(server.stats().connections_accepted(), 2);
 }
+
+/// A server that raises its stream limit while a request waits for a
+/// stream: the waiter gets one within about a second (the pool's sweep
+/// looks), not only when another stream ends. (It waited until a stream
+/// ended or `pool_timeout` ran out: a raise took effect only at the next
+/// checkout or stream end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_stream_limit_serves_a_waiting_request() {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        max_concurrent_streams: Some(10),
+        ..ServerConfig::default()
+    })
+    .await;
+    let proxy = SettingsProxy::start(server.addr()).await;
+    let client = h2_client()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    proxy.announce_max_streams(1);
+    eventually("the client applied the lower limit", || {
+        proxy.settings_acked() == 1
+    })
+    .await;
+    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    // One stream, held (a response body left unread for now).
+    let held = client.get(&proxy.url("/stall/10000")).await.unwrap();
+    let waiting = tokio::spawn({
+        let (client, url) = (client.clone(), proxy.url("/"));
+        async move { text(&client, &url).await }
+    });
+    eventually("the second request waits", || {
+        client.stats().origins[0].waiting == 1
+    })
+    .await;
+    proxy.announce_max_streams(10);
+    let answered = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("served within the sweep's second, not at pool_timeout")
+        .unwrap();
+    assert_eq!(answered, "ok");
+    assert_eq!(server.stats().connections_accepted(), 1);
+    drop(held);
+}

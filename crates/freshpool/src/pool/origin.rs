@@ -128,6 +128,11 @@ impl Origin {
                         .or(moved.then_some(CloseReason::Lifetime))
                 });
             dropped_shared = g.state.drop_idle_shared(true);
+            // A server may raise its stream limit at any time (a SETTINGS
+            // frame, read by the connection's I/O: `preface.rs`), and
+            // nothing else looks while no stream ends: waiters get the new
+            // streams within a sweep.
+            g.state.serve_waiting_streams();
             // The once-a-second sample of the gauges (see `publish`).
             self.publish(&g.state);
         }

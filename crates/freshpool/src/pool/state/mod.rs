@@ -391,6 +391,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         dials
     }
 
+    /// `serve_streams` for the sweep: free streams that no event made
+    /// (a server that raised its limit) go to waiters. (Nothing to do
+    /// without waiters or shared connections: a test and a return.)
+    pub(crate) fn serve_waiting_streams(&mut self) {
+        if self.live_waiters > 0 && !self.shared.is_empty() {
+            self.serve_streams();
+        }
+    }
+
     /// Hands free streams on shared connections to waiters, oldest first.
     fn serve_streams(&mut self) {
         while self.live_waiters > 0 {
