@@ -115,8 +115,9 @@ fn ctrl_c_to_the_process_group_still_prints_the_summary() {
     use std::time::{Duration, Instant};
     let json =
         std::env::temp_dir().join(format!("freshpool-soak-ctrl-c-{}.json", std::process::id()));
-    let mut child = soak_in_its_own_group(&json);
-    std::thread::sleep(Duration::from_secs(4));
+    let (mut child, stdout) = soak_in_its_own_group(&json);
+    // Some load first (the marker comes as it starts).
+    std::thread::sleep(Duration::from_secs(2));
     ctrl_c(&child);
     // Bounded: in-flight requests (10 s timeout), settling (10 s), report.
     let deadline = Instant::now() + Duration::from_secs(45);
@@ -128,7 +129,7 @@ fn ctrl_c_to_the_process_group_still_prints_the_summary() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = stdout.join().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stdout}\n{stderr}");
     assert!(
@@ -156,8 +157,7 @@ fn a_second_ctrl_c_quits_at_once() {
         "freshpool-soak-ctrl-c2-{}.json",
         std::process::id()
     ));
-    let mut child = soak_in_its_own_group(&json);
-    std::thread::sleep(Duration::from_secs(3));
+    let (mut child, _stdout) = soak_in_its_own_group(&json);
     ctrl_c(&child);
     std::thread::sleep(Duration::from_millis(300));
     ctrl_c(&child);
@@ -188,12 +188,17 @@ fn ctrl_c(child: &std::process::Child) {
 }
 
 /// A 60 s soak in a process group of its own, as a shell runs a
-/// foreground job, writing its JSON summary to `json`.
+/// foreground job, writing its JSON summary to `json`: returned once its
+/// load runs (it says so; at most 60 s), with a thread that collects the
+/// rest of its output.
 #[cfg(unix)]
-fn soak_in_its_own_group(json: &std::path::Path) -> std::process::Child {
+fn soak_in_its_own_group(
+    json: &std::path::Path,
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let _ = std::fs::remove_file(json);
-    Command::new(env!("CARGO_BIN_EXE_freshpool"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freshpool"))
         .args([
             "soak",
             "--duration",
@@ -213,5 +218,26 @@ fn soak_in_its_own_group(json: &std::path::Path) -> std::process::Child {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("run the freshpool binary")
+        .expect("run the freshpool binary");
+    let (running, is_running) = std::sync::mpsc::channel();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let collected = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if line.starts_with("load running") {
+                let _ = running.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    if is_running
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .is_err()
+    {
+        let _ = child.kill();
+        panic!("the soak did not start its load within 60 s");
+    }
+    (child, collected)
 }

@@ -490,7 +490,7 @@ async fn a_raised_stream_limit_serves_a_waiting_request() {
     let proxy = SettingsProxy::start(server.addr()).await;
     let client = h2_client()
         .max_connections_per_host(1)
-        .pool_timeout(Duration::from_secs(4))
+        .pool_timeout(Duration::from_secs(30))
         .build()
         .unwrap();
     assert_eq!(text(&client, &proxy.url("/")).await, "ok");
@@ -501,7 +501,7 @@ async fn a_raised_stream_limit_serves_a_waiting_request() {
     .await;
     assert_eq!(text(&client, &proxy.url("/")).await, "ok");
     // One stream, held (a response body left unread for now).
-    let held = client.get(&proxy.url("/stall/10000")).await.unwrap();
+    let held = client.get(&proxy.url("/stall/30000")).await.unwrap();
     let waiting = tokio::spawn({
         let (client, url) = (client.clone(), proxy.url("/"));
         async move { text(&client, &url).await }
@@ -511,9 +511,11 @@ async fn a_raised_stream_limit_serves_a_waiting_request() {
     })
     .await;
     proxy.announce_max_streams(10);
-    let answered = tokio::time::timeout(Duration::from_secs(3), waiting)
+    // (About a second with the fix; 30 s, the held stream's end or
+    // `pool_timeout`, without.)
+    let answered = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
-        .expect("served within the sweep's second, not at pool_timeout")
+        .expect("served within a sweep, not when the held stream ends")
         .unwrap();
     assert_eq!(answered, "ok");
     assert_eq!(server.stats().connections_accepted(), 1);

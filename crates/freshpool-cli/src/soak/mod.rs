@@ -111,13 +111,15 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         fmt_secs(args.fault_every)
     );
 
+    // (Registered now: a lazily registered handler left a Ctrl-C before
+    // its first poll to kill the soak the default way.)
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ctrl_c = watch_ctrl_c(interrupted.clone())?;
     let mut child = Child::spawn(seed, args.fault_every, args.http2).await?;
     let fds_before_client = open_fds();
     let client = soak_client(&args)?;
 
     let tally = Arc::new(Tally::default());
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ctrl_c = watch_ctrl_c(interrupted.clone());
     let started = Instant::now();
     let sampler = Sampler::spawn(started, tally.clone());
     child.send("FAULTS ON").await?;
@@ -130,6 +132,7 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         started + args.duration,
         &interrupted,
     );
+    println!("load running: Ctrl-C stops it and prints the summary");
     let mut panicked = 0;
     for l in loops {
         if l.await.is_err() {
@@ -174,20 +177,26 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
 
 /// The first Ctrl-C stops the load (requests in flight finish, bounded by
 /// the client's 10 s `timeout`) and the summary follows; a second one
-/// quits at once (the server process ends as its stdin closes).
-fn watch_ctrl_c(interrupted: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
+/// quits at once (the server process ends as its stdin closes). The
+/// handler is registered before this returns, and stays registered
+/// between the two (a signal in between is not lost).
+fn watch_ctrl_c(
+    interrupted: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let mut signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot watch for Ctrl-C: {e}"))?;
+    Ok(tokio::spawn(async move {
+        if signals.recv().await.is_none() {
             return;
         }
         interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
         eprintln!(
             "interrupted (Ctrl-C): finishing the requests in flight, then the summary (Ctrl-C again quits now)"
         );
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if signals.recv().await.is_some() {
             std::process::exit(130);
         }
-    })
+    }))
 }
 
 /// `--fault-every`: a duration of at least 50 ms (the injector's floor; it

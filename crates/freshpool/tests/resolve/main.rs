@@ -265,7 +265,17 @@ async fn a_lookup_slower_than_connect_timeout_still_serves_the_next_requests() {
     let (err, _) = fails_in(&client, &url).await;
     assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
     assert!(err.to_string().contains("connect_timeout"), "{err}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The lookup lands on its own (400 ms in all); bounded, not guessed.
+    for attempt in 0.. {
+        match text(&client, &url).await {
+            Ok(body) => {
+                assert_eq!(body, "ok");
+                break;
+            }
+            Err(e) if attempt < 20 => assert_eq!(e.kind(), Kind::ConnectTimeout, "{e}"),
+            Err(e) => panic!("the kept answer never served a request: {e}"),
+        }
+    }
     for _ in 0..3 {
         assert_eq!(text(&client, &url).await.expect("the kept answer"), "ok");
     }
@@ -305,14 +315,14 @@ async fn pool_timeout_does_not_cut_off_the_requests_own_dial() {
         let client = client.clone();
         tokio::spawn(async move { text(&client, "http://dead.test/").await })
     };
-    while client
-        .stats()
-        .origins
-        .first()
-        .is_none_or(|o| o.connecting == 0)
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    freshpool_testkit::eventually("the first request's dial under way", || {
+        client
+            .stats()
+            .origins
+            .first()
+            .is_some_and(|o| o.connecting > 0)
+    })
+    .await;
     let second = text(&client, "http://dead.test/").await.unwrap_err();
     assert_eq!(second.kind(), Kind::PoolTimeout, "{second}");
     assert_eq!(
