@@ -100,7 +100,7 @@ struct Inner {
     /// waited for that dial: [`Error::for_another_waiter`].)
     source: Option<Arc<dyn StdError + Send + Sync>>,
     /// Set when the failure happened on a reused (pooled) connection before
-    /// any response byte: the retry layer reads it.
+    /// its response head was complete: the retry layer reads it.
     reused_connection: bool,
     /// The request failed after it may have been written, and nothing
     /// proves the server did not act on it (`is_possibly_processed`).

@@ -3,8 +3,13 @@
 //! The rule (what Go's net/http does for idempotent requests, extended with
 //! a proof for bodies held back by `Expect: 100-continue`):
 //! a request is retried once, on another connection, only when
-//! 1. it failed on a **reused** connection before any response byte arrived
-//!    (the classic stale-connection race: the server or a NAT closed it), and
+//! 1. it failed on a **reused** connection before its response head was
+//!    complete (the classic stale-connection race: the server or a NAT
+//!    closed it); a response whose head came is returned, never retried.
+//!    (Go retries only before the first response byte. hyper does not say
+//!    whether part of a head came before the connection broke, so a head
+//!    cut short counts as none: for the requests rule 2 admits, which are
+//!    safe to send twice, that costs at most a repeat), and
 //! 2. sending it twice cannot do harm: the method is idempotent
 //!    (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or it carries an
 //!    `Idempotency-Key`, or its body provably never left (held back waiting
@@ -44,7 +49,9 @@ pub struct Attempt<'a> {
     pub has_idempotency_key: bool,
     /// The connection came from the pool (not dialed for this request).
     pub reused_connection: bool,
-    /// Response bytes had arrived before the failure.
+    /// Response bytes had arrived before the failure. (The pool passes
+    /// `false`: hyper does not tell a head cut short from none. For your
+    /// own retry layer, over what you observed.)
     pub response_started: bool,
     /// The body can be sent again.
     pub body_replayable: bool,

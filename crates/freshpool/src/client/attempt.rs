@@ -304,6 +304,8 @@ impl Client {
                         method: &method,
                         has_idempotency_key: has_key,
                         reused_connection: reused || not_processed,
+                        // (hyper does not tell a head cut short from none:
+                        // see the module doc of `retry`.)
                         response_started: false,
                         body_replayable: kept,
                         body_withheld: withheld,
