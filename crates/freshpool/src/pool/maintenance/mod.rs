@@ -198,9 +198,28 @@ impl Pool {
     }
 
     /// A beat: the coarse clock moves, and a gap since the last one may be
-    /// a freeze. (Out of line: at most once a millisecond.)
+    /// a freeze, or the machine was suspended. (Out of line: at most once
+    /// a millisecond.)
     #[inline(never)]
     fn beat(&self, now_n: u64) {
+        self.judge_gap(now_n);
+        // A suspend stops the monotonic clock, so no gap shows it: the
+        // boot clock does. Asked here as well as by the heartbeat, whose
+        // next tick may come after a checkout (a runtime driven by
+        // `block_on` polls the request before its timers): that checkout
+        // took a connection from before the suspend, unchecked. (After the
+        // gap's judgement: the detection moves the beat, which would hide
+        // a stop in the same gap.)
+        if let Some(threshold) = self.inner.config.freeze_threshold {
+            let suspended = lock(&self.inner.suspend).poll(threshold);
+            if let Some(gap) = suspended {
+                self.freeze_detected(Stamp::from_nanos(now_n), gap, "machine suspend");
+            }
+        }
+    }
+
+    /// The gap since the last beat: a freeze, or the beat moves on.
+    fn judge_gap(&self, now_n: u64) {
         let budget = &self.inner.budget;
         // (Never backwards: a checkout whose clock was read before another
         // beat, or before a freeze, must not move the beat, the coarse

@@ -168,6 +168,38 @@ fn a_suspend_between_two_heartbeats_is_detected() {
     assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
 }
 
+/// A machine suspend is judged by the first checkout after it, not only
+/// at the heartbeat's next tick: a current-thread runtime driven by
+/// `block_on` (a synchronous wrapper) polls the request before its timers,
+/// so that checkout took a connection from before the suspend, unchecked
+/// (a NAT may have forgotten it meanwhile), while the monotonic clock,
+/// stopped during the suspend, showed no idle time to peek for.
+#[test]
+fn a_checkout_right_after_a_suspend_judges_it() {
+    let clock = Arc::new(crate::health::FakeClock {
+        mono: AtomicU64::new(1_000),
+        boot: AtomicU64::new(1_000),
+    });
+    let pool = pool_with(clock.clone());
+    let budget = &pool.inner.budget;
+    let real = || budget.stamp(Instant::now()).nanos();
+    let rt = current_thread();
+    rt.block_on(async {
+        pool.ensure_heartbeat(real());
+        pool.check_freeze(real());
+    });
+    assert!(pool.inner.heartbeat_started.load(Ordering::Acquire));
+    // Suspended for 10 s; the heartbeat's next tick is not due yet.
+    clock.boot.fetch_add(10_000, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(2));
+    rt.block_on(async {
+        // As a checkout does.
+        pool.ensure_heartbeat(real());
+        pool.check_freeze(real());
+        assert_eq!(budget.freezes.load(Ordering::Relaxed), 1);
+    });
+}
+
 /// A process stop and a machine suspend in the same gap: both are
 /// freezes, and the stop is measured (what waits and leases are not
 /// charged). The suspend's detection, found first when a heartbeat
