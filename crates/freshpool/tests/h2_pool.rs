@@ -222,23 +222,12 @@ async fn http2_connections_the_pool_closes_are_counted() {
 /// dials for the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_lowers_its_stream_limit_gets_no_more_streams_than_it_allows() {
-    let server = TestServer::start(ServerConfig {
-        protocol: Protocol::Http2,
-        max_concurrent_streams: Some(10),
-        ..ServerConfig::default()
-    })
-    .await;
-    let proxy = SettingsProxy::start(server.addr()).await;
+    let (server, proxy) = settings_proxied_h2().await;
     let client = h2_client().max_connections_per_host(4).build().unwrap();
     assert_eq!(text(&client, &proxy.url("/")).await, "ok");
-    proxy.announce_max_streams(1);
-    eventually("the client applied the lower limit", || {
-        proxy.settings_acked() == 1
-    })
-    .await;
-    // (One more round trip: the limit is read as the frame passes, and
-    // this response comes after it on the same connection.)
-    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    // (Then one more round trip: the limit is read as the frame passes,
+    // and that response comes after it on the same connection.)
+    lower_the_limit(&client, &proxy, 1).await;
     let url = proxy.url("/delay/1000");
     let (a, b, c) = tokio::join!(
         text(&client, &url),
@@ -481,25 +470,14 @@ async fn an_http2_dial_covers_the_next_waiter_when_its_own_gave_up() {
 /// checkout or stream end.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raised_stream_limit_serves_a_waiting_request() {
-    let server = TestServer::start(ServerConfig {
-        protocol: Protocol::Http2,
-        max_concurrent_streams: Some(10),
-        ..ServerConfig::default()
-    })
-    .await;
-    let proxy = SettingsProxy::start(server.addr()).await;
+    let (server, proxy) = settings_proxied_h2().await;
     let client = h2_client()
         .max_connections_per_host(1)
         .pool_timeout(Duration::from_secs(30))
         .build()
         .unwrap();
     assert_eq!(text(&client, &proxy.url("/")).await, "ok");
-    proxy.announce_max_streams(1);
-    eventually("the client applied the lower limit", || {
-        proxy.settings_acked() == 1
-    })
-    .await;
-    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    lower_the_limit(&client, &proxy, 1).await;
     // One stream, held (a response body left unread for now).
     let held = client.get(&proxy.url("/stall/30000")).await.unwrap();
     let waiting = tokio::spawn({
@@ -520,4 +498,29 @@ async fn a_raised_stream_limit_serves_a_waiting_request() {
     assert_eq!(answered, "ok");
     assert_eq!(server.stats().connections_accepted(), 1);
     drop(held);
+}
+
+/// An HTTP/2 server allowing 10 streams, behind a `SettingsProxy` that can
+/// announce another limit on its behalf.
+async fn settings_proxied_h2() -> (TestServer, SettingsProxy) {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        max_concurrent_streams: Some(10),
+        ..ServerConfig::default()
+    })
+    .await;
+    let proxy = SettingsProxy::start(server.addr()).await;
+    (server, proxy)
+}
+
+/// Has `proxy` lower its server's stream limit to `streams`, and waits
+/// until the client acknowledged it and read it (one more round trip on
+/// the same connection).
+async fn lower_the_limit(client: &Client, proxy: &SettingsProxy, streams: u32) {
+    proxy.announce_max_streams(streams);
+    eventually("the client applied the lower limit", || {
+        proxy.settings_acked() == 1
+    })
+    .await;
+    assert_eq!(text(client, &proxy.url("/")).await, "ok");
 }

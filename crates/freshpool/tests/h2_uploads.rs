@@ -17,9 +17,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// An HTTP/2 server allowing `streams` streams per connection, answering
-/// every request at once; a request body is read to its end in the
-/// background. Returns its address and the count of connections accepted.
-async fn early_answering_h2_with(streams: u32) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// every request at once with `body()`; a request body is read to its end
+/// in the background. Returns its address and the count of connections
+/// accepted.
+async fn answering_h2<B>(streams: u32, body: fn() -> B) -> (std::net::SocketAddr, Arc<AtomicUsize>)
+where
+    B: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -28,11 +32,15 @@ async fn early_answering_h2_with(streams: u32) -> (std::net::SocketAddr, Arc<Ato
         while let Ok((stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let mut body = req.into_body();
-                    tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
+                let svc = service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut upload = req.into_body();
+                        tokio::spawn(
+                            async move { while let Some(Ok(_)) = upload.frame().await {} },
+                        );
+                        Ok::<_, Infallible>(hyper::Response::new(body()))
+                    },
+                );
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .max_concurrent_streams(streams)
                     .serve_connection(TokioIo::new(stream), svc)
@@ -41,6 +49,11 @@ async fn early_answering_h2_with(streams: u32) -> (std::net::SocketAddr, Arc<Ato
         }
     });
     (addr, accepted)
+}
+
+/// `answering_h2` with "ok" as every response.
+async fn early_answering_h2_with(streams: u32) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    answering_h2(streams, || Full::new(Bytes::from_static(b"ok"))).await
 }
 
 async fn early_answering_h2() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
@@ -429,31 +442,11 @@ impl http_body::Body for Ticking {
 /// Like `early_answering_h2` (one stream per connection), but the
 /// response body streams slowly: a client's `timeout` ends its read.
 async fn slowly_answering_h2() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let mut body = req.into_body();
-                    tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
-                    let ticking = Ticking {
-                        every: tokio::time::interval(Duration::from_millis(100)),
-                        left: 200,
-                    };
-                    Ok::<_, Infallible>(hyper::Response::new(ticking))
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .max_concurrent_streams(1)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, accepted)
+    answering_h2(1, || Ticking {
+        every: tokio::time::interval(Duration::from_millis(100)),
+        left: 200,
+    })
+    .await
 }
 
 /// The same when the overall `timeout` ends the response body's read:

@@ -8,6 +8,14 @@ fn pool() -> Pool {
     pool_with(Arc::new(SystemClock))
 }
 
+/// A clock whose boot time a test moves by hand (a machine suspend).
+fn fake_clock() -> Arc<crate::health::FakeClock> {
+    Arc::new(crate::health::FakeClock {
+        mono: AtomicU64::new(1_000),
+        boot: AtomicU64::new(1_000),
+    })
+}
+
 std::thread_local! {
     /// How long a beat on this thread that judges a freeze pauses
     /// before it discounts the leases (0: not at all): to let a test
@@ -150,10 +158,7 @@ fn a_freeze_between_two_runtimes_is_detected() {
 /// from after the suspend.
 #[test]
 fn a_suspend_between_two_heartbeats_is_detected() {
-    let clock = Arc::new(crate::health::FakeClock {
-        mono: AtomicU64::new(1_000),
-        boot: AtomicU64::new(1_000),
-    });
+    let clock = fake_clock();
     let pool = pool_with(clock.clone());
     current_thread().block_on(async { pool.ensure_heartbeat(1) });
     assert!(!pool.inner.heartbeat_started.load(Ordering::Acquire));
@@ -176,10 +181,7 @@ fn a_suspend_between_two_heartbeats_is_detected() {
 /// stopped during the suspend, showed no idle time to peek for.
 #[test]
 fn a_checkout_right_after_a_suspend_judges_it() {
-    let clock = Arc::new(crate::health::FakeClock {
-        mono: AtomicU64::new(1_000),
-        boot: AtomicU64::new(1_000),
-    });
+    let clock = fake_clock();
     let pool = pool_with(clock.clone());
     let budget = &pool.inner.budget;
     let real = || budget.stamp(Instant::now()).nanos();
@@ -210,10 +212,7 @@ fn a_stop_in_the_gap_of_a_suspend_is_judged_too() {
     let _turn = liveness::TEST_TURN
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let clock = Arc::new(crate::health::FakeClock {
-        mono: AtomicU64::new(1_000),
-        boot: AtomicU64::new(1_000),
-    });
+    let clock = fake_clock();
     let pool = pool_with(clock.clone());
     let budget = &pool.inner.budget;
     let real = || budget.stamp(Instant::now()).nanos();
