@@ -439,6 +439,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 | Kind::ConnectTimeout
                 | Kind::Tls
                 | Kind::InvalidUri
+                | Kind::Unsupported
                 | Kind::Proxy
                 | Kind::ProxyAuth
         ) {

@@ -76,6 +76,10 @@ pub enum Kind {
     /// Authentication Required). The message names the proxy, never the
     /// password.
     ProxyAuth,
+    /// The request asks for what the client does not send: an HTTP
+    /// version other than 1.0, 1.1 and 2, or the `CONNECT` method.
+    /// Refused before anything is sent.
+    Unsupported,
 }
 
 /// The error returned by every fallible freshpool operation.

@@ -10,7 +10,9 @@
 //! processed"). Go's transport refuses the same request up front
 //! (`http: ContentLength=10 with Body length 5`).
 //!
-//! So the rule, enforced here once per request before anything is sent:
+//! So the rule, enforced here once per request before anything is sent
+//! (a request that also has a `Transfer-Encoding` is framed by that, and its
+//! `Content-Length` is removed):
 //! * a header that is not one byte count (`abc`, `-1`, two different
 //!   values) is the caller's error, [`Kind::Body`];
 //! * a body whose length is known (in memory, or a stream that announced
@@ -39,9 +41,13 @@ pub(super) fn check(request: &mut Request<RequestBody>) -> Result<(), Error> {
     let Some(first) = values.next() else {
         return Ok(());
     };
-    // With its own Transfer-Encoding, hyper frames the body by that and
-    // drops the Content-Length (RFC 9112 section 6.2).
+    // With its own Transfer-Encoding the body is framed by that, and a
+    // Content-Length beside it must not be sent (RFC 9112 section 6.2):
+    // hyper drops it over HTTP/1, but over HTTP/2 drops the
+    // Transfer-Encoding and keeps it, and the server reset a stream whose
+    // body disagreed. Removed here, for both.
     if request.headers().contains_key(TRANSFER_ENCODING) {
+        request.headers_mut().remove(CONTENT_LENGTH);
         return Ok(());
     }
     let refuse = |why: String| {

@@ -6,6 +6,7 @@ mod content_length;
 mod prepare;
 mod retry_copy;
 mod sending;
+mod unsupported;
 mod uri_memo;
 
 use std::future::Future;
@@ -224,6 +225,9 @@ impl Client {
         };
         if userinfo {
             move_userinfo(&mut request);
+        }
+        if let Err(error) = unsupported::check(&request) {
+            return ResponseFuture::Failed { error: Some(error) };
         }
         if let Err(error) = content_length::check(&mut request) {
             return ResponseFuture::Failed { error: Some(error) };

@@ -112,12 +112,15 @@ impl Origin {
             } else {
                 0
             };
-            *total_spare += going;
+            // (Saturating: "unlimited" limits are `usize::MAX`.)
+            *total_spare = total_spare.saturating_add(going);
             let expiry = SharedExpiry::of(&self.config);
             let g = &mut *g;
             let moved_from = g.dns_addrs.as_deref();
-            g.state
-                .drain_shared_where(self.limits.per_host + going, total_spare, |s| {
+            g.state.drain_shared_where(
+                self.limits.per_host.saturating_add(going),
+                total_spare,
+                |s| {
                     if frozen_since.is_some() {
                         return Some(CloseReason::FreezeEviction);
                     }
@@ -126,7 +129,8 @@ impl Origin {
                     expiry
                         .reason(s, now)
                         .or(moved.then_some(CloseReason::Lifetime))
-                });
+                },
+            );
             dropped_shared = g.state.drop_idle_shared(true);
             // A server may raise its stream limit at any time (a SETTINGS
             // frame, read by the connection's I/O: `preface.rs`), and
