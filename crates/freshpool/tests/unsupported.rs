@@ -93,3 +93,23 @@ async fn unlimited_limits_survive_a_resume() {
     client.on_resume();
     assert_eq!(common::text(&client, &server.url("/")).await, "ok");
 }
+
+/// A caller's HTTP/1.0 request: a server answers it without keep-alive
+/// and closes, and its connection is not reused, nor is any request sent
+/// twice for it, even back to back (hyper marks such a connection closed
+/// as the response ends; a review suspected the pool would take it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_10_answer_without_keep_alive_is_not_pooled() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    for _ in 0..3 {
+        let mut old = Request::get(server.url("/")).body(()).unwrap();
+        *old.version_mut() = Version::HTTP_10;
+        assert_eq!(common::send(&client, old).await, "ok");
+    }
+    let stats = client.stats();
+    let origin = &stats.origins[0];
+    assert_eq!(origin.retries, 0, "{stats}");
+    assert_eq!(origin.reused, 0, "{stats}");
+    assert_eq!(server.stats().connections_accepted(), 3);
+}
