@@ -564,6 +564,41 @@ pub(crate) fn io_kind_in(err: &hyper::Error) -> Option<std::io::ErrorKind> {
     None
 }
 
+/// The last error in `err`'s chain, as text.
+pub(crate) fn deepest_cause(err: &hyper::Error) -> String {
+    let mut deepest: &(dyn StdError + 'static) = err;
+    while let Some(next) = deepest.source() {
+        deepest = next;
+    }
+    deepest.to_string()
+}
+
+/// An error that more than one party reports (`Clone`: an `io::Error` or a
+/// boxed error is not): a request body's error, which hyper may only log
+/// and the request's own error carries; a shared lookup's, handed to each
+/// dial that waited for it. Shows as the error it holds, whose source
+/// chain it continues.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedError(Arc<BoxError>);
+
+impl SharedError {
+    pub(crate) fn new(e: impl Into<BoxError>) -> SharedError {
+        SharedError(Arc::new(e.into()))
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self.0, f)
+    }
+}
+
+impl StdError for SharedError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&**self.0)
+    }
+}
+
 /// The caller's body error in `err`'s chain, if that is what failed.
 fn body_failure(err: &hyper::Error) -> Option<&BoxError> {
     let mut source = StdError::source(err);

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use crate::error::BoxError;
+use crate::error::{BoxError, SharedError};
 
 /// The largest body in memory whose HTTP/2 upload is not tracked
 /// (`RequestBody::track_end`): one default-sized DATA frame (16 KiB) goes
@@ -180,7 +180,7 @@ impl http_body::Body for TrackEnd {
         match self.inner.as_mut().poll_frame(cx) {
             // Kept for the request's error; hyper gets the same error.
             Poll::Ready(Some(Err(e))) => {
-                let shared = SharedError(Arc::new(e));
+                let shared = SharedError::new(e);
                 let _ = self.done.1.set(shared.clone());
                 Poll::Ready(Some(Err(BoxError::from(shared))))
             }
@@ -208,24 +208,6 @@ impl Drop for TrackEnd {
         if let Some(lease) = parked {
             lease.release();
         }
-    }
-}
-
-/// A request body's error, shared by hyper (which may only log it) and the
-/// request's own error. Shows as the error it holds, whose source chain it
-/// continues.
-#[derive(Clone, Debug)]
-pub(crate) struct SharedError(Arc<BoxError>);
-
-impl std::fmt::Display for SharedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&**self.0, f)
-    }
-}
-
-impl std::error::Error for SharedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&**self.0)
     }
 }
 

@@ -35,17 +35,6 @@ pub(crate) use preface::StreamLimit;
 use preface::{Preface, PrefaceIo};
 use tcp::{TcpIo, TcpSettings};
 
-/// The last error in `err`'s chain, as text. (A TLS alert arrives as
-/// text only: h2 keeps an I/O error's kind and words, not the error, so
-/// the kind stays `Connect`.)
-fn deepest_cause(err: &hyper::Error) -> String {
-    let mut deepest: &(dyn std::error::Error + 'static) = err;
-    while let Some(next) = deepest.source() {
-        deepest = next;
-    }
-    deepest.to_string()
-}
-
 /// How long an HTTP/2 dial whose connection ended before the server's
 /// SETTINGS waits for the driver to say why (it says so as the connection
 /// ends; this only bounds an end of stream that hyper has yet to see).
@@ -415,7 +404,10 @@ impl Connector {
                     // hyper's and h2's words, "connection error" twice,
                     // come before the cause in the chain.)
                     Some(e) => {
-                        let cause = deepest_cause(&e);
+                        // (A TLS alert arrives as text only: h2 keeps an
+                        // I/O error's kind and words, not the error, so the
+                        // kind stays `Connect`.)
+                        let cause = crate::error::deepest_cause(&e);
                         Error::new(
                             Kind::Connect,
                             format!("the connection to {target} failed before its HTTP/2 SETTINGS frame ({cause})"),

@@ -20,7 +20,6 @@
 //! `entries`: the lookup stores its answer there before it lands here).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -29,9 +28,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::connect::ResolveTtlFuture;
+use crate::error::SharedError;
 
 /// What a lookup came to, for every dial that waited for it.
-type Landed = Result<(Vec<SocketAddr>, Option<Duration>), SharedIoError>;
+/// (An error as its kind, for the `io::Error` each waiter gets, and the
+/// error itself, shared.)
+type Landed = Result<(Vec<SocketAddr>, Option<Duration>), (io::ErrorKind, SharedError)>;
 
 type Map = HashMap<(String, u16), watch::Receiver<Option<Landed>>>;
 
@@ -74,7 +76,7 @@ impl Flights {
                     let lookup = lookup();
                     runtime.spawn(async move {
                         let _grounded = grounded;
-                        let landed = lookup.await.map_err(SharedIoError::new);
+                        let landed = lookup.await.map_err(|e| (e.kind(), SharedError::new(e)));
                         tx.send_replace(Some(landed));
                     });
                     rx
@@ -86,7 +88,7 @@ impl Flights {
             match landing.wait_for(Option::is_some).await {
                 Ok(landed) => match landed.as_ref() {
                     Some(Ok(answer)) => Ok(answer.clone()),
-                    Some(Err(e)) => Err(e.to_io()),
+                    Some(Err((kind, e))) => Err(io::Error::new(*kind, e.clone())),
                     None => unreachable!("waited for an answer"),
                 },
                 Err(_) => Err(io::Error::other(format!(
@@ -118,32 +120,5 @@ impl Drop for Grounded {
         {
             flights.remove(&self.key);
         }
-    }
-}
-
-/// A lookup's error, handed to each dial that waited for it (an
-/// `io::Error` is not `Clone`): its kind and words, with it as the source.
-#[derive(Clone, Debug)]
-pub(super) struct SharedIoError(Arc<io::Error>);
-
-impl SharedIoError {
-    fn new(e: io::Error) -> SharedIoError {
-        SharedIoError(Arc::new(e))
-    }
-
-    fn to_io(&self) -> io::Error {
-        io::Error::new(self.0.kind(), self.clone())
-    }
-}
-
-impl fmt::Display for SharedIoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for SharedIoError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
     }
 }
