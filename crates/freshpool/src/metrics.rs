@@ -43,6 +43,7 @@ mod imp {
         closed: [Counter; 10],
         retried: Counter,
         pool_timeouts: Counter,
+        pool_full: Counter,
         connection: Histogram,
         wait: Histogram,
         connect: Histogram,
@@ -75,6 +76,7 @@ mod imp {
                     .map(|r| counter!("freshpool.connections.closed", &with("reason", r.as_str()))),
                 retried: counter!("freshpool.requests.retried", &base),
                 pool_timeouts: counter!("freshpool.pool.timeouts", &base),
+                pool_full: counter!("freshpool.pool.full", &base),
                 request: histogram!("http.client.request.duration", &base),
                 connection: histogram!("http.client.connection.duration", &base),
                 wait: histogram!("freshpool.pool.wait.duration", &base),
@@ -106,6 +108,9 @@ mod imp {
         }
         pub(crate) fn pool_timeout(&self) {
             self.pool_timeouts.increment(1);
+        }
+        pub(crate) fn pool_full(&self) {
+            self.pool_full.increment(1);
         }
         pub(crate) fn request(&self, d: Duration) {
             self.request.record(d.as_secs_f64());
@@ -150,6 +155,7 @@ mod imp {
         pub(crate) fn closed(&self, _index: usize) {}
         pub(crate) fn retried(&self) {}
         pub(crate) fn pool_timeout(&self) {}
+        pub(crate) fn pool_full(&self) {}
         pub(crate) fn request(&self, _d: Duration) {}
         pub(crate) fn connection_lived(&self, _d: Duration) {}
         pub(crate) fn waited(&self, _d: Duration) {}

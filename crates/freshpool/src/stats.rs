@@ -8,6 +8,7 @@
 //! cheap.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a connection was closed.
@@ -159,26 +160,32 @@ pub(crate) struct Counters {
     pub connect_errors: AtomicU64,
     pub retries: AtomicU64,
     pub pool_timeouts: AtomicU64,
+    pub pool_full: AtomicU64,
     pub closed: [AtomicU64; 10],
     pub pool_wait: Histogram,
     pub connect_time: Histogram,
     pub leaks_reported: AtomicU64,
     pub tls_resumed: AtomicU64,
+    /// The origin's label, for the events that have no request's span
+    /// around them (a close by the sweep or a connection's task).
+    pub origin: Arc<str>,
 }
 
 impl Counters {
-    pub(crate) fn new(host: &str, port: u16, scheme: &'static str) -> Counters {
+    pub(crate) fn new(host: &str, port: u16, scheme: &'static str, origin: Arc<str>) -> Counters {
         Counters {
             created: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             pool_timeouts: AtomicU64::new(0),
+            pool_full: AtomicU64::new(0),
             closed: Default::default(),
             pool_wait: Histogram::default(),
             connect_time: Histogram::default(),
             leaks_reported: AtomicU64::new(0),
             tls_resumed: AtomicU64::new(0),
             metrics: crate::metrics::OriginMetrics::new(host, port, scheme),
+            origin,
         }
     }
 
@@ -189,7 +196,11 @@ impl Counters {
             .expect("every reason is listed");
         self.closed[i].fetch_add(1, Relaxed);
         self.metrics.closed(i);
-        tracing::debug!(reason = reason.as_str(), "connection closed");
+        tracing::debug!(
+            origin = &*self.origin,
+            reason = reason.as_str(),
+            "connection closed"
+        );
     }
 
     pub(crate) fn created(&self, connect: Duration) {
@@ -206,6 +217,12 @@ impl Counters {
     pub(crate) fn pool_timeout(&self) {
         self.pool_timeouts.fetch_add(1, Relaxed);
         self.metrics.pool_timeout();
+    }
+
+    /// A request refused at once: `max_pending` requests already waited.
+    pub(crate) fn pool_full(&self) {
+        self.pool_full.fetch_add(1, Relaxed);
+        self.metrics.pool_full();
     }
 
     pub(crate) fn waited(&self, d: Duration) {
@@ -271,6 +288,9 @@ pub struct OriginStats {
     /// their own `timeout` while queued (a `Timeout` whose message then
     /// says why the pool was full).
     pub pool_timeouts: u64,
+    /// Requests refused at once with `PoolFull`: `max_pending` requests
+    /// already waited for this origin.
+    pub pool_full: u64,
     /// Closed connections by reason.
     pub closed: Vec<(CloseReason, u64)>,
     /// Time requests waited for a connection (only those that waited).
@@ -366,6 +386,9 @@ pub struct ForgottenOrigins {
     /// Their requests that gave up waiting for a connection (see
     /// [`OriginStats::pool_timeouts`]).
     pub pool_timeouts: u64,
+    /// Their requests refused with `PoolFull` (see
+    /// [`OriginStats::pool_full`]).
+    pub pool_full: u64,
     /// Their closed connections by reason.
     pub closed: Vec<(CloseReason, u64)>,
     /// Their leases reported as possible leaks.
@@ -383,6 +406,7 @@ impl ForgottenOrigins {
         self.connect_errors += o.connect_errors;
         self.retries += o.retries;
         self.pool_timeouts += o.pool_timeouts;
+        self.pool_full += o.pool_full;
         self.leaks_reported += o.leaks_reported;
         self.tls_resumed += o.tls_resumed;
         for &(reason, n) in &o.closed {
@@ -494,8 +518,8 @@ impl std::fmt::Display for PoolStats {
         if gone.origins > 0 {
             writeln!(
                 f,
-                "forgotten origins (unused): {} (created {} reused {} connect_errors {} retries {} pool_timeouts {})",
-                gone.origins, gone.created, gone.reused, gone.connect_errors, gone.retries, gone.pool_timeouts
+                "forgotten origins (unused): {} (created {} reused {} connect_errors {} retries {} pool_timeouts {} pool_full {})",
+                gone.origins, gone.created, gone.reused, gone.connect_errors, gone.retries, gone.pool_timeouts, gone.pool_full
             )?;
         }
         for o in &self.origins {
@@ -514,8 +538,8 @@ impl std::fmt::Display for PoolStats {
             )?;
             writeln!(
                 f,
-                "  created {} reused {} connect_errors {} retries {} pool_timeouts {} tls_resumed {} leaks_reported {}",
-                o.created, o.reused, o.connect_errors, o.retries, o.pool_timeouts, o.tls_resumed, o.leaks_reported
+                "  created {} reused {} connect_errors {} retries {} pool_timeouts {} pool_full {} tls_resumed {} leaks_reported {}",
+                o.created, o.reused, o.connect_errors, o.retries, o.pool_timeouts, o.pool_full, o.tls_resumed, o.leaks_reported
             )?;
             let closed: Vec<String> = o
                 .closed

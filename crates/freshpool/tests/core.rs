@@ -167,12 +167,61 @@ async fn max_pending_fails_fast_with_the_numbers() {
         msg.contains("max_pending 2") && msg.contains("limit 1") && msg.contains(&origin),
         "{msg}"
     );
+    // The same numbers as a PoolTimeout's: who holds the connection.
+    assert!(
+        msg.contains("in use 1") && msg.contains("waiting 2") && msg.contains("tests/core.rs:"),
+        "{msg}"
+    );
+    assert!(msg.contains("raise max_pending"), "{msg}");
+    // Counted where users look, apart from the waits that timed out.
+    let o = client.stats().origin(&origin).cloned().unwrap();
+    assert_eq!((o.pool_full, o.pool_timeouts), (1, 0));
+    assert!(client.stats().to_string().contains("pool_full 1"));
     // Dropping the unread body closes the connection; both waiters are
     // then served.
     drop(held);
     for h in waiters {
         timeout(LIMIT, h).await.unwrap().unwrap().unwrap();
     }
+}
+
+/// Below its own limit, an origin's queue fills because the pool-wide
+/// limit is reached by another origin's connection: the PoolFull message
+/// names that limit, not the per-host one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_full_names_the_total_limit_when_it_is_the_one_reached() {
+    let busy = TestServer::http1().await;
+    let other = TestServer::http1().await;
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .max_connections_total(1)
+        .max_pending(1)
+        .build()
+        .unwrap();
+    let held = client.get(&busy.url("/stream/100000")).await.unwrap();
+    let c = client.clone();
+    let url = other.url("/");
+    let waiter = tokio::spawn(async move { c.get(&url).await?.into_body().bytes().await });
+    let origin = format!("http://127.0.0.1:{}", other.addr().port());
+    eventually("one waiting", || {
+        client
+            .stats()
+            .origin(&origin)
+            .is_some_and(|o| o.waiting == 1)
+    })
+    .await;
+    let err = client.get(&other.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::PoolFull);
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("1 request already waits for a connection to")
+            && msg.contains("max_connections_total 1 reached, 1 of them to other origins")
+            && msg.contains("raise max_connections_total")
+            && !msg.contains("raise max_connections_per_host"),
+        "{msg}"
+    );
+    drop(held);
+    timeout(LIMIT, waiter).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

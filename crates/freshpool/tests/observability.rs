@@ -155,6 +155,40 @@ fn a_metrics_recorder_sees_the_named_series() {
     .is_some());
 }
 
+/// A request refused with `PoolFull` is counted as
+/// `freshpool.pool.full`, apart from the waits that timed out.
+#[test]
+fn a_refused_request_is_counted_as_pool_full() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    run_recorded(&recorder, async {
+        let server = TestServer::http1().await;
+        let client = Client::builder()
+            .max_connections_per_host(1)
+            .max_pending(0)
+            .build()
+            .unwrap();
+        let held = client.get(&server.url("/stream/100000")).await.unwrap();
+        let err = client.get(&server.url("/")).await.unwrap_err();
+        assert_eq!(err.kind(), freshpool::Kind::PoolFull);
+        assert!(err.to_string().contains("no request may wait"), "{err}");
+        drop(held);
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let value = |name: &str| {
+        snapshot
+            .iter()
+            .find(|(key, _, _, _)| key.key().name() == name)
+            .map(|(_, _, _, v)| v)
+    };
+    assert_eq!(value("freshpool.pool.full"), Some(&DebugValue::Counter(1)));
+    assert_eq!(
+        value("freshpool.pool.timeouts"),
+        Some(&DebugValue::Counter(0))
+    );
+}
+
 /// The open-connection gauges follow a lease within the once-a-second
 /// sample: a response held unread shows its connection active (not idle,
 /// as a gauge set only on returns left it), and reading it shows the

@@ -97,7 +97,7 @@ async fn the_request_span_records_the_request_the_reuse_and_the_status() {
 /// left in the URI by the userinfo handling and recorded in the span,
 /// which exporters and every DEBUG event inside it show.
 #[tokio::test]
-async fn the_request_span_shows_no_password() {
+async fn the_request_span_shows_no_password_nor_signature() {
     let server = TestServer::http1().await;
     let spans = Arc::new(Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::registry().with(RequestSpans(spans.clone()));
@@ -111,11 +111,13 @@ async fn the_request_span_shows_no_password() {
         format!("http://u:s3cret@127.0.0.1:{port}/"),
         // An '@' in a path is no password: shown as it is.
         format!("http://127.0.0.1:{port}/@types/node?by=a@b"),
+        // A pre-signed URL's signature is a credential too.
+        format!("http://127.0.0.1:{port}/obj?X-Amz-Expires=60&X-Amz-Signature=s3cret"),
     ] {
         let _ = client.get(&url).await;
     }
     let spans = spans.lock().unwrap();
-    assert_eq!(spans.len(), 4, "{spans:?}");
+    assert_eq!(spans.len(), 5, "{spans:?}");
     for span in spans.iter() {
         let uri = &span["uri"];
         assert!(!uri.contains("s3cret") && !uri.contains(":pa"), "{span:?}");
@@ -125,4 +127,47 @@ async fn the_request_span_shows_no_password() {
         spans[3]["uri"],
         format!("http://127.0.0.1:{port}/@types/node?by=a@b")
     );
+    assert_eq!(
+        spans[4]["uri"],
+        format!("http://127.0.0.1:{port}/obj?X-Amz-Expires=60&X-Amz-Signature=REDACTED")
+    );
+}
+
+/// Collects the fields of every "connection closed" event.
+struct ClosedEvents(Arc<Mutex<Vec<HashMap<&'static str, String>>>>);
+
+impl<S: Subscriber> Layer<S> for ClosedEvents {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if fields
+            .0
+            .get("message")
+            .is_some_and(|m| m == "connection closed")
+        {
+            self.0.lock().unwrap().push(fields.0);
+        }
+    }
+}
+
+/// A close outside any request (here the freeze eviction of an idle
+/// connection) says which origin's connection closed, and why: the event
+/// named neither origin nor request, so with many hosts it told nothing.
+#[tokio::test]
+async fn a_connection_closed_event_names_its_origin_and_reason() {
+    let server = TestServer::http1().await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(ClosedEvents(events.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let client = Client::new();
+    let response = client.get(&server.url("/")).await.unwrap();
+    response.into_body().bytes().await.unwrap();
+    client.on_resume();
+
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let origin = format!("http://127.0.0.1:{}", server.addr().port());
+    assert_eq!(events[0]["origin"], format!("{origin:?}"), "{events:?}");
+    assert_eq!(events[0]["reason"], "\"freeze_eviction\"", "{events:?}");
 }

@@ -6,6 +6,7 @@ mod content_length;
 mod prepare;
 mod retry_copy;
 mod sending;
+mod span_uri;
 mod unsupported;
 mod uri_memo;
 
@@ -236,7 +237,7 @@ impl Client {
         let span = tracing::debug_span!(
             "freshpool.request",
             method = %request.method(),
-            uri = %SpanUri(request.uri()),
+            uri = %span_uri::SpanUri(request.uri()),
             reused = tracing::field::Empty,
             retries = tracing::field::Empty,
             status = tracing::field::Empty,
@@ -418,28 +419,6 @@ where
         // which a caller's own drop does not say.
         crate::pool::ended_by_timeout(|| self.set(ResponseFuture::Failed { error: None }));
         Poll::Ready(Err(timed_out))
-    }
-}
-
-/// A request URI as the request's span shows it (formatted only when a
-/// subscriber records the span). A password with an unencoded '/', '?' or
-/// '#' is no userinfo to RFC 3986 parsers (`http`, curl), so
-/// `move_userinfo` left it in place: its text before that character reads
-/// as the port, the rest as the path. When that "port" is no number the
-/// URI fails `PoolKey::view` and is not shown. When it is empty or a
-/// number (`u:/secret@h`, `u:2024/secret@h`) the URI is valid, to the
-/// user name as the host: the request is misrouted and its path, with the
-/// rest of the password, is shown as parsed, since an '@' in a path
-/// (`/@types/node`) is no sign of a password. (RELIABILITY.md lists it.)
-struct SpanUri<'a>(&'a Uri);
-
-impl std::fmt::Display for SpanUri<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if crate::pool::key::PoolKey::view(self.0, 0).is_err() {
-            // (Its checkout fails with a message that shows no password.)
-            return f.write_str("(an invalid URI, not shown)");
-        }
-        std::fmt::Display::fmt(self.0, f)
     }
 }
 

@@ -27,7 +27,7 @@ pub(super) fn check(request: &Request<RequestBody>) -> Result<(), Error> {
             format!(
                 "{} {} was not sent: {why}",
                 request.method(),
-                super::SpanUri(request.uri())
+                super::span_uri::SpanUri(request.uri())
             ),
         ))
     };

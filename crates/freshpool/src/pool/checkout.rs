@@ -161,8 +161,14 @@ impl Pool {
             match acquired {
                 Ok((kind, lease_id, reused, counted_stream_reuse)) => {
                     let freeze_seen = origin.budget.freeze_at.load(Ordering::Acquire);
-                    let mut lease =
-                        Lease::new(kind, lease_id, reused, counted_stream_reuse, now, freeze_seen);
+                    let mut lease = Lease::new(
+                        kind,
+                        lease_id,
+                        reused,
+                        counted_stream_reuse,
+                        now,
+                        freeze_seen,
+                    );
                     // Anything taken from the idle list may have died while
                     // it rested (even one never used: it was dialed for a
                     // waiter that another connection served), so it counts as
@@ -183,15 +189,17 @@ impl Pool {
                     return Ok(Checkout::Ready(lease));
                 }
                 Err(Acquire::Full { waiting }) => {
+                    origin.counters.pool_full();
                     return Err(Error::new(
                         Kind::PoolFull,
-                        format!(
-                            "{waiting} requests already wait for a connection to {} (max_pending {}, limit {})",
-                            origin.label, cfg.max_pending, cfg.max_connections_per_host
-                        ),
-                    ))
+                        origin.pool_full_report(waiting, cfg.max_pending),
+                    ));
                 }
-                Err(Acquire::Wait { waiter_id, rx, dial }) => {
+                Err(Acquire::Wait {
+                    waiter_id,
+                    rx,
+                    dial,
+                }) => {
                     let starving = !dial && origin.lock().state.starving;
                     let origin = origin.arc();
                     if dial {

@@ -162,9 +162,10 @@ impl Pool {
         } else {
             Protocol::Http1
         };
+        let label: Arc<str> = Arc::from(key.origin());
         Arc::new_cyclic(|this| Origin {
             this: this.clone(),
-            label: Arc::from(key.origin()),
+            label: label.clone(),
             config: cfg.clone(),
             limits: Limits {
                 per_host: cfg.max_connections_per_host,
@@ -183,7 +184,7 @@ impl Pool {
                 reused: 0,
                 dns_addrs: None,
             }),
-            counters: Counters::new(&key.host, key.port, key.scheme.as_str()),
+            counters: Counters::new(&key.host, key.port, key.scheme.as_str(), label),
             dns_seen: AtomicU64::new(0),
             dns_checked_ns: AtomicU64::new(0),
             expect_100: std::sync::atomic::AtomicU8::new(0),

@@ -189,6 +189,7 @@ impl Origin {
             + c.created.load(Ordering::Relaxed)
             + c.connect_errors.load(Ordering::Relaxed)
             + c.pool_timeouts.load(Ordering::Relaxed)
+            + c.pool_full.load(Ordering::Relaxed)
     }
 
     /// Retires this origin if it has had no connection (open or being
@@ -319,6 +320,7 @@ impl Origin {
             connect_errors: c.connect_errors.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             pool_timeouts: c.pool_timeouts.load(Ordering::Relaxed),
+            pool_full: c.pool_full.load(Ordering::Relaxed),
             closed: CloseReason::ALL
                 .iter()
                 .zip(c.closed.iter())
@@ -336,6 +338,42 @@ impl Origin {
     /// `setting`: the limit that ran out (`pool_timeout`, or the
     /// request's own `timeout` while it waited).
     pub(super) fn starvation_report(&self, waited: Duration, setting: &str) -> String {
+        let (state, advice) = self.queue_state();
+        format!(
+            "timed out after {} ({setting}) waiting for a connection to {} {state}; \
+             {advice}, read or drop response bodies sooner, or raise {setting}",
+            fmt_duration(waited),
+            self.label,
+        )
+    }
+
+    /// The message of a PoolFull: the queue's bound, then the same numbers
+    /// as a PoolTimeout's (why requests queue at all).
+    pub(super) fn pool_full_report(&self, waiting: usize, max_pending: usize) -> String {
+        let (state, advice) = self.queue_state();
+        if max_pending == 0 {
+            return format!(
+                "no request may wait for a connection to {} (max_pending 0) {state}; \
+                 {advice}, read or drop response bodies sooner, or let requests wait (max_pending)",
+                self.label,
+            );
+        }
+        let requests_wait = if waiting == 1 {
+            "request already waits"
+        } else {
+            "requests already wait"
+        };
+        format!(
+            "{waiting} {requests_wait} for a connection to {} (max_pending {max_pending}) {state}; \
+             {advice}, read or drop response bodies sooner, or raise max_pending",
+            self.label,
+        )
+    }
+
+    /// Why requests queue for this origin, as "(limit, in use, idle,
+    /// connecting, waiting[, the total limit][, the longest lease])", and
+    /// which limit to raise.
+    fn queue_state(&self) -> (String, &'static str) {
         let s = self.snapshot();
         let holder = s
             .oldest_leases
@@ -350,7 +388,7 @@ impl Origin {
             .unwrap_or_default();
         // Below its own limit yet waiting: the pool-wide limit is the one
         // reached, by connections of other origins. Say so, or the numbers
-        // above read as a pool that should have dialed.
+        // read as a pool that should have dialed.
         let open = self.budget.open.load(Ordering::Acquire);
         let own = s.active + s.idle + s.connecting;
         let (total, advice) = if own < s.limit && open >= self.budget.limit {
@@ -365,18 +403,12 @@ impl Origin {
         } else {
             (String::new(), "raise max_connections_per_host")
         };
-        format!(
-            "timed out after {} ({setting}) waiting for a connection to {} (limit {}, in use {}, idle {}, connecting {}, waiting {}{}{}); \
-             {advice}, read or drop response bodies sooner, or raise {setting}",
-            fmt_duration(waited),
-            self.label,
-            s.limit,
-            s.active,
-            s.idle,
-            s.connecting,
-            s.waiting,
-            total,
-            holder
+        (
+            format!(
+                "(limit {}, in use {}, idle {}, connecting {}, waiting {}{total}{holder})",
+                s.limit, s.active, s.idle, s.connecting, s.waiting,
+            ),
+            advice,
         )
     }
 }

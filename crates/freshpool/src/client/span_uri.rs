@@ -1,0 +1,106 @@
+//! A request's URI as its span and its error messages show it: no
+//! password, and no value of a query parameter known to carry a secret.
+
+use std::fmt::{self, Write as _};
+
+use http::Uri;
+
+/// A request URI as the request's span shows it (formatted only when a
+/// subscriber records the span). The values of query parameters that
+/// carry credentials ([`SECRET_QUERY_KEYS`]) read `REDACTED`, as
+/// OpenTelemetry's HTTP conventions ask of `url.full`: a pre-signed
+/// URL's signature or token in a DEBUG span is a key to the object for
+/// whoever reads the logs. A password with an unencoded '/', '?' or
+/// '#' is no userinfo to RFC 3986 parsers (`http`, curl), so
+/// `move_userinfo` left it in place: its text before that character reads
+/// as the port, the rest as the path. When that "port" is no number the
+/// URI fails `PoolKey::view` and is not shown. When it is empty or a
+/// number (`u:/secret@h`, `u:2024/secret@h`) the URI is valid, to the
+/// user name as the host: the request is misrouted and its path, with the
+/// rest of the password, is shown as parsed, since an '@' in a path
+/// (`/@types/node`) is no sign of a password. (RELIABILITY.md lists it.)
+pub(super) struct SpanUri<'a>(pub(super) &'a Uri);
+
+/// Query parameters whose value is a credential: OpenTelemetry's list
+/// for `url.full` (`AWSAccessKeyId`, `Signature`, `sig`,
+/// `X-Goog-Signature`), AWS Signature V4's pre-signed URL parts
+/// (`X-Amz-Signature`, `X-Amz-Credential`, `X-Amz-Security-Token`) and
+/// the OAuth 2 bearer token of RFC 6750 section 2.3 (`access_token`).
+/// Compared ignoring ASCII case.
+const SECRET_QUERY_KEYS: [&str; 8] = [
+    "AWSAccessKeyId",
+    "Signature",
+    "sig",
+    "X-Goog-Signature",
+    "X-Amz-Signature",
+    "X-Amz-Credential",
+    "X-Amz-Security-Token",
+    "access_token",
+];
+
+fn is_secret(pair: &str) -> bool {
+    let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+    SECRET_QUERY_KEYS
+        .iter()
+        .any(|secret| secret.eq_ignore_ascii_case(key))
+}
+
+impl fmt::Display for SpanUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let uri = self.0;
+        if crate::pool::key::PoolKey::view(uri, 0).is_err() {
+            // (Its checkout fails with a message that shows no password.)
+            return f.write_str("(an invalid URI, not shown)");
+        }
+        let Some(query) = uri.query().filter(|q| q.split('&').any(is_secret)) else {
+            return fmt::Display::fmt(uri, f);
+        };
+        if let Some(scheme) = uri.scheme() {
+            write!(f, "{scheme}://")?;
+        }
+        if let Some(authority) = uri.authority() {
+            f.write_str(authority.as_str())?;
+        }
+        f.write_str(uri.path())?;
+        for (i, pair) in query.split('&').enumerate() {
+            f.write_char(if i == 0 { '?' } else { '&' })?;
+            match pair.split_once('=') {
+                Some((key, _)) if is_secret(key) => write!(f, "{key}=REDACTED")?,
+                _ => f.write_str(pair)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SpanUri;
+
+    fn shown(uri: &str) -> String {
+        SpanUri(&uri.parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn a_pre_signed_urls_secrets_are_redacted_and_the_rest_kept() {
+        assert_eq!(
+            shown("https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20261205&X-Amz-Signature=abc123&x-amz-security-token=tok"),
+            "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&x-amz-security-token=REDACTED"
+        );
+        assert_eq!(
+            shown("http://h/p?sig=s3cret&sv=2024&access_token=t0k"),
+            "http://h/p?sig=REDACTED&sv=2024&access_token=REDACTED"
+        );
+    }
+
+    #[test]
+    fn a_query_without_secrets_is_shown_as_it_is() {
+        for uri in [
+            "http://h/p?signature_version=2&q=a=b",
+            "http://h:8080/p?sig",
+            "http://h/",
+        ] {
+            assert_eq!(shown(uri), uri.parse::<http::Uri>().unwrap().to_string());
+        }
+    }
+}
