@@ -365,8 +365,11 @@ impl ClientBuilder {
 
     /// Shares `other`'s pool (its limits and connections) instead of making
     /// a new one. Connections are still only reused between requests whose
-    /// TLS and proxy settings are equal. Pool settings of this builder are
-    /// ignored: the pool keeps its own. Connections are dialed the pool's
+    /// TLS and proxy settings are equal. The pool keeps its own limits and
+    /// freshness rules: a pool setting of this builder left at its default
+    /// takes the pool's, and one set to another value than the pool's fails
+    /// `build()` with [`Kind::Config`](crate::Kind::Config) naming it (it
+    /// would be ignored). Connections are dialed the pool's
     /// way: this client uses `other`'s resolver, and `build()` refuses a
     /// resolver of its own or other dial settings (connect and TLS
     /// handshake timeouts, TCP options, the HTTP/2 PING interval and
@@ -483,6 +486,11 @@ impl ClientBuilder {
                     return Err(Error::config(
                         "share_pool_with: a shared pool dials with the resolver of the client that made it; set the resolver there, not on a client that shares the pool",
                     ));
+                }
+                if let Some(ignored) = self.pool.ignored_by(pool.config()) {
+                    return Err(Error::config(format!(
+                        "share_pool_with: {ignored}; a shared pool keeps its own limits, so set them on the client that made it"
+                    )));
                 }
                 if let Some(difference) = dial.differs_from(pool.dial_settings()) {
                     return Err(Error::config(format!(

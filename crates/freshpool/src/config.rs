@@ -92,6 +92,45 @@ impl Default for PoolConfig {
     }
 }
 
+impl PoolConfig {
+    /// A setting of this builder's (one that differs from the default)
+    /// that a shared pool would ignore, keeping its own: `share_pool_with`
+    /// refuses it by name rather than let `max_connections_per_host(8)`
+    /// silently mean the pool's 64. A setting left at its default takes
+    /// the pool's, as documented.
+    pub(crate) fn ignored_by(&self, pool: &PoolConfig) -> Option<String> {
+        let default = PoolConfig::default();
+        macro_rules! check {
+            ($($field:ident),*) => {$(
+                if self.$field != default.$field && self.$field != pool.$field {
+                    return Some(format!(
+                        "{} is {:?} here and {:?} in the shared pool",
+                        stringify!($field),
+                        self.$field,
+                        pool.$field
+                    ));
+                }
+            )*};
+        }
+        check!(
+            max_connections_per_host,
+            max_connections_total,
+            max_idle_per_host,
+            max_pending,
+            pool_timeout,
+            idle_timeout,
+            max_lifetime,
+            max_requests_per_connection,
+            keep_alive_margin,
+            validate_after_idle,
+            freeze_threshold,
+            lease_warn_after,
+            forget_origin_after
+        );
+        None
+    }
+}
+
 /// TLS trust and identity settings. Part of the pool key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct TlsSettings {

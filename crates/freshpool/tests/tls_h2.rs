@@ -522,6 +522,42 @@ fn sharing_a_pool_with_other_dial_settings_is_refused_by_name() {
     );
 }
 
+/// A pool setting on a client that shares another's pool was silently
+/// ignored (the pool keeps its own): `max_connections_per_host(8)` meant
+/// the pool's 64. Now refused by name; one left at its default, or set to
+/// the pool's own value, is no conflict.
+#[test]
+fn sharing_a_pool_with_other_pool_limits_is_refused_by_name() {
+    let main = Client::builder()
+        .max_connections_per_host(16)
+        .build()
+        .unwrap();
+    let err = Client::builder()
+        .max_connections_per_host(8)
+        .share_pool_with(&main)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Config);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("max_connections_per_host is 8 here and 16 in the shared pool"),
+        "{msg}"
+    );
+    let err = Client::builder()
+        .pool_timeout(Duration::from_secs(1))
+        .share_pool_with(&main)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("pool_timeout"), "{err}");
+    // Left at the default (64), or equal to the pool's: shares.
+    Client::builder().share_pool_with(&main).build().unwrap();
+    Client::builder()
+        .max_connections_per_host(16)
+        .share_pool_with(&main)
+        .build()
+        .unwrap();
+}
+
 /// A server that requires a client certificate, over HTTP/2, and a client
 /// with none: TLS 1.3 finishes the client's handshake before the server's
 /// alert arrives, so the alert is the first read, the one that waits for
