@@ -327,6 +327,16 @@ async fn bad_input_gets_typed_errors() {
         let err = client.get(bad).await.unwrap_err();
         assert_eq!(err.kind(), Kind::InvalidUri, "{bad}: {err}");
     }
+    // An IPv6 zone (RFC 6874) is refused by name, before any lookup: it
+    // failed as a DNS lookup of the literal, which hid the reason.
+    for zoned in ["http://[fe80::1%25lo]:9/", "http://[::1%251]/"] {
+        let err = client.get(zoned).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::InvalidUri, "{zoned}: {err}");
+        assert!(
+            err.to_string().contains("zone identifier"),
+            "{zoned}: {err}"
+        );
+    }
     let err = Client::builder()
         .max_connections_per_host(0)
         .build()

@@ -291,6 +291,15 @@ impl PoolKey {
                 None => (hostport, None),
             },
         };
+        if hostport.starts_with('[') && host.contains('%') {
+            // RFC 6874's zone (`[fe80::1%25eth0]`): no address parser here
+            // takes it, so it went to DNS as a name and failed as a lookup
+            // ("failed to lookup address"), which hid the reason.
+            return Err(Error::invalid_uri(format!(
+                "URI host [{host}] has an IPv6 zone identifier, which is not supported; \
+                 use a global or unique-local address, or a host name"
+            )));
+        }
         if host.is_empty() {
             // (Not the URI: `http://:token#x@h/` reads as no host and the
             // port "token", with no '@' left to redact.)
