@@ -140,3 +140,65 @@ async fn http2_a_streamed_body_is_held_to_the_callers_content_length() {
     let (server, client) = common::http2_server_and_client(Client::builder()).await;
     streams_are_held_to_the_header(server, client).await;
 }
+
+/// Sends `method` to `/echo` with a streamed body of unknown length and no
+/// framing header; the echoed text, or the error. Bounded.
+async fn streamed_without_length(
+    client: &Client,
+    server: &TestServer,
+    method: http::Method,
+    version: http::Version,
+) -> Result<String, freshpool::Error> {
+    let request = http::Request::builder()
+        .method(method)
+        .version(version)
+        .uri(server.url("/echo"))
+        .body(streamed_hello())
+        .unwrap();
+    let exchange = async {
+        let response = client.request(request).await?;
+        response.into_body().text().await
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("the request hung")
+}
+
+/// A GET with a streamed body of unknown length: hyper framed it as empty
+/// over HTTP/1.1 and never polled it, so the server saw no body and the
+/// request "succeeded". Now framed chunked; over HTTP/2 it always went.
+#[tokio::test]
+async fn a_streamed_get_body_reaches_the_server_on_both_protocols() {
+    let server = TestServer::http1().await;
+    let echoed = streamed_without_length(
+        &Client::new(),
+        &server,
+        http::Method::GET,
+        http::Version::HTTP_11,
+    )
+    .await;
+    assert_eq!(echoed.unwrap(), "hello");
+    let (server, client) = common::http2_server_and_client(Client::builder()).await;
+    let echoed =
+        streamed_without_length(&client, &server, http::Method::GET, http::Version::HTTP_11).await;
+    assert_eq!(echoed.unwrap(), "hello");
+}
+
+/// HTTP/1.0 has no chunked encoding: a streamed body of unknown length
+/// would go as none at all. Refused unsent, naming the fix.
+#[tokio::test]
+async fn an_http10_request_with_a_body_of_unknown_length_is_refused_unsent() {
+    let server = TestServer::http1().await;
+    let err = streamed_without_length(
+        &Client::new(),
+        &server,
+        http::Method::POST,
+        http::Version::HTTP_10,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), Kind::Body, "{err}");
+    assert!(err.to_string().contains("HTTP/1.0"), "{err}");
+    assert!(err.to_string().contains("Content-Length"), "{err}");
+    assert_eq!(server.stats().requests(), 0, "nothing was sent");
+}

@@ -23,7 +23,10 @@
 //!   bytes would vanish): refused the same way;
 //! * any other streamed body of unknown length is held to the header as it goes
 //!   (`RequestBody::hold_to_length`): ending short or running long fails
-//!   the request with [`Kind::Body`] on every protocol.
+//!   the request with [`Kind::Body`] on every protocol;
+//! * without the header, an HTTP/1.0 request with a streamed body of
+//!   unknown length is refused the same way (`unframed`: HTTP/1.0 has no
+//!   chunked encoding, and hyper would send no body at all).
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderValue, Request};
@@ -39,7 +42,7 @@ pub(super) fn check(request: &mut Request<RequestBody>) -> Result<(), Error> {
     // in an empty header map.)
     let mut values = request.headers().get_all(CONTENT_LENGTH).iter();
     let Some(first) = values.next() else {
-        return Ok(());
+        return unframed(request);
     };
     // With its own Transfer-Encoding the body is framed by that, and a
     // Content-Length beside it must not be sent (RFC 9112 section 6.2):
@@ -48,7 +51,7 @@ pub(super) fn check(request: &mut Request<RequestBody>) -> Result<(), Error> {
     // body disagreed. Removed here, for both.
     if request.headers().contains_key(TRANSFER_ENCODING) {
         request.headers_mut().remove(CONTENT_LENGTH);
-        return Ok(());
+        return unframed(request);
     }
     let refuse = |why: String| {
         Err(Error::new(
@@ -87,6 +90,29 @@ pub(super) fn check(request: &mut Request<RequestBody>) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// A request without `Content-Length` (or with a `Transfer-Encoding`,
+/// which HTTP/1.0 does not know either). An HTTP/1.0 request has no chunked
+/// encoding, so hyper frames a streamed body of unknown length as empty
+/// and never polls it: its bytes would vanish while the request
+/// "succeeded". Refused instead, naming the fix. (Over HTTP/1.1 a GET or
+/// HEAD with such a body is framed chunked by `prepare`.)
+#[inline]
+fn unframed(request: &Request<RequestBody>) -> Result<(), Error> {
+    if request.version() != http::Version::HTTP_10 || request.body().len().is_some() {
+        return Ok(());
+    }
+    Err(Error::new(
+        Kind::Body,
+        format!(
+            "{} {} was not sent: an HTTP/1.0 request cannot carry a body of unknown length \
+             (HTTP/1.0 has no chunked encoding); give it a Content-Length header or a body \
+             whose size hint is exact",
+            request.method(),
+            super::span_uri::SpanUri(request.uri())
+        ),
+    ))
 }
 
 /// A `Content-Length` value: decimal digits (RFC 9110 section 8.6), no

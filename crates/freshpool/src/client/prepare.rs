@@ -40,6 +40,10 @@ impl Client {
             }
         }
         *request.uri_mut() = origin_form(uri);
+        // (Most requests have no body: one test of them.)
+        if !request.body().is_empty_in_memory() && request.body().len().is_none() {
+            frame_streamed_body(request);
+        }
         // (Not with extensions: they may hold the caller's own
         // informational callback, which the gate's would replace.)
         if may_gate
@@ -96,6 +100,28 @@ impl Client {
             && request.body().len() != Some(0)
             && lease.reused
             && lease.idled() >= self.inner.pool.config().validate_after_idle
+    }
+}
+
+/// A streamed body of unknown length on a GET or HEAD over HTTP/1.1, with
+/// no framing header of the caller's: hyper frames it as empty ("GET,
+/// HEAD, and CONNECT almost never have bodies") and never polls it, so the
+/// caller's bytes vanished while the request succeeded. Framed chunked
+/// instead, as hyper does for other methods and Go's transport does for a
+/// GET whose body holds data. (HTTP/1.0 has no chunked encoding: such a
+/// request is refused before it goes, in `content_length`.)
+#[cold]
+fn frame_streamed_body(request: &mut Request<RequestBody>) {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    let bodiless_method = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
+    if bodiless_method
+        && request.version() == http::Version::HTTP_11
+        && !request.headers().contains_key(TRANSFER_ENCODING)
+        && !request.headers().contains_key(CONTENT_LENGTH)
+    {
+        request
+            .headers_mut()
+            .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
 }
 
