@@ -552,6 +552,29 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
     Error::new(kind, message).with_source(err)
 }
 
+/// Whether `err` is the peer closing the connection under a request (its
+/// FIN before the answer ended, a reset, a broken pipe): on a pooled
+/// connection, the mark of one that died while it idled.
+pub(crate) fn peer_closed(err: &Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let mut source = StdError::source(err);
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// The kind of the first I/O error in `err`'s chain.
 pub(crate) fn io_kind_in(err: &hyper::Error) -> Option<std::io::ErrorKind> {
     let mut source = StdError::source(err);

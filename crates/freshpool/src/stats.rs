@@ -27,7 +27,11 @@ pub enum CloseReason {
     /// The server closed it while it sat in the pool, or said it would
     /// (`Connection: close`).
     ServerClose,
-    /// Found dead (FIN, reset, stray bytes) by the check before reuse.
+    /// Found dead (FIN, reset, stray bytes) by the check before reuse, or
+    /// by the request given to it: a pooled HTTP/1 connection that the
+    /// server closed or reset before answering (its close crossed the
+    /// checkout). Not counted as `Error`: nothing failed on the server's
+    /// part, and the request went again if that was safe.
     StaleDetected,
     /// Dropped after the process was found to have been frozen.
     FreezeEviction,

@@ -488,6 +488,54 @@ fn a_connection_found_dead_before_reuse_is_counted_once() {
     drop(server);
 }
 
+/// A pooled connection whose close crosses its checkout (no check before
+/// reuse: it idled less than `validate_after_idle`) is handed back unsent
+/// by hyper and the GET goes again on a new connection. It is closed as
+/// `StaleDetected`, not as `Error`: the stats read an error where nothing
+/// failed. The client's current-thread runtime is blocked while the peer
+/// closes, so the connection's driver reads the FIN only after the request
+/// was handed to it.
+#[test]
+fn a_close_that_crosses_the_checkout_counts_as_stale_not_as_error() {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (server, proxy) = server_rt.block_on(async {
+        let server = TestServer::http1().await;
+        let proxy = ChaosProxy::start(server.addr()).await;
+        (server, proxy)
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = proxy.url("/");
+    rt.block_on(get_ok(&client, &url)).unwrap();
+    proxy.set_idle_close(Some(Duration::from_millis(100)));
+    std::thread::sleep(Duration::from_millis(400));
+    proxy.set_idle_close(None);
+    assert_eq!(rt.block_on(get_ok(&client, &url)).unwrap(), "ok");
+    let stats = client.stats();
+    assert_eq!(stats.created(), 2, "{stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::StaleDetected),
+        1,
+        "{stats}"
+    );
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Error),
+        0,
+        "{stats}"
+    );
+    drop(server);
+}
+
 /// A server that keeps no connections (`Connection: close` on every
 /// response, or `Keep-Alive: timeout=0`) is not failing: its closes count
 /// as its choice, not as errors.

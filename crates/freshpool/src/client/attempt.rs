@@ -158,13 +158,15 @@ impl Client {
                 let ready = match std::future::poll_fn(|cx| Poll::Ready(conn.sender.poll_ready(cx)))
                     .await
                 {
+                    // (Ready with an error: its dispatcher has ended, the
+                    // connection closed.)
                     Poll::Ready(ready) => {
-                        ready.map_err(|e| error::from_hyper(e, &conn.origin.label))
+                        ready.map_err(|e| (error::from_hyper(e, &conn.origin.label), true))
                     }
                     Poll::Pending => ready_within(conn, READY_WAIT).await,
                 };
-                if let Err(err) = ready {
-                    if !unsent_try(lease, &mut unsent, reused, stale_limit, false) {
+                if let Err((err, closed)) = ready {
+                    if !unsent_try(lease, &mut unsent, reused, stale_limit, false, closed) {
                         return Err(err.mark_reused(reused));
                     }
                     continue;
@@ -250,7 +252,7 @@ impl Client {
                 Err(Failure::Unsent(returned, err)) => {
                     // The connection closed before the request was written:
                     // it never reached the server, so any method may go again.
-                    if !unsent_try(lease, &mut unsent, reused, stale_limit, true) {
+                    if !unsent_try(lease, &mut unsent, reused, stale_limit, true, true) {
                         return Err(err.mark_reused(reused));
                     }
                     // The copy, if kept, is the unprepared one (or is
@@ -281,6 +283,11 @@ impl Client {
                     let idle_since = lease.idle_since();
                     let counted_reuse = lease.counted_reuse();
                     let origin = lease.origin().clone();
+                    // A pooled connection whose close crossed the checkout:
+                    // stale, not an error (`CloseReason::StaleDetected`).
+                    if reused && !lease.is_h2() && error::peer_closed(&err) {
+                        lease.not_reusable.get_or_insert(CloseReason::StaleDetected);
+                    }
                     if err.kind() == Kind::ResponseHeaderTimeout {
                         crate::pool::ended_by_timeout(|| lease.discard());
                     } else {
@@ -567,17 +574,24 @@ fn arrived_with_head(response: &Response<Incoming>) -> bool {
 /// counted (`UnsentAttempts`). Returns whether the request may go again;
 /// a request hyper handed back unsent (`sent_back`) then counts as a
 /// retry (stats, metric, span), though not one `decide` bounds: nothing of
-/// it was written. (Out of the send loop: on its hot path, this code made
-/// the loop's future move by copy.)
+/// it was written. A pooled connection found `closed` (the server's close
+/// crossed the checkout) closes as `StaleDetected`, as one the check
+/// before reuse finds dead: it is not an error of the server's, and the
+/// stats read "error" for it. (Out of the send loop: on its hot path, this
+/// code made the loop's future move by copy.)
 #[cold]
 #[inline(never)]
 fn unsent_try(
-    lease: Lease,
+    mut lease: Lease,
     unsent: &mut UnsentAttempts,
     reused: bool,
     connections_per_host: usize,
     sent_back: bool,
+    closed: bool,
 ) -> bool {
+    if closed && reused && lease.not_reusable.is_none() {
+        lease.not_reusable = Some(CloseReason::StaleDetected);
+    }
     let again = unsent.another(reused, connections_per_host);
     lease.uncount_reuse();
     if again && sent_back {
@@ -600,11 +614,15 @@ const READY_WAIT: Duration = Duration::from_millis(500);
 /// The slow way to a ready HTTP/1 sender (see [`READY_WAIT`]). Past it the
 /// connection is busy, not broken: the caller discards it and the request,
 /// never sent, goes again.
+/// The error says whether the connection was found closed (not busy).
 #[cold]
-async fn ready_within(conn: &mut crate::pool::H1Conn, limit: Duration) -> Result<(), Error> {
+async fn ready_within(
+    conn: &mut crate::pool::H1Conn,
+    limit: Duration,
+) -> Result<(), (Error, bool)> {
     let label = &conn.origin.label;
     match tokio::time::timeout(limit, conn.sender.ready()).await {
-        Ok(ready) => ready.map_err(|e| error::from_hyper(e, label)),
+        Ok(ready) => ready.map_err(|e| (error::from_hyper(e, label), true)),
         Err(_) => {
             // (Its task would otherwise hold the slot for as long as the
             // peer keeps the socket without reading.)
@@ -614,7 +632,7 @@ async fn ready_within(conn: &mut crate::pool::H1Conn, limit: Duration) -> Result
                  (still sending an earlier request's body?)",
                 error::fmt_duration(limit)
             );
-            Err(Error::new(Kind::Io, message))
+            Err((Error::new(Kind::Io, message), false))
         }
     }
 }
