@@ -12,7 +12,8 @@
 //! | `freshpool.connections.created` | counter | origin labels | connections opened |
 //! | `freshpool.connections.closed` | counter | origin labels, `reason` | connections closed, by [`crate::CloseReason`] |
 //! | `freshpool.requests.retried` | counter | origin labels | automatic safe re-sends (as stats `retries`) |
-//! | `freshpool.pool.timeouts` | counter | origin labels | requests failed with PoolTimeout |
+//! | `freshpool.pool.timeouts` | counter | origin labels | requests that gave up waiting for a connection (PoolTimeout, or their own `timeout` while queued; as stats `pool_timeouts`) |
+//! | `freshpool.pool.full` | counter | origin labels | requests refused with PoolFull (as stats `pool_full`) |
 //!
 //! Handles are registered once per origin, when the pool first sees it, so
 //! the per-request cost is an atomic update in your recorder and no label

@@ -524,3 +524,25 @@ async fn lower_the_limit(client: &Client, proxy: &SettingsProxy, streams: u32) {
     .await;
     assert_eq!(text(client, &proxy.url("/")).await, "ok");
 }
+
+/// A cold burst to a new HTTP/2 origin rides on its first dial: none of it
+/// is queued behind anyone, so a small `max_pending` refuses none of it
+/// (the tail of a burst over `max_pending` + 1 failed with `PoolFull`
+/// while the origin had no connection at all). A current-thread runtime:
+/// all six check out before the dial task first runs.
+#[tokio::test]
+async fn a_cold_burst_riding_on_one_http2_dial_is_not_refused() {
+    let (server, client) = common::http2_server_and_client(Client::builder().max_pending(2)).await;
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url("/"));
+            tokio::spawn(async move { client.get(&url).await?.into_body().bytes().await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("not refused");
+    }
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].pool_full, 0, "{stats}");
+    assert_eq!(stats.created(), 1, "{stats}");
+}

@@ -488,3 +488,93 @@ fn no_mark_is_passed_on_while_a_dedicated_dial_is_in_flight() {
     );
     m.wind_down().unwrap();
 }
+
+/// Requests riding on an HTTP/2 dial in flight (or on the first dial,
+/// before the protocol is known) have a connection on its way: they are
+/// not queued, and `max_pending` does not refuse them. It counted every
+/// waiter beyond the dials as queued, so a cold burst of more than
+/// `max_pending` + 1 requests to a new HTTP/2 origin failed its tail with
+/// `PoolFull` while the origin had no connection at all. (A review found
+/// it.)
+#[test]
+fn riders_on_an_http2_dial_are_not_refused_as_pool_full() {
+    use Op::*;
+    let setup = Setup {
+        limits: Limits {
+            per_host: 8,
+            max_idle: 8,
+            max_pending: 2,
+        },
+        total: 8,
+        ..h2_setup(true)
+    };
+    let mut m = Model::new(setup);
+    for _ in 0..4 {
+        m.step(Acquire).unwrap();
+    }
+    let refused = |m: &Model| m.log.iter().any(|l| l.contains("full"));
+    assert!(!refused(&m), "{}", m.log.join("\n"));
+    assert_eq!((m.waiting.len(), m.dials.len()), (4, 1));
+    // Once HTTP/2 (4 streams per connection), a second dial in flight
+    // carries four more: 8 waiters, none refused.
+    m.step(DialOk(Ix(0))).unwrap();
+    for _ in 0..4 {
+        m.step(Acquire).unwrap();
+    }
+    assert!(!refused(&m), "{}", m.log.join("\n"));
+    assert_eq!(m.dials.len(), 1, "{}", m.log.join("\n"));
+    // Beyond what the dials in flight carry, `max_pending` holds.
+    for _ in 0..3 {
+        m.step(Acquire).unwrap();
+    }
+    assert!(refused(&m), "{}", m.log.join("\n"));
+    m.wind_down().unwrap();
+}
+
+/// A newcomer is not yet a waiter when `acquire` asks whether the dials in
+/// flight carry the queue: with one stream per connection, a dial for the
+/// one waiter was taken as room for the newcomer too, which then waited
+/// for that dial to land before it got its own. (A review found it.)
+#[test]
+fn a_newcomer_counts_itself_before_riding_on_a_dial() {
+    use Op::*;
+    let mut m = Model::new(Setup {
+        h2_streams: 1,
+        ..h2_setup_for_8()
+    });
+    m.step(Acquire).unwrap();
+    m.step(DialOk(Ix(0))).unwrap(); // HTTP/2, 1 stream per connection
+    m.step(Wake(Ix(0))).unwrap(); // its stream in flight
+    m.step(Acquire).unwrap();
+    m.step(Acquire).unwrap();
+    assert_eq!(m.dials.len(), 2, "{}", m.log.join("\n"));
+    m.wind_down().unwrap();
+}
+
+/// A stale mark (its waiter's dial went to another, then failed) is found
+/// by comparing marks with the dials that serve the queue. `dialing`
+/// counts a dedicated retry dial too, which serves only its own request:
+/// with one in flight the stale mark looked covered, and the waiter holding
+/// it got no dial with a slot free until the retry's dial ended. (A review
+/// found it.)
+#[test]
+fn a_dedicated_dial_does_not_hide_a_stale_mark() {
+    use Op::*;
+    let mut m = Model::new(h1_setup(3, 4));
+    // A retry's dedicated dial; then A and B, each with a dial.
+    for op in [Dedicated, Acquire, Acquire] {
+        m.step(op).unwrap();
+    }
+    let b = m.waiting.last().expect("B queued").waiter_id;
+    // B's dial lands and serves A (first in line); A's dial then fails.
+    m.step(DialOk(Ix(2))).unwrap();
+    m.step(DialFail(Ix(1))).unwrap();
+    assert!(
+        m.dials
+            .iter()
+            .any(|d| d.dedicated.is_none() && d.waiter_id == b),
+        "B has a dial of its own: {}",
+        m.log.join("\n")
+    );
+    m.wind_down().unwrap();
+}

@@ -40,7 +40,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // gave up took its mark along.
         let (dials, per_dial) = match self.protocol {
             Protocol::Http2 => (self.dialing, self.streams_per_conn.max(1) as usize),
-            _ => (marked.min(self.dialing), 1),
+            _ => (marked.min(self.queue_dials()), 1),
         };
         in_line <= dials.saturating_mul(per_dial)
     }

@@ -176,13 +176,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // rather than racing them for the next slot.
         // (O(1): every dial in flight will serve one waiter, so waiters
         // beyond `dialing` are the ones still without a connection coming.)
-        let dial = self.live_waiters <= self.dialing && self.may_dial(limits, budget);
+        let dial = self.live_waiters <= self.queue_dials() && self.may_dial(limits, budget, 1);
         // max_pending bounds the queue of requests with no connection on
-        // the way; those whose own dial is in flight are not queued behind
-        // anyone.
-        let queued = self.live_waiters.saturating_sub(self.dialing);
-        if !dial && queued >= limits.max_pending && asking_again.is_none() {
-            return Acquire::Full { waiting: queued };
+        // the way; those a dial in flight will serve are not queued behind
+        // anyone (over HTTP/2, all that ride on it: `should_coalesce`).
+        if !dial && asking_again.is_none() {
+            let queued = self.live_waiters.saturating_sub(self.served_by_dials());
+            if queued >= limits.max_pending {
+                return Acquire::Full { waiting: queued };
+            }
         }
         let (waiter_id, rx) = self.enqueue(dial, asking_again);
         Acquire::Wait {
@@ -220,11 +222,13 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
 
     /// Reserve a slot for a dial if the per-host and total limits allow and
     /// the protocol does not tell us to coalesce onto a pending dial.
-    fn may_dial(&mut self, limits: Limits, budget: &impl TotalBudget) -> bool {
+    /// `newcomers`: requests about to queue and not yet counted in
+    /// `live_waiters` (1 from `acquire`, 0 from `service`).
+    fn may_dial(&mut self, limits: Limits, budget: &impl TotalBudget, newcomers: usize) -> bool {
         if self.slots >= limits.per_host {
             return false;
         }
-        if self.should_coalesce() {
+        if self.should_coalesce(newcomers) {
             return false;
         }
         if !budget.try_reserve() {
@@ -256,6 +260,13 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         true
     }
 
+    /// The dials in flight that serve the queue: all but the dedicated
+    /// retry dials. (A dedicated count may outlive its dial count for a
+    /// moment, so this errs low then: at worst one dial too many.)
+    pub(super) fn queue_dials(&self) -> usize {
+        self.dialing.saturating_sub(self.dedicated)
+    }
+
     /// A dedicated retry dial ended, whichever way (its dial count is given
     /// back as any dial's).
     pub(crate) fn dedicated_done(&mut self) {
@@ -265,30 +276,49 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// HTTP/2 (or not-yet-known HTTPS): one dial in flight serves many
     /// waiters, so do not start another until it lands, unless the waiters
     /// already exceed what the connections we have and expect can carry.
-    fn should_coalesce(&self) -> bool {
+    fn should_coalesce(&self, newcomers: usize) -> bool {
         match self.protocol {
             Protocol::Http1 => false,
             Protocol::Unknown => self.dialing > 0 && self.all_ride_on_one_dial(),
             Protocol::Http2 => {
-                // What a new connection will carry: what the last one
-                // announced when it landed (or a live one's limit, if
-                // higher). Not only the live limits: a server that lowered
-                // them to 1 under load would get a dial per waiter, and
-                // falling back to 1 dials once per waiter too.
-                let per_conn = self
-                    .shared
-                    .iter()
-                    .map(|s| s.sender.max_streams())
-                    .fold(self.streams_per_conn, u32::max)
-                    .max(1) as usize;
                 let spare: usize = self
                     .shared
                     .iter()
                     .filter(|s| s.takes_streams())
                     .map(|s| (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize))
                     .sum();
-                spare + self.dialing * per_conn >= self.live_waiters.max(1)
+                // (The newcomer counted: with one stream per connection, a
+                // dial in flight for the one waiter is no ride for a second.)
+                spare + self.dialing.saturating_mul(self.streams_per_new_conn())
+                    >= (self.live_waiters + newcomers).max(1)
             }
+        }
+    }
+
+    /// What a new HTTP/2 connection will carry: what the last one
+    /// announced when it landed (or a live one's limit, if higher). Not
+    /// only the live limits: a server that lowered them to 1 under load
+    /// would get a dial per waiter, and falling back to 1 dials once per
+    /// waiter too.
+    fn streams_per_new_conn(&self) -> usize {
+        self.shared
+            .iter()
+            .map(|s| s.sender.max_streams())
+            .fold(self.streams_per_conn, u32::max)
+            .max(1) as usize
+    }
+
+    /// How many waiters the dials in flight will serve: one each over
+    /// HTTP/1; over HTTP/2 a connection's streams each; before the
+    /// protocol is known, while every waiter rides on the first dial, all.
+    fn served_by_dials(&self) -> usize {
+        match self.protocol {
+            Protocol::Http1 => self.queue_dials(),
+            Protocol::Unknown if self.dialing > 0 && self.all_ride_on_one_dial() => {
+                self.live_waiters
+            }
+            Protocol::Unknown => self.dialing,
+            Protocol::Http2 => self.dialing.saturating_mul(self.streams_per_new_conn()),
         }
     }
 
@@ -360,10 +390,13 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // failed: more marks than dials running means some mark is stale.
         // Unmark the youngest so they get dials below (invariant 4).
         // (Counted only when the bound says there may be more.)
-        if self.marks > self.dialing {
+        // (Against the dials for the queue: a dedicated retry dial serves
+        // only its own request, and counted here it hid a stale mark.)
+        let queue_dials = self.queue_dials();
+        if self.marks > queue_dials {
             let mut marked = self.live_marked();
             for w in self.waiters.iter_mut().rev() {
-                if marked <= self.dialing {
+                if marked <= queue_dials {
                     break;
                 }
                 if w.dialing && !w.tx.is_closed() {
@@ -378,7 +411,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             .iter()
             .position(|w| !w.dialing && !w.tx.is_closed())
         {
-            if !self.may_dial(limits, budget) {
+            if !self.may_dial(limits, budget, 0) {
                 break;
             }
             self.waiters[pos].dialing = true;
