@@ -85,3 +85,34 @@ fn a_response_body_read_outside_a_runtime_keeps_its_deadline() {
     assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
     assert!(err.is_possibly_processed(), "{err:?}");
 }
+
+/// A request that must queue (the only connection is held), polled
+/// outside any runtime: its wait's timer panicked there ("no reactor
+/// running"). It now fails with `Closed` saying why, as a request that
+/// must dial there does, and the held connection still serves afterwards.
+#[test]
+fn a_request_that_must_queue_outside_a_runtime_fails_without_a_panic() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(TestServer::http1());
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .build()
+        .unwrap();
+    let held = rt
+        .block_on(client.get(&server.url("/stream/100000")))
+        .unwrap();
+    let err = block_on_this_thread(client.get(&server.url("/"))).unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::Closed, "{err}");
+    assert!(
+        err.to_string().contains("outside any tokio runtime"),
+        "{err}"
+    );
+    drop(held);
+    let response = rt.block_on(client.get(&server.url("/"))).unwrap();
+    assert_eq!(rt.block_on(response.into_body().text()).unwrap(), "ok");
+    assert_eq!(client.stats().origins[0].waiting, 0);
+}

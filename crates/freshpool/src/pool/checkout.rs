@@ -282,11 +282,15 @@ impl Queued {
             // future's timer fires in the same tick, and this, polled
             // first, answers.)
             let due = request_timeout.map_or(pool_due, |t| t.at.min(pool_due));
-            let waited = tokio::time::timeout_at(due, rx);
-            let outcome = if origin.key.runtime == super::partition::SHARED {
-                Some(waited.await)
+            let outcome = if origin.key.runtime != super::partition::SHARED {
+                until_moved(origin.key.runtime, tokio::time::timeout_at(due, rx)).await
+            } else if tokio::runtime::Handle::try_current().is_ok() {
+                Some(tokio::time::timeout_at(due, rx).await)
             } else {
-                until_moved(origin.key.runtime, waited).await
+                // Polled outside any runtime (a caller's own executor): no
+                // timer can be made here (tokio panicked, "no reactor
+                // running"). Leaves with the error below.
+                None
             };
             let served = match outcome {
                 // Polled by another runtime now: this queue's connections,
