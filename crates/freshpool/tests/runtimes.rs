@@ -637,3 +637,36 @@ fn a_queued_request_polled_outside_any_runtime_gets_an_error() {
     }
     drop(held);
 }
+
+/// A request queued on current-thread runtime A, finished by a
+/// multi-thread runtime B whose partition has an idle connection, is
+/// served by asking there. Its wait is recorded in B's partition, which
+/// served it: it went to A's, whose figures then read a wait that A's
+/// queue never ended (and which, once A's entry is forgotten, was lost).
+#[test]
+fn a_moved_requests_wait_is_recorded_where_it_was_served() {
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .build()
+        .unwrap();
+    let rt_b = runtime(1);
+    // B's partition: one connection, idle (its dial was a wait too).
+    assert_eq!(
+        rt_b.block_on(fetch(&client, server.url("/"))).unwrap(),
+        "ok"
+    );
+    let rt_a = runtime(0);
+    let (held, waiting) = queued_behind_held(&rt_a, &client, &server);
+    let (body, _rt_b) = finish_elsewhere(rt_b, waiting);
+    assert_eq!(body.expect("served on B"), "ok");
+    let stats = client.stats();
+    let a_id = runtime_id(&rt_a);
+    let a = stats.origins.iter().find(|o| o.runtime == Some(a_id));
+    let b = stats.origins.iter().find(|o| o.runtime.is_none());
+    let (a, b) = (a.expect("A's partition"), b.expect("B's partition"));
+    assert_eq!(b.created, 1, "served by B's idle connection: {stats}");
+    assert_eq!(a.pool_wait.count, 1, "A's dial only: {stats}");
+    assert_eq!(b.pool_wait.count, 2, "B's dial and the moved wait: {stats}");
+    drop(held);
+}

@@ -465,10 +465,13 @@ impl Queued {
                 };
                 match asking {
                     Checkout::Ready(lease) => {
-                        // (A wait too: served by asking again.)
+                        // (A wait too: served by asking again. Recorded
+                        // where it was served: a request that moved
+                        // runtimes was served by another partition's
+                        // origin, and its old one may be forgotten.)
                         let frozen = frozen_since(pool, frozen_before);
                         let waited = self.started.elapsed().saturating_sub(frozen);
-                        origin.counters.waited(waited);
+                        lease.origin().counters.waited(waited);
                         return Ok(lease);
                     }
                     Checkout::Queued(again) => self = again,
