@@ -250,3 +250,73 @@ async fn an_http2_connection_whose_last_stream_ends_gives_its_slot_to_a_starving
         client.stats()
     );
 }
+
+/// Relief under the total limit closes what the starving origin can use,
+/// not one idle connection of another origin per queued request: a burst
+/// of ten to an HTTP/2 origin rides on one connection, so one of the other
+/// origin's ten warm connections closes, not all ten. (A review found it.)
+/// A current-thread runtime: the ten check out before any closed
+/// connection's task runs and frees its slot.
+#[tokio::test]
+async fn a_burst_to_a_starving_http2_origin_closes_one_connection_elsewhere() {
+    let warm = TestServer::http1().await;
+    let h2 = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = Client::builder()
+        .max_connections_total(10)
+        .max_connections_per_host(10)
+        .build()
+        .unwrap();
+    // Ten warm connections to the first origin, all idle.
+    let held: Vec<_> = futures_all((0..10).map(|_| client.get(&warm.url("/")))).await;
+    for response in held {
+        response.unwrap().into_body().bytes().await.unwrap();
+    }
+    assert_eq!(client.stats().idle(), 10);
+    let h2_client = Client::builder()
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .share_pool_with(&client)
+        .build()
+        .unwrap();
+    let burst: Vec<_> = futures_all((0..10).map(|_| h2_client.get(&h2.url("/")))).await;
+    for response in burst {
+        response.unwrap().into_body().bytes().await.unwrap();
+    }
+    let stats = client.stats();
+    let warm_origin = format!("http://127.0.0.1:{}", warm.addr().port());
+    let closed = stats
+        .origin(&warm_origin)
+        .map(|o| o.closed_for(freshpool::CloseReason::Surplus));
+    assert_eq!(closed, Some(1), "{stats}");
+}
+
+/// Polls all of `futures` together in this task until each is done: each
+/// is first polled before any other task runs.
+async fn futures_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (slot, result) in pending.iter_mut().zip(out.iter_mut()) {
+            if let Some(fut) = slot {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *result = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.expect("done")).collect()
+}

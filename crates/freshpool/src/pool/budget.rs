@@ -118,6 +118,7 @@ pub(super) fn wake_starving(budget: &Budget) {
         let dials = {
             let mut g = origin.lock();
             g.state.starving = false;
+            g.state.reliefs = 0;
             g.state.service(origin.limits, &*origin.budget)
         };
         let started = !dials.is_empty();

@@ -596,13 +596,24 @@ impl Pool {
         // per queued request: every stale entry kept `starving.any()` true
         // after the origin was served, so returns anywhere (its own too)
         // closed their connection for a claim nobody had.
-        if std::mem::take(&mut starving.lock().state.newly_starving) {
+        let newly = std::mem::take(&mut starving.lock().state.newly_starving);
+        if newly {
             budget.starving.push(starving);
         }
         let now = budget.stamp(Instant::now()).nanos();
         let fruitless_at = budget.fruitless_relief_at.load(Ordering::Acquire);
         if fruitless_at != 0 && now.saturating_sub(fruitless_at) < RELIEF_RESCAN.as_nanos() as u64 {
             return;
+        }
+        // Claimed before the scan (and given back if it finds nothing), so
+        // that requests queuing at once do not each close one: the origin
+        // lock is not held while other origins' locks are taken.
+        {
+            let mut g = starving.lock();
+            if !g.state.wants_relief(starving.limits.per_host) {
+                return;
+            }
+            g.state.reliefs = g.state.reliefs.saturating_add(1);
         }
         for other in self.origins().iter().filter(|o| !Arc::ptr_eq(o, starving)) {
             // An HTTP/2 connection without streams rests too: dropping the
@@ -613,6 +624,10 @@ impl Pool {
                 drop(victim);
                 return;
             }
+        }
+        {
+            let mut g = starving.lock();
+            g.state.reliefs = g.state.reliefs.saturating_sub(1);
         }
         budget
             .fruitless_relief_at

@@ -249,6 +249,7 @@ impl Model {
             }
             self.registered -= 1;
             self.st.starving = false;
+            self.st.reliefs = 0;
             let dials = self.st.service(self.setup.limits, &self.budget);
             let started = !dials.is_empty();
             self.spawn_dials(dials);

@@ -50,6 +50,11 @@ pub(crate) struct OriginState<C, S> {
     pub starving: bool,
     /// Became starving since the owner last registered it for wake-up.
     pub newly_starving: bool,
+    /// Idle connections of other origins closed for this one while it
+    /// starves (`Pool::relieve_total`), whose freed capacity has not yet
+    /// reached it. Bounds the closes by what its waiters can use
+    /// (`wants_relief`). Cleared with `starving`.
+    pub reliefs: u32,
     /// The stream limit the newest shared (HTTP/2) connection announced.
     /// When every shared connection is gone (a GOAWAY, a reset of all
     /// flows), this is what a dial in flight will carry once it lands, so
@@ -97,6 +102,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             dialing: 0,
             starving: false,
             newly_starving: false,
+            reliefs: 0,
             streams_per_conn: 1,
             retired: false,
             unknown_dial_failed: false,
@@ -260,6 +266,26 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         true
     }
 
+    /// Whether one more idle connection of another origin should close to
+    /// make room here: fewer reliefs are on their way than the connections
+    /// its uncovered waiters can use (one per HTTP/1 waiter, one per
+    /// connection's streams over HTTP/2, one for all before the protocol
+    /// is known while they ride on one dial), within its per-host room.
+    /// Every queued request asked for a relief, so a burst to an HTTP/2
+    /// origin closed a warm connection elsewhere per request, where one
+    /// would do.
+    pub(crate) fn wants_relief(&self, per_host: usize) -> bool {
+        let room = per_host.saturating_sub(self.slots);
+        let uncovered = self.live_waiters.saturating_sub(self.served_by_dials());
+        let per_conn = match self.protocol {
+            Protocol::Http1 => 1,
+            Protocol::Http2 => self.streams_per_new_conn(),
+            Protocol::Unknown if self.all_ride_on_one_dial() => usize::MAX,
+            Protocol::Unknown => 1,
+        };
+        (self.reliefs as usize) < uncovered.div_ceil(per_conn).min(room)
+    }
+
     /// The dials in flight that serve the queue: all but the dedicated
     /// retry dials. (A dedicated count may outlive its dial count for a
     /// moment, so this errs low then: at worst one dial too many.)
@@ -420,6 +446,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
         if self.live_waiters == 0 {
             self.starving = false;
+            self.reliefs = 0;
         }
         dials
     }
