@@ -578,3 +578,31 @@ fn a_dedicated_dial_does_not_hide_a_stale_mark() {
     );
     m.wind_down().unwrap();
 }
+
+/// A server that raises its stream limit frees streams that no event
+/// hands out until the sweep. A newcomer took one of them ahead of the
+/// requests already queued; now those are served first. (A review found
+/// it.)
+#[test]
+fn a_newcomer_does_not_take_a_raised_stream_ahead_of_the_queue() {
+    use Op::*;
+    let mut m = Model::new(Setup {
+        h2_streams: 1,
+        ..h2_setup(true)
+    });
+    m.step(Acquire).unwrap();
+    m.step(DialOk(Ix(0))).unwrap(); // HTTP/2, 1 stream, the only slot
+    m.step(Wake(Ix(0))).unwrap(); // its stream in flight
+    m.step(Acquire).unwrap();
+    m.step(Acquire).unwrap();
+    assert_eq!(m.waiting.len(), 2, "{}", m.log.join("\n"));
+    m.st.shared[0].sender.max = 3; // the server raises its limit
+    m.step(Acquire).unwrap();
+    let log = m.log.join("\n");
+    assert!(
+        !log.lines().last().unwrap_or("").contains("stream on"),
+        "the newcomer took a stream ahead of two waiters:\n{log}"
+    );
+    assert_eq!(m.waiting.len(), 1, "the two older ones served:\n{log}");
+    m.wind_down().unwrap();
+}

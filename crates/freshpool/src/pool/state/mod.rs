@@ -155,6 +155,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         expired: &mut Vec<Idle<C>>,
         asking_again: Option<u64>,
     ) -> Acquire<C, S> {
+        // Streams that no event handed out (a server raised its limit) go
+        // to the queue first: a newcomer takes one only behind it.
+        if self.live_waiters > 0 && !self.shared.is_empty() {
+            self.serve_streams();
+        }
         if let Some((conn_id, sender, first, idle_since)) = self.take_stream() {
             return Acquire::Stream {
                 conn_id,
