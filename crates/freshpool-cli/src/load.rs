@@ -27,7 +27,7 @@ pub struct LoadArgs {
     #[arg(short = 'n', long, conflicts_with = "duration")]
     pub requests: Option<u64>,
     /// Run for this long instead of a request count (e.g. 10s, 1m).
-    #[arg(short = 'd', long, value_parser = parse_duration)]
+    #[arg(short = 'd', long, value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
     /// HTTP method.
     #[arg(short = 'm', long, default_value = "GET")]
@@ -57,6 +57,18 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     if d.is_zero() || d > Duration::from_secs(365 * 24 * 3600) {
         return Err(format!(
             "--timeout must be more than 0 and at most a year (e.g. 10s), not '{s}'"
+        ));
+    }
+    Ok(d)
+}
+
+/// A duration that must be more than 0 (`-d`, `--serve-for`): `0s` ran
+/// nothing and then reported it as a failure of the server.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "'{s}' is no time at all; give more than 0 (e.g. 10s)"
         ));
     }
     Ok(d)
@@ -433,18 +445,24 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     // is reported as one line instead of N identical errors.
     if let Outcome::Failed(e) = job.one(deadline).await {
         use freshpool::Kind;
-        if matches!(
-            e.kind(),
+        match e.kind() {
             Kind::Connect
-                | Kind::ConnectTimeout
-                | Kind::Tls
-                | Kind::InvalidUri
-                | Kind::Unsupported
-                | Kind::Proxy
-                | Kind::ProxyAuth
-        ) {
-            bar.finish_and_clear();
-            return Err(format!("cannot reach {}: {e}", shown_url(&args.url)));
+            | Kind::ConnectTimeout
+            | Kind::Tls
+            | Kind::InvalidUri
+            | Kind::Proxy
+            | Kind::ProxyAuth => {
+                bar.finish_and_clear();
+                return Err(format!("cannot reach {}: {e}", shown_url(&args.url)));
+            }
+            // The request itself cannot go (a Content-Length that
+            // disagrees with --body, a method the client does not send):
+            // every other would fail alike, at once.
+            Kind::Body | Kind::Unsupported if !e.is_possibly_processed() => {
+                bar.finish_and_clear();
+                return Err(format!("cannot send this request: {e}"));
+            }
+            _ => {}
         }
     }
     bar.inc(1);
@@ -457,8 +475,14 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 && sent.fetch_add(1, Ordering::Relaxed) < total
                 && deadline.is_none_or(|d| Instant::now() < d)
             {
-                job.one(deadline).await;
+                let failed = matches!(job.one(deadline).await, Outcome::Failed(_));
                 bar.inc(1);
+                if failed {
+                    // A request refused at once does no I/O, so nothing in
+                    // it yields: without this the loop held its worker
+                    // until -d ran out, Ctrl-C's task included.
+                    tokio::task::yield_now().await;
+                }
             }
         });
     }

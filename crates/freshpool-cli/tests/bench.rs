@@ -63,6 +63,11 @@ fn quick_bench_produces_every_cell_and_a_report() {
         .arg(&json)
         .arg("--report")
         .arg(&report)
+        // The bench's servers are in-process on 127.0.0.1: a proxy in the
+        // environment is not used (every client went through it).
+        .env("http_proxy", "http://127.0.0.1:1")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

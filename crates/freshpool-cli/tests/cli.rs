@@ -387,6 +387,16 @@ async fn bad_input_is_one_line_and_a_nonzero_exit() {
     }
     let out = freshpool(&["bench", "--scenario", "nope"], Duration::from_secs(30)).await;
     assert_eq!(out.status.code(), Some(2), "clap rejects it");
+    // No time at all is refused up front (`-d 0` ran nothing and reported
+    // "no request was answered", as if the server had failed).
+    for args in [
+        &["load", "http://127.0.0.1:1/", "-d", "0s"][..],
+        &["bench", "--serve", "--serve-for", "0"][..],
+    ] {
+        let out = freshpool(args, Duration::from_secs(30)).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains("no time at all"), "{}", stderr(&out));
+    }
     // (`--max-wait 0` probed one reuse with no pause: "no idle close
     // within 0 s".)
     for wait in ["0", "100ms", "2h"] {
@@ -517,6 +527,37 @@ async fn load_through_an_unreachable_proxy_is_one_line() {
     assert!(err.contains("cannot reach"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(stdout(&out).trim().is_empty(), "{}", stdout(&out));
+}
+
+/// A request that cannot be sent at all (its Content-Length disagrees
+/// with --body) is one line and a quick exit: the first request alone
+/// tells. It ran for all of -d, every worker spinning on an error that came
+/// back at once, deaf to Ctrl-C (its task never got a thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_of_a_request_that_cannot_be_sent_is_one_line() {
+    let server = TestServer::http1().await;
+    let out = freshpool(
+        &[
+            "load",
+            &server.url("/echo"),
+            "-m",
+            "POST",
+            "--body",
+            "hi",
+            "-H",
+            "Content-Length: 10",
+            "-d",
+            "10m",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot send this request"), "{err}");
+    assert!(err.contains("Content-Length"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(server.stats().requests(), 0, "nothing was sent");
 }
 
 /// Ctrl-C stops a run and still prints its summary, with what was in

@@ -43,6 +43,11 @@ fn soak(duration: &str, extra: &[&str]) {
         ])
         .arg(&json)
         .args(extra)
+        // Its servers are its own, on 127.0.0.1: a proxy in the
+        // environment is not used (it was, and every request failed).
+        .env("http_proxy", "http://127.0.0.1:1")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
         .output()
         .expect("run the freshpool binary");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -124,7 +124,11 @@ pub enum Driver {
 }
 
 fn fresh_builder(s: &Settings) -> freshpool::ClientBuilder {
-    let mut b = freshpool::Client::builder().timeout(Some(s.timeout));
+    // The bench's servers are in-process on 127.0.0.1: a proxy from the
+    // environment (`http_proxy`) would measure the proxy, or fail.
+    let mut b = freshpool::Client::builder()
+        .timeout(Some(s.timeout))
+        .proxy_from_env(false);
     if let Some(n) = s.per_host {
         b = b.max_connections_per_host(n).max_idle_per_host(n);
     }
@@ -155,7 +159,7 @@ impl Driver {
                 Driver::Fresh(fresh_builder(s).build().map_err(|e| err(&e))?, s.timeout)
             }
             Strategy::Reqwest => {
-                let mut b = reqwest::Client::builder().timeout(s.timeout);
+                let mut b = reqwest::Client::builder().timeout(s.timeout).no_proxy();
                 if let Some(ca) = &s.ca {
                     let cert = reqwest::Certificate::from_der(ca).map_err(|e| err(&e))?;
                     b = b.add_root_certificate(cert);

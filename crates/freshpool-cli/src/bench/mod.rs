@@ -41,7 +41,7 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["scenarios", "json", "report", "quick"])]
     pub serve: bool,
     /// With --serve: stop after this long (e.g. 30s, 5m).
-    #[arg(long, value_name = "DURATION", requires = "serve", value_parser = crate::load::parse_duration)]
+    #[arg(long, value_name = "DURATION", requires = "serve", value_parser = crate::load::parse_positive_duration)]
     pub serve_for: Option<Duration>,
     /// Internal (tests): each cell's time limit instead of 30 s (--quick)
     /// or 120 s.

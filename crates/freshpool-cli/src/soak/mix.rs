@@ -140,6 +140,11 @@ pub(super) fn spawn_loops(
                         next_id.fetch_add(1, Ordering::Relaxed)
                     );
                     one_request(&client, &tally, &mut rng, &base, class, id).await;
+                    // A request refused at once (no I/O, so no await that
+                    // yields) would otherwise loop on this worker until the
+                    // deadline, starving every other task on it, Ctrl-C's
+                    // included.
+                    tokio::task::yield_now().await;
                 }
             })
         })
@@ -188,15 +193,23 @@ async fn one_request(
     // hung (lost), which the pass criteria forbid.
     let outcome = tokio::time::timeout(Duration::from_secs(60), async {
         let response = client.request(request).await?;
+        let status = response.status();
         if class == Class::GetDropped {
             drop(response);
-            return Ok::<_, freshpool::Error>(());
+            return Ok::<_, freshpool::Error>(status);
         }
-        response.into_body().bytes().await.map(|_| ())
+        response.into_body().bytes().await.map(|_| status)
     })
     .await;
     match outcome {
-        Ok(Ok(())) => {
+        // The soak's own server answers these paths with 200: any other
+        // status came from something else (a proxy, a broken server).
+        Ok(Ok(status)) if !status.is_success() => tally.failure(
+            class,
+            format!("HTTP {}", status.as_u16()),
+            format!("{id} answered {status}"),
+        ),
+        Ok(Ok(_)) => {
             tally.answered.fetch_add(1, Ordering::SeqCst);
             tally.class(class, 1);
         }

@@ -222,6 +222,12 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 
 fn soak_client(args: &SoakArgs) -> Result<Client, String> {
     Client::builder()
+        // Its server and chaos proxy are its own, on 127.0.0.1: a proxy from
+        // the environment would be soaked instead.
+        .proxy_from_env(false)
+        // Every loop may wait: the default queue bound (1024) refused the
+        // loops beyond it at once, and they spun (see `spawn_loops`).
+        .max_pending(args.concurrency.max(1024))
         .max_connections_per_host(args.max_connections_per_host)
         // (The total's default, 512, refused a per-host limit above it.)
         .max_connections_total(args.max_connections_per_host.max(512))

@@ -274,6 +274,19 @@ impl Summary<'_> {
                 "{lost} requests lost (sent {sent} != answered {answered} + failed {failed}, hung {hung})"
             ));
         }
+        if answered == 0 {
+            problems.push("no request was answered".into());
+        }
+        let bad_statuses: u64 = failures
+            .iter()
+            .filter(|(kind, _)| kind.starts_with("HTTP "))
+            .map(|(_, n)| *n)
+            .sum();
+        if bad_statuses != 0 {
+            problems.push(format!(
+                "{bad_statuses} answers had a status other than 2xx, which the soak's server never sends"
+            ));
+        }
         if self.panicked != 0 {
             problems.push(format!("{} request loops panicked", self.panicked));
         }
@@ -317,8 +330,9 @@ impl Summary<'_> {
         if faults_total == 0 {
             // Otherwise a run shorter than --fault-every passes untested.
             problems.push(format!(
-                "no fault was injected (the first comes --fault-every {} after the load starts; run longer)",
-                super::fmt_secs(args.fault_every)
+                "no fault was injected (the first comes 1.5 to 2.5 times --fault-every, {} to {}, after the load starts; run longer)",
+                super::fmt_secs(args.fault_every.mul_f64(1.5)),
+                super::fmt_secs(args.fault_every.mul_f64(2.5))
             ));
         }
         problems.extend(s.unsettled());
