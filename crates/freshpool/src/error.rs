@@ -70,7 +70,7 @@ pub enum Kind {
     /// non-2xx answer) or broke the protocol (a timeout reaching it or
     /// waiting for its answer is [`Kind::ConnectTimeout`], naming the
     /// proxy). The message names the proxy
-    /// (never its password), not the origin.
+    /// (never its credentials: `http://***@host:port`), not the origin.
     Proxy,
     /// The proxy wants credentials or rejected the ones given (407 Proxy
     /// Authentication Required). The message names the proxy, never the
@@ -433,8 +433,9 @@ impl StdError for Error {
     }
 }
 
-/// A URL for an error message (a request's or a proxy's): the password,
-/// if any, replaced.
+/// A URL for an error message (a request's or a proxy's): its userinfo,
+/// if any, replaced by `***`. The user name too: services put an API key
+/// there (`http://<key>:@proxy`, `https://<token>@host`).
 pub(crate) fn redact_userinfo(url: &str) -> String {
     let scheme_end = split_scheme(url).map_or(0, |(scheme, _)| scheme.len() + 3);
     // The last '@' anywhere after the scheme, not only before the first
@@ -443,15 +444,7 @@ pub(crate) fn redact_userinfo(url: &str) -> String {
     // as the path), and this message must still hide it. (A path holding
     // an '@' reads oddly here; a leaked password is worse.)
     match url[scheme_end..].rfind('@') {
-        Some(at) => {
-            let userinfo = &url[scheme_end..scheme_end + at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!(
-                "{}{user}:***{}",
-                &url[..scheme_end],
-                &url[scheme_end + at..]
-            )
-        }
+        Some(at) => format!("{}***{}", &url[..scheme_end], &url[scheme_end + at..]),
         None => url.to_owned(),
     }
 }

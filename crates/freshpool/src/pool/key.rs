@@ -58,14 +58,18 @@ impl std::fmt::Debug for SecuritySettings {
 
 impl SecuritySettings {
     /// What sets connections with these settings apart from the defaults'
-    /// (`via http://user@proxy:3128, HTTP/2 only, certificates unchecked`),
+    /// (`via http://***@proxy:3128 (credentials 3fa2), HTTP/2 only,
+    /// certificates unchecked`),
     /// never a password: two clients sharing a pool with different
     /// settings have two partitions for one origin, told apart by this.
     pub(crate) fn describe(&self) -> Option<String> {
         let mut notes = Vec::new();
         if let Some(proxy) = &self.proxy {
             match crate::connect::proxy::ProxyUrl::parse(proxy) {
-                Ok(url) => notes.push(format!("via {url}")),
+                Ok(url) => match url.credentials_tag() {
+                    Some(tag) => notes.push(format!("via {url} ({tag})")),
+                    None => notes.push(format!("via {url}")),
+                },
                 Err(_) => notes.push("via a proxy".to_owned()),
             }
         }
@@ -507,7 +511,23 @@ mod tests {
             .settings
             .describe()
             .unwrap();
-        assert_eq!(described, "via http://u@proxy.test:3128");
+        assert!(
+            described.starts_with("via http://***@proxy.test:3128 (credentials "),
+            "{described}"
+        );
+        // Other credentials for the same proxy read differently; the same
+        // read the same; neither name nor password shows.
+        let other = ctx(Some("http://v:hunter2@proxy.test:3128"))
+            .settings
+            .describe()
+            .unwrap();
+        assert_ne!(described, other);
+        let again = ctx(Some("http://u:hunter2@proxy.test:3128"))
+            .settings
+            .describe()
+            .unwrap();
+        assert_eq!(described, again);
+        assert!(!described.contains("u@") && !described.contains("hunter2"));
         let mut settings = ctx(None).settings.clone();
         settings.http_version = HttpVersion::Http2Only;
         settings.tls.only_custom_roots = true;

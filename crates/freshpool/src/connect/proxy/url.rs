@@ -164,14 +164,33 @@ fn decoded_or_as_written(part: &str) -> String {
     percent_decode(part).unwrap_or_else(|| part.to_owned())
 }
 
-/// The proxy as messages show it: `http://user@host:port`, never the password.
+/// The proxy as messages show it: `http://***@host:port` when it has
+/// credentials. Not the user name either: services put the API key there
+/// (`http://<key>:@proxy`), as git-style URLs put a token.
 impl fmt::Display for ProxyUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("http://")?;
-        if let Some(user) = &self.user {
-            write!(f, "{}@", percent_encode(user))?;
+        if self.user.is_some() {
+            f.write_str("***@")?;
         }
         f.write_str(&self.authority())
+    }
+}
+
+impl ProxyUrl {
+    /// Tells apart, in stats, partitions that differ only in their proxy
+    /// credentials, without showing them: a hash of the credentials under
+    /// a key drawn at random once per process (so it cannot be looked up
+    /// or compared across processes). `None` without credentials.
+    pub(crate) fn credentials_tag(&self) -> Option<String> {
+        use std::hash::BuildHasher;
+        static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let user = self.user.as_ref()?;
+        let hash = KEY
+            .get_or_init(Default::default)
+            .hash_one((user, &self.password));
+        Some(format!("credentials {:04x}", hash & 0xffff))
     }
 }
 
@@ -249,7 +268,7 @@ mod tests {
         assert_eq!(p.user.as_deref(), Some("al@ice"));
         assert_eq!(p.password.as_deref(), Some("p:ss"));
         assert_eq!(p.authority(), "proxy.example:3128");
-        assert_eq!(p.to_string(), "http://al%40ice@proxy.example:3128");
+        assert_eq!(p.to_string(), "http://***@proxy.example:3128");
         assert_eq!(ProxyUrl::parse(&p.key()).unwrap(), p);
         let p = ProxyUrl::parse("[::1]").unwrap();
         assert_eq!(p.authority(), "[::1]:80");
@@ -301,11 +320,11 @@ mod tests {
         assert_eq!(p.password.as_deref(), Some("s3://x"));
         assert_eq!(
             crate::error::redact_userinfo("alice:s3://x@proxy.corp:3128"),
-            "alice:***@proxy.corp:3128"
+            "***@proxy.corp:3128"
         );
         assert_eq!(
             crate::error::redact_userinfo("http://alice:s3://x@proxy.corp:3128"),
-            "http://alice:***@proxy.corp:3128"
+            "http://***@proxy.corp:3128"
         );
     }
 
