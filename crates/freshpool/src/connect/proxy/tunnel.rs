@@ -147,7 +147,10 @@ pub(crate) async fn connect_tunnel(
         _ => {
             return Err(Error::new(
                 Kind::Proxy,
-                format!("proxy {url} sent an invalid CONNECT response ({status_line:?})"),
+                format!(
+                    "proxy {url} sent an invalid CONNECT response ({:?})",
+                    shown(status_line)
+                ),
             ))
         }
     };
@@ -157,10 +160,25 @@ pub(crate) async fn connect_tunnel(
     if !(200..300).contains(&code) {
         return Err(Error::new(
             Kind::Proxy,
-            format!("proxy {url} refused the CONNECT tunnel: {code} {reason}"),
+            format!(
+                "proxy {url} refused the CONNECT tunnel: {code} {}",
+                shown(reason)
+            ),
         ));
     }
     Ok(())
+}
+
+/// Text the proxy sent, as a message may show it: without control
+/// characters (terminal escapes, a lone CR would reach logs and terminals
+/// as the proxy chose) and at most 200 characters (a head may be 16 KiB).
+fn shown(text: &str) -> String {
+    const MAX: usize = 200;
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX).collect();
+    if text.chars().filter(|c| !c.is_control()).nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Resolves the proxy's host: an IP literal directly, a name with the
@@ -211,6 +229,24 @@ mod tests {
     use super::*;
     use crate::config::HttpVersion;
     use crate::pool::key::SecurityContext;
+
+    /// A refusal's reason is the proxy's text: shown without control
+    /// characters and cut to 200 characters.
+    #[tokio::test]
+    async fn a_refusal_reason_is_shown_clean_and_short() {
+        static ANSWER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let answer = ANSWER.get_or_init(|| {
+            let mut a = b"HTTP/1.1 403 \x1b[2J\x1b[31mDenied\rX".to_vec();
+            a.extend(std::iter::repeat_n(b'y', 5000));
+            a.extend_from_slice(b"\r\n\r\n");
+            a
+        });
+        let (result, _io, _) = fake_connect(answer).await;
+        let msg = result.unwrap_err().to_string();
+        assert!(!msg.contains('\x1b') && !msg.contains('\r'), "{msg:?}");
+        assert!(msg.contains("403 [2J[31mDeniedX"), "{msg:?}");
+        assert!(msg.len() < 512 && msg.ends_with('…'), "{msg:?}");
+    }
 
     /// A fake proxy that answers the CONNECT with `answer` in one write.
     async fn fake_connect(answer: &'static [u8]) -> (Result<(), Error>, TcpIo, String) {
