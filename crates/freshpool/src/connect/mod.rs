@@ -155,10 +155,7 @@ impl Connector {
             }
             Some(url) => {
                 let reach = async {
-                    let addrs = match proxy::literal_addr(url) {
-                        Some(addr) => vec![addr],
-                        None => self.resolve(url.host(), url.port(), deadline).await?,
-                    };
+                    let addrs = self.resolve(url.host(), url.port(), deadline).await?;
                     tcp::connect(&url.authority(), addrs, settings).await
                 };
                 let stream = reach.await.map_err(|e| proxy::unreachable(url, e))?;
@@ -204,6 +201,12 @@ impl Connector {
         port: u16,
         deadline: ConnectDeadline,
     ) -> Result<Vec<std::net::SocketAddr>, Error> {
+        // An IP literal is its own address: no resolver is asked (as in
+        // hyper-util and reqwest). A registry-backed resolver or a test
+        // double that fails unknown names failed `http://127.0.0.1/`.
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+        }
         tokio::time::timeout_at(deadline.at, self.resolver.resolve(host, port))
             .await
             .map_err(|_| {

@@ -18,7 +18,9 @@ use crate::error::{fmt_duration, Error, Kind};
 ///
 /// Implement it to plug in your own resolver (a cache, a service registry,
 /// a test double). The default, [`SystemResolver`], runs `getaddrinfo` on
-/// tokio's blocking pool so the async workers never stall on DNS.
+/// tokio's blocking pool so the async workers never stall on DNS. It is
+/// asked for host names only: an IP literal (`http://127.0.0.1/`, a proxy
+/// at `[::1]:3128`) is dialed as it is.
 ///
 /// ```
 /// use std::net::SocketAddr;

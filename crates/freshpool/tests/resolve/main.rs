@@ -443,3 +443,38 @@ async fn a_panicking_resolver_fails_the_request_instead_of_hanging() {
         );
     }
 }
+
+/// A resolver that knows no name (a registry-backed one, a test double).
+struct KnowsNothing(Arc<AtomicU64>);
+
+impl Resolve for KnowsNothing {
+    fn resolve(&self, host: &str, _port: u16) -> ResolveFuture {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let host = host.to_owned();
+        Box::pin(async move { Err(std::io::Error::other(format!("no such service: {host}"))) })
+    }
+}
+
+/// An IP literal is dialed as it is, origin or proxy: the resolver is
+/// asked for names only (as in hyper-util and reqwest). A request to
+/// `http://127.0.0.1:port/` failed "resolving 127.0.0.1 failed" with a
+/// resolver that knows no such name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_literal_never_goes_to_the_resolver() {
+    let server = freshpool_testkit::TestServer::http1().await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let client = Client::builder()
+        .resolver(KnowsNothing(calls.clone()))
+        .build()
+        .unwrap();
+    let response = client.get(&server.url("/")).await.expect("dialed as it is");
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    let v6 = client.get("http://[::1]:1/").await.unwrap_err();
+    assert_eq!(v6.kind(), Kind::Connect, "{v6}");
+    assert!(!v6.to_string().contains("resolving"), "{v6}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // A name still goes to it.
+    let err = client.get("http://service.test/").await.unwrap_err();
+    assert!(err.to_string().contains("resolving service.test"), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

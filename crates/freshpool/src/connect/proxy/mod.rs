@@ -46,9 +46,7 @@ use crate::pool::key::{Scheme, SecurityContext};
 use self::env::NoProxy;
 
 pub(crate) use self::env::EnvProxies;
-pub(crate) use self::tunnel::{
-    connect_tunnel, forward_refusal, literal_addr, to_forward_form, unreachable,
-};
+pub(crate) use self::tunnel::{connect_tunnel, forward_refusal, to_forward_form, unreachable};
 pub(crate) use self::url::{authority, userinfo_authorization, ProxyUrl};
 
 /// A proxy for the client to use, and which requests it applies to.

@@ -1,8 +1,6 @@
 //! Going through a proxy: reaching it, CONNECT tunnels, forward-proxy
 //! request rewriting, and the errors that name the proxy.
 
-use std::net::{IpAddr, SocketAddr};
-
 use http::{Request, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -179,15 +177,6 @@ fn shown(text: &str) -> String {
         out.push('…');
     }
     out
-}
-
-/// Resolves the proxy's host: an IP literal directly, a name with the
-/// client's resolver.
-pub(crate) fn literal_addr(url: &ProxyUrl) -> Option<SocketAddr> {
-    url.host
-        .parse::<IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, url.port))
 }
 
 /// Whether a complete head is an interim (1xx) response, other than `101
