@@ -412,7 +412,7 @@ impl ClientBuilder {
     }
 
     /// Hosts that bypass the proxy, in the `NO_PROXY` format:
-    /// comma-separated host names and domains (`example.com`,
+    /// comma- (or whitespace-) separated host names and domains (`example.com`,
     /// `.example.com` and `*.example.com` all match `example.com` and its
     /// subdomains), IP addresses and CIDR ranges; `*` matches every host.
     /// An entry with a port (`host:8443`) matches that port only, as in Go.

@@ -38,8 +38,11 @@ impl NoProxy {
     /// longer than the address; a port that is no port), which it skips.
     pub(crate) fn parse_reporting(list: &str, mut bad: impl FnMut(&str)) -> NoProxy {
         let mut out = NoProxy::default();
-        for entry in list.split(',') {
-            let entry = entry.trim();
+        // Commas, and whitespace too: `localhost 127.0.0.1` (as some set
+        // it) was one domain that matched nothing, and the traffic it
+        // meant to keep direct went through the proxy. No entry can hold
+        // a space.
+        for entry in list.split(|c: char| c == ',' || c.is_whitespace()) {
             if entry.is_empty() {
                 continue;
             }
@@ -265,6 +268,17 @@ mod tests {
             !shown.contains("hunter2") && shown.contains("***@p:1") && !shown.contains("u:"),
             "{shown}"
         );
+    }
+
+    /// Entries separated by whitespace (`localhost 127.0.0.1`) are
+    /// entries: they were one domain that matched nothing.
+    #[test]
+    fn no_proxy_entries_may_be_separated_by_whitespace() {
+        let np = NoProxy::parse("localhost 127.0.0.1\t.svc.test,\n example.org");
+        for host in ["localhost", "127.0.0.1", "a.svc.test", "example.org"] {
+            assert!(np.matches(host, 80), "{host}");
+        }
+        assert!(!np.matches("localhost.evil", 80));
     }
 
     #[test]
