@@ -158,8 +158,9 @@ pub(crate) fn userinfo_authorization(userinfo: &str) -> Option<HeaderValue> {
     )
 }
 
-/// A percent-encoded userinfo part, decoded; as written if its encoding is
-/// broken (`%zz`, a lone `%`) or decodes to no UTF-8, as curl sends it.
+/// A percent-encoded userinfo part, decoded (a broken escape, `%zz` or a
+/// lone `%`, kept as written); as written if it decodes to no UTF-8, as
+/// curl sends it.
 fn decoded_or_as_written(part: &str) -> String {
     percent_decode(part).unwrap_or_else(|| part.to_owned())
 }
@@ -208,18 +209,25 @@ pub(crate) fn authority(host: &str, port: u16) -> String {
     }
 }
 
+/// Each `%HH` (two hex digits) decoded; a `%` without them kept as
+/// written, as curl does (one bad escape left the valid ones encoded, so
+/// `p%40ss%zz` went out as written: an unexplained 407). `None` if the
+/// result is no UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
     String::from_utf8(out).ok()
@@ -325,6 +333,23 @@ mod tests {
         assert_eq!(
             crate::error::redact_userinfo("http://alice:s3://x@proxy.corp:3128"),
             "http://***@proxy.corp:3128"
+        );
+    }
+
+    /// Valid escapes are decoded around a broken one, which stays as
+    /// written; a sign is no hex digit (`%+5` was read as 0x05).
+    #[test]
+    fn each_valid_escape_is_decoded_and_a_broken_one_kept() {
+        assert_eq!(percent_decode("p%40ss%zz").as_deref(), Some("p@ss%zz"));
+        assert_eq!(percent_decode("a%+5b").as_deref(), Some("a%+5b"));
+        assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(percent_decode("%4").as_deref(), Some("%4"));
+        assert_eq!(percent_decode("%e2%82%ac").as_deref(), Some("€"));
+        assert_eq!(percent_decode("%ff"), None);
+        let p = ProxyUrl::parse("http://u:p%40ss%zz@127.0.0.1:3128").unwrap();
+        assert_eq!(
+            p.authorization().unwrap().to_str().unwrap(),
+            format!("Basic {}", base64(b"u:p@ss%zz"))
         );
     }
 
