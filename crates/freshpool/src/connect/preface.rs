@@ -49,8 +49,6 @@ const FRAME_HEADER: usize = 9;
 const TYPE_SETTINGS: u8 = 0x4;
 const FLAG_ACK: u8 = 0x1;
 const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
-/// Larger SETTINGS frames are not plausible; not read (skipped).
-const MAX_SETTINGS_PAYLOAD: usize = 6 * 64;
 
 /// An HTTP/2 connection's current stream limit, as its server last
 /// announced it (capped at [`DEFAULT_MAX_STREAMS`]): written by the
@@ -101,12 +99,41 @@ pub(crate) struct FrameReader {
     head_len: usize,
     /// Payload bytes of the current frame still to come.
     left: usize,
-    /// The current frame's payload, when it is a SETTINGS frame to read.
-    settings: Option<Vec<u8>>,
+    /// The current frame's entries as they pass, when it is a SETTINGS
+    /// frame: scanned, never buffered whole (a server may send many, with
+    /// GREASE or extension ids; h2 bounds the frame, not the count).
+    settings: Option<SettingsScan>,
     /// A first frame was complete.
     past_first: bool,
     /// The first frame was not SETTINGS: nothing more is read.
     broken: bool,
+}
+
+/// A SETTINGS payload read entry by entry.
+#[derive(Debug, Default)]
+struct SettingsScan {
+    entry: [u8; 6],
+    entry_len: usize,
+    /// The last `MAX_CONCURRENT_STREAMS` so far (the last one counts).
+    max: Option<u32>,
+}
+
+impl SettingsScan {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = (6 - self.entry_len).min(bytes.len());
+            self.entry[self.entry_len..self.entry_len + take].copy_from_slice(&bytes[..take]);
+            self.entry_len += take;
+            bytes = &bytes[take..];
+            if self.entry_len == 6 {
+                let e = &self.entry;
+                if u16::from_be_bytes([e[0], e[1]]) == SETTINGS_MAX_CONCURRENT_STREAMS {
+                    self.max = Some(u32::from_be_bytes([e[2], e[3], e[4], e[5]]));
+                }
+                self.entry_len = 0;
+            }
+        }
+    }
 }
 
 impl FrameReader {
@@ -124,21 +151,19 @@ impl FrameReader {
                 }
                 let h = &self.head;
                 let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
-                let readable = h[3] == TYPE_SETTINGS
-                    && h[4] & FLAG_ACK == 0
-                    && len.is_multiple_of(6)
-                    && len <= MAX_SETTINGS_PAYLOAD;
+                let readable =
+                    h[3] == TYPE_SETTINGS && h[4] & FLAG_ACK == 0 && len.is_multiple_of(6);
                 if !self.past_first && !readable {
                     self.broken = true;
                     seen(Preface::Invalid);
                     return;
                 }
                 self.left = len;
-                self.settings = readable.then(|| Vec::with_capacity(len));
+                self.settings = readable.then(SettingsScan::default);
             }
             let take = self.left.min(bytes.len());
-            if let Some(payload) = self.settings.as_mut() {
-                payload.extend_from_slice(&bytes[..take]);
+            if let Some(scan) = self.settings.as_mut() {
+                scan.feed(&bytes[..take]);
             }
             self.left -= take;
             bytes = &bytes[take..];
@@ -148,13 +173,8 @@ impl FrameReader {
             // The frame is complete.
             self.head_len = 0;
             self.past_first = true;
-            if let Some(payload) = self.settings.take() {
-                let max = payload
-                    .chunks_exact(6)
-                    .filter(|e| u16::from_be_bytes([e[0], e[1]]) == SETTINGS_MAX_CONCURRENT_STREAMS)
-                    .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
-                    .next_back();
-                seen(Preface::Settings(max));
+            if let Some(scan) = self.settings.take() {
+                seen(Preface::Settings(scan.max));
             }
         }
     }
@@ -361,6 +381,25 @@ mod tests {
         assert_eq!(limit.get(), 0, "a server may stop new streams for a while");
         limit.follow(Some(u32::MAX), false);
         assert_eq!(limit.get(), DEFAULT_MAX_STREAMS);
+    }
+
+    #[test]
+    /// A SETTINGS frame with many entries (GREASE, extension ids) is
+    /// SETTINGS: over 64 entries it was read as "not an HTTP/2 server",
+    /// and a later one's new limit was not seen. Fed a byte at a time too.
+    #[test]
+    fn a_large_settings_frame_is_read_entry_by_entry() {
+        let mut entries: Vec<(u16, u32)> = (0..100).map(|i| (0x0a0a + i, 1)).collect();
+        entries.push((0x3, 5));
+        entries.extend((0..10).map(|i| (0x1a1a + i, 2)));
+        let frame = settings_frame(&entries);
+        assert_eq!(seen_in(&frame), [Preface::Settings(Some(5))]);
+        let mut reader = FrameReader::default();
+        let mut seen = Vec::new();
+        for b in &frame {
+            reader.feed(std::slice::from_ref(b), |p| seen.push(p));
+        }
+        assert_eq!(seen, [Preface::Settings(Some(5))]);
     }
 
     #[test]
