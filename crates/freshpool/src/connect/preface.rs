@@ -383,7 +383,6 @@ mod tests {
         assert_eq!(limit.get(), DEFAULT_MAX_STREAMS);
     }
 
-    #[test]
     /// A SETTINGS frame with many entries (GREASE, extension ids) is
     /// SETTINGS: over 64 entries it was read as "not an HTTP/2 server",
     /// and a later one's new limit was not seen. Fed a byte at a time too.
