@@ -109,10 +109,15 @@ pub fn findings(cells: &[Cell]) -> String {
         .filter(|c| c.scenario == "unbounded")
         .max_by_key(|c| c.peak_open_connections)
     {
-        let fp = find(cells, "unbounded", "freshpool").map_or(0, |c| c.peak_open_connections);
+        // (Without freshpool's cell, a run stopped early, no figure: "0"
+        // read as a measured peak.)
+        let fp = find(cells, "unbounded", "freshpool").map_or_else(
+            || "not measured".to_owned(),
+            |c| format!("{}, bounded per host", c.peak_open_connections),
+        );
         let _ = writeln!(
             out,
-            "  unbounded: {} peaked at {} open connections (freshpool: {fp}, bounded per host)",
+            "  unbounded: {} peaked at {} open connections (freshpool: {fp})",
             u.strategy, u.peak_open_connections
         );
     }
@@ -193,5 +198,19 @@ mod tests {
             ["freeze: 3 errors, 0 duplicated POSTs"]
         );
         assert!(findings(&cells).contains("FAILED"));
+    }
+
+    /// Without freshpool's own cell (a run stopped early) the unbounded
+    /// line says so: it printed "freshpool: 0", read as a measured peak.
+    #[test]
+    fn an_unmeasured_freshpool_peak_is_not_shown_as_zero() {
+        let mut reqwest = cell("unbounded", "reqwest", 0);
+        reqwest.peak_open_connections = 120;
+        let text = findings(&[reqwest.clone()]);
+        assert!(text.contains("(freshpool: not measured)"), "{text}");
+        let mut fp = cell("unbounded", "freshpool", 0);
+        fp.peak_open_connections = 64;
+        let text = findings(&[reqwest, fp]);
+        assert!(text.contains("(freshpool: 64, bounded per host)"), "{text}");
     }
 }

@@ -269,9 +269,17 @@ impl Summary<'_> {
 
         // Verdicts.
         let mut problems = Vec::new();
-        if lost != 0 || sent != answered + failed {
+        // (A hung request is counted as failed too: said apart, or the
+        // message read "sent 10 != answered 5 + failed 5".)
+        let unaccounted = sent.saturating_sub(answered + failed);
+        if unaccounted != 0 || sent != answered + failed {
             problems.push(format!(
-                "{lost} requests lost (sent {sent} != answered {answered} + failed {failed}, hung {hung})"
+                "{unaccounted} requests lost (sent {sent} != answered {answered} + failed {failed})"
+            ));
+        }
+        if hung != 0 {
+            problems.push(format!(
+                "{hung} requests hung (no answer or error within 60 s; counted as failed)"
             ));
         }
         if answered == 0 {
