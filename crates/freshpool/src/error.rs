@@ -546,14 +546,15 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
 }
 
 /// Whether `err` is the peer closing the connection under a request (its
-/// FIN before the answer ended, a reset, a broken pipe): on a pooled
-/// connection, the mark of one that died while it idled.
+/// FIN before the answer ended, a reset, a broken pipe, a dispatcher that
+/// ended with it): on a pooled connection, the mark of one that died while
+/// it idled.
 pub(crate) fn peer_closed(err: &Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     let mut source = StdError::source(err);
     while let Some(s) = source {
         if s.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_incomplete_message)
+            .is_some_and(|h| h.is_incomplete_message() || h.is_closed())
         {
             return true;
         }

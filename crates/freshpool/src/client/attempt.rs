@@ -158,14 +158,15 @@ impl Client {
                 let ready = match std::future::poll_fn(|cx| Poll::Ready(conn.sender.poll_ready(cx)))
                     .await
                 {
-                    // (Ready with an error: its dispatcher has ended, the
-                    // connection closed.)
                     Poll::Ready(ready) => {
-                        ready.map_err(|e| (error::from_hyper(e, &conn.origin.label), true))
+                        ready.map_err(|e| error::from_hyper(e, &conn.origin.label))
                     }
                     Poll::Pending => ready_within(conn, READY_WAIT).await,
                 };
-                if let Err((err, closed)) = ready {
+                if let Err(err) = ready {
+                    // (Closed: its dispatcher ended. Not so a connection
+                    // still busy past `READY_WAIT`.)
+                    let closed = error::peer_closed(&err);
                     if !unsent_try(lease, &mut unsent, reused, stale_limit, false, closed) {
                         return Err(err.mark_reused(reused));
                     }
@@ -614,15 +615,11 @@ const READY_WAIT: Duration = Duration::from_millis(500);
 /// The slow way to a ready HTTP/1 sender (see [`READY_WAIT`]). Past it the
 /// connection is busy, not broken: the caller discards it and the request,
 /// never sent, goes again.
-/// The error says whether the connection was found closed (not busy).
 #[cold]
-async fn ready_within(
-    conn: &mut crate::pool::H1Conn,
-    limit: Duration,
-) -> Result<(), (Error, bool)> {
+async fn ready_within(conn: &mut crate::pool::H1Conn, limit: Duration) -> Result<(), Error> {
     let label = &conn.origin.label;
     match tokio::time::timeout(limit, conn.sender.ready()).await {
-        Ok(ready) => ready.map_err(|e| (error::from_hyper(e, label), true)),
+        Ok(ready) => ready.map_err(|e| error::from_hyper(e, label)),
         Err(_) => {
             // (Its task would otherwise hold the slot for as long as the
             // peer keeps the socket without reading.)
@@ -632,7 +629,7 @@ async fn ready_within(
                  (still sending an earlier request's body?)",
                 error::fmt_duration(limit)
             );
-            Err((Error::new(Kind::Io, message), false))
+            Err(Error::new(Kind::Io, message))
         }
     }
 }
