@@ -476,3 +476,43 @@ async fn a_stream_whose_response_read_timed_out_stays_counted_until_its_upload_e
     drop(tx);
     the_uploads_stream_is_given_back(&client).await;
 }
+
+/// HTTP/1: a server that answers an upload early and then keeps the
+/// socket without reading it. The response read to its end closes the
+/// connection (hyper takes no next request before the upload ends): it
+/// was only marked closed, while hyper's task kept writing the upload and
+/// held the socket and the pool's slot for as long as the peer kept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_a_connection_closed_under_a_running_upload_frees_its_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            head.extend_from_slice(&buf[..n]);
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        // Held, never read again, until the test ends.
+        let _ = held_tx.send(socket);
+    });
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .build()
+        .unwrap();
+    let (tx, response) = start_upload(&client, &format!("http://{addr}/")).await;
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    freshpool_testkit::eventually("the connection closed, its slot free", || {
+        client.stats().open_connections == 0
+    })
+    .await;
+    drop(tx);
+    drop(held_rx);
+}

@@ -135,3 +135,36 @@ async fn text_reads_any_framing_and_replaces_invalid_utf8() {
         assert_eq!(small.capacity(), 5);
     }
 }
+
+/// A body that had all come in when the overall `timeout` passed ends as
+/// it would have: `None`, and its connection goes back to the pool. It
+/// failed with `Timeout`, and the connection was closed.
+#[tokio::test]
+async fn a_body_all_in_when_the_deadline_passes_ends_without_error() {
+    let server = freshpool_testkit::TestServer::http1().await;
+    let client = freshpool::Client::builder()
+        .timeout(Some(std::time::Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let response = client.get(&server.url("/bytes/10")).await.unwrap();
+    let mut body = response.into_body();
+    let first = http_body_util::BodyExt::frame(&mut body).await;
+    let data = first
+        .expect("a frame")
+        .expect("no error")
+        .into_data()
+        .unwrap();
+    assert_eq!(data.len(), 10);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let end = http_body_util::BodyExt::frame(&mut body).await;
+    assert!(end.is_none(), "{end:?}");
+    let stats = client.stats();
+    assert_eq!(
+        (
+            stats.idle(),
+            stats.closed_for(freshpool::CloseReason::Error)
+        ),
+        (1, 0),
+        "{stats}"
+    );
+}

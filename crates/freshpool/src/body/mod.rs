@@ -274,8 +274,15 @@ fn finish_upload(upload: &UploadEnd, mut lease: Lease) {
             }
         } else {
             // HTTP/1: hyper takes no next request before the upload ends,
-            // which may be never.
+            // which may be never. Closed for good: dropping the sender
+            // alone leaves hyper's dispatcher writing the upload (the
+            // response was read whole, so nothing stops it), and its task,
+            // socket and slot stayed, for as long as the peer kept the
+            // socket without reading.
             lease.not_reusable = Some(crate::CloseReason::Error);
+            if let crate::pool::LeaseKind::H1(idle) = lease.kind_mut() {
+                crate::connect::tcp::shut_down(&idle.conn.socket);
+            }
         }
     }
     lease.release();
@@ -352,7 +359,9 @@ impl http_body::Body for Body {
             .as_ref()
             .and_then(|e| e.deadline.as_ref())
             .is_some_and(|d| d.has_passed())
-            && self.inner.is_some()
+            // (A body that has all come in ends as it would have: its
+            // connection goes back, the read is no failure.)
+            && self.inner.as_ref().is_some_and(|i| !i.is_end_stream())
         {
             return self.timed_out(cx);
         }
