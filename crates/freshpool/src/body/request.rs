@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::upload::{ExactLength, InChunks, TrackEnd, Unsync, UploadEnd, UNTRACKED_IN_MEMORY};
+use super::upload::{
+    ExactLength, InChunks, Rechunked, TrackEnd, Unsync, UploadEnd, UNTRACKED_IN_MEMORY,
+};
 use crate::error::BoxError;
 
 /// A request body: in memory (replayable, so safe retries can resend it) or
@@ -200,6 +202,7 @@ impl RequestBody {
             Payload::Full(_) | Payload::Stream(_) => {}
         }
         let inner = match self.payload.take().map(|p| *p) {
+            Some(Payload::Stream(inner)) if http2 => Box::pin(Rechunked::new(inner)),
             Some(Payload::Stream(inner)) => inner,
             Some(Payload::Full(b)) => Box::pin(InChunks(b)),
             _ => unreachable!("matched Full or Stream above"),

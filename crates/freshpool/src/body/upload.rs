@@ -63,6 +63,80 @@ impl http_body::Body for InChunks {
     }
 }
 
+/// A caller's streamed body handed to an HTTP/2 stream as [`InChunks`]
+/// hands a body in memory: a data frame over [`UNTRACKED_IN_MEMORY`] goes
+/// in pieces of at most that, its last byte alone. Handed over whole, a
+/// large last frame (or one followed by trailers) was taken at the first
+/// byte of window and the body dropped ("done") while h2 still held most
+/// of it for a server that might never read it; the stream went back to
+/// the pool one more than the server allows. Smaller frames pass as they
+/// are: at most that much may still be buffered at the end, as for bodies
+/// in memory.
+pub(super) struct Rechunked {
+    pub(super) inner: Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>,
+    /// What is left of a large frame.
+    rest: Bytes,
+}
+
+impl Rechunked {
+    pub(super) fn new(
+        inner: Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>,
+    ) -> Rechunked {
+        Rechunked {
+            inner,
+            rest: Bytes::new(),
+        }
+    }
+
+    fn piece(&mut self) -> Frame<Bytes> {
+        let n = match self.rest.len() {
+            1 => 1,
+            len => (len - 1).min(UNTRACKED_IN_MEMORY as usize),
+        };
+        Frame::data(self.rest.split_to(n))
+    }
+}
+
+impl http_body::Body for Rechunked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.rest.is_empty() {
+            return Poll::Ready(Some(Ok(self.piece())));
+        }
+        match std::task::ready!(self.inner.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if data.len() as u64 > UNTRACKED_IN_MEMORY => {
+                    self.rest = data;
+                    Poll::Ready(Some(Ok(self.piece())))
+                }
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Err(other) => Poll::Ready(Some(Ok(other))),
+            },
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let hint = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut out = SizeHint::new();
+        out.set_lower(hint.lower().saturating_add(rest));
+        if let Some(upper) = hint.upper() {
+            out.set_upper(upper.saturating_add(rest));
+        }
+        out
+    }
+}
+
 /// A caller's streamed body that need not be `Sync` (axum's, an
 /// `UnsyncBoxBody`): `RequestBody` is `Sync` (requests are shared by
 /// reference where the request future holds them), and this body is only
@@ -350,6 +424,30 @@ mod tests {
 
     fn trailers() -> Frame<Bytes> {
         Frame::trailers(http::HeaderMap::new())
+    }
+
+    /// A large frame goes in pieces of at most 16 KiB, its last byte
+    /// alone; small frames and trailers pass as they are, in order.
+    #[tokio::test]
+    async fn rechunked_cuts_large_frames_and_keeps_the_rest() {
+        let big = Bytes::from(vec![3u8; 40_000]);
+        let frames = vec![data(b"small"), Frame::data(big.clone()), trailers()];
+        let mut body = std::pin::pin!(Rechunked::new(Box::pin(Frames(frames.into()))));
+        let mut sizes = Vec::new();
+        let mut joined = Vec::new();
+        let mut trailers_seen = false;
+        while let Some(frame) = body.frame().await {
+            match frame.unwrap().into_data() {
+                Ok(d) => {
+                    sizes.push(d.len());
+                    joined.extend_from_slice(&d);
+                }
+                Err(f) => trailers_seen = f.is_trailers(),
+            }
+        }
+        assert_eq!(sizes, [5, 16_384, 16_384, 7_231, 1]);
+        assert_eq!(&joined[5..], &big[..]);
+        assert!(trailers_seen);
     }
 
     /// Every frame of `frames` held to `announced` bytes, or the error.
