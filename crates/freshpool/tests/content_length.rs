@@ -202,3 +202,21 @@ async fn an_http10_request_with_a_body_of_unknown_length_is_refused_unsent() {
     assert!(err.to_string().contains("Content-Length"), "{err}");
     assert_eq!(server.stats().requests(), 0, "nothing was sent");
 }
+
+/// A request whose version says HTTP/2 (one that came in over HTTP/2,
+/// forwarded), with a streamed body of unknown length, to an HTTP/1
+/// server: hyper chunks only HTTP/1.1 requests, so its body went as none
+/// and the server answered an empty POST. It goes as HTTP/1.1 over HTTP/1
+/// now. (A review found it.)
+#[tokio::test]
+async fn a_request_marked_http2_keeps_its_streamed_body_over_http1() {
+    let server = TestServer::http1().await;
+    let echoed = streamed_without_length(
+        &Client::new(),
+        &server,
+        http::Method::POST,
+        http::Version::HTTP_2,
+    )
+    .await;
+    assert_eq!(echoed.unwrap(), "hello");
+}

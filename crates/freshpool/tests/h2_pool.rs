@@ -546,3 +546,34 @@ async fn a_cold_burst_riding_on_one_http2_dial_is_not_refused() {
     assert_eq!(stats.origins[0].pool_full, 0, "{stats}");
     assert_eq!(stats.created(), 1, "{stats}");
 }
+
+/// A URL with a query and no path (`http://h:port?x=1`): over HTTP/2 its
+/// `:path` was "?x=1" (the `http` crate's target for it), which RFC 9113
+/// section 8.3.1 forbids (Go's and nginx's servers refuse it); HTTP/1's
+/// origin form already read "/?x=1". The server here echoes the target it
+/// received. (A review found it.)
+#[tokio::test]
+async fn a_query_without_a_path_gets_a_root_path_over_http2() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| {
+                let target = req.uri().path_and_query().map_or("", |t| t.as_str());
+                let body = http_body_util::Full::new(bytes::Bytes::from(target.to_owned()));
+                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(body)) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    let client = Client::builder()
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let response = client.get(&format!("http://{addr}?x=1")).await.unwrap();
+    assert_eq!(response.into_body().text().await.unwrap(), "/?x=1");
+}

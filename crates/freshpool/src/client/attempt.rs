@@ -343,9 +343,10 @@ impl Client {
                             return Err(err.mark_reused(true).with_kind(
                                 Kind::PossiblyProcessed,
                                 format!(
-                                    "{method} {uri} failed on a reused connection after it was sent ({what}); \
+                                    "{method} {} failed on a reused connection after it was sent ({what}); \
                                      the server may or may not have processed it, so it was not retried \
-                                     (add an Idempotency-Key header or enable retry_non_idempotent to allow a retry)"
+                                     (add an Idempotency-Key header or enable retry_non_idempotent to allow a retry)",
+                                    super::span_uri::SpanUri(&uri)
                                 ),
                             ));
                         }

@@ -31,8 +31,20 @@ impl Client {
     ) -> Option<Arc<GateState>> {
         let cfg = &self.inner.connector.config;
         if lease.is_h2() {
-            *request.uri_mut() = uri.clone();
+            // (`:path` must start with '/', RFC 9113 section 8.3.1: for
+            // `https://h?q` the `http` crate keeps the target as "?q",
+            // which HTTP/2 servers refuse; HTTP/1's origin form adds it.)
+            *request.uri_mut() = match uri.path_and_query() {
+                Some(target) if target.as_str().starts_with('?') => rooted(uri),
+                _ => uri.clone(),
+            };
             return None;
+        }
+        // (A request that came in over HTTP/2, forwarded: hyper's HTTP/1
+        // encoder chunks only HTTP/1.1 requests, and framed a streamed body
+        // of such a one as empty, dropping it unread.)
+        if request.version() == http::Version::HTTP_2 {
+            *request.version_mut() = http::Version::HTTP_11;
         }
         if !request.headers().contains_key(HOST) {
             if let Some(host) = lease.origin().host_header(uri) {
@@ -123,6 +135,16 @@ fn frame_streamed_body(request: &mut Request<RequestBody>) {
             .headers_mut()
             .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
+}
+
+/// `uri` with its empty path made `/` (`https://h?q` -> `https://h/?q`).
+#[cold]
+fn rooted(uri: &Uri) -> Uri {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = parts
+        .path_and_query
+        .and_then(|target| format!("/{}", target.as_str()).parse().ok());
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 /// A request hyper handed back unwritten, without what `prepare` added for
