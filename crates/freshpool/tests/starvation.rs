@@ -44,3 +44,37 @@ async fn a_request_timeout_in_the_queue_says_why_the_pool_was_full() {
     assert_eq!(origin.waiting, 0, "it left the queue: {stats}");
     drop(held);
 }
+
+/// A request whose own `timeout` runs out while the connection dialed for
+/// it is still being made (here a TLS handshake a silent server never
+/// answers) was told the pool was full ("raise max_connections_per_host")
+/// and counted as a pool timeout, with a starvation WARN. It is told its
+/// connection was being made. (A review found it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_timeout_during_its_own_dial_is_no_starvation() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and never answers: the TLS handshake waits.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = Client::builder()
+        .timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let err = client
+        .get(&format!("https://localhost:{port}/"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Timeout, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("while a connection was being made"), "{text}");
+    assert!(!text.contains("max_connections_per_host"), "{text}");
+    assert!(!err.is_possibly_processed(), "{text}");
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].pool_timeouts, 0, "{stats}");
+    silent.abort();
+}

@@ -384,9 +384,23 @@ impl Queued {
                     // state is the answer to "why so slow", as for
                     // `pool_timeout` (counted, recorded and warned alike).
                     let limit = request_timeout.map_or(Duration::ZERO, |t| t.limit);
-                    origin.counters.pool_timeout();
                     let waited = self.started.elapsed();
                     origin.counters.waited(waited);
+                    // Unless a connection was being dialed for it: then the
+                    // dial was slow (a TLS handshake, a far host), not the
+                    // pool full, and "raise max_connections_per_host" would
+                    // mislead.
+                    if origin.lock().state.dial_covers(self.waiter_id) {
+                        let message = format!(
+                            "request to {} timed out after {} (timeout) while a connection was \
+                             being made for it (connect, TLS and HTTP/2 handshakes)",
+                            origin.label,
+                            fmt_duration(limit)
+                        );
+                        drop(self);
+                        return Err(Error::new(Kind::Timeout, message));
+                    }
+                    origin.counters.pool_timeout();
                     let report = origin.starvation_report(limit, "timeout");
                     drop(self);
                     warn_starvation(&origin.label, &report);
