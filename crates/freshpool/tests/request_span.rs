@@ -171,3 +171,41 @@ async fn a_connection_closed_event_names_its_origin_and_reason() {
     assert_eq!(events[0]["origin"], format!("{origin:?}"), "{events:?}");
     assert_eq!(events[0]["reason"], "\"freeze_eviction\"", "{events:?}");
 }
+
+/// A GET retried once that then fails still shows its retry in the span:
+/// the fields were recorded with an answer only, so it read nothing. Its
+/// pooled connection is dropped by a NAT (the write gets a reset: retried
+/// on a new connection), and the new one never answers.
+#[tokio::test]
+async fn a_failed_request_span_still_counts_its_retries() {
+    let server = TestServer::http1().await;
+    let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(RequestSpans(spans.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let client = Client::builder()
+        .response_header_timeout(Some(std::time::Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let url = proxy.url("/");
+    client
+        .get(&url)
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    proxy.kill_all_silently();
+    proxy.set_blackhole(true);
+    let err = client.get(&url).await.unwrap_err();
+    assert_eq!(client.stats().origins[0].retries, 1, "{err}");
+    let spans = spans.lock().unwrap();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert_eq!(
+        spans[1].get("retries").map(String::as_str),
+        Some("1"),
+        "{spans:?}"
+    );
+}

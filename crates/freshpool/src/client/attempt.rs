@@ -256,6 +256,7 @@ impl Client {
                     if !unsent_try(lease, &mut unsent, reused, stale_limit, true, true) {
                         return Err(err.mark_reused(reused));
                     }
+                    note_retries(retries + unsent.resent);
                     // The copy, if kept, is the unprepared one (or is
                     // rebuilt so); without one, hyper hands back what it was
                     // given (prepared).
@@ -330,6 +331,7 @@ impl Client {
                             }
                             retries += 1;
                             origin.counters.retried();
+                            note_retries(retries + unsent.resent);
                             // Its siblings idled as long: likely dead too.
                             if let Some(since) = idle_since {
                                 origin.evict_idle_since(since);
@@ -602,6 +604,16 @@ fn unsent_try(
     }
     lease.discard();
     again
+}
+
+/// The request's span learns each retry when it happens: a request that
+/// then fails still shows it (the fields were recorded with the answer
+/// only, so a failed retried GET read `retries` empty).
+#[cold]
+fn note_retries(retries: u32) {
+    if tracing::level_enabled!(tracing::Level::DEBUG) {
+        tracing::Span::current().record("retries", retries);
+    }
 }
 
 /// How long a pooled HTTP/1 connection may take to be ready for the next
