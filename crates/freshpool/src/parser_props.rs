@@ -14,7 +14,7 @@ fn reference(bytes: &[u8]) -> Option<Preface> {
         return None;
     }
     let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
-    if bytes[3] != 0x4 || bytes[4] & 0x1 != 0 || len % 6 != 0 || len > 6 * 64 {
+    if bytes[3] != 0x4 || bytes[4] & 0x1 != 0 || len % 6 != 0 {
         return Some(Preface::Invalid);
     }
     if bytes.len() < 9 + len {

@@ -43,15 +43,7 @@ impl http_body::Body for InChunks {
         if self.0.is_empty() {
             return Poll::Ready(None);
         }
-        // The last byte goes alone: hyper hands over a chunk only while the
-        // stream has capacity (h2: its window covers everything buffered,
-        // plus one byte), so once the last one is taken all of the body
-        // can go out without waiting for the server to read.
-        let n = match self.0.len() {
-            1 => 1,
-            len => (len - 1).min(UNTRACKED_IN_MEMORY as usize),
-        };
-        Poll::Ready(Some(Ok(Frame::data(self.0.split_to(n)))))
+        Poll::Ready(Some(Ok(Frame::data(next_piece(&mut self.0)))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -61,6 +53,19 @@ impl http_body::Body for InChunks {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.0.len() as u64)
     }
+}
+
+/// The next piece of `rest` for an HTTP/2 stream: at most a frame's worth,
+/// the last byte alone. hyper hands over a chunk only while the stream has
+/// capacity (h2: its window covers everything buffered, plus one byte), so
+/// once the last one is taken all of it can go out without waiting for
+/// the server to read.
+fn next_piece(rest: &mut Bytes) -> Bytes {
+    let n = match rest.len() {
+        0 | 1 => rest.len(),
+        len => (len - 1).min(UNTRACKED_IN_MEMORY as usize),
+    };
+    rest.split_to(n)
 }
 
 /// A caller's streamed body handed to an HTTP/2 stream as [`InChunks`]
@@ -89,11 +94,7 @@ impl Rechunked {
     }
 
     fn piece(&mut self) -> Frame<Bytes> {
-        let n = match self.rest.len() {
-            1 => 1,
-            len => (len - 1).min(UNTRACKED_IN_MEMORY as usize),
-        };
-        Frame::data(self.rest.split_to(n))
+        Frame::data(next_piece(&mut self.rest))
     }
 }
 

@@ -540,7 +540,7 @@ impl Pool {
         // checkout below.
         let (slot, dialing) = SlotGuard::new(&origin, None);
         // (Ends the dedicated count however the dial ends, unspawned too.)
-        let dedicated = super::dial::DedicatedGuard(origin.clone());
+        let dedicated = super::dial::DedicatedGuard::new(origin.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 drop(handle.spawn(origin.clone().dial_dedicated(tx, slot, dialing, dedicated)))

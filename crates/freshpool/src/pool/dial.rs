@@ -232,8 +232,8 @@ impl Origin {
         tx: tokio::sync::oneshot::Sender<Result<Handoff<H1Conn, H2Conn>, Error>>,
         slot: SlotGuard,
         dialing: Arc<AtomicBool>,
-        // Dropped when this ends (or with the task, unrun).
-        _dedicated: DedicatedGuard,
+        // Settled when the dial ends (or dropped with the task, unrun).
+        mut dedicated: DedicatedGuard,
     ) {
         let (conn_id, slot, started, result) = self.dial_once(slot).await;
         match result {
@@ -256,6 +256,7 @@ impl Origin {
                     if dialing.swap(false, Ordering::AcqRel) {
                         g.state.dial_done();
                     }
+                    dedicated.settle(&mut g);
                     // One dial fewer may leave a waiter without one.
                     let dials = g.state.service(self.limits, &*self.budget);
                     // (Connecting one fewer, active one more.)
@@ -270,11 +271,16 @@ impl Origin {
             }
             Ok(other) => {
                 // The origin moved to HTTP/2: share it like any new connection.
+                dedicated.settle(&mut self.lock());
                 self.counters.created(started.elapsed());
                 self.add_connection(conn_id, other, &dialing);
                 drop(tx); // the requester falls back to a normal checkout
             }
             Err(err) => {
+                // (Before `dial_failed` gives the dial count back and runs
+                // `service`: meanwhile the queue's dials read one high,
+                // which only holds a dial back.)
+                dedicated.settle(&mut self.lock());
                 if let Some(err) = self.dial_failed(&dialing, err, None) {
                     let _ = tx.send(Err(err));
                 }
@@ -474,12 +480,36 @@ impl<F: std::future::Future> std::future::Future for CatchPanic<F> {
 }
 
 /// Counts a dedicated retry dial as in flight (`OriginState::dedicated`)
-/// until it drops: at the dial's end, whichever way, or with its task if
-/// the task never ran.
-pub(super) struct DedicatedGuard(pub(super) Arc<Origin>);
+/// until the dial ends (`settle`, in the same locked step as its dial
+/// count) or, if it never does, until the guard drops with its task.
+/// Settled with the dial count, not later: in between, `queue_dials`
+/// (dials minus dedicated ones) read one low, and `service` took a
+/// waiter's mark for stale and dialed for it twice.
+pub(super) struct DedicatedGuard {
+    origin: Arc<Origin>,
+    settled: bool,
+}
+
+impl DedicatedGuard {
+    pub(super) fn new(origin: Arc<Origin>) -> DedicatedGuard {
+        DedicatedGuard {
+            origin,
+            settled: false,
+        }
+    }
+
+    /// The dial ended: its dedicated count goes, under the caller's lock.
+    fn settle(&mut self, g: &mut Guarded) {
+        if !std::mem::replace(&mut self.settled, true) {
+            g.state.dedicated_done();
+        }
+    }
+}
 
 impl Drop for DedicatedGuard {
     fn drop(&mut self) {
-        self.0.lock().state.dedicated_done();
+        if !self.settled {
+            self.origin.lock().state.dedicated_done();
+        }
     }
 }

@@ -83,9 +83,9 @@ pub(crate) struct OriginState<C, S> {
     /// Dedicated retry dials in flight (counted in `dialing` too; each
     /// serves only its own request). While any is, a waiter's mark is not
     /// passed on (`pass_mark_on`): `service` cannot tell dials for the
-    /// queue from `dialing`, which counts these. (It ends when the dial's
-    /// task does, a moment after its dial count: it may exceed `dialing`
-    /// meanwhile, which only keeps a mark from being passed on.)
+    /// queue from `dialing`, which counts these. (It ends with the dial, in
+    /// the same locked step as its dial count, or before it on a failure:
+    /// `DedicatedGuard::settle`.)
     pub dedicated: usize,
     next_waiter: u64,
 }
@@ -292,8 +292,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// The dials in flight that serve the queue: all but the dedicated
-    /// retry dials. (A dedicated count may outlive its dial count for a
-    /// moment, so this errs low then: at worst one dial too many.)
+    /// retry dials.
     pub(super) fn queue_dials(&self) -> usize {
         self.dialing.saturating_sub(self.dedicated)
     }
