@@ -31,7 +31,10 @@ pub enum Kind {
     PoolTimeout,
     /// `max_pending` requests were already waiting for this origin.
     PoolFull,
-    /// The TCP connection could not be established.
+    /// The connection could not be established: the name lookup failed,
+    /// the TCP connect failed, or the connection ended before the
+    /// server's HTTP/2 SETTINGS (a TLS alert after the handshake too, such
+    /// as a server refusing the client certificate under TLS 1.3).
     Connect,
     /// Connecting took too long: name lookup, TCP connect and a proxy's
     /// CONNECT together past `connect_timeout`, or no HTTP/2 SETTINGS from
@@ -64,13 +67,16 @@ pub enum Kind {
     /// length that is found before anything is sent; a stream is held to
     /// the header as it goes, and fails where it leaves it).
     Body,
-    /// The client's pool was shut down.
+    /// No tokio runtime can drive the request: polled outside any
+    /// runtime, or its runtime is shutting down.
     Closed,
     /// The proxy could not be reached, refused the CONNECT tunnel (a
     /// non-2xx answer) or broke the protocol (a timeout reaching it or
     /// waiting for its answer is [`Kind::ConnectTimeout`], naming the
     /// proxy). The message names the proxy
-    /// (never its credentials: `http://***@host:port`), not the origin.
+    /// (never its credentials: `http://***@host:port`), not the origin; for
+    /// a proxy environment variable that cannot be used, the variable and
+    /// the request.
     Proxy,
     /// The proxy wants credentials or rejected the ones given (407 Proxy
     /// Authentication Required). The message names the proxy, never the

@@ -22,8 +22,8 @@
 //!   limits), the request lifecycle, freeze handling.
 //! - `connect`: resolve, Happy Eyeballs, TCP options, rustls, ALPN, hyper
 //!   handshakes (HTTP/1.1 and HTTP/2).
-//! - `connect::proxy`: [`Proxy`], the proxy environment variables (Go's
-//!   rules), forwarding and CONNECT tunnels; the proxy used for a request is
+//! - `connect::proxy`: [`Proxy`], the proxy environment variables (curl's
+//!   precedence), forwarding and CONNECT tunnels; the proxy used for a request is
 //!   part of its pool key.
 //! - `resolve`: [`CachingResolver`] (TTL cache that reports DNS changes so
 //!   connections to old addresses are retired); `HickoryResolver` with the

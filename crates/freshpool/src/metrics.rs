@@ -6,9 +6,9 @@
 //! |---|---|---|---|
 //! | `http.client.open_connections` | gauge | `http.connection.state` (`idle`/`active`), `server.address`, `server.port`, `url.scheme` | connections open now: updated when a connection opens or closes and sampled once a second (a connection leased since the last sample counts as idle until the next); origins with the same labels (two clients to one host) add up |
 //! | `http.client.connection.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | how long connections lived |
-//! | `http.client.request.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | connection handed to the request to response head (per attempt; pool wait is separate) |
+//! | `http.client.request.duration` | histogram (s) | `server.address`, `server.port`, `url.scheme` | connection handed to the request to response head (per attempt that got its response head; pool wait is separate) |
 //! | `freshpool.pool.wait.duration` | histogram (s) | origin labels | time spent waiting for a connection |
-//! | `freshpool.connect.duration` | histogram (s) | origin labels | TCP + TLS + HTTP handshake |
+//! | `freshpool.connect.duration` | histogram (s) | origin labels | name lookup + TCP (+ a proxy's CONNECT) + TLS + HTTP handshake |
 //! | `freshpool.connections.created` | counter | origin labels | connections opened |
 //! | `freshpool.connections.closed` | counter | origin labels, `reason` | connections closed, by [`crate::CloseReason`] |
 //! | `freshpool.requests.retried` | counter | origin labels | automatic safe re-sends (as stats `retries`) |

@@ -299,7 +299,7 @@ pub struct OriginStats {
     pub closed: Vec<(CloseReason, u64)>,
     /// Time requests waited for a connection (only those that waited).
     pub pool_wait: LatencySummary,
-    /// Time to establish a connection (TCP + TLS + HTTP handshake).
+    /// Time to establish a connection (name lookup, TCP, a proxy's CONNECT, TLS and HTTP handshakes).
     pub connect_time: LatencySummary,
     /// Leases held right now, oldest first (at most 5).
     pub oldest_leases: Vec<LeaseInfo>,
