@@ -181,3 +181,32 @@ async fn a_streamed_body_is_not_gated_so_no_417_reaches_the_caller() {
     assert_eq!(text(&client, client.request(upload)).await, "ok");
     assert_eq!(refusals.load(Ordering::SeqCst), 0);
 }
+
+/// An HTTP/1.0 request is not gated: its servers ignore `Expect` (hyper's
+/// does), so its body waited out the 250 ms timer, and the origin was then
+/// marked as not taking the expectation, which took the gate from later
+/// HTTP/1.1 bodies too. (A review found it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_request_is_not_gated_and_teaches_nothing() {
+    let server = TestServer::http1().await;
+    let client = gating_client();
+    let url = server.url("/echo");
+    rest_a_connection(&client, &server.url("/")).await;
+    let request = http::Request::post(&url)
+        .version(http::Version::HTTP_10)
+        .header("content-length", "2")
+        .body(freshpool::RequestBody::from("hi"))
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(text(&client, client.request(request)).await, "hi");
+    let took = started.elapsed();
+    // The next HTTP/1.1 body on a rested connection is still gated.
+    let expect = server.url("/header/expect");
+    rest_a_connection(&client, &server.url("/")).await;
+    let post = client.post(&expect, "x");
+    assert_eq!(
+        text(&client, post).await,
+        "100-continue",
+        "(HTTP/1.0 took {took:?})"
+    );
+}

@@ -58,8 +58,12 @@ impl Client {
         }
         // (Not with extensions: they may hold the caller's own
         // informational callback, which the gate's would replace.)
+        // (Not HTTP/1.0: its servers ignore Expect, RFC 9110 section
+        // 10.1.1, so the body waited out the timer, and the origin was
+        // then marked as not taking the expectation.)
         if may_gate
             && self.long_idle_body(request, lease)
+            && request.version() == http::Version::HTTP_11
             && request.extensions().is_empty()
             && lease.origin().expect_continue_supported() != Some(false)
             && !request.headers().contains_key(EXPECT)
