@@ -187,7 +187,7 @@ impl Pool {
             counters: Counters::new(&key.host, key.port, key.scheme.as_str(), label),
             dns_seen: AtomicU64::new(0),
             dns_checked_ns: AtomicU64::new(0),
-            expect_100: std::sync::atomic::AtomicU8::new(0),
+            expect_100: AtomicU64::new(0),
             host_header: std::sync::OnceLock::new(),
             unused_since_ns: AtomicU64::new(0),
             unused_uses: AtomicU64::new(0),

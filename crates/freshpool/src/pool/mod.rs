@@ -300,8 +300,10 @@ pub(crate) struct Origin {
     /// every request: see `metrics::OriginMetrics`.)
     pub counters: Counters,
     pub label: Arc<str>,
-    /// 0 unknown, 1 answers `100 Continue`, 2 ignores `Expect`.
-    expect_100: std::sync::atomic::AtomicU8,
+    /// 0 unknown, 1 answers `100 Continue`; n >= 2: ignored our `Expect`,
+    /// learned at n - 2 ms on the budget's clock (see
+    /// `expect_continue_supported`).
+    expect_100: AtomicU64,
     /// The `Host` value most requests to this origin carry, built once so
     /// HTTP/1 requests clone a shared value instead of allocating one.
     host_header: std::sync::OnceLock<HostHeader>,

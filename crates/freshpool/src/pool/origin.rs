@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// How long a server found ignoring `Expect: 100-continue` is sent bodies
+/// without the gate before it is asked again (the wait, 250 ms by default,
+/// once per this).
+const EXPECT_NO_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether a "no" to `Expect` learned at `learned_ms` still holds at
+/// `now_ms` (both on the budget's clock).
+fn expect_no_holds(learned_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(learned_ms) < EXPECT_NO_FOR.as_millis() as u64
+}
+
+#[cfg(test)]
+#[test]
+fn a_learned_no_to_expect_expires() {
+    assert!(expect_no_holds(1_000, 1_000));
+    assert!(expect_no_holds(1_000, 1_000 + 299_999));
+    assert!(!expect_no_holds(1_000, 1_000 + 300_000));
+    // A clock read a little behind the learning (coarse) still holds it.
+    assert!(expect_no_holds(1_000, 900));
+}
+
 impl Origin {
     // (Always inline: every checkout and return takes it, and the return
     // path grew past what the inliner takes on its own: out of line, with
@@ -526,20 +547,34 @@ impl Origin {
     }
 
     /// What we learned about this server and `Expect: 100-continue`:
-    /// `Some(true)` it answers 100, `Some(false)` it ignored it.
+    /// `Some(true)` it answers 100, `Some(false)` it ignored it (within
+    /// the last `EXPECT_NO_FOR`).
     pub(crate) fn expect_continue_supported(&self) -> Option<bool> {
         match self.expect_100.load(Ordering::Relaxed) {
+            0 => None,
             1 => Some(true),
-            2 => Some(false),
-            _ => None,
+            // A "no" holds for `EXPECT_NO_FOR`, then the gate tries again:
+            // a handler that answered late without reading the body (a
+            // slow 401) looks the same as a server that ignores Expect,
+            // and a "no" kept for good took the gate from that origin's
+            // bodies for the life of the process.
+            no => {
+                let now_ms = self.budget.coarse_now().nanos() / 1_000_000;
+                expect_no_holds(no - 2, now_ms).then_some(false)
+            }
         }
     }
 
     /// Records whether the server answered 100 to our last Expect, so a
-    /// server that ignores it costs the short wait once, not every time.
+    /// server that ignores it costs the short wait once per
+    /// `EXPECT_NO_FOR`, not every time.
     pub(crate) fn learn_expect_continue(&self, answered: bool) {
-        self.expect_100
-            .store(if answered { 1 } else { 2 }, Ordering::Relaxed);
+        let value = if answered {
+            1
+        } else {
+            2 + self.budget.coarse_now().nanos() / 1_000_000
+        };
+        self.expect_100.store(value, Ordering::Relaxed);
     }
 
     /// The `Host` header value for a request to `uri` (its authority
