@@ -55,8 +55,7 @@ impl LeaseTable {
             // Never back: a note read from a beat that had not moved yet
             // (while a freeze was being judged) would undo the freeze's
             // discount.
-            let ms = u32::try_from(at.since(r.since).as_millis()).unwrap_or(u32::MAX);
-            r.active_ms = r.active_ms.max(ms);
+            r.active = r.active.max(super::active_units(at.since(r.since)));
             r.flags |= super::PROGRESSED;
         }
     }
@@ -86,10 +85,10 @@ impl LeaseTable {
     /// report a body leaked in one invocation and held across many short
     /// ones.
     pub(super) fn discount_freeze(&mut self, now: Stamp, frozen: std::time::Duration) {
-        let frozen_ms = u32::try_from(frozen.as_millis()).unwrap_or(u32::MAX);
+        let frozen = super::active_units(frozen);
         for r in self.iter_mut() {
-            let held_ms = u32::try_from(now.since(r.since).as_millis()).unwrap_or(u32::MAX);
-            r.active_ms = r.active_ms.saturating_add(frozen_ms).min(held_ms);
+            let held = super::active_units(now.since(r.since));
+            r.active = r.active.saturating_add(frozen).min(held);
         }
     }
 
@@ -120,7 +119,7 @@ mod tests {
         LeaseRecord {
             since: Stamp::from_nanos(n),
             caller: std::panic::Location::caller(),
-            active_ms: 0,
+            active: 0,
             flags: 0,
             reads_at_take: 0,
         }
@@ -141,25 +140,39 @@ mod tests {
     }
 
     /// A freeze moves each lease's last progress on by its length, never
-    /// past the thaw.
+    /// past the thaw. (Times in multiples of the 16 ms unit.)
     #[test]
     fn a_freeze_is_not_time_without_progress() {
         let ms = |n: u64| Stamp::from_nanos(n * 1_000_000);
         let mut t = LeaseTable::default();
         let old = t.insert(record(0));
-        let young = t.insert(record(9_000_000_000));
-        t.note_progress(old, ms(2_000));
-        t.discount_freeze(ms(10_000), Duration::from_millis(5_000));
+        let young = t.insert(record(9_216_000_000));
+        t.note_progress(old, ms(2_048));
+        t.discount_freeze(ms(10_240), Duration::from_millis(5_120));
         let last = |id: usize| t.iter().nth(id).unwrap().last_active();
-        assert_eq!(last(old), ms(7_000), "2 s of progress, then 5 s frozen");
-        assert_eq!(last(young), ms(10_000), "taken 1 s before the thaw");
+        assert_eq!(last(old), ms(7_168), "2 s of progress, then 5 s frozen");
+        assert_eq!(last(young), ms(10_240), "taken 1 s before the thaw");
         assert!(t.iter().nth(old).unwrap().has(crate::pool::PROGRESSED));
         assert!(!t.iter().nth(young).unwrap().has(crate::pool::PROGRESSED));
         // A note stamped before the discount (a frame read while the
         // freeze was being judged, by the beat still from before it) does
         // not undo it.
-        t.note_progress(old, ms(2_500));
-        assert_eq!(t.iter().nth(old).unwrap().last_active(), ms(7_000));
+        t.note_progress(old, ms(2_560));
+        assert_eq!(t.iter().nth(old).unwrap().last_active(), ms(7_168));
+    }
+
+    /// Progress on a stream read for longer than 49.7 days still moves:
+    /// in milliseconds the 32 bits ran out there, and the lease was then
+    /// reported as a leak while it was being read. (A review found it.)
+    #[test]
+    fn progress_after_fifty_days_still_counts() {
+        let day_ms = 24 * 3_600 * 1_000u64;
+        let ms = |n: u64| Stamp::from_nanos(n * 1_000_000);
+        let mut t = LeaseTable::default();
+        let id = t.insert(record(0));
+        t.note_progress(id, ms(60 * day_ms));
+        let last = t.iter().next().unwrap().last_active();
+        assert_eq!(ms(60 * day_ms).since(last), Duration::ZERO);
     }
 
     proptest! {

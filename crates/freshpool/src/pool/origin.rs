@@ -180,7 +180,7 @@ impl Origin {
         g.leases.insert(LeaseRecord {
             since: now,
             caller,
-            active_ms: 0,
+            active: 0,
             flags: 0,
             reads_at_take: reads as u16,
         })
