@@ -210,3 +210,46 @@ async fn an_http10_request_is_not_gated_and_teaches_nothing() {
         "(HTTP/1.0 took {took:?})"
     );
 }
+
+/// A 417 to the pool's `Expect` that comes after the wait let the body go
+/// (a round trip longer than `expect_continue_timeout`, here a server that
+/// takes 400 ms and reads the body first) is the server refusing the
+/// expectation all the same: the request is repeated without it. It
+/// reached the caller, who never asked for the expectation. (A review
+/// found it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_417_after_the_wait_released_the_body_is_repeated_too() {
+    use tokio::io::AsyncWriteExt;
+    let refusals = Arc::new(AtomicUsize::new(0));
+    let counted = refusals.clone();
+    let addr = raw_server(move |mut socket| {
+        let refusals = counted.clone();
+        async move {
+            let mut reader = RawRequests::default();
+            while let Some(head) = reader.head(&mut socket).await {
+                let expects = head.contains("expect: 100-continue");
+                if expects {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                if reader.body(&mut socket, &head).await.is_none() {
+                    return;
+                }
+                let answer: &[u8] = if expects {
+                    refusals.fetch_add(1, Ordering::SeqCst);
+                    b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                };
+                if socket.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let url = format!("http://{addr}/");
+    let client = gating_client();
+    rest_a_connection(&client, &url).await;
+    assert_eq!(text(&client, client.post(&url, "x")).await, "ok");
+    assert_eq!(refusals.load(Ordering::SeqCst), 1);
+}

@@ -218,10 +218,10 @@ impl Client {
                 // (Gated only with a kept copy and no 417 yet: see `prepare`.)
                 Ok(response) if refuses_our_expect(&response, &gate) => {
                     // 417 to the expectation the pool added (the caller asked
-                    // for none), before the body went: repeat the request
-                    // without it (RFC 9110 section 10.1.1), from the copy
-                    // kept for a held-back body. Any method: nothing of it
-                    // was processed but the head.
+                    // for none): repeat the request without it (RFC 9110
+                    // section 10.1.1), from the copy kept for a held-back
+                    // body. Any method: the server refused the request as
+                    // a whole, whether or not the body went meanwhile.
                     expect_refused = true;
                     refused_expect(lease);
                 }

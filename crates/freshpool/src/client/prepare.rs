@@ -190,17 +190,21 @@ pub(super) fn refused_expect(mut lease: Lease) {
 }
 
 /// A `417 Expectation Failed` to the `Expect: 100-continue` the pool
-/// added (`gate`), before a 100 Continue or the gate's timer let the body
-/// go. (Not "before the body was released": hyper drops the gate's
-/// callback at the final head and may poll the body before this sees the
-/// response, which releases it as answered.)
+/// added (`gate`), with no `100 Continue` before it: the server refused
+/// the expectation, and processed nothing (RFC 9110 section 10.1.1: repeat
+/// the request without it). Also after the gate's timer let the body go:
+/// over a round trip longer than the wait (a far server, a gateway that
+/// relays a backend's refusal) the 417 always comes after it, and reached
+/// the caller, who never asked for the expectation.
 #[inline(always)]
 pub(super) fn refuses_our_expect(
     response: &Response<Incoming>,
     gate: &Option<Arc<GateState>>,
 ) -> bool {
     response.status() == http::StatusCode::EXPECTATION_FAILED
-        && gate.as_ref().is_some_and(|g| g.answered_first())
+        && gate
+            .as_ref()
+            .is_some_and(|g| !g.continued.load(std::sync::atomic::Ordering::Acquire))
 }
 
 #[cfg(test)]
