@@ -670,3 +670,41 @@ fn a_moved_requests_wait_is_recorded_where_it_was_served() {
     assert_eq!(b.pool_wait.count, 2, "B's dial and the moved wait: {stats}");
     drop(held);
 }
+
+/// The first request runs in a current-thread runtime's `block_on` (a
+/// synchronous wrapper), which is then kept and never driven again; the
+/// traffic moves to a multi-thread runtime and stops within the 2 s a
+/// silent heartbeat is given. The heartbeat stayed on the undriven
+/// runtime: no sweep ran, and the idle connection outlived `idle_timeout`
+/// until the next request. It moves to the multi-thread runtime at its
+/// first checkout. (A review found it.)
+#[test]
+fn the_heartbeat_moves_to_a_multi_thread_runtime_that_drives_it() {
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .idle_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let rt_c = runtime(0);
+    assert_eq!(
+        rt_c.block_on(fetch(&client, server.url("/"))).unwrap(),
+        "ok"
+    );
+    let rt_m = runtime(1);
+    assert_eq!(
+        rt_m.block_on(fetch(&client, server.url("/"))).unwrap(),
+        "ok"
+    );
+    wait_until(
+        "the multi-thread runtime's idle connection swept",
+        &client,
+        |stats| {
+            stats
+                .origins
+                .iter()
+                .find(|o| o.runtime.is_none())
+                .is_some_and(|o| o.idle == 0 && o.created == 1)
+        },
+    );
+    drop(rt_c);
+}

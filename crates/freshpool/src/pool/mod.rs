@@ -419,6 +419,9 @@ struct PoolInner {
     budget: Arc<Budget>,
     origins: RwLock<OriginMap>,
     heartbeat_started: AtomicBool,
+    /// The heartbeat runs on a current-thread runtime, which runs it only
+    /// while something drives that runtime (see `ensure_heartbeat`).
+    heartbeat_on_current_thread: AtomicBool,
     /// When the heartbeat last ticked (ns on the budget's clock): one
     /// silent too long is replaced (see `ensure_heartbeat`).
     heartbeat_tick: AtomicU64,
@@ -502,6 +505,7 @@ impl Pool {
                 budget,
                 origins: RwLock::default(),
                 heartbeat_started: AtomicBool::new(false),
+                heartbeat_on_current_thread: AtomicBool::new(false),
                 heartbeat_tick: AtomicU64::new(0),
                 heartbeat_gen: AtomicU64::new(0),
                 heartbeat_beats: AtomicU64::new(0),

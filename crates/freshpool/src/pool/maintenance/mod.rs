@@ -41,6 +41,19 @@ impl Pool {
         self.spawn_heartbeat(handle, now_ns);
     }
 
+    /// (Out of line: rare.) A checkout on a multi-thread runtime takes the
+    /// heartbeat from a current-thread runtime, which runs it only while
+    /// driven: a process whose first request ran in a synchronous
+    /// wrapper's `block_on`, its traffic then on a multi-thread runtime
+    /// that went quiet within `HEARTBEAT_SILENT`, had no sweep at all
+    /// (idle connections outlived `idle_timeout`) until its next request.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn move_heartbeat_off_current_thread(&self, now_ns: u64) {
+        let tick = self.inner.heartbeat_tick.load(Ordering::Acquire);
+        self.replace_silent_heartbeat(tick, now_ns);
+    }
+
     /// (Out of line: rare.) One caller takes over a silent heartbeat.
     #[cold]
     #[inline(never)]
@@ -63,6 +76,11 @@ impl Pool {
         // (Counted from now: a task spawned on a runtime never driven
         // again is silent from its start.)
         self.inner.heartbeat_tick.store(now_ns, Ordering::Relaxed);
+        let current_thread =
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+        self.inner
+            .heartbeat_on_current_thread
+            .store(current_thread, Ordering::Relaxed);
         // A suspend since the last heartbeat (a runtime per invocation,
         // the machine asleep between two) is judged now, before the
         // checkout that starts this one takes a connection from before it;
@@ -137,6 +155,12 @@ impl Pool {
                     running.1 = current + 1;
                     // (Its replacement's end may have cleared the flag.)
                     pool.inner.heartbeat_started.store(true, Ordering::Release);
+                    let current_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                        h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+                    });
+                    pool.inner
+                        .heartbeat_on_current_thread
+                        .store(current_thread, Ordering::Relaxed);
                 }
                 pool.inner.heartbeat_beats.fetch_add(1, Ordering::AcqRel);
                 pool.inner
