@@ -556,7 +556,6 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
 /// ended with it): on a pooled connection, the mark of one that died while
 /// it idled.
 pub(crate) fn peer_closed(err: &Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     let mut source = StdError::source(err);
     while let Some(s) = source {
         if s.downcast_ref::<hyper::Error>()
@@ -565,14 +564,20 @@ pub(crate) fn peer_closed(err: &Error) -> bool {
             return true;
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
-            );
+            return is_close_kind(io.kind());
         }
         source = s.source();
     }
     false
+}
+
+/// The I/O error kinds of a peer that closed or reset the connection.
+pub(crate) fn is_close_kind(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        kind,
+        BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+    )
 }
 
 /// The kind of the first I/O error in `err`'s chain.

@@ -389,17 +389,12 @@ impl Connector {
                         format!("{target} closed the connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)"),
                     )
                 };
-                use std::io::ErrorKind::{
-                    BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof,
-                };
                 return Err(match why {
                     // The server closed it (an HTTP/1 server that refuses
                     // the preface, a port that closes at once).
                     Some(e)
-                        if matches!(
-                            crate::error::io_kind_in(&e),
-                            None | Some(BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof)
-                        ) =>
+                        if crate::error::io_kind_in(&e)
+                            .is_none_or(crate::error::is_close_kind) =>
                     {
                         closed().with_source(e)
                     }

@@ -70,17 +70,7 @@ impl Pool {
         // Coarse (see `coarse_clock`): the beat takes the bound that is
         // never ahead of real time, deadlines the one never behind it.
         let now = self.inner.budget.clock.now();
-        self.ensure_heartbeat(now.lower_ns);
-        // A heartbeat on a current-thread runtime moves to a multi-thread
-        // one met here, which drives it whatever its caller does next.
-        if origin.key.runtime == super::partition::SHARED
-            && self
-                .inner
-                .heartbeat_on_current_thread
-                .load(Ordering::Relaxed)
-        {
-            self.move_heartbeat_off_current_thread(now.lower_ns);
-        }
+        self.ensure_heartbeat(now.lower_ns, origin.key.runtime == super::partition::SHARED);
         origin.follow_dns(now.lower_ns);
         self.check_freeze(now.lower_ns);
         self.take(&origin, None, now.upper, caller)

@@ -16,16 +16,25 @@ impl Pool {
     /// on the caller's runtime. Each start is a new generation
     /// (`heartbeat_gen`): an older task ends at its next tick, should its
     /// runtime run again, and its end no longer says "none runs".
+    ///
+    /// A caller on a multi-thread runtime (`on_multi_thread`) also takes
+    /// the heartbeat from a current-thread runtime, which runs it only
+    /// while driven: a process whose first request ran in a synchronous
+    /// wrapper's `block_on`, its traffic then on a multi-thread runtime
+    /// that went quiet within `HEARTBEAT_SILENT`, had no sweep at all
+    /// (idle connections outlived `idle_timeout`) until its next request.
     /// `now_ns`: the checkout's clock.
-    pub(super) fn ensure_heartbeat(&self, now_ns: u64) {
+    pub(super) fn ensure_heartbeat(&self, now_ns: u64, on_multi_thread: bool) {
         let inner = &self.inner;
         // (Acquire: a heartbeat seen started comes with its tick, below.)
         if inner.heartbeat_started.load(Ordering::Acquire) {
             let tick = inner.heartbeat_tick.load(Ordering::Relaxed);
-            if now_ns.saturating_sub(tick) < HEARTBEAT_SILENT.as_nanos() as u64 {
-                return;
+            let silent = now_ns.saturating_sub(tick) >= HEARTBEAT_SILENT.as_nanos() as u64;
+            let better_here =
+                on_multi_thread && inner.heartbeat_on_current_thread.load(Ordering::Relaxed);
+            if silent || better_here {
+                self.replace_silent_heartbeat(tick, now_ns);
             }
-            self.replace_silent_heartbeat(tick, now_ns);
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -41,20 +50,8 @@ impl Pool {
         self.spawn_heartbeat(handle, now_ns);
     }
 
-    /// (Out of line: rare.) A checkout on a multi-thread runtime takes the
-    /// heartbeat from a current-thread runtime, which runs it only while
-    /// driven: a process whose first request ran in a synchronous
-    /// wrapper's `block_on`, its traffic then on a multi-thread runtime
-    /// that went quiet within `HEARTBEAT_SILENT`, had no sweep at all
-    /// (idle connections outlived `idle_timeout`) until its next request.
-    #[cold]
-    #[inline(never)]
-    pub(super) fn move_heartbeat_off_current_thread(&self, now_ns: u64) {
-        let tick = self.inner.heartbeat_tick.load(Ordering::Acquire);
-        self.replace_silent_heartbeat(tick, now_ns);
-    }
-
-    /// (Out of line: rare.) One caller takes over a silent heartbeat.
+    /// (Out of line: rare.) One caller takes over a silent heartbeat (or
+    /// one on a current-thread runtime: see `ensure_heartbeat`).
     #[cold]
     #[inline(never)]
     fn replace_silent_heartbeat(&self, tick: u64, now_ns: u64) {

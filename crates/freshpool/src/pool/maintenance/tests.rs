@@ -138,7 +138,7 @@ fn a_freeze_between_two_runtimes_is_detected() {
     let real = || budget.stamp(Instant::now()).nanos();
     let first = current_thread();
     first.block_on(async {
-        pool.ensure_heartbeat(real());
+        pool.ensure_heartbeat(real(), false);
         pool.check_freeze(real());
     });
     drop(first);
@@ -147,7 +147,7 @@ fn a_freeze_between_two_runtimes_is_detected() {
     std::thread::sleep(Duration::from_millis(1700));
     current_thread().block_on(async {
         // As a checkout does: the heartbeat first, then the beat.
-        pool.ensure_heartbeat(real());
+        pool.ensure_heartbeat(real(), false);
         pool.check_freeze(real());
     });
     assert_eq!(budget.freezes.load(Ordering::Relaxed), 1);
@@ -160,12 +160,12 @@ fn a_freeze_between_two_runtimes_is_detected() {
 fn a_suspend_between_two_heartbeats_is_detected() {
     let clock = fake_clock();
     let pool = pool_with(clock.clone());
-    current_thread().block_on(async { pool.ensure_heartbeat(1) });
+    current_thread().block_on(async { pool.ensure_heartbeat(1, false) });
     assert!(!pool.inner.heartbeat_started.load(Ordering::Acquire));
     // Suspended for 10 s while no heartbeat ran.
     clock.boot.fetch_add(10_000, Ordering::SeqCst);
     current_thread().block_on(async {
-        pool.ensure_heartbeat(1);
+        pool.ensure_heartbeat(1, false);
         // At once, before the checkout that starts it takes anything.
         assert_eq!(pool.inner.budget.freezes.load(Ordering::Relaxed), 1);
         tokio::time::sleep(HEARTBEAT * 2).await;
@@ -187,7 +187,7 @@ fn a_checkout_right_after_a_suspend_judges_it() {
     let real = || budget.stamp(Instant::now()).nanos();
     let rt = current_thread();
     rt.block_on(async {
-        pool.ensure_heartbeat(real());
+        pool.ensure_heartbeat(real(), false);
         pool.check_freeze(real());
     });
     assert!(pool.inner.heartbeat_started.load(Ordering::Acquire));
@@ -196,7 +196,7 @@ fn a_checkout_right_after_a_suspend_judges_it() {
     std::thread::sleep(Duration::from_millis(2));
     rt.block_on(async {
         // As a checkout does.
-        pool.ensure_heartbeat(real());
+        pool.ensure_heartbeat(real(), false);
         pool.check_freeze(real());
         assert_eq!(budget.freezes.load(Ordering::Relaxed), 1);
     });
@@ -217,14 +217,14 @@ fn a_stop_in_the_gap_of_a_suspend_is_judged_too() {
     let budget = &pool.inner.budget;
     let real = || budget.stamp(Instant::now()).nanos();
     current_thread().block_on(async {
-        pool.ensure_heartbeat(real());
+        pool.ensure_heartbeat(real(), false);
         pool.check_freeze(real());
     });
     // Stopped for 1.5 s, and suspended for 10 s, while no heartbeat ran.
     liveness::simulate_freeze(Duration::from_millis(1500));
     std::thread::sleep(Duration::from_millis(1700));
     clock.boot.fetch_add(10_000, Ordering::SeqCst);
-    current_thread().block_on(async { pool.ensure_heartbeat(real()) });
+    current_thread().block_on(async { pool.ensure_heartbeat(real(), false) });
     assert_eq!(budget.freezes.load(Ordering::Relaxed), 2);
     let frozen = Duration::from_nanos(budget.frozen_ns.load(Ordering::Acquire));
     assert!(frozen >= Duration::from_millis(1400), "{frozen:?}");
@@ -239,11 +239,11 @@ fn a_replaced_heartbeat_ends_instead_of_piling_up() {
     let budget = &pool.inner.budget;
     let real = || budget.stamp(Instant::now()).nanos();
     let rt = current_thread();
-    rt.block_on(async { pool.ensure_heartbeat(real()) });
+    rt.block_on(async { pool.ensure_heartbeat(real(), false) });
     for round in 0..2 {
         std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(100));
         rt.block_on(async {
-            pool.ensure_heartbeat(real());
+            pool.ensure_heartbeat(real(), false);
             tokio::time::sleep(HEARTBEAT * 2).await;
         });
         // One task (two weak references: its own and its guard's).
@@ -266,12 +266,12 @@ fn a_stalled_heartbeat_takes_back_over_from_an_undriven_replacement() {
         .enable_all()
         .build()
         .unwrap();
-    driven.block_on(async { pool.ensure_heartbeat(real()) });
+    driven.block_on(async { pool.ensure_heartbeat(real(), false) });
     // Its only worker blocked for longer than the silence allowed.
     driven.spawn(async { std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(600)) });
     std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(300));
     let undriven = current_thread();
-    undriven.block_on(async { pool.ensure_heartbeat(real()) });
+    undriven.block_on(async { pool.ensure_heartbeat(real(), false) });
     // The stalled one runs again; the replacement never does, and is
     // found silent in turn.
     std::thread::sleep(HEARTBEAT_SILENT + Duration::from_millis(500));
