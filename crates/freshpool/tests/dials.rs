@@ -78,7 +78,8 @@ fn a_failed_dial_does_not_strand_the_next_waiter() {
         let b = client.get(&url("/")).await;
         let waited = started.elapsed();
         assert!(
-            b.is_ok() && waited < Duration::from_secs(1),
+            // (The bug: `pool_timeout`, 2 s.)
+            b.is_ok() && waited < Duration::from_millis(1900),
             "B waited {waited:?} with a slot free: {:?}\n{}",
             b.err(),
             client.stats()

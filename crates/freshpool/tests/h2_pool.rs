@@ -52,7 +52,11 @@ async fn a_connection_draining_after_goaway_keeps_its_slot_until_it_closes() {
     })
     .await;
     server.goaway_all();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Time for the client to read the GOAWAY (hyper's server accepts new
+    // streams until its PING after the GOAWAY is answered: a request sent
+    // before the client read it would ride the old connection). 500 ms,
+    // not 100: a loaded CI machine may be slow to run the client's reader.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let next = tokio::time::timeout(Duration::from_secs(10), text(&client, &server.url("/")))
         .await
         .expect("the next request is served");
@@ -142,9 +146,12 @@ async fn a_request_is_not_failed_by_connections_that_had_a_goaway() {
             task.abort();
         }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // (Generous waits: the resets must reach the server, and the GOAWAY
+    // the client, before the next request goes; 100 ms each was tight for
+    // a loaded CI machine, and the held requests last 4 s.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
     server.goaway_all();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let answer = tokio::time::timeout(Duration::from_secs(10), client.get(&server.url("/")))
         .await
         .expect("answered in time");

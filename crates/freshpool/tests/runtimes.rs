@@ -282,6 +282,7 @@ fn a_request_whose_connection_runtime_ends_is_retried_or_told_why() {
             .body(freshpool::RequestBody::from("x"))
             .unwrap();
         let sender = client.clone();
+        let before = server.stats().requests();
         let answer =
             rt_b.spawn(async move { sender.request(request).await?.into_body().text().await });
         wait_until("B's request on A's connection", &client, |s| {
@@ -289,7 +290,17 @@ fn a_request_whose_connection_runtime_ends_is_retried_or_told_why() {
                 .first()
                 .is_some_and(|o| o.active == 1 && o.idle == 0)
         });
-        std::thread::sleep(Duration::from_millis(200));
+        // The server has it (a fixed sleep could end before A's driver
+        // took it from hyper's queue: handed back unsent, even the POST
+        // would rightly go again).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.stats().requests() == before {
+            assert!(
+                Instant::now() < deadline,
+                "{method} reached the server within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         drop(rt_a);
         let result = rt_b.block_on(answer).unwrap();
         if expect_ok {

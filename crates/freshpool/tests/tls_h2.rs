@@ -141,7 +141,10 @@ async fn two_hundred_concurrent_on_h2_with_50_streams_use_exactly_4_connections(
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let c = client.clone();
-        let url = server.url("/delay/300");
+        // 2 s: long enough that the first connection's 50 streams are
+        // still running when the other three connections' handshakes and
+        // 150 streams are done, on a slow machine too.
+        let url = server.url("/delay/2000");
         tasks.push(tokio::spawn(async move { body(&c, &url).await }));
     }
     for t in tasks {
@@ -184,7 +187,8 @@ async fn goaway_mid_load_fails_nothing_the_server_did_not_process() {
             body(&c, &url).await
         }));
         if i == 150 {
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            // The GOAWAY must find a connection: wait for one to serve.
+            eventually("a request arrived", || server.stats().requests() > 0).await;
             server.goaway_all();
         }
     }
@@ -200,6 +204,10 @@ async fn goaway_mid_load_fails_nothing_the_server_did_not_process() {
         failures.len(),
         &failures[..failures.len().min(3)]
     );
+    // The drained connection takes no new request: the next one dials.
+    // (Not the load's own count: its last requests may all have gone out
+    // before the client read the GOAWAY.)
+    body(&client, &server.url("/")).await.unwrap();
     assert!(
         server.stats().connections_accepted() >= 2,
         "a new connection after GOAWAY"

@@ -130,7 +130,7 @@ pub struct BehindASlowDial {
 }
 
 /// A client from `builder` with two connections per host to `addr`, whose
-/// dials after the first take 1.5 s, and `pool_timeout` 500 ms: one
+/// dials after the first take 3 s, and `pool_timeout` 1.5 s: one
 /// connection held, W1 queued with a dial for it, W2 queued behind with
 /// none. (Each request keeps its response: dropped unread, it would close
 /// its connection and free a slot for another dial.)
@@ -143,10 +143,13 @@ pub async fn behind_a_slow_dial(
         .resolver(SlowAfterFirst {
             addr,
             calls: Default::default(),
-            later: std::time::Duration::from_millis(1500),
+            // (W2's `pool_timeout` runs from its start: the test must act
+            // within it. 1.5 s leaves a loaded machine room; the dial
+            // stays twice as long, so a W2 left without it still fails.)
+            later: std::time::Duration::from_millis(3000),
         })
         .max_connections_per_host(2)
-        .pool_timeout(std::time::Duration::from_millis(500))
+        .pool_timeout(std::time::Duration::from_millis(1500))
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()
         .unwrap();

@@ -165,7 +165,8 @@ async fn happy_eyeballs_races_past_a_blackholed_address_within_the_timeout() {
     // RFC 8305: the second address is tried after the attempt delay
     // (250 ms), not after the first one times out.
     assert!(took >= Duration::from_millis(200), "{took:?}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // (One after the other: the 2 s connect timeout, and a failure.)
+    assert!(took < Duration::from_millis(1800), "{took:?}");
 
     // Only blackholes: the connect timeout bounds the whole attempt and the
     // error lists every address.
@@ -235,7 +236,7 @@ async fn connect_timeout_bounds_the_lookup_and_the_connect_together() {
     let (err, took) = fails_in(&client, "http://slow.test/").await;
     assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
     // 800 ms of lookup + the rest of the 1 s: not 800 + 1000.
-    assert!(took < Duration::from_millis(1500), "{took:?}: {err}");
+    assert!(took < Duration::from_millis(1700), "{took:?}: {err}");
     let msg = err.to_string();
     assert!(msg.contains(&format!("{refused} (")), "{msg}");
     assert!(
