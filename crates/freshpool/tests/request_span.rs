@@ -22,12 +22,19 @@ impl Visit for Fields {
     }
 }
 
-/// Collects the fields of every closed `freshpool.request` span, in order.
-struct RequestSpans(Arc<Mutex<Vec<HashMap<&'static str, String>>>>);
+type Recorded = Arc<Mutex<Vec<HashMap<&'static str, String>>>>;
 
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for RequestSpans {
+/// Collects the fields of every closed span of one name, in order.
+struct NamedSpans(&'static str, Recorded);
+
+#[allow(non_snake_case)]
+fn RequestSpans(spans: Recorded) -> NamedSpans {
+    NamedSpans("freshpool.request", spans)
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for NamedSpans {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().name() != "freshpool.request" {
+        if attrs.metadata().name() != self.0 {
             return;
         }
         let mut fields = Fields::default();
@@ -49,7 +56,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for RequestSpans {
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(&id) {
             if let Some(fields) = span.extensions_mut().remove::<Fields>() {
-                self.0.lock().unwrap().push(fields.0);
+                self.1.lock().unwrap().push(fields.0);
             }
         }
     }
@@ -208,4 +215,95 @@ async fn a_failed_request_span_still_counts_its_retries() {
         Some("1"),
         "{spans:?}"
     );
+}
+
+/// A filter that enables DEBUG for the caller's code but not for
+/// freshpool (`freshpool=info,caller=debug`) disables the request's span,
+/// so the current span is the caller's: the pool's `status`, `reused` and
+/// `retries` were written into it, over the caller's own fields (an
+/// inbound handler's `status` read the outbound request's).
+#[tokio::test]
+async fn a_disabled_request_span_leaves_the_callers_span_alone() {
+    use tracing::Instrument;
+    use tracing_subscriber::EnvFilter;
+    let server = TestServer::http1().await;
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry()
+        .with(EnvFilter::new("freshpool=info,caller=debug"))
+        .with(NamedSpans("handler", spans.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let client = Client::new();
+    let url = server.url("/status/404");
+    let handler = tracing::debug_span!(
+        target: "caller",
+        "handler",
+        status = tracing::field::Empty,
+        retries = tracing::field::Empty,
+        reused = tracing::field::Empty,
+    );
+    async {
+        for _ in 0..2 {
+            let response = client.get(&url).await.unwrap();
+            assert_eq!(response.status(), 404);
+            response.into_body().bytes().await.unwrap();
+        }
+        tracing::Span::current().record("status", 200);
+    }
+    .instrument(handler)
+    .await;
+
+    let spans = spans.lock().unwrap();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(spans[0].get("status").map(String::as_str), Some("200"));
+    assert!(!spans[0].contains_key("reused"), "{spans:?}");
+    assert!(!spans[0].contains_key("retries"), "{spans:?}");
+}
+
+/// Resolves every name to 127.0.0.1 after a pause (a slow DNS server).
+struct SlowResolver(std::time::Duration);
+
+impl freshpool::Resolve for SlowResolver {
+    fn resolve(&self, _host: &str, port: u16) -> freshpool::ResolveFuture {
+        let pause = self.0;
+        Box::pin(async move {
+            tokio::time::sleep(pause).await;
+            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        })
+    }
+}
+
+/// The span's `reused` is the stats' reuse: the first request on a
+/// connection is none, though the retry rule (which asks whether a
+/// connection may have gone stale) treats one that rested as reused.
+/// Here a dial's requester gives up, the connection lands idle, and the
+/// next request is its first.
+#[tokio::test]
+async fn the_request_span_reuse_is_the_stats_reuse() {
+    let server = TestServer::http1().await;
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(RequestSpans(spans.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let client = Client::builder()
+        .resolver(SlowResolver(std::time::Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let url = format!("http://slow-dns.test:{}/", server.addr().port());
+    let gave_up =
+        tokio::time::timeout(std::time::Duration::from_millis(50), client.get(&url)).await;
+    assert!(gave_up.is_err(), "the lookup takes 300 ms");
+    freshpool_testkit::eventually("the dial landed idle", || client.stats().idle() == 1).await;
+    for _ in 0..2 {
+        let response = client.get(&url).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+    }
+    let stats = client.stats();
+    assert_eq!((stats.created(), stats.reused()), (1, 1), "{stats}");
+    let spans = spans.lock().unwrap();
+    let reused: Vec<&str> = spans
+        .iter()
+        .filter_map(|s| s.get("reused").map(String::as_str))
+        .collect();
+    assert_eq!(reused, ["false", "true"], "{stats}");
 }

@@ -233,11 +233,11 @@ impl Client {
                         return Err(err);
                     }
                     lease.origin().counters.metrics.request(stopwatch.elapsed());
-                    // (Finding the current span costs a dispatcher lookup:
-                    // only when a subscriber may want the fields.)
-                    if tracing::level_enabled!(tracing::Level::DEBUG) {
-                        let span = tracing::Span::current();
-                        span.record("reused", reused);
+                    if let Some(span) = request_span() {
+                        // (As the stats count it: a dial's first request,
+                        // or a never-used idle connection, is no reuse,
+                        // though the retry rule treats it as one.)
+                        span.record("reused", lease.counted_reuse());
                         span.record("retries", retries + unsent.resent);
                         span.record("status", response.status().as_u16());
                     }
@@ -611,9 +611,25 @@ fn unsent_try(
 /// only, so a failed retried GET read `retries` empty).
 #[cold]
 fn note_retries(retries: u32) {
-    if tracing::level_enabled!(tracing::Level::DEBUG) {
-        tracing::Span::current().record("retries", retries);
+    if let Some(span) = request_span() {
+        span.record("retries", retries);
     }
+}
+
+/// The request's own span, if it is enabled (then it is the current one:
+/// `ResponseFuture` enters it around the send loop).
+///
+/// A filter such as `freshpool=info,myapp=debug` passes the global level
+/// check yet disables the request's span; entering a disabled span does
+/// nothing, so the current span is then the caller's, and its `status`
+/// or `retries` fields got the pool's values. (Finding the current span
+/// costs a dispatcher lookup: only when a subscriber may want the fields.)
+fn request_span() -> Option<tracing::Span> {
+    if !tracing::level_enabled!(tracing::Level::DEBUG) {
+        return None;
+    }
+    let span = tracing::Span::current();
+    (span.metadata()?.name() == super::REQUEST_SPAN).then_some(span)
 }
 
 /// How long a pooled HTTP/1 connection may take to be ready for the next

@@ -27,6 +27,10 @@ use crate::pool::key::SecurityContext;
 use crate::pool::Pool;
 use crate::stats::PoolStats;
 
+/// The name of each request's span (DEBUG), which the send loop checks
+/// before it records a field on the current span (`attempt::request_span`).
+const REQUEST_SPAN: &str = "freshpool.request";
+
 /// An HTTP client over one shared, bounded connection pool.
 ///
 /// Build one per process (or per distinct configuration) and clone it
@@ -235,7 +239,7 @@ impl Client {
         }
         // Quiet by default (DEBUG); a disabled span costs a static check.
         let span = tracing::debug_span!(
-            "freshpool.request",
+            REQUEST_SPAN,
             method = %request.method(),
             uri = %span_uri::SpanUri(request.uri()),
             reused = tracing::field::Empty,
