@@ -327,6 +327,20 @@ async fn bad_input_gets_typed_errors() {
         let err = client.get(bad).await.unwrap_err();
         assert_eq!(err.kind(), Kind::InvalidUri, "{bad}: {err}");
     }
+    // The message shows the URI, but not a secret in its query (here a
+    // pre-signed URL's token), parsed or not.
+    for bad in [
+        "/k?access_token=s3cret",
+        "http://h/k?access_token=s3cret&a b",
+    ] {
+        let err = client.get(bad).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::InvalidUri, "{bad}: {err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("access_token=REDACTED") && !message.contains("s3cret"),
+            "{bad}: {message}"
+        );
+    }
     // An IPv6 zone (RFC 6874) is refused by name, before any lookup: it
     // failed as a DNS lookup of the literal, which hid the reason.
     for zoned in ["http://[fe80::1%25lo]:9/", "http://[::1%251]/"] {

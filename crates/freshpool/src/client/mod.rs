@@ -7,6 +7,7 @@ mod prepare;
 mod retry_copy;
 mod sending;
 mod span_uri;
+pub(crate) use span_uri::shown_url;
 mod unsupported;
 mod uri_memo;
 
@@ -467,7 +468,7 @@ fn build_request(
     body: RequestBody,
 ) -> Result<(Request<RequestBody>, bool), Error> {
     let uri_memo::Parsed { uri, userinfo } = uri_memo::parse(uri).map_err(|e| {
-        let shown = crate::error::redact_userinfo(uri);
+        let shown = shown_url(uri);
         Error::invalid_uri(format!("invalid URI {shown:?}")).with_source(e)
     })?;
     let mut request = Request::new(body);

@@ -1,7 +1,7 @@
 //! A request's URI as its span and its error messages show it: no
 //! password, and no value of a query parameter known to carry a secret.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use http::Uri;
 
@@ -62,20 +62,67 @@ impl fmt::Display for SpanUri<'_> {
             f.write_str(authority.as_str())?;
         }
         f.write_str(uri.path())?;
-        for (i, pair) in query.split('&').enumerate() {
-            f.write_char(if i == 0 { '?' } else { '&' })?;
-            match pair.split_once('=') {
-                Some((key, _)) if is_secret(key) => write!(f, "{key}=REDACTED")?,
-                _ => f.write_str(pair)?,
-            }
-        }
-        Ok(())
+        write_query(f, query)
     }
+}
+
+/// `?query` with the values of secret parameters `REDACTED`.
+fn write_query(out: &mut impl fmt::Write, query: &str) -> fmt::Result {
+    for (i, pair) in query.split('&').enumerate() {
+        out.write_char(if i == 0 { '?' } else { '&' })?;
+        match pair.split_once('=') {
+            Some((key, _)) if is_secret(key) => write!(out, "{key}=REDACTED")?,
+            _ => out.write_str(pair)?,
+        }
+    }
+    Ok(())
+}
+
+/// A request URL's text for an error message, parsed or not (a URI that
+/// failed to parse, one refused before its checkout): its userinfo `***`
+/// (`redact_userinfo`) and the values of secret query parameters
+/// `REDACTED`, as its span shows them ([`SpanUri`]). They were shown
+/// whole: a pre-signed URL's signature reached the logs with the error.
+pub(crate) fn shown_url(text: &str) -> String {
+    let text = crate::error::redact_userinfo(text);
+    let Some((head, rest)) = text.split_once('?') else {
+        return text;
+    };
+    let (query, fragment) = rest
+        .split_once('#')
+        .map_or((rest, None), |(q, f)| (q, Some(f)));
+    if !query.split('&').any(is_secret) {
+        return text;
+    }
+    let mut shown = String::with_capacity(text.len());
+    shown.push_str(head);
+    // (Writing to a String cannot fail.)
+    let _ = write_query(&mut shown, query);
+    if let Some(fragment) = fragment {
+        shown.push('#');
+        shown.push_str(fragment);
+    }
+    shown
 }
 
 #[cfg(test)]
 mod tests {
-    use super::SpanUri;
+    use super::{shown_url, SpanUri};
+
+    #[test]
+    fn an_error_messages_url_hides_the_password_and_secret_values() {
+        assert_eq!(
+            shown_url("https://u:pw@h/k?X-Amz-Signature=abc&a=1#frag"),
+            "https://***@h/k?X-Amz-Signature=REDACTED&a=1#frag"
+        );
+        // Text that is no URI: the same rules, on the text.
+        assert_eq!(
+            shown_url("/p?access_token=t0k&x"),
+            "/p?access_token=REDACTED&x"
+        );
+        assert_eq!(shown_url("http://h/p?q=1"), "http://h/p?q=1");
+        assert_eq!(shown_url("ht tp://h"), "ht tp://h");
+    }
 
     fn shown(uri: &str) -> String {
         SpanUri(&uri.parse().unwrap()).to_string()

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::config::{HttpVersion, TlsSettings};
-use crate::error::{redact_userinfo, Error};
+use crate::error::Error;
 
 /// `http` or `https`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -262,7 +262,7 @@ impl PoolKey {
             None => {
                 return Err(Error::invalid_uri(format!(
                     "URI {:?} has no scheme; use an absolute URI like http://host/path",
-                    redact_userinfo(&uri.to_string())
+                    crate::client::shown_url(&uri.to_string())
                 )))
             }
         };

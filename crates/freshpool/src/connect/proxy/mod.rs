@@ -309,7 +309,7 @@ impl Routes {
                 crate::Kind::Proxy,
                 format!(
                     "{} was not sent: {why}",
-                    crate::error::redact_userinfo(&uri.to_string())
+                    crate::client::shown_url(&uri.to_string())
                 ),
             )),
         }
@@ -442,6 +442,20 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("hunter2"), "{message}");
+        // Nor a pre-signed URL's signature.
+        let err = r
+            .select(
+                &"https://x.test/k?X-Amz-Signature=s3cret&a=1"
+                    .parse()
+                    .unwrap(),
+            )
+            .err()
+            .expect("refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("https://x.test/k?X-Amz-Signature=REDACTED&a=1 was not sent"),
+            "{message}"
+        );
         let via = r.select(&"http://x.test/".parse().unwrap()).unwrap();
         assert_eq!(via.unwrap().url.authority(), "h:1");
         assert!(r
