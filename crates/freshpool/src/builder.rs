@@ -82,8 +82,9 @@ impl ClientBuilder {
     }
 
     setters! {
-        /// Connections (open or being dialed) to one origin. Default 64.
-        /// (A current-thread runtime's requests have a share of their own:
+        /// Connections (open or being dialed) to one origin. Default 64,
+        /// or `max_connections_total` when that is set lower. (A
+        /// current-thread runtime's requests have a share of their own:
         /// see "Runtimes" on [`Client`](crate::Client).)
         max_connections_per_host: pool.max_connections_per_host: usize,
         /// Connections across all origins. Default 512.
@@ -106,7 +107,8 @@ impl ClientBuilder {
         /// so. (A dial under way still counts
         /// it: its connect and handshake timeouts are the socket's.)
         pool_timeout: pool.pool_timeout: Duration,
-        /// Close connections idle this long. Default 55 s; `None` = never.
+        /// Close connections idle this long. Default 55 s, or
+        /// `max_lifetime` when that is set shorter; `None` = never.
         /// (Idle deadlines are checked with the kernel's coarse clock, on
         /// the early side: up to two ticks, 8 ms at HZ=250, before the
         /// exact time.)
@@ -471,8 +473,9 @@ impl ClientBuilder {
     /// assert!(err.message().contains("max_connections_per_host"));
     /// ```
     #[track_caller]
-    pub fn build(self) -> Result<Client, Error> {
+    pub fn build(mut self) -> Result<Client, Error> {
         let caller = Location::caller();
+        self.pool.fit_defaults();
         config::validate(&self.pool, &self.conn)?;
         let dial = DialSettings::of(&self.conn);
         // A shared pool's origins dial with whichever client's connector

@@ -93,6 +93,27 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
+    /// Defaults yield to the settings they would contradict: a per-host
+    /// limit left at its 64 takes a lower `max_connections_total`, an idle
+    /// timeout left at its 55 s a shorter `max_lifetime`. Both were refused
+    /// by `validate`, so `max_lifetime(30 s)` alone, as the README advises
+    /// for following DNS, failed to build. (Set explicitly, a contradiction
+    /// is still refused by name.)
+    pub(crate) fn fit_defaults(&mut self) {
+        let default = PoolConfig::default();
+        if self.max_connections_per_host == default.max_connections_per_host {
+            // (At least 1: a total of 0 is refused as such.)
+            self.max_connections_per_host = self
+                .max_connections_per_host
+                .min(self.max_connections_total.max(1));
+        }
+        if self.idle_timeout == default.idle_timeout {
+            if let (Some(idle), Some(life)) = (self.idle_timeout, self.max_lifetime) {
+                self.idle_timeout = Some(idle.min(life));
+            }
+        }
+    }
+
     /// A setting of this builder's (one that differs from the default)
     /// that a shared pool would ignore, keeping its own: `share_pool_with`
     /// refuses it by name rather than let `max_connections_per_host(8)`
@@ -403,6 +424,51 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A default yields to a setting it would contradict; set explicitly,
+    /// the contradiction is refused by name.
+    #[test]
+    fn defaults_yield_to_a_lower_total_and_a_shorter_lifetime() {
+        let fitted = |change: fn(&mut PoolConfig)| {
+            let mut pool = PoolConfig::default();
+            change(&mut pool);
+            pool.fit_defaults();
+            validate(&pool, &ConnConfig::default()).map(|()| pool)
+        };
+        let pool = fitted(|p| p.max_connections_total = 32).unwrap();
+        assert_eq!(pool.max_connections_per_host, 32);
+        let pool = fitted(|p| p.max_lifetime = Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(pool.idle_timeout, Some(Duration::from_secs(30)));
+        // Other settings are left as they were.
+        let pool = fitted(|p| p.max_lifetime = Some(Duration::from_secs(300))).unwrap();
+        assert_eq!(pool.idle_timeout, PoolConfig::default().idle_timeout);
+        assert_eq!(pool.max_connections_per_host, 64);
+        let err = fitted(|p| {
+            p.max_connections_per_host = 100;
+            p.max_connections_total = 10;
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("exceeds max_connections_total (10)"),
+            "{err}"
+        );
+        let err = fitted(|p| {
+            p.idle_timeout = Some(Duration::from_secs(60));
+            p.max_lifetime = Some(Duration::from_secs(30));
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("longer than max_lifetime"),
+            "{err}"
+        );
+        let err = fitted(|p| p.max_connections_total = 0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("max_connections_total must be at least 1"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn defaults_are_valid_and_bounded() {

@@ -365,6 +365,13 @@ async fn bad_input_gets_typed_errors() {
         err.to_string().contains("exceeds max_connections_total"),
         "{err}"
     );
+    // One setting alone builds: the defaults it would contradict (64 per
+    // host, a 55 s idle timeout) yield to it.
+    Client::builder().max_connections_total(32).build().unwrap();
+    Client::builder()
+        .max_lifetime(Some(Duration::from_secs(30)))
+        .build()
+        .unwrap();
     let err = Client::builder()
         .pool_timeout(Duration::ZERO)
         .build()
