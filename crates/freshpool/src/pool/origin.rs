@@ -379,13 +379,16 @@ impl Origin {
                 self.label,
             );
         }
+        // `waiting` counts the requests with no connection on the way, the
+        // ones `max_pending` bounds: fewer than the state's "waiting" while
+        // dials run for some (which read as a contradiction unsaid).
         let requests_wait = if waiting == 1 {
             "request already waits"
         } else {
             "requests already wait"
         };
         format!(
-            "{waiting} {requests_wait} for a connection to {} (max_pending {max_pending}) {state}; \
+            "{waiting} {requests_wait} for a connection to {} with none on its way (max_pending {max_pending}) {state}; \
              {advice}, read or drop response bodies sooner, or raise max_pending",
             self.label,
         )
