@@ -162,7 +162,10 @@ async fn max_pending_fails_fast_with_the_numbers() {
     let err = client.get(&server.url("/")).await.unwrap_err();
     assert_eq!(err.kind(), Kind::PoolFull);
     let msg = err.to_string();
-    assert!(msg.contains("2 requests already wait for a connection to"), "{msg}");
+    assert!(
+        msg.contains("2 requests already wait for a connection to"),
+        "{msg}"
+    );
     assert!(
         msg.contains("max_pending 2") && msg.contains("limit 1") && msg.contains(&origin),
         "{msg}"

@@ -325,11 +325,11 @@ impl Origin {
 
     /// A connection handed to a request that had just gone: to the oldest
     /// waiter or the idle list, or, if neither takes it, closed (counted
-    /// as surplus).
+    /// under why: `offer_idle`).
     pub(super) fn offer_unused(&self, idle: Idle<H1Conn>) {
         let surplus = self.lock().state.offer_idle(idle, self.limits);
-        if let Some(surplus) = surplus {
-            self.counters.closed(CloseReason::Surplus);
+        if let Some((surplus, why)) = surplus {
+            self.counters.closed(why);
             drop(surplus);
         }
     }
@@ -430,8 +430,8 @@ impl Origin {
             self.publish(&g.state);
             dials
         };
-        if surplus.is_some() {
-            self.counters.closed(CloseReason::Surplus);
+        if let Some((_, why)) = &surplus {
+            self.counters.closed(*why);
         }
         drop(surplus);
         if let Some(why) = not_shared {

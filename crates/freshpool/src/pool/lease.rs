@@ -286,8 +286,8 @@ impl Lease {
                     // DNS no longer lists its address.
                     moved.conn.origin.counters.closed(CloseReason::Lifetime);
                 }
-                if let Some(surplus) = surplus {
-                    surplus.conn.origin.counters.closed(CloseReason::Surplus);
+                if let Some((surplus, why)) = surplus {
+                    surplus.conn.origin.counters.closed(why);
                 }
             }
             LeaseKind::H2 {

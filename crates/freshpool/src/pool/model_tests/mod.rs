@@ -493,6 +493,13 @@ impl Model {
             self.st.protocol = Protocol::Http1;
             let idle = self.new_connection(conn_id, closed);
             let surplus = self.st.offer_idle(idle, self.limits());
+            // A dead one turned away is counted as the server's close, as
+            // over HTTP/2 (it read `Surplus`).
+            if dead {
+                if let Some((_, why)) = &surplus {
+                    assert_eq!(*why, crate::stats::CloseReason::ServerClose);
+                }
+            }
             drop(surplus);
         }
         self.service();

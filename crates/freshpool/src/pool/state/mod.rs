@@ -533,8 +533,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// A new or returned HTTP/1 connection: oldest waiter first, else idle.
-    /// Returns a connection the caller must close (over `max_idle`).
-    pub(crate) fn offer_idle(&mut self, idle: Idle<C>, limits: Limits) -> Option<Idle<C>> {
+    /// Returns a connection the caller must close, and why, to be counted:
+    /// the peer closed it already (`ServerClose`, as `add_shared` says of
+    /// an HTTP/2 one: it was counted `Surplus`), or the pool has no use for
+    /// it (over `max_idle`, the pool gone: `Surplus`).
+    pub(crate) fn offer_idle(
+        &mut self,
+        idle: Idle<C>,
+        limits: Limits,
+    ) -> Option<(Idle<C>, CloseReason)> {
         // (Nobody queued, the usual case: straight to the idle list, not
         // wrapped into a handoff and back.)
         let idle = if self.waiters.is_empty() {
@@ -549,12 +556,17 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             }
         };
         // Dead (its slot may be freed already), or no pool to rest in.
-        if idle.conn.is_closed() || self.retired {
-            return Some(idle);
+        if idle.conn.is_closed() {
+            return Some((idle, CloseReason::ServerClose));
+        }
+        if self.retired {
+            return Some((idle, CloseReason::Surplus));
         }
         self.idle.push_back(idle);
         if self.idle.len() > limits.max_idle {
-            self.idle.pop_front()
+            self.idle
+                .pop_front()
+                .map(|idle| (idle, CloseReason::Surplus))
         } else {
             None
         }
@@ -564,9 +576,13 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// total capacity: a waiter here still gets the connection, but rather
     /// than rest idle it is returned to be closed, so its total slot frees
     /// for the starving origin (unless this origin is the starving one).
-    pub(crate) fn offer_idle_or_yield(&mut self, idle: Idle<C>, limits: Limits) -> Option<Idle<C>> {
+    pub(crate) fn offer_idle_or_yield(
+        &mut self,
+        idle: Idle<C>,
+        limits: Limits,
+    ) -> Option<(Idle<C>, CloseReason)> {
         if self.live_waiters == 0 && !self.starving {
-            return Some(idle);
+            return Some((idle, CloseReason::Surplus));
         }
         self.offer_idle(idle, limits)
     }
