@@ -90,4 +90,27 @@ async fn a_wait_for_a_connection_does_not_count_a_freeze() {
     assert_eq!(stats.freezes_detected, 1, "{stats}");
     let wait = stats.origins[0].pool_wait;
     assert!(wait.max < Duration::from_millis(2000), "{stats}");
+    drop(client);
+
+    // Ended by the request's own `timeout` while it waits: the wait it
+    // records is running time too (it was the whole 4 s).
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .timeout(Some(Duration::from_secs(4)))
+        .build()
+        .unwrap();
+    let held = client.get(&server.url("/bytes/10")).await.unwrap();
+    let waiting = queue(&client);
+    freeze().await;
+    let err = waiting
+        .await
+        .unwrap()
+        .expect_err("the holder never lets go");
+    assert_eq!(err.kind(), Kind::Timeout, "{err}");
+    let stats = client.stats();
+    assert_eq!(stats.freezes_detected, 1, "{stats}");
+    let wait = stats.origins[0].pool_wait;
+    assert_eq!(wait.count, 2, "{stats}");
+    assert!(wait.max < Duration::from_millis(2000), "{stats}");
+    drop(held);
 }

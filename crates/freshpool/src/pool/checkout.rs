@@ -384,7 +384,14 @@ impl Queued {
                     // state is the answer to "why so slow", as for
                     // `pool_timeout` (counted, recorded and warned alike).
                     let limit = request_timeout.map_or(Duration::ZERO, |t| t.limit);
-                    let waited = self.started.elapsed();
+                    // (Running time, as every wait figure: a freeze the
+                    // pool detected is not the queue's. A thaw this timer
+                    // is the first to see is judged here, as below.)
+                    pool.check_freeze(pool.inner.budget.stamp(Instant::now()).nanos());
+                    let waited = self
+                        .started
+                        .elapsed()
+                        .saturating_sub(frozen_since(pool, frozen_before));
                     origin.counters.waited(waited);
                     // Unless a connection was being dialed for it: then the
                     // dial was slow (a TLS handshake, a far host), not the
