@@ -35,7 +35,9 @@ pub struct Resolved {
     /// Changes whenever the address set changes (and only then); the pool
     /// re-checks its connections to the host when it moves.
     pub generation: u64,
-    /// The addresses in preference order.
+    /// The addresses in preference order. (`CachingResolver`: the last
+    /// answer's, then those earlier answers listed within its
+    /// [`retire_after`](CachingResolver::retire_after).)
     pub addrs: Arc<[SocketAddr]>,
 }
 
@@ -55,7 +57,10 @@ pub struct Resolved {
 /// also lets the dial go on with it (the lookup finishing in the
 /// background), and so do dials while a lookup for the host runs. A
 /// refresh that returns the same addresses in a new order changes the
-/// order dials try them in, not the generation. On a multi-thread runtime,
+/// order dials try them in, not the generation. An address an answer no
+/// longer lists stays current for [`retire_after`](CachingResolver::retire_after)
+/// (60 s): DNS that rotates a few of many addresses into each answer does
+/// not retire the pool's connections every TTL. On a multi-thread runtime,
 /// dials to a host with no answer to fall back on share one lookup, which
 /// runs to its end (and its answer is kept) even when they all give up on
 /// it first.
@@ -76,6 +81,8 @@ pub struct CachingResolver<R> {
 struct Shared<R> {
     inner: R,
     ttl: Duration,
+    /// See [`CachingResolver::retire_after`].
+    retire_after: Duration,
     /// Lower-case host -> (port, entry): looked up without allocating.
     entries: Mutex<Entries>,
     next_generation: AtomicU64,
@@ -92,7 +99,14 @@ struct Shared<R> {
 type Entries = HashMap<String, Vec<(u16, Entry)>>;
 
 struct Entry {
+    /// The last answer, in its order: what dials use.
+    answer: Arc<[SocketAddr]>,
+    /// What the pool follows: `answer`, then the addresses earlier answers
+    /// listed within `retire_after` (`listed`).
     resolved: Resolved,
+    /// Each address an answer listed within `retire_after`, with when the
+    /// last one did.
+    listed: Vec<(SocketAddr, Instant)>,
     expires: Instant,
     /// When the last answer's TTL ended (or ends): it is served after a
     /// failed lookup only up to `MAX_STALE` past this. (Counted from the
@@ -147,6 +161,7 @@ impl<R: Resolve> CachingResolver<R> {
             shared: Arc::new(Shared {
                 inner,
                 ttl: Duration::from_secs(30),
+                retire_after: Duration::from_secs(60),
                 entries: Mutex::default(),
                 next_generation: AtomicU64::new(1),
                 sweep_at: AtomicUsize::new(SWEEP_MIN),
@@ -175,6 +190,31 @@ impl<R: Resolve> CachingResolver<R> {
             .ttl = ttl.min(MAX_TTL);
         self
     }
+
+    /// How long an address stays current after the last answer that
+    /// listed it: until then the pool keeps its connections to it (and
+    /// dials only the last answer's). DNS servers that put a few of many
+    /// addresses into each answer (Amazon S3, large load balancers) list a
+    /// connection's address only now and then; retired at the first answer
+    /// without it, each connection to such a host lasted about one TTL.
+    /// `Duration::ZERO` follows each answer exactly (a host that moves all
+    /// at once). Default 60 s; at most a day.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cached = freshpool::CachingResolver::new(freshpool::SystemResolver)
+    ///     .retire_after(Duration::ZERO);
+    /// # drop(cached);
+    /// ```
+    ///
+    /// # Panics
+    /// If called after the resolver was cloned into a client.
+    pub fn retire_after(mut self, after: Duration) -> CachingResolver<R> {
+        Arc::get_mut(&mut self.shared)
+            .expect("set retire_after before sharing the resolver")
+            .retire_after = after.min(MAX_TTL);
+        self
+    }
 }
 
 impl<R> Shared<R> {
@@ -187,7 +227,7 @@ impl Entry {
     /// The last good answer, if it may still stand in for a lookup that
     /// failed or hangs (see `MAX_STALE`).
     fn last_good(&self, now: Instant) -> Option<Vec<SocketAddr>> {
-        (now.duration_since(self.ttl_end) <= MAX_STALE).then(|| self.resolved.addrs.to_vec())
+        (now.duration_since(self.ttl_end) <= MAX_STALE).then(|| self.answer.to_vec())
     }
 
     /// Whether a lookup for it started within `REFRESH_PATIENCE`.
@@ -216,34 +256,33 @@ fn sweep(entries: &mut Entries, now: Instant) {
 }
 
 impl<R: Resolve> Shared<R> {
-    /// Stores a fresh answer; bumps the generation only if the set changed.
-    fn store(
-        &self,
-        host: &str,
-        port: u16,
-        addrs: Vec<SocketAddr>,
-        dns_ttl: Option<Duration>,
-    ) -> Resolved {
+    /// Stores a fresh answer; bumps the generation only if the set the
+    /// pool follows changed (an address new, or unlisted past
+    /// `retire_after`).
+    fn store(&self, host: &str, port: u16, addrs: &[SocketAddr], dns_ttl: Option<Duration>) {
         let ttl = dns_ttl.map_or(self.ttl, |t| t.clamp(MIN_TTL.min(self.ttl), self.ttl));
-        let expires = Instant::now() + ttl;
+        let now = Instant::now();
+        let expires = now + ttl;
         let mut entries = self.lock();
         if let Some(entry) = find(&mut entries, host, port) {
             entry.expires = expires;
             entry.ttl_end = expires;
             entry.refreshing = None;
             entry.gone = false;
-            if !same_set(&entry.resolved.addrs, &addrs) {
+            entry.answer = addrs.into();
+            let followed = note_listed(&mut entry.listed, addrs, now, self.retire_after);
+            if !same_set(&entry.resolved.addrs, &followed) {
                 entry.resolved = Resolved {
                     generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
-                    addrs: addrs.into(),
+                    addrs: followed.into(),
                 };
-            } else if entry.resolved.addrs[..] != addrs[..] {
+            } else if entry.resolved.addrs[..] != followed[..] {
                 // The same set in a new order (DNS round-robin): dials follow
                 // the new preference; the generation stays, as no connection
                 // is to an address DNS dropped.
-                entry.resolved.addrs = addrs.into();
+                entry.resolved.addrs = followed.into();
             }
-            return entry.resolved.clone();
+            return;
         }
         let resolved = Resolved {
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
@@ -252,7 +291,9 @@ impl<R: Resolve> Shared<R> {
         entries.entry(host.to_ascii_lowercase()).or_default().push((
             port,
             Entry {
-                resolved: resolved.clone(),
+                answer: addrs.into(),
+                resolved,
+                listed: addrs.iter().map(|a| (*a, now)).collect(),
                 expires,
                 ttl_end: expires,
                 refreshing: None,
@@ -264,7 +305,6 @@ impl<R: Resolve> Shared<R> {
             let next = (entries.len() * 2).max(SWEEP_MIN);
             self.sweep_at.store(next, Ordering::Relaxed);
         }
-        resolved
     }
 
     /// A lookup failed: the last good answer stays, for `MIN_TTL` more
@@ -336,6 +376,33 @@ fn find<'a>(entries: &'a mut Entries, host: &str, port: u16) -> Option<&'a mut E
     ports.iter_mut().find(|(p, _)| *p == port).map(|(_, e)| e)
 }
 
+/// Notes that an answer at `now` listed `answer`; forgets addresses no
+/// answer listed within `retire_after`. Returns the set the pool follows:
+/// `answer` in its order, then the others still listed, latest first.
+fn note_listed(
+    listed: &mut Vec<(SocketAddr, Instant)>,
+    answer: &[SocketAddr],
+    now: Instant,
+    retire_after: Duration,
+) -> Vec<SocketAddr> {
+    for addr in answer {
+        match listed.iter_mut().find(|(a, _)| a == addr) {
+            Some((_, seen)) => *seen = now,
+            None => listed.push((*addr, now)),
+        }
+    }
+    listed.retain(|(_, seen)| now.duration_since(*seen) <= retire_after);
+    listed.sort_by_key(|(_, seen)| std::cmp::Reverse(*seen));
+    let mut followed = answer.to_vec();
+    followed.extend(
+        listed
+            .iter()
+            .map(|(a, _)| *a)
+            .filter(|a| !answer.contains(a)),
+    );
+    followed
+}
+
 fn same_set(a: &[SocketAddr], b: &[SocketAddr]) -> bool {
     a.len() == b.len() && a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
 }
@@ -351,7 +418,7 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
         if let Some(entry) = find(&mut self.shared.lock(), host, port) {
             let now = Instant::now();
             if now < entry.expires && !entry.gone {
-                let addrs = entry.resolved.addrs.to_vec();
+                let addrs = entry.answer.to_vec();
                 let left = entry.expires - now;
                 return Box::pin(async move { Ok((addrs, Some(left))) });
             }
@@ -385,8 +452,8 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                 let _done = done;
                 match lookup.await {
                     Ok((addrs, ttl)) if !addrs.is_empty() => {
-                        let stored = shared.store(&host, port, addrs, ttl);
-                        Ok((stored.addrs.to_vec(), ttl))
+                        shared.store(&host, port, &addrs, ttl);
+                        Ok((addrs, ttl))
                     }
                     // An answer with no address is no answer to keep (a
                     // registry mid-deploy): as a failure, the last good one
@@ -487,7 +554,7 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                         let _done = done;
                         match lookup.await {
                             Ok((addrs, ttl)) if !addrs.is_empty() => {
-                                drop(shared.store(&host, port, addrs, ttl))
+                                shared.store(&host, port, &addrs, ttl)
                             }
                             // (No address: a failure, as above.)
                             Ok(_) | Err(_) => drop(shared.refresh_failed(&host, port)),

@@ -415,7 +415,11 @@ async fn connections_through_a_proxy_follow_the_proxys_dns() {
         let switch = Switch(std::sync::Arc::new(std::sync::Mutex::new(vec![old.addr()])));
         let ttl = Duration::from_millis(300);
         let client = via("http://proxy.test:3128")
-            .resolver(freshpool::CachingResolver::new(switch.clone()).ttl(ttl))
+            .resolver(
+                freshpool::CachingResolver::new(switch.clone())
+                    .ttl(ttl)
+                    .retire_after(Duration::ZERO),
+            )
             .build()
             .unwrap();
         assert_eq!(body(&client, &server.url("/")).await.unwrap(), "ok");

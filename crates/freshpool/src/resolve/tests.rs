@@ -218,9 +218,7 @@ async fn an_answer_too_old_to_stand_in_is_not_served_after_a_failure() {
 #[test]
 fn a_long_ttl_keeps_the_last_good_answer_after_it_expires() {
     let cached = CachingResolver::new(switch(&["127.0.0.2:80"])).ttl(Duration::from_secs(600));
-    cached
-        .shared
-        .store("h", 80, vec![addr("127.0.0.2:80")], None);
+    cached.shared.store("h", 80, &[addr("127.0.0.2:80")], None);
     let mut entries = cached.shared.lock();
     let entry = find(&mut entries, "h", 80).unwrap();
     let expired = entry.expires;
@@ -294,7 +292,9 @@ async fn caches_for_the_ttl_and_bumps_the_generation_only_on_change() {
     let switch = switch(&["127.0.0.2:80"]);
     // (500 ms, not 50: a thread preempted between two lookups outlived
     // 50 ms on a loaded machine.)
-    let cached = CachingResolver::new(switch.clone()).ttl(Duration::from_millis(500));
+    let cached = CachingResolver::new(switch.clone())
+        .ttl(Duration::from_millis(500))
+        .retire_after(Duration::ZERO);
     assert_eq!(
         cached.current("h", 80),
         None,
@@ -364,6 +364,8 @@ impl Resolve for AnyName {
 fn answers_past_use_are_swept() {
     let now = Instant::now();
     let entry = |ttl_end: Instant, refreshing: bool| Entry {
+        answer: vec![addr("127.0.0.9:80")].into(),
+        listed: Vec::new(),
         resolved: Resolved {
             generation: 1,
             addrs: vec![addr("127.0.0.9:80")].into(),
@@ -564,7 +566,9 @@ async fn a_resolver_panicking_in_a_refresh_fails_that_lookup_only() {
         addrs: Mutex::new(vec![addr("127.0.0.2:80")]),
         panics: std::sync::atomic::AtomicBool::new(false),
     });
-    let cached = CachingResolver::new(inner.clone()).ttl(Duration::from_millis(50));
+    let cached = CachingResolver::new(inner.clone())
+        .ttl(Duration::from_millis(50))
+        .retire_after(Duration::ZERO);
     cached.resolve("h", 80).await.unwrap();
     inner.panics.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(60)).await;
@@ -767,7 +771,9 @@ async fn a_refresh_that_hangs_holds_the_next_back_only_for_a_while() {
         first: addr("127.0.0.2:80"),
         then: addr("127.0.0.3:80"),
     });
-    let cached = CachingResolver::new(dns.clone()).ttl(Duration::from_millis(50));
+    let cached = CachingResolver::new(dns.clone())
+        .ttl(Duration::from_millis(50))
+        .retire_after(Duration::ZERO);
     cached.resolve("h", 80).await.unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     let before = cached.current("h", 80).unwrap();
@@ -798,4 +804,45 @@ async fn a_refresh_that_hangs_holds_the_next_back_only_for_a_while() {
     assert_eq!(after.addrs[..], [dns.then]);
     assert_ne!(after.generation, before.generation);
     assert_eq!(dns.calls.load(Ordering::SeqCst), 3);
+}
+
+/// DNS that rotates a few of many addresses into each answer (S3, large
+/// load balancers): an address one answer leaves out stays current, so
+/// the pool keeps its connections to it, until no answer listed it for
+/// `retire_after`. Dials use the last answer only. (Each answer without
+/// an address retired every connection to it: they lasted one TTL.)
+#[tokio::test]
+async fn an_address_an_answer_leaves_out_stays_current_for_retire_after() {
+    let (a, b) = (addr("127.0.0.2:80"), addr("127.0.0.3:80"));
+    let sw = switch(&["127.0.0.2:80"]);
+    let cached = CachingResolver::new(sw.clone())
+        .ttl(Duration::from_millis(50))
+        .retire_after(Duration::from_millis(400));
+    let answer = |cached: &CachingResolver<Arc<Switch>>| {
+        let cached = cached.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            cached.resolve("h", 80).await.unwrap()
+        }
+    };
+    assert_eq!(cached.resolve("h", 80).await.unwrap(), [a]);
+    let first = cached.current("h", 80).unwrap();
+    // B comes, A is left out: both current, a new generation (B is new).
+    *sw.addrs.lock().unwrap() = vec![b];
+    assert_eq!(answer(&cached).await, [b], "dials use the last answer");
+    let both = cached.current("h", 80).unwrap();
+    assert_eq!(both.addrs[..], [b, a]);
+    assert_ne!(both.generation, first.generation);
+    // A again, B left out: the same set, the same generation.
+    *sw.addrs.lock().unwrap() = vec![a];
+    assert_eq!(answer(&cached).await, [a]);
+    let again = cached.current("h", 80).unwrap();
+    assert_eq!(again.addrs[..], [a, b]);
+    assert_eq!(again.generation, both.generation);
+    // B unlisted for longer than retire_after: gone, and the pool told.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(cached.resolve("h", 80).await.unwrap(), [a]);
+    let later = cached.current("h", 80).unwrap();
+    assert_eq!(later.addrs[..], [a]);
+    assert_ne!(later.generation, both.generation);
 }

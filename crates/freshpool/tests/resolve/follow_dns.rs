@@ -109,7 +109,11 @@ async fn a_dns_change_reported_by_the_caching_resolver_retires_old_connections()
             let switch = Switch::new(vec![old.addr]);
             let ttl = Duration::from_millis(200);
             let mut builder = Client::builder()
-                .resolver(CachingResolver::new(switch.clone()).ttl(ttl))
+                .resolver(
+                    CachingResolver::new(switch.clone())
+                        .ttl(ttl)
+                        .retire_after(Duration::ZERO),
+                )
                 // No lifetime: only the DNS change can move the connections.
                 .max_lifetime(None)
                 .idle_timeout(None);
@@ -409,7 +413,11 @@ async fn a_busy_http2_connection_dns_dropped_serves_on_while_no_slot_can_replace
     let new = IpServer::start("127.0.0.3").await;
     let switch = Switch::new(vec![old.addr]);
     let client = Client::builder()
-        .resolver(CachingResolver::new(switch.clone()).ttl(Duration::from_millis(200)))
+        .resolver(
+            CachingResolver::new(switch.clone())
+                .ttl(Duration::from_millis(200))
+                .retire_after(Duration::ZERO),
+        )
         .http_version(freshpool::HttpVersion::Http2Only)
         .max_connections_per_host(1)
         .pool_timeout(Duration::from_secs(2))
@@ -447,4 +455,54 @@ async fn a_busy_http2_connection_dns_dropped_serves_on_while_no_slot_can_replace
     })
     .await
     .unwrap_or_else(|_| panic!("still on the old address:\n{}", client.stats()));
+}
+
+/// DNS that rotates addresses in and out of its answers (a few of many,
+/// as S3 and large load balancers answer) does not cost the pool its
+/// connections: an address left out of an answer stays current for the
+/// caching resolver's `retire_after` (60 s by default), and the idle
+/// connection to it goes on serving. With `retire_after(ZERO)` the next
+/// answer without it retires the connection, and a new one is dialed.
+/// (Every answer retired the connections to the addresses it left out:
+/// each lasted about one TTL, a new handshake each time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_an_address_dns_rotates_out_are_kept_for_retire_after() {
+    timeout(Duration::from_secs(20), async {
+        for strict in [false, true] {
+            let a = IpServer::start("127.0.0.2").await;
+            let b = IpServer::start("127.0.0.3").await;
+            let switch = Switch::new(vec![a.addr]);
+            let ttl = Duration::from_millis(200);
+            let mut cached = CachingResolver::new(switch.clone()).ttl(ttl);
+            if strict {
+                cached = cached.retire_after(Duration::ZERO);
+            }
+            let client = Client::builder().resolver(cached).build().unwrap();
+            let url = "http://rotating.test/";
+            assert_eq!(text(&client, url).await.unwrap(), "127.0.0.2");
+            // The next answers list only B; A's idle connection serves on.
+            switch.set(vec![b.addr]);
+            let mut served_by = Vec::new();
+            for _ in 0..8 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                served_by.push(text(&client, url).await.unwrap());
+            }
+            let stats = client.stats();
+            let retired = stats.closed_for(CloseReason::Lifetime);
+            if strict {
+                assert_eq!(served_by.last().unwrap(), "127.0.0.3", "{served_by:?}");
+                assert_eq!(retired, 1, "{stats}");
+            } else {
+                assert!(
+                    served_by.iter().all(|ip| ip == "127.0.0.2"),
+                    "{served_by:?}"
+                );
+                assert_eq!(retired, 0, "{stats}");
+                assert_eq!(a.connections.load(Ordering::SeqCst), 1);
+                assert_eq!(b.connections.load(Ordering::SeqCst), 0);
+            }
+        }
+    })
+    .await
+    .unwrap();
 }
