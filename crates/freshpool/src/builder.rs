@@ -89,8 +89,10 @@ impl ClientBuilder {
         max_connections_per_host: pool.max_connections_per_host: usize,
         /// Connections across all origins. Default 512.
         max_connections_total: pool.max_connections_total: usize,
-        /// Idle connections kept per origin. Default 64 (= the per-host
-        /// limit, so steady load does not churn connections).
+        /// Idle connections kept per origin, HTTP/1 and HTTP/2 alike (an
+        /// HTTP/2 one is idle with no stream in flight; those that rested
+        /// longest close first). Default 64 (= the per-host limit, so
+        /// steady load does not churn connections).
         max_idle_per_host: pool.max_idle_per_host: usize,
         /// Requests that may wait per origin; beyond it requests fail at once
         /// with [`crate::Kind::PoolFull`] (0: none waits). Default 1024.

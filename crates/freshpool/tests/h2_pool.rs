@@ -591,3 +591,39 @@ async fn a_query_without_a_path_gets_a_root_path_over_http2() {
     let response = client.get(&format!("http://{addr}?x=1")).await.unwrap();
     assert_eq!(response.into_body().text().await.unwrap(), "/?x=1");
 }
+
+/// `max_idle_per_host` bounds idle HTTP/2 connections as it does HTTP/1
+/// ones: after a burst that needed six (one stream each), two stay and
+/// the four that rested longest close, counted as surplus. (Over HTTP/2
+/// the setting was only "0 or not": every connection of a burst stayed
+/// until its idle timeout, or for good without one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_idle_per_host_bounds_idle_http2_connections() {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = h2_client().max_idle_per_host(2).build().unwrap();
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url("/delay/300"));
+            tokio::spawn(async move { text(&client, &url).await })
+        })
+        .collect();
+    for request in burst {
+        assert_eq!(request.await.unwrap(), "ok");
+    }
+    assert_eq!(server.stats().connections_accepted(), 6);
+    eventually("two idle connections left", || {
+        server.stats().open_connections() == 2
+    })
+    .await;
+    let stats = client.stats();
+    assert_eq!(stats.idle(), 2, "{stats}");
+    assert_eq!(stats.closed_for(CloseReason::Surplus), 4, "{stats}");
+    // The two kept serve on.
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    assert_eq!(server.stats().connections_accepted(), 6);
+}

@@ -152,7 +152,7 @@ impl Origin {
                         .or(moved.then_some(CloseReason::Lifetime))
                 },
             );
-            dropped_shared = g.state.drop_idle_shared(true);
+            dropped_shared = g.state.drop_idle_shared(usize::MAX);
             // A server may raise its stream limit at any time (a SETTINGS
             // frame, read by the connection's I/O: `preface.rs`), and
             // nothing else looks while no stream ends: waiters get the new
@@ -524,14 +524,20 @@ impl Origin {
     }
 
     /// After a stream freed: drop draining connections once their last
-    /// stream is done, and with max_idle_per_host(0) (pooling off) every
-    /// idle one, and while another origin waits for total capacity (as
-    /// HTTP/1 returns do, see `Lease::release`) unless a request here
-    /// waits. Returns the dials to start for waiters, and why connections
-    /// closed (to count outside the lock).
+    /// stream is done, and idle ones beyond `max_idle_per_host` (every one
+    /// with 0, pooling off), and while another origin waits for total
+    /// capacity (as HTTP/1 returns do, see `Lease::release`) every idle
+    /// one, unless a request here waits. Returns the dials to start for
+    /// waiters, and why connections closed (to count outside the lock).
     fn settle_streams(&self, g: &mut Guarded) -> (Vec<u64>, Vec<CloseReason>) {
         let others_starve = self.budget.starving.any() && !g.state.starving;
-        let keep_idle = (self.limits.max_idle > 0 && !others_starve) || g.state.live_waiters > 0;
+        let keep_idle = if g.state.live_waiters > 0 {
+            usize::MAX
+        } else if others_starve {
+            0
+        } else {
+            self.limits.max_idle
+        };
         let gone = g.state.drop_idle_shared(keep_idle);
         (g.state.service(self.limits, &*self.budget), gone)
     }

@@ -75,7 +75,7 @@ impl Origin {
                 .drain_shared_where(self.limits.per_host, &mut spare_total, |s| {
                     gone(s.sender.peer).then_some(CloseReason::Lifetime)
                 });
-            let old_shared = g.state.drop_idle_shared(true);
+            let old_shared = g.state.drop_idle_shared(usize::MAX);
             g.dns_addrs = Some(now.addrs.clone());
             self.publish(&g.state);
             (old, old_shared)

@@ -75,7 +75,26 @@ impl Model {
                 if !self.leases_h2.is_empty() {
                     let conn_id = self.leases_h2.remove(i.index(self.leases_h2.len()));
                     self.st.release_stream(conn_id, self.now);
-                    drop(self.st.drop_idle_shared(true));
+                    // As `Origin::settle_streams` (no other origin starves
+                    // in the model).
+                    let keep = if self.st.live_waiters > 0 {
+                        usize::MAX
+                    } else {
+                        self.setup.limits.max_idle
+                    };
+                    drop(self.st.drop_idle_shared(keep));
+                    let resting = self
+                        .st
+                        .shared
+                        .iter()
+                        .filter(|s| {
+                            s.in_flight == 0 && s.draining.is_none() && !s.sender.is_closed()
+                        })
+                        .count();
+                    assert!(
+                        resting <= keep,
+                        "{resting} idle shared kept, max_idle {keep}"
+                    );
                     self.service();
                 }
             }

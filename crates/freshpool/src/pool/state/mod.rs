@@ -365,7 +365,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         spare_total: &mut usize,
     ) -> Vec<CloseReason> {
         self.drain_shared_where(per_host, spare_total, |conn| expiry.reason(conn, now));
-        self.drop_idle_shared(true)
+        self.drop_idle_shared(usize::MAX)
     }
 
     /// Drains the shared connections `why` gives a reason for. Rule: a
@@ -625,22 +625,47 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// Drops the shared connections without a stream in flight that
-    /// drain, and with `keep_idle` false every one without a stream (pooling
+    /// drain, and of the others without a stream all but the `keep_idle`
+    /// that rested least (`max_idle_per_host`, as for HTTP/1; 0: pooling
     /// off, or capacity wanted elsewhere). Returns why each went, to be
     /// counted outside the lock. One whose sender closed (the server went
     /// away) is left for `slot_freed`, which counts it as the server's close.
-    pub(crate) fn drop_idle_shared(&mut self, keep_idle: bool) -> Vec<CloseReason> {
+    pub(crate) fn drop_idle_shared(&mut self, keep_idle: usize) -> Vec<CloseReason> {
+        let rests =
+            |s: &Shared<S>| s.in_flight == 0 && !s.sender.is_closed() && s.draining.is_none();
+        // Those that rested longest go first: the newest rest since, as
+        // HTTP/1's idle list keeps its most recently returned.
+        let resting = self.shared.iter().filter(|s| rests(s)).count();
+        let surplus = resting.saturating_sub(keep_idle);
+        let cutoff = if surplus == 0 {
+            None
+        } else {
+            let mut since: Vec<Stamp> = self
+                .shared
+                .iter()
+                .filter(|s| rests(s))
+                .map(|s| s.idle_since)
+                .collect();
+            since.sort_unstable();
+            Some(since[surplus - 1])
+        };
         let mut gone = Vec::new();
+        let mut dropped = 0;
         self.shared.retain(|s| {
             if s.in_flight > 0 || s.sender.is_closed() {
                 return true;
             }
-            match s.draining {
-                Some(why) => gone.push(why),
-                None if !keep_idle => gone.push(CloseReason::Surplus),
-                None => return true,
+            if let Some(why) = s.draining {
+                gone.push(why);
+                return false;
             }
-            false
+            // (Ties at the cutoff: as many as still need to go.)
+            if cutoff.is_some_and(|c| s.idle_since <= c) && dropped < surplus {
+                dropped += 1;
+                gone.push(CloseReason::Surplus);
+                return false;
+            }
+            true
         });
         gone
     }
