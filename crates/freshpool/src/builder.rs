@@ -36,7 +36,8 @@ pub struct ClientBuilder {
     pool: PoolConfig,
     conn: ConnConfig,
     resolver: Arc<dyn Resolve>,
-    clock: Arc<dyn Clock>,
+    /// `None`: the system's ([`SystemClock`](crate::SystemClock)).
+    clock: Option<Arc<dyn Clock>>,
     shared_pool: Option<Pool>,
     proxies: ProxySettings,
 }
@@ -75,7 +76,7 @@ impl ClientBuilder {
             pool: PoolConfig::default(),
             conn: ConnConfig::default(),
             resolver: SystemResolver::shared(),
-            clock: Arc::new(SystemClock),
+            clock: None,
             shared_pool: None,
             proxies: ProxySettings::default(),
         }
@@ -363,7 +364,7 @@ impl ClientBuilder {
     /// # drop(client);
     /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 
@@ -377,7 +378,8 @@ impl ClientBuilder {
     /// way: this client uses `other`'s resolver, and `build()` refuses a
     /// resolver of its own or other dial settings (connect and TLS
     /// handshake timeouts, TCP options, the HTTP/2 PING interval and
-    /// timeout).
+    /// timeout), and a [`clock`](Self::clock) of its own (the pool's
+    /// detects freezes).
     ///
     /// ```
     /// let main = freshpool::Client::new();
@@ -492,6 +494,11 @@ impl ClientBuilder {
                         "share_pool_with: a shared pool dials with the resolver of the client that made it; set the resolver there, not on a client that shares the pool",
                     ));
                 }
+                if self.clock.is_some() {
+                    return Err(Error::config(
+                        "share_pool_with: a shared pool detects freezes with the clock of the client that made it; set the clock there, not on a client that shares the pool",
+                    ));
+                }
                 if let Some(ignored) = self.pool.ignored_by(pool.config()) {
                     return Err(Error::config(format!(
                         "share_pool_with: {ignored}; a shared pool keeps its own limits, so set them on the client that made it"
@@ -522,7 +529,10 @@ impl ClientBuilder {
         let connector = Arc::new(Connector::new(self.conn, resolver.clone())?);
         let pool = match self.shared_pool {
             Some(pool) => pool,
-            None => Pool::new(self.pool, self.clock, dial, resolver, caller),
+            None => {
+                let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+                Pool::new(self.pool, clock, dial, resolver, caller)
+            }
         };
         Ok(Client::from_parts(ClientInner {
             pool,

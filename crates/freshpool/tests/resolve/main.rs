@@ -356,6 +356,15 @@ async fn clients_sharing_a_pool_dial_the_pools_way() {
         own_resolver.to_string().contains("resolver"),
         "{own_resolver}"
     );
+    // Nor a clock of its own, which the shared pool would not use for
+    // freeze detection (it was dropped without a word).
+    let own_clock = Client::builder()
+        .clock(freshpool::SystemClock)
+        .share_pool_with(&owner)
+        .build()
+        .unwrap_err();
+    assert_eq!(own_clock.kind(), Kind::Config);
+    assert!(own_clock.to_string().contains("clock"), "{own_clock}");
     let other_timeout = Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .share_pool_with(&owner)
