@@ -82,6 +82,9 @@ async fn a_417_is_repeated_once_and_learned(close: bool) {
     let post = client.post(&url, "x");
     assert_eq!(text(&client, post).await, "ok");
     assert_eq!(refusals.load(Ordering::SeqCst), 1);
+    // Sent twice: counted as a retry (it was not counted at all).
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].retries, 1, "{stats}");
     // The origin is known not to take Expect now: no second refusal.
     rest_a_connection(&client, &url).await;
     assert_eq!(text(&client, client.post(&url, "y")).await, "ok");

@@ -222,17 +222,26 @@ impl Client {
                     // section 10.1.1), from the copy kept for a held-back
                     // body. Any method: the server refused the request as
                     // a whole, whether or not the body went meanwhile.
+                    // (An attempt that got its head: timed as one. Its
+                    // repeat is a retry in the figures, outside the retry
+                    // budget: it happens once at most.)
+                    let counters = &lease.origin().counters;
+                    counters.metrics.request(stopwatch.elapsed());
+                    counters.retried();
+                    unsent.resent += 1;
+                    note_retries(retries + unsent.resent);
                     expect_refused = true;
                     refused_expect(lease);
                 }
                 Ok(response) => {
+                    // (Each attempt that got its head, a proxy's refusal too.)
+                    lease.origin().counters.metrics.request(stopwatch.elapsed());
                     if let Some(err) =
                         forward.and_then(|r| proxy::forward_refusal(response.status(), r))
                     {
                         lease.discard();
                         return Err(err);
                     }
-                    lease.origin().counters.metrics.request(stopwatch.elapsed());
                     if let Some(span) = request_span() {
                         // (As the stats count it: a dial's first request,
                         // or a never-used idle connection, is no reuse,

@@ -19,8 +19,9 @@ use crate::body::RequestBody;
 pub(super) struct UnsentAttempts {
     fresh: usize,
     reused: usize,
-    /// Of them, requests hyper handed back unsent and that went again
-    /// (retries in the stats and the span).
+    /// Requests that went again outside the retry budget (retries in the
+    /// stats and the span): handed back unsent by hyper, or repeated
+    /// without the `Expect` a server refused (417).
     pub(super) resent: u32,
 }
 
