@@ -108,8 +108,9 @@ async fn probe_over_tls_reports_http2_and_its_stream_limit() {
         "{text}"
     );
     let idle = number_after(&text, "idle timeout");
+    // (Late timers on a loaded machine only lengthen what it measures.)
     assert!(
-        (0.8..=1.2).contains(&idle),
+        (0.8..=1.5).contains(&idle),
         "idle timeout {idle} s, want 1 s:\n{text}"
     );
     // Without the CA the certificate is rejected, in one line.
