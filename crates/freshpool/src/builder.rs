@@ -479,6 +479,9 @@ impl ClientBuilder {
     #[track_caller]
     pub fn build(mut self) -> Result<Client, Error> {
         let caller = Location::caller();
+        // (As set, for `share_pool_with`: a default fitted here is no
+        // setting of the caller's to refuse.)
+        let as_set = self.pool.clone();
         self.pool.fit_defaults();
         config::validate(&self.pool, &self.conn)?;
         let dial = DialSettings::of(&self.conn);
@@ -499,7 +502,7 @@ impl ClientBuilder {
                         "share_pool_with: a shared pool detects freezes with the clock of the client that made it; set the clock there, not on a client that shares the pool",
                     ));
                 }
-                if let Some(ignored) = self.pool.ignored_by(pool.config()) {
+                if let Some(ignored) = as_set.ignored_by(pool.config()) {
                     return Err(Error::config(format!(
                         "share_pool_with: {ignored}; a shared pool keeps its own limits, so set them on the client that made it"
                     )));

@@ -97,8 +97,9 @@ impl PoolConfig {
     /// limit left at its 64 takes a lower `max_connections_total`, an idle
     /// timeout left at its 55 s a shorter `max_lifetime`. Both were refused
     /// by `validate`, so `max_lifetime(30 s)` alone, as the README advises
-    /// for following DNS, failed to build. (Set explicitly, a contradiction
-    /// is still refused by name.)
+    /// for following DNS, failed to build. (Set to another value than the
+    /// default, a contradiction is still refused by name; the builder does
+    /// not tell a default it was given from one it was left at.)
     pub(crate) fn fit_defaults(&mut self) {
         let default = PoolConfig::default();
         if self.max_connections_per_host == default.max_connections_per_host {

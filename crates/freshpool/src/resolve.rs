@@ -198,7 +198,10 @@ impl<R: Resolve> CachingResolver<R> {
     /// connection's address only now and then; retired at the first answer
     /// without it, each connection to such a host lasted about one TTL.
     /// `Duration::ZERO` follows each answer exactly (a host that moves all
-    /// at once). Default 60 s; at most a day.
+    /// at once). Default 60 s; at most 5 minutes (an answer unused that
+    /// long past its TTL is let go, and with it what it listed), and at
+    /// most the 64 most recently listed addresses besides the last
+    /// answer's.
     ///
     /// ```
     /// use std::time::Duration;
@@ -212,7 +215,7 @@ impl<R: Resolve> CachingResolver<R> {
     pub fn retire_after(mut self, after: Duration) -> CachingResolver<R> {
         Arc::get_mut(&mut self.shared)
             .expect("set retire_after before sharing the resolver")
-            .retire_after = after.min(MAX_TTL);
+            .retire_after = after.min(MAX_STALE);
         self
     }
 }
@@ -363,6 +366,11 @@ const MAX_STALE: Duration = Duration::from_secs(300);
 /// enough that a parked one delays DNS changes by seconds, not minutes.
 const REFRESH_PATIENCE: Duration = Duration::from_secs(10);
 
+/// The most addresses kept current per host beyond its last answer (see
+/// `note_listed`): bounds the work of each refresh, under the cache's
+/// lock, and of the pool's checks of its connections against the set.
+const MAX_LISTED: usize = 64;
+
 /// The fewest hosts the cache holds before it sweeps (see `sweep_at`).
 const SWEEP_MIN: usize = 1024;
 
@@ -393,6 +401,9 @@ fn note_listed(
     }
     listed.retain(|(_, seen)| now.duration_since(*seen) <= retire_after);
     listed.sort_by_key(|(_, seen)| std::cmp::Reverse(*seen));
+    // (A DNS that rotates through thousands of addresses: the most recent
+    // are kept; the answer's own always, being the latest.)
+    listed.truncate(MAX_LISTED.max(answer.len()));
     let mut followed = answer.to_vec();
     followed.extend(
         listed

@@ -375,6 +375,18 @@ async fn bad_input_gets_typed_errors() {
         .max_lifetime(Some(Duration::from_secs(30)))
         .build()
         .unwrap();
+    // A default fitted so is no setting to refuse when joining a pool: the
+    // maker set both, the joiner the same lifetime only.
+    let maker = Client::builder()
+        .max_lifetime(Some(Duration::from_secs(30)))
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    Client::builder()
+        .max_lifetime(Some(Duration::from_secs(30)))
+        .share_pool_with(&maker)
+        .build()
+        .unwrap();
     let err = Client::builder()
         .pool_timeout(Duration::ZERO)
         .build()

@@ -627,3 +627,52 @@ async fn max_idle_per_host_bounds_idle_http2_connections() {
     assert_eq!(text(&client, &server.url("/")).await, "ok");
     assert_eq!(server.stats().connections_accepted(), 6);
 }
+
+/// The same for a connection that lands with nobody to serve (its
+/// request gave up while it was being dialed): beyond `max_idle_per_host`,
+/// the connection that rested longest closes then, not at the next
+/// stream's end (with no more traffic, never before its idle timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_landing_unwanted_is_held_to_max_idle() {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        max_concurrent_streams: Some(1),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = h2_client()
+        .max_idle_per_host(1)
+        .resolver(common::SlowAfterFirst {
+            addr: server.addr(),
+            calls: Default::default(),
+            later: Duration::from_millis(500),
+        })
+        .build()
+        .unwrap();
+    let url = format!("http://slow.test:{}/", server.addr().port());
+    // A: one connection, resting.
+    assert_eq!(text(&client, &url).await, "ok");
+    // Its one stream busy, a second request dials (slowly) and gives up.
+    let busy = {
+        let (client, url) = (client.clone(), format!("{url}delay/200"));
+        tokio::spawn(async move { text(&client, &url).await })
+    };
+    eventually("the first stream is busy", || {
+        server.stats().requests() == 2
+    })
+    .await;
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), client.get(&url)).await;
+    assert!(gave_up.is_err(), "its dial takes 500 ms");
+    assert_eq!(busy.await.unwrap(), "ok");
+    // B lands with nobody to serve: one of the two goes.
+    eventually("the dial landed", || {
+        server.stats().connections_accepted() == 2
+    })
+    .await;
+    eventually("one idle connection left", || {
+        server.stats().open_connections() == 1
+    })
+    .await;
+    let stats = client.stats();
+    assert_eq!(stats.closed_for(CloseReason::Surplus), 1, "{stats}");
+}

@@ -79,30 +79,39 @@ fn write_query(out: &mut impl fmt::Write, query: &str) -> fmt::Result {
 }
 
 /// A request URL's text for an error message, parsed or not (a URI that
-/// failed to parse, one refused before its checkout): its userinfo `***`
-/// (`redact_userinfo`) and the values of secret query parameters
-/// `REDACTED`, as its span shows them ([`SpanUri`]). They were shown
-/// whole: a pre-signed URL's signature reached the logs with the error.
+/// failed to parse, one refused before its checkout): the values of
+/// secret parameters `REDACTED`, as its span shows them ([`SpanUri`]),
+/// in the query and in the fragment too (OAuth's implicit flow puts its
+/// token there), then its userinfo `***` (`redact_userinfo`). They were
+/// shown whole: a pre-signed URL's signature reached the logs with the
+/// error. (In that order: `redact_userinfo` cuts at the last '@', which
+/// may be in the query, `?email=a@b`, and took the '?' with it.)
 pub(crate) fn shown_url(text: &str) -> String {
-    let text = crate::error::redact_userinfo(text);
-    let Some((head, rest)) = text.split_once('?') else {
-        return text;
+    // (From the first '?' or '#': a fragment may come without a query.)
+    let after_path = text.find(['?', '#']);
+    let redacted = match after_path.map(|at| (&text[..=at], &text[at + 1..])) {
+        Some((head, rest)) if rest.split(['&', '#']).any(is_secret) => {
+            let mut shown = String::with_capacity(text.len() + 8);
+            shown.push_str(head);
+            for piece in rest.split_inclusive(['&', '#']) {
+                let (pair, sep) = match piece.strip_suffix(['&', '#']) {
+                    Some(pair) => (pair, &piece[pair.len()..]),
+                    None => (piece, ""),
+                };
+                match pair.split_once('=') {
+                    Some((key, _)) if is_secret(key) => {
+                        shown.push_str(key);
+                        shown.push_str("=REDACTED");
+                    }
+                    _ => shown.push_str(pair),
+                }
+                shown.push_str(sep);
+            }
+            shown
+        }
+        _ => text.to_owned(),
     };
-    let (query, fragment) = rest
-        .split_once('#')
-        .map_or((rest, None), |(q, f)| (q, Some(f)));
-    if !query.split('&').any(is_secret) {
-        return text;
-    }
-    let mut shown = String::with_capacity(text.len());
-    shown.push_str(head);
-    // (Writing to a String cannot fail.)
-    let _ = write_query(&mut shown, query);
-    if let Some(fragment) = fragment {
-        shown.push('#');
-        shown.push_str(fragment);
-    }
-    shown
+    crate::error::redact_userinfo(&redacted)
 }
 
 #[cfg(test)]
@@ -122,6 +131,19 @@ mod tests {
         );
         assert_eq!(shown_url("http://h/p?q=1"), "http://h/p?q=1");
         assert_eq!(shown_url("ht tp://h"), "ht tp://h");
+        // An '@' in the query (the last one, which `redact_userinfo` cuts
+        // at) took the '?' away before the query was looked at.
+        let shown = shown_url("https://x.test/k?email=a@b&X-Amz-Signature=s3cret");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        // A token in the fragment (OAuth's implicit flow).
+        assert_eq!(
+            shown_url("https://h/cb?x=1#access_token=t0k x&state=s"),
+            "https://h/cb?x=1#access_token=REDACTED&state=s"
+        );
+        assert_eq!(
+            shown_url("https://h/cb#access_token=t0k"),
+            "https://h/cb#access_token=REDACTED"
+        );
     }
 
     fn shown(uri: &str) -> String {

@@ -383,6 +383,7 @@ impl Origin {
         let mut surplus = None;
         let mut moved = None;
         let mut not_shared = None;
+        let mut trimmed = Vec::new();
         let dials = {
             let mut g = self.lock();
             if dialing.swap(false, Ordering::AcqRel) {
@@ -427,9 +428,18 @@ impl Origin {
                 }
             }
             let dials = g.state.service(self.limits, &*self.budget);
+            // A connection that lands with nobody to serve rests: beyond
+            // `max_idle_per_host`, the one that rested longest goes, as at
+            // a stream's end (else a burst's late dials stayed idle until
+            // `idle_timeout`).
+            if not_shared.is_none() && g.state.protocol == Protocol::Http2 {
+                let keep = self.idle_shared_to_keep(&g);
+                trimmed = g.state.drop_idle_shared(keep);
+            }
             self.publish(&g.state);
             dials
         };
+        self.count_closed(trimmed);
         if let Some((_, why)) = &surplus {
             self.counters.closed(*why);
         }

@@ -530,16 +530,23 @@ impl Origin {
     /// one, unless a request here waits. Returns the dials to start for
     /// waiters, and why connections closed (to count outside the lock).
     fn settle_streams(&self, g: &mut Guarded) -> (Vec<u64>, Vec<CloseReason>) {
+        let keep = self.idle_shared_to_keep(g);
+        let gone = g.state.drop_idle_shared(keep);
+        (g.state.service(self.limits, &*self.budget), gone)
+    }
+
+    /// How many HTTP/2 connections with no stream may rest here now: all
+    /// while a request waits, none while another origin waits for total
+    /// capacity, else `max_idle_per_host`.
+    pub(super) fn idle_shared_to_keep(&self, g: &Guarded) -> usize {
         let others_starve = self.budget.starving.any() && !g.state.starving;
-        let keep_idle = if g.state.live_waiters > 0 {
+        if g.state.live_waiters > 0 {
             usize::MAX
         } else if others_starve {
             0
         } else {
             self.limits.max_idle
-        };
-        let gone = g.state.drop_idle_shared(keep_idle);
-        (g.state.service(self.limits, &*self.budget), gone)
+        }
     }
 
     /// A reused connection died silently: close its idle siblings that

@@ -846,3 +846,25 @@ async fn an_address_an_answer_leaves_out_stays_current_for_retire_after() {
     assert_eq!(later.addrs[..], [a]);
     assert_ne!(later.generation, both.generation);
 }
+
+/// A DNS that rotates through more addresses than the cache keeps
+/// current: the most recently listed stay, at most `MAX_LISTED` besides
+/// the last answer.
+#[test]
+fn addresses_kept_current_are_bounded() {
+    let mut listed = Vec::new();
+    let start = Instant::now();
+    let mut followed = Vec::new();
+    for i in 0..200u16 {
+        let answer = [SocketAddr::from(([127, 0, 0, 1], 1000 + i))];
+        let at = start + Duration::from_millis(u64::from(i));
+        followed = note_listed(&mut listed, &answer, at, Duration::from_secs(60));
+    }
+    assert_eq!(listed.len(), MAX_LISTED);
+    assert_eq!(followed.len(), MAX_LISTED);
+    assert_eq!(followed[0].port(), 1199, "the last answer first");
+    assert_eq!(
+        followed[MAX_LISTED - 1].port(),
+        1199 - (MAX_LISTED as u16 - 1)
+    );
+}

@@ -489,6 +489,17 @@ impl Model {
                 not_shared,
                 dead.then_some(crate::stats::CloseReason::ServerClose)
             );
+            // As `Origin::add_connection`: beyond max_idle, a landing with
+            // nobody to serve closes the longest-rested.
+            if !dead {
+                self.service();
+                let keep = if self.st.live_waiters > 0 {
+                    usize::MAX
+                } else {
+                    self.setup.limits.max_idle
+                };
+                drop(self.st.drop_idle_shared(keep));
+            }
         } else {
             self.st.protocol = Protocol::Http1;
             let idle = self.new_connection(conn_id, closed);

@@ -606,3 +606,34 @@ fn a_newcomer_does_not_take_a_raised_stream_ahead_of_the_queue() {
     assert_eq!(m.waiting.len(), 1, "the two older ones served:\n{log}");
     m.wind_down().unwrap();
 }
+
+/// `max_idle_per_host` over HTTP/2 keeps the idle connections that rested
+/// least, whatever their order in the list: of rests since 200, 200 and
+/// 100 (a coarse clock stamps alike), with one to keep, one of the 200s
+/// stays. (The first two in list order went, and the longest-rested one
+/// stayed.)
+#[test]
+fn the_idle_http2_connections_kept_are_those_that_rested_least() {
+    let mut st = St::new(Protocol::Http2);
+    let at = |ms: u64| Stamp::from_nanos(ms * 1_000_000);
+    for (id, rested_since) in [(1, 200), (2, 200), (3, 100)] {
+        st.shared.push(Shared {
+            id,
+            sender: FakeH2 {
+                closed: Arc::new(AtomicBool::new(false)),
+                max: 1,
+            },
+            in_flight: 0,
+            created: at(0),
+            draining: None,
+            streams: 1,
+            idle_since: at(rested_since),
+            quiet_abandon: None,
+        });
+    }
+    let gone = st.drop_idle_shared(1);
+    use crate::stats::CloseReason::Surplus;
+    assert_eq!(gone, [Surplus, Surplus]);
+    let kept: Vec<u64> = st.shared.iter().map(|s| s.id).collect();
+    assert!(kept == [1] || kept == [2], "{kept:?}");
+}

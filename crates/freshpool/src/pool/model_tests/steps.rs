@@ -82,19 +82,23 @@ impl Model {
                     } else {
                         self.setup.limits.max_idle
                     };
+                    // Those kept are the `keep` that rested least.
+                    let resting = |st: &St| {
+                        let mut since: Vec<_> = st
+                            .shared
+                            .iter()
+                            .filter(|s| {
+                                s.in_flight == 0 && s.draining.is_none() && !s.sender.is_closed()
+                            })
+                            .map(|s| s.idle_since)
+                            .collect();
+                        since.sort_unstable_by(|a, b| b.cmp(a));
+                        since
+                    };
+                    let mut expected = resting(&self.st);
+                    expected.truncate(keep);
                     drop(self.st.drop_idle_shared(keep));
-                    let resting = self
-                        .st
-                        .shared
-                        .iter()
-                        .filter(|s| {
-                            s.in_flight == 0 && s.draining.is_none() && !s.sender.is_closed()
-                        })
-                        .count();
-                    assert!(
-                        resting <= keep,
-                        "{resting} idle shared kept, max_idle {keep}"
-                    );
+                    assert_eq!(resting(&self.st), expected, "max_idle {keep}");
                     self.service();
                 }
             }

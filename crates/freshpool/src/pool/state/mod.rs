@@ -637,8 +637,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // HTTP/1's idle list keeps its most recently returned.
         let resting = self.shared.iter().filter(|s| rests(s)).count();
         let surplus = resting.saturating_sub(keep_idle);
-        let cutoff = if surplus == 0 {
-            None
+        // The `surplus`-th longest rest: all that rested longer go, and of
+        // those that rested as long (the coarse clock makes ties common)
+        // as many as still must.
+        let (cutoff, mut ties_to_drop) = if surplus == 0 {
+            (None, 0)
         } else {
             let mut since: Vec<Stamp> = self
                 .shared
@@ -647,10 +650,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                 .map(|s| s.idle_since)
                 .collect();
             since.sort_unstable();
-            Some(since[surplus - 1])
+            let cutoff = since[surplus - 1];
+            let longer = since.iter().filter(|t| **t < cutoff).count();
+            (Some(cutoff), surplus - longer)
         };
         let mut gone = Vec::new();
-        let mut dropped = 0;
         self.shared.retain(|s| {
             if s.in_flight > 0 || s.sender.is_closed() {
                 return true;
@@ -659,13 +663,18 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                 gone.push(why);
                 return false;
             }
-            // (Ties at the cutoff: as many as still need to go.)
-            if cutoff.is_some_and(|c| s.idle_since <= c) && dropped < surplus {
-                dropped += 1;
+            let goes = match cutoff {
+                Some(cutoff) if s.idle_since < cutoff => true,
+                Some(cutoff) if s.idle_since == cutoff && ties_to_drop > 0 => {
+                    ties_to_drop -= 1;
+                    true
+                }
+                _ => false,
+            };
+            if goes {
                 gone.push(CloseReason::Surplus);
-                return false;
             }
-            true
+            !goes
         });
         gone
     }
