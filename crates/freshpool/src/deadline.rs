@@ -103,6 +103,11 @@ impl RequestDeadline {
         self.at
     }
 
+    /// How long it was set for (the `timeout` setting).
+    pub(crate) fn limit(&self) -> Duration {
+        self.limit
+    }
+
     /// Whether it has passed, by the clock (`Sleep::is_elapsed` stays
     /// false for a timer never polled, as when every poll finds data).
     pub(crate) fn has_passed(&self) -> bool {

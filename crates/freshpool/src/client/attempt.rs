@@ -299,8 +299,10 @@ impl Client {
                     if reused && !lease.is_h2() && error::peer_closed(&err) {
                         lease.not_reusable.get_or_insert(CloseReason::StaleDetected);
                     }
-                    if err.kind() == Kind::ResponseHeaderTimeout {
-                        crate::pool::ended_by_timeout(|| lease.discard());
+                    if let (Kind::ResponseHeaderTimeout, Some(limit)) =
+                        (err.kind(), cfg.response_header_timeout)
+                    {
+                        crate::pool::ended_by_timeout(limit, || lease.discard());
                     } else {
                         lease.discard();
                     }

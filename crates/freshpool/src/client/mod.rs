@@ -390,7 +390,7 @@ where
     type Output = Result<Response<Body>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let timed_out = match self.as_mut().project() {
+        let (timed_out, limit) = match self.as_mut().project() {
             ResponseFutureProj::Failed { error } => {
                 return Poll::Ready(Err(error.take().unwrap_or_else(|| {
                     Error::new(Kind::Closed, "request future polled after it finished")
@@ -413,7 +413,7 @@ where
                     return Poll::Pending;
                 };
                 match deadline.as_mut().poll_elapsed(cx, "") {
-                    Poll::Ready(err) => err,
+                    Poll::Ready(err) => (err, deadline.limit()),
                     Poll::Pending => return Poll::Pending,
                 }
             }
@@ -422,7 +422,7 @@ where
         // it holds learns that its request timed out (an HTTP/2 stream's
         // connection may then be judged silent: `Origin::abandon_stream`),
         // which a caller's own drop does not say.
-        crate::pool::ended_by_timeout(|| self.set(ResponseFuture::Failed { error: None }));
+        crate::pool::ended_by_timeout(limit, || self.set(ResponseFuture::Failed { error: None }));
         Poll::Ready(Err(timed_out))
     }
 }

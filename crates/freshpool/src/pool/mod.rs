@@ -207,22 +207,24 @@ impl std::hash::Hasher for IdHasher {
 
 std::thread_local! {
     /// Set while what a request held is dropped because the request timed
-    /// out waiting for its response head (see `ended_by_timeout`).
-    static TIMED_OUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// out waiting for its response head: the limit that ran out (see
+    /// `ended_by_timeout`).
+    static TIMED_OUT: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
 }
 
 /// Runs `drop_it`, which drops what a request held (its lease, or the
-/// future holding it) because the request timed out waiting for its
-/// response head: `Origin::abandon_stream` judges the connection by it.
-pub(crate) fn ended_by_timeout(drop_it: impl FnOnce()) {
+/// future holding it) because the request timed out after `limit` waiting
+/// for its response head: `Origin::abandon_stream` judges the connection
+/// by it.
+pub(crate) fn ended_by_timeout(limit: Duration, drop_it: impl FnOnce()) {
     /// Puts the flag back as it was, also when `drop_it` panics.
-    struct Restore(bool);
+    struct Restore(Option<Duration>);
     impl Drop for Restore {
         fn drop(&mut self) {
             TIMED_OUT.with(|t| t.set(self.0));
         }
     }
-    let _restore = Restore(TIMED_OUT.with(|t| t.replace(true)));
+    let _restore = Restore(TIMED_OUT.with(|t| t.replace(Some(limit))));
     drop_it();
 }
 

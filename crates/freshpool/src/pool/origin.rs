@@ -469,9 +469,19 @@ impl Origin {
     /// want of a slot (as `drain_shared_where` holds busy ones): if dead,
     /// what it would serve times out too.
     pub(super) fn abandon_stream(self: &Arc<Self>, conn_id: u64, lease_id: usize) {
+        // The limit that ran out, if one did: the request's own, of the
+        // client that made it (a `timeout` of 500 ms alone, judged by a
+        // `response_header_timeout` it does not have, never found a silent
+        // connection: 750 ms of quiet were asked of 500 ms requests). Else
+        // the origin's `response_header_timeout`, or `SILENT_SUSPECT`.
+        let fired = super::TIMED_OUT.with(std::cell::Cell::get);
+        let timed_out = fired.is_some();
         let rht = self.connector.config.response_header_timeout;
-        let quiet_for = rht.map_or(SILENT_SUSPECT, |t| t.min(SILENT_SUSPECT)) * 3 / 4;
-        let timed_out = super::TIMED_OUT.with(std::cell::Cell::get);
+        let quiet_for = fired
+            .or(rht)
+            .map_or(SILENT_SUSPECT, |t| t.min(SILENT_SUSPECT))
+            * 3
+            / 4;
         // Precise: a coarse "now" may lag a request's whole wait.
         let now = self.budget.stamp(Instant::now());
         let (dials, gone) = {
