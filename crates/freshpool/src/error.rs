@@ -33,8 +33,10 @@ pub enum Kind {
     PoolFull,
     /// The connection could not be established: the name lookup failed,
     /// the TCP connect failed, or the connection ended before the
-    /// server's HTTP/2 SETTINGS (a TLS alert after the handshake too, such
-    /// as a server refusing the client certificate under TLS 1.3).
+    /// server's HTTP/2 SETTINGS; or a TLS alert ended it after the
+    /// handshake (such as a server refusing the client certificate under
+    /// TLS 1.3, which over HTTP/1 comes as the answer to the first
+    /// request: not possibly processed then).
     Connect,
     /// Connecting took too long: name lookup, TCP connect and a proxy's
     /// CONNECT together past `connect_timeout`, or no HTTP/2 SETTINGS from
@@ -481,6 +483,13 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
 /// before the announced length) or unparsable is the peer breaking the
 /// protocol; other failures are I/O.
 pub(crate) fn classify(err: &hyper::Error) -> Kind {
+    // A TLS alert once the handshake was done (TLS 1.3 sends a server's
+    // refusal of the client's certificate after the client's side is
+    // over): the connection failed, not the request (as over HTTP/2,
+    // where it ends the SETTINGS wait).
+    if tls_alert(err).is_some() {
+        return Kind::Connect;
+    }
     let mut eof = false;
     let mut source = StdError::source(err);
     while let Some(s) = source {
@@ -508,6 +517,53 @@ pub(crate) fn classify(err: &hyper::Error) -> Kind {
         return Kind::Protocol;
     }
     Kind::Io
+}
+
+/// The TLS alert the server sent, if that ended the connection.
+/// (tokio-rustls wraps it in an `io::Error`, whose `source()` skips the
+/// error it wraps: looked for with `get_ref`.)
+fn tls_alert(err: &(dyn StdError + 'static)) -> Option<rustls::AlertDescription> {
+    let alert_of = |e: &(dyn StdError + 'static)| match e.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
+        _ => None,
+    };
+    let mut source = Some(err);
+    while let Some(s) = source {
+        let wrapped = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| alert_of(inner));
+        if let Some(alert) = alert_of(s).or(wrapped) {
+            return Some(alert);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Whether `err` is a server's refusal of the TLS session by a certificate
+/// alert after the handshake (a client certificate it requires, or does
+/// not accept): then it processed no request on that connection, and the
+/// request is no "possibly processed" failure.
+pub(crate) fn refused_tls_session(err: &Error) -> bool {
+    err.kind() == Kind::Connect && tls_alert(err).is_some_and(is_certificate_alert)
+}
+
+/// An alert that refuses the peer's certificate (or its lack of one).
+fn is_certificate_alert(alert: rustls::AlertDescription) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        alert,
+        A::CertificateRequired
+            | A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+            | A::HandshakeFailure
+    )
 }
 
 /// The task that drove the connection was dropped with the request in
@@ -540,6 +596,14 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
             format!("connection closed before the response completed from {origin}")
         }
         Kind::Protocol => format!("invalid or truncated HTTP message from {origin}"),
+        Kind::Connect => match tls_alert(&err) {
+            Some(alert) if is_certificate_alert(alert) => format!(
+                "{origin} ended the TLS session after the handshake with alert {alert:?}: \
+                 it requires a client certificate, or does not accept the one sent"
+            ),
+            Some(alert) => format!("{origin} ended the TLS session with alert {alert:?}"),
+            None => format!("connection error from {origin}"),
+        },
         // (hyper's own words, "error from user's Body stream", hide why:
         // the body's error is two sources down.)
         Kind::Body => match body_failure(&err) {

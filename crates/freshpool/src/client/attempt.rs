@@ -367,7 +367,9 @@ impl Client {
                         // the one retry spent, a body that cannot go
                         // again. Unless it was held back unseen, the
                         // request may have been acted on.)
-                        _ if withheld => return Err(err.mark_reused(reused)),
+                        _ if withheld || error::refused_tls_session(&err) => {
+                            return Err(err.mark_reused(reused))
+                        }
                         _ => return Err(err.mark_reused(reused).mark_possibly_processed()),
                     }
                 }
