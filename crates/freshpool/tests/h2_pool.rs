@@ -676,3 +676,63 @@ async fn an_http2_connection_landing_unwanted_is_held_to_max_idle() {
     let stats = client.stats();
     assert_eq!(stats.closed_for(CloseReason::Surplus), 1, "{stats}");
 }
+
+/// Requests queued behind several HTTP/2 dials that fail (a host whose
+/// new connections get no SETTINGS in time, its one connection full of
+/// long streams) all fail with the dials' error within a few handshake
+/// timeouts. Each failed dial failed only the request it was started
+/// for: its freed slot dialed again for the next, while the others'
+/// `pool_timeout` kept moving as "covered by a dial", so 300 requests
+/// behind 3 dials took 100 handshake timeouts (here 30 s) to fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_behind_several_failing_http2_dials_fail_with_them() {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        max_concurrent_streams: Some(100),
+        ..ServerConfig::default()
+    })
+    .await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = h2_client()
+        .connect_timeout(Duration::from_millis(300))
+        .tls_handshake_timeout(Duration::from_millis(300))
+        .pool_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    // The origin is known: HTTP/2, 100 streams a connection, all taken by
+    // long requests.
+    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+    let held: Vec<_> = (0..100)
+        .map(|_| {
+            let (client, url) = (client.clone(), proxy.url("/delay/20000"));
+            tokio::spawn(async move { client.get(&url).await.map(|_| ()) })
+        })
+        .collect();
+    eventually("100 streams busy", || server.stats().requests() == 101).await;
+    // New connections get no SETTINGS in time.
+    proxy.set_accept_delay(Some(Duration::from_secs(30)));
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = (0..300)
+        .map(|_| {
+            let (client, url) = (client.clone(), proxy.url("/"));
+            tokio::spawn(async move { client.get(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for request in requests {
+        let err = tokio::time::timeout(Duration::from_secs(10), request)
+            .await
+            .unwrap_or_else(|_| panic!("failed within 10 s\n{}", client.stats()))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), freshpool::Kind::ConnectTimeout, "{err}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}\n{}",
+        started.elapsed(),
+        client.stats()
+    );
+    for request in held {
+        request.abort();
+    }
+}

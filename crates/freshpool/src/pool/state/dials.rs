@@ -68,6 +68,14 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// * Over HTTP/2, with no other dial in flight and no connection taking
     ///   streams, every waiter gets the error, as Go's HTTP/2 pool answers
     ///   every request waiting on a dial call.
+    /// * Over HTTP/2 with other dials in flight, or a connection taking
+    ///   streams, the waiters that rode on this dial get the error too: the
+    ///   oldest, up to one connection's streams, past those the live
+    ///   connections' free streams serve (dials serve the queue in order).
+    ///   Left waiting, each got a dial of its own from the freed slot, so
+    ///   one waiter failed per failed dial while `dial_covers` kept moving
+    ///   the others' `pool_timeout`: 300 requests queued behind 3 dials to
+    ///   a host that drops SYNs took 100 connect timeouts to fail.
     /// * Before the protocol is known (HTTPS before ALPN) the bet on HTTP/2
     ///   is off: the others get a dial each from `service`, all at once, as
     ///   HTTP/1 requests would (the origin may well be HTTP/1, and one
@@ -91,8 +99,38 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                     self.live_waiters -= 1;
                 }
             }
+        } else if http2 && self.protocol == Protocol::Http2 {
+            self.fail_riders(waiter_id, &err);
         }
         self.fail_waiter(waiter_id, err);
+    }
+
+    /// `fail_dial` over HTTP/2 while other capacity remains: the waiters
+    /// that rode on the failed dial get its error (see there).
+    fn fail_riders(&mut self, waiter_id: u64, err: &Error) {
+        let mut riders = (self.streams_per_conn.max(1) as usize).saturating_sub(1);
+        if riders == 0 {
+            return;
+        }
+        let mut served_by_streams: usize = (self.shared.iter())
+            .filter(|s| s.takes_streams())
+            .map(|s| (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize))
+            .sum();
+        let mut kept = std::collections::VecDeque::with_capacity(self.waiters.len());
+        for waiter in std::mem::take(&mut self.waiters) {
+            if riders == 0 || waiter.id == waiter_id || waiter.tx.is_closed() {
+                kept.push_back(waiter);
+            } else if served_by_streams > 0 {
+                served_by_streams -= 1;
+                kept.push_back(waiter);
+            } else {
+                riders -= 1;
+                if waiter.tx.send(Err(err.for_another_waiter())).is_ok() {
+                    self.live_waiters -= 1;
+                }
+            }
+        }
+        self.waiters = kept;
     }
 
     /// Delivers a dial error to the waiter it was for, if it still waits.
