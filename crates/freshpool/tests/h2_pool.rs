@@ -608,7 +608,8 @@ async fn max_idle_per_host_bounds_idle_http2_connections() {
     let client = h2_client().max_idle_per_host(2).build().unwrap();
     let burst: Vec<_> = (0..6)
         .map(|_| {
-            let (client, url) = (client.clone(), server.url("/delay/300"));
+            // (Long enough that no request ends before all six dialed.)
+            let (client, url) = (client.clone(), server.url("/delay/1000"));
             tokio::spawn(async move { text(&client, &url).await })
         })
         .collect();
