@@ -487,7 +487,7 @@ pub(crate) fn classify(err: &hyper::Error) -> Kind {
     // refusal of the client's certificate after the client's side is
     // over): the connection failed, not the request (as over HTTP/2,
     // where it ends the SETTINGS wait).
-    if tls_alert(err).is_some() {
+    if tls_alert_in(err).is_some() {
         return Kind::Connect;
     }
     let mut eof = false;
@@ -519,10 +519,24 @@ pub(crate) fn classify(err: &hyper::Error) -> Kind {
     Kind::Io
 }
 
+/// A `Connect` error for a TLS session the server at `origin` ended with
+/// `alert` after the handshake.
+pub(crate) fn tls_alert(origin: &str, alert: rustls::AlertDescription) -> Error {
+    let message = if is_certificate_alert(alert) {
+        format!(
+            "{origin} ended the TLS session after the handshake with alert {alert:?}: \
+             it requires a client certificate, or does not accept the one sent"
+        )
+    } else {
+        format!("{origin} ended the TLS session with alert {alert:?}")
+    };
+    Error::new(Kind::Connect, message)
+}
+
 /// The TLS alert the server sent, if that ended the connection.
 /// (tokio-rustls wraps it in an `io::Error`, whose `source()` skips the
 /// error it wraps: looked for with `get_ref`.)
-fn tls_alert(err: &(dyn StdError + 'static)) -> Option<rustls::AlertDescription> {
+fn tls_alert_in(err: &(dyn StdError + 'static)) -> Option<rustls::AlertDescription> {
     let alert_of = |e: &(dyn StdError + 'static)| match e.downcast_ref::<rustls::Error>() {
         Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
         _ => None,
@@ -546,11 +560,11 @@ fn tls_alert(err: &(dyn StdError + 'static)) -> Option<rustls::AlertDescription>
 /// not accept): then it processed no request on that connection, and the
 /// request is no "possibly processed" failure.
 pub(crate) fn refused_tls_session(err: &Error) -> bool {
-    err.kind() == Kind::Connect && tls_alert(err).is_some_and(is_certificate_alert)
+    err.kind() == Kind::Connect && tls_alert_in(err).is_some_and(is_certificate_alert)
 }
 
 /// An alert that refuses the peer's certificate (or its lack of one).
-fn is_certificate_alert(alert: rustls::AlertDescription) -> bool {
+pub(crate) fn is_certificate_alert(alert: rustls::AlertDescription) -> bool {
     use rustls::AlertDescription as A;
     matches!(
         alert,
@@ -596,12 +610,8 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
             format!("connection closed before the response completed from {origin}")
         }
         Kind::Protocol => format!("invalid or truncated HTTP message from {origin}"),
-        Kind::Connect => match tls_alert(&err) {
-            Some(alert) if is_certificate_alert(alert) => format!(
-                "{origin} ended the TLS session after the handshake with alert {alert:?}: \
-                 it requires a client certificate, or does not accept the one sent"
-            ),
-            Some(alert) => format!("{origin} ended the TLS session with alert {alert:?}"),
+        Kind::Connect => match tls_alert_in(&err) {
+            Some(alert) => return tls_alert(origin, alert).with_source(err),
             None => format!("connection error from {origin}"),
         },
         // (hyper's own words, "error from user's Body stream", hide why:

@@ -55,49 +55,33 @@ async fn a_silent_http2_connection_is_retired_after_a_request_on_it_timed_out() 
 }
 
 /// The same when the caller's overall `timeout` gives up on the request
-/// (its future is dropped, the stream with it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_http2_connection_is_retired_after_the_request_timeout_too() {
-    let server = h2_server().await;
-    let proxy = ChaosProxy::start(server.addr()).await;
-    let client = h2_client()
-        .timeout(Some(Duration::from_millis(1500)))
-        .build()
-        .unwrap();
-    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
-    proxy.blackhole_existing();
-    let err = client.get(&proxy.url("/")).await.unwrap_err();
-    assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
-    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
-    assert_eq!(proxy.stats().connections_accepted, 2);
-    let stats = client.stats();
-    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
-}
-
-/// The same with a `timeout` shorter than the 750 ms of quiet asked when
-/// no `response_header_timeout` is set: the quiet asked is 3/4 of the
-/// limit that ran out. (Judged by a `response_header_timeout` the client
-/// did not have, every 500 ms request timed out on the silent connection
+/// (its future is dropped, the stream with it); also with a `timeout`
+/// shorter than the 750 ms of quiet asked when no
+/// `response_header_timeout` is set: the quiet asked is 3/4 of the limit
+/// that ran out. (Judged by a `response_header_timeout` the client did
+/// not have, every 500 ms request timed out on the silent connection
 /// until the kernel gave up on it, minutes later.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_http2_connection_is_retired_after_a_short_request_timeout() {
-    let server = h2_server().await;
-    let proxy = ChaosProxy::start(server.addr()).await;
-    let client = h2_client()
-        .timeout(Some(Duration::from_millis(500)))
-        .build()
-        .unwrap();
-    assert_eq!(text(&client, &proxy.url("/")).await, "ok");
-    proxy.blackhole_existing();
-    let err = client.get(&proxy.url("/")).await.unwrap_err();
-    assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
-    let got = client.get(&proxy.url("/")).await;
-    let stats = client.stats();
-    let response = got.unwrap_or_else(|e| panic!("{e}\n{stats}"));
-    assert_eq!(response.into_body().text().await.unwrap(), "ok");
-    assert_eq!(proxy.stats().connections_accepted, 2);
-    let stats = client.stats();
-    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
+async fn a_silent_http2_connection_is_retired_after_the_request_timeout_too() {
+    for limit_ms in [1500, 500] {
+        let server = h2_server().await;
+        let proxy = ChaosProxy::start(server.addr()).await;
+        let client = h2_client()
+            .timeout(Some(Duration::from_millis(limit_ms)))
+            .build()
+            .unwrap();
+        assert_eq!(text(&client, &proxy.url("/")).await, "ok");
+        proxy.blackhole_existing();
+        let err = client.get(&proxy.url("/")).await.unwrap_err();
+        assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
+        let got = client.get(&proxy.url("/")).await;
+        let stats = client.stats();
+        let response = got.unwrap_or_else(|e| panic!("{limit_ms} ms: {e}\n{stats}"));
+        assert_eq!(response.into_body().text().await.unwrap(), "ok");
+        assert_eq!(proxy.stats().connections_accepted, 2);
+        let stats = client.stats();
+        assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
+    }
 }
 
 /// A request the caller gives up on itself (its own timer, a `select!`, a

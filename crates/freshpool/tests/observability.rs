@@ -7,8 +7,8 @@ use freshpool::{Client, CloseReason, Kind};
 use freshpool_testkit::TestServer;
 
 mod common;
-use common::fetch;
 use common::logs::{leak_reports, log_lines_with, logs};
+use common::{fetch, SlowResolver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_after_scripted_workloads() {
@@ -350,19 +350,6 @@ fn connection_durations(snapshotter: &metrics_util::debugging::Snapshotter) -> O
         })
         .collect();
     (!counts.is_empty()).then(|| counts.iter().sum())
-}
-
-/// Resolves every name to 127.0.0.1 after a pause (a slow DNS server).
-struct SlowResolver(Duration);
-
-impl freshpool::Resolve for SlowResolver {
-    fn resolve(&self, _host: &str, port: u16) -> freshpool::ResolveFuture {
-        let pause = self.0;
-        Box::pin(async move {
-            tokio::time::sleep(pause).await;
-            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
-        })
-    }
 }
 
 /// `http.client.connection.duration` is a connection's life from when it

@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use freshpool::Client;
 use freshpool_testkit::TestServer;
+
+mod common;
+use common::SlowResolver;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::Subscriber;
@@ -258,19 +261,6 @@ async fn a_disabled_request_span_leaves_the_callers_span_alone() {
     assert_eq!(spans[0].get("status").map(String::as_str), Some("200"));
     assert!(!spans[0].contains_key("reused"), "{spans:?}");
     assert!(!spans[0].contains_key("retries"), "{spans:?}");
-}
-
-/// Resolves every name to 127.0.0.1 after a pause (a slow DNS server).
-struct SlowResolver(std::time::Duration);
-
-impl freshpool::Resolve for SlowResolver {
-    fn resolve(&self, _host: &str, port: u16) -> freshpool::ResolveFuture {
-        let pause = self.0;
-        Box::pin(async move {
-            tokio::time::sleep(pause).await;
-            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
-        })
-    }
 }
 
 /// The span's `reused` is the stats' reuse: the first request on a

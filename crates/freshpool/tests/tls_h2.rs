@@ -571,64 +571,46 @@ fn sharing_a_pool_with_other_pool_limits_is_refused_by_name() {
 /// the server's SETTINGS. The error keeps it. (It read "closed the
 /// connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)",
 /// with no source: the certificate problem was nowhere.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_alert_after_the_handshake_is_kept_on_http2() {
-    let ca = TestCa::new();
-    let server = TestServer::start(ServerConfig {
-        protocol: Protocol::Http2,
-        tls: Some(ServerConfig::tls_config_with_client_auth(&ca, &[b"h2"])),
-        ..ServerConfig::default()
-    })
-    .await;
-    let anonymous = client_for(&ca).build().unwrap();
-    let err = timeout(LIMIT, body(&anonymous, &server.url("/")))
-        .await
-        .unwrap()
-        .unwrap_err();
-    let mut chain = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        chain.push_str(&format!(" / {s}"));
-        source = s.source();
-    }
-    assert!(
-        chain.to_lowercase().contains("certificate"),
-        "the alert is kept: {chain}"
-    );
-    assert!(!chain.contains("not an HTTP/2 server"), "{chain}");
-    assert_eq!(err.kind(), Kind::Connect, "{chain}");
-    assert!(err.to_string().contains("CertificateRequired"), "{err}");
-}
-
+///
 /// The same over HTTP/1.1: the alert comes as the answer to the request,
 /// which the server never processed (its TLS layer refused the session).
 /// It read "connection error from ...: connection error" (`Kind::Io`,
 /// the alert two sources down), marked possibly processed, so a POST
 /// failed as `PossiblyProcessed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_alert_after_the_handshake_is_a_connect_error_on_http1() {
+async fn a_tls_alert_after_the_handshake_is_kept_on_http2_and_http1() {
     let ca = TestCa::new();
-    let server = TestServer::start(ServerConfig {
-        tls: Some(ServerConfig::tls_config_with_client_auth(
-            &ca,
-            &[b"http/1.1"],
-        )),
-        ..ServerConfig::default()
-    })
-    .await;
-    let anonymous = client_for(&ca).build().unwrap();
-    let get = timeout(LIMIT, body(&anonymous, &server.url("/")))
-        .await
-        .unwrap()
-        .unwrap_err();
-    let post = timeout(LIMIT, anonymous.post(&server.url("/echo"), "x"))
-        .await
-        .unwrap()
-        .unwrap_err();
-    for err in [get, post] {
-        assert_eq!(err.kind(), Kind::Connect, "{err:?}");
-        assert!(err.to_string().contains("CertificateRequired"), "{err}");
-        assert!(!err.is_possibly_processed(), "{err:?}");
+    for (protocol, alpn) in [
+        (Protocol::Http2, b"h2" as &[u8]),
+        (Protocol::Http1, b"http/1.1"),
+    ] {
+        let server = TestServer::start(ServerConfig {
+            protocol,
+            tls: Some(ServerConfig::tls_config_with_client_auth(&ca, &[alpn])),
+            ..ServerConfig::default()
+        })
+        .await;
+        let anonymous = client_for(&ca).build().unwrap();
+        let get = timeout(LIMIT, body(&anonymous, &server.url("/")))
+            .await
+            .unwrap()
+            .unwrap_err();
+        let post = timeout(LIMIT, anonymous.post(&server.url("/echo"), "x"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        for err in [get, post] {
+            let mut chain = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(s) = source {
+                chain.push_str(&format!(" / {s}"));
+                source = s.source();
+            }
+            assert!(!chain.contains("not an HTTP/2 server"), "{chain}");
+            assert_eq!(err.kind(), Kind::Connect, "{chain}");
+            assert!(err.to_string().contains("CertificateRequired"), "{err}");
+            assert!(!err.is_possibly_processed(), "{err:?}");
+        }
+        assert_eq!(server.stats().requests(), 0);
     }
-    assert_eq!(server.stats().requests(), 0);
 }

@@ -164,6 +164,12 @@ impl Client {
                     Poll::Pending => ready_within(conn, READY_WAIT).await,
                 };
                 if let Err(err) = ready {
+                    // (A refused TLS session: as below, for a connection
+                    // that read the alert before the request came.)
+                    if let Some(refused) = refused_session(&mut lease) {
+                        lease.discard();
+                        return Err(refused);
+                    }
                     // (Closed: its dispatcher ended. Not so a connection
                     // still busy past `READY_WAIT`.)
                     let closed = error::peer_closed(&err);
@@ -260,6 +266,14 @@ impl Client {
                     ));
                 }
                 Err(Failure::Unsent(returned, err)) => {
+                    // A server that refused this client's TLS session by a
+                    // certificate alert, read before the request went (TLS
+                    // 1.3): no new connection does better, and hyper's
+                    // "channel closed" hid why.
+                    if let Some(refused) = refused_session(&mut lease) {
+                        lease.discard();
+                        return Err(refused);
+                    }
                     // The connection closed before the request was written:
                     // it never reached the server, so any method may go again.
                     if !unsent_try(lease, &mut unsent, reused, stale_limit, true, true) {
@@ -643,6 +657,17 @@ fn request_span() -> Option<tracing::Span> {
     }
     let span = tracing::Span::current();
     (span.metadata()?.name() == super::REQUEST_SPAN).then_some(span)
+}
+
+/// The error for a connection whose server ended its TLS session with a
+/// certificate alert (see `connect::tcp::AlertSeen`), if it did.
+#[cold]
+fn refused_session(lease: &mut Lease) -> Option<Error> {
+    let LeaseKind::H1(idle) = lease.kind_mut() else {
+        return None;
+    };
+    let alert = idle.conn.tls_alert.as_ref()?.get()?;
+    error::is_certificate_alert(alert).then(|| error::tls_alert(&idle.conn.origin.label, alert))
 }
 
 /// How long a pooled HTTP/1 connection may take to be ready for the next

@@ -56,6 +56,8 @@ pub(crate) struct NewConnection {
     /// the origin's address is the proxy's business). The pool retires
     /// connections whose peer DNS no longer lists.
     pub peer: Option<std::net::SocketAddr>,
+    /// HTTP/1 over TLS: the alert that ended its reads, if one does.
+    pub tls_alert: Option<Arc<tcp::AlertSeen>>,
 }
 
 /// Dials connections for one client's settings.
@@ -184,9 +186,13 @@ impl Connector {
                         .await?
                 } else {
                     // HTTP/1: its answers counted above TLS (`tcp::Counted`).
-                    let tls = tcp::Counted::new(tls, plain);
-                    self.handshake(tls, h2, socket, resumed, &target, slot)
-                        .await?
+                    let alert = Arc::new(tcp::AlertSeen::default());
+                    let tls = tcp::Counted::new(tls, plain, alert.clone());
+                    let mut conn = self
+                        .handshake(tls, h2, socket, resumed, &target, slot)
+                        .await?;
+                    conn.tls_alert = Some(alert);
+                    conn
                 }
             }
         };
@@ -310,6 +316,7 @@ impl Connector {
                 socket,
                 resumed_tls,
                 peer: None,
+                tls_alert: None,
             });
         }
         let (io, mut preface, stream_limit) = PrefaceIo::new(io);
@@ -433,6 +440,7 @@ impl Connector {
             socket,
             resumed_tls,
             peer: None,
+            tls_alert: None,
         })
     }
 }

@@ -82,12 +82,45 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: T,
         socket: Arc<Socket>,
+        alert: Arc<AlertSeen>,
     }
 }
 
 impl<T> Counted<T> {
-    pub(crate) fn new(inner: T, socket: Arc<Socket>) -> Counted<T> {
-        Counted { inner, socket }
+    pub(crate) fn new(inner: T, socket: Arc<Socket>, alert: Arc<AlertSeen>) -> Counted<T> {
+        Counted {
+            inner,
+            socket,
+            alert,
+        }
+    }
+}
+
+/// The TLS alert that ended an HTTP/1 connection's reads, kept for the
+/// pool beyond the connection's end. Under TLS 1.3 a server refuses the
+/// client's certificate with an alert after the client's handshake:
+/// hyper may read it before it writes the first request, which then
+/// comes back unsent, as "channel closed", the alert lost with the
+/// connection's task. (Noted as the read fails, before hyper sees the
+/// error: before the request comes back.)
+#[derive(Default)]
+pub(crate) struct AlertSeen(std::sync::atomic::AtomicU16);
+
+impl AlertSeen {
+    fn note(&self, err: &io::Error) {
+        if let Some(rustls::Error::AlertReceived(alert)) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            let seen = 0x100 | u16::from(u8::from(*alert));
+            self.0.store(seen, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// The alert, if one ended the reads.
+    pub(crate) fn get(&self) -> Option<rustls::AlertDescription> {
+        let seen = self.0.load(std::sync::atomic::Ordering::Acquire);
+        (seen != 0).then(|| rustls::AlertDescription::from((seen & 0xff) as u8))
     }
 }
 
@@ -102,6 +135,9 @@ impl<T: AsyncRead> AsyncRead for Counted<T> {
         let polled = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
             this.socket.note_read();
+        }
+        if let Poll::Ready(Err(e)) = &polled {
+            this.alert.note(e);
         }
         polled
     }

@@ -321,7 +321,9 @@ impl Progress {
     }
 }
 
-pub(crate) use super::socket::{peek, shut_down, Counted, Peek, ReadWatch, Socket, TcpIo};
+pub(crate) use super::socket::{
+    peek, shut_down, AlertSeen, Counted, Peek, ReadWatch, Socket, TcpIo,
+};
 
 #[cfg(test)]
 mod tests {

@@ -242,7 +242,7 @@ impl Origin {
                 socket,
                 resumed_tls,
                 peer,
-                ..
+                tls_alert,
             }) => {
                 if resumed_tls {
                     self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
@@ -250,7 +250,7 @@ impl Origin {
                 self.counters.created(started.elapsed());
                 tracing::debug!(origin = %self.label, conn_id, elapsed = ?started.elapsed(), "connection opened (dedicated to a retry)");
                 let now = self.budget.stamp(Instant::now());
-                let idle = self.new_record(conn_id, sender, socket, peer, now);
+                let idle = self.new_record(conn_id, sender, socket, peer, tls_alert, now);
                 let dials = {
                     let mut g = self.lock();
                     if dialing.swap(false, Ordering::AcqRel) {
@@ -342,6 +342,7 @@ impl Origin {
         sender: http1::SendRequest<RequestBody>,
         socket: Weak<crate::connect::tcp::Socket>,
         peer: Option<std::net::SocketAddr>,
+        tls_alert: Option<Arc<crate::connect::tcp::AlertSeen>>,
         now: Stamp,
     ) -> Idle<H1Conn> {
         Idle::new(IdleRecord {
@@ -351,6 +352,7 @@ impl Origin {
                 origin: self.clone(),
                 socket,
                 peer,
+                tls_alert,
             },
             created: now,
             idle_since: now,
@@ -392,7 +394,14 @@ impl Origin {
             match conn.sender {
                 Sender::H1(sender) => {
                     g.state.protocol = Protocol::Http1;
-                    let idle = self.new_record(conn_id, sender, conn.socket, conn.peer, now);
+                    let idle = self.new_record(
+                        conn_id,
+                        sender,
+                        conn.socket,
+                        conn.peer,
+                        conn.tls_alert,
+                        now,
+                    );
                     // (To an address DNS no longer lists, it serves at most
                     // the request it goes to: its return closes it.)
                     surplus = g.state.offer_idle(idle, self.limits);

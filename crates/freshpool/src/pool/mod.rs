@@ -126,6 +126,9 @@ pub(crate) struct H1Conn {
     pub socket: Weak<crate::connect::tcp::Socket>,
     /// The address dialed (direct connections), to follow DNS changes.
     pub peer: Option<std::net::SocketAddr>,
+    /// Over TLS: the alert that ended its reads, if one did (see
+    /// `connect::tcp::AlertSeen`).
+    pub tls_alert: Option<Arc<tcp::AlertSeen>>,
 }
 
 impl Channel for H1Conn {

@@ -90,6 +90,20 @@ pub async fn text(client: &Client, url: &str) -> String {
         .unwrap()
 }
 
+/// Resolves every name to 127.0.0.1 after a pause (a slow DNS server).
+#[allow(dead_code)]
+pub struct SlowResolver(pub std::time::Duration);
+
+impl freshpool::Resolve for SlowResolver {
+    fn resolve(&self, _host: &str, port: u16) -> freshpool::ResolveFuture {
+        let pause = self.0;
+        Box::pin(async move {
+            tokio::time::sleep(pause).await;
+            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        })
+    }
+}
+
 /// Resolves every name to `addr`: at once the first time, then after
 /// `later` (a dial that takes long).
 #[allow(dead_code)]
