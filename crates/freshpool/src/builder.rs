@@ -372,9 +372,11 @@ impl ClientBuilder {
     /// a new one. Connections are still only reused between requests whose
     /// TLS and proxy settings are equal. The pool keeps its own limits and
     /// freshness rules: a pool setting of this builder left at its default
-    /// takes the pool's, and one set to another value than the pool's fails
-    /// `build()` with [`Kind::Config`](crate::Kind::Config) naming it (it
-    /// would be ignored). Connections are dialed the pool's
+    /// takes the pool's, and one set to a value other than both the
+    /// default and the pool's fails `build()` with
+    /// [`Kind::Config`](crate::Kind::Config) naming it (it would be
+    /// ignored; a value equal to the default reads as left at it).
+    /// Connections are dialed the pool's
     /// way: this client uses `other`'s resolver, and `build()` refuses a
     /// resolver of its own or other dial settings (connect and TLS
     /// handshake timeouts, TCP options, the HTTP/2 PING interval and

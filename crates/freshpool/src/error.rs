@@ -29,7 +29,8 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub enum Kind {
     /// Waited longer than `pool_timeout` for a connection slot.
     PoolTimeout,
-    /// `max_pending` requests were already waiting for this origin.
+    /// `max_pending` requests with no connection on its way were already
+    /// waiting for this origin.
     PoolFull,
     /// The connection could not be established: the name lookup failed,
     /// the TCP connect failed, or the connection ended before the
@@ -43,7 +44,9 @@ pub enum Kind {
     /// the server within `tls_handshake_timeout`.
     ConnectTimeout,
     /// The TLS handshake failed (certificate, protocol) or took longer than
-    /// `tls_handshake_timeout`.
+    /// `tls_handshake_timeout`. (A client certificate the server refuses
+    /// after the handshake, as TLS 1.3 lets it, is [`Kind::Connect`]
+    /// naming the alert.)
     Tls,
     /// An I/O error on an established connection.
     Io,

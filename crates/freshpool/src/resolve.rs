@@ -403,7 +403,7 @@ fn note_listed(
     listed.sort_by_key(|(_, seen)| std::cmp::Reverse(*seen));
     // (A DNS that rotates through thousands of addresses: the most recent
     // are kept; the answer's own always, being the latest.)
-    listed.truncate(MAX_LISTED.max(answer.len()));
+    listed.truncate(MAX_LISTED + answer.len());
     let mut followed = answer.to_vec();
     followed.extend(
         listed

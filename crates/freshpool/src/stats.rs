@@ -20,12 +20,14 @@ pub enum CloseReason {
     /// Reached the server's `Keep-Alive: timeout` hint (minus the margin),
     /// or the hint was 0 (no reuse).
     KeepAliveHint,
-    /// Older than `max_lifetime`.
+    /// Older than `max_lifetime`, or its address left the resolver's
+    /// answers (`CachingResolver::retire_after`).
     Lifetime,
     /// Carried `max_requests_per_connection` requests.
     MaxRequests,
     /// The server closed it while it sat in the pool, or said it would
-    /// (`Connection: close`).
+    /// (`Connection: close`), or it was found closed as it came to the
+    /// pool (new, or handed back).
     ServerClose,
     /// Found dead (FIN, reset, stray bytes) by the check before reuse, or
     /// by the request given to it: a pooled HTTP/1 connection that the
@@ -223,7 +225,8 @@ impl Counters {
         self.metrics.pool_timeout();
     }
 
-    /// A request refused at once: `max_pending` requests already waited.
+    /// A request refused at once: `max_pending` requests with no connection
+    /// on its way already waited.
     pub(crate) fn pool_full(&self) {
         self.pool_full.fetch_add(1, Relaxed);
         self.metrics.pool_full();
@@ -285,15 +288,16 @@ pub struct OriginStats {
     /// Dials that failed.
     pub connect_errors: u64,
     /// Times a request was sent again automatically: after a failure that
-    /// made it safe to (see `docs/freshness.md`), or because the connection
-    /// closed before the request was written (a GOAWAY, an idle close).
+    /// made it safe to (see `docs/freshness.md`), because the connection
+    /// closed before the request was written (a GOAWAY, an idle close), or
+    /// once more without the pool's own `Expect: 100-continue` after a 417.
     pub retries: u64,
     /// Requests that gave up waiting for a connection: `PoolTimeout`, or
     /// their own `timeout` while queued (a `Timeout` whose message then
     /// says why the pool was full).
     pub pool_timeouts: u64,
     /// Requests refused at once with `PoolFull`: `max_pending` requests
-    /// already waited for this origin.
+    /// with no connection on its way already waited for this origin.
     pub pool_full: u64,
     /// Closed connections by reason.
     pub closed: Vec<(CloseReason, u64)>,

@@ -860,11 +860,9 @@ fn addresses_kept_current_are_bounded() {
         let at = start + Duration::from_millis(u64::from(i));
         followed = note_listed(&mut listed, &answer, at, Duration::from_secs(60));
     }
-    assert_eq!(listed.len(), MAX_LISTED);
-    assert_eq!(followed.len(), MAX_LISTED);
+    // The answer's one, and the 64 listed last before it.
+    assert_eq!(listed.len(), MAX_LISTED + 1);
+    assert_eq!(followed.len(), MAX_LISTED + 1);
     assert_eq!(followed[0].port(), 1199, "the last answer first");
-    assert_eq!(
-        followed[MAX_LISTED - 1].port(),
-        1199 - (MAX_LISTED as u16 - 1)
-    );
+    assert_eq!(followed[MAX_LISTED].port(), 1199 - MAX_LISTED as u16);
 }
