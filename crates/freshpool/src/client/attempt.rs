@@ -381,7 +381,9 @@ impl Client {
                         // the one retry spent, a body that cannot go
                         // again. Unless it was held back unseen, the
                         // request may have been acted on.)
-                        _ if withheld || error::refused_tls_session(&err) => {
+                        // (A certificate alert refuses a new session; on
+                        // one that served requests it proves nothing.)
+                        _ if withheld || (!reused && error::refused_tls_session(&err)) => {
                             return Err(err.mark_reused(reused))
                         }
                         _ => return Err(err.mark_reused(reused).mark_possibly_processed()),
