@@ -62,18 +62,21 @@ impl fmt::Display for SpanUri<'_> {
             f.write_str(authority.as_str())?;
         }
         f.write_str(uri.path())?;
-        write_query(f, query)
+        f.write_str("?")?;
+        write_pairs(f, query)
     }
 }
 
-/// `?query` with the values of secret parameters `REDACTED`.
-fn write_query(out: &mut impl fmt::Write, query: &str) -> fmt::Result {
-    for (i, pair) in query.split('&').enumerate() {
-        out.write_char(if i == 0 { '?' } else { '&' })?;
+/// `pairs` (a query, and a fragment after its '#') with the values of
+/// secret parameters `REDACTED`, separators kept.
+fn write_pairs(out: &mut impl fmt::Write, pairs: &str) -> fmt::Result {
+    for piece in pairs.split_inclusive(['&', '#']) {
+        let pair = piece.strip_suffix(['&', '#']).unwrap_or(piece);
         match pair.split_once('=') {
             Some((key, _)) if is_secret(key) => write!(out, "{key}=REDACTED")?,
             _ => out.write_str(pair)?,
         }
+        out.write_str(&piece[pair.len()..])?;
     }
     Ok(())
 }
@@ -93,20 +96,8 @@ pub(crate) fn shown_url(text: &str) -> String {
         Some((head, rest)) if rest.split(['&', '#']).any(is_secret) => {
             let mut shown = String::with_capacity(text.len() + 8);
             shown.push_str(head);
-            for piece in rest.split_inclusive(['&', '#']) {
-                let (pair, sep) = match piece.strip_suffix(['&', '#']) {
-                    Some(pair) => (pair, &piece[pair.len()..]),
-                    None => (piece, ""),
-                };
-                match pair.split_once('=') {
-                    Some((key, _)) if is_secret(key) => {
-                        shown.push_str(key);
-                        shown.push_str("=REDACTED");
-                    }
-                    _ => shown.push_str(pair),
-                }
-                shown.push_str(sep);
-            }
+            // (Writing to a String cannot fail.)
+            let _ = write_pairs(&mut shown, rest);
             shown
         }
         _ => text.to_owned(),

@@ -386,6 +386,8 @@ impl Origin {
         let mut moved = None;
         let mut not_shared = None;
         let mut trimmed = Vec::new();
+        // An HTTP/2 connection shared now (not closed at once, not moved).
+        let mut shared_landed = false;
         let dials = {
             let mut g = self.lock();
             if dialing.swap(false, Ordering::AcqRel) {
@@ -434,6 +436,7 @@ impl Origin {
                         idle_since: now,
                         quiet_abandon: None,
                     });
+                    shared_landed = not_shared.is_none();
                 }
             }
             let dials = g.state.service(self.limits, &*self.budget);
@@ -441,7 +444,7 @@ impl Origin {
             // `max_idle_per_host`, the one that rested longest goes, as at
             // a stream's end (else a burst's late dials stayed idle until
             // `idle_timeout`).
-            if not_shared.is_none() && g.state.protocol == Protocol::Http2 {
+            if shared_landed {
                 let keep = self.idle_shared_to_keep(&g);
                 trimmed = g.state.drop_idle_shared(keep);
             }

@@ -112,10 +112,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if riders == 0 {
             return;
         }
-        let mut served_by_streams: usize = (self.shared.iter())
-            .filter(|s| s.takes_streams())
-            .map(|s| (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize))
-            .sum();
+        let mut served_by_streams = self.free_streams();
         let mut kept = std::collections::VecDeque::with_capacity(self.waiters.len());
         for waiter in std::mem::take(&mut self.waiters) {
             if riders == 0 || waiter.id == waiter_id || waiter.tx.is_closed() {

@@ -311,15 +311,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             Protocol::Http1 => false,
             Protocol::Unknown => self.dialing > 0 && self.all_ride_on_one_dial(),
             Protocol::Http2 => {
-                let spare: usize = self
-                    .shared
-                    .iter()
-                    .filter(|s| s.takes_streams())
-                    .map(|s| (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize))
-                    .sum();
                 // (The newcomer counted: with one stream per connection, a
                 // dial in flight for the one waiter is no ride for a second.)
-                spare + self.dialing.saturating_mul(self.streams_per_new_conn())
+                self.free_streams() + self.dialing.saturating_mul(self.streams_per_new_conn())
                     >= (self.live_waiters + newcomers).max(1)
             }
         }
@@ -330,6 +324,14 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// only the live limits: a server that lowered them to 1 under load
     /// would get a dial per waiter, and falling back to 1 dials once per
     /// waiter too.
+    /// Streams the shared connections that take them can open now.
+    pub(super) fn free_streams(&self) -> usize {
+        (self.shared.iter())
+            .filter(|s| s.takes_streams())
+            .map(|s| (s.sender.max_streams() as usize).saturating_sub(s.in_flight as usize))
+            .sum()
+    }
+
     fn streams_per_new_conn(&self) -> usize {
         self.shared
             .iter()
