@@ -570,9 +570,14 @@ fn sharing_a_pool_with_other_pool_limits_is_refused_by_name() {
 /// alert arrives, so the alert is the first read, the one that waits for
 /// the server's SETTINGS. The error keeps it. (It read "closed the
 /// connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)",
-/// with no source: the certificate problem was nowhere.)
+/// with no source: the certificate problem was nowhere.) Not always: the
+/// client's preface may be written into the closed connection first, and
+/// h2 then reports the broken pipe without reading the alert (2 runs of
+/// 20 at ea67987): the error is then the `Protocol` error that says the
+/// server closed before its SETTINGS, not possibly processed.
 ///
-/// The same over HTTP/1.1: the alert comes as the answer to the request,
+/// The same over HTTP/1.1 (always the alert there: its TLS reads keep
+/// it, `AlertSeen`): the alert comes as the answer to the request,
 /// which the server never processed (its TLS layer refused the session).
 /// It read "connection error from ...: connection error" (`Kind::Io`,
 /// the alert two sources down), marked possibly processed, so a POST
@@ -584,6 +589,7 @@ async fn a_tls_alert_after_the_handshake_is_kept_on_http2_and_http1() {
         (Protocol::Http2, b"h2" as &[u8]),
         (Protocol::Http1, b"http/1.1"),
     ] {
+        let http1 = protocol == Protocol::Http1;
         let server = TestServer::start(ServerConfig {
             protocol,
             tls: Some(ServerConfig::tls_config_with_client_auth(&ca, &[alpn])),
@@ -606,10 +612,19 @@ async fn a_tls_alert_after_the_handshake_is_kept_on_http2_and_http1() {
                 chain.push_str(&format!(" / {s}"));
                 source = s.source();
             }
-            assert!(!chain.contains("not an HTTP/2 server"), "{chain}");
-            assert_eq!(err.kind(), Kind::Connect, "{chain}");
-            assert!(err.to_string().contains("CertificateRequired"), "{err}");
             assert!(!err.is_possibly_processed(), "{err:?}");
+            let named =
+                err.kind() == Kind::Connect && err.to_string().contains("CertificateRequired");
+            if http1 {
+                assert!(named, "{chain}");
+            } else {
+                assert!(
+                    named
+                        || (err.kind() == Kind::Protocol
+                            && chain.contains("before its HTTP/2 SETTINGS frame")),
+                    "{chain}"
+                );
+            }
         }
         assert_eq!(server.stats().requests(), 0);
     }
