@@ -169,7 +169,9 @@ impl ClientBuilder {
         /// body it holds back does not). Default `None`.
         response_header_timeout: conn.response_header_timeout: Option<Duration>,
         /// The whole request, from the pool wait to the end of the response
-        /// body (as in reqwest and Go). Default `None`.
+        /// body (as in reqwest and Go). Default `None`. One request can
+        /// set its own, or none, with a [`Timeout`](crate::Timeout) in its
+        /// extensions.
         timeout: conn.timeout: Option<Duration>,
         /// `TCP_NODELAY`. Default on.
         tcp_nodelay: conn.tcp_nodelay: bool,

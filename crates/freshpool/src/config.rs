@@ -244,7 +244,7 @@ impl Default for ConnConfig {
 }
 
 /// The longest any duration setting may be.
-const LONGEST_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const LONGEST_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The shortest `freeze_threshold`.
 const MIN_FREEZE_THRESHOLD: Duration = Duration::from_millis(100);
 /// What the kernel accepts as TCP keepalive idle time (`TCP_KEEPIDLE`).

@@ -55,6 +55,108 @@ impl<F: Future> Future for MaybeTimeout<F> {
     }
 }
 
+/// One request's overall timeout, in place of the client's
+/// [`timeout`](crate::ClientBuilder::timeout) setting: put it in the
+/// request's extensions. Like the setting, it bounds the whole request,
+/// from the wait for a connection to the end of the response body, and
+/// ends it with a [`Kind::Timeout`](crate::Kind::Timeout) error that names
+/// the limit (or, while the request waits for the pool, the pool's state).
+///
+/// Per request, as reqwest's `RequestBuilder::timeout` and Go's context
+/// deadlines: a health check that must answer within a second and a large
+/// download can share one client, and so one pool.
+///
+/// ```
+/// use std::time::Duration;
+/// use freshpool::Timeout;
+///
+/// let mut check = http::Request::get("http://127.0.0.1:8080/health").body(()).unwrap();
+/// check.extensions_mut().insert(Timeout::after(Duration::from_secs(1)));
+///
+/// // No overall timeout for this one, whatever the client's setting.
+/// let mut download = http::Request::get("http://127.0.0.1:8080/big").body(()).unwrap();
+/// download.extensions_mut().insert(Timeout::none());
+/// # let _ = (check, download);
+/// ```
+///
+/// A limit of zero, or of more than a year, fails the request with a
+/// [`Kind::Config`](crate::Kind::Config) error before anything is sent.
+/// The other timeouts (`pool_timeout`, `connect_timeout`,
+/// `response_header_timeout`) still apply: whichever ends first ends the
+/// request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeout(Option<Duration>);
+
+impl Timeout {
+    /// This request ends with a timeout error `limit` after it starts.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// assert_eq!(freshpool::Timeout::after(Duration::from_secs(2)).limit(), Some(Duration::from_secs(2)));
+    /// ```
+    pub fn after(limit: Duration) -> Timeout {
+        Timeout(Some(limit))
+    }
+
+    /// This request has no overall timeout, even if the client sets one.
+    ///
+    /// ```
+    /// assert_eq!(freshpool::Timeout::none().limit(), None);
+    /// ```
+    pub fn none() -> Timeout {
+        Timeout(None)
+    }
+
+    /// The limit (`None`: none).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// assert_eq!(freshpool::Timeout::after(Duration::from_millis(250)).limit(), Some(Duration::from_millis(250)));
+    /// ```
+    pub fn limit(self) -> Option<Duration> {
+        self.0
+    }
+}
+
+impl Timeout {
+    /// The overall limit of `request`: its own `Timeout`, taken out of its
+    /// extensions (a retry copy then carries none, and a bare request stays
+    /// bare), else the client's `setting`. A limit no timer can keep is a
+    /// `Config` error, as the setting's would be at `build()`.
+    pub(crate) fn take_from<B>(
+        request: &mut http::Request<B>,
+        setting: Option<Duration>,
+    ) -> Result<Option<Duration>, crate::Error> {
+        let Some(Timeout(own)) = request.extensions_mut().remove::<Timeout>() else {
+            return Ok(setting);
+        };
+        let Some(limit) = own else {
+            return Ok(None);
+        };
+        let host = request.uri().host().unwrap_or("");
+        if limit == Duration::ZERO {
+            return Err(crate::Error::config(format!(
+                "the request to {host} has a Timeout of zero: it could never be sent (Timeout::none() switches the timeout off)"
+            )));
+        }
+        if limit > crate::config::LONGEST_SETTING {
+            return Err(crate::Error::config(format!(
+                "the request to {host} has a Timeout of {limit:?}, longer than a year (Timeout::none() switches the timeout off)"
+            )));
+        }
+        Ok(Some(limit))
+    }
+}
+
+/// The overall timeout of one request (its own [`Timeout`] or the
+/// client's setting) once it has started: when it ends, and how long it
+/// was set for (which the errors name).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OverallDeadline {
+    pub at: tokio::time::Instant,
+    pub limit: Duration,
+}
+
 pin_project_lite::pin_project! {
     /// The client's overall `timeout` of one request, from its start to the
     /// end of its response body, with what its error names. Boxed where it
@@ -103,9 +205,18 @@ impl RequestDeadline {
         self.at
     }
 
-    /// How long it was set for (the `timeout` setting).
+    /// How long it was set for (the `timeout` setting, or the request's
+    /// own `Timeout`).
     pub(crate) fn limit(&self) -> Duration {
         self.limit
+    }
+
+    /// When it ends and how long it was set for.
+    pub(crate) fn overall(&self) -> OverallDeadline {
+        OverallDeadline {
+            at: self.at,
+            limit: self.limit,
+        }
     }
 
     /// Whether it has passed, by the clock (`Sleep::is_elapsed` stays

@@ -58,6 +58,7 @@ pub use builder::ClientBuilder;
 pub use client::Client;
 pub use config::HttpVersion;
 pub use connect::{Proxy, Resolve, ResolveFuture, ResolveTtlFuture, SystemResolver};
+pub use deadline::Timeout;
 pub use diagnose::pool_per_request_warnings;
 pub use error::{BoxError, Error, Kind};
 pub use health::{parse_keep_alive, Clock, SystemClock};

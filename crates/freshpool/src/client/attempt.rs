@@ -24,7 +24,7 @@ use super::sending::{Plain, Returning, Sending, Sent};
 use super::Client;
 use crate::body::{Body, GateState, RequestBody};
 use crate::connect::proxy;
-use crate::deadline::{Elapsed, MaybeTimeout, RequestDeadline};
+use crate::deadline::{Elapsed, MaybeTimeout, OverallDeadline, RequestDeadline};
 use crate::error::{self, Error, Kind};
 use crate::health::reuse_hints;
 use crate::metrics::Stopwatch;
@@ -55,9 +55,10 @@ impl Client {
         self,
         request: Request<RequestBody>,
         caller: &'static Location<'static>,
-        // When the overall `timeout` (if any) ends: it bounds the response
-        // body too (`finish`).
-        body_deadline: Option<tokio::time::Instant>,
+        // The overall timeout (if any: the `timeout` setting or the
+        // request's own `Timeout`): it bounds the response body too
+        // (`finish`).
+        body_deadline: Option<OverallDeadline>,
     ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
         let mut pending = Some(request);
         async move {
@@ -82,7 +83,7 @@ impl Client {
         &self,
         pending: &mut Option<Request<RequestBody>>,
         caller: &'static Location<'static>,
-        body_deadline: Option<tokio::time::Instant>,
+        body_deadline: Option<OverallDeadline>,
         written: &mut bool,
     ) -> Result<Response<Body>, Error> {
         let inner = &self.inner;
@@ -140,10 +141,7 @@ impl Client {
                 {
                     Checkout::Ready(lease) => lease,
                     Checkout::Queued(queued) => {
-                        let request_timeout = body_deadline
-                            .zip(cfg.timeout)
-                            .map(|(at, limit)| crate::pool::RequestTimeout { at, limit });
-                        Box::pin(queued.wait(&inner.pool, caller, request_timeout)).await?
+                        Box::pin(queued.wait(&inner.pool, caller, body_deadline)).await?
                     }
                 }
             };
@@ -504,7 +502,7 @@ impl Client {
         mut lease: Lease,
         gate: Option<Arc<GateState>>,
         request_done: Option<Arc<crate::body::UploadEnd>>,
-        body_deadline: Option<tokio::time::Instant>,
+        body_deadline: Option<OverallDeadline>,
         uri: &Uri,
     ) -> Response<Body> {
         if let Some(state) = &gate {
@@ -549,18 +547,21 @@ impl Client {
         let mut body = Body::new(incoming, Some(lease), request_done);
         if hyper::body::Body::is_end_stream(&body) {
             body.finish();
-        } else if let Some(at) = body_deadline {
-            // The overall `timeout` bounds reading the body too.
-            self.bound_body(&mut body, at, uri);
+        } else if let Some(overall) = body_deadline {
+            // The overall timeout bounds reading the body too.
+            bound_body(&mut body, overall, uri);
         }
         Response::from_parts(parts, body)
     }
+}
 
-    #[cold]
-    fn bound_body(&self, body: &mut Body, at: tokio::time::Instant, uri: &Uri) {
-        let limit = self.inner.connector.config.timeout.unwrap_or_default();
-        body.bound_by(RequestDeadline::until(at, limit, uri.authority().cloned()));
-    }
+#[cold]
+fn bound_body(body: &mut Body, overall: OverallDeadline, uri: &Uri) {
+    body.bound_by(RequestDeadline::until(
+        overall.at,
+        overall.limit,
+        uri.authority().cloned(),
+    ));
 }
 
 enum Failure {

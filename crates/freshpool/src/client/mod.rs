@@ -22,7 +22,7 @@ use http::{Request, Response, Uri};
 use crate::body::{Body, RequestBody};
 use crate::builder::ClientBuilder;
 use crate::connect::{proxy, Connector};
-use crate::deadline::RequestDeadline;
+use crate::deadline::{RequestDeadline, Timeout};
 use crate::error::{Error, Kind};
 use crate::pool::key::SecurityContext;
 use crate::pool::Pool;
@@ -247,12 +247,12 @@ impl Client {
             retries = tracing::field::Empty,
             status = tracing::field::Empty,
         );
-        let deadline = self
-            .inner
-            .connector
-            .config
-            .timeout
-            .map(|limit| RequestDeadline::start(limit, request.uri().authority().cloned()));
+        let limit = match Timeout::take_from(&mut request, self.inner.connector.config.timeout) {
+            Ok(limit) => limit,
+            Err(error) => return ResponseFuture::Failed { error: Some(error) },
+        };
+        let deadline =
+            limit.map(|limit| RequestDeadline::start(limit, request.uri().authority().cloned()));
         ResponseFuture::Running {
             // Allocated first, then written: the ~900-byte send loop is built in
             // its box instead of on the stack and copied in (callgrind: one
@@ -260,7 +260,7 @@ impl Client {
             send: Box::into_pin(Box::write(
                 Box::new_uninit(),
                 self.clone()
-                    .send(request, caller, deadline.as_ref().map(|d| d.at())),
+                    .send(request, caller, deadline.as_ref().map(|d| d.overall())),
             )),
             span,
             deadline,

@@ -9,6 +9,7 @@
 //! ~300 of ~3,200 instructions per checkout+return were such copies.
 
 use super::*;
+use crate::deadline::OverallDeadline;
 
 /// What [`Pool::checkout`] found.
 pub(crate) enum Checkout {
@@ -33,17 +34,6 @@ impl Checkout {
             Checkout::Queued(queued) => queued.wait(pool, caller, None).await,
         }
     }
-}
-
-/// The request's own `timeout` (`ClientBuilder::timeout`), when set: a
-/// wait for the pool ends by it too, and then says why the pool was full,
-/// as `pool_timeout` does. (Cut off from outside, the wait left the queue
-/// saying nothing: "timed out after 10s (timeout)", the "task was
-/// canceled" of the field reports, with no limit, no holder, no count.)
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RequestTimeout {
-    pub at: tokio::time::Instant,
-    pub limit: Duration,
 }
 
 /// A request waiting in an origin's queue. Dropping it leaves the queue
@@ -259,7 +249,13 @@ impl Queued {
         mut self,
         pool: &Pool,
         caller: &'static Location<'static>,
-        request_timeout: Option<RequestTimeout>,
+        // The request's overall timeout (`ClientBuilder::timeout` or its
+        // own `Timeout`), when set: the wait ends by it too, and then says
+        // why the pool was full, as `pool_timeout` does. (Cut off from
+        // outside, the wait left the queue saying nothing: "timed out after
+        // 10s (timeout)", the "task was canceled" of the field reports,
+        // with no limit, no holder, no count.)
+        request_timeout: Option<OverallDeadline>,
     ) -> Result<Lease, Error> {
         let pool_timeout = pool.inner.config.pool_timeout;
         let mut deadline = self.started + pool_timeout;

@@ -100,7 +100,7 @@ use crate::error::{fmt_duration, Error, Kind};
 use crate::health::{Clock, SuspendWatch, HEARTBEAT, HEARTBEAT_SILENT};
 use crate::stats::{CloseReason, Counters, LeaseInfo, OriginStats, PoolStats};
 use budget::{wake_starving, Budget, StarvingList};
-pub(crate) use checkout::{Checkout, RequestTimeout};
+pub(crate) use checkout::Checkout;
 pub(crate) use coarse_clock::Stamp;
 use dial::SlotGuard;
 use key::{PoolKey, SecurityContext};
