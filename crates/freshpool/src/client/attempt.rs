@@ -67,7 +67,7 @@ impl Client {
             // unsent second attempt), the first may have been acted on.
             let mut written = false;
             let result = self
-                .send_loop(&mut pending, caller, body_deadline, &mut written)
+                .send_loop(&mut pending, caller, &body_deadline, &mut written)
                 .await;
             result.map_err(|e| {
                 if written {
@@ -83,7 +83,7 @@ impl Client {
         &self,
         pending: &mut Option<Request<RequestBody>>,
         caller: &'static Location<'static>,
-        body_deadline: Option<OverallDeadline>,
+        body_deadline: &Option<OverallDeadline>,
         written: &mut bool,
     ) -> Result<Response<Body>, Error> {
         let inner = &self.inner;
@@ -141,7 +141,7 @@ impl Client {
                 {
                     Checkout::Ready(lease) => lease,
                     Checkout::Queued(queued) => {
-                        Box::pin(queued.wait(&inner.pool, caller, body_deadline)).await?
+                        Box::pin(queued.wait(&inner.pool, caller, *body_deadline)).await?
                     }
                 }
             };
@@ -259,7 +259,7 @@ impl Client {
                         lease,
                         gate,
                         request_done,
-                        body_deadline,
+                        *body_deadline,
                         &uri,
                     ));
                 }
