@@ -40,6 +40,10 @@ pub struct ClientBuilder {
     clock: Option<Arc<dyn Clock>>,
     shared_pool: Option<Pool>,
     proxies: ProxySettings,
+    /// The settings called on this builder, by name: joining a shared pool
+    /// (`share_pool_with`), a setting left alone takes the pool's value and
+    /// one called must agree with it, even when called with the default.
+    set: Vec<&'static str>,
 }
 
 impl Default for ClientBuilder {
@@ -54,6 +58,7 @@ macro_rules! setters {
             $(#[$doc])*
             pub fn $name(mut self, value: $ty) -> Self {
                 self.$field.$sub = value;
+                self.set.push(stringify!($sub));
                 self
             }
         )*
@@ -79,6 +84,7 @@ impl ClientBuilder {
             clock: None,
             shared_pool: None,
             proxies: ProxySettings::default(),
+            set: Vec::new(),
         }
     }
 
@@ -373,17 +379,17 @@ impl ClientBuilder {
     /// Shares `other`'s pool (its limits and connections) instead of making
     /// a new one. Connections are still only reused between requests whose
     /// TLS and proxy settings are equal. The pool keeps its own limits and
-    /// freshness rules: a pool setting of this builder left at its default
-    /// takes the pool's, and one set to a value other than both the
-    /// default and the pool's fails `build()` with
+    /// freshness rules, and connections are dialed its way (connect and
+    /// TLS handshake timeouts, TCP options, the HTTP/2 PING interval and
+    /// timeout): such a setting not called on this builder takes the
+    /// pool's value, and one called with another value than the pool's,
+    /// the default included, fails `build()` with
     /// [`Kind::Config`](crate::Kind::Config) naming it (it would be
-    /// ignored; a value equal to the default reads as left at it).
-    /// Connections are dialed the pool's
-    /// way: this client uses `other`'s resolver, and `build()` refuses a
-    /// resolver of its own or other dial settings (connect and TLS
-    /// handshake timeouts, TCP options, the HTTP/2 PING interval and
-    /// timeout), and a [`clock`](Self::clock) of its own (the pool's
-    /// detects freezes).
+    /// ignored). This client uses `other`'s resolver, and `build()` refuses
+    /// a resolver of its own and a [`clock`](Self::clock) of its own (the
+    /// pool's detects freezes). Its request settings (`timeout`,
+    /// `response_header_timeout`, retries, `Expect`, the HTTP version,
+    /// TLS, proxies) are its own.
     ///
     /// ```
     /// let main = freshpool::Client::new();
@@ -486,7 +492,7 @@ impl ClientBuilder {
         // (As set, for `share_pool_with`: a default fitted here is no
         // setting of the caller's to refuse.)
         let as_set = self.pool.clone();
-        self.pool.fit_defaults();
+        self.pool.fit_defaults(&self.set);
         config::validate(&self.pool, &self.conn)?;
         let dial = DialSettings::of(&self.conn);
         // A shared pool's origins dial with whichever client's connector
@@ -506,12 +512,13 @@ impl ClientBuilder {
                         "share_pool_with: a shared pool detects freezes with the clock of the client that made it; set the clock there, not on a client that shares the pool",
                     ));
                 }
-                if let Some(ignored) = as_set.ignored_by(pool.config()) {
+                if let Some(ignored) = as_set.ignored_by(pool.config(), &self.set) {
                     return Err(Error::config(format!(
                         "share_pool_with: {ignored}; a shared pool keeps its own limits, so set them on the client that made it"
                     )));
                 }
-                if let Some(difference) = dial.differs_from(pool.dial_settings()) {
+                if let Err(difference) = pool.dial_settings().adopt_into(&mut self.conn, &self.set)
+                {
                     return Err(Error::config(format!(
                         "share_pool_with: {difference}; connections are dialed with the pool's settings, so they must match"
                     )));

@@ -97,34 +97,31 @@ impl PoolConfig {
     /// limit left at its 64 takes a lower `max_connections_total`, an idle
     /// timeout left at its 55 s a shorter `max_lifetime`. Both were refused
     /// by `validate`, so `max_lifetime(30 s)` alone, as the README advises
-    /// for following DNS, failed to build. (Set to another value than the
-    /// default, a contradiction is still refused by name; the builder does
-    /// not tell a default it was given from one it was left at.)
-    pub(crate) fn fit_defaults(&mut self) {
-        let default = PoolConfig::default();
-        if self.max_connections_per_host == default.max_connections_per_host {
+    /// for following DNS, failed to build. A setting called on the builder
+    /// (in `set`), even with the default's value, is the user's: a
+    /// contradiction is then refused by name.
+    pub(crate) fn fit_defaults(&mut self, set: &[&str]) {
+        if !set.contains(&"max_connections_per_host") {
             // (At least 1: a total of 0 is refused as such.)
             self.max_connections_per_host = self
                 .max_connections_per_host
                 .min(self.max_connections_total.max(1));
         }
-        if self.idle_timeout == default.idle_timeout {
+        if !set.contains(&"idle_timeout") {
             if let (Some(idle), Some(life)) = (self.idle_timeout, self.max_lifetime) {
                 self.idle_timeout = Some(idle.min(life));
             }
         }
     }
 
-    /// A setting of this builder's (one that differs from the default)
-    /// that a shared pool would ignore, keeping its own: `share_pool_with`
-    /// refuses it by name rather than let `max_connections_per_host(8)`
-    /// silently mean the pool's 64. A setting left at its default takes
-    /// the pool's, as documented.
-    pub(crate) fn ignored_by(&self, pool: &PoolConfig) -> Option<String> {
-        let default = PoolConfig::default();
+    /// A setting called on this builder (in `set`) that a shared pool
+    /// would ignore, keeping its own: `share_pool_with` refuses it by name
+    /// rather than let `max_connections_per_host(8)` silently mean the
+    /// pool's 64. A setting not called takes the pool's, as documented.
+    pub(crate) fn ignored_by(&self, pool: &PoolConfig, set: &[&str]) -> Option<String> {
         macro_rules! check {
             ($($field:ident),*) => {$(
-                if self.$field != default.$field && self.$field != pool.$field {
+                if set.contains(&stringify!($field)) && self.$field != pool.$field {
                     return Some(format!(
                         "{} is {:?} here and {:?} in the shared pool",
                         stringify!($field),
@@ -430,31 +427,40 @@ mod tests {
     /// the contradiction is refused by name.
     #[test]
     fn defaults_yield_to_a_lower_total_and_a_shorter_lifetime() {
-        let fitted = |change: fn(&mut PoolConfig)| {
+        let fitted = |set: &[&str], change: fn(&mut PoolConfig)| {
             let mut pool = PoolConfig::default();
             change(&mut pool);
-            pool.fit_defaults();
+            pool.fit_defaults(set);
             validate(&pool, &ConnConfig::default()).map(|()| pool)
         };
-        let pool = fitted(|p| p.max_connections_total = 32).unwrap();
+        let pool = fitted(&["max_connections_total"], |p| p.max_connections_total = 32).unwrap();
         assert_eq!(pool.max_connections_per_host, 32);
-        let pool = fitted(|p| p.max_lifetime = Some(Duration::from_secs(30))).unwrap();
+        let pool = fitted(&["max_lifetime"], |p| {
+            p.max_lifetime = Some(Duration::from_secs(30))
+        })
+        .unwrap();
         assert_eq!(pool.idle_timeout, Some(Duration::from_secs(30)));
         // Other settings are left as they were.
-        let pool = fitted(|p| p.max_lifetime = Some(Duration::from_secs(300))).unwrap();
+        let pool = fitted(&["max_lifetime"], |p| {
+            p.max_lifetime = Some(Duration::from_secs(300))
+        })
+        .unwrap();
         assert_eq!(pool.idle_timeout, PoolConfig::default().idle_timeout);
         assert_eq!(pool.max_connections_per_host, 64);
-        let err = fitted(|p| {
-            p.max_connections_per_host = 100;
-            p.max_connections_total = 10;
-        })
+        let err = fitted(
+            &["max_connections_per_host", "max_connections_total"],
+            |p| {
+                p.max_connections_per_host = 100;
+                p.max_connections_total = 10;
+            },
+        )
         .unwrap_err();
         assert!(
             err.to_string()
                 .contains("exceeds max_connections_total (10)"),
             "{err}"
         );
-        let err = fitted(|p| {
+        let err = fitted(&["idle_timeout", "max_lifetime"], |p| {
             p.idle_timeout = Some(Duration::from_secs(60));
             p.max_lifetime = Some(Duration::from_secs(30));
         })
@@ -463,7 +469,16 @@ mod tests {
             err.to_string().contains("longer than max_lifetime"),
             "{err}"
         );
-        let err = fitted(|p| p.max_connections_total = 0).unwrap_err();
+        // Called with the default's value, it is no default: refused too.
+        let err = fitted(&["idle_timeout", "max_lifetime"], |p| {
+            p.max_lifetime = Some(Duration::from_secs(30));
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("longer than max_lifetime"),
+            "{err}"
+        );
+        let err = fitted(&["max_connections_total"], |p| p.max_connections_total = 0).unwrap_err();
         assert!(
             err.to_string()
                 .contains("max_connections_total must be at least 1"),

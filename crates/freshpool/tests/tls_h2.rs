@@ -529,6 +529,81 @@ fn sharing_a_pool_with_other_dial_settings_is_refused_by_name() {
     );
 }
 
+/// A client joining a pool need not repeat its dial settings: those it
+/// leaves alone take the pool's, and it dials the pool's way. (Every dial
+/// setting had to be repeated: `connect_timeout` left at its 10 s against a
+/// pool's 3 s failed `build()`.) One it calls, even with the default's
+/// value, must agree with the pool's; so must a pool limit called with the
+/// default's value, which used to read as left alone and silently took the
+/// pool's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_joining_a_pool_takes_the_dial_settings_it_left_alone() {
+    let main = Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .tls_handshake_timeout(Duration::from_millis(300))
+        .max_connections_per_host(8)
+        .build()
+        .unwrap();
+    let joined = Client::builder()
+        .danger_accept_invalid_certs(true)
+        .share_pool_with(&main)
+        .build()
+        .expect("dial settings left alone take the pool's");
+    // It dials with the pool's 300 ms TLS handshake timeout, not the
+    // default 10 s: a server that accepts and never answers shows it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let err = timeout(
+        Duration::from_secs(5),
+        joined.get(&format!("https://localhost:{port}/")),
+    )
+    .await
+    .expect("the pool's handshake timeout ends the dial")
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("timed out after 300ms (tls_handshake_timeout)"),
+        "{err}"
+    );
+    silent.abort();
+    // Called with the default's value: no longer read as left alone.
+    let err = Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .share_pool_with(&main)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Config);
+    assert!(
+        err.to_string()
+            .contains("connect_timeout is 10s here and 3s in the shared pool"),
+        "{err}"
+    );
+    let err = Client::builder()
+        .max_connections_per_host(64)
+        .share_pool_with(&main)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Config);
+    assert!(
+        err.to_string()
+            .contains("max_connections_per_host is 64 here and 8 in the shared pool"),
+        "{err}"
+    );
+    // The same values as the pool's are fine.
+    Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .max_connections_per_host(8)
+        .share_pool_with(&main)
+        .build()
+        .unwrap();
+}
+
 /// A pool setting on a client that shares another's pool was silently
 /// ignored (the pool keeps its own): `max_connections_per_host(8)` meant
 /// the pool's 64. Now refused by name; one left at its default, or set to

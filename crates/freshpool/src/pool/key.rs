@@ -145,51 +145,72 @@ impl DialSettings {
         }
     }
 
-    /// The first setting that differs from `pool`'s, with both values.
-    pub(crate) fn differs_from(&self, pool: &DialSettings) -> Option<String> {
-        fn differs<T: PartialEq + std::fmt::Debug>(
+    /// For a client joining the pool these are (`share_pool_with`): each
+    /// dial setting its builder called (`set`) must be the pool's (`Err`
+    /// names the first that is not, with both values); then every dial
+    /// setting of `conn` takes the pool's value, called or left at its
+    /// default, so the joining client dials as the pool does.
+    pub(crate) fn adopt_into(
+        &self,
+        conn: &mut crate::config::ConnConfig,
+        set: &[&str],
+    ) -> Result<(), String> {
+        fn agree<T: PartialEq + Clone + std::fmt::Debug>(
+            set: &[&str],
             name: &str,
-            mine: &T,
+            mine: &mut T,
             theirs: &T,
-        ) -> Option<String> {
-            (mine != theirs)
-                .then(|| format!("{name} is {mine:?} here and {theirs:?} in the shared pool"))
+        ) -> Result<(), String> {
+            if set.contains(&name) && mine != theirs {
+                return Err(format!(
+                    "{name} is {mine:?} here and {theirs:?} in the shared pool"
+                ));
+            }
+            *mine = theirs.clone();
+            Ok(())
         }
-        differs(
+        agree(
+            set,
             "connect_timeout",
+            &mut conn.connect_timeout,
             &self.connect_timeout,
-            &pool.connect_timeout,
-        )
-        .or_else(|| {
-            differs(
-                "tls_handshake_timeout",
-                &self.tls_handshake_timeout,
-                &pool.tls_handshake_timeout,
-            )
-        })
-        .or_else(|| differs("tcp_nodelay", &self.tcp_nodelay, &pool.tcp_nodelay))
-        .or_else(|| differs("tcp_keepalive", &self.tcp_keepalive, &pool.tcp_keepalive))
-        .or_else(|| {
-            differs(
-                "tcp_user_timeout",
-                &self.tcp_user_timeout,
-                &pool.tcp_user_timeout,
-            )
-        })
-        .or_else(|| {
-            differs(
-                "http2_keep_alive_interval",
-                &self.http2_keep_alive_interval,
-                &pool.http2_keep_alive_interval,
-            )
-        })
-        .or_else(|| {
-            differs(
+        )?;
+        agree(
+            set,
+            "tls_handshake_timeout",
+            &mut conn.tls_handshake_timeout,
+            &self.tls_handshake_timeout,
+        )?;
+        agree(set, "tcp_nodelay", &mut conn.tcp_nodelay, &self.tcp_nodelay)?;
+        agree(
+            set,
+            "tcp_keepalive",
+            &mut conn.tcp_keepalive,
+            &self.tcp_keepalive,
+        )?;
+        agree(
+            set,
+            "tcp_user_timeout",
+            &mut conn.tcp_user_timeout,
+            &self.tcp_user_timeout,
+        )?;
+        agree(
+            set,
+            "http2_keep_alive_interval",
+            &mut conn.http2_keep_alive_interval,
+            &self.http2_keep_alive_interval,
+        )?;
+        // Without an interval no PING is sent: clients sharing the pool
+        // need not agree on a timeout that does nothing.
+        if let Some(theirs) = &self.http2_keep_alive_timeout {
+            agree(
+                set,
                 "http2_keep_alive_timeout",
-                &self.http2_keep_alive_timeout,
-                &pool.http2_keep_alive_timeout,
-            )
-        })
+                &mut conn.http2_keep_alive_timeout,
+                theirs,
+            )?;
+        }
+        Ok(())
     }
 }
 
