@@ -80,6 +80,51 @@ async fn an_upload_the_peer_stops_taking_fails_after_tcp_user_timeout() {
     server.abort();
 }
 
+/// A request that gives up on an upload the peer stopped taking (its
+/// `timeout` fired, or its caller dropped it) closes the connection. hyper
+/// flushes what it holds before it closes a socket, which never ends while
+/// the peer's window stays shut: dropping the connection kept its socket,
+/// its task, its slot and the rest of the upload for as long as the peer
+/// held on (60 s here), and the origin's next requests waited for a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_given_up_closes_its_connection() {
+    let (addr, server) = unread_server().await;
+    let url = format!("http://{addr}/upload");
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .timeout(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), client.post(&url, large_body()))
+        .await
+        .expect("the request's timeout ends it")
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Timeout, "{err}");
+    freshpool_testkit::eventually("the timed-out upload's connection closed", || {
+        client.stats().open_connections == 0
+    })
+    .await;
+
+    // Dropped by its caller mid-upload.
+    let plain = Client::builder().max_connections_per_host(1).build().unwrap();
+    let request = tokio::spawn({
+        let (plain, url) = (plain.clone(), url.clone());
+        async move { plain.post(&url, large_body()).await }
+    });
+    freshpool_testkit::eventually("the upload's connection opened", || {
+        plain.stats().open_connections == 1
+    })
+    .await;
+    // (Long enough for the upload to fill both sockets' buffers.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    request.abort();
+    freshpool_testkit::eventually("the dropped upload's connection closed", || {
+        plain.stats().open_connections == 0
+    })
+    .await;
+    server.abort();
+}
+
 /// The longest value the kernel takes (2^31-1 ms) works; one more is
 /// refused by `build()`, naming the setting (the kernel refused it at
 /// every dial: `EINVAL`).
