@@ -43,6 +43,7 @@
 //! | `/stall/{ms}` | 200, body `partial` at once, then its end only after `ms` (chunked) |
 //! | `/echo` | 200 echoing the request body |
 //! | `/host` | 200 with the `Host` header (HTTP/2: `:authority`) it received |
+//! | `/authority` | 200 with `authority=A host=H`: the URI's authority (HTTP/2: `:authority`) and the `Host` header, `-` for none |
 //! | `/header/{name}` | 200 with the value of request header `name` (empty if absent) |
 //! | `/status/{code}` | that status, empty body |
 //! | anything else | 404 |

@@ -26,8 +26,9 @@ pub enum CloseReason {
     /// Carried `max_requests_per_connection` requests.
     MaxRequests,
     /// The server closed it while it sat in the pool, or said it would
-    /// (`Connection: close`), or it was found closed as it came to the
-    /// pool (new, or handed back).
+    /// (`Connection: close`), or answered in HTTP/1.0 (whose next requests
+    /// hyper would send as HTTP/1.0, without chunked uploads), or it was
+    /// found closed as it came to the pool (new, or handed back).
     ServerClose,
     /// Found dead (FIN, reset, stray bytes) by the check before reuse, or
     /// by the request given to it: a pooled HTTP/1 connection that the

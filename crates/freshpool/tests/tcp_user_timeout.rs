@@ -106,7 +106,10 @@ async fn an_upload_given_up_closes_its_connection() {
     .await;
 
     // Dropped by its caller mid-upload.
-    let plain = Client::builder().max_connections_per_host(1).build().unwrap();
+    let plain = Client::builder()
+        .max_connections_per_host(1)
+        .build()
+        .unwrap();
     let request = tokio::spawn({
         let (plain, url) = (plain.clone(), url.clone());
         async move { plain.post(&url, large_body()).await }

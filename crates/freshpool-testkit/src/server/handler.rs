@@ -129,6 +129,21 @@ async fn route(req: Request<Incoming>, ctx: &ConnCtx) -> Response<RespBody> {
                 .unwrap_or_default();
             Response::new(full(host))
         }
+        ("authority", None) => {
+            // The URI's authority (`:authority` over HTTP/2, none in an
+            // HTTP/1 origin-form request) and the `Host` header, apart.
+            record();
+            let authority = req
+                .uri()
+                .authority()
+                .map_or_else(|| "-".to_owned(), |a| a.to_string());
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            Response::new(full(format!("authority={authority} host={host}")))
+        }
         ("header", Some(name)) => {
             record();
             let value = req

@@ -535,6 +535,14 @@ impl Client {
                 lease.not_reusable = Some(CloseReason::ServerClose);
             } else if hints.keep_alive == Some(Duration::ZERO) {
                 lease.not_reusable = Some(CloseReason::KeepAliveHint);
+            } else if response.version() == http::Version::HTTP_10 {
+                // An answer in HTTP/1.0, kept alive or not: hyper sends
+                // the connection's next requests as HTTP/1.0, which has no
+                // chunked framing, so a streamed body of unknown length
+                // went out as an empty one (the server answered a POST
+                // whose upload was lost). The next request dials, and goes
+                // as HTTP/1.1. (The server's choice, as a close it says.)
+                lease.not_reusable = Some(CloseReason::ServerClose);
             }
         }
         // The head is progress too: a slow answer (a long poll) starts the

@@ -172,7 +172,9 @@ impl Client {
         &self,
         request: Request<B>,
     ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
-        self.start(Ok((request.map(Into::into), true)), Location::caller())
+        let mut request = request.map(Into::into);
+        lowercase_scheme(request.uri_mut());
+        self.start(Ok((request, true)), Location::caller())
     }
 
     /// `GET uri`.
@@ -424,6 +426,26 @@ where
         // which a caller's own drop does not say.
         crate::pool::ended_by_timeout(limit, || self.set(ResponseFuture::Failed { error: None }));
         Poll::Ready(Err(timed_out))
+    }
+}
+
+/// `HTTP://` as `http://` (RFC 3986 section 3.1: a scheme is
+/// case-insensitive). The `http` crate keeps a scheme given to
+/// `Uri::builder` as it came, and the pool key, the proxy rules and the
+/// Host header read it as written: `HTTP` was refused as "unsupported
+/// scheme". (A URL string parses to lowercase already.)
+#[inline]
+fn lowercase_scheme(uri: &mut Uri) {
+    let Some(scheme) = uri.scheme_str() else {
+        return;
+    };
+    if scheme == "http" || scheme == "https" || !scheme.bytes().any(|b| b.is_ascii_uppercase()) {
+        return;
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.scheme = http::uri::Scheme::try_from(scheme.to_ascii_lowercase().as_str()).ok();
+    if let Ok(lowered) = Uri::from_parts(parts) {
+        *uri = lowered;
     }
 }
 

@@ -38,6 +38,14 @@ impl Client {
                 Some(target) if target.as_str().starts_with('?') => rooted(uri),
                 _ => uri.clone(),
             };
+            // The caller's Host is the `:authority`, as over HTTP/1 it is
+            // the Host line (RFC 9113 section 8.3.1: a request with both,
+            // differing, is malformed; neither hyper nor h2 drops it), and
+            // servers that route on `:authority` picked another host. (An
+            // empty header map, as for every `get`, answers at once.)
+            if let Some(host) = request.headers_mut().remove(HOST) {
+                authority_from_host(request, host);
+            }
             return None;
         }
         // (A request that came in over HTTP/2, forwarded: hyper's HTTP/1
@@ -205,6 +213,20 @@ pub(super) fn refuses_our_expect(
         && gate
             .as_ref()
             .is_some_and(|g| !g.continued.load(std::sync::atomic::Ordering::Acquire))
+}
+
+/// Over HTTP/2: `host`, the caller's `Host` header, as the request's
+/// `:authority`. A value that is no authority stays a header, as given.
+#[cold]
+fn authority_from_host(request: &mut Request<RequestBody>, host: HeaderValue) {
+    let mut parts = request.uri().clone().into_parts();
+    parts.authority = http::uri::Authority::try_from(host.as_bytes()).ok();
+    match parts.authority.is_some().then(|| Uri::from_parts(parts)) {
+        Some(Ok(uri)) => *request.uri_mut() = uri,
+        _ => {
+            request.headers_mut().insert(HOST, host);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,13 +10,19 @@
 //!   origin-form rewrite turned into `CONNECT / HTTP/1.1`, and the tunnel it
 //!   opens is no connection to pool. A tunnel through a proxy is
 //!   `ClientBuilder::proxy`'s.
+//! * A protocol upgrade (`Upgrade`: WebSocket, h2c): a connection handed
+//!   over to another protocol cannot go back to the pool, and hyper's
+//!   pooled connections take none: over HTTP/1 the caller got a `101` it
+//!   could not use, on a connection handed back to the pool as it closed;
+//!   over HTTP/2 hyper dropped the header and sent a plain request.
 
+use http::header::UPGRADE;
 use http::{Method, Request, Version};
 
 use crate::body::RequestBody;
 use crate::error::{Error, Kind};
 
-/// `Err` for a request the client does not send. (Two compares per
+/// `Err` for a request the client does not send. (Three compares per
 /// request.)
 #[inline]
 pub(super) fn check(request: &Request<RequestBody>) -> Result<(), Error> {
@@ -36,6 +42,16 @@ pub(super) fn check(request: &Request<RequestBody>) -> Result<(), Error> {
             "it asks for {version:?}, and freshpool sends HTTP/1.0, HTTP/1.1 and HTTP/2 \
              (leave the version at its default, HTTP/1.1: HTTP/2 is used where the server offers it)"
         ));
+    }
+    // (An empty header map, as for every `get` and `post`, answers at
+    // once, without hashing the name.)
+    if request.headers().contains_key(UPGRADE) {
+        return refuse(
+            "Upgrade (WebSocket, h2c) is not supported: a connection handed over to another \
+             protocol cannot go back to the pool (open one with hyper::client::conn, which \
+             takes upgrades)"
+                .to_owned(),
+        );
     }
     if request.method() == Method::CONNECT {
         return refuse(
