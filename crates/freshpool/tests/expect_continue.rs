@@ -169,6 +169,29 @@ async fn a_connection_still_writing_an_in_memory_body_does_not_hold_up_the_next_
     assert_eq!(client.stats().origins[0].created, 2, "{}", client.stats());
 }
 
+/// The same connection closed by the pool rather than reused (here:
+/// `max_idle_per_host(0)`; also a sweep, a lifetime, a freeze, a slot
+/// given to another origin): hyper's task went on writing the queued body
+/// to the deaf server, and kept the socket, its task and the slot for as
+/// long as the server held on. Every connection the pool closes is shut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_while_still_writing_an_in_memory_body_frees_its_slot() {
+    let addr = answering_then_deaf_server().await;
+    let url = format!("http://{addr}/");
+    let client = Client::builder()
+        .expect_continue(false)
+        .max_connections_per_host(1)
+        .max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let upload = http::Request::post(&url).body(vec![0u8; 64 << 20]).unwrap();
+    assert_eq!(text(&client, client.request(upload)).await, "ok");
+    freshpool_testkit::eventually("the closed connection's slot is free", || {
+        client.stats().open_connections == 0
+    })
+    .await;
+}
+
 /// A raw server that answers every request head with `answer`, at once,
 /// and keeps reading whatever follows.
 async fn answering_server(answer: &'static [u8]) -> std::net::SocketAddr {

@@ -325,15 +325,8 @@ impl Lease {
                     .counters
                     .closed(self.not_reusable.unwrap_or(CloseReason::Error));
                 lock(&origin.guarded).leases.try_remove(self.lease_id);
-                // Shut first: dropping the sender alone lets hyper close
-                // the socket only after it flushed what it holds, which
-                // never ends while a peer that stopped reading keeps its
-                // window shut (an upload given up by a timeout or by its
-                // caller): the socket, the driver task, the slot and the
-                // rest of the upload stayed for as long as the peer held
-                // on. Shut, the flush fails and the driver task ends,
-                // freeing the slot.
-                crate::connect::tcp::shut_down(&idle.conn.socket);
+                // Dropping it shuts the socket (`Drop for H1Conn`); the
+                // driver task then ends and frees the slot.
                 drop(idle);
             }
             // An h2 stream failing does not doom its connection (hyper

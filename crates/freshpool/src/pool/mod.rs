@@ -131,6 +131,22 @@ pub(crate) struct H1Conn {
     pub tls_alert: Option<Arc<tcp::AlertSeen>>,
 }
 
+/// A connection the pool lets go is shut, whatever the path (an error, a
+/// sweep, surplus, a lifetime, a freeze, a slot given to another origin,
+/// the pool dropped). Dropping the sender alone lets hyper close the
+/// socket only after it flushed what it holds, which never ends while a
+/// peer that stopped reading keeps its window shut: an upload given up by
+/// a timeout or its caller, or an in-memory body still queued after an
+/// early answer, kept the socket, the driver task, the slot and the rest
+/// of the body for as long as the peer held on. Shut, the flush fails and
+/// the driver task ends, freeing the slot. (A connection already closed
+/// has no socket left to shut: `Weak`.)
+impl Drop for H1Conn {
+    fn drop(&mut self) {
+        crate::connect::tcp::shut_down(&self.socket);
+    }
+}
+
 impl Channel for H1Conn {
     fn is_closed(&self) -> bool {
         self.sender.is_closed()
