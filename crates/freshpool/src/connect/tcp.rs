@@ -1,15 +1,16 @@
 //! TCP: name resolution, Happy Eyeballs across addresses and socket options.
 //! (The I/O a connection is driven through is in `socket.rs`.)
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use super::ConnectDeadline;
 use crate::error::{fmt_duration, Error, Kind};
@@ -228,29 +229,64 @@ fn set_user_timeout(_stream: &TcpStream, _limit: Duration) -> Result<(), Error> 
     ))
 }
 
+/// Attempts of one dial in flight at once. RFC 8305 starts the next
+/// address every `ATTEMPT_DELAY` and leaves the limit open; without one, a
+/// name whose addresses all swallow SYNs (a dead pool behind a firewall)
+/// held a socket per address until `connect_timeout`, and 64 dials to one
+/// such origin thousands (Go keeps two per dial). Past the limit the
+/// oldest attempt is given up: every address is still tried, and a
+/// connect slower than this many delays (1 s) is no answer.
+const MAX_ATTEMPTS_IN_FLIGHT: usize = 4;
+
 async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStream, ()> {
     let mut pending = addrs.into_iter();
     let mut attempts = JoinSet::new();
+    // Oldest first: (address, when it started, its task).
+    let mut in_flight: VecDeque<(SocketAddr, Instant, AbortHandle)> = VecDeque::new();
     let start_next = |attempts: &mut JoinSet<_>,
+                      in_flight: &mut VecDeque<(SocketAddr, Instant, AbortHandle)>,
                       pending: &mut std::vec::IntoIter<SocketAddr>,
                       progress: &mut Progress| {
-        if let Some(addr) = pending.next() {
-            progress.started += 1;
-            attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
-            true
-        } else {
-            false
+        let Some(addr) = pending.next() else {
+            return false;
+        };
+        if in_flight.len() >= MAX_ATTEMPTS_IN_FLIGHT {
+            if let Some((oldest, since, task)) = in_flight.pop_front() {
+                task.abort();
+                let why = format!(
+                    "no answer within {}, given up for the next address",
+                    fmt_duration(since.elapsed())
+                );
+                progress
+                    .failures
+                    .push((oldest, io::Error::new(io::ErrorKind::TimedOut, why)));
+            }
         }
+        progress.started += 1;
+        let task = attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
+        in_flight.push_back((addr, Instant::now(), task));
+        true
     };
-    start_next(&mut attempts, &mut pending, progress);
+    start_next(&mut attempts, &mut in_flight, &mut pending, progress);
     loop {
         let delay = tokio::time::sleep(ATTEMPT_DELAY);
         tokio::select! {
             joined = attempts.join_next() => match joined {
                 Some(Ok((_, Ok(stream)))) => return Ok(stream),
                 Some(Ok((addr, Err(e)))) => {
+                    if let Some(i) = in_flight.iter().position(|(a, ..)| *a == addr) {
+                        in_flight.remove(i);
+                    }
                     progress.failures.push((addr, e));
-                    if !start_next(&mut attempts, &mut pending, progress) && attempts.is_empty() {
+                    if !start_next(&mut attempts, &mut in_flight, &mut pending, progress)
+                        && attempts.is_empty()
+                    {
+                        return Err(());
+                    }
+                }
+                // Given up above (its failure is recorded there).
+                Some(Err(join)) if join.is_cancelled() => {
+                    if pending.len() == 0 && attempts.is_empty() {
                         return Err(());
                     }
                 }
@@ -259,7 +295,7 @@ async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStre
                 }
                 None => return Err(()),
             },
-            _ = delay => { start_next(&mut attempts, &mut pending, progress); }
+            _ = delay => { start_next(&mut attempts, &mut in_flight, &mut pending, progress); }
         }
     }
 }

@@ -187,6 +187,84 @@ async fn happy_eyeballs_races_past_a_blackholed_address_within_the_timeout() {
     }
 }
 
+/// Sockets of this process waiting for a SYN's answer (`SYN_SENT`) to any
+/// of `ports` on 127.0.0.1, from `/proc/net/tcp`.
+fn syn_sent_to(ports: &[u16]) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields
+                .get(2)
+                .and_then(|remote| remote.split(':').nth(1))
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            fields.get(3) == Some(&"02") && port.is_some_and(|p| ports.contains(&p))
+        })
+        .count() as u64
+}
+
+/// One dial keeps at most four attempts in flight: past that, the oldest
+/// is given up (every address is still tried in turn). A name whose
+/// addresses all swallowed SYNs held a socket per address until
+/// `connect_timeout`, and 64 dials to it thousands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_keeps_at_most_four_attempts_in_flight() {
+    if !std::path::Path::new("/proc/net/tcp").exists() {
+        eprintln!("skipped: no /proc/net/tcp");
+        return;
+    }
+    let mut holes = Vec::new();
+    for _ in 0..7 {
+        let Some(hole) = blackhole().await else {
+            eprintln!("skipped: this kernel refuses instead of dropping SYNs");
+            return;
+        };
+        holes.push(hole);
+    }
+    let server = IpServer::start("127.0.0.1").await;
+    let ports: Vec<u16> = holes.iter().map(|(addr, ..)| addr.port()).collect();
+    let mut addrs: Vec<SocketAddr> = holes.iter().map(|(addr, ..)| *addr).collect();
+    addrs.push(server.addr);
+    let client = Client::builder()
+        .resolver(Switch::new(addrs))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let peak = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn({
+        let (peak, done, ports) = (peak.clone(), done.clone(), ports.clone());
+        async move {
+            while !done.load(Ordering::SeqCst) {
+                peak.fetch_max(syn_sent_to(&ports), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    // The live address comes last: reached after seven attempt delays.
+    let body = text(&client, "http://multi.test/").await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    watcher.await.unwrap();
+    assert_eq!(body, "127.0.0.1");
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak >= 3, "the watcher saw the race: {peak} at once");
+    assert!(peak <= 4, "{peak} attempts at once");
+    // The given-up ones are said so when every address fails.
+    let client = Client::builder()
+        .resolver(Switch::new(holes.iter().map(|(addr, ..)| *addr).collect()))
+        .connect_timeout(Duration::from_millis(2500))
+        .build()
+        .unwrap();
+    let (err, _) = fails_in(&client, "http://multi.test/").await;
+    assert_eq!(err.kind(), Kind::ConnectTimeout, "{err}");
+    assert!(
+        err.to_string().contains("given up for the next address"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_address_fails_the_error_lists_each() {
     let addrs = vec![closed_addr(), closed_addr(), closed_addr()];
