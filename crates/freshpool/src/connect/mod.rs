@@ -31,8 +31,8 @@ use crate::pool::key::{PoolKey, Scheme};
 pub use proxy::Proxy;
 pub use tcp::{Resolve, ResolveFuture, ResolveTtlFuture, SystemResolver};
 
-pub(crate) use preface::StreamLimit;
 use preface::{Preface, PrefaceIo};
+pub(crate) use preface::{StreamLimit, DEFAULT_MAX_STREAMS};
 use tcp::{TcpIo, TcpSettings};
 
 /// How long an HTTP/2 dial whose connection ended before the server's

@@ -531,6 +531,36 @@ fn riders_on_an_http2_dial_are_not_refused_as_pool_full() {
     m.wind_down().unwrap();
 }
 
+/// ... but only as many as one connection carries: before the protocol
+/// is known, riders beyond the stream cap (256) are queued, and
+/// `max_pending` holds beyond them. Every rider went uncounted: a server
+/// that stalled the first dial's handshake gathered any number of
+/// requests, and `max_pending` never answered. (A review found it.)
+#[test]
+fn riders_on_the_first_dial_are_bounded_by_one_connections_streams() {
+    use Op::*;
+    let setup = Setup {
+        limits: Limits {
+            per_host: 8,
+            max_idle: 8,
+            max_pending: 2,
+        },
+        total: 8,
+        ..h2_setup(true)
+    };
+    let mut m = Model::new(setup);
+    let refused = |m: &Model| m.log.iter().any(|l| l.contains("full"));
+    let cap = crate::connect::DEFAULT_MAX_STREAMS as usize;
+    for _ in 0..cap + 2 {
+        m.step(Acquire).unwrap();
+    }
+    assert!(!refused(&m), "the cap's riders and max_pending wait");
+    assert_eq!(m.dials.len(), 1);
+    m.step(Acquire).unwrap();
+    assert!(refused(&m), "beyond them, PoolFull");
+    m.wind_down().unwrap();
+}
+
 /// A newcomer is not yet a waiter when `acquire` asks whether the dials in
 /// flight carry the queue: with one stream per connection, a dial for the
 /// one waiter was taken as room for the newcomer too, which then waited

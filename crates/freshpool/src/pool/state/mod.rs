@@ -342,13 +342,16 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
 
     /// How many waiters the dials in flight will serve: one each over
     /// HTTP/1; over HTTP/2 a connection's streams each; before the
-    /// protocol is known, while every waiter rides on the first dial, all.
+    /// protocol is known, while every waiter rides on the first dial, as
+    /// many as one connection carries at most (the stream cap). (All of
+    /// them: a server that stalled the first dial's handshake gathered any
+    /// number of requests, and `max_pending` never answered.)
     fn served_by_dials(&self) -> usize {
         match self.protocol {
             Protocol::Http1 => self.queue_dials(),
-            Protocol::Unknown if self.dialing > 0 && self.all_ride_on_one_dial() => {
-                self.live_waiters
-            }
+            Protocol::Unknown if self.dialing > 0 && self.all_ride_on_one_dial() => self
+                .live_waiters
+                .min(crate::connect::DEFAULT_MAX_STREAMS as usize),
             Protocol::Unknown => self.dialing,
             Protocol::Http2 => self.dialing.saturating_mul(self.streams_per_new_conn()),
         }
