@@ -34,7 +34,12 @@ impl<F: Future> MaybeTimeout<F> {
     pub(crate) fn new(fut: F, limit: Option<Duration>) -> Self {
         MaybeTimeout {
             fut,
-            sleep: limit.map(|d| Box::pin(tokio::time::sleep(d))),
+            // (Outside any tokio runtime, where a request may be polled by
+            // a caller's own executor, no timer can be made: tokio panicked,
+            // "no reactor running". The future then runs unbounded.)
+            sleep: limit
+                .filter(|_| tokio::runtime::Handle::try_current().is_ok())
+                .map(|d| Box::pin(tokio::time::sleep(d))),
         }
     }
 }
@@ -270,6 +275,21 @@ impl RequestDeadline {
         // down panics when polled, and a body may outlive its runtime).
         if tokio::time::Instant::now() < *this.at {
             if this.sleep.is_none() {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    // Polled outside any tokio runtime (a caller's own
+                    // executor), where no timer can be made: tokio
+                    // panicked, "no reactor running". The timeout cannot
+                    // be kept there: said so, rather than a request that
+                    // may hang past it.
+                    return Poll::Ready(
+                        crate::Error::new(
+                            crate::Kind::Closed,
+                            "no async runtime: a request with a timeout was polled outside any \
+                             tokio runtime, where its timer cannot run (await it inside one)",
+                        )
+                        .mark_possibly_processed(),
+                    );
+                }
                 this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
             }
             let sleep = this.sleep.as_pin_mut().expect("set above");

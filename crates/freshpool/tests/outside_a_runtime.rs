@@ -116,3 +116,45 @@ fn a_request_that_must_queue_outside_a_runtime_fails_without_a_panic() {
     assert_eq!(rt.block_on(response.into_body().text()).unwrap(), "ok");
     assert_eq!(client.stats().origins[0].waiting, 0);
 }
+
+/// A request served by a warm connection (no wait, no dial) and polled
+/// outside any runtime, its connection driven by a multi-thread runtime's
+/// workers: with a `timeout` set, its deadline's timer was made at its
+/// first wait, where tokio panicked ("no reactor running"). It now fails
+/// with `Closed` saying why; without a timeout it is answered, and with a
+/// `response_header_timeout` too (that timer is skipped there).
+#[test]
+fn a_request_on_a_warm_connection_outside_a_runtime_does_not_panic() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(TestServer::http1());
+    let warm = |client: &Client| {
+        let body = rt.block_on(async {
+            let response = client.get(&server.url("/")).await.unwrap();
+            response.into_body().text().await.unwrap()
+        });
+        assert_eq!(body, "ok");
+    };
+    let timed = Client::builder()
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    warm(&timed);
+    let err = block_on_this_thread(timed.get(&server.url("/delay/200"))).unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::Closed, "{err}");
+    assert!(
+        err.to_string().contains("outside any tokio runtime"),
+        "{err}"
+    );
+    let header_timed = Client::builder()
+        .response_header_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    warm(&header_timed);
+    let response = block_on_this_thread(header_timed.get(&server.url("/delay/200"))).unwrap();
+    let body = block_on_this_thread(response.into_body().text()).unwrap();
+    assert_eq!(body, "ok");
+}

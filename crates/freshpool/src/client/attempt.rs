@@ -696,6 +696,15 @@ const READY_WAIT: Duration = Duration::from_millis(500);
 #[cold]
 async fn ready_within(conn: &mut crate::pool::H1Conn, limit: Duration) -> Result<(), Error> {
     let label = &conn.origin.label;
+    if tokio::runtime::Handle::try_current().is_err() {
+        // Outside any tokio runtime no timer can be made (tokio panicked):
+        // the connection's own runtime drives it to ready or closed.
+        return conn
+            .sender
+            .ready()
+            .await
+            .map_err(|e| error::from_hyper(e, label));
+    }
     match tokio::time::timeout(limit, conn.sender.ready()).await {
         Ok(ready) => ready.map_err(|e| error::from_hyper(e, label)),
         Err(_) => {

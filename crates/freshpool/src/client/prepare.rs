@@ -75,6 +75,8 @@ impl Client {
             && request.extensions().is_empty()
             && lease.origin().expect_continue_supported() != Some(false)
             && !request.headers().contains_key(EXPECT)
+            // (Its timer needs a runtime: outside one, tokio panicked.)
+            && tokio::runtime::Handle::try_current().is_ok()
         {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let tx = Mutex::new(Some(tx));
