@@ -72,6 +72,13 @@ const REQUEST_SPAN: &str = "freshpool.request";
 ///   by then (moved between runtimes while it waited) leaves the first
 ///   runtime's queue and asks again in the runtime polling it.
 ///
+/// A request polled outside any tokio runtime (a caller's own executor)
+/// runs only on a warm connection that a multi-thread runtime drives, and
+/// without timers: one that must wait for the pool or dial, or that has a
+/// `timeout`, fails with [`Kind::Closed`](crate::Kind::Closed) saying so;
+/// `response_header_timeout` is not applied there. A response body may be
+/// read anywhere, its `timeout` included.
+///
 /// ```no_run
 /// let client = freshpool::Client::new();
 /// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
