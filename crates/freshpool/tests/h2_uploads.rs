@@ -535,3 +535,58 @@ async fn http1_a_connection_closed_under_a_running_upload_frees_its_slot() {
     drop(tx);
     drop(held_rx);
 }
+
+/// A streamed request body that panics on its second poll (after "he").
+struct PanicsOnSecondPoll(usize);
+
+impl http_body::Body for PanicsOnSecondPoll {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0 += 1;
+        if self.0 > 1 {
+            panic!("the caller's body broke");
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"he")))))
+    }
+}
+
+/// A caller's body that panics while it is sent fails its request as a
+/// `Body` error naming the panic, over HTTP/1 and HTTP/2, and the pool
+/// goes on serving. Over HTTP/2 the request hung (hyper's task that pipes
+/// the body died, and the stream waited for the rest), over HTTP/1 it read
+/// "the runtime that drove it shut down", and the panic took down the
+/// connection's driver task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_panics_fails_its_request_as_a_body_error() {
+    for version in [HttpVersion::Http1Only, HttpVersion::Http2Only] {
+        let server = freshpool_testkit::TestServer::start(freshpool_testkit::ServerConfig {
+            protocol: match version {
+                HttpVersion::Http2Only => freshpool_testkit::Protocol::Http2,
+                _ => freshpool_testkit::Protocol::Http1,
+            },
+            ..freshpool_testkit::ServerConfig::default()
+        })
+        .await;
+        let client = Client::builder().http_version(version).build().unwrap();
+        let request = http::Request::post(server.url("/echo"))
+            .body(freshpool::RequestBody::wrap(PanicsOnSecondPoll(0)))
+            .unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(5), client.request(request))
+            .await
+            .unwrap_or_else(|_| panic!("{version:?}: the request ends"))
+            .unwrap_err();
+        assert_eq!(err.kind(), freshpool::Kind::Body, "{version:?}: {err}");
+        let chain = format!("{err:#}");
+        assert!(
+            chain.contains("the caller's body broke"),
+            "{version:?}: {chain}"
+        );
+        let response = client.get(&server.url("/")).await.unwrap();
+        assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    }
+}

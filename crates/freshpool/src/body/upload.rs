@@ -148,6 +148,8 @@ pub(super) struct Unsync<B> {
     inner: sync_wrapper::SyncWrapper<Pin<Box<B>>>,
     ended: bool,
     hint: SizeHint,
+    /// Its `poll_frame` panicked: never polled again.
+    panicked: bool,
 }
 
 impl<B: http_body::Body> Unsync<B> {
@@ -155,6 +157,7 @@ impl<B: http_body::Body> Unsync<B> {
         Unsync {
             ended: body.is_end_stream(),
             hint: body.size_hint(),
+            panicked: false,
             inner: sync_wrapper::SyncWrapper::new(Box::pin(body)),
         }
     }
@@ -172,8 +175,35 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if this.panicked {
+            return Poll::Ready(None);
+        }
         let body = this.inner.get_mut();
-        let polled = std::task::ready!(body.as_mut().poll_frame(cx));
+        // A caller's body that panics fails its request as a `Body` error.
+        // It runs in hyper's tasks (the connection's driver over HTTP/1,
+        // the body's pipe over HTTP/2): the panic took the driver down
+        // ("the runtime that drove it shut down"), or left an HTTP/2
+        // stream waiting for the rest of the body, the request hung. (No
+        // cost unless it panics; it is not polled again after.)
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            body.as_mut().poll_frame(cx)
+        }));
+        let polled = match polled {
+            Ok(polled) => std::task::ready!(polled),
+            Err(payload) => {
+                this.panicked = true;
+                this.ended = true;
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                let why = crate::error::RequestBodyError(
+                    format!("the request body panicked: {what}").into(),
+                );
+                return Poll::Ready(Some(Err(BoxError::from(why))));
+            }
+        };
         this.ended = polled.is_none() || body.is_end_stream();
         this.hint = body.size_hint();
         Poll::Ready(polled)
