@@ -255,11 +255,30 @@ impl RequestDeadline {
         authority: Option<http::uri::Authority>,
     ) -> Pin<Box<RequestDeadline>> {
         Box::pin(RequestDeadline {
-            sleep: Some(tokio::time::sleep_until(at)),
+            // (None outside any runtime, where tokio panics making one: a
+            // request first polled in one and finished by another executor.)
+            sleep: tokio::runtime::Handle::try_current()
+                .is_ok()
+                .then(|| tokio::time::sleep_until(at)),
             at,
             authority,
             limit,
         })
+    }
+
+    /// Makes the timer, before the request is first polled: outside any
+    /// tokio runtime (a caller's own executor) none can be made, and the
+    /// request fails before anything is sent. (Checked at the first wait,
+    /// a request on a warm connection was already written when it failed.)
+    pub(crate) fn arm(self: Pin<&mut Self>) -> Result<(), crate::Error> {
+        let mut this = self.project();
+        if this.sleep.is_none() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(no_runtime());
+            }
+            this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
+        }
+        Ok(())
     }
 
     /// Ready with the timeout error once the deadline passed; `during`
@@ -276,19 +295,11 @@ impl RequestDeadline {
         if tokio::time::Instant::now() < *this.at {
             if this.sleep.is_none() {
                 if tokio::runtime::Handle::try_current().is_err() {
-                    // Polled outside any tokio runtime (a caller's own
-                    // executor), where no timer can be made: tokio
-                    // panicked, "no reactor running". The timeout cannot
-                    // be kept there: said so, rather than a request that
-                    // may hang past it.
-                    return Poll::Ready(
-                        crate::Error::new(
-                            crate::Kind::Closed,
-                            "no async runtime: a request with a timeout was polled outside any \
-                             tokio runtime, where its timer cannot run (await it inside one)",
-                        )
-                        .mark_possibly_processed(),
-                    );
+                    // A body's timer left unmade (`until` outside a
+                    // runtime), read outside one too: the timeout cannot be
+                    // kept there (tokio panicked, "no reactor running").
+                    // Said so, rather than a read that may hang past it.
+                    return Poll::Ready(no_runtime().mark_possibly_processed());
                 }
                 this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
             }
@@ -310,6 +321,15 @@ impl RequestDeadline {
             .mark_possibly_processed(),
         )
     }
+}
+
+/// The overall timeout cannot be kept: no tokio runtime to time it.
+fn no_runtime() -> crate::Error {
+    crate::Error::new(
+        crate::Kind::Closed,
+        "no async runtime: a request with a timeout was polled outside any tokio runtime, \
+         where its timer cannot run (await it inside one)",
+    )
 }
 
 #[cfg(test)]

@@ -88,7 +88,8 @@ pub enum Kind {
     /// password.
     ProxyAuth,
     /// The request asks for what the client does not send: an HTTP
-    /// version other than 1.0, 1.1 and 2, or the `CONNECT` method.
+    /// version other than 1.0, 1.1 and 2, the `CONNECT` method, or a
+    /// protocol upgrade (`Upgrade` with `Connection: upgrade`).
     /// Refused before anything is sent.
     Unsupported,
 }

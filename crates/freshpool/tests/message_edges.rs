@@ -174,6 +174,14 @@ async fn an_upgrade_request_is_refused_before_sending() {
     assert!(err.to_string().contains("Upgrade"), "{err}");
     assert!(!err.is_possibly_processed());
     assert_eq!(server.stats().connections_accepted(), 0, "nothing was sent");
+    // A stray `Upgrade` without `Connection: upgrade` asks for nothing
+    // (a gateway passing headers on): sent as any request.
+    let stray = http::Request::get(server.url("/"))
+        .header(http::header::UPGRADE, "h2c")
+        .body(())
+        .unwrap();
+    let response = client.request(stray).await.unwrap();
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
 }
 
 /// A scheme is case-insensitive (RFC 3986 section 3.1): `HTTP` built with

@@ -143,11 +143,20 @@ fn a_request_on_a_warm_connection_outside_a_runtime_does_not_panic() {
         .build()
         .unwrap();
     warm(&timed);
+    let before = server.stats().requests();
     let err = block_on_this_thread(timed.get(&server.url("/delay/200"))).unwrap_err();
     assert_eq!(err.kind(), freshpool::Kind::Closed, "{err}");
     assert!(
         err.to_string().contains("outside any tokio runtime"),
         "{err}"
+    );
+    // Failed before it went: nothing reached the server.
+    assert!(!err.is_possibly_processed(), "{err:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        server.stats().requests(),
+        before,
+        "the request was not sent"
     );
     let header_timed = Client::builder()
         .response_header_timeout(Some(Duration::from_secs(10)))

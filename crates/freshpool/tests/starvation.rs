@@ -78,3 +78,48 @@ async fn a_request_timeout_during_its_own_dial_is_no_starvation() {
     assert_eq!(stats.origins[0].pool_timeouts, 0, "{stats}");
     silent.abort();
 }
+
+/// Requests beyond what a new origin's first connection will carry (its
+/// protocol, and so its stream count, is not known before it lands) are
+/// bounded by `max_pending` while that dial is slow, and the refusal says
+/// so: raising the per-host limit would not help, as no other dial starts
+/// before the first lands. (Every rider went uncounted: a server that
+/// stalled the first handshake gathered any number of requests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_behind_a_slow_first_dial_are_bounded_and_told_why() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and never answers: the TLS handshake waits.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = Client::builder().max_pending(2).build().unwrap();
+    let url = format!("https://localhost:{port}/");
+    let riders = 256 + 2;
+    let tasks: Vec<_> = (0..riders)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get(&url).await })
+        })
+        .collect();
+    freshpool_testkit::eventually("every request queued", || {
+        client.stats().origins.first().map(|o| o.waiting) == Some(riders)
+    })
+    .await;
+    let err = client.get(&url).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::PoolFull, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("beyond the 256"), "{text}");
+    assert!(
+        text.contains("first connection, still being made"),
+        "{text}"
+    );
+    assert!(!text.contains("raise max_connections_per_host"), "{text}");
+    for task in tasks {
+        task.abort();
+    }
+    silent.abort();
+}

@@ -18,7 +18,7 @@ use http::header::HeaderName;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 
-use super::prepare::{refused_expect, refuses_our_expect, strip_expect};
+use super::prepare::{host_back, refused_expect, refuses_our_expect, strip_expect};
 use super::retry_copy::{clone_request, BareRequest, UnsentAttempts};
 use super::sending::{Plain, Returning, Sending, Sent};
 use super::Client;
@@ -283,7 +283,11 @@ impl Client {
                     // given (prepared).
                     if !kept {
                         match returned {
-                            Some(request) => *pending = Some(strip_expect(*request)),
+                            Some(request) => {
+                                let mut request = strip_expect(*request);
+                                host_back(&mut request, &uri);
+                                *pending = Some(request);
+                            }
                             // (Not expected: without a kept copy the request
                             // went by `try_send_request`, which returns it.)
                             None => return Err(err),

@@ -399,6 +399,18 @@ where
     type Output = Result<Response<Body>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The deadline's timer before the request goes: outside any
+        // runtime it cannot be made, and the request fails unsent.
+        if let ResponseFutureProj::Running {
+            deadline: Some(deadline),
+            ..
+        } = self.as_mut().project()
+        {
+            if let Err(error) = deadline.as_mut().arm() {
+                self.set(ResponseFuture::Failed { error: None });
+                return Poll::Ready(Err(error));
+            }
+        }
         let (timed_out, limit) = match self.as_mut().project() {
             ResponseFutureProj::Failed { error } => {
                 return Poll::Ready(Err(error.take().unwrap_or_else(|| {

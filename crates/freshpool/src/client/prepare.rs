@@ -177,6 +177,25 @@ pub(super) fn strip_expect(mut request: Request<RequestBody>) -> Request<Request
     request
 }
 
+/// A request hyper handed back unwritten gets its caller's `Host` back:
+/// over HTTP/2 `prepare` moved it into the URI's authority
+/// (`authority_from_host`), which the next attempt's `prepare` resets to
+/// the send loop's URI, and the retry went to the URI's host.
+pub(super) fn host_back(request: &mut Request<RequestBody>, uri: &Uri) {
+    if request.headers().contains_key(HOST) {
+        return;
+    }
+    let Some(authority) = request.uri().authority() else {
+        return;
+    };
+    if Some(authority) == uri.authority() {
+        return;
+    }
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        request.headers_mut().insert(HOST, host);
+    }
+}
+
 /// The origin-form target (`/path?query`) HTTP/1 sends to an origin server:
 /// the path shared with `uri` (a reference count, no byte copied or
 /// allocated, and unlike `Uri::from_parts` nothing validated again).
@@ -245,6 +264,22 @@ mod tests {
         let uri = origin_form(&"http://a/p?q".parse().unwrap());
         assert_eq!((uri.scheme(), uri.authority()), (None, None));
         assert_eq!((uri.path(), uri.query()), ("/p", Some("q")));
+    }
+
+    /// The caller's Host, moved into an HTTP/2 request's authority, goes
+    /// back to the headers for a request handed back unsent; nothing
+    /// changes for one whose authority is the URI's.
+    #[test]
+    fn host_back_restores_the_callers_host() {
+        let uri: Uri = "http://127.0.0.1:1/x".parse().unwrap();
+        let mut request = Request::new(RequestBody::empty());
+        *request.uri_mut() = "http://api.example:8443/x".parse().unwrap();
+        host_back(&mut request, &uri);
+        assert_eq!(request.headers()[HOST], "api.example:8443");
+        let mut plain = Request::new(RequestBody::empty());
+        *plain.uri_mut() = uri.clone();
+        host_back(&mut plain, &uri);
+        assert!(plain.headers().get(HOST).is_none());
     }
 
     /// A request handed back unsent loses only the pool's expectation: a

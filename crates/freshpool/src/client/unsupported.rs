@@ -10,7 +10,8 @@
 //!   origin-form rewrite turned into `CONNECT / HTTP/1.1`, and the tunnel it
 //!   opens is no connection to pool. A tunnel through a proxy is
 //!   `ClientBuilder::proxy`'s.
-//! * A protocol upgrade (`Upgrade`: WebSocket, h2c): a connection handed
+//! * A protocol upgrade (`Upgrade` with `Connection: upgrade`: WebSocket,
+//!   h2c; a stray `Upgrade` alone is no request to switch): a connection handed
 //!   over to another protocol cannot go back to the pool, and hyper's
 //!   pooled connections take none: over HTTP/1 the caller got a `101` it
 //!   could not use, on a connection handed back to the pool as it closed;
@@ -45,7 +46,7 @@ pub(super) fn check(request: &Request<RequestBody>) -> Result<(), Error> {
     }
     // (An empty header map, as for every `get` and `post`, answers at
     // once, without hashing the name.)
-    if request.headers().contains_key(UPGRADE) {
+    if request.headers().contains_key(UPGRADE) && asks_to_upgrade(request.headers()) {
         return refuse(
             "Upgrade (WebSocket, h2c) is not supported: a connection handed over to another \
              protocol cannot go back to the pool (open one with hyper::client::conn, which \
@@ -60,4 +61,19 @@ pub(super) fn check(request: &Request<RequestBody>) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// Whether `Connection` lists the `upgrade` token (RFC 9110 section 7.8:
+/// without it, `Upgrade` asks for nothing).
+#[cold]
+fn asks_to_upgrade(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
 }

@@ -233,10 +233,15 @@ fn set_user_timeout(_stream: &TcpStream, _limit: Duration) -> Result<(), Error> 
 /// address every `ATTEMPT_DELAY` and leaves the limit open; without one, a
 /// name whose addresses all swallow SYNs (a dead pool behind a firewall)
 /// held a socket per address until `connect_timeout`, and 64 dials to one
-/// such origin thousands (Go keeps two per dial). Past the limit the
-/// oldest attempt is given up: every address is still tried, and a
-/// connect slower than this many delays (1 s) is no answer.
+/// such origin thousands (Go keeps two per dial). At the limit the next
+/// address waits until the oldest attempt is `GIVE_UP_AFTER` old, and
+/// that one is given up for it: every address is still tried.
 const MAX_ATTEMPTS_IN_FLIGHT: usize = 4;
+
+/// How long an attempt has before the limit gives it up for the next
+/// address: past Linux's first SYN retransmission (1 s), so an address
+/// whose first SYN was lost still gets its second.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(2);
 
 async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStream, ()> {
     let mut pending = addrs.into_iter();
@@ -247,10 +252,17 @@ async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStre
                       in_flight: &mut VecDeque<(SocketAddr, Instant, AbortHandle)>,
                       pending: &mut std::vec::IntoIter<SocketAddr>,
                       progress: &mut Progress| {
-        let Some(addr) = pending.next() else {
+        if pending.len() == 0 {
             return false;
-        };
+        }
         if in_flight.len() >= MAX_ATTEMPTS_IN_FLIGHT {
+            if in_flight
+                .front()
+                .is_some_and(|(_, since, _)| since.elapsed() < GIVE_UP_AFTER)
+            {
+                // (The next tick asks again.)
+                return true;
+            }
             if let Some((oldest, since, task)) = in_flight.pop_front() {
                 task.abort();
                 let why = format!(
@@ -262,6 +274,9 @@ async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStre
                     .push((oldest, io::Error::new(io::ErrorKind::TimedOut, why)));
             }
         }
+        let Some(addr) = pending.next() else {
+            return false;
+        };
         progress.started += 1;
         let task = attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
         in_flight.push_back((addr, Instant::now(), task));

@@ -178,11 +178,14 @@ impl Pool {
                     }
                     return Ok(Checkout::Ready(lease));
                 }
-                Err(Acquire::Full { waiting }) => {
+                Err(Acquire::Full {
+                    waiting,
+                    behind_first_dial,
+                }) => {
                     origin.counters.pool_full();
                     return Err(Error::new(
                         Kind::PoolFull,
-                        origin.pool_full_report(waiting, cfg.max_pending),
+                        origin.pool_full_report(waiting, cfg.max_pending, behind_first_dial),
                     ));
                 }
                 Err(Acquire::Wait {

@@ -370,8 +370,26 @@ impl Origin {
 
     /// The message of a PoolFull: the queue's bound, then the same numbers
     /// as a PoolTimeout's (why requests queue at all).
-    pub(super) fn pool_full_report(&self, waiting: usize, max_pending: usize) -> String {
+    pub(super) fn pool_full_report(
+        &self,
+        waiting: usize,
+        max_pending: usize,
+        behind_first_dial: bool,
+    ) -> String {
         let (state, advice) = self.queue_state();
+        if behind_first_dial {
+            // No other dial starts before the first lands (its protocol
+            // decides how many a connection carries): a slow connect or
+            // handshake holds them all, not the per-host limit.
+            return format!(
+                "{waiting} requests already wait for a connection to {} beyond the {} that its \
+                 first connection, still being made, will carry (max_pending {max_pending}) \
+                 {state}; a slow connect or TLS handshake holds them: lower connect_timeout or \
+                 tls_handshake_timeout, or raise max_pending",
+                self.label,
+                crate::connect::DEFAULT_MAX_STREAMS,
+            );
+        }
         if max_pending == 0 {
             return format!(
                 "no request may wait for a connection to {} (max_pending 0) {state}; \

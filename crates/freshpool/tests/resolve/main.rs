@@ -205,10 +205,11 @@ fn syn_sent_to(ports: &[u16]) -> u64 {
         .count() as u64
 }
 
-/// One dial keeps at most four attempts in flight: past that, the oldest
-/// is given up (every address is still tried in turn). A name whose
-/// addresses all swallowed SYNs held a socket per address until
-/// `connect_timeout`, and 64 dials to it thousands.
+/// One dial keeps at most four attempts in flight: at that, the next
+/// address waits until the oldest attempt is 2 s old and takes its place
+/// (every address is still tried in turn). A name whose addresses all
+/// swallowed SYNs held a socket per address until `connect_timeout`, and
+/// 64 dials to it thousands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dial_keeps_at_most_four_attempts_in_flight() {
     if !std::path::Path::new("/proc/net/tcp").exists() {
@@ -243,14 +244,18 @@ async fn a_dial_keeps_at_most_four_attempts_in_flight() {
             }
         }
     });
-    // The live address comes last: reached after seven attempt delays.
+    // The live address comes last: reached at about 2.75 s (four
+    // attempts, then one more each 250 ms once the oldest is 2 s old).
     let body = text(&client, "http://multi.test/").await.unwrap();
     done.store(true, Ordering::SeqCst);
     watcher.await.unwrap();
     assert_eq!(body, "127.0.0.1");
     let peak = peak.load(Ordering::SeqCst);
     assert!(peak >= 3, "the watcher saw the race: {peak} at once");
-    assert!(peak <= 4, "{peak} attempts at once");
+    // (Four, and for a moment five: a given-up attempt's socket closes
+    // when its cancelled task next runs, which may be after the next
+    // attempt's SYN. Without the limit: seven.)
+    assert!(peak <= 5, "{peak} attempts at once");
     // The given-up ones are said so when every address fails.
     let client = Client::builder()
         .resolver(Switch::new(holes.iter().map(|(addr, ..)| *addr).collect()))

@@ -370,7 +370,7 @@ impl Model {
                 self.log.push(format!("  stream on #{conn_id}"));
                 self.leases_h2.push(conn_id);
             }
-            Acquire::Full { waiting } => {
+            Acquire::Full { waiting, .. } => {
                 self.log.push(format!("  full ({waiting})"));
                 return Some(waiting);
             }

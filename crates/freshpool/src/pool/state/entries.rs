@@ -187,6 +187,10 @@ pub(crate) enum Acquire<C, S> {
     /// `max_pending` waiters already queue here.
     Full {
         waiting: usize,
+        /// Beyond the riders on a new origin's first dial (protocol not
+        /// yet known), as many as one connection carries: no other dial
+        /// starts before it lands, so no per-host limit would help.
+        behind_first_dial: bool,
     },
     /// The origin is retired: ask the pool's current origin for the key.
     Retired,

@@ -194,7 +194,12 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if !dial && asking_again.is_none() {
             let queued = self.live_waiters.saturating_sub(self.served_by_dials());
             if queued >= limits.max_pending {
-                return Acquire::Full { waiting: queued };
+                return Acquire::Full {
+                    waiting: queued,
+                    behind_first_dial: self.protocol == Protocol::Unknown
+                        && self.dialing > 0
+                        && self.all_ride_on_one_dial(),
+                };
             }
         }
         let (waiter_id, rx) = self.enqueue(dial, asking_again);
