@@ -26,7 +26,7 @@ use tokio::runtime::RuntimeFlavor;
 
 use crate::connect::{Resolve, ResolveFuture, ResolveTtlFuture};
 
-mod flight;
+pub(crate) mod flight;
 
 /// A resolver's current answer for one host, as [`Resolve::current`]
 /// reports it to the pool.

@@ -120,14 +120,43 @@ impl Resolve for SystemResolver {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Box::pin(async move { Ok(vec![SocketAddr::new(ip, port)]) });
         }
-        let host = host.to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-                .await?
-                .collect();
-            Ok(interleave_families(addrs))
-        })
+        let lookup = {
+            let host = host.to_owned();
+            move || -> ResolveTtlFuture {
+                Box::pin(async move {
+                    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                        .await?
+                        .collect();
+                    Ok((interleave_families(addrs), None))
+                })
+            }
+        };
+        // One lookup per name at a time, as a task of its own, on a runtime
+        // that runs it to its end (`resolve/flight.rs`). `getaddrinfo`
+        // cannot be cancelled: a dial cut off by `connect_timeout` left its
+        // blocking thread running, and with DNS not answering each new
+        // dial started one more, up to a lookup per dial per
+        // `connect_timeout`, until tokio's blocking pool was full and
+        // every host's lookups queued behind them. (A current-thread
+        // runtime runs tasks only inside `block_on`: looked up in place.)
+        let answer = match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                system_flights().join(&runtime, host, port, lookup)
+            }
+            _ => lookup(),
+        };
+        Box::pin(async move { answer.await.map(|(addrs, _)| addrs) })
     }
+}
+
+/// The system resolver's lookups in flight, process-wide (it has no state
+/// of its own: every client without a resolver shares it).
+fn system_flights() -> &'static crate::resolve::flight::Flights {
+    static FLIGHTS: std::sync::OnceLock<crate::resolve::flight::Flights> =
+        std::sync::OnceLock::new();
+    FLIGHTS.get_or_init(Default::default)
 }
 
 /// RFC 8305 section 4: alternate address families so one broken family does

@@ -39,7 +39,7 @@ type Map = HashMap<(String, u16), watch::Receiver<Option<Landed>>>;
 
 /// The lookups in flight, by lower-case host and port.
 #[derive(Default)]
-pub(super) struct Flights(Arc<Mutex<Map>>);
+pub(crate) struct Flights(Arc<Mutex<Map>>);
 
 impl Flights {
     fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
@@ -48,7 +48,7 @@ impl Flights {
 
     /// Waits for the lookup of `host:port` in flight, or starts `lookup()`
     /// as one on `runtime` (it then runs to its end, whoever waits).
-    pub(super) fn join(
+    pub(crate) fn join(
         &self,
         runtime: &tokio::runtime::Handle,
         host: &str,
