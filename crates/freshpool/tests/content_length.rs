@@ -6,32 +6,12 @@
 //! the server's connection error read as the server's fault.
 
 mod common;
+use common::streamed_hello;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use freshpool::{Client, Kind, RequestBody};
 use freshpool_testkit::TestServer;
-
-/// A streamed body of unknown length: "hello" in two chunks.
-struct Chunks(std::collections::VecDeque<&'static [u8]>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        let next = self.0.pop_front();
-        std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(Bytes::from_static(c)))))
-    }
-}
-
-fn streamed_hello() -> RequestBody {
-    RequestBody::wrap(Chunks([&b"he"[..], b"llo"].into()))
-}
 
 /// POSTs `body` to `/echo` with `Content-Length: length`; the echoed text,
 /// or the error. Bounded: a hang fails the test.

@@ -8,26 +8,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use freshpool::{Client, Kind, RequestBody};
+use freshpool::{Client, Kind};
 use freshpool_testkit::TestServer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-/// A streamed body of unknown length: "hello" in two chunks.
-struct Chunks(std::collections::VecDeque<&'static [u8]>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        let next = self.0.pop_front();
-        std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(Bytes::from_static(c)))))
-    }
-}
 
 /// What the HTTP/1.0 server below saw: each request's line and body, and
 /// how many connections it accepted.
@@ -128,7 +111,7 @@ async fn a_streamed_upload_after_an_http10_answer_is_not_lost() {
     assert_eq!(first.version(), http::Version::HTTP_10);
     assert!(first.into_body().bytes().await.unwrap().is_empty());
     let request = http::Request::post(format!("{url}/upload"))
-        .body(RequestBody::wrap(Chunks([&b"he"[..], b"llo"].into())))
+        .body(common::streamed_hello())
         .unwrap();
     let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
         .await

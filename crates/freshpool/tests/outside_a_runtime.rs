@@ -36,6 +36,16 @@ fn a_request_future_made_outside_a_runtime_runs_in_one_with_a_timeout() {
     assert!(err.to_string().contains("timed out after 200ms"), "{err}");
 }
 
+/// A multi-thread runtime of one worker: its tasks (the connections'
+/// drivers, the server) run whoever polls the request.
+fn one_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Polls `fut` to its end on this thread, outside any tokio runtime (a
 /// caller's own executor, as `futures::executor::block_on`).
 fn block_on_this_thread<F: std::future::Future>(fut: F) -> F::Output {
@@ -61,11 +71,7 @@ fn block_on_this_thread<F: std::future::Future>(fut: F) -> F::Output {
 /// timer was made at the body's first wait, where tokio panicked.
 #[test]
 fn a_response_body_read_outside_a_runtime_keeps_its_deadline() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker_runtime();
     let server = rt.block_on(TestServer::http1());
     let client = Client::builder()
         .timeout(Some(Duration::from_secs(10)))
@@ -92,11 +98,7 @@ fn a_response_body_read_outside_a_runtime_keeps_its_deadline() {
 /// must dial there does, and the held connection still serves afterwards.
 #[test]
 fn a_request_that_must_queue_outside_a_runtime_fails_without_a_panic() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker_runtime();
     let server = rt.block_on(TestServer::http1());
     let client = Client::builder()
         .max_connections_per_host(1)
@@ -125,11 +127,7 @@ fn a_request_that_must_queue_outside_a_runtime_fails_without_a_panic() {
 /// `response_header_timeout` too (that timer is skipped there).
 #[test]
 fn a_request_on_a_warm_connection_outside_a_runtime_does_not_panic() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker_runtime();
     let server = rt.block_on(TestServer::http1());
     let warm = |client: &Client| {
         let body = rt.block_on(async {

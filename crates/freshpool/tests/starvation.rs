@@ -7,6 +7,8 @@ use std::time::Duration;
 use freshpool::{Client, Kind};
 use freshpool_testkit::TestServer;
 
+mod common;
+
 /// A request whose own `timeout` (shorter than `pool_timeout`, as most
 /// are) runs out while it waits for the pool is told why the pool was
 /// full, as a `PoolTimeout` is, and the wait is counted as one. It read
@@ -52,15 +54,8 @@ async fn a_request_timeout_in_the_queue_says_why_the_pool_was_full() {
 /// connection was being made. (A review found it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_timeout_during_its_own_dial_is_no_starvation() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     // Accepts and never answers: the TLS handshake waits.
-    let silent = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (port, silent) = common::silent_server().await;
     let client = Client::builder()
         .timeout(Some(Duration::from_millis(300)))
         .build()
@@ -87,15 +82,8 @@ async fn a_request_timeout_during_its_own_dial_is_no_starvation() {
 /// stalled the first handshake gathered any number of requests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_behind_a_slow_first_dial_are_bounded_and_told_why() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     // Accepts and never answers: the TLS handshake waits.
-    let silent = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (port, silent) = common::silent_server().await;
     let client = Client::builder().max_pending(2).build().unwrap();
     let url = format!("https://localhost:{port}/");
     let riders = 256 + 2;

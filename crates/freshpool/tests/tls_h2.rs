@@ -7,6 +7,8 @@ use freshpool::{Client, HttpVersion, Kind};
 use freshpool_testkit::{eventually, ChaosProxy, Protocol, ServerConfig, TestCa, TestServer};
 use tokio::time::timeout;
 
+mod common;
+
 const LIMIT: Duration = Duration::from_secs(20);
 
 async fn tls_server(ca: &TestCa, protocol: Protocol, alpn: &[&[u8]]) -> TestServer {
@@ -551,14 +553,7 @@ async fn a_client_joining_a_pool_takes_the_dial_settings_it_left_alone() {
         .expect("dial settings left alone take the pool's");
     // It dials with the pool's 300 ms TLS handshake timeout, not the
     // default 10 s: a server that accepts and never answers shows it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let silent = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (port, silent) = common::silent_server().await;
     let err = timeout(
         Duration::from_secs(5),
         joined.get(&format!("https://localhost:{port}/")),

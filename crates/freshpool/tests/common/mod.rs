@@ -204,3 +204,45 @@ pub async fn h2_server() -> freshpool_testkit::TestServer {
 pub fn h2_client() -> freshpool::ClientBuilder {
     Client::builder().http_version(freshpool::HttpVersion::Http2Only)
 }
+
+/// A streamed request body of unknown length: "hello" in two chunks.
+/// (Not every test file that declares `mod common;` uses it.)
+#[allow(dead_code)]
+pub struct Chunks(pub std::collections::VecDeque<&'static [u8]>);
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        let next = self.0.pop_front();
+        std::task::Poll::Ready(
+            next.map(|c| Ok(http_body::Frame::data(bytes::Bytes::from_static(c)))),
+        )
+    }
+}
+
+/// "hello" as a streamed body of unknown length.
+#[allow(dead_code)]
+pub fn streamed_hello() -> freshpool::RequestBody {
+    freshpool::RequestBody::wrap(Chunks([&b"he"[..], b"llo"].into()))
+}
+
+/// A loopback server that accepts connections and never answers (a TLS
+/// handshake, a request, waits on it), holding them until it is aborted:
+/// its port and its task.
+#[allow(dead_code)]
+pub async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (port, task)
+}
