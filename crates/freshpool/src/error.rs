@@ -616,7 +616,7 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
         Kind::Protocol => format!("invalid or truncated HTTP message from {origin}"),
         Kind::Connect => match tls_alert_in(&err) {
             Some(alert) => return tls_alert(origin, alert).with_source(err),
-            None => format!("connection error from {origin}"),
+            None => connection_error(origin, &err),
         },
         // (hyper's own words, "error from user's Body stream", hide why:
         // the body's error is two sources down.)
@@ -624,9 +624,22 @@ pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
             Some(why) => format!("the request body failed while sending to {origin} ({why})"),
             None => format!("the request body failed while sending to {origin}"),
         },
-        _ => format!("connection error from {origin}"),
+        _ => connection_error(origin, &err),
     };
     Error::new(kind, message).with_source(err)
+}
+
+/// "connection error from {origin}", with what broke it: hyper's own
+/// words are "connection error" and the cause (a reset, a broken pipe) is
+/// sources below, where a log line that shows one level never reached:
+/// "connection error from https://api:443: connection error".
+fn connection_error(origin: &str, err: &hyper::Error) -> String {
+    let cause = deepest_cause(err);
+    if cause == err.to_string() {
+        format!("connection error from {origin}")
+    } else {
+        format!("connection error from {origin} ({cause})")
+    }
 }
 
 /// Whether `err` is the peer closing the connection under a request (its

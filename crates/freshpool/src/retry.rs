@@ -1,7 +1,7 @@
 //! When a failed request may be sent again.
 //!
-//! The rule (what Go's net/http does for idempotent requests, extended with
-//! a proof for bodies held back by `Expect: 100-continue`):
+//! The rule (Go's net/http's, with RFC 9110's idempotent methods, and a
+//! proof for bodies held back by `Expect: 100-continue`):
 //! a request is retried once, on another connection, only when
 //! 1. it failed on a **reused** connection before its response head was
 //!    complete (the classic stale-connection race: the server or a NAT
@@ -10,10 +10,12 @@
 //!    whether part of a head came before the connection broke, so a head
 //!    cut short counts as none: for the requests rule 2 admits, which are
 //!    safe to send twice, that costs at most a repeat), and
-//! 2. sending it twice cannot do harm: the method is idempotent
-//!    (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or it carries an
-//!    `Idempotency-Key`, or its body provably never left (held back waiting
-//!    for `100 Continue`), or the user opted in; and
+//! 2. sending it twice cannot do harm: the method is idempotent by RFC
+//!    9110 (GET, HEAD, OPTIONS, TRACE, PUT, DELETE; Go retries the first
+//!    four only, OkHttp any method), or it carries an `Idempotency-Key`
+//!    or `X-Idempotency-Key` (as Go reads them), or its body provably never
+//!    left (held back waiting for `100 Continue`), or the user opted in
+//!    (`retry_non_idempotent`); and
 //! 3. its body can be replayed (it is in memory).
 //!
 //! A request that hyper reports unsent (the connection closed before it

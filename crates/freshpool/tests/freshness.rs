@@ -236,6 +236,21 @@ async fn a_possibly_processed_error_says_so() {
         .bytes()
         .await
         .unwrap();
+    // And with its older spelling, which Go reads too.
+    proxy.kill_all_silently();
+    let req = http::Request::post(proxy.url("/echo"))
+        .header("x-idempotency-key", "k2")
+        .header("x-request-id", "x")
+        .body("x")
+        .unwrap();
+    client
+        .request(req)
+        .await
+        .expect("a POST with an X-Idempotency-Key is retried")
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
     // And so is a plain POST once the user opts in: the send loop must
     // have kept its copy for it.
     let opted_in = Client::builder()

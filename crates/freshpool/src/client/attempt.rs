@@ -34,6 +34,8 @@ use crate::stats::CloseReason;
 
 /// Header names as constants: a `&str` name is parsed on every lookup.
 pub(super) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Its older spelling, which Go reads too (and Stripe-era APIs send).
+const X_IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
 
 impl Client {
     /// The request loop: checkout, send, and on failure the retry rule.
@@ -95,7 +97,9 @@ impl Client {
         // and drops (~150 instructions and two atomic counts per request).
         let first = pending.as_mut().expect("a request to send");
         let uri = std::mem::take(first.uri_mut());
-        let has_key = first.headers().contains_key(IDEMPOTENCY_KEY);
+        // (An empty header map, every `get`, answers without hashing.)
+        let has_key = first.headers().contains_key(IDEMPOTENCY_KEY)
+            || first.headers().contains_key(X_IDEMPOTENCY_KEY);
         // A request with no headers and no body (a plain `get(url)`) needs no
         // retry copy made up front: one is rebuilt from its method, `uri`
         // and version if an attempt fails (`BareRequest`). Most attempts
