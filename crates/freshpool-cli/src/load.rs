@@ -341,10 +341,12 @@ impl Job {
                 return Outcome::CutOff;
             }
         };
+        // (Read before the results' lock: waiting for it is no part of
+        // the request.)
+        let took = started.elapsed();
         let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(status) => {
-                let took = started.elapsed();
                 t.fastest = Some(t.fastest.map_or(took, |f| f.min(took)));
                 t.slowest = t.slowest.max(took);
                 let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);

@@ -13,7 +13,8 @@ use rustls_pki_types::CertificateDer;
 pub enum Strategy {
     /// A new freshpool `Client` per request (the SDK-session-per-call bug).
     PerRequest,
-    /// A shared freshpool client with pooling off (`max_idle_per_host(0)`).
+    /// A shared freshpool client with pooling off (one request per
+    /// connection, none kept idle).
     NoPool,
     /// A shared default reqwest client (today's Rust default).
     Reqwest,
@@ -149,8 +150,12 @@ impl Driver {
         Ok(match strategy {
             Strategy::PerRequest => Driver::PerRequest(Arc::new(s.clone())),
             Strategy::NoPool => {
+                // One request per connection: with only no idle kept, a
+                // connection returned was handed to the next waiting
+                // request, and under load the row measured freshpool.
                 let c = fresh_builder(s)
                     .max_idle_per_host(0)
+                    .max_requests_per_connection(Some(1))
                     .build()
                     .map_err(|e| err(&e))?;
                 Driver::Fresh(c, s.timeout)

@@ -113,7 +113,19 @@ pub fn findings(cells: &[Cell]) -> String {
         // read as a measured peak.)
         let fp = find(cells, "unbounded", "freshpool").map_or_else(
             || "not measured".to_owned(),
-            |c| format!("{}, bounded per host", c.peak_open_connections),
+            |c| {
+                if c.peak_open_connections <= UNBOUNDED_PER_HOST {
+                    format!(
+                        "{}, bounded per host ({UNBOUNDED_PER_HOST}): OK",
+                        c.peak_open_connections
+                    )
+                } else {
+                    format!(
+                        "{}, NOT bounded by its per-host limit ({UNBOUNDED_PER_HOST}): FAILED",
+                        c.peak_open_connections
+                    )
+                }
+            },
         );
         let _ = writeln!(
             out,
@@ -157,7 +169,7 @@ fn verdict_cells(cells: &[Cell]) -> impl Iterator<Item = (&'static str, &Cell)> 
 
 /// The verdicts `findings` prints as FAILED, one line each.
 pub fn failed_verdicts(cells: &[Cell]) -> Vec<String> {
-    verdict_cells(cells)
+    let mut failed: Vec<String> = verdict_cells(cells)
         .filter(|(_, fp)| fp.errors > 0 || fp.duplicated_posts > 0)
         .map(|(scenario, fp)| {
             format!(
@@ -165,8 +177,22 @@ pub fn failed_verdicts(cells: &[Cell]) -> Vec<String> {
                 fp.errors, fp.duplicated_posts
             )
         })
-        .collect()
+        .collect();
+    if let Some(fp) = find(cells, "unbounded", "freshpool") {
+        if fp.peak_open_connections > UNBOUNDED_PER_HOST {
+            failed.push(format!(
+                "unbounded: freshpool peaked at {} open connections, over its per-host limit ({UNBOUNDED_PER_HOST})",
+                fp.peak_open_connections
+            ));
+        }
+    }
+    failed
 }
+
+/// freshpool's per-host limit in the `unbounded` scenario, which leaves
+/// the library's default in place (`max_connections_per_host`, 64): its
+/// peak above it is a failed verdict, not a figure.
+const UNBOUNDED_PER_HOST: u64 = 64;
 
 #[cfg(test)]
 mod tests {
@@ -179,6 +205,19 @@ mod tests {
             errors,
             ..Cell::default()
         }
+    }
+
+    /// freshpool's peak in `unbounded` is checked against its per-host
+    /// limit: it printed "bounded per host" whatever it was.
+    #[test]
+    fn an_unbounded_freshpool_fails_the_run() {
+        let mut fp = cell("unbounded", "freshpool", 0);
+        fp.peak_open_connections = 64;
+        assert!(failed_verdicts(std::slice::from_ref(&fp)).is_empty());
+        assert!(findings(std::slice::from_ref(&fp)).contains("bounded per host (64): OK"));
+        fp.peak_open_connections = 300;
+        assert_eq!(failed_verdicts(std::slice::from_ref(&fp)).len(), 1);
+        assert!(findings(std::slice::from_ref(&fp)).contains("NOT bounded"));
     }
 
     /// What the findings print as FAILED is what makes `bench` exit
@@ -211,6 +250,6 @@ mod tests {
         let mut fp = cell("unbounded", "freshpool", 0);
         fp.peak_open_connections = 64;
         let text = findings(&[reqwest, fp]);
-        assert!(text.contains("(freshpool: 64, bounded per host)"), "{text}");
+        assert!(text.contains("(freshpool: 64, bounded per host (64): OK)"), "{text}");
     }
 }
