@@ -42,7 +42,8 @@ pub enum CloseReason {
     Error,
     /// More idle connections than `max_idle_per_host`, closed to make
     /// room for another origin under `max_connections_total`, or no longer
-    /// wanted: the pool was dropped (its last client gone).
+    /// wanted: the pool was dropped (its last client gone), or
+    /// [`Client::close_idle_connections`](crate::Client::close_idle_connections).
     Surplus,
     /// HTTP/2: read nothing while a request on it waited until it timed
     /// out or was given up (a NAT or peer that dropped it silently).

@@ -509,6 +509,44 @@ async fn dropping_the_last_client_closes_its_idle_connections() {
 /// A response body still being read when the last client goes: its
 /// connection must not come to rest in a pool nobody can reach any more
 /// (it would stay open, held by its own driver, for good).
+/// `close_idle_connections` closes the idle connections, HTTP/1 and
+/// HTTP/2, and leaves busy ones alone: a request in flight finishes and its
+/// connection goes back to the pool, with no freeze counted (`on_resume`,
+/// the nearest before, closed every busy one on its return too, as
+/// frozen, and `evict_idle` only the expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_idle_connections_closes_only_the_idle() {
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    let held = client.get(&server.url("/stream/100000")).await.unwrap();
+    fetch(&client, &server.url("/")).await;
+    assert_eq!((client.stats().idle(), client.stats().active()), (1, 1));
+    client.close_idle_connections();
+    eventually("the idle connection closed", || {
+        server.stats().open_connections() == 1
+    })
+    .await;
+    assert_eq!(client.stats().idle(), 0);
+    held.into_body().bytes().await.unwrap();
+    let stats = client.stats();
+    assert_eq!(
+        stats.idle(),
+        1,
+        "the busy one went back to the pool: {stats}"
+    );
+    assert_eq!(stats.closed_for(CloseReason::FreezeEviction), 0, "{stats}");
+    assert_eq!(stats.closed_for(CloseReason::Surplus), 1, "{stats}");
+    // HTTP/2: a connection without a stream closes too.
+    let (h2, h2_client) = http2_server_and_client(Client::builder()).await;
+    fetch(&h2_client, &h2.url("/")).await;
+    assert_eq!(h2_client.stats().open_connections, 1);
+    h2_client.close_idle_connections();
+    eventually("the idle HTTP/2 connection closed", || {
+        h2_client.stats().open_connections == 0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_read_after_the_last_client_dropped_closes_its_connection() {
     let server = TestServer::http1().await;

@@ -250,6 +250,9 @@ mod tests {
         let mut fp = cell("unbounded", "freshpool", 0);
         fp.peak_open_connections = 64;
         let text = findings(&[reqwest, fp]);
-        assert!(text.contains("(freshpool: 64, bounded per host (64): OK)"), "{text}");
+        assert!(
+            text.contains("(freshpool: 64, bounded per host (64): OK)"),
+            "{text}"
+        );
     }
 }

@@ -301,8 +301,26 @@ impl Client {
         self.inner.pool.on_resume();
     }
 
+    /// Closes every idle connection now (HTTP/1 ones resting in the pool,
+    /// HTTP/2 ones without a stream in flight), as Go's
+    /// `Transport.CloseIdleConnections`: before a planned network change,
+    /// or to let a server's deploy drain. Connections carrying requests are
+    /// left alone and go back to the pool when they are done; nothing is
+    /// counted as a freeze (that is [`Client::on_resume`]'s). Closed ones
+    /// count as `surplus`.
+    ///
+    /// ```
+    /// let client = freshpool::Client::new();
+    /// client.close_idle_connections();
+    /// assert_eq!(client.stats().idle(), 0);
+    /// ```
+    pub fn close_idle_connections(&self) {
+        self.inner.pool.close_idle();
+    }
+
     /// Closes idle connections that have expired, now rather than at the
-    /// next sweep. (Also see [`Client::on_resume`].)
+    /// next sweep. (Also see [`Client::close_idle_connections`] and
+    /// [`Client::on_resume`].)
     ///
     /// ```
     /// freshpool::Client::new().evict_idle();

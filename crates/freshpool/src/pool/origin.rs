@@ -168,6 +168,24 @@ impl Origin {
         self.count_closed(dropped_shared);
     }
 
+    /// Closes this origin's idle connections: HTTP/1 ones in the idle
+    /// list, HTTP/2 ones without a stream in flight. Busy ones are left
+    /// alone, and go back to the pool as usual.
+    pub(super) fn close_idle(&self) {
+        let (idle, shared) = {
+            let mut g = self.lock();
+            let idle = g.state.idle.take_where(|_| true);
+            let shared = g.state.drop_idle_shared(0);
+            self.publish(&g.state);
+            (idle, shared)
+        };
+        for conn in idle {
+            self.counters.closed(CloseReason::Surplus);
+            drop(conn);
+        }
+        self.count_closed(shared);
+    }
+
     /// Registers a lease taken at `now` by `caller`; `reads`: an HTTP/2
     /// stream's connection read count then (0 for HTTP/1).
     pub(super) fn register_lease(

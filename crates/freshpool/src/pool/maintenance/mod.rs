@@ -308,6 +308,14 @@ impl Pool {
         self.evict_all(now, Some(now));
     }
 
+    /// Closes every idle connection (HTTP/1 idle, HTTP/2 without a
+    /// stream) of every origin, as `Client::close_idle_connections` asks.
+    pub(crate) fn close_idle(&self) {
+        for origin in self.origins() {
+            origin.close_idle();
+        }
+    }
+
     /// Closes idle connections that have expired by now.
     pub(crate) fn evict_expired(&self) {
         self.evict_all(self.inner.budget.stamp(Instant::now()), None);
