@@ -168,3 +168,39 @@ async fn a_body_all_in_when_the_deadline_passes_ends_without_error() {
         "{stats}"
     );
 }
+
+/// A small body dropped unread (an error response a caller does not
+/// want) is drained in the background and its connection goes back to the
+/// pool: 20 such requests use one connection. Each closed its connection:
+/// a handshake per error response, most under a storm of 503s. A body
+/// with much left, or one that stalls past the drain's 100 ms, still
+/// closes its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_dropped_unread_is_drained_and_its_connection_reused() {
+    use freshpool::CloseReason;
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    for _ in 0..20 {
+        let response = client.get(&server.url("/bytes/64")).await.unwrap();
+        drop(response);
+        freshpool_testkit::eventually("the drained connection is back", || {
+            client.stats().idle() == 1
+        })
+        .await;
+    }
+    let stats = client.stats();
+    assert_eq!(stats.created(), 1, "{stats}");
+    assert_eq!(stats.closed_for(CloseReason::Error), 0, "{stats}");
+    // Too much left: closed, as before.
+    drop(client.get(&server.url("/bytes/1000000")).await.unwrap());
+    freshpool_testkit::eventually("the large body's connection closed", || {
+        client.stats().closed_for(CloseReason::Error) == 1
+    })
+    .await;
+    // Stalled past the drain's time: closed.
+    drop(client.get(&server.url("/stall/30000")).await.unwrap());
+    freshpool_testkit::eventually("the stalled body's connection closed", || {
+        client.stats().closed_for(CloseReason::Error) == 2
+    })
+    .await;
+}

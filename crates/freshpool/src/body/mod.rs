@@ -3,9 +3,12 @@
 //! A response [`Body`] holds its connection's lease: reading it to the end
 //! returns the connection to the pool; dropping it early closes the
 //! connection (an HTTP/1.1 connection with unread response bytes cannot carry
-//! another request). A body held and never read keeps its lease, and the
-//! pool's leak report names where it was taken.
+//! another request), unless little is left: that is drained in the
+//! background and the connection reused (`drain.rs`). A body held and never
+//! read keeps its lease, and the pool's leak report names where it was
+//! taken.
 
+mod drain;
 mod request;
 mod upload;
 
@@ -27,7 +30,10 @@ use crate::deadline::RequestDeadline;
 use crate::error::{Error, Kind};
 use crate::pool::Lease;
 
-/// A response body. Read it to the end (or drop it) to free the connection.
+/// A response body. Read it to the end (or drop it) to free the connection:
+/// dropped with little left (HTTP/1, up to 64 KiB arriving within 100 ms),
+/// the rest is read in the background and the connection goes back to the
+/// pool; with more, the connection closes.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), freshpool::Error> {
@@ -437,7 +443,26 @@ impl Drop for Body {
             // All read, though the caller never polled for the end: the
             // same rules as at the end (the upload may still be going out).
             self.finish();
-        } else if let Some(lease) = self.lease.take() {
+            return;
+        }
+        // Little left, no upload going out: read in the background, and
+        // the connection goes back to the pool (`drain.rs`).
+        if self
+            .extras
+            .as_ref()
+            .is_none_or(|e| e.request_done.is_none())
+        {
+            if let (Some(inner), Some(lease)) = (self.inner.take(), self.lease.take()) {
+                match drain::in_background(inner, lease) {
+                    Ok(()) => return,
+                    Err((inner, lease)) => {
+                        self.inner = Some(inner);
+                        self.lease = Some(lease);
+                    }
+                }
+            }
+        }
+        if let Some(lease) = self.lease.take() {
             self.abandon(lease);
         }
     }
