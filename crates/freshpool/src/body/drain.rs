@@ -29,20 +29,23 @@ pub(crate) const DRAIN_MAX_BYTES: u64 = 64 * 1024;
 /// How long a drain may take before the connection is closed instead.
 pub(crate) const DRAIN_TIME: Duration = Duration::from_millis(100);
 
-/// Drains `body` and then gives `lease` back to the pool, in a task, when
-/// it can be (see the module); else hands both back to be closed.
-pub(super) fn in_background(body: Incoming, lease: Lease) -> Result<(), (Incoming, Lease)> {
+/// The runtime to drain a dropped `body` on, when it is worth it (see
+/// the module); `None`: close its connection as before.
+pub(super) fn runtime_for(body: &Incoming, lease: &Lease) -> Option<tokio::runtime::Handle> {
+    // (Unknown length: bounded by bytes and time while it is read.)
     let small = body
         .size_hint()
         .upper()
-        .is_some_and(|left| left <= DRAIN_MAX_BYTES)
-        || body.size_hint().upper().is_none();
+        .is_none_or(|left| left <= DRAIN_MAX_BYTES);
     if lease.is_h2() || !small {
-        return Err((body, lease));
+        return None;
     }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return Err((body, lease));
-    };
+    tokio::runtime::Handle::try_current().ok()
+}
+
+/// Reads what is left of `body` on `runtime`, then gives `lease` back to
+/// the pool, or, past [`DRAIN_MAX_BYTES`] or [`DRAIN_TIME`], closes it.
+pub(super) fn spawn(runtime: &tokio::runtime::Handle, body: Incoming, lease: Lease) {
     runtime.spawn(async move {
         let mut body = body;
         let drained = tokio::time::timeout(DRAIN_TIME, async {
@@ -69,5 +72,4 @@ pub(super) fn in_background(body: Incoming, lease: Lease) -> Result<(), (Incomin
             lease.discard();
         }
     });
-    Ok(())
 }

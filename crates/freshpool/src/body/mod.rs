@@ -452,13 +452,13 @@ impl Drop for Body {
             .as_ref()
             .is_none_or(|e| e.request_done.is_none())
         {
-            if let (Some(inner), Some(lease)) = (self.inner.take(), self.lease.take()) {
-                match drain::in_background(inner, lease) {
-                    Ok(()) => return,
-                    Err((inner, lease)) => {
-                        self.inner = Some(inner);
-                        self.lease = Some(lease);
-                    }
+            let runtime = match (&self.inner, &self.lease) {
+                (Some(inner), Some(lease)) => drain::runtime_for(inner, lease),
+                _ => None,
+            };
+            if let Some(runtime) = runtime {
+                if let (Some(inner), Some(lease)) = (self.inner.take(), self.lease.take()) {
+                    return drain::spawn(&runtime, inner, lease);
                 }
             }
         }
