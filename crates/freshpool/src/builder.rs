@@ -179,6 +179,16 @@ impl ClientBuilder {
         /// set its own, or none, with a [`Timeout`](crate::Timeout) in its
         /// extensions.
         timeout: conn.timeout: Option<Duration>,
+        /// The longest a response body may go without data: from its head
+        /// to its first bytes, and between them (as reqwest's
+        /// `read_timeout`, OkHttp's `readTimeout`). A server that stalls
+        /// mid-body then fails the read with a `Timeout` naming it, and
+        /// its connection closes, instead of holding the caller and the
+        /// connection for as long as it stalls; a long download that keeps
+        /// flowing is not cut off, as by `timeout`. (The head has
+        /// `response_header_timeout`.) Default `None`: an event stream may
+        /// be quiet for long.
+        read_timeout: conn.read_timeout: Option<Duration>,
         /// `TCP_NODELAY`. Default on.
         tcp_nodelay: conn.tcp_nodelay: bool,
         /// TCP keepalive idle time. Default 30 s; 1 s to 32,767 s (the

@@ -195,6 +195,7 @@ pub(crate) struct ConnConfig {
     pub tls_handshake_timeout: Duration,
     pub response_header_timeout: Option<Duration>,
     pub timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
     pub tcp_nodelay: bool,
     pub tcp_keepalive: Option<Duration>,
     pub tcp_user_timeout: Option<Duration>,
@@ -218,6 +219,7 @@ impl Default for ConnConfig {
             // set it when you know your server's worst case.
             response_header_timeout: None,
             timeout: None,
+            read_timeout: None,
             tcp_nodelay: true,
             // Lets the kernel notice a dead peer on a long-idle connection.
             tcp_keepalive: Some(Duration::from_secs(30)),
@@ -305,6 +307,7 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
             false,
         ),
         ("timeout", conn.timeout, false),
+        ("read_timeout", conn.read_timeout, false),
         ("tcp_keepalive", conn.tcp_keepalive, true),
         ("tcp_user_timeout", conn.tcp_user_timeout, false),
         (

@@ -204,3 +204,48 @@ async fn a_small_body_dropped_unread_is_drained_and_its_connection_reused() {
     })
     .await;
 }
+
+/// `read_timeout` bounds the quiet in a response body, not its length: a
+/// server that stalls mid-body fails the read with a `Timeout` naming the
+/// setting, and the connection (still owing the rest) closes; a body whose
+/// frames come within the limit is read whole, however long it takes in
+/// all. Over HTTP/2 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_timeout_ends_a_stalled_body_and_not_a_flowing_one() {
+    use freshpool::CloseReason;
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .read_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let response = client.get(&server.url("/stall/30000")).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), response.into_body().bytes())
+        .await
+        .expect("read_timeout ends the read")
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Timeout, "{err}");
+    assert!(
+        err.to_string().contains("for 300ms (read_timeout)"),
+        "{err}"
+    );
+    assert!(err.is_possibly_processed());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    freshpool_testkit::eventually("the stalled connection closed", || {
+        client.stats().closed_for(CloseReason::Error) == 1
+    })
+    .await;
+    // Five frames 40 ms apart: 200 ms in all, never 300 ms quiet.
+    let response = client.get(&server.url("/drip/5")).await.unwrap();
+    assert_eq!(response.into_body().bytes().await.unwrap().len(), 5);
+    // HTTP/2.
+    let (h2, h2_client) =
+        http2_server_and_client(Client::builder().read_timeout(Some(Duration::from_millis(300))))
+            .await;
+    let response = h2_client.get(&h2.url("/stall/30000")).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), response.into_body().bytes())
+        .await
+        .expect("read_timeout ends the HTTP/2 read")
+        .unwrap_err();
+    assert!(err.to_string().contains("(read_timeout)"), "{err}");
+}

@@ -63,6 +63,15 @@ struct Extras {
     request_done: Option<Arc<UploadEnd>>,
     /// The client's `timeout`, still running while the body is read.
     deadline: Option<Pin<Box<RequestDeadline>>>,
+    /// `read_timeout`: the longest the body may go without data.
+    reads: Option<ReadTimeout>,
+}
+
+/// `read_timeout` on a body: its limit, and the timer that each frame
+/// sets again.
+struct ReadTimeout {
+    limit: std::time::Duration,
+    quiet_until: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Extras {
@@ -73,7 +82,7 @@ impl Extras {
     fn tracking(request_done: Arc<UploadEnd>) -> Box<Extras> {
         Box::new(Extras {
             request_done: Some(request_done),
-            deadline: None,
+            ..Extras::default()
         })
     }
 }
@@ -102,13 +111,54 @@ impl Body {
         }
     }
 
-    /// With a deadline: its error once it passed (unread bytes remain: the
-    /// connection is closed), else `Pending` with a wake-up registered.
+    /// `read_timeout` bounds the quiet between this body's frames. (Made
+    /// on the runtime, in the send loop: a body may be read anywhere.
+    /// Outside a runtime, none: tokio panics making a timer there.)
+    pub(crate) fn bound_reads(&mut self, limit: std::time::Duration) {
+        if self.lease.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+            self.extras.get_or_insert_with(Default::default).reads = Some(ReadTimeout {
+                limit,
+                quiet_until: Box::pin(tokio::time::sleep(limit)),
+            });
+        }
+    }
+
+    /// With a deadline or a read timeout: the error of the one that
+    /// passed (unread bytes remain: the connection is closed), else
+    /// `Pending` with wake-ups registered.
     #[cold]
     fn timed_out(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let quiet = match self.extras.as_mut().and_then(|e| e.reads.as_mut()) {
+            Some(reads) => reads
+                .quiet_until
+                .as_mut()
+                .poll(cx)
+                .is_ready()
+                .then_some(reads.limit),
+            None => None,
+        };
+        if let Some(limit) = quiet {
+            self.inner = None;
+            let origin = match self.lease.take() {
+                Some(lease) => {
+                    let origin = lease.origin_label().to_string();
+                    self.abandon(lease);
+                    origin
+                }
+                None => String::new(),
+            };
+            let message = format!(
+                "no response body data from {origin} for {} (read_timeout)",
+                crate::error::fmt_duration(limit)
+            );
+            // (The head came: the server got the request.)
+            return Poll::Ready(Some(Err(
+                Error::new(Kind::Timeout, message).mark_possibly_processed()
+            )));
+        }
         let Some(deadline) = self.extras.as_mut().and_then(|e| e.deadline.as_mut()) else {
             return Poll::Pending;
         };
@@ -385,6 +435,11 @@ impl http_body::Body for Body {
                 if let Some(lease) = self.lease.as_mut() {
                     lease.note_awaited(false);
                     lease.note_progress();
+                }
+                // Data: the quiet starts again.
+                if let Some(reads) = self.extras.as_mut().and_then(|e| e.reads.as_mut()) {
+                    let next = tokio::time::Instant::now() + reads.limit;
+                    reads.quiet_until.as_mut().reset(next);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

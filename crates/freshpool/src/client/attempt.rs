@@ -563,9 +563,14 @@ impl Client {
         let mut body = Body::new(incoming, Some(lease), request_done);
         if hyper::body::Body::is_end_stream(&body) {
             body.finish();
-        } else if let Some(overall) = body_deadline {
-            // The overall timeout bounds reading the body too.
-            bound_body(&mut body, overall, uri);
+        } else {
+            if let Some(overall) = body_deadline {
+                // The overall timeout bounds reading the body too.
+                bound_body(&mut body, overall, uri);
+            }
+            if let Some(limit) = self.inner.connector.config.read_timeout {
+                body.bound_reads(limit);
+            }
         }
         Response::from_parts(parts, body)
     }
