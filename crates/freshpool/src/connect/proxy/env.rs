@@ -1,9 +1,11 @@
 //! The proxy environment variables and `NO_PROXY` matching.
 //!
-//! Which names are read follows Go's `httpproxy` and reqwest (upper-case
-//! `HTTP_PROXY` too, except in a CGI script); where both spellings are
-//! set the lower-case one wins, as in curl (Go and reqwest read the
-//! upper-case one first).
+//! Which names are read follows reqwest (upper-case `HTTP_PROXY` too,
+//! except in a CGI script, as Go's `httpproxy`; Go reads no `ALL_PROXY`);
+//! where both spellings are set the lower-case one wins, as in curl (Go and
+//! reqwest read the upper-case one first). Unlike Go, `localhost` and
+//! loopback addresses are proxied unless `NO_PROXY` lists them, as in
+//! reqwest and curl.
 
 use std::net::IpAddr;
 
