@@ -298,6 +298,31 @@ impl ClientBuilder {
         self
     }
 
+    /// Also trusts the operating system's certificate store: a company's
+    /// or a TLS-inspecting proxy's CA installed on the host (with
+    /// `update-ca-certificates`, or mounted into a container), which Go,
+    /// .NET and the JVM trust by default. `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR`, when set, name the PEM files to read instead of the
+    /// store (as OpenSSL reads them). Read at `build()`; a store that
+    /// yields no certificate fails it with
+    /// [`Kind::Config`](crate::Kind::Config) saying why. Beside the
+    /// built-in webpki roots (unless [`only_custom_roots`](Self::only_custom_roots))
+    /// and those added with [`add_root_certificate`](Self::add_root_certificate).
+    /// Default off, as in reqwest with rustls: the built-in roots alone
+    /// behave the same on every host.
+    ///
+    /// ```no_run
+    /// let client = freshpool::Client::builder()
+    ///     .tls_native_roots(true)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn tls_native_roots(mut self, native: bool) -> Self {
+        self.conn.tls.native_roots = native;
+        self
+    }
+
     /// Presents this client certificate chain (mutual TLS): the client's
     /// certificate first, then any intermediates, with its private key
     /// (PKCS#8, PKCS#1 or SEC1). A key rustls cannot use fails `build()`

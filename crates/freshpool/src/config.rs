@@ -156,6 +156,8 @@ pub(crate) struct TlsSettings {
     /// Extra roots; with `only_custom_roots` they replace the webpki roots.
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub only_custom_roots: bool,
+    /// Also the operating system's store (`tls_native_roots`).
+    pub native_roots: bool,
     pub client_cert: Option<ClientIdentity>,
     pub danger_accept_invalid_certs: bool,
 }
@@ -394,6 +396,7 @@ pub(crate) fn validate(pool: &PoolConfig, conn: &ConnConfig) -> Result<(), Error
     // certificate error blaming the server.
     if conn.tls.only_custom_roots
         && conn.tls.extra_roots.is_empty()
+        && !conn.tls.native_roots
         && !conn.tls.danger_accept_invalid_certs
     {
         return Err(Error::config(

@@ -28,6 +28,9 @@ pub(crate) fn client_config(
         if !tls.only_custom_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
+        if tls.native_roots {
+            add_native_roots(&mut roots)?;
+        }
         for cert in &tls.extra_roots {
             roots
                 .add(cert.clone())
@@ -51,6 +54,30 @@ pub(crate) fn client_config(
     // depends on it.
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);
     Ok(Arc::new(config))
+}
+
+/// The operating system's certificate store (or `SSL_CERT_FILE` /
+/// `SSL_CERT_DIR`), into `roots`. What cannot be read is skipped with a
+/// warning, as long as something could be; nothing at all is an error:
+/// a client that trusts none of them would fail every handshake later,
+/// naming no cause.
+fn add_native_roots(roots: &mut rustls::RootCertStore) -> Result<(), Error> {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(%error, "tls_native_roots: skipped what could not be read");
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "the store holds none".to_owned(), ToString::to_string);
+        return Err(Error::config(format!(
+            "tls_native_roots: no certificate could be read from the operating system's store \
+             or SSL_CERT_FILE / SSL_CERT_DIR ({why})"
+        )));
+    }
+    Ok(())
 }
 
 /// Verification switched off by the user (`danger_accept_invalid_certs`).

@@ -92,6 +92,9 @@ impl SecuritySettings {
             )),
             (n, false) => notes.push(format!("{n} extra roots {}", fingerprint(&tls.extra_roots))),
         }
+        if tls.native_roots {
+            notes.push("system roots".to_owned());
+        }
         if let Some(identity) = &tls.client_cert {
             notes.push(format!(
                 "client certificate {}",
