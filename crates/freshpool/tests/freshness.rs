@@ -8,6 +8,8 @@ use freshpool::{Client, Kind};
 use freshpool_testkit::{ChaosProxy, ServerConfig, TestServer};
 use tokio::time::timeout;
 
+mod common;
+
 const LIMIT: Duration = Duration::from_secs(20);
 
 async fn get_ok(client: &Client, url: &str) -> Result<String, freshpool::Error> {
@@ -267,6 +269,62 @@ async fn a_possibly_processed_error_says_so() {
         .expect("an opted-in POST is retried after a stale-connection failure");
     assert!(body.starts_with("payload-"), "{body}");
     assert_eq!(server.stats().request_id_counts().get("e"), Some(&1));
+}
+
+/// A streamed body made again for each attempt (`RequestBody::replayable`)
+/// is retried as a body in memory is: a PUT on a pooled connection that
+/// died under it goes again, whole, once, and the maker runs once per
+/// attempt (the copy kept for a retry is made only when it is used). A
+/// plain streamed body fails there, possibly processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayable_streamed_body_is_retried_on_a_dead_pooled_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let server = TestServer::start(ServerConfig {
+        expect_continue: false,
+        ..ServerConfig::default()
+    })
+    .await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = Client::builder().expect_continue(false).build().unwrap();
+    let made = Arc::new(AtomicUsize::new(0));
+    let put = |id: &'static str| {
+        let made = made.clone();
+        http::Request::put(proxy.url("/echo"))
+            .header("x-request-id", id)
+            .body(freshpool::RequestBody::replayable(move || {
+                made.fetch_add(1, Ordering::SeqCst);
+                common::streamed_hello()
+            }))
+            .unwrap()
+    };
+    let first = client.request(put("a")).await.unwrap();
+    assert_eq!(first.into_body().text().await.unwrap(), "hello");
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        1,
+        "no copy made for a retry not needed"
+    );
+    proxy.kill_all_silently();
+    let body = client
+        .request(put("b"))
+        .await
+        .expect("a replayable PUT is retried on a new connection")
+        .into_body()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "hello", "the retry sent the whole body");
+    assert_eq!(made.load(Ordering::SeqCst), 3, "made for each attempt");
+    assert_eq!(server.stats().request_id_counts().get("b"), Some(&1));
+    // The same body, streamed once: not retried.
+    proxy.kill_all_silently();
+    let plain = http::Request::put(proxy.url("/echo"))
+        .header("x-request-id", "c")
+        .body(common::streamed_hello())
+        .unwrap();
+    let err = client.request(plain).await.unwrap_err();
+    assert!(err.is_possibly_processed(), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

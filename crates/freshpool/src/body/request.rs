@@ -48,6 +48,24 @@ enum Payload {
     Stream(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>),
     /// Held back until the server says `100 Continue` (or the wait ends).
     Gated(Gate, RequestBody),
+    /// Made again for each attempt (`RequestBody::replayable`).
+    Replayable(Replay),
+}
+
+/// A body its caller can make again: the maker, the first body's size
+/// (a copy kept for a retry has the same framing before it is made), and
+/// the body, made at its first use: a copy kept for a retry that is never
+/// needed (most) never calls the maker.
+struct Replay {
+    make: Arc<dyn Fn() -> RequestBody + Send + Sync>,
+    hint: SizeHint,
+    body: Option<RequestBody>,
+}
+
+impl Replay {
+    fn body(&mut self) -> &mut RequestBody {
+        self.body.get_or_insert_with(|| (self.make)())
+    }
 }
 
 /// Opens when the server answers 100, or after the configured wait.
@@ -124,7 +142,7 @@ impl RequestBody {
     }
 
     /// A streamed body (not replayable: a failed request is not retried
-    /// unless it provably never left). It need not be `Sync`: an axum
+    /// unless it provably never left; see [`RequestBody::replayable`]). It need not be `Sync`: an axum
     /// request's body, or an `UnsyncBoxBody`, can be forwarded as it is.
     ///
     /// ```
@@ -148,6 +166,35 @@ impl RequestBody {
         }
     }
 
+    /// A body made again for each attempt by `make` (a file reopened, a
+    /// stream built anew), so that it can be retried as a body in memory
+    /// can: a request on a pooled connection that died under it goes
+    /// again (when its method allows), and a body behind `Expect:
+    /// 100-continue` is held back. As Go's `Request.GetBody` and OkHttp's
+    /// `RequestBody` that is not one-shot. `make` runs for the first
+    /// attempt and once for each retry; every body it makes must be the
+    /// same (the same length, if it says one).
+    ///
+    /// ```
+    /// use freshpool::RequestBody;
+    /// use http_body_util::Full;
+    /// let body = RequestBody::replayable(|| {
+    ///     RequestBody::wrap(Full::new(bytes::Bytes::from_static(b"streamed, made again")))
+    /// });
+    /// assert!(body.is_replayable());
+    /// ```
+    pub fn replayable<F>(make: F) -> RequestBody
+    where
+        F: Fn() -> RequestBody + Send + Sync + 'static,
+    {
+        let body = make();
+        RequestBody::of(Payload::Replayable(Replay {
+            make: Arc::new(make),
+            hint: body.size_hint(),
+            body: Some(body),
+        }))
+    }
+
     /// True when the body is in memory and can be sent again.
     ///
     /// ```
@@ -158,7 +205,10 @@ impl RequestBody {
     /// assert!(!streamed.is_replayable());
     /// ```
     pub fn is_replayable(&self) -> bool {
-        matches!(self.payload.as_deref(), None | Some(Payload::Full(_)))
+        matches!(
+            self.payload.as_deref(),
+            None | Some(Payload::Full(_) | Payload::Replayable(_))
+        )
     }
 
     /// A copy for a retry, when the body is in memory.
@@ -166,6 +216,11 @@ impl RequestBody {
         match self.payload.as_deref() {
             None => Some(RequestBody::empty()),
             Some(Payload::Full(b)) => Some(RequestBody::of(Payload::Full(b.clone()))),
+            Some(Payload::Replayable(r)) => Some(RequestBody::of(Payload::Replayable(Replay {
+                make: r.make.clone(),
+                hint: r.hint,
+                body: None,
+            }))),
             Some(_) => None,
         }
     }
@@ -199,6 +254,7 @@ impl RequestBody {
         match self.payload.as_deref_mut()? {
             Payload::Full(b) if !http2 || b.len() as u64 <= UNTRACKED_IN_MEMORY => return None,
             Payload::Gated(_, inner) => return inner.track_end(http2),
+            Payload::Replayable(r) => return r.body().track_end(http2),
             Payload::Full(_) | Payload::Stream(_) => {}
         }
         let inner = match self.payload.take().map(|p| *p) {
@@ -222,6 +278,9 @@ impl RequestBody {
     /// (A body whose length is known is checked against the header before
     /// the request goes: `client::content_length`.)
     pub(crate) fn hold_to_length(&mut self, announced: u64) {
+        if let Some(Payload::Replayable(r)) = self.payload.as_deref_mut() {
+            return r.body().hold_to_length(announced);
+        }
         if !matches!(self.payload.as_deref(), Some(Payload::Stream(_))) {
             return;
         }
@@ -306,6 +365,7 @@ impl http_body::Body for RequestBody {
                 _ => unreachable!("matched Full above"),
             },
             Some(Payload::Stream(s)) => s.as_mut().poll_frame(cx),
+            Some(Payload::Replayable(r)) => Pin::new(r.body()).poll_frame(cx),
             Some(Payload::Gated(gate, inner)) => {
                 use std::sync::atomic::Ordering::Release;
                 if !gate
@@ -341,6 +401,10 @@ impl http_body::Body for RequestBody {
             Some(Payload::Full(_)) => false,
             Some(Payload::Stream(s)) => s.is_end_stream(),
             Some(Payload::Gated(_, inner)) => inner.is_end_stream(),
+            Some(Payload::Replayable(r)) => r
+                .body
+                .as_ref()
+                .map_or(r.hint.exact() == Some(0), |b| b.is_end_stream()),
         }
     }
 
@@ -350,6 +414,9 @@ impl http_body::Body for RequestBody {
             Some(Payload::Full(b)) => SizeHint::with_exact(b.len() as u64),
             Some(Payload::Stream(s)) => s.size_hint(),
             Some(Payload::Gated(_, inner)) => inner.size_hint(),
+            Some(Payload::Replayable(r)) => {
+                r.body.as_ref().map_or_else(|| r.hint, |b| b.size_hint())
+            }
         }
     }
 }
