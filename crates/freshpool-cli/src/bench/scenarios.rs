@@ -16,7 +16,7 @@ use super::driver::{Driver, Req, Settings, Strategy};
 /// A failure mode from the field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
-    /// Cold waves of 9 concurrent requests over TLS (HTTP/1.1 and HTTP/2).
+    /// Waves of 9 concurrent requests over TLS (HTTP/1.1 and HTTP/2): the first cold, the next on what the strategy kept.
     Burst,
     /// 64 concurrent workers, as many requests as possible.
     Throughput,
