@@ -246,3 +246,19 @@ pub async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
     });
     (port, task)
 }
+
+/// Reads `response`'s body, which must fail within 10 s (a stalled body
+/// that a timeout ends): the error, and how long the read took.
+#[allow(dead_code)]
+pub async fn body_failure(
+    response: http::Response<freshpool::Body>,
+) -> (freshpool::Error, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        response.into_body().bytes(),
+    )
+    .await
+    .expect("a timeout ends the body read");
+    (read.expect_err("the body read fails"), started.elapsed())
+}
