@@ -694,3 +694,46 @@ async fn a_keep_alive_hint_waits_for_a_long_body_to_end() {
     assert_eq!(stats.created(), 1, "{stats}");
     assert_eq!(stats.reused(), 1, "{stats}");
 }
+
+/// A replayable body's retry is held to the caller's `Content-Length` as
+/// its first attempt is: a maker that yields a longer body the second time
+/// fails the retry as a `Body` error. (The check ran once, before the first
+/// attempt: hyper cut the retry's body to the header's length, unseen.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayable_bodys_retry_is_held_to_the_content_length() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let server = TestServer::start(ServerConfig {
+        expect_continue: false,
+        ..ServerConfig::default()
+    })
+    .await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = Client::builder().expect_continue(false).build().unwrap();
+    // A connection to reuse.
+    client
+        .get(&proxy.url("/"))
+        .await
+        .unwrap()
+        .into_body()
+        .bytes()
+        .await
+        .unwrap();
+    proxy.kill_all_silently();
+    let made = Arc::new(AtomicUsize::new(0));
+    let counter = made.clone();
+    let request = http::Request::put(proxy.url("/echo"))
+        .header(http::header::CONTENT_LENGTH, "5")
+        .body(freshpool::RequestBody::replayable(move || {
+            let chunks: &[&'static [u8]] = if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                &[b"he", b"llo"]
+            } else {
+                &[b"he", b"llo!"]
+            };
+            freshpool::RequestBody::wrap(common::Chunks(chunks.iter().copied().collect()))
+        }))
+        .unwrap();
+    let err = client.request(request).await.unwrap_err();
+    assert_eq!(made.load(Ordering::SeqCst), 2, "retried: {err}");
+    assert_eq!(err.kind(), Kind::Body, "{err}");
+}

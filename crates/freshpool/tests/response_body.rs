@@ -238,3 +238,27 @@ async fn read_timeout_ends_a_stalled_body_and_not_a_flowing_one() {
     let (err, _) = body_failure(response).await;
     assert!(err.to_string().contains("(read_timeout)"), "{err}");
 }
+
+/// `read_timeout` counts the quiet from when the reader waits, not from
+/// when it took the last frame: a reader that works on a frame longer than
+/// the limit (its thread busy, the connection's task unable to run) found
+/// the timer run out at its next wait, and a healthy body failed.
+#[tokio::test(flavor = "current_thread")]
+async fn read_timeout_does_not_count_the_readers_own_work() {
+    let server = TestServer::http1().await;
+    let client = Client::builder()
+        .read_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let response = client.get(&server.url("/drip/5")).await.unwrap();
+    let mut body = response.into_body();
+    let mut read = 0;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        read += frame.unwrap().into_data().map_or(0, |d| d.len());
+        if read == 1 {
+            // Work on the first frame that keeps this thread busy.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    assert_eq!(read, 5);
+}

@@ -13,8 +13,9 @@ use rustls_pki_types::CertificateDer;
 pub enum Strategy {
     /// A new freshpool `Client` per request (the SDK-session-per-call bug).
     PerRequest,
-    /// A shared freshpool client with pooling off (one request per
-    /// connection, none kept idle).
+    /// A shared freshpool client with pooling off (one request per HTTP/1
+    /// connection, none kept idle; `max_requests_per_connection` is
+    /// HTTP/1's: over HTTP/2 the requests riding on one dial share it).
     NoPool,
     /// A shared default reqwest client (today's Rust default).
     Reqwest,

@@ -37,10 +37,17 @@ pub(super) fn runtime_for(body: &Incoming, lease: &Lease) -> Option<tokio::runti
         .size_hint()
         .upper()
         .is_none_or(|left| left <= DRAIN_MAX_BYTES);
-    if lease.is_h2() || !small {
+    // (A connection that closes anyway, `Connection: close` or an HTTP/1.0
+    // answer, is closed now: nothing to drain it for.)
+    if lease.is_h2() || !small || lease.not_reusable.is_some() {
         return None;
     }
-    tokio::runtime::Handle::try_current().ok()
+    // Only a runtime that runs its tasks whoever polls it: a
+    // current-thread runtime runs them only inside its `block_on`, and
+    // the task, with the connection's slot, could wait there for good.
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// Reads what is left of `body` on `runtime`, then gives `lease` back to

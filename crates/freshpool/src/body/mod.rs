@@ -67,11 +67,14 @@ struct Extras {
     reads: Option<ReadTimeout>,
 }
 
-/// `read_timeout` on a body: its limit, and the timer that each frame
-/// sets again.
+/// `read_timeout` on a body: its limit, and the timer of the present
+/// wait, made when the reader finds nothing to read (not when a frame is
+/// handed over: a reader busy with its frame is no quiet server), on the
+/// runtime that polls it then (one made by a runtime since shut down
+/// panics when polled). A frame disarms it.
 struct ReadTimeout {
     limit: std::time::Duration,
-    quiet_until: Pin<Box<tokio::time::Sleep>>,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Extras {
@@ -111,14 +114,12 @@ impl Body {
         }
     }
 
-    /// `read_timeout` bounds the quiet between this body's frames. (Made
-    /// on the runtime, in the send loop: a body may be read anywhere.
-    /// Outside a runtime, none: tokio panics making a timer there.)
+    /// `read_timeout` bounds the quiet between this body's frames.
     pub(crate) fn bound_reads(&mut self, limit: std::time::Duration) {
-        if self.lease.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+        if self.lease.is_some() {
             self.extras.get_or_insert_with(Default::default).reads = Some(ReadTimeout {
                 limit,
-                quiet_until: Box::pin(tokio::time::sleep(limit)),
+                waiting: None,
             });
         }
     }
@@ -132,12 +133,17 @@ impl Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let quiet = match self.extras.as_mut().and_then(|e| e.reads.as_mut()) {
-            Some(reads) => reads
-                .quiet_until
-                .as_mut()
-                .poll(cx)
-                .is_ready()
-                .then_some(reads.limit),
+            Some(reads) => {
+                // (Outside any runtime no timer can be made: tokio panics.
+                // The read waits unbounded there.)
+                if reads.waiting.is_none() && tokio::runtime::Handle::try_current().is_ok() {
+                    reads.waiting = Some(Box::pin(tokio::time::sleep(reads.limit)));
+                }
+                match reads.waiting.as_mut() {
+                    Some(timer) => timer.as_mut().poll(cx).is_ready().then_some(reads.limit),
+                    None => None,
+                }
+            }
             None => None,
         };
         if let Some(limit) = quiet {
@@ -436,10 +442,9 @@ impl http_body::Body for Body {
                     lease.note_awaited(false);
                     lease.note_progress();
                 }
-                // Data: the quiet starts again.
+                // Data: the next wait has a timer of its own.
                 if let Some(reads) = self.extras.as_mut().and_then(|e| e.reads.as_mut()) {
-                    let next = tokio::time::Instant::now() + reads.limit;
-                    reads.quiet_until.as_mut().reset(next);
+                    reads.waiting = None;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

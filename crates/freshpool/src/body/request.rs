@@ -48,8 +48,9 @@ enum Payload {
     Stream(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>),
     /// Held back until the server says `100 Continue` (or the wait ends).
     Gated(Gate, RequestBody),
-    /// Made again for each attempt (`RequestBody::replayable`).
-    Replayable(Replay),
+    /// Made again for each attempt (`RequestBody::replayable`). (Boxed:
+    /// the rare case keeps every body's box at 40 bytes.)
+    Replayable(Box<Replay>),
 }
 
 /// A body its caller can make again: the maker, the first body's size
@@ -59,12 +60,22 @@ enum Payload {
 struct Replay {
     make: Arc<dyn Fn() -> RequestBody + Send + Sync>,
     hint: SizeHint,
+    /// The caller's `Content-Length`, held to by every body made (see
+    /// `hold_to_length`): a retry's body is made after the check.
+    held: Option<u64>,
     body: Option<RequestBody>,
 }
 
 impl Replay {
     fn body(&mut self) -> &mut RequestBody {
-        self.body.get_or_insert_with(|| (self.make)())
+        let held = self.held;
+        self.body.get_or_insert_with(|| {
+            let mut body = (self.make)();
+            if let Some(announced) = held {
+                body.hold_to_length(announced);
+            }
+            body
+        })
     }
 }
 
@@ -188,11 +199,12 @@ impl RequestBody {
         F: Fn() -> RequestBody + Send + Sync + 'static,
     {
         let body = make();
-        RequestBody::of(Payload::Replayable(Replay {
+        RequestBody::of(Payload::Replayable(Box::new(Replay {
             make: Arc::new(make),
             hint: body.size_hint(),
+            held: None,
             body: Some(body),
-        }))
+        })))
     }
 
     /// True when the body is in memory and can be sent again.
@@ -216,11 +228,14 @@ impl RequestBody {
         match self.payload.as_deref() {
             None => Some(RequestBody::empty()),
             Some(Payload::Full(b)) => Some(RequestBody::of(Payload::Full(b.clone()))),
-            Some(Payload::Replayable(r)) => Some(RequestBody::of(Payload::Replayable(Replay {
-                make: r.make.clone(),
-                hint: r.hint,
-                body: None,
-            }))),
+            Some(Payload::Replayable(r)) => {
+                Some(RequestBody::of(Payload::Replayable(Box::new(Replay {
+                    make: r.make.clone(),
+                    hint: r.hint,
+                    held: r.held,
+                    body: None,
+                }))))
+            }
             Some(_) => None,
         }
     }
@@ -279,7 +294,12 @@ impl RequestBody {
     /// the request goes: `client::content_length`.)
     pub(crate) fn hold_to_length(&mut self, announced: u64) {
         if let Some(Payload::Replayable(r)) = self.payload.as_deref_mut() {
-            return r.body().hold_to_length(announced);
+            // (A body not made yet is held when it is: `Replay::body`.)
+            r.held = Some(announced);
+            if let Some(body) = r.body.as_mut() {
+                body.hold_to_length(announced);
+            }
+            return;
         }
         if !matches!(self.payload.as_deref(), Some(Payload::Stream(_))) {
             return;

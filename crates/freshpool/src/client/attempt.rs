@@ -97,9 +97,12 @@ impl Client {
         // and drops (~150 instructions and two atomic counts per request).
         let first = pending.as_mut().expect("a request to send");
         let uri = std::mem::take(first.uri_mut());
-        // (An empty header map, every `get`, answers without hashing.)
-        let has_key = first.headers().contains_key(IDEMPOTENCY_KEY)
-            || first.headers().contains_key(X_IDEMPOTENCY_KEY);
+        // (Only where it decides: an idempotent method, or an opt-in,
+        // allows a retry with or without a key.)
+        let has_key = !is_idempotent(first.method())
+            && !cfg.retry_non_idempotent
+            && (first.headers().contains_key(IDEMPOTENCY_KEY)
+                || first.headers().contains_key(X_IDEMPOTENCY_KEY));
         // A request with no headers and no body (a plain `get(url)`) needs no
         // retry copy made up front: one is rebuilt from its method, `uri`
         // and version if an attempt fails (`BareRequest`). Most attempts
