@@ -529,6 +529,9 @@ impl ClientBuilder {
         let as_set = self.pool.clone();
         self.pool.fit_defaults(&self.set);
         config::validate(&self.pool, &self.conn)?;
+        if self.conn.tls.native_roots {
+            self.conn.tls.native_certs = crate::connect::tls::native_roots()?;
+        }
         let dial = DialSettings::of(&self.conn);
         // A shared pool's origins dial with whichever client's connector
         // used them first: sharing clients must dial alike (its resolver,

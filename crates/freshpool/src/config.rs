@@ -158,6 +158,11 @@ pub(crate) struct TlsSettings {
     pub only_custom_roots: bool,
     /// Also the operating system's store (`tls_native_roots`).
     pub native_roots: bool,
+    /// What that store held at `build()`: read there, and part of the pool
+    /// key with the rest, so that two clients that read different stores
+    /// (another `SSL_CERT_FILE`, a CA installed between them) never share
+    /// a connection one of them would not trust.
+    pub native_certs: Vec<CertificateDer<'static>>,
     pub client_cert: Option<ClientIdentity>,
     pub danger_accept_invalid_certs: bool,
 }

@@ -43,6 +43,22 @@ async fn native_roots_trust_the_ca_that_ssl_cert_file_names() {
     let err = builtin.get(&server.url("/")).await.unwrap_err();
     assert_eq!(err.kind(), Kind::Tls, "{err}");
 
+    // A client that read another store (here another SSL_CERT_FILE) and
+    // shares the pool never takes the first one's connection: the pool key
+    // holds the certificates read, not the setting (both said "native").
+    let other_ca = TestCa::new();
+    let other = dir.join("other.pem");
+    std::fs::write(&other, other_ca.ca_cert_pem()).unwrap();
+    std::env::set_var("SSL_CERT_FILE", &other);
+    let sharing = Client::builder()
+        .tls_native_roots(true)
+        .share_pool_with(&native)
+        .build()
+        .unwrap();
+    assert_eq!(native.stats().idle(), 1, "the first client's connection rests");
+    let err = sharing.get(&server.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Tls, "verified against its own roots: {err}");
+
     let empty = dir.join("empty.pem");
     std::fs::write(&empty, "").unwrap();
     std::env::set_var("SSL_CERT_FILE", &empty);

@@ -28,9 +28,8 @@ pub(crate) fn client_config(
         if !tls.only_custom_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
-        if tls.native_roots {
-            add_native_roots(&mut roots)?;
-        }
+        // (Read at `build()`: `native_roots`.)
+        roots.add_parsable_certificates(tls.native_certs.iter().cloned());
         for cert in &tls.extra_roots {
             roots
                 .add(cert.clone())
@@ -57,16 +56,17 @@ pub(crate) fn client_config(
 }
 
 /// The operating system's certificate store (or `SSL_CERT_FILE` /
-/// `SSL_CERT_DIR`), into `roots`. What cannot be read is skipped with a
-/// warning, as long as something could be; nothing at all is an error:
-/// a client that trusts none of them would fail every handshake later,
-/// naming no cause.
-fn add_native_roots(roots: &mut rustls::RootCertStore) -> Result<(), Error> {
+/// `SSL_CERT_DIR`), for `tls_native_roots`. What cannot be read is skipped
+/// with a warning, as long as something could be; nothing at all is an
+/// error: a client that trusts none of them would fail every handshake
+/// later, naming no cause.
+pub(crate) fn native_roots() -> Result<Vec<CertificateDer<'static>>, Error> {
     let found = rustls_native_certs::load_native_certs();
     for error in &found.errors {
         tracing::warn!(%error, "tls_native_roots: skipped what could not be read");
     }
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    let mut usable = rustls::RootCertStore::empty();
+    let (added, _ignored) = usable.add_parsable_certificates(found.certs.iter().cloned());
     if added == 0 {
         let why = found
             .errors
@@ -77,7 +77,7 @@ fn add_native_roots(roots: &mut rustls::RootCertStore) -> Result<(), Error> {
              or SSL_CERT_FILE / SSL_CERT_DIR ({why})"
         )));
     }
-    Ok(())
+    Ok(found.certs)
 }
 
 /// Verification switched off by the user (`danger_accept_invalid_certs`).
