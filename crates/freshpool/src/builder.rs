@@ -179,9 +179,10 @@ impl ClientBuilder {
         /// set its own, or none, with a [`Timeout`](crate::Timeout) in its
         /// extensions.
         timeout: conn.timeout: Option<Duration>,
-        /// The longest a response body may go without data: from its head
-        /// to its first bytes, and between them (as reqwest's
-        /// `read_timeout`, OkHttp's `readTimeout`). A server that stalls
+        /// The longest a read of a response body may wait for its next
+        /// data, counted from when the reader waits and set again by each
+        /// frame (as reqwest's `read_timeout`, OkHttp's `readTimeout`; not
+        /// outside a tokio runtime, where no timer can be made). A server that stalls
         /// mid-body then fails the read with a `Timeout` naming it, and
         /// its connection closes, instead of holding the caller and the
         /// connection for as long as it stalls; a long download that keeps

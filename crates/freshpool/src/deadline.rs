@@ -87,8 +87,8 @@ impl<F: Future> Future for MaybeTimeout<F> {
 /// A limit of zero, or of more than a year, fails the request with a
 /// [`Kind::Config`](crate::Kind::Config) error before anything is sent.
 /// The other timeouts (`pool_timeout`, `connect_timeout`,
-/// `response_header_timeout`) still apply: whichever ends first ends the
-/// request.
+/// `tls_handshake_timeout`, `response_header_timeout`, `read_timeout`)
+/// still apply: whichever ends first ends the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeout(Option<Duration>);
 

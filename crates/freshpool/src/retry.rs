@@ -16,7 +16,8 @@
 //!    or `X-Idempotency-Key` (as Go reads them), or its body provably never
 //!    left (held back waiting for `100 Continue`), or the user opted in
 //!    (`retry_non_idempotent`); and
-//! 3. its body can be replayed (it is in memory).
+//! 3. its body can be replayed (in memory, or made again by
+//!    `RequestBody::replayable`).
 //!
 //! A request that hyper reports unsent (the connection closed before it
 //! was written: see `client/sending.rs`) is always retried: it never
@@ -47,7 +48,7 @@ pub enum RetryDecision {
 pub struct Attempt<'a> {
     /// The request method.
     pub method: &'a Method,
-    /// It carried an `Idempotency-Key` header.
+    /// It carried an `Idempotency-Key` (or `X-Idempotency-Key`) header.
     pub has_idempotency_key: bool,
     /// The connection came from the pool (not dialed for this request).
     pub reused_connection: bool,

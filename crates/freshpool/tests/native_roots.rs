@@ -55,9 +55,17 @@ async fn native_roots_trust_the_ca_that_ssl_cert_file_names() {
         .share_pool_with(&native)
         .build()
         .unwrap();
-    assert_eq!(native.stats().idle(), 1, "the first client's connection rests");
+    assert_eq!(
+        native.stats().idle(),
+        1,
+        "the first client's connection rests"
+    );
     let err = sharing.get(&server.url("/")).await.unwrap_err();
-    assert_eq!(err.kind(), Kind::Tls, "verified against its own roots: {err}");
+    assert_eq!(
+        err.kind(),
+        Kind::Tls,
+        "verified against its own roots: {err}"
+    );
 
     let empty = dir.join("empty.pem");
     std::fs::write(&empty, "").unwrap();

@@ -11,9 +11,10 @@
 //! closes as before.
 //!
 //! Only HTTP/1 (dropping an HTTP/2 body resets its stream, and the
-//! connection serves on), only a body whose upload is not still going out
-//! (that connection is not reused anyway), and only on a tokio runtime
-//! (the drain is a task of its own).
+//! connection serves on), only for a request whose body was not streamed
+//! (its upload may still be going out), only for a connection that stays
+//! reusable (not `Connection: close`, not HTTP/1.0), and only on a
+//! multi-thread tokio runtime (the drain is a task of its own).
 
 use std::time::Duration;
 

@@ -3,8 +3,9 @@
 //! A response [`Body`] holds its connection's lease: reading it to the end
 //! returns the connection to the pool; dropping it early closes the
 //! connection (an HTTP/1.1 connection with unread response bytes cannot carry
-//! another request), unless little is left: that is drained in the
-//! background and the connection reused (`drain.rs`). A body held and never
+//! another request), unless little is left on a connection that stays
+//! reusable: that is drained in the background and the connection reused
+//! (`drain.rs` says when). A body held and never
 //! read keeps its lease, and the pool's leak report names where it was
 //! taken.
 
@@ -31,9 +32,11 @@ use crate::error::{Error, Kind};
 use crate::pool::Lease;
 
 /// A response body. Read it to the end (or drop it) to free the connection:
-/// dropped with little left (HTTP/1, up to 64 KiB arriving within 100 ms),
-/// the rest is read in the background and the connection goes back to the
-/// pool; with more, the connection closes.
+/// dropped with little left (HTTP/1, up to 64 KiB arriving within 100 ms)
+/// on a connection that stays reusable (not `Connection: close` or
+/// HTTP/1.0), for a request whose body was not streamed, on a multi-thread
+/// tokio runtime, the rest is read in the background and the connection
+/// goes back to the pool; otherwise the connection closes.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), freshpool::Error> {

@@ -182,8 +182,8 @@ impl RequestBody {
     /// can: a request on a pooled connection that died under it goes
     /// again (when its method allows), and a body behind `Expect:
     /// 100-continue` is held back. As Go's `Request.GetBody` and OkHttp's
-    /// `RequestBody` that is not one-shot. `make` runs for the first
-    /// attempt and once for each retry; every body it makes must be the
+    /// `RequestBody` that is not one-shot. `make` runs once here (the
+    /// first attempt's body) and once for each retry; every body it makes must be the
     /// same (the same length, if it says one).
     ///
     /// ```

@@ -77,7 +77,10 @@ const REQUEST_SPAN: &str = "freshpool.request";
 /// without timers: one that must wait for the pool or dial, or that has a
 /// `timeout`, fails with [`Kind::Closed`](crate::Kind::Closed) saying so;
 /// `response_header_timeout` is not applied there. A response body may be
-/// read anywhere, its `timeout` included.
+/// read by another executor while the runtime that sent its request is
+/// alive, its `timeout` included (after that runtime shut down, polling
+/// that timer panics: tokio's); `read_timeout` does not apply outside a
+/// runtime.
 ///
 /// ```no_run
 /// let client = freshpool::Client::new();
@@ -307,7 +310,8 @@ impl Client {
     /// or to let a server's deploy drain. Connections carrying requests are
     /// left alone and go back to the pool when they are done; nothing is
     /// counted as a freeze (that is [`Client::on_resume`]'s). Closed ones
-    /// count as `surplus`.
+    /// count as `surplus` (an HTTP/2 one already retiring keeps its
+    /// reason).
     ///
     /// ```
     /// let client = freshpool::Client::new();
