@@ -164,12 +164,7 @@ async fn freeze_rst_gets_and_posts_succeed_when_the_server_answers_100_continue(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freeze_rst_against_a_server_ignoring_expect_never_duplicates_a_post() {
-    let server = TestServer::start(ServerConfig {
-        expect_continue: false,
-        ..ServerConfig::default()
-    })
-    .await;
-    let proxy = ChaosProxy::start(server.addr()).await;
+    let (server, proxy) = server_behind_proxy().await;
     let client = Client::builder()
         .validate_after_idle(Duration::from_millis(100))
         .build()
@@ -188,14 +183,22 @@ async fn freeze_rst_against_a_server_ignoring_expect_never_duplicates_a_post() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_possibly_processed_error_says_so() {
+/// A server behind the chaos proxy, neither asking for `Expect`, and a
+/// client that sends none: a request on a dead reused connection is sent,
+/// not held back.
+async fn server_behind_proxy() -> (TestServer, ChaosProxy) {
     let server = TestServer::start(ServerConfig {
         expect_continue: false,
         ..ServerConfig::default()
     })
     .await;
     let proxy = ChaosProxy::start(server.addr()).await;
+    (server, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_possibly_processed_error_says_so() {
+    let (server, proxy) = server_behind_proxy().await;
     // No validation, no Expect: a POST on a dead reused connection.
     let client = Client::builder().expect_continue(false).build().unwrap();
     post(&client, &proxy.url("/echo"), "a".into())
@@ -280,12 +283,7 @@ async fn a_possibly_processed_error_says_so() {
 async fn a_replayable_streamed_body_is_retried_on_a_dead_pooled_connection() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let server = TestServer::start(ServerConfig {
-        expect_continue: false,
-        ..ServerConfig::default()
-    })
-    .await;
-    let proxy = ChaosProxy::start(server.addr()).await;
+    let (server, proxy) = server_behind_proxy().await;
     let client = Client::builder().expect_continue(false).build().unwrap();
     let made = Arc::new(AtomicUsize::new(0));
     let put = |id: &'static str| {
@@ -703,22 +701,10 @@ async fn a_keep_alive_hint_waits_for_a_long_body_to_end() {
 async fn a_replayable_bodys_retry_is_held_to_the_content_length() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let server = TestServer::start(ServerConfig {
-        expect_continue: false,
-        ..ServerConfig::default()
-    })
-    .await;
-    let proxy = ChaosProxy::start(server.addr()).await;
+    let (_server, proxy) = server_behind_proxy().await;
     let client = Client::builder().expect_continue(false).build().unwrap();
     // A connection to reuse.
-    client
-        .get(&proxy.url("/"))
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap();
+    common::fetch(&client, &proxy.url("/")).await;
     proxy.kill_all_silently();
     let made = Arc::new(AtomicUsize::new(0));
     let counter = made.clone();
