@@ -18,7 +18,7 @@ use http::header::HeaderName;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 
-use super::prepare::{host_back, refused_expect, refuses_our_expect, strip_expect};
+use super::prepare::{refused_expect, refuses_our_expect, unprepared};
 use super::retry_copy::{clone_request, BareRequest, UnsentAttempts};
 use super::sending::{Plain, Returning, Sending, Sent};
 use super::Client;
@@ -290,11 +290,7 @@ impl Client {
                     // given (prepared).
                     if !kept {
                         match returned {
-                            Some(request) => {
-                                let mut request = strip_expect(*request);
-                                host_back(&mut request, &uri);
-                                *pending = Some(request);
-                            }
+                            Some(request) => *pending = Some(unprepared(*request, &uri)),
                             // (Not expected: without a kept copy the request
                             // went by `try_send_request`, which returns it.)
                             None => return Err(err),

@@ -161,10 +161,21 @@ fn rooted(uri: &Uri) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
+/// A request hyper handed back unwritten, as the caller gave it, so that
+/// the next attempt prepares it afresh: what `prepare` changed that its
+/// next run would not undo taken back (the pool's expectation, the
+/// caller's `Host` moved into an HTTP/2 authority). The target and the
+/// version each `prepare` sets anew.
+pub(super) fn unprepared(request: Request<RequestBody>, uri: &Uri) -> Request<RequestBody> {
+    let mut request = strip_expect(request);
+    host_back(&mut request, uri);
+    request
+}
+
 /// A request hyper handed back unwritten, without what `prepare` added for
-/// an expectation, so that the next attempt prepares it afresh. Only that:
-/// an `Expect` the caller set stays (its body carries no gate of ours).
-pub(super) fn strip_expect(mut request: Request<RequestBody>) -> Request<RequestBody> {
+/// an expectation. Only that: an `Expect` the caller set stays (its body
+/// carries no gate of ours).
+fn strip_expect(mut request: Request<RequestBody>) -> Request<RequestBody> {
     if !request.body().is_gated() {
         return request;
     }
@@ -181,7 +192,7 @@ pub(super) fn strip_expect(mut request: Request<RequestBody>) -> Request<Request
 /// over HTTP/2 `prepare` moved it into the URI's authority
 /// (`authority_from_host`), which the next attempt's `prepare` resets to
 /// the send loop's URI, and the retry went to the URI's host.
-pub(super) fn host_back(request: &mut Request<RequestBody>, uri: &Uri) {
+fn host_back(request: &mut Request<RequestBody>, uri: &Uri) {
     if request.headers().contains_key(HOST) {
         return;
     }
