@@ -63,7 +63,8 @@ pub struct Resolved {
 /// not retire the pool's connections every TTL. On a multi-thread runtime,
 /// dials to a host with no answer to fall back on share one lookup, which
 /// runs to its end (and its answer is kept) even when they all give up on
-/// it first.
+/// it first. Of an answer with more than 32 addresses, the first 32 of
+/// each family (IPv4, IPv6) are kept and dialed, in the answer's order.
 ///
 /// ```
 /// use std::time::Duration;
@@ -371,6 +372,31 @@ const REFRESH_PATIENCE: Duration = Duration::from_secs(10);
 /// lock, and of the pool's checks of its connections against the set.
 const MAX_LISTED: usize = 64;
 
+/// The most addresses of each family (IPv4, IPv6) kept from one answer
+/// (see `capped`). Every step after a lookup is linear in the answer at
+/// least (the set's comparison with the last, the pool's check of its
+/// connections against it, under locks), and some quadratic: a name that
+/// answers thousands of addresses cost seconds of lock time per refresh.
+/// A dial never gets far through so many (four attempts in flight, each
+/// given up after 2 s): 32 of each family keep Happy Eyeballs' choice of
+/// family whatever the answer's order.
+const MAX_PER_FAMILY: usize = 32;
+
+/// The answer's first [`MAX_PER_FAMILY`] addresses of each family, in
+/// its order.
+fn capped(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    if addrs.len() <= MAX_PER_FAMILY {
+        return addrs;
+    }
+    let (mut v4, mut v6) = (0, 0);
+    addrs.retain(|a| {
+        let seen = if a.is_ipv4() { &mut v4 } else { &mut v6 };
+        *seen += 1;
+        *seen <= MAX_PER_FAMILY
+    });
+    addrs
+}
+
 /// The fewest hosts the cache holds before it sweeps (see `sweep_at`).
 const SWEEP_MIN: usize = 1024;
 
@@ -463,6 +489,7 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                 let _done = done;
                 match lookup.await {
                     Ok((addrs, ttl)) if !addrs.is_empty() => {
+                        let addrs = capped(addrs);
                         shared.store(&host, port, &addrs, ttl);
                         Ok((addrs, ttl))
                     }

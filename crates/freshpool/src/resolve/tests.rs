@@ -866,3 +866,37 @@ fn addresses_kept_current_are_bounded() {
     assert_eq!(followed[0].port(), 1199, "the last answer first");
     assert_eq!(followed[MAX_LISTED].port(), 1199 - MAX_LISTED as u16);
 }
+
+/// A name that answers thousands of addresses: the cache keeps (and the
+/// dial gets) the first 32 of each family, in the answer's order, so an
+/// answer that lists every IPv6 address first still leaves IPv4 to try.
+/// (Kept whole, each refresh did quadratic work under the cache's lock.)
+#[tokio::test]
+async fn a_huge_answer_is_capped_per_family() {
+    let v6 = (0..5_000u16).map(|i| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 10_000 + i)));
+    let v4 = (0..5_000u16).map(|i| SocketAddr::from(([127, 0, 0, 1], 20_000 + i)));
+    let all: Vec<SocketAddr> = v6.chain(v4).collect();
+    let dns = Arc::new(Switch {
+        addrs: Mutex::new(all.clone()),
+        lookups: AtomicUsize::new(0),
+    });
+    let cached = CachingResolver::new(dns.clone()).ttl(Duration::from_millis(50));
+    let first = cached.resolve("h", 80).await.unwrap();
+    let expected: Vec<SocketAddr> = all[..32]
+        .iter()
+        .chain(&all[5_000..5_032])
+        .copied()
+        .collect();
+    assert_eq!(first, expected);
+    assert_eq!(cached.current("h", 80).unwrap().addrs[..], expected[..]);
+    // Served from the cache, the same; and a refresh of the same answer
+    // keeps the set (and its generation).
+    assert_eq!(cached.resolve("h", 80).await.unwrap(), expected);
+    let generation = cached.current("h", 80).unwrap().generation;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(cached.resolve("h", 80).await.unwrap(), expected);
+    assert_eq!(dns.lookups.load(Ordering::SeqCst), 2);
+    assert_eq!(cached.current("h", 80).unwrap().generation, generation);
+    // A short answer is untouched.
+    assert_eq!(capped(all[..32].to_vec()), all[..32]);
+}
