@@ -106,6 +106,9 @@ fn quick_bench_produces_every_cell_and_a_report() {
         let c = cell(cells, scenario, "freshpool");
         assert_eq!(c["errors"], 0, "freshpool failed in {scenario}: {c}");
         assert_eq!(c["duplicated_posts"], 0, "{scenario}: {c}");
+        // ... and the fault did cut connections it held (else 0 errors
+        // proves nothing).
+        assert!(c["faults_hit"].as_u64().unwrap() > 0, "{scenario}: {c}");
     }
     // The cost of not pooling is visible: one connection per request.
     let per_request = cell(cells, "throughput", "per-request");

@@ -152,6 +152,7 @@ pub struct ServerStats {
     tls_handshakes: AtomicU64,
     tls_resumed: AtomicU64,
     tls_handshake_failures: AtomicU64,
+    idle_closes: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     pub(crate) max_in_flight: AtomicU64,
     request_ids: Mutex<HashMap<String, u64>>,
@@ -194,6 +195,14 @@ impl ServerStats {
     /// TLS handshakes that failed (bad certificate, client gave up, ...).
     pub fn tls_handshake_failures(&self) -> u64 {
         self.tls_handshake_failures.load(Ordering::SeqCst)
+    }
+
+    /// Connections this server closed because they sat idle for its
+    /// [`ServerConfig::idle_timeout`]: each was open at the client, which
+    /// then holds a connection the server has given up on (the stale-FIN
+    /// race, when the client's next request crosses the close).
+    pub fn idle_closes(&self) -> u64 {
+        self.idle_closes.load(Ordering::SeqCst)
     }
 
     /// `x-request-id` header value → number of times a request carrying it
@@ -527,6 +536,7 @@ async fn serve_connection(
     };
     let io = TokioIo::new(io);
 
+    let idle_stats = stats.clone();
     let ctx = Arc::new(ConnCtx {
         conn_id,
         requests: AtomicU64::new(0),
@@ -540,14 +550,17 @@ async fn serve_connection(
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handler::handle(req, ctx).await) }
     });
-    let idle = config.idle_timeout;
+    let idle = Idle {
+        timeout: config.idle_timeout,
+        closes: &idle_stats.idle_closes,
+    };
 
     match config.protocol {
         Protocol::Http1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new());
             let conn = builder.serve_connection(io, service);
-            drive(conn, |c| c.graceful_shutdown(), &goaway, idle, &activity).await;
+            drive(conn, |c| c.graceful_shutdown(), &goaway, &idle, &activity).await;
         }
         Protocol::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -555,7 +568,7 @@ async fn serve_connection(
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(config.max_concurrent_streams);
             let conn = builder.serve_connection(io, service);
-            drive(conn, |c| c.graceful_shutdown(), &goaway, idle, &activity).await;
+            drive(conn, |c| c.graceful_shutdown(), &goaway, &idle, &activity).await;
         }
         Protocol::Auto => {
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -565,9 +578,15 @@ async fn serve_connection(
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(config.max_concurrent_streams);
             let conn = builder.serve_connection(io, service);
-            drive(conn, |c| c.graceful_shutdown(), &goaway, idle, &activity).await;
+            drive(conn, |c| c.graceful_shutdown(), &goaway, &idle, &activity).await;
         }
     }
+}
+
+/// A connection's idle timeout, and where its idle closes are counted.
+struct Idle<'a> {
+    timeout: Option<Duration>,
+    closes: &'a AtomicU64,
 }
 
 /// Runs a hyper connection to completion while honouring GOAWAY requests and
@@ -576,7 +595,7 @@ async fn drive<C, E>(
     conn: C,
     shutdown: impl Fn(Pin<&mut C>),
     goaway: &Notify,
-    idle: Option<Duration>,
+    idle: &Idle<'_>,
     activity: &Activity,
 ) where
     C: Future<Output = Result<(), E>>,
@@ -586,7 +605,7 @@ async fn drive<C, E>(
     let mut closing = false;
     let mut force_close_at: Option<Instant> = None;
     loop {
-        let idle_check = match idle {
+        let idle_check = match idle.timeout {
             Some(d) if !closing => {
                 if activity.in_flight.load(Ordering::SeqCst) > 0 {
                     Some(Instant::now() + d)
@@ -605,8 +624,9 @@ async fn drive<C, E>(
                 }
             }
             _ = tokio::time::sleep_until(idle_check.unwrap_or_else(far)), if idle_check.is_some() => {
-                let d = idle.unwrap_or_default();
+                let d = idle.timeout.unwrap_or_default();
                 if activity.in_flight.load(Ordering::SeqCst) == 0 && activity.idle_for() >= d {
+                    idle.closes.fetch_add(1, Ordering::SeqCst);
                     closing = true;
                     force_close_at = Some(Instant::now() + IDLE_CLOSE_GRACE);
                     shutdown(conn.as_mut());

@@ -115,6 +115,7 @@ async fn idle_timeout_closes_connection() {
     let mut c = h1_connect(server.addr()).await;
     let (resp, _) = send(&mut c, get("/delay/300")).await; // longer than idle: in flight is not idle
     assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(server.stats().idle_closes(), 0, "busy, not idle");
     let res = timeout(WAIT, c.conn)
         .await
         .expect("connection not closed by idle timeout");
@@ -124,6 +125,7 @@ async fn idle_timeout_closes_connection() {
         server.stats().open_connections() == 0
     })
     .await;
+    assert_eq!(server.stats().idle_closes(), 1);
 }
 
 #[tokio::test]

@@ -39,6 +39,12 @@ pub struct Cell {
     pub peak_open_connections: u64,
     /// POST request ids the server processed more than once.
     pub duplicated_posts: u64,
+    /// Connections the scenario's fault cut while the client held them
+    /// (`stale-fin`: the server's idle closes; `freeze`: the flows the
+    /// proxy dropped during the freezes). `None`: a scenario without a
+    /// fault. A verdict over a fault that cut nothing tested nothing.
+    #[serde(default)]
+    pub faults_hit: Option<u64>,
 }
 
 #[derive(Default)]
@@ -47,6 +53,7 @@ struct Inner {
     errors: BTreeMap<String, u64>,
     first_error: Option<String>,
     busy: Duration,
+    faults_hit: Option<u64>,
 }
 
 /// Collects latencies and failures from concurrent tasks.
@@ -71,6 +78,12 @@ impl Recorder {
     /// Adds time during which requests were in flight (for requests/s).
     pub fn add_busy(&self, d: Duration) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).busy += d;
+    }
+
+    /// Counts `n` connections cut by the scenario's fault.
+    pub fn add_faults_hit(&self, n: u64) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *inner.faults_hit.get_or_insert(0) += n;
     }
 
     /// Sends `reqs` concurrently and waits for all of them.
@@ -106,6 +119,7 @@ impl Recorder {
         cell.requests = ok + cell.errors;
         cell.errors_by_kind = inner.errors.clone();
         cell.first_error = inner.first_error.clone();
+        cell.faults_hit = inner.faults_hit;
         let q = |q: f64| -> Option<f64> {
             if inner.latencies.is_empty() {
                 return None;

@@ -226,6 +226,7 @@ async fn stale_fin(strategy: Strategy, ctx: &Ctx) -> Outcome {
         // millisecond: the stale-connection race.
         tokio::time::sleep(Duration::from_millis(296 + (w * 4) % 9)).await;
     }
+    rec.add_faults_hit(server.stats().idle_closes());
     Ok((rec, vec![server.stats_handle()]))
 }
 
@@ -277,7 +278,7 @@ async fn freeze(strategy: Strategy, ctx: &Ctx) -> Outcome {
             // client's thread (its runtime, timers, pool) does not run, and
             // neither does freshpool's liveness thread, as in a real freeze
             // (without the hook, a runtime that is merely not driven).
-            p.kill_all_silently();
+            r.add_faults_hit(p.kill_all_silently() as u64);
             freshpool::__simulate_freeze(FREEZE);
             std::thread::sleep(FREEZE);
             let posts = (0..8)

@@ -145,18 +145,40 @@ pub fn findings(cells: &[Cell]) -> String {
         let _ = writeln!(out, "  {}/{} first error: {msg}", c.scenario, c.strategy);
     }
     for (scenario, fp) in verdict_cells(cells) {
-        let verdict = if fp.errors == 0 && fp.duplicated_posts == 0 {
-            "OK"
-        } else {
-            "FAILED"
+        let verdict = match verdict_failure(scenario, fp) {
+            None => "OK",
+            Some(_) if fp.faults_hit == Some(0) && fp.errors == 0 => "NOT TESTED (FAILED)",
+            Some(_) => "FAILED",
         };
+        // (`None`: a report written before the cut connections were counted.)
+        let hits = fp.faults_hit.map_or_else(String::new, |n| {
+            format!(", {n} connections cut by the fault")
+        });
         let _ = writeln!(
             out,
-            "  {scenario}: freshpool {} errors, {} duplicated POSTs: {verdict}",
+            "  {scenario}: freshpool {} errors, {} duplicated POSTs{hits}: {verdict}",
             fp.errors, fp.duplicated_posts
         );
     }
     out
+}
+
+/// Why freshpool's cell in a fault scenario fails its verdict, if it does:
+/// an error or a duplicated POST, or a fault that cut no connection (no
+/// errors then proves nothing: the run did not test what it claims).
+fn verdict_failure(scenario: &str, fp: &Cell) -> Option<String> {
+    if fp.errors > 0 || fp.duplicated_posts > 0 {
+        Some(format!(
+            "{scenario}: {} errors, {} duplicated POSTs",
+            fp.errors, fp.duplicated_posts
+        ))
+    } else if fp.faults_hit == Some(0) {
+        Some(format!(
+            "{scenario}: the fault cut no connection freshpool held, so the run tested nothing"
+        ))
+    } else {
+        None
+    }
 }
 
 /// The scenarios freshpool must come through without an error or a
@@ -170,13 +192,7 @@ fn verdict_cells(cells: &[Cell]) -> impl Iterator<Item = (&'static str, &Cell)> 
 /// The verdicts `findings` prints as FAILED, one line each.
 pub fn failed_verdicts(cells: &[Cell]) -> Vec<String> {
     let mut failed: Vec<String> = verdict_cells(cells)
-        .filter(|(_, fp)| fp.errors > 0 || fp.duplicated_posts > 0)
-        .map(|(scenario, fp)| {
-            format!(
-                "{scenario}: {} errors, {} duplicated POSTs",
-                fp.errors, fp.duplicated_posts
-            )
-        })
+        .filter_map(|(scenario, fp)| verdict_failure(scenario, fp))
         .collect();
     if let Some(fp) = find(cells, "unbounded", "freshpool") {
         if fp.peak_open_connections > UNBOUNDED_PER_HOST {
@@ -237,6 +253,31 @@ mod tests {
             ["freeze: 3 errors, 0 duplicated POSTs"]
         );
         assert!(findings(&cells).contains("FAILED"));
+    }
+
+    /// A fault that cut no connection fails the verdict: "0 errors: OK"
+    /// was printed for a run in which nothing was tested; the cut
+    /// connections are shown beside it.
+    #[test]
+    fn a_fault_that_cut_nothing_fails_the_verdict() {
+        let mut fp = cell("stale-fin", "freshpool", 0);
+        fp.faults_hit = Some(0);
+        assert_eq!(
+            failed_verdicts(std::slice::from_ref(&fp)),
+            ["stale-fin: the fault cut no connection freshpool held, so the run tested nothing"]
+        );
+        let text = findings(std::slice::from_ref(&fp));
+        assert!(
+            text.contains("0 connections cut by the fault: NOT TESTED (FAILED)"),
+            "{text}"
+        );
+        fp.faults_hit = Some(12);
+        assert!(failed_verdicts(std::slice::from_ref(&fp)).is_empty());
+        let text = findings(std::slice::from_ref(&fp));
+        assert!(
+            text.contains("stale-fin: freshpool 0 errors, 0 duplicated POSTs, 12 connections cut by the fault: OK"),
+            "{text}"
+        );
     }
 
     /// Without freshpool's own cell (a run stopped early) the unbounded
