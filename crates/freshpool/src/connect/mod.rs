@@ -43,8 +43,39 @@ const FAILURE_WAIT: Duration = Duration::from_millis(100);
 /// The request half of a live connection.
 pub(crate) enum Sender {
     H1(http1::SendRequest<RequestBody>),
-    /// With the stream limit its server announces, followed as it changes.
-    H2(http2::SendRequest<RequestBody>, StreamLimit),
+    /// With the stream limit its server announces, followed as it changes,
+    /// and the pool's hold on it.
+    H2(http2::SendRequest<RequestBody>, StreamLimit, PoolHold),
+}
+
+/// How long an HTTP/2 connection the pool let go of (with no stream in
+/// flight) may take to close by itself: h2 sends GOAWAY and closes once
+/// that is written. A server that stopped reading (its window, and the
+/// socket's buffers, full of an upload it never took) lets nothing be
+/// written, and without a bound the socket, the driver task and the
+/// connection's slot stayed for as long as the server held on. After
+/// this, the socket is shut (as `Drop for H1Conn` does at once: HTTP/1
+/// has nothing to say before it closes).
+const H2_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The pool's hold on an HTTP/2 connection: in its record (`H2Conn`), so
+/// it drops when the pool lets go of the connection. Its driver then
+/// gives h2 [`H2_CLOSE_GRACE`] to close, and shuts the socket if it has
+/// not, unless [`PoolHold::let_finish`] said streams are still in flight
+/// (a pool dropped while bodies are read), which h2 then carries to
+/// their end.
+pub(crate) struct PoolHold {
+    _released: tokio::sync::oneshot::Sender<()>,
+    let_finish: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PoolHold {
+    /// Streams are still in flight on the connection the pool lets go of:
+    /// no forced close.
+    pub(crate) fn let_finish(&self) {
+        self.let_finish
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// A freshly made connection, before the pool takes it.
@@ -345,6 +376,13 @@ impl Connector {
         // hyper, not the preface's watch.
         let (tell_failure, failure) = tokio::sync::oneshot::channel();
         let mut io_alive = preface.clone();
+        let (released, pool_let_go) = tokio::sync::oneshot::channel::<()>();
+        let let_finish = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hold = PoolHold {
+            _released: released,
+            let_finish: let_finish.clone(),
+        };
+        let shut = socket.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 let _ = tell_failure.send(e);
@@ -354,7 +392,20 @@ impl Connector {
             // socket, and so its slot, lives until that task drops the I/O
             // (and with it the preface's sender). Freed at `conn`'s end, a
             // draining connection let the pool dial past its limits.
-            while io_alive.changed().await.is_ok() {}
+            let io_gone = async { while io_alive.changed().await.is_ok() {} };
+            tokio::pin!(io_gone);
+            tokio::select! {
+                () = &mut io_gone => {}
+                _ = pool_let_go => {
+                    if let_finish.load(std::sync::atomic::Ordering::Acquire) {
+                        io_gone.await;
+                    } else if tokio::time::timeout(H2_CLOSE_GRACE, &mut io_gone).await.is_err() {
+                        tracing::debug!("HTTP/2 connection not closed {H2_CLOSE_GRACE:?} after the pool let go of it (its server takes nothing); shutting its socket");
+                        tcp::shut_down(&shut);
+                        io_gone.await;
+                    }
+                }
+            }
             drop(slot_for_driver.await);
         });
         // Wait for the server's SETTINGS so the pool knows the stream limit
@@ -436,7 +487,7 @@ impl Connector {
         }
         let _ = hand_slot.send(slot);
         Ok(NewConnection {
-            sender: Sender::H2(sender, stream_limit),
+            sender: Sender::H2(sender, stream_limit, hold),
             socket,
             resumed_tls,
             peer: None,

@@ -408,7 +408,7 @@ impl Origin {
                     // the request it goes to: its return closes it.)
                     surplus = g.state.offer_idle(idle, self.limits);
                 }
-                Sender::H2(sender, limit) if listed == Some(false) => {
+                Sender::H2(sender, limit, _hold) if listed == Some(false) => {
                     // Dialed before DNS moved away from its address: shared,
                     // it would carry every later stream there for good
                     // (`follow_dns` drains only what it finds when it sees
@@ -420,7 +420,7 @@ impl Origin {
                     g.state.streams_per_conn = limit.get().max(1);
                     moved = Some(sender);
                 }
-                Sender::H2(sender, limit) => {
+                Sender::H2(sender, limit, hold) => {
                     g.state.protocol = Protocol::Http2;
                     not_shared = g.state.add_shared(Shared {
                         id: conn_id,
@@ -428,6 +428,7 @@ impl Origin {
                             sender,
                             limit,
                             peer: conn.peer,
+                            hold: Arc::new(hold),
                         },
                         in_flight: 0,
                         created: now,

@@ -1,0 +1,114 @@
+//! An HTTP/2 connection the pool lets go of closes even when its server
+//! has stopped reading: h2 would first write its GOAWAY, which a full
+//! socket never takes, so the socket, the driver task and the pool's slot
+//! stayed for as long as the server held the connection.
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use freshpool::{Client, HttpVersion};
+use freshpool_testkit::{Protocol, ServerConfig, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/2 frame: its 9-byte header, then `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An HTTP/2 server (raw frames) that opens its windows as wide as HTTP/2
+/// allows, then never reads again: an upload fills the socket's buffers
+/// and stays there. Holds its connections for at most 60 s.
+async fn stops_reading_h2() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    // A small receive buffer (accepted sockets inherit it): the upload
+    // fills it whatever the host's `tcp_rmem`.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                // The client's preface and SETTINGS (one read is enough on
+                // loopback; nothing after them is read).
+                let mut buf = vec![0; 4096];
+                let _ = conn.read(&mut buf).await;
+                let mut settings = Vec::new();
+                // MAX_CONCURRENT_STREAMS 100, INITIAL_WINDOW_SIZE 2^31-1.
+                settings.extend_from_slice(&[0, 3, 0, 0, 0, 100]);
+                settings.extend_from_slice(&[0, 4, 0x7f, 0xff, 0xff, 0xff]);
+                let mut out = frame(4, 0, 0, &settings);
+                // The connection's window: 2^31-1 too.
+                out.extend(frame(8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes()));
+                out.extend(frame(4, 1, 0, &[])); // SETTINGS ACK
+                let _ = conn.write_all(&out).await;
+                held.push(conn);
+            }
+        })
+        .await;
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_let_go_of_closes_though_its_server_stopped_reading() {
+    let (addr, server) = stops_reading_h2().await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/upload");
+    // Far more than the socket buffers hold on loopback; given up by its
+    // caller while it is stuck (hyper resets the stream, a frame that
+    // cannot be written either).
+    let upload = client.post(&url, Bytes::from(vec![b'x'; 32 << 20]));
+    let given_up = tokio::time::timeout(Duration::from_millis(1500), upload).await;
+    assert!(given_up.is_err(), "the server never answers: {given_up:?}");
+    let stats = client.stats();
+    assert_eq!(stats.open_connections, 1, "{stats:?}");
+    // Let go of by the pool (no stream in flight): it closes, by itself or
+    // by a shut socket, within a moment.
+    client.close_idle_connections();
+    freshpool_testkit::eventually("the connection closed", || {
+        client.stats().open_connections == 0
+    })
+    .await;
+    server.abort();
+}
+
+/// A connection its server said GOAWAY on carries its streams to their
+/// end, the pool dropped meanwhile or not: the last client gone, a body
+/// still being read is read to its end (its connection is not shut a
+/// moment after the pool let go of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_after_goaway_and_the_clients_drop_ends_whole() {
+    let server = TestServer::start(ServerConfig {
+        protocol: Protocol::Http2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    // A first chunk, then the end 2 s later.
+    let response = client.get(&server.url("/stall/2000")).await.unwrap();
+    server.goaway_all();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // (A request after the GOAWAY ends hyper's dispatch on the first
+    // connection, whose stream is still in flight; it goes on a new one.)
+    let again = client.get(&server.url("/")).await.unwrap();
+    assert_eq!(again.status(), 200);
+    drop(again);
+    drop(client);
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().bytes())
+        .await
+        .expect("the body ends");
+    assert!(body.is_ok(), "{body:?}");
+}
