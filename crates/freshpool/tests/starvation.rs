@@ -111,3 +111,30 @@ async fn requests_behind_a_slow_first_dial_are_bounded_and_told_why() {
     }
     silent.abort();
 }
+
+/// With `max_pending(0)` a request that would ride on a new origin's slow
+/// first dial is refused, and told it is by `max_pending` 0: it read
+/// "0 requests already wait ... beyond the 256 that its first
+/// connection will carry", with no request waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pending_behind_a_slow_first_dial_says_max_pending_0() {
+    let (port, silent) = common::silent_server().await;
+    let client = Client::builder().max_pending(0).build().unwrap();
+    let url = format!("https://localhost:{port}/");
+    let first = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(&url).await }
+    });
+    freshpool_testkit::eventually("the first dial started", || {
+        client.stats().origins.first().map(|o| o.connecting) == Some(1)
+    })
+    .await;
+    let err = client.get(&url).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::PoolFull, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("no request may wait"), "{text}");
+    assert!(text.contains("max_pending 0"), "{text}");
+    assert!(!text.contains("beyond the 256"), "{text}");
+    first.abort();
+    silent.abort();
+}

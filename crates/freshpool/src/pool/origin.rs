@@ -395,6 +395,15 @@ impl Origin {
         behind_first_dial: bool,
     ) -> String {
         let (state, advice) = self.queue_state();
+        // (First: with no queue allowed, a request that would ride on a
+        // first dial is refused by that, though none waits beyond it.)
+        if max_pending == 0 {
+            return format!(
+                "no request may wait for a connection to {} (max_pending 0) {state}; \
+                 {advice}, read or drop response bodies sooner, or let requests wait (max_pending)",
+                self.label,
+            );
+        }
         if behind_first_dial {
             // No other dial starts before the first lands (its protocol
             // decides how many a connection carries): a slow connect or
@@ -406,13 +415,6 @@ impl Origin {
                  tls_handshake_timeout, or raise max_pending",
                 self.label,
                 crate::connect::DEFAULT_MAX_STREAMS,
-            );
-        }
-        if max_pending == 0 {
-            return format!(
-                "no request may wait for a connection to {} (max_pending 0) {state}; \
-                 {advice}, read or drop response bodies sooner, or let requests wait (max_pending)",
-                self.label,
             );
         }
         // `waiting` counts the requests with no connection on the way, the
