@@ -18,14 +18,16 @@ pub enum CloseReason {
     /// Idle longer than `idle_timeout`.
     IdleTimeout,
     /// Reached the server's `Keep-Alive: timeout` hint (minus the margin),
-    /// or the hint was 0 (no reuse).
+    /// or the hint was 0 (no reuse). Also when the server's own close came
+    /// after that expiry but before the pool's sweep acted on it.
     KeepAliveHint,
     /// Older than `max_lifetime`, or its address left the resolver's
     /// answers (`CachingResolver::retire_after`).
     Lifetime,
     /// Carried `max_requests_per_connection` requests.
     MaxRequests,
-    /// The server closed it while it sat in the pool, or said it would
+    /// The server closed it while it sat in the pool (before any of the
+    /// pool's own expiries), or said it would
     /// (`Connection: close`), or answered in HTTP/1.0 (whose next requests
     /// hyper would send as HTTP/1.0, without chunked uploads), or it was
     /// found closed as it came to the pool (new, or handed back).
@@ -46,7 +48,9 @@ pub enum CloseReason {
     /// [`Client::close_idle_connections`](crate::Client::close_idle_connections).
     Surplus,
     /// HTTP/2: read nothing while a request on it waited until it timed
-    /// out or was given up (a NAT or peer that dropped it silently).
+    /// out or was given up (a NAT or peer that dropped it silently), or
+    /// took nothing of an upload for 5 s after answering it in full (the
+    /// upload is given up, and its stream stays the server's).
     Unresponsive,
 }
 

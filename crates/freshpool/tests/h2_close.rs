@@ -4,6 +4,8 @@
 //! stayed for as long as the server held the connection.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,12 +26,7 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 /// allows, then never reads again: an upload fills the socket's buffers
 /// and stays there. Holds its connections for at most 60 s.
 async fn stops_reading_h2() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    // A small receive buffer (accepted sockets inherit it): the upload
-    // fills it whatever the host's `tcp_rmem`.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(64 * 1024).unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(16).unwrap();
+    let listener = common::small_buffer_listener();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let mut held = Vec::new();

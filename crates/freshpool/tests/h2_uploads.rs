@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use freshpool::{Client, HttpVersion};
+use freshpool::{Client, CloseReason, HttpVersion};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -589,4 +589,68 @@ async fn a_request_body_that_panics_fails_its_request_as_a_body_error() {
         let response = client.get(&server.url("/")).await.unwrap();
         assert_eq!(response.into_body().text().await.unwrap(), "ok");
     }
+}
+
+/// An upload its server answered in full and then took nothing more of
+/// is given up after `PARKED_STALL` (5 s) without progress: its
+/// connection takes no new streams and closes, freeing its slot. Its
+/// stream stayed the server's for good: one stream fewer on that
+/// connection per such upload (here, with one allowed, the connection
+/// carried nothing again, and held its slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_upload_its_server_takes_nothing_of_is_given_up() {
+    let (addr, accepted, held) = early_answering_h2_holding_uploads(1 << 20).await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/");
+    let request = http::Request::post(&url)
+        .body(freshpool::RequestBody::from(vec![7u8; 8 << 20]))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    // Parked: the stream still counts.
+    assert_eq!(client.stats().origins[0].active, 1);
+    let started = std::time::Instant::now();
+    loop {
+        let stats = client.stats();
+        if stats.open_connections == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = client.stats();
+    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
+    // The next request is served, on a new connection.
+    let again = client.get(&url).await.unwrap();
+    assert_eq!(again.into_body().text().await.unwrap(), "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    drop(held);
+}
+
+/// A parked upload held up by the caller's own body (a stream fed as
+/// data comes), not by the server, is not given up however long it
+/// waits: the server (which reads what comes) still takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_upload_waiting_for_its_own_body_is_not_given_up() {
+    let (addr, _accepted) = early_answering_h2().await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/");
+    let (tx, response) = start_upload(&client, &url).await;
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    // Past `PARKED_STALL` (5 s) with nothing to send.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].active, 1, "{stats}");
+    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 0, "{stats}");
+    // It goes on, and ends: its stream is given back.
+    tx.send(Bytes::from_static(b"later chunk")).await.unwrap();
+    drop(tx);
+    the_uploads_stream_is_given_back(&client).await;
+    assert_eq!(client.stats().closed_for(CloseReason::Unresponsive), 0);
 }

@@ -9,6 +9,8 @@
 //! holds the socket.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,12 +19,7 @@ use freshpool::{Client, Kind};
 /// A server that accepts connections and never reads from them, for at
 /// most 60 s (its task then ends and drops them).
 async fn unread_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    // A small receive buffer (accepted sockets inherit it): the upload
-    // fills it whatever the host's `tcp_rmem`.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(64 * 1024).unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(16).unwrap();
+    let listener = common::small_buffer_listener();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let mut held = Vec::new();

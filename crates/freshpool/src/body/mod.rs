@@ -329,7 +329,7 @@ impl Body {
 /// inlined it kept `finish` out of every response's `poll_frame`.)
 #[cold]
 #[inline(never)]
-fn finish_upload(upload: &UploadEnd, mut lease: Lease) {
+fn finish_upload(upload: &Arc<UploadEnd>, mut lease: Lease) {
     if !upload.is_done() {
         if lease.is_h2() {
             // The stream is the server's until the upload ends.

@@ -240,7 +240,24 @@ pub(crate) struct UploadEnd(
     /// The body's own error, if it failed: over HTTP/2 hyper resets the
     /// stream and returns that reset, not this (see `failure`).
     std::sync::OnceLock<SharedError>,
+    /// Frames hyper has taken: the upload's progress, which a parked
+    /// lease's watch looks at (`watch_parked`).
+    std::sync::atomic::AtomicU64,
+    /// The body's last poll found nothing yet: the caller's body, not the
+    /// server, holds the upload up (a stream fed as data comes).
+    std::sync::atomic::AtomicBool,
 );
+
+/// How long an HTTP/2 upload parked after its response ended (see
+/// [`UploadEnd::park`]) may go without hyper taking a frame before it is
+/// given up. Its server has answered in full and takes nothing more (its
+/// window stays shut); without a bound the stream stayed the server's for
+/// good, one fewer on that connection for every such upload. Given up,
+/// the connection takes no new streams and closes once the others end
+/// (shut if it cannot: `connect::H2_CLOSE_GRACE`). Go's HTTP/2 client
+/// stops such an upload as soon as the response ends; this waits for a
+/// server that still reads.
+pub(crate) const PARKED_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl UploadEnd {
     /// Why the body failed, if it did: the request's error is then the
@@ -263,14 +280,54 @@ impl UploadEnd {
     /// back if the upload is over already. A parked lease is no longer
     /// one the leak report looks at: its response was read or dropped, and
     /// what holds the stream is the upload.
-    pub(crate) fn park(&self, mut lease: crate::pool::Lease) -> Result<(), crate::pool::Lease> {
-        let mut state = self.lock();
-        if state.0 {
-            return Err(lease);
+    pub(crate) fn park(
+        self: &Arc<Self>,
+        mut lease: crate::pool::Lease,
+    ) -> Result<(), crate::pool::Lease> {
+        {
+            let mut state = self.lock();
+            if state.0 {
+                return Err(lease);
+            }
+            lease.unwatch();
+            state.1 = Some(lease);
         }
-        lease.unwatch();
-        state.1 = Some(lease);
+        // (No runtime here, a body dropped on a thread of its own: no
+        // watch, as before it had one.)
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(watch_parked(Arc::downgrade(self)));
+        }
         Ok(())
+    }
+}
+
+/// Gives up a parked upload that took no frame for [`PARKED_STALL`]
+/// while hyper waited for the server, not for the body: its
+/// connection takes no new streams (`CloseReason::Unresponsive`: its
+/// server took nothing) and the stream stops counting. Ends when the
+/// upload does (the lease released by `TrackEnd`'s drop).
+async fn watch_parked(upload: std::sync::Weak<UploadEnd>) {
+    let progress = |u: &UploadEnd| u.2.load(std::sync::atomic::Ordering::Relaxed);
+    let Some(mut seen) = upload.upgrade().map(|u| progress(&u)) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(PARKED_STALL).await;
+        let Some(upload) = upload.upgrade() else {
+            return;
+        };
+        let now = progress(&upload);
+        // (Waiting for the caller's own body is no stall of the server's.)
+        if now != seen || upload.3.load(std::sync::atomic::Ordering::Relaxed) {
+            seen = now;
+            continue;
+        }
+        let stalled = upload.lock().1.take();
+        if let Some(lease) = stalled {
+            tracing::debug!("an HTTP/2 upload whose response ended took nothing for {PARKED_STALL:?}; its connection takes no new streams");
+            lease.give_up_connection(crate::stats::CloseReason::Unresponsive);
+        }
+        return;
     }
 }
 
@@ -288,6 +345,21 @@ impl http_body::Body for TrackEnd {
                 let shared = SharedError::new(e);
                 let _ = self.done.1.set(shared.clone());
                 Poll::Ready(Some(Err(BoxError::from(shared))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                self.done
+                    .2
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.done
+                    .3
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                self.done
+                    .3
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Poll::Pending
             }
             polled => polled,
         }

@@ -82,18 +82,33 @@ impl Drop for SlotGuard {
 impl Origin {
     pub(super) fn slot_freed(self: &Arc<Self>, conn_id: u64, was_dialing: bool) {
         self.budget.open.fetch_sub(1, Ordering::AcqRel);
-        let (was_pooled, dials) = {
+        let (forgotten, dials) = {
             let mut g = self.lock();
             if was_dialing {
                 g.state.dial_done();
             }
-            let was_pooled = g.state.slot_freed(conn_id);
+            let forgotten = g.state.slot_freed(conn_id);
             let dials = g.state.service(self.limits, &*self.budget);
             self.publish(&g.state);
-            (was_pooled, dials)
+            (forgotten, dials)
         };
-        if was_pooled {
-            self.counters.closed(CloseReason::ServerClose);
+        match forgotten {
+            // Closed while it rested: the server's close, unless the pool's
+            // own rule had expired it already and the sweep (once a second)
+            // had not yet acted. A server that closes as its `Keep-Alive:
+            // timeout` says, after the pool's margin, counted as its close
+            // about half the time: read as "the server closes connections
+            // before the pool does".
+            Some(Forgotten::Idle(idle)) => {
+                // (Precise: the coarse clock lags by up to a beat, and
+                // the close comes moments after the expiry.)
+                let now = self.budget.stamp(Instant::now());
+                let reason = self.close_reason(&idle, now);
+                self.counters.closed(reason);
+                drop(idle);
+            }
+            Some(Forgotten::Shared) => self.counters.closed(CloseReason::ServerClose),
+            None => {}
         }
         self.spawn_dials(dials);
         // The freed total slot may be what another origin is waiting for.

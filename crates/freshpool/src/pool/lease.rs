@@ -314,6 +314,23 @@ impl Lease {
         self.close();
     }
 
+    /// Ends the lease and, HTTP/2, lets its connection take no new
+    /// streams, for `why` (`Origin::give_up_stream`): for a stream that
+    /// stays the server's after the pool stops counting it (a parked
+    /// upload given up). HTTP/1: closed, as `discard` does.
+    pub(crate) fn give_up_connection(mut self, why: CloseReason) {
+        match self.kind.take() {
+            Some(LeaseKind::H2 {
+                origin, conn_id, ..
+            }) => origin.give_up_stream(conn_id, self.lease_id, why),
+            kind => {
+                self.kind = kind;
+                self.not_reusable.get_or_insert(why);
+                self.close();
+            }
+        }
+    }
+
     /// `discard`, for `Drop` too (a lease dropped unreleased: an unread
     /// body, a cancelled request).
     fn close(&mut self) {

@@ -109,7 +109,7 @@ use lease::WaiterGuard;
 pub(crate) use lease::{Lease, LeaseKind};
 use origin_map::OriginMap;
 use state::{
-    Acquire, Channel, Handoff, Idle, IdleRecord, Limits, OriginState, Protocol, Shared,
+    Acquire, Channel, Forgotten, Handoff, Idle, IdleRecord, Limits, OriginState, Protocol, Shared,
     SharedExpiry, TotalBudget,
 };
 

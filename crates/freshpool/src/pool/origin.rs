@@ -70,9 +70,15 @@ impl Origin {
         at
     }
 
+    /// Why an idle connection leaves the pool: the first of its expiries
+    /// that has come (`now` past its `expires_at`), else (closed before
+    /// any) the server's close.
     pub(super) fn close_reason(&self, idle: &Idle<H1Conn>, now: Stamp) -> CloseReason {
         let cfg = &self.config;
-        if cfg
+        if now < idle.expires_at {
+            // (The sweep takes only expired or closed ones.)
+            CloseReason::ServerClose
+        } else if cfg
             .max_lifetime
             .is_some_and(|l| now >= idle.created.after(l))
         {
@@ -82,8 +88,6 @@ impl Origin {
             .is_some_and(|t| now >= idle.idle_since.after(t))
         {
             CloseReason::IdleTimeout
-        } else if idle.conn.is_closed() {
-            CloseReason::ServerClose
         } else {
             CloseReason::KeepAliveHint
         }
@@ -548,6 +552,29 @@ impl Origin {
             }
             g.state.release_stream(conn_id, now);
             self.settle_streams(g)
+        };
+        self.count_closed(gone);
+        self.spawn_dials(dials);
+    }
+
+    /// A stream given up for its connection's sake (see
+    /// `Lease::give_up_connection`): the connection takes no new streams,
+    /// for `why`, and closes once its last counted stream ends.
+    pub(super) fn give_up_stream(
+        self: &Arc<Self>,
+        conn_id: u64,
+        lease_id: usize,
+        why: CloseReason,
+    ) {
+        let now = self.budget.coarse_now();
+        let (dials, gone) = {
+            let mut g = self.lock();
+            g.leases.try_remove(lease_id);
+            if let Some(conn) = g.state.shared.iter_mut().find(|s| s.id == conn_id) {
+                conn.drain(why);
+            }
+            g.state.release_stream(conn_id, now);
+            self.settle_streams(&mut g)
         };
         self.count_closed(gone);
         self.spawn_dials(dials);

@@ -262,3 +262,14 @@ pub async fn body_failure(
     .expect("a timeout ends the body read");
     (read.expect_err("the body read fails"), started.elapsed())
 }
+
+/// A listener on 127.0.0.1 whose accepted sockets have a small (64 KiB)
+/// receive buffer: a server that stops reading fills it, and the
+/// client's send buffer behind it, whatever the host's `tcp_rmem`.
+#[allow(dead_code)]
+pub fn small_buffer_listener() -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(16).unwrap()
+}

@@ -205,17 +205,20 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// A connection's socket is gone: forget it and free its slot.
-    /// Returns true when it was idle or shared here (so the peer closed it
-    /// while the pool held it, as opposed to a leased or discarded one).
-    pub(crate) fn slot_freed(&mut self, conn_id: u64) -> bool {
+    /// Returns what the pool still held of it, if anything (then the peer
+    /// closed it while the pool held it, as opposed to a leased or
+    /// discarded one): its idle record is the caller's, to judge why it
+    /// went (an expiry the sweep had not yet acted on, or the server's
+    /// close) and to drop outside the lock.
+    pub(crate) fn slot_freed(&mut self, conn_id: u64) -> Option<Forgotten<C>> {
         self.slots -= 1;
-        if self.idle.remove(conn_id).is_some() {
-            return true;
+        if let Some(idle) = self.idle.remove(conn_id) {
+            return Some(Forgotten::Idle(idle));
         }
         if let Some(pos) = self.shared.iter().position(|s| s.id == conn_id) {
             self.shared.swap_remove(pos);
-            return true;
+            return Some(Forgotten::Shared);
         }
-        false
+        None
     }
 }

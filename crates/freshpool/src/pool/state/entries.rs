@@ -15,6 +15,15 @@ pub(crate) enum Resting<C, S> {
     Shared(Shared<S>),
 }
 
+/// What the pool still held of a connection whose socket went
+/// (`slot_freed`).
+pub(crate) enum Forgotten<C> {
+    /// Resting in the idle list: its record, to judge why it went.
+    Idle(Idle<C>),
+    /// A shared (HTTP/2) connection.
+    Shared,
+}
+
 /// What a waiter is eventually handed.
 pub(crate) enum Handoff<C, S> {
     /// An HTTP/1 connection, exclusively.
