@@ -63,8 +63,9 @@ pub struct Resolved {
 /// not retire the pool's connections every TTL. On a multi-thread runtime,
 /// dials to a host with no answer to fall back on share one lookup, which
 /// runs to its end (and its answer is kept) even when they all give up on
-/// it first. Of an answer with more than 32 addresses, the first 32 of
-/// each family (IPv4, IPv6) are kept and dialed, in the answer's order.
+/// it first. Of an answer with more than 32 addresses, a dial is given
+/// the first 32 of each family (IPv4, IPv6), in the answer's order; the
+/// set of addresses the pool follows is the whole answer.
 ///
 /// ```
 /// use std::time::Duration;
@@ -273,7 +274,7 @@ impl<R: Resolve> Shared<R> {
             entry.ttl_end = expires;
             entry.refreshing = None;
             entry.gone = false;
-            entry.answer = addrs.into();
+            entry.answer = capped(addrs.to_vec()).into();
             let followed = note_listed(&mut entry.listed, addrs, now, self.retire_after);
             if !same_set(&entry.resolved.addrs, &followed) {
                 entry.resolved = Resolved {
@@ -295,7 +296,7 @@ impl<R: Resolve> Shared<R> {
         entries.entry(host.to_ascii_lowercase()).or_default().push((
             port,
             Entry {
-                answer: addrs.into(),
+                answer: capped(addrs.to_vec()).into(),
                 resolved,
                 listed: addrs.iter().map(|a| (*a, now)).collect(),
                 expires,
@@ -372,14 +373,13 @@ const REFRESH_PATIENCE: Duration = Duration::from_secs(10);
 /// lock, and of the pool's checks of its connections against the set.
 const MAX_LISTED: usize = 64;
 
-/// The most addresses of each family (IPv4, IPv6) kept from one answer
-/// (see `capped`). Every step after a lookup is linear in the answer at
-/// least (the set's comparison with the last, the pool's check of its
-/// connections against it, under locks), and some quadratic: a name that
-/// answers thousands of addresses cost seconds of lock time per refresh.
-/// A dial never gets far through so many (four attempts in flight, each
-/// given up after 2 s): 32 of each family keep Happy Eyeballs' choice of
-/// family whatever the answer's order.
+/// The most addresses of each family (IPv4, IPv6) a dial is given from
+/// one answer (see `capped`). A dial never gets far through more (four
+/// attempts in flight, each given up after 2 s), and each dial copies its
+/// list; 32 of each family keep Happy Eyeballs' choice of family whatever
+/// the answer's order. (The set the pool follows is the whole answer: a
+/// DNS that shuffles a large answer would otherwise change a capped set
+/// at every refresh, and retire connections for it.)
 const MAX_PER_FAMILY: usize = 32;
 
 /// The answer's first [`MAX_PER_FAMILY`] addresses of each family, in
@@ -419,10 +419,20 @@ fn note_listed(
     now: Instant,
     retire_after: Duration,
 ) -> Vec<SocketAddr> {
+    // (Indexed: a scan per address was quadratic, seconds under the
+    // cache's lock for a name that answers thousands.)
+    let mut index: HashMap<SocketAddr, usize> = listed
+        .iter()
+        .enumerate()
+        .map(|(i, (a, _))| (*a, i))
+        .collect();
     for addr in answer {
-        match listed.iter_mut().find(|(a, _)| a == addr) {
-            Some((_, seen)) => *seen = now,
-            None => listed.push((*addr, now)),
+        match index.get(addr) {
+            Some(&i) => listed[i].1 = now,
+            None => {
+                index.insert(*addr, listed.len());
+                listed.push((*addr, now));
+            }
         }
     }
     listed.retain(|(_, seen)| now.duration_since(*seen) <= retire_after);
@@ -430,18 +440,24 @@ fn note_listed(
     // (A DNS that rotates through thousands of addresses: the most recent
     // are kept; the answer's own always, being the latest.)
     listed.truncate(MAX_LISTED + answer.len());
+    let in_answer: std::collections::HashSet<&SocketAddr> = answer.iter().collect();
     let mut followed = answer.to_vec();
     followed.extend(
         listed
             .iter()
             .map(|(a, _)| *a)
-            .filter(|a| !answer.contains(a)),
+            .filter(|a| !in_answer.contains(a)),
     );
     followed
 }
 
 fn same_set(a: &[SocketAddr], b: &[SocketAddr]) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
+    use std::collections::HashSet;
+    if a.len() != b.len() {
+        return false;
+    }
+    let (in_a, in_b): (HashSet<_>, HashSet<_>) = (a.iter().collect(), b.iter().collect());
+    in_a == in_b
 }
 
 impl<R: Resolve> Resolve for CachingResolver<R> {
@@ -489,9 +505,8 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                 let _done = done;
                 match lookup.await {
                     Ok((addrs, ttl)) if !addrs.is_empty() => {
-                        let addrs = capped(addrs);
                         shared.store(&host, port, &addrs, ttl);
-                        Ok((addrs, ttl))
+                        Ok((capped(addrs), ttl))
                     }
                     // An answer with no address is no answer to keep (a
                     // registry mid-deploy): as a failure, the last good one

@@ -313,18 +313,26 @@ type HeldBodies = Arc<std::sync::Mutex<Vec<hyper::body::Incoming>>>;
 /// An HTTP/2 server allowing one stream per connection that answers every
 /// request at once and keeps its body unread until the test drops it; its
 /// flow-control windows (stream and connection) are `window` bytes.
+/// Returns its address, the count of connections accepted and of those
+/// that ended, and the bodies held.
 async fn early_answering_h2_holding_uploads(
     window: u32,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>, HeldBodies) {
+) -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    HeldBodies,
+    Arc<AtomicUsize>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(AtomicUsize::new(0));
     let held = HeldBodies::default();
-    let (count, bodies) = (accepted.clone(), held.clone());
+    let (count, bodies, ends) = (accepted.clone(), held.clone(), ended.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            let bodies = bodies.clone();
+            let (bodies, ends) = (bodies.clone(), ends.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     bodies.lock().unwrap().push(req.into_body());
@@ -340,10 +348,11 @@ async fn early_answering_h2_holding_uploads(
                     .initial_connection_window_size(window)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
+                ends.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, accepted, held)
+    (addr, accepted, held, ended)
 }
 
 /// The same for a body in memory larger than HTTP/2's flow-control
@@ -384,7 +393,7 @@ async fn a_body_keeps_its_stream_while_the_window_holds_it(
     body: impl Fn() -> freshpool::RequestBody,
     window: u32,
 ) {
-    let (addr, accepted, held) = early_answering_h2_holding_uploads(window).await;
+    let (addr, accepted, held, _) = early_answering_h2_holding_uploads(window).await;
     let client = Client::builder()
         .http_version(HttpVersion::Http2Only)
         .response_header_timeout(Some(Duration::from_secs(2)))
@@ -599,7 +608,7 @@ async fn a_request_body_that_panics_fails_its_request_as_a_body_error() {
 /// carried nothing again, and held its slot).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_upload_its_server_takes_nothing_of_is_given_up() {
-    let (addr, accepted, held) = early_answering_h2_holding_uploads(1 << 20).await;
+    let (addr, accepted, held, _) = early_answering_h2_holding_uploads(1 << 20).await;
     let client = Client::builder()
         .http_version(HttpVersion::Http2Only)
         .build()
@@ -653,4 +662,32 @@ async fn a_parked_upload_waiting_for_its_own_body_is_not_given_up() {
     drop(tx);
     the_uploads_stream_is_given_back(&client).await;
     assert_eq!(client.stats().closed_for(CloseReason::Unresponsive), 0);
+}
+
+/// The same when the last client is dropped while the upload is parked:
+/// the pool's drop lets the connection's streams in flight (this upload)
+/// run to their end, and once the upload is given up the connection is
+/// still closed (it stayed open for as long as the server held on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_upload_given_up_after_the_clients_drop_still_closes() {
+    let (addr, _, held, ended) = early_answering_h2_holding_uploads(1 << 20).await;
+    let client = Client::builder()
+        .http_version(HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let request = http::Request::post(format!("http://{addr}/"))
+        .body(freshpool::RequestBody::from(vec![7u8; 8 << 20]))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.into_body().text().await.unwrap(), "ok");
+    drop(client);
+    let started = std::time::Instant::now();
+    while ended.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
 }

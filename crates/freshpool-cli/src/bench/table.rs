@@ -147,7 +147,9 @@ pub fn findings(cells: &[Cell]) -> String {
     for (scenario, fp) in verdict_cells(cells) {
         let verdict = match verdict_failure(scenario, fp) {
             None => "OK",
-            Some(_) if fp.faults_hit == Some(0) && fp.errors == 0 => "NOT TESTED (FAILED)",
+            Some(_) if fp.faults_hit == Some(0) && fp.errors == 0 && fp.duplicated_posts == 0 => {
+                "NOT TESTED (FAILED)"
+            }
             Some(_) => "FAILED",
         };
         // (`None`: a report written before the cut connections were counted.)
@@ -271,6 +273,14 @@ mod tests {
             text.contains("0 connections cut by the fault: NOT TESTED (FAILED)"),
             "{text}"
         );
+        // (A duplicated POST is the failure, whatever the fault cut.)
+        fp.duplicated_posts = 1;
+        let text = findings(std::slice::from_ref(&fp));
+        assert!(
+            text.contains("0 connections cut by the fault: FAILED"),
+            "{text}"
+        );
+        fp.duplicated_posts = 0;
         fp.faults_hit = Some(12);
         assert!(failed_verdicts(std::slice::from_ref(&fp)).is_empty());
         let text = findings(std::slice::from_ref(&fp));

@@ -284,6 +284,8 @@ impl UploadEnd {
         self: &Arc<Self>,
         mut lease: crate::pool::Lease,
     ) -> Result<(), crate::pool::Lease> {
+        // (Before this lock: it takes the origin's.)
+        let hold = lease.h2_hold();
         {
             let mut state = self.lock();
             if state.0 {
@@ -295,18 +297,24 @@ impl UploadEnd {
         // (No runtime here, a body dropped on a thread of its own: no
         // watch, as before it had one.)
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(watch_parked(Arc::downgrade(self)));
+            runtime.spawn(watch_parked(Arc::downgrade(self), hold));
         }
         Ok(())
     }
 }
 
-/// Gives up a parked upload that took no frame for [`PARKED_STALL`]
-/// while hyper waited for the server, not for the body: its
-/// connection takes no new streams (`CloseReason::Unresponsive`: its
-/// server took nothing) and the stream stops counting. Ends when the
-/// upload does (the lease released by `TrackEnd`'s drop).
-async fn watch_parked(upload: std::sync::Weak<UploadEnd>) {
+/// Gives up a parked upload that took no frame for [`PARKED_STALL`] (a
+/// look every `PARKED_STALL`: given up 5 to 10 s after its last frame)
+/// while hyper waited for the server, not for the body: its connection
+/// takes no new streams (`CloseReason::Unresponsive`: its server took
+/// nothing) and the stream stops counting. Ends when the upload does (the
+/// lease released by `TrackEnd`'s drop). `hold`: the pool's hold on the
+/// connection, kept so that a close the pool's drop let run unbounded (a
+/// stream in flight, this one) is bounded again once it is given up.
+async fn watch_parked(
+    upload: std::sync::Weak<UploadEnd>,
+    hold: Option<Arc<crate::connect::PoolHold>>,
+) {
     let progress = |u: &UploadEnd| u.2.load(std::sync::atomic::Ordering::Relaxed);
     let Some(mut seen) = upload.upgrade().map(|u| progress(&u)) else {
         return;
@@ -316,6 +324,13 @@ async fn watch_parked(upload: std::sync::Weak<UploadEnd>) {
         let Some(upload) = upload.upgrade() else {
             return;
         };
+        {
+            // Over (ended, or the lease gone): nothing to watch.
+            let state = upload.lock();
+            if state.0 || state.1.is_none() {
+                return;
+            }
+        }
         let now = progress(&upload);
         // (Waiting for the caller's own body is no stall of the server's.)
         if now != seen || upload.3.load(std::sync::atomic::Ordering::Relaxed) {
@@ -325,6 +340,9 @@ async fn watch_parked(upload: std::sync::Weak<UploadEnd>) {
         let stalled = upload.lock().1.take();
         if let Some(lease) = stalled {
             tracing::debug!("an HTTP/2 upload whose response ended took nothing for {PARKED_STALL:?}; its connection takes no new streams");
+            if let Some(hold) = &hold {
+                hold.bound();
+            }
             lease.give_up_connection(crate::stats::CloseReason::Unresponsive);
         }
         return;

@@ -76,6 +76,13 @@ impl PoolHold {
         self.let_finish
             .store(true, std::sync::atomic::Ordering::Release);
     }
+
+    /// Takes `let_finish` back: the stream it waited for was given up
+    /// (`body::upload::watch_parked`), so the close is bounded again.
+    pub(crate) fn bound(&self) {
+        self.let_finish
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// A freshly made connection, before the pool takes it.

@@ -443,7 +443,6 @@ impl Origin {
                             sender,
                             limit,
                             peer: conn.peer,
-                            hold: Arc::new(hold),
                         },
                         in_flight: 0,
                         created: now,
@@ -451,6 +450,7 @@ impl Origin {
                         streams: 0,
                         idle_since: now,
                         quiet_abandon: None,
+                        hold: Some(Arc::new(hold)),
                     });
                     shared_landed = not_shared.is_none();
                 }

@@ -314,6 +314,17 @@ impl Lease {
         self.close();
     }
 
+    /// HTTP/2: the pool's hold on its connection (see
+    /// `connect::PoolHold`), for one that must outlive the lease.
+    pub(crate) fn h2_hold(&self) -> Option<Arc<crate::connect::PoolHold>> {
+        match &self.kind {
+            Some(LeaseKind::H2 {
+                origin, conn_id, ..
+            }) => origin.hold_of(*conn_id),
+            _ => None,
+        }
+    }
+
     /// Ends the lease and, HTTP/2, lets its connection take no new
     /// streams, for `why` (`Origin::give_up_stream`): for a stream that
     /// stays the server's after the pool stops counting it (a parked

@@ -164,11 +164,6 @@ pub(crate) struct H2Conn {
     pub limit: StreamLimit,
     /// The address dialed (direct connections), to follow DNS changes.
     pub peer: Option<std::net::SocketAddr>,
-    /// The pool's hold (`connect::PoolHold`): the record's copy is the one
-    /// that lives on (a checkout's copy drops as the stream is taken), so
-    /// it drops when the pool lets go of the connection, which then gets
-    /// a moment to close before its socket is shut.
-    pub hold: Arc<crate::connect::PoolHold>,
 }
 
 impl Channel for H2Conn {
@@ -494,7 +489,9 @@ impl Drop for PoolInner {
             // Those with streams in flight (a body still being read) end
             // with them: not shut a moment after the pool lets go.
             for busy in shared.iter().filter(|s| s.in_flight > 0) {
-                busy.sender.hold.let_finish();
+                if let Some(hold) = &busy.hold {
+                    hold.let_finish();
+                }
             }
             // Counted here: their slots' guards find them gone from the
             // pool, and count nothing (`freshpool.connections.closed` fell

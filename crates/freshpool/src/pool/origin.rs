@@ -580,6 +580,18 @@ impl Origin {
         self.spawn_dials(dials);
     }
 
+    /// The pool's hold on the shared connection `conn_id`, if it still
+    /// has its record.
+    pub(super) fn hold_of(&self, conn_id: u64) -> Option<Arc<crate::connect::PoolHold>> {
+        let g = self.lock();
+        g.state
+            .shared
+            .iter()
+            .find(|s| s.id == conn_id)?
+            .hold
+            .clone()
+    }
+
     pub(super) fn count_closed(&self, reasons: Vec<CloseReason>) {
         for reason in reasons {
             self.counters.closed(reason);

@@ -482,6 +482,7 @@ impl Model {
                 streams: 0,
                 idle_since: now,
                 quiet_abandon: None,
+                hold: None,
             });
             // Not shared only if dead (or retired, which the model never
             // is), and then said so, to be counted.

@@ -659,6 +659,7 @@ fn the_idle_http2_connections_kept_are_those_that_rested_least() {
             streams: 1,
             idle_since: at(rested_since),
             quiet_abandon: None,
+            hold: None,
         });
     }
     let gone = st.drop_idle_shared(1);

@@ -1,6 +1,8 @@
 //! What the per-origin state machine holds and hands out: idle and shared
 //! connections, waiters and their hand-offs, and the limits it obeys.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 
 use super::super::Stamp;
@@ -134,6 +136,11 @@ pub(crate) struct Shared<S> {
     /// read nothing (`Origin::abandon_stream`): a second such abandonment
     /// with no read between makes it suspect.
     pub quiet_abandon: Option<u32>,
+    /// The pool's hold on the connection (`connect::PoolHold`): dropped
+    /// with the record, it lets the connection's driver close it (shut
+    /// after a grace). Here, not in the sender that every stream's
+    /// checkout clones. (None in the state's model tests.)
+    pub hold: Option<Arc<crate::connect::PoolHold>>,
 }
 
 impl<S: Channel> Shared<S> {

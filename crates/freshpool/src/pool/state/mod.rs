@@ -639,7 +639,8 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// that rested least (`max_idle_per_host`, as for HTTP/1; 0: pooling
     /// off, or capacity wanted elsewhere). Returns why each went, to be
     /// counted outside the lock. One whose sender closed (the server went
-    /// away) is left for `slot_freed`, which counts it as the server's close.
+    /// away) is left for `slot_freed`, which counts it as the server's
+    /// close, unless it was draining already.
     pub(crate) fn drop_idle_shared(&mut self, keep_idle: usize) -> Vec<CloseReason> {
         let rests =
             |s: &Shared<S>| s.in_flight == 0 && !s.sender.is_closed() && s.draining.is_none();
@@ -666,12 +667,20 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         };
         let mut gone = Vec::new();
         self.shared.retain(|s| {
-            if s.in_flight > 0 || s.sender.is_closed() {
+            if s.in_flight > 0 {
                 return true;
             }
+            // Draining (closed by the server meanwhile too: a GOAWAY
+            // crossed the pool's own reason): it goes now, counted for the
+            // pool's reason. Left for `slot_freed`, its record kept the
+            // pool's hold, and a connection whose server stopped reading
+            // (an upload given up) was never shut.
             if let Some(why) = s.draining {
                 gone.push(why);
                 return false;
+            }
+            if s.sender.is_closed() {
+                return true;
             }
             let goes = match cutoff {
                 Some(cutoff) if s.idle_since < cutoff => true,
