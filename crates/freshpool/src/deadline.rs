@@ -198,6 +198,10 @@ pin_project_lite::pin_project! {
     pub(crate) struct RequestDeadline {
         #[pin]
         sleep: Option<Sleep>,
+        // The runtime whose timer `sleep` is: a body read on another one
+        // remakes it there (that one may have shut down, and tokio
+        // panics polling a timer of a runtime shut down).
+        runtime: Option<tokio::runtime::Id>,
         at: tokio::time::Instant,
         authority: Option<http::uri::Authority>,
         limit: Duration,
@@ -214,6 +218,7 @@ impl RequestDeadline {
     ) -> Pin<Box<RequestDeadline>> {
         Box::pin(RequestDeadline {
             sleep: None,
+            runtime: None,
             at: tokio::time::Instant::now() + limit,
             authority,
             limit,
@@ -254,12 +259,12 @@ impl RequestDeadline {
         limit: Duration,
         authority: Option<http::uri::Authority>,
     ) -> Pin<Box<RequestDeadline>> {
+        // (None outside any runtime, where tokio panics making one: a
+        // request first polled in one and finished by another executor.)
+        let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
         Box::pin(RequestDeadline {
-            // (None outside any runtime, where tokio panics making one: a
-            // request first polled in one and finished by another executor.)
-            sleep: tokio::runtime::Handle::try_current()
-                .is_ok()
-                .then(|| tokio::time::sleep_until(at)),
+            sleep: runtime.map(|_| tokio::time::sleep_until(at)),
+            runtime,
             at,
             authority,
             limit,
@@ -273,9 +278,10 @@ impl RequestDeadline {
     pub(crate) fn arm(self: Pin<&mut Self>) -> Result<(), crate::Error> {
         let mut this = self.project();
         if this.sleep.is_none() {
-            if tokio::runtime::Handle::try_current().is_err() {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                 return Err(no_runtime());
-            }
+            };
+            *this.runtime = Some(runtime.id());
             this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
         }
         Ok(())
@@ -293,14 +299,21 @@ impl RequestDeadline {
         // Passed already: no timer to ask (one made on a runtime since shut
         // down panics when polled, and a body may outlive its runtime).
         if tokio::time::Instant::now() < *this.at {
-            if this.sleep.is_none() {
-                if tokio::runtime::Handle::try_current().is_err() {
+            let here = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+            // Made here if there is none yet, or if it is another
+            // runtime's: a body read on a runtime of its own after the
+            // request's shut down (`#[tokio::test]`s, a runtime per call
+            // in a blocking wrapper) panicked there. (Outside any runtime
+            // the one made stays: its runtime may still run it.)
+            if this.sleep.is_none() || (here.is_some() && here != *this.runtime) {
+                let Some(runtime) = here else {
                     // A body's timer left unmade (`until` outside a
                     // runtime), read outside one too: the timeout cannot be
                     // kept there (tokio panicked, "no reactor running").
                     // Said so, rather than a read that may hang past it.
                     return Poll::Ready(no_runtime().mark_possibly_processed());
-                }
+                };
+                *this.runtime = Some(runtime);
                 this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
             }
             let sleep = this.sleep.as_pin_mut().expect("set above");

@@ -719,3 +719,32 @@ fn the_heartbeat_moves_to_a_multi_thread_runtime_that_drives_it() {
     );
     drop(rt_c);
 }
+
+/// A response body read on a runtime of its own after the runtime that
+/// made the request shut down (a runtime per call in a blocking wrapper,
+/// `#[tokio::test]`s sharing a client) is read to its end: the `timeout`
+/// timer of its body, made on the first runtime, panicked when polled
+/// there ("A Tokio 1.x context was found, but it is being shutdown").
+/// (Its connection, dialed by a runtime that lives on, is driven still.)
+#[test]
+fn a_body_read_after_its_requests_runtime_shut_down_is_read_to_its_end() {
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    let lasting = runtime(1);
+    // The connection, dialed (and driven) by `lasting`.
+    lasting.block_on(fetch(&client, server.url("/"))).unwrap();
+    let short_lived = runtime(1);
+    let response = short_lived
+        .block_on({
+            let client = client.clone();
+            let url = server.url("/stall/300");
+            async move { client.get(&url).await }
+        })
+        .unwrap();
+    drop(short_lived);
+    let body = lasting.block_on(response.into_body().bytes());
+    assert!(body.is_ok(), "{body:?}");
+}
