@@ -377,7 +377,9 @@ pub struct PoolStats {
 /// The counters of origins the pool forgot, summed: an origin with no
 /// connection, no waiting request and no use for `forget_origin_after` (a
 /// current-thread runtime's share: found so twice) leaves `PoolStats::origins`, and its history lands here, so the pool's
-/// totals never go down.
+/// totals never go down when an origin is forgotten. (`reused` alone may
+/// read one less than a moment before: a try on a connection found dead
+/// is taken back when its request goes again.)
 ///
 /// ```
 /// let stats = freshpool::Client::new().stats();
