@@ -9,8 +9,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use freshpool::{Client, HttpVersion};
-use freshpool_testkit::{Protocol, ServerConfig, TestServer};
+use freshpool::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/2 frame: its 9-byte header, then `payload`.
@@ -56,10 +55,7 @@ async fn stops_reading_h2() -> (std::net::SocketAddr, tokio::task::JoinHandle<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_connection_let_go_of_closes_though_its_server_stopped_reading() {
     let (addr, server) = stops_reading_h2().await;
-    let client = Client::builder()
-        .http_version(HttpVersion::Http2Only)
-        .build()
-        .unwrap();
+    let client = common::h2_client().build().unwrap();
     let url = format!("http://{addr}/upload");
     // Far more than the socket buffers hold on loopback; given up by its
     // caller while it is stuck (hyper resets the stream, a frame that
@@ -85,15 +81,7 @@ async fn an_h2_connection_let_go_of_closes_though_its_server_stopped_reading() {
 /// moment after the pool let go of it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_read_after_goaway_and_the_clients_drop_ends_whole() {
-    let server = TestServer::start(ServerConfig {
-        protocol: Protocol::Http2,
-        ..ServerConfig::default()
-    })
-    .await;
-    let client = Client::builder()
-        .http_version(HttpVersion::Http2Only)
-        .build()
-        .unwrap();
+    let (server, client) = common::http2_server_and_client(Client::builder()).await;
     // A first chunk, then the end 2 s later.
     let response = client.get(&server.url("/stall/2000")).await.unwrap();
     server.goaway_all();

@@ -16,6 +16,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+mod common;
+
 /// An HTTP/2 server allowing `streams` streams per connection, answering
 /// every request at once with `body()`; a request body is read to its end
 /// in the background. Returns its address and the count of connections
@@ -181,10 +183,7 @@ async fn a_parked_streams_release_leaves_other_leases_records_alone() {
     // (One stream per connection: the held request goes to a second one,
     // so that the upload's release shows as one connection fewer active.)
     let (addr, accepted) = early_answering_h2().await;
-    let client = Client::builder()
-        .http_version(HttpVersion::Http2Only)
-        .build()
-        .unwrap();
+    let client = common::h2_client().build().unwrap();
     let url = format!("http://{addr}/");
     let (tx, upload) = start_upload(&client, &url).await;
     upload.into_body().bytes().await.unwrap();
@@ -609,10 +608,7 @@ async fn a_request_body_that_panics_fails_its_request_as_a_body_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_upload_its_server_takes_nothing_of_is_given_up() {
     let (addr, accepted, held, _) = early_answering_h2_holding_uploads(1 << 20).await;
-    let client = Client::builder()
-        .http_version(HttpVersion::Http2Only)
-        .build()
-        .unwrap();
+    let client = common::h2_client().build().unwrap();
     let url = format!("http://{addr}/");
     let request = http::Request::post(&url)
         .body(freshpool::RequestBody::from(vec![7u8; 8 << 20]))
@@ -645,10 +641,7 @@ async fn a_parked_upload_its_server_takes_nothing_of_is_given_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_upload_waiting_for_its_own_body_is_not_given_up() {
     let (addr, _accepted) = early_answering_h2().await;
-    let client = Client::builder()
-        .http_version(HttpVersion::Http2Only)
-        .build()
-        .unwrap();
+    let client = common::h2_client().build().unwrap();
     let url = format!("http://{addr}/");
     let (tx, response) = start_upload(&client, &url).await;
     assert_eq!(response.into_body().text().await.unwrap(), "ok");
@@ -671,10 +664,7 @@ async fn a_parked_upload_waiting_for_its_own_body_is_not_given_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_upload_given_up_after_the_clients_drop_still_closes() {
     let (addr, _, held, ended) = early_answering_h2_holding_uploads(1 << 20).await;
-    let client = Client::builder()
-        .http_version(HttpVersion::Http2Only)
-        .build()
-        .unwrap();
+    let client = common::h2_client().build().unwrap();
     let request = http::Request::post(format!("http://{addr}/"))
         .body(freshpool::RequestBody::from(vec![7u8; 8 << 20]))
         .unwrap();
