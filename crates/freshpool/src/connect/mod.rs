@@ -58,8 +58,9 @@ pub(crate) enum Sender {
 /// has nothing to say before it closes).
 const H2_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The pool's hold on an HTTP/2 connection: in its record (`H2Conn`), so
-/// it drops when the pool lets go of the connection. Its driver then
+/// The pool's hold on an HTTP/2 connection: in its record (`Shared`), so
+/// it drops when the pool lets go of the connection (and when a parked
+/// upload's watch, which keeps one too, ends). Its driver then
 /// gives h2 [`H2_CLOSE_GRACE`] to close, and shuts the socket if it has
 /// not, unless [`PoolHold::let_finish`] said streams are still in flight
 /// (a pool dropped while bodies are read), which h2 then carries to
