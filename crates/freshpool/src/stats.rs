@@ -49,6 +49,7 @@ pub enum CloseReason {
     Surplus,
     /// HTTP/2: read nothing while a request on it waited until it timed
     /// out or was given up (a NAT or peer that dropped it silently), or
+    /// left its keep-alive PING unanswered (`http2_keep_alive_interval`), or
     /// took nothing of an upload for 5 s after answering it in full (the
     /// upload is given up, and its stream stays the server's).
     Unresponsive,

@@ -168,7 +168,33 @@ async fn an_unanswered_ping_closes_its_connection_after_the_keep_alive_timeout()
         quick.stats().open_connections == 0
     })
     .await;
+    // Counted as a connection gone silent, not as the server's close (it
+    // read as "the server closed it").
+    let stats = quick.stats();
+    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 1, "{stats}");
+    assert_eq!(stats.closed_for(CloseReason::ServerClose), 0, "{stats}");
     // The same silence is not yet 20 s unanswered.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(patient.stats().open_connections, 1, "{}", patient.stats());
+}
+
+/// With PINGs on, a connection its server closes (GOAWAY, then its end)
+/// still counts as the server's close: only one that ended without a word
+/// from the server counts as unresponsive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pings_on_a_servers_goaway_still_counts_as_its_close() {
+    let server = h2_server().await;
+    let client = h2_client()
+        .http2_keep_alive_interval(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    assert_eq!(text(&client, &server.url("/")).await, "ok");
+    server.goaway_all();
+    freshpool_testkit::eventually("the connection closed", || {
+        client.stats().open_connections == 0
+    })
+    .await;
+    let stats = client.stats();
+    assert_eq!(stats.closed_for(CloseReason::ServerClose), 1, "{stats}");
+    assert_eq!(stats.closed_for(CloseReason::Unresponsive), 0, "{stats}");
 }

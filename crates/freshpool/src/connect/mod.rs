@@ -131,6 +131,10 @@ pub(crate) trait DialSlot: Send + 'static {
     /// The connection is made (handshake done): the guard moves to its
     /// driver task now.
     fn established(&mut self);
+    /// The connection ended without a word from its server (HTTP/2: an
+    /// unanswered keep-alive PING, no GOAWAY, end of stream or reset):
+    /// the server went silent, it did not close.
+    fn ended_unanswered(&mut self);
 }
 impl Connector {
     pub(crate) fn new(config: ConnConfig, resolver: Arc<dyn Resolve>) -> Result<Connector, Error> {
@@ -318,14 +322,14 @@ impl Connector {
         Ok((stream, h2, resumed))
     }
 
-    async fn handshake<T>(
+    async fn handshake<T, S: DialSlot>(
         &self,
         io: T,
         h2: bool,
         socket: Weak<crate::connect::tcp::Socket>,
         resumed_tls: bool,
         target: &str,
-        slot: &mut Option<impl DialSlot>,
+        slot: &mut Option<S>,
     ) -> Result<NewConnection, Error>
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -377,7 +381,7 @@ impl Connector {
         // Handed over earlier, a connection that died during the wait
         // freed its slot first, and the pool dialed again for a waiter
         // about to get this dial's error.
-        let (hand_slot, slot_for_driver) = tokio::sync::oneshot::channel();
+        let (hand_slot, slot_for_driver) = tokio::sync::oneshot::channel::<Option<S>>();
         // Why the connection ended, if it failed before the SETTINGS: a
         // read error (a TLS alert that TLS 1.3 delivers after the client's
         // handshake, such as a missing client certificate; a reset) reaches
@@ -391,6 +395,10 @@ impl Connector {
             let_finish: let_finish.clone(),
         };
         let shut = socket.clone();
+        let (watched, pings) = (
+            stream_limit.clone(),
+            self.config.http2_keep_alive_interval.is_some(),
+        );
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 let _ = tell_failure.send(e);
@@ -414,7 +422,14 @@ impl Connector {
                     }
                 }
             }
-            drop(slot_for_driver.await);
+            if let Ok(Some(mut slot)) = slot_for_driver.await {
+                // (Only with PINGs on: otherwise nothing of the client's
+                // ends a connection its pool holds.)
+                if pings && !watched.peer_signed_off() {
+                    slot.ended_unanswered();
+                }
+                drop(slot);
+            }
         });
         // Wait for the server's SETTINGS so the pool knows the stream limit
         // before it hands the connection out (see preface.rs). Bounded by

@@ -47,6 +47,7 @@ pub(crate) const DEFAULT_MAX_STREAMS: u32 = 256;
 
 const FRAME_HEADER: usize = 9;
 const TYPE_SETTINGS: u8 = 0x4;
+const TYPE_GOAWAY: u8 = 0x7;
 const FLAG_ACK: u8 = 0x1;
 const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 
@@ -63,6 +64,10 @@ pub(crate) struct StreamLimit(Arc<LimitCell>);
 pub(crate) struct LimitCell {
     max: AtomicU32,
     reads: AtomicU32,
+    /// The server said it is done: a GOAWAY, an end of stream, or a read
+    /// error (a reset). Never set for a connection the client ended on
+    /// its own (an unanswered keep-alive PING).
+    signed_off: std::sync::atomic::AtomicBool,
 }
 
 impl StreamLimit {
@@ -76,6 +81,16 @@ impl StreamLimit {
     /// looks, the server sent nothing meanwhile.
     pub(crate) fn reads(&self) -> u32 {
         self.0.reads.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server ended the connection or said it would (see
+    /// `LimitCell::signed_off`).
+    pub(crate) fn peer_signed_off(&self) -> bool {
+        self.0.signed_off.load(Ordering::Relaxed)
+    }
+
+    fn sign_off(&self) {
+        self.0.signed_off.store(true, Ordering::Relaxed);
     }
 
     /// Follows a SETTINGS frame. Without `MAX_CONCURRENT_STREAMS` the first
@@ -107,6 +122,8 @@ pub(crate) struct FrameReader {
     past_first: bool,
     /// The first frame was not SETTINGS: nothing more is read.
     broken: bool,
+    /// A GOAWAY frame came (after the first frame).
+    goaway: bool,
 }
 
 /// A SETTINGS payload read entry by entry.
@@ -160,6 +177,7 @@ impl FrameReader {
                 }
                 self.left = len;
                 self.settings = readable.then(SettingsScan::default);
+                self.goaway |= h[3] == TYPE_GOAWAY;
             }
             let take = self.left.min(bytes.len());
             if let Some(scan) = self.settings.as_mut() {
@@ -214,6 +232,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefaceIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(_)) = res {
+            self.limit.sign_off();
+        }
         if let Poll::Ready(Ok(())) = res {
             let PrefaceIo {
                 frames,
@@ -232,9 +253,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefaceIo<T> {
                     Ordering::Relaxed,
                 );
             }
-            if fresh.is_empty() && !*told {
-                *told = true;
-                let _ = tx.send(Preface::Closed);
+            if fresh.is_empty() {
+                limit.sign_off();
+                if !*told {
+                    *told = true;
+                    let _ = tx.send(Preface::Closed);
+                }
             }
             frames.feed(fresh, |seen| {
                 if let Preface::Settings(max) = seen {
@@ -244,6 +268,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefaceIo<T> {
                     let _ = tx.send(seen);
                 }
             });
+            if frames.goaway {
+                limit.sign_off();
+            }
         }
         res
     }

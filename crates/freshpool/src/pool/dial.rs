@@ -32,6 +32,8 @@ pub(crate) struct SlotGuard {
     /// its life an `http.client.connection.duration`. (Not a dial that
     /// failed, nor one cancelled under way: its runtime shut down.)
     pub(super) established: bool,
+    /// It ended without a word from its server (`DialSlot::ended_unanswered`).
+    pub(super) unanswered: bool,
 }
 
 impl SlotGuard {
@@ -47,6 +49,7 @@ impl SlotGuard {
             started: false,
             waiter,
             established: false,
+            unanswered: false,
         };
         (guard, dialing)
     }
@@ -58,6 +61,10 @@ impl crate::connect::DialSlot for SlotGuard {
     fn established(&mut self) {
         self.since = Instant::now();
         self.established = true;
+    }
+
+    fn ended_unanswered(&mut self) {
+        self.unanswered = true;
     }
 }
 
@@ -75,12 +82,15 @@ impl Drop for SlotGuard {
                 .metrics
                 .connection_lived(self.since.elapsed());
         }
-        self.origin.slot_freed(self.conn_id, was_dialing);
+        self.origin
+            .slot_freed(self.conn_id, was_dialing, self.unanswered);
     }
 }
 
 impl Origin {
-    pub(super) fn slot_freed(self: &Arc<Self>, conn_id: u64, was_dialing: bool) {
+    /// `unanswered`: the connection ended without a word from its server
+    /// (see `DialSlot::ended_unanswered`).
+    pub(super) fn slot_freed(self: &Arc<Self>, conn_id: u64, was_dialing: bool, unanswered: bool) {
         self.budget.open.fetch_sub(1, Ordering::AcqRel);
         let (forgotten, dials) = {
             let mut g = self.lock();
@@ -106,6 +116,12 @@ impl Origin {
                 let reason = self.close_reason(&idle, now);
                 self.counters.closed(reason);
                 drop(idle);
+            }
+            // (An HTTP/2 connection whose keep-alive PING went unanswered
+            // was counted as the server's close: the flow a NAT dropped
+            // read as a server that closed.)
+            Some(Forgotten::Shared) if unanswered => {
+                self.counters.closed(CloseReason::Unresponsive)
             }
             Some(Forgotten::Shared) => self.counters.closed(CloseReason::ServerClose),
             None => {}
