@@ -354,8 +354,14 @@ async fn after_a_resume_a_busy_http2_connection_takes_no_new_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_given_back_does_not_make_a_used_connection_look_new() {
     let server = h2_server().await;
+    // Its connection answers 300 ms late: A's one poll surely leaves it
+    // queued. (Without the delay, on a loaded machine the dial could land
+    // within that poll, which then sent A's request: 3 requests at the
+    // server, about one run in fifty under four CPU hogs.)
+    let proxy = ChaosProxy::start(server.addr()).await;
+    proxy.set_accept_delay(Some(Duration::from_millis(300)));
     let client = h2_client().max_connections_per_host(1).build().unwrap();
-    let url = server.url("/");
+    let url = proxy.url("/");
     // A queues, and the dial it started lands and hands it the first
     // stream, while A is never polled again.
     let mut a = Box::pin(client.get(&url));
