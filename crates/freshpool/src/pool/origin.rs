@@ -566,18 +566,18 @@ impl Origin {
         lease_id: usize,
         why: CloseReason,
     ) {
-        let now = self.budget.coarse_now();
-        let (dials, gone) = {
-            let mut g = self.lock();
-            g.leases.try_remove(lease_id);
-            if let Some(conn) = g.state.shared.iter_mut().find(|s| s.id == conn_id) {
-                conn.drain(why);
-            }
-            g.state.release_stream(conn_id, now);
-            self.settle_streams(&mut g)
-        };
-        self.count_closed(gone);
-        self.spawn_dials(dials);
+        // Drained first: between the two locks no checkout can take a
+        // stream there. (Rare: the second lock costs nothing that matters.)
+        if let Some(conn) = self
+            .lock()
+            .state
+            .shared
+            .iter_mut()
+            .find(|s| s.id == conn_id)
+        {
+            conn.drain(why);
+        }
+        self.release_stream(conn_id, lease_id);
     }
 
     /// The pool's hold on the shared connection `conn_id`, if it still
