@@ -298,6 +298,9 @@ pub struct OriginStats {
     /// made it safe to (see `docs/freshness.md`), because the connection
     /// closed before the request was written (a GOAWAY, an idle close), or
     /// once more without the pool's own `Expect: 100-continue` after a 417.
+    /// Counted when the pool decides to go again: a retry whose own new
+    /// connection then fails to open counts here, and its failure under
+    /// `connect_errors`, though the request did not go out a second time.
     pub retries: u64,
     /// Requests that gave up waiting for a connection: `PoolTimeout`, or
     /// their own `timeout` while queued (a `Timeout` whose message then

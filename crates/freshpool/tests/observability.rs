@@ -612,3 +612,66 @@ fn connections_a_dropped_client_closes_are_counted_closed() {
     assert_eq!(total("freshpool.connections.closed", None), 2);
     assert_eq!(total("freshpool.connections.closed", Some("surplus")), 2);
 }
+
+/// A retry's dedicated connection that lands just as its request is
+/// dropped (the connection already handed over, not yet taken) joins the
+/// pool, as one landing after the drop does. It was dropped with the
+/// hand-off: counted as created and never as closed, so the stats' books
+/// did not balance (created = open + closed).
+#[test]
+fn a_dedicated_connection_landing_as_its_request_is_dropped_joins_the_pool() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = TestServer::http1().await;
+        let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
+        let client = Client::builder()
+            // The dead connection must be reused, not caught by a peek.
+            .validate_after_idle(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        fetch(&client, &proxy.url("/")).await;
+        proxy.kill_all_silently();
+        let mut request = Box::pin(client.get(&proxy.url("/")));
+        // Polled only until its retry waits for the dedicated dial, which
+        // runs on this (current-thread) runtime once this task yields.
+        let started = std::time::Instant::now();
+        loop {
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(request.as_mut(), cx).is_ready())
+            })
+            .await;
+            assert!(!polled, "answered before its retry's dial landed");
+            let o = &client.stats().origins[0];
+            if o.retries == 1 && o.connecting == 1 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the retry within 10 s: {}",
+                client.stats()
+            );
+            tokio::task::yield_now().await;
+        }
+        freshpool_testkit::eventually("the dedicated dial lands", || {
+            client.stats().origins[0].created == 2
+        })
+        .await;
+        drop(request);
+
+        let stats = client.stats();
+        let origin = &stats.origins[0];
+        assert_eq!((origin.active, origin.idle), (0, 1), "{stats}");
+        let closed: u64 = origin.closed.iter().map(|(_, n)| n).sum();
+        assert_eq!(
+            origin.created,
+            closed + origin.idle as u64,
+            "created = closed + open: {stats}"
+        );
+        // And it serves the next request.
+        fetch(&client, &proxy.url("/")).await;
+        assert_eq!(client.stats().origins[0].created, 2, "{}", client.stats());
+    });
+}

@@ -748,3 +748,45 @@ fn a_body_read_after_its_requests_runtime_shut_down_is_read_to_its_end() {
     let body = lasting.block_on(response.into_body().bytes());
     assert!(body.is_ok(), "{body:?}");
 }
+
+/// A response dropped on a plain thread (no runtime there: a sync part of
+/// an application that was handed the response) before its body was read
+/// takes its connection with it, which frees the origin's only slot for a
+/// request queued on a runtime. The dial for that request cannot be
+/// spawned where the slot was freed; it used to fail the queued request
+/// ("the async runtime is shutting down", while its runtime ran on). It
+/// is sent back to dial from its own runtime.
+#[test]
+fn a_slot_freed_on_a_thread_without_a_runtime_serves_the_queued_request() {
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .pool_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let rt = runtime(1);
+    // A body far larger than any drain on drop: the connection closes.
+    let held = rt
+        .block_on(client.get(&server.url("/bytes/50000000")))
+        .unwrap();
+    let waiting = rt.spawn(fetch(&client, server.url("/")));
+    wait_until("the request queued", &client, |s| {
+        s.origins.first().is_some_and(|o| o.waiting == 1)
+    });
+
+    std::thread::spawn(move || drop(held)).join().unwrap();
+
+    let body = rt
+        .block_on(waiting)
+        .unwrap()
+        .expect("the queued request is served after the slot was freed");
+    assert_eq!(body, "ok");
+    let stats = client.stats();
+    assert_eq!(stats.open_connections, 1, "{stats}");
+    let origin = &stats.origins[0];
+    assert_eq!(
+        (origin.active, origin.connecting, origin.waiting),
+        (0, 0, 0),
+        "{stats}"
+    );
+}

@@ -204,7 +204,7 @@ impl Pool {
                         guard: WaiterGuard {
                             origin,
                             rx: Some(rx),
-                            waiter_id,
+                            waiter_id: Some(waiter_id),
                         },
                         started: asking_again.map_or_else(Instant::now, |(started, _)| started),
                         waiter_id,
@@ -553,7 +553,17 @@ impl Pool {
             }
             Err(_) => return Err(Error::new(Kind::Closed, "no async runtime")),
         }
-        match rx.await {
+        // Dropped before it takes the connection (its request cancelled
+        // as the dial lands), the guard gives it to the pool: the dial,
+        // finding the channel closed, does the same.
+        let mut handoff = WaiterGuard {
+            origin: origin.clone(),
+            rx: Some(rx),
+            waiter_id: None,
+        };
+        let handed = handoff.rx.as_mut().expect("just set").await;
+        handoff.rx = None;
+        match handed {
             Ok(Ok(Handoff::Exclusive(idle))) => {
                 let now = self.inner.budget.stamp(Instant::now());
                 let lease_id = origin.register_lease(&mut origin.lock(), now, caller, 0);

@@ -383,7 +383,9 @@ impl Drop for Lease {
 pub(super) struct WaiterGuard {
     pub(super) origin: Arc<Origin>,
     pub(super) rx: Option<tokio::sync::oneshot::Receiver<Result<Handoff<H1Conn, H2Conn>, Error>>>,
-    pub(super) waiter_id: u64,
+    /// Its place in the queue; None for a retry waiting on the dial
+    /// dedicated to it (`Pool::checkout_dedicated`), which is in no queue.
+    pub(super) waiter_id: Option<u64>,
 }
 
 /// A returned HTTP/1 connection that must not rest (see `Lease::release`):
@@ -428,8 +430,9 @@ impl WaiterGuard {
             }
             Ok(Err(_) | Ok(Handoff::AskAgain)) => {}
             Err(_) => {
-                let mut g = self.origin.lock();
-                g.state.cancel_waiter(self.waiter_id);
+                if let Some(id) = self.waiter_id {
+                    self.origin.lock().state.cancel_waiter(id);
+                }
             }
         }
     }
