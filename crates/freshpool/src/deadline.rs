@@ -200,8 +200,10 @@ pin_project_lite::pin_project! {
         sleep: Option<Sleep>,
         // The runtime whose timer `sleep` is: a body read on another one
         // remakes it there (that one may have shut down, and tokio
-        // panics polling a timer of a runtime shut down).
-        runtime: Option<tokio::runtime::Id>,
+        // panics polling a timer of a runtime shut down). Its handle, not
+        // its id: read outside any runtime, it is asked whether it shut
+        // down (`has_shut_down`).
+        runtime: Option<tokio::runtime::Handle>,
         at: tokio::time::Instant,
         authority: Option<http::uri::Authority>,
         limit: Duration,
@@ -261,9 +263,9 @@ impl RequestDeadline {
     ) -> Pin<Box<RequestDeadline>> {
         // (None outside any runtime, where tokio panics making one: a
         // request first polled in one and finished by another executor.)
-        let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+        let runtime = tokio::runtime::Handle::try_current().ok();
         Box::pin(RequestDeadline {
-            sleep: runtime.map(|_| tokio::time::sleep_until(at)),
+            sleep: runtime.as_ref().map(|_| tokio::time::sleep_until(at)),
             runtime,
             at,
             authority,
@@ -281,7 +283,7 @@ impl RequestDeadline {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                 return Err(no_runtime());
             };
-            *this.runtime = Some(runtime.id());
+            *this.runtime = Some(runtime);
             this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
         }
         Ok(())
@@ -299,13 +301,14 @@ impl RequestDeadline {
         // Passed already: no timer to ask (one made on a runtime since shut
         // down panics when polled, and a body may outlive its runtime).
         if tokio::time::Instant::now() < *this.at {
-            let here = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+            let here = tokio::runtime::Handle::try_current().ok();
+            let made_by = this.runtime.as_ref().map(|h| h.id());
             // Made here if there is none yet, or if it is another
             // runtime's: a body read on a runtime of its own after the
             // request's shut down (`#[tokio::test]`s, a runtime per call
             // in a blocking wrapper) panicked there. (Outside any runtime
-            // the one made stays: its runtime may still run it.)
-            if this.sleep.is_none() || (here.is_some() && here != *this.runtime) {
+            // the one made stays while its runtime may still run it.)
+            if this.sleep.is_none() || here.as_ref().is_some_and(|h| Some(h.id()) != made_by) {
                 let Some(runtime) = here else {
                     // A body's timer left unmade (`until` outside a
                     // runtime), read outside one too: the timeout cannot be
@@ -313,8 +316,12 @@ impl RequestDeadline {
                     // Said so, rather than a read that may hang past it.
                     return Poll::Ready(no_runtime().mark_possibly_processed());
                 };
-                *this.runtime = Some(runtime);
                 this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
+                *this.runtime = Some(runtime);
+            } else if here.is_none() && this.runtime.as_ref().is_some_and(has_shut_down) {
+                // Read outside any runtime after the timer's shut down:
+                // none can be made here, as above.
+                return Poll::Ready(no_runtime().mark_possibly_processed());
             }
             let sleep = this.sleep.as_pin_mut().expect("set above");
             std::task::ready!(sleep.poll(cx));
@@ -337,6 +344,24 @@ impl RequestDeadline {
 }
 
 /// The overall timeout cannot be kept: no tokio runtime to time it.
+/// Whether `handle`'s runtime has shut down. tokio has no such question,
+/// but cancels a task spawned on a runtime shut down before it returns its
+/// handle; on one that runs, the empty task runs there. (Asked only of a
+/// body read outside any runtime, at each wait: a rare path. A runtime
+/// that shuts down between this and the timer's poll still panics it.)
+fn has_shut_down(handle: &tokio::runtime::Handle) -> bool {
+    struct NoWake;
+    impl std::task::Wake for NoWake {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    let mut probe = handle.spawn(async {});
+    let waker = std::task::Waker::from(std::sync::Arc::new(NoWake));
+    matches!(
+        Pin::new(&mut probe).poll(&mut Context::from_waker(&waker)),
+        Poll::Ready(Err(e)) if e.is_cancelled()
+    )
+}
+
 fn no_runtime() -> crate::Error {
     crate::Error::new(
         crate::Kind::Closed,

@@ -165,3 +165,39 @@ fn a_request_on_a_warm_connection_outside_a_runtime_does_not_panic() {
     let body = block_on_this_thread(response.into_body().text()).unwrap();
     assert_eq!(body, "ok");
 }
+
+/// A response body read outside any runtime after the runtime that made
+/// its request (and its `timeout` timer) shut down, its connection driven
+/// by another runtime that lives on: polling that timer panicked ("A Tokio
+/// 1.x context was found, but it is being shutdown"). No timer can be made
+/// where it is read, so the read ends with the error that says so, as for
+/// a body whose timer could not be made at all.
+#[test]
+fn a_body_read_outside_a_runtime_after_its_timers_runtime_shut_down_fails_without_a_panic() {
+    let lasting = one_worker_runtime();
+    let server = lasting.block_on(TestServer::http1());
+    let client = Client::builder()
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    // The connection, dialed (and driven) by `lasting`.
+    lasting.block_on(async {
+        let response = client.get(&server.url("/")).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+    });
+    let short_lived = one_worker_runtime();
+    // Five one-byte frames, 40 ms apart: the body waits between them.
+    let response = short_lived
+        .block_on(client.get(&server.url("/drip/5")))
+        .unwrap();
+    drop(short_lived);
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        block_on_this_thread(response.into_body().bytes())
+    }));
+    let err = read.expect("no panic").unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::Closed, "{err}");
+    assert!(
+        err.to_string().contains("outside any tokio runtime"),
+        "{err}"
+    );
+}

@@ -752,10 +752,9 @@ fn a_body_read_after_its_requests_runtime_shut_down_is_read_to_its_end() {
 /// A response dropped on a plain thread (no runtime there: a sync part of
 /// an application that was handed the response) before its body was read
 /// takes its connection with it, which frees the origin's only slot for a
-/// request queued on a runtime. The dial for that request cannot be
-/// spawned where the slot was freed; it used to fail the queued request
-/// ("the async runtime is shutting down", while its runtime ran on). It
-/// is sent back to dial from its own runtime.
+/// request queued on a runtime: that request is served. (No dial can be
+/// spawned on the plain thread; the slot is freed by the connection's
+/// driver, on its runtime, which dials for the queued request there.)
 #[test]
 fn a_slot_freed_on_a_thread_without_a_runtime_serves_the_queued_request() {
     let (_server_rt, server) = serve();
