@@ -204,6 +204,9 @@ pin_project_lite::pin_project! {
         // its id: read outside any runtime, it is asked whether it shut
         // down (`has_shut_down`).
         runtime: Option<tokio::runtime::Handle>,
+        // The task that asks it (`has_shut_down`), while that one has not
+        // run: one at a time.
+        probe: Option<tokio::task::JoinHandle<()>>,
         at: tokio::time::Instant,
         authority: Option<http::uri::Authority>,
         limit: Duration,
@@ -221,6 +224,7 @@ impl RequestDeadline {
         Box::pin(RequestDeadline {
             sleep: None,
             runtime: None,
+            probe: None,
             at: tokio::time::Instant::now() + limit,
             authority,
             limit,
@@ -267,6 +271,7 @@ impl RequestDeadline {
         Box::pin(RequestDeadline {
             sleep: runtime.as_ref().map(|_| tokio::time::sleep_until(at)),
             runtime,
+            probe: None,
             at,
             authority,
             limit,
@@ -318,7 +323,13 @@ impl RequestDeadline {
                 };
                 this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
                 *this.runtime = Some(runtime);
-            } else if here.is_none() && this.runtime.as_ref().is_some_and(has_shut_down) {
+                *this.probe = None;
+            } else if here.is_none()
+                && this
+                    .runtime
+                    .as_ref()
+                    .is_some_and(|h| has_shut_down(h, this.probe))
+            {
                 // Read outside any runtime after the timer's shut down:
                 // none can be made here, as above.
                 return Poll::Ready(no_runtime().mark_possibly_processed());
@@ -345,21 +356,33 @@ impl RequestDeadline {
 
 /// The overall timeout cannot be kept: no tokio runtime to time it.
 /// Whether `handle`'s runtime has shut down. tokio has no such question,
-/// but cancels a task spawned on a runtime shut down before it returns its
-/// handle; on one that runs, the empty task runs there. (Asked only of a
-/// body read outside any runtime, at each wait: a rare path. A runtime
-/// that shuts down between this and the timer's poll still panics it.)
-fn has_shut_down(handle: &tokio::runtime::Handle) -> bool {
+/// but cancels every task of a runtime that shuts down, and a task spawned
+/// on one already shut down before it returns its handle. So an empty task
+/// is spawned there (`probe`) and asked: cancelled, the runtime is gone;
+/// finished, it ran (a new probe next time); pending, it runs still (a
+/// current-thread runtime nobody drives now), and the same task is asked
+/// again at the next wait, so that waits do not pile tasks up in its
+/// queue. (Asked only of a body read outside any runtime: a rare path. A
+/// runtime that shuts down between this and the timer's poll still
+/// panics it.)
+fn has_shut_down(
+    handle: &tokio::runtime::Handle,
+    probe: &mut Option<tokio::task::JoinHandle<()>>,
+) -> bool {
     struct NoWake;
     impl std::task::Wake for NoWake {
         fn wake(self: std::sync::Arc<Self>) {}
     }
-    let mut probe = handle.spawn(async {});
+    let task = probe.get_or_insert_with(|| handle.spawn(async {}));
     let waker = std::task::Waker::from(std::sync::Arc::new(NoWake));
-    matches!(
-        Pin::new(&mut probe).poll(&mut Context::from_waker(&waker)),
-        Poll::Ready(Err(e)) if e.is_cancelled()
-    )
+    match Pin::new(task).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(Err(e)) if e.is_cancelled() => true,
+        Poll::Ready(_) => {
+            *probe = None;
+            false
+        }
+        Poll::Pending => false,
+    }
 }
 
 fn no_runtime() -> crate::Error {
