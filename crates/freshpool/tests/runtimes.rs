@@ -789,3 +789,47 @@ fn a_slot_freed_on_a_thread_without_a_runtime_serves_the_queued_request() {
         "{stats}"
     );
 }
+
+/// A runtime per call (a blocking wrapper: `Runtime::new()` and
+/// `block_on` for each request), each living a few milliseconds: the pool's
+/// sweep (expiry, leak reports, forgetting unused origins) runs on the
+/// heartbeat, which each such runtime starts anew. Each heartbeat task
+/// counted its own beats and swept at its fourth, 750 ms on: never, with
+/// such runtimes, so an origin once used stayed for good (a service
+/// meeting new hosts over days grew without bound). The sweep now comes
+/// about once a second, whichever heartbeat task ticks.
+#[test]
+fn a_runtime_per_call_still_sweeps_unused_origins_away() {
+    let (_server_rt, once) = serve();
+    let (_server_rt_b, busy) = serve();
+    let client = Client::builder()
+        .forget_origin_after(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let call = |url: String| {
+        let rt = runtime(1);
+        let body = rt.block_on(fetch(&client, url)).unwrap();
+        assert_eq!(body, "ok");
+    };
+    call(once.url("/"));
+    let once_port = once.addr().port();
+    let known = |client: &Client| {
+        client
+            .stats()
+            .origins
+            .iter()
+            .any(|o| o.origin.ends_with(&format!(":{once_port}")))
+    };
+    assert!(known(&client), "{}", client.stats());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while known(&client) {
+        assert!(
+            Instant::now() < deadline,
+            "the unused origin forgotten within 10 s:\n{}",
+            client.stats()
+        );
+        call(busy.url("/"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(client.stats().forgotten.origins >= 1, "{}", client.stats());
+}

@@ -452,6 +452,11 @@ struct PoolInner {
     /// Beats of the current heartbeat task (only it counts them): how a
     /// replaced task learns that its replacement runs.
     heartbeat_beats: AtomicU64,
+    /// When the last sweep ran (ns on the budget's clock, 0: the pool's
+    /// start): the pool's, not a heartbeat task's, so that a runtime per
+    /// call, each starting a heartbeat that lives a few milliseconds,
+    /// still gets its sweep (see `Pool::sweep_due`).
+    last_sweep: AtomicU64,
     /// Machine suspends (boottime past monotonic), polled by the heartbeat:
     /// the pool's, so that one between two heartbeat tasks counts too.
     suspend: Mutex<SuspendWatch>,
@@ -537,6 +542,7 @@ impl Pool {
                 heartbeat_tick: AtomicU64::new(0),
                 heartbeat_gen: AtomicU64::new(0),
                 heartbeat_beats: AtomicU64::new(0),
+                last_sweep: AtomicU64::new(0),
                 suspend: Mutex::new(SuspendWatch::new(clock)),
                 built_at,
                 dial,

@@ -111,7 +111,6 @@ impl Pool {
             let mut running = running;
             let mut ticker = tokio::time::interval(HEARTBEAT);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut beats = 0u64;
             // The tick when this task found itself replaced (see below).
             let mut replaced_at: Option<u64> = None;
             loop {
@@ -175,9 +174,8 @@ impl Pool {
                         pool.freeze_detected(now, gap, "machine suspend");
                     }
                 }
-                beats += 1;
                 // Sweep expired idle connections about once a second.
-                if beats.is_multiple_of(4) {
+                if pool.sweep_due(now) {
                     pool.sweep(now);
                 }
             }
@@ -200,7 +198,28 @@ impl Drop for HeartbeatRunning {
     }
 }
 
+/// How often the heartbeat sweeps: at its first tick at least this long
+/// after the last sweep (four ticks, 1 s, on a heartbeat that runs on; a
+/// tick's lateness does not push the sweep to the fifth).
+const SWEEP_EVERY: Duration = Duration::from_millis(875);
+
 impl Pool {
+    /// Whether the heartbeat sweeps at this tick (and then it does: claimed
+    /// here). Timed by the pool, not by the task's own count of beats: a
+    /// runtime per call (a blocking wrapper) starts a heartbeat with each
+    /// call, on a runtime that lives a few milliseconds, and a count that
+    /// started again with each reached no sweep. Unused origins were then
+    /// never forgotten, nor leaks reported.
+    fn sweep_due(&self, now: Stamp) -> bool {
+        let last = self.inner.last_sweep.load(Ordering::Acquire);
+        now.nanos().saturating_sub(last) >= SWEEP_EVERY.as_nanos() as u64
+            && self
+                .inner
+                .last_sweep
+                .compare_exchange(last, now.nanos(), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
     /// Beats (checkouts beat too) and reads the gap since the last beat:
     /// one far beyond the heartbeat's period means the process did not run
     /// (SIGSTOP, cgroup freeze, a paused serverless sandbox). The last beat
