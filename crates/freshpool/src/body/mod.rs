@@ -440,6 +440,18 @@ impl http_body::Body for Body {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
+                // The last frame of a body whose end is known (its
+                // Content-Length reached, HTTP/2's END_STREAM): the
+                // connection goes back now, as if the caller had polled
+                // once more for the end, which then costs nothing (a trip
+                // through hyper's body channel, two of its locks, on a line
+                // the connection's driver just wrote). hyper's HTTP/1
+                // dispatcher is done with the body by then: it marks the
+                // connection keep-alive before it hands the last chunk over.
+                if self.inner.as_ref().is_some_and(|i| i.is_end_stream()) {
+                    self.finish();
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 // (Read as it comes: no leak, however long it takes.)
                 if let Some(lease) = self.lease.as_mut() {
                     lease.note_awaited(false);
