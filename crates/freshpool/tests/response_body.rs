@@ -262,3 +262,48 @@ async fn read_timeout_does_not_count_the_readers_own_work() {
     }
     assert_eq!(read, 5);
 }
+
+/// A body whose length is known gives its connection back with its last
+/// frame: a reader that stops once it has the Content-Length it expected
+/// (and keeps the body) holds no connection. It held it until it polled
+/// once more for the end, or dropped the body.
+#[tokio::test]
+async fn a_body_read_to_its_length_gives_its_connection_back_with_its_last_frame() {
+    use http_body_util::BodyExt;
+    let server = TestServer::http1().await;
+    let client = Client::new();
+    let response = client.get(&server.url("/bytes/10")).await.unwrap();
+    let mut body = response.into_body();
+    let mut read = 0;
+    while read < 10 {
+        let frame = body.frame().await.expect("a frame").unwrap();
+        read += frame.into_data().map_or(0, |d| d.len());
+    }
+    let stats = client.stats();
+    let origin = &stats.origins[0];
+    assert_eq!((origin.active, origin.idle), (0, 1), "{stats}");
+    // The end, asked for afterwards, is there.
+    assert!(body.frame().await.is_none());
+    // And the connection serves the next request.
+    fetch(&client, &server.url("/")).await;
+    assert_eq!(client.stats().origins[0].created, 1, "{}", client.stats());
+    drop(body);
+}
+
+/// The same over HTTP/2: the stream ends with its last DATA frame
+/// (END_STREAM), and goes back then.
+#[tokio::test]
+async fn an_h2_body_read_to_its_end_stream_gives_its_stream_back_with_its_last_frame() {
+    use http_body_util::BodyExt;
+    let (server, client) = http2_server_and_client(Client::builder()).await;
+    let response = client.get(&server.url("/bytes/10")).await.unwrap();
+    let mut body = response.into_body();
+    let mut read = 0;
+    while read < 10 {
+        let frame = body.frame().await.expect("a frame").unwrap();
+        read += frame.into_data().map_or(0, |d| d.len());
+    }
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].active, 0, "{stats}");
+    assert!(body.frame().await.is_none());
+}
