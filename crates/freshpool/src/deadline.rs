@@ -354,17 +354,17 @@ impl RequestDeadline {
     }
 }
 
-/// The overall timeout cannot be kept: no tokio runtime to time it.
 /// Whether `handle`'s runtime has shut down. tokio has no such question,
 /// but cancels every task of a runtime that shuts down, and a task spawned
 /// on one already shut down before it returns its handle. So an empty task
 /// is spawned there (`probe`) and asked: cancelled, the runtime is gone;
-/// finished, it ran (a new probe next time); pending, it runs still (a
-/// current-thread runtime nobody drives now), and the same task is asked
-/// again at the next wait, so that waits do not pile tasks up in its
-/// queue. (Asked only of a body read outside any runtime: a rare path. A
-/// runtime that shuts down between this and the timer's poll still
-/// panics it.)
+/// pending, it is alive (perhaps a current-thread runtime nobody drives
+/// now), and the same task is asked again at the next wait, so that waits
+/// do not pile tasks up in its queue. A probe that finished tells nothing
+/// about now (the runtime may have shut down since it ran): a new one is
+/// spawned and asked at once. (Asked only of a body read outside any
+/// runtime: a rare path. A runtime that shuts down between this and the
+/// timer's poll still panics it.)
 fn has_shut_down(
     handle: &tokio::runtime::Handle,
     probe: &mut Option<tokio::task::JoinHandle<()>>,
@@ -373,18 +373,22 @@ fn has_shut_down(
     impl std::task::Wake for NoWake {
         fn wake(self: std::sync::Arc<Self>) {}
     }
-    let task = probe.get_or_insert_with(|| handle.spawn(async {}));
     let waker = std::task::Waker::from(std::sync::Arc::new(NoWake));
-    match Pin::new(task).poll(&mut Context::from_waker(&waker)) {
-        Poll::Ready(Err(e)) if e.is_cancelled() => true,
-        Poll::Ready(_) => {
-            *probe = None;
-            false
+    let mut cx = Context::from_waker(&waker);
+    // (At most twice: a finished probe, then a fresh one.)
+    for _ in 0..2 {
+        let task = probe.get_or_insert_with(|| handle.spawn(async {}));
+        match Pin::new(task).poll(&mut cx) {
+            Poll::Ready(Err(e)) if e.is_cancelled() => return true,
+            Poll::Ready(_) => *probe = None,
+            Poll::Pending => return false,
         }
-        Poll::Pending => false,
     }
+    // Two probes ran at once (a multi-thread runtime's idle worker): alive.
+    false
 }
 
+/// The overall timeout cannot be kept: no tokio runtime to time it.
 fn no_runtime() -> crate::Error {
     crate::Error::new(
         crate::Kind::Closed,

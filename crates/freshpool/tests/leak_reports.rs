@@ -40,10 +40,10 @@ async fn a_body_read_slowly_is_not_reported_as_a_leak() {
 /// progress: a body held for a while after it is not reported, though the
 /// lease is older than `lease_warn_after` by then. (The report looked at
 /// the lease's age since the request began, and flagged it.) Sweeps run
-/// every fourth 250 ms beat, about 0.75, 1.75, 2.75, 3.75 s... after the
-/// first checkout: held until 3.7 s, a report by age (limit 2.5 s) comes
-/// at the 2.75 s sweep; by progress (the head at the 1.75–2 s beat), not
-/// before the 4.75 s one (about 1 s of slack for a loaded machine).
+/// at the first 250 ms beat at least 875 ms after the last one, about 1,
+/// 2, 3, 4, 5 s... after the first checkout: held until 3.7 s, a report by
+/// age (limit 2.5 s) comes at the 3 s sweep; by progress (the head at
+/// 2 s), not before the 5 s one (over 1 s of slack for a loaded machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_response_head_restarts_the_leak_clock() {
     let (server, client, origin) = warning_after(Duration::from_millis(2500)).await;

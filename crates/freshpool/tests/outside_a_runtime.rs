@@ -174,10 +174,25 @@ fn a_request_on_a_warm_connection_outside_a_runtime_does_not_panic() {
 /// a body whose timer could not be made at all.
 #[test]
 fn a_body_read_outside_a_runtime_after_its_timers_runtime_shut_down_fails_without_a_panic() {
+    read_outside_after_the_timers_runtime_shut_down(false);
+}
+
+/// The same, with first frames read outside any runtime while the
+/// timer's runtime still ran: the pool asked that runtime whether it had
+/// shut down by a task it spawned there, which ran. Taken for proof that
+/// the runtime was alive at the next wait, after it shut down, it let
+/// the timer be polled, and panic.
+#[test]
+fn a_body_read_outside_a_runtime_across_its_timers_runtime_shutting_down_fails_without_a_panic() {
+    read_outside_after_the_timers_runtime_shut_down(true);
+}
+
+fn read_outside_after_the_timers_runtime_shut_down(first_frame_before: bool) {
+    use http_body_util::BodyExt;
     let lasting = one_worker_runtime();
     let server = lasting.block_on(TestServer::http1());
     let client = Client::builder()
-        .timeout(Some(Duration::from_secs(10)))
+        .timeout(Some(Duration::from_secs(20)))
         .build()
         .unwrap();
     // The connection, dialed (and driven) by `lasting`.
@@ -186,13 +201,23 @@ fn a_body_read_outside_a_runtime_after_its_timers_runtime_shut_down_fails_withou
         response.into_body().bytes().await.unwrap();
     });
     let short_lived = one_worker_runtime();
-    // Five one-byte frames, 40 ms apart: the body waits between them.
+    // Fifty one-byte frames, 40 ms apart: the body waits between them.
     let response = short_lived
-        .block_on(client.get(&server.url("/drip/5")))
+        .block_on(client.get(&server.url("/drip/50")))
         .unwrap();
+    let mut body = response.into_body();
+    if first_frame_before {
+        // (Three: the waits between them ask the runtime.)
+        for _ in 0..3 {
+            let frame = block_on_this_thread(body.frame()).expect("a frame");
+            assert!(frame.is_ok(), "{frame:?}");
+        }
+        // (Time for the probe the wait spawned there to run.)
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(short_lived);
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        block_on_this_thread(response.into_body().bytes())
+        block_on_this_thread(body.bytes())
     }));
     let err = read.expect("no panic").unwrap_err();
     assert_eq!(err.kind(), freshpool::Kind::Closed, "{err}");
