@@ -224,15 +224,7 @@ fn a_retrys_dedicated_connection_shows_as_active_when_it_lands() {
     let snapshotter = recorder.snapshotter();
     let active = || gauge(&snapshotter, "active");
     run_recorded(&recorder, async {
-        let server = TestServer::http1().await;
-        let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
-        let client = Client::builder()
-            // The dead connection must be reused, not caught by a peek.
-            .validate_after_idle(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        fetch(&client, &proxy.url("/")).await;
-        proxy.kill_all_silently();
+        let (_server, proxy, client) = a_pooled_connection_killed_silently().await;
         let held = client.get(&proxy.url("/")).await.unwrap();
         let stats = client.stats();
         assert_eq!(
@@ -625,15 +617,7 @@ fn a_dedicated_connection_landing_as_its_request_is_dropped_joins_the_pool() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let server = TestServer::http1().await;
-        let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
-        let client = Client::builder()
-            // The dead connection must be reused, not caught by a peek.
-            .validate_after_idle(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        fetch(&client, &proxy.url("/")).await;
-        proxy.kill_all_silently();
+        let (_server, proxy, client) = a_pooled_connection_killed_silently().await;
         let mut request = Box::pin(client.get(&proxy.url("/")));
         // Polled only until its retry waits for the dedicated dial, which
         // runs on this (current-thread) runtime once this task yields.
@@ -674,4 +658,21 @@ fn a_dedicated_connection_landing_as_its_request_is_dropped_joins_the_pool() {
         fetch(&client, &proxy.url("/")).await;
         assert_eq!(client.stats().origins[0].created, 2, "{}", client.stats());
     });
+}
+
+/// A client whose one idle connection (through a chaos proxy) was killed
+/// silently: its next request meets it dead and is retried on a dedicated
+/// connection. (`validate_after_idle` long: the dead connection is reused,
+/// not caught by a peek.)
+async fn a_pooled_connection_killed_silently() -> (TestServer, freshpool_testkit::ChaosProxy, Client)
+{
+    let server = TestServer::http1().await;
+    let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    fetch(&client, &proxy.url("/")).await;
+    proxy.kill_all_silently();
+    (server, proxy, client)
 }

@@ -272,13 +272,7 @@ async fn a_body_read_to_its_length_gives_its_connection_back_with_its_last_frame
     use http_body_util::BodyExt;
     let server = TestServer::http1().await;
     let client = Client::new();
-    let response = client.get(&server.url("/bytes/10")).await.unwrap();
-    let mut body = response.into_body();
-    let mut read = 0;
-    while read < 10 {
-        let frame = body.frame().await.expect("a frame").unwrap();
-        read += frame.into_data().map_or(0, |d| d.len());
-    }
+    let mut body = ten_bytes_read_without_asking_for_the_end(&client, &server).await;
     let stats = client.stats();
     let origin = &stats.origins[0];
     assert_eq!((origin.active, origin.idle), (0, 1), "{stats}");
@@ -296,6 +290,19 @@ async fn a_body_read_to_its_length_gives_its_connection_back_with_its_last_frame
 async fn an_h2_body_read_to_its_end_stream_gives_its_stream_back_with_its_last_frame() {
     use http_body_util::BodyExt;
     let (server, client) = http2_server_and_client(Client::builder()).await;
+    let mut body = ten_bytes_read_without_asking_for_the_end(&client, &server).await;
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].active, 0, "{stats}");
+    assert!(body.frame().await.is_none());
+}
+
+/// The body of `/bytes/10`, its 10 bytes read frame by frame and no poll
+/// more (the end not asked for).
+async fn ten_bytes_read_without_asking_for_the_end(
+    client: &Client,
+    server: &TestServer,
+) -> freshpool::Body {
+    use http_body_util::BodyExt;
     let response = client.get(&server.url("/bytes/10")).await.unwrap();
     let mut body = response.into_body();
     let mut read = 0;
@@ -303,7 +310,5 @@ async fn an_h2_body_read_to_its_end_stream_gives_its_stream_back_with_its_last_f
         let frame = body.frame().await.expect("a frame").unwrap();
         read += frame.into_data().map_or(0, |d| d.len());
     }
-    let stats = client.stats();
-    assert_eq!(stats.origins[0].active, 0, "{stats}");
-    assert!(body.frame().await.is_none());
+    body
 }

@@ -149,6 +149,11 @@ fn a_dial_dropped_unrun_by_a_dying_runtime_gives_its_slot_back() {
         .block_on(async move { again.get(&url).await?.into_body().text().await })
         .expect("a later request");
     assert_eq!(body, "ok");
+    assert_books_balance_with_one_idle_connection(&client);
+}
+
+/// One connection open, idle: nothing active, connecting or waiting.
+fn assert_books_balance_with_one_idle_connection(client: &Client) {
     let stats = client.stats();
     assert_eq!(stats.open_connections, 1, "{stats}");
     let origin = &stats.origins[0];
@@ -780,14 +785,7 @@ fn a_slot_freed_on_a_thread_without_a_runtime_serves_the_queued_request() {
         .unwrap()
         .expect("the queued request is served after the slot was freed");
     assert_eq!(body, "ok");
-    let stats = client.stats();
-    assert_eq!(stats.open_connections, 1, "{stats}");
-    let origin = &stats.origins[0];
-    assert_eq!(
-        (origin.active, origin.connecting, origin.waiting),
-        (0, 0, 0),
-        "{stats}"
-    );
+    assert_books_balance_with_one_idle_connection(&client);
 }
 
 /// A runtime per call (a blocking wrapper: `Runtime::new()` and
