@@ -224,5 +224,13 @@ if any(v for v in cpu.values()):
         print(f"hand-held hyper CPU / freshpool CPU per request, per round: median "
               f"{statistics.median(ratios):.3f} (min {ratios[0]:.3f}, max {ratios[-1]:.3f}, "
               f"{len(ratios)} rounds): " + " ".join(f"{x:.2f}" for x in ratios))
+# How often each client's threads parked (voluntary context switches per
+# 1,000 requests). A client that parks often does not fill its threads: its
+# req/s is paced by latency, and its ratio to a client that does fill them
+# says less than their CPU per request does.
+parks = {p: med(rs, "parks_per_1k") for p, rs in by_peer.items()}
+if any(v is not None for v in parks.values()):
+    print("client thread parks per 1,000 requests (median over rounds): "
+          + ", ".join(f"{p} {v:.1f}" for p, v in parks.items() if v is not None))
 PY
 for note in "${NOTES[@]}"; do echo "NOTE: $note"; done

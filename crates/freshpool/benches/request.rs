@@ -239,24 +239,28 @@ fn peer_main(url: String) {
     let rt = runtime(env_usize("FRESHPOOL_BENCH_CLIENT_THREADS", 2));
     let uri: http::Uri = url.parse().expect("FRESHPOOL_PEER_URL");
     for name in clients.split(',') {
-        let (elapsed, cpu, mut lat) = rt.block_on(peer_run(name, &url, &uri, c, n));
+        let (elapsed, (cpu, parks), mut lat) = rt.block_on(peer_run(name, &url, &uri, c, n));
         lat.sort_unstable();
         let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e3;
         println!(
-            "peer=rust-{name} concurrency={c} requests={n} seconds={:.3} rps={:.0} p50_us={:.0} p99_us={:.0} cpu_us={:.2} errors=0",
+            "peer=rust-{name} concurrency={c} requests={n} seconds={:.3} rps={:.0} p50_us={:.0} p99_us={:.0} cpu_us={:.2} parks_per_1k={:.1} errors=0",
             elapsed.as_secs_f64(),
             n as f64 / elapsed.as_secs_f64(),
             pct(0.50),
             pct(0.99),
-            cpu.as_secs_f64() * 1e6 / n as f64
+            cpu.as_secs_f64() * 1e6 / n as f64,
+            parks as f64 * 1e3 / n as f64
         );
     }
 }
 
 /// This process' CPU time so far (user + system, all threads): the
 /// client's own cost per request, which unlike throughput does not depend
-/// on how the server, sharing the machine, is paced.
-fn process_cpu() -> Duration {
+/// on how the server, sharing the machine, is paced. And how many times its
+/// threads parked (voluntary context switches: a worker with nothing to
+/// run): a client that parks often does not fill its threads, so its req/s
+/// is paced by latency, not by its CPU, and compares less well.
+fn process_cpu() -> (Duration, u64) {
     // SAFETY: getrusage fills the struct it is given.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
@@ -264,18 +268,21 @@ fn process_cpu() -> Duration {
         usage
     };
     let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+    (
+        Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime)),
+        usage.ru_nvcsw as u64,
+    )
 }
 
-/// Returns the wall time, the process' CPU time over the same span, and
-/// every request's latency in nanoseconds.
+/// Returns the wall time, the process' CPU time and parks over the same
+/// span (see `process_cpu`), and every request's latency in nanoseconds.
 async fn peer_run(
     name: &str,
     url: &str,
     uri: &http::Uri,
     c: usize,
     n: usize,
-) -> (Duration, Duration, Vec<u64>) {
+) -> (Duration, (Duration, u64), Vec<u64>) {
     enum Peer {
         Fresh(Client),
         Req(reqwest::Client),
@@ -367,7 +374,12 @@ async fn peer_run(
     for h in handles {
         all.extend(h.await.expect("peer task"));
     }
-    (start.elapsed(), process_cpu() - cpu_start, all)
+    let (cpu_end, parks_end) = process_cpu();
+    (
+        start.elapsed(),
+        (cpu_end - cpu_start.0, parks_end - cpu_start.1),
+        all,
+    )
 }
 
 criterion_group! {
