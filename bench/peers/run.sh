@@ -2,7 +2,9 @@
 # Runs every client against the same loopback server in one go and prints
 # one line per client plus a table of ratios:
 #   freshpool load (the CLI), the freshpool library, hand-held hyper
-#   connections ("the limit"), reqwest, Go net/http, Python aiohttp.
+#   connections ("the limit"), the same connections shared through a
+#   mutex-guarded LIFO stack (`hyper-lifo`: the least pool there is),
+#   reqwest, Go net/http, Python aiohttp.
 #
 # Usage: bench/peers/run.sh [URL]
 #   URL  an http:// URL to test (default: start `freshpool bench --serve`,
@@ -13,7 +15,7 @@
 #        REQUEST_EXE / SCALING_EXE (bench binaries to run instead of this
 #        tree's: to compare two builds side by side),
 #        CLIENTS (default "freshpool-load rust go python"),
-#        ROUNDS (default 1): run the three Rust clients this many times, the
+#        ROUNDS (default 1): run the four Rust clients this many times, the
 #        order rotating each round; the summary then gives each client's
 #        median req/s and the median of the per-round ratios (this host's
 #        throughput drifts within minutes: a ratio of two runs seconds
@@ -133,10 +135,13 @@ for client in $CLIENTS; do
         fi
         ;;
     rust)
-        orders=("freshpool,hyper,reqwest" "hyper,reqwest,freshpool" "reqwest,freshpool,hyper")
+        # hyper-lifo: the hand-held connections shared through a mutex over a
+        # LIFO stack, the least pool there is (what sharing alone costs).
+        orders=("freshpool,hyper,hyper-lifo,reqwest" "hyper,hyper-lifo,reqwest,freshpool"
+            "hyper-lifo,reqwest,freshpool,hyper" "reqwest,freshpool,hyper,hyper-lifo")
         for round in $(seq 1 "$ROUNDS"); do
-            order=${orders[$(((round - 1) % 3))]}
-            echo "# running Rust peers (freshpool library, hand-held hyper, reqwest), round $round/$ROUNDS: $order"
+            order=${orders[$(((round - 1) % 4))]}
+            echo "# running Rust peers (freshpool library, hand-held hyper, hand-held hyper shared LIFO, reqwest), round $round/$ROUNDS: $order"
             FRESHPOOL_PEER_URL=$URL FRESHPOOL_PEER_CLIENTS=$order C=$C N=$N "$REQUEST_EXE" 2>"$OUT/rust.err" |
                 sed "s/\$/ round=$round/" | tee -a "$RESULTS" ||
                 NOTES+=("rust peers failed: $(tail -c 300 "$OUT/rust.err")")
@@ -200,11 +205,11 @@ if rounds > 1:
     for r in rows:
         if "round" in r and num(r.get("rps")):
             per_round.setdefault(r["round"], {})[r["peer"]] = num(r["rps"])
-    for other in ("rust-hyper", "rust-reqwest"):
+    for other in ("rust-hyper", "rust-hyper-lifo", "rust-reqwest"):
         ratios = sorted(v["rust-freshpool"] / v[other] for v in per_round.values()
                         if "rust-freshpool" in v and other in v)
         if ratios:
-            print(f"freshpool / {other[5:]:<8} per round: median {statistics.median(ratios):.3f} "
+            print(f"freshpool / {other[5:]:<10} per round: median {statistics.median(ratios):.3f} "
                   f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f}, {len(ratios)} rounds): "
                   + " ".join(f"{x:.2f}" for x in ratios))
 # The client's own CPU per request (Rust clients: user + system time of the

@@ -15,7 +15,7 @@
 //! (FRESHPOOL_BENCH_CLIENT_THREADS=N for an N-worker runtime instead), so on
 //! this 2-core machine each side gets about one core.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -228,9 +228,9 @@ fn bench(c: &mut Criterion) {
 
 /// Peer mode (used by bench/peers/run.sh): with FRESHPOOL_PEER_URL set,
 /// run C concurrent keep-alive GETs, N in total, through each Rust client
-/// in FRESHPOOL_PEER_CLIENTS (default `freshpool,hyper,reqwest`) against
-/// that external server and print one parseable line per client, in the
-/// same format as the Go and Python peers.
+/// in FRESHPOOL_PEER_CLIENTS (default `freshpool,hyper,reqwest`; also
+/// `hyper-lifo`) against that external server and print one parseable line
+/// per client, in the same format as the Go and Python peers.
 fn peer_main(url: String) {
     let c = env_usize("C", CONCURRENCY);
     let n = env_usize("N", 20_000);
@@ -239,7 +239,9 @@ fn peer_main(url: String) {
     let rt = runtime(env_usize("FRESHPOOL_BENCH_CLIENT_THREADS", 2));
     let uri: http::Uri = url.parse().expect("FRESHPOOL_PEER_URL");
     for name in clients.split(',') {
+        let before = scheduler_counts(&rt);
         let (elapsed, (cpu, parks), mut lat) = rt.block_on(peer_run(name, &url, &uri, c, n));
+        print_scheduler_counts(name, n, before, scheduler_counts(&rt));
         lat.sort_unstable();
         let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e3;
         println!(
@@ -250,6 +252,42 @@ fn peer_main(url: String) {
             pct(0.99),
             cpu.as_secs_f64() * 1e6 / n as f64,
             parks as f64 * 1e3 / n as f64
+        );
+    }
+}
+
+/// The runtime's scheduler counters (built with `--cfg tokio_unstable`
+/// only): worker parks, no-op unparks, steals, local and remote schedules,
+/// summed over the workers. They say why a client's workers park: a task
+/// woken from another thread or pushed out of a worker's LIFO slot wakes a
+/// parked worker to steal it.
+#[cfg(tokio_unstable)]
+fn scheduler_counts(rt: &tokio::runtime::Runtime) -> [u64; 7] {
+    let m = rt.metrics();
+    let mut sum = [0u64; 7];
+    sum[6] = m.remote_schedule_count();
+    for w in 0..m.num_workers() {
+        sum[0] += m.worker_park_count(w);
+        sum[1] += m.worker_noop_count(w);
+        sum[2] += m.worker_steal_operations(w);
+        sum[3] += m.worker_local_schedule_count(w);
+        sum[4] += m.worker_poll_count(w);
+        sum[5] += m.worker_overflow_count(w);
+    }
+    sum
+}
+
+#[cfg(not(tokio_unstable))]
+fn scheduler_counts(_: &tokio::runtime::Runtime) -> [u64; 7] {
+    [0; 7]
+}
+
+fn print_scheduler_counts(name: &str, n: usize, before: [u64; 7], after: [u64; 7]) {
+    if cfg!(tokio_unstable) {
+        let per_1k = |i: usize| (after[i] - before[i]) as f64 * 1e3 / n as f64;
+        eprintln!(
+            "scheduler rust-{name} per 1k requests: parks={:.1} noop_unparks={:.1} steals={:.1} local_schedules={:.1} polls={:.1} overflows={:.1} remote_schedules={:.1}",
+            per_1k(0), per_1k(1), per_1k(2), per_1k(3), per_1k(4), per_1k(5), per_1k(6)
         );
     }
 }
@@ -296,7 +334,7 @@ async fn peer_run(
                 .expect("client"),
         ),
         "reqwest" => Peer::Req(reqwest::Client::new()),
-        "hyper" => {
+        "hyper" | "hyper-lifo" => {
             let authority = uri.authority().expect("authority").as_str().to_owned();
             let addr = tokio::net::lookup_host(&authority)
                 .await
@@ -317,6 +355,10 @@ async fn peer_run(
         Peer::Req(r) => (None, Some(r), Vec::new(), None),
         Peer::Hyper(v, h) => (None, None, v, Some(h)),
     };
+    // `hyper-lifo`: the same hand-held connections, but shared by all
+    // tasks through the least pool there is (a mutex over a LIFO stack):
+    // what sharing connections costs by itself, before any pool logic.
+    let lifo = (name == "hyper-lifo").then(|| Arc::new(Mutex::new(std::mem::take(&mut conns))));
     // Warm the pools: c overlapping requests open c connections.
     let mut warm = Vec::new();
     for _ in 0..c {
@@ -345,6 +387,7 @@ async fn peer_run(
             host.clone(),
         );
         let mut sender = conns.pop();
+        let lifo = lifo.clone();
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(count);
             for _ in 0..count {
@@ -353,6 +396,19 @@ async fn peer_run(
                     freshpool_get(f, &url).await;
                 } else if let Some(r) = &req {
                     reqwest_get(r, &url).await;
+                } else if let (Some(stack), Some(h)) = (lifo.as_ref(), host.as_ref()) {
+                    let mut s = stack.lock().unwrap().pop().expect("an idle connection");
+                    s.ready().await.expect("ready");
+                    let mut request = Request::new(Empty::<Bytes>::new());
+                    *request.uri_mut() = path.parse().expect("path");
+                    request.headers_mut().insert(HOST, h.clone());
+                    let response = s.send_request(request).await.expect("send");
+                    std::hint::black_box(
+                        freshpool::__read_to_bytes(response.into_body())
+                            .await
+                            .expect("body"),
+                    );
+                    stack.lock().unwrap().push(s);
                 } else if let (Some(s), Some(h)) = (sender.as_mut(), host.as_ref()) {
                     s.ready().await.expect("ready");
                     let mut request = Request::new(Empty::<Bytes>::new());
