@@ -320,3 +320,95 @@ async fn futures_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -
     .await;
     out.into_iter().map(|v| v.expect("done")).collect()
 }
+
+/// Library bug (found by a read-only review of the pool): an origin whose
+/// own request had queued for total capacity still counted as starving
+/// after a returned connection of its own served that request (only a new
+/// dial or the sweep's service cleared the mark). Its connections then
+/// came back to rest, as a starving origin's may, while another origin
+/// waited for the capacity they held: that one sat until `pool_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_served_by_its_own_returned_connection_stops_holding_capacity() {
+    let (a, b, c) = (
+        TestServer::http1().await,
+        TestServer::http1().await,
+        TestServer::http1().await,
+    );
+    let client = Client::builder()
+        .max_connections_per_host(3)
+        .max_connections_total(3)
+        .pool_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    // C holds one total slot, A the other two: responses whose bodies are
+    // unread.
+    let _held_by_c = client.get(&c.url("/stream/200000")).await.unwrap();
+    let held = client.get(&a.url("/stream/200000")).await.unwrap();
+    let _also_held = client.get(&a.url("/stream/200000")).await.unwrap();
+    // A third request to A queues for total capacity (A's own limit is 3):
+    // A starves.
+    let third = {
+        let (c, u) = (client.clone(), a.url("/"));
+        tokio::spawn(async move { c.get(&u).await?.into_body().bytes().await })
+    };
+    until_waiting(&client, &a, 1).await;
+    // B queues too (nothing idle anywhere to close for it); the first held
+    // body ends: its connection serves A's queued request, and comes back
+    // when that one is read, with nobody at A waiting any more.
+    let waited = served_after_release(&client, held, &b).await;
+    third.await.unwrap().unwrap();
+    assert!(
+        waited < Duration::from_secs(2),
+        "B waited {waited:?} after A's connection came back\n{}",
+        client.stats()
+    );
+}
+
+/// Resolves every name to one address, after a delay: a dial that lands
+/// late.
+struct Slow(std::net::SocketAddr, Duration);
+
+impl freshpool::Resolve for Slow {
+    fn resolve(&self, _host: &str, _port: u16) -> freshpool::ResolveFuture {
+        let (addr, delay) = (self.0, self.1);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(vec![addr])
+        })
+    }
+}
+
+/// Library bug (same review): a dial whose request had left (here: its own
+/// `tokio::time::timeout`) put its connection to rest when it landed, even
+/// while another origin waited for the total capacity it held, which then
+/// sat until `pool_timeout`. A returned connection already yields its slot
+/// then; a newly made one now does too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_landing_after_its_request_left_yields_to_a_starving_origin() {
+    let a = TestServer::http1().await;
+    let b = TestServer::http1().await;
+    let client = Client::builder()
+        .resolver(Slow(a.addr(), Duration::from_millis(400)))
+        .max_connections_per_host(1)
+        .max_connections_total(1)
+        .pool_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    // A (a name: the slow resolver answers it) dials; its request leaves
+    // before the dial lands. The dial keeps the only total slot.
+    let a_url = format!("http://slow.test:{}/", a.addr().port());
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), client.get(&a_url)).await;
+    assert!(gave_up.is_err(), "A's dial cannot land within 50 ms");
+    // B (an IP literal: no resolver) queues for that slot.
+    let started = std::time::Instant::now();
+    let response = client.get(&b.url("/")).await;
+    let waited = started.elapsed();
+    let response = response.unwrap_or_else(|e| panic!("B not served: {e}\n{}", client.stats()));
+    response.into_body().bytes().await.unwrap();
+    assert!(
+        waited < Duration::from_secs(2),
+        "B waited {waited:?} for the slot of A's unused dial\n{}",
+        client.stats()
+    );
+    assert_eq!(a.stats().connections_accepted(), 1);
+}

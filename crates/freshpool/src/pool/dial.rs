@@ -145,32 +145,24 @@ impl Origin {
         if waiter_ids.is_empty() {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            // No runtime (shutting down): fail those waiters rather than
-            // leave them without a dial.
-            let mut g = self.lock();
-            for id in waiter_ids {
-                g.state.dial_done();
-                g.state.slots -= 1;
-                self.budget.open.fetch_sub(1, Ordering::AcqRel);
-                g.state.fail_waiter(
-                    id,
-                    Error::new(Kind::Closed, "the async runtime is shutting down"),
-                );
-            }
-            return;
-        };
         // A dial runs on the runtime that will drive its connection, which
         // must be one of this partition's (see `partition`). A slot freed by
         // another partition's task (`wake_starving`: a connection driven by
-        // another runtime closed) is no place for it: the waiters ask again
-        // from their own runtimes, as for a dial dropped unrun.
-        if super::partition::of(&handle) != self.key.runtime {
+        // another runtime closed) is no place for it, nor a thread with no
+        // runtime at all (an HTTP/2 stream released there, a dial dropped
+        // unrun there: `dial_never_ran` → `wake_starving`). The waiters ask
+        // again from their own tasks, whose runtimes can dial, as for a dial
+        // dropped unrun. (Without a runtime they used to be failed with "the
+        // async runtime is shutting down", though theirs ran fine.)
+        let handle = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|handle| super::partition::of(handle) == self.key.runtime);
+        let Some(handle) = handle else {
             for waiter_id in waiter_ids {
                 drop(SlotGuard::new(self, Some(waiter_id)));
             }
             return;
-        }
+        };
         for waiter_id in waiter_ids {
             // The guard first: it owns the slot even if the task never runs.
             let (slot, dialing) = SlotGuard::new(self, Some(waiter_id));
@@ -358,7 +350,8 @@ impl Origin {
     /// waiter or the idle list, or, if neither takes it, closed (counted
     /// under why: `offer_idle`).
     pub(super) fn offer_unused(&self, idle: Idle<H1Conn>) {
-        let surplus = self.lock().state.offer_idle(idle, self.limits);
+        let others_starve = self.budget.starving.any();
+        let surplus = (self.lock().state).offer_idle_or_yield(idle, self.limits, others_starve);
         if let Some((surplus, why)) = surplus {
             self.counters.closed(why);
             drop(surplus);
@@ -419,6 +412,9 @@ impl Origin {
         let mut trimmed = Vec::new();
         // An HTTP/2 connection shared now (not closed at once, not moved).
         let mut shared_landed = false;
+        // (HTTP/1: if its request left, a connection landing while another
+        // origin starves is closed for it, as a returned one is.)
+        let others_starve = self.budget.starving.any();
         let dials = {
             let mut g = self.lock();
             if dialing.swap(false, Ordering::AcqRel) {
@@ -437,7 +433,9 @@ impl Origin {
                     );
                     // (To an address DNS no longer lists, it serves at most
                     // the request it goes to: its return closes it.)
-                    surplus = g.state.offer_idle(idle, self.limits);
+                    surplus = g
+                        .state
+                        .offer_idle_or_yield(idle, self.limits, others_starve);
                 }
                 Sender::H2(sender, limit, _hold) if listed == Some(false) => {
                     // Dialed before DNS moved away from its address: shared,

@@ -273,11 +273,9 @@ impl Lease {
                     if g.moved_away(&idle.conn.peer) {
                         (None, Some(idle))
                     } else {
-                        let surplus = if others_starve {
-                            g.state.offer_idle_or_yield(idle, origin.limits)
-                        } else {
-                            g.state.offer_idle(idle, origin.limits)
-                        };
+                        let surplus =
+                            g.state
+                                .offer_idle_or_yield(idle, origin.limits, others_starve);
                         (surplus, None)
                     }
                 };

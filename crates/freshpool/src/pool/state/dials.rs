@@ -96,7 +96,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                 if waiter.id == waiter_id {
                     self.waiters.push_back(waiter);
                 } else if waiter.tx.send(Err(err.for_another_waiter())).is_ok() {
-                    self.live_waiters -= 1;
+                    self.waiter_left();
                 }
             }
         } else if http2 && self.protocol == Protocol::Http2 {
@@ -123,7 +123,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             } else {
                 riders -= 1;
                 if waiter.tx.send(Err(err.for_another_waiter())).is_ok() {
-                    self.live_waiters -= 1;
+                    self.waiter_left();
                 }
             }
         }
@@ -135,7 +135,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if let Some(pos) = self.waiters.iter().position(|w| w.id == waiter_id) {
             let waiter = self.waiters.remove(pos).expect("position is in range");
             if waiter.tx.send(Err(err)).is_ok() {
-                self.live_waiters -= 1;
+                self.waiter_left();
             }
         }
     }
@@ -182,7 +182,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if let Some(pos) = self.waiters.iter().position(|w| w.id == waiter_id) {
             let waiter = self.waiters.remove(pos).expect("position is in range");
             if waiter.tx.send(Ok(Handoff::AskAgain)).is_ok() {
-                self.live_waiters -= 1;
+                self.waiter_left();
             }
         }
     }
@@ -193,7 +193,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     /// A dial it had goes on and will serve the next in line: its mark
     /// passes on (`pass_mark_on`). (Found by id: the queue is sorted.)
     pub(crate) fn cancel_waiter(&mut self, waiter_id: u64) {
-        self.live_waiters -= 1;
+        self.waiter_left();
         if let Ok(pos) = self.waiters.binary_search_by_key(&waiter_id, |w| w.id) {
             if std::mem::take(&mut self.waiters[pos].dialing) {
                 self.pass_mark_on();

@@ -459,10 +459,27 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             dials.push(self.waiters[pos].id);
         }
         if self.live_waiters == 0 {
-            self.starving = false;
-            self.reliefs = 0;
+            self.no_waiters_left();
         }
         dials
+    }
+
+    /// A waiter left the queue: served, failed, sent to ask again, or gone.
+    fn waiter_left(&mut self) {
+        self.live_waiters -= 1;
+        if self.live_waiters == 0 {
+            self.no_waiters_left();
+        }
+    }
+
+    /// With nobody queued the origin no longer waits for total capacity,
+    /// however its waiters left. (Cleared only by `service` and
+    /// `wake_starving`, a mark outlived waiters served by returned
+    /// connections, and `offer_idle_or_yield` let this origin's returns
+    /// rest while another origin starved for the capacity they held.)
+    fn no_waiters_left(&mut self) {
+        self.starving = false;
+        self.reliefs = 0;
     }
 
     /// `serve_streams` for the sweep: free streams that no event made
@@ -508,7 +525,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             }
             match waiter.tx.send(Ok(item)) {
                 Ok(()) => {
-                    self.live_waiters -= 1;
+                    self.waiter_left();
                     if waiter.dialing {
                         self.pass_mark_on();
                     }
@@ -582,16 +599,21 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
     }
 
-    /// Like [`offer_idle`](Self::offer_idle) while another origin waits for
-    /// total capacity: a waiter here still gets the connection, but rather
-    /// than rest idle it is returned to be closed, so its total slot frees
-    /// for the starving origin (unless this origin is the starving one).
+    /// [`offer_idle`](Self::offer_idle), unless `others_starve` (some
+    /// origin waits for total capacity: `StarvingList::any`): then a waiter
+    /// here still gets the connection, but rather than rest idle it is
+    /// returned to be closed, so its total slot frees for the starving
+    /// origin (unless this origin is the starving one). For every
+    /// connection that comes to rest: one returned by its request, a new
+    /// one whose request left before it landed, one handed to a request
+    /// that had just gone.
     pub(crate) fn offer_idle_or_yield(
         &mut self,
         idle: Idle<C>,
         limits: Limits,
+        others_starve: bool,
     ) -> Option<(Idle<C>, CloseReason)> {
-        if self.live_waiters == 0 && !self.starving {
+        if others_starve && self.live_waiters == 0 && !self.starving {
             return Some((idle, CloseReason::Surplus));
         }
         self.offer_idle(idle, limits)
