@@ -20,7 +20,9 @@ pin_project_lite::pin_project! {
     pub(crate) struct MaybeTimeout<F> {
         #[pin]
         fut: F,
-        sleep: Option<Pin<Box<Sleep>>>,
+        // (A `RuntimeTimer`: the request's future may go on under another
+        // runtime than the one that dispatched it, which may shut down.)
+        sleep: Option<Pin<Box<RuntimeTimer>>>,
     }
 }
 
@@ -36,10 +38,8 @@ impl<F: Future> MaybeTimeout<F> {
             fut,
             // (Outside any tokio runtime, where a request may be polled by
             // a caller's own executor, no timer can be made: tokio panicked,
-            // "no reactor running". The future then runs unbounded.)
-            sleep: limit
-                .filter(|_| tokio::runtime::Handle::try_current().is_ok())
-                .map(|d| Box::pin(tokio::time::sleep(d))),
+            // "no reactor running". The future then runs unbounded there.)
+            sleep: limit.map(|d| Box::pin(RuntimeTimer::after(d))),
         }
     }
 }
@@ -53,9 +53,13 @@ impl<F: Future> Future for MaybeTimeout<F> {
         if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        match this.sleep {
-            Some(sleep) => sleep.as_mut().poll(cx).map(|()| Err(Elapsed)),
-            None => Poll::Pending,
+        match this
+            .sleep
+            .as_mut()
+            .map(|timer| timer.as_mut().poll_passed(cx))
+        {
+            Some(Poll::Ready(Ok(()))) => Poll::Ready(Err(Elapsed)),
+            Some(Poll::Ready(Err(NoTimer)) | Poll::Pending) | None => Poll::Pending,
         }
     }
 }
@@ -178,6 +182,119 @@ pub(crate) struct OverallDeadline {
 }
 
 pin_project_lite::pin_project! {
+    /// A timer for one instant that may be polled under any runtime, or
+    /// none: a response body may be read anywhere, and a tokio `Sleep`
+    /// panics when polled after its runtime shut down, or made outside
+    /// one. It is made (again) by the runtime that polls it, when that is
+    /// not the one whose timer it is: the other may have shut down. Polled
+    /// outside any runtime, the one made stays while its runtime may still
+    /// run it (`has_shut_down`); else no timer can keep the instant there
+    /// ([`NoTimer`]), and the owner says what that means.
+    pub(crate) struct RuntimeTimer {
+        #[pin]
+        sleep: Option<Sleep>,
+        // The runtime whose timer `sleep` is. Its handle, not its id: read
+        // outside any runtime, it is asked whether it shut down.
+        runtime: Option<tokio::runtime::Handle>,
+        // The task that asks it (`has_shut_down`), while that one has not
+        // run: one at a time.
+        probe: Option<tokio::task::JoinHandle<()>>,
+        at: tokio::time::Instant,
+    }
+}
+
+/// No timer can keep a [`RuntimeTimer`]'s instant where it is polled:
+/// outside any tokio runtime, with none made, or its runtime shut down.
+pub(crate) struct NoTimer;
+
+impl RuntimeTimer {
+    /// For `at`, its timer made at its first poll.
+    pub(crate) fn unmade(at: tokio::time::Instant) -> RuntimeTimer {
+        RuntimeTimer {
+            sleep: None,
+            runtime: None,
+            probe: None,
+            at,
+        }
+    }
+
+    /// For `at`, its timer made now if this runs under a runtime (then it
+    /// can be kept outside one later).
+    pub(crate) fn made_here(at: tokio::time::Instant) -> RuntimeTimer {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        RuntimeTimer {
+            sleep: runtime.as_ref().map(|_| tokio::time::sleep_until(at)),
+            runtime,
+            probe: None,
+            at,
+        }
+    }
+
+    /// `limit` from now, its timer made now if this runs under a runtime.
+    pub(crate) fn after(limit: Duration) -> RuntimeTimer {
+        RuntimeTimer::made_here(tokio::time::Instant::now() + limit)
+    }
+
+    /// When it passes.
+    pub(crate) fn at(&self) -> tokio::time::Instant {
+        self.at
+    }
+
+    /// Makes the timer now, if none is made yet.
+    fn arm(self: Pin<&mut Self>) -> Result<(), NoTimer> {
+        let mut this = self.project();
+        if this.sleep.is_none() {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| NoTimer)?;
+            *this.runtime = Some(runtime);
+            this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
+        }
+        Ok(())
+    }
+
+    /// Ready once the instant passed, with a wake-up registered until then;
+    /// `Err(NoTimer)` if no timer can keep it here.
+    pub(crate) fn poll_passed(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), NoTimer>> {
+        let mut this = self.project();
+        // Passed already: no timer to ask (one made on a runtime since shut
+        // down panics when polled).
+        if tokio::time::Instant::now() >= *this.at {
+            return Poll::Ready(Ok(()));
+        }
+        let here = tokio::runtime::Handle::try_current().ok();
+        let made_by = this.runtime.as_ref().map(|h| h.id());
+        // Made here if there is none yet, or if it is another runtime's: a
+        // body read on a runtime of its own after the request's shut down
+        // (`#[tokio::test]`s, a runtime per call in a blocking wrapper, a
+        // read given up under one runtime and taken up under another)
+        // panicked there.
+        if this.sleep.is_none() || here.as_ref().is_some_and(|h| Some(h.id()) != made_by) {
+            let Some(runtime) = here else {
+                // None made, and none can be here (tokio panicked, "no
+                // reactor running").
+                return Poll::Ready(Err(NoTimer));
+            };
+            this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
+            *this.runtime = Some(runtime);
+            *this.probe = None;
+        } else if here.is_none()
+            && this
+                .runtime
+                .as_ref()
+                .is_some_and(|h| has_shut_down(h, this.probe))
+        {
+            // Outside any runtime after the timer's shut down: none can be
+            // made here, as above.
+            return Poll::Ready(Err(NoTimer));
+        }
+        let sleep = this.sleep.as_pin_mut().expect("set above");
+        sleep.poll(cx).map(Ok)
+    }
+}
+
+pin_project_lite::pin_project! {
     /// The client's overall `timeout` of one request, from its start to the
     /// end of its response body, with what its error names. Boxed where it
     /// is kept (only when a `timeout` is set): the request future holds one
@@ -197,17 +314,7 @@ pin_project_lite::pin_project! {
     /// send loop, on the runtime), since a body may be read anywhere.
     pub(crate) struct RequestDeadline {
         #[pin]
-        sleep: Option<Sleep>,
-        // The runtime whose timer `sleep` is: a body read on another one
-        // remakes it there (that one may have shut down, and tokio
-        // panics polling a timer of a runtime shut down). Its handle, not
-        // its id: read outside any runtime, it is asked whether it shut
-        // down (`has_shut_down`).
-        runtime: Option<tokio::runtime::Handle>,
-        // The task that asks it (`has_shut_down`), while that one has not
-        // run: one at a time.
-        probe: Option<tokio::task::JoinHandle<()>>,
-        at: tokio::time::Instant,
+        timer: RuntimeTimer,
         authority: Option<http::uri::Authority>,
         limit: Duration,
     }
@@ -222,10 +329,7 @@ impl RequestDeadline {
         authority: Option<http::uri::Authority>,
     ) -> Pin<Box<RequestDeadline>> {
         Box::pin(RequestDeadline {
-            sleep: None,
-            runtime: None,
-            probe: None,
-            at: tokio::time::Instant::now() + limit,
+            timer: RuntimeTimer::unmade(tokio::time::Instant::now() + limit),
             authority,
             limit,
         })
@@ -233,7 +337,7 @@ impl RequestDeadline {
 
     /// When it ends.
     pub(crate) fn at(&self) -> tokio::time::Instant {
-        self.at
+        self.timer.at()
     }
 
     /// How long it was set for (the `timeout` setting, or the request's
@@ -245,7 +349,7 @@ impl RequestDeadline {
     /// When it ends and how long it was set for.
     pub(crate) fn overall(&self) -> OverallDeadline {
         OverallDeadline {
-            at: self.at,
+            at: self.at(),
             limit: self.limit,
         }
     }
@@ -267,12 +371,8 @@ impl RequestDeadline {
     ) -> Pin<Box<RequestDeadline>> {
         // (None outside any runtime, where tokio panics making one: a
         // request first polled in one and finished by another executor.)
-        let runtime = tokio::runtime::Handle::try_current().ok();
         Box::pin(RequestDeadline {
-            sleep: runtime.as_ref().map(|_| tokio::time::sleep_until(at)),
-            runtime,
-            probe: None,
-            at,
+            timer: RuntimeTimer::made_here(at),
             authority,
             limit,
         })
@@ -283,15 +383,7 @@ impl RequestDeadline {
     /// request fails before anything is sent. (Checked at the first wait,
     /// a request on a warm connection was already written when it failed.)
     pub(crate) fn arm(self: Pin<&mut Self>) -> Result<(), crate::Error> {
-        let mut this = self.project();
-        if this.sleep.is_none() {
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return Err(no_runtime());
-            };
-            *this.runtime = Some(runtime);
-            this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
-        }
-        Ok(())
+        self.project().timer.arm().map_err(|NoTimer| no_runtime())
     }
 
     /// Ready with the timeout error once the deadline passed; `during`
@@ -302,40 +394,11 @@ impl RequestDeadline {
         cx: &mut Context<'_>,
         during: &str,
     ) -> Poll<crate::Error> {
-        let mut this = self.project();
-        // Passed already: no timer to ask (one made on a runtime since shut
-        // down panics when polled, and a body may outlive its runtime).
-        if tokio::time::Instant::now() < *this.at {
-            let here = tokio::runtime::Handle::try_current().ok();
-            let made_by = this.runtime.as_ref().map(|h| h.id());
-            // Made here if there is none yet, or if it is another
-            // runtime's: a body read on a runtime of its own after the
-            // request's shut down (`#[tokio::test]`s, a runtime per call
-            // in a blocking wrapper) panicked there. (Outside any runtime
-            // the one made stays while its runtime may still run it.)
-            if this.sleep.is_none() || here.as_ref().is_some_and(|h| Some(h.id()) != made_by) {
-                let Some(runtime) = here else {
-                    // A body's timer left unmade (`until` outside a
-                    // runtime), read outside one too: the timeout cannot be
-                    // kept there (tokio panicked, "no reactor running").
-                    // Said so, rather than a read that may hang past it.
-                    return Poll::Ready(no_runtime().mark_possibly_processed());
-                };
-                this.sleep.set(Some(tokio::time::sleep_until(*this.at)));
-                *this.runtime = Some(runtime);
-                *this.probe = None;
-            } else if here.is_none()
-                && this
-                    .runtime
-                    .as_ref()
-                    .is_some_and(|h| has_shut_down(h, this.probe))
-            {
-                // Read outside any runtime after the timer's shut down:
-                // none can be made here, as above.
-                return Poll::Ready(no_runtime().mark_possibly_processed());
-            }
-            let sleep = this.sleep.as_pin_mut().expect("set above");
-            std::task::ready!(sleep.poll(cx));
+        let this = self.project();
+        if let Err(NoTimer) = std::task::ready!(this.timer.poll_passed(cx)) {
+            // The timeout cannot be kept here: said so, rather than a read
+            // that may hang past it.
+            return Poll::Ready(no_runtime().mark_possibly_processed());
         }
         let origin = this.authority.as_ref().map_or("", |a| a.as_str());
         // (It may have ended the request before or after its write: read

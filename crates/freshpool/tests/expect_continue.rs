@@ -516,3 +516,73 @@ async fn a_failing_body_over_http2_keeps_the_callers_error_as_source() {
     }
     assert!(found, "the caller's io::Error in the chain: {err:?}");
 }
+
+/// Library bug (found by a read-only review): the gate's timer was made
+/// by the runtime that sent the request, but it is polled by the
+/// connection's task, which another runtime may drive. When the sender's
+/// runtime shut down while the body waited at the gate, the connection's
+/// task polled a timer of a runtime shut down and panicked ("A Tokio 1.x
+/// context was found, but it is being shutdown"): the connection died, and
+/// the request went again on another. (A request handed between runtimes
+/// mid-flight: an outer `timeout` gave up on it under one, another awaits
+/// it.)
+#[test]
+fn a_gated_upload_outlives_the_runtime_that_sent_it() {
+    use common::expect::RawRequests;
+    use tokio::io::AsyncWriteExt;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // Never says `100 Continue`: reads each body as it comes, then answers.
+    let server_rt = runtime();
+    let addr = server_rt.block_on(raw_server(|mut socket| async move {
+        let mut requests = RawRequests::default();
+        while let Some(head) = requests.head(&mut socket).await {
+            if requests.body(&mut socket, &head).await.is_none() {
+                return;
+            }
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if socket.write_all(ok).await.is_err() {
+                return;
+            }
+        }
+    }));
+    let url = format!("http://{addr}/");
+    let client = Client::builder()
+        .validate_after_idle(Duration::from_millis(10))
+        .expect_continue_timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    // The connection, dialed (and driven) by `lasting`, idle past 10 ms.
+    let lasting = runtime();
+    lasting.block_on(rest_a_connection(&client, &url));
+    // The POST is sent under `short_lived`: its body waits at the gate
+    // (400 ms) when that runtime is dropped.
+    let short_lived = runtime();
+    let mut post = Box::pin({
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let response = client.post(&url, vec![b'x'; 1000]).await?;
+            response.into_body().text().await
+        }
+    });
+    let gave_up = short_lived
+        .block_on(async { tokio::time::timeout(Duration::from_millis(100), post.as_mut()).await });
+    assert!(gave_up.is_err(), "the body waits at the gate for 400 ms");
+    drop(short_lived);
+    let answer = lasting.block_on(post);
+    assert_eq!(answer.expect("the POST's answer"), "ok");
+    // On the connection it was sent on: the panic killed that one, and the
+    // body (never written) went again on a new connection.
+    let stats = client.stats();
+    assert_eq!(stats.origins[0].created, 1, "{stats}");
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Error),
+        0,
+        "{stats}"
+    );
+}

@@ -831,3 +831,91 @@ fn a_runtime_per_call_still_sweeps_unused_origins_away() {
     }
     assert!(client.stats().forgotten.origins >= 1, "{}", client.stats());
 }
+
+/// Library bug (found by a read-only review): a `read_timeout` wait kept
+/// the timer made by the runtime that polled the body when the wait began,
+/// also when the same wait went on under another runtime; after the first
+/// one shut down, polling that timer panicked ("A Tokio 1.x context was
+/// found, but it is being shutdown") instead of timing the quiet. (A body
+/// handed between runtimes mid-wait: an outer `timeout` or `select!` gave
+/// up on a read, and another runtime reads on.)
+#[test]
+fn a_read_timeout_wait_goes_on_under_another_runtime() {
+    use http_body_util::BodyExt;
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .read_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let lasting = runtime(1);
+    // The connection, dialed (and driven) by `lasting`.
+    lasting.block_on(fetch(&client, server.url("/"))).unwrap();
+    let short_lived = runtime(1);
+    // "partial", then nothing for 30 s.
+    let mut body = short_lived
+        .block_on(fetch_response(&client, server.url("/stall/30000")))
+        .into_body();
+    // The wait for what follows "partial" begins here, and is given up.
+    let gave_up = short_lived.block_on(async {
+        tokio::time::timeout(Duration::from_millis(100), async {
+            while let Some(frame) = body.frame().await {
+                frame.expect("a frame");
+            }
+        })
+        .await
+    });
+    assert!(gave_up.is_err(), "the body stalls after its first frame");
+    drop(short_lived);
+    let started = Instant::now();
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lasting.block_on(body.frame())
+    }));
+    let err = match read.expect("no panic") {
+        Some(Err(err)) => err,
+        other => panic!("expected the read_timeout error, got {other:?}"),
+    };
+    assert_eq!(err.kind(), freshpool::Kind::Timeout, "{err}");
+    assert!(err.to_string().contains("(read_timeout)"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// The response of a GET of `url`, as a future owning its client.
+fn fetch_response(
+    client: &Client,
+    url: String,
+) -> impl std::future::Future<Output = http::Response<freshpool::Body>> + Send + 'static {
+    let client = client.clone();
+    async move { client.get(&url).await.expect("a response") }
+}
+
+/// The same for `response_header_timeout` (same review): its timer, made
+/// by the runtime that dispatched the request, was kept when the request's
+/// future went on under another runtime (which the `Client` docs allow),
+/// and polled after the first one shut down it panicked.
+#[test]
+fn a_response_header_wait_goes_on_under_another_runtime() {
+    let (_server_rt, server) = serve();
+    let client = Client::builder()
+        .response_header_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let lasting = runtime(1);
+    // The connection, dialed (and driven) by `lasting`.
+    lasting.block_on(fetch(&client, server.url("/"))).unwrap();
+    let short_lived = runtime(1);
+    // Dispatched under `short_lived`; its head comes after 3 s.
+    let mut request = Box::pin(fetch(&client, server.url("/delay/3000")));
+    let gave_up = short_lived.block_on(async {
+        tokio::time::timeout(Duration::from_millis(100), request.as_mut()).await
+    });
+    assert!(gave_up.is_err(), "no head within 100 ms");
+    drop(short_lived);
+    let started = Instant::now();
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lasting.block_on(request.as_mut())
+    }));
+    let err = read.expect("no panic").unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::ResponseHeaderTimeout, "{err}");
+    assert!(err.to_string().contains("response_header_timeout"), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}

@@ -27,7 +27,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::deadline::RequestDeadline;
+use crate::deadline::{NoTimer, RequestDeadline, RuntimeTimer};
 use crate::error::{Error, Kind};
 use crate::pool::Lease;
 
@@ -71,13 +71,14 @@ struct Extras {
 }
 
 /// `read_timeout` on a body: its limit, and the timer of the present
-/// wait, made when the reader finds nothing to read (not when a frame is
-/// handed over: a reader busy with its frame is no quiet server), on the
-/// runtime that polls it then (one made by a runtime since shut down
-/// panics when polled). A frame disarms it.
+/// wait, begun when the reader finds nothing to read (not when a frame is
+/// handed over: a reader busy with its frame is no quiet server). A frame
+/// disarms it. A wait may go on under another runtime than the one it
+/// began under (a read given up, and taken up elsewhere), which may have
+/// shut down meanwhile: its timer is a `RuntimeTimer`.
 struct ReadTimeout {
     limit: std::time::Duration,
-    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: Option<Pin<Box<RuntimeTimer>>>,
 }
 
 impl Extras {
@@ -137,14 +138,14 @@ impl Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let quiet = match self.extras.as_mut().and_then(|e| e.reads.as_mut()) {
             Some(reads) => {
-                // (Outside any runtime no timer can be made: tokio panics.
-                // The read waits unbounded there.)
-                if reads.waiting.is_none() && tokio::runtime::Handle::try_current().is_ok() {
-                    reads.waiting = Some(Box::pin(tokio::time::sleep(reads.limit)));
-                }
-                match reads.waiting.as_mut() {
-                    Some(timer) => timer.as_mut().poll(cx).is_ready().then_some(reads.limit),
-                    None => None,
+                let limit = reads.limit;
+                let timer =
+                    (reads.waiting).get_or_insert_with(|| Box::pin(RuntimeTimer::after(limit)));
+                match timer.as_mut().poll_passed(cx) {
+                    Poll::Ready(Ok(())) => Some(limit),
+                    // (Outside any runtime no timer can be kept: the read
+                    // waits unbounded there, until one polls it again.)
+                    Poll::Ready(Err(NoTimer)) | Poll::Pending => None,
                 }
             }
             None => None,

@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use super::upload::{
     ExactLength, InChunks, Rechunked, TrackEnd, Unsync, UploadEnd, UNTRACKED_IN_MEMORY,
 };
+use crate::deadline::RuntimeTimer;
 use crate::error::BoxError;
 
 /// A request body: in memory (replayable, so safe retries can resend it) or
@@ -82,7 +83,10 @@ impl Replay {
 /// Opens when the server answers 100, or after the configured wait.
 pub(crate) struct Gate {
     pub open: tokio::sync::oneshot::Receiver<()>,
-    pub timer: Pin<Box<tokio::time::Sleep>>,
+    /// (Made by the runtime that sends the request, polled by the
+    /// connection's task, which another runtime may drive, and go on after
+    /// the first one shut down: a `RuntimeTimer`.)
+    pub timer: Pin<Box<RuntimeTimer>>,
     pub state: std::sync::Arc<GateState>,
 }
 
@@ -401,8 +405,10 @@ impl http_body::Body for RequestBody {
                     let by_server = !gate.open.is_terminated()
                         && matches!(Pin::new(&mut gate.open).poll(cx), Poll::Ready(Ok(())));
                     let answered = !by_server && gate.open.is_terminated();
+                    // (No timer can keep the wait outside any runtime: the
+                    // body goes, as if the wait ran out.)
                     let by_timer =
-                        !by_server && !answered && gate.timer.as_mut().poll(cx).is_ready();
+                        !by_server && !answered && gate.timer.as_mut().poll_passed(cx).is_ready();
                     if !(by_server || answered || by_timer) {
                         return Poll::Pending;
                     }
@@ -540,7 +546,7 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let gate = Gate {
             open: rx,
-            timer: Box::pin(tokio::time::sleep(timer)),
+            timer: Box::pin(RuntimeTimer::after(timer)),
             state: std::sync::Arc::new(GateState::default()),
         };
         (tx, gate)

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 
 use super::Client;
 use crate::body::{Gate, GateState, RequestBody};
+use crate::deadline::RuntimeTimer;
 use crate::pool::Lease;
 use crate::stats::CloseReason;
 
@@ -105,7 +106,7 @@ impl Client {
                 .insert(EXPECT, HeaderValue::from_static("100-continue"));
             let gate = Gate {
                 open: rx,
-                timer: Box::pin(tokio::time::sleep(cfg.expect_continue_timeout)),
+                timer: Box::pin(RuntimeTimer::after(cfg.expect_continue_timeout)),
                 state: state.clone(),
             };
             let body = std::mem::take(request.body_mut());
@@ -314,7 +315,7 @@ mod tests {
         let (_tx, rx) = tokio::sync::oneshot::channel();
         let gate = crate::body::Gate {
             open: rx,
-            timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(60))),
+            timer: Box::pin(RuntimeTimer::after(std::time::Duration::from_secs(60))),
             state: Default::default(),
         };
         let ours = strip_expect(with_expect(RequestBody::from("abc").gated(gate)));
