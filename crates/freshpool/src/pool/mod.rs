@@ -167,8 +167,14 @@ pub(crate) struct H2Conn {
 }
 
 impl Channel for H2Conn {
+    /// Closed, or the server sent GOAWAY (or ended the connection): no
+    /// new streams (RFC 9113 section 6.8), while those in flight finish.
+    /// (hyper's sender learns of a GOAWAY only when handed the next
+    /// request, which it gives back unsent: that cost a retry per
+    /// connection at every deploy. The socket wrapper reads it as it comes:
+    /// `StreamLimit::peer_signed_off`.)
     fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        self.sender.is_closed() || self.limit.peer_signed_off()
     }
     fn max_streams(&self) -> u32 {
         // Read at each decision: a server that lowers its limit gets no

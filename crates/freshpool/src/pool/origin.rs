@@ -140,13 +140,16 @@ impl Origin {
             // (Saturating: "unlimited" limits are `usize::MAX`.)
             *total_spare = total_spare.saturating_add(going);
             let expiry = SharedExpiry::of(&self.config);
+            let freeze_at = self.budget.freeze_at.load(Ordering::Acquire);
             let g = &mut *g;
             let moved_from = g.dns_addrs.as_deref();
             g.state.drain_shared_where(
                 self.limits.per_host.saturating_add(going),
                 total_spare,
                 |s| {
-                    if frozen_since.is_some() {
+                    // (Also one a freeze found busy, at a limit: drained
+                    // once a slot frees to replace it.)
+                    if frozen_since.is_some() || s.created.nanos() < freeze_at {
                         return Some(CloseReason::FreezeEviction);
                     }
                     let moved = moved_from
@@ -617,6 +620,16 @@ impl Origin {
     /// one, unless a request here waits. Returns the dials to start for
     /// waiters, and why connections closed (to count outside the lock).
     fn settle_streams(&self, g: &mut Guarded) -> (Vec<u64>, Vec<CloseReason>) {
+        // A connection that carried a stream across a freeze, kept taking
+        // streams for want of a slot to replace it (`drain_shared_where`),
+        // goes once its last stream ends: resting, it would serve every
+        // later request (a freeze is the one reason no later look judges
+        // again), however dead the freeze left it.
+        let freeze_at = self.budget.freeze_at.load(Ordering::Acquire);
+        if freeze_at != 0 {
+            g.state
+                .drain_idle_shared_made_before(Stamp::from_nanos(freeze_at));
+        }
         let keep = self.idle_shared_to_keep(g);
         let gone = g.state.drop_idle_shared(keep);
         (g.state.service(self.limits, &*self.budget), gone)

@@ -35,7 +35,28 @@ use crate::error::SharedError;
 /// error itself, shared.)
 type Landed = Result<(Vec<SocketAddr>, Option<Duration>), (io::ErrorKind, SharedError)>;
 
-type Map = HashMap<(String, u16), watch::Receiver<Option<Landed>>>;
+type Map = HashMap<(String, u16), Flight>;
+
+/// How long a lookup holds later dials of its host to itself: past it, one
+/// that has not answered is taken to hang (a custom resolver waiting on
+/// something lost, an NSS module that never returns; glibc gives up after
+/// 5 s per server and attempt), and the next dial starts another. Without
+/// it, a lookup that never ended held its host for good: every dial joined
+/// it and was cut off by `connect_timeout`. (As the cache's
+/// `REFRESH_PATIENCE` for a refresh; shorter under unit tests.)
+pub(super) const PATIENCE: Duration = if cfg!(test) {
+    Duration::from_millis(500)
+} else {
+    Duration::from_secs(10)
+};
+
+/// One lookup in flight: what it lands as, since when it runs, and its
+/// task (to end it when it is given up on; set once spawned).
+struct Flight {
+    landing: watch::Receiver<Option<Landed>>,
+    started: std::time::Instant,
+    task: Option<tokio::task::AbortHandle>,
+}
 
 /// The lookups in flight, by lower-case host and port.
 #[derive(Default)]
@@ -56,30 +77,49 @@ impl Flights {
         lookup: impl FnOnce() -> ResolveTtlFuture,
     ) -> ResolveTtlFuture {
         let key = (host.to_ascii_lowercase(), port);
-        let mut landing = {
+        let (mut landing, started) = {
             let mut flights = self.lock();
-            match flights.get(&key) {
-                Some(flight) => flight.clone(),
-                None => {
+            let current = flights.get(&key).map(|f| (f.landing.clone(), f.started));
+            match current {
+                Some((landing, started)) if started.elapsed() < PATIENCE => (landing, started),
+                _ => {
+                    if let Some(hung) = flights.remove(&key) {
+                        // Given up on: its task ends, and its waiters learn
+                        // why (its `Grounded` leaves the new flight be).
+                        if let Some(task) = hung.task {
+                            task.abort();
+                        }
+                    }
                     let (tx, rx) = watch::channel(None);
-                    flights.insert(key.clone(), rx.clone());
+                    let started = std::time::Instant::now();
+                    let flight = Flight {
+                        landing: rx.clone(),
+                        started,
+                        task: None,
+                    };
+                    flights.insert(key.clone(), flight);
                     // (Before the lookup starts: dropped unfinished with its
                     // runtime, or as a panic of the resolver unwinds, the
                     // flight still leaves the map, and its waiters get an
                     // error.)
                     let grounded = Grounded {
                         flights: self.0.clone(),
-                        key,
+                        key: key.clone(),
                         mine: rx.clone(),
                     };
                     drop(flights);
                     let lookup = lookup();
-                    runtime.spawn(async move {
+                    let task = runtime.spawn(async move {
                         let _grounded = grounded;
                         let landed = lookup.await.map_err(|e| (e.kind(), SharedError::new(e)));
                         tx.send_replace(Some(landed));
                     });
-                    rx
+                    if let Some(flight) = self.lock().get_mut(&key) {
+                        if flight.landing.same_channel(&rx) {
+                            flight.task = Some(task.abort_handle());
+                        }
+                    }
+                    (rx, started)
                 }
             }
         };
@@ -91,6 +131,16 @@ impl Flights {
                     Some(Err((kind, e))) => Err(io::Error::new(*kind, e.clone())),
                     None => unreachable!("waited for an answer"),
                 },
+                // (Its task ended unanswered: given up on past `PATIENCE`,
+                // or dropped with its runtime.)
+                Err(_) if started.elapsed() >= PATIENCE => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the resolver gave no answer for {host} in {} s: the lookup was \
+                         given up on (a later dial looks up again)",
+                        PATIENCE.as_secs_f64()
+                    ),
+                )),
                 Err(_) => Err(io::Error::other(format!(
                     "the lookup of {host} ended without an answer (its runtime shut down)"
                 ))),
@@ -116,7 +166,7 @@ impl Drop for Grounded {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         if flights
             .get(&self.key)
-            .is_some_and(|flight| flight.same_channel(&self.mine))
+            .is_some_and(|flight| flight.landing.same_channel(&self.mine))
         {
             flights.remove(&self.key);
         }

@@ -913,3 +913,55 @@ async fn a_huge_answer_is_dialed_capped_per_family_and_followed_whole() {
     // A short answer is untouched.
     assert_eq!(capped(all[..32].to_vec()), all[..32]);
 }
+
+/// Hangs at its first lookup (a custom resolver waiting on something
+/// lost, an NSS module that never returns), then answers 127.0.0.2:80.
+struct HangsFirst(AtomicUsize);
+
+impl Resolve for Arc<HangsFirst> {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Box::pin(std::future::pending());
+        }
+        Box::pin(async { Ok(vec![addr("127.0.0.2:80")]) })
+    }
+}
+
+/// Library bug (found by a read-only review): a cold lookup that never
+/// ended held every later dial of its host for good: each joined it and
+/// was cut off by `connect_timeout`, and the flight left the map only when
+/// its task ended, which it never did. Past `flight::PATIENCE` the next
+/// dial starts a lookup of its own, and the hung one's waiters are told
+/// why (a refresh of a cached answer had this patience already).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_lookup_that_hangs_does_not_hold_its_host_for_good() {
+    let dns = Arc::new(HangsFirst(AtomicUsize::new(0)));
+    let cached = CachingResolver::new(dns.clone());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), cached.resolve("h", 80))
+            .await
+            .is_err()
+    );
+    // A dial still waiting for the hung lookup when it is given up on.
+    let stuck = tokio::spawn(cached.resolve("h", 80));
+    tokio::time::sleep(flight::PATIENCE + Duration::from_millis(100)).await;
+    let answer = tokio::time::timeout(Duration::from_secs(2), cached.resolve("h", 80))
+        .await
+        .expect("a new lookup, not the hung one")
+        .unwrap();
+    assert_eq!(answer, [addr("127.0.0.2:80")]);
+    assert_eq!(dns.0.load(Ordering::SeqCst), 2);
+    let err = tokio::time::timeout(Duration::from_secs(2), stuck)
+        .await
+        .expect("the stuck dial is answered")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(err.to_string().contains("no answer"), "{err}");
+    // (The new flight leaves the map as its task ends, just after its
+    // answer is out.)
+    freshpool_testkit::eventually("no lookup in flight", || {
+        cached.shared.flights.in_flight() == 0
+    })
+    .await;
+}

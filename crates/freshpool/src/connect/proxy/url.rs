@@ -43,6 +43,16 @@ impl ProxyUrl {
             None => url,
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        // An '@' past the cut: a '/', '?' or '#' in the user name or
+        // password, which ends the authority. Parsed as written, what
+        // came before it (the user name, and a port-like start of the
+        // password) became the proxy's host and port.
+        if rest[authority.len()..].contains('@') {
+            return Err(bad(
+                "a '/', '?' or '#' in the proxy's user name or password must be \
+                 percent-encoded (%2F, %3F, %23)",
+            ));
+        }
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
@@ -301,6 +311,13 @@ mod tests {
             "http://u:hun/ter2@p:3128",
             "http://u:hun?ter2@p:3128",
             "http://u:hun#ter2@p:3128",
+            // ...also where what comes before it reads as a host and a
+            // port (none, or up to 5 digits): the user name became the
+            // proxy's host ("alice:80"), shown and sent to DNS.
+            "http://alice:/hunter2@127.0.0.1:3128",
+            "http://alice:#hunter2@127.0.0.1:3128",
+            "http://alice:1234?hunter2@127.0.0.1:3128",
+            "http://alice/hunter2@127.0.0.1:3128",
             // IPv6 without brackets: was read as host "::" and port 1.
             "http://u:hunter2@::1",
             "http://u:hunter2@2001:db8::5:3128",

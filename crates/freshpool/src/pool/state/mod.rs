@@ -378,6 +378,16 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         self.drop_idle_shared(usize::MAX)
     }
 
+    /// Drains the shared connections with no stream in flight that were
+    /// made before `freeze`: they crossed it (see `settle_streams`).
+    pub(crate) fn drain_idle_shared_made_before(&mut self, freeze: Stamp) {
+        for conn in self.shared.iter_mut() {
+            if conn.in_flight == 0 && conn.created < freeze {
+                conn.drain(CloseReason::FreezeEviction);
+            }
+        }
+    }
+
     /// Drains the shared connections `why` gives a reason for. Rule: a
     /// busy one (streams in flight) keeps its slot until they end, so it
     /// is drained only while a slot is left to replace it, here (under
