@@ -72,6 +72,21 @@ async fn hyper_get(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue) {
     );
 }
 
+/// As `hyper_get`, for the peer mode's URL: its path parsed per request,
+/// as a client given a URL must.
+async fn hyper_get_path(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, path: &str) {
+    sender.ready().await.expect("ready");
+    let mut request = Request::new(Empty::<Bytes>::new());
+    *request.uri_mut() = path.parse().expect("path");
+    request.headers_mut().insert(HOST, host.clone());
+    let response = sender.send_request(request).await.expect("send");
+    std::hint::black_box(
+        freshpool::__read_to_bytes(response.into_body())
+            .await
+            .expect("body"),
+    );
+}
+
 async fn freshpool_get(client: &Client, url: &str) {
     let response = client.get(url).await.expect("request");
     let body = response.into_body().bytes().await.expect("body");
@@ -398,28 +413,10 @@ async fn peer_run(
                     reqwest_get(r, &url).await;
                 } else if let (Some(stack), Some(h)) = (lifo.as_ref(), host.as_ref()) {
                     let mut s = stack.lock().unwrap().pop().expect("an idle connection");
-                    s.ready().await.expect("ready");
-                    let mut request = Request::new(Empty::<Bytes>::new());
-                    *request.uri_mut() = path.parse().expect("path");
-                    request.headers_mut().insert(HOST, h.clone());
-                    let response = s.send_request(request).await.expect("send");
-                    std::hint::black_box(
-                        freshpool::__read_to_bytes(response.into_body())
-                            .await
-                            .expect("body"),
-                    );
+                    hyper_get_path(&mut s, h, &path).await;
                     stack.lock().unwrap().push(s);
                 } else if let (Some(s), Some(h)) = (sender.as_mut(), host.as_ref()) {
-                    s.ready().await.expect("ready");
-                    let mut request = Request::new(Empty::<Bytes>::new());
-                    *request.uri_mut() = path.parse().expect("path");
-                    request.headers_mut().insert(HOST, h.clone());
-                    let response = s.send_request(request).await.expect("send");
-                    std::hint::black_box(
-                        freshpool::__read_to_bytes(response.into_body())
-                            .await
-                            .expect("body"),
-                    );
+                    hyper_get_path(s, h, &path).await;
                 }
                 lat.push(t.elapsed().as_nanos() as u64);
             }
