@@ -319,12 +319,18 @@ impl Pool {
 
     pub(super) fn freeze_detected(&self, now: Stamp, gap: Duration, how: &str) {
         let budget = &self.inner.budget;
-        // The detection is a beat too (see `on_resume`).
-        budget.last_beat.fetch_max(now.nanos(), Ordering::AcqRel);
         budget.freeze_at.store(now.nanos(), Ordering::Release);
         budget.freezes.fetch_add(1, Ordering::Relaxed);
         tracing::info!(gap = ?gap, how, "process freeze detected; idle connections are suspect");
         self.evict_all(now, Some(now));
+        // The detection is a beat too (see `on_resume`), once the eviction
+        // is done: a checkout that saw the beat moved went on at once, and
+        // took a stream on an HTTP/2 connection the eviction had not reached
+        // yet. Until then a checkout finds the gap, and waits for this
+        // judgement (`judge_gap`'s lock). (A connection returned meanwhile
+        // is stamped with the old beat, and closed as one that rested
+        // across the freeze: at worst a new connection.)
+        budget.last_beat.fetch_max(now.nanos(), Ordering::AcqRel);
     }
 
     /// Closes every idle connection (HTTP/1 idle, HTTP/2 without a
@@ -343,6 +349,10 @@ impl Pool {
     /// Closes idle connections that expired, or (with `frozen_since`) all
     /// that sat idle before that instant.
     pub(super) fn evict_all(&self, now: Stamp, frozen_since: Option<Stamp>) {
+        #[cfg(test)]
+        if frozen_since.is_some() {
+            tests::pause_in_eviction();
+        }
         let origins = self.origins();
         let mut total_spare = self.inner.budget.spare();
         for origin in origins {

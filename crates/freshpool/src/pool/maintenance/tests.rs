@@ -25,6 +25,22 @@ std::thread_local! {
 /// Set when a beat reaches that pause.
 static JUDGEMENT_PAUSED: AtomicBool = AtomicBool::new(false);
 
+std::thread_local! {
+    /// How long a freeze's eviction on this thread pauses before it
+    /// starts (0: not at all): to let a test check out meanwhile.
+    static EVICTION_PAUSE_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+/// Set when an eviction reaches that pause.
+static EVICTION_PAUSED: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn pause_in_eviction() {
+    let ms = EVICTION_PAUSE_MS.with(|p| p.get());
+    if ms > 0 {
+        EVICTION_PAUSED.store(true, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
 pub(super) fn pause_in_judgement() {
     let ms = JUDGEMENT_PAUSE_MS.with(|p| p.get());
     if ms > 0 {
@@ -366,4 +382,67 @@ async fn a_retired_origin_hands_its_requests_to_a_successor() {
         .write_origins()
         .forget(std::slice::from_ref(&old));
     assert!(Arc::ptr_eq(&origin_of(&client, &url), &new));
+}
+
+/// Library bug (found by a read-only review): a freeze's detection moved
+/// the pool's beat before it evicted, so a checkout on another worker that
+/// saw the fresh beat went on while the eviction ran, and could take a
+/// stream on an HTTP/2 connection the eviction had not reached yet (with
+/// many origins, milliseconds), dead as the freeze may have left it. The
+/// beat now moves once the eviction is done: such a checkout waits for the
+/// judgement, as for one still judging the gap.
+#[test]
+fn a_checkout_during_a_freezes_eviction_waits_for_it() {
+    let _turn = liveness::TEST_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_rt.block_on(async {
+        tokio::spawn(freshpool_testkit::TestServer::start(
+            freshpool_testkit::ServerConfig {
+                protocol: freshpool_testkit::Protocol::Http2,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+    });
+    let client = crate::Client::builder()
+        .http_version(crate::HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let rt = current_thread();
+    let url = server.url("/");
+    let conn_id = |response: &http::Response<crate::Body>| response.headers()["x-conn-id"].clone();
+    let before = conn_id(&rt.block_on(client.get(&url)).unwrap());
+    liveness::simulate_freeze(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(2700));
+    let pool = client.pool();
+    let now = || pool.inner.budget.stamp(Instant::now());
+    EVICTION_PAUSED.store(false, Ordering::Release);
+    let after = std::thread::scope(|s| {
+        // The heartbeat's beat: it judges the gap, and pauses as its
+        // eviction begins.
+        s.spawn(|| {
+            EVICTION_PAUSE_MS.with(|p| p.set(500));
+            pool.check_freeze(now().nanos());
+        });
+        let paused = Instant::now();
+        while !EVICTION_PAUSED.load(Ordering::Acquire) {
+            assert!(paused.elapsed() < Duration::from_secs(5), "no eviction");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A request meanwhile.
+        conn_id(&rt.block_on(client.get(&url)).unwrap())
+    });
+    let stats = client.stats();
+    assert_ne!(
+        after, before,
+        "a stream on the connection from before the freeze\n{stats}"
+    );
+    assert_eq!(stats.freezes_detected, 1, "{stats}");
 }
