@@ -60,24 +60,20 @@ async fn hyper_conn(addr: std::net::SocketAddr) -> SendRequest<Empty<Bytes>> {
 }
 
 async fn hyper_get(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue) {
-    sender.ready().await.expect("ready");
-    let mut request = Request::new(Empty::<Bytes>::new());
-    *request.uri_mut() = http::Uri::from_static("/");
-    request.headers_mut().insert(HOST, host.clone());
-    let response = sender.send_request(request).await.expect("send");
-    std::hint::black_box(
-        freshpool::__read_to_bytes(response.into_body())
-            .await
-            .expect("body"),
-    );
+    hyper_send(sender, host, http::Uri::from_static("/")).await;
 }
 
 /// As `hyper_get`, for the peer mode's URL: its path parsed per request,
 /// as a client given a URL must.
 async fn hyper_get_path(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, path: &str) {
+    hyper_send(sender, host, path.parse().expect("path")).await;
+}
+
+/// `GET target` on a hand-held connection, its body read.
+async fn hyper_send(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, target: http::Uri) {
     sender.ready().await.expect("ready");
     let mut request = Request::new(Empty::<Bytes>::new());
-    *request.uri_mut() = path.parse().expect("path");
+    *request.uri_mut() = target;
     request.headers_mut().insert(HOST, host.clone());
     let response = sender.send_request(request).await.expect("send");
     std::hint::black_box(

@@ -738,17 +738,8 @@ fn a_body_read_after_its_requests_runtime_shut_down_is_read_to_its_end() {
         .timeout(Some(Duration::from_secs(10)))
         .build()
         .unwrap();
-    let lasting = runtime(1);
-    // The connection, dialed (and driven) by `lasting`.
-    lasting.block_on(fetch(&client, server.url("/"))).unwrap();
-    let short_lived = runtime(1);
-    let response = short_lived
-        .block_on({
-            let client = client.clone();
-            let url = server.url("/stall/300");
-            async move { client.get(&url).await }
-        })
-        .unwrap();
+    let (lasting, short_lived) = lasting_and_short_lived(&client, &server);
+    let response = short_lived.block_on(fetch_response(&client, server.url("/stall/300")));
     drop(short_lived);
     let body = lasting.block_on(response.into_body().bytes());
     assert!(body.is_ok(), "{body:?}");
@@ -847,10 +838,7 @@ fn a_read_timeout_wait_goes_on_under_another_runtime() {
         .read_timeout(Some(Duration::from_millis(500)))
         .build()
         .unwrap();
-    let lasting = runtime(1);
-    // The connection, dialed (and driven) by `lasting`.
-    lasting.block_on(fetch(&client, server.url("/"))).unwrap();
-    let short_lived = runtime(1);
+    let (lasting, short_lived) = lasting_and_short_lived(&client, &server);
     // "partial", then nothing for 30 s.
     let mut body = short_lived
         .block_on(fetch_response(&client, server.url("/stall/30000")))
@@ -879,6 +867,17 @@ fn a_read_timeout_wait_goes_on_under_another_runtime() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// Two runtimes for one client: `lasting`, which dialed (and drives) a
+/// connection to `server`, and `short_lived`, for the test to drop.
+fn lasting_and_short_lived(
+    client: &Client,
+    server: &TestServer,
+) -> (tokio::runtime::Runtime, tokio::runtime::Runtime) {
+    let lasting = runtime(1);
+    lasting.block_on(fetch(client, server.url("/"))).unwrap();
+    (lasting, runtime(1))
+}
+
 /// The response of a GET of `url`, as a future owning its client.
 fn fetch_response(
     client: &Client,
@@ -899,10 +898,7 @@ fn a_response_header_wait_goes_on_under_another_runtime() {
         .response_header_timeout(Some(Duration::from_millis(500)))
         .build()
         .unwrap();
-    let lasting = runtime(1);
-    // The connection, dialed (and driven) by `lasting`.
-    lasting.block_on(fetch(&client, server.url("/"))).unwrap();
-    let short_lived = runtime(1);
+    let (lasting, short_lived) = lasting_and_short_lived(&client, &server);
     // Dispatched under `short_lived`; its head comes after 3 s.
     let mut request = Box::pin(fetch(&client, server.url("/delay/3000")));
     let gave_up = short_lived.block_on(async {

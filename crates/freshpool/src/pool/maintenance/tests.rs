@@ -33,6 +33,35 @@ std::thread_local! {
 /// Set when an eviction reaches that pause.
 static EVICTION_PAUSED: AtomicBool = AtomicBool::new(false);
 
+/// Waits (at most 5 s) until `flag` is set.
+fn until_set(flag: &AtomicBool, what: &str) {
+    let started = Instant::now();
+    while !flag.load(Ordering::Acquire) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no {what} within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A test server, on a multi-thread runtime of its own (kept with it).
+fn serve(
+    config: freshpool_testkit::ServerConfig,
+) -> (tokio::runtime::Runtime, freshpool_testkit::TestServer) {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_rt.block_on(async {
+        tokio::spawn(freshpool_testkit::TestServer::start(config))
+            .await
+            .unwrap()
+    });
+    (server_rt, server)
+}
+
 pub(super) fn pause_in_eviction() {
     let ms = EVICTION_PAUSE_MS.with(|p| p.get());
     if ms > 0 {
@@ -59,16 +88,7 @@ fn a_sweep_during_a_freezes_judgement_does_not_report_the_pause() {
     let _turn = liveness::TEST_TURN
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = server_rt.block_on(async {
-        tokio::spawn(freshpool_testkit::TestServer::http1())
-            .await
-            .unwrap()
-    });
+    let (_server_rt, server) = serve(freshpool_testkit::ServerConfig::default());
     let client = crate::Client::builder()
         .lease_warn_after(Some(Duration::from_millis(1500)))
         .build()
@@ -89,11 +109,7 @@ fn a_sweep_during_a_freezes_judgement_does_not_report_the_pause() {
             JUDGEMENT_PAUSE_MS.with(|p| p.set(500));
             pool.check_freeze(now().nanos());
         });
-        let paused = Instant::now();
-        while !JUDGEMENT_PAUSED.load(Ordering::Acquire) {
-            assert!(paused.elapsed() < Duration::from_secs(5), "no judgement");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        until_set(&JUDGEMENT_PAUSED, "the judgement's pause");
         // The heartbeat's beat and sweep, during the judgement.
         s.spawn(|| {
             let at = now();
@@ -396,20 +412,9 @@ fn a_checkout_during_a_freezes_eviction_waits_for_it() {
     let _turn = liveness::TEST_TURN
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = server_rt.block_on(async {
-        tokio::spawn(freshpool_testkit::TestServer::start(
-            freshpool_testkit::ServerConfig {
-                protocol: freshpool_testkit::Protocol::Http2,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
+    let (_server_rt, server) = serve(freshpool_testkit::ServerConfig {
+        protocol: freshpool_testkit::Protocol::Http2,
+        ..Default::default()
     });
     let client = crate::Client::builder()
         .http_version(crate::HttpVersion::Http2Only)
@@ -431,11 +436,7 @@ fn a_checkout_during_a_freezes_eviction_waits_for_it() {
             EVICTION_PAUSE_MS.with(|p| p.set(500));
             pool.check_freeze(now().nanos());
         });
-        let paused = Instant::now();
-        while !EVICTION_PAUSED.load(Ordering::Acquire) {
-            assert!(paused.elapsed() < Duration::from_secs(5), "no eviction");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        until_set(&EVICTION_PAUSED, "the eviction's pause");
         // A request meanwhile.
         conn_id(&rt.block_on(client.get(&url)).unwrap())
     });
