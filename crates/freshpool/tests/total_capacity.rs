@@ -412,3 +412,44 @@ async fn a_dial_landing_after_its_request_left_yields_to_a_starving_origin() {
     );
     assert_eq!(a.stats().connections_accepted(), 1);
 }
+
+/// The diff review of the fix above: with the mark cleared as the last
+/// waiter left, the origin's entry in the pool's list of starving origins
+/// (taken out only when capacity frees) still read as a claim, and the
+/// origin's own returns closed as `Surplus` for nobody. Whether some
+/// origin starves is now a count of the marks, not the list's length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_served_by_its_own_returned_connection_keeps_its_connections() {
+    let (a, c) = (TestServer::http1().await, TestServer::http1().await);
+    let client = Client::builder()
+        .max_connections_per_host(3)
+        .max_connections_total(3)
+        .pool_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    // C holds one total slot for good, A the other two.
+    let _held_by_c = client.get(&c.url("/stream/200000")).await.unwrap();
+    let first = client.get(&a.url("/stream/200000")).await.unwrap();
+    let second = client.get(&a.url("/stream/200000")).await.unwrap();
+    // A third request to A queues for total capacity: A starves.
+    let third = {
+        let (c, u) = (client.clone(), a.url("/"));
+        tokio::spawn(async move { c.get(&u).await?.into_body().bytes().await })
+    };
+    until_waiting(&client, &a, 1).await;
+    // A's own returns serve it, then rest: nobody else waits.
+    first.into_body().bytes().await.unwrap();
+    third.await.unwrap().unwrap();
+    second.into_body().bytes().await.unwrap();
+    for _ in 0..3 {
+        let response = client.get(&a.url("/")).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+    }
+    let stats = client.stats();
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Surplus),
+        0,
+        "{stats}"
+    );
+    assert_eq!(a.stats().connections_accepted(), 2, "{stats}");
+}

@@ -8,6 +8,13 @@ pub(crate) struct Budget {
     pub(super) open: AtomicUsize,
     pub(super) limit: usize,
     pub(super) starving: StarvingList,
+    /// How many origins wait for total capacity now (`OriginState::
+    /// starving` set; kept by `OriginLock`): what code that returns a
+    /// connection asks. Not `starving`'s length: its entries outlive their
+    /// claim (an origin served by its own returned connection stays listed
+    /// until capacity frees), and read as claims they made the origin's
+    /// own returns close for nobody.
+    pub(super) starving_origins: AtomicUsize,
     /// When (nanoseconds since `epoch`) `relieve_total` last scanned every
     /// origin and found nothing idle to close (0: never).
     pub(super) fruitless_relief_at: AtomicU64,
@@ -46,6 +53,11 @@ impl TotalBudget for Budget {
 }
 
 impl Budget {
+    /// Whether some origin waits for total capacity now.
+    pub(super) fn any_starving(&self) -> bool {
+        self.starving_origins.load(Ordering::Acquire) > 0
+    }
+
     /// Connections that may still open under `max_connections_total` (a
     /// snapshot: other origins may take them meanwhile).
     pub(crate) fn spare(&self) -> usize {
@@ -79,28 +91,15 @@ impl Budget {
 #[derive(Default)]
 pub(super) struct StarvingList {
     pub(super) queue: Mutex<std::collections::VecDeque<Weak<Origin>>>,
-    /// The queue's length, for code that returns a connection: it reads
-    /// this instead of taking the lock on every return.
-    pub(super) len: AtomicUsize,
 }
 
 impl StarvingList {
     pub(super) fn push(&self, origin: &Arc<Origin>) {
-        let mut q = lock(&self.queue);
-        q.push_back(Arc::downgrade(origin));
-        self.len.store(q.len(), Ordering::Release);
+        lock(&self.queue).push_back(Arc::downgrade(origin));
     }
 
     pub(super) fn pop(&self) -> Option<Weak<Origin>> {
-        let mut q = lock(&self.queue);
-        let next = q.pop_front();
-        self.len.store(q.len(), Ordering::Release);
-        next
-    }
-
-    /// Some origin may be waiting for total capacity.
-    pub(super) fn any(&self) -> bool {
-        self.len.load(Ordering::Acquire) > 0
+        lock(&self.queue).pop_front()
     }
 }
 

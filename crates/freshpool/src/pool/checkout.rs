@@ -623,7 +623,7 @@ impl Pool {
         const RELIEF_RESCAN: Duration = Duration::from_millis(10);
         let budget = &self.inner.budget;
         // Registered once per starving spell (`newly_starving`), not once
-        // per queued request: every stale entry kept `starving.any()` true
+        // per queued request: every stale entry kept the list non-empty
         // after the origin was served, so returns anywhere (its own too)
         // closed their connection for a claim nobody had.
         let newly = std::mem::take(&mut starving.lock().state.newly_starving);

@@ -350,7 +350,7 @@ impl Origin {
     /// waiter or the idle list, or, if neither takes it, closed (counted
     /// under why: `offer_idle`).
     pub(super) fn offer_unused(&self, idle: Idle<H1Conn>) {
-        let others_starve = self.budget.starving.any();
+        let others_starve = self.budget.any_starving();
         let surplus = (self.lock().state).offer_idle_or_yield(idle, self.limits, others_starve);
         if let Some((surplus, why)) = surplus {
             self.counters.closed(why);
@@ -414,7 +414,7 @@ impl Origin {
         let mut shared_landed = false;
         // (HTTP/1: if its request left, a connection landing while another
         // origin starves is closed for it, as a returned one is.)
-        let others_starve = self.budget.starving.any();
+        let others_starve = self.budget.any_starving();
         let dials = {
             let mut g = self.lock();
             if dialing.swap(false, Ordering::AcqRel) {

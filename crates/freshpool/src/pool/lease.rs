@@ -265,7 +265,7 @@ impl Lease {
                 }
                 // Another origin waits for total capacity: unless a request
                 // here wants this connection, close it so the slot moves.
-                let others_starve = origin.budget.starving.any();
+                let others_starve = origin.budget.any_starving();
                 // (Closed outside the lock, as the surplus is.)
                 let (surplus, moved) = {
                     let mut g = origin.lock();

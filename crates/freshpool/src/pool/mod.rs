@@ -528,6 +528,7 @@ impl Pool {
             open: AtomicUsize::new(0),
             limit: config.max_connections_total,
             starving: StarvingList::default(),
+            starving_origins: AtomicUsize::new(0),
             fruitless_relief_at: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             last_beat: AtomicU64::new(0),

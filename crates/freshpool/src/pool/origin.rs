@@ -23,13 +23,59 @@ fn a_learned_no_to_expect_expires() {
     assert!(expect_no_holds(1_000, 900));
 }
 
+/// An origin's lock, held. As it is let go, the pool's count of origins
+/// that wait for total capacity (`Budget::starving_origins`) follows this
+/// origin's `starving` mark, however the state moved it meanwhile (it
+/// is set where a dial finds the total limit reached, and cleared where
+/// the last waiter leaves, deep in the state's code).
+pub(super) struct OriginLock<'a> {
+    guard: MutexGuard<'a, Guarded>,
+    was_starving: bool,
+    starving_origins: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for OriginLock<'_> {
+    type Target = Guarded;
+
+    #[inline(always)]
+    fn deref(&self) -> &Guarded {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for OriginLock<'_> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut Guarded {
+        &mut self.guard
+    }
+}
+
+impl Drop for OriginLock<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        let starving = self.guard.state.starving;
+        if starving != self.was_starving {
+            if starving {
+                self.starving_origins.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.starving_origins.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
 impl Origin {
     // (Always inline: every checkout and return takes it, and the return
     // path grew past what the inliner takes on its own: out of line, with
     // std's `Mutex::lock`, it cost ~40 instructions per checkout+return.)
     #[inline(always)]
-    pub(super) fn lock(&self) -> MutexGuard<'_, Guarded> {
-        lock(&self.guarded)
+    pub(super) fn lock(&self) -> OriginLock<'_> {
+        let guard = lock(&self.guarded);
+        OriginLock {
+            was_starving: guard.state.starving,
+            guard,
+            starving_origins: &self.budget.starving_origins,
+        }
     }
 
     /// A reuse counted for a try that failed (see `Lease::uncount_reuse`).
@@ -639,7 +685,7 @@ impl Origin {
     /// while a request waits, none while another origin waits for total
     /// capacity, else `max_idle_per_host`.
     pub(super) fn idle_shared_to_keep(&self, g: &Guarded) -> usize {
-        let others_starve = self.budget.starving.any() && !g.state.starving;
+        let others_starve = self.budget.any_starving() && !g.state.starving;
         if g.state.live_waiters > 0 {
             usize::MAX
         } else if others_starve {

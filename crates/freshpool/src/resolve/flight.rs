@@ -38,24 +38,37 @@ type Landed = Result<(Vec<SocketAddr>, Option<Duration>), (io::ErrorKind, Shared
 type Map = HashMap<(String, u16), Flight>;
 
 /// How long a lookup holds later dials of its host to itself: past it, one
-/// that has not answered is taken to hang (a custom resolver waiting on
-/// something lost, an NSS module that never returns; glibc gives up after
-/// 5 s per server and attempt), and the next dial starts another. Without
-/// it, a lookup that never ended held its host for good: every dial joined
-/// it and was cut off by `connect_timeout`. (As the cache's
-/// `REFRESH_PATIENCE` for a refresh; shorter under unit tests.)
+/// that has not answered may hang (a custom resolver waiting on something
+/// lost, an NSS module that never returns), and the next dial starts
+/// another. Without it, a lookup that never ended held its host for good:
+/// every dial joined it and was cut off by `connect_timeout`. The one given
+/// up on is not cancelled: a slow lookup (glibc gives up after 5 s per
+/// server and attempt) still lands, and its answer is stored for the next
+/// dials. At most one such lookup per host runs beside the current one, so
+/// a resolver that hangs at every call does not pile up tasks. (As the
+/// cache's `REFRESH_PATIENCE` for a refresh; shorter under unit tests.)
 pub(super) const PATIENCE: Duration = if cfg!(test) {
     Duration::from_millis(500)
 } else {
     Duration::from_secs(10)
 };
 
-/// One lookup in flight: what it lands as, since when it runs, and its
-/// task (to end it when it is given up on; set once spawned).
+/// One lookup in flight: what it lands as, since when it runs, and what
+/// the lookup it took over from lands as (see [`PATIENCE`]).
 struct Flight {
     landing: watch::Receiver<Option<Landed>>,
     started: std::time::Instant,
-    task: Option<tokio::task::AbortHandle>,
+    superseded: Option<watch::Receiver<Option<Landed>>>,
+}
+
+impl Flight {
+    /// Whether later dials join it: it is young, or the lookup it took
+    /// over from still runs (no third lookup of one host).
+    fn joinable(&self) -> bool {
+        // (Closed once a lookup's task ended, its sender gone.)
+        self.started.elapsed() < PATIENCE
+            || (self.superseded.as_ref()).is_some_and(|old| !old.is_closed())
+    }
 }
 
 /// The lookups in flight, by lower-case host and port.
@@ -77,25 +90,19 @@ impl Flights {
         lookup: impl FnOnce() -> ResolveTtlFuture,
     ) -> ResolveTtlFuture {
         let key = (host.to_ascii_lowercase(), port);
-        let (mut landing, started) = {
+        let mut landing = {
             let mut flights = self.lock();
-            let current = flights.get(&key).map(|f| (f.landing.clone(), f.started));
+            let current = flights.get(&key).map(|f| (f.joinable(), f.landing.clone()));
             match current {
-                Some((landing, started)) if started.elapsed() < PATIENCE => (landing, started),
-                _ => {
-                    if let Some(hung) = flights.remove(&key) {
-                        // Given up on: its task ends, and its waiters learn
-                        // why (its `Grounded` leaves the new flight be).
-                        if let Some(task) = hung.task {
-                            task.abort();
-                        }
-                    }
+                Some((true, landing)) => landing,
+                current => {
                     let (tx, rx) = watch::channel(None);
-                    let started = std::time::Instant::now();
                     let flight = Flight {
                         landing: rx.clone(),
-                        started,
-                        task: None,
+                        started: std::time::Instant::now(),
+                        // (The one given up on runs on: its answer is
+                        // stored as it lands, and its waiters get it.)
+                        superseded: current.map(|(_, old)| old),
                     };
                     flights.insert(key.clone(), flight);
                     // (Before the lookup starts: dropped unfinished with its
@@ -104,22 +111,17 @@ impl Flights {
                     // error.)
                     let grounded = Grounded {
                         flights: self.0.clone(),
-                        key: key.clone(),
+                        key,
                         mine: rx.clone(),
                     };
                     drop(flights);
                     let lookup = lookup();
-                    let task = runtime.spawn(async move {
+                    runtime.spawn(async move {
                         let _grounded = grounded;
                         let landed = lookup.await.map_err(|e| (e.kind(), SharedError::new(e)));
                         tx.send_replace(Some(landed));
                     });
-                    if let Some(flight) = self.lock().get_mut(&key) {
-                        if flight.landing.same_channel(&rx) {
-                            flight.task = Some(task.abort_handle());
-                        }
-                    }
-                    (rx, started)
+                    rx
                 }
             }
         };
@@ -131,16 +133,6 @@ impl Flights {
                     Some(Err((kind, e))) => Err(io::Error::new(*kind, e.clone())),
                     None => unreachable!("waited for an answer"),
                 },
-                // (Its task ended unanswered: given up on past `PATIENCE`,
-                // or dropped with its runtime.)
-                Err(_) if started.elapsed() >= PATIENCE => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "the resolver gave no answer for {host} in {} s: the lookup was \
-                         given up on (a later dial looks up again)",
-                        PATIENCE.as_secs_f64()
-                    ),
-                )),
                 Err(_) => Err(io::Error::other(format!(
                     "the lookup of {host} ended without an answer (its runtime shut down)"
                 ))),

@@ -47,6 +47,7 @@ pub(crate) struct OriginState<C, S> {
     pub idle: IdleList<C>,
     pub protocol: Protocol,
     /// Waiting on total capacity: registered once in the budget's list.
+    /// (The pool counts the origins with it set: `OriginLock`.)
     pub starving: bool,
     /// Became starving since the owner last registered it for wake-up.
     pub newly_starving: bool,
