@@ -14,6 +14,8 @@
 //!     `-- Budget (Arc, shared by origins)                 lock domain B
 //!         |-- open: AtomicUsize            total slots, <= max_connections_total
 //!         |-- starving: Mutex<VecDeque<Weak<Origin>>>  origins waiting on total
+//!         |-- starving_origins: AtomicUsize  how many wait now (kept by each
+//!         |                                origin's lock guard, `OriginLock`)
 //!         |-- heartbeat / freeze state
 //!         `-- judging: Mutex<()>          held while a beat judges a freeze
 //!                                         (outermost: taken with no other lock)
