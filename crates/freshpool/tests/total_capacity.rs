@@ -453,3 +453,33 @@ async fn an_origin_served_by_its_own_returned_connection_keeps_its_connections()
     );
     assert_eq!(a.stats().connections_accepted(), 2, "{stats}");
 }
+
+/// The review of the fix above: a request refused by `max_pending(0)` at
+/// the total limit left its origin marked as waiting for total capacity,
+/// with no waiter to clear the mark: counted for good, it made every other
+/// origin's returns close as `Surplus`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_at_the_total_limit_leaves_no_claim_behind() {
+    let (a, b) = (TestServer::http1().await, TestServer::http1().await);
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .max_connections_total(1)
+        .max_pending(0)
+        .build()
+        .unwrap();
+    let held = client.get(&b.url("/stream/200000")).await.unwrap();
+    let err = client.get(&a.url("/")).await.unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::PoolFull, "{err}");
+    held.into_body().bytes().await.unwrap();
+    for _ in 0..3 {
+        let response = client.get(&b.url("/")).await.unwrap();
+        response.into_body().bytes().await.unwrap();
+    }
+    let stats = client.stats();
+    assert_eq!(
+        stats.closed_for(freshpool::CloseReason::Surplus),
+        0,
+        "{stats}"
+    );
+    assert_eq!(b.stats().connections_accepted(), 1, "{stats}");
+}

@@ -306,6 +306,9 @@ impl Origin {
             return false;
         }
         g.state.retired = true;
+        // (No waiter here: no claim on total capacity either, whatever
+        // left the mark. Counted, it would outlive the origin.)
+        g.state.starving = false;
         true
     }
 

@@ -37,38 +37,24 @@ type Landed = Result<(Vec<SocketAddr>, Option<Duration>), (io::ErrorKind, Shared
 
 type Map = HashMap<(String, u16), Flight>;
 
-/// How long a lookup holds later dials of its host to itself: past it, one
-/// that has not answered may hang (a custom resolver waiting on something
-/// lost, an NSS module that never returns), and the next dial starts
-/// another. Without it, a lookup that never ended held its host for good:
-/// every dial joined it and was cut off by `connect_timeout`. The one given
-/// up on is not cancelled: a slow lookup (glibc gives up after 5 s per
-/// server and attempt) still lands, and its answer is stored for the next
-/// dials. At most one such lookup per host runs beside the current one, so
-/// a resolver that hangs at every call does not pile up tasks. (As the
-/// cache's `REFRESH_PATIENCE` for a refresh; shorter under unit tests.)
-pub(super) const PATIENCE: Duration = if cfg!(test) {
+/// The longest a shared lookup runs: then it ends with a `TimedOut` error
+/// for its waiters, and the next dial starts another. Without it, a lookup
+/// that never ended (a custom resolver waiting on something lost, an NSS
+/// module that never returns) held its host for good: every dial joined it
+/// and was cut off by `connect_timeout`, and the flight left the map only
+/// when its task ended. Longer than a slow resolver answers (glibc: 5 s per
+/// server and attempt, two attempts, up to three servers), so a slow
+/// answer still lands and is stored for the next dials. (Shorter under
+/// unit tests.)
+pub(super) const LOOKUP_LIMIT: Duration = if cfg!(test) {
     Duration::from_millis(500)
 } else {
-    Duration::from_secs(10)
+    Duration::from_secs(30)
 };
 
-/// One lookup in flight: what it lands as, since when it runs, and what
-/// the lookup it took over from lands as (see [`PATIENCE`]).
+/// One lookup in flight: what it lands as.
 struct Flight {
     landing: watch::Receiver<Option<Landed>>,
-    started: std::time::Instant,
-    superseded: Option<watch::Receiver<Option<Landed>>>,
-}
-
-impl Flight {
-    /// Whether later dials join it: it is young, or the lookup it took
-    /// over from still runs (no third lookup of one host).
-    fn joinable(&self) -> bool {
-        // (Closed once a lookup's task ended, its sender gone.)
-        self.started.elapsed() < PATIENCE
-            || (self.superseded.as_ref()).is_some_and(|old| !old.is_closed())
-    }
 }
 
 /// The lookups in flight, by lower-case host and port.
@@ -92,17 +78,12 @@ impl Flights {
         let key = (host.to_ascii_lowercase(), port);
         let mut landing = {
             let mut flights = self.lock();
-            let current = flights.get(&key).map(|f| (f.joinable(), f.landing.clone()));
-            match current {
-                Some((true, landing)) => landing,
-                current => {
+            match flights.get(&key) {
+                Some(flight) => flight.landing.clone(),
+                None => {
                     let (tx, rx) = watch::channel(None);
                     let flight = Flight {
                         landing: rx.clone(),
-                        started: std::time::Instant::now(),
-                        // (The one given up on runs on: its answer is
-                        // stored as it lands, and its waiters get it.)
-                        superseded: current.map(|(_, old)| old),
                     };
                     flights.insert(key.clone(), flight);
                     // (Before the lookup starts: dropped unfinished with its
@@ -116,9 +97,22 @@ impl Flights {
                     };
                     drop(flights);
                     let lookup = lookup();
+                    let named = host.to_owned();
                     runtime.spawn(async move {
                         let _grounded = grounded;
-                        let landed = lookup.await.map_err(|e| (e.kind(), SharedError::new(e)));
+                        let landed = match tokio::time::timeout(LOOKUP_LIMIT, lookup).await {
+                            Ok(answer) => answer.map_err(|e| (e.kind(), SharedError::new(e))),
+                            Err(_) => {
+                                let e = io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    format!(
+                                        "the resolver gave no answer for {named} in {}",
+                                        crate::error::fmt_duration(LOOKUP_LIMIT)
+                                    ),
+                                );
+                                Err((e.kind(), SharedError::new(e)))
+                            }
+                        };
                         tx.send_replace(Some(landed));
                     });
                     rx

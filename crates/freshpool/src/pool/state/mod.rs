@@ -195,6 +195,11 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if !dial && asking_again.is_none() {
             let queued = self.live_waiters.saturating_sub(self.served_by_dials());
             if queued >= limits.max_pending {
+                // (Nobody waits here after all: the mark `may_dial` may
+                // have set would count this origin as starving for good.)
+                if self.live_waiters == 0 {
+                    self.no_waiters_left();
+                }
                 return Acquire::Full {
                     waiting: queued,
                     behind_first_dial: self.protocol == Protocol::Unknown
