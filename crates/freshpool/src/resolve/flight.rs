@@ -37,24 +37,43 @@ type Landed = Result<(Vec<SocketAddr>, Option<Duration>), (io::ErrorKind, Shared
 
 type Map = HashMap<(String, u16), Flight>;
 
-/// The longest a shared lookup runs: then it ends with a `TimedOut` error
-/// for its waiters, and the next dial starts another. Without it, a lookup
-/// that never ended (a custom resolver waiting on something lost, an NSS
-/// module that never returns) held its host for good: every dial joined it
-/// and was cut off by `connect_timeout`, and the flight left the map only
-/// when its task ended. Longer than a slow resolver answers (glibc: 5 s per
-/// server and attempt, two attempts, up to three servers), so a slow
-/// answer still lands and is stored for the next dials. (Shorter under
-/// unit tests.)
-pub(super) const LOOKUP_LIMIT: Duration = if cfg!(test) {
+/// How long a lookup holds later dials of its host to itself. Past it, one
+/// that has not answered may hang (a custom resolver waiting on something
+/// lost, an NSS module that never returns), and the next dial starts
+/// another: a lookup that never ended held its host for good, every dial
+/// joining it and cut off by `connect_timeout`. The one given up on is not
+/// cancelled (a blocking `getaddrinfo` cannot be, and a slow lookup, glibc
+/// giving up after 5 s per server and attempt, should still land: its
+/// answer is stored as it comes). (As the cache's `REFRESH_PATIENCE` for a
+/// refresh; shorter under unit tests.)
+pub(super) const PATIENCE: Duration = if cfg!(test) {
     Duration::from_millis(500)
 } else {
-    Duration::from_secs(30)
+    Duration::from_secs(10)
 };
 
-/// One lookup in flight: what it lands as.
+/// The most lookups of one host that run at once: the ones given up on and
+/// the newest. With that many hung (a resolver that hangs at every call),
+/// later dials wait for the newest, rather than start lookups (and, for
+/// `getaddrinfo`, threads) without end.
+const MOST_RUNNING: usize = 2;
+
+/// The lookups of one host: the newest (what later dials join), since when
+/// it runs, and how many run (it and those it took over from).
 struct Flight {
     landing: watch::Receiver<Option<Landed>>,
+    started: std::time::Instant,
+    running: usize,
+}
+
+impl Flight {
+    /// Whether a dial joins the newest lookup rather than start one: it
+    /// has not answered (an answer already out is no lookup to wait for),
+    /// and it is young, or no more may run.
+    fn joinable(&self) -> bool {
+        self.landing.borrow().is_none()
+            && (self.started.elapsed() < PATIENCE || self.running >= MOST_RUNNING)
+    }
 }
 
 /// The lookups in flight, by lower-case host and port.
@@ -78,41 +97,41 @@ impl Flights {
         let key = (host.to_ascii_lowercase(), port);
         let mut landing = {
             let mut flights = self.lock();
-            match flights.get(&key) {
-                Some(flight) => flight.landing.clone(),
-                None => {
+            let flight = flights.get_mut(&key);
+            match flight {
+                Some(flight) if flight.joinable() => flight.landing.clone(),
+                flight => {
                     let (tx, rx) = watch::channel(None);
-                    let flight = Flight {
-                        landing: rx.clone(),
-                    };
-                    flights.insert(key.clone(), flight);
+                    match flight {
+                        // (The ones given up on run on: their answers are
+                        // stored as they land, and their waiters get them.)
+                        Some(flight) => {
+                            flight.landing = rx.clone();
+                            flight.started = std::time::Instant::now();
+                            flight.running += 1;
+                        }
+                        None => {
+                            let flight = Flight {
+                                landing: rx.clone(),
+                                started: std::time::Instant::now(),
+                                running: 1,
+                            };
+                            flights.insert(key.clone(), flight);
+                        }
+                    }
                     // (Before the lookup starts: dropped unfinished with its
                     // runtime, or as a panic of the resolver unwinds, the
-                    // flight still leaves the map, and its waiters get an
+                    // lookup still counts out, and its waiters get an
                     // error.)
                     let grounded = Grounded {
                         flights: self.0.clone(),
                         key,
-                        mine: rx.clone(),
                     };
                     drop(flights);
                     let lookup = lookup();
-                    let named = host.to_owned();
                     runtime.spawn(async move {
                         let _grounded = grounded;
-                        let landed = match tokio::time::timeout(LOOKUP_LIMIT, lookup).await {
-                            Ok(answer) => answer.map_err(|e| (e.kind(), SharedError::new(e))),
-                            Err(_) => {
-                                let e = io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    format!(
-                                        "the resolver gave no answer for {named} in {}",
-                                        crate::error::fmt_duration(LOOKUP_LIMIT)
-                                    ),
-                                );
-                                Err((e.kind(), SharedError::new(e)))
-                            }
-                        };
+                        let landed = lookup.await.map_err(|e| (e.kind(), SharedError::new(e)));
                         tx.send_replace(Some(landed));
                     });
                     rx
@@ -140,21 +159,21 @@ impl Flights {
     }
 }
 
-/// Takes a flight out of the map when its task ends, however it ends.
+/// Counts a lookup out when its task ends, however it ends; the host's
+/// entry goes with its last.
 struct Grounded {
     flights: Arc<Mutex<Map>>,
     key: (String, u16),
-    mine: watch::Receiver<Option<Landed>>,
 }
 
 impl Drop for Grounded {
     fn drop(&mut self) {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if flights
-            .get(&self.key)
-            .is_some_and(|flight| flight.landing.same_channel(&self.mine))
-        {
-            flights.remove(&self.key);
+        if let Some(flight) = flights.get_mut(&self.key) {
+            flight.running -= 1;
+            if flight.running == 0 {
+                flights.remove(&self.key);
+            }
         }
     }
 }

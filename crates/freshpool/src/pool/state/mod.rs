@@ -188,6 +188,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // rather than racing them for the next slot.
         // (O(1): every dial in flight will serve one waiter, so waiters
         // beyond `dialing` are the ones still without a connection coming.)
+        // (The marks as they were: a request refused below never waits, so
+        // what `may_dial` marks for it must not stay.)
+        let marks = (self.starving, self.newly_starving);
         let dial = self.live_waiters <= self.queue_dials() && self.may_dial(limits, budget, 1);
         // max_pending bounds the queue of requests with no connection on
         // the way; those a dial in flight will serve are not queued behind
@@ -195,11 +198,10 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         if !dial && asking_again.is_none() {
             let queued = self.live_waiters.saturating_sub(self.served_by_dials());
             if queued >= limits.max_pending {
-                // (Nobody waits here after all: the mark `may_dial` may
-                // have set would count this origin as starving for good.)
-                if self.live_waiters == 0 {
-                    self.no_waiters_left();
-                }
+                // (Not queued after all: a mark `may_dial` set for it would
+                // count this origin as starving with nobody waiting for
+                // capacity, for good if nobody waits here at all.)
+                (self.starving, self.newly_starving) = marks;
                 return Acquire::Full {
                     waiting: queued,
                     behind_first_dial: self.protocol == Protocol::Unknown
