@@ -71,7 +71,10 @@ impl Flight {
     /// has not answered (an answer already out is no lookup to wait for),
     /// and it is young, or no more may run.
     fn joinable(&self) -> bool {
+        // (`has_changed` fails once the lookup's task ended without an
+        // answer: its runtime shut down, or the resolver panicked.)
         self.landing.borrow().is_none()
+            && self.landing.has_changed().is_ok()
             && (self.started.elapsed() < PATIENCE || self.running >= MOST_RUNNING)
     }
 }
@@ -129,6 +132,18 @@ impl Flights {
                     };
                     drop(flights);
                     let lookup = lookup();
+                    // Its patience counts from now, once `lookup()` made
+                    // the lookup: one that joined an inner flight of its own
+                    // (a `CachingResolver` over the system resolver, whose
+                    // lookups share a map too) must not be given up on
+                    // before that one is, or the one started in its place
+                    // joined the same hung inner lookup, and with two
+                    // running, every dial joined it for good.
+                    if let Some(flight) = self.lock().get_mut(&grounded.key) {
+                        if flight.landing.same_channel(&rx) {
+                            flight.started = std::time::Instant::now();
+                        }
+                    }
                     runtime.spawn(async move {
                         let _grounded = grounded;
                         let landed = lookup.await.map_err(|e| (e.kind(), SharedError::new(e)));

@@ -960,16 +960,17 @@ async fn a_cold_lookup_that_hangs_does_not_hold_its_host_for_good() {
 /// run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_given_up_on_still_lands_and_no_third_one_starts() {
-    // Answers after 900 ms.
-    let dns = slow(900, false);
+    // Answers after 1.3 s.
+    let dns = slow(1300, false);
     let cached = CachingResolver::new(dns.clone());
     let _first = tokio::spawn(cached.resolve("h", 80));
-    tokio::time::sleep(flight::PATIENCE + Duration::from_millis(100)).await;
-    // A second lookup (the first is past its patience; it lands at 1.5 s)
-    // ...
+    tokio::time::sleep(flight::PATIENCE + Duration::from_millis(600)).await;
+    // A second lookup at 1.1 s (the first is past its patience; the second
+    // would land at 2.4 s) ...
     let _second = tokio::spawn(cached.resolve("h", 80));
-    // ... and the first lands meanwhile (at 900 ms): stored.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // ... and the first lands meanwhile (at 1.3 s): stored. (Asked at
+    // 1.85 s: 550 ms from either landing.)
+    tokio::time::sleep(Duration::from_millis(750)).await;
     let answer = tokio::time::timeout(Duration::from_millis(200), cached.resolve("h", 80))
         .await
         .expect("the first lookup's answer, stored")
