@@ -329,34 +329,14 @@ async fn futures_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -
 /// waited for the capacity they held: that one sat until `pool_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_served_by_its_own_returned_connection_stops_holding_capacity() {
-    let (a, b, c) = (
-        TestServer::http1().await,
-        TestServer::http1().await,
-        TestServer::http1().await,
-    );
-    let client = Client::builder()
-        .max_connections_per_host(3)
-        .max_connections_total(3)
-        .pool_timeout(Duration::from_secs(4))
-        .build()
-        .unwrap();
-    // C holds one total slot, A the other two: responses whose bodies are
-    // unread.
-    let _held_by_c = client.get(&c.url("/stream/200000")).await.unwrap();
-    let held = client.get(&a.url("/stream/200000")).await.unwrap();
-    let _also_held = client.get(&a.url("/stream/200000")).await.unwrap();
-    // A third request to A queues for total capacity (A's own limit is 3):
-    // A starves.
-    let third = {
-        let (c, u) = (client.clone(), a.url("/"));
-        tokio::spawn(async move { c.get(&u).await?.into_body().bytes().await })
-    };
-    until_waiting(&client, &a, 1).await;
+    let b = TestServer::http1().await;
+    let starving = OwnRequestQueued::start().await;
+    let (client, held) = (&starving.client, starving.first);
     // B queues too (nothing idle anywhere to close for it); the first held
     // body ends: its connection serves A's queued request, and comes back
     // when that one is read, with nobody at A waiting any more.
-    let waited = served_after_release(&client, held, &b).await;
-    third.await.unwrap().unwrap();
+    let waited = served_after_release(client, held, &b).await;
+    starving.third.await.unwrap().unwrap();
     assert!(
         waited < Duration::from_secs(2),
         "B waited {waited:?} after A's connection came back\n{}",
@@ -420,27 +400,12 @@ async fn a_dial_landing_after_its_request_left_yields_to_a_starving_origin() {
 /// origin starves is now a count of the marks, not the list's length.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_served_by_its_own_returned_connection_keeps_its_connections() {
-    let (a, c) = (TestServer::http1().await, TestServer::http1().await);
-    let client = Client::builder()
-        .max_connections_per_host(3)
-        .max_connections_total(3)
-        .pool_timeout(Duration::from_secs(4))
-        .build()
-        .unwrap();
-    // C holds one total slot for good, A the other two.
-    let _held_by_c = client.get(&c.url("/stream/200000")).await.unwrap();
-    let first = client.get(&a.url("/stream/200000")).await.unwrap();
-    let second = client.get(&a.url("/stream/200000")).await.unwrap();
-    // A third request to A queues for total capacity: A starves.
-    let third = {
-        let (c, u) = (client.clone(), a.url("/"));
-        tokio::spawn(async move { c.get(&u).await?.into_body().bytes().await })
-    };
-    until_waiting(&client, &a, 1).await;
+    let starving = OwnRequestQueued::start().await;
+    let (a, client) = (&starving.a, &starving.client);
     // A's own returns serve it, then rest: nobody else waits.
-    first.into_body().bytes().await.unwrap();
-    third.await.unwrap().unwrap();
-    second.into_body().bytes().await.unwrap();
+    starving.first.into_body().bytes().await.unwrap();
+    starving.third.await.unwrap().unwrap();
+    starving.second.into_body().bytes().await.unwrap();
     for _ in 0..3 {
         let response = client.get(&a.url("/")).await.unwrap();
         response.into_body().bytes().await.unwrap();
@@ -482,4 +447,47 @@ async fn a_request_refused_at_the_total_limit_leaves_no_claim_behind() {
         "{stats}"
     );
     assert_eq!(b.stats().connections_accepted(), 1, "{stats}");
+}
+
+/// Origin A starving with a request of its own queued: C holds one of the
+/// three total slots for good, A the other two (`first`, `second`: bodies
+/// unread), and `third`, to A, waits for total capacity (A's own limit is
+/// 3).
+struct OwnRequestQueued {
+    a: TestServer,
+    _c: TestServer,
+    client: Client,
+    _held_by_c: http::Response<freshpool::Body>,
+    first: http::Response<freshpool::Body>,
+    second: http::Response<freshpool::Body>,
+    third: tokio::task::JoinHandle<Result<bytes::Bytes, freshpool::Error>>,
+}
+
+impl OwnRequestQueued {
+    async fn start() -> OwnRequestQueued {
+        let (a, c) = (TestServer::http1().await, TestServer::http1().await);
+        let client = Client::builder()
+            .max_connections_per_host(3)
+            .max_connections_total(3)
+            .pool_timeout(Duration::from_secs(4))
+            .build()
+            .unwrap();
+        let held_by_c = client.get(&c.url("/stream/200000")).await.unwrap();
+        let first = client.get(&a.url("/stream/200000")).await.unwrap();
+        let second = client.get(&a.url("/stream/200000")).await.unwrap();
+        let third = {
+            let (client, url) = (client.clone(), a.url("/"));
+            tokio::spawn(async move { client.get(&url).await?.into_body().bytes().await })
+        };
+        until_waiting(&client, &a, 1).await;
+        OwnRequestQueued {
+            a,
+            _c: c,
+            client,
+            _held_by_c: held_by_c,
+            first,
+            second,
+            third,
+        }
+    }
 }
