@@ -139,8 +139,9 @@ impl Body {
         let quiet = match self.extras.as_mut().and_then(|e| e.reads.as_mut()) {
             Some(reads) => {
                 let limit = reads.limit;
-                let timer =
-                    (reads.waiting).get_or_insert_with(|| Box::pin(RuntimeTimer::after(limit)));
+                let timer = reads
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(RuntimeTimer::after(limit)));
                 match timer.as_mut().poll_passed(cx) {
                     Poll::Ready(Ok(())) => Some(limit),
                     // (Outside any runtime no timer can be kept: the read

@@ -350,8 +350,7 @@ impl Origin {
     /// waiter or the idle list, or, if neither takes it, closed (counted
     /// under why: `offer_idle`).
     pub(super) fn offer_unused(&self, idle: Idle<H1Conn>) {
-        let others_starve = self.budget.any_starving();
-        let surplus = (self.lock().state).offer_idle_or_yield(idle, self.limits, others_starve);
+        let surplus = self.offer_to_rest(&mut self.lock(), idle);
         if let Some((surplus, why)) = surplus {
             self.counters.closed(why);
             drop(surplus);
@@ -412,9 +411,6 @@ impl Origin {
         let mut trimmed = Vec::new();
         // An HTTP/2 connection shared now (not closed at once, not moved).
         let mut shared_landed = false;
-        // (HTTP/1: if its request left, a connection landing while another
-        // origin starves is closed for it, as a returned one is.)
-        let others_starve = self.budget.any_starving();
         let dials = {
             let mut g = self.lock();
             if dialing.swap(false, Ordering::AcqRel) {
@@ -432,10 +428,10 @@ impl Origin {
                         now,
                     );
                     // (To an address DNS no longer lists, it serves at most
-                    // the request it goes to: its return closes it.)
-                    surplus = g
-                        .state
-                        .offer_idle_or_yield(idle, self.limits, others_starve);
+                    // the request it goes to: its return closes it. If its
+                    // request left, it yields to a starving origin as a
+                    // returned one does.)
+                    surplus = self.offer_to_rest(&mut g, idle);
                 }
                 Sender::H2(sender, limit, _hold) if listed == Some(false) => {
                     // Dialed before DNS moved away from its address: shared,

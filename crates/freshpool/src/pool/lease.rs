@@ -263,9 +263,6 @@ impl Lease {
                 if spent || expired || frozen || idle.conn.is_closed() {
                     return close_on_return(idle, self.lease_id, now, spent, frozen);
                 }
-                // Another origin waits for total capacity: unless a request
-                // here wants this connection, close it so the slot moves.
-                let others_starve = origin.budget.any_starving();
                 // (Closed outside the lock, as the surplus is.)
                 let (surplus, moved) = {
                     let mut g = origin.lock();
@@ -273,10 +270,7 @@ impl Lease {
                     if g.moved_away(&idle.conn.peer) {
                         (None, Some(idle))
                     } else {
-                        let surplus =
-                            g.state
-                                .offer_idle_or_yield(idle, origin.limits, others_starve);
-                        (surplus, None)
+                        (origin.offer_to_rest(&mut g, idle), None)
                     }
                 };
                 // (Through the records now: `origin` may be gone.)

@@ -668,6 +668,21 @@ impl Origin {
     /// capacity (as HTTP/1 returns do, see `Lease::release`) every idle
     /// one, unless a request here waits. Returns the dials to start for
     /// waiters, and why connections closed (to count outside the lock).
+    /// An HTTP/1 connection come to rest (returned, newly made, or handed
+    /// to a request that had just gone): to the oldest waiter, else idle;
+    /// or, while another origin waits for total capacity and nobody here
+    /// wants it, back to be closed so the slot moves there. Returns what
+    /// to close, and why (`OriginState::offer_idle_or_yield`).
+    pub(super) fn offer_to_rest(
+        &self,
+        g: &mut Guarded,
+        idle: Idle<H1Conn>,
+    ) -> Option<(Idle<H1Conn>, CloseReason)> {
+        let others_starve = self.budget.any_starving();
+        g.state
+            .offer_idle_or_yield(idle, self.limits, others_starve)
+    }
+
     fn settle_streams(&self, g: &mut Guarded) -> (Vec<u64>, Vec<CloseReason>) {
         // A connection that carried a stream across a freeze, kept taking
         // streams for want of a slot to replace it (`drain_shared_where`),

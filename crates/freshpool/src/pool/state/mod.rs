@@ -618,7 +618,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// [`offer_idle`](Self::offer_idle), unless `others_starve` (some
-    /// origin waits for total capacity: `StarvingList::any`): then a waiter
+    /// origin waits for total capacity: `Budget::any_starving`): then a waiter
     /// here still gets the connection, but rather than rest idle it is
     /// returned to be closed, so its total slot frees for the starving
     /// origin (unless this origin is the starving one). For every
