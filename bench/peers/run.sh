@@ -20,6 +20,10 @@
 #        median req/s and the median of the per-round ratios (this host's
 #        throughput drifts within minutes: a ratio of two runs seconds
 #        apart is steadier than one of two medians).
+#        SERVER_PID: the pid of the server behind URL, when URL is given
+#        (the script knows its own server's): the Rust clients then also
+#        report the server's CPU per request while each ran
+#        (`server_cpu_us`, from /proc).
 #
 # Installs golang-go (Debian) and aiohttp (pip) if missing: run it on a dev
 # machine, never in CI.
@@ -35,6 +39,8 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.txt
 : > "$RESULTS"
 NOTES=()
+# The server whose CPU the Rust clients read (see `server_cpu_us`).
+export FRESHPOOL_PEER_SERVER_PID=${SERVER_PID:-}
 SERVER_PID=""
 cleanup() {
     if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; fi
@@ -72,6 +78,7 @@ URL=${1:-}
 if [ -z "$URL" ] && [ -x "$FRESHPOOL" ]; then
     "$FRESHPOOL" bench --serve --serve-for 300s > "$OUT/serve.log" 2>&1 &
     SERVER_PID=$!
+    FRESHPOOL_PEER_SERVER_PID=$SERVER_PID
     for _ in $(seq 1 100); do
         URL=$(awk '$1 == "http1" { print $2; exit }' "$OUT/serve.log")
         [ -n "$URL" ] && break
@@ -92,6 +99,7 @@ if [ -z "$URL" ]; then
     sleep 100000 > "$OUT/hold" & HOLD_PID=$!
     FRESHPOOL_BENCH_ROLE=server "$SCALING_EXE" < "$OUT/hold" > "$OUT/serve.log" 2>&1 &
     SERVER_PID=$!
+    FRESHPOOL_PEER_SERVER_PID=$SERVER_PID
     for _ in $(seq 1 50); do
         ADDR=$(head -1 "$OUT/serve.log" 2>/dev/null)
         [ -n "$ADDR" ] && break
@@ -229,6 +237,14 @@ if any(v for v in cpu.values()):
         print(f"hand-held hyper CPU / freshpool CPU per request, per round: median "
               f"{statistics.median(ratios):.3f} (min {ratios[0]:.3f}, max {ratios[-1]:.3f}, "
               f"{len(ratios)} rounds): " + " ".join(f"{x:.2f}" for x in ratios))
+# The server's CPU per request while each client ran (with SERVER_PID or the
+# script's own server): on a 2-core machine the server shares the CPU with
+# the client, so a client whose requests cost the server more is slower
+# for that too.
+server = {p: med(rs, "server_cpu_us") for p, rs in by_peer.items()}
+if any(v is not None for v in server.values()):
+    print("server CPU per request while each client ran (median over rounds): "
+          + ", ".join(f"{p} {v:.2f} us" for p, v in server.items() if v is not None))
 # How often each client's threads parked (voluntary context switches per
 # 1,000 requests). A client that parks often does not fill its threads: its
 # req/s is paced by latency, and its ratio to a client that does fill them

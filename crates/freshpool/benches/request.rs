@@ -251,18 +251,22 @@ fn peer_main(url: String) {
     let uri: http::Uri = url.parse().expect("FRESHPOOL_PEER_URL");
     for name in clients.split(',') {
         let before = scheduler_counts(&rt);
-        let (elapsed, (cpu, parks), mut lat) = rt.block_on(peer_run(name, &url, &uri, c, n));
+        let (elapsed, cpu, mut lat) = rt.block_on(peer_run(name, &url, &uri, c, n));
         print_scheduler_counts(name, n, before, scheduler_counts(&rt));
         lat.sort_unstable();
         let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e3;
         println!(
-            "peer=rust-{name} concurrency={c} requests={n} seconds={:.3} rps={:.0} p50_us={:.0} p99_us={:.0} cpu_us={:.2} parks_per_1k={:.1} errors=0",
+            "peer=rust-{name} concurrency={c} requests={n} seconds={:.3} rps={:.0} p50_us={:.0} p99_us={:.0} cpu_us={:.2} parks_per_1k={:.1}{} errors=0",
             elapsed.as_secs_f64(),
             n as f64 / elapsed.as_secs_f64(),
             pct(0.50),
             pct(0.99),
-            cpu.as_secs_f64() * 1e6 / n as f64,
-            parks as f64 * 1e3 / n as f64
+            cpu.own.as_secs_f64() * 1e6 / n as f64,
+            cpu.parks as f64 * 1e3 / n as f64,
+            cpu.server.map_or(String::new(), |s| format!(
+                " server_cpu_us={:.2}",
+                s.as_secs_f64() * 1e6 / n as f64
+            ))
         );
     }
 }
@@ -303,35 +307,79 @@ fn print_scheduler_counts(name: &str, n: usize, before: [u64; 7], after: [u64; 7
     }
 }
 
-/// This process' CPU time so far (user + system, all threads): the
-/// client's own cost per request, which unlike throughput does not depend
-/// on how the server, sharing the machine, is paced. And how many times its
-/// threads parked (voluntary context switches: a worker with nothing to
-/// run): a client that parks often does not fill its threads, so its req/s
-/// is paced by latency, not by its CPU, and compares less well.
-fn process_cpu() -> (Duration, u64) {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    (
-        Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime)),
-        usage.ru_nvcsw as u64,
-    )
+/// CPU counters read at the start and the end of a peer run.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    /// This process' CPU time so far (user + system, all threads): the
+    /// client's own cost per request, which unlike throughput does not
+    /// depend on how the server, sharing the machine, is paced.
+    own: Duration,
+    /// How many times its threads parked (voluntary context switches: a
+    /// worker with nothing to run): a client that parks often does not fill
+    /// its threads, so its req/s is paced by latency, not by its CPU, and
+    /// compares less well.
+    parks: u64,
+    /// The server's CPU time so far, when `FRESHPOOL_PEER_SERVER_PID` names
+    /// it (Linux `/proc`): what each client's requests cost the server that
+    /// shares the machine with it. A client whose requests arrive with
+    /// different timing can cost the same server more per request (more
+    /// wake-ups, smaller batches per `epoll_wait`), and on two cores that
+    /// CPU is taken from the client.
+    server: Option<Duration>,
 }
 
-/// Returns the wall time, the process' CPU time and parks over the same
-/// span (see `process_cpu`), and every request's latency in nanoseconds.
+impl CpuMark {
+    fn now() -> CpuMark {
+        // SAFETY: getrusage fills the struct it is given.
+        let usage = unsafe {
+            let mut usage = std::mem::zeroed::<libc::rusage>();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage
+        };
+        let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        CpuMark {
+            own: Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime)),
+            parks: usage.ru_nvcsw as u64,
+            server: server_cpu(),
+        }
+    }
+
+    /// What was spent between `self` and `later`.
+    fn until(self, later: CpuMark) -> CpuMark {
+        CpuMark {
+            own: later.own - self.own,
+            parks: later.parks - self.parks,
+            server: later.server.zip(self.server).map(|(b, a)| b - a),
+        }
+    }
+}
+
+/// The CPU time (user + system, all threads) of the process named by
+/// `FRESHPOOL_PEER_SERVER_PID`, from fields 14 and 15 of `/proc/PID/stat`
+/// (in clock ticks: 10 ms at the usual 100 Hz, so read over a run of
+/// seconds, not per request).
+fn server_cpu() -> Option<Duration> {
+    let pid = std::env::var("FRESHPOOL_PEER_SERVER_PID").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+    // The command name (field 2) may hold spaces; fields after it follow its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| Duration::from_micros(ticks * 1_000_000 / hz as u64))
+}
+
+/// Returns the wall time, the CPU spent and parks over the same span
+/// (see `CpuMark`), and every request's latency in nanoseconds.
 async fn peer_run(
     name: &str,
     url: &str,
     uri: &http::Uri,
     c: usize,
     n: usize,
-) -> (Duration, (Duration, u64), Vec<u64>) {
+) -> (Duration, CpuMark, Vec<u64>) {
     enum Peer {
         Fresh(Client),
         Req(reqwest::Client),
@@ -386,7 +434,11 @@ async fn peer_run(
         w.await.expect("warm-up");
     }
     let start = Instant::now();
-    let cpu_start = process_cpu();
+    let cpu_start = CpuMark::now();
+    // `FRESHPOOL_PEER_SPIN_NS`: hand-held hyper made slower by a busy
+    // spin of that long per request, a synthetic client as slow as another
+    // one: does the server's CPU per request follow a client's pace?
+    let spin = Duration::from_nanos(env_usize("FRESHPOOL_PEER_SPIN_NS", 0) as u64);
     let mut handles = Vec::with_capacity(c);
     for k in 0..c {
         let count = n / c + usize::from(k < n % c);
@@ -414,6 +466,12 @@ async fn peer_run(
                 } else if let (Some(s), Some(h)) = (sender.as_mut(), host.as_ref()) {
                     hyper_get_path(s, h, &path).await;
                 }
+                if !spin.is_zero() && fresh.is_none() && req.is_none() {
+                    let began = Instant::now();
+                    while began.elapsed() < spin {
+                        std::hint::spin_loop();
+                    }
+                }
                 lat.push(t.elapsed().as_nanos() as u64);
             }
             lat
@@ -423,12 +481,7 @@ async fn peer_run(
     for h in handles {
         all.extend(h.await.expect("peer task"));
     }
-    let (cpu_end, parks_end) = process_cpu();
-    (
-        start.elapsed(),
-        (cpu_end - cpu_start.0, parks_end - cpu_start.1),
-        all,
-    )
+    (start.elapsed(), cpu_start.until(CpuMark::now()), all)
 }
 
 criterion_group! {
