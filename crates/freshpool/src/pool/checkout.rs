@@ -87,6 +87,19 @@ impl Pool {
                 // (HTTP/2 only: an HTTP/1 origin shares no connections.)
                 if !g.state.shared.is_empty() {
                     let mut spare_total = origin.budget.spare();
+                    // An idle connection made before the pool's last
+                    // freeze crossed it: drained here too, not only by the
+                    // eviction that follows the detection, which may not
+                    // have reached it yet (another worker's). A busy one is
+                    // the eviction's and the sweep's to judge: they drain
+                    // it only while a slot is left to replace it, one slot
+                    // for the whole pool, which a checkout here would spend
+                    // again.
+                    let freeze_at = origin.budget.freeze_at.load(Ordering::Acquire);
+                    if freeze_at != 0 {
+                        g.state
+                            .drain_idle_shared_made_before(Stamp::from_nanos(freeze_at));
+                    }
                     expired_shared = Some(g.state.expire_shared(
                         now,
                         SharedExpiry::of(cfg),

@@ -82,14 +82,11 @@ impl Pool {
         // the machine asleep between two) is judged now, before the
         // checkout that starts this one takes a connection from before it;
         // the new task would see it only at its first tick.
-        if let Some(threshold) = self.inner.config.freeze_threshold {
-            let suspended = lock(&self.inner.suspend).poll(threshold);
-            if let Some(gap) = suspended {
-                // (A stop in the same gap judged first: the detection
-                // below moves the beat, which would hide it.)
-                self.check_freeze(now_ns);
-                self.freeze_detected(Stamp::from_nanos(now_ns), gap, "machine suspend");
-            }
+        if let Some(gap) = self.judge_suspend(now_ns) {
+            // (A stop in the same gap judged first: the detection below
+            // moves the beat, which would hide it.)
+            self.check_freeze(now_ns);
+            self.freeze_detected(Stamp::from_nanos(now_ns), gap, "machine suspend");
         }
         let weak = Arc::downgrade(&self.inner);
         let generation = self.inner.heartbeat_gen.fetch_add(1, Ordering::AcqRel) + 1;
@@ -162,17 +159,14 @@ impl Pool {
                 pool.inner
                     .heartbeat_tick
                     .fetch_max(now.nanos(), Ordering::Relaxed);
-                // (The beat first: a suspend detected below moves it, and
-                // would hide a process stop in the same gap.)
+                // (The pool's watch, not the task's: a suspend between
+                // this task and the last one counts too.)
+                let suspended = pool.judge_suspend(now.nanos());
+                // (The beat before the suspend's detection, which moves
+                // it, and would hide a process stop in the same gap.)
                 pool.check_freeze(now.nanos());
-                let threshold = pool.inner.config.freeze_threshold;
-                if let Some(threshold) = threshold {
-                    // (The pool's watch, not the task's: a suspend between
-                    // this task and the last one counts too.)
-                    let suspended = lock(&pool.inner.suspend).poll(threshold);
-                    if let Some(gap) = suspended {
-                        pool.freeze_detected(now, gap, "machine suspend");
-                    }
+                if let Some(gap) = suspended {
+                    pool.freeze_detected(now, gap, "machine suspend");
                 }
                 // Sweep expired idle connections about once a second.
                 if pool.sweep_due(now) {
@@ -242,20 +236,45 @@ impl Pool {
     /// a millisecond.)
     #[inline(never)]
     fn beat(&self, now_n: u64) {
-        self.judge_gap(now_n);
         // A suspend stops the monotonic clock, so no gap shows it: the
         // boot clock does. Asked here as well as by the heartbeat, whose
         // next tick may come after a checkout (a runtime driven by
         // `block_on` polls the request before its timers): that checkout
-        // took a connection from before the suspend, unchecked. (After the
-        // gap's judgement: the detection moves the beat, which would hide
-        // a stop in the same gap.)
-        if let Some(threshold) = self.inner.config.freeze_threshold {
-            let suspended = lock(&self.inner.suspend).poll(threshold);
-            if let Some(gap) = suspended {
-                self.freeze_detected(Stamp::from_nanos(now_n), gap, "machine suspend");
-            }
+        // took a connection from before the suspend, unchecked. (Asked
+        // before the gap's judgement moves the beat: see `judge_suspend`.)
+        let suspended = self.judge_suspend(now_n);
+        self.judge_gap(now_n);
+        if let Some(gap) = suspended {
+            #[cfg(test)]
+            tests::pause_in_judgement();
+            // (After the gap's judgement: the detection moves the beat,
+            // which would hide a stop in the same gap.)
+            self.freeze_detected(Stamp::from_nanos(now_n), gap, "machine suspend");
         }
+    }
+
+    /// A machine suspend since the last look, if the boot clock shows one
+    /// (`freeze_threshold` set). Found, it is marked as the pool's last
+    /// freeze (`Budget::freeze_at`) at once, under the watch's lock, before
+    /// anything moves the beat; the caller then judges the gap and evicts
+    /// (`freeze_detected`). Why: a checkout on another worker that finds
+    /// the beat moved skips the judgement (`check_freeze`), and one that
+    /// polls the watch meanwhile finds the suspend taken: either went on
+    /// and reused a connection from before the suspend, unchecked, until
+    /// the detection was marked. Now both see the mark, by which a
+    /// checkout refuses an idle connection that rested across it
+    /// (`still_fresh`) and an idle HTTP/2 connection made before it
+    /// (`Pool::take`).
+    pub(super) fn judge_suspend(&self, now_n: u64) -> Option<Duration> {
+        let threshold = self.inner.config.freeze_threshold?;
+        let mut watch = lock(&self.inner.suspend);
+        let gap = watch.poll(threshold)?;
+        self.inner
+            .budget
+            .freeze_at
+            .fetch_max(now_n, Ordering::AcqRel);
+        drop(watch);
+        Some(gap)
     }
 
     /// The gap since the last beat: a freeze, or the beat moves on.
@@ -319,7 +338,7 @@ impl Pool {
 
     pub(super) fn freeze_detected(&self, now: Stamp, gap: Duration, how: &str) {
         let budget = &self.inner.budget;
-        budget.freeze_at.store(now.nanos(), Ordering::Release);
+        budget.freeze_at.fetch_max(now.nanos(), Ordering::AcqRel);
         budget.freezes.fetch_add(1, Ordering::Relaxed);
         tracing::info!(gap = ?gap, how, "process freeze detected; idle connections are suspect");
         self.evict_all(now, Some(now));
@@ -452,10 +471,14 @@ impl Pool {
         // the beat below hid the freeze from the heartbeat, and leases held
         // across it were reported as if the process had run.
         self.check_freeze(now.nanos());
+        // Marked before the beat moves: a checkout that finds the beat
+        // moved skips the judgement, and must find the mark (see
+        // `judge_suspend`). Until the eviction below reaches a connection,
+        // the mark keeps checkouts off it.
+        budget.freeze_at.fetch_max(now.nanos(), Ordering::AcqRel);
         // Also a beat, so connections returned from now on (coarse clock)
         // are not taken for ones that idled across the freeze.
         budget.last_beat.fetch_max(now.nanos(), Ordering::AcqRel);
-        budget.freeze_at.store(now.nanos(), Ordering::Release);
         self.evict_all(now, Some(now));
     }
 }

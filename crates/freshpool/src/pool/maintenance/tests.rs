@@ -447,3 +447,107 @@ fn a_checkout_during_a_freezes_eviction_waits_for_it() {
     );
     assert_eq!(stats.freezes_detected, 1, "{stats}");
 }
+
+/// A checkout on another worker while `on_resume` evicts takes no stream
+/// on an HTTP/2 connection from before it. `on_resume` marked the freeze
+/// before its eviction, but only the eviction drained HTTP/2 connections
+/// (the checkout's own expiry did not read the mark): until it reached a
+/// connection, a request took a stream on it, dead if a NAT dropped it.
+#[test]
+fn a_checkout_during_on_resumes_eviction_takes_no_stream_from_before() {
+    let _turn = liveness::TEST_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let (_server_rt, server) = serve(freshpool_testkit::ServerConfig {
+        protocol: freshpool_testkit::Protocol::Http2,
+        ..Default::default()
+    });
+    let client = crate::Client::builder()
+        .http_version(crate::HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let rt = current_thread();
+    let url = server.url("/");
+    let conn_id = |response: &http::Response<crate::Body>| response.headers()["x-conn-id"].clone();
+    let before = conn_id(&rt.block_on(client.get(&url)).unwrap());
+    // (Made at least a beat before the resume, on the coarse clock.)
+    std::thread::sleep(Duration::from_millis(5));
+    EVICTION_PAUSED.store(false, Ordering::Release);
+    let after = std::thread::scope(|s| {
+        s.spawn(|| {
+            EVICTION_PAUSE_MS.with(|p| p.set(500));
+            client.on_resume();
+        });
+        until_set(&EVICTION_PAUSED, "the eviction's pause");
+        // A request meanwhile.
+        conn_id(&rt.block_on(client.get(&url)).unwrap())
+    });
+    let stats = client.stats();
+    assert_ne!(
+        after, before,
+        "a stream on the connection from before the resume\n{stats}"
+    );
+}
+
+/// A checkout on another worker after a machine suspend, while the beat
+/// that found the suspend has judged the gap but not yet marked the
+/// suspend as a freeze, reuses no connection from before it. The gap's
+/// judgement moved the beat first: the other checkout found it moved,
+/// skipped the judgement, and took the idle connection unchecked (its
+/// socket looks alive to a peek; a NAT may have dropped it meanwhile).
+#[test]
+fn a_checkout_while_a_suspend_is_judged_reuses_nothing_from_before() {
+    struct Moved(Arc<crate::health::FakeClock>);
+    impl Clock for Moved {
+        fn monotonic(&self) -> Duration {
+            self.0.monotonic()
+        }
+        fn boottime(&self) -> Duration {
+            self.0.boottime()
+        }
+    }
+    let _turn = liveness::TEST_TURN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let (_server_rt, server) = serve(freshpool_testkit::ServerConfig::default());
+    let clock = fake_clock();
+    let client = crate::Client::builder()
+        .clock(Moved(clock.clone()))
+        .build()
+        .unwrap();
+    let rt = current_thread();
+    let url = server.url("/");
+    // (The body read: an HTTP/1 connection whose response is dropped
+    // unread outside its runtime cannot be reused at all.)
+    let get = || {
+        rt.block_on(async {
+            let response = client.get(&url).await.unwrap();
+            let id = response.headers()["x-conn-id"].clone();
+            response.into_body().drain().await.unwrap();
+            id
+        })
+    };
+    let before = get();
+    // Suspended for 10 s (the monotonic clock stopped meanwhile).
+    clock.boot.fetch_add(10_000, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(5));
+    let pool = client.pool();
+    let now = || pool.inner.budget.stamp(Instant::now());
+    JUDGEMENT_PAUSED.store(false, Ordering::Release);
+    let after = std::thread::scope(|s| {
+        // The first beat after the suspend: it pauses between the gap's
+        // judgement and the suspend's detection.
+        s.spawn(|| {
+            JUDGEMENT_PAUSE_MS.with(|p| p.set(500));
+            pool.check_freeze(now().nanos());
+        });
+        until_set(&JUDGEMENT_PAUSED, "the judgement's pause");
+        get()
+    });
+    let stats = client.stats();
+    assert_ne!(
+        after, before,
+        "the connection from before the suspend, reused\n{stats}"
+    );
+    assert_eq!(stats.freezes_detected, 1, "{stats}");
+}
