@@ -36,6 +36,7 @@
 
 mod body;
 mod builder;
+mod catch_panic;
 mod client;
 mod config;
 mod connect;

@@ -193,11 +193,7 @@ where
             Err(payload) => {
                 this.panicked = true;
                 this.ended = true;
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_owned());
+                let what = crate::catch_panic::panic_message(&*payload);
                 let why = crate::error::RequestBodyError(
                     format!("the request body panicked: {what}").into(),
                 );

@@ -3,6 +3,7 @@
 //! added (idle, or shared over HTTP/2), or a slot given back.
 
 use super::*;
+use crate::catch_panic::CatchPanic;
 
 /// Holds one slot (per-host and total) until the connection's socket is
 /// gone: owned by the dial, then by the connection's driver task.
@@ -490,40 +491,6 @@ impl Origin {
             tracing::debug!(origin = %self.label, conn_id, "DNS changed while dialing; closed the new connection to the old address");
         }
         self.spawn_dials(dials);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A future whose panic becomes an `Err` with the panic's message. Not
-    /// polled again after a panic (it is then done).
-    struct CatchPanic<F> {
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F> CatchPanic<F> {
-    fn new(inner: F) -> Self {
-        CatchPanic { inner }
-    }
-}
-
-impl<F: std::future::Future> std::future::Future for CatchPanic<F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let inner = self.project().inner;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(poll) => poll.map(Ok),
-            Err(payload) => std::task::Poll::Ready(Err(payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned()))),
-        }
     }
 }
 

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::catch_panic::CatchPanic;
 use crate::connect::ResolveTtlFuture;
 use crate::error::SharedError;
 
@@ -72,7 +73,7 @@ impl Flight {
     /// and it is young, or no more may run.
     fn joinable(&self) -> bool {
         // (`has_changed` fails once the lookup's task ended without an
-        // answer: its runtime shut down, or the resolver panicked.)
+        // answer: its runtime shut down.)
         self.landing.borrow().is_none()
             && self.landing.has_changed().is_ok()
             && (self.started.elapsed() < PATIENCE || self.running >= MOST_RUNNING)
@@ -144,9 +145,19 @@ impl Flights {
                             flight.started = std::time::Instant::now();
                         }
                     }
+                    let asked = host.to_owned();
                     runtime.spawn(async move {
                         let _grounded = grounded;
-                        let landed = lookup.await.map_err(|e| (e.kind(), SharedError::new(e)));
+                        // (A resolver's panic is its lookup's failure: as
+                        // a dying task it told every waiter "its runtime
+                        // shut down".)
+                        let landed = match CatchPanic::new(lookup).await {
+                            Ok(answer) => answer,
+                            Err(panic) => Err(io::Error::other(format!(
+                                "the resolver panicked looking up {asked}: {panic}"
+                            ))),
+                        };
+                        let landed = landed.map_err(|e| (e.kind(), SharedError::new(e)));
                         tx.send_replace(Some(landed));
                     });
                     rx

@@ -659,6 +659,37 @@ async fn a_cold_lookup_outlives_a_dial_that_gave_up_on_it() {
     assert_eq!(cached.shared.flights.in_flight(), 0);
 }
 
+/// Answers nothing: its lookup panics when first polled (a bug in user
+/// code, inside the future rather than in `resolve` itself).
+struct PanicsWhenPolled;
+
+impl Resolve for PanicsWhenPolled {
+    fn resolve(&self, _host: &str, _port: u16) -> ResolveFuture {
+        Box::pin(async { panic!("lookup bug") })
+    }
+}
+
+/// A cold lookup whose future panics fails the dials that share it with
+/// the panic's message. Its task died, and every dial read "the lookup of
+/// h ended without an answer (its runtime shut down)", with the runtime
+/// running on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_lookup_that_panics_says_so() {
+    let cached = CachingResolver::new(PanicsWhenPolled);
+    let mut dials = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        dials.spawn(cached.resolve("h", 80));
+    }
+    while let Some(answer) = dials.join_next().await {
+        let err = answer.unwrap().unwrap_err().to_string();
+        assert!(
+            err.contains("the resolver panicked looking up h: lookup bug"),
+            "{err}"
+        );
+    }
+    assert_eq!(cached.shared.flights.in_flight(), 0);
+}
+
 /// Dials to a host with nothing cached share one lookup (they started
 /// one each: a burst of 64 dials, 64 `getaddrinfo` threads for one
 /// name). A failure reaches each of them with the resolver's words, and
