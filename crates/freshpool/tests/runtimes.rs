@@ -915,3 +915,46 @@ fn a_response_header_wait_goes_on_under_another_runtime() {
     assert!(err.to_string().contains("response_header_timeout"), "{err}");
     assert!(started.elapsed() < Duration::from_millis(2500));
 }
+
+/// A response body cut off because the runtime that drove its connection
+/// shut down (a client shared by a runtime per call, or by several
+/// `#[tokio::test]`s) says so, as a response head cut off so does: it read
+/// as the server's broken message ("response body from ... failed", kind
+/// `Protocol`), which sends the reader to look at the server.
+#[test]
+fn a_body_cut_off_by_its_connections_runtime_says_why() {
+    let (_server_rt, server) = serve();
+    body_cut_off_by_its_connections_runtime(&server, Client::new());
+    let server_rt = runtime(1);
+    let h2 = server_rt.block_on(async {
+        tokio::spawn(TestServer::start(freshpool_testkit::ServerConfig {
+            protocol: freshpool_testkit::Protocol::Http2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+    });
+    let client = Client::builder()
+        .http_version(freshpool::HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    body_cut_off_by_its_connections_runtime(&h2, client);
+}
+
+fn body_cut_off_by_its_connections_runtime(server: &TestServer, client: Client) {
+    // The connection is dialed, and driven, by a runtime that will go.
+    let short_lived = runtime(1);
+    short_lived
+        .block_on(fetch(&client, server.url("/")))
+        .unwrap();
+    let reader = runtime(1);
+    // Its head comes at once, the rest of its body only after 1.5 s.
+    let response = reader.block_on(fetch_response(&client, server.url("/stall/1500")));
+    drop(short_lived);
+    let err = reader
+        .block_on(response.into_body().bytes())
+        .expect_err("the body's connection is gone");
+    let chain = format!("{err:#}");
+    assert_ne!(err.kind(), freshpool::Kind::Protocol, "{chain}");
+    assert!(chain.contains("runtime"), "{chain}");
+}

@@ -471,15 +471,24 @@ impl http_body::Body for Body {
                 if let Some(why) = self.upload_failure() {
                     return Poll::Ready(Some(Err(why)));
                 }
+                let mut kind = crate::error::classify(&e);
                 let msg = match self.lease.take() {
                     Some(lease) => {
-                        let msg = format!("response body from {} failed", lease.origin_label());
+                        let origin = lease.origin_label();
+                        // Cut off by its runtime's shutdown, not by the
+                        // server: hyper's words ("connection closed before
+                        // message completed") are a server's hang-up.
+                        let msg = if lease.driver_lost() {
+                            kind = Kind::Io;
+                            crate::error::driver_lost("the response body from", origin)
+                        } else {
+                            format!("response body from {origin} failed")
+                        };
                         self.abandon(lease);
                         msg
                     }
                     None => "response body failed".to_owned(),
                 };
-                let kind = crate::error::classify(&e);
                 // (The head came: the server got the request and may
                 // have acted on it.)
                 let err = Error::new(kind, msg).with_source(e);

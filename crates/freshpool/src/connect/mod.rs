@@ -12,6 +12,7 @@
 //! when the socket is really closed, so the pool's count of open connections
 //! always equals the sockets that exist, whatever path a connection dies by.
 
+pub(crate) mod driver;
 pub(crate) mod preface;
 pub(crate) mod proxy;
 pub(crate) mod socket;
@@ -31,6 +32,8 @@ use crate::pool::key::{PoolKey, Scheme};
 pub use proxy::Proxy;
 pub use tcp::{Resolve, ResolveFuture, ResolveTtlFuture, SystemResolver};
 
+use driver::Driver;
+pub(crate) use driver::DriverLost;
 use preface::{Preface, PrefaceIo};
 pub(crate) use preface::{StreamLimit, DEFAULT_MAX_STREAMS};
 use tcp::{TcpIo, TcpSettings};
@@ -97,6 +100,9 @@ pub(crate) struct NewConnection {
     pub peer: Option<std::net::SocketAddr>,
     /// HTTP/1 over TLS: the alert that ended its reads, if one does.
     pub tls_alert: Option<Arc<tcp::AlertSeen>>,
+    /// HTTP/1: set if its driver task is dropped before it ends (HTTP/2
+    /// keeps its mark in `StreamLimit`).
+    pub driver_lost: Option<Arc<DriverLost>>,
 }
 
 /// Dials connections for one client's settings.
@@ -350,8 +356,10 @@ impl Connector {
             if let Some(slot) = &mut slot {
                 slot.established();
             }
+            let lost = Arc::new(DriverLost::default());
+            let driver = Driver::new(conn, lost.clone());
             tokio::spawn(async move {
-                let _ = conn.await;
+                let _ = driver.await;
                 drop(slot);
             });
             return Ok(NewConnection {
@@ -360,6 +368,7 @@ impl Connector {
                 resumed_tls,
                 peer: None,
                 tls_alert: None,
+                driver_lost: Some(lost),
             });
         }
         let (io, mut preface, stream_limit) = PrefaceIo::new(io);
@@ -399,8 +408,9 @@ impl Connector {
             stream_limit.clone(),
             self.config.http2_keep_alive_interval.is_some(),
         );
+        let driver = Driver::new(conn, stream_limit.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = driver.await {
                 let _ = tell_failure.send(e);
             }
             // hyper's request dispatch ends at a GOAWAY, while its
@@ -515,6 +525,7 @@ impl Connector {
             resumed_tls,
             peer: None,
             tls_alert: None,
+            driver_lost: None,
         })
     }
 }

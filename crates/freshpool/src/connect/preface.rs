@@ -68,6 +68,15 @@ pub(crate) struct LimitCell {
     /// error (a reset). Never set for a connection the client ended on
     /// its own (an unanswered keep-alive PING).
     signed_off: std::sync::atomic::AtomicBool,
+    /// Its driver task was dropped before the connection ended (see
+    /// `connect::driver`).
+    driver_lost: super::DriverLost,
+}
+
+impl AsRef<super::DriverLost> for StreamLimit {
+    fn as_ref(&self) -> &super::DriverLost {
+        &self.0.driver_lost
+    }
 }
 
 impl StreamLimit {

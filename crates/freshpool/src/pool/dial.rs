@@ -267,6 +267,7 @@ impl Origin {
                 resumed_tls,
                 peer,
                 tls_alert,
+                driver_lost,
             }) => {
                 if resumed_tls {
                     self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
@@ -274,7 +275,13 @@ impl Origin {
                 self.counters.created(started.elapsed());
                 tracing::debug!(origin = %self.label, conn_id, elapsed = ?started.elapsed(), "connection opened (dedicated to a retry)");
                 let now = self.budget.stamp(Instant::now());
-                let idle = self.new_record(conn_id, sender, socket, peer, tls_alert, now);
+                let parts = H1Parts {
+                    socket,
+                    peer,
+                    tls_alert,
+                    driver_lost,
+                };
+                let idle = self.new_record(conn_id, sender, parts, now);
                 let dials = {
                     let mut g = self.lock();
                     if dialing.swap(false, Ordering::AcqRel) {
@@ -364,9 +371,7 @@ impl Origin {
         self: &Arc<Self>,
         conn_id: u64,
         sender: http1::SendRequest<RequestBody>,
-        socket: Weak<crate::connect::tcp::Socket>,
-        peer: Option<std::net::SocketAddr>,
-        tls_alert: Option<Arc<crate::connect::tcp::AlertSeen>>,
+        parts: H1Parts,
         now: Stamp,
     ) -> Idle<H1Conn> {
         Idle::new(IdleRecord {
@@ -374,9 +379,10 @@ impl Origin {
             conn: H1Conn {
                 sender,
                 origin: self.clone(),
-                socket,
-                peer,
-                tls_alert,
+                socket: parts.socket,
+                peer: parts.peer,
+                tls_alert: parts.tls_alert,
+                driver_lost: parts.driver_lost,
             },
             created: now,
             idle_since: now,
@@ -420,14 +426,13 @@ impl Origin {
             match conn.sender {
                 Sender::H1(sender) => {
                     g.state.protocol = Protocol::Http1;
-                    let idle = self.new_record(
-                        conn_id,
-                        sender,
-                        conn.socket,
-                        conn.peer,
-                        conn.tls_alert,
-                        now,
-                    );
+                    let parts = H1Parts {
+                        socket: conn.socket,
+                        peer: conn.peer,
+                        tls_alert: conn.tls_alert,
+                        driver_lost: conn.driver_lost,
+                    };
+                    let idle = self.new_record(conn_id, sender, parts, now);
                     // (To an address DNS no longer lists, it serves at most
                     // the request it goes to: its return closes it. If its
                     // request left, it yields to a starving origin as a
@@ -492,6 +497,15 @@ impl Origin {
         }
         self.spawn_dials(dials);
     }
+}
+
+/// What the record of a new HTTP/1 connection keeps besides its sender
+/// (see `H1Conn`).
+pub(super) struct H1Parts {
+    socket: Weak<crate::connect::tcp::Socket>,
+    peer: Option<std::net::SocketAddr>,
+    tls_alert: Option<Arc<crate::connect::tcp::AlertSeen>>,
+    driver_lost: Option<Arc<crate::connect::DriverLost>>,
 }
 
 /// Counts a dedicated retry dial as in flight (`OriginState::dedicated`)

@@ -64,6 +64,9 @@ pub(crate) enum LeaseKind {
         origin: Arc<Origin>,
         conn_id: u64,
         sender: http2::SendRequest<RequestBody>,
+        /// The connection's shared stream limit, kept (the stream's
+        /// checkout cloned it anyway) for its `DriverLost` mark.
+        limit: crate::connect::StreamLimit,
     },
 }
 
@@ -150,6 +153,16 @@ impl Lease {
         match self.kind.as_ref().expect("a live lease has its connection") {
             LeaseKind::H1(idle) => &idle.conn.origin,
             LeaseKind::H2 { origin, .. } => origin,
+        }
+    }
+
+    /// Whether the task that drove the connection was dropped before the
+    /// connection ended (its runtime shut down: see `connect::driver`).
+    pub(crate) fn driver_lost(&self) -> bool {
+        match &self.kind {
+            Some(LeaseKind::H1(idle)) => idle.conn.driver_lost.as_ref().is_some_and(|l| l.get()),
+            Some(LeaseKind::H2 { limit, .. }) => limit.as_ref().get(),
+            None => false,
         }
     }
 

@@ -131,6 +131,9 @@ pub(crate) struct H1Conn {
     /// Over TLS: the alert that ended its reads, if one did (see
     /// `connect::tcp::AlertSeen`).
     pub tls_alert: Option<Arc<tcp::AlertSeen>>,
+    /// Set if its driver task was dropped before it ended: its runtime
+    /// shut down (see `connect::driver`).
+    pub driver_lost: Option<Arc<crate::connect::DriverLost>>,
 }
 
 /// A connection the pool lets go is shut, whatever the path (an error, a
