@@ -466,7 +466,9 @@ async fn peer_run(
                 } else if let (Some(s), Some(h)) = (sender.as_mut(), host.as_ref()) {
                     hyper_get_path(s, h, &path).await;
                 }
-                if !spin.is_zero() && fresh.is_none() && req.is_none() {
+                // (Hand-held hyper only, not `hyper-lifo`. In the latency
+                // figures too.)
+                if !spin.is_zero() && sender.is_some() {
                     let began = Instant::now();
                     while began.elapsed() < spin {
                         std::hint::spin_loop();

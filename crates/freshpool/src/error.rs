@@ -595,22 +595,14 @@ fn dispatch_gone(err: &hyper::Error) -> bool {
     err.is_user() && err.to_string() == "dispatch task is gone"
 }
 
-/// What ended when the task that drove a connection was dropped with it
-/// (see `dispatch_gone`, `connect::driver`): `what` ("the connection to",
-/// "the response body from") and the origin, and why, which is not the
-/// server.
-pub(crate) fn driver_lost(what: &str, origin: &str) -> String {
-    format!(
-        "{what} {origin} was lost: the runtime that drove its connection shut down \
-         (or code it ran panicked)"
-    )
-}
-
 /// Wraps a hyper error with our kind and the origin.
 pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
     let kind = classify(&err);
     let message = match kind {
-        Kind::Io if dispatch_gone(&err) => driver_lost("the connection to", origin),
+        Kind::Io if dispatch_gone(&err) => format!(
+            "the connection to {origin} was lost: the runtime that drove it shut down \
+             (or code it ran panicked)"
+        ),
         // (ETIMEDOUT on an open connection: hyper's words, "connection
         // error", hid the only part that says what to change.)
         Kind::Io if io_kind_in(&err) == Some(std::io::ErrorKind::TimedOut) => format!(

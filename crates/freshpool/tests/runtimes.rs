@@ -942,19 +942,33 @@ fn a_body_cut_off_by_its_connections_runtime_says_why() {
 }
 
 fn body_cut_off_by_its_connections_runtime(server: &TestServer, client: Client) {
-    // The connection is dialed, and driven, by a runtime that will go.
-    let short_lived = runtime(1);
-    short_lived
-        .block_on(fetch(&client, server.url("/")))
-        .unwrap();
-    let reader = runtime(1);
-    // Its head comes at once, the rest of its body only after 1.5 s.
-    let response = reader.block_on(fetch_response(&client, server.url("/stall/1500")));
-    drop(short_lived);
-    let err = reader
-        .block_on(response.into_body().bytes())
-        .expect_err("the body's connection is gone");
-    let chain = format!("{err:#}");
-    assert_ne!(err.kind(), freshpool::Kind::Protocol, "{chain}");
-    assert!(chain.contains("runtime"), "{chain}");
+    // Twice: the body read after the runtime is gone, and read meanwhile
+    // on another thread, woken as the runtime drops the connection's tasks
+    // (in no set order: each must mark the connection before it drops it).
+    for read_meanwhile in [false, true] {
+        // The connection is dialed, and driven, by a runtime that will go.
+        let short_lived = runtime(1);
+        short_lived
+            .block_on(fetch(&client, server.url("/")))
+            .unwrap();
+        let reader = runtime(1);
+        // Its head comes at once, the rest of its body only after 1.5 s.
+        let response = reader.block_on(fetch_response(&client, server.url("/stall/1500")));
+        let read = if read_meanwhile {
+            let read = reader.spawn(response.into_body().bytes());
+            // (The read is waiting for the rest when the runtime goes.)
+            std::thread::sleep(Duration::from_millis(100));
+            drop(short_lived);
+            reader.block_on(read).unwrap()
+        } else {
+            drop(short_lived);
+            reader.block_on(response.into_body().bytes())
+        };
+        let err = read.expect_err("the body's connection is gone");
+        let chain = format!("{err:#}");
+        assert_eq!(err.kind(), freshpool::Kind::Io, "{chain}");
+        let why = "was cut off: the runtime that drove its connection shut down \
+                   (or code it ran panicked)";
+        assert!(err.to_string().contains(why), "{chain}");
+    }
 }

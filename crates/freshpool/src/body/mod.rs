@@ -480,7 +480,10 @@ impl http_body::Body for Body {
                         // message completed") are a server's hang-up.
                         let msg = if lease.driver_lost() {
                             kind = Kind::Io;
-                            crate::error::driver_lost("the response body from", origin)
+                            format!(
+                                "the response body from {origin} was cut off: the runtime that \
+                                 drove its connection shut down (or code it ran panicked)"
+                            )
                         } else {
                             format!("response body from {origin} failed")
                         };

@@ -70,3 +70,25 @@ impl<F: Future, L: AsRef<DriverLost>> Future for Driver<F, L> {
         Poll::Ready(out)
     }
 }
+
+/// The executor an HTTP/2 connection's hyper parts run on: tokio's, each
+/// future inside a [`Driver`] that marks the connection's `DriverLost`.
+/// hyper spawns the task that reads and writes the socket (h2's
+/// connection, whose drop ends every body on it) through this executor,
+/// apart from the future the pool drives itself; at a runtime's shutdown
+/// tokio drops tasks in no set order, so each must mark before it drops
+/// what it holds. (A future hyper spawns ends unless its runtime shuts
+/// down: dropped unfinished, it marks rightly.)
+#[derive(Clone)]
+pub(crate) struct MarkingExecutor<L>(pub(crate) L);
+
+impl<F, L> hyper::rt::Executor<F> for MarkingExecutor<L>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    L: AsRef<DriverLost> + Clone + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(Driver::new(fut, self.0.clone()));
+    }
+}

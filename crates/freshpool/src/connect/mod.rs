@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::body::RequestBody;
 use crate::config::{ConnConfig, HttpVersion};
@@ -372,7 +372,7 @@ impl Connector {
             });
         }
         let (io, mut preface, stream_limit) = PrefaceIo::new(io);
-        let mut builder = http2::Builder::new(TokioExecutor::new());
+        let mut builder = http2::Builder::new(driver::MarkingExecutor(stream_limit.clone()));
         builder.timer(TokioTimer::new());
         if let Some(interval) = self.config.http2_keep_alive_interval {
             builder

@@ -269,10 +269,15 @@ impl Pool {
         let threshold = self.inner.config.freeze_threshold?;
         let mut watch = lock(&self.inner.suspend);
         let gap = watch.poll(threshold)?;
-        self.inner
-            .budget
+        // (Read precisely: `now_n` may be a checkout's coarse reading, a
+        // tick behind, and the monotonic clock stood still through the
+        // suspend, so a connection made just before it could be stamped
+        // after that reading and pass for one made since.)
+        let budget = &self.inner.budget;
+        let precise = budget.stamp(Instant::now()).nanos();
+        budget
             .freeze_at
-            .fetch_max(now_n, Ordering::AcqRel);
+            .fetch_max(now_n.max(precise), Ordering::AcqRel);
         drop(watch);
         Some(gap)
     }
@@ -467,15 +472,15 @@ impl Pool {
     pub(crate) fn on_resume(&self) {
         let budget = &self.inner.budget;
         let now = budget.stamp(Instant::now());
+        // Marked before anything moves the beat (the judgement below may):
+        // a checkout that finds the beat moved skips the judgement, and
+        // must find the mark (see `judge_suspend`). Until the eviction
+        // below reaches a connection, the mark keeps checkouts off it.
+        budget.freeze_at.fetch_max(now.nanos(), Ordering::AcqRel);
         // The gap since the last beat judged first, as a beat would: moving
         // the beat below hid the freeze from the heartbeat, and leases held
         // across it were reported as if the process had run.
         self.check_freeze(now.nanos());
-        // Marked before the beat moves: a checkout that finds the beat
-        // moved skips the judgement, and must find the mark (see
-        // `judge_suspend`). Until the eviction below reaches a connection,
-        // the mark keeps checkouts off it.
-        budget.freeze_at.fetch_max(now.nanos(), Ordering::AcqRel);
         // Also a beat, so connections returned from now on (coarse clock)
         // are not taken for ones that idled across the freeze.
         budget.last_beat.fetch_max(now.nanos(), Ordering::AcqRel);

@@ -66,7 +66,7 @@ pub(super) fn pause_in_eviction() {
     let ms = EVICTION_PAUSE_MS.with(|p| p.get());
     if ms > 0 {
         EVICTION_PAUSED.store(true, Ordering::Release);
-        std::thread::sleep(Duration::from_millis(ms));
+        pause(ms);
     }
 }
 
@@ -74,8 +74,38 @@ pub(super) fn pause_in_judgement() {
     let ms = JUDGEMENT_PAUSE_MS.with(|p| p.get());
     if ms > 0 {
         JUDGEMENT_PAUSED.store(true, Ordering::Release);
-        std::thread::sleep(Duration::from_millis(ms));
+        pause(ms);
     }
+}
+
+/// Set by a test to end a pause before its time.
+static PAUSE_RELEASED: AtomicBool = AtomicBool::new(false);
+/// Set as a pause ends (released or not).
+static PAUSE_ENDED: AtomicBool = AtomicBool::new(false);
+
+/// Sleeps `ms`, or less if the test releases the pause meanwhile.
+fn pause(ms: u64) {
+    let until = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < until && !PAUSE_RELEASED.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    PAUSE_ENDED.store(true, Ordering::Release);
+}
+
+/// Resets the pauses' flags, for a test that releases its pause.
+fn new_pause() {
+    PAUSE_RELEASED.store(false, Ordering::Release);
+    PAUSE_ENDED.store(false, Ordering::Release);
+}
+
+/// Ends the pause, after checking it had not ended by itself: what the
+/// test did meanwhile happened while it lasted.
+fn release_pause() {
+    assert!(
+        !PAUSE_ENDED.load(Ordering::Acquire),
+        "the pause ended before the test's request did"
+    );
+    PAUSE_RELEASED.store(true, Ordering::Release);
 }
 
 /// A sweep that runs while another beat judges a freeze (at a thaw the
@@ -473,14 +503,17 @@ fn a_checkout_during_on_resumes_eviction_takes_no_stream_from_before() {
     // (Made at least a beat before the resume, on the coarse clock.)
     std::thread::sleep(Duration::from_millis(5));
     EVICTION_PAUSED.store(false, Ordering::Release);
+    new_pause();
     let after = std::thread::scope(|s| {
         s.spawn(|| {
-            EVICTION_PAUSE_MS.with(|p| p.set(500));
+            EVICTION_PAUSE_MS.with(|p| p.set(5000));
             client.on_resume();
         });
         until_set(&EVICTION_PAUSED, "the eviction's pause");
         // A request meanwhile.
-        conn_id(&rt.block_on(client.get(&url)).unwrap())
+        let after = conn_id(&rt.block_on(client.get(&url)).unwrap());
+        release_pause();
+        after
     });
     let stats = client.stats();
     assert_ne!(
@@ -534,15 +567,18 @@ fn a_checkout_while_a_suspend_is_judged_reuses_nothing_from_before() {
     let pool = client.pool();
     let now = || pool.inner.budget.stamp(Instant::now());
     JUDGEMENT_PAUSED.store(false, Ordering::Release);
+    new_pause();
     let after = std::thread::scope(|s| {
         // The first beat after the suspend: it pauses between the gap's
         // judgement and the suspend's detection.
         s.spawn(|| {
-            JUDGEMENT_PAUSE_MS.with(|p| p.set(500));
+            JUDGEMENT_PAUSE_MS.with(|p| p.set(5000));
             pool.check_freeze(now().nanos());
         });
         until_set(&JUDGEMENT_PAUSED, "the judgement's pause");
-        get()
+        let after = get();
+        release_pause();
+        after
     });
     let stats = client.stats();
     assert_ne!(
