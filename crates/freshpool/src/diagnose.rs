@@ -50,7 +50,12 @@ pub(crate) fn pool_met_origin(origin: &str, pool_id: u64, built_at: &'static Loc
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let Some(pools) = meet(&mut seen, origin, pool_id, Instant::now()) else {
+    let met = meet(&mut seen, origin, pool_id, Instant::now());
+    // (Let go before the warning: a tracing subscriber that ships events
+    // through a `Client` of its own, to an origin its pool meets first,
+    // comes back here on this thread, and deadlocked on the lock.)
+    drop(seen);
+    let Some(pools) = met else {
         return;
     };
     WARNINGS.fetch_add(1, Ordering::Relaxed);
@@ -132,6 +137,34 @@ mod tests {
             .filter_map(|k| meet(&mut seen, "c", 200 + k, at(k)))
             .collect();
         assert_eq!(warned, [POOLS_PER_ORIGIN_WARNING]);
+    }
+
+    /// A tracing subscriber that meets an origin itself as it takes the
+    /// warning (one shipping events through a `Client` of its own) comes
+    /// back into `pool_met_origin` on the same thread: the warning was
+    /// logged under the process-wide lock, and that deadlocked.
+    #[test]
+    fn a_subscriber_of_the_warning_may_meet_an_origin_itself() {
+        use tracing_subscriber::layer::{Context, SubscriberExt};
+        struct MeetsAnOrigin;
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MeetsAnOrigin {
+            fn on_event(&self, _: &tracing::Event<'_>, _: Context<'_, S>) {
+                pool_met_origin("http://log-shipper.test", 1, Location::caller());
+            }
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let subscriber = tracing_subscriber::registry().with(MeetsAnOrigin);
+            tracing::subscriber::with_default(subscriber, || {
+                for pool in 0..POOLS_PER_ORIGIN_WARNING as u64 {
+                    pool_met_origin("http://warned.test", 1000 + pool, Location::caller());
+                }
+            });
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the warning's subscriber met its origin without a deadlock");
     }
 
     /// Thousands of origins a minute: the map stays bounded and is scanned

@@ -19,6 +19,16 @@
 //! the per-request cost is an atomic update in your recorder and no label
 //! allocation. Install your recorder before the first request. Without the
 //! `metrics` cargo feature (on by default) all of this compiles to nothing.
+//!
+//! Names and units follow the OpenTelemetry conventions; the attributes do
+//! not all: `http.client.request.duration` carries no `http.request.method`,
+//! `http.response.status_code` or `error.type` (a series per method and
+//! status would cost a lookup per request, where a held handle costs an
+//! atomic add), and an attempt that failed before its response head is not
+//! in it: such attempts show in `freshpool.requests.retried`,
+//! `freshpool.connections.closed` by reason and `freshpool.pool.timeouts`.
+//! Each series is described to the recorder with its unit (seconds for the
+//! histograms) as the pool registers it.
 
 use std::time::Duration;
 
@@ -50,8 +60,67 @@ mod imp {
         connect: Histogram,
     }
 
+    /// Each series' unit and meaning, told to the recorder of the moment
+    /// (an exporter gives the unit to its backend: a histogram of seconds
+    /// with no unit reads as a bare number). Once per origin registered:
+    /// recorders take a description again as the same.
+    fn describe() {
+        use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+        describe_gauge!(
+            "http.client.open_connections",
+            Unit::Count,
+            "connections open now, by http.connection.state"
+        );
+        describe_histogram!(
+            "http.client.connection.duration",
+            Unit::Seconds,
+            "how long connections lived"
+        );
+        describe_histogram!(
+            "http.client.request.duration",
+            Unit::Seconds,
+            "from the connection handed to the request to its response head, per attempt"
+        );
+        describe_histogram!(
+            "freshpool.pool.wait.duration",
+            Unit::Seconds,
+            "time spent waiting for a connection"
+        );
+        describe_histogram!(
+            "freshpool.connect.duration",
+            Unit::Seconds,
+            "name lookup, TCP, a proxy's CONNECT, TLS and HTTP handshakes"
+        );
+        describe_counter!(
+            "freshpool.connections.created",
+            Unit::Count,
+            "connections opened"
+        );
+        describe_counter!(
+            "freshpool.connections.closed",
+            Unit::Count,
+            "connections closed, by reason"
+        );
+        describe_counter!(
+            "freshpool.requests.retried",
+            Unit::Count,
+            "automatic safe re-sends"
+        );
+        describe_counter!(
+            "freshpool.pool.timeouts",
+            Unit::Count,
+            "requests that gave up waiting for a connection"
+        );
+        describe_counter!(
+            "freshpool.pool.full",
+            Unit::Count,
+            "requests refused with PoolFull"
+        );
+    }
+
     impl OriginMetrics {
         pub(crate) fn new(host: &str, port: u16, scheme: &'static str) -> OriginMetrics {
+            describe();
             let base = [
                 ("server.address", host.to_owned()),
                 ("server.port", port.to_string()),

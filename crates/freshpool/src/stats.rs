@@ -301,6 +301,8 @@ pub struct OriginStats {
     /// Counted when the pool decides to go again: a retry whose own new
     /// connection then fails to open counts here, and its failure under
     /// `connect_errors`, though the request did not go out a second time.
+    /// Not counted: a connection found closed before the request was
+    /// written to it (the request takes another; nothing was sent twice).
     pub retries: u64,
     /// Requests that gave up waiting for a connection: `PoolTimeout`, or
     /// their own `timeout` while queued (a `Timeout` whose message then

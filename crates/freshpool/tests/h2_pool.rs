@@ -782,3 +782,39 @@ async fn a_connection_that_had_a_goaway_gets_no_new_streams() {
     assert_eq!(server.stats().connections_accepted(), 2, "{stats}");
     held.abort();
 }
+
+/// An HTTP/2 connection the pool drains (here past `max_lifetime`) whose
+/// socket then ends while a stream is still in flight is counted for the
+/// pool's reason. The end of its driver, first to tell, counted it as the
+/// server's close, as if the server had dropped a connection the pool was
+/// letting go of anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_connection_ending_with_a_stream_open_counts_for_the_pools_reason() {
+    let server = h2_server().await;
+    let proxy = ChaosProxy::start(server.addr()).await;
+    let client = h2_client()
+        .max_lifetime(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let held = client.get(&proxy.url("/stall/5000")).await.unwrap();
+    // Past its lifetime, the sweep (once a second) drains it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Then its socket ends under the stream (a proxy closing quiet flows),
+    // while the response is held unread: the stream is still the
+    // holder's when the connection's driver ends.
+    proxy.set_idle_close(Some(Duration::from_millis(200)));
+    eventually("the connection counted closed", || {
+        client.stats().origins[0]
+            .closed
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<u64>()
+            == 1
+    })
+    .await;
+    let stats = client.stats();
+    let origin = &stats.origins[0];
+    assert_eq!(origin.closed_for(CloseReason::Lifetime), 1, "{stats}");
+    assert_eq!(origin.closed_for(CloseReason::ServerClose), 0, "{stats}");
+    assert!(held.into_body().bytes().await.is_err());
+}

@@ -128,9 +128,13 @@ fn a_metrics_recorder_sees_the_named_series() {
     };
     let (_, _, _, created) = find("freshpool.connections.created", None).expect("created series");
     assert_eq!(*created, DebugValue::Counter(1));
-    let (_, _, _, requests) =
+    let (_, unit, _, requests) =
         find("http.client.request.duration", None).expect("request duration series");
     assert!(matches!(requests, DebugValue::Histogram(v) if v.len() == 3));
+    // Described with its unit, as every series (an exporter passes it on).
+    assert_eq!(*unit, Some(metrics::Unit::Seconds));
+    let (_, unit, _, _) = find("freshpool.connections.created", None).unwrap();
+    assert_eq!(*unit, Some(metrics::Unit::Count));
     assert!(find(
         "http.client.open_connections",
         Some(("http.connection.state", "idle"))

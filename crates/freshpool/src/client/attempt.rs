@@ -134,11 +134,13 @@ impl Client {
                 // Boxed: a retry is rare, and its 700-byte future would
                 // otherwise be the largest part of every request's future
                 // (`-Zprint-type-sizes`), which is moved with it.
-                Box::pin(
-                    inner
-                        .pool
-                        .checkout_dedicated(&uri, security, &inner.connector, caller),
-                )
+                Box::pin(inner.pool.checkout_dedicated(
+                    &uri,
+                    security,
+                    &inner.connector,
+                    caller,
+                    *body_deadline,
+                ))
                 .await?
             } else {
                 // Only a request that must queue builds the waiting future.

@@ -28,10 +28,12 @@ impl Checkout {
         self,
         pool: &Pool,
         caller: &'static Location<'static>,
+        // The request's overall timeout, if any (see `Queued::wait`).
+        request_timeout: Option<OverallDeadline>,
     ) -> Result<Lease, Error> {
         match self {
             Checkout::Ready(lease) => Ok(lease),
-            Checkout::Queued(queued) => queued.wait(pool, caller, None).await,
+            Checkout::Queued(queued) => queued.wait(pool, caller, request_timeout).await,
         }
     }
 }
@@ -422,7 +424,7 @@ impl Queued {
                         return Err(Error::new(Kind::Timeout, message));
                     }
                     origin.counters.pool_timeout();
-                    let report = origin.starvation_report(limit, "timeout");
+                    let report = origin.starvation_report(limit, waited, "timeout");
                     drop(self);
                     warn_starvation(&origin.label, &report);
                     return Err(Error::new(Kind::Timeout, report));
@@ -471,7 +473,7 @@ impl Queued {
                     // (stats `pool_wait`, `freshpool.pool.wait.duration`)
                     // are for: without them starvation looked healthy.
                     origin.counters.waited(waited);
-                    let mut report = origin.starvation_report(waited, "pool_timeout");
+                    let mut report = origin.starvation_report(waited, waited, "pool_timeout");
                     if !frozen.is_zero() {
                         report += &format!(
                             " (the process was frozen for {} meanwhile, not counted)",
@@ -541,6 +543,12 @@ impl Pool {
         security: &Arc<SecurityContext>,
         connector: &Arc<Connector>,
         caller: &'static Location<'static>,
+        // The request's overall timeout, if any: a retry that queues (no
+        // slot for its own dial) waits under it as its first checkout
+        // did, and times out with the pool's report. (Without it the
+        // request's timer cut the wait off with "timed out after 10s
+        // (timeout)" alone, uncounted.)
+        request_timeout: Option<OverallDeadline>,
     ) -> Result<Lease, Error> {
         // (Counted: this wait spans `.await`s, past what a borrow may.)
         let origin = self.origin_for(uri, security, connector)?.arc();
@@ -551,7 +559,7 @@ impl Pool {
         if !reserved {
             return self
                 .checkout(uri, security, connector, caller)?
-                .lease(self, caller)
+                .lease(self, caller, request_timeout)
                 .await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -595,7 +603,7 @@ impl Pool {
             Ok(Err(err)) => Err(err),
             Ok(Ok(Handoff::Stream { .. } | Handoff::AskAgain)) | Err(_) => {
                 self.checkout(uri, security, connector, caller)?
-                    .lease(self, caller)
+                    .lease(self, caller, request_timeout)
                     .await
             }
         }

@@ -121,10 +121,13 @@ impl Origin {
             // (An HTTP/2 connection whose keep-alive PING went unanswered
             // was counted as the server's close: the flow a NAT dropped
             // read as a server that closed.)
-            Some(Forgotten::Shared) if unanswered => {
+            // (Draining already: for the pool's reason, as `drop_idle_shared`
+            // counts one that goes with no stream.)
+            Some(Forgotten::Shared(Some(why))) => self.counters.closed(why),
+            Some(Forgotten::Shared(None)) if unanswered => {
                 self.counters.closed(CloseReason::Unresponsive)
             }
-            Some(Forgotten::Shared) => self.counters.closed(CloseReason::ServerClose),
+            Some(Forgotten::Shared(None)) => self.counters.closed(CloseReason::ServerClose),
             None => {}
         }
         self.spawn_dials(dials);

@@ -431,13 +431,27 @@ impl Origin {
 
     /// The message of a PoolTimeout: every number needed to fix it.
     /// `setting`: the limit that ran out (`pool_timeout`, or the
-    /// request's own `timeout` while it waited).
-    pub(super) fn starvation_report(&self, waited: Duration, setting: &str) -> String {
+    /// request's own `timeout` while it waited), `limit` its length, and
+    /// `waited` the part of it spent in the queue: a request's `timeout`
+    /// counts from the request's start, and a retry may queue for the
+    /// last few milliseconds of it (saying "after 10s waiting" of a 0.5 s
+    /// wait sent readers to the pool's limits for the whole time).
+    pub(super) fn starvation_report(
+        &self,
+        limit: Duration,
+        waited: Duration,
+        setting: &str,
+    ) -> String {
         let (state, advice) = self.queue_state();
+        let waited = if waited + Duration::from_millis(10) < limit {
+            format!(", {} of it", fmt_duration(waited))
+        } else {
+            String::new()
+        };
         format!(
-            "timed out after {} ({setting}) waiting for a connection to {} {state}; \
+            "timed out after {} ({setting}){waited} waiting for a connection to {} {state}; \
              {advice}, read or drop response bodies sooner, or raise {setting}",
-            fmt_duration(waited),
+            fmt_duration(limit),
             self.label,
         )
     }

@@ -216,8 +216,8 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             return Some(Forgotten::Idle(idle));
         }
         if let Some(pos) = self.shared.iter().position(|s| s.id == conn_id) {
-            self.shared.swap_remove(pos);
-            return Some(Forgotten::Shared);
+            let gone = self.shared.swap_remove(pos);
+            return Some(Forgotten::Shared(gone.draining));
         }
         None
     }

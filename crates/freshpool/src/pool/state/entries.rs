@@ -22,8 +22,11 @@ pub(crate) enum Resting<C, S> {
 pub(crate) enum Forgotten<C> {
     /// Resting in the idle list: its record, to judge why it went.
     Idle(Idle<C>),
-    /// A shared (HTTP/2) connection.
-    Shared,
+    /// A shared (HTTP/2) connection, with the pool's reason if it was
+    /// draining it (its close is counted for that reason, not as the
+    /// server's: a connection drained as `Unresponsive` or past its
+    /// lifetime ends as its last stream does, often by its socket's end).
+    Shared(Option<CloseReason>),
 }
 
 /// What a waiter is eventually handed.
