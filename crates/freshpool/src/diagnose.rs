@@ -142,7 +142,9 @@ mod tests {
     /// A tracing subscriber that meets an origin itself as it takes the
     /// warning (one shipping events through a `Client` of its own) comes
     /// back into `pool_met_origin` on the same thread: the warning was
-    /// logged under the process-wide lock, and that deadlocked.
+    /// logged under the process-wide lock, and that deadlocked. (Should it
+    /// come back, the stuck thread keeps that lock, and other tests that
+    /// meet origins in this binary hang with it.)
     #[test]
     fn a_subscriber_of_the_warning_may_meet_an_origin_itself() {
         use tracing_subscriber::layer::{Context, SubscriberExt};

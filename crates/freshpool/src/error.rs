@@ -595,6 +595,18 @@ fn dispatch_gone(err: &hyper::Error) -> bool {
     err.is_user() && err.to_string() == "dispatch task is gone"
 }
 
+/// The HTTP/2 error under hyper's, if there is one.
+pub(crate) fn h2_error_in(err: &hyper::Error) -> Option<&h2::Error> {
+    let mut source = StdError::source(err);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return Some(h2);
+        }
+        source = s.source();
+    }
+    None
+}
+
 /// Wraps a hyper error with our kind and the origin.
 pub(crate) fn from_hyper(err: hyper::Error, origin: &str) -> Error {
     let kind = classify(&err);

@@ -25,10 +25,12 @@
 //! `http.response.status_code` or `error.type` (a series per method and
 //! status would cost a lookup per request, where a held handle costs an
 //! atomic add), and an attempt that failed before its response head is not
-//! in it: such attempts show in `freshpool.requests.retried`,
-//! `freshpool.connections.closed` by reason and `freshpool.pool.timeouts`.
+//! in it: a retried one shows in `freshpool.requests.retried`, a broken
+//! connection in `freshpool.connections.closed` by reason, a wait that ran
+//! out in `freshpool.pool.timeouts`, a refusal in `freshpool.pool.full`; a
+//! failed dial only in [`crate::OriginStats`]' `connect_errors`.
 //! Each series is described to the recorder with its unit (seconds for the
-//! histograms) as the pool registers it.
+//! histograms) when the pool meets an origin.
 
 use std::time::Duration;
 
@@ -62,9 +64,11 @@ mod imp {
 
     /// Each series' unit and meaning, told to the recorder of the moment
     /// (an exporter gives the unit to its backend: a histogram of seconds
-    /// with no unit reads as a bare number). Once per origin registered:
-    /// recorders take a description again as the same.
-    fn describe() {
+    /// with no unit reads as a bare number). Once per origin the pool
+    /// meets, outside its locks (a recorder may take a lock of its own,
+    /// which its exporter's scrape holds): recorders take a description
+    /// again as the same.
+    pub(crate) fn describe() {
         use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
         describe_gauge!(
             "http.client.open_connections",
@@ -120,7 +124,6 @@ mod imp {
 
     impl OriginMetrics {
         pub(crate) fn new(host: &str, port: u16, scheme: &'static str) -> OriginMetrics {
-            describe();
             let base = [
                 ("server.address", host.to_owned()),
                 ("server.port", port.to_string()),
@@ -214,6 +217,8 @@ mod imp {
 mod imp {
     use super::*;
 
+    pub(crate) fn describe() {}
+
     pub(crate) struct OriginMetrics;
 
     impl OriginMetrics {
@@ -232,7 +237,7 @@ mod imp {
     }
 }
 
-pub(crate) use imp::OriginMetrics;
+pub(crate) use imp::{describe, OriginMetrics};
 
 /// Times one attempt for `http.client.request.duration`: the precise clock
 /// with the `metrics` feature, nothing (no clock read) without it. (The

@@ -797,8 +797,9 @@ async fn a_drained_connection_ending_with_a_stream_open_counts_for_the_pools_rea
         .build()
         .unwrap();
     let held = client.get(&proxy.url("/stall/5000")).await.unwrap();
-    // Past its lifetime, the sweep (once a second) drains it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Past its lifetime, drained (as the once-a-second sweep would).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.evict_idle();
     // Then its socket ends under the stream (a proxy closing quiet flows),
     // while the response is held unread: the stream is still the
     // holder's when the connection's driver ends.

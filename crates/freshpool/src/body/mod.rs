@@ -477,8 +477,12 @@ impl http_body::Body for Body {
                         let origin = lease.origin_label();
                         // Cut off by its runtime's shutdown, not by the
                         // server: hyper's words ("connection closed before
-                        // message completed") are a server's hang-up.
-                        let msg = if lease.driver_lost() {
+                        // message completed") are a server's hang-up. (Not
+                        // a reset or GOAWAY the server sent: the mark is
+                        // the connection's, and may have come later.)
+                        let from_server =
+                            crate::error::h2_error_in(&e).is_some_and(|h2| h2.is_remote());
+                        let msg = if lease.driver_lost() && !from_server {
                             kind = Kind::Io;
                             format!(
                                 "the response body from {origin} was cut off: the runtime that \

@@ -597,18 +597,12 @@ enum Failure {
 }
 
 fn refused_stream(err: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            // Only the peer can prove it: a GOAWAY or connection error
-            // raised by our side (e.g. garbage received) fails streams
-            // the server may already have processed.
-            return h2.is_remote()
-                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away());
-        }
-        source = s.source();
-    }
-    false
+    // Only the peer can prove it: a GOAWAY or connection error raised by
+    // our side (e.g. garbage received) fails streams the server may
+    // already have processed.
+    error::h2_error_in(err).is_some_and(|h2| {
+        h2.is_remote() && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away())
+    })
 }
 
 /// Whether a response most likely came whole with its head: no body, or

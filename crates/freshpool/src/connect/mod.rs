@@ -372,7 +372,8 @@ impl Connector {
             });
         }
         let (io, mut preface, stream_limit) = PrefaceIo::new(io);
-        let mut builder = http2::Builder::new(driver::MarkingExecutor(stream_limit.clone()));
+        let mut builder =
+            http2::Builder::new(driver::MarkingExecutor(stream_limit.driver_lost().clone()));
         builder.timer(TokioTimer::new());
         if let Some(interval) = self.config.http2_keep_alive_interval {
             builder
@@ -408,7 +409,7 @@ impl Connector {
             stream_limit.clone(),
             self.config.http2_keep_alive_interval.is_some(),
         );
-        let driver = Driver::new(conn, stream_limit.clone());
+        let driver = Driver::new(conn, stream_limit.driver_lost().clone());
         tokio::spawn(async move {
             if let Err(e) = driver.await {
                 let _ = tell_failure.send(e);

@@ -68,9 +68,19 @@ pub(crate) struct LimitCell {
     /// error (a reset). Never set for a connection the client ended on
     /// its own (an unanswered keep-alive PING).
     signed_off: std::sync::atomic::AtomicBool,
-    /// Its driver task was dropped before the connection ended (see
-    /// `connect::driver`).
-    driver_lost: super::DriverLost,
+    /// Its driver tasks were dropped before the connection ended (see
+    /// `connect::driver`). An allocation of its own: every future hyper
+    /// spawns for the connection (one or two per request) holds a clone,
+    /// and its count must not share a line with `reads`, which the
+    /// connection's reads write.
+    driver_lost: Arc<super::DriverLost>,
+}
+
+impl StreamLimit {
+    /// The connection's `DriverLost` mark, for its driver tasks to hold.
+    pub(crate) fn driver_lost(&self) -> &Arc<super::DriverLost> {
+        &self.0.driver_lost
+    }
 }
 
 impl AsRef<super::DriverLost> for StreamLimit {

@@ -121,12 +121,13 @@ impl Origin {
             // (An HTTP/2 connection whose keep-alive PING went unanswered
             // was counted as the server's close: the flow a NAT dropped
             // read as a server that closed.)
-            // (Draining already: for the pool's reason, as `drop_idle_shared`
-            // counts one that goes with no stream.)
-            Some(Forgotten::Shared(Some(why))) => self.counters.closed(why),
-            Some(Forgotten::Shared(None)) if unanswered => {
+            Some(Forgotten::Shared(_)) if unanswered => {
                 self.counters.closed(CloseReason::Unresponsive)
             }
+            // (Draining already: for the pool's reason, as `drop_idle_shared`
+            // counts one that goes with no stream. After an unanswered PING
+            // above: a stream it carried was cut off, and that says so.)
+            Some(Forgotten::Shared(Some(why))) => self.counters.closed(why),
             Some(Forgotten::Shared(None)) => self.counters.closed(CloseReason::ServerClose),
             None => {}
         }

@@ -80,6 +80,7 @@ impl Pool {
             origin_memo::remember(pool_id, tag, authority, &origin);
         }
         if created {
+            crate::metrics::describe();
             crate::diagnose::pool_met_origin(&origin.label, pool_id, self.inner.built_at);
             if runtime != partition::SHARED {
                 self.forget_empty_partitions(&origin);

@@ -82,11 +82,11 @@ impl Pool {
         // the machine asleep between two) is judged now, before the
         // checkout that starts this one takes a connection from before it;
         // the new task would see it only at its first tick.
-        if let Some(gap) = self.judge_suspend(now_ns) {
+        if let Some((gap, at)) = self.judge_suspend(now_ns) {
             // (A stop in the same gap judged first: the detection below
             // moves the beat, which would hide it.)
             self.check_freeze(now_ns);
-            self.freeze_detected(Stamp::from_nanos(now_ns), gap, "machine suspend");
+            self.freeze_detected(at, gap, "machine suspend");
         }
         let weak = Arc::downgrade(&self.inner);
         let generation = self.inner.heartbeat_gen.fetch_add(1, Ordering::AcqRel) + 1;
@@ -165,8 +165,8 @@ impl Pool {
                 // (The beat before the suspend's detection, which moves
                 // it, and would hide a process stop in the same gap.)
                 pool.check_freeze(now.nanos());
-                if let Some(gap) = suspended {
-                    pool.freeze_detected(now, gap, "machine suspend");
+                if let Some((gap, at)) = suspended {
+                    pool.freeze_detected(at, gap, "machine suspend");
                 }
                 // Sweep expired idle connections about once a second.
                 if pool.sweep_due(now) {
@@ -244,12 +244,12 @@ impl Pool {
         // before the gap's judgement moves the beat: see `judge_suspend`.)
         let suspended = self.judge_suspend(now_n);
         self.judge_gap(now_n);
-        if let Some(gap) = suspended {
+        if let Some((gap, at)) = suspended {
             #[cfg(test)]
             tests::pause_in_judgement();
             // (After the gap's judgement: the detection moves the beat,
             // which would hide a stop in the same gap.)
-            self.freeze_detected(Stamp::from_nanos(now_n), gap, "machine suspend");
+            self.freeze_detected(at, gap, "machine suspend");
         }
     }
 
@@ -265,21 +265,25 @@ impl Pool {
     /// checkout refuses an idle connection that rested across it
     /// (`still_fresh`) and an idle HTTP/2 connection made before it
     /// (`Pool::take`).
-    pub(super) fn judge_suspend(&self, now_n: u64) -> Option<Duration> {
+    ///
+    /// Returns the gap and the instant the suspend is marked at, read
+    /// precisely: `now_n` may be a checkout's coarse reading, a tick
+    /// behind, and the monotonic clock stood still through the suspend, so
+    /// a connection made just before it could be stamped after that
+    /// reading and pass for one made since. The detection (`freeze_detected`)
+    /// goes by the same instant, beat included: a beat left at the coarse
+    /// reading, below the mark, stamped connections returned meanwhile as
+    /// rested across the suspend, to be closed for it at their next
+    /// checkout.
+    pub(super) fn judge_suspend(&self, now_n: u64) -> Option<(Duration, Stamp)> {
         let threshold = self.inner.config.freeze_threshold?;
         let mut watch = lock(&self.inner.suspend);
         let gap = watch.poll(threshold)?;
-        // (Read precisely: `now_n` may be a checkout's coarse reading, a
-        // tick behind, and the monotonic clock stood still through the
-        // suspend, so a connection made just before it could be stamped
-        // after that reading and pass for one made since.)
         let budget = &self.inner.budget;
-        let precise = budget.stamp(Instant::now()).nanos();
-        budget
-            .freeze_at
-            .fetch_max(now_n.max(precise), Ordering::AcqRel);
+        let at = now_n.max(budget.stamp(Instant::now()).nanos());
+        budget.freeze_at.fetch_max(at, Ordering::AcqRel);
         drop(watch);
-        Some(gap)
+        Some((gap, Stamp::from_nanos(at)))
     }
 
     /// The gap since the last beat: a freeze, or the beat moves on.

@@ -99,13 +99,17 @@ fn new_pause() {
 }
 
 /// Ends the pause, after checking it had not ended by itself: what the
-/// test did meanwhile happened while it lasted.
+/// test did meanwhile happened while it lasted. Then waits for it to end
+/// and clears the release (else later tests' pauses ended at once, and
+/// their races went untested).
 fn release_pause() {
     assert!(
         !PAUSE_ENDED.load(Ordering::Acquire),
         "the pause ended before the test's request did"
     );
     PAUSE_RELEASED.store(true, Ordering::Release);
+    until_set(&PAUSE_ENDED, "the pause's end");
+    PAUSE_RELEASED.store(false, Ordering::Release);
 }
 
 /// A sweep that runs while another beat judges a freeze (at a thaw the
