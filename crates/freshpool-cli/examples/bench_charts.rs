@@ -268,12 +268,18 @@ fn run(args: &[String]) -> Result<Vec<PathBuf>, String> {
         }
     };
     let out = value("--out")?.ok_or("--out DIR is required")?;
+    // (Every flag checked before anything is made: a bad command line
+    // left an empty output folder behind.)
+    let (peers, scaling) = (value("--peers")?, value("--scaling")?);
+    if peers.is_none() && scaling.is_none() {
+        return Err("nothing to draw: give --peers FILE and/or --scaling FILE".into());
+    }
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     let mut written = Vec::new();
-    if let Some(path) = value("--peers")? {
+    if let Some(path) = peers {
         let text = read(&path)?;
         let rows = parse_peers(&text);
         if rows.is_empty() {
@@ -284,7 +290,7 @@ fn run(args: &[String]) -> Result<Vec<PathBuf>, String> {
             .map_err(|e| format!("cannot draw {}: {e}", svg.display()))?;
         written.push(svg);
     }
-    if let Some(path) = value("--scaling")? {
+    if let Some(path) = scaling {
         let curves = parse_scaling(&read(&path)?);
         if curves.is_empty() {
             return Err(format!("{}: no scaling lines found", path.display()));
@@ -292,9 +298,6 @@ fn run(args: &[String]) -> Result<Vec<PathBuf>, String> {
         let svg = out.join("scaling.svg");
         draw_scaling(&svg, &curves).map_err(|e| format!("cannot draw {}: {e}", svg.display()))?;
         written.push(svg);
-    }
-    if written.is_empty() {
-        return Err("nothing to draw: give --peers FILE and/or --scaling FILE".into());
     }
     Ok(written)
 }
@@ -505,6 +508,13 @@ waiters  10000  per waiter: median     1286 ns  mean     1395 ns  worst batch   
         assert!(run(&args(&["--out", "d", "--chart", "x"]))
             .unwrap_err()
             .contains("unknown flag"));
+        assert!(run(&args(&["--out", "d"]))
+            .unwrap_err()
+            .contains("nothing to draw"));
+        assert!(
+            !Path::new("d").exists(),
+            "a bad command line makes no output folder"
+        );
     }
 
     #[test]

@@ -464,10 +464,22 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 bar.finish_and_clear();
                 return Err(format!("cannot send this request: {e}"));
             }
+            // A target that takes connections and never answers: every
+            // request would wait out its --timeout alike (20,000 requests
+            // at 64 at a time and 10 s each: 52 minutes of one error).
+            Kind::Timeout | Kind::ResponseHeaderTimeout => {
+                bar.finish_and_clear();
+                return Err(format!(
+                    "{} did not answer the first request: {e}",
+                    shown_url(&args.url)
+                ));
+            }
             _ => {}
         }
     }
     bar.inc(1);
+    // The rate counts from here: the first request went alone.
+    let loaded = Instant::now();
     let sent = Arc::new(AtomicU64::new(1));
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.min(total.saturating_sub(1)) {
@@ -492,7 +504,12 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     ctrl_c.abort();
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    print!("{}", summary(&args, &job, elapsed));
+    let phase = Phase {
+        total,
+        elapsed,
+        loaded: loaded.elapsed(),
+    };
+    print!("{}", summary(&args, &job, phase));
     if job.stop.fired() {
         return Err(format!(
             "interrupted (Ctrl-C) after {:.1} s: the summary above covers the requests sent until then",
@@ -527,7 +544,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
+/// The run's shape, for its summary.
+struct Phase {
+    /// Requests asked for (`u64::MAX`: until -d).
+    total: u64,
+    /// The whole run, the first request (alone) included.
+    elapsed: Duration,
+    /// Since the first request ended: the concurrent part.
+    loaded: Duration,
+}
+
+fn summary(args: &LoadArgs, job: &Job, phase: Phase) -> String {
+    let elapsed = phase.elapsed;
     let t = job.tally.lock().unwrap_or_else(|p| p.into_inner());
     let (answered, refused) = t.answered_and_refused();
     let ok = answered - refused;
@@ -548,17 +576,20 @@ fn summary(args: &LoadArgs, job: &Job, elapsed: Duration) -> String {
         );
     }
     // (At most the request count less the first, which goes alone:
-    // `-n 3 -c 50` has 2 in flight.)
-    let in_flight = args.requests.map_or(args.concurrency, |n| {
-        n.saturating_sub(1).min(args.concurrency).max(1)
-    });
+    // `-n 3 -c 50` has 2 in flight; the default of 200 requests, 199.)
+    let in_flight = (phase.total.saturating_sub(1).min(args.concurrency)).max(1);
     let _ = writeln!(o, "  Concurrency:  {in_flight}");
     let _ = writeln!(o, "  Elapsed:      {:.3} s", elapsed.as_secs_f64());
-    let _ = writeln!(
-        o,
-        "  Requests/s:   {:.1}",
-        (answered + errors) as f64 / elapsed.as_secs_f64().max(1e-9)
-    );
+    // Over the concurrent part: the first request, alone, is no part of
+    // the rate (a 200 ms server, `-n 200 -c 50`: 200 req/s with it, 249
+    // without).
+    let done = answered + errors;
+    let rate = if done > 1 && !phase.loaded.is_zero() {
+        (done - 1) as f64 / phase.loaded.as_secs_f64()
+    } else {
+        done as f64 / elapsed.as_secs_f64().max(1e-9)
+    };
+    let _ = writeln!(o, "  Requests/s:   {rate:.1}");
     latency_section(&mut o, &t);
     let _ = writeln!(o, "Status codes:");
     for (code, n) in &t.statuses {

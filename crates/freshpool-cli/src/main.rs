@@ -37,6 +37,7 @@ enum Command {
 }
 
 fn main() {
+    exit_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -60,4 +61,27 @@ fn main() {
         eprintln!("freshpool: {message}");
         std::process::exit(1);
     }
+}
+
+/// Output piped into a reader that stopped early (`freshpool bench | head
+/// -3`): `print!` panics on the closed pipe, because Rust ignores SIGPIPE,
+/// the signal that ends other Unix tools quietly there. (Restoring SIGPIPE
+/// would also end the process at a write to a socket its peer reset:
+/// `writev` takes no `MSG_NOSIGNAL`.) Such a panic ends the process here,
+/// without its message, with the status a SIGPIPE gives (128 + 13).
+fn exit_quietly_on_a_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // (std's words: "failed printing to stdout: Broken pipe (os error 32)".)
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
 }

@@ -8,9 +8,29 @@ use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_freshpool");
 
+/// The `freshpool` binary, without the environment's proxies: `load` and
+/// `probe` follow them, as users expect, but the tests' servers are on
+/// 127.0.0.1, and a proxy set on the machine that runs them (without
+/// NO_PROXY for loopback) took their requests. (A test about proxies sets
+/// its own.)
+fn binary() -> Command {
+    let mut command = Command::new(BIN);
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
 /// Runs the binary with `args`, bounded by `limit`.
 async fn freshpool(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(BIN).args(args).kill_on_drop(true).output();
+    let child = binary().args(args).kill_on_drop(true).output();
     tokio::time::timeout(limit, child)
         .await
         .unwrap_or_else(|_| panic!("freshpool {args:?} took longer than {limit:?}"))
@@ -441,11 +461,16 @@ async fn load_summary_hides_the_password_and_says_the_real_concurrency() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("alice:***@"), "{text}");
     assert_eq!(number_after(&text, "Concurrency:"), 2.0, "{text}");
+    // Without -n, of the default 200 requests (it said 300).
+    let out = freshpool(&["load", &url, "-c", "300"], Duration::from_secs(60)).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert_eq!(number_after(&text, "Concurrency:"), 199.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_serve_prints_its_servers_and_serves() {
-    let mut child = Command::new(BIN)
+    let mut child = binary()
         .args(["bench", "--serve", "--serve-for", "20s"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -467,6 +492,7 @@ async fn bench_serve_prints_its_servers_and_serves() {
     let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
     let client = freshpool::Client::builder()
         .add_root_certificate(der)
+        .proxy_from_env(false)
         .build()
         .unwrap();
     for name in ["http1", "https", "chaos", "stale"] {
@@ -512,7 +538,7 @@ pub fn tempdir(name: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_through_an_unreachable_proxy_is_one_line() {
     let server = TestServer::http1().await;
-    let child = Command::new(BIN)
+    let child = binary()
         .args(["load", &server.url("/"), "-n", "3"])
         .env("http_proxy", "http://127.0.0.1:1")
         .env_remove("no_proxy")
@@ -567,7 +593,7 @@ async fn load_of_a_request_that_cannot_be_sent_is_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_interrupted_by_ctrl_c_prints_its_summary() {
     let server = TestServer::http1().await;
-    let child = Command::new(BIN)
+    let child = binary()
         .args(["load", &server.url("/delay/200"), "-d", "60s", "-c", "4"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -595,4 +621,55 @@ async fn load_interrupted_by_ctrl_c_prints_its_summary() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A target that takes connections and never answers stops the run at
+/// its first request, in one line: every request waited out its
+/// `--timeout` (20,000 of them at 64 at a time: most of an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_against_a_server_that_never_answers_stops_at_once() {
+    let server = TestServer::http1().await;
+    let out = freshpool(
+        &[
+            "load",
+            &server.url("/delay/30000"),
+            "-n",
+            "20000",
+            "-c",
+            "64",
+            "--timeout",
+            "500ms",
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("did not answer the first request"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Output piped into a reader that stopped (`freshpool load URL | head
+/// -1`): the process ends quietly with SIGPIPE's status, as other Unix
+/// tools do. `print!` panicked on the closed pipe ("failed printing to
+/// stdout: Broken pipe").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_run_quietly() {
+    let server = TestServer::http1().await;
+    let mut child = binary()
+        .args(["load", &server.url("/"), "-n", "20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The reader goes before the summary is printed.
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
 }

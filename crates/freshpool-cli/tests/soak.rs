@@ -64,6 +64,7 @@ fn soak(duration: &str, extra: &[&str]) {
     let v: serde_json::Value = serde_json::from_str(&summary).expect("valid JSON");
     assert_eq!(v["lost"], 0, "{summary}");
     assert_eq!(v["duplicated_post_without_key"], 0, "{summary}");
+    assert_eq!(v["wrong_answers"], 0, "{summary}");
     assert!(
         v["sent"].as_u64().unwrap() > 100,
         "too little traffic: {summary}"
@@ -107,6 +108,19 @@ fn a_soak_that_injected_no_fault_fails_and_says_so() {
         !stderr.contains("STATS"),
         "the child answered at once: {stderr}"
     );
+}
+
+/// A run of no time at all is refused before anything starts (it ran
+/// nothing, then failed for three reasons unrelated to the input).
+#[test]
+fn a_soak_of_no_time_is_refused_at_once() {
+    let output = Command::new(env!("CARGO_BIN_EXE_freshpool"))
+        .args(["soak", "--duration", "0s"])
+        .output()
+        .expect("run the freshpool binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no time at all"), "{stderr}");
 }
 
 /// Ctrl-C in a terminal (SIGINT to the whole foreground process group)

@@ -151,6 +151,31 @@ pub(super) fn spawn_loops(
         .collect()
 }
 
+/// The failure kind of an answer that is not the request's own.
+pub(crate) const WRONG_ANSWER: &str = "WRONG ANSWER (another request's?)";
+
+/// What an answer must carry (see `one_request`).
+enum Expected {
+    Body(String),
+    Len(usize),
+}
+
+impl Expected {
+    /// How `got` differs from what was expected, if it does.
+    fn mismatch(&self, got: &[u8]) -> Option<String> {
+        match self {
+            Expected::Body(want) if got != want.as_bytes() => Some(format!(
+                "echoed {:?}, not its own payload",
+                String::from_utf8_lossy(&got[..got.len().min(60)])
+            )),
+            Expected::Len(n) if got.len() != *n => {
+                Some(format!("{} bytes, not the {n} asked for", got.len()))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Sends one request of `class` and counts it.
 async fn one_request(
     client: &Client,
@@ -160,16 +185,23 @@ async fn one_request(
     class: Class,
     id: String,
 ) {
-    let path = match (class, rng.below(4)) {
-        (Class::Get, 0) => format!("delay/{}", rng.below(20)),
-        (Class::Get, 1) => format!("bytes/{}", rng.below(32 * 1024)),
-        (Class::GetDropped, _) => format!("stream/{}", 8 * 1024 + rng.below(64 * 1024)),
-        (Class::Get, _) => String::new(),
-        _ => "echo".to_string(),
+    let body = format!("payload of {id}");
+    // What its answer must carry, where the request says: `/echo` its own
+    // payload, `/bytes/N` N bytes. Another request's answer read on this
+    // one (a connection reused with a response still on it) is a wrong
+    // answer, never a success.
+    let (path, expected) = match (class, rng.below(4)) {
+        (Class::Get, 0) => (format!("delay/{}", rng.below(20)), None),
+        (Class::Get, 1) => {
+            let n = rng.below(32 * 1024);
+            (format!("bytes/{n}"), Some(Expected::Len(n as usize)))
+        }
+        (Class::GetDropped, _) => (format!("stream/{}", 8 * 1024 + rng.below(64 * 1024)), None),
+        (Class::Get, _) => (String::new(), None),
+        _ => ("echo".to_string(), Some(Expected::Body(body.clone()))),
     };
     let uri = format!("{base}{path}");
     let builder = http::Request::builder().header("x-request-id", &id);
-    let body = format!("payload of {id}");
     let request = match class {
         Class::Get | Class::GetDropped => builder.method("GET").uri(&uri).body(String::new()),
         Class::Put => builder.method("PUT").uri(&uri).body(body),
@@ -196,15 +228,20 @@ async fn one_request(
         let status = response.status();
         if class == Class::GetDropped {
             drop(response);
-            return Ok::<_, freshpool::Error>(status);
+            return Ok::<_, freshpool::Error>((status, None));
         }
-        response.into_body().bytes().await.map(|_| status)
+        let got = response.into_body().bytes().await?;
+        let wrong = expected.as_ref().and_then(|e| e.mismatch(&got));
+        Ok((status, wrong))
     })
     .await;
     match outcome {
+        Ok(Ok((_, Some(wrong)))) => {
+            tally.failure(class, WRONG_ANSWER.into(), format!("{id}: {wrong}"))
+        }
         // The soak's own server answers these paths with 200: any other
         // status came from something else (a proxy, a broken server).
-        Ok(Ok(status)) if !status.is_success() => tally.failure(
+        Ok(Ok((status, None))) if !status.is_success() => tally.failure(
             class,
             format!("HTTP {}", status.as_u16()),
             format!("{id} answered {status}"),
@@ -223,6 +260,18 @@ async fn one_request(
 
 #[cfg(test)]
 mod tests {
+    /// An answer that is not its request's own (another request's echo,
+    /// or the wrong length) is told apart from a right one.
+    #[test]
+    fn a_wrong_answer_is_told_apart() {
+        let echo = Expected::Body("payload of 7-1".into());
+        assert!(echo.mismatch(b"payload of 7-1").is_none());
+        assert!(echo.mismatch(b"payload of 7-2").is_some());
+        let bytes = Expected::Len(3);
+        assert!(bytes.mismatch(b"abc").is_none());
+        assert!(bytes.mismatch(b"ok").is_some());
+    }
+
     use super::*;
 
     #[test]

@@ -47,8 +47,8 @@ use summary::{open_fds, Sampler, ServerReport, Settled, Summary};
 /// Arguments of `freshpool soak`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SoakArgs {
-    /// How long to run the load (e.g. `20s`, `10m`, `1h`).
-    #[arg(long, default_value = "60s", value_parser = crate::load::parse_duration)]
+    /// How long to run the load (e.g. `20s`, `10m`, `1h`; more than 0).
+    #[arg(long, default_value = "60s", value_parser = crate::load::parse_positive_duration)]
     pub duration: Duration,
     /// Concurrent request loops (1 to 100000, as `load -c`).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000).map(|n| n as usize))]

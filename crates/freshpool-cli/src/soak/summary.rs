@@ -59,7 +59,11 @@ impl Sampler {
             let samples = samples.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                // (From a second in: a sample at the start, before any
+                // connection, read as growth with `--warmup 0`.)
+                let second = Duration::from_secs(1);
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + second, second);
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     tick.tick().await;
@@ -257,6 +261,7 @@ impl Summary<'_> {
         let lost = sent.saturating_sub(answered + failed) + hung;
         let drift = Drift::new(&self.samples, self.warmup);
         let fd_leak = self.fds_after_client - self.fds_before_client;
+        let fd_leak_unmeasured = self.fds_before_client < 0 || self.fds_after_client < 0;
         let failures = t.failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let examples = t.examples.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let per_class = t
@@ -295,6 +300,16 @@ impl Summary<'_> {
                 "{bad_statuses} answers had a status other than 2xx, which the soak's server never sends"
             ));
         }
+        let wrong: u64 = failures
+            .iter()
+            .filter(|(kind, _)| kind.as_str() == super::mix::WRONG_ANSWER)
+            .map(|(_, n)| *n)
+            .sum();
+        if wrong != 0 {
+            problems.push(format!(
+                "{wrong} answers were not their request's own (an echo of another payload, or the wrong length)"
+            ));
+        }
         if self.panicked != 0 {
             problems.push(format!("{} request loops panicked", self.panicked));
         }
@@ -310,6 +325,14 @@ impl Summary<'_> {
                 srv.bare_post_dups.len(),
                 shown.join(", ")
             ));
+        }
+        if drift.fd_first < 0 || drift.rss_first < 0 || fd_leak_unmeasured {
+            // (Else every reading is -1, no drift, no leak: a pass that
+            // measured nothing.)
+            problems.push(
+                "open fds and RSS cannot be read on this system (no /proc): the leak checks did not run"
+                    .into(),
+            );
         }
         if drift.fd() > args.fd_tolerance {
             problems.push(format!(
@@ -431,6 +454,7 @@ impl Summary<'_> {
                 "faults": srv.faults,
                 "faults_total": faults_total,
                 "duplicated_post_without_key": srv.bare_post_dups.len(),
+                "wrong_answers": wrong,
                 "duplicated_retried_idempotent": srv.retried_dups(),
                 "server_requests": srv.server_requests,
                 "connections_created": s.created,
