@@ -110,23 +110,26 @@ pub fn findings(cells: &[Cell]) -> String {
         .max_by_key(|c| c.peak_open_connections)
     {
         // (Without freshpool's cell, a run stopped early, no figure: "0"
-        // read as a measured peak.)
-        let fp = find(cells, "unbounded", "freshpool").map_or_else(
-            || "not measured".to_owned(),
-            |c| {
-                if c.peak_open_connections <= UNBOUNDED_PER_HOST {
-                    format!(
-                        "{}, bounded per host ({UNBOUNDED_PER_HOST}): OK",
-                        c.peak_open_connections
-                    )
-                } else {
-                    format!(
-                        "{}, NOT bounded by its per-host limit ({UNBOUNDED_PER_HOST}): FAILED",
-                        c.peak_open_connections
-                    )
-                }
-            },
-        );
+        // read as a measured peak. Likewise the stand-in of a cell that
+        // did not finish: its 0 read as bounded, "OK".)
+        let fp = find(cells, "unbounded", "freshpool")
+            .filter(|c| !c.errors_by_kind.contains_key("Unfinished"))
+            .map_or_else(
+                || "not measured".to_owned(),
+                |c| {
+                    if c.peak_open_connections <= UNBOUNDED_PER_HOST {
+                        format!(
+                            "{}, bounded per host ({UNBOUNDED_PER_HOST}): OK",
+                            c.peak_open_connections
+                        )
+                    } else {
+                        format!(
+                            "{}, NOT bounded by its per-host limit ({UNBOUNDED_PER_HOST}): FAILED",
+                            c.peak_open_connections
+                        )
+                    }
+                },
+            );
         let _ = writeln!(
             out,
             "  unbounded: {} peaked at {} open connections (freshpool: {fp})",
@@ -297,6 +300,12 @@ mod tests {
         let mut reqwest = cell("unbounded", "reqwest", 0);
         reqwest.peak_open_connections = 120;
         let text = findings(&[reqwest.clone()]);
+        assert!(text.contains("(freshpool: not measured)"), "{text}");
+        // Nor the stand-in of a cell that did not finish (it read "0,
+        // bounded per host (64): OK").
+        let mut unfinished = cell("unbounded", "freshpool", 0);
+        unfinished.errors_by_kind.insert("Unfinished".to_owned(), 1);
+        let text = findings(&[reqwest.clone(), unfinished]);
         assert!(text.contains("(freshpool: not measured)"), "{text}");
         let mut fp = cell("unbounded", "freshpool", 0);
         fp.peak_open_connections = 64;

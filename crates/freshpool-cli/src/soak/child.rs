@@ -214,6 +214,9 @@ async fn inject(
         let ms = every.as_millis() as u64;
         tokio::time::sleep(rng.millis(ms / 2, ms * 3 / 2)).await;
         let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
+        // (Counted as faults: what was injected. Turning idle closes off
+        // injects nothing.)
+        let mut injected = true;
         match fault {
             "kill_all_silently" => {
                 proxy.kill_all_silently();
@@ -221,6 +224,7 @@ async fn inject(
             "idle_close" => {
                 idle_close_on = !idle_close_on;
                 proxy.set_idle_close(idle_close_on.then(|| rng.millis(100, 1500)));
+                injected = idle_close_on;
             }
             "truncate_next_response" => {
                 proxy.truncate_next_response(rng.below(120) as usize);
@@ -240,10 +244,12 @@ async fn inject(
             }
             _ => server.close_all(),
         }
-        *faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(fault)
-            .or_default() += 1;
+        if injected {
+            *faults
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(fault)
+                .or_default() += 1;
+        }
     }
 }
