@@ -259,7 +259,9 @@ impl Tally {
 /// How one request of the run ended.
 enum Outcome {
     Answered,
-    Failed(freshpool::Error),
+    /// The error, and whether the response head had come (a body that
+    /// failed or ran out of time after it).
+    Failed(freshpool::Error, bool),
     /// `-d` ran out (or Ctrl-C came) while it was in flight.
     CutOff,
 }
@@ -319,10 +321,10 @@ impl Job {
             .expect("method, URL and headers were validated");
         let started = Instant::now();
         let exchange = async {
-            let resp = self.client.request(req).await?;
+            let resp = self.client.request(req).await.map_err(|e| (e, false))?;
             let status = resp.status().as_u16();
-            resp.into_body().drain().await?;
-            Ok::<u16, freshpool::Error>(status)
+            resp.into_body().drain().await.map_err(|e| (e, true))?;
+            Ok::<u16, (freshpool::Error, bool)>(status)
         };
         let cut = async {
             match deadline {
@@ -356,13 +358,13 @@ impl Job {
                 *t.statuses.entry(status).or_default() += 1;
                 Outcome::Answered
             }
-            Err(e) => {
+            Err((e, headed)) => {
                 let entry = t
                     .errors
                     .entry(format!("{:?}", e.kind()))
                     .or_insert((0, e.to_string()));
                 entry.0 += 1;
-                Outcome::Failed(e)
+                Outcome::Failed(e, headed)
             }
         }
     }
@@ -445,7 +447,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     };
     // The first request goes alone: an unreachable or misconfigured target
     // is reported as one line instead of N identical errors.
-    if let Outcome::Failed(e) = job.one(deadline).await {
+    if let Outcome::Failed(e, headed) = job.one(deadline).await {
         use freshpool::Kind;
         match e.kind() {
             Kind::Connect
@@ -467,7 +469,9 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
             // A target that takes connections and never answers: every
             // request would wait out its --timeout alike (20,000 requests
             // at 64 at a time and 10 s each: 52 minutes of one error).
-            Kind::Timeout | Kind::ResponseHeaderTimeout => {
+            // (Not a body slower than --timeout after its head came: that
+            // target answers, and the run measures it.)
+            Kind::Timeout | Kind::ResponseHeaderTimeout if !headed => {
                 bar.finish_and_clear();
                 return Err(format!(
                     "{} did not answer the first request: {e}",
@@ -489,7 +493,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 && sent.fetch_add(1, Ordering::Relaxed) < total
                 && deadline.is_none_or(|d| Instant::now() < d)
             {
-                let failed = matches!(job.one(deadline).await, Outcome::Failed(_));
+                let failed = matches!(job.one(deadline).await, Outcome::Failed(..));
                 bar.inc(1);
                 if failed {
                     // A request refused at once does no I/O, so nothing in

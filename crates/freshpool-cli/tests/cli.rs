@@ -673,3 +673,29 @@ async fn a_closed_stdout_ends_the_run_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
+
+/// A first request whose head comes but whose body outlasts `--timeout`
+/// does not stop the run: that target answers, and the run measures it
+/// (every request then fails its timeout, and the summary says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_measures_a_target_whose_bodies_outlast_the_timeout() {
+    let server = TestServer::http1().await;
+    let out = freshpool(
+        &[
+            "load",
+            &server.url("/stall/3000"),
+            "-n",
+            "3",
+            "-c",
+            "1",
+            "--timeout",
+            "300ms",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    let err = stderr(&out);
+    assert!(!err.contains("did not answer the first request"), "{err}");
+    let text = stdout(&out);
+    assert!(text.contains("errors 3"), "{text}\n{err}");
+}

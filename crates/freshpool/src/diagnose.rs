@@ -147,10 +147,15 @@ mod tests {
     /// meet origins in this binary hang with it.)
     #[test]
     fn a_subscriber_of_the_warning_may_meet_an_origin_itself() {
+        use std::sync::atomic::AtomicBool;
         use tracing_subscriber::layer::{Context, SubscriberExt};
+        static SAW_THE_WARNING: AtomicBool = AtomicBool::new(false);
         struct MeetsAnOrigin;
         impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MeetsAnOrigin {
-            fn on_event(&self, _: &tracing::Event<'_>, _: Context<'_, S>) {
+            fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+                if *event.metadata().level() == tracing::Level::WARN {
+                    SAW_THE_WARNING.store(true, Ordering::SeqCst);
+                }
                 pool_met_origin("http://log-shipper.test", 1, Location::caller());
             }
         }
@@ -167,6 +172,10 @@ mod tests {
         finished
             .recv_timeout(Duration::from_secs(10))
             .expect("the warning's subscriber met its origin without a deadlock");
+        assert!(
+            SAW_THE_WARNING.load(Ordering::SeqCst),
+            "the warning reached the subscriber"
+        );
     }
 
     /// Thousands of origins a minute: the map stays bounded and is scanned

@@ -30,7 +30,7 @@
 //! out in `freshpool.pool.timeouts`, a refusal in `freshpool.pool.full`; a
 //! failed dial only in [`crate::OriginStats`]' `connect_errors`.
 //! Each series is described to the recorder with its unit (seconds for the
-//! histograms) when the pool meets an origin.
+//! histograms) before the pool registers an origin's series.
 
 use std::time::Duration;
 
@@ -64,10 +64,11 @@ mod imp {
 
     /// Each series' unit and meaning, told to the recorder of the moment
     /// (an exporter gives the unit to its backend: a histogram of seconds
-    /// with no unit reads as a bare number). Once per origin the pool
-    /// meets, outside its locks (a recorder may take a lock of its own,
-    /// which its exporter's scrape holds): recorders take a description
-    /// again as the same.
+    /// with no unit reads as a bare number). At each miss of the pool's
+    /// origin lookup, before a new origin registers its series (a
+    /// recorder may fix a series' unit then) and outside the pool's locks
+    /// (a recorder may take a lock of its own, which its exporter's scrape
+    /// holds): recorders take a description again as the same.
     pub(crate) fn describe() {
         use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
         describe_gauge!(

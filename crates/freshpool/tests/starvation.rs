@@ -143,7 +143,7 @@ async fn no_pending_behind_a_slow_first_dial_says_max_pending_0() {
 /// freed went to a request queued meanwhile) waits under the request's
 /// own `timeout` as its first checkout did, and runs out told why the pool
 /// was full, counted as a pool timeout. It was told only "request to ...
-/// timed out after 1s (timeout)", uncounted. The report says how much of
+/// timed out after 3.0s (timeout)", uncounted. The report says how much of
 /// the timeout the wait took (the first attempt took the rest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_that_queues_runs_out_of_its_timeout_told_why() {
@@ -151,7 +151,7 @@ async fn a_retry_that_queues_runs_out_of_its_timeout_told_why() {
     let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
     let client = Client::builder()
         .max_connections_per_host(1)
-        .timeout(Some(Duration::from_millis(1000)))
+        .timeout(Some(Duration::from_millis(3000)))
         .build()
         .unwrap();
     let url = proxy.url("/");
@@ -167,7 +167,7 @@ async fn a_retry_that_queues_runs_out_of_its_timeout_told_why() {
     // the reused connection, goes again (a GET).
     proxy.truncate_next_response(0);
     let retried = {
-        let (client, url) = (client.clone(), proxy.url("/delay/300"));
+        let (client, url) = (client.clone(), proxy.url("/delay/1500"));
         tokio::spawn(async move { client.get(&url).await })
     };
     freshpool_testkit::eventually("the first attempt leased", || {
@@ -180,10 +180,15 @@ async fn a_retry_that_queues_runs_out_of_its_timeout_told_why() {
         let (client, url) = (client.clone(), proxy.url("/stream/100000"));
         tokio::spawn(async move { client.get(&url).await })
     };
+    // (Queued while the first attempt waits 1.5 s for its answer.)
+    freshpool_testkit::eventually("the other request queued", || {
+        client.stats().origins[0].waiting == 1
+    })
+    .await;
     let err = retried.await.unwrap().unwrap_err();
     let text = err.to_string();
     assert_eq!(err.kind(), Kind::Timeout, "{text}");
-    assert!(text.contains("timed out after 1.0s (timeout), "), "{text}");
+    assert!(text.contains("timed out after 3.0s (timeout), "), "{text}");
     assert!(text.contains("of it waiting for a connection"), "{text}");
     assert!(text.contains("limit 1, in use 1"), "{text}");
     let stats = client.stats();

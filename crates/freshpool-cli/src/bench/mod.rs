@@ -144,21 +144,34 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         )
     });
     let elapsed = started.elapsed();
-    println!("{}", table::render(&cells));
-    println!("{}", table::findings(&cells));
-    println!("finished in {:.1} s", elapsed.as_secs_f64());
     let doc = BenchReport {
         quick: args.quick,
         elapsed_s: elapsed.as_secs_f64(),
         cells,
     };
+    // The files first: output piped into a reader that stops early (`|
+    // head`) ends the process at the next print (see `main`), and they
+    // were lost with it.
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let index = match &args.report {
+        Some(dir) => Some(crate::report::write(
+            dir,
+            &doc.cells,
+            &table::render(&doc.cells),
+        )?),
+        None => None,
+    };
+    let cells = &doc.cells;
+    println!("{}", table::render(cells));
+    println!("{}", table::findings(cells));
+    println!("finished in {:.1} s", elapsed.as_secs_f64());
+    if let Some(path) = &args.json {
         println!("JSON: {}", path.display());
     }
-    if let Some(dir) = &args.report {
-        let index = crate::report::write(dir, &doc.cells, &table::render(&doc.cells))?;
+    if let Some(index) = index {
         println!("report: {}", index.display());
     }
     // The verdicts the findings print ("FAILED") decide the exit status

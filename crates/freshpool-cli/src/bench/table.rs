@@ -79,16 +79,23 @@ fn find<'a>(cells: &'a [Cell], scenario: &str, strategy: &str) -> Option<&'a Cel
         .find(|c| c.scenario == scenario && c.strategy == strategy)
 }
 
+/// The cell, if it finished: the stand-in of one that did not (`Unfinished`)
+/// holds no figures, and its zeros read as measured ones ("0 connections",
+/// "bounded: OK").
+fn measured<'a>(cells: &'a [Cell], scenario: &str, strategy: &str) -> Option<&'a Cell> {
+    find(cells, scenario, strategy).filter(|c| !c.errors_by_kind.contains_key("Unfinished"))
+}
+
 /// What the table shows, in sentences: the cost of not pooling, who
 /// failed where, and the first error message of every failing cell.
 pub fn findings(cells: &[Cell]) -> String {
     let mut out = String::from("findings:\n");
     for scenario in ["burst", "throughput"] {
-        let Some(fp) = find(cells, scenario, "freshpool") else {
+        let Some(fp) = measured(cells, scenario, "freshpool") else {
             continue;
         };
         for other in ["per-request", "no-pool"] {
-            if let Some(o) = find(cells, scenario, other) {
+            if let Some(o) = measured(cells, scenario, other) {
                 let _ = writeln!(
                     out,
                     "  {scenario}: {other} opened {} connections for {} requests (freshpool: {}); \
@@ -112,24 +119,22 @@ pub fn findings(cells: &[Cell]) -> String {
         // (Without freshpool's cell, a run stopped early, no figure: "0"
         // read as a measured peak. Likewise the stand-in of a cell that
         // did not finish: its 0 read as bounded, "OK".)
-        let fp = find(cells, "unbounded", "freshpool")
-            .filter(|c| !c.errors_by_kind.contains_key("Unfinished"))
-            .map_or_else(
-                || "not measured".to_owned(),
-                |c| {
-                    if c.peak_open_connections <= UNBOUNDED_PER_HOST {
-                        format!(
-                            "{}, bounded per host ({UNBOUNDED_PER_HOST}): OK",
-                            c.peak_open_connections
-                        )
-                    } else {
-                        format!(
-                            "{}, NOT bounded by its per-host limit ({UNBOUNDED_PER_HOST}): FAILED",
-                            c.peak_open_connections
-                        )
-                    }
-                },
-            );
+        let fp = measured(cells, "unbounded", "freshpool").map_or_else(
+            || "not measured".to_owned(),
+            |c| {
+                if c.peak_open_connections <= UNBOUNDED_PER_HOST {
+                    format!(
+                        "{}, bounded per host ({UNBOUNDED_PER_HOST}): OK",
+                        c.peak_open_connections
+                    )
+                } else {
+                    format!(
+                        "{}, NOT bounded by its per-host limit ({UNBOUNDED_PER_HOST}): FAILED",
+                        c.peak_open_connections
+                    )
+                }
+            },
+        );
         let _ = writeln!(
             out,
             "  unbounded: {} peaked at {} open connections (freshpool: {fp})",

@@ -231,7 +231,11 @@ async fn one_request(
             return Ok::<_, freshpool::Error>((status, None));
         }
         let got = response.into_body().bytes().await?;
-        let wrong = expected.as_ref().and_then(|e| e.mismatch(&got));
+        // (A status other than 2xx is its own failure, below.)
+        let wrong = expected
+            .as_ref()
+            .filter(|_| status.is_success())
+            .and_then(|e| e.mismatch(&got));
         Ok((status, wrong))
     })
     .await;

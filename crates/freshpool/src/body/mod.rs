@@ -477,12 +477,14 @@ impl http_body::Body for Body {
                         let origin = lease.origin_label();
                         // Cut off by its runtime's shutdown, not by the
                         // server: hyper's words ("connection closed before
-                        // message completed") are a server's hang-up. (Not
-                        // a reset or GOAWAY the server sent: the mark is
-                        // the connection's, and may have come later.)
-                        let from_server =
-                            crate::error::h2_error_in(&e).is_some_and(|h2| h2.is_remote());
-                        let msg = if lease.driver_lost() && !from_server {
+                        // message completed") are a server's hang-up. (Over
+                        // HTTP/2 only an I/O error, as h2 gives its streams
+                        // when its connection is dropped: not a reset or
+                        // GOAWAY from either side, since the mark is the
+                        // connection's and may have come later.)
+                        let other_cause =
+                            crate::error::h2_error_in(&e).is_some_and(|h2| !h2.is_io());
+                        let msg = if lease.driver_lost() && !other_cause {
                             kind = Kind::Io;
                             format!(
                                 "the response body from {origin} was cut off: the runtime that \

@@ -68,6 +68,10 @@ impl Pool {
             runtime,
             ..PoolKey::view(uri, security.id)?
         };
+        // The series' units, before a new origin registers its series
+        // (a recorder may fix them at registration), and outside the map's
+        // lock: on this slow path only.
+        crate::metrics::describe();
         let mut map = self.write_origins();
         let (origin, created) = self.by_key_or_new(&mut map, view, security, connector);
         let spelled = spelled
@@ -80,7 +84,6 @@ impl Pool {
             origin_memo::remember(pool_id, tag, authority, &origin);
         }
         if created {
-            crate::metrics::describe();
             crate::diagnose::pool_met_origin(&origin.label, pool_id, self.inner.built_at);
             if runtime != partition::SHARED {
                 self.forget_empty_partitions(&origin);
