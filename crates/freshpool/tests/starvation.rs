@@ -154,15 +154,7 @@ async fn a_retry_that_queues_runs_out_of_its_timeout_told_why() {
         .timeout(Some(Duration::from_millis(3000)))
         .build()
         .unwrap();
-    let url = proxy.url("/");
-    client
-        .get(&url)
-        .await
-        .unwrap()
-        .into_body()
-        .bytes()
-        .await
-        .unwrap();
+    common::fetch(&client, &proxy.url("/")).await;
     // The next response is cut off before its head: the request, sent on
     // the reused connection, goes again (a GET).
     proxy.truncate_next_response(0);

@@ -62,6 +62,46 @@ fn serve(
     (server_rt, server)
 }
 
+/// An HTTP/2 test server, a client of it (HTTP/2 only) and a
+/// current-thread runtime, after one request (`first`: the id of the
+/// connection it went on).
+struct OneH2Stream {
+    _server_rt: tokio::runtime::Runtime,
+    _server: freshpool_testkit::TestServer,
+    client: crate::Client,
+    rt: tokio::runtime::Runtime,
+    url: String,
+    conn_id: fn(&http::Response<crate::Body>) -> http::HeaderValue,
+    first: http::HeaderValue,
+}
+
+impl OneH2Stream {
+    fn new() -> OneH2Stream {
+        let (server_rt, server) = serve(freshpool_testkit::ServerConfig {
+            protocol: freshpool_testkit::Protocol::Http2,
+            ..Default::default()
+        });
+        let client = crate::Client::builder()
+            .http_version(crate::HttpVersion::Http2Only)
+            .build()
+            .unwrap();
+        let rt = current_thread();
+        let url = server.url("/");
+        let conn_id: fn(&http::Response<crate::Body>) -> http::HeaderValue =
+            |response| response.headers()["x-conn-id"].clone();
+        let first = conn_id(&rt.block_on(client.get(&url)).unwrap());
+        OneH2Stream {
+            _server_rt: server_rt,
+            _server: server,
+            client,
+            rt,
+            url,
+            conn_id,
+            first,
+        }
+    }
+}
+
 pub(super) fn pause_in_eviction() {
     let ms = EVICTION_PAUSE_MS.with(|p| p.get());
     if ms > 0 {
@@ -446,18 +486,9 @@ fn a_checkout_during_a_freezes_eviction_waits_for_it() {
     let _turn = liveness::TEST_TURN
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let (_server_rt, server) = serve(freshpool_testkit::ServerConfig {
-        protocol: freshpool_testkit::Protocol::Http2,
-        ..Default::default()
-    });
-    let client = crate::Client::builder()
-        .http_version(crate::HttpVersion::Http2Only)
-        .build()
-        .unwrap();
-    let rt = current_thread();
-    let url = server.url("/");
-    let conn_id = |response: &http::Response<crate::Body>| response.headers()["x-conn-id"].clone();
-    let before = conn_id(&rt.block_on(client.get(&url)).unwrap());
+    let h2 = OneH2Stream::new();
+    let (client, rt, url, conn_id) = (&h2.client, &h2.rt, &h2.url, h2.conn_id);
+    let before = h2.first;
     liveness::simulate_freeze(Duration::from_millis(2500));
     std::thread::sleep(Duration::from_millis(2700));
     let pool = client.pool();
@@ -472,7 +503,7 @@ fn a_checkout_during_a_freezes_eviction_waits_for_it() {
         });
         until_set(&EVICTION_PAUSED, "the eviction's pause");
         // A request meanwhile.
-        conn_id(&rt.block_on(client.get(&url)).unwrap())
+        conn_id(&rt.block_on(client.get(url)).unwrap())
     });
     let stats = client.stats();
     assert_ne!(
@@ -492,18 +523,9 @@ fn a_checkout_during_on_resumes_eviction_takes_no_stream_from_before() {
     let _turn = liveness::TEST_TURN
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let (_server_rt, server) = serve(freshpool_testkit::ServerConfig {
-        protocol: freshpool_testkit::Protocol::Http2,
-        ..Default::default()
-    });
-    let client = crate::Client::builder()
-        .http_version(crate::HttpVersion::Http2Only)
-        .build()
-        .unwrap();
-    let rt = current_thread();
-    let url = server.url("/");
-    let conn_id = |response: &http::Response<crate::Body>| response.headers()["x-conn-id"].clone();
-    let before = conn_id(&rt.block_on(client.get(&url)).unwrap());
+    let h2 = OneH2Stream::new();
+    let (client, rt, url, conn_id) = (&h2.client, &h2.rt, &h2.url, h2.conn_id);
+    let before = h2.first;
     // (Made at least a beat before the resume, on the coarse clock.)
     std::thread::sleep(Duration::from_millis(5));
     EVICTION_PAUSED.store(false, Ordering::Release);
@@ -515,7 +537,7 @@ fn a_checkout_during_on_resumes_eviction_takes_no_stream_from_before() {
         });
         until_set(&EVICTION_PAUSED, "the eviction's pause");
         // A request meanwhile.
-        let after = conn_id(&rt.block_on(client.get(&url)).unwrap());
+        let after = conn_id(&rt.block_on(client.get(url)).unwrap());
         release_pause();
         after
     });
