@@ -30,7 +30,7 @@
 //! # }
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,6 +114,7 @@ pub struct TestProxy {
     addr: SocketAddr,
     stats: Arc<TestProxyStats>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    loopback_names: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for TestProxy {
@@ -129,6 +130,8 @@ struct Shared {
     accepted: HashMap<String, String>,
     stats: Arc<TestProxyStats>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    /// Names the proxy takes for `127.0.0.1` (`TestProxy::loopback_name`).
+    loopback_names: Arc<Mutex<HashSet<String>>>,
 }
 
 impl TestProxy {
@@ -151,14 +154,33 @@ impl TestProxy {
                 )
             })
             .collect();
+        let loopback_names: Arc<Mutex<HashSet<String>>> = Arc::default();
         let shared = Arc::new(Shared {
             accepted,
             stats: stats.clone(),
             tasks: tasks.clone(),
+            loopback_names: loopback_names.clone(),
         });
         let accept = tokio::spawn(accept_loop(listener, shared)).abort_handle();
         tasks.lock().unwrap().push(accept);
-        TestProxy { addr, stats, tasks }
+        TestProxy {
+            addr,
+            stats,
+            tasks,
+            loopback_names,
+        }
+    }
+
+    /// From now on the proxy takes `name` (any port) for `127.0.0.1`, as a
+    /// proxy would resolve a name its clients cannot: a request for a name
+    /// that is not a loopback one, which a client sends through a proxy
+    /// from the environment (clients send loopback hosts direct), still
+    /// reaches a server of this machine. Nothing leaves it either way.
+    pub fn loopback_name(&self, name: &str) {
+        self.loopback_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_ascii_lowercase());
     }
 
     /// The bound address (`127.0.0.1:<port>`).
@@ -281,8 +303,22 @@ async fn handle(req: Request<Incoming>, conn_id: u64, shared: Arc<Shared>) -> Re
     forward(req, shared).await
 }
 
-/// Connects to `authority` if every address it names is loopback.
-async fn connect_loopback(authority: &str) -> Result<TcpStream, StatusCode> {
+/// Connects to `authority` if every address it names is loopback (a name
+/// given to [`TestProxy::loopback_name`] names `127.0.0.1`).
+async fn connect_loopback(authority: &str, shared: &Shared) -> Result<TcpStream, StatusCode> {
+    if let Some((host, port)) = authority.rsplit_once(':') {
+        let known = shared
+            .loopback_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&host.to_ascii_lowercase());
+        if known {
+            let port = port.parse::<u16>().map_err(|_| StatusCode::BAD_REQUEST)?;
+            return TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+                .await
+                .map_err(|_| StatusCode::BAD_GATEWAY);
+        }
+    }
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(authority)
         .await
         .map_err(|_| StatusCode::BAD_GATEWAY)?
@@ -300,7 +336,7 @@ async fn tunnel(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ProxyBo
     let Some(target) = req.uri().authority().map(|a| a.to_string()) else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let mut upstream = match connect_loopback(&target).await {
+    let mut upstream = match connect_loopback(&target, &shared).await {
         Ok(s) => s,
         Err(status) => {
             shared
@@ -336,7 +372,7 @@ async fn forward(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Pr
             "a proxy request needs an absolute http:// target",
         );
     };
-    let upstream = match connect_loopback(authority.as_str()).await {
+    let upstream = match connect_loopback(authority.as_str(), &shared).await {
         Ok(s) => s,
         Err(status) => {
             shared

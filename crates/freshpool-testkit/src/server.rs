@@ -102,7 +102,19 @@ impl ServerConfig {
     /// `Ticketer`) and a server-side session cache, so TLS 1.2 and 1.3
     /// resumption both work. No client authentication.
     pub fn tls_config(ca: &TestCa, protocols: &[&[u8]]) -> Arc<rustls::ServerConfig> {
-        let (chain, key) = ca.server_cert(&["localhost", "127.0.0.1"]);
+        ServerConfig::tls_config_for(ca, &["localhost", "127.0.0.1"], protocols)
+    }
+
+    /// Like [`ServerConfig::tls_config`], with a certificate for `names`
+    /// instead: a server reached under another name (through a
+    /// [`crate::proxy::TestProxy`] that takes it for loopback, or a
+    /// resolver that does).
+    pub fn tls_config_for(
+        ca: &TestCa,
+        names: &[&str],
+        protocols: &[&[u8]],
+    ) -> Arc<rustls::ServerConfig> {
+        let (chain, key) = ca.server_cert(names);
         let cfg = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")

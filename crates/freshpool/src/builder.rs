@@ -492,7 +492,10 @@ impl ClientBuilder {
     /// when the specific one is unset, `no_proxy` / `NO_PROXY` for
     /// exceptions; where both spellings are set the lower-case one wins,
     /// as in curl (Go and reqwest take the upper-case one); empty means
-    /// unset. A variable freshpool cannot use (a `socks5://`
+    /// unset. As in Go, `localhost` and loopback addresses (127.0.0.0/8,
+    /// `[::1]`) never go through a proxy from the environment (reqwest and
+    /// curl send them to it unless `NO_PROXY` lists them); an explicit
+    /// [`ClientBuilder::proxy`] takes them. A variable freshpool cannot use (a `socks5://`
     /// proxy, a malformed URL) does not make `build()` fail: the requests
     /// it covers fail with [`Kind::Proxy`](crate::Kind::Proxy), saying
     /// which variable, rather than go direct past the proxy. Ignored when

@@ -3,9 +3,10 @@
 //! Which names are read follows reqwest (upper-case `HTTP_PROXY` too,
 //! except in a CGI script, as Go's `httpproxy`; Go reads no `ALL_PROXY`);
 //! where both spellings are set the lower-case one wins, as in curl (Go and
-//! reqwest read the upper-case one first). Unlike Go, `localhost` and
-//! loopback addresses are proxied unless `NO_PROXY` lists them, as in
-//! reqwest and curl.
+//! reqwest read the upper-case one first). As in Go, `localhost` and
+//! loopback addresses never go through a proxy from the environment
+//! (`is_loopback_host`; reqwest and curl send them to it unless `NO_PROXY`
+//! lists them).
 
 use std::net::IpAddr;
 
@@ -101,6 +102,26 @@ impl NoProxy {
                 && host[host.len() - d.len()..].eq_ignore_ascii_case(d)
                 && (host.len() == d.len() || host.as_bytes()[host.len() - d.len() - 1] == b'.')
         })
+    }
+}
+
+/// Whether a URI's host is this machine: `localhost` (any case, with or
+/// without the root's dot) or a loopback address (127.0.0.0/8, `[::1]`,
+/// and 127.x written as an IPv4-mapped IPv6 address), as Go's
+/// `httpproxy` tells them. (Only `localhost` itself among names: a
+/// subdomain of it resolves to this machine on some systems and not on
+/// others.)
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.is_loopback(),
+        Ok(IpAddr::V6(v6)) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => host
+            .strip_suffix('.')
+            .unwrap_or(host)
+            .eq_ignore_ascii_case("localhost"),
     }
 }
 

@@ -168,6 +168,13 @@ pub(crate) struct Routes {
     http: Option<Choice>,
     https: Option<Choice>,
     no_proxy: NoProxy,
+    /// The routes came from the environment: they never take `localhost`
+    /// or a loopback address (`env::is_loopback_host`), as in Go. A proxy
+    /// exported for the way out of a machine is not one for its own
+    /// services: a serverless extension's runtime API on 127.0.0.1, a
+    /// sidecar, a local test server all failed through it. An explicit
+    /// [`crate::ClientBuilder::proxy`] still takes them.
+    spare_loopback: bool,
 }
 
 /// The way out for one scheme's requests that do not go direct.
@@ -194,6 +201,7 @@ impl Routes {
     ) -> Result<Routes, Error> {
         let (mut http, mut https) = (None, None);
         let (mut http_env, mut https_env) = (None, None);
+        let mut spare_loopback = false;
         let mut no_proxy = match settings.no_proxy.as_deref() {
             None => None,
             Some(list) => {
@@ -224,6 +232,7 @@ impl Routes {
                 }
             }
         } else if settings.from_env {
+            spare_loopback = true;
             let env = env();
             // An unusable variable (a socks proxy, a typo) does not fail
             // build() (the environment must not make `Client::new()`
@@ -277,6 +286,7 @@ impl Routes {
             http: route(http, http_env, forwards(Scheme::Http, version)),
             https: route(https, https_env, false),
             no_proxy: no_proxy.unwrap_or_default(),
+            spare_loopback,
         })
     }
 
@@ -297,9 +307,10 @@ impl Routes {
         let (Some(choice), Some(host)) = (choice, uri.host()) else {
             return Ok(None);
         };
-        if self
-            .no_proxy
-            .matches(host, uri.port_u16().unwrap_or(default_port))
+        if (self.spare_loopback && env::is_loopback_host(host))
+            || self
+                .no_proxy
+                .matches(host, uri.port_u16().unwrap_or(default_port))
         {
             return Ok(None);
         }
@@ -416,6 +427,48 @@ mod tests {
             a.select(&uri).unwrap().unwrap().security.id,
             b.select(&uri).unwrap().unwrap().security.id
         );
+    }
+
+    /// The environment's proxies never take this machine's hosts (as in
+    /// Go); an explicit proxy does, and other hosts still go through.
+    #[test]
+    fn environment_proxies_spare_loopback_hosts() {
+        let e = env(&[("ALL_PROXY", "http://a:2"), ("https_proxy", "socks5://s:1")]);
+        let r = routes(ProxySettings::default(), e.clone(), HttpVersion::Auto);
+        for url in [
+            "http://127.0.0.1:8080/",
+            "http://127.9.9.9/",
+            "http://localhost/",
+            "http://LOCALHOST.:81/",
+            "http://[::1]:8080/",
+            "http://[::ffff:127.0.0.1]/",
+            // Not refused for the unusable https variable either.
+            "https://localhost/",
+        ] {
+            assert!(r.select(&url.parse().unwrap()).unwrap().is_none(), "{url}");
+        }
+        for url in [
+            "http://localhost.example/",
+            "http://a.localhost/",
+            "http://128.0.0.1/",
+            "http://[::2]/",
+            "http://[::ffff:10.0.0.1]/",
+        ] {
+            assert!(r.select(&url.parse().unwrap()).unwrap().is_some(), "{url}");
+        }
+        let explicit = routes(
+            ProxySettings {
+                explicit: vec![Proxy::all("http://e:3").unwrap()],
+                ..ProxySettings::default()
+            },
+            e,
+            HttpVersion::Auto,
+        );
+        let via = explicit
+            .select(&"http://127.0.0.1:8080/".parse().unwrap())
+            .unwrap()
+            .expect("an explicit proxy takes loopback hosts");
+        assert_eq!(via.url.authority(), "e:3");
     }
 
     /// A proxy variable the client cannot use fails its scheme's requests
