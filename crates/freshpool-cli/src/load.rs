@@ -411,13 +411,20 @@ fn build_job(args: &LoadArgs) -> Result<Job, String> {
 }
 
 /// Runs `freshpool load`.
-pub async fn run(args: LoadArgs) -> Result<(), String> {
+/// `fd_limit`: the open-file limit in force (`fd_limit::raise`).
+pub async fn run(args: LoadArgs, fd_limit: Option<u64>) -> Result<(), String> {
     let job = Arc::new(build_job(&args)?);
     let total = match (args.requests, args.duration) {
         (Some(n), _) => n,
         (None, Some(_)) => u64::MAX,
         (None, None) => 200,
     };
+    // (As many connections as requests run at once: `-c`, or fewer for a
+    // short run. Over HTTP/2 a few carry them all, hence a warning.)
+    let connections = args.concurrency.min(total.saturating_sub(1)).max(1);
+    if let Some(warning) = crate::fd_limit::warning(connections, fd_limit) {
+        eprintln!("freshpool: warning: {warning}");
+    }
     let deadline = args.duration.map(|d| Instant::now() + d);
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::with_draw_target(

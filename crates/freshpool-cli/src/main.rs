@@ -6,6 +6,7 @@
 //! - `soak`: a chaos soak that counts every request (lost = 0, duplicated = 0).
 
 mod bench;
+mod fd_limit;
 mod load;
 mod probe;
 mod report;
@@ -39,6 +40,9 @@ enum Command {
 fn main() {
     exit_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
+    // Before the runtime: its worker threads inherit nothing here, but the
+    // limit is the process's, read by `load` below.
+    let fd_limit = fd_limit::raise();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,7 +56,7 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Bench(args) => bench::run(args).await,
-            Command::Load(args) => load::run(args).await,
+            Command::Load(args) => load::run(args, fd_limit).await,
             Command::Probe(args) => probe::run(args).await,
             Command::Soak(args) => soak::run(args).await,
         }

@@ -700,3 +700,48 @@ async fn load_measures_a_target_whose_bodies_outlast_the_timeout() {
     let text = stdout(&out);
     assert!(text.contains("errors 3"), "{text}\n{err}");
 }
+
+/// `load -c` past the open-file limit says so before the run (its
+/// connections past the limit failed as the target's errors, unexplained).
+/// The child gets a hard limit of 100 (the binary raises its soft limit to
+/// the hard one, as Go does); `-c 200` warns, `-c 10` does not.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_past_the_open_file_limit_warns() {
+    let server = TestServer::http1().await;
+    let run = |concurrency: &'static str, requests: &'static str| {
+        let mut command = binary();
+        command
+            .args(["load", &server.url("/"), "-c", concurrency, "-n", requests])
+            .kill_on_drop(true);
+        // SAFETY: only setrlimit between fork and exec (async-signal-safe).
+        unsafe {
+            command.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 100,
+                    rlim_max: 100,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), command.output())
+                .await
+                .expect("load ends")
+                .expect("load runs")
+        }
+    };
+    let out = run("200", "201").await;
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: -c 200 may need 264 file descriptors")
+            && err.contains("more than this process may open (100,"),
+        "{err}"
+    );
+    let out = run("10", "50").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
