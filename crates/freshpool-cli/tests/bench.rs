@@ -110,6 +110,15 @@ fn quick_bench_produces_every_cell_and_a_report() {
         // proves nothing).
         assert!(c["faults_hit"].as_u64().unwrap() > 0, "{scenario}: {c}");
     }
+    // stale-fin's waves of 8: only the closes a later wave met count, at
+    // most 8 per pause between waves (one after the last counted up to 8
+    // more that nothing met).
+    let c = cell(cells, "stale-fin", "freshpool");
+    let waves = c["requests"].as_u64().unwrap() / 8;
+    assert!(
+        c["faults_hit"].as_u64().unwrap() <= 8 * (waves - 1),
+        "stale-fin: {c}"
+    );
     // The cost of not pooling is visible: one connection per request.
     let per_request = cell(cells, "throughput", "per-request");
     let fp = cell(cells, "throughput", "freshpool");

@@ -372,8 +372,52 @@ impl Summary<'_> {
                 .push("too few resource samples after warm-up to judge drift (run longer)".into());
         }
 
-        // Report.
         let load_secs = self.load_secs;
+        let verdict = if problems.is_empty() { "PASS" } else { "FAIL" };
+        // The file first: the printing below ends the process quietly at
+        // a closed stdout (`| head`), which lost the file.
+        if let Some(path) = &args.json {
+            let json = serde_json::json!({
+                "seed": self.seed,
+                "duration_s": load_secs,
+                "concurrency": args.concurrency,
+                "http2": args.http2,
+                "sent": sent,
+                "answered": answered,
+                "failed": failed,
+                "lost": lost,
+                "hung": hung,
+                "failures": failures,
+                "faults": srv.faults,
+                "faults_total": faults_total,
+                "duplicated_post_without_key": srv.bare_post_dups.len(),
+                "wrong_answers": wrong,
+                "duplicated_retried_idempotent": srv.retried_dups(),
+                "server_requests": srv.server_requests,
+                "connections_created": s.created,
+                "retries": s.retries,
+                "fd_before_client": self.fds_before_client,
+                "fd_first": drift.fd_first,
+                "fd_last": drift.fd_last,
+                "fd_drift": drift.fd(),
+                "fd_max": drift.fd_max,
+                "fd_after_client": self.fds_after_client,
+                "rss_first_kb": drift.rss_first,
+                "rss_last_kb": drift.rss_last,
+                "rss_drift_pct": drift.rss_pct(),
+                "rss_max_kb": drift.rss_max,
+                "settled": { "active": s.active, "waiting": s.waiting, "idle": s.idle, "proxy_open": s.proxy_open },
+                "verdict": verdict,
+                "problems": problems,
+            });
+            std::fs::write(
+                path,
+                serde_json::to_string_pretty(&json).unwrap_or_default(),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+
+        // Report.
         println!();
         println!("== freshpool soak summary ==");
         println!(
@@ -433,51 +477,9 @@ impl Summary<'_> {
             }
         }
         println!();
-        let verdict = if problems.is_empty() { "PASS" } else { "FAIL" };
         println!("verdict           {verdict}");
         for p in &problems {
             println!("  - {p}");
-        }
-
-        if let Some(path) = &args.json {
-            let json = serde_json::json!({
-                "seed": self.seed,
-                "duration_s": load_secs,
-                "concurrency": args.concurrency,
-                "http2": args.http2,
-                "sent": sent,
-                "answered": answered,
-                "failed": failed,
-                "lost": lost,
-                "hung": hung,
-                "failures": failures,
-                "faults": srv.faults,
-                "faults_total": faults_total,
-                "duplicated_post_without_key": srv.bare_post_dups.len(),
-                "wrong_answers": wrong,
-                "duplicated_retried_idempotent": srv.retried_dups(),
-                "server_requests": srv.server_requests,
-                "connections_created": s.created,
-                "retries": s.retries,
-                "fd_before_client": self.fds_before_client,
-                "fd_first": drift.fd_first,
-                "fd_last": drift.fd_last,
-                "fd_drift": drift.fd(),
-                "fd_max": drift.fd_max,
-                "fd_after_client": self.fds_after_client,
-                "rss_first_kb": drift.rss_first,
-                "rss_last_kb": drift.rss_last,
-                "rss_drift_pct": drift.rss_pct(),
-                "rss_max_kb": drift.rss_max,
-                "settled": { "active": s.active, "waiting": s.waiting, "idle": s.idle, "proxy_open": s.proxy_open },
-                "verdict": verdict,
-                "problems": problems,
-            });
-            std::fs::write(
-                path,
-                serde_json::to_string_pretty(&json).unwrap_or_default(),
-            )
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
 
         if problems.is_empty() {
