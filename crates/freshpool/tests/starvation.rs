@@ -188,3 +188,62 @@ async fn a_retry_that_queues_runs_out_of_its_timeout_told_why() {
     assert_eq!(stats.origins[0].pool_timeouts, 1, "{stats}");
     drop(held.await.unwrap().unwrap());
 }
+
+/// Answers the first lookup at once and every later one after `delay`: a
+/// retry's own dial that is slow.
+struct SlowAfterFirst {
+    addr: std::net::SocketAddr,
+    delay: Duration,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl freshpool::Resolve for SlowAfterFirst {
+    fn resolve(&self, _host: &str, _port: u16) -> freshpool::ResolveFuture {
+        let first = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        let (addr, delay) = (self.addr, self.delay);
+        Box::pin(async move {
+            if !first {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(vec![addr])
+        })
+    }
+}
+
+/// A retry's own dial (a GET failed on a reused connection, and goes again
+/// on a new one) that the request's `timeout` cuts off says so, and why
+/// there was a dial: it read "timed out after 1.5s (timeout)" alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_whose_own_dial_runs_out_of_its_timeout_told_why() {
+    let server = TestServer::http1().await;
+    let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
+    let client = Client::builder()
+        .timeout(Some(Duration::from_millis(1500)))
+        .resolver(SlowAfterFirst {
+            addr: proxy.addr(),
+            delay: Duration::from_secs(20),
+            calls: Default::default(),
+        })
+        .build()
+        .unwrap();
+    let url = format!("http://origin.test:{}/", proxy.addr().port());
+    common::fetch(&client, &url).await;
+    // The next response is cut off before its head: the GET, sent on the
+    // reused connection, goes again on a connection of its own, whose
+    // lookup takes 20 s.
+    proxy.truncate_next_response(0);
+    let err = tokio::time::timeout(Duration::from_secs(10), client.get(&url))
+        .await
+        .expect("the request's timeout ends it")
+        .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), Kind::Timeout, "{text}");
+    assert!(
+        text.contains(
+            "timed out after 1.5s (timeout) while a new connection was being made for its retry"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("origin.test"), "{text}");
+    assert_eq!(client.stats().origins[0].retries, 1, "{}", client.stats());
+}

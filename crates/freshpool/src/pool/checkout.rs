@@ -416,7 +416,7 @@ impl Queued {
                     if origin.lock().state.dial_covers(self.waiter_id) {
                         let message = format!(
                             "request to {} timed out after {} (timeout) while a connection was \
-                             being made for it (connect, TLS and HTTP/2 handshakes)",
+                             being made for it (name lookup, connect, TLS and HTTP/2 handshakes)",
                             origin.label,
                             fmt_duration(limit)
                         );
@@ -533,82 +533,6 @@ impl Queued {
 }
 
 impl Pool {
-    /// Like [`Pool::checkout`], but for a retry after a stale connection
-    /// failed: the request gets a newly dialed HTTP/1 connection, never
-    /// another idle one that may have died the same way. Falls back to a
-    /// normal checkout when no slot is free (or the origin multiplexes).
-    pub(crate) async fn checkout_dedicated(
-        &self,
-        uri: &http::Uri,
-        security: &Arc<SecurityContext>,
-        connector: &Arc<Connector>,
-        caller: &'static Location<'static>,
-        // The request's overall timeout, if any: a retry that queues (no
-        // slot for its own dial) waits under it as its first checkout
-        // did, and times out with the pool's report. (Without it the
-        // request's timer cut the wait off with "timed out after 10s
-        // (timeout)" alone, uncounted.)
-        request_timeout: Option<OverallDeadline>,
-    ) -> Result<Lease, Error> {
-        // (Counted: this wait spans `.await`s, past what a borrow may.)
-        let origin = self.origin_for(uri, security, connector)?.arc();
-        let reserved = origin
-            .lock()
-            .state
-            .reserve_dedicated(origin.limits, &*origin.budget);
-        if !reserved {
-            return self
-                .checkout(uri, security, connector, caller)?
-                .lease(self, caller, request_timeout)
-                .await;
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // The guard owns the slot from here: dropped unspawned (no
-        // runtime) or unpolled (its runtime shutting down), it gives the
-        // slot back, and a dropped `tx` sends this request to a normal
-        // checkout below.
-        let (slot, dialing) = SlotGuard::new(&origin, None);
-        // (Ends the dedicated count however the dial ends, unspawned too.)
-        let dedicated = super::dial::DedicatedGuard::new(origin.clone());
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                drop(handle.spawn(origin.clone().dial_dedicated(tx, slot, dialing, dedicated)))
-            }
-            Err(_) => return Err(Error::new(Kind::Closed, "no async runtime")),
-        }
-        // Dropped before it takes the connection (its request cancelled
-        // as the dial lands), the guard gives it to the pool: the dial,
-        // finding the channel closed, does the same.
-        let mut handoff = WaiterGuard {
-            origin: origin.clone(),
-            rx: Some(rx),
-            waiter_id: None,
-        };
-        let handed = handoff.rx.as_mut().expect("just set").await;
-        handoff.rx = None;
-        match handed {
-            Ok(Ok(Handoff::Exclusive(idle))) => {
-                let now = self.inner.budget.stamp(Instant::now());
-                let lease_id = origin.register_lease(&mut origin.lock(), now, caller, 0);
-                let freeze_seen = origin.budget.freeze_at.load(Ordering::Acquire);
-                Ok(Lease::new(
-                    LeaseKind::H1(idle),
-                    lease_id,
-                    false,
-                    false,
-                    now,
-                    freeze_seen,
-                ))
-            }
-            Ok(Err(err)) => Err(err),
-            Ok(Ok(Handoff::Stream { .. } | Handoff::AskAgain)) | Err(_) => {
-                self.checkout(uri, security, connector, caller)?
-                    .lease(self, caller, request_timeout)
-                    .await
-            }
-        }
-    }
-
     /// Whether an idle HTTP/1 connection may carry a request: not idle
     /// across a freeze, and (past `validate_after_idle`) its socket is
     /// quiet: no FIN, no reset, no stray bytes. If not, why it must close

@@ -69,6 +69,7 @@
 mod budget;
 mod checkout;
 mod coarse_clock;
+mod dedicated;
 mod dial;
 mod idle;
 pub(crate) mod key;
