@@ -74,10 +74,20 @@ impl Drop for FakeH1 {
 struct FakeH2 {
     closed: Arc<AtomicBool>,
     max: u32,
+    /// `Some(n)`: closes (as its connection ending on another thread)
+    /// after `n` reads of `is_closed`, the n-th still open.
+    reads_open: Option<Arc<AtomicUsize>>,
 }
 
 impl Channel for FakeH2 {
     fn is_closed(&self) -> bool {
+        if let Some(left) = &self.reads_open {
+            if left.load(Ordering::SeqCst) == 0 {
+                self.closed.store(true, Ordering::SeqCst);
+            } else {
+                left.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.closed.load(Ordering::SeqCst)
     }
     fn max_streams(&self) -> u32 {
@@ -475,6 +485,7 @@ impl Model {
                 sender: FakeH2 {
                     closed,
                     max: self.setup.h2_streams,
+                    reads_open: None,
                 },
                 in_flight: 0,
                 created: now,

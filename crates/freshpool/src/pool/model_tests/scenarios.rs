@@ -652,6 +652,7 @@ fn the_idle_http2_connections_kept_are_those_that_rested_least() {
             sender: FakeH2 {
                 closed: Arc::new(AtomicBool::new(false)),
                 max: 1,
+                reads_open: None,
             },
             in_flight: 0,
             created: at(0),
@@ -667,4 +668,34 @@ fn the_idle_http2_connections_kept_are_those_that_rested_least() {
     assert_eq!(gone, [Surplus, Surplus]);
     let kept: Vec<u64> = st.shared.iter().map(|s| s.id).collect();
     assert!(kept == [1] || kept == [2], "{kept:?}");
+}
+
+/// Regression (a review, session 32): a connection that closed while
+/// `drop_idle_shared` looked (its sender's `is_closed` is set from other
+/// threads) made it index past its list of rests, a panic under the
+/// origin's lock in a lease's drop. It read `is_closed` twice: once to
+/// count the rests, once to list them. Here the only idle connection
+/// closes after its first read, with none to keep (`close_idle`).
+#[test]
+fn a_connection_closing_while_idle_ones_are_dropped_is_no_panic() {
+    let mut st = St::new(Protocol::Http2);
+    st.shared.push(Shared {
+        id: 1,
+        sender: FakeH2 {
+            closed: Arc::new(AtomicBool::new(false)),
+            max: 1,
+            reads_open: Some(Arc::new(AtomicUsize::new(1))),
+        },
+        in_flight: 0,
+        created: Stamp::from_nanos(0),
+        draining: None,
+        streams: 1,
+        idle_since: Stamp::from_nanos(1),
+        quiet_abandon: None,
+        hold: None,
+    });
+    // Closed by the time it would go: left for `slot_freed`, which counts
+    // it as the server's close.
+    assert!(st.drop_idle_shared(0).is_empty());
+    assert_eq!(st.shared.len(), 1);
 }

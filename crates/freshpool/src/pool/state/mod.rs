@@ -686,20 +686,27 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             |s: &Shared<S>| s.in_flight == 0 && !s.sender.is_closed() && s.draining.is_none();
         // Those that rested longest go first: the newest rest since, as
         // HTTP/1's idle list keeps its most recently returned.
-        let resting = self.shared.iter().filter(|s| rests(s)).count();
-        let surplus = resting.saturating_sub(keep_idle);
+        // Read once: `is_closed` is set from other threads (the
+        // connection's read path, hyper's task ending). Counted, then
+        // collected in a second pass, one connection closing in between
+        // left fewer rests than the count: `since[surplus - 1]` panicked,
+        // under the origin's lock, in a lease's drop.
+        let mut since: Vec<Stamp> = Vec::new();
+        if keep_idle < self.shared.len() {
+            since.extend(
+                self.shared
+                    .iter()
+                    .filter(|s| rests(s))
+                    .map(|s| s.idle_since),
+            );
+        }
+        let surplus = since.len().saturating_sub(keep_idle);
         // The `surplus`-th longest rest: all that rested longer go, and of
         // those that rested as long (the coarse clock makes ties common)
         // as many as still must.
         let (cutoff, mut ties_to_drop) = if surplus == 0 {
             (None, 0)
         } else {
-            let mut since: Vec<Stamp> = self
-                .shared
-                .iter()
-                .filter(|s| rests(s))
-                .map(|s| s.idle_since)
-                .collect();
             since.sort_unstable();
             let cutoff = since[surplus - 1];
             let longer = since.iter().filter(|t| **t < cutoff).count();
