@@ -79,9 +79,17 @@ impl Model {
         let slot_free = self.st.slots < limits.per_host && open < self.budget.limit;
         let coming = match self.st.protocol {
             Protocol::Http1 => false,
+            // The streams free and those the dials in flight bring carry
+            // every waiter (a newcomer beyond them dials: `acquire`), or a
+            // closing connection's end will run `service()`.
+            Protocol::Http2 => {
+                self.st.free_streams() + self.st.dialing * self.st.streams_per_new_conn()
+                    >= self.st.live_waiters
+                    || self.sockets.values().any(|f| f.load(Ordering::SeqCst))
+            }
             // One dial in flight will serve every waiter; a shared
             // connection with a free stream will be handed out by service.
-            Protocol::Unknown | Protocol::Http2 => {
+            Protocol::Unknown => {
                 self.st.dialing > 0
                     || self.st.shared.iter().any(|s| {
                         // A closed one counts too: `should_coalesce`

@@ -523,9 +523,43 @@ fn riders_on_an_http2_dial_are_not_refused_as_pool_full() {
     }
     assert!(!refused(&m), "{}", m.log.join("\n"));
     assert_eq!(m.dials.len(), 1, "{}", m.log.join("\n"));
-    // Beyond what the dials in flight carry, `max_pending` holds.
+    // Beyond what the dials in flight carry, newcomers dial while the
+    // per-host limit has room (a newcomer waited for the dials in flight
+    // to land, and past `max_pending` was refused with 6 slots free) ...
+    m.step(Acquire).unwrap();
+    assert!(!refused(&m), "{}", m.log.join("\n"));
+    assert_eq!(m.dials.len(), 2, "{}", m.log.join("\n"));
+    m.wind_down().unwrap();
+}
+
+/// ... and at the per-host limit, `max_pending` holds beyond what the
+/// dials in flight carry.
+#[test]
+fn past_the_dials_in_flight_at_the_limit_max_pending_holds_over_http2() {
+    use Op::*;
+    let setup = Setup {
+        limits: Limits {
+            per_host: 2,
+            max_idle: 2,
+            max_pending: 2,
+        },
+        total: 8,
+        ..h2_setup(true)
+    };
+    let mut m = Model::new(setup);
+    m.step(Acquire).unwrap();
+    m.step(DialOk(Ix(0))).unwrap(); // HTTP/2, 4 streams, one in use
     for _ in 0..3 {
-        m.step(Acquire).unwrap();
+        m.step(Acquire).unwrap(); // its other three
+    }
+    let refused = |m: &Model| m.log.iter().any(|l| l.contains("full"));
+    for _ in 0..4 {
+        m.step(Acquire).unwrap(); // one dials, four ride on it
+    }
+    assert_eq!(m.dials.len(), 1, "{}", m.log.join("\n"));
+    assert!(!refused(&m), "{}", m.log.join("\n"));
+    for _ in 0..3 {
+        m.step(Acquire).unwrap(); // no room: two queue, the third is refused
     }
     assert!(refused(&m), "{}", m.log.join("\n"));
     m.wind_down().unwrap();

@@ -191,7 +191,15 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         // (The marks as they were: a request refused below never waits, so
         // what `may_dial` marks for it must not stay.)
         let marks = (self.starving, self.newly_starving);
-        let dial = self.live_waiters <= self.queue_dials() && self.may_dial(limits, budget, 1);
+        // Over HTTP/2 a dial carries many waiters, not one: a newcomer
+        // beyond what the connections and the dials in flight carry dials
+        // too (`should_coalesce` weighs them), FIFO still (a connection's
+        // streams go to the oldest waiters first). Held to one waiter per
+        // dial, it waited for those dials to land before its own began,
+        // and past `max_pending` it was refused as `PoolFull` with slots
+        // free. (A review found it.)
+        let fair = self.protocol == Protocol::Http2 || self.live_waiters <= self.queue_dials();
+        let dial = fair && self.may_dial(limits, budget, 1);
         // max_pending bounds the queue of requests with no connection on
         // the way; those a dial in flight will serve are not queued behind
         // anyone (over HTTP/2, all that ride on it: `should_coalesce`).
@@ -345,7 +353,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             .sum()
     }
 
-    fn streams_per_new_conn(&self) -> usize {
+    pub(super) fn streams_per_new_conn(&self) -> usize {
         self.shared
             .iter()
             .map(|s| s.sender.max_streams())
