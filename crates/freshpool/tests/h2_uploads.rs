@@ -681,3 +681,110 @@ async fn a_parked_upload_given_up_after_the_clients_drop_still_closes() {
     }
     drop(held);
 }
+
+/// An HTTP/2 server allowing one stream per connection that reads a
+/// request's body to its end before it answers ("ok"): an upload that goes
+/// on holds the response head back.
+async fn reading_first_h2() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let mut upload = req.into_body();
+                    while let Some(Ok(_)) = upload.frame().await {}
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// POSTs a body fed from a channel (one chunk sent, then open until the
+/// returned sender is dropped), under `within` if given (dropped then),
+/// and returns the sender and how the request ended.
+async fn try_upload(
+    client: &Client,
+    url: &str,
+    within: Option<Duration>,
+) -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    Result<http::Response<freshpool::Body>, String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Bytes::from_static(b"first chunk")).await.unwrap();
+    let request = http::Request::post(url)
+        .body(freshpool::RequestBody::wrap(ChannelBody(rx)))
+        .unwrap();
+    let sent = client.request(request);
+    let ended = match within {
+        Some(limit) => match tokio::time::timeout(limit, sent).await {
+            Ok(got) => got.map_err(|e| format!("{:?}: {e}", e.kind())),
+            Err(_) => Err("dropped".to_owned()),
+        },
+        None => sent.await.map_err(|e| format!("{:?}: {e}", e.kind())),
+    };
+    (tx, ended)
+}
+
+/// A request whose response head does not come while its upload goes on
+/// (the server reads the whole body first), ended before its head by
+/// `response_header_timeout`, by the overall `timeout`, or by its caller's
+/// drop: hyper resets the stream (CANCEL) as the response future goes, so
+/// the server no longer counts it, and the pool gives it back at once. (A
+/// review took the stream for one the server still counted, as after a
+/// response that ends early (parked, above): handed on, the next request
+/// would wait inside h2 behind the upload, here for good. It gets its
+/// answer at once, on this connection or, once the silent one is
+/// suspected, on a new one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ended_before_its_head_is_reset_and_given_back() {
+    for (how, builder, within) in [
+        (
+            "ResponseHeaderTimeout",
+            Client::builder().response_header_timeout(Some(Duration::from_millis(300))),
+            None,
+        ),
+        (
+            "Timeout",
+            Client::builder().timeout(Some(Duration::from_millis(300))),
+            None,
+        ),
+        (
+            "dropped",
+            Client::builder(),
+            Some(Duration::from_millis(300)),
+        ),
+    ] {
+        let (addr, _accepted) = reading_first_h2().await;
+        let client = builder
+            .http_version(HttpVersion::Http2Only)
+            .build()
+            .unwrap();
+        let url = format!("http://{addr}/");
+        let (tx, ended) = try_upload(&client, &url, within).await;
+        let err = ended.expect_err("no head before the upload ends");
+        assert!(err.starts_with(how), "{how}: {err}");
+        let got = tokio::time::timeout(Duration::from_secs(5), client.get(&url))
+            .await
+            .unwrap_or_else(|_| panic!("{how}: the next request waited\n{}", client.stats()))
+            .unwrap_or_else(|e| panic!("{how}: {e}"));
+        assert_eq!(got.into_body().text().await.unwrap(), "ok", "{how}");
+        assert_eq!(
+            client.stats().origins[0].active,
+            0,
+            "{how}: {}",
+            client.stats()
+        );
+        drop(tx);
+    }
+}
