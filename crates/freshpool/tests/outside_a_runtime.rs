@@ -226,3 +226,36 @@ fn read_outside_after_the_timers_runtime_shut_down(first_frame_before: bool) {
         "{err}"
     );
 }
+
+/// A GET polled outside any runtime whose warm connection turns out dead
+/// (its response cut off before the head) goes again through a normal
+/// checkout: it reserved a slot for a dial of its own first, found no
+/// runtime to dial on, and failed with a bare "no async runtime". (Here
+/// the other idle connection is found stale too, so the retry must wait
+/// for a dial, and says why it cannot.)
+#[test]
+fn a_retry_outside_a_runtime_says_why_it_cannot_dial() {
+    let rt = one_worker_runtime();
+    let (server, proxy) = rt.block_on(async {
+        let server = TestServer::http1().await;
+        let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
+        (server, proxy)
+    });
+    let client = Client::new();
+    let url = proxy.url("/");
+    // Two idle connections: two requests at once.
+    rt.block_on(async {
+        let (a, b) = tokio::join!(client.get(&url), client.get(&url));
+        a.unwrap().into_body().text().await.unwrap();
+        b.unwrap().into_body().text().await.unwrap();
+    });
+    proxy.truncate_next_response(0);
+    let err = block_on_this_thread(client.get(&url)).unwrap_err();
+    assert_eq!(err.kind(), freshpool::Kind::Closed, "{err}");
+    assert!(
+        err.to_string().contains("polled outside any tokio runtime"),
+        "{err}"
+    );
+    assert_eq!(client.stats().origins[0].retries, 1, "{}", client.stats());
+    drop(server);
+}

@@ -32,16 +32,22 @@ impl Pool {
     ) -> Result<Lease, Error> {
         // (Counted: this wait spans `.await`s, past what a borrow may.)
         let origin = self.origin_for(uri, security, connector)?.arc();
-        let reserved = origin
-            .lock()
-            .state
-            .reserve_dedicated(origin.limits, &*origin.budget);
-        if !reserved {
+        // No runtime to dial on (a request polled by a caller's own
+        // executor): a normal checkout, which may find a connection idle
+        // and says why it cannot wait for one. (A slot was reserved first,
+        // and the retry failed with a bare "no async runtime".)
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let reserved = runtime.is_some()
+            && origin
+                .lock()
+                .state
+                .reserve_dedicated(origin.limits, &*origin.budget);
+        let Some(handle) = runtime.filter(|_| reserved) else {
             return self
                 .checkout(uri, security, connector, caller)?
                 .lease(self, caller, request_timeout)
                 .await;
-        }
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         // The guard owns the slot from here: dropped unspawned (no
         // runtime) or unpolled (its runtime shutting down), it gives the
@@ -50,12 +56,7 @@ impl Pool {
         let (slot, dialing) = SlotGuard::new(&origin, None);
         // (Ends the dedicated count however the dial ends, unspawned too.)
         let dedicated = super::dial::DedicatedGuard::new(origin.clone());
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                drop(handle.spawn(origin.clone().dial_dedicated(tx, slot, dialing, dedicated)))
-            }
-            Err(_) => return Err(Error::new(Kind::Closed, "no async runtime")),
-        }
+        drop(handle.spawn(origin.clone().dial_dedicated(tx, slot, dialing, dedicated)));
         // Dropped before it takes the connection (its request cancelled
         // as the dial lands), the guard gives it to the pool: the dial,
         // finding the channel closed, does the same.
