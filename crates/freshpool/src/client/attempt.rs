@@ -4,8 +4,11 @@
 //! The loop's rule, written where it is enforced (`send`): a request that
 //! was never written goes again on any method; one that may have been
 //! written goes again only when [`decide`](crate::retry::decide) says so
-//! (idempotent, or an `Idempotency-Key`, or opted in) and only on a newly
-//! dialed connection.
+//! (idempotent, or an `Idempotency-Key`, or opted in), over HTTP/1 on a
+//! newly dialed connection where the per-host and total limits leave a
+//! slot for one (`Pool::checkout_dedicated`); at a limit, or over HTTP/2,
+//! as any checkout: an idle connection that passes the checks before
+//! reuse, a free stream, or a wait.
 
 use std::future::Future;
 use std::panic::Location;
