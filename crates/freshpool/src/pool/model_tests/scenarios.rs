@@ -407,6 +407,51 @@ fn a_failed_shared_dial_answers_its_riders_or_gives_them_dials() {
     m.wind_down().unwrap();
 }
 
+/// Over HTTP/2, a failed dial's error goes only to the waiters that the
+/// free streams and the other dials in flight do not carry: five waiters
+/// behind two dials of four streams, the first dial fails: its own waiter
+/// gets the error, the second dial serves the other four. (The three
+/// oldest got it too, the second dial's load not counted. A review found
+/// it.)
+#[test]
+fn a_failed_http2_dial_spares_the_waiters_another_dial_carries() {
+    use Op::*;
+    let mut m = Model::new(h2_setup_for_8());
+    m.step(Acquire).unwrap();
+    m.step(DialOk(Ix(0))).unwrap(); // HTTP/2, 4 streams: one in use
+    for _ in 0..3 {
+        m.step(Acquire).unwrap(); // the other three
+    }
+    for _ in 0..5 {
+        m.step(Acquire).unwrap(); // a dial for four, a second for the fifth
+    }
+    assert_eq!(m.dials.len(), 2, "{}", m.log.join("\n"));
+    let streams = m.answered.len();
+    m.step(DialFail(Ix(0))).unwrap();
+    let failed = m.answered[streams..]
+        .iter()
+        .filter(|a| a.result.is_err())
+        .count();
+    assert_eq!(
+        failed,
+        1,
+        "only the failed dial's own waiter\n{}",
+        m.log.join("\n")
+    );
+    m.step(DialOk(Ix(0))).unwrap();
+    let served = m.answered[streams..]
+        .iter()
+        .filter(|a| a.result.is_ok())
+        .count();
+    assert_eq!(
+        served,
+        4,
+        "the second dial serves the other four\n{}",
+        m.log.join("\n")
+    );
+    m.wind_down().unwrap();
+}
+
 /// `h2_setup` with room for 8 connections (and 16 queued requests).
 fn h2_setup_for_8() -> Setup {
     Setup {

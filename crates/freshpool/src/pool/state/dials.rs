@@ -69,9 +69,10 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     ///   streams, every waiter gets the error, as Go's HTTP/2 pool answers
     ///   every request waiting on a dial call.
     /// * Over HTTP/2 with other dials in flight, or a connection taking
-    ///   streams, the waiters that rode on this dial get the error too: the
-    ///   oldest, up to one connection's streams, past those the live
-    ///   connections' free streams serve (dials serve the queue in order).
+    ///   streams, the waiters that rode on this dial get the error too: up
+    ///   to one connection's streams, the youngest past those the live
+    ///   connections' free streams and the other dials carry (those serve
+    ///   the queue in order).
     ///   Left waiting, each got a dial of its own from the freed slot, so
     ///   one waiter failed per failed dial while `dial_covers` kept moving
     ///   the others' `pool_timeout`: 300 requests queued behind 3 dials to
@@ -106,20 +107,30 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// `fail_dial` over HTTP/2 while other capacity remains: the waiters
-    /// that rode on the failed dial get its error (see there).
+    /// that rode on the failed dial get its error (see there): those the
+    /// free streams and the dials still in flight do not carry, up to one
+    /// connection's streams, the youngest (the others serve the queue in
+    /// order, oldest first). (The oldest beyond the free streams got it,
+    /// the other dials' loads not counted: ten waiters behind two dials of
+    /// 100 streams each all failed with the first dial, which the second
+    /// alone would have served. A review found it.)
     fn fail_riders(&mut self, waiter_id: u64, err: &Error) {
-        let mut riders = (self.streams_per_conn.max(1) as usize).saturating_sub(1);
+        let per_ride = (self.streams_per_conn.max(1) as usize).saturating_sub(1);
+        let others = (self.waiters.iter())
+            .filter(|w| w.id != waiter_id && !w.tx.is_closed())
+            .count();
+        // (`dialing`: the failed dial's count is given back already.)
+        let carried = self.free_streams()
+            + (self.dialing.saturating_sub(self.dedicated))
+                .saturating_mul(self.streams_per_new_conn());
+        let mut riders = per_ride.min(others.saturating_sub(carried));
         if riders == 0 {
             return;
         }
-        let mut served_by_streams = self.free_streams();
         let mut kept = std::collections::VecDeque::with_capacity(self.waiters.len());
-        for waiter in std::mem::take(&mut self.waiters) {
+        while let Some(waiter) = self.waiters.pop_back() {
             if riders == 0 || waiter.id == waiter_id || waiter.tx.is_closed() {
-                kept.push_back(waiter);
-            } else if served_by_streams > 0 {
-                served_by_streams -= 1;
-                kept.push_back(waiter);
+                kept.push_front(waiter);
             } else {
                 riders -= 1;
                 if waiter.tx.send(Err(err.for_another_waiter())).is_ok() {
