@@ -778,3 +778,36 @@ fn a_connection_closing_while_idle_ones_are_dropped_is_no_panic() {
     assert!(st.drop_idle_shared(0).is_empty());
     assert_eq!(st.shared.len(), 1);
 }
+
+/// A relief for another origin takes a resting HTTP/2 connection that
+/// still takes streams, not one already going (draining, or closed by its
+/// server): that frees its slot anyway, and was counted as a relief that
+/// freed nothing more, closed as `surplus`.
+#[test]
+fn a_relief_takes_no_http2_connection_already_going() {
+    let mut st = St::new(Protocol::Http2);
+    let conn = |id, closed: bool, draining| Shared {
+        id,
+        sender: FakeH2 {
+            closed: Arc::new(AtomicBool::new(closed)),
+            max: 1,
+            reads_open: None,
+        },
+        in_flight: 0,
+        created: Stamp::from_nanos(0),
+        draining,
+        streams: 1,
+        idle_since: Stamp::from_nanos(1),
+        quiet_abandon: None,
+        hold: None,
+    };
+    st.shared
+        .push(conn(1, false, Some(crate::stats::CloseReason::Lifetime)));
+    st.shared.push(conn(2, true, None));
+    assert!(st.take_resting().is_none());
+    st.shared.push(conn(3, false, None));
+    match st.take_resting() {
+        Some(super::super::state::Resting::Shared(s)) => assert_eq!(s.id, 3),
+        _ => panic!("the one that takes streams"),
+    }
+}

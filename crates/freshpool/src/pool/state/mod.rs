@@ -646,13 +646,16 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// Takes a connection that rests: the oldest idle HTTP/1 one, else a
-    /// shared (HTTP/2) one with no stream in flight. For closing, to free
-    /// its total slot for another origin.
+    /// shared (HTTP/2) one with no stream in flight that still takes them.
+    /// For closing, to free its total slot for another origin. (Not one
+    /// already going, draining or closed by its server: it frees its slot
+    /// anyway, and taken it counted as a relief that freed nothing more,
+    /// closed as `surplus` over its own reason.)
     pub(crate) fn take_resting(&mut self) -> Option<Resting<C, S>> {
         if let Some(idle) = self.idle.pop_front() {
             return Some(Resting::Exclusive(idle));
         }
-        let i = self.shared.iter().position(|s| s.in_flight == 0)?;
+        let i = (self.shared.iter()).position(|s| s.in_flight == 0 && s.takes_streams())?;
         Some(Resting::Shared(self.shared.swap_remove(i)))
     }
 
