@@ -811,3 +811,33 @@ fn a_relief_takes_no_http2_connection_already_going() {
         _ => panic!("the one that takes streams"),
     }
 }
+
+/// An HTTP/2 connection whose server lowered its stream limit to 0 (no
+/// stream in flight) goes while requests wait, so that its slot can dial
+/// one that serves them; with nobody waiting it may rest. (Kept as a rest
+/// for the waiters, it held its slot until `idle_timeout`.)
+#[test]
+fn a_connection_allowed_no_stream_goes_while_requests_wait() {
+    let mut st = St::new(Protocol::Http2);
+    st.shared.push(Shared {
+        id: 1,
+        sender: FakeH2 {
+            closed: Arc::new(AtomicBool::new(false)),
+            max: 0,
+            reads_open: None,
+        },
+        in_flight: 0,
+        created: Stamp::from_nanos(0),
+        draining: None,
+        streams: 3,
+        idle_since: Stamp::from_nanos(1),
+        quiet_abandon: None,
+        hold: None,
+    });
+    assert!(st.drop_idle_shared(usize::MAX).is_empty(), "nobody waits");
+    st.live_waiters = 1;
+    use crate::stats::CloseReason::Surplus;
+    assert_eq!(st.drop_idle_shared(usize::MAX), [Surplus]);
+    assert!(st.shared.is_empty());
+    st.live_waiters = 0;
+}

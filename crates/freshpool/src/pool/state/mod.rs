@@ -724,6 +724,7 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             (Some(cutoff), surplus - longer)
         };
         let mut gone = Vec::new();
+        let waiting = self.live_waiters > 0;
         self.shared.retain(|s| {
             if s.in_flight > 0 {
                 return true;
@@ -739,6 +740,16 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             }
             if s.sender.is_closed() {
                 return true;
+            }
+            // Its server allows it no stream now (a SETTINGS frame with a
+            // limit of 0, as some send before they go away): while requests
+            // wait, it goes, and its slot can dial one that serves them.
+            // (Kept for them as a rest, it held its per-host slot until
+            // `idle_timeout`, past their `pool_timeout`. A review found
+            // it.)
+            if waiting && s.sender.max_streams() == 0 {
+                gone.push(CloseReason::Surplus);
+                return false;
             }
             let goes = match cutoff {
                 Some(cutoff) if s.idle_since < cutoff => true,
