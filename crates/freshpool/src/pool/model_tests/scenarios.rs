@@ -841,3 +841,58 @@ fn a_connection_allowed_no_stream_goes_while_requests_wait() {
     assert!(st.shared.is_empty());
     st.live_waiters = 0;
 }
+
+/// A waiter marked for a dial whose request left without its
+/// `cancel_waiter` yet (its guard closes the channel first, unlocked) is
+/// swept out by another's cancel (the queue's compaction): its mark passes
+/// on to the oldest waiter without one, which the dial then covers. (It
+/// was lost: that waiter looked uncovered, got a dial of its own, or timed
+/// out with "no connection on its way" as the dial landed. A review found
+/// it.)
+#[test]
+fn a_compacted_waiters_dial_mark_passes_on() {
+    let mut st = St::new(Protocol::Http1);
+    let limits = Limits {
+        per_host: 1,
+        max_idle: 1,
+        max_pending: 100,
+    };
+    let budget = FakeBudget {
+        open: AtomicUsize::new(0),
+        limit: 100,
+    };
+    let mut waiting = Vec::new();
+    for _ in 0..40 {
+        let got = st.acquire(
+            Stamp::from_nanos(1),
+            limits,
+            &budget,
+            std::panic::Location::caller(),
+            &mut Vec::new(),
+            None,
+        );
+        match got {
+            Acquire::Wait {
+                waiter_id,
+                rx,
+                dial,
+            } => waiting.push((waiter_id, rx, dial)),
+            _ => panic!("each waits"),
+        }
+    }
+    assert!(waiting[0].2 && !waiting[1].2, "one dial, for the first");
+    let mut waiting = waiting.into_iter();
+    // The first leaves: its channel closed, its cancel still to come.
+    let (_, rx, _) = waiting.next().unwrap();
+    drop(rx);
+    // 29 others leave properly: the 29th's cancel compacts the queue.
+    for (id, rx, _) in waiting.by_ref().take(29) {
+        drop(rx);
+        st.cancel_waiter(id);
+    }
+    let (next, _rx, _) = waiting.next().unwrap();
+    assert!(
+        st.dial_covers(next),
+        "the first's dial now covers waiter {next}"
+    );
+}

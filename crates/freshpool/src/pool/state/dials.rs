@@ -211,7 +211,18 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             }
         }
         if self.waiters.len() > 2 * self.live_waiters + 16 {
-            self.waiters.retain(|w| !w.tx.is_closed());
+            // A closed one still marked has not been cancelled yet (its
+            // `cancel_waiter` comes, and will not find it): its mark
+            // passes on here, as `hand_to_oldest` passes a closed one's.
+            let mut orphaned = 0;
+            self.waiters.retain(|w| {
+                let open = !w.tx.is_closed();
+                orphaned += usize::from(!open && w.dialing);
+                open
+            });
+            for _ in 0..orphaned {
+                self.pass_mark_on();
+            }
         }
     }
 

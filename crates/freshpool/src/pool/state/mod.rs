@@ -557,7 +557,16 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
                     }
                     return Ok(());
                 }
-                Err(Ok(back)) => item = back,
+                // Closed between the look and the send (its guard's
+                // `rx.close()` takes no lock): gone, as a closed one above,
+                // and its mark passes on too (its `cancel_waiter` will not
+                // find it). It was lost: the next waiter looked uncovered.
+                Err(Ok(back)) => {
+                    item = back;
+                    if waiter.dialing {
+                        self.pass_mark_on();
+                    }
+                }
                 Err(Err(_)) => unreachable!("we sent Ok"),
             }
         }
