@@ -92,8 +92,8 @@ impl Pool {
                     Kind::Timeout,
                     format!(
                         "request to {} timed out after {} (timeout) while a new connection was \
-                         being made for its retry (name lookup, connect, TLS and HTTP/2 \
-                         handshakes), after the connection it was first sent on failed",
+                         being made for its retry (name lookup, connect, TLS handshake), after \
+                         the connection it was sent on failed",
                         origin.label,
                         fmt_duration(limit)
                     ),

@@ -842,6 +842,27 @@ fn a_connection_allowed_no_stream_goes_while_requests_wait() {
     st.live_waiters = 0;
 }
 
+/// ... but not one that landed allowing none (its server's first SETTINGS
+/// said 0): dropped, it would be dialed again for the waiters and dropped
+/// again, a reconnect loop for as long as they wait (a review found it).
+/// A landing's waiter still waits, and the slot stays held, as before.
+#[test]
+fn a_connection_that_landed_allowing_no_stream_is_not_dialed_again() {
+    use Op::*;
+    let mut m = Model::new(Setup {
+        h2_streams: 0,
+        ..h2_setup(true)
+    });
+    m.step(Acquire).unwrap();
+    m.step(DialOk(Ix(0))).unwrap();
+    assert_eq!(m.st.shared.len(), 1, "{}", m.log.join("\n"));
+    m.step(Service).unwrap();
+    drop(m.st.drop_idle_shared(usize::MAX));
+    m.step(Service).unwrap();
+    assert_eq!(m.st.shared.len(), 1, "kept: {}", m.log.join("\n"));
+    assert!(m.dials.is_empty(), "no dial again: {}", m.log.join("\n"));
+}
+
 /// A waiter marked for a dial whose request left without its
 /// `cancel_waiter` yet (its guard closes the channel first, unlocked) is
 /// swept out by another's cancel (the queue's compaction): its mark passes

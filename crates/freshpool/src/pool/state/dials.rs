@@ -69,10 +69,12 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     ///   streams, every waiter gets the error, as Go's HTTP/2 pool answers
     ///   every request waiting on a dial call.
     /// * Over HTTP/2 with other dials in flight, or a connection taking
-    ///   streams, the waiters that rode on this dial get the error too: up
-    ///   to one connection's streams, the youngest past those the live
-    ///   connections' free streams and the other dials carry (those serve
-    ///   the queue in order).
+    ///   streams, as many waiters as rode on this dial get the error too
+    ///   (up to one connection's streams): the youngest, past those the
+    ///   live connections' free streams and the other dials carry (those
+    ///   serve the queue in order, so the youngest are the ones left
+    ///   without a connection coming; they may have queued after the dial
+    ///   began, on a connection whose streams are all busy).
     ///   Left waiting, each got a dial of its own from the freed slot, so
     ///   one waiter failed per failed dial while `dial_covers` kept moving
     ///   the others' `pool_timeout`: 300 requests queued behind 3 dials to
@@ -120,9 +122,8 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             .filter(|w| w.id != waiter_id && !w.tx.is_closed())
             .count();
         // (`dialing`: the failed dial's count is given back already.)
-        let carried = self.free_streams()
-            + (self.dialing.saturating_sub(self.dedicated))
-                .saturating_mul(self.streams_per_new_conn());
+        let carried =
+            self.free_streams() + (self.queue_dials()).saturating_mul(self.streams_per_new_conn());
         let mut riders = per_ride.min(others.saturating_sub(carried));
         if riders == 0 {
             return;

@@ -186,8 +186,9 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
         }
         // Fairness: if others already wait, a new caller queues behind them
         // rather than racing them for the next slot.
-        // (O(1): every dial in flight will serve one waiter, so waiters
-        // beyond `dialing` are the ones still without a connection coming.)
+        // (O(1): over HTTP/1 every dial in flight serves one waiter, so
+        // waiters beyond `dialing` are the ones still without a connection
+        // coming; over HTTP/2 `should_coalesce` weighs them, below.)
         // (The marks as they were: a request refused below never waits, so
         // what `may_dial` marks for it must not stay.)
         let marks = (self.starving, self.newly_starving);
@@ -695,9 +696,10 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
     }
 
     /// Drops the shared connections without a stream in flight that
-    /// drain, and of the others without a stream all but the `keep_idle`
-    /// that rested least (`max_idle_per_host`, as for HTTP/1; 0: pooling
-    /// off, or capacity wanted elsewhere). Returns why each went, to be
+    /// drain, those whose server lowered their stream limit to 0 while
+    /// requests wait, and of the others without a stream all but the
+    /// `keep_idle` that rested least (`max_idle_per_host`, as for HTTP/1;
+    /// 0: pooling off, or capacity wanted elsewhere). Returns why each went, to be
     /// counted outside the lock. One whose sender closed (the server went
     /// away) is left for `slot_freed`, which counts it as the server's
     /// close, unless it was draining already.
@@ -750,13 +752,14 @@ impl<C: Channel, S: Channel + Clone> OriginState<C, S> {
             if s.sender.is_closed() {
                 return true;
             }
-            // Its server allows it no stream now (a SETTINGS frame with a
-            // limit of 0, as some send before they go away): while requests
-            // wait, it goes, and its slot can dial one that serves them.
-            // (Kept for them as a rest, it held its per-host slot until
+            // Its server lowered its stream limit to 0 (a SETTINGS frame,
+            // as some send before they go away): while requests wait, it
+            // goes, and its slot can dial one that serves them. (Kept for
+            // them as a rest, it held its per-host slot until
             // `idle_timeout`, past their `pool_timeout`. A review found
-            // it.)
-            if waiting && s.sender.max_streams() == 0 {
+            // it.) Only one that carried streams: one that landed allowing
+            // none would be dialed again and dropped again, in a loop.
+            if waiting && s.streams > 0 && s.sender.max_streams() == 0 {
                 gone.push(CloseReason::Surplus);
                 return false;
             }
