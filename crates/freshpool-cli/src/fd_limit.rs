@@ -8,10 +8,11 @@
 //! raises the soft limit to the hard one, and `load` warns when `-c` still
 //! needs more than the limit allows.
 
-/// Raises the soft limit to the hard one where it can (it keeps the soft
-/// one where the system refuses: macOS caps it below an unlimited hard
-/// limit). Returns the soft limit now in force, `None` where the system
-/// has none to tell (not Unix).
+/// Raises the soft limit to the hard one where it can. Where the system
+/// refuses that (macOS, whose hard limit reads unlimited while a process
+/// may open at most `OPEN_MAX`, 10,240), it tries 10,240, as Go caps it
+/// there; failing that too, the soft limit stays. Returns the soft limit
+/// now in force, `None` where the system has none to tell (not Unix).
 pub fn raise() -> Option<u64> {
     #[cfg(unix)]
     {
@@ -25,13 +26,18 @@ pub fn raise() -> Option<u64> {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
                 return None;
             }
-            if lim.rlim_cur < lim.rlim_max {
+            const OPEN_MAX: libc::rlim_t = 10_240;
+            for want in [lim.rlim_max, lim.rlim_max.min(OPEN_MAX)] {
+                if want <= lim.rlim_cur {
+                    break;
+                }
                 let raised = libc::rlimit {
-                    rlim_cur: lim.rlim_max,
+                    rlim_cur: want,
                     rlim_max: lim.rlim_max,
                 };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                    lim.rlim_cur = lim.rlim_max;
+                    lim.rlim_cur = want;
+                    break;
                 }
             }
             // (`rlim_t` is `u64` on Linux and macOS, not on every Unix.)
@@ -59,9 +65,10 @@ pub fn warning(connections: u64, limit: Option<u64>) -> Option<String> {
     (needed > limit).then(|| {
         format!(
             "-c {connections} may need {needed} file descriptors over HTTP/1.1 (a socket per \
-             connection), more than this process may open ({limit}, its hard RLIMIT_NOFILE): \
-             connections past it fail with \"Too many open files\"; lower -c or raise the \
-             hard limit (ulimit -Hn, or LimitNOFILE= for a service)"
+             connection), more than this process may open ({limit}, its open-file limit \
+             raised as far as the system allows): connections past it fail with \"Too many \
+             open files\"; lower -c or raise the limit (ulimit -n and -Hn, or LimitNOFILE= \
+             for a service)"
         )
     })
 }

@@ -306,7 +306,9 @@ async fn handle(req: Request<Incoming>, conn_id: u64, shared: Arc<Shared>) -> Re
 /// Connects to `authority` if every address it names is loopback (a name
 /// given to [`TestProxy::loopback_name`] names `127.0.0.1`).
 async fn connect_loopback(authority: &str, shared: &Shared) -> Result<TcpStream, StatusCode> {
-    if let Some((host, port)) = authority.rsplit_once(':') {
+    // (A forwarded `http://name/` carries no port: 80.)
+    let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "80"));
+    {
         let known = shared
             .loopback_names
             .lock()

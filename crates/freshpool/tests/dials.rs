@@ -52,6 +52,7 @@ fn a_failed_dial_does_not_strand_the_next_waiter() {
         let client = Client::builder()
             .max_connections_per_host(2)
             .pool_timeout(Duration::from_secs(2))
+            .proxy_from_env(false)
             .resolver(FlakyResolver {
                 addr: server.addr(),
                 calls: calls.clone(),

@@ -659,6 +659,7 @@ async fn an_http2_connection_landing_unwanted_is_held_to_max_idle() {
     .await;
     let client = h2_client()
         .max_idle_per_host(1)
+        .proxy_from_env(false)
         .resolver(common::SlowAfterFirst {
             addr: server.addr(),
             calls: Default::default(),

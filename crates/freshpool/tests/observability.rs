@@ -308,6 +308,7 @@ fn a_cancelled_dial_is_not_a_connection_duration() {
     let snapshotter = recorder.snapshotter();
     run_recorded(&recorder, async {
         let client = Client::builder()
+            .proxy_from_env(false)
             .resolver(SlowResolver(Duration::from_secs(30)))
             .build()
             .unwrap();
@@ -362,6 +363,7 @@ fn a_connection_duration_does_not_count_its_dial() {
         let server = TestServer::http1().await;
         // No idle connections: it closes when its one request is done.
         let client = Client::builder()
+            .proxy_from_env(false)
             .resolver(SlowResolver(dial))
             .max_idle_per_host(0)
             .build()

@@ -374,6 +374,7 @@ proptest! {
     ]) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let client = Client::builder()
+            .proxy_from_env(false)
             .resolver(Nowhere)
             .pool_timeout(Duration::from_millis(500))
             .connect_timeout(Duration::from_millis(500))

@@ -276,6 +276,7 @@ async fn the_request_span_reuse_is_the_stats_reuse() {
     let _default = tracing::subscriber::set_default(subscriber);
 
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(SlowResolver(std::time::Duration::from_millis(300)))
         .build()
         .unwrap();

@@ -189,27 +189,6 @@ async fn a_retry_that_queues_runs_out_of_its_timeout_told_why() {
     drop(held.await.unwrap().unwrap());
 }
 
-/// Answers the first lookup at once and every later one after `delay`: a
-/// retry's own dial that is slow.
-struct SlowAfterFirst {
-    addr: std::net::SocketAddr,
-    delay: Duration,
-    calls: std::sync::atomic::AtomicUsize,
-}
-
-impl freshpool::Resolve for SlowAfterFirst {
-    fn resolve(&self, _host: &str, _port: u16) -> freshpool::ResolveFuture {
-        let first = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
-        let (addr, delay) = (self.addr, self.delay);
-        Box::pin(async move {
-            if !first {
-                tokio::time::sleep(delay).await;
-            }
-            Ok(vec![addr])
-        })
-    }
-}
-
 /// A retry's own dial (a GET failed on a reused connection, and goes again
 /// on a new one) that the request's `timeout` cuts off says so, and why
 /// there was a dial: it read "timed out after 1.5s (timeout)" alone.
@@ -219,9 +198,10 @@ async fn a_retry_whose_own_dial_runs_out_of_its_timeout_told_why() {
     let proxy = freshpool_testkit::ChaosProxy::start(server.addr()).await;
     let client = Client::builder()
         .timeout(Some(Duration::from_millis(1500)))
-        .resolver(SlowAfterFirst {
+        .proxy_from_env(false)
+        .resolver(common::SlowAfterFirst {
             addr: proxy.addr(),
-            delay: Duration::from_secs(20),
+            later: Duration::from_secs(20),
             calls: Default::default(),
         })
         .build()

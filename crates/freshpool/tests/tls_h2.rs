@@ -95,6 +95,7 @@ async fn certificate_errors_are_tls_errors_naming_the_host() {
     let good = tls_server(&ca, Protocol::Http1, &[b"http/1.1"]).await;
     let port = good.addr().port();
     let client = client_for(&ca)
+        .proxy_from_env(false)
         .resolver(Fixed(good.addr()))
         .build()
         .unwrap();

@@ -368,6 +368,7 @@ async fn a_dial_landing_after_its_request_left_yields_to_a_starving_origin() {
     let a = TestServer::http1().await;
     let b = TestServer::http1().await;
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(Slow(a.addr(), Duration::from_millis(400)))
         .max_connections_per_host(1)
         .max_connections_total(1)

@@ -376,6 +376,7 @@ impl Summary<'_> {
         let verdict = if problems.is_empty() { "PASS" } else { "FAIL" };
         // The file first: the printing below ends the process quietly at
         // a closed stdout (`| head`), which lost the file.
+        let mut written = Ok(());
         if let Some(path) = &args.json {
             let json = serde_json::json!({
                 "seed": self.seed,
@@ -410,11 +411,13 @@ impl Summary<'_> {
                 "verdict": verdict,
                 "problems": problems,
             });
-            std::fs::write(
+            // (Its failure is told after the report: a bad path must not
+            // lose the summary of an hour's run.)
+            written = std::fs::write(
                 path,
                 serde_json::to_string_pretty(&json).unwrap_or_default(),
             )
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot write {}: {e}", path.display()));
         }
 
         // Report.
@@ -482,6 +485,7 @@ impl Summary<'_> {
             println!("  - {p}");
         }
 
+        written?;
         if problems.is_empty() {
             Ok(())
         } else {

@@ -154,6 +154,7 @@ pub async fn behind_a_slow_dial(
     addr: std::net::SocketAddr,
 ) -> BehindASlowDial {
     let client = builder
+        .proxy_from_env(false)
         .resolver(SlowAfterFirst {
             addr,
             calls: Default::default(),

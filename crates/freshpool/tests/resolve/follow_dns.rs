@@ -74,6 +74,7 @@ async fn max_lifetime_moves_connections_to_the_new_address() {
         let switch = Switch::new(vec![old.addr]);
         let life = Duration::from_millis(300);
         let client = Client::builder()
+            .proxy_from_env(false)
             .resolver(switch.clone())
             .max_lifetime(Some(life))
             .idle_timeout(Some(life))
@@ -109,6 +110,7 @@ async fn a_dns_change_reported_by_the_caching_resolver_retires_old_connections()
             let switch = Switch::new(vec![old.addr]);
             let ttl = Duration::from_millis(200);
             let mut builder = Client::builder()
+                .proxy_from_env(false)
                 .resolver(
                     CachingResolver::new(switch.clone())
                         .ttl(ttl)
@@ -179,6 +181,7 @@ async fn dns_is_checked_at_most_every_50ms_and_a_moved_connection_closes_on_retu
             asked: Arc::new(AtomicU64::new(0)),
         };
         let client = Client::builder()
+            .proxy_from_env(false)
             .resolver(resolver.clone())
             .max_lifetime(None)
             .idle_timeout(None)
@@ -313,6 +316,7 @@ async fn an_http2_connection_landing_after_dns_moved_is_not_shared() {
         let new = IpServer::start("127.0.0.3").await;
         let resolver = SlowLookup::new(old.addr, false);
         let client = Client::builder()
+            .proxy_from_env(false)
             .resolver(resolver.clone())
             .http_version(freshpool::HttpVersion::Http2Only)
             .max_lifetime(None)
@@ -370,7 +374,11 @@ async fn lone_dial_lands_on_the_new_address(
     let old = IpServer::start("127.0.0.2").await;
     let new = IpServer::start("127.0.0.3").await;
     let resolver = SlowLookup::new(old.addr, true);
-    let client = builder.resolver(resolver.clone()).build().unwrap();
+    let client = builder
+        .proxy_from_env(false)
+        .resolver(resolver.clone())
+        .build()
+        .unwrap();
     // The checkout sees generation 1 (the old address); its dial waits.
     let lone = spawn_text(&client, "http://app.test/");
     until_dialing(&client).await;
@@ -413,6 +421,7 @@ async fn a_busy_http2_connection_dns_dropped_serves_on_while_no_slot_can_replace
     let new = IpServer::start("127.0.0.3").await;
     let switch = Switch::new(vec![old.addr]);
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(
             CachingResolver::new(switch.clone())
                 .ttl(Duration::from_millis(200))
@@ -477,7 +486,11 @@ async fn connections_to_an_address_dns_rotates_out_are_kept_for_retire_after() {
             if strict {
                 cached = cached.retire_after(Duration::ZERO);
             }
-            let client = Client::builder().resolver(cached).build().unwrap();
+            let client = Client::builder()
+                .proxy_from_env(false)
+                .resolver(cached)
+                .build()
+                .unwrap();
             let url = "http://rotating.test/";
             assert_eq!(text(&client, url).await.unwrap(), "127.0.0.2");
             // The next answers list only B; A's idle connection serves on.

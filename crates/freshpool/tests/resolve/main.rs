@@ -138,6 +138,7 @@ async fn fails_in(client: &Client, url: &str) -> (freshpool::Error, Duration) {
 async fn happy_eyeballs_skips_a_refusing_address() {
     let server = IpServer::start("127.0.0.1").await;
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(vec![closed_addr(), server.addr]))
         .connect_timeout(Duration::from_secs(2))
         .build()
@@ -154,6 +155,7 @@ async fn happy_eyeballs_races_past_a_blackholed_address_within_the_timeout() {
     };
     let server = IpServer::start("127.0.0.1").await;
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(vec![hole, server.addr]))
         .connect_timeout(Duration::from_secs(2))
         .build()
@@ -174,6 +176,7 @@ async fn happy_eyeballs_races_past_a_blackholed_address_within_the_timeout() {
         return;
     };
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(vec![hole, hole2]))
         .connect_timeout(Duration::from_millis(600))
         .build()
@@ -229,6 +232,7 @@ async fn a_dial_keeps_at_most_four_attempts_in_flight() {
     let mut addrs: Vec<SocketAddr> = holes.iter().map(|(addr, ..)| *addr).collect();
     addrs.push(server.addr);
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(addrs))
         .connect_timeout(Duration::from_secs(5))
         .build()
@@ -258,6 +262,7 @@ async fn a_dial_keeps_at_most_four_attempts_in_flight() {
     assert!(peak <= 5, "{peak} attempts at once");
     // The given-up ones are said so when every address fails.
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(holes.iter().map(|(addr, ..)| *addr).collect()))
         .connect_timeout(Duration::from_millis(2500))
         .build()
@@ -274,6 +279,7 @@ async fn a_dial_keeps_at_most_four_attempts_in_flight() {
 async fn when_every_address_fails_the_error_lists_each() {
     let addrs = vec![closed_addr(), closed_addr(), closed_addr()];
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(addrs.clone()))
         .connect_timeout(Duration::from_secs(2))
         .build()
@@ -312,6 +318,7 @@ async fn connect_timeout_bounds_the_lookup_and_the_connect_together() {
     };
     let refused = closed_addr();
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(SlowAnswer(vec![refused, hole], Duration::from_millis(800)))
         .connect_timeout(Duration::from_millis(1000))
         .build()
@@ -338,6 +345,7 @@ async fn connect_timeout_bounds_the_lookup_and_the_connect_together() {
 async fn a_lookup_slower_than_connect_timeout_still_serves_the_next_requests() {
     let server = freshpool_testkit::TestServer::http1().await;
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(CachingResolver::new(SlowAnswer(
             vec![server.addr()],
             Duration::from_millis(400),
@@ -376,6 +384,7 @@ async fn pool_timeout_does_not_cut_off_the_requests_own_dial() {
         return;
     };
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(vec![hole]))
         .pool_timeout(Duration::from_millis(300))
         .connect_timeout(Duration::from_millis(1200))
@@ -389,6 +398,7 @@ async fn pool_timeout_does_not_cut_off_the_requests_own_dial() {
     // Another request behind it, with no dial of its own, still gets
     // PoolTimeout (the limit is 1 here).
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(vec![hole]))
         .max_connections_per_host(1)
         .pool_timeout(Duration::from_millis(300))
@@ -425,11 +435,13 @@ async fn pool_timeout_does_not_cut_off_the_requests_own_dial() {
 async fn clients_sharing_a_pool_dial_the_pools_way() {
     let two = IpServer::start("127.0.0.2").await;
     let owner = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(vec![two.addr]))
         .proxy_from_env(false)
         .build()
         .unwrap();
     let own_resolver = Client::builder()
+        .proxy_from_env(false)
         .resolver(Switch::new(vec![closed_addr()]))
         .share_pool_with(&owner)
         .build()
@@ -500,6 +512,7 @@ async fn a_panicking_resolver_fails_the_request_instead_of_hanging() {
     for (in_future, scheme) in [(false, "http"), (true, "http"), (true, "https")] {
         let calls = Arc::new(AtomicU64::new(0));
         let client = Client::builder()
+            .proxy_from_env(false)
             .resolver(Panicking {
                 calls: calls.clone(),
                 in_future,
@@ -557,6 +570,7 @@ async fn an_ip_literal_never_goes_to_the_resolver() {
     let server = freshpool_testkit::TestServer::http1().await;
     let calls = Arc::new(AtomicU64::new(0));
     let client = Client::builder()
+        .proxy_from_env(false)
         .resolver(KnowsNothing(calls.clone()))
         .build()
         .unwrap();
