@@ -435,6 +435,7 @@ async fn an_origin_relearns_an_answer_the_cache_let_go() {
     let switch = switch(&[&server.addr().to_string()]);
     let cached = CachingResolver::new(switch.clone());
     let client = crate::Client::builder()
+        .proxy_from_env(false)
         .resolver(cached.clone())
         .idle_timeout(None)
         .build()
