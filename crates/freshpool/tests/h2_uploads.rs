@@ -26,6 +26,19 @@ async fn answering_h2<B>(streams: u32, body: fn() -> B) -> (std::net::SocketAddr
 where
     B: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
+    h2_server(streams, body, false).await
+}
+
+/// `answering_h2`, or with `read_first` one that reads a request's body to
+/// its end before it answers (an upload that goes on holds the head back).
+async fn h2_server<B>(
+    streams: u32,
+    body: fn() -> B,
+    read_first: bool,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>)
+where
+    B: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -37,9 +50,12 @@ where
                 let svc = service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| async move {
                         let mut upload = req.into_body();
-                        tokio::spawn(
-                            async move { while let Some(Ok(_)) = upload.frame().await {} },
-                        );
+                        let read = async move { while let Some(Ok(_)) = upload.frame().await {} };
+                        if read_first {
+                            read.await;
+                        } else {
+                            tokio::spawn(read);
+                        }
                         Ok::<_, Infallible>(hyper::Response::new(body()))
                     },
                 );
@@ -683,30 +699,9 @@ async fn a_parked_upload_given_up_after_the_clients_drop_still_closes() {
 }
 
 /// An HTTP/2 server allowing one stream per connection that reads a
-/// request's body to its end before it answers ("ok"): an upload that goes
-/// on holds the response head back.
+/// request's body to its end before it answers ("ok").
 async fn reading_first_h2() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let mut upload = req.into_body();
-                    while let Some(Ok(_)) = upload.frame().await {}
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .max_concurrent_streams(1)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, accepted)
+    h2_server(1, || Full::new(Bytes::from_static(b"ok")), true).await
 }
 
 /// POSTs a body fed from a channel (one chunk sent, then open until the
