@@ -121,6 +121,12 @@ struct Entry {
     /// runtime nobody drives now, and would keep every other runtime on
     /// the old answer for `MAX_STALE`.
     refreshing: Option<Instant>,
+    /// Lookups for it still running (`LookupDone`s alive), however long
+    /// ago they began. At `MOST_REFRESHES` no other starts, patience or
+    /// not: a resolver that hangs (an NSS module that never returns) got
+    /// one more task per host every `REFRESH_PATIENCE`, each waiting for
+    /// good. (A review found it.)
+    lookups: u8,
     /// The last lookup failed and the answer is past `MAX_STALE`: kept
     /// (for `current` and the wait before the next lookup) but never
     /// served to a dial.
@@ -235,10 +241,13 @@ impl Entry {
         (now.duration_since(self.ttl_end) <= MAX_STALE).then(|| self.answer.to_vec())
     }
 
-    /// Whether a lookup for it started within `REFRESH_PATIENCE`.
+    /// Whether a lookup for it started within `REFRESH_PATIENCE`, or
+    /// `MOST_REFRESHES` still run.
     fn refresh_running(&self, now: Instant) -> bool {
-        self.refreshing
-            .is_some_and(|since| now.duration_since(since) < REFRESH_PATIENCE)
+        self.lookups >= MOST_REFRESHES
+            || self
+                .refreshing
+                .is_some_and(|since| now.duration_since(since) < REFRESH_PATIENCE)
     }
 
     /// Of no more use: expired, too old to stand in for a failed lookup,
@@ -302,6 +311,7 @@ impl<R: Resolve> Shared<R> {
                 expires,
                 ttl_end: expires,
                 refreshing: None,
+                lookups: 0,
                 gone: false,
             },
         ));
@@ -330,20 +340,35 @@ impl<R: Resolve> Shared<R> {
     }
 }
 
-/// Clears an entry's `refreshing` mark when its lookup ends, however.
+/// Counts a lookup of an entry as running (`Entry::lookups`) while it
+/// lives, and clears the entry's `refreshing` mark when it ends, however.
 struct LookupDone<R> {
     shared: Arc<Shared<R>>,
     host: String,
     port: u16,
 }
 
+impl<R> LookupDone<R> {
+    fn start(shared: Arc<Shared<R>>, host: String, port: u16) -> LookupDone<R> {
+        if let Some(entry) = find(&mut shared.lock(), &host, port) {
+            entry.lookups = entry.lookups.saturating_add(1);
+        }
+        LookupDone { shared, host, port }
+    }
+}
+
 impl<R> Drop for LookupDone<R> {
     fn drop(&mut self) {
         if let Some(entry) = find(&mut self.shared.lock(), &self.host, self.port) {
             entry.refreshing = None;
+            entry.lookups = entry.lookups.saturating_sub(1);
         }
     }
 }
+
+/// Refreshes of one entry that may run at once, hung ones included (as
+/// `flight::MOST_RUNNING` bounds the system resolver's lookups).
+const MOST_REFRESHES: u8 = 2;
 
 /// The shortest time an answer is kept, whatever DNS says: a TTL of 0
 /// would otherwise mean a lookup per request. Also the wait after a
@@ -493,11 +518,9 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
         // as being looked up: dials would take the old answer until it is
         // too old to serve. Made before the inner resolver is called: one
         // that panics there, as it unwinds.)
-        let done = stale.is_some().then(|| LookupDone {
-            shared: shared.clone(),
-            host: owned_host.clone(),
-            port,
-        });
+        let done = stale
+            .is_some()
+            .then(|| LookupDone::start(shared.clone(), owned_host.clone(), port));
         let make_lookup = move || -> ResolveTtlFuture {
             let lookup = shared.inner.resolve_with_ttl(&owned_host, port);
             let host = owned_host;
@@ -598,11 +621,7 @@ impl<R: Resolve> Resolve for CachingResolver<R> {
                     // panic of the lookup, the refresh must not leave the
                     // host marked as being looked up: no later check would
                     // refresh it.)
-                    let done = LookupDone {
-                        shared: shared.clone(),
-                        host: host.clone(),
-                        port,
-                    };
+                    let done = LookupDone::start(shared.clone(), host.clone(), port);
                     handle.spawn(async move {
                         let _done = done;
                         match lookup.await {

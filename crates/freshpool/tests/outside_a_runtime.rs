@@ -259,3 +259,22 @@ fn a_retry_outside_a_runtime_says_why_it_cannot_dial() {
     assert_eq!(client.stats().origins[0].retries, 1, "{}", client.stats());
     drop(server);
 }
+
+/// A request on a runtime built without `enable_io`: tokio's connect
+/// panics in the attempt's task ("IO is disabled"). The error says so,
+/// with the address: the panic was joined without its address, and the
+/// error read "tried 127.0.0.1:PORT (no answer)", a cause that was not.
+#[test]
+fn a_runtime_without_io_is_named_in_the_connect_error() {
+    let rt = one_worker_runtime();
+    let server = rt.block_on(TestServer::http1());
+    let no_io = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let client = Client::new();
+    let err = no_io.block_on(client.get(&server.url("/"))).unwrap_err();
+    let text = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(text.to_lowercase().contains("io is disabled"), "{text}");
+    assert!(!text.contains("no answer"), "{text}");
+}

@@ -442,6 +442,14 @@ impl Connector {
                 drop(slot);
             }
         });
+        // A connection refused below is shut at once: the driver spawned
+        // above would keep its socket until hyper's task ends, up to
+        // `H2_CLOSE_GRACE` after, while the slot this dial frees lets the
+        // pool dial again, past its limits meanwhile. (A review found it.)
+        let refuse = |e: Error| -> Result<NewConnection, Error> {
+            tcp::shut_down(&socket);
+            Err(e)
+        };
         // Wait for the server's SETTINGS so the pool knows the stream limit
         // before it hands the connection out (see preface.rs). Bounded by
         // the handshake timeout, on cleartext too.
@@ -452,7 +460,7 @@ impl Connector {
         match seen {
             Ok(Some(Preface::Settings(_))) => {}
             Err(_) => {
-                return Err(Error::new(
+                return refuse(Error::new(
                     Kind::ConnectTimeout,
                     format!(
                         "{target} sent no HTTP/2 SETTINGS frame within {} (tls_handshake_timeout)",
@@ -461,7 +469,7 @@ impl Connector {
                 ))
             }
             Ok(Some(Preface::Invalid)) => {
-                return Err(Error::new(
+                return refuse(Error::new(
                     Kind::Protocol,
                     format!("{target} answered with a first frame other than HTTP/2 SETTINGS (not an HTTP/2 server?)"),
                 ))
@@ -481,7 +489,7 @@ impl Connector {
                         format!("{target} closed the connection before its HTTP/2 SETTINGS frame (not an HTTP/2 server?)"),
                     )
                 };
-                return Err(match why {
+                return refuse(match why {
                     // The server closed it (an HTTP/1 server that refuses
                     // the preface, a port that closes at once).
                     Some(e)
@@ -509,7 +517,7 @@ impl Connector {
             }
         }
         if stream_limit.get() == 0 {
-            return Err(Error::new(
+            return refuse(Error::new(
                 Kind::Protocol,
                 format!("{target} allows 0 concurrent HTTP/2 streams"),
             ));

@@ -225,35 +225,45 @@ pub(crate) async fn connect(
             ));
         }
     };
+    // (Named with the host and the address: a server that resets at once
+    // makes `setsockopt` fail on some systems, EINVAL on macOS.)
+    let option_failed = |option: &str, e: io::Error| {
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| String::new(), |a| format!(" ({a})"));
+        Error::new(
+            Kind::Connect,
+            format!("connect to {target}{peer}: setting {option} failed"),
+        )
+        .with_source(e)
+    };
     stream
         .set_nodelay(settings.nodelay)
-        .map_err(|e| Error::new(Kind::Connect, "setting TCP_NODELAY failed").with_source(e))?;
+        .map_err(|e| option_failed("TCP_NODELAY", e))?;
     if let Some(idle) = settings.keepalive {
         let ka = socket2::TcpKeepalive::new()
             .with_time(idle)
             .with_interval(idle);
         socket2::SockRef::from(&stream)
             .set_tcp_keepalive(&ka)
-            .map_err(|e| Error::new(Kind::Connect, "setting SO_KEEPALIVE failed").with_source(e))?;
+            .map_err(|e| option_failed("SO_KEEPALIVE", e))?;
     }
     if let Some(limit) = settings.user_timeout {
-        set_user_timeout(&stream, limit)?;
+        set_user_timeout(&stream, limit).map_err(|e| option_failed("TCP_USER_TIMEOUT", e))?;
     }
     Ok(stream)
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn set_user_timeout(stream: &TcpStream, limit: Duration) -> Result<(), Error> {
-    socket2::SockRef::from(stream)
-        .set_tcp_user_timeout(Some(limit))
-        .map_err(|e| Error::new(Kind::Connect, "setting TCP_USER_TIMEOUT failed").with_source(e))
+fn set_user_timeout(stream: &TcpStream, limit: Duration) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(limit))
 }
 
 /// (Unreachable: `config::validate` refuses the setting here.)
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn set_user_timeout(_stream: &TcpStream, _limit: Duration) -> Result<(), Error> {
-    Err(Error::new(
-        Kind::Connect,
+fn set_user_timeout(_stream: &TcpStream, _limit: Duration) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
         "tcp_user_timeout is supported on Linux and Android only",
     ))
 }
@@ -307,7 +317,16 @@ async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStre
             return false;
         };
         progress.started += 1;
-        let task = attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
+        // (A panic inside, caught with its address: tokio's "IO is
+        // disabled" on a runtime built without `enable_io`. Joined as a
+        // task's panic it had no address, read as "no answer", and left
+        // the other addresses untried.)
+        let task = attempts.spawn(async move {
+            let connected = crate::catch_panic::CatchPanic::new(TcpStream::connect(addr))
+                .await
+                .unwrap_or_else(|panic| Err(io::Error::other(panic)));
+            (addr, connected)
+        });
         in_flight.push_back((addr, Instant::now(), task));
         true
     };
@@ -334,6 +353,7 @@ async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStre
                         return Err(());
                     }
                 }
+                // (Not reached: attempts catch their panics, above.)
                 Some(Err(join)) => {
                     progress.failures.push(("0.0.0.0:0".parse().expect("literal"), io::Error::other(join)));
                 }

@@ -373,6 +373,7 @@ fn answers_past_use_are_swept() {
         expires: ttl_end,
         ttl_end,
         refreshing: refreshing.then_some(now),
+        lookups: u8::from(refreshing),
         gone: false,
     };
     let mut entries = Entries::new();
@@ -1040,4 +1041,54 @@ impl Resolve for Arc<Hangs> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Box::pin(std::future::pending())
     }
+}
+
+/// Lookups of a host that hang (a resolver that never returns) hold no
+/// other back past `REFRESH_PATIENCE`, but no more than `MOST_REFRESHES`
+/// run at once: each later checkout past the patience started one more,
+/// a task per host every 10 s, each waiting for good. (A review found
+/// it.)
+#[test]
+fn hung_refreshes_are_bounded() {
+    let now = Instant::now();
+    let mut entry = Entry {
+        answer: vec![addr("127.0.0.9:80")].into(),
+        listed: Vec::new(),
+        resolved: Resolved {
+            generation: 1,
+            addrs: vec![addr("127.0.0.9:80")].into(),
+        },
+        expires: now,
+        ttl_end: now,
+        refreshing: Some(now),
+        lookups: 1,
+        gone: false,
+    };
+    let later = now + REFRESH_PATIENCE + Duration::from_secs(1);
+    assert!(entry.refresh_running(now));
+    assert!(!entry.refresh_running(later), "one hung: another may start");
+    entry.lookups = MOST_REFRESHES;
+    assert!(entry.refresh_running(later), "at the bound, none more");
+}
+
+/// A refresh counts as running while its lookup lives, and no longer
+/// once it is gone (here: dropped with its runtime, hung).
+#[test]
+fn a_refresh_is_counted_while_it_lives() {
+    let cached =
+        CachingResolver::new(SilentAfterFirst(AtomicUsize::new(0))).ttl(Duration::from_millis(50));
+    let lookups = || find(&mut cached.shared.lock(), "h", 80).unwrap().lookups;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        cached.resolve("h", 80).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(cached.current("h", 80).is_some());
+        tokio::task::yield_now().await;
+    });
+    assert_eq!(lookups(), 1, "the refresh runs (and hangs)");
+    drop(runtime);
+    assert_eq!(lookups(), 0);
 }
