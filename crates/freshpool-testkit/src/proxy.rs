@@ -306,22 +306,18 @@ async fn handle(req: Request<Incoming>, conn_id: u64, shared: Arc<Shared>) -> Re
 /// Connects to `authority` if every address it names is loopback (a name
 /// given to [`TestProxy::loopback_name`] names `127.0.0.1`).
 async fn connect_loopback(authority: &str, shared: &Shared) -> Result<TcpStream, StatusCode> {
-    // (A forwarded `http://name/` carries no port: 80.)
-    let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "80"));
-    {
-        let known = shared
-            .loopback_names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&host.to_ascii_lowercase());
-        if known {
-            let port = port.parse::<u16>().map_err(|_| StatusCode::BAD_REQUEST)?;
-            return TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
-                .await
-                .map_err(|_| StatusCode::BAD_GATEWAY);
-        }
+    let (host, port) = split_authority(authority).ok_or(StatusCode::BAD_REQUEST)?;
+    let known = shared
+        .loopback_names
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&host.to_ascii_lowercase());
+    if known {
+        return TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+            .await
+            .map_err(|_| StatusCode::BAD_GATEWAY);
     }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(authority)
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|_| StatusCode::BAD_GATEWAY)?
         .filter(|a| a.ip().is_loopback())
@@ -332,6 +328,24 @@ async fn connect_loopback(authority: &str, shared: &Shared) -> Result<TcpStream,
     TcpStream::connect(&addrs[..])
         .await
         .map_err(|_| StatusCode::BAD_GATEWAY)
+}
+
+/// `host:port`, `[v6]:port`, or either without a port (a forwarded
+/// `http://name/`: 80): the host (without brackets) and the port. `None`
+/// for a port that is no number.
+fn split_authority(authority: &str) -> Option<(&str, u16)> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = port.map_or(Some(80), |p| p.parse().ok())?;
+    Some((host, port))
 }
 
 async fn tunnel(req: Request<Incoming>, shared: Arc<Shared>) -> Response<ProxyBody> {
@@ -429,4 +443,18 @@ fn base64(input: &[u8]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod authority_tests {
+    use super::split_authority;
+
+    #[test]
+    fn authorities_split_with_port_80_by_default() {
+        assert_eq!(split_authority("a.test:8080"), Some(("a.test", 8080)));
+        assert_eq!(split_authority("a.test"), Some(("a.test", 80)));
+        assert_eq!(split_authority("[::1]:8080"), Some(("::1", 8080)));
+        assert_eq!(split_authority("[::1]"), Some(("::1", 80)));
+        assert_eq!(split_authority("a.test:x"), None);
+    }
 }

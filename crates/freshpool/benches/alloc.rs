@@ -494,6 +494,7 @@ fn main() {
             ("freshpool HTTP/2 over TLS (ALPN h2)", &h2_tls),
         ] {
             let client = Client::builder()
+                .proxy_from_env(false)
                 .resolver(Fixed(server.addr()))
                 .add_root_certificate(ca.ca_cert_der())
                 .max_connections_per_host(tls_n)

@@ -214,6 +214,7 @@ fn bench(c: &mut Criterion) {
     // The same through a `CachingResolver` (a host name, so the pool asks
     // the resolver whether DNS moved: `Origin::follow_dns`).
     let cached = Client::builder()
+        .proxy_from_env(false)
         .resolver(CachingResolver::new(Fixed(server.addr())))
         .build()
         .expect("client");

@@ -204,6 +204,7 @@ async fn origins_curve(server: &mut ServerProcess, sizes: &[usize], ops: usize) 
     println!("## checkout+return vs number of origins (one idle connection each)");
     for &n in sizes {
         let client = Client::builder()
+            .proxy_from_env(false)
             .resolver(Fixed(server.addr))
             .max_connections_total(n + 64)
             .build()

@@ -256,6 +256,7 @@ impl Entry {
         // (Any lookup still marked keeps it, however long it runs: its
         // answer is stored here.)
         self.refreshing.is_none()
+            && self.lookups == 0
             && now >= self.expires
             && now.duration_since(self.ttl_end) > MAX_STALE
     }

@@ -211,8 +211,8 @@ pub(crate) async fn connect(
     }
     let mut progress = Progress::default();
     let attempt = race(addrs.clone(), &mut progress);
-    let stream = match tokio::time::timeout_at(settings.deadline.at, attempt).await {
-        Ok(Ok(stream)) => stream,
+    let (peer, stream) = match tokio::time::timeout_at(settings.deadline.at, attempt).await {
+        Ok(Ok(won)) => won,
         Ok(Err(())) => return Err(progress.failed(target, &addrs)),
         Err(_) => {
             return Err(Error::new(
@@ -227,13 +227,12 @@ pub(crate) async fn connect(
     };
     // (Named with the host and the address: a server that resets at once
     // makes `setsockopt` fail on some systems, EINVAL on macOS.)
+    // (The address the race won with: `peer_addr` fails on a socket its
+    // peer reset, the very case.)
     let option_failed = |option: &str, e: io::Error| {
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| String::new(), |a| format!(" ({a})"));
         Error::new(
             Kind::Connect,
-            format!("connect to {target}{peer}: setting {option} failed"),
+            format!("connect to {target} ({peer}): setting {option} failed"),
         )
         .with_source(e)
     };
@@ -282,7 +281,10 @@ const MAX_ATTEMPTS_IN_FLIGHT: usize = 4;
 /// whose first SYN was lost still gets its second.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(2);
 
-async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStream, ()> {
+async fn race(
+    addrs: Vec<SocketAddr>,
+    progress: &mut Progress,
+) -> Result<(SocketAddr, TcpStream), ()> {
     let mut pending = addrs.into_iter();
     let mut attempts = JoinSet::new();
     // Oldest first: (address, when it started, its task).
@@ -335,7 +337,7 @@ async fn race(addrs: Vec<SocketAddr>, progress: &mut Progress) -> Result<TcpStre
         let delay = tokio::time::sleep(ATTEMPT_DELAY);
         tokio::select! {
             joined = attempts.join_next() => match joined {
-                Some(Ok((_, Ok(stream)))) => return Ok(stream),
+                Some(Ok((addr, Ok(stream)))) => return Ok((addr, stream)),
                 Some(Ok((addr, Err(e)))) => {
                     if let Some(i) = in_flight.iter().position(|(a, ..)| *a == addr) {
                         in_flight.remove(i);
