@@ -365,10 +365,10 @@ impl Resolve for AnyName {
 /// and running lookups stay. (Judged at a later instant rather than with
 /// answers planted in the past: the monotonic clock of a machine up for
 /// less than `MAX_STALE` cannot go that far back.)
-#[test]
-fn answers_past_use_are_swept() {
-    let now = Instant::now();
-    let entry = |ttl_end: Instant, refreshing: bool| Entry {
+/// An entry for 127.0.0.9:80 whose answer expires at `ttl_end`, with one
+/// lookup running since `refreshing` if given.
+fn entry_until(ttl_end: Instant, refreshing: Option<Instant>) -> Entry {
+    Entry {
         answer: vec![addr("127.0.0.9:80")].into(),
         listed: Vec::new(),
         resolved: Resolved {
@@ -377,10 +377,17 @@ fn answers_past_use_are_swept() {
         },
         expires: ttl_end,
         ttl_end,
-        refreshing: refreshing.then_some(now),
-        lookups: u8::from(refreshing),
+        refreshing,
+        lookups: u8::from(refreshing.is_some()),
         gone: false,
-    };
+    }
+}
+
+#[test]
+fn answers_past_use_are_swept() {
+    let now = Instant::now();
+    let entry =
+        |ttl_end: Instant, refreshing: bool| entry_until(ttl_end, refreshing.then_some(now));
     let mut entries = Entries::new();
     entries.insert(
         "old.test".into(),
@@ -1056,19 +1063,7 @@ impl Resolve for Arc<Hangs> {
 #[test]
 fn hung_refreshes_are_bounded() {
     let now = Instant::now();
-    let mut entry = Entry {
-        answer: vec![addr("127.0.0.9:80")].into(),
-        listed: Vec::new(),
-        resolved: Resolved {
-            generation: 1,
-            addrs: vec![addr("127.0.0.9:80")].into(),
-        },
-        expires: now,
-        ttl_end: now,
-        refreshing: Some(now),
-        lookups: 1,
-        gone: false,
-    };
+    let mut entry = entry_until(now, Some(now));
     let later = now + REFRESH_PATIENCE + Duration::from_secs(1);
     assert!(entry.refresh_running(now));
     assert!(!entry.refresh_running(later), "one hung: another may start");
